@@ -1,0 +1,50 @@
+# ldapgate — build, test, demo, benchmark.
+GO      ?= go
+BIN     := bin/ldapgate
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+# Packages whose code is concurrent run under the race detector.
+RACE_PKGS := ./gateway/... ./store/... ./integration/axigen/... ./integration/axigensim/...
+
+.PHONY: all build test test-unit test-e2e demo bench soak fmt vet deps clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ldapgate
+
+# deps installs what the tests and the demo need on a Debian machine (as root).
+deps:
+	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need="$$need slapd"; \
+	command -v ldapsearch >/dev/null 2>&1 || need="$$need ldap-utils"; \
+	if [ -n "$$need" ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	fi; \
+	if command -v service >/dev/null 2>&1; then service slapd stop >/dev/null 2>&1 || true; fi
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; find . -name '*.go' -newer go.mod 2>/dev/null) | sort -u); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: build vet
+	$(GO) test -count=1 -timeout 14m ./... 
+	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+
+demo: deps build
+	./$(BIN) demo
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./integration/axigen/...
+	$(GO) run ./integration/bench $(BENCHFLAGS)
+
+soak: build
+	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./integration/e2e/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,37 @@
+// Command ldapgate is an LDAP gateway that relays every operation to an
+// upstream directory and mirrors account and group changes into Axigen.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	app := &cli.App{
+		Name:                 "ldapgate",
+		Usage:                "LDAP gateway that mirrors directory changes into Axigen",
+		Version:              version,
+		EnableBashCompletion: true,
+		Suggest:              true,
+		Commands: []*cli.Command{
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					fmt.Fprintln(c.App.Writer, "ldapgate", version)
+					return nil
+				},
+			},
+		},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "ldapgate:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,43 @@
+// Package schema knows the directory dialects ldapgate speaks (OpenLDAP and
+// Active Directory): which entries are accounts or groups, how their
+// attributes map to Axigen's fields, and how an entry's state becomes the
+// state Axigen should have. It depends on no other package of ldapgate.
+package schema
+
+// ContactFields are the eleven Axigen contact-info fields ldapgate mirrors,
+// named exactly as Axigen's ContactInfo context names them.
+var ContactFields = []string{
+	"firstName", "lastName", "nickName", "personalEmail", "businessEmail",
+	"phone", "mobilePhone", "homePhone", "businessPhone", "homeAddress", "businessAddress",
+}
+
+// Account is the state Axigen should hold for one directory account.
+type Account struct {
+	// Name is the account name (the local part of its address) in Axigen.
+	Name string
+	// LDAPID is the directory's stable key for the entry (entryUUID or
+	// objectGUID, as text); Axigen keeps it as "Associated LDAP ID".
+	LDAPID string
+	// DN is the entry's distinguished name, kept as "Associated LDAP DN".
+	DN string
+	// Contact holds the contact-info fields by their Axigen name
+	// (see ContactFields). A missing key means the field is empty.
+	Contact map[string]string
+	// Password is the plaintext password to set, when one is known. It is
+	// empty when the directory holds only a hash (or nothing).
+	Password string
+	// Disabled reports a directory account that may not log in.
+	Disabled bool
+}
+
+// Group is the state Axigen should hold for one directory group.
+type Group struct {
+	// Name is the group name in Axigen.
+	Name string
+	// LDAPID is the directory's stable key for the entry.
+	LDAPID string
+	// DN is the entry's distinguished name.
+	DN string
+	// Members are the members' e-mail addresses, sorted, without duplicates.
+	Members []string
+}
