@@ -20,6 +20,7 @@ func main() {
 		EnableBashCompletion: true,
 		Suggest:              true,
 		Commands: []*cli.Command{
+			serveCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

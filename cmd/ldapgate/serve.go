@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	ber "github.com/go-asn1-ber/asn1-ber"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ldapgate/ldapgate/gateway"
+)
+
+// shutdownGrace is how long SIGTERM waits for outstanding operations.
+const shutdownGrace = 10 * time.Second
+
+func serveCommand() *cli.Command {
+	settings := serveSettings()
+	flags := []cli.Flag{configFlag()}
+	for _, s := range settings {
+		flags = append(flags, s.flag)
+	}
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the gateway",
+		Description: `Relays every LDAP operation between clients and the upstream directory.
+
+Settings come from the YAML file named by --config, then LDAPGATE_* environment
+variables, then flags; a later source overrides an earlier one. A minimal start:
+
+  ldapgate serve --listen ldap://127.0.0.1:3389 --upstream ldap://127.0.0.1:389 --data-dir ./data`,
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c, settings)
+			if err != nil {
+				return err
+			}
+			return runServe(c.Context, cfg, newLogger(cfg.Log, c.App.ErrWriter))
+		},
+	}
+}
+
+// runServe starts the listeners and serves until SIGTERM or SIGINT.
+func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
+	// The BER library decodes with its own limit; keep it at ours.
+	ber.MaxPacketLengthBytes = int64(cfg.Limits.MaxMessageSize)
+
+	serverTLS, err := cfg.serverTLS()
+	if err != nil {
+		return err
+	}
+	ups, err := cfg.upstreams()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("invalid setting dataDir (--data-dir): %w", err)
+	}
+	srv, err := gateway.NewServer(gateway.Config{
+		Dialer: &gateway.OrderedDialer{
+			Upstreams:      ups,
+			DialTimeout:    cfg.Limits.DialTimeout,
+			MaxMessageSize: cfg.Limits.MaxMessageSize,
+		},
+		TLS:                     serverTLS,
+		ConfidentialityRequired: cfg.ConfidentialityRequired,
+		MaxMessageSize:          cfg.Limits.MaxMessageSize,
+		MaxConnections:          cfg.Limits.MaxConnections,
+		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
+		IdleTimeout:             cfg.Limits.IdleTimeout,
+		OpTimeout:               cfg.Limits.OpTimeout,
+		Logger:                  log,
+	})
+	if err != nil {
+		return err
+	}
+
+	type boundListener struct {
+		ln     net.Listener
+		scheme string
+	}
+	var bound []boundListener
+	closeAll := func() {
+		for _, b := range bound {
+			b.ln.Close()
+		}
+	}
+	for _, raw := range cfg.Listen {
+		u, _ := url.Parse(raw) // validated
+		ln, err := net.Listen("tcp", u.Host)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("invalid setting listen (--listen) %s: %w", raw, err)
+		}
+		bound = append(bound, boundListener{ln, u.Scheme})
+	}
+
+	errc := make(chan error, len(bound))
+	var urls []string
+	for _, b := range bound {
+		urls = append(urls, b.scheme+"://"+b.ln.Addr().String())
+		go func() {
+			if b.scheme == "ldaps" {
+				errc <- srv.ServeTLS(b.ln)
+			} else {
+				errc <- srv.Serve(b.ln)
+			}
+		}()
+	}
+	if cfg.AddrFile != "" {
+		if err := writeFileAtomic(cfg.AddrFile, []byte(strings.Join(urls, "\n")+"\n")); err != nil {
+			closeAll()
+			return fmt.Errorf("invalid setting addrFile (--addr-file): %w", err)
+		}
+	}
+	upURLs := make([]string, len(ups))
+	for i, u := range ups {
+		upURLs[i] = u.URL
+	}
+	log.Info("ldapgate serving", "version", version, "listen", urls, "upstream", upURLs)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	select {
+	case sig := <-sigs:
+		log.Info("shutting down", "signal", sig.String())
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, gateway.ErrServerClosed) {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("sessions still busy at the end of the grace period were closed", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it
+// into place, so readers never see a partial file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,488 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Extended operation OIDs the gateway recognises.
+const (
+	OIDStartTLS              = "1.3.6.1.4.1.1466.20037"
+	OIDPasswordModify        = "1.3.6.1.4.1.4203.1.11.1"
+	OIDWhoAmI                = "1.3.6.1.4.1.4203.1.11.3"
+	OIDNoticeOfDisconnection = "1.3.6.1.4.1.1466.20036"
+)
+
+// WriteOp names the kind of a write request.
+type WriteOp int
+
+// The write operations the relay decodes for interception.
+const (
+	OpAdd WriteOp = iota + 1
+	OpModify
+	OpDelete
+	OpModifyDN
+	OpPasswordModify
+)
+
+func (o WriteOp) String() string {
+	switch o {
+	case OpAdd:
+		return "add"
+	case OpModify:
+		return "modify"
+	case OpDelete:
+		return "delete"
+	case OpModifyDN:
+		return "modifyDN"
+	case OpPasswordModify:
+		return "passwordModify"
+	}
+	return fmt.Sprintf("WriteOp(%d)", int(o))
+}
+
+// ModOp is the operation of one modification in a modify request.
+type ModOp int
+
+// Modification operations, numbered as on the wire (RFC 4511, RFC 4525).
+const (
+	ModAdd       ModOp = 0
+	ModDelete    ModOp = 1
+	ModReplace   ModOp = 2
+	ModIncrement ModOp = 3
+)
+
+func (o ModOp) String() string {
+	switch o {
+	case ModAdd:
+		return "add"
+	case ModDelete:
+		return "delete"
+	case ModReplace:
+		return "replace"
+	case ModIncrement:
+		return "increment"
+	}
+	return fmt.Sprintf("ModOp(%d)", int(o))
+}
+
+// Attribute is an attribute description with its values.
+type Attribute struct {
+	Type   string
+	Values [][]byte
+}
+
+// Modification is one change of a modify request.
+type Modification struct {
+	Op ModOp
+	Attribute
+}
+
+// Control is a request or response control, kept as it came.
+type Control struct {
+	OID      string
+	Critical bool
+	Value    []byte
+	HasValue bool
+}
+
+// WriteRequest is a decoded write: what interception sees. The byte slices
+// are the request's own copies and stay valid after the call.
+type WriteRequest struct {
+	MessageID int64
+	Op        WriteOp
+	// DN is the target entry. For a password modify it is the userIdentity,
+	// empty when the request changes the bound user's own password.
+	DN string
+	// Attributes of an add.
+	Attributes []Attribute
+	// Changes of a modify.
+	Changes []Modification
+	// NewRDN, DeleteOldRDN and NewSuperior of a modify DN; NewSuperior is
+	// empty when the entry stays under its parent.
+	NewRDN       string
+	DeleteOldRDN bool
+	NewSuperior  string
+	// OldPassword and NewPassword of a password modify (RFC 3062); either may
+	// be absent, in which case it is nil.
+	OldPassword []byte
+	NewPassword []byte
+	Controls    []Control
+}
+
+// bindRequest is the part of a bind the session needs to know.
+type bindRequest struct {
+	name       string
+	simple     bool
+	password   []byte // simple bind only; never logged
+	mechanism  string // SASL only
+	hasVersion bool
+	version    int64
+}
+
+// element walks BER content one element at a time.
+type element struct {
+	tag     byte
+	content []byte
+}
+
+func splitElements(data []byte) ([]element, error) {
+	var out []element
+	for len(data) > 0 {
+		tag, content, rest, err := nextElement(data)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, element{tag, content})
+		data = rest
+	}
+	return out, nil
+}
+
+func parseInt(content []byte) (int64, error) {
+	if len(content) == 0 || len(content) > 8 {
+		return 0, errors.New("integer of bad size")
+	}
+	v := int64(int8(content[0]))
+	for _, b := range content[1:] {
+		v = v<<8 | int64(b)
+	}
+	return v, nil
+}
+
+func copyBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}
+
+// decodeControls decodes a Controls content (a SEQUENCE OF Control).
+func decodeControls(content []byte) ([]Control, error) {
+	if content == nil {
+		return nil, nil
+	}
+	items, err := splitElements(content)
+	if err != nil {
+		return nil, err
+	}
+	controls := make([]Control, 0, len(items))
+	for _, it := range items {
+		if it.tag != berTagSequence {
+			return nil, errors.New("control is not a SEQUENCE")
+		}
+		parts, err := splitElements(it.content)
+		if err != nil {
+			return nil, err
+		}
+		if len(parts) == 0 || parts[0].tag != berTagOctetString {
+			return nil, errors.New("control has no controlType")
+		}
+		c := Control{OID: string(parts[0].content)}
+		for _, p := range parts[1:] {
+			switch p.tag {
+			case berTagBoolean:
+				c.Critical = len(p.content) == 1 && p.content[0] != 0
+			case berTagOctetString:
+				c.Value, c.HasValue = copyBytes(p.content), true
+			default:
+				return nil, fmt.Errorf("unexpected element 0x%02x in control", p.tag)
+			}
+		}
+		controls = append(controls, c)
+	}
+	return controls, nil
+}
+
+// decodeWrite decodes a write request. It returns (nil, nil) for a message
+// that is not a write (including extended operations other than password
+// modify).
+func decodeWrite(m message) (*WriteRequest, error) {
+	req := &WriteRequest{MessageID: m.id}
+	var err error
+	switch m.op {
+	case tagAddRequest:
+		req.Op = OpAdd
+		err = decodeAdd(req, m.opContent)
+	case tagModifyRequest:
+		req.Op = OpModify
+		err = decodeModify(req, m.opContent)
+	case tagDelRequest:
+		req.Op = OpDelete
+		req.DN = string(m.opContent)
+	case tagModDNRequest:
+		req.Op = OpModifyDN
+		err = decodeModDN(req, m.opContent)
+	case tagExtendedRequest:
+		name, value, hasValue, xerr := decodeExtended(m.opContent)
+		if xerr != nil {
+			return nil, xerr
+		}
+		if name != OIDPasswordModify {
+			return nil, nil
+		}
+		req.Op = OpPasswordModify
+		if hasValue {
+			err = decodePasswordModify(req, value)
+		}
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("malformed %s request: %w", req.Op, err)
+	}
+	if req.Controls, err = decodeControls(m.controls); err != nil {
+		return nil, fmt.Errorf("malformed controls: %w", err)
+	}
+	return req, nil
+}
+
+func decodeAttributes(content []byte) ([]Attribute, error) {
+	items, err := splitElements(content)
+	if err != nil {
+		return nil, err
+	}
+	attrs := make([]Attribute, 0, len(items))
+	for _, it := range items {
+		a, err := decodeAttribute(it)
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, a)
+	}
+	return attrs, nil
+}
+
+// decodeAttribute decodes a PartialAttribute SEQUENCE { type, SET OF value }.
+func decodeAttribute(it element) (Attribute, error) {
+	if it.tag != berTagSequence {
+		return Attribute{}, errors.New("attribute is not a SEQUENCE")
+	}
+	parts, err := splitElements(it.content)
+	if err != nil {
+		return Attribute{}, err
+	}
+	if len(parts) != 2 || parts[0].tag != berTagOctetString || parts[1].tag != 0x31 {
+		return Attribute{}, errors.New("attribute must be a type and a SET of values")
+	}
+	vals, err := splitElements(parts[1].content)
+	if err != nil {
+		return Attribute{}, err
+	}
+	a := Attribute{Type: string(parts[0].content), Values: make([][]byte, 0, len(vals))}
+	for _, v := range vals {
+		if v.tag != berTagOctetString {
+			return Attribute{}, errors.New("attribute value is not an OCTET STRING")
+		}
+		a.Values = append(a.Values, copyBytes(v.content))
+	}
+	return a, nil
+}
+
+func decodeAdd(req *WriteRequest, content []byte) error {
+	parts, err := splitElements(content)
+	if err != nil {
+		return err
+	}
+	if len(parts) != 2 || parts[0].tag != berTagOctetString || parts[1].tag != berTagSequence {
+		return errors.New("add must be an entry DN and an attribute list")
+	}
+	req.DN = string(parts[0].content)
+	req.Attributes, err = decodeAttributes(parts[1].content)
+	return err
+}
+
+func decodeModify(req *WriteRequest, content []byte) error {
+	parts, err := splitElements(content)
+	if err != nil {
+		return err
+	}
+	if len(parts) != 2 || parts[0].tag != berTagOctetString || parts[1].tag != berTagSequence {
+		return errors.New("modify must be an object DN and a list of changes")
+	}
+	req.DN = string(parts[0].content)
+	changes, err := splitElements(parts[1].content)
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		if c.tag != berTagSequence {
+			return errors.New("change is not a SEQUENCE")
+		}
+		cp, err := splitElements(c.content)
+		if err != nil {
+			return err
+		}
+		if len(cp) != 2 || cp[0].tag != berTagEnumerated {
+			return errors.New("change must be an operation and an attribute")
+		}
+		op, err := parseInt(cp[0].content)
+		if err != nil || op < 0 || op > 3 {
+			return fmt.Errorf("unknown modify operation %d", op)
+		}
+		a, err := decodeAttribute(cp[1])
+		if err != nil {
+			return err
+		}
+		req.Changes = append(req.Changes, Modification{Op: ModOp(op), Attribute: a})
+	}
+	return nil
+}
+
+func decodeModDN(req *WriteRequest, content []byte) error {
+	parts, err := splitElements(content)
+	if err != nil {
+		return err
+	}
+	if len(parts) < 3 || len(parts) > 4 || parts[0].tag != berTagOctetString ||
+		parts[1].tag != berTagOctetString || parts[2].tag != berTagBoolean {
+		return errors.New("modify DN must be an entry, a new RDN, deleteoldrdn and an optional new superior")
+	}
+	req.DN = string(parts[0].content)
+	req.NewRDN = string(parts[1].content)
+	req.DeleteOldRDN = len(parts[2].content) == 1 && parts[2].content[0] != 0
+	if len(parts) == 4 {
+		if parts[3].tag != 0x80 {
+			return errors.New("newSuperior must be context tag [0]")
+		}
+		req.NewSuperior = string(parts[3].content)
+	}
+	return nil
+}
+
+// decodeExtended reads an ExtendedRequest's requestName [0] and optional
+// requestValue [1].
+func decodeExtended(content []byte) (name string, value []byte, hasValue bool, err error) {
+	parts, err := splitElements(content)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if len(parts) < 1 || len(parts) > 2 || parts[0].tag != 0x80 {
+		return "", nil, false, errors.New("extended request must start with requestName [0]")
+	}
+	if len(parts) == 2 {
+		if parts[1].tag != 0x81 {
+			return "", nil, false, errors.New("requestValue must be context tag [1]")
+		}
+		return string(parts[0].content), parts[1].content, true, nil
+	}
+	return string(parts[0].content), nil, false, nil
+}
+
+// decodePasswordModify reads PasswdModifyRequestValue (RFC 3062).
+func decodePasswordModify(req *WriteRequest, value []byte) error {
+	tag, content, rest, err := nextElement(value)
+	if err != nil {
+		return err
+	}
+	if tag != berTagSequence || len(rest) != 0 {
+		return errors.New("password modify value must be one SEQUENCE")
+	}
+	parts, err := splitElements(content)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		switch p.tag {
+		case 0x80:
+			req.DN = string(p.content)
+		case 0x81:
+			req.OldPassword = copyBytes(p.content)
+		case 0x82:
+			req.NewPassword = copyBytes(p.content)
+		default:
+			return fmt.Errorf("unexpected element 0x%02x in password modify value", p.tag)
+		}
+	}
+	return nil
+}
+
+// decodeBind reads a BindRequest.
+func decodeBind(content []byte) (bindRequest, error) {
+	parts, err := splitElements(content)
+	if err != nil {
+		return bindRequest{}, err
+	}
+	if len(parts) != 3 || parts[0].tag != berTagInteger || parts[1].tag != berTagOctetString {
+		return bindRequest{}, errors.New("bind must be a version, a name and an authentication choice")
+	}
+	var b bindRequest
+	if b.version, err = parseInt(parts[0].content); err != nil {
+		return bindRequest{}, err
+	}
+	b.hasVersion = true
+	b.name = string(parts[1].content)
+	switch parts[2].tag {
+	case 0x80:
+		b.simple = true
+		b.password = parts[2].content
+	case 0xa3:
+		sasl, err := splitElements(parts[2].content)
+		if err != nil {
+			return bindRequest{}, err
+		}
+		if len(sasl) < 1 || sasl[0].tag != berTagOctetString {
+			return bindRequest{}, errors.New("SASL credentials need a mechanism")
+		}
+		b.mechanism = strings.ToUpper(string(sasl[0].content))
+	default:
+		return bindRequest{}, fmt.Errorf("unsupported authentication choice 0x%02x", parts[2].tag)
+	}
+	return b, nil
+}
+
+// Result is an LDAPResult as the upstream (or the gateway) gave it.
+type Result struct {
+	Code       int
+	MatchedDN  string
+	Diagnostic string
+	// GeneratedPassword is the genPasswd of a password modify response,
+	// when the server chose the new password.
+	GeneratedPassword []byte
+	Controls          []Control
+	// Unanswered is set when the upstream never answered: the outcome of the
+	// request is unknown.
+	Unanswered bool
+}
+
+// decodeResult reads the LDAPResult at the start of a response protocolOp.
+// For a password modify response it also reads genPasswd.
+func decodeResult(m message, passwordModify bool) (Result, error) {
+	parts, err := splitElements(m.opContent)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(parts) < 3 || parts[0].tag != berTagEnumerated {
+		return Result{}, errors.New("response has no LDAPResult")
+	}
+	code, err := parseInt(parts[0].content)
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{Code: int(code), MatchedDN: string(parts[1].content), Diagnostic: string(parts[2].content)}
+	if passwordModify {
+		for _, p := range parts[3:] {
+			if p.tag != 0x8b { // responseValue [11]
+				continue
+			}
+			tag, content, _, err := nextElement(p.content)
+			if err != nil || tag != berTagSequence {
+				return Result{}, errors.New("malformed password modify response value")
+			}
+			inner, err := splitElements(content)
+			if err != nil {
+				return Result{}, err
+			}
+			for _, e := range inner {
+				if e.tag == 0x80 {
+					r.GeneratedPassword = copyBytes(e.content)
+				}
+			}
+		}
+	}
+	if r.Controls, err = decodeControls(m.controls); err != nil {
+		return Result{}, err
+	}
+	return r, nil
+}

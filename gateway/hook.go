@@ -1,0 +1,38 @@
+package gateway
+
+import "context"
+
+// SessionInfo describes a client session to an Interceptor.
+type SessionInfo struct {
+	// ID numbers sessions within one Server.
+	ID uint64
+	// RemoteAddr is the client's address.
+	RemoteAddr string
+	// BoundDN is the DN of the session's last successful simple bind; empty
+	// for an anonymous session.
+	BoundDN string
+	// SASLMechanism is set instead of BoundDN when the session authenticated
+	// with SASL; the identity is then the directory's to know.
+	SASLMechanism string
+	// TLS reports whether the client connection is encrypted.
+	TLS bool
+}
+
+// Interceptor sees every decoded write before it goes upstream, in the way
+// a slapd overlay or httputil.ReverseProxy's Rewrite/ModifyResponse does:
+// the relay knows nothing about accounts or Axigen, the interceptor nothing
+// about sockets.
+//
+// Intercept runs on the session's reading goroutine, so a session's writes
+// reach it in the order the client sent them. To refuse a request it returns
+// a non-nil *Result: the client gets that result and the directory never
+// sees the request. Otherwise the returned Completion, if not nil, is called
+// with the upstream's answer before the client sees it.
+type Interceptor interface {
+	Intercept(ctx context.Context, s SessionInfo, req *WriteRequest) (Completion, *Result)
+}
+
+// Completion receives the outcome of an intercepted write. When the upstream
+// connection was lost before it answered, res.Unanswered is true: the write
+// may or may not have been applied.
+type Completion func(ctx context.Context, res Result)

@@ -1,0 +1,298 @@
+// Package gateway is ldapgate's LDAP front end: listeners, TLS, client
+// sessions and the message relay to the upstream directory.
+//
+// The relay frames each LDAPMessage, reads only its envelope (message ID,
+// operation) and forwards the bytes to the session's own upstream
+// connection, so every control, extended operation, intermediate response
+// and referral passes through untouched. Only binds (to know who the session
+// is), StartTLS (which the gateway terminates) and the writes an Interceptor
+// must see are decoded. The split follows net/http: Server owns listeners
+// and limits, Interceptor is the handler-like extension point.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Config holds a Server's settings. Zero values take the defaults below.
+type Config struct {
+	// Dialer opens each session's upstream connection. Required.
+	Dialer Dialer
+	// TLS serves ldaps:// listeners and StartTLS; nil disables both.
+	TLS *tls.Config
+	// Interceptor sees decoded writes; nil relays them untouched.
+	Interceptor Interceptor
+	// ConfidentialityRequired refuses binds with credentials and writes on
+	// connections without TLS.
+	ConfidentialityRequired bool
+
+	MaxMessageSize   int           // bytes; default 16 MiB
+	MaxConnections   int           // default 4096
+	MaxOpsPerConn    int           // outstanding operations per session; default 256
+	IdleTimeout      time.Duration // 0 disables
+	OpTimeout        time.Duration // upstream silence with a non-search op pending; 0 disables
+	HandshakeTimeout time.Duration // TLS handshakes; default 10s
+
+	Logger *slog.Logger
+}
+
+// Defaults for Config.
+const (
+	DefaultMaxMessageSize   = 16 << 20
+	DefaultMaxConnections   = 4096
+	DefaultMaxOpsPerConn    = 256
+	DefaultHandshakeTimeout = 10 * time.Second
+)
+
+// Stats are the Server's running counters.
+type Stats struct {
+	Connections      int64 // open client sessions
+	UpstreamConns    int64 // open upstream connections
+	Accepted         int64
+	Rejected         int64 // connections refused by the connection limit
+	Requests         int64
+	UpstreamFailures int64
+}
+
+type counters struct {
+	connections, upstreamConns, accepted, rejected, requests, upstreamErrors atomic.Int64
+}
+
+// Server relays LDAP sessions to an upstream directory.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	stats counters
+
+	baseCtx context.Context
+	stop    context.CancelFunc
+	nextID  atomic.Uint64
+	connSem chan struct{}
+	closed  atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	wg        sync.WaitGroup
+}
+
+// NewServer checks cfg and returns a Server ready to Serve.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Dialer == nil {
+		return nil, errors.New("gateway: no upstream dialer configured")
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxOpsPerConn <= 0 {
+		cfg.MaxOpsPerConn = DefaultMaxOpsPerConn
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		baseCtx:   ctx,
+		stop:      cancel,
+		connSem:   make(chan struct{}, cfg.MaxConnections),
+		listeners: make(map[net.Listener]struct{}),
+		sessions:  make(map[*session]struct{}),
+	}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connections:      s.stats.connections.Load(),
+		UpstreamConns:    s.stats.upstreamConns.Load(),
+		Accepted:         s.stats.accepted.Load(),
+		Rejected:         s.stats.rejected.Load(),
+		Requests:         s.stats.requests.Load(),
+		UpstreamFailures: s.stats.upstreamErrors.Load(),
+	}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+// Serve accepts ldap:// connections (StartTLS available when TLS is set).
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS accepts ldaps:// connections: TLS from the first byte.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("gateway: ldaps listener needs a TLS certificate")
+	}
+	return s.serve(ln, true)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.closed.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("gateway: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		s.stats.accepted.Add(1)
+		select {
+		case s.connSem <- struct{}{}:
+		default:
+			s.stats.rejected.Add(1)
+			go s.reject(conn, implicitTLS)
+			continue
+		}
+		s.wg.Add(1)
+		go s.serveConn(conn, implicitTLS)
+	}
+}
+
+// reject tells a client over the connection limit why it is turned away.
+func (s *Server) reject(conn net.Conn, implicitTLS bool) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if implicitTLS {
+		tc := tls.Server(conn, s.cfg.TLS)
+		if tc.Handshake() != nil {
+			return
+		}
+		conn = tc
+	}
+	_, _ = conn.Write(encodeNotice(ldap.LDAPResultBusy, "ldapgate: too many connections; try again later"))
+}
+
+func (s *Server) serveConn(conn net.Conn, implicitTLS bool) {
+	defer s.wg.Done()
+	defer func() { <-s.connSem }()
+	defer func() {
+		// A bug in one session must not take the gateway down.
+		if r := recover(); r != nil {
+			s.log.Error("session panicked", "panic", r)
+			conn.Close()
+		}
+	}()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if implicitTLS {
+		tc := tls.Server(conn, s.cfg.TLS)
+		ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.log.Debug("TLS handshake failed", "client", conn.RemoteAddr().String(), "err", err)
+			conn.Close()
+			return
+		}
+		conn = tc
+	}
+	sess := newSession(s, s.nextID.Add(1), conn, implicitTLS)
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		conn.Close()
+		return
+	}
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	s.stats.connections.Add(1)
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+		s.stats.connections.Add(-1)
+	}()
+	sess.run()
+	sess.wait()
+}
+
+// Shutdown stops accepting, tells idle clients the server is going away,
+// and waits for sessions with outstanding operations to finish until ctx
+// ends; then it closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.closeIdle()
+		select {
+		case <-done:
+			s.stop()
+			return nil
+		case <-ctx.Done():
+			s.stop()
+			s.mu.Lock()
+			for sess := range s.sessions {
+				sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
+				sess.close()
+			}
+			s.mu.Unlock()
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// closeIdle ends sessions that have nothing outstanding.
+func (s *Server) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		sess.mu.Lock()
+		idle := len(sess.pending) == 0
+		sess.mu.Unlock()
+		if idle {
+			sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
+			sess.close()
+		}
+	}
+}

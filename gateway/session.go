@@ -1,0 +1,670 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// saslWithoutSecurityLayer lists the SASL mechanisms that never negotiate a
+// security layer, so their bytes can be relayed as they are. A mechanism
+// that may wrap the connection afterwards (GSSAPI, DIGEST-MD5) or binds to
+// the TLS channel or certificate the gateway terminates (EXTERNAL, *-PLUS)
+// cannot work through a relay and is refused.
+var saslWithoutSecurityLayer = map[string]bool{
+	"PLAIN": true, "ANONYMOUS": true, "CRAM-MD5": true, "LOGIN": true,
+	"SCRAM-SHA-1": true, "SCRAM-SHA-256": true, "SCRAM-SHA-512": true,
+	"OAUTHBEARER": true,
+}
+
+// pendingOp is an operation relayed upstream and not yet finished.
+type pendingOp struct {
+	tag            byte
+	bindDN         string
+	saslMechanism  string
+	passwordModify bool
+	after          Completion
+}
+
+// upstreamConn is a session's own connection to the directory.
+type upstreamConn struct {
+	conn net.Conn
+	r    *messageReader
+	w    *bufio.Writer
+}
+
+// session relays one client connection. The reading goroutine (run) owns
+// the client reader and the upstream writer; the upstream goroutine owns the
+// upstream reader. Writes to the client are shared and go through cmu.
+type session struct {
+	srv    *Server
+	id     uint64
+	ctx    context.Context
+	cancel context.CancelFunc
+	remote string
+
+	client net.Conn
+	cr     *messageReader
+
+	cmu sync.Mutex
+	cw  *bufio.Writer
+
+	mu            sync.Mutex
+	up            *upstreamConn
+	pending       map[int64]pendingOp
+	timedOps      int // pending ops other than searches, watched by the op timeout
+	boundDN       string
+	saslMechanism string
+	tls           bool
+	closing       bool
+
+	slots     chan struct{}
+	closeOnce sync.Once
+	upDone    chan struct{}
+}
+
+func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
+	ctx, cancel := context.WithCancel(srv.baseCtx)
+	return &session{
+		srv:     srv,
+		id:      id,
+		ctx:     ctx,
+		cancel:  cancel,
+		remote:  conn.RemoteAddr().String(),
+		client:  conn,
+		cr:      newMessageReader(conn, srv.cfg.MaxMessageSize),
+		cw:      bufio.NewWriterSize(conn, 32<<10),
+		pending: make(map[int64]pendingOp),
+		tls:     isTLS,
+		slots:   make(chan struct{}, srv.cfg.MaxOpsPerConn),
+	}
+}
+
+func (s *session) log() *slog.Logger {
+	return s.srv.log.With("session", s.id, "client", s.remote)
+}
+
+// run reads client messages until the session ends.
+func (s *session) run() {
+	defer s.close()
+	for {
+		m, err := s.readClient()
+		if err != nil {
+			s.clientReadFailed(err)
+			return
+		}
+		if !s.handle(m) {
+			return
+		}
+	}
+}
+
+// readClient waits for the next client message. A client that stays silent
+// for the idle timeout is disconnected, unless it still has operations
+// outstanding (a persistent search is not idle).
+func (s *session) readClient() (message, error) {
+	idle := s.srv.cfg.IdleTimeout
+	for idle > 0 && s.cr.buffered() == 0 {
+		_ = s.client.SetReadDeadline(time.Now().Add(idle))
+		_, err := s.cr.r.Peek(1)
+		if err == nil {
+			// A message has started; it must arrive within the same time.
+			_ = s.client.SetReadDeadline(time.Now().Add(idle))
+			break
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return message{}, err
+		}
+		s.mu.Lock()
+		busy := len(s.pending) > 0
+		s.mu.Unlock()
+		if !busy {
+			return message{}, errIdle
+		}
+	}
+	return s.cr.next()
+}
+
+var errIdle = errors.New("idle timeout")
+
+func (s *session) clientReadFailed(err error) {
+	var pe *ProtocolError
+	switch {
+	case errors.Is(err, io.EOF):
+	case errors.Is(err, errIdle):
+		s.log().Debug("closing idle session")
+		s.notice(ldap.LDAPResultUnavailable, "ldapgate: session idle for too long")
+	case errors.As(err, &pe):
+		s.log().Info("protocol error from client", "reason", pe.Reason)
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+pe.Reason)
+	case errors.Is(err, ErrMessageTooLarge):
+		s.log().Info("client message too large", "err", err)
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.log().Info("client stalled in the middle of a message")
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: incomplete message")
+	default:
+		s.log().Debug("client connection ended", "err", err)
+	}
+}
+
+// handle acts on one client message and reports whether the session goes on.
+func (s *session) handle(m message) bool {
+	if !isRequestTag(m.op) {
+		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: 0x%02x is not an LDAP request", m.op))
+		return false
+	}
+	if m.id == 0 {
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: message ID 0 is reserved for unsolicited notifications")
+		return false
+	}
+	s.srv.stats.requests.Add(1)
+	switch m.op {
+	case tagUnbindRequest:
+		s.mu.Lock()
+		up := s.up
+		s.closing = true
+		s.mu.Unlock()
+		if up != nil {
+			_, _ = up.w.Write(m.raw)
+			_ = up.w.Flush()
+		}
+		return false
+	case tagAbandonRequest:
+		return s.abandon(m)
+	case tagBindRequest:
+		return s.bind(m)
+	case tagExtendedRequest:
+		name, _, _, err := decodeExtended(m.opContent)
+		if err != nil {
+			s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed extended request: "+err.Error())
+			return false
+		}
+		switch name {
+		case OIDStartTLS:
+			return s.startTLS(m)
+		case OIDPasswordModify:
+			return s.write(m)
+		}
+		return s.forward(m, pendingOp{tag: m.op})
+	case tagAddRequest, tagModifyRequest, tagDelRequest, tagModDNRequest:
+		return s.write(m)
+	}
+	return s.forward(m, pendingOp{tag: m.op})
+}
+
+func (s *session) abandon(m message) bool {
+	target, err := parseInt(m.opContent)
+	if err != nil {
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed abandon request")
+		return false
+	}
+	s.mu.Lock()
+	up := s.up
+	if op, ok := s.pending[target]; ok {
+		// The directory sends nothing more for an abandoned operation, so
+		// stop waiting for it here too.
+		s.finishLocked(target, op)
+	}
+	s.mu.Unlock()
+	if up != nil {
+		if _, err := up.w.Write(m.raw); err == nil && s.cr.buffered() == 0 {
+			_ = up.w.Flush()
+		}
+	}
+	return true
+}
+
+func (s *session) bind(m message) bool {
+	b, err := decodeBind(m.opContent)
+	if err != nil {
+		s.respond(m, ldap.LDAPResultProtocolError, "ldapgate: malformed bind request: "+err.Error())
+		return true
+	}
+	s.mu.Lock()
+	isTLS := s.tls
+	s.mu.Unlock()
+	op := pendingOp{tag: m.op, bindDN: b.name}
+	if !b.simple {
+		if !saslWithoutSecurityLayer[b.mechanism] {
+			s.respond(m, ldap.LDAPResultAuthMethodNotSupported, fmt.Sprintf(
+				"ldapgate: SASL mechanism %s is not relayed: it may negotiate a security layer or bind to the gateway's own TLS channel; use a simple bind or SASL PLAIN over TLS", b.mechanism))
+			return true
+		}
+		op.saslMechanism = b.mechanism
+	}
+	anonymous := b.simple && len(b.password) == 0
+	if s.srv.cfg.ConfidentialityRequired && !isTLS && !anonymous {
+		s.respond(m, ldap.LDAPResultConfidentialityRequired,
+			"ldapgate: binding requires a TLS-protected connection; use StartTLS or ldaps://")
+		return true
+	}
+	return s.forward(m, op)
+}
+
+// write handles the operations interception may see.
+func (s *session) write(m message) bool {
+	s.mu.Lock()
+	isTLS := s.tls
+	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
+	s.mu.Unlock()
+	if s.srv.cfg.ConfidentialityRequired && !isTLS {
+		s.respond(m, ldap.LDAPResultConfidentialityRequired,
+			"ldapgate: writes require a TLS-protected connection; use StartTLS or ldaps://")
+		return true
+	}
+	op := pendingOp{tag: m.op}
+	hook := s.srv.cfg.Interceptor
+	if hook == nil {
+		return s.forward(m, op)
+	}
+	req, err := decodeWrite(m)
+	if err != nil {
+		s.respond(m, ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
+		return true
+	}
+	if req == nil {
+		return s.forward(m, op)
+	}
+	after, refuse := hook.Intercept(s.ctx, info, req)
+	if refuse != nil {
+		s.respond(m, refuse.Code, refuse.Diagnostic)
+		return true
+	}
+	op.after = after
+	op.passwordModify = req.Op == OpPasswordModify
+	return s.forward(m, op)
+}
+
+// forward relays a request upstream, registering it as pending when it
+// expects an answer.
+func (s *session) forward(m message, op pendingOp) bool {
+	expectsAnswer := responseTag(m.op) != 0
+	if expectsAnswer && !s.acquireSlot() {
+		return false
+	}
+	up, err := s.upstream()
+	if err != nil {
+		if expectsAnswer {
+			<-s.slots
+		}
+		s.srv.stats.upstreamErrors.Add(1)
+		s.log().Warn("no upstream directory reachable", "err", err)
+		s.failOp(m.id, op, "ldapgate: no upstream directory reachable", false)
+		return true
+	}
+	if expectsAnswer {
+		s.mu.Lock()
+		if s.up != up {
+			// The upstream was lost while we dialled or waited.
+			s.mu.Unlock()
+			<-s.slots
+			s.failOp(m.id, op, "ldapgate: the upstream directory connection was lost", false)
+			return false
+		}
+		if _, dup := s.pending[m.id]; dup {
+			s.mu.Unlock()
+			<-s.slots
+			s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.id))
+			return false
+		}
+		s.pending[m.id] = op
+		if op.tag != tagSearchRequest {
+			s.timedOps++
+			if s.timedOps == 1 && s.srv.cfg.OpTimeout > 0 {
+				_ = up.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.OpTimeout))
+			}
+		}
+		s.mu.Unlock()
+	}
+	if _, err := up.w.Write(m.raw); err != nil {
+		return false
+	}
+	if s.cr.buffered() == 0 || up.w.Buffered() > 16<<10 {
+		if err := up.w.Flush(); err != nil {
+			return false
+		}
+	}
+	s.cr.release()
+	return true
+}
+
+// acquireSlot bounds the operations outstanding on this session. When the
+// bound is reached the client's next request waits (backpressure) instead of
+// failing; buffered requests are flushed first so their answers can free a slot.
+func (s *session) acquireSlot() bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	s.mu.Lock()
+	up := s.up
+	s.mu.Unlock()
+	if up != nil {
+		_ = up.w.Flush()
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// upstream returns the session's upstream connection, dialling it on first use.
+func (s *session) upstream() (*upstreamConn, error) {
+	s.mu.Lock()
+	up := s.up
+	s.mu.Unlock()
+	if up != nil {
+		return up, nil
+	}
+	conn, err := s.srv.cfg.Dialer.Dial(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	up = &upstreamConn{
+		conn: conn,
+		r:    newMessageReader(conn, s.srv.cfg.MaxMessageSize),
+		w:    bufio.NewWriterSize(conn, 32<<10),
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		conn.Close()
+		return nil, errors.New("session is closing")
+	}
+	s.up = up
+	s.upDone = make(chan struct{})
+	done := s.upDone
+	s.mu.Unlock()
+	s.srv.stats.upstreamConns.Add(1)
+	go func() {
+		defer close(done)
+		defer s.srv.stats.upstreamConns.Add(-1)
+		s.relayUpstream(up)
+	}()
+	return up, nil
+}
+
+// relayUpstream copies the upstream's messages to the client until the
+// upstream connection ends.
+func (s *session) relayUpstream(up *upstreamConn) {
+	defer up.conn.Close()
+	for {
+		m, err := up.r.next()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !s.opTimedOut(up) {
+				continue
+			}
+			s.upstreamLost(up, err)
+			return
+		}
+		if m.id == 0 {
+			// An unsolicited notification, most often the directory's own
+			// Notice of Disconnection: pass it on and end the session.
+			s.mu.Lock()
+			s.closing = true
+			s.mu.Unlock()
+			s.writeClient(m.raw, true)
+			s.close()
+			return
+		}
+		var op pendingOp
+		var found bool
+		if isFinalResponse(m.op) {
+			s.mu.Lock()
+			op, found = s.pending[m.id]
+			if found {
+				s.finishLocked(m.id, op)
+				s.resetOpTimerLocked(up)
+				if op.tag == tagBindRequest {
+					s.noteBindLocked(m, op)
+				}
+			}
+			s.mu.Unlock()
+		}
+		if found && op.after != nil {
+			res, err := decodeResult(m, op.passwordModify)
+			if err != nil {
+				res = Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: unreadable upstream response: " + err.Error(), Unanswered: true}
+			}
+			op.after(s.ctx, res)
+		}
+		if !s.writeClient(m.raw, up.r.buffered() == 0) {
+			return
+		}
+		up.r.release()
+	}
+}
+
+// noteBindLocked records the session's identity after a bind completes.
+// A failed bind leaves the session anonymous (RFC 4511 section 4.2.1).
+func (s *session) noteBindLocked(m message, op pendingOp) {
+	code, ok := resultCode(m)
+	s.boundDN, s.saslMechanism = "", ""
+	if ok && code == ldap.LDAPResultSuccess {
+		if op.saslMechanism != "" {
+			s.saslMechanism = op.saslMechanism
+		} else {
+			s.boundDN = op.bindDN
+		}
+	}
+}
+
+func resultCode(m message) (int, bool) {
+	tag, content, _, err := nextElement(m.opContent)
+	if err != nil || tag != berTagEnumerated {
+		return 0, false
+	}
+	v, err := parseInt(content)
+	return int(v), err == nil
+}
+
+// finishLocked forgets a pending operation and frees its slot.
+func (s *session) finishLocked(id int64, op pendingOp) {
+	delete(s.pending, id)
+	if op.tag != tagSearchRequest {
+		s.timedOps--
+	}
+	<-s.slots
+}
+
+// resetOpTimerLocked restarts the op timeout after progress, or clears it.
+func (s *session) resetOpTimerLocked(up *upstreamConn) {
+	if s.srv.cfg.OpTimeout <= 0 {
+		return
+	}
+	if s.timedOps > 0 {
+		_ = up.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.OpTimeout))
+	} else {
+		_ = up.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// opTimedOut reports whether a read timeout on the upstream means an
+// operation went unanswered for the op timeout (rather than a stale deadline).
+func (s *session) opTimedOut(up *upstreamConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timedOps > 0 {
+		return true
+	}
+	_ = up.conn.SetReadDeadline(time.Time{})
+	return false
+}
+
+// upstreamLost ends the session after its upstream connection failed: every
+// outstanding operation gets unavailable, then the client a Notice of
+// Disconnection, since its bind state is gone with the connection.
+func (s *session) upstreamLost(up *upstreamConn, err error) {
+	s.mu.Lock()
+	if s.up != up {
+		s.mu.Unlock()
+		return
+	}
+	closing := s.closing
+	pending := s.pending
+	s.pending = make(map[int64]pendingOp)
+	s.timedOps = 0
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	reason := "ldapgate: the upstream directory closed the connection"
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		reason = "ldapgate: the upstream directory did not answer within the operation timeout"
+	}
+	s.log().Warn("upstream connection lost", "err", err, "outstanding", len(pending))
+	s.srv.stats.upstreamErrors.Add(1)
+	for id, op := range pending {
+		s.failOp(id, op, reason, true)
+		<-s.slots
+	}
+	s.notice(ldap.LDAPResultUnavailable, reason)
+	s.close()
+}
+
+// failOp answers an operation the upstream will never answer. sent tells
+// whether the request reached the upstream, whose outcome is then unknown.
+func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
+	if op.after != nil {
+		op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: sent})
+	}
+	if tag := responseTag(op.tag); tag != 0 {
+		s.writeClient(encodeResponse(id, tag, ldap.LDAPResultUnavailable, "", reason, ""), true)
+	}
+}
+
+// respond answers a request with a result of the gateway's own.
+func (s *session) respond(m message, code int, diagnostic string) {
+	if tag := responseTag(m.op); tag != 0 {
+		s.writeClient(encodeResponse(m.id, tag, code, "", diagnostic, ""), true)
+	}
+}
+
+// notice sends a Notice of Disconnection; the caller then ends the session.
+func (s *session) notice(code int, diagnostic string) {
+	s.writeClient(encodeNotice(code, diagnostic), true)
+}
+
+// writeClient writes one message to the client, flushing when asked to.
+func (s *session) writeClient(raw []byte, flush bool) bool {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if s.cw == nil {
+		return false
+	}
+	_, err := s.cw.Write(raw)
+	if err == nil && (flush || s.cw.Buffered() > 16<<10) {
+		err = s.cw.Flush()
+	}
+	if err != nil {
+		s.cw = nil
+		s.closeConns()
+		return false
+	}
+	return true
+}
+
+// startTLS answers a StartTLS request and upgrades the client connection.
+func (s *session) startTLS(m message) bool {
+	s.mu.Lock()
+	already, busy := s.tls, len(s.pending) > 0
+	s.mu.Unlock()
+	switch {
+	case s.srv.cfg.TLS == nil:
+		s.writeClient(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultUnavailable, "",
+			"ldapgate: TLS is not configured on this listener", OIDStartTLS), true)
+		return true
+	case already:
+		s.writeClient(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultOperationsError, "",
+			"ldapgate: TLS is already established", OIDStartTLS), true)
+		return true
+	case busy || s.cr.buffered() > 0:
+		s.writeClient(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultOperationsError, "",
+			"ldapgate: StartTLS requires that no other operation is outstanding", OIDStartTLS), true)
+		return true
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if s.cw == nil {
+		return false
+	}
+	if _, err := s.cw.Write(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultSuccess, "", "", OIDStartTLS)); err != nil {
+		return false
+	}
+	if err := s.cw.Flush(); err != nil {
+		return false
+	}
+	tc := tls.Server(s.client, s.srv.cfg.TLS)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.log().Info("StartTLS handshake failed", "err", err)
+		return false
+	}
+	s.cr = newMessageReader(tc, s.srv.cfg.MaxMessageSize)
+	s.cw = bufio.NewWriterSize(tc, 32<<10)
+	s.mu.Lock()
+	s.client = tc
+	s.tls = true
+	s.mu.Unlock()
+	return true
+}
+
+// close ends the session: both connections close, the upstream goroutine
+// ends, outstanding completions learn that their outcome is unknown.
+func (s *session) close() {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		pending := s.pending
+		s.pending = make(map[int64]pendingOp)
+		s.mu.Unlock()
+		for _, op := range pending {
+			if op.after != nil {
+				op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: "ldapgate: session closed before the directory answered", Unanswered: true})
+			}
+		}
+		s.cmu.Lock()
+		if s.cw != nil {
+			_ = s.cw.Flush()
+			s.cw = nil
+		}
+		s.cmu.Unlock()
+		s.closeConns()
+		s.cancel()
+	})
+}
+
+func (s *session) closeConns() {
+	s.mu.Lock()
+	up, client := s.up, s.client
+	s.mu.Unlock()
+	if up != nil {
+		up.conn.Close()
+	}
+	client.Close()
+}
+
+// wait blocks until the session's upstream goroutine has ended.
+func (s *session) wait() {
+	s.mu.Lock()
+	done := s.upDone
+	s.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
