@@ -40,4 +40,8 @@ type Group struct {
 	DN string
 	// Members are the members' e-mail addresses, sorted, without duplicates.
 	Members []string
+	// Skipped lists member values left out of Members (no address, not a
+	// DN) so that callers can report them. It is a diagnostic, not state
+	// Axigen holds.
+	Skipped []SkippedMember
 }

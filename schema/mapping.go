@@ -1,0 +1,532 @@
+package schema
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Kind is what an entry is to ldapgate.
+type Kind int
+
+const (
+	KindNone    Kind = iota // neither: relayed, never mirrored
+	KindAccount             // mirrored as an Axigen account
+	KindGroup               // mirrored as an Axigen group
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAccount:
+		return "account"
+	case KindGroup:
+		return "group"
+	}
+	return "none"
+}
+
+// AttrClass is what an attribute of an account or group means to policy.
+type AttrClass int
+
+const (
+	AttrOther      AttrClass = iota // not mirrored; the directory's ACLs decide
+	AttrName                        // the account or group name: admin only
+	AttrPassword                    // admin or owner
+	AttrContact                     // one of the contact-info fields: admin or owner
+	AttrMembership                  // group members: admin only
+	AttrDisabled                    // the disabled flag: mirrored, not a contact field
+)
+
+func (c AttrClass) String() string {
+	return [...]string{"other", "name", "password", "contact", "membership", "disabled"}[c]
+}
+
+// Mapping is a validated Config, ready to classify entries and turn them
+// into Axigen's desired state. It is immutable and safe for concurrent use.
+type Mapping struct {
+	cfg          Config
+	aliases      aliases
+	accountBases []*ldap.DN
+	groupBases   []*ldap.DN
+
+	accountClasses, accountExclude, groupClasses []string // canonical
+	name, groupName, mail, key, disabled         string   // canonical
+	members, passwords                           []string // canonical
+	contactByAttr                                map[string][]string
+}
+
+// NewMapping applies the dialect's defaults to cfg, validates it and
+// prepares it for use.
+func NewMapping(cfg Config) (*Mapping, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Mapping{cfg: cfg, aliases: aliasesFor(cfg.Dialect), contactByAttr: map[string][]string{}}
+	parse := func(l DNList) []*ldap.DN {
+		out := make([]*ldap.DN, 0, len(l))
+		for _, s := range l {
+			dn, _ := ldap.ParseDN(s) // Validate parsed them already
+			out = append(out, dn)
+		}
+		return out
+	}
+	m.accountBases, m.groupBases = parse(cfg.AccountBase), parse(cfg.GroupBase)
+	m.accountClasses = m.canonicalAll(cfg.AccountClasses)
+	m.accountExclude = m.canonicalAll(cfg.AccountExcludeClasses)
+	m.groupClasses = m.canonicalAll(cfg.GroupClasses)
+	m.name = m.canonical(cfg.NameAttribute)
+	m.groupName = m.canonical(cfg.GroupNameAttribute)
+	m.mail = m.canonical(cfg.MemberMailAttribute)
+	m.key = m.canonical(cfg.KeyAttribute)
+	if cfg.Disabled.Attribute != "" {
+		m.disabled = m.canonical(cfg.Disabled.Attribute)
+	}
+	m.members = m.canonicalAll(cfg.MemberAttributes)
+	m.passwords = m.canonicalAll(cfg.PasswordAttributes)
+	for _, field := range ContactFields {
+		if attr := cfg.Contact[field]; attr != "" {
+			c := m.canonical(attr)
+			m.contactByAttr[c] = append(m.contactByAttr[c], field)
+		}
+	}
+	return m, nil
+}
+
+func (m *Mapping) canonical(attr string) string { return canonicalName(m.aliases, attr) }
+
+func (m *Mapping) canonicalAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = m.canonical(n)
+	}
+	return out
+}
+
+// Config returns the effective configuration, defaults applied.
+func (m *Mapping) Config() Config { return m.cfg }
+
+// Dialect returns the directory dialect.
+func (m *Mapping) Dialect() Dialect { return m.cfg.Dialect }
+
+// NameAttribute is the attribute holding the account name.
+func (m *Mapping) NameAttribute() string { return m.cfg.NameAttribute }
+
+// GroupNameAttribute is the attribute holding the group name.
+func (m *Mapping) GroupNameAttribute() string { return m.cfg.GroupNameAttribute }
+
+// MemberAttributes are the attributes holding group members' DNs.
+func (m *Mapping) MemberAttributes() []string { return slices.Clone(m.cfg.MemberAttributes) }
+
+// MemberMailAttribute is read from a member entry to get its address.
+// A change to it on an account changes the addresses of its groups.
+func (m *Mapping) MemberMailAttribute() string { return m.cfg.MemberMailAttribute }
+
+// PasswordAttributes are the attributes that set a password.
+func (m *Mapping) PasswordAttributes() []string { return slices.Clone(m.cfg.PasswordAttributes) }
+
+// KeyAttribute is the stable key attribute (entryUUID, objectGUID).
+func (m *Mapping) KeyAttribute() string { return m.cfg.KeyAttribute }
+
+// ContactAttributes maps each mirrored contact field to its attribute.
+func (m *Mapping) ContactAttributes() map[string]string {
+	out := map[string]string{}
+	for f, a := range m.cfg.Contact {
+		if a != "" {
+			out[f] = a
+		}
+	}
+	return out
+}
+
+// ContactFieldsOf returns the contact fields attr feeds (usually one), in
+// ContactFields order.
+func (m *Mapping) ContactFieldsOf(attr string) []string {
+	return slices.Clone(m.contactByAttr[m.canonical(attr)])
+}
+
+// AccountAttributes lists the attributes to request when reading an account
+// to mirror it. The key is operational in OpenLDAP, so it must be asked for
+// by name.
+func (m *Mapping) AccountAttributes() []string {
+	attrs := []string{"objectClass", m.cfg.NameAttribute, m.cfg.KeyAttribute}
+	for _, f := range ContactFields {
+		if a := m.cfg.Contact[f]; a != "" {
+			attrs = append(attrs, a)
+		}
+	}
+	attrs = append(attrs, m.cfg.PasswordAttributes...)
+	if m.cfg.Disabled.Attribute != "" {
+		attrs = append(attrs, m.cfg.Disabled.Attribute)
+	}
+	return dedupFold(attrs)
+}
+
+// GroupAttributes lists the attributes to request when reading a group.
+func (m *Mapping) GroupAttributes() []string {
+	attrs := []string{"objectClass", m.cfg.GroupNameAttribute, m.cfg.KeyAttribute}
+	return dedupFold(append(attrs, m.cfg.MemberAttributes...))
+}
+
+func dedupFold(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if !slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, s) }) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// under reports whether dn lies strictly below one of bases. Comparison
+// folds case in both types and values: OpenLDAP and AD match the naming
+// attributes used in practice (dc, ou, cn, uid) case-insensitively.
+func under(bases []*ldap.DN, dn *ldap.DN) bool {
+	for _, b := range bases {
+		if b.AncestorOfFold(dn) {
+			return true
+		}
+	}
+	return false
+}
+
+// UnderAccountBase reports whether dn is strictly below an account base.
+// An unparseable DN is under nothing.
+func (m *Mapping) UnderAccountBase(dn string) bool {
+	d, err := ldap.ParseDN(dn)
+	return err == nil && under(m.accountBases, d)
+}
+
+// UnderGroupBase reports whether dn is strictly below a group base.
+func (m *Mapping) UnderGroupBase(dn string) bool {
+	d, err := ldap.ParseDN(dn)
+	return err == nil && under(m.groupBases, d)
+}
+
+// Classify says whether the entry at dn with objectClasses is an account, a
+// group or neither. An entry that matches both (say both bases are the same
+// subtree and it carries both kinds of classes) is an account: account
+// rules are the stricter ones to apply to it.
+func (m *Mapping) Classify(dn string, objectClasses []string) Kind {
+	d, err := ldap.ParseDN(dn)
+	if err != nil {
+		return KindNone
+	}
+	classes := m.canonicalAll(objectClasses)
+	hasAny := func(want []string) bool {
+		return slices.ContainsFunc(classes, func(c string) bool { return slices.Contains(want, c) })
+	}
+	if under(m.accountBases, d) && hasAny(m.accountClasses) && !hasAny(m.accountExclude) {
+		return KindAccount
+	}
+	if under(m.groupBases, d) && hasAny(m.groupClasses) {
+		return KindGroup
+	}
+	return KindNone
+}
+
+// ClassifyEntry classifies e by its DN and objectClass values.
+func (m *Mapping) ClassifyEntry(e Entry) Kind { return m.Classify(e.DN, e.ObjectClasses()) }
+
+// AttrClass says what attr (any of its names, OID or options) means on an
+// entry of kind. The name class wins over contact: with the name taken from
+// mail, mail is the name (admin only) even though it is also businessEmail.
+func (m *Mapping) AttrClass(attr string, kind Kind) AttrClass {
+	a := m.canonical(attr)
+	switch kind {
+	case KindAccount:
+		switch {
+		case a == m.name:
+			return AttrName
+		case slices.Contains(m.passwords, a):
+			return AttrPassword
+		case len(m.contactByAttr[a]) > 0:
+			return AttrContact
+		case a == m.disabled:
+			return AttrDisabled
+		}
+	case KindGroup:
+		switch {
+		case a == m.groupName:
+			return AttrName
+		case slices.Contains(m.members, a):
+			return AttrMembership
+		}
+	}
+	return AttrOther
+}
+
+// lookup reads attr from e under any of its names known to the mapping.
+func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string) {
+	if v := e.Get(attr); len(v) > 0 {
+		return v, attr
+	}
+	want := m.canonical(attr)
+	for name := range e.Attrs {
+		base, _ := splitOptions(name)
+		if m.canonical(base) == want && !strings.EqualFold(base, attr) {
+			if v := e.Get(base); len(v) > 0 {
+				return v, base
+			}
+		}
+	}
+	return nil, attr
+}
+
+// first is lookup's first non-empty value: the rule for a multi-valued
+// attribute mapped to a single field.
+func (m *Mapping) first(e Entry, attr string) (string, bool) {
+	values, _ := m.lookup(e, attr)
+	for _, v := range values {
+		if v != "" {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// checked validates value for field and names attr and the entry on failure.
+func checked(e Entry, attr, field, value string) error {
+	if err := ValidateValue(field, value); err != nil {
+		var ve *ValueError
+		if errors.As(err, &ve) {
+			ve.Attr, ve.DN = attr, e.DN
+		}
+		return err
+	}
+	return nil
+}
+
+func (m *Mapping) ldapID(e Entry) (string, error) {
+	raw, ok := m.first(e, m.cfg.KeyAttribute)
+	if !ok {
+		return "", &ValueError{Attr: m.cfg.KeyAttribute, Field: FieldLDAPID, DN: e.DN,
+			Reason: "missing (it is operational: request it by name)"}
+	}
+	id := raw
+	if m.cfg.KeyFormat == KeyGUID {
+		s, err := FormatGUID([]byte(raw))
+		if err != nil {
+			return "", &ValueError{Attr: m.cfg.KeyAttribute, Field: FieldLDAPID, DN: e.DN, Reason: err.Error()}
+		}
+		id = s
+	}
+	if err := checked(e, m.cfg.KeyAttribute, FieldLDAPID, id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// AccountState turns an account entry into the state Axigen should hold.
+// Every value is checked with ValidateValue; the first one Axigen cannot
+// take is returned as a *ValueError naming its attribute, and nothing is
+// altered to make it fit. A multi-valued attribute mapped to one field
+// contributes its first value. A password attribute contributes only a
+// plaintext value; a hashed one leaves Password empty.
+func (m *Mapping) AccountState(e Entry) (Account, error) {
+	acct := Account{DN: e.DN, Contact: map[string]string{}}
+	if err := checked(e, "", FieldDN, e.DN); err != nil {
+		return Account{}, err
+	}
+	raw, ok := m.first(e, m.cfg.NameAttribute)
+	if !ok {
+		return Account{}, &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN, Reason: "missing"}
+	}
+	name := raw
+	if m.cfg.NameFromAddress {
+		at := strings.LastIndexByte(raw, '@')
+		if at <= 0 {
+			return Account{}, &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN,
+				Reason: "not an e-mail address, so it has no local part to name the account"}
+		}
+		name = raw[:at]
+	}
+	if err := checked(e, m.cfg.NameAttribute, FieldName, name); err != nil {
+		return Account{}, err
+	}
+	acct.Name = name
+	id, err := m.ldapID(e)
+	if err != nil {
+		return Account{}, err
+	}
+	acct.LDAPID = id
+	for _, field := range ContactFields {
+		attr := m.cfg.Contact[field]
+		if attr == "" {
+			continue
+		}
+		v, ok := m.first(e, attr)
+		if !ok {
+			continue
+		}
+		if err := checked(e, attr, field, v); err != nil {
+			return Account{}, err
+		}
+		acct.Contact[field] = v
+	}
+	for _, attr := range m.cfg.PasswordAttributes {
+		values, as := m.lookup(e, attr)
+		if len(values) == 0 {
+			continue
+		}
+		pw, ok, _ := m.decodePassword(as, []byte(values[0]))
+		if !ok {
+			continue // hashed or unreadable: nothing to mirror, not an error
+		}
+		if err := checked(e, as, FieldPassword, pw); err != nil {
+			return Account{}, err
+		}
+		acct.Password = pw
+		break
+	}
+	disabled, err := m.isDisabled(e)
+	if err != nil {
+		return Account{}, err
+	}
+	acct.Disabled = disabled
+	return acct, nil
+}
+
+func (m *Mapping) isDisabled(e Entry) (bool, error) {
+	d := m.cfg.Disabled
+	if d.Attribute == "" {
+		return false, nil
+	}
+	v, ok := m.first(e, d.Attribute)
+	if !ok {
+		return false, nil
+	}
+	if d.Mask == 0 {
+		return !strings.EqualFold(v, "FALSE") && v != "0", nil
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil {
+		return false, &ValueError{Attr: d.Attribute, Field: "disabled", DN: e.DN, Reason: "not an integer"}
+	}
+	return n&d.Mask != 0, nil
+}
+
+// SkippedMember is a group member that is not mirrored, and why.
+type SkippedMember struct {
+	DN     string
+	Reason string
+}
+
+// MemberResolver returns the address (the mail attribute) of the entry at
+// memberDN; ok is false when the entry has none or does not exist. The
+// caller supplies it because it is the one reading the directory.
+type MemberResolver func(memberDN string) (addr string, ok bool, err error)
+
+// uniqueMemberUID matches the optional "#'0101'B" suffix of a uniqueMember
+// value (RFC 4517 NameAndOptionalUID).
+var uniqueMemberUID = regexp.MustCompile(`#'[01]*'B$`)
+
+// GroupState turns a group entry into the state Axigen should hold. Each
+// distinct member DN (compared as DNs, case folded) is resolved once;
+// members without an address, and values that are not DNs, are left out
+// and listed in Group.Skipped. Addresses Axigen cannot take are an error
+// (*ValueError naming the mail attribute and the member's DN), as is a
+// resolver error.
+//
+// Members are deduplicated ignoring case in the whole address: RFC 5321
+// lets a local part be case-sensitive, but Axigen (like nearly every mail
+// server) treats it case-insensitively, so two case variants would be one
+// Axigen address. Of such variants the one sorting first by byte value is
+// kept, unchanged; the list is sorted by lowercased address, then by byte
+// value, so the result is deterministic.
+func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
+	g := Group{DN: e.DN}
+	if err := checked(e, "", FieldDN, e.DN); err != nil {
+		return Group{}, err
+	}
+	name, ok := m.first(e, m.cfg.GroupNameAttribute)
+	if !ok {
+		return Group{}, &ValueError{Attr: m.cfg.GroupNameAttribute, Field: FieldGroupName, DN: e.DN, Reason: "missing"}
+	}
+	if err := checked(e, m.cfg.GroupNameAttribute, FieldGroupName, name); err != nil {
+		return Group{}, err
+	}
+	g.Name = name
+	id, err := m.ldapID(e)
+	if err != nil {
+		return Group{}, err
+	}
+	g.LDAPID = id
+
+	var seen []*ldap.DN
+	byKey := map[string]string{}
+	for _, attr := range m.cfg.MemberAttributes {
+		if e.hasOption(attr, "range=") {
+			// AD sends large member lists in ranges; mirroring a fragment
+			// would silently drop members.
+			return Group{}, fmt.Errorf("group %q: %s was returned in ranges; read the whole value set before mapping", e.DN, attr)
+		}
+		values, _ := m.lookup(e, attr)
+		for _, v := range values {
+			dnText := v
+			if m.canonical(attr) == "uniquemember" {
+				dnText = uniqueMemberUID.ReplaceAllString(v, "")
+			}
+			if strings.TrimSpace(dnText) == "" {
+				g.Skipped = append(g.Skipped, SkippedMember{DN: v, Reason: "empty member value"})
+				continue
+			}
+			dn, err := ldap.ParseDN(dnText)
+			if err != nil {
+				g.Skipped = append(g.Skipped, SkippedMember{DN: v, Reason: "not a DN: " + err.Error()})
+				continue
+			}
+			if slices.ContainsFunc(seen, dn.EqualFold) {
+				continue
+			}
+			seen = append(seen, dn)
+			addr, ok, err := resolve(dnText)
+			if err != nil {
+				return Group{}, fmt.Errorf("group %q: resolving member %q: %w", e.DN, dnText, err)
+			}
+			if !ok {
+				g.Skipped = append(g.Skipped, SkippedMember{DN: dnText, Reason: "no " + m.cfg.MemberMailAttribute})
+				continue
+			}
+			if err := ValidateValue(FieldMember, addr); err != nil {
+				var ve *ValueError
+				if errors.As(err, &ve) {
+					ve.Attr, ve.DN = m.cfg.MemberMailAttribute, dnText
+				}
+				return Group{}, fmt.Errorf("group %q: %w", e.DN, err)
+			}
+			key := strings.ToLower(addr)
+			if prev, dup := byKey[key]; !dup || addr < prev {
+				byKey[key] = addr
+			}
+		}
+	}
+	g.Members = make([]string, 0, len(byKey))
+	for _, a := range byKey {
+		g.Members = append(g.Members, a)
+	}
+	slices.SortFunc(g.Members, func(a, b string) int {
+		return cmp.Or(strings.Compare(strings.ToLower(a), strings.ToLower(b)), strings.Compare(a, b))
+	})
+	return g, nil
+}
+
+// EqualDN reports whether a and b name the same entry, folding case in
+// attribute types and values; unparseable DNs are equal to nothing.
+func EqualDN(a, b string) bool {
+	da, err := ldap.ParseDN(a)
+	if err != nil {
+		return false
+	}
+	db, err := ldap.ParseDN(b)
+	if err != nil {
+		return false
+	}
+	return da.EqualFold(db)
+}
