@@ -1,0 +1,713 @@
+// Package axigen drives Axigen's administration CLI (see
+// /work/shared/axigen-cli.md): dialling and logging in, prompt-driven
+// context tracking, status lines, SHOW and LIST parsing, quoting of every
+// value, and a pool of sessions that reconnect. On top of it, Client reads
+// an account's or group's state and applies a desired state idempotently:
+// it reads what Axigen holds, computes the difference, and sends only the
+// commands that close it. Error texts of the CLI are undocumented, so the
+// client never branches on them: every decision is made from state read
+// with LIST and SHOW.
+package axigen
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"slices"
+	"strings"
+
+	"github.com/ldapgate/ldapgate/schema"
+)
+
+// AccountState is an account as Axigen shows it through the CLI. Axigen
+// never shows a password, and the CLI document names no command for the
+// enabled flag, so neither is here.
+type AccountState struct {
+	Name string
+	// LDAPID and DN are "Associated LDAP ID" and "Associated LDAP DN".
+	LDAPID string
+	DN     string
+	// Contact holds the contact-info fields that are not empty.
+	Contact map[string]string
+}
+
+// GroupState is a group as Axigen shows it through the CLI.
+type GroupState struct {
+	Name string
+	// Members are the member addresses, sorted.
+	Members []string
+}
+
+// Plan is what an apply sends, or would send, to close the difference
+// between Axigen and a desired state. Commands run in the domain's context
+// (entered with "UPDATE Domain name <Domain>" while reading the state) and
+// end with the COMMIT that leaves it. An empty plan means Axigen already
+// holds the desired state: the apply then only leaves the domain with BACK.
+type Plan struct {
+	Domain string
+	// Object says what the plan is about, e.g. `account "john"`.
+	Object   string
+	Commands []Command
+
+	expect []string // the context each command must lead to
+}
+
+// Empty reports whether there is nothing to change.
+func (p *Plan) Empty() bool { return len(p.Commands) == 0 }
+
+// Lines returns the commands with passwords masked, for display.
+func (p *Plan) Lines() []string {
+	out := make([]string, len(p.Commands))
+	for i, c := range p.Commands {
+		out[i] = c.String()
+	}
+	return out
+}
+
+func (p *Plan) add(cmd Command, expect string) {
+	p.Commands = append(p.Commands, cmd)
+	p.expect = append(p.expect, expect)
+}
+
+// The contexts the client expects, as prompts show them (without '#').
+const (
+	ctxRoot    = ""
+	ctxDomain  = "domain"
+	ctxAccount = "domain-account"
+	ctxContact = "domain-account-contactInfo"
+	ctxGroup   = "domain-group"
+)
+
+var (
+	cmdBack   = mustKeywords("BACK")
+	cmdCommit = mustKeywords("COMMIT")
+	cmdDone   = mustKeywords("DONE")
+	cmdShow   = mustKeywords("SHOW")
+)
+
+// Client applies desired states through a Pool.
+type Client struct {
+	pool        *Pool
+	newPassword func() (string, error)
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithPasswordGenerator sets how the client makes the password of an
+// account it must create when the desired state carries none (Axigen
+// requires one; users then authenticate through the directory). The
+// default makes 32 random characters.
+func WithPasswordGenerator(f func() (string, error)) Option {
+	return func(c *Client) { c.newPassword = f }
+}
+
+// NewClient returns a Client that uses pool's sessions.
+func NewClient(pool *Pool, opts ...Option) *Client {
+	c := &Client{pool: pool, newPassword: randomPassword}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func randomPassword() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", errorf("random password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// step runs cmd and checks that the prompt shows the expected context.
+func (s *Session) step(ctx context.Context, cmd Command, expect string) (*Response, error) {
+	ans, err := s.Do(ctx, cmd)
+	if err != nil {
+		return ans, err
+	}
+	if !strings.EqualFold(ans.Context, expect) {
+		return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked,
+			Err: errorf("context %q after the command where %q was expected", ans.Context, expect)})
+	}
+	return ans, nil
+}
+
+func (s *Session) enterDomain(ctx context.Context, domain string) error {
+	if s.Context() != ctxRoot {
+		return s.fail(&Error{Kind: KindProtocol, Err: errorf("session in context %q, not at the root", s.Context())})
+	}
+	cmd, err := NewCommand(Keyword("UPDATE Domain name"), Value("domain", domain))
+	if err != nil {
+		return err
+	}
+	_, err = s.step(ctx, cmd, ctxDomain)
+	return err
+}
+
+// list runs a LIST in the current context and returns its rows.
+func (s *Session) list(ctx context.Context, cmd Command, expect string) ([]string, error) {
+	ans, err := s.step(ctx, cmd, expect)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := ParseList(ans.Lines)
+	if !ok {
+		return nil, s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked, Err: errorf("LIST answer without a dashed line")})
+	}
+	return l.Rows, nil
+}
+
+// findIn looks for name among LIST rows (case-insensitively, as Axigen
+// names are) and returns the row as Axigen spells it.
+func findIn(rows []string, name string) (string, bool) {
+	for _, r := range rows {
+		if strings.EqualFold(r, name) {
+			return r, true
+		}
+	}
+	return "", false
+}
+
+// readAccountIn reads an account from the domain context, back to it.
+func (s *Session) readAccountIn(ctx context.Context, name string) (AccountState, bool, error) {
+	cmd, err := NewCommand(Keyword("LIST Accounts"), Value("account name", name))
+	if err != nil {
+		return AccountState{}, false, err
+	}
+	rows, err := s.list(ctx, cmd, ctxDomain)
+	if err != nil {
+		return AccountState{}, false, err
+	}
+	found, ok := findIn(rows, name)
+	if !ok {
+		return AccountState{}, false, nil
+	}
+	st := AccountState{Name: found, Contact: map[string]string{}}
+	enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", found))
+	if err != nil {
+		return st, false, err
+	}
+	if _, err := s.step(ctx, enter, ctxAccount); err != nil {
+		return st, false, err
+	}
+	reg, err := s.step(ctx, mustKeywords("SHOW RegistryInformation"), ctxAccount)
+	if err != nil {
+		return st, false, err
+	}
+	fields := ParseShow(reg.Lines)
+	st.LDAPID, _ = showValue(fields, "Associated LDAP ID")
+	st.DN, _ = showValue(fields, "Associated LDAP DN")
+	if _, err := s.step(ctx, mustKeywords("CONFIG ContactInfo"), ctxContact); err != nil {
+		return st, false, err
+	}
+	show, err := s.step(ctx, cmdShow, ctxContact)
+	if err != nil {
+		return st, false, err
+	}
+	for _, f := range ParseShow(show.Lines) {
+		if f.Value != "" {
+			st.Contact[f.Name] = f.Value
+		}
+	}
+	if _, err := s.step(ctx, cmdBack, ctxAccount); err != nil {
+		return st, false, err
+	}
+	if _, err := s.step(ctx, cmdBack, ctxDomain); err != nil {
+		return st, false, err
+	}
+	return st, true, nil
+}
+
+// readGroupIn reads a group from the domain context, back to it.
+func (s *Session) readGroupIn(ctx context.Context, name string) (GroupState, bool, error) {
+	cmd, err := NewCommand(Keyword("LIST Groups"), Value("group name", name))
+	if err != nil {
+		return GroupState{}, false, err
+	}
+	rows, err := s.list(ctx, cmd, ctxDomain)
+	if err != nil {
+		return GroupState{}, false, err
+	}
+	found, ok := findIn(rows, name)
+	if !ok {
+		return GroupState{}, false, nil
+	}
+	st := GroupState{Name: found}
+	enter, err := NewCommand(Keyword("UPDATE Group name"), Value("group name", found))
+	if err != nil {
+		return st, false, err
+	}
+	if _, err := s.step(ctx, enter, ctxGroup); err != nil {
+		return st, false, err
+	}
+	members, err := s.list(ctx, mustKeywords("LIST Addresses"), ctxGroup)
+	if err != nil {
+		return st, false, err
+	}
+	st.Members = append([]string{}, members...)
+	slices.Sort(st.Members)
+	if _, err := s.step(ctx, cmdBack, ctxDomain); err != nil {
+		return st, false, err
+	}
+	return st, true, nil
+}
+
+// leaveDomain goes from the domain context back to the root.
+func (s *Session) leaveDomain(ctx context.Context) error {
+	_, err := s.step(ctx, cmdBack, ctxRoot)
+	return err
+}
+
+// run sends a plan's commands from the domain context.
+func (s *Session) run(ctx context.Context, p *Plan) error {
+	if p.Empty() {
+		return s.leaveDomain(ctx)
+	}
+	for i, cmd := range p.Commands {
+		if _, err := s.step(ctx, cmd, p.expect[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inDomain runs fn in domain's context on a pooled session; fn must return
+// with the session at the root.
+func (c *Client) inDomain(ctx context.Context, op, domain string, fn func(*Session) error) error {
+	if domain == "" {
+		return withOp(unsafeValue("domain", "empty name"), op)
+	}
+	if err := checkValue("domain", domain); err != nil {
+		return withOp(err, op)
+	}
+	err := c.pool.With(ctx, func(s *Session) error {
+		if err := s.enterDomain(ctx, domain); err != nil {
+			return err
+		}
+		return fn(s)
+	})
+	return withOp(err, op)
+}
+
+// ReadAccount returns an account's state; found is false when Axigen has no
+// account of that name.
+func (c *Client) ReadAccount(ctx context.Context, domain, name string) (st AccountState, found bool, err error) {
+	if err := checkName("account name", name); err != nil {
+		return st, false, withOp(err, "read account")
+	}
+	err = c.inDomain(ctx, "read account "+name+"@"+domain, domain, func(s *Session) error {
+		var err error
+		if st, found, err = s.readAccountIn(ctx, name); err != nil {
+			return err
+		}
+		return s.leaveDomain(ctx)
+	})
+	return st, found, err
+}
+
+// ReadGroup returns a group's state; found is false when there is none.
+func (c *Client) ReadGroup(ctx context.Context, domain, name string) (st GroupState, found bool, err error) {
+	if err := checkName("group name", name); err != nil {
+		return st, false, withOp(err, "read group")
+	}
+	err = c.inDomain(ctx, "read group "+name+"@"+domain, domain, func(s *Session) error {
+		var err error
+		if st, found, err = s.readGroupIn(ctx, name); err != nil {
+			return err
+		}
+		return s.leaveDomain(ctx)
+	})
+	return st, found, err
+}
+
+// ListAccounts returns the names of a domain's accounts.
+func (c *Client) ListAccounts(ctx context.Context, domain string) ([]string, error) {
+	return c.listNames(ctx, domain, "LIST Accounts", "list accounts of "+domain)
+}
+
+// ListGroups returns the names of a domain's groups.
+func (c *Client) ListGroups(ctx context.Context, domain string) ([]string, error) {
+	return c.listNames(ctx, domain, "LIST Groups", "list groups of "+domain)
+}
+
+func (c *Client) listNames(ctx context.Context, domain, kw, op string) ([]string, error) {
+	var names []string
+	err := c.inDomain(ctx, op, domain, func(s *Session) error {
+		rows, err := s.list(ctx, mustKeywords(kw), ctxDomain)
+		if err != nil {
+			return err
+		}
+		names = rows
+		return s.leaveDomain(ctx)
+	})
+	return names, err
+}
+
+func checkName(field, name string) error {
+	if name == "" {
+		return unsafeValue(field, "empty name")
+	}
+	if err := checkValue(field, name); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkAccount refuses a desired account with a value that cannot be sent,
+// before anything is sent.
+func checkAccount(a schema.Account, previousName string) error {
+	if err := checkName("account name", a.Name); err != nil {
+		return err
+	}
+	if previousName != "" {
+		if err := checkValue("previous account name", previousName); err != nil {
+			return err
+		}
+	}
+	if err := checkValue("password", a.Password); err != nil {
+		return err
+	}
+	for k, v := range a.Contact {
+		if !isFieldName(k) {
+			return unsafeValue("contact field name "+strings.ToValidUTF8(k, "?"), "not a plain field name")
+		}
+		if err := checkValue("contact."+k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isFieldName(k string) bool {
+	return isKeyword(k) && !strings.Contains(k, " ") && k[0] > '9'
+}
+
+// contactFieldsFor lists the contact fields to compare: the mirrored ones,
+// then any other field the desired state names, sorted.
+func contactFieldsFor(desired map[string]string) []string {
+	fields := append([]string(nil), schema.ContactFields...)
+	var extra []string
+	for k := range desired {
+		if !slices.Contains(schema.ContactFields, k) {
+			extra = append(extra, k)
+		}
+	}
+	slices.Sort(extra)
+	return append(fields, extra...)
+}
+
+// PlanAccount reads Axigen's state and returns the commands ApplyAccount
+// would send, sending none of them. See ApplyAccount for previousName.
+func (c *Client) PlanAccount(ctx context.Context, domain string, desired schema.Account, previousName string) (*Plan, error) {
+	return c.account(ctx, domain, desired, previousName, false)
+}
+
+// ApplyAccount makes Axigen hold the desired account and returns the plan
+// it sent. It reads the account named desired.Name; when there is none and
+// previousName (the name the entry had before a rename, known from the
+// journal) names an existing account, that account is renamed; otherwise
+// the account is created. When both names exist the desired one is updated
+// and the previous one left alone: deleting it is a separate decision.
+//
+// Contact fields are compared one by one (a field missing from
+// desired.Contact must be empty) and only differing ones are set. Axigen
+// never shows a password back, so a non-empty desired.Password is always
+// set: applying twice sends nothing the second time only when the desired
+// state carries no password. An account created without a password gets a
+// random one (see WithPasswordGenerator).
+//
+// An existing account whose Associated LDAP ID differs from desired.LDAPID
+// (both set) belongs to another directory entry: that is a KindConflict
+// error and nothing is changed. Other than that, accounts are matched by
+// name: the CLI document names no command to set the association.
+func (c *Client) ApplyAccount(ctx context.Context, domain string, desired schema.Account, previousName string) (*Plan, error) {
+	return c.account(ctx, domain, desired, previousName, true)
+}
+
+func (c *Client) account(ctx context.Context, domain string, desired schema.Account, previousName string, apply bool) (*Plan, error) {
+	op := "apply account " + desired.Name + "@" + domain
+	if !apply {
+		op = "plan account " + desired.Name + "@" + domain
+	}
+	if err := checkAccount(desired, previousName); err != nil {
+		return nil, withOp(err, op)
+	}
+	var plan *Plan
+	err := c.inDomain(ctx, op, domain, func(s *Session) error {
+		cur, found, err := s.readAccountIn(ctx, desired.Name)
+		if err != nil {
+			return err
+		}
+		if !found && previousName != "" && !strings.EqualFold(previousName, desired.Name) {
+			if cur, found, err = s.readAccountIn(ctx, previousName); err != nil {
+				return err
+			}
+		}
+		if found && cur.LDAPID != "" && desired.LDAPID != "" && !strings.EqualFold(cur.LDAPID, desired.LDAPID) {
+			return &Error{Kind: KindConflict, Err: errorf("account %q is associated with LDAP ID %q, not %q", cur.Name, cur.LDAPID, desired.LDAPID)}
+		}
+		if plan, err = c.planAccount(domain, desired, cur, found); err != nil {
+			return err
+		}
+		if !apply {
+			return s.leaveDomain(ctx)
+		}
+		return s.run(ctx, plan)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// planAccount computes the commands that turn cur (absent when !found)
+// into desired.
+func (c *Client) planAccount(domain string, desired schema.Account, cur AccountState, found bool) (*Plan, error) {
+	p := &Plan{Domain: domain, Object: "account " + quoteForDisplay(desired.Name)}
+	fields := contactFieldsFor(desired.Contact)
+	var sets []Command
+	for _, f := range fields {
+		want := desired.Contact[f]
+		if found && cur.Contact[f] == want || !found && want == "" {
+			continue
+		}
+		cmd, err := NewCommand(Keyword("SET "+f), Value("contact."+f, want))
+		if err != nil {
+			return nil, err
+		}
+		sets = append(sets, cmd)
+	}
+	var head []Command
+	if !found {
+		pw := desired.Password
+		if pw == "" {
+			var err error
+			if pw, err = c.newPassword(); err != nil {
+				return nil, err
+			}
+		}
+		add, err := NewCommand(Keyword("ADD Account name"), Value("account name", desired.Name), Keyword("password"), Secret("password", pw))
+		if err != nil {
+			return nil, err
+		}
+		head = append(head, add)
+	} else {
+		if cur.Name != desired.Name {
+			set, err := NewCommand(Keyword("SET name"), Value("account name", desired.Name))
+			if err != nil {
+				return nil, err
+			}
+			head = append(head, set)
+		}
+		if desired.Password != "" {
+			set, err := NewCommand(Keyword("SET password"), Secret("password", desired.Password))
+			if err != nil {
+				return nil, err
+			}
+			head = append(head, set)
+		}
+		if len(head) == 0 && len(sets) == 0 {
+			return p, nil
+		}
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", cur.Name))
+		if err != nil {
+			return nil, err
+		}
+		head = append([]Command{enter}, head...)
+	}
+	for _, cmd := range head {
+		p.add(cmd, ctxAccount)
+	}
+	if len(sets) > 0 {
+		p.add(mustKeywords("CONFIG ContactInfo"), ctxContact)
+		for _, cmd := range sets {
+			p.add(cmd, ctxContact)
+		}
+		p.add(cmdDone, ctxAccount)
+	}
+	p.add(cmdCommit, ctxDomain)
+	p.add(cmdCommit, ctxRoot)
+	return p, nil
+}
+
+func quoteForDisplay(v string) string {
+	q, err := Quote(v)
+	if err != nil {
+		return "(unprintable)"
+	}
+	return q
+}
+
+// DeleteAccount removes an account; it sends no REMOVE when there is none.
+func (c *Client) DeleteAccount(ctx context.Context, domain, name string) (*Plan, error) {
+	return c.remove(ctx, domain, name, "account", "LIST Accounts", "REMOVE Account name")
+}
+
+// DeleteGroup removes a group; it sends no REMOVE when there is none.
+func (c *Client) DeleteGroup(ctx context.Context, domain, name string) (*Plan, error) {
+	return c.remove(ctx, domain, name, "group", "LIST Groups", "REMOVE Group name")
+}
+
+func (c *Client) remove(ctx context.Context, domain, name, what, listKw, removeKw string) (*Plan, error) {
+	op := "delete " + what + " " + name + "@" + domain
+	if err := checkName(what+" name", name); err != nil {
+		return nil, withOp(err, op)
+	}
+	p := &Plan{Domain: domain, Object: what + " " + quoteForDisplay(name)}
+	err := c.inDomain(ctx, op, domain, func(s *Session) error {
+		list, err := NewCommand(Keyword(listKw), Value(what+" name", name))
+		if err != nil {
+			return err
+		}
+		rows, err := s.list(ctx, list, ctxDomain)
+		if err != nil {
+			return err
+		}
+		if found, ok := findIn(rows, name); ok {
+			rm, err := NewCommand(Keyword(removeKw), Value(what+" name", found))
+			if err != nil {
+				return err
+			}
+			p.add(rm, ctxDomain)
+			p.add(cmdCommit, ctxRoot)
+		}
+		return s.run(ctx, p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// checkGroup refuses a desired group with a value that cannot be sent.
+func checkGroup(g schema.Group, previousName string) error {
+	if err := checkName("group name", g.Name); err != nil {
+		return err
+	}
+	if previousName != "" {
+		if err := checkValue("previous group name", previousName); err != nil {
+			return err
+		}
+	}
+	for _, m := range g.Members {
+		if err := checkName("member address", m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PlanGroup reads Axigen's state and returns the commands ApplyGroup would
+// send, sending none of them.
+func (c *Client) PlanGroup(ctx context.Context, domain string, desired schema.Group, previousName string) (*Plan, error) {
+	return c.group(ctx, domain, desired, previousName, false)
+}
+
+// ApplyGroup makes Axigen hold the desired group and returns the plan it
+// sent: it creates the group, renames it from previousName (as for
+// ApplyAccount), and adds and removes member addresses (compared without
+// regard to case) so that they are exactly desired.Members.
+func (c *Client) ApplyGroup(ctx context.Context, domain string, desired schema.Group, previousName string) (*Plan, error) {
+	return c.group(ctx, domain, desired, previousName, true)
+}
+
+func (c *Client) group(ctx context.Context, domain string, desired schema.Group, previousName string, apply bool) (*Plan, error) {
+	op := "apply group " + desired.Name + "@" + domain
+	if !apply {
+		op = "plan group " + desired.Name + "@" + domain
+	}
+	if err := checkGroup(desired, previousName); err != nil {
+		return nil, withOp(err, op)
+	}
+	var plan *Plan
+	err := c.inDomain(ctx, op, domain, func(s *Session) error {
+		cur, found, err := s.readGroupIn(ctx, desired.Name)
+		if err != nil {
+			return err
+		}
+		if !found && previousName != "" && !strings.EqualFold(previousName, desired.Name) {
+			if cur, found, err = s.readGroupIn(ctx, previousName); err != nil {
+				return err
+			}
+		}
+		if plan, err = planGroup(domain, desired, cur, found); err != nil {
+			return err
+		}
+		if !apply {
+			return s.leaveDomain(ctx)
+		}
+		return s.run(ctx, plan)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+func planGroup(domain string, desired schema.Group, cur GroupState, found bool) (*Plan, error) {
+	p := &Plan{Domain: domain, Object: "group " + quoteForDisplay(desired.Name)}
+	want := map[string]string{} // lower-case -> as desired
+	var wantOrder []string
+	for _, m := range desired.Members {
+		k := strings.ToLower(m)
+		if _, dup := want[k]; !dup {
+			want[k] = m
+			wantOrder = append(wantOrder, m)
+		}
+	}
+	slices.Sort(wantOrder)
+	have := map[string]bool{}
+	var edits []Command
+	for _, m := range cur.Members {
+		k := strings.ToLower(m)
+		have[k] = true
+		if _, keep := want[k]; !keep {
+			cmd, err := NewCommand(Keyword("REMOVE Address"), Value("member address", m))
+			if err != nil {
+				return nil, err
+			}
+			edits = append(edits, cmd)
+		}
+	}
+	for _, m := range wantOrder {
+		if !have[strings.ToLower(m)] {
+			cmd, err := NewCommand(Keyword("ADD Address"), Value("member address", m))
+			if err != nil {
+				return nil, err
+			}
+			edits = append(edits, cmd)
+		}
+	}
+	name := cur.Name
+	if !found {
+		// The recipe: create, commit, then enter the group for its members.
+		add, err := NewCommand(Keyword("ADD Group name"), Value("group name", desired.Name))
+		if err != nil {
+			return nil, err
+		}
+		p.add(add, ctxGroup)
+		p.add(cmdCommit, ctxDomain)
+		name = desired.Name
+	} else if cur.Name != desired.Name {
+		set, err := NewCommand(Keyword("SET name"), Value("group name", desired.Name))
+		if err != nil {
+			return nil, err
+		}
+		edits = append([]Command{set}, edits...)
+	}
+	if len(edits) > 0 {
+		enter, err := NewCommand(Keyword("UPDATE Group name"), Value("group name", name))
+		if err != nil {
+			return nil, err
+		}
+		p.add(enter, ctxGroup)
+		for _, cmd := range edits {
+			p.add(cmd, ctxGroup)
+		}
+		p.add(cmdCommit, ctxDomain)
+	}
+	if !p.Empty() {
+		p.add(cmdCommit, ctxRoot)
+	}
+	return p, nil
+}

@@ -1,0 +1,136 @@
+package axigen
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// Pool holds up to Size logged-in sessions. Sessions are dialled on first
+// use; one that breaks (dropped connection, timeout, protocol error) is
+// closed and dialled again on its next use, so the pool recovers by itself
+// once Axigen is reachable again.
+type Pool struct {
+	cfg   Config
+	slots chan *Session // nil entries are free slots with no connection
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// NewPool returns a pool of size sessions (at least 1). It dials nothing yet.
+func NewPool(cfg Config, size int) *Pool {
+	if size < 1 {
+		size = 1
+	}
+	p := &Pool{cfg: cfg, slots: make(chan *Session, size)}
+	for range size {
+		p.slots <- nil
+	}
+	return p
+}
+
+// Size is the number of sessions the pool may hold.
+func (p *Pool) Size() int { return cap(p.slots) }
+
+var errPoolClosed = errors.New("pool closed")
+
+// With runs fn with a logged-in session at the root context, waiting for a
+// free one when all are busy. fn must leave the session at the root; if it
+// does not (an error mid-way), With backs out of the contexts, discarding
+// unsaved changes, or drops the session when that fails.
+func (p *Pool) With(ctx context.Context, fn func(*Session) error) error {
+	var s *Session
+	select {
+	case s = <-p.slots:
+	case <-ctx.Done():
+		return ioError(ctx, "wait for a session", "", ctx.Err())
+	}
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		if s != nil {
+			s.Close()
+		}
+		p.slots <- nil
+		return &Error{Kind: KindConnection, Err: errPoolClosed}
+	}
+	if s != nil && s.Broken() {
+		s.Close()
+		s = nil
+	}
+	if s == nil {
+		var err error
+		s, err = Dial(ctx, p.cfg)
+		if err != nil {
+			p.slots <- nil
+			return err
+		}
+	}
+	err := fn(s)
+	p.release(s)
+	return err
+}
+
+// release returns s to the pool at the root context, or drops it.
+func (p *Pool) release(s *Session) {
+	if !s.Broken() && s.Context() != "" {
+		// Discard what the failed operation left unsaved. This runs even
+		// if the caller's context is done, bounded by its own timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.commandTimeout())
+		s.unwind(ctx)
+		cancel()
+	}
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if s.Broken() || closed {
+		s.Close()
+		s = nil
+	}
+	p.slots <- s
+}
+
+// Close closes the idle sessions and makes later With calls fail; sessions
+// in use are closed when they are released.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	drained := 0
+	for range cap(p.slots) {
+		select {
+		case s := <-p.slots:
+			if s != nil {
+				s.Close()
+			}
+			drained++
+		default:
+			// A session in use: release closes it.
+		}
+	}
+	for range drained {
+		p.slots <- nil
+	}
+	return nil
+}
+
+// unwind sends BACK until the session is at the root, discarding unsaved
+// changes; a failure breaks the session.
+func (s *Session) unwind(ctx context.Context) {
+	for depth := 0; s.Context() != "" && !s.Broken(); depth++ {
+		if depth > 8 {
+			s.fail(&Error{Kind: KindProtocol, Err: errorf("cannot leave context %q", s.Context())})
+			return
+		}
+		if _, err := s.Do(ctx, cmdBack); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+}

@@ -1,0 +1,341 @@
+package axigen
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Config says how to reach and log in to an Axigen CLI listener.
+type Config struct {
+	// Addr is "host:port" (Axigen's default CLI port is 7000).
+	Addr string
+	// TLS, when set, makes the connection TLS (a listener with SSL enabled).
+	TLS *tls.Config
+	// User and Password are the administrator's credentials; use a
+	// delegated administrator holding just the domain permissions needed.
+	User     string
+	Password string
+	// DialTimeout bounds connecting, the banner and the login (10 s if 0).
+	DialTimeout time.Duration
+	// CommandTimeout bounds each command's answer (30 s if 0).
+	CommandTimeout time.Duration
+	// Logger gets one debug record per command, passwords masked.
+	Logger *slog.Logger
+}
+
+func (c Config) dialTimeout() time.Duration {
+	if c.DialTimeout > 0 {
+		return c.DialTimeout
+	}
+	return 10 * time.Second
+}
+
+func (c Config) commandTimeout() time.Duration {
+	if c.CommandTimeout > 0 {
+		return c.CommandTimeout
+	}
+	return 30 * time.Second
+}
+
+// maxAnswer bounds one answer, so that a runaway server cannot exhaust memory.
+const maxAnswer = 16 << 20
+
+// Response is the server's answer to one command.
+type Response struct {
+	// Lines are the output lines before the status line, without endings.
+	Lines []string
+	// OK is true for "+OK", false for "-ERR".
+	OK bool
+	// Status is the status text after "+OK:" or "-ERR:".
+	Status string
+	// Context is the context path of the prompt that followed, without
+	// '#': "" at the root, "domain", "domain-account", ...
+	Context string
+}
+
+// Session is one logged-in CLI connection. It is not safe for concurrent
+// use: a Pool hands each session to one user at a time. After a timeout, a
+// connection error or a protocol error the session is broken and must be
+// closed; a Pool replaces it.
+type Session struct {
+	cfg     Config
+	log     *slog.Logger
+	conn    net.Conn
+	r       *bufio.Reader
+	context string // current context path ("" = root)
+	broken  error
+}
+
+// Dial connects, reads the banner and logs in. The session starts at the
+// root context.
+func Dial(ctx context.Context, cfg Config) (*Session, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.dialTimeout())
+	defer cancel()
+	var conn net.Conn
+	var err error
+	if cfg.TLS != nil {
+		d := tls.Dialer{Config: cfg.TLS}
+		conn, err = d.DialContext(ctx, "tcp", cfg.Addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", cfg.Addr)
+	}
+	if err != nil {
+		return nil, ioError(ctx, "dial "+cfg.Addr, "", err)
+	}
+	s := &Session{cfg: cfg, log: log, conn: conn, r: bufio.NewReader(conn)}
+	if err := s.login(ctx); err != nil {
+		conn.Close()
+		return nil, withOp(err, "login to "+cfg.Addr)
+	}
+	return s, nil
+}
+
+func (s *Session) login(ctx context.Context) error {
+	stop := s.arm(ctx, s.cfg.dialTimeout())
+	defer stop()
+	banner, err := s.readAnswer(ctx, "", true)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(strings.ToUpper(strings.Join(banner.Lines, "\n")), "AXIGEN") {
+		return s.fail(&Error{Kind: KindProtocol, Err: errorf("no Axigen banner before the prompt")})
+	}
+	if banner.Context != "login" {
+		return s.fail(&Error{Kind: KindProtocol, Err: errorf("prompt %q where <login> was expected", banner.Context)})
+	}
+	name, qerr := loginName(s.cfg.User)
+	if qerr != nil {
+		return qerr
+	}
+	if err := checkValue("password", s.cfg.Password); err != nil {
+		return err
+	}
+	user := Command{line: "USER " + name, masked: "USER " + name}
+	if err := s.send(ctx, user); err != nil {
+		return err
+	}
+	// Whether a "+OK" comes before "<password> " is unconfirmed: accept both.
+	ans, err := s.readAnswer(ctx, user.masked, true)
+	if err != nil {
+		return err
+	}
+	if ans.Context != "password" {
+		if ans.Status != "" && !ans.OK {
+			return &Error{Kind: KindAuth, Cmd: user.masked, Status: ans.Status}
+		}
+		return s.fail(&Error{Kind: KindProtocol, Cmd: user.masked, Err: errorf("prompt %q where <password> was expected", ans.Context)})
+	}
+	pw := Command{line: s.cfg.Password, masked: "***"}
+	if err := s.send(ctx, pw); err != nil {
+		return err
+	}
+	ans, err = s.readAnswer(ctx, pw.masked, false)
+	if err != nil {
+		// A server past maxAuthErrors answers -ERR and closes: that is
+		// still a refused login, not a network fault.
+		var e *Error
+		if errors.As(err, &e) && e.Kind == KindConnection && ans.Status != "" && !ans.OK {
+			return &Error{Kind: KindAuth, Cmd: pw.masked, Status: ans.Status}
+		}
+		return err
+	}
+	if !ans.OK {
+		return &Error{Kind: KindAuth, Cmd: pw.masked, Status: ans.Status}
+	}
+	if ans.Context != "" {
+		return s.fail(&Error{Kind: KindProtocol, Cmd: pw.masked, Err: errorf("prompt %q where <#> was expected", ans.Context)})
+	}
+	s.context = ""
+	return nil
+}
+
+// Context returns the current context path ("" at the root).
+func (s *Session) Context() string { return s.context }
+
+// Broken reports whether the session can no longer be used.
+func (s *Session) Broken() bool { return s.broken != nil }
+
+// Close ends the session, saying EXIT when the connection is still sound.
+func (s *Session) Close() error {
+	if s.broken == nil {
+		_ = s.conn.SetDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(s.conn, "EXIT\r\n")
+		_, _ = io.Copy(io.Discard, io.LimitReader(s.r, 4096)) // the farewell, until the server closes
+		s.broken = errors.New("session closed")
+	}
+	return s.conn.Close()
+}
+
+// Do sends one command and reads its answer. A "-ERR" answer returns the
+// Response together with an *Error of KindServer; the session stays usable
+// (the prompt says where it is). Any other error breaks the session.
+func (s *Session) Do(ctx context.Context, cmd Command) (*Response, error) {
+	if cmd.IsZero() {
+		return nil, &Error{Kind: KindProtocol, Err: errorf("empty command")}
+	}
+	if s.broken != nil {
+		return nil, &Error{Kind: KindConnection, Cmd: cmd.masked, Temporary: true, Err: s.broken}
+	}
+	stop := s.arm(ctx, s.cfg.commandTimeout())
+	defer stop()
+	if err := s.send(ctx, cmd); err != nil {
+		return nil, err
+	}
+	ans, err := s.readAnswer(ctx, cmd.masked, false)
+	if err != nil {
+		return nil, err
+	}
+	s.context = ans.Context
+	s.log.Debug("axigen command", "addr", s.cfg.Addr, "cmd", cmd.masked, "ok", ans.OK, "status", ans.Status, "context", ans.Context)
+	if !ans.OK {
+		return ans, &Error{Kind: KindServer, Cmd: cmd.masked, Status: ans.Status}
+	}
+	return ans, nil
+}
+
+// arm bounds the coming I/O by timeout and by ctx; the returned func disarms.
+func (s *Session) arm(ctx context.Context, timeout time.Duration) func() {
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = s.conn.SetDeadline(deadline)
+	// A canceled context interrupts a blocked read at once.
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
+	return func() { stop() }
+}
+
+func (s *Session) send(ctx context.Context, cmd Command) error {
+	if n := s.r.Buffered(); n > 0 {
+		// Bytes nobody asked for: the conversation is out of step.
+		return s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked, Err: errorf("%d unexpected bytes before the command", n)})
+	}
+	if _, err := io.WriteString(s.conn, cmd.line+"\r\n"); err != nil {
+		return s.fail(ioError(ctx, "", cmd.masked, err))
+	}
+	return nil
+}
+
+// fail marks the session broken, closes its connection and returns err.
+func (s *Session) fail(err error) error {
+	if s.broken == nil {
+		s.broken = err
+		s.conn.Close()
+	}
+	return err
+}
+
+// readAnswer reads output lines, the status line and the prompt. A prompt
+// is recognised only right after a status line (or anywhere when bare is
+// set: the banner and USER may end in a prompt alone), only when it is all
+// the server has sent, and only in the shape "<path> ": so an output line
+// that happens to look like a status line or a prompt is still output.
+func (s *Session) readAnswer(ctx context.Context, cmd string, bare bool) (*Response, error) {
+	ans := &Response{}
+	statusSeen := false // the last complete line was a status line
+	var line []byte
+	total := 0
+	for {
+		c, err := s.r.ReadByte()
+		if err != nil {
+			if statusSeen {
+				ans.Status, ans.OK = parseStatus(ans.Status)
+			} else {
+				ans.Status = ""
+			}
+			return ans, s.fail(ioError(ctx, "", cmd, err))
+		}
+		total++
+		if total > maxAnswer {
+			return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmd, Err: errorf("answer longer than %d bytes", maxAnswer)})
+		}
+		line = append(line, c)
+		if c == '\n' {
+			text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+			line = line[:0]
+			if statusSeen {
+				// What looked like the status line was output after all.
+				ans.Lines = append(ans.Lines, ans.Status)
+			}
+			statusSeen = isStatusLine(text)
+			if statusSeen {
+				ans.Status = text
+			} else {
+				ans.Lines = append(ans.Lines, text)
+			}
+			continue
+		}
+		if c == ' ' && (statusSeen || bare) && s.r.Buffered() == 0 {
+			if path, ok := parsePrompt(string(line)); ok {
+				if statusSeen {
+					ans.Status, ans.OK = parseStatus(ans.Status)
+				} else {
+					ans.Status, ans.OK = "", true
+				}
+				ans.Context = path
+				return ans, nil
+			}
+		}
+	}
+}
+
+func isStatusLine(text string) bool {
+	return strings.HasPrefix(text, "+OK") || strings.HasPrefix(text, "-ERR")
+}
+
+// parseStatus splits "+OK: text" or "-ERR: text" (the colon tolerated
+// missing).
+func parseStatus(line string) (string, bool) {
+	ok := strings.HasPrefix(line, "+OK")
+	rest := strings.TrimPrefix(strings.TrimPrefix(line, "+OK"), "-ERR")
+	rest = strings.TrimPrefix(rest, ":")
+	return strings.TrimSpace(rest), ok
+}
+
+// parsePrompt recognises "<login> ", "<password> ", "<#> " and "<a-b#> ",
+// returning the context path without '#' ("login" and "password" for the
+// login prompts, "" for the root).
+func parsePrompt(s string) (string, bool) {
+	if len(s) < 4 || len(s) > 256 || s[0] != '<' || !strings.HasSuffix(s, "> ") {
+		return "", false
+	}
+	inner := s[1 : len(s)-2]
+	if strings.ContainsAny(inner, "<> \r\n\t") {
+		return "", false
+	}
+	switch {
+	case inner == "login" || inner == "password":
+		return inner, true
+	case strings.HasSuffix(inner, "#"):
+		return strings.TrimSuffix(inner, "#"), true
+	}
+	return "", false
+}
+
+// ioError turns a network error into an *Error that says whether a retry
+// can help.
+func ioError(ctx context.Context, op, cmd string, err error) *Error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		if errors.Is(ctxErr, context.DeadlineExceeded) {
+			return &Error{Kind: KindTimeout, Op: op, Cmd: cmd, Temporary: true, Err: ctxErr}
+		}
+		return &Error{Kind: KindCanceled, Op: op, Cmd: cmd, Err: ctxErr}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &Error{Kind: KindTimeout, Op: op, Cmd: cmd, Temporary: true, Err: err}
+	}
+	return &Error{Kind: KindConnection, Op: op, Cmd: cmd, Temporary: true, Err: err}
+}

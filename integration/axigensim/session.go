@@ -1,0 +1,747 @@
+package axigensim
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"strings"
+)
+
+// maxLine bounds one command line; a longer one ends the session.
+const maxLine = 64 << 10
+
+// frame is one level of the context stack.
+type frame struct {
+	kind    string // "domain", "account", "contactInfo", "group"
+	domain  *domainState
+	account *accountDraft
+	contact map[string]string // contactInfo draft
+	group   *groupDraft
+}
+
+// accountDraft is an account being edited: it reaches the domain on COMMIT.
+type accountDraft struct {
+	key   string // lower-case name it had when the context was entered; "" for ADD
+	state AccountState
+}
+
+type groupDraft struct {
+	key   string
+	state GroupState
+}
+
+type session struct {
+	srv  *Server
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	t    *Transcript
+
+	loggedIn   bool
+	awaitingPW bool
+	user       string
+	authErrors int
+	stack      []frame
+	out        strings.Builder // answer being composed
+}
+
+func newSession(srv *Server, conn net.Conn, t *Transcript) *session {
+	return &session{srv: srv, conn: conn, r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriter(conn), t: t}
+}
+
+// errClose ends the session after the answer is sent.
+var errClose = errors.New("close session")
+
+func (s *session) serve() {
+	s.out.WriteString(bannerLine + "\r\n")
+	s.out.WriteString(s.prompt())
+	if s.flush() != nil {
+		return
+	}
+	for {
+		line, err := s.readLine()
+		if err != nil {
+			return
+		}
+		masked := s.mask(line.text)
+		s.t.add(FromClient, line.raw, masked+line.raw[len(line.text):])
+		s.srv.log.Debug("axigen-sim command", "session", s.t.ID, "context", s.contextName(), "line", masked)
+		drop, errText, failed := s.srv.faultFor(line.text)
+		if drop {
+			s.t.add(Dropped, "", "")
+			s.srv.log.Debug("axigen-sim dropped connection", "session", s.t.ID)
+			return
+		}
+		var res error
+		if failed {
+			s.awaitingPW = false
+			s.fail(errText)
+		} else {
+			res = s.handle(line.text)
+		}
+		if res == nil {
+			s.out.WriteString(s.prompt())
+		}
+		if s.flush() != nil || res != nil {
+			return
+		}
+	}
+}
+
+type rawLine struct {
+	raw  string // as received, with its line ending
+	text string // without the line ending
+}
+
+// readLine reads one line. A line ends at LF (CRLF or bare LF); that is all a
+// line-based server knows, so a CR or LF inside a value ends the command.
+func (s *session) readLine() (rawLine, error) {
+	var b []byte
+	for {
+		chunk, err := s.r.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > maxLine {
+			return rawLine{}, errors.New("line too long")
+		}
+		if err == nil {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) && len(b) > 0 {
+			break // last line without an ending: still a command
+		}
+		return rawLine{}, err
+	}
+	raw := string(b)
+	text := strings.TrimSuffix(raw, "\n")
+	text = strings.TrimSuffix(text, "\r")
+	return rawLine{raw: raw, text: text}, nil
+}
+
+func (s *session) flush() error {
+	if !s.srv.wait() {
+		return errClose
+	}
+	data := s.out.String()
+	s.out.Reset()
+	s.t.add(FromServer, data, data)
+	if _, err := s.w.WriteString(data); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+func (s *session) prompt() string {
+	switch {
+	case s.awaitingPW:
+		return "<" + contextPassword + "> "
+	case !s.loggedIn:
+		return "<" + contextLogin + "> "
+	}
+	path := make([]string, len(s.stack))
+	for i, f := range s.stack {
+		path[i] = f.kind
+	}
+	return prompt(path)
+}
+
+func (s *session) contextName() string {
+	return strings.TrimSuffix(strings.TrimPrefix(s.prompt(), "<"), "> ")
+}
+
+func (s *session) ok(text string) { s.out.WriteString("+OK: " + text + "\r\n") }
+
+func (s *session) fail(text string) { s.out.WriteString("-ERR: " + text + "\r\n") }
+
+// mask returns line with any password replaced by "***".
+func (s *session) mask(line string) string {
+	if s.awaitingPW {
+		return "***"
+	}
+	toks, err := tokenize(line)
+	if err != nil {
+		// An unparsable line cannot be run; mask everything after a
+		// password keyword to be safe.
+		if i := strings.Index(strings.ToLower(line), "password"); i >= 0 {
+			return line[:i+len("password")] + " ***"
+		}
+		return line
+	}
+	for i := 0; i+1 < len(toks); i++ {
+		if toks[i].isKeyword("password") {
+			return maskToken(line, toks[i+1])
+		}
+	}
+	return line
+}
+
+// handle runs one command and writes its answer (not the prompt).
+func (s *session) handle(line string) error {
+	if s.awaitingPW {
+		s.awaitingPW = false
+		if pw, ok := s.srv.opts.Admins[s.user]; ok && pw == line {
+			s.loggedIn = true
+			s.ok(statusAuthOK)
+			return nil
+		}
+		s.authErrors++
+		s.fail(errAuthFailed)
+		if s.authErrors >= s.srv.opts.MaxAuthErrors {
+			return errClose
+		}
+		return nil
+	}
+	toks, err := tokenize(line)
+	if err != nil {
+		s.fail(errBadQuoting)
+		return nil
+	}
+	if len(toks) == 0 {
+		return nil // an empty line gets the prompt again
+	}
+	if toks[0].isKeyword("exit") || toks[0].isKeyword("quit") {
+		s.ok(statusFarewell)
+		return errClose
+	}
+	if len(toks) == 2 && toks[0].isKeyword("get") && toks[1].isKeyword("version") {
+		s.out.WriteString(versionLine + "\r\n")
+		s.ok(statusOK)
+		return nil
+	}
+	if !s.loggedIn {
+		s.login(toks)
+		return nil
+	}
+	if len(s.stack) == 0 {
+		s.root(toks)
+		return nil
+	}
+	switch top := &s.stack[len(s.stack)-1]; top.kind {
+	case "domain":
+		s.inDomain(top, toks)
+	case "account":
+		s.inAccount(top, toks)
+	case "contactInfo":
+		s.inContact(top, toks)
+	case "group":
+		s.inGroup(top, toks)
+	}
+	return nil
+}
+
+func (s *session) login(toks []token) {
+	switch {
+	case len(toks) == 2 && toks[0].isKeyword("user"):
+		s.user = toks[1].text
+		s.awaitingPW = true
+		if okBeforePasswordPrompt {
+			s.ok(statusUserOK)
+		}
+	case len(toks) == 3 && toks[0].isKeyword("set") && toks[1].isKeyword("quiet"):
+		s.ok(statusOK)
+	default:
+		s.fail(errNotLoggedIn)
+	}
+}
+
+// nameArg reads "[name] <value>" at toks[i:], returning the value and the
+// index after it.
+func nameArg(toks []token, i int) (string, int, bool) {
+	if i+1 < len(toks) && toks[i].isKeyword("name") {
+		return toks[i+1].text, i + 2, true
+	}
+	if i < len(toks) {
+		return toks[i].text, i + 1, true
+	}
+	return "", i, false
+}
+
+// is reports whether toks start with the given keywords.
+func is(toks []token, kws ...string) bool {
+	if len(toks) < len(kws) {
+		return false
+	}
+	for i, kw := range kws {
+		if !toks[i].isKeyword(kw) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *session) push(f frame) { s.stack = append(s.stack, f) }
+func (s *session) pop()         { s.stack = s.stack[:len(s.stack)-1] }
+
+func (s *session) root(toks []token) {
+	switch {
+	case is(toks, "update", "domain"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		s.srv.mu.Lock()
+		d := s.srv.domains[strings.ToLower(name)]
+		s.srv.mu.Unlock()
+		if d == nil {
+			s.fail(errNoSuchDomain)
+			return
+		}
+		s.push(frame{kind: "domain", domain: d})
+		s.ok(statusOK)
+	case is(toks, "list", "domains") && len(toks) <= 3:
+		s.srv.mu.Lock()
+		var names []string
+		for _, d := range s.srv.domains {
+			names = append(names, d.name)
+		}
+		s.srv.mu.Unlock()
+		s.out.WriteString(listing(listTitleDomains, listHeaderName, filter(names, toks, 2)))
+		s.ok(statusOK)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+// filter keeps the names matching the optional wildcard at toks[i], sorted.
+func filter(names []string, toks []token, i int) []string {
+	var out []string
+	for _, n := range names {
+		if i >= len(toks) || wildcard(strings.ToLower(toks[i].text), strings.ToLower(n)) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// wildcard matches '*' (any run) and '?' (one character).
+func wildcard(pattern, s string) bool {
+	p, str := []rune(pattern), []rune(s)
+	var match func(i, j int) bool
+	match = func(i, j int) bool {
+		for i < len(p) {
+			switch p[i] {
+			case '*':
+				for k := j; k <= len(str); k++ {
+					if match(i+1, k) {
+						return true
+					}
+				}
+				return false
+			case '?':
+				if j >= len(str) {
+					return false
+				}
+			default:
+				if j >= len(str) || p[i] != str[j] {
+					return false
+				}
+			}
+			i++
+			j++
+		}
+		return j == len(str)
+	}
+	return match(0, 0)
+}
+
+func (s *session) inDomain(f *frame, toks []token) {
+	d := f.domain
+	switch {
+	case is(toks, "add", "account"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n+2 != len(toks) || !toks[n].isKeyword("password") {
+			s.fail(errUnknownCmd)
+			return
+		}
+		if name == "" || toks[n+1].text == "" {
+			s.fail(errEmptyValue)
+			return
+		}
+		s.srv.mu.Lock()
+		_, exists := d.accounts[strings.ToLower(name)]
+		s.srv.mu.Unlock()
+		if exists {
+			s.fail(errAccountExists)
+			return
+		}
+		s.push(frame{kind: "account", domain: d, account: &accountDraft{
+			state: AccountState{Name: name, Password: toks[n+1].text, Contact: map[string]string{}, Enabled: true},
+		}})
+		s.ok(statusOK)
+	case is(toks, "update", "account"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		key := strings.ToLower(name)
+		s.srv.mu.Lock()
+		a := d.accounts[key]
+		var c AccountState
+		if a != nil {
+			c = a.clone()
+		}
+		s.srv.mu.Unlock()
+		if a == nil {
+			s.fail(errNoSuchAccount)
+			return
+		}
+		s.push(frame{kind: "account", domain: d, account: &accountDraft{key: key, state: c}})
+		s.ok(statusOK)
+	case is(toks, "remove", "account"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		s.srv.mu.Lock()
+		_, exists := d.accounts[strings.ToLower(name)]
+		delete(d.accounts, strings.ToLower(name))
+		s.srv.mu.Unlock()
+		if !exists {
+			s.fail(errNoSuchAccount)
+			return
+		}
+		s.ok(statusOK)
+	case is(toks, "show", "account"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		s.srv.mu.Lock()
+		a := d.accounts[strings.ToLower(name)]
+		var c AccountState
+		if a != nil {
+			c = a.clone()
+		}
+		s.srv.mu.Unlock()
+		if a == nil {
+			s.fail(errNoSuchAccount)
+			return
+		}
+		s.out.WriteString(showing(showTitleAccount, accountFields(c)))
+		s.ok(statusOK)
+	case is(toks, "list", "accounts") && len(toks) <= 3:
+		s.srv.mu.Lock()
+		var names []string
+		for _, a := range d.accounts {
+			names = append(names, a.Name)
+		}
+		s.srv.mu.Unlock()
+		s.out.WriteString(listing(listTitleAccounts, listHeaderName, filter(names, toks, 2)))
+		s.ok(statusOK)
+	case is(toks, "add", "group"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		if name == "" {
+			s.fail(errEmptyValue)
+			return
+		}
+		s.srv.mu.Lock()
+		_, exists := d.groups[strings.ToLower(name)]
+		s.srv.mu.Unlock()
+		if exists {
+			s.fail(errGroupExists)
+			return
+		}
+		s.push(frame{kind: "group", domain: d, group: &groupDraft{state: GroupState{Name: name}}})
+		s.ok(statusOK)
+	case is(toks, "update", "group"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		key := strings.ToLower(name)
+		s.srv.mu.Lock()
+		g := d.groups[key]
+		var c GroupState
+		if g != nil {
+			c = g.clone()
+		}
+		s.srv.mu.Unlock()
+		if g == nil {
+			s.fail(errNoSuchGroup)
+			return
+		}
+		s.push(frame{kind: "group", domain: d, group: &groupDraft{key: key, state: c}})
+		s.ok(statusOK)
+	case is(toks, "remove", "group"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		s.srv.mu.Lock()
+		_, exists := d.groups[strings.ToLower(name)]
+		delete(d.groups, strings.ToLower(name))
+		s.srv.mu.Unlock()
+		if !exists {
+			s.fail(errNoSuchGroup)
+			return
+		}
+		s.ok(statusOK)
+	case is(toks, "show", "group"):
+		name, n, ok := nameArg(toks, 2)
+		if !ok || n != len(toks) {
+			s.fail(errUnknownCmd)
+			return
+		}
+		s.srv.mu.Lock()
+		g := d.groups[strings.ToLower(name)]
+		var c GroupState
+		if g != nil {
+			c = g.clone()
+		}
+		s.srv.mu.Unlock()
+		if g == nil {
+			s.fail(errNoSuchGroup)
+			return
+		}
+		s.out.WriteString(showing(showTitleGroup, [][2]string{{"name", showValue(c.Name)}}))
+		s.ok(statusOK)
+	case is(toks, "list", "groups") && len(toks) <= 3:
+		s.srv.mu.Lock()
+		var names []string
+		for _, g := range d.groups {
+			names = append(names, g.Name)
+		}
+		s.srv.mu.Unlock()
+		s.out.WriteString(listing(listTitleGroups, listHeaderName, filter(names, toks, 2)))
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("commit"):
+		s.pop()
+		s.ok(statusCommit)
+	case len(toks) == 1 && toks[0].isKeyword("back"):
+		s.pop()
+		s.ok(statusBack)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+func accountFields(a AccountState) [][2]string {
+	enabled := "yes"
+	if !a.Enabled {
+		enabled = "no"
+	}
+	return [][2]string{{"name", showValue(a.Name)}, {"enabled", enabled + " [default]"}}
+}
+
+func (s *session) inAccount(f *frame, toks []token) {
+	a := f.account
+	switch {
+	case len(toks) == 3 && is(toks, "set", "name"):
+		if toks[2].text == "" {
+			s.fail(errEmptyValue)
+			return
+		}
+		s.srv.mu.Lock()
+		other, exists := f.domain.accounts[strings.ToLower(toks[2].text)]
+		s.srv.mu.Unlock()
+		if exists && strings.ToLower(other.Name) != a.key {
+			s.fail(errAccountExists)
+			return
+		}
+		a.state.Name = toks[2].text
+		s.ok(statusOK)
+	case len(toks) == 3 && is(toks, "set", "password"):
+		if toks[2].text == "" {
+			s.fail(errEmptyValue)
+			return
+		}
+		a.state.Password = toks[2].text
+		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "config", "contactinfo"):
+		c := make(map[string]string, len(a.state.Contact))
+		for k, v := range a.state.Contact {
+			c[k] = v
+		}
+		s.push(frame{kind: "contactInfo", domain: f.domain, contact: c})
+		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "show", "registryinformation"):
+		s.out.WriteString(showing(showTitleRegistry, [][2]string{
+			{registryAccountName, showValue(a.state.Name)},
+			{registryLDAPID, showValue(a.state.LDAPID)},
+			{registryLDAPDN, showValue(a.state.LDAPDN)},
+		}))
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("show"):
+		s.out.WriteString(showing(showTitleAccount, accountFields(a.state)))
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("commit"):
+		if err := s.commitAccount(f); err != "" {
+			s.fail(err)
+			return
+		}
+		s.pop()
+		s.ok(statusCommit)
+	case len(toks) == 1 && toks[0].isKeyword("back"):
+		s.pop()
+		s.ok(statusBack)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+// commitAccount saves an account draft; it returns an -ERR text on conflict.
+func (s *session) commitAccount(f *frame) string {
+	s.srv.mu.Lock()
+	defer s.srv.mu.Unlock()
+	accounts := f.domain.accounts
+	a := f.account
+	newKey := strings.ToLower(a.state.Name)
+	if a.key == "" {
+		if _, exists := accounts[newKey]; exists {
+			return errAccountExists
+		}
+	} else {
+		cur, exists := accounts[a.key]
+		if !exists {
+			return errGone
+		}
+		if other, taken := accounts[newKey]; taken && other != cur {
+			return errAccountExists
+		}
+		// LDAP association is not the session's to change: keep the
+		// current one (the connector may have set it meanwhile).
+		a.state.LDAPID, a.state.LDAPDN = cur.LDAPID, cur.LDAPDN
+		delete(accounts, a.key)
+	}
+	c := a.state.clone()
+	accounts[newKey] = &c
+	a.key = newKey
+	return ""
+}
+
+func (s *session) inContact(f *frame, toks []token) {
+	switch {
+	case len(toks) == 3 && toks[0].isKeyword("set"):
+		field := ""
+		for _, name := range contactFields {
+			if toks[1].isKeyword(name) {
+				field = name
+			}
+		}
+		if field == "" {
+			s.fail(errNoSuchField)
+			return
+		}
+		f.contact[field] = toks[2].text
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("show"):
+		fields := make([][2]string, len(contactFields))
+		for i, name := range contactFields {
+			fields[i] = [2]string{name, showValue(f.contact[name])}
+		}
+		s.out.WriteString(showing(showTitleContact, fields))
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("done"):
+		s.pop()
+		s.stack[len(s.stack)-1].account.state.Contact = f.contact
+		s.ok(statusDone)
+	case len(toks) == 1 && toks[0].isKeyword("back"):
+		s.pop()
+		s.ok(statusBack)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+func (s *session) inGroup(f *frame, toks []token) {
+	g := f.group
+	indexOf := func(addr string) int {
+		return slices.IndexFunc(g.state.Members, func(m string) bool { return strings.EqualFold(m, addr) })
+	}
+	switch {
+	case len(toks) == 3 && is(toks, "set", "name"):
+		if toks[2].text == "" {
+			s.fail(errEmptyValue)
+			return
+		}
+		s.srv.mu.Lock()
+		other, exists := f.domain.groups[strings.ToLower(toks[2].text)]
+		s.srv.mu.Unlock()
+		if exists && strings.ToLower(other.Name) != g.key {
+			s.fail(errGroupExists)
+			return
+		}
+		g.state.Name = toks[2].text
+		s.ok(statusOK)
+	case len(toks) == 3 && is(toks, "add", "address"):
+		if toks[2].text == "" {
+			s.fail(errEmptyValue)
+			return
+		}
+		if indexOf(toks[2].text) >= 0 {
+			s.fail(errAddrExists)
+			return
+		}
+		g.state.Members = append(g.state.Members, toks[2].text)
+		s.ok(statusOK)
+	case len(toks) == 3 && is(toks, "remove", "address"):
+		i := indexOf(toks[2].text)
+		if i < 0 {
+			s.fail(errNoSuchAddr)
+			return
+		}
+		g.state.Members = slices.Delete(g.state.Members, i, i+1)
+		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "list", "addresses"):
+		rows := append([]string(nil), g.state.Members...)
+		slices.Sort(rows)
+		s.out.WriteString(listing(listTitleAddrs, listHeaderAddress, rows))
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("show"):
+		s.out.WriteString(showing(showTitleGroup, [][2]string{{"name", showValue(g.state.Name)}}))
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("commit"):
+		if err := s.commitGroup(f); err != "" {
+			s.fail(err)
+			return
+		}
+		s.pop()
+		s.ok(statusCommit)
+	case len(toks) == 1 && toks[0].isKeyword("back"):
+		s.pop()
+		s.ok(statusBack)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+func (s *session) commitGroup(f *frame) string {
+	s.srv.mu.Lock()
+	defer s.srv.mu.Unlock()
+	groups := f.domain.groups
+	g := f.group
+	newKey := strings.ToLower(g.state.Name)
+	if g.key == "" {
+		if _, exists := groups[newKey]; exists {
+			return errGroupExists
+		}
+	} else {
+		cur, exists := groups[g.key]
+		if !exists {
+			return errGone
+		}
+		if other, taken := groups[newKey]; taken && other != cur {
+			return errGroupExists
+		}
+		delete(groups, g.key)
+	}
+	c := g.state.clone()
+	groups[newKey] = &c
+	g.key = newKey
+	return ""
+}
