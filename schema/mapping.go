@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -109,8 +110,18 @@ func (m *Mapping) canonicalAll(names []string) []string {
 	return out
 }
 
-// Config returns the effective configuration, defaults applied.
-func (m *Mapping) Config() Config { return m.cfg }
+// Config returns a copy of the effective configuration, defaults applied.
+func (m *Mapping) Config() Config {
+	c := m.cfg
+	c.AccountBase, c.GroupBase = slices.Clone(c.AccountBase), slices.Clone(c.GroupBase)
+	c.AccountClasses, c.AccountExcludeClasses = slices.Clone(c.AccountClasses), slices.Clone(c.AccountExcludeClasses)
+	c.GroupClasses, c.MemberAttributes = slices.Clone(c.GroupClasses), slices.Clone(c.MemberAttributes)
+	c.PasswordAttributes = slices.Clone(c.PasswordAttributes)
+	c.Contact = maps.Clone(c.Contact)
+	d := *c.Disabled
+	c.Disabled = &d
+	return c
+}
 
 // Dialect returns the directory dialect.
 func (m *Mapping) Dialect() Dialect { return m.cfg.Dialect }
@@ -267,13 +278,20 @@ func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string)
 	if v := e.Get(attr); len(v) > 0 {
 		return v, attr
 	}
+	// Under another name (an alias or OID); sorted so that an entry holding
+	// several spellings always yields the same one.
 	want := m.canonical(attr)
+	var others []string
 	for name := range e.Attrs {
 		base, _ := splitOptions(name)
 		if m.canonical(base) == want && !strings.EqualFold(base, attr) {
-			if v := e.Get(base); len(v) > 0 {
-				return v, base
-			}
+			others = append(others, base)
+		}
+	}
+	slices.Sort(others)
+	for _, base := range others {
+		if v := e.Get(base); len(v) > 0 {
+			return v, base
 		}
 	}
 	return nil, attr

@@ -498,3 +498,19 @@ func ExampleMapping_Classify() {
 	// account
 	// none
 }
+
+func TestAccountStateReadsAliases(t *testing.T) {
+	m := openLDAPMapping(t)
+	e := Entry{DN: "uid=j,ou=People,dc=example,dc=com", Attrs: map[string][]string{
+		"userid": {"j"}, "entryUUID": {"u"}, "surname": {"Doe"}, "2.5.4.42": {"Jo"},
+	}}
+	got, err := m.AccountState(e)
+	if err != nil || got.Name != "j" || got.Contact["lastName"] != "Doe" || got.Contact["firstName"] != "Jo" {
+		t.Errorf("AccountState = %+v, %v; want values found under their aliases", got, err)
+	}
+	c := m.Config()
+	c.Contact["lastName"] = "changed"
+	if m.Config().Contact["lastName"] != "sn" {
+		t.Error("Config() exposes the mapping's internal map")
+	}
+}
