@@ -1,0 +1,126 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// runConfig parses args as `serve` would and returns the loaded Config.
+func runConfig(t *testing.T, args ...string) (Config, error) {
+	t.Helper()
+	settings := serveSettings()
+	flags := []cli.Flag{configFlag()}
+	for _, s := range settings {
+		flags = append(flags, s.flag)
+	}
+	var cfg Config
+	var loadErr error
+	app := &cli.App{Commands: []*cli.Command{{
+		Name: "serve", Flags: flags,
+		Action: func(c *cli.Context) error {
+			cfg, loadErr = loadConfig(c, settings)
+			return nil
+		},
+	}}}
+	if err := app.Run(append([]string{"ldapgate", "serve"}, args...)); err != nil {
+		t.Fatalf("cli: %v", err)
+	}
+	return cfg, loadErr
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ldapgate.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := writeConfig(t, `
+upstream:
+  urls: [ldap://file.example:389]
+limits:
+  idleTimeout: 1m
+  maxConnections: 10
+dataDir: /from/file
+`)
+	t.Setenv("LDAPGATE_IDLE_TIMEOUT", "2m")
+	t.Setenv("LDAPGATE_DATA_DIR", "/from/env")
+	cfg, err := runConfig(t, "--config", file, "--data-dir", "/from/flag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstream.URLs[0] != "ldap://file.example:389" {
+		t.Errorf("file value lost: %v", cfg.Upstream.URLs)
+	}
+	if cfg.Limits.MaxConnections != 10 {
+		t.Errorf("file value lost: maxConnections %d", cfg.Limits.MaxConnections)
+	}
+	if cfg.Limits.IdleTimeout != 2*time.Minute {
+		t.Errorf("environment should override the file: idleTimeout %v", cfg.Limits.IdleTimeout)
+	}
+	if cfg.DataDir != "/from/flag" {
+		t.Errorf("flag should override the environment: dataDir %q", cfg.DataDir)
+	}
+	if cfg.Limits.OpTimeout != 2*time.Minute || cfg.Log.Level != "info" {
+		t.Errorf("defaults lost: %+v %+v", cfg.Limits, cfg.Log)
+	}
+}
+
+func TestConfigWithoutFile(t *testing.T) {
+	cfg, err := runConfig(t, "--listen", "ldap://127.0.0.1:0", "--listen", "ldaps://127.0.0.1:0",
+		"--tls-cert", "c.pem", "--tls-key", "k.pem", "--upstream", "ldap://127.0.0.1:389", "--data-dir", "./d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Listen) != 2 || cfg.Listen[1] != "ldaps://127.0.0.1:0" {
+		t.Errorf("listen: %v", cfg.Listen)
+	}
+}
+
+func TestBadSettingsAreNamed(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		file string
+		want string
+	}{
+		{"no upstream", nil, "", "upstream.urls (--upstream)"},
+		{"bad upstream scheme", []string{"--upstream", "http://x"}, "", "upstream.urls"},
+		{"ldaps without certificate", []string{"--upstream", "ldap://x", "--listen", "ldaps://127.0.0.1:0"}, "", "tls.cert"},
+		{"bad listen URL", []string{"--upstream", "ldap://x", "--listen", "127.0.0.1:389"}, "", "listen (--listen)"},
+		{"tiny message size", []string{"--upstream", "ldap://x", "--max-message-size", "10"}, "", "limits.maxMessageSize"},
+		{"bad log level", []string{"--upstream", "ldap://x", "--log-level", "loud"}, "", "log.level"},
+		{"unknown key in file", nil, "upstrem:\n  urls: [ldap://x]\n", "upstrem"},
+		{"bad duration in file", nil, "upstream:\n  urls: [ldap://x]\nlimits:\n  idleTimeout: soon\n", "line 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append(args, "--config", writeConfig(t, tt.file))
+			}
+			_, err := runConfig(t, args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := runConfig(t, "--config", filepath.Join("..", "..", "examples", "ldapgate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.MaxMessageSize != 16<<20 || cfg.Upstream.URLs[0] != "ldap://127.0.0.1:389" {
+		t.Errorf("example config: %+v", cfg)
+	}
+}
