@@ -295,7 +295,7 @@ func (c *Client) ReadAccount(ctx context.Context, domain, name string) (st Accou
 	if err := checkName("account name", name); err != nil {
 		return st, false, withOp(err, "read account")
 	}
-	err = c.inDomain(ctx, "read account "+name+"@"+domain, domain, func(s *Session) error {
+	err = c.inDomain(ctx, "read account "+display(name)+"@"+display(domain), domain, func(s *Session) error {
 		var err error
 		if st, found, err = s.readAccountIn(ctx, name); err != nil {
 			return err
@@ -310,7 +310,7 @@ func (c *Client) ReadGroup(ctx context.Context, domain, name string) (st GroupSt
 	if err := checkName("group name", name); err != nil {
 		return st, false, withOp(err, "read group")
 	}
-	err = c.inDomain(ctx, "read group "+name+"@"+domain, domain, func(s *Session) error {
+	err = c.inDomain(ctx, "read group "+display(name)+"@"+display(domain), domain, func(s *Session) error {
 		var err error
 		if st, found, err = s.readGroupIn(ctx, name); err != nil {
 			return err
@@ -322,12 +322,12 @@ func (c *Client) ReadGroup(ctx context.Context, domain, name string) (st GroupSt
 
 // ListAccounts returns the names of a domain's accounts.
 func (c *Client) ListAccounts(ctx context.Context, domain string) ([]string, error) {
-	return c.listNames(ctx, domain, "LIST Accounts", "list accounts of "+domain)
+	return c.listNames(ctx, domain, "LIST Accounts", "list accounts of "+display(domain))
 }
 
 // ListGroups returns the names of a domain's groups.
 func (c *Client) ListGroups(ctx context.Context, domain string) ([]string, error) {
-	return c.listNames(ctx, domain, "LIST Groups", "list groups of "+domain)
+	return c.listNames(ctx, domain, "LIST Groups", "list groups of "+display(domain))
 }
 
 func (c *Client) listNames(ctx context.Context, domain, kw, op string) ([]string, error) {
@@ -369,7 +369,7 @@ func checkAccount(a schema.Account, previousName string) error {
 	}
 	for k, v := range a.Contact {
 		if !isFieldName(k) {
-			return unsafeValue("contact field name "+strings.ToValidUTF8(k, "?"), "not a plain field name")
+			return unsafeValue("contact field name "+display(k), "not a plain field name")
 		}
 		if err := checkValue("contact."+k, v); err != nil {
 			return err
@@ -425,9 +425,9 @@ func (c *Client) ApplyAccount(ctx context.Context, domain string, desired schema
 }
 
 func (c *Client) account(ctx context.Context, domain string, desired schema.Account, previousName string, apply bool) (*Plan, error) {
-	op := "apply account " + desired.Name + "@" + domain
+	op := "apply account " + display(desired.Name) + "@" + display(domain)
 	if !apply {
-		op = "plan account " + desired.Name + "@" + domain
+		op = "plan account " + display(desired.Name) + "@" + display(domain)
 	}
 	if err := checkAccount(desired, previousName); err != nil {
 		return nil, withOp(err, op)
@@ -533,9 +533,21 @@ func (c *Client) planAccount(domain string, desired schema.Account, cur AccountS
 func quoteForDisplay(v string) string {
 	q, err := Quote(v)
 	if err != nil {
-		return "(unprintable)"
+		return refusedValue
 	}
 	return q
+}
+
+// refusedValue stands for a value that cannot be sent in errors: a refused
+// value is never repeated, so that it cannot forge log lines either.
+const refusedValue = "(refused value)"
+
+// display returns v for an error's Op, or refusedValue.
+func display(v string) string {
+	if checkValue("", v) != nil {
+		return refusedValue
+	}
+	return v
 }
 
 // DeleteAccount removes an account; it sends no REMOVE when there is none.
@@ -549,7 +561,7 @@ func (c *Client) DeleteGroup(ctx context.Context, domain, name string) (*Plan, e
 }
 
 func (c *Client) remove(ctx context.Context, domain, name, what, listKw, removeKw string) (*Plan, error) {
-	op := "delete " + what + " " + name + "@" + domain
+	op := "delete " + what + " " + display(name) + "@" + display(domain)
 	if err := checkName(what+" name", name); err != nil {
 		return nil, withOp(err, op)
 	}
@@ -612,9 +624,9 @@ func (c *Client) ApplyGroup(ctx context.Context, domain string, desired schema.G
 }
 
 func (c *Client) group(ctx context.Context, domain string, desired schema.Group, previousName string, apply bool) (*Plan, error) {
-	op := "apply group " + desired.Name + "@" + domain
+	op := "apply group " + display(desired.Name) + "@" + display(domain)
 	if !apply {
-		op = "plan group " + desired.Name + "@" + domain
+		op = "plan group " + display(desired.Name) + "@" + display(domain)
 	}
 	if err := checkGroup(desired, previousName); err != nil {
 		return nil, withOp(err, op)

@@ -80,6 +80,13 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Refuse unsendable credentials before connecting.
+	if _, err := loginName(cfg.User); err != nil {
+		return nil, withOp(err, "login to "+cfg.Addr)
+	}
+	if err := checkValue("password", cfg.Password); err != nil {
+		return nil, withOp(err, "login to "+cfg.Addr)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.dialTimeout())
 	defer cancel()
 	var conn net.Conn
@@ -115,13 +122,7 @@ func (s *Session) login(ctx context.Context) error {
 	if banner.Context != "login" {
 		return s.fail(&Error{Kind: KindProtocol, Err: errorf("prompt %q where <login> was expected", banner.Context)})
 	}
-	name, qerr := loginName(s.cfg.User)
-	if qerr != nil {
-		return qerr
-	}
-	if err := checkValue("password", s.cfg.Password); err != nil {
-		return err
-	}
+	name, _ := loginName(s.cfg.User) // checked by Dial
 	user := Command{line: "USER " + name, masked: "USER " + name}
 	if err := s.send(ctx, user); err != nil {
 		return err
