@@ -125,8 +125,11 @@ func TestGoldenTranscripts(t *testing.T) {
 			},
 		},
 		{
-			name:  "account_noop",
-			setup: func(sim *axigensim.Server) { putJohn(sim); sim.PutAccount(testDomain, mustAccount(sim, "john", "phone", "")) },
+			name: "account_noop",
+			setup: func(sim *axigensim.Server) {
+				putJohn(sim)
+				sim.PutAccount(testDomain, mustAccount(sim, "john", "phone", ""))
+			},
 			op: func(ctx context.Context, c *Client) error {
 				p, err := c.ApplyAccount(ctx, testDomain, withoutPassword(john), "")
 				if err == nil && !p.Empty() {
@@ -224,8 +227,11 @@ func TestGoldenTranscripts(t *testing.T) {
 			},
 		},
 		{
-			name:  "account_list",
-			setup: func(sim *axigensim.Server) { putJohn(sim); sim.PutAccount(testDomain, axigensim.AccountState{Name: "jane"}) },
+			name: "account_list",
+			setup: func(sim *axigensim.Server) {
+				putJohn(sim)
+				sim.PutAccount(testDomain, axigensim.AccountState{Name: "jane"})
+			},
 			op: func(ctx context.Context, c *Client) error {
 				names, err := c.ListAccounts(ctx, testDomain)
 				if err == nil && strings.Join(names, ",") != "jane,john" {
