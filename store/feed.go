@@ -1,0 +1,281 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// EventType says what an Event does to a follower's copy.
+type EventType string
+
+// Event types. Put and Delete are the journal's own changes, numbered by
+// position. Reset, Load and Ready make up a snapshot, sent to a follower
+// that starts from nothing or has fallen behind the change log's horizon.
+const (
+	EventPut    EventType = "put"    // Record is the record's new version
+	EventDelete EventType = "delete" // record Seq is gone (aborted, dropped, purged)
+	EventReset  EventType = "reset"  // snapshot begins: forget everything
+	EventLoad   EventType = "load"   // snapshot: Record as it was at position Pos
+	EventReady  EventType = "ready"  // snapshot done: the copy is at position Pos
+)
+
+// Event is one change of the journal, as the replication feed carries it.
+// It marshals to JSON as is (for the LDAP changelog the failover follows).
+type Event struct {
+	Pos    uint64    `json:"pos"`
+	Time   time.Time `json:"time"`
+	Type   EventType `json:"type"`
+	Seq    uint64    `json:"seq"`
+	Record *Record   `json:"record,omitempty"`
+	// Secret is the record's sealed secret (nonce and AES-256-GCM
+	// ciphertext), attached by Feed when the record holds one; a follower
+	// needs the same key file to read it. The change log on disk never
+	// holds it.
+	Secret []byte `json:"sealedSecret,omitempty"`
+}
+
+// feedChunk bounds the changes read in one read transaction.
+const feedChunk = 256
+
+// Feed calls fn with every change after position after, in order, then
+// waits for more until ctx is done (it then returns nil) or fn fails (it
+// returns fn's error). A follower passes its own Position. From position 0,
+// or from one older than the change log keeps (see Retention), the feed
+// starts with a snapshot: Reset, a Load per record, Ready.
+func (j *Journal) Feed(ctx context.Context, after uint64, fn func(Event) error) error {
+	snapshot := true // only the first read may need one
+	for {
+		j.mu.Lock()
+		changed := j.changed
+		j.mu.Unlock()
+		n, next, err := j.feedOnce(after, snapshot, fn)
+		if err != nil {
+			return err
+		}
+		snapshot = false
+		after = next
+		if ctx.Err() != nil {
+			return nil
+		}
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (int, uint64, error) {
+	n := 0
+	err := j.db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get(metaLoading); err == nil {
+			return nil // a follower mid-snapshot has nothing to pass on yet
+		}
+		horizon, ok, err := getNum(txn, metaHorizon)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			horizon = 1
+		}
+		// A follower behind the change log's horizon (even one that fell
+		// behind while following) catches up with a snapshot.
+		if (mayReset && after == 0) || after+1 < horizon {
+			var err error
+			n, after, err = j.snapshot(txn, fn)
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(numKey(prefixEvent, after+1)); it.ValidForPrefix(prefixEvent) && n < feedChunk; it.Next() {
+			var ev Event
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &ev) }); err != nil {
+				return fmt.Errorf("feed: change %d: %w", keyNum(prefixEvent, it.Item().Key()), err)
+			}
+			if ev.Pos != after+1 {
+				return fmt.Errorf("feed: change log has %d after %d", ev.Pos, after)
+			}
+			if err := attachSecret(txn, &ev); err != nil {
+				return err
+			}
+			if err := fn(ev); err != nil {
+				return err
+			}
+			after = ev.Pos
+			n++
+		}
+		return nil
+	})
+	return n, after, err
+}
+
+func attachSecret(txn *badger.Txn, ev *Event) error {
+	if ev.Record == nil || ev.Record.SecretState != SecretEncrypted {
+		return nil
+	}
+	sealed, err := getSealed(txn, ev.Seq)
+	ev.Secret = sealed
+	return err
+}
+
+// snapshot sends the journal as it is in txn: Reset, Load for each record,
+// Ready, all at the snapshot's position.
+func (j *Journal) snapshot(txn *badger.Txn, fn func(Event) error) (int, uint64, error) {
+	pos, _, err := getNum(txn, metaPos)
+	if err != nil {
+		return 0, 0, err
+	}
+	seq, _, err := getNum(txn, metaSeq)
+	if err != nil {
+		return 0, 0, err
+	}
+	now := j.opts.Now()
+	if err := fn(Event{Pos: pos, Time: now, Type: EventReset, Seq: seq}); err != nil {
+		return 0, 0, err
+	}
+	n := 1
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var r *Record
+		err := it.Item().Value(func(v []byte) error {
+			var err error
+			r, err = decodeRecord(v)
+			return err
+		})
+		if err != nil {
+			return 0, 0, fmt.Errorf("feed snapshot: %w", err)
+		}
+		ev := Event{Pos: pos, Time: now, Type: EventLoad, Seq: r.Seq, Record: r}
+		if err := attachSecret(txn, &ev); err != nil {
+			return 0, 0, err
+		}
+		if err := fn(ev); err != nil {
+			return 0, 0, err
+		}
+		n++
+	}
+	if err := fn(Event{Pos: pos, Time: now, Type: EventReady, Seq: seq}); err != nil {
+		return 0, 0, err
+	}
+	return n + 1, pos, nil
+}
+
+// ErrGap says a follower was handed a change that does not follow the last
+// one it has: it must follow again from its Position.
+var ErrGap = errors.New("change does not follow the last one applied")
+
+// Apply replays one change from a primary's Feed on a follower's journal
+// (opened with Options.Follower). Changes at or before the follower's
+// position are ignored, so a feed can be resumed with overlap.
+func (j *Journal) Apply(ctx context.Context, ev Event) error {
+	if !j.opts.Follower {
+		return fmt.Errorf("apply change %d: journal is not a follower", ev.Pos)
+	}
+	if ev.Type == EventReset {
+		return j.enqueue(ctx, &mutation{exclusive: func() error { return j.reset(ev) }, done: make(chan error, 1)})
+	}
+	err := j.submit(ctx, func(b *batch) error {
+		switch ev.Type {
+		case EventLoad, EventReady:
+			if !b.loading || ev.Pos != b.pos {
+				return fmt.Errorf("%s at %d outside a snapshot: %w", ev.Type, ev.Pos, ErrGap)
+			}
+			if ev.Type == EventReady {
+				b.loading = false
+				b.horizon = ev.Pos + 1
+				b.seq = max(b.seq, ev.Seq)
+				b.metaSet = true
+				b.changed = true
+				return nil
+			}
+			if ev.Record == nil {
+				return fmt.Errorf("load of %d has no record", ev.Seq)
+			}
+			return b.storeRecord(nil, applied(ev), ev.Secret)
+		case EventPut, EventDelete:
+			if b.loading {
+				return fmt.Errorf("%s at %d during a snapshot: %w", ev.Type, ev.Pos, ErrGap)
+			}
+			if ev.Pos <= b.pos {
+				return nil
+			}
+			if ev.Pos != b.pos+1 {
+				return fmt.Errorf("change %d after %d: %w", ev.Pos, b.pos, ErrGap)
+			}
+			if ev.Type == EventPut && ev.Record == nil {
+				return fmt.Errorf("put of %d has no record", ev.Seq)
+			}
+			old, err := b.get(ev.Seq)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if ev.Type == EventPut {
+				rec := applied(ev)
+				var sealed []byte
+				if rec.SecretState == SecretEncrypted {
+					sealed = ev.Secret
+				}
+				if err := b.storeRecord(old, rec, sealed); err != nil {
+					return err
+				}
+			} else if old != nil {
+				if err := b.removeRecord(old); err != nil {
+					return err
+				}
+			}
+			logged := ev
+			logged.Record = applied(ev)
+			return b.logEvent(&logged)
+		default:
+			return fmt.Errorf("change %d: unknown type %q", ev.Pos, ev.Type)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("apply change %d: %w", ev.Pos, err)
+	}
+	return nil
+}
+
+func applied(ev Event) *Record {
+	if ev.Record == nil {
+		return nil
+	}
+	r := ev.Record.clone()
+	r.Seq = ev.Seq
+	return r
+}
+
+// reset empties a follower's copy before a snapshot. It runs on the writer
+// goroutine with no batch open.
+func (j *Journal) reset(ev Event) error {
+	for _, p := range [][]byte{prefixRecord, prefixSecret, prefixActive, prefixDelivered, prefixEvent} {
+		if err := j.db.DropPrefix(p); err != nil {
+			return fmt.Errorf("reset follower: %w", err)
+		}
+	}
+	err := j.db.Update(func(txn *badger.Txn) error {
+		return errors.Join(
+			txn.Set(metaLoading, []byte{1}),
+			txn.Set(metaPos, encodeNum(ev.Pos)),
+			txn.Set(metaSeq, encodeNum(ev.Seq)),
+			txn.Set(metaHorizon, encodeNum(ev.Pos+1)),
+		)
+	})
+	if err != nil {
+		return fmt.Errorf("reset follower: %w", err)
+	}
+	j.mu.Lock()
+	j.lastPos, j.lastSeq, j.horizon, j.loading = ev.Pos, ev.Seq, ev.Pos+1, true
+	j.idx = newIndex()
+	j.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,317 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// dump is everything a journal holds, secrets decrypted.
+func dump(t *testing.T, j *Journal) map[uint64]string {
+	t.Helper()
+	out := map[uint64]string{}
+	recs, err := j.List(Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		b, _ := json.Marshal(r)
+		s := string(b)
+		if r.SecretState == SecretEncrypted {
+			full, err := j.getWithSecret(r.Seq)
+			if err != nil {
+				t.Fatalf("secret of %d: %v", r.Seq, err)
+			}
+			s += " secret=" + string(full.Secret)
+		}
+		out[r.Seq] = s
+	}
+	return out
+}
+
+// indexKeys lists the index keys, so that a copy is compared index and all.
+func indexKeys(t *testing.T, j *Journal) []string {
+	t.Helper()
+	var keys []string
+	err := j.db.View(func(txn *badger.Txn) error {
+		for _, p := range [][]byte{prefixActive, prefixDelivered, prefixSecret} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+			for it.Rewind(); it.Valid(); it.Next() {
+				keys = append(keys, fmt.Sprintf("%x", it.Item().Key()))
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+func assertSameJournal(t *testing.T, src, dst *Journal) {
+	t.Helper()
+	a, b := dump(t, src), dump(t, dst)
+	if len(a) != len(b) {
+		t.Errorf("source has %d records, follower %d", len(a), len(b))
+	}
+	for seq, ra := range a {
+		if rb := b[seq]; ra != rb {
+			t.Errorf("record %d differs:\nsource   %s\nfollower %s", seq, ra, rb)
+		}
+	}
+	if ka, kb := fmt.Sprint(indexKeys(t, src)), fmt.Sprint(indexKeys(t, dst)); ka != kb {
+		t.Errorf("index keys differ:\nsource   %s\nfollower %s", ka, kb)
+	}
+	sa, _ := src.Stats()
+	sb, _ := dst.Stats()
+	sa.InFlight, sb.InFlight = 0, 0
+	if sa != sb {
+		t.Errorf("stats differ:\nsource   %+v\nfollower %+v", sa, sb)
+	}
+}
+
+// follow runs a follower until the test ends or stop is called.
+func follow(t *testing.T, src, dst *Journal) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Feed(ctx, dst.Position(), func(ev Event) error { return dst.Apply(ctx, ev) })
+	}()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("feed: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func openFollower(t *testing.T, src *Journal) *Journal {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.Follower = true
+	o.KeyFile = src.opts.KeyFile // a standby has a copy of the primary's key
+	o.Now = src.opts.Now
+	return openTest(t, dir, o)
+}
+
+func TestFollowerCopyEqualsSourceAfterRandomOperations(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 1))
+	clock := newFakeClock()
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.Now = clock.Now
+	o.MaxAttempts = 2
+	o.BackoffBase, o.BackoffCap = time.Second, time.Second
+	o.Retention = time.Hour
+	src := openTest(t, dir, o)
+	ctx := context.Background()
+
+	// One follower from the start, one that stops half way and resumes.
+	live := openFollower(t, src)
+	follow(t, src, live)
+	resumed := openFollower(t, src)
+	stopResumed := follow(t, src, resumed)
+
+	// Deliveries fail at random (some permanently).
+	deliver := func(_ context.Context, r *Record) error {
+		switch x := rand.IntN(10); {
+		case x < 6:
+			return nil
+		case x < 9:
+			return errors.New("temporary")
+		default:
+			return Permanent(errors.New("refused"))
+		}
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	runDone := make(chan error)
+	go func() { runDone <- src.Run(runCtx, 3, deliver) }()
+
+	var prepared, all []uint64
+	for i := range 400 {
+		if i == 200 {
+			stopResumed()
+			stopResumed = follow(t, src, resumed)
+		}
+		switch op := rnd.IntN(100); {
+		case op < 35 || len(prepared) == 0:
+			r := accountRecord(fmt.Sprintf("uid=u%d,dc=example,dc=org", rnd.IntN(12)))
+			if rnd.IntN(3) == 0 {
+				r.Op, r.Changes, r.Secret = OpPassword, nil, []byte(fmt.Sprintf("pw-%d", i))
+			}
+			seq, err := src.Prepare(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prepared = append(prepared, seq)
+			all = append(all, seq)
+		case op < 70:
+			k := rnd.IntN(len(prepared))
+			seq := prepared[k]
+			prepared = append(prepared[:k], prepared[k+1:]...)
+			key := ""
+			if rnd.IntN(2) == 0 {
+				key = fmt.Sprintf("uuid-%d", seq%7)
+			}
+			if err := src.Commit(ctx, seq, key); err != nil {
+				t.Fatal(err)
+			}
+		case op < 78:
+			k := rnd.IntN(len(prepared))
+			seq := prepared[k]
+			prepared = append(prepared[:k], prepared[k+1:]...)
+			if err := src.Abort(ctx, seq); err != nil {
+				t.Fatal(err)
+			}
+		case op < 86:
+			src.Retry(ctx, all[rnd.IntN(len(all))]) // may be refused: any state
+		case op < 90:
+			seq := all[rnd.IntN(len(all))]
+			if src.Drop(ctx, seq) == nil { // may be refused or already gone
+				for k, p := range prepared {
+					if p == seq {
+						prepared = append(prepared[:k], prepared[k+1:]...)
+						break
+					}
+				}
+			}
+		case op < 96:
+			clock.Advance(time.Duration(rnd.IntN(20)) * time.Minute)
+			src.kick()
+		default:
+			if _, err := src.Housekeep(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 3 {
+		seq, err := src.Prepare(ctx, accountRecord("uid=late,dc=example,dc=org"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prepared = append(prepared, seq)
+	}
+	// Compare with records in every state.
+	stopRun()
+	if err := <-runDone; err != nil {
+		t.Fatal(err)
+	}
+	compare := func(stage string) {
+		t.Helper()
+		for name, f := range map[string]*Journal{"live": live, "resumed": resumed} {
+			waitFor(t, name+" follower to catch up", 10*time.Second, func() bool { return f.Position() == src.Position() })
+			t.Run(stage+"/"+name, func(t *testing.T) { assertSameJournal(t, src, f) })
+		}
+	}
+	st, _ := src.Stats()
+	t.Logf("source mid-way: %+v", st)
+	if st.Prepared == 0 || st.Delivered == 0 || st.Dead == 0 || st.Committed == 0 {
+		t.Errorf("the random run did not leave records in every state: %+v", st)
+	}
+	compare("mixed")
+
+	// Settle: commit what is left, let every delivery finish.
+	startRun(t, src, 3, deliver)
+	for _, seq := range prepared {
+		if err := src.Commit(ctx, seq, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "deliveries to settle", 20*time.Second, func() bool {
+		clock.Advance(2 * time.Second)
+		src.kick()
+		s, _ := src.Stats()
+		return s.Committed == 0 && s.InFlight == 0
+	})
+	compare("settled")
+	clock.Advance(2 * time.Hour)
+	if _, err := src.Housekeep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	compare("purged")
+
+	// A follower that starts after the change log was trimmed gets a
+	// snapshot, and then follows the changes.
+	late := openFollower(t, src)
+	follow(t, src, late)
+	waitFor(t, "late follower to catch up", 10*time.Second, func() bool { return late.Position() == src.Position() })
+	assertSameJournal(t, src, late)
+	mustPrepareCommit(t, src, &Record{Kind: KindGroup, Op: OpAdd, DN: "cn=staff,dc=example,dc=org", Secret: []byte("x")}, "")
+	waitFor(t, "late follower to follow", 10*time.Second, func() bool { return late.Position() == src.Position() })
+	assertSameJournal(t, src, late)
+}
+
+func TestFollowerRejectsGapsAndIgnoresRepeats(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	for range 3 {
+		mustPrepareCommit(t, j, accountRecord("uid=a,dc=x"), "")
+	}
+	var evs []Event
+	fctx, cancel := context.WithCancel(ctx)
+	j.Feed(fctx, 1, func(ev Event) error {
+		evs = append(evs, ev)
+		if len(evs) == 5 {
+			cancel()
+		}
+		return nil
+	})
+	if len(evs) != 5 || evs[0].Pos != 2 || evs[0].Type != EventPut {
+		t.Fatalf("feed from 1: %+v", evs)
+	}
+	f := openFollower(t, j)
+	if err := f.Apply(ctx, evs[1]); !errors.Is(err, ErrGap) {
+		t.Fatalf("apply with a gap: %v, want ErrGap", err)
+	}
+	if err := j.Apply(ctx, evs[0]); err == nil {
+		t.Fatal("a primary accepted Apply")
+	}
+	if err := f.Apply(ctx, Event{Pos: 1, Type: EventPut, Seq: 1, Record: accountRecord("uid=a,dc=x")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Apply(ctx, Event{Pos: 1, Type: EventDelete, Seq: 1}); err != nil {
+		t.Fatalf("repeated position must be ignored: %v", err)
+	}
+	if _, err := f.Get(1); err != nil {
+		t.Fatalf("a repeated change was applied: %v", err)
+	}
+}
+
+func TestFeedEventsCarryNoPlaintext(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	const pw = "feed-password-123"
+	seq, _ := j.Prepare(ctx, &Record{Kind: KindAccount, Op: OpPassword, DN: "uid=a,dc=x", Secret: []byte(pw)})
+	var got []Event
+	j.Feed(ctx, 0, func(ev Event) error {
+		got = append(got, ev)
+		if ev.Type == EventReady {
+			cancel()
+		}
+		return nil
+	})
+	b, _ := json.Marshal(got)
+	if strings.Contains(string(b), pw) {
+		t.Fatal("the feed carries the plaintext password")
+	}
+	if len(got) != 3 || got[1].Type != EventLoad || got[1].Seq != seq || len(got[1].Secret) == 0 {
+		t.Fatalf("snapshot of one record with a secret: %+v", got)
+	}
+}

@@ -1,0 +1,212 @@
+package store
+
+import (
+	"container/heap"
+	"slices"
+	"time"
+)
+
+// index is the in-memory view of the records not yet delivered, which
+// decides what may be delivered next. It is guarded by Journal.mu.
+//
+// Ordering: every record belongs to the histories named by its order tokens
+// (entry key, DNs). A committed record may be delivered when it is the
+// oldest unfinished record of each of its histories and none of them has a
+// delivery in flight. Prepared records count as unfinished (their outcome
+// is not known yet); dead records do not (they no longer hold the line).
+type index struct {
+	recs   map[uint64]*entry
+	queues map[string][]uint64 // token -> unfinished records, ascending
+	busy   map[string]uint64   // token -> record being delivered
+	ready  readyHeap
+}
+
+type entry struct {
+	seq      uint64
+	state    State
+	tokens   []string
+	time     time.Time // the record's time, for the backlog's age
+	next     time.Time // next delivery attempt
+	inflight bool
+}
+
+func newIndex() *index {
+	return &index{recs: map[uint64]*entry{}, queues: map[string][]uint64{}, busy: map[string]uint64{}}
+}
+
+func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
+
+// put records a record's new version.
+func (x *index) put(r *Record) {
+	e := x.recs[r.Seq]
+	if r.State == StateDelivered {
+		if e != nil {
+			x.remove(r.Seq)
+		}
+		return
+	}
+	tokens := orderTokens(r)
+	if e == nil {
+		e = &entry{seq: r.Seq}
+		x.recs[r.Seq] = e
+	}
+	wasQueued := unfinished(e.state)
+	sameTokens := slices.Equal(e.tokens, tokens)
+	var touched []string
+	if wasQueued && (!unfinished(r.State) || !sameTokens) {
+		x.dequeue(e)
+		touched = append(touched, e.tokens...)
+	}
+	e.state, e.time, e.next = r.State, r.Time, r.NextAttempt
+	if !wasQueued || !sameTokens || !unfinished(r.State) {
+		e.tokens = tokens
+		if unfinished(r.State) {
+			x.enqueue(e)
+		}
+	}
+	touched = append(touched, tokens...)
+	x.consider(e)
+	x.considerHeads(touched)
+}
+
+// remove forgets a record (aborted, dropped, purged or delivered). A
+// delivery in flight keeps its histories busy until it is released.
+func (x *index) remove(seq uint64) {
+	e := x.recs[seq]
+	if e == nil {
+		return
+	}
+	delete(x.recs, seq)
+	if unfinished(e.state) {
+		x.dequeue(e)
+		x.considerHeads(e.tokens)
+	}
+}
+
+func (x *index) enqueue(e *entry) {
+	for _, t := range e.tokens {
+		q := x.queues[t]
+		i, _ := slices.BinarySearch(q, e.seq)
+		x.queues[t] = slices.Insert(q, i, e.seq)
+	}
+}
+
+func (x *index) dequeue(e *entry) {
+	for _, t := range e.tokens {
+		q := x.queues[t]
+		if i, ok := slices.BinarySearch(q, e.seq); ok {
+			q = slices.Delete(q, i, i+1)
+		}
+		if len(q) == 0 {
+			delete(x.queues, t)
+		} else {
+			x.queues[t] = q
+		}
+	}
+}
+
+func (x *index) considerHeads(tokens []string) {
+	for _, t := range tokens {
+		if q := x.queues[t]; len(q) > 0 {
+			if e := x.recs[q[0]]; e != nil {
+				x.consider(e)
+			}
+		}
+	}
+}
+
+func (x *index) eligible(e *entry) bool {
+	if e.state != StateCommitted || e.inflight {
+		return false
+	}
+	for _, t := range e.tokens {
+		if q := x.queues[t]; len(q) == 0 || q[0] != e.seq {
+			return false
+		}
+		if _, ok := x.busy[t]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// consider puts a record on the ready heap if it may be delivered (now or at
+// its next attempt). Stale heap items are skipped when popped.
+func (x *index) consider(e *entry) {
+	if x.eligible(e) {
+		heap.Push(&x.ready, readyItem{at: e.next, seq: e.seq})
+	}
+}
+
+// dispatched is a delivery handed to a worker: the tokens it holds busy.
+type dispatched struct {
+	seq    uint64
+	tokens []string
+}
+
+// due takes the records whose attempt is due at now, marking them in
+// flight, and says when the next one falls due (zero: none waiting).
+func (x *index) due(now time.Time, limit int) ([]dispatched, time.Time) {
+	var out []dispatched
+	for x.ready.Len() > 0 && len(out) < limit {
+		top := x.ready[0]
+		e := x.recs[top.seq]
+		if e == nil || !x.eligible(e) || !e.next.Equal(top.at) {
+			heap.Pop(&x.ready)
+			continue
+		}
+		if top.at.After(now) {
+			return out, top.at
+		}
+		heap.Pop(&x.ready)
+		e.inflight = true
+		for _, t := range e.tokens {
+			x.busy[t] = e.seq
+		}
+		out = append(out, dispatched{seq: e.seq, tokens: e.tokens})
+	}
+	if x.ready.Len() > 0 {
+		return out, x.ready[0].at
+	}
+	return out, time.Time{}
+}
+
+// release ends a delivery; the record's new version, if any, is put
+// separately.
+func (x *index) release(d dispatched) {
+	for _, t := range d.tokens {
+		if x.busy[t] == d.seq {
+			delete(x.busy, t)
+		}
+	}
+	if e := x.recs[d.seq]; e != nil {
+		e.inflight = false
+		x.consider(e)
+	}
+	x.considerHeads(d.tokens)
+}
+
+type readyItem struct {
+	at  time.Time
+	seq uint64
+}
+
+type readyHeap []readyItem
+
+func (h readyHeap) Len() int { return len(h) }
+func (h readyHeap) Less(i, j int) bool {
+	if h[i].at.Equal(h[j].at) {
+		return h[i].seq < h[j].seq
+	}
+	return h[i].at.Before(h[j].at)
+}
+func (h readyHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *readyHeap) Push(v any)   { *h = append(*h, v.(readyItem)) }
+func (h *readyHeap) Pop() any {
+	old := *h
+	v := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return v
+}
+
+func sortSeqs(s []uint64) { slices.Sort(s) }

@@ -1,0 +1,245 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPrepareCommitAbortLifecycle(t *testing.T) {
+	j, dir := newTestJournal(t)
+	ctx := context.Background()
+
+	s1, err := j.Prepare(ctx, accountRecord("uid=ann,ou=people,dc=example,dc=org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := j.Prepare(ctx, accountRecord("uid=bob,ou=people,dc=example,dc=org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1 != 1 || s2 != 2 {
+		t.Fatalf("sequence numbers %d, %d; want 1, 2", s1, s2)
+	}
+	r, err := j.Get(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != StatePrepared || r.Time.IsZero() || r.Actor != "cn=admin,dc=example,dc=org" || r.ClientAddr != "127.0.0.1:40000" ||
+		len(r.Changes) != 1 || r.Changes[0].Values[0] != "+33 1 23 45 67 89" {
+		t.Fatalf("prepared record = %+v", r)
+	}
+
+	if err := j.Commit(ctx, s1, "uuid-ann"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := j.Get(s1); r.State != StateCommitted || r.EntryKey != "uuid-ann" {
+		t.Fatalf("after commit: state %s, key %q", r.State, r.EntryKey)
+	}
+	if err := j.Commit(ctx, s1, ""); !errors.Is(err, ErrState) {
+		t.Fatalf("second commit: %v, want ErrState", err)
+	}
+	if err := j.Abort(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Get(s2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("aborted record: %v, want ErrNotFound", err)
+	}
+	if err := j.Commit(ctx, s2, ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("commit of aborted record: %v, want ErrNotFound", err)
+	}
+	if err := j.Abort(ctx, s1); !errors.Is(err, ErrState) {
+		t.Fatalf("abort of committed record: %v, want ErrState", err)
+	}
+
+	// Sequence numbers are never reused, even that of an aborted last record.
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = openTest(t, dir, testOptions(dir))
+	s3, err := j.Prepare(ctx, accountRecord("uid=cy,ou=people,dc=example,dc=org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3 != 3 {
+		t.Fatalf("after reopen: seq %d, want 3", s3)
+	}
+	if r, err := j.Get(s1); err != nil || r.State != StateCommitted {
+		t.Fatalf("after reopen record 1: %+v, %v", r, err)
+	}
+}
+
+func TestPrepareRejectsBadRecords(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	huge := accountRecord("uid=big,dc=example,dc=org")
+	huge.Changes = []Change{{Op: "replace", Attr: "description", Values: []string{strings.Repeat("x", maxRecordBytes)}}}
+	for name, tc := range map[string]struct {
+		rec  *Record
+		want error
+	}{
+		"no DN":          {&Record{Kind: KindAccount, Op: OpModify}, nil},
+		"bad kind":       {&Record{Kind: "printer", Op: OpModify, DN: "cn=x"}, nil},
+		"rename no DN":   {&Record{Kind: KindAccount, Op: OpRename, DN: "cn=x"}, nil},
+		"bad change":     {&Record{Kind: KindAccount, Op: OpModify, DN: "cn=x", Changes: []Change{{Op: "frob", Attr: "a"}}}, nil},
+		"too large":      {huge, ErrTooLarge},
+		"follower write": {accountRecord("cn=x"), nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if name == "follower write" {
+				dir := t.TempDir()
+				o := testOptions(dir)
+				o.Follower = true
+				f := openTest(t, dir, o)
+				if _, err := f.Prepare(ctx, tc.rec); !errors.Is(err, ErrFollower) {
+					t.Fatalf("prepare on follower: %v, want ErrFollower", err)
+				}
+				return
+			}
+			_, err := j.Prepare(ctx, tc.rec)
+			if err == nil {
+				t.Fatal("prepare accepted a bad record")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("prepare: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSecondOpenReportsLock(t *testing.T) {
+	_, dir := newTestJournal(t)
+	_, err := Open(filepath.Join(dir, "journal"), testOptions(dir))
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), "in use by a running gateway (lock held)") {
+		t.Fatalf("lock message %q does not say the journal is in use", err)
+	}
+}
+
+func TestMustExistRefusesMissingJournal(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.MustExist = true
+	if _, err := Open(filepath.Join(dir, "journal"), o); !errors.Is(err, ErrNoJournal) {
+		t.Fatalf("open missing journal: %v, want ErrNoJournal", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "journal")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("MustExist created the folder: %v", err)
+	}
+}
+
+func TestListFiltersAndLimits(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	var committed []uint64
+	for i := range 6 {
+		seq, err := j.Prepare(ctx, accountRecord("uid=u"+string(rune('a'+i))+",dc=example,dc=org"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := j.Commit(ctx, seq, ""); err != nil {
+				t.Fatal(err)
+			}
+			committed = append(committed, seq)
+		}
+	}
+	all, err := j.List(Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := seqsOf(all); !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6}) {
+		t.Fatalf("list all: %v", got)
+	}
+	got, err := j.List(Filter{States: []State{StateCommitted}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seqsOf(got), committed) {
+		t.Fatalf("list committed: %v, want %v", seqsOf(got), committed)
+	}
+	got, err = j.List(Filter{Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seqsOf(got), []uint64{5, 6}) {
+		t.Fatalf("list newest 2: %v, want [5 6]", seqsOf(got))
+	}
+	got, err = j.List(Filter{States: []State{StatePrepared}, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seqsOf(got), []uint64{6}) {
+		t.Fatalf("list newest prepared: %v, want [6]", seqsOf(got))
+	}
+}
+
+func seqsOf(rs []*Record) []uint64 {
+	var out []uint64
+	for _, r := range rs {
+		out = append(out, r.Seq)
+	}
+	return out
+}
+
+func TestStatsCountsStatesAndBacklog(t *testing.T) {
+	clock := newFakeClock()
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.Now = clock.Now
+	o.MaxAttempts = 1
+	j := openTest(t, dir, o)
+	ctx := context.Background()
+
+	if _, err := j.Prepare(ctx, accountRecord("uid=p,dc=example,dc=org")); err != nil {
+		t.Fatal(err)
+	}
+	oldest := mustPrepareCommit(t, j, accountRecord("uid=c1,dc=example,dc=org"), "")
+	clock.Advance(time.Minute)
+	mustPrepareCommit(t, j, accountRecord("uid=c2,dc=example,dc=org"), "")
+	good := mustPrepareCommit(t, j, accountRecord("uid=ok,dc=example,dc=org"), "")
+	bad := mustPrepareCommit(t, j, accountRecord("uid=bad,dc=example,dc=org"), "")
+	clock.Advance(time.Minute)
+
+	// Deliver the last two only: one succeeds, one dies.
+	ctxRun, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() {
+		done <- j.Run(ctxRun, 4, func(_ context.Context, r *Record) error {
+			switch r.Seq {
+			case good:
+				return nil
+			case bad:
+				return errors.New("axigen says no")
+			}
+			<-ctxRun.Done() // hold the others until the run stops
+			return ctxRun.Err()
+		})
+	}()
+	waitState(t, j, good, StateDelivered)
+	waitState(t, j, bad, StateDead)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := j.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Stats{Prepared: 1, Committed: 2, Delivered: 1, Dead: 1, Backlog: 2, OldestPending: 2 * time.Minute,
+		OldestPendingSeq: oldest, LastSeq: 5, Position: s.Position}
+	if s != want {
+		t.Fatalf("stats = %+v\nwant    %+v", s, want)
+	}
+	if s.Position < 10 {
+		t.Fatalf("position %d: every change should have one", s.Position)
+	}
+}

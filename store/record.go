@@ -1,0 +1,207 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind says what sort of directory entry a record is about.
+type Kind string
+
+// The kinds of entry the gateway mirrors.
+const (
+	KindAccount Kind = "account"
+	KindGroup   Kind = "group"
+)
+
+// Op is the directory operation a record describes.
+type Op string
+
+// The operations the gateway journals.
+const (
+	OpAdd      Op = "add"
+	OpModify   Op = "modify"
+	OpDelete   Op = "delete"
+	OpRename   Op = "rename"
+	OpPassword Op = "password"
+)
+
+// State is where a record is in its life.
+type State string
+
+// Record states. An aborted record is removed, so it has no state.
+const (
+	// StatePrepared: journalled before the request went upstream; the
+	// upstream's answer is not known yet.
+	StatePrepared State = "prepared"
+	// StateCommitted: the upstream accepted the change; it waits for delivery.
+	StateCommitted State = "committed"
+	// StateDelivered: Axigen has the change. Kept for Retention as the audit trail.
+	StateDelivered State = "delivered"
+	// StateDead: delivery gave up. Stays until retried or dropped.
+	StateDead State = "dead"
+)
+
+// States lists every state in life order.
+var States = []State{StatePrepared, StateCommitted, StateDelivered, StateDead}
+
+// ParseState turns a state name into a State.
+func ParseState(s string) (State, error) {
+	for _, st := range States {
+		if strings.EqualFold(s, string(st)) {
+			return st, nil
+		}
+	}
+	return "", fmt.Errorf("unknown state %q (want one of prepared, committed, delivered, dead)", s)
+}
+
+// SecretState says what the journal holds of a record's secret (password).
+type SecretState string
+
+// Secret states.
+const (
+	SecretNone      SecretState = ""          // the record never had a secret
+	SecretEncrypted SecretState = "encrypted" // held, encrypted with the journal key
+	SecretErased    SecretState = "erased"    // delivered (or dropped), then erased
+)
+
+// Change is one decoded modification of an attribute, as an LDAP modify
+// carries it (an add request is a list of "add" changes).
+//
+// Changes must never hold a secret: the caller strips password values and
+// passes the password in Record.Secret, which alone is stored encrypted.
+type Change struct {
+	Op     string   `json:"op"` // "add", "delete", "replace" or "increment"
+	Attr   string   `json:"attr"`
+	Values []string `json:"values,omitempty"`
+}
+
+// Record is one journalled write to an account or group entry.
+type Record struct {
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Actor      string    `json:"actor,omitempty"`  // the bound DN that made the change
+	ClientAddr string    `json:"client,omitempty"` // the client's address
+	Kind       Kind      `json:"kind"`
+	Op         Op        `json:"op"`
+	DN         string    `json:"dn"`
+	NewDN      string    `json:"newDN,omitempty"` // the new DN of a rename
+	// EntryKey is the entry's stable key (entryUUID or objectGUID), when known.
+	// It may be filled in only at Commit (the entryUUID of an added entry).
+	EntryKey string `json:"entryKey,omitempty"`
+	// Name is the account's or group's name in Axigen before the change,
+	// when the entry existed: what a rename or a delete starts from.
+	Name    string   `json:"name,omitempty"`
+	Changes []Change `json:"changes,omitempty"`
+	// Secret is the plaintext password. It lives in memory only: Prepare
+	// stores it encrypted, and only records handed to a deliverer (Run) or
+	// returned by Prepared carry it. It is never serialised.
+	Secret      []byte      `json:"-"`
+	SecretState SecretState `json:"secret,omitempty"`
+	State       State       `json:"state"`
+	Attempts    int         `json:"attempts,omitempty"`
+	NextAttempt time.Time   `json:"nextAttempt,omitzero"`
+	LastError   string      `json:"lastError,omitempty"`
+	DeliveredAt time.Time   `json:"deliveredAt,omitzero"`
+	// Note is free text for operators, e.g. "password skipped: pre-hashed".
+	Note string `json:"note,omitempty"`
+}
+
+// maxRecordBytes bounds one encoded record, so that a record, its event and
+// the indexes always fit in one Badger transaction.
+const maxRecordBytes = 256 << 10
+
+func (r *Record) clone() *Record {
+	c := *r
+	c.Secret = nil
+	c.Changes = append([]Change(nil), r.Changes...)
+	return &c
+}
+
+func (r *Record) validate() error {
+	switch r.Kind {
+	case KindAccount, KindGroup:
+	default:
+		return fmt.Errorf("record kind %q: want %q or %q", r.Kind, KindAccount, KindGroup)
+	}
+	switch r.Op {
+	case OpAdd, OpModify, OpDelete, OpPassword:
+	case OpRename:
+		if r.NewDN == "" {
+			return fmt.Errorf("rename of %q has no new DN", r.DN)
+		}
+	default:
+		return fmt.Errorf("record operation %q is not one the journal knows", r.Op)
+	}
+	if r.DN == "" {
+		return fmt.Errorf("record has no DN")
+	}
+	for _, c := range r.Changes {
+		switch c.Op {
+		case "add", "delete", "replace", "increment":
+		default:
+			return fmt.Errorf("change of %q: operation %q is not add, delete, replace or increment", c.Attr, c.Op)
+		}
+	}
+	return nil
+}
+
+func encodeRecord(r *Record) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode record %d: %w", r.Seq, err)
+	}
+	return b, nil
+}
+
+func decodeRecord(b []byte) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode record: %w", err)
+	}
+	return &r, nil
+}
+
+// orderTokens names the histories a record belongs to: its stable entry key
+// and every DN it touches. Records sharing a token are delivered one at a
+// time in sequence order, so a rename joins the history of the old and the
+// new DN, and a record whose entry key is not known yet still queues behind
+// (and ahead of) the records of the same DN.
+func orderTokens(r *Record) []string {
+	toks := make([]string, 0, 3)
+	if r.EntryKey != "" {
+		toks = append(toks, "k:"+r.EntryKey)
+	}
+	toks = append(toks, "d:"+normalizeDN(r.DN))
+	if r.NewDN != "" {
+		if n := "d:" + normalizeDN(r.NewDN); n != toks[len(toks)-1] {
+			toks = append(toks, n)
+		}
+	}
+	return toks
+}
+
+// normalizeDN is a schema-blind normalisation, good enough to group the
+// records of one DN: attribute types and values are compared without case,
+// and blanks around separators are dropped.
+func normalizeDN(dn string) string {
+	var b strings.Builder
+	b.Grow(len(dn))
+	parts := strings.Split(dn, ",")
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		typ, val, ok := strings.Cut(p, "=")
+		if !ok {
+			b.WriteString(strings.ToLower(strings.TrimSpace(p)))
+			continue
+		}
+		b.WriteString(strings.ToLower(strings.TrimSpace(typ)))
+		b.WriteByte('=')
+		b.WriteString(strings.ToLower(strings.TrimSpace(val)))
+	}
+	return b.String()
+}
