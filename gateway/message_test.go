@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
@@ -126,4 +127,24 @@ func FuzzMessageReader(f *testing.F) {
 			_, _ = decodeControls(m.controls)
 		}
 	})
+}
+
+func TestBindLimiter(t *testing.T) {
+	l := newBindLimiter(3, time.Minute)
+	now := time.Unix(1000, 0)
+	for i := 0; i < 3; i++ {
+		if b, _ := l.blocked("10.0.0.1:5000", now); b {
+			t.Fatalf("blocked after %d failures", i)
+		}
+		l.failed("10.0.0.1:5000", now)
+	}
+	if b, wait := l.blocked("10.0.0.1:6000", now.Add(10*time.Second)); !b || wait != 50*time.Second {
+		t.Fatalf("after 3 failures: blocked=%v wait=%v, want blocked for 50s (any port of the same host)", b, wait)
+	}
+	if b, _ := l.blocked("10.0.0.2:5000", now); b {
+		t.Fatal("another address is blocked too")
+	}
+	if b, _ := l.blocked("10.0.0.1:5000", now.Add(time.Minute)); b {
+		t.Fatal("still blocked after the window")
+	}
 }

@@ -43,6 +43,11 @@ type Config struct {
 	IdleTimeout      time.Duration // 0 disables
 	OpTimeout        time.Duration // upstream silence with a non-search op pending; 0 disables
 	HandshakeTimeout time.Duration // TLS handshakes; default 10s
+	// MaxBindFailures failed binds from one client address within
+	// BindFailureWindow make the gateway refuse its binds for the rest of
+	// the window (result 53). 0 disables the limit.
+	MaxBindFailures   int
+	BindFailureWindow time.Duration
 
 	Logger *slog.Logger
 }
@@ -79,6 +84,7 @@ type Server struct {
 	stop    context.CancelFunc
 	nextID  atomic.Uint64
 	connSem chan struct{}
+	binds   *bindLimiter
 	closed  atomic.Bool
 
 	mu        sync.Mutex
@@ -107,6 +113,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.BindFailureWindow <= 0 {
+		cfg.BindFailureWindow = time.Minute
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:       cfg,
@@ -114,6 +123,7 @@ func NewServer(cfg Config) (*Server, error) {
 		baseCtx:   ctx,
 		stop:      cancel,
 		connSem:   make(chan struct{}, cfg.MaxConnections),
+		binds:     newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 	}, nil

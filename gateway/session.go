@@ -244,6 +244,12 @@ func (s *session) bind(m message) bool {
 		op.saslMechanism = b.mechanism
 	}
 	anonymous := b.simple && len(b.password) == 0
+	if blocked, wait := s.srv.binds.blocked(s.remote, time.Now()); blocked && !anonymous {
+		s.log().Warn("bind refused: too many failed binds from this address")
+		s.respond(m, ldap.LDAPResultUnwillingToPerform, fmt.Sprintf(
+			"ldapgate: too many failed binds from this address; try again in %s", wait.Round(time.Second)))
+		return true
+	}
 	if s.srv.cfg.ConfidentialityRequired && !isTLS && !anonymous {
 		s.respond(m, ldap.LDAPResultConfidentialityRequired,
 			"ldapgate: binding requires a TLS-protected connection; use StartTLS or ldaps://")
@@ -454,6 +460,9 @@ func (s *session) relayUpstream(up *upstreamConn) {
 func (s *session) noteBindLocked(m message, op pendingOp) {
 	code, ok := resultCode(m)
 	s.boundDN, s.saslMechanism = "", ""
+	if ok && code == ldap.LDAPResultInvalidCredentials {
+		s.srv.binds.failed(s.remote, time.Now())
+	}
 	if ok && code == ldap.LDAPResultSuccess {
 		if op.saslMechanism != "" {
 			s.saslMechanism = op.saslMechanism
