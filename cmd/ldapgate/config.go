@@ -32,6 +32,8 @@ type Config struct {
 	Log                     LogConfig      `yaml:"log"`
 	// AddrFile, when set, receives the bound listener URLs once serving.
 	AddrFile string `yaml:"addrFile"`
+	// Mirror configures the write path into Axigen.
+	Mirror MirrorConfig `yaml:"mirror"`
 }
 
 // TLSConfig is the gateway's own certificate, for ldaps:// and StartTLS.
@@ -57,6 +59,8 @@ type LimitsConfig struct {
 	IdleTimeout         time.Duration `yaml:"idleTimeout"`
 	DialTimeout         time.Duration `yaml:"dialTimeout"`
 	OpTimeout           time.Duration `yaml:"opTimeout"`
+	MaxBindFailures     int           `yaml:"maxBindFailures"`
+	BindFailureWindow   time.Duration `yaml:"bindFailureWindow"`
 }
 
 // LogConfig selects the log level and format.
@@ -76,8 +80,11 @@ func defaultConfig() Config {
 			IdleTimeout:         15 * time.Minute,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
+			MaxBindFailures:     20,
+			BindFailureWindow:   time.Minute,
 		},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:    LogConfig{Level: "info", Format: "text"},
+		Mirror: defaultMirrorConfig(),
 	}
 }
 
@@ -130,7 +137,7 @@ func durationSetting(name, envName, usage string, field func(*Config) *time.Dura
 
 // serveSettings lists every flag of `serve`; the usage texts are its --help.
 func serveSettings() []setting {
-	return []setting{
+	return append([]setting{
 		sliceSetting("listen", "LISTEN", "listener URL, ldap://host:port (StartTLS offered when a certificate is set) or ldaps://host:port; repeatable (file: listen)",
 			func(c *Config) *[]string { return &c.Listen }),
 		stringSetting("tls-cert", "TLS_CERT", "PEM certificate (chain) the gateway presents to clients on ldaps:// and StartTLS (file: tls.cert)",
@@ -163,13 +170,17 @@ func serveSettings() []setting {
 			func(c *Config) *time.Duration { return &c.Limits.DialTimeout }),
 		durationSetting("op-timeout", "OP_TIMEOUT", "upstream silence tolerated while a non-search operation waits; then the session ends with unavailable; 0 never (file: limits.opTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.OpTimeout }),
+		intSetting("max-bind-failures", "MAX_BIND_FAILURES", "failed binds from one client address within --bind-failure-window before its binds are refused (result 53) for the rest of the window; 0 no limit (file: limits.maxBindFailures)",
+			func(c *Config) *int { return &c.Limits.MaxBindFailures }),
+		durationSetting("bind-failure-window", "BIND_FAILURE_WINDOW", "window of --max-bind-failures (file: limits.bindFailureWindow)",
+			func(c *Config) *time.Duration { return &c.Limits.BindFailureWindow }),
 		stringSetting("log-level", "LOG_LEVEL", "debug, info, warn or error (file: log.level)",
 			func(c *Config) *string { return &c.Log.Level }),
 		stringSetting("log-format", "LOG_FORMAT", "text or json (file: log.format)",
 			func(c *Config) *string { return &c.Log.Format }),
 		stringSetting("addr-file", "ADDR_FILE", "once listening, write the listener URLs (actual ports) to this file, one per line (file: addrFile)",
 			func(c *Config) *string { return &c.AddrFile }),
-	}
+	}, mirrorSettings()...)
 }
 
 func configFlag() cli.Flag {
@@ -243,6 +254,10 @@ func (cfg *Config) validate() error {
 		return bad("limits.dialTimeout (--dial-timeout)", "must be positive")
 	case l.OpTimeout < 0:
 		return bad("limits.opTimeout (--op-timeout)", "must not be negative")
+	case l.MaxBindFailures < 0:
+		return bad("limits.maxBindFailures (--max-bind-failures)", "must not be negative")
+	case l.BindFailureWindow <= 0:
+		return bad("limits.bindFailureWindow (--bind-failure-window)", "must be positive")
 	}
 	if _, err := parseLevel(cfg.Log.Level); err != nil {
 		return bad("log.level (--log-level)", "%v", err)
@@ -250,7 +265,7 @@ func (cfg *Config) validate() error {
 	if cfg.Log.Format != "text" && cfg.Log.Format != "json" {
 		return bad("log.format (--log-format)", "%q is neither text nor json", cfg.Log.Format)
 	}
-	return nil
+	return cfg.Mirror.validate()
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -280,8 +295,8 @@ func (cfg *Config) serverTLS() (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// upstreams parses the upstream URLs with their TLS settings.
-func (cfg *Config) upstreams() ([]gateway.Upstream, error) {
+// upstreamTLS is the TLS configuration for upstream connections.
+func (cfg *Config) upstreamTLS() (*tls.Config, error) {
 	tlsCfg := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		ServerName:         cfg.Upstream.ServerName,
@@ -297,6 +312,15 @@ func (cfg *Config) upstreams() ([]gateway.Upstream, error) {
 			return nil, fmt.Errorf("invalid setting upstream.ca (--upstream-ca): no PEM certificate in %s", cfg.Upstream.CA)
 		}
 		tlsCfg.RootCAs = pool
+	}
+	return tlsCfg, nil
+}
+
+// upstreams parses the upstream URLs with their TLS settings.
+func (cfg *Config) upstreams() ([]gateway.Upstream, error) {
+	tlsCfg, err := cfg.upstreamTLS()
+	if err != nil {
+		return nil, err
 	}
 	var ups []gateway.Upstream
 	for _, raw := range cfg.Upstream.URLs {

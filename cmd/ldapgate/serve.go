@@ -18,7 +18,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/store"
 )
+
+// journalDir and journalKeyFile place the journal in the data folder.
+func journalDir(dataDir string) string     { return filepath.Join(dataDir, "journal") }
+func journalKeyFile(dataDir string) string { return filepath.Join(dataDir, "journal.key") }
 
 // shutdownGrace is how long SIGTERM waits for outstanding operations.
 const shutdownGrace = 10 * time.Second
@@ -65,6 +70,41 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("invalid setting dataDir (--data-dir): %w", err)
 	}
+	journal, err := store.Open(journalDir(cfg.DataDir), cfg.journalOptions(log))
+	if err != nil {
+		return fmt.Errorf("open the journal: %w", err)
+	}
+	defer func() {
+		if err := journal.Close(); err != nil {
+			log.Error("closing the journal", "err", err)
+		}
+	}()
+	var interceptor gateway.Interceptor
+	deliveryCtx, stopDelivery := context.WithCancel(context.Background())
+	deliveryDone := make(chan struct{})
+	defer func() { stopDelivery(); <-deliveryDone }()
+	if cfg.Mirror.enabled() {
+		m, closeMirror, err := cfg.buildMirror(journal, log)
+		if err != nil {
+			close(deliveryDone)
+			return err
+		}
+		if err := m.Recover(ctx); err != nil {
+			close(deliveryDone)
+			closeMirror()
+			return err
+		}
+		interceptor = m
+		go func() {
+			defer close(deliveryDone)
+			defer closeMirror()
+			if err := m.Run(deliveryCtx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("delivery stopped", "err", err)
+			}
+		}()
+	} else {
+		close(deliveryDone)
+	}
 	srv, err := gateway.NewServer(gateway.Config{
 		Dialer: &gateway.OrderedDialer{
 			Upstreams:      ups,
@@ -72,12 +112,15 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 			MaxMessageSize: cfg.Limits.MaxMessageSize,
 		},
 		TLS:                     serverTLS,
+		Interceptor:             interceptor,
 		ConfidentialityRequired: cfg.ConfidentialityRequired,
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
 		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
 		IdleTimeout:             cfg.Limits.IdleTimeout,
 		OpTimeout:               cfg.Limits.OpTimeout,
+		MaxBindFailures:         cfg.Limits.MaxBindFailures,
+		BindFailureWindow:       cfg.Limits.BindFailureWindow,
 		Logger:                  log,
 	})
 	if err != nil {

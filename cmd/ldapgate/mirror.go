@@ -1,0 +1,246 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ldapgate/ldapgate/gateway/mirror"
+	"github.com/ldapgate/ldapgate/integration/axigen"
+	"github.com/ldapgate/ldapgate/schema"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// MirrorConfig switches on mirroring into Axigen: it is on when
+// axigen.addr is set.
+type MirrorConfig struct {
+	Axigen AxigenConfig `yaml:"axigen"`
+	// Schema is the directory dialect and attribute mapping (schema.Config).
+	Schema schema.Config `yaml:"schema"`
+	// ServiceDN and its password are the gateway's own bind identity.
+	ServiceDN           string `yaml:"serviceDN"`
+	ServicePasswordFile string `yaml:"servicePasswordFile"`
+	// AdminDNs and members of AdminGroup may make every change.
+	AdminDNs   []string `yaml:"adminDNs"`
+	AdminGroup string   `yaml:"adminGroup"`
+	// AxigenBindDN is the DN Axigen's connector writes with; never mirrored.
+	AxigenBindDN string `yaml:"axigenBindDN"`
+	// Workers deliver different entries in parallel.
+	Workers int `yaml:"workers"`
+	// MaxAttempts failed deliveries make a record a dead letter.
+	MaxAttempts int `yaml:"maxAttempts"`
+	// Retention keeps delivered records (the audit trail) this long.
+	Retention time.Duration `yaml:"retention"`
+}
+
+// AxigenConfig says how to reach Axigen's administration CLI.
+type AxigenConfig struct {
+	Addr         string `yaml:"addr"`
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"passwordFile"`
+	Domain       string `yaml:"domain"`
+	TLS          bool   `yaml:"tls"`
+	CA           string `yaml:"ca"`
+	Sessions     int    `yaml:"sessions"`
+}
+
+func defaultMirrorConfig() MirrorConfig {
+	return MirrorConfig{
+		Axigen:      AxigenConfig{User: "admin", Sessions: 4},
+		Schema:      schema.Config{Dialect: schema.OpenLDAP},
+		Workers:     8,
+		MaxAttempts: 25,
+		Retention:   30 * 24 * time.Hour,
+	}
+}
+
+func mirrorSettings() []setting {
+	return []setting{
+		stringSetting("axigen", "AXIGEN", "Axigen CLI address host:port; setting it switches mirroring on (file: mirror.axigen.addr)",
+			func(c *Config) *string { return &c.Mirror.Axigen.Addr }),
+		stringSetting("axigen-user", "AXIGEN_USER", "Axigen administrator to log in as; prefer a delegated admin with domain rights only (file: mirror.axigen.user)",
+			func(c *Config) *string { return &c.Mirror.Axigen.User }),
+		stringSetting("axigen-password-file", "AXIGEN_PASSWORD_FILE", "file holding that administrator's password (file: mirror.axigen.passwordFile)",
+			func(c *Config) *string { return &c.Mirror.Axigen.PasswordFile }),
+		stringSetting("axigen-domain", "AXIGEN_DOMAIN", "Axigen domain the accounts and groups belong to (file: mirror.axigen.domain)",
+			func(c *Config) *string { return &c.Mirror.Axigen.Domain }),
+		boolSetting("axigen-tls", "AXIGEN_TLS", "connect to the CLI with TLS (file: mirror.axigen.tls)",
+			func(c *Config) *bool { return &c.Mirror.Axigen.TLS }),
+		stringSetting("axigen-ca", "AXIGEN_CA", "PEM CA bundle for the CLI's certificate (file: mirror.axigen.ca)",
+			func(c *Config) *string { return &c.Mirror.Axigen.CA }),
+		intSetting("axigen-sessions", "AXIGEN_SESSIONS", "CLI sessions kept open (file: mirror.axigen.sessions)",
+			func(c *Config) *int { return &c.Mirror.Axigen.Sessions }),
+		{
+			flag: &cli.StringFlag{Name: "dialect", EnvVars: env("DIALECT"), Value: string(schema.OpenLDAP),
+				Usage: "directory dialect: openldap or activedirectory (file: mirror.schema.dialect)"},
+			apply: func(c *cli.Context, cfg *Config) { cfg.Mirror.Schema.Dialect = schema.Dialect(c.String("dialect")) },
+		},
+		{
+			flag: &cli.StringSliceFlag{Name: "account-base", EnvVars: env("ACCOUNT_BASE"),
+				Usage: "subtree holding accounts; repeatable (file: mirror.schema.accountBase)"},
+			apply: func(c *cli.Context, cfg *Config) {
+				cfg.Mirror.Schema.AccountBase = schema.DNList(c.StringSlice("account-base"))
+			},
+		},
+		{
+			flag: &cli.StringSliceFlag{Name: "group-base", EnvVars: env("GROUP_BASE"),
+				Usage: "subtree holding groups; repeatable (file: mirror.schema.groupBase)"},
+			apply: func(c *cli.Context, cfg *Config) {
+				cfg.Mirror.Schema.GroupBase = schema.DNList(c.StringSlice("group-base"))
+			},
+		},
+		stringSetting("service-dn", "SERVICE_DN", "DN the gateway binds as to read entries and admin groups (file: mirror.serviceDN)",
+			func(c *Config) *string { return &c.Mirror.ServiceDN }),
+		stringSetting("service-password-file", "SERVICE_PASSWORD_FILE", "file holding the service DN's password (file: mirror.servicePasswordFile)",
+			func(c *Config) *string { return &c.Mirror.ServicePasswordFile }),
+		sliceSetting("admin-dn", "ADMIN_DN", "DN allowed every account and group change; repeatable (file: mirror.adminDNs)",
+			func(c *Config) *[]string { return &c.Mirror.AdminDNs }),
+		stringSetting("admin-group", "ADMIN_GROUP", "group whose members are admins too (file: mirror.adminGroup)",
+			func(c *Config) *string { return &c.Mirror.AdminGroup }),
+		stringSetting("axigen-bind-dn", "AXIGEN_BIND_DN", "DN Axigen's own LDAP connector binds as; its writes are relayed, never mirrored back (file: mirror.axigenBindDN)",
+			func(c *Config) *string { return &c.Mirror.AxigenBindDN }),
+		intSetting("delivery-workers", "DELIVERY_WORKERS", "entries delivered to Axigen in parallel (file: mirror.workers)",
+			func(c *Config) *int { return &c.Mirror.Workers }),
+		intSetting("max-attempts", "MAX_ATTEMPTS", "failed deliveries before a record becomes a dead letter (file: mirror.maxAttempts)",
+			func(c *Config) *int { return &c.Mirror.MaxAttempts }),
+		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
+			func(c *Config) *time.Duration { return &c.Mirror.Retention }),
+	}
+}
+
+// enabled reports whether mirroring is configured.
+func (mc *MirrorConfig) enabled() bool { return mc.Axigen.Addr != "" }
+
+func (mc *MirrorConfig) validate() error {
+	if !mc.enabled() {
+		return nil
+	}
+	bad := func(setting, format string, args ...any) error {
+		return fmt.Errorf("invalid setting %s: %s", setting, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case mc.Axigen.Domain == "":
+		return bad("mirror.axigen.domain (--axigen-domain)", "needed when --axigen is set")
+	case mc.Axigen.User == "":
+		return bad("mirror.axigen.user (--axigen-user)", "needed when --axigen is set")
+	case mc.Axigen.PasswordFile == "":
+		return bad("mirror.axigen.passwordFile (--axigen-password-file)", "needed when --axigen is set")
+	case mc.ServiceDN == "":
+		return bad("mirror.serviceDN (--service-dn)", "the gateway needs its own bind DN to read entries")
+	case mc.ServicePasswordFile == "":
+		return bad("mirror.servicePasswordFile (--service-password-file)", "needed with --service-dn")
+	case mc.Workers < 1:
+		return bad("mirror.workers (--delivery-workers)", "must be at least 1")
+	case mc.MaxAttempts < 1:
+		return bad("mirror.maxAttempts (--max-attempts)", "must be at least 1")
+	case mc.Axigen.Sessions < 1:
+		return bad("mirror.axigen.sessions (--axigen-sessions)", "must be at least 1")
+	case len(mc.AdminDNs) == 0 && mc.AdminGroup == "":
+		return bad("mirror.adminDNs (--admin-dn)", "name at least one admin DN or an admin group, or nobody may create accounts")
+	}
+	if _, err := schema.NewMapping(mc.Schema); err != nil {
+		return fmt.Errorf("invalid setting mirror.%w", err)
+	}
+	for _, f := range []struct{ setting, path string }{
+		{"mirror.axigen.passwordFile (--axigen-password-file)", mc.Axigen.PasswordFile},
+		{"mirror.servicePasswordFile (--service-password-file)", mc.ServicePasswordFile},
+	} {
+		if _, err := readSecretFile(f.path); err != nil {
+			return bad(f.setting, "%v", err)
+		}
+	}
+	return nil
+}
+
+// readSecretFile reads a password from a file, without its line ending.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// journalOptions are the journal settings serve uses.
+func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
+	return store.Options{
+		KeyFile:     journalKeyFile(cfg.DataDir),
+		MaxAttempts: cfg.Mirror.MaxAttempts,
+		Retention:   cfg.Mirror.Retention,
+		Logger:      log,
+	}
+}
+
+// buildMirror wires the write path from the configuration.
+func (cfg *Config) buildMirror(j *store.Journal, log *slog.Logger) (*mirror.Mirror, func(), error) {
+	mc := cfg.Mirror
+	mapping, err := schema.NewMapping(mc.Schema)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid setting mirror.%w", err)
+	}
+	axPassword, err := readSecretFile(mc.Axigen.PasswordFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid setting mirror.axigen.passwordFile: %w", err)
+	}
+	svcPassword, err := readSecretFile(mc.ServicePasswordFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid setting mirror.servicePasswordFile: %w", err)
+	}
+	axCfg := axigen.Config{Addr: mc.Axigen.Addr, User: mc.Axigen.User, Password: axPassword, Logger: log}
+	if mc.Axigen.TLS {
+		axCfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if mc.Axigen.CA != "" {
+			pem, err := os.ReadFile(mc.Axigen.CA)
+			if err != nil {
+				return nil, nil, fmt.Errorf("invalid setting mirror.axigen.ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("invalid setting mirror.axigen.ca: no PEM certificate in %s", mc.Axigen.CA)
+			}
+			axCfg.TLS.RootCAs = pool
+		}
+	}
+	pool := axigen.NewPool(axCfg, mc.Axigen.Sessions)
+	upTLS, err := cfg.upstreamTLS()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir := mirror.NewDirectory(mirror.DirectoryConfig{
+		URLs:            cfg.Upstream.URLs,
+		StartTLS:        cfg.Upstream.StartTLS,
+		TLS:             upTLS,
+		ServiceDN:       mc.ServiceDN,
+		ServicePassword: svcPassword,
+		Timeout:         cfg.Limits.DialTimeout + 10*time.Second,
+		PoolSize:        mc.Workers + 2,
+	})
+	m, err := mirror.New(mirror.Config{
+		Journal:      j,
+		Mapping:      mapping,
+		Axigen:       axigen.NewClient(pool),
+		Directory:    dir,
+		Domain:       mc.Axigen.Domain,
+		AdminDNs:     mc.AdminDNs,
+		AdminGroup:   mc.AdminGroup,
+		AxigenBindDN: mc.AxigenBindDN,
+		Workers:      mc.Workers,
+		Logger:       log,
+	})
+	if err != nil {
+		dir.Close()
+		pool.Close()
+		return nil, nil, err
+	}
+	return m, func() { dir.Close(); pool.Close() }, nil
+}

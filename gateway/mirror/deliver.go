@@ -1,0 +1,279 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/integration/axigen"
+	"github.com/ldapgate/ldapgate/schema"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// record builds the journal record of an allowed write. cur is the entry
+// before the change (nil for an add).
+func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind schema.Kind, target, newDN string, cur *schema.Entry) (*store.Record, error) {
+	mp := m.cfg.Mapping
+	rec := &store.Record{
+		Time:       time.Now(),
+		Actor:      s.BoundDN,
+		ClientAddr: s.RemoteAddr,
+		Kind:       store.KindAccount,
+		DN:         target,
+		NewDN:      newDN,
+	}
+	if kind == schema.KindGroup {
+		rec.Kind = store.KindGroup
+	}
+	if cur != nil {
+		key, err := m.entryKey(*cur)
+		if err != nil {
+			return nil, err
+		}
+		rec.EntryKey = key
+		rec.Name = m.axigenName(*cur, kind)
+	}
+	var notes []string
+	secret := func(attr string, value []byte) {
+		pw, ok, reason := mp.PlaintextPassword(attr, value)
+		switch {
+		case ok && len(rec.Secret) == 0:
+			rec.Secret = []byte(pw)
+		case !ok:
+			notes = append(notes, "password not mirrored: "+reason)
+		}
+	}
+	change := func(op, attr string, values [][]byte) store.Change {
+		c := store.Change{Op: op, Attr: attr}
+		switch mp.AttrClass(attr, kind) {
+		case schema.AttrPassword:
+			for _, v := range values {
+				secret(attr, v)
+			}
+		case schema.AttrOther:
+			// Values Axigen does not use are not kept (they may be large or
+			// binary); the attribute name stays for the audit trail.
+		default:
+			for _, v := range values {
+				c.Values = append(c.Values, string(v))
+			}
+		}
+		return c
+	}
+	switch req.Op {
+	case gateway.OpAdd:
+		rec.Op = store.OpAdd
+		for _, a := range req.Attributes {
+			rec.Changes = append(rec.Changes, change("add", a.Type, a.Values))
+		}
+	case gateway.OpModify:
+		rec.Op = store.OpModify
+		for _, c := range req.Changes {
+			rec.Changes = append(rec.Changes, change(c.Op.String(), c.Type, c.Values))
+		}
+	case gateway.OpDelete:
+		rec.Op = store.OpDelete
+	case gateway.OpModifyDN:
+		rec.Op = store.OpRename
+		if newDN == "" {
+			return nil, fmt.Errorf("cannot work out the new DN of %s", target)
+		}
+	case gateway.OpPasswordModify:
+		rec.Op = store.OpPassword
+		if len(req.NewPassword) > 0 {
+			rec.Secret = append([]byte(nil), req.NewPassword...)
+		}
+	}
+	rec.Note = strings.Join(notes, "; ")
+	return rec, nil
+}
+
+// entryKey renders the entry's stable key as text.
+func (m *Mirror) entryKey(e schema.Entry) (string, error) {
+	v, ok := e.First(m.cfg.Mapping.KeyAttribute())
+	if !ok {
+		return "", nil
+	}
+	if m.cfg.Mapping.Config().KeyFormat == schema.KeyGUID {
+		return schema.FormatGUID([]byte(v))
+	}
+	return v, nil
+}
+
+// axigenName is the name the entry has (or would have) in Axigen.
+func (m *Mirror) axigenName(e schema.Entry, kind schema.Kind) string {
+	mp := m.cfg.Mapping
+	if kind == schema.KindGroup {
+		v, _ := e.First(mp.GroupNameAttribute())
+		return v
+	}
+	v, _ := e.First(mp.NameAttribute())
+	if mp.Config().NameFromAddress {
+		if at := strings.LastIndexByte(v, '@'); at >= 0 {
+			v = v[:at]
+		}
+	}
+	return v
+}
+
+// deliver brings Axigen in line with the directory's current state of the
+// record's entry. It is idempotent: replays and retries are harmless.
+func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
+	kind := schema.KindAccount
+	bases := m.cfg.Mapping.Config().AccountBase
+	attrs := m.cfg.Mapping.AccountAttributes()
+	if rec.Kind == store.KindGroup {
+		kind, bases, attrs = schema.KindGroup, m.cfg.Mapping.Config().GroupBase, m.cfg.Mapping.GroupAttributes()
+	}
+	e, err := m.current(ctx, rec, bases, attrs)
+	if err != nil {
+		return err
+	}
+	if e != nil && m.cfg.Mapping.ClassifyEntry(*e) != kind {
+		e = nil // moved out of scope or no longer an account/group
+	}
+	if e == nil {
+		if rec.Name == "" {
+			return nil // nothing in Axigen to remove
+		}
+		return m.remove(ctx, kind, rec.Name)
+	}
+	if kind == schema.KindGroup {
+		return m.applyGroup(ctx, *e, rec.Name)
+	}
+	desired, err := m.cfg.Mapping.AccountState(*e)
+	if err != nil {
+		return permanentIfValue(err)
+	}
+	desired.Password = string(rec.Secret)
+	if _, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, rec.Name); err != nil {
+		return classify(err)
+	}
+	if m.touchesAddress(rec) {
+		return m.refreshGroupsOf(ctx, e.DN)
+	}
+	return nil
+}
+
+// current reads the entry a record is about: by its stable key when known
+// (it survives renames), else by its latest DN.
+func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string, attrs []string) (*schema.Entry, error) {
+	mp := m.cfg.Mapping
+	if rec.EntryKey != "" && mp.Config().KeyFormat == schema.KeyText {
+		filter := fmt.Sprintf("(%s=%s)", mp.KeyAttribute(), ldap.EscapeFilter(rec.EntryKey))
+		return m.cfg.Directory.Find(ctx, bases, filter, attrs)
+	}
+	dn := rec.DN
+	if rec.NewDN != "" {
+		dn = rec.NewDN
+	}
+	return m.cfg.Directory.Read(ctx, dn, attrs)
+}
+
+func (m *Mirror) remove(ctx context.Context, kind schema.Kind, name string) error {
+	var err error
+	if kind == schema.KindGroup {
+		_, err = m.cfg.Axigen.DeleteGroup(ctx, m.cfg.Domain, name)
+	} else {
+		_, err = m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, name)
+	}
+	return classify(err)
+}
+
+func (m *Mirror) applyGroup(ctx context.Context, e schema.Entry, previousName string) error {
+	desired, err := m.cfg.Mapping.GroupState(e, m.memberAddress(ctx))
+	if err != nil {
+		return permanentIfValue(err)
+	}
+	for _, sk := range desired.Skipped {
+		m.log.Info("group member not mirrored", "group", e.DN, "member", sk.DN, "reason", sk.Reason)
+	}
+	_, err = m.cfg.Axigen.ApplyGroup(ctx, m.cfg.Domain, desired, previousName)
+	return classify(err)
+}
+
+// memberAddress resolves a member DN to its mail address.
+func (m *Mirror) memberAddress(ctx context.Context) schema.MemberResolver {
+	mailAttr := m.cfg.Mapping.MemberMailAttribute()
+	return func(dn string) (string, bool, error) {
+		e, err := m.cfg.Directory.Read(ctx, dn, []string{mailAttr})
+		if err != nil || e == nil {
+			return "", false, err
+		}
+		v, ok := e.First(mailAttr)
+		return v, ok, nil
+	}
+}
+
+// touchesAddress reports whether a record may change the address the
+// account has as a group member.
+func (m *Mirror) touchesAddress(rec *store.Record) bool {
+	if rec.Op == store.OpRename || rec.Op == store.OpAdd {
+		return true
+	}
+	mailAttr := m.cfg.Mapping.MemberMailAttribute()
+	for _, c := range rec.Changes {
+		if strings.EqualFold(baseAttr(c.Attr), mailAttr) {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshGroupsOf re-applies every group that lists dn as a member, since
+// the member's address is part of the group's state in Axigen.
+func (m *Mirror) refreshGroupsOf(ctx context.Context, dn string) error {
+	bases := m.cfg.Mapping.Config().GroupBase
+	if len(bases) == 0 {
+		return nil
+	}
+	var terms []string
+	for _, a := range m.cfg.Mapping.MemberAttributes() {
+		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
+	}
+	groups, err := m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		e, err := m.cfg.Directory.Read(ctx, g, m.cfg.Mapping.GroupAttributes())
+		if err != nil {
+			return err
+		}
+		if e == nil || m.cfg.Mapping.ClassifyEntry(*e) != schema.KindGroup {
+			continue
+		}
+		if err := m.applyGroup(ctx, *e, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// permanentIfValue marks errors about values Axigen cannot take as
+// permanent: retrying cannot help, the record becomes a dead letter.
+func permanentIfValue(err error) error {
+	var ve *schema.ValueError
+	if errors.As(err, &ve) {
+		return store.Permanent(err)
+	}
+	return err
+}
+
+// classify turns Axigen client errors into what the journal needs to know:
+// whether a retry can help.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch axigen.KindOf(err) {
+	case axigen.KindUnsafeValue, axigen.KindConflict:
+		return store.Permanent(err)
+	}
+	return err
+}

@@ -1,0 +1,230 @@
+package mirror
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/schema"
+)
+
+// DirectoryConfig says how the gateway reaches the directory as itself.
+type DirectoryConfig struct {
+	// URLs are tried in order; the first that answers is used.
+	URLs []string
+	// StartTLS upgrades ldap:// connections; TLS configures it and ldaps://.
+	StartTLS bool
+	TLS      *tls.Config
+	// ServiceDN and ServicePassword are the gateway's own bind identity:
+	// it reads entries to mirror and admin group members with it.
+	ServiceDN       string
+	ServicePassword string
+	// Timeout bounds connecting and each request.
+	Timeout time.Duration
+	// PoolSize is how many service connections are kept open.
+	PoolSize int
+}
+
+// Directory is the gateway's own client of the directory (go-ldap), with a
+// small pool of connections bound as the service identity.
+type Directory struct {
+	cfg  DirectoryConfig
+	pool chan *ldap.Conn
+}
+
+// NewDirectory returns a Directory; it connects lazily.
+func NewDirectory(cfg DirectoryConfig) *Directory {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.PoolSize <= 0 {
+		cfg.PoolSize = 4
+	}
+	return &Directory{cfg: cfg, pool: make(chan *ldap.Conn, cfg.PoolSize)}
+}
+
+// Close closes the pooled connections.
+func (d *Directory) Close() {
+	for {
+		select {
+		case c := <-d.pool:
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// dial connects to the first directory that answers, without binding.
+func (d *Directory) dial(ctx context.Context) (*ldap.Conn, error) {
+	var errs []error
+	for _, u := range d.cfg.URLs {
+		dialer := ldap.DialWithDialer(&net.Dialer{Timeout: d.cfg.Timeout})
+		opts := []ldap.DialOpt{dialer}
+		if d.cfg.TLS != nil {
+			opts = append(opts, ldap.DialWithTLSConfig(d.cfg.TLS))
+		}
+		c, err := ldap.DialURL(u, opts...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u, err))
+			continue
+		}
+		c.SetTimeout(d.cfg.Timeout)
+		if d.cfg.StartTLS && strings.HasPrefix(strings.ToLower(u), "ldap://") {
+			cfg := d.cfg.TLS
+			if cfg == nil {
+				cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			if err := c.StartTLS(cfg); err != nil {
+				c.Close()
+				errs = append(errs, fmt.Errorf("%s: StartTLS: %w", u, err))
+				continue
+			}
+		}
+		return c, nil
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no directory URL configured")
+	}
+	return nil, errors.Join(errs...)
+}
+
+// with runs fn on a pooled service connection, replacing a broken one once.
+func (d *Directory) with(ctx context.Context, fn func(*ldap.Conn) error) error {
+	for attempt := 0; ; attempt++ {
+		var c *ldap.Conn
+		select {
+		case c = <-d.pool:
+		default:
+			var err error
+			if c, err = d.dial(ctx); err != nil {
+				return fmt.Errorf("connect to the directory: %w", err)
+			}
+			if err := c.Bind(d.cfg.ServiceDN, d.cfg.ServicePassword); err != nil {
+				c.Close()
+				return fmt.Errorf("bind as the service DN %s: %w", d.cfg.ServiceDN, err)
+			}
+		}
+		err := fn(c)
+		if err != nil && attempt == 0 && (c.IsClosing() || ldap.IsErrorWithCode(err, ldap.ErrorNetwork)) {
+			c.Close()
+			continue
+		}
+		select {
+		case d.pool <- c:
+		default:
+			c.Close()
+		}
+		return err
+	}
+}
+
+// Read returns the entry at dn with the given attributes, or nil when
+// there is none.
+func (d *Directory) Read(ctx context.Context, dn string, attrs []string) (*schema.Entry, error) {
+	return d.searchOne(ctx, dn, ldap.ScopeBaseObject, "(objectClass=*)", attrs)
+}
+
+// Find returns the one entry matching filter under any of bases, or nil.
+func (d *Directory) Find(ctx context.Context, bases []string, filter string, attrs []string) (*schema.Entry, error) {
+	for _, base := range bases {
+		e, err := d.searchOne(ctx, base, ldap.ScopeWholeSubtree, filter, attrs)
+		if err != nil || e != nil {
+			return e, err
+		}
+	}
+	return nil, nil
+}
+
+// FindAll returns the DNs of the entries matching filter under bases.
+func (d *Directory) FindAll(ctx context.Context, bases []string, filter string) ([]string, error) {
+	var dns []string
+	for _, base := range bases {
+		err := d.with(ctx, func(c *ldap.Conn) error {
+			res, err := c.SearchWithPaging(ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+				0, 0, false, filter, []string{"1.1"}, nil), 500)
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			for _, e := range res.Entries {
+				dns = append(dns, e.DN)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("search %s for %s: %w", base, filter, err)
+		}
+	}
+	return dns, nil
+}
+
+func (d *Directory) searchOne(ctx context.Context, base string, scope int, filter string, attrs []string) (*schema.Entry, error) {
+	var out *schema.Entry
+	err := d.with(ctx, func(c *ldap.Conn) error {
+		res, err := c.Search(ldap.NewSearchRequest(base, scope, ldap.NeverDerefAliases, 2, 0, false, filter, attrs, nil))
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(res.Entries) > 1 {
+			return fmt.Errorf("%d entries match %s under %s", len(res.Entries), filter, base)
+		}
+		if len(res.Entries) == 1 {
+			e := toEntry(res.Entries[0])
+			out = &e
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", base, err)
+	}
+	return out, nil
+}
+
+// CheckPassword reports whether dn binds with password, on a connection of
+// its own so the service connections keep their identity.
+func (d *Directory) CheckPassword(ctx context.Context, dn, password string) (bool, error) {
+	c, err := d.dial(ctx)
+	if err != nil {
+		return false, fmt.Errorf("connect to the directory: %w", err)
+	}
+	defer c.Close()
+	err = c.Bind(dn, password)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func toEntry(e *ldap.Entry) schema.Entry {
+	out := schema.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attributes))}
+	for _, a := range e.Attributes {
+		vals := make([]string, len(a.ByteValues))
+		for i, v := range a.ByteValues {
+			vals[i] = string(v)
+		}
+		out.Attrs[a.Name] = vals
+	}
+	return out
+}
+
+// escapeFilterBytes escapes every byte, for matching binary values such as
+// objectGUID in a filter.
+func escapeFilterBytes(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&sb, "\\%02x", c)
+	}
+	return sb.String()
+}

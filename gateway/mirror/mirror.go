@@ -1,0 +1,348 @@
+// Package mirror is the gateway's write path for account and group entries
+// (DESIGN.md, "The write path"): it classifies each intercepted write,
+// enforces who may change what, journals the change durably before the
+// directory sees it, commits or aborts it on the directory's answer, and
+// delivers committed changes to Axigen by reading the entry's current state
+// and applying it, so a retry or a replay is harmless.
+//
+// Mirror implements gateway.Interceptor; the relay knows nothing of it.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/integration/axigen"
+	"github.com/ldapgate/ldapgate/schema"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// Config wires a Mirror.
+type Config struct {
+	Journal   *store.Journal
+	Mapping   *schema.Mapping
+	Axigen    *axigen.Client
+	Directory *Directory
+	// Domain is the Axigen domain accounts and groups live in.
+	Domain string
+	// AdminDNs may make every change; so may members of AdminGroup.
+	AdminDNs   []string
+	AdminGroup string
+	// AdminCacheTTL is how long the admin group's members are remembered.
+	AdminCacheTTL time.Duration
+	// AxigenBindDN is the identity Axigen's own connector writes with: its
+	// writes are relayed but never mirrored back.
+	AxigenBindDN string
+	// Workers deliver different entries in parallel.
+	Workers int
+	Logger  *slog.Logger
+}
+
+// Mirror intercepts writes and delivers them to Axigen.
+type Mirror struct {
+	cfg Config
+	log *slog.Logger
+
+	adminMu      sync.Mutex
+	adminMembers map[string]bool
+	adminExpires time.Time
+}
+
+// New checks cfg and returns a Mirror.
+func New(cfg Config) (*Mirror, error) {
+	switch {
+	case cfg.Journal == nil:
+		return nil, errors.New("mirror: no journal")
+	case cfg.Mapping == nil:
+		return nil, errors.New("mirror: no attribute mapping")
+	case cfg.Axigen == nil:
+		return nil, errors.New("mirror: no Axigen client")
+	case cfg.Directory == nil:
+		return nil, errors.New("mirror: no directory client")
+	case cfg.Domain == "":
+		return nil, errors.New("mirror: no Axigen domain")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.AdminCacheTTL <= 0 {
+		cfg.AdminCacheTTL = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Mirror{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// refusal is the answer to a write the policy does not allow.
+func refusal(rule, dn, actor string) *gateway.Result {
+	who := actor
+	if who == "" {
+		who = "an anonymous session"
+	}
+	return &gateway.Result{
+		Code:       ldap.LDAPResultInsufficientAccessRights,
+		Diagnostic: fmt.Sprintf("ldapgate: policy rule %q refuses this change of %s by %s", rule, dn, who),
+	}
+}
+
+// Intercept implements gateway.Interceptor.
+func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gateway.WriteRequest) (gateway.Completion, *gateway.Result) {
+	if m.cfg.AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.cfg.AxigenBindDN) {
+		return nil, nil // Axigen's own writes: never mirrored back
+	}
+	target := req.DN
+	if req.Op == gateway.OpPasswordModify && target == "" {
+		target = s.BoundDN
+	}
+	newDN := ""
+	if req.Op == gateway.OpModifyDN {
+		newDN = renamedDN(req)
+	}
+	mp := m.cfg.Mapping
+	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
+	if !inScope(target) && !inScope(newDN) {
+		return nil, nil
+	}
+
+	var cur *schema.Entry
+	var kind schema.Kind
+	if req.Op == gateway.OpAdd {
+		kind = mp.Classify(target, attributeValues(req.Attributes, "objectClass"))
+	} else {
+		var err error
+		cur, err = m.cfg.Directory.Read(ctx, target, m.readAttributes())
+		if err != nil {
+			m.log.Warn("cannot read the entry a write targets", "dn", target, "err", err)
+			return nil, &gateway.Result{Code: ldap.LDAPResultUnavailable,
+				Diagnostic: "ldapgate: cannot read the target entry to check the change: the directory is unreachable for the gateway"}
+		}
+		if cur == nil {
+			return nil, nil // the directory will answer noSuchObject
+		}
+		kind = mp.ClassifyEntry(*cur)
+		if kind == schema.KindNone && newDN != "" {
+			kind = mp.Classify(newDN, cur.ObjectClasses())
+		}
+	}
+	if kind == schema.KindNone {
+		return nil, nil
+	}
+
+	admin, err := m.isAdmin(ctx, s.BoundDN)
+	if err != nil {
+		m.log.Warn("cannot check admin group membership", "err", err)
+		return nil, &gateway.Result{Code: ldap.LDAPResultUnavailable,
+			Diagnostic: "ldapgate: cannot check the admin group: the directory is unreachable for the gateway"}
+	}
+	owner := s.BoundDN != "" && schema.EqualDN(s.BoundDN, target)
+	d := m.decide(kind, req, admin, owner)
+	if d.refuse != "" {
+		return nil, refusal(d.refuse, target, s.BoundDN)
+	}
+	if !d.mirror {
+		return nil, nil
+	}
+
+	rec, err := m.record(s, req, kind, target, newDN, cur)
+	if err != nil {
+		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: " + err.Error()}
+	}
+	seq, err := m.cfg.Journal.Prepare(ctx, rec)
+	if err != nil {
+		m.log.Error("cannot journal a write; refusing it", "dn", target, "err", err)
+		return nil, &gateway.Result{Code: ldap.LDAPResultUnavailable,
+			Diagnostic: "ldapgate: the change cannot be journaled, so it is not made: " + err.Error()}
+	}
+	rec.Seq = seq
+	return func(ctx context.Context, res gateway.Result) { m.complete(ctx, rec, req, res) }, nil
+}
+
+// complete commits or aborts a journaled write on the directory's answer.
+func (m *Mirror) complete(ctx context.Context, rec *store.Record, req *gateway.WriteRequest, res gateway.Result) {
+	// The journal must settle even if the client has gone.
+	ctx = context.WithoutCancel(ctx)
+	j := m.cfg.Journal
+	switch {
+	case res.Unanswered:
+		// The directory may or may not have made the change: settle it as
+		// recovery does, without holding up the session.
+		go m.resolve(ctx, rec)
+	case res.Code != ldap.LDAPResultSuccess:
+		if err := j.Abort(ctx, rec.Seq); err != nil {
+			m.log.Error("cannot abort a journal record", "seq", rec.Seq, "err", err)
+		}
+	case req.Op == gateway.OpPasswordModify && len(req.NewPassword) == 0 && len(res.GeneratedPassword) > 0:
+		// The directory chose the password: journal it in a record of its
+		// own (Prepare before the client hears of it), then drop the first.
+		gen := *rec
+		gen.Seq, gen.Secret, gen.Note = 0, res.GeneratedPassword, "password generated by the directory"
+		seq, err := j.Prepare(ctx, &gen)
+		if err == nil {
+			err = j.Commit(ctx, seq, "")
+		}
+		if err != nil {
+			m.log.Error("cannot journal a generated password", "dn", rec.DN, "err", err)
+		}
+		if err := j.Abort(ctx, rec.Seq); err != nil {
+			m.log.Error("cannot abort a journal record", "seq", rec.Seq, "err", err)
+		}
+	default:
+		if err := j.Commit(ctx, rec.Seq, ""); err != nil {
+			m.log.Error("cannot commit a journal record; it will be settled at the next start", "seq", rec.Seq, "err", err)
+		}
+	}
+}
+
+// resolve settles a record whose outcome is unknown (DESIGN.md): deliver it
+// anyway, since delivery reads the directory's state; but a password is
+// kept only if the directory accepts it.
+func (m *Mirror) resolve(ctx context.Context, rec *store.Record) {
+	j := m.cfg.Journal
+	if len(rec.Secret) > 0 {
+		dn := rec.DN
+		if rec.NewDN != "" {
+			dn = rec.NewDN
+		}
+		ok, err := m.cfg.Directory.CheckPassword(ctx, dn, string(rec.Secret))
+		if err != nil {
+			m.log.Warn("cannot confirm the password of an unsettled record; it stays prepared", "seq", rec.Seq, "err", err)
+			return
+		}
+		if !ok {
+			if err := j.Abort(ctx, rec.Seq); err != nil {
+				m.log.Error("cannot drop an unconfirmed password record", "seq", rec.Seq, "err", err)
+			}
+			return
+		}
+	}
+	if err := j.Commit(ctx, rec.Seq, ""); err != nil {
+		m.log.Error("cannot commit an unsettled record", "seq", rec.Seq, "err", err)
+	}
+}
+
+// Recover settles the records left prepared by a crash.
+func (m *Mirror) Recover(ctx context.Context) error {
+	recs, err := m.cfg.Journal.Prepared()
+	if err != nil {
+		return fmt.Errorf("read prepared records: %w", err)
+	}
+	for _, rec := range recs {
+		m.log.Info("settling a record prepared before the last stop", "seq", rec.Seq, "dn", rec.DN, "op", rec.Op)
+		m.resolve(ctx, rec)
+	}
+	return nil
+}
+
+// Run delivers committed records until ctx ends.
+func (m *Mirror) Run(ctx context.Context) error {
+	return m.cfg.Journal.Run(ctx, m.cfg.Workers, m.deliver)
+}
+
+// readAttributes is what the gateway reads of an entry before a write.
+func (m *Mirror) readAttributes() []string {
+	mp := m.cfg.Mapping
+	attrs := []string{"objectClass", mp.KeyAttribute(), mp.NameAttribute(), mp.GroupNameAttribute(), mp.MemberMailAttribute()}
+	return dedupFold(attrs)
+}
+
+func dedupFold(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		k := strings.ToLower(s)
+		if s == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, s)
+	}
+	return out
+}
+
+// isAdmin reports whether dn is a configured admin or in the admin group.
+func (m *Mirror) isAdmin(ctx context.Context, dn string) (bool, error) {
+	if dn == "" {
+		return false, nil
+	}
+	for _, a := range m.cfg.AdminDNs {
+		if schema.EqualDN(a, dn) {
+			return true, nil
+		}
+	}
+	if m.cfg.AdminGroup == "" {
+		return false, nil
+	}
+	members, err := m.adminGroupMembers(ctx)
+	if err != nil {
+		return false, err
+	}
+	return members[normDN(dn)], nil
+}
+
+func (m *Mirror) adminGroupMembers(ctx context.Context) (map[string]bool, error) {
+	m.adminMu.Lock()
+	defer m.adminMu.Unlock()
+	if m.adminMembers != nil && time.Now().Before(m.adminExpires) {
+		return m.adminMembers, nil
+	}
+	e, err := m.cfg.Directory.Read(ctx, m.cfg.AdminGroup, []string{"member", "uniqueMember"})
+	if err != nil {
+		return nil, err
+	}
+	members := map[string]bool{}
+	if e != nil {
+		for _, attr := range []string{"member", "uniqueMember"} {
+			for _, v := range e.Get(attr) {
+				members[normDN(v)] = true
+			}
+		}
+	}
+	m.adminMembers, m.adminExpires = members, time.Now().Add(m.cfg.AdminCacheTTL)
+	return members, nil
+}
+
+// normDN gives a comparable form of a DN (case and spacing folded).
+func normDN(dn string) string {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil {
+		return strings.ToLower(dn)
+	}
+	return strings.ToLower(parsed.String())
+}
+
+// renamedDN is the DN a modify DN request gives its entry.
+func renamedDN(req *gateway.WriteRequest) string {
+	parent := req.NewSuperior
+	if parent == "" {
+		parsed, err := ldap.ParseDN(req.DN)
+		if err != nil || len(parsed.RDNs) == 0 {
+			return ""
+		}
+		parent = (&ldap.DN{RDNs: parsed.RDNs[1:]}).String()
+	}
+	if parent == "" {
+		return req.NewRDN
+	}
+	return req.NewRDN + "," + parent
+}
+
+func attributeValues(attrs []gateway.Attribute, name string) []string {
+	var out []string
+	for _, a := range attrs {
+		if strings.EqualFold(a.Type, name) {
+			for _, v := range a.Values {
+				out = append(out, string(v))
+			}
+		}
+	}
+	return out
+}
