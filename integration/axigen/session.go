@@ -334,6 +334,11 @@ func ioError(ctx context.Context, op, cmd string, err error) *Error {
 		}
 		return &Error{Kind: KindCanceled, Op: op, Cmd: cmd, Err: ctxErr}
 	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		// The server's certificate will not verify on a retry either.
+		return &Error{Kind: KindConnection, Op: op, Cmd: cmd, Err: err}
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &Error{Kind: KindTimeout, Op: op, Cmd: cmd, Temporary: true, Err: err}
