@@ -215,11 +215,13 @@ func (s *Server) acceptLoop(ln net.Listener) {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
+			s.log.Debug("axigen-sim session opened", "session", t.ID, "remote", conn.RemoteAddr().String())
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, conn)
 				s.mu.Unlock()
 				conn.Close()
+				s.log.Debug("axigen-sim session closed", "session", t.ID)
 			}()
 			newSession(s, conn, t).serve()
 		}()
