@@ -118,12 +118,16 @@ func KindOf(err error) Kind {
 	return 0
 }
 
-// withOp returns err with Op set when it is an *Error without one.
+// withOp returns err with op put before its Op when it is an *Error.
 func withOp(err error, op string) error {
 	var e *Error
-	if errors.As(err, &e) && e.Op == "" {
+	if errors.As(err, &e) {
 		c := *e
-		c.Op = op
+		if c.Op == "" {
+			c.Op = op
+		} else if !strings.HasPrefix(c.Op, op) {
+			c.Op = op + ": " + c.Op
+		}
 		return &c
 	}
 	return err

@@ -3,8 +3,11 @@ package axigen
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,4 +238,48 @@ func TestPlanSendsNothing(t *testing.T) {
 	if _, ok := e.sim.Account(testDomain, "john"); ok {
 		t.Error("planning created the account")
 	}
+}
+
+// TestClientLogMasksPasswords: the client's debug log records every
+// command with passwords masked, the login password included.
+func TestClientLogMasksPasswords(t *testing.T) {
+	e := newEnv(t, 1)
+	var buf strings.Builder
+	var mu sync.Mutex
+	cfg := e.cfg
+	cfg.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	pool := NewPool(cfg, 1)
+	defer pool.Close()
+	c := NewClient(pool)
+	ctx := testCtx(t)
+	if _, err := c.ApplyAccount(ctx, testDomain, schema.Account{Name: "john", Password: "first-pw"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ApplyAccount(ctx, testDomain, schema.Account{Name: "john", Password: "second-pw"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	for _, secret := range []string{"first-pw", "second-pw", testPassword} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log shows %q:\n%s", secret, out)
+		}
+	}
+	for _, want := range []string{`password ***`, `SET password ***`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -159,6 +159,7 @@ func (s *Session) login(ctx context.Context) error {
 		return s.fail(&Error{Kind: KindProtocol, Cmd: pw.masked, Err: errorf("prompt %q where <#> was expected", ans.Context)})
 	}
 	s.context = ""
+	s.log.Debug("axigen login", "addr", s.cfg.Addr, "user", s.cfg.User)
 	return nil
 }
 

@@ -135,9 +135,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.addr = s.ln.Addr().String()
-	s.wg.Add(1)
+	// Not counted in wg: Close waits for wg, and this goroutine calls Close.
 	go func() {
-		defer s.wg.Done()
 		select {
 		case <-ctx.Done():
 			s.Close()

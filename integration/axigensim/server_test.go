@@ -480,3 +480,26 @@ func TestCloseEndsSessions(t *testing.T) {
 		t.Error("session open after Close")
 	}
 }
+
+// TestStartContextEndsServer: when Start's context ends, the server stops
+// and a later Close returns at once.
+func TestStartContextEndsServer(t *testing.T) {
+	s := New(Options{Admins: map[string]string{"admin": adminPW}, Domains: []string{domain}})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s)
+	c.login()
+	cancel()
+	if !c.eof() {
+		t.Fatal("session open after the context ended")
+	}
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs after the context ended")
+	}
+}
