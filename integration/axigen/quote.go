@@ -98,9 +98,10 @@ func isKeyword(s string) bool {
 // CheckValue reports whether v can be sent as a single-line value. It
 // refuses invalid UTF-8 and every character that could end a line or that a
 // terminal-style reader might act on: C0 and C1 controls (CR, LF, NUL, TAB,
-// ESC, DEL, ...) and the Unicode line and paragraph separators. Every other
-// character — quotes, backslashes, spaces, any printable Unicode — is sent
-// as is, inside double quotes. field names the value in the error.
+// ESC, DEL, ...), the Unicode line and paragraph separators, and values
+// longer than MaxValueLen. Every other character — quotes, backslashes,
+// spaces, any printable Unicode — is sent as is, inside double quotes.
+// field names the value in the error.
 func CheckValue(field, v string) error {
 	if err := checkValue(field, v); err != nil {
 		return err
@@ -108,7 +109,15 @@ func CheckValue(field, v string) error {
 	return nil
 }
 
+// MaxValueLen bounds one value in bytes. Longer values are refused rather
+// than sent: no Axigen field needs more, and a server's line limit must
+// not cut a command in two.
+const MaxValueLen = 8192
+
 func checkValue(field, v string) *Error {
+	if len(v) > MaxValueLen {
+		return unsafeValue(field, "longer than the limit")
+	}
 	if !utf8.ValidString(v) {
 		return unsafeValue(field, "invalid UTF-8")
 	}

@@ -47,6 +47,12 @@ func TestQuoteReadBySimulator(t *testing.T) {
 			t.Fatalf("Quote(%q) = %s, read back as %q (%v)", v, q, words, err)
 		}
 	}
+	if _, err := Quote(strings.Repeat("é", MaxValueLen/2)); err != nil {
+		t.Errorf("a value of MaxValueLen bytes refused: %v", err)
+	}
+	if _, err := Quote(strings.Repeat("a", MaxValueLen+1)); KindOf(err) != KindUnsafeValue {
+		t.Errorf("a value over MaxValueLen: %v", err)
+	}
 }
 
 // FuzzQuote: for any string, Quote either refuses it (and then it holds a
@@ -62,7 +68,7 @@ func FuzzQuote(f *testing.F) {
 			if !errors.Is(err, ErrUnsafeValue) || KindOf(err) != KindUnsafeValue || IsTemporary(err) {
 				t.Fatalf("Quote(%q) error %v is not a permanent unsafe-value error", v, err)
 			}
-			if utf8.ValidString(v) && !strings.ContainsFunc(v, func(r rune) bool {
+			if len(v) <= MaxValueLen && utf8.ValidString(v) && !strings.ContainsFunc(v, func(r rune) bool {
 				return r < 0x20 || r >= 0x7f && r < 0xa0 || r == '\u2028' || r == '\u2029'
 			}) {
 				t.Fatalf("Quote refused the printable value %q: %v", v, err)

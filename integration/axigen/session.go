@@ -190,6 +190,10 @@ func (s *Session) Do(ctx context.Context, cmd Command) (*Response, error) {
 	if s.broken != nil {
 		return nil, &Error{Kind: KindConnection, Cmd: cmd.masked, Temporary: true, Err: s.broken}
 	}
+	if ctx.Err() != nil {
+		// Nothing sent yet: the session stays usable.
+		return nil, ioError(ctx, "", cmd.masked, ctx.Err())
+	}
 	stop := s.arm(ctx, s.cfg.commandTimeout())
 	defer stop()
 	if err := s.send(ctx, cmd); err != nil {
