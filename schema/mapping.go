@@ -299,6 +299,44 @@ func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string)
 
 // first is lookup's first non-empty value: the rule for a multi-valued
 // attribute mapped to a single field.
+// naming reads a name attribute. When the attribute also names the entry
+// in its DN and holds several values, the RDN's value wins: after a modify
+// DN that kept the old RDN value, the entry's name is the new one.
+func (m *Mapping) naming(e Entry, attr string) (string, bool) {
+	values, _ := m.lookup(e, attr)
+	if len(values) > 1 {
+		if dn, err := ldap.ParseDN(e.DN); err == nil && len(dn.RDNs) > 0 {
+			for _, ava := range dn.RDNs[0].Attributes {
+				if m.canonical(ava.Type) != m.canonical(attr) {
+					continue
+				}
+				for _, v := range values {
+					if v == ava.Value {
+						return v, true
+					}
+				}
+			}
+		}
+	}
+	return m.first(e, attr)
+}
+
+// EntryName is the name an account or group entry has in Axigen, as
+// AccountState and GroupState work it out, without checking any value.
+func (m *Mapping) EntryName(e Entry, kind Kind) string {
+	if kind == KindGroup {
+		v, _ := m.naming(e, m.cfg.GroupNameAttribute)
+		return v
+	}
+	v, _ := m.naming(e, m.cfg.NameAttribute)
+	if m.cfg.NameFromAddress {
+		if at := strings.LastIndexByte(v, '@'); at > 0 {
+			v = v[:at]
+		}
+	}
+	return v
+}
+
 func (m *Mapping) first(e Entry, attr string) (string, bool) {
 	values, _ := m.lookup(e, attr)
 	for _, v := range values {
@@ -352,7 +390,7 @@ func (m *Mapping) AccountState(e Entry) (Account, error) {
 	if err := checked(e, "", FieldDN, e.DN); err != nil {
 		return Account{}, err
 	}
-	raw, ok := m.first(e, m.cfg.NameAttribute)
+	raw, ok := m.naming(e, m.cfg.NameAttribute)
 	if !ok {
 		return Account{}, &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN, Reason: "missing"}
 	}
@@ -463,7 +501,7 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 	if err := checked(e, "", FieldDN, e.DN); err != nil {
 		return Group{}, err
 	}
-	name, ok := m.first(e, m.cfg.GroupNameAttribute)
+	name, ok := m.naming(e, m.cfg.GroupNameAttribute)
 	if !ok {
 		return Group{}, &ValueError{Attr: m.cfg.GroupNameAttribute, Field: FieldGroupName, DN: e.DN, Reason: "missing"}
 	}

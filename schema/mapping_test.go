@@ -514,3 +514,25 @@ func TestAccountStateReadsAliases(t *testing.T) {
 		t.Error("Config() exposes the mapping's internal map")
 	}
 }
+
+func TestNameFollowsTheRDN(t *testing.T) {
+	m := openLDAPMapping(t)
+	// ldapmodrdn without -r keeps the old RDN value beside the new one.
+	e := Entry{DN: "uid=robert,ou=People,dc=example,dc=com", Attrs: map[string][]string{
+		"objectClass": {"inetOrgPerson"}, "uid": {"bob", "robert"}, "sn": {"B"}, "cn": {"Bob"},
+		"entryUUID": {"8c1f9f2e-0d5a-103f-8d8e-6f3b5a1c2d4e"},
+	}}
+	a, err := m.AccountState(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Name != "robert" || m.EntryName(e, KindAccount) != "robert" {
+		t.Fatalf("name %q / %q, want the RDN's value robert", a.Name, m.EntryName(e, KindAccount))
+	}
+	g := Entry{DN: "cn=team,ou=Groups,dc=example,dc=com", Attrs: map[string][]string{
+		"objectClass": {"groupOfNames"}, "cn": {"staff", "team"},
+	}}
+	if got := m.EntryName(g, KindGroup); got != "team" {
+		t.Fatalf("group name %q, want team", got)
+	}
+}

@@ -20,13 +20,13 @@ func runConfig(t *testing.T, args ...string) (Config, error) {
 	}
 	var cfg Config
 	var loadErr error
-	app := &cli.App{Commands: []*cli.Command{{
+	app := newApp(&cli.Command{
 		Name: "serve", Flags: flags,
 		Action: func(c *cli.Context) error {
 			cfg, loadErr = loadConfig(c, settings)
 			return nil
 		},
-	}}}
+	})
 	if err := app.Run(append([]string{"ldapgate", "serve"}, args...)); err != nil {
 		t.Fatalf("cli: %v", err)
 	}
@@ -112,6 +112,26 @@ func TestBadSettingsAreNamed(t *testing.T) {
 				t.Fatalf("got %v, want an error naming %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestDNFlagsKeepTheirCommas(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := runConfig(t, "--upstream", "ldap://x", "--axigen", "127.0.0.1:7000", "--axigen-domain", "example.com",
+		"--axigen-password-file", pw, "--service-dn", "cn=gw,dc=example,dc=com", "--service-password-file", pw,
+		"--account-base", "ou=people,dc=example,dc=com", "--admin-dn", "cn=admin,dc=example,dc=com",
+		"--admin-dn", "uid=root,ou=people,dc=example,dc=com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Mirror.AdminDNs) != 2 || cfg.Mirror.AdminDNs[0] != "cn=admin,dc=example,dc=com" {
+		t.Errorf("admin DNs: %q", cfg.Mirror.AdminDNs)
+	}
+	if len(cfg.Mirror.Schema.AccountBase) != 1 || cfg.Mirror.Schema.AccountBase[0] != "ou=people,dc=example,dc=com" {
+		t.Errorf("account base: %q", cfg.Mirror.Schema.AccountBase)
 	}
 }
 

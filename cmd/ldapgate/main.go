@@ -12,25 +12,33 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// newApp builds the command line. Repeatable flags are never split on
+// commas: their values are DNs, which contain commas.
+func newApp(commands ...*cli.Command) *cli.App {
+	return &cli.App{
+		Name:                      "ldapgate",
+		Usage:                     "LDAP gateway that mirrors directory changes into Axigen",
+		Version:                   version,
+		EnableBashCompletion:      true,
+		Suggest:                   true,
+		DisableSliceFlagSeparator: true,
+		Commands:                  commands,
+	}
+}
+
 func main() {
-	app := &cli.App{
-		Name:                 "ldapgate",
-		Usage:                "LDAP gateway that mirrors directory changes into Axigen",
-		Version:              version,
-		EnableBashCompletion: true,
-		Suggest:              true,
-		Commands: []*cli.Command{
-			serveCommand(),
-			{
-				Name:  "version",
-				Usage: "print the version",
-				Action: func(c *cli.Context) error {
-					fmt.Fprintln(c.App.Writer, "ldapgate", version)
-					return nil
-				},
+	app := newApp(
+		serveCommand(),
+		axigenSimCommand(),
+		&cli.Command{
+			Name:  "version",
+			Usage: "print the version",
+			Action: func(c *cli.Context) error {
+				fmt.Fprintln(c.App.Writer, "ldapgate", version)
+				return nil
 			},
 		},
-	}
+	)
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "ldapgate:", err)
 		os.Exit(1)

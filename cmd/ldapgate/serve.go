@@ -95,6 +95,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return err
 		}
 		interceptor = m
+		log.Info("mirroring into Axigen", "axigen", cfg.Mirror.Axigen.Addr, "domain", cfg.Mirror.Axigen.Domain,
+			"accountBase", cfg.Mirror.Schema.AccountBase, "groupBase", cfg.Mirror.Schema.GroupBase,
+			"admins", cfg.Mirror.AdminDNs, "adminGroup", cfg.Mirror.AdminGroup)
 		go func() {
 			defer close(deliveryDone)
 			defer closeMirror()

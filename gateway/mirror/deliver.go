@@ -36,7 +36,7 @@ func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind s
 			return nil, err
 		}
 		rec.EntryKey = key
-		rec.Name = m.axigenName(*cur, kind)
+		rec.Name = m.cfg.Mapping.EntryName(*cur, kind)
 	}
 	var notes []string
 	secret := func(attr string, value []byte) {
@@ -103,22 +103,6 @@ func (m *Mirror) entryKey(e schema.Entry) (string, error) {
 		return schema.FormatGUID([]byte(v))
 	}
 	return v, nil
-}
-
-// axigenName is the name the entry has (or would have) in Axigen.
-func (m *Mirror) axigenName(e schema.Entry, kind schema.Kind) string {
-	mp := m.cfg.Mapping
-	if kind == schema.KindGroup {
-		v, _ := e.First(mp.GroupNameAttribute())
-		return v
-	}
-	v, _ := e.First(mp.NameAttribute())
-	if mp.Config().NameFromAddress {
-		if at := strings.LastIndexByte(v, '@'); at >= 0 {
-			v = v[:at]
-		}
-	}
-	return v
 }
 
 // deliver brings Axigen in line with the directory's current state of the
