@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +21,10 @@ import (
 	"testing"
 	"time"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/integration/slapd"
 	"github.com/ldapgate/ldapgate/integration/testpki"
 )
 
@@ -407,4 +411,218 @@ func modifyDescription(c *ldap.Conn, dn, desc string) error {
 		return fmt.Errorf("modify %s: %w", dn, err)
 	}
 	return nil
+}
+
+// rawConn is an LDAP client that speaks BER over a plain socket, so tests
+// can send what go-ldap never would and see every message the gateway sends
+// back, unsolicited notices included.
+type rawConn struct {
+	net.Conn
+}
+
+func dialRaw(t testing.TB, url string) *rawConn {
+	t.Helper()
+	addr := strings.TrimPrefix(url, "ldap://")
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{c}
+}
+
+func (c *rawConn) send(t testing.TB, b []byte) {
+	t.Helper()
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		t.Fatalf("write to gateway: %v", err)
+	}
+}
+
+// ldapMessage is a received LDAPMessage, decoded just enough to judge it.
+type ldapMessage struct {
+	ID           int64
+	Op           ber.Tag // APPLICATION tag of protocolOp
+	ResultCode   int64   // -1 when the op carries no LDAPResult
+	Diagnostic   string
+	ResponseName string // ExtendedResponse responseName
+}
+
+func (m ldapMessage) isNoticeOfDisconnection() bool {
+	return m.ID == 0 && m.Op == ldap.ApplicationExtendedResponse && m.ResponseName == noticeOfDisconnectionOID
+}
+
+func (m ldapMessage) String() string {
+	return fmt.Sprintf("{id %d op %d result %d %q name %q}", m.ID, m.Op, m.ResultCode, m.Diagnostic, m.ResponseName)
+}
+
+const noticeOfDisconnectionOID = "1.3.6.1.4.1.1466.20036"
+
+// next reads one message; io.EOF (or a reset) when the gateway closed.
+func (c *rawConn) next(d time.Duration) (ldapMessage, error) {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	p, err := ber.ReadPacket(c)
+	if err != nil {
+		return ldapMessage{}, err
+	}
+	if len(p.Children) < 2 {
+		return ldapMessage{}, fmt.Errorf("LDAPMessage with %d elements", len(p.Children))
+	}
+	id, _ := p.Children[0].Value.(int64)
+	op := p.Children[1]
+	m := ldapMessage{ID: id, Op: op.Tag, ResultCode: -1}
+	if len(op.Children) >= 3 && op.Tag != ldap.ApplicationSearchResultEntry {
+		if code, ok := op.Children[0].Value.(int64); ok {
+			m.ResultCode = code
+		}
+		m.Diagnostic = op.Children[2].Data.String()
+		for _, ch := range op.Children[3:] {
+			if ch.ClassType == ber.ClassContext && ch.Tag == 10 {
+				m.ResponseName = ch.Data.String()
+			}
+		}
+	}
+	return m, nil
+}
+
+// drain reads messages until the connection ends or d passes, and
+// returns them with the error that ended the reading.
+func (c *rawConn) drain(d time.Duration) ([]ldapMessage, error) {
+	deadline := time.Now().Add(d)
+	var msgs []ldapMessage
+	for {
+		m, err := c.next(time.Until(deadline))
+		if err != nil {
+			return msgs, err
+		}
+		msgs = append(msgs, m)
+	}
+}
+
+// isClosed reports whether err means the peer closed the connection.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func envelope(id int64, op *ber.Packet, controls ...*ber.Packet) []byte {
+	env := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAPMessage")
+	env.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "messageID"))
+	env.AppendChild(op)
+	if len(controls) > 0 {
+		cs := ber.Encode(ber.ClassContext, ber.TypeConstructed, 0, nil, "controls")
+		for _, c := range controls {
+			cs.AppendChild(c)
+		}
+		env.AppendChild(cs)
+	}
+	return env.Bytes()
+}
+
+func octets(s string) *ber.Packet {
+	return ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, s, "")
+}
+
+func bindRequest(id int64, dn, pw string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationBindRequest, nil, "bind")
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(3), "version"))
+	op.AppendChild(octets(dn))
+	op.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, pw, "simple"))
+	return envelope(id, op)
+}
+
+func searchRequest(t testing.TB, id int64, base, filter string, attrs ...string) []byte {
+	t.Helper()
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "search")
+	op.AppendChild(octets(base))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(ldap.ScopeWholeSubtree), "scope"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(ldap.NeverDerefAliases), "deref"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(0), "sizeLimit"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(0), "timeLimit"))
+	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, false, "typesOnly"))
+	f, err := ldap.CompileFilter(filter)
+	if err != nil {
+		t.Fatalf("compile filter %s: %v", filter, err)
+	}
+	op.AppendChild(f)
+	as := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes")
+	for _, a := range attrs {
+		as.AppendChild(octets(a))
+	}
+	op.AppendChild(as)
+	return envelope(id, op)
+}
+
+func addRequest(id int64, dn string, attrs map[string][]string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationAddRequest, nil, "add")
+	op.AppendChild(octets(dn))
+	list := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes")
+	for name, vals := range attrs {
+		a := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attribute")
+		a.AppendChild(octets(name))
+		set := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "values")
+		for _, v := range vals {
+			set.AppendChild(octets(v))
+		}
+		a.AppendChild(set)
+		list.AppendChild(a)
+	}
+	op.AppendChild(list)
+	return envelope(id, op)
+}
+
+// expectResult reads until the response to id and checks its result code.
+func (c *rawConn) expectResult(t testing.TB, id int64, want int64) []ldapMessage {
+	t.Helper()
+	var msgs []ldapMessage
+	for {
+		m, err := c.next(15 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for the result of message %d: %v (got %v)", id, err, msgs)
+		}
+		msgs = append(msgs, m)
+		if m.ID == id && m.ResultCode >= 0 {
+			if m.ResultCode != want {
+				t.Fatalf("message %d: result %d (%s), want %d", id, m.ResultCode, m.Diagnostic, want)
+			}
+			return msgs
+		}
+		if m.isNoticeOfDisconnection() {
+			t.Fatalf("waiting for message %d: notice of disconnection %v", id, m)
+		}
+	}
+}
+
+// gatewayServes proves the gateway still relays for a fresh client: alice
+// binds and finds bob.
+func gatewayServes(t testing.TB, url string) error {
+	c, err := ldap.DialURL(url)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetTimeout(10 * time.Second)
+	if err := c.Bind(aliceDN, slapd.AlicePassword); err != nil {
+		return err
+	}
+	res, err := c.Search(ldap.NewSearchRequest(suffix, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(uid=bob)", []string{"mail"}, nil))
+	if err != nil {
+		return err
+	}
+	if len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("mail") != "bob@example.com" {
+		return fmt.Errorf("search for bob: %d entries", len(res.Entries))
+	}
+	return nil
+}
+
+// upstreamBack waits until slapd counts no more connections than base.
+func upstreamBack(t testing.TB, s *slapd.Server, base int) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "slapd connections back to baseline", func() error {
+		n, err := s.CurrentConnections(context.Background())
+		if err == nil && n > base {
+			err = fmt.Errorf("slapd has %d client connections, baseline %d", n, base)
+		}
+		return err
+	})
 }
