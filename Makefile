@@ -1,4 +1,5 @@
 # ldapgate — build, test, demo, benchmark.
+export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin/ldapgate
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

@@ -30,6 +30,7 @@ func main() {
 	app := newApp(
 		serveCommand(),
 		axigenSimCommand(),
+		demoCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",

@@ -122,10 +122,16 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		e = nil // moved out of scope or no longer an account/group
 	}
 	if e == nil {
-		if rec.Name == "" {
-			return nil // nothing in Axigen to remove
+		if rec.Name != "" {
+			if err := m.remove(ctx, kind, rec.Name); err != nil {
+				return err
+			}
 		}
-		return m.remove(ctx, kind, rec.Name)
+		if kind == schema.KindAccount {
+			// Groups still naming the gone entry lose its address.
+			return m.refreshGroupsOf(ctx, rec.DN, rec.NewDN)
+		}
+		return nil
 	}
 	if kind == schema.KindGroup {
 		return m.applyGroup(ctx, *e, rec.Name)
@@ -139,7 +145,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		return classify(err)
 	}
 	if m.touchesAddress(rec) {
-		return m.refreshGroupsOf(ctx, e.DN)
+		return m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, e.DN)
 	}
 	return nil
 }
@@ -209,16 +215,26 @@ func (m *Mirror) touchesAddress(rec *store.Record) bool {
 	return false
 }
 
-// refreshGroupsOf re-applies every group that lists dn as a member, since
+// refreshGroupsOf re-applies every group that lists one of dns as a member, since
 // the member's address is part of the group's state in Axigen.
-func (m *Mirror) refreshGroupsOf(ctx context.Context, dn string) error {
+func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 	bases := m.cfg.Mapping.Config().GroupBase
 	if len(bases) == 0 {
 		return nil
 	}
 	var terms []string
-	for _, a := range m.cfg.Mapping.MemberAttributes() {
-		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
+	seen := map[string]bool{}
+	for _, dn := range dns {
+		if dn == "" || seen[normDN(dn)] {
+			continue
+		}
+		seen[normDN(dn)] = true
+		for _, a := range m.cfg.Mapping.MemberAttributes() {
+			terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
+		}
+	}
+	if len(terms) == 0 {
+		return nil
 	}
 	groups, err := m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
 	if err != nil {
