@@ -33,6 +33,9 @@ type Config struct {
 	TLS *tls.Config
 	// Interceptor sees decoded writes; nil relays them untouched.
 	Interceptor Interceptor
+	// Local serves the gateway's own subtree (cn=changelog, cn=monitor);
+	// zero means there is none and every request goes upstream.
+	Local LocalDirectory
 	// ConfidentialityRequired refuses binds with credentials and writes on
 	// connections without TLS.
 	ConfidentialityRequired bool
@@ -50,6 +53,17 @@ type Config struct {
 	BindFailureWindow time.Duration
 
 	Logger *slog.Logger
+}
+
+// LocalDirectory routes reads under some suffixes to an in-process server
+// (the gateway's own subtree, served with gldap) instead of the upstream.
+type LocalDirectory struct {
+	// Suffixes are the DNs whose subtrees are answered locally.
+	Suffixes []string
+	// Dial opens a connection to the local server for one session.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// Allow decides whether a session may read the subtree; nil allows all.
+	Allow func(SessionInfo) bool
 }
 
 // Defaults for Config.
@@ -85,6 +99,7 @@ type Server struct {
 	nextID  atomic.Uint64
 	connSem chan struct{}
 	binds   *bindLimiter
+	local   []*ldap.DN
 	closed  atomic.Bool
 
 	mu        sync.Mutex
@@ -95,6 +110,7 @@ type Server struct {
 
 // NewServer checks cfg and returns a Server ready to Serve.
 func NewServer(cfg Config) (*Server, error) {
+	var localSuffixes []*ldap.DN
 	if cfg.Dialer == nil {
 		return nil, errors.New("gateway: no upstream dialer configured")
 	}
@@ -113,6 +129,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(cfg.Local.Suffixes) > 0 && cfg.Local.Dial == nil {
+		return nil, errors.New("gateway: local subtree configured without a server to dial")
+	}
+	for _, sfx := range cfg.Local.Suffixes {
+		dn, err := ldap.ParseDN(sfx)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: local suffix %q: %w", sfx, err)
+		}
+		localSuffixes = append(localSuffixes, dn)
+	}
 	if cfg.BindFailureWindow <= 0 {
 		cfg.BindFailureWindow = time.Minute
 	}
@@ -124,9 +150,27 @@ func NewServer(cfg Config) (*Server, error) {
 		stop:      cancel,
 		connSem:   make(chan struct{}, cfg.MaxConnections),
 		binds:     newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
+		local:     localSuffixes,
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 	}, nil
+}
+
+// isLocal reports whether dn lies in the gateway's own subtree.
+func (s *Server) isLocal(dn string) bool {
+	if len(s.local) == 0 || dn == "" {
+		return false
+	}
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil {
+		return false
+	}
+	for _, sfx := range s.local {
+		if sfx.EqualFold(parsed) || sfx.AncestorOfFold(parsed) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns a snapshot of the counters.

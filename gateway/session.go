@@ -30,6 +30,7 @@ var saslWithoutSecurityLayer = map[string]bool{
 // pendingOp is an operation relayed upstream and not yet finished.
 type pendingOp struct {
 	tag            byte
+	local          bool // answered by the gateway's own subtree
 	bindDN         string
 	saslMechanism  string
 	passwordModify bool
@@ -61,6 +62,7 @@ type session struct {
 
 	mu            sync.Mutex
 	up            *upstreamConn
+	local         *upstreamConn // connection to the gateway's own subtree server
 	pending       map[int64]pendingOp
 	timedOps      int // pending ops other than searches, watched by the op timeout
 	boundDN       string
@@ -70,7 +72,7 @@ type session struct {
 
 	slots     chan struct{}
 	closeOnce sync.Once
-	upDone    chan struct{}
+	relays    []chan struct{} // closed when each relaying goroutine ends
 }
 
 func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
@@ -198,9 +200,44 @@ func (s *session) handle(m message) bool {
 		}
 		return s.forward(m, pendingOp{tag: m.op})
 	case tagAddRequest, tagModifyRequest, tagDelRequest, tagModDNRequest:
+		if len(s.srv.local) > 0 && s.srv.isLocal(targetDN(m)) {
+			s.respond(m, ldap.LDAPResultUnwillingToPerform, "ldapgate: the gateway's own subtree is read-only")
+			return true
+		}
 		return s.write(m)
+	case tagSearchRequest, tagCompareRequest:
+		if len(s.srv.local) > 0 && s.srv.isLocal(targetDN(m)) {
+			return s.routeLocal(m)
+		}
 	}
 	return s.forward(m, pendingOp{tag: m.op})
+}
+
+// targetDN reads the DN an operation is aimed at: the first element of
+// search, compare, add, modify, delete and modify DN requests.
+func targetDN(m message) string {
+	if m.op == tagDelRequest {
+		return string(m.opContent)
+	}
+	tag, content, _, err := nextElement(m.opContent)
+	if err != nil || tag != berTagOctetString {
+		return ""
+	}
+	return string(content)
+}
+
+// routeLocal hands a read of the gateway's own subtree to its server, for
+// the identities allowed to see it.
+func (s *session) routeLocal(m message) bool {
+	s.mu.Lock()
+	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
+	s.mu.Unlock()
+	ld := s.srv.cfg.Local
+	if ld.Allow != nil && !ld.Allow(info) {
+		s.respond(m, ldap.LDAPResultInsufficientAccessRights, "ldapgate: the gateway's own subtree is readable by its admin identities only")
+		return true
+	}
+	return s.forward(m, pendingOp{tag: m.op, local: true})
 }
 
 func (s *session) abandon(m message) bool {
@@ -217,12 +254,20 @@ func (s *session) abandon(m message) bool {
 		s.finishLocked(target, op)
 	}
 	s.mu.Unlock()
-	if up != nil {
-		if _, err := up.w.Write(m.raw); err == nil && s.cr.buffered() == 0 {
-			_ = up.w.Flush()
+	for _, c := range []*upstreamConn{up, s.localConn()} {
+		if c != nil {
+			if _, err := c.w.Write(m.raw); err == nil && s.cr.buffered() == 0 {
+				_ = c.w.Flush()
+			}
 		}
 	}
 	return true
+}
+
+func (s *session) localConn() *upstreamConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.local
 }
 
 func (s *session) bind(m message) bool {
@@ -299,7 +344,13 @@ func (s *session) forward(m message, op pendingOp) bool {
 	if expectsAnswer && !s.acquireSlot() {
 		return false
 	}
-	up, err := s.upstream()
+	var up *upstreamConn
+	var err error
+	if op.local {
+		up, err = s.localUpstream()
+	} else {
+		up, err = s.upstream()
+	}
 	if err != nil {
 		if expectsAnswer {
 			<-s.slots
@@ -311,7 +362,7 @@ func (s *session) forward(m message, op pendingOp) bool {
 	}
 	if expectsAnswer {
 		s.mu.Lock()
-		if s.up != up {
+		if s.up != up && s.local != up {
 			// The upstream was lost while we dialled or waited.
 			s.mu.Unlock()
 			<-s.slots
@@ -325,7 +376,7 @@ func (s *session) forward(m message, op pendingOp) bool {
 			return false
 		}
 		s.pending[m.id] = op
-		if op.tag != tagSearchRequest {
+		if op.timed() {
 			s.timedOps++
 			if s.timedOps == 1 && s.srv.cfg.OpTimeout > 0 {
 				_ = up.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.OpTimeout))
@@ -376,11 +427,26 @@ func (s *session) upstream() (*upstreamConn, error) {
 	if up != nil {
 		return up, nil
 	}
-	conn, err := s.srv.cfg.Dialer.Dial(s.ctx)
+	return s.connect(s.srv.cfg.Dialer.Dial, func(c *upstreamConn) **upstreamConn { return &s.up })
+}
+
+// localUpstream returns the session's connection to the gateway's own
+// subtree server, dialling it on first use.
+func (s *session) localUpstream() (*upstreamConn, error) {
+	if c := s.localConn(); c != nil {
+		return c, nil
+	}
+	return s.connect(s.srv.cfg.Local.Dial, func(c *upstreamConn) **upstreamConn { return &s.local })
+}
+
+// connect dials a connection and starts relaying its answers; slot picks
+// the session field that holds it.
+func (s *session) connect(dial func(context.Context) (net.Conn, error), slot func(*upstreamConn) **upstreamConn) (*upstreamConn, error) {
+	conn, err := dial(s.ctx)
 	if err != nil {
 		return nil, err
 	}
-	up = &upstreamConn{
+	up := &upstreamConn{
 		conn: conn,
 		r:    newMessageReader(conn, s.srv.cfg.MaxMessageSize),
 		w:    bufio.NewWriterSize(conn, 32<<10),
@@ -391,9 +457,9 @@ func (s *session) upstream() (*upstreamConn, error) {
 		conn.Close()
 		return nil, errors.New("session is closing")
 	}
-	s.up = up
-	s.upDone = make(chan struct{})
-	done := s.upDone
+	*slot(up) = up
+	done := make(chan struct{})
+	s.relays = append(s.relays, done)
 	s.mu.Unlock()
 	s.srv.stats.upstreamConns.Add(1)
 	go func() {
@@ -484,7 +550,7 @@ func resultCode(m message) (int, bool) {
 // finishLocked forgets a pending operation and frees its slot.
 func (s *session) finishLocked(id int64, op pendingOp) {
 	delete(s.pending, id)
-	if op.tag != tagSearchRequest {
+	if op.timed() {
 		s.timedOps--
 	}
 	<-s.slots
@@ -492,7 +558,7 @@ func (s *session) finishLocked(id int64, op pendingOp) {
 
 // resetOpTimerLocked restarts the op timeout after progress, or clears it.
 func (s *session) resetOpTimerLocked(up *upstreamConn) {
-	if s.srv.cfg.OpTimeout <= 0 {
+	if s.srv.cfg.OpTimeout <= 0 || up != s.up {
 		return
 	}
 	if s.timedOps > 0 {
@@ -519,7 +585,7 @@ func (s *session) opTimedOut(up *upstreamConn) bool {
 // Disconnection, since its bind state is gone with the connection.
 func (s *session) upstreamLost(up *upstreamConn, err error) {
 	s.mu.Lock()
-	if s.up != up {
+	if s.up != up && s.local != up {
 		s.mu.Unlock()
 		return
 	}
@@ -660,20 +726,27 @@ func (s *session) close() {
 
 func (s *session) closeConns() {
 	s.mu.Lock()
-	up, client := s.up, s.client
+	up, local, client := s.up, s.local, s.client
 	s.mu.Unlock()
 	if up != nil {
 		up.conn.Close()
 	}
+	if local != nil {
+		local.conn.Close()
+	}
 	client.Close()
 }
 
-// wait blocks until the session's upstream goroutine has ended.
+// wait blocks until the session's relaying goroutines have ended.
 func (s *session) wait() {
 	s.mu.Lock()
-	done := s.upDone
+	relays := s.relays
 	s.mu.Unlock()
-	if done != nil {
+	for _, done := range relays {
 		<-done
 	}
 }
+
+// timed reports whether the op timeout watches the operation: searches may
+// legitimately run for ever, and the local subtree is in-process.
+func (op pendingOp) timed() bool { return op.tag != tagSearchRequest && !op.local }
