@@ -156,7 +156,6 @@ func TestRenameJoinsOneHistory(t *testing.T) {
 	}
 }
 
-
 func TestPreparedRecordHoldsBackLaterRecordsOfItsEntry(t *testing.T) {
 	j, _ := newTestJournal(t)
 	ctx := context.Background()
@@ -328,7 +327,6 @@ func TestDeliveryPanicIsAFailure(t *testing.T) {
 		t.Fatalf("last error %q does not report the panic", r.LastError)
 	}
 }
-
 
 func TestCommitWakesDeliveryAtOnce(t *testing.T) {
 	j, _ := newTestJournal(t)

@@ -43,6 +43,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -149,6 +150,7 @@ type Journal struct {
 	seal *sealer // nil without a key
 
 	reqs       chan *mutation
+	settled    atomic.Uint64 // last batch settled by the completer
 	quit       chan struct{}
 	writerDone chan struct{}
 	closeMu    sync.RWMutex
@@ -170,6 +172,7 @@ type Journal struct {
 	running bool
 	stopRun context.CancelFunc
 	runDone chan struct{}
+	failed  error // a write failed: no more changes until reopened
 }
 
 // Open opens (creating it unless opts.MustExist) the journal in dir.
@@ -509,10 +512,8 @@ func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
 		}
 		rec.SecretState = SecretEncrypted
 	}
-	if enc, err := encodeRecord(rec); err != nil {
-		return 0, err
-	} else if len(enc) > maxRecordBytes {
-		return 0, fmt.Errorf("prepare %s of %s: %d bytes: %w", r.Op, r.DN, len(enc), ErrTooLarge)
+	if n := rec.approxSize(); n > maxRecordBytes {
+		return 0, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
 	}
 	var seq uint64
 	err := j.submit(ctx, func(b *batch) error {

@@ -120,6 +120,19 @@ func (r *Record) clone() *Record {
 	return &c
 }
 
+// approxSize is about the size of the record's encoding (a little more:
+// each value may need escaping, counted as up to twice its length).
+func (r *Record) approxSize() int {
+	n := 512 + 2*(len(r.Actor)+len(r.ClientAddr)+len(r.DN)+len(r.NewDN)+len(r.EntryKey)+len(r.Note)+len(r.LastError))
+	for _, c := range r.Changes {
+		n += 32 + 2*len(c.Attr)
+		for _, v := range c.Values {
+			n += 4 + 2*len(v)
+		}
+	}
+	return n
+}
+
 func (r *Record) validate() error {
 	switch r.Kind {
 	case KindAccount, KindGroup:

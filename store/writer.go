@@ -2,9 +2,9 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -42,9 +42,88 @@ type batch struct {
 	size    int
 	writes  int
 	broken  error
+	local   map[uint64]*Record // records written by this batch (nil: deleted)
+	recent  *recentCache
 	effects []func() // in-memory updates, run under j.mu once committed
 	changed bool     // something a feed follower waits for
 }
+
+// writerState is the journal as the writer has written it, including
+// batches still on their way to the disk.
+type writerState struct {
+	seq, pos, horizon uint64
+	loading           bool
+}
+
+// recentCache holds the latest versions of the records the writer wrote
+// last. It is how a batch reads the writes of batches still on their way
+// to the disk (invisible to its transaction), and it spares decoding a
+// record just written (the Commit after a Prepare). Only the writer
+// goroutine uses it, and the writer is the journal's only writer, so a
+// cached version is always the latest.
+type recentCache struct {
+	m     map[uint64]recentEntry
+	order []recentRef // insertion order, for eviction
+	limit int
+}
+
+type recentEntry struct {
+	rec    *Record // nil: deleted
+	flight uint64
+}
+
+type recentRef struct{ seq, flight uint64 }
+
+func newRecentCache(limit int) *recentCache {
+	return &recentCache{m: map[uint64]recentEntry{}, limit: limit}
+}
+
+func (c *recentCache) put(seq uint64, r *Record, flight uint64) {
+	c.m[seq] = recentEntry{rec: r, flight: flight}
+	c.order = append(c.order, recentRef{seq, flight})
+}
+
+// trim evicts the oldest entries beyond the limit, but never one from a
+// batch not yet settled (no transaction could read it from Badger).
+func (c *recentCache) trim(settled uint64) {
+	for len(c.order) > c.limit {
+		ref := c.order[0]
+		if ref.flight > settled {
+			return
+		}
+		c.order = c.order[1:]
+		if e, ok := c.m[ref.seq]; ok && e.flight == ref.flight {
+			delete(c.m, ref.seq)
+		}
+	}
+	if cap(c.order) > 4*c.limit && len(c.order) < c.limit {
+		c.order = append([]recentRef(nil), c.order...)
+	}
+}
+
+func (c *recentCache) clear() {
+	clear(c.m)
+	c.order = nil
+}
+
+// recentRecords bounds the writer's cache of recent records.
+const recentRecords = 4096
+
+// flight is a batch handed to Badger, waiting for its fsync.
+type flight struct {
+	id      uint64
+	taken   []*mutation
+	errs    []error
+	effects []func()
+	changed bool
+	wrote   bool          // the batch went to Badger
+	state   writerState   // the journal once this batch is on disk
+	result  chan error    // the commit's outcome
+	barrier chan struct{} // set on a drain marker instead of a batch
+}
+
+// maxFlights bounds the batches waiting for the disk at once.
+const maxFlights = 8
 
 // submit queues a mutation and waits for its outcome. ctx bounds only the
 // wait for a place in the queue: a queued mutation is always carried out
@@ -69,10 +148,22 @@ func (j *Journal) enqueue(ctx context.Context, m *mutation) error {
 	return <-m.done
 }
 
-// writer is the journal's only writer: it takes every mutation waiting at
-// the moment into one transaction, so one fsync serves them all.
+// writer is the journal's only writer. It takes every mutation waiting at
+// the moment into one transaction, so one fsync serves them all, and
+// builds the next batch while Badger syncs the previous one. A completer
+// goroutine settles the batches in order once they are on disk.
 func (j *Journal) writer() {
 	defer close(j.writerDone)
+	flights := make(chan *flight, maxFlights)
+	completerDone := make(chan struct{})
+	go j.completer(flights, completerDone)
+	w := &writerRun{j: j, flights: flights, recent: newRecentCache(recentRecords), inBadger: make(chan struct{}, 1)}
+	defer func() {
+		w.discardNext()
+		close(flights)
+		<-completerDone
+	}()
+	w.state = j.currentState()
 	pending := make([]*mutation, 0, maxBatchMutations)
 	for {
 		select {
@@ -84,7 +175,7 @@ func (j *Journal) writer() {
 			for {
 				select {
 				case m := <-j.reqs:
-					j.process([]*mutation{m})
+					w.process([]*mutation{m})
 				default:
 					return
 				}
@@ -99,20 +190,63 @@ func (j *Journal) writer() {
 				break gather
 			}
 		}
-		j.process(pending)
+		w.process(pending)
 	}
 }
 
-func (j *Journal) process(ms []*mutation) {
+func (j *Journal) currentState() writerState {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return writerState{seq: j.lastSeq, pos: j.lastPos, horizon: j.horizon, loading: j.loading}
+}
+
+// writerRun is the writer goroutine's own state.
+type writerRun struct {
+	j        *Journal
+	flights  chan *flight
+	state    writerState
+	recent   *recentCache
+	flightID uint64
+	inBadger chan struct{} // capacity 1: a batch is being written
+	// next is the transaction for the next batch, opened before the
+	// current one goes to Badger: opening a transaction waits for every
+	// commit in progress, which would undo the overlap. Its reads miss the
+	// batches after nextSettled; the recent cache holds their records.
+	next        *badger.Txn
+	nextSettled uint64
+}
+
+func (w *writerRun) openNext() {
+	w.nextSettled = w.j.settled.Load()
+	w.next = w.j.db.NewTransaction(true)
+}
+
+func (w *writerRun) discardNext() {
+	if w.next != nil {
+		w.next.Discard()
+		w.next = nil
+	}
+}
+
+func (w *writerRun) process(ms []*mutation) {
+	j := w.j
 	for len(ms) > 0 {
 		if ms[0].exclusive != nil {
+			w.drain()
+			w.discardNext()
 			ms[0].done <- ms[0].exclusive()
+			w.state = j.currentState()
+			w.recent.clear()
 			ms = ms[1:]
 			continue
 		}
-		b := j.newBatch()
-		var taken []*mutation
-		var errs []error
+		if err := j.failure(); err != nil {
+			ms[0].done <- err
+			ms = ms[1:]
+			continue
+		}
+		b := w.newBatch()
+		f := &flight{result: make(chan error, 1)}
 		for len(ms) > 0 && ms[0].exclusive == nil && b.size < softBatchBytes {
 			m := ms[0]
 			ms = ms[1:]
@@ -121,33 +255,136 @@ func (j *Journal) process(ms []*mutation) {
 			if err != nil && b.writes != before && b.broken == nil {
 				b.broken = err
 			}
-			taken = append(taken, m)
-			errs = append(errs, err)
+			f.taken = append(f.taken, m)
+			f.errs = append(f.errs, err)
 		}
-		if err := b.commit(); err != nil {
-			for _, m := range taken {
-				m.done <- err
+		w.flightID++
+		f.id = w.flightID
+		if err := b.writeMeta(w.state); err != nil && b.broken == nil {
+			b.broken = err
+		}
+		switch {
+		case b.broken != nil:
+			b.txn.Discard()
+			f.result <- &brokenBatch{b.broken}
+		case b.writes == 0 && !b.metaSet:
+			b.txn.Discard()
+			f.result <- nil
+		default:
+			f.effects, f.changed, f.wrote = b.effects, b.changed, true
+			f.state = writerState{seq: b.seq, pos: b.pos, horizon: b.horizon, loading: b.loading}
+			for seq, r := range b.local {
+				w.recent.put(seq, r, f.id)
 			}
+			w.state = f.state
+			// One batch at a time in Badger: it syncs each request of a
+			// write group on its own, so two queued batches would cost two
+			// fsyncs. Building this batch overlapped the previous one's.
+			w.inBadger <- struct{}{}
+			w.openNext()
+			b.txn.CommitWith(func(err error) {
+				<-w.inBadger
+				f.result <- err
+			})
+		}
+		w.flights <- f
+	}
+}
+
+// drain waits until every batch handed to Badger is settled.
+func (w *writerRun) drain() {
+	f := &flight{barrier: make(chan struct{})}
+	w.flights <- f
+	<-f.barrier
+}
+
+func (w *writerRun) newBatch() *batch {
+	j := w.j
+	if w.next == nil {
+		w.openNext()
+	}
+	txn := w.next
+	w.next = nil
+	// Evict from the cache only what this transaction can read in Badger.
+	w.recent.trim(w.nextSettled)
+	return &batch{
+		j:       j,
+		txn:     txn,
+		now:     j.opts.Now(),
+		seq:     w.state.seq,
+		pos:     w.state.pos,
+		horizon: w.state.horizon,
+		loading: w.state.loading,
+		local:   map[uint64]*Record{},
+		recent:  w.recent,
+	}
+}
+
+// brokenBatch is a batch discarded because a mutation failed half way.
+type brokenBatch struct{ err error }
+
+func (e *brokenBatch) Error() string { return e.err.Error() }
+func (e *brokenBatch) Unwrap() error { return e.err }
+
+// completer settles batches in the order they were written: it applies
+// their in-memory effects and answers their callers once on disk.
+func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
+	defer close(done)
+	for f := range flights {
+		if f.barrier != nil {
+			close(f.barrier)
 			continue
 		}
-		for i, m := range taken {
-			m.done <- errs[i]
+		err := <-f.result
+		var broken *brokenBatch
+		switch {
+		case errors.As(err, &broken):
+			err = broken.err
+		case err != nil:
+			// A write Badger could not make leaves the journal in doubt: stop
+			// taking changes until it is reopened.
+			err = fmt.Errorf("journal write: %w", err)
+			j.fail(err)
+		case j.failure() != nil:
+			err = j.failure()
+		}
+		if err == nil && f.wrote {
+			j.mu.Lock()
+			j.lastSeq, j.lastPos, j.horizon, j.loading = f.state.seq, f.state.pos, f.state.horizon, f.state.loading
+			for _, fn := range f.effects {
+				fn()
+			}
+			if f.changed {
+				close(j.changed)
+				j.changed = make(chan struct{})
+			}
+			j.mu.Unlock()
+			j.kick()
+		}
+		j.settled.Store(f.id)
+		for i, m := range f.taken {
+			if err != nil {
+				m.done <- err
+			} else {
+				m.done <- f.errs[i]
+			}
 		}
 	}
 }
 
-func (j *Journal) newBatch() *batch {
+func (j *Journal) fail(err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return &batch{
-		j:       j,
-		txn:     j.db.NewTransaction(true),
-		now:     j.opts.Now(),
-		seq:     j.lastSeq,
-		pos:     j.lastPos,
-		horizon: j.horizon,
-		loading: j.loading,
+	if j.failed == nil {
+		j.failed = err
+		j.log.Error("journal write failed; the journal takes no more changes until it is reopened", "err", err)
 	}
+}
+
+func (j *Journal) failure() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failed
 }
 
 func (b *batch) set(key, value []byte) error {
@@ -168,58 +405,31 @@ func (b *batch) delete(key []byte) error {
 	return nil
 }
 
-// commit writes the batch (one fsync), then updates the in-memory state. On
-// failure nothing changed, in memory or on disk.
-func (b *batch) commit() error {
-	j := b.j
-	if b.broken != nil {
-		b.txn.Discard()
-		return b.broken
-	}
+// writeMeta stores the counters the batch moved.
+func (b *batch) writeMeta(was writerState) error {
 	if b.writes == 0 && !b.metaSet {
-		b.txn.Discard()
 		return nil
 	}
-	j.mu.Lock()
-	oldSeq, oldPos, oldHorizon, oldLoading := j.lastSeq, j.lastPos, j.horizon, j.loading
-	j.mu.Unlock()
 	var err error
-	if b.seq != oldSeq {
+	if b.seq != was.seq {
 		err = errors.Join(err, b.txn.Set(metaSeq, encodeNum(b.seq)))
 	}
-	if b.pos != oldPos {
+	if b.pos != was.pos {
 		err = errors.Join(err, b.txn.Set(metaPos, encodeNum(b.pos)))
 	}
-	if b.horizon != oldHorizon {
+	if b.horizon != was.horizon {
 		err = errors.Join(err, b.txn.Set(metaHorizon, encodeNum(b.horizon)))
 	}
-	if b.loading != oldLoading {
+	if b.loading != was.loading {
 		if b.loading {
 			err = errors.Join(err, b.txn.Set(metaLoading, []byte{1}))
 		} else {
 			err = errors.Join(err, b.txn.Delete(metaLoading))
 		}
 	}
-	if err == nil {
-		err = b.txn.Commit()
-	} else {
-		b.txn.Discard()
-	}
 	if err != nil {
-		j.log.Error("journal write failed", "err", err)
 		return fmt.Errorf("journal write: %w", err)
 	}
-	j.mu.Lock()
-	j.lastSeq, j.lastPos, j.horizon, j.loading = b.seq, b.pos, b.horizon, b.loading
-	for _, f := range b.effects {
-		f()
-	}
-	if b.changed {
-		close(j.changed)
-		j.changed = make(chan struct{})
-	}
-	j.mu.Unlock()
-	j.kick()
 	return nil
 }
 
@@ -231,8 +441,22 @@ func (j *Journal) kick() {
 	}
 }
 
-// get reads a record as this batch sees it (including its own writes).
+// get reads a record as this batch sees it: its own writes, then those of
+// batches still on their way to the disk, then Badger.
 func (b *batch) get(seq uint64) (*Record, error) {
+	r, ok := b.local[seq]
+	if !ok {
+		var e recentEntry
+		if e, ok = b.recent.m[seq]; ok {
+			r = e.rec
+		}
+	}
+	if ok {
+		if r == nil {
+			return nil, fmt.Errorf("record %d: %w", seq, ErrNotFound)
+		}
+		return r, nil
+	}
 	return getRecord(b.txn, seq)
 }
 
@@ -240,10 +464,11 @@ func (b *batch) get(seq uint64) (*Record, error) {
 // keeps the indexes and the sealed secret in step with its state, and logs
 // the change. sealed, when not nil, is the record's new sealed secret.
 func (b *batch) putRecord(old, rec *Record, sealed []byte) error {
-	if err := b.storeRecord(old, rec, sealed); err != nil {
+	enc, err := b.storeRecord(old, rec, sealed)
+	if err != nil {
 		return err
 	}
-	return b.logEvent(&Event{Pos: b.pos + 1, Time: b.now, Type: EventPut, Seq: rec.Seq, Record: rec})
+	return b.logEvent(b.now, EventPut, rec.Seq, enc)
 }
 
 // deleteRecord removes a record, its secret and its index keys, and logs it.
@@ -251,52 +476,58 @@ func (b *batch) deleteRecord(old *Record) error {
 	if err := b.removeRecord(old); err != nil {
 		return err
 	}
-	return b.logEvent(&Event{Pos: b.pos + 1, Time: b.now, Type: EventDelete, Seq: old.Seq})
+	return b.logEvent(b.now, EventDelete, old.Seq, nil)
 }
 
-func (b *batch) storeRecord(old, rec *Record, sealed []byte) error {
+// storeRecord writes a record version and its index keys, and returns its
+// encoding.
+func (b *batch) storeRecord(old, rec *Record, sealed []byte) ([]byte, error) {
 	enc, err := encodeRecord(rec)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if len(enc) > maxRecordBytes {
+		return nil, fmt.Errorf("record %d: %d bytes: %w", rec.Seq, len(enc), ErrTooLarge)
 	}
 	seq := rec.Seq
 	if err := b.set(numKey(prefixRecord, seq), enc); err != nil {
-		return err
+		return nil, err
 	}
 	if sealed != nil {
 		if err := b.set(numKey(prefixSecret, seq), sealed); err != nil {
-			return err
+			return nil, err
 		}
 	} else if rec.SecretState != SecretEncrypted && old != nil && old.SecretState == SecretEncrypted {
 		if err := b.delete(numKey(prefixSecret, seq)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	wasDelivered := old != nil && old.State == StateDelivered
 	isDelivered := rec.State == StateDelivered
 	if !isDelivered && (old == nil || wasDelivered) {
 		if err := b.set(numKey(prefixActive, seq), nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if isDelivered && old != nil && !wasDelivered {
 		if err := b.delete(numKey(prefixActive, seq)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if wasDelivered && (!isDelivered || !old.DeliveredAt.Equal(rec.DeliveredAt)) {
 		if err := b.delete(deliveredKey(old.DeliveredAt, seq)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if isDelivered && (!wasDelivered || !old.DeliveredAt.Equal(rec.DeliveredAt)) {
 		if err := b.set(deliveredKey(rec.DeliveredAt, seq), nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	b.seq = max(b.seq, seq)
+	b.local[seq] = rec
 	b.effects = append(b.effects, func() { b.j.idx.put(rec) })
-	return nil
+	return enc, nil
 }
 
 func (b *batch) removeRecord(old *Record) error {
@@ -316,26 +547,38 @@ func (b *batch) removeRecord(old *Record) error {
 	} else if err := b.delete(numKey(prefixActive, seq)); err != nil {
 		return err
 	}
+	b.local[seq] = nil
 	b.effects = append(b.effects, func() { b.j.idx.remove(seq) })
 	return nil
 }
 
-// logEvent appends a change to the change log. Secrets never go into it:
+// logEvent appends a change to the change log at the next position. rec is
+// the record's encoding (nil for a delete). Secrets never go into the log:
 // Feed attaches a record's sealed secret when it sends the change.
-func (b *batch) logEvent(ev *Event) error {
-	if ev.Pos != b.pos+1 {
-		return fmt.Errorf("change log: position %d after %d", ev.Pos, b.pos)
-	}
-	stored := *ev
-	stored.Secret = nil
-	enc, err := json.Marshal(&stored)
-	if err != nil {
-		return fmt.Errorf("encode change %d: %w", ev.Pos, err)
-	}
-	if err := b.set(numKey(prefixEvent, ev.Pos), enc); err != nil {
+func (b *batch) logEvent(at time.Time, typ EventType, seq uint64, rec []byte) error {
+	pos := b.pos + 1
+	if err := b.set(numKey(prefixEvent, pos), appendEvent(nil, pos, at, typ, seq, rec)); err != nil {
 		return err
 	}
-	b.pos = ev.Pos
+	b.pos = pos
 	b.changed = true
 	return nil
+}
+
+// appendEvent encodes a stored change as the JSON of an Event (without
+// Secret), reusing the record's encoding instead of encoding it again.
+func appendEvent(buf []byte, pos uint64, at time.Time, typ EventType, seq uint64, rec []byte) []byte {
+	buf = append(buf, `{"pos":`...)
+	buf = strconv.AppendUint(buf, pos, 10)
+	buf = append(buf, `,"time":"`...)
+	buf = at.AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","type":"`...)
+	buf = append(buf, typ...)
+	buf = append(buf, `","seq":`...)
+	buf = strconv.AppendUint(buf, seq, 10)
+	if rec != nil {
+		buf = append(buf, `,"record":`...)
+		buf = append(buf, rec...)
+	}
+	return append(buf, '}')
 }

@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkPrepareCommit journals b.N records (Prepare, then Commit, each
+// durable with fsync) from 1 or 32 concurrent writers, as the gateway does
+// for each intercepted write. It reports records/s and Prepare's latency.
+func BenchmarkPrepareCommit(b *testing.B) {
+	for _, writers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) { benchPrepareCommit(b, writers) })
+	}
+}
+
+func benchPrepareCommit(b *testing.B, writers int) {
+	dir := b.TempDir()
+	j, err := Open(filepath.Join(dir, "journal"), Options{
+		KeyFile:              filepath.Join(dir, "journal.key"),
+		HousekeepingInterval: -1,
+		Logger:               quietLogger(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	ctx := context.Background()
+	var next atomic.Int64
+	lat := make([][]time.Duration, writers)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+				r := accountRecord(fmt.Sprintf("uid=user%d,ou=people,dc=example,dc=org", i%1000))
+				t0 := time.Now()
+				seq, err := j.Prepare(ctx, r)
+				lat[w] = append(lat[w], time.Since(t0))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := j.Commit(ctx, seq, ""); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "records/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-prepare-µs")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-prepare-µs")
+}
