@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/integration/slapd"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// The default policy, through ldap-utils: a user bound as itself changes its
+// own phone and password (both mirrored); its attempts to change its mail,
+// rename itself, change another user's phone, delete another user, create
+// an account or change a group's members are refused by the gateway with
+// result 50 and a diagnostic naming the rule, reach neither slapd nor the
+// journal; the admin may make the same changes, and they are mirrored.
+func TestMirrorPolicyOwnerAndAdmin(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	alice := userDN("alice")
+
+	// Allowed to the owner.
+	e.mustTool(`dn: uid=alice,ou=people,dc=example,dc=com
+changetype: modify
+replace: telephoneNumber
+telephoneNumber: +1 555 7777
+`, "ldapmodify", alice, slapd.AlicePassword)
+	e.waitAccount("alice", "her own phone change", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 7777"
+	})
+	e.mustTool("", "ldappasswd", alice, slapd.AlicePassword, "-a", slapd.AlicePassword, "-s", "alice-new-pw")
+	e.setKnownPassword("alice", "alice-new-pw")
+	e.waitAccount("alice", "her own password change", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Password == "alice-new-pw"
+	})
+	const alicePW = "alice-new-pw"
+
+	refused := []struct {
+		name, rule, tool, input string
+		args                    []string
+		// unchanged checks slapd directly.
+		unchanged func(t *testing.T)
+	}{
+		{
+			name: "own mail", rule: "account mail address (login and group membership): admin only", tool: "ldapmodify",
+			input: "dn: " + alice + "\nchangetype: modify\nreplace: mail\nmail: queen@example.com\n",
+			unchanged: func(t *testing.T) {
+				if got := e.directoryEntry(alice, "mail").GetAttributeValue("mail"); got != "alice@example.com" {
+					t.Errorf("slapd's mail of alice is %q", got)
+				}
+			},
+		},
+		{
+			name: "own name", rule: "rename account: admin only", tool: "ldapmodrdn",
+			args: []string{"-r", alice, "uid=queen"},
+			unchanged: func(t *testing.T) {
+				if e.directoryEntry(alice) == nil || e.directoryEntry(userDN("queen")) != nil {
+					t.Errorf("slapd renamed alice")
+				}
+			},
+		},
+		{
+			name: "another user's phone", rule: "contact info: admin or the account's owner", tool: "ldapmodify",
+			input: "dn: " + userDN("bob") + "\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 6666\n",
+			unchanged: func(t *testing.T) {
+				if got := e.directoryEntry(userDN("bob"), "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "+1 555 0102" {
+					t.Errorf("slapd's phone of bob is %q", got)
+				}
+			},
+		},
+		{
+			name: "another user's deletion", rule: "delete account: admin only", tool: "ldapdelete",
+			args: []string{userDN("bob")},
+			unchanged: func(t *testing.T) {
+				if e.directoryEntry(userDN("bob")) == nil {
+					t.Errorf("slapd deleted bob")
+				}
+			},
+		},
+		{
+			name: "account creation", rule: "create account: admin only", tool: "ldapadd",
+			input: "dn: " + userDN("eve") + "\nobjectClass: inetOrgPerson\nuid: eve\ncn: Eve\nsn: Eve\nmail: eve@example.com\nuserPassword: eve-pw\n",
+			unchanged: func(t *testing.T) {
+				if e.directoryEntry(userDN("eve")) != nil {
+					t.Errorf("slapd holds eve")
+				}
+			},
+		},
+		{
+			name: "group membership", rule: "group membership: admin only", tool: "ldapmodify",
+			input: "dn: " + groupDN("admins") + "\nchangetype: modify\nadd: member\nmember: " + alice + "\n",
+			unchanged: func(t *testing.T) {
+				if got := e.directoryEntry(groupDN("admins"), "member").GetAttributeValues("member"); len(got) != 1 {
+					t.Errorf("slapd's admins group has members %v", got)
+				}
+			},
+		},
+	}
+	for _, c := range refused {
+		t.Run("refused "+c.name, func(t *testing.T) {
+			r := e.tool(c.input, c.tool, alice, alicePW, c.args...)
+			if r.Code != 50 {
+				t.Errorf("%s exited %d, want 50 (insufficient access):\n%s", c.tool, r.Code, r.Out)
+			}
+			if !strings.Contains(r.Out, "Insufficient access") || !strings.Contains(r.Out, `"`+c.rule+`"`) {
+				t.Errorf("%s printed no insufficient-access error naming rule %q:\n%s", c.tool, c.rule, r.Out)
+			}
+			c.unchanged(t)
+		})
+	}
+
+	// The admin may make the same changes.
+	e.asAdmin("dn: "+alice+"\nchangetype: modify\nreplace: mail\nmail: queen@example.com\n", "ldapmodify")
+	e.asAdmin("dn: "+userDN("bob")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 6666\n", "ldapmodify")
+	e.asAdmin("dn: "+userDN("eve")+"\nobjectClass: inetOrgPerson\nuid: eve\ncn: Eve\nsn: Eve\nmail: eve@example.com\nuserPassword: eve-pw\n", "ldapadd")
+	e.asAdmin("dn: "+groupDN("admins")+"\nchangetype: modify\nadd: member\nmember: "+alice+"\n", "ldapmodify")
+	e.waitAccount("eve", "created by the admin", func(a axigensim.AccountState, ok bool) bool { return ok && a.Password == "eve-pw" })
+	e.waitGroup("admins", "alice added by the admin", func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, []string{"queen@example.com", "carol@example.com"})
+	})
+	e.waitMirrored(20*time.Second, false)
+
+	// The refused writes left no trace in the journal: alice's own records
+	// are exactly her phone and her password.
+	e.stop()
+	recs := e.journalRecords()
+	var byAlice []store.Record
+	for _, r := range recs {
+		if strings.EqualFold(r.Actor, alice) {
+			byAlice = append(byAlice, r)
+		}
+	}
+	if len(byAlice) != 2 || byAlice[0].Op != store.OpModify || byAlice[1].Op != store.OpPassword {
+		t.Errorf("journal records made by alice: %+v; want her phone modify then her password", byAlice)
+	}
+	for _, r := range byAlice {
+		for _, c := range r.Changes {
+			if !strings.EqualFold(c.Attr, "telephoneNumber") {
+				t.Errorf("journal record %d by alice changes %s", r.Seq, c.Attr)
+			}
+		}
+	}
+	for _, dn := range []string{userDN("eve"), userDN("bob"), groupDN("admins")} {
+		for _, r := range recordsAbout(recs, dn) {
+			if !strings.EqualFold(r.Actor, mirrorAdminDN) {
+				t.Errorf("journal record %d about %s made by %s, want only the admin's", r.Seq, dn, r.Actor)
+			}
+		}
+	}
+	for _, r := range recs {
+		if r.State != store.StateDelivered {
+			t.Errorf("journal record %d (%s %s) is %s, want delivered", r.Seq, r.Op, r.DN, r.State)
+		}
+	}
+}
