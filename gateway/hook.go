@@ -1,6 +1,9 @@
 package gateway
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // SessionInfo describes a client session to an Interceptor.
 type SessionInfo struct {
@@ -36,3 +39,12 @@ type Interceptor interface {
 // connection was lost before it answered, res.Unanswered is true: the write
 // may or may not have been applied.
 type Completion func(ctx context.Context, res Result)
+
+// Observer hears about every finished operation, for metrics. It runs on
+// the relay's hot path: it must be quick and must not block.
+type Observer interface {
+	// OperationDone reports an operation ("search", "bind", ...), its LDAP
+	// result code and how long it took from request to final answer (zero
+	// when the gateway answered at once).
+	OperationDone(op string, resultCode int, elapsed time.Duration)
+}

@@ -33,6 +33,8 @@ type Config struct {
 	TLS *tls.Config
 	// Interceptor sees decoded writes; nil relays them untouched.
 	Interceptor Interceptor
+	// Observer, when set, hears about every finished operation.
+	Observer Observer
 	// Local serves the gateway's own subtree (cn=changelog, cn=monitor);
 	// zero means there is none and every request goes upstream.
 	Local LocalDirectory

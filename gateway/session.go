@@ -30,6 +30,7 @@ var saslWithoutSecurityLayer = map[string]bool{
 // pendingOp is an operation relayed upstream and not yet finished.
 type pendingOp struct {
 	tag            byte
+	start          time.Time
 	local          bool // answered by the gateway's own subtree
 	bindDN         string
 	saslMechanism  string
@@ -375,6 +376,7 @@ func (s *session) forward(m message, op pendingOp) bool {
 			s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.id))
 			return false
 		}
+		op.start = time.Now()
 		s.pending[m.id] = op
 		if op.timed() {
 			s.timedOps++
@@ -507,6 +509,10 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			}
 			s.mu.Unlock()
 		}
+		if found && s.srv.cfg.Observer != nil {
+			code, _ := resultCode(m)
+			s.srv.cfg.Observer.OperationDone(opName(op.tag), code, time.Since(op.start))
+		}
 		if found && op.after != nil {
 			res, err := decodeResult(m, op.passwordModify)
 			if err != nil {
@@ -619,6 +625,18 @@ func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
 	}
 	if tag := responseTag(op.tag); tag != 0 {
 		s.writeClient(encodeResponse(id, tag, ldap.LDAPResultUnavailable, "", reason, ""), true)
+		s.observe(op.tag, ldap.LDAPResultUnavailable, op.start)
+	}
+}
+
+// observe reports an operation the gateway answered itself.
+func (s *session) observe(tag byte, code int, start time.Time) {
+	if obs := s.srv.cfg.Observer; obs != nil {
+		var elapsed time.Duration
+		if !start.IsZero() {
+			elapsed = time.Since(start)
+		}
+		obs.OperationDone(opName(tag), code, elapsed)
 	}
 }
 
@@ -626,6 +644,7 @@ func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
 func (s *session) respond(m message, code int, diagnostic string) {
 	if tag := responseTag(m.op); tag != 0 {
 		s.writeClient(encodeResponse(m.id, tag, code, "", diagnostic, ""), true)
+		s.observe(m.op, code, time.Time{})
 	}
 }
 

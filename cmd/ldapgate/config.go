@@ -32,6 +32,9 @@ type Config struct {
 	Log                     LogConfig      `yaml:"log"`
 	// AddrFile, when set, receives the bound listener URLs once serving.
 	AddrFile string `yaml:"addrFile"`
+	// AdminListen adds a TCP address (loopback) for the admin endpoint
+	// (/metrics, /healthz, /readyz); it always listens on DATA_DIR/admin.sock.
+	AdminListen string `yaml:"adminListen"`
 	// Mirror configures the write path into Axigen.
 	Mirror MirrorConfig `yaml:"mirror"`
 }
@@ -178,6 +181,8 @@ func serveSettings() []setting {
 			func(c *Config) *string { return &c.Log.Level }),
 		stringSetting("log-format", "LOG_FORMAT", "text or json (file: log.format)",
 			func(c *Config) *string { return &c.Log.Format }),
+		stringSetting("admin-listen", "ADMIN_LISTEN", "also serve the admin endpoint (/metrics, /healthz, /readyz) over HTTP on this address, e.g. 127.0.0.1:9389; it always listens on DATA_DIR/admin.sock (file: adminListen)",
+			func(c *Config) *string { return &c.AdminListen }),
 		stringSetting("addr-file", "ADDR_FILE", "once listening, write the listener URLs (actual ports) to this file, one per line (file: addrFile)",
 			func(c *Config) *string { return &c.AddrFile }),
 	}, mirrorSettings()...)

@@ -224,7 +224,7 @@ func demoInitialSync(ctx context.Context, cfg *Config, log *slog.Logger, out io.
 		return err
 	}
 	defer j.Close()
-	m, closeMirror, err := cfg.buildMirror(j, log)
+	m, closeMirror, err := cfg.buildMirror(j, log, nil, nil)
 	if err != nil {
 		return err
 	}

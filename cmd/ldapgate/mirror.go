@@ -37,6 +37,9 @@ type MirrorConfig struct {
 	MaxAttempts int `yaml:"maxAttempts"`
 	// Retention keeps delivered records (the audit trail) this long.
 	Retention time.Duration `yaml:"retention"`
+	// AuditLog receives a JSON line per decision, result and delivery of an
+	// intercepted write: a file path, or "-" for standard error.
+	AuditLog string `yaml:"auditLog"`
 }
 
 // AxigenConfig says how to reach Axigen's administration CLI.
@@ -109,6 +112,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *int { return &c.Mirror.Workers }),
 		intSetting("max-attempts", "MAX_ATTEMPTS", "failed deliveries before a record becomes a dead letter (file: mirror.maxAttempts)",
 			func(c *Config) *int { return &c.Mirror.MaxAttempts }),
+		stringSetting("audit-log", "AUDIT_LOG", "file that gets a JSON line per decision, directory result and delivery of each intercepted write (no passwords); - for standard error (file: mirror.auditLog)",
+			func(c *Config) *string { return &c.Mirror.AuditLog }),
 		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
 			func(c *Config) *time.Duration { return &c.Mirror.Retention }),
 	}
@@ -182,7 +187,7 @@ func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
 }
 
 // buildMirror wires the write path from the configuration.
-func (cfg *Config) buildMirror(j *store.Journal, log *slog.Logger) (*mirror.Mirror, func(), error) {
+func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDelivery func(string, error)) (*mirror.Mirror, func(), error) {
 	mc := cfg.Mirror
 	mapping, err := schema.NewMapping(mc.Schema)
 	if err != nil {
@@ -236,6 +241,8 @@ func (cfg *Config) buildMirror(j *store.Journal, log *slog.Logger) (*mirror.Mirr
 		AxigenBindDN: mc.AxigenBindDN,
 		Workers:      mc.Workers,
 		Logger:       log,
+		Audit:        audit,
+		OnDelivery:   onDelivery,
 	})
 	if err != nil {
 		dir.Close()

@@ -6,17 +6,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/store"
 )
@@ -79,43 +82,49 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Error("closing the journal", "err", err)
 		}
 	}()
+	adminSrv := admin.New(admin.Config{Journal: journal, Logger: log})
+	upstreams := gateway.NewUpstreamSet(ups, cfg.Limits.DialTimeout, cfg.Limits.MaxMessageSize, log)
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	defer func() { stopBackground(); background.Wait() }()
+	background.Add(1)
+	go func() { defer background.Done(); upstreams.Run(bgCtx) }()
+
 	var interceptor gateway.Interceptor
-	deliveryCtx, stopDelivery := context.WithCancel(context.Background())
-	deliveryDone := make(chan struct{})
-	defer func() { stopDelivery(); <-deliveryDone }()
 	if cfg.Mirror.enabled() {
-		m, closeMirror, err := cfg.buildMirror(journal, log)
+		audit, closeAudit, err := openAuditLog(cfg.Mirror.AuditLog)
 		if err != nil {
-			close(deliveryDone)
+			return err
+		}
+		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv.DeliveryDone)
+		if err != nil {
+			closeAudit()
 			return err
 		}
 		if err := m.Recover(ctx); err != nil {
-			close(deliveryDone)
 			closeMirror()
+			closeAudit()
 			return err
 		}
 		interceptor = m
 		log.Info("mirroring into Axigen", "axigen", cfg.Mirror.Axigen.Addr, "domain", cfg.Mirror.Axigen.Domain,
 			"accountBase", cfg.Mirror.Schema.AccountBase, "groupBase", cfg.Mirror.Schema.GroupBase,
 			"admins", cfg.Mirror.AdminDNs, "adminGroup", cfg.Mirror.AdminGroup)
+		background.Add(1)
 		go func() {
-			defer close(deliveryDone)
+			defer background.Done()
+			defer closeAudit()
 			defer closeMirror()
-			if err := m.Run(deliveryCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := m.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("delivery stopped", "err", err)
 			}
 		}()
-	} else {
-		close(deliveryDone)
 	}
 	srv, err := gateway.NewServer(gateway.Config{
-		Dialer: &gateway.OrderedDialer{
-			Upstreams:      ups,
-			DialTimeout:    cfg.Limits.DialTimeout,
-			MaxMessageSize: cfg.Limits.MaxMessageSize,
-		},
+		Dialer:                  upstreams,
 		TLS:                     serverTLS,
 		Interceptor:             interceptor,
+		Observer:                adminSrv,
 		ConfidentialityRequired: cfg.ConfidentialityRequired,
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
@@ -129,6 +138,12 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	adminSrv.SetSources(srv.Stats, upstreams)
+	stopAdmin, err := serveAdmin(cfg, adminSrv, log)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 
 	type boundListener struct {
 		ln     net.Listener
@@ -213,4 +228,64 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// adminSocket is where the admin endpoint listens: in the data folder, so
+// `ldapgate journal --data-dir` finds the running gateway by itself.
+func adminSocket(dataDir string) string { return filepath.Join(dataDir, "admin.sock") }
+
+// serveAdmin starts the admin endpoint on the data folder's Unix socket and,
+// when configured, on a TCP address (for Prometheus). The returned function
+// stops it.
+func serveAdmin(cfg Config, h http.Handler, log *slog.Logger) (func(), error) {
+	sock := adminSocket(cfg.DataDir)
+	// A socket left by a killed gateway would block the listen; the
+	// journal's lock, already held, proves no other gateway uses it.
+	_ = os.Remove(sock)
+	lns := []net.Listener{}
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", sock, err)
+	}
+	_ = os.Chmod(sock, 0o600)
+	lns = append(lns, uln)
+	if cfg.AdminListen != "" {
+		tln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			uln.Close()
+			return nil, fmt.Errorf("invalid setting adminListen (--admin-listen): %w", err)
+		}
+		lns = append(lns, tln)
+		log.Info("admin endpoint", "addr", "http://"+tln.Addr().String())
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	for _, ln := range lns {
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin endpoint stopped", "err", err)
+			}
+		}()
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+		_ = os.Remove(sock)
+	}, nil
+}
+
+// openAuditLog opens the audit log (JSON lines): a file appended to, "-"
+// for standard error, or nothing when path is empty.
+func openAuditLog(path string) (*slog.Logger, func(), error) {
+	switch path {
+	case "":
+		return nil, func() {}, nil
+	case "-":
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid setting mirror.auditLog (--audit-log): %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), func() { f.Close() }, nil
 }

@@ -44,6 +44,11 @@ type Config struct {
 	// Workers deliver different entries in parallel.
 	Workers int
 	Logger  *slog.Logger
+	// Audit, when set, gets one record per decision, directory result and
+	// delivery attempt of an intercepted write (never a password).
+	Audit *slog.Logger
+	// OnDelivery, when set, hears about every delivery attempt (metrics).
+	OnDelivery func(kind string, err error)
 }
 
 // Mirror intercepts writes and delivers them to Axigen.
@@ -78,6 +83,9 @@ func New(cfg Config) (*Mirror, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = slog.New(slog.DiscardHandler)
 	}
 	return &Mirror{cfg: cfg, log: cfg.Logger}, nil
 }
@@ -145,10 +153,17 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	}
 	owner := s.BoundDN != "" && schema.EqualDN(s.BoundDN, target)
 	d := m.decide(kind, req, admin, owner)
+	audit := m.cfg.Audit.With("actor", s.BoundDN, "client", s.RemoteAddr, "op", req.Op.String(),
+		"kind", kind.String(), "dn", target)
+	if newDN != "" {
+		audit = audit.With("newDN", newDN)
+	}
 	if d.refuse != "" {
+		audit.Info("decision", "decision", "refused", "rule", d.refuse)
 		return nil, refusal(d.refuse, target, s.BoundDN)
 	}
 	if !d.mirror {
+		audit.Info("decision", "decision", "allowed", "mirrored", false)
 		return nil, nil
 	}
 
@@ -163,7 +178,11 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 			Diagnostic: "ldapgate: the change cannot be journaled, so it is not made: " + err.Error()}
 	}
 	rec.Seq = seq
-	return func(ctx context.Context, res gateway.Result) { m.complete(ctx, rec, req, res) }, nil
+	audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
+	return func(ctx context.Context, res gateway.Result) {
+		m.cfg.Audit.Info("directory result", "seq", seq, "result", res.Code, "unanswered", res.Unanswered)
+		m.complete(ctx, rec, req, res)
+	}, nil
 }
 
 // complete commits or aborts a journaled write on the directory's answer.
@@ -244,7 +263,31 @@ func (m *Mirror) Recover(ctx context.Context) error {
 
 // Run delivers committed records until ctx ends.
 func (m *Mirror) Run(ctx context.Context) error {
-	return m.cfg.Journal.Run(ctx, m.cfg.Workers, m.deliver)
+	return m.cfg.Journal.Run(ctx, m.cfg.Workers, func(ctx context.Context, rec *store.Record) error {
+		start := time.Now()
+		err := m.deliver(ctx, rec)
+		if m.cfg.OnDelivery != nil {
+			m.cfg.OnDelivery(string(rec.Kind), err)
+		}
+		if err != nil {
+			m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "failed", "attempt", rec.Attempts+1,
+				"retryable", !store.IsPermanent(err), "error", err.Error())
+			m.log.Warn("delivery to Axigen failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", err)
+		} else {
+			m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
+				"ms", time.Since(start).Milliseconds())
+		}
+		return err
+	})
+}
+
+// changedAttributes lists the attributes a record changes, for the audit log.
+func changedAttributes(rec *store.Record) []string {
+	out := make([]string, 0, len(rec.Changes))
+	for _, c := range rec.Changes {
+		out = append(out, c.Op+":"+c.Attr)
+	}
+	return out
 }
 
 // readAttributes is what the gateway reads of an entry before a write.

@@ -1,0 +1,218 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	ber "github.com/go-asn1-ber/asn1-ber"
+)
+
+// UpstreamHealth is what the gateway knows of one upstream.
+type UpstreamHealth struct {
+	URL       string
+	Up        bool
+	Since     time.Time // when it last changed state
+	LastError string
+}
+
+type upstreamState struct {
+	up        bool
+	since     time.Time
+	lastErr   string
+	failures  int
+	nextProbe time.Time
+}
+
+// UpstreamSet is the Dialer for several upstreams: new sessions go to the
+// first healthy one in configured order; failed ones are probed in the
+// background with backoff and never given up on.
+type UpstreamSet struct {
+	ups            []Upstream
+	dialTimeout    time.Duration
+	maxMessageSize int
+	log            *slog.Logger
+
+	mu    sync.Mutex
+	state []upstreamState
+}
+
+// Probe intervals: a healthy upstream is checked every healthyProbe; a
+// failed one after a backoff doubling from failedProbeMin to failedProbeMax.
+const (
+	healthyProbe   = 10 * time.Second
+	failedProbeMin = 500 * time.Millisecond
+	failedProbeMax = 30 * time.Second
+)
+
+// NewUpstreamSet returns a Dialer over ups. Every upstream starts healthy.
+func NewUpstreamSet(ups []Upstream, dialTimeout time.Duration, maxMessageSize int, log *slog.Logger) *UpstreamSet {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now()
+	st := make([]upstreamState, len(ups))
+	for i := range st {
+		st[i] = upstreamState{up: true, since: now, nextProbe: now} // probed at once by Run
+	}
+	return &UpstreamSet{ups: ups, dialTimeout: dialTimeout, maxMessageSize: maxMessageSize, log: log, state: st}
+}
+
+// Dial connects to the first healthy upstream; when none is known to be
+// healthy it tries them all, so a recovered server is found at once.
+func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
+	if len(u.ups) == 0 {
+		return nil, errors.New("no upstream configured")
+	}
+	u.mu.Lock()
+	order := make([]int, 0, len(u.ups))
+	for i, st := range u.state {
+		if st.up {
+			order = append(order, i)
+		}
+	}
+	for i, st := range u.state {
+		if !st.up {
+			order = append(order, i)
+		}
+	}
+	u.mu.Unlock()
+	var errs []error
+	for _, i := range order {
+		conn, err := u.ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
+		u.record(i, err)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u.ups[i].URL, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// record notes the outcome of a dial or a probe of upstream i.
+func (u *UpstreamSet) record(i int, err error) {
+	now := time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	st := &u.state[i]
+	if err == nil {
+		if !st.up {
+			u.log.Info("upstream is back", "upstream", u.ups[i].URL, "down_for", now.Sub(st.since).Round(time.Millisecond))
+			st.since = now
+		}
+		st.up, st.failures, st.lastErr = true, 0, ""
+		st.nextProbe = now.Add(healthyProbe)
+		return
+	}
+	if st.up {
+		u.log.Warn("upstream is down", "upstream", u.ups[i].URL, "err", err)
+		st.since = now
+	}
+	st.up = false
+	st.failures++
+	st.lastErr = err.Error()
+	wait := failedProbeMin << min(st.failures-1, 16)
+	if wait > failedProbeMax || wait <= 0 {
+		wait = failedProbeMax
+	}
+	// Jitter keeps several gateways from probing in step.
+	wait -= time.Duration(rand.Int64N(int64(wait)/4 + 1))
+	st.nextProbe = now.Add(wait)
+}
+
+// Health reports every upstream's state.
+func (u *UpstreamSet) Health() []UpstreamHealth {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]UpstreamHealth, len(u.ups))
+	for i, st := range u.state {
+		out[i] = UpstreamHealth{URL: u.ups[i].URL, Up: st.up, Since: st.since, LastError: st.lastErr}
+	}
+	return out
+}
+
+// AnyUp reports whether at least one upstream is known to be healthy.
+func (u *UpstreamSet) AnyUp() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, st := range u.state {
+		if st.up {
+			return true
+		}
+	}
+	return false
+}
+
+// Run probes the upstreams until ctx ends.
+func (u *UpstreamSet) Run(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		for i := range u.ups {
+			u.mu.Lock()
+			due := !now.Before(u.state[i].nextProbe)
+			u.mu.Unlock()
+			if due {
+				u.record(i, u.probe(ctx, i))
+			}
+		}
+	}
+}
+
+// probe asks upstream i for its root DSE: a server that accepts TCP but
+// does not answer LDAP is not healthy.
+func (u *UpstreamSet) probe(ctx context.Context, i int) error {
+	conn, err := u.ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(u.dialTimeout))
+	if _, err := conn.Write(encodeRootDSESearch(1)); err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	mr := newMessageReader(conn, u.maxMessageSize)
+	for {
+		m, err := mr.next()
+		if err != nil {
+			return fmt.Errorf("probe: %w", err)
+		}
+		if m.op == tagSearchDone {
+			return nil
+		}
+	}
+}
+
+// encodeRootDSESearch builds a base search of the root DSE asking for no
+// attributes.
+func encodeRootDSESearch(id int64) []byte {
+	msg := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAPMessage")
+	msg.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "messageID"))
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ber.Tag(tagSearchRequest&0x1f), nil, "SearchRequest")
+	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "", "baseObject"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, 0, "scope"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, 0, "derefAliases"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, 0, "sizeLimit"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, 0, "timeLimit"))
+	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, false, "typesOnly"))
+	op.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 7, "objectClass", "present"))
+	attrs := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes")
+	attrs.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "1.1", "attribute"))
+	op.AppendChild(attrs)
+	msg.AppendChild(op)
+	return msg.Bytes()
+}
