@@ -30,7 +30,7 @@ holds the journal's lock. Secrets are never shown.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "ls",
-				Usage:     "list records (the newest first 50 by default)",
+				Usage:     "list records (by default the newest 50)",
 				ArgsUsage: " ",
 				Flags: []cli.Flag{
 					dataDirFlag(false),
@@ -108,6 +108,9 @@ func openJournal(c *cli.Context) (*store.Journal, error) {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
 			return nil, fmt.Errorf("%w; stop the gateway first", locked)
+		}
+		if errors.Is(err, store.ErrNoJournal) {
+			return nil, fmt.Errorf("%w (set --data-dir or LDAPGATE_DATA_DIR to the gateway's data folder)", err)
 		}
 		return nil, err
 	}
@@ -200,7 +203,7 @@ func printRecords(w io.Writer, recs []*store.Record, total int, now time.Time) e
 			dn += " -> " + r.NewDN
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Seq, r.Time.UTC().Format("2006-01-02 15:04:05"),
-			r.State, r.Kind, r.Op, oneLine(dn, 70), r.Attempts, oneLine(detail(r, now), 60))
+			r.State, r.Kind, r.Op, oneLine(dn, 160), r.Attempts, oneLine(detail(r, now), 60))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
