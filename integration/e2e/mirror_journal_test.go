@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// Writes made as Axigen's own bind DN are relayed to the directory but never
+// mirrored back into Axigen, and never journaled: no loops.
+func TestMirrorAxigenBindDNIsRelayedNotMirrored(t *testing.T) {
+	const axigenDN, axigenPW = "cn=axigen,dc=example,dc=com", "axigen-ldap-pw"
+	e := newMirrorEnv(t, mirrorOptions{
+		LDIF: []string{"dn: " + axigenDN + "\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: axigen\nuserPassword: " + axigenPW + "\n"},
+		// One delivery worker: records are delivered in journal order, so
+		// the admin's later write being in Axigen means the gateway has had
+		// its chance to mirror the earlier ones.
+		Extra: []string{"--axigen-bind-dn", axigenDN, "--delivery-workers", "1"},
+	})
+	// slapd lets members of cn=admins write everything.
+	c, err := e.dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ldap.NewModifyRequest(groupDN("admins"), nil)
+	m.Add("member", []string{axigenDN})
+	if err := c.Modify(m); err != nil {
+		t.Fatalf("make %s a directory admin: %v", axigenDN, err)
+	}
+	c.Close()
+
+	e.mustTool("dn: "+userDN("bob")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 4242\n",
+		"ldapmodify", axigenDN, axigenPW)
+	e.mustTool("dn: "+userDN("frank")+"\nobjectClass: inetOrgPerson\nuid: frank\ncn: Frank\nsn: Frank\nmail: frank@example.com\nuserPassword: frank-pw\n",
+		"ldapadd", axigenDN, axigenPW)
+	e.mustTool("dn: "+groupDN("staff")+"\nchangetype: modify\nadd: member\nmember: "+userDN("carol")+"\n",
+		"ldapmodify", axigenDN, axigenPW)
+	// Relayed: slapd has every change.
+	if got := e.directoryEntry(userDN("bob"), "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "+1 555 4242" {
+		t.Fatalf("slapd's phone of bob is %q: the write was not relayed", got)
+	}
+	if e.directoryEntry(userDN("frank")) == nil {
+		t.Fatal("slapd does not hold frank: the add was not relayed")
+	}
+	if got := e.directoryEntry(groupDN("staff"), "member").GetAttributeValues("member"); len(got) != 3 {
+		t.Fatalf("slapd's staff members are %v: the modify was not relayed", got)
+	}
+
+	// A later admin write is mirrored; Axigen's own ones were not.
+	e.asAdmin("dn: "+userDN("alice")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 1111\n", "ldapmodify")
+	e.waitAccount("alice", "the admin's phone change", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 1111"
+	})
+	if a, _ := e.sim.Account(mirrorDomain, "bob"); a.Contact["phone"] != "+1 555 0102" {
+		t.Errorf("Axigen's phone of bob is %q: a write by Axigen's bind DN was mirrored back", a.Contact["phone"])
+	}
+	if _, ok := e.sim.Account(mirrorDomain, "frank"); ok {
+		t.Error("Axigen holds frank: an add by Axigen's bind DN was mirrored back")
+	}
+	if g, _ := e.sim.Group(mirrorDomain, "staff"); len(g.Members) != 2 {
+		t.Errorf("Axigen's staff members are %v: a modify by Axigen's bind DN was mirrored back", g.Members)
+	}
+
+	e.stop()
+	if e.journalMissing() {
+		return
+	}
+	recs := e.journalRecords()
+	for _, r := range recs {
+		if strings.EqualFold(r.Actor, axigenDN) {
+			t.Errorf("journal record %d (%s %s) was made by Axigen's bind DN", r.Seq, r.Op, r.DN)
+		}
+	}
+	if len(recs) != 1 || !strings.EqualFold(recs[0].DN, userDN("alice")) {
+		t.Errorf("journal holds %+v; want only the admin's change of alice", recs)
+	}
+}
+
+// A value Axigen cannot take (a givenName with a TAB, written base64 with
+// ldapmodify) makes only its own record a dead letter, with a reason that
+// `ldapgate journal ls --dead` shows; changes of other entries keep flowing,
+// and a later fix of the same entry is delivered.
+func TestMirrorUnsendableValueDeadLettersOnlyItsRecord(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+
+	// "Ali\tce"
+	e.asAdmin("dn: "+userDN("alice")+"\nchangetype: modify\nreplace: givenName\ngivenName:: QWxpCWNl\n", "ldapmodify")
+	if got := e.directoryEntry(userDN("alice"), "givenName").GetAttributeValue("givenName"); got != "Ali\tce" {
+		t.Fatalf("slapd's givenName of alice is %q", got)
+	}
+	waitFor(t, 20*time.Second, "the dead-letter log line", func() error {
+		if strings.Contains(e.logTail(1<<20), "record is dead") {
+			return nil
+		}
+		return errNotYet
+	})
+	e.asAdmin("dn: "+userDN("bob")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 3131\n", "ldapmodify")
+	e.waitAccount("bob", "a change made after the dead letter", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 3131"
+	})
+	if a, _ := e.sim.Account(mirrorDomain, "alice"); a.Contact["firstName"] != "Alice" {
+		t.Errorf("Axigen's firstName of alice is %q; the unsendable value must not be altered and sent", a.Contact["firstName"])
+	}
+	e.requireAlive()
+
+	e.stop()
+	if !e.journalMissing() {
+		checkDeadLetter(t, e)
+	}
+
+	// The entry is not blocked: fixing the value is delivered.
+	e.start()
+	e.asAdmin("dn: "+userDN("alice")+"\nchangetype: modify\nreplace: givenName\ngivenName: Alicia\n", "ldapmodify")
+	e.waitAccount("alice", "the fixed givenName", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["firstName"] == "Alicia"
+	})
+	e.waitMirrored(10*time.Second, false)
+}
+
+// checkDeadLetter checks that alice's record, and only it, is dead, with a
+// reason naming the attribute but not holding the value.
+func checkDeadLetter(t *testing.T, e *mirrorEnv) {
+	dead := e.journalRecords("--dead")
+	if len(dead) != 1 {
+		t.Fatalf("journal ls --dead lists %d records, want alice's one: %+v", len(dead), dead)
+	}
+	d := dead[0]
+	if !strings.EqualFold(d.DN, userDN("alice")) || d.State != store.StateDead {
+		t.Errorf("dead letter is %+v, want alice's record in state dead", d)
+	}
+	if !strings.Contains(d.LastError, "givenName") || !strings.Contains(d.LastError, "control character") {
+		t.Errorf("dead letter's reason %q does not name givenName and the control character", d.LastError)
+	}
+	if strings.Contains(d.LastError, "Ali\tce") {
+		t.Errorf("dead letter's reason carries the value itself: %q", d.LastError)
+	}
+	out := e.journal("ls", "--dead").Out
+	if !strings.Contains(out, "givenName") {
+		t.Errorf("journal ls --dead (text) does not show the reason:\n%s", out)
+	}
+}
