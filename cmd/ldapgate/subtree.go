@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/gateway/subtree"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// newSubtree starts the gateway's own read-only subtree (cn=changelog,
+// cn=monitor) and returns the relay's routing to it, readable by the
+// sessions allow accepts, and the function that stops it. stats is called
+// only while serving, so it may read a Server created after this call.
+func newSubtree(j *store.Journal, stats func() gateway.Stats, allow func(gateway.SessionInfo) bool, log *slog.Logger) (gateway.LocalDirectory, func(), error) {
+	srv, err := subtree.New(subtree.Config{Journal: j, GatewayStats: stats, Logger: log})
+	if err != nil {
+		return gateway.LocalDirectory{}, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		return gateway.LocalDirectory{}, nil, fmt.Errorf("start the gateway's own subtree: %w", err)
+	}
+	stop := func() {
+		if err := srv.Close(); err != nil {
+			log.Warn("stopping the gateway's own subtree", "err", err)
+		}
+	}
+	return gateway.LocalDirectory{Suffixes: subtree.Suffixes(), Dial: srv.Dial, Allow: allow}, stop, nil
+}

@@ -1,0 +1,186 @@
+package subtree
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	ber "github.com/go-asn1-ber/asn1-ber"
+	"github.com/go-ldap/ldap/v3"
+)
+
+// truth is the three-valued result of a filter (RFC 4511 section 4.5.1.7):
+// an assertion about an attribute the server cannot judge is Undefined,
+// which NOT leaves Undefined and a search treats as not matching.
+type truth int8
+
+const (
+	undefined truth = iota
+	isFalse
+	isTrue
+)
+
+func boolTruth(b bool) truth {
+	if b {
+		return isTrue
+	}
+	return isFalse
+}
+
+// compileFilter turns the filter string gldap hands over into the BER tree
+// that matches evaluates.
+func compileFilter(filter string) (*ber.Packet, error) {
+	if strings.TrimSpace(filter) == "" {
+		filter = "(objectClass=*)"
+	}
+	p, err := ldap.CompileFilter(filter)
+	if err != nil {
+		return nil, fmt.Errorf("filter %q: %w", filter, err)
+	}
+	return p, nil
+}
+
+// matches evaluates a compiled filter against an entry. Every attribute
+// of the subtree is a case-ignore string, or an integer, or a DN, so the
+// matching rules are chosen from the values themselves.
+func matches(f *ber.Packet, e *entry) bool { return eval(f, e) == isTrue }
+
+func eval(f *ber.Packet, e *entry) truth {
+	if f.ClassType != ber.ClassContext {
+		return undefined
+	}
+	switch f.Tag {
+	case ldap.FilterAnd:
+		result := isTrue
+		for _, c := range f.Children {
+			switch eval(c, e) {
+			case isFalse:
+				return isFalse
+			case undefined:
+				result = undefined
+			}
+		}
+		return result
+	case ldap.FilterOr:
+		result := isFalse
+		for _, c := range f.Children {
+			switch eval(c, e) {
+			case isTrue:
+				return isTrue
+			case undefined:
+				result = undefined
+			}
+		}
+		return result
+	case ldap.FilterNot:
+		if len(f.Children) != 1 {
+			return undefined
+		}
+		switch eval(f.Children[0], e) {
+		case isTrue:
+			return isFalse
+		case isFalse:
+			return isTrue
+		}
+		return undefined
+	case ldap.FilterPresent:
+		_, ok := e.get(f.Data.String())
+		return boolTruth(ok)
+	case ldap.FilterEqualityMatch, ldap.FilterApproxMatch, ldap.FilterGreaterOrEqual, ldap.FilterLessOrEqual:
+		if len(f.Children) != 2 {
+			return undefined
+		}
+		values, ok := e.get(f.Children[0].Data.String())
+		if !ok {
+			return isFalse
+		}
+		want := f.Children[1].Data.String()
+		for _, v := range values {
+			c := compareValues(v, want)
+			switch {
+			case f.Tag == ldap.FilterGreaterOrEqual && c >= 0,
+				f.Tag == ldap.FilterLessOrEqual && c <= 0,
+				(f.Tag == ldap.FilterEqualityMatch || f.Tag == ldap.FilterApproxMatch) && (c == 0 || equalDNs(v, want)):
+				return isTrue
+			}
+		}
+		return isFalse
+	case ldap.FilterSubstrings:
+		if len(f.Children) != 2 {
+			return undefined
+		}
+		values, ok := e.get(f.Children[0].Data.String())
+		if !ok {
+			return isFalse
+		}
+		for _, v := range values {
+			if substringsMatch(strings.ToLower(v), f.Children[1].Children) {
+				return isTrue
+			}
+		}
+		return isFalse
+	}
+	// Extensible matches name rules this server does not implement.
+	return undefined
+}
+
+// compareValues orders two values: as integers when both are, otherwise as
+// case-folded strings (which also orders GeneralizedTime correctly).
+func compareValues(a, b string) int {
+	if x, err := strconv.ParseInt(a, 10, 64); err == nil {
+		if y, err := strconv.ParseInt(b, 10, 64); err == nil {
+			switch {
+			case x < y:
+				return -1
+			case x > y:
+				return 1
+			}
+			return 0
+		}
+	}
+	return strings.Compare(strings.ToLower(a), strings.ToLower(b))
+}
+
+// equalDNs compares two values as DNs, so that targetDN=UID=Alice,OU=People,...
+// finds the entry however the client spells it.
+func equalDNs(a, b string) bool {
+	if !strings.Contains(a, "=") || !strings.Contains(b, "=") {
+		return false
+	}
+	x, err := ldap.ParseDN(a)
+	if err != nil {
+		return false
+	}
+	y, err := ldap.ParseDN(b)
+	if err != nil {
+		return false
+	}
+	return x.EqualFold(y)
+}
+
+func substringsMatch(v string, parts []*ber.Packet) bool {
+	for i, p := range parts {
+		s := strings.ToLower(p.Data.String())
+		switch p.Tag {
+		case ldap.FilterSubstringsInitial:
+			if i != 0 || !strings.HasPrefix(v, s) {
+				return false
+			}
+			v = v[len(s):]
+		case ldap.FilterSubstringsAny:
+			k := strings.Index(v, s)
+			if k < 0 {
+				return false
+			}
+			v = v[k+len(s):]
+		case ldap.FilterSubstringsFinal:
+			if i != len(parts)-1 || !strings.HasSuffix(v, s) {
+				return false
+			}
+			v = ""
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,331 @@
+package subtree
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/jimlambrt/gldap"
+
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// routes registers every operation gldap can route: the token bind and
+// searches. The shim never passes anything else; the default route answers
+// strangers on the loopback port.
+func (s *Server) routes() *gldap.Mux {
+	mux, _ := gldap.NewMux()
+	_ = mux.Bind(s.guard(s.bind))
+	_ = mux.Search(s.guard(s.search))
+	_ = mux.DefaultRoute(s.guard(func(w *gldap.ResponseWriter, r *gldap.Request) {
+		_ = w.Write(r.NewResponse(gldap.WithResponseCode(gldap.ResultUnwillingToPerform),
+			gldap.WithMatchedDN(""), gldap.WithDiagnosticMessage("ldapgate: the subtree is read-only")))
+	}))
+	return mux
+}
+
+// guard keeps a panic in a handler from taking the gateway down: gldap
+// runs each request in a goroutine of its own without a recover.
+func (s *Server) guard(h gldap.HandlerFunc) gldap.HandlerFunc {
+	return func(w *gldap.ResponseWriter, r *gldap.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("subtree handler panicked", "panic", p)
+				if _, err := r.GetSearchMessage(); err == nil {
+					done := r.NewSearchDoneResponse(gldap.WithResponseCode(gldap.ResultOther))
+					done.SetDiagnosticMessage("ldapgate: internal error")
+					_ = w.Write(done)
+				}
+			}
+		}()
+		h(w, r)
+	}
+}
+
+func (s *Server) bind(w *gldap.ResponseWriter, r *gldap.Request) {
+	m, err := r.GetSimpleBindMessage()
+	code := gldap.ResultInvalidCredentials
+	if err == nil && strings.EqualFold(m.UserName, internalBindDN) && s.useToken(string(m.Password)) {
+		s.mu.Lock()
+		s.authed[r.ConnectionID()] = true
+		s.mu.Unlock()
+		code = gldap.ResultSuccess
+	}
+	_ = w.Write(r.NewBindResponse(gldap.WithResponseCode(code)))
+}
+
+// searchError is a result other than success, with its matched DN.
+type searchError struct {
+	code      int
+	matchedDN string
+	msg       string
+}
+
+func (e *searchError) Error() string { return e.msg }
+
+func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request) {
+	finish := func(code int, matched, msg string, controls ...gldap.Control) {
+		done := r.NewSearchDoneResponse(gldap.WithResponseCode(code))
+		done.SetMatchedDN(matched)
+		done.SetDiagnosticMessage(msg)
+		if len(controls) > 0 {
+			done.SetControls(controls...)
+		}
+		_ = w.Write(done)
+	}
+	m, err := r.GetSearchMessage()
+	if err != nil {
+		finish(gldap.ResultProtocolError, "", "ldapgate: "+err.Error())
+		return
+	}
+	if !s.isAuthed(r.ConnectionID()) {
+		finish(gldap.ResultInsufficientAccessRights, "", "ldapgate: not authorised")
+		return
+	}
+	var paging *gldap.ControlPaging
+	for _, c := range m.Controls {
+		switch c := c.(type) {
+		case *gldap.ControlPaging:
+			paging = c
+		case *gldap.ControlManageDsaIT:
+		case *gldap.ControlString:
+			if c.Criticality {
+				finish(gldap.ResultUnavailableCriticalExtension, "",
+					fmt.Sprintf("ldapgate: control %s is not supported by the gateway's subtree", c.ControlType))
+				return
+			}
+		}
+	}
+	filter, err := compileFilter(m.Filter)
+	if err != nil {
+		finish(gldap.ResultProtocolError, "", "ldapgate: "+err.Error())
+		return
+	}
+	entries, err := s.candidates(m.BaseDN, int(m.Scope))
+	if err != nil {
+		var se *searchError
+		if errors.As(err, &se) {
+			finish(se.code, se.matchedDN, se.msg)
+		} else {
+			s.log.Warn("subtree search failed", "base", m.BaseDN, "err", err)
+			finish(gldap.ResultOther, "", "ldapgate: "+err.Error())
+		}
+		return
+	}
+	var matched []*entry
+	for _, e := range entries {
+		if matches(filter, e) {
+			matched = append(matched, e)
+		}
+	}
+	sel := newAttrSelection(m.Attributes)
+	send := func(list []*entry) bool {
+		for _, e := range list {
+			resp := r.NewSearchResponseEntry(e.dn)
+			for _, a := range e.attrs {
+				if !sel.wants(a.name) {
+					continue
+				}
+				if m.TypesOnly {
+					resp.AddAttribute(a.name, nil)
+				} else {
+					resp.AddAttribute(a.name, a.values)
+				}
+			}
+			if w.Write(resp) != nil {
+				return false
+			}
+		}
+		return true
+	}
+
+	if paging != nil {
+		// The cookie is the offset of the next page among the matching
+		// entries; the journal only grows at the end, so it stays valid.
+		offset := 0
+		if len(paging.Cookie) > 0 {
+			n, err := strconv.Atoi(string(paging.Cookie))
+			if err != nil || n < 0 {
+				finish(gldap.ResultProtocolError, "", "ldapgate: invalid paged results cookie")
+				return
+			}
+			offset = min(n, len(matched))
+		}
+		if paging.PagingSize == 0 { // the client abandons the paged search
+			finish(gldap.ResultSuccess, "", "", &gldap.ControlPaging{})
+			return
+		}
+		end := min(offset+int(paging.PagingSize), len(matched))
+		if m.SizeLimit > 0 && int64(end) > m.SizeLimit {
+			end = max(offset, int(m.SizeLimit))
+			if !send(matched[offset:end]) {
+				return
+			}
+			finish(gldap.ResultSizeLimitExceeded, "", "", &gldap.ControlPaging{})
+			return
+		}
+		if !send(matched[offset:end]) {
+			return
+		}
+		next := &gldap.ControlPaging{}
+		if end < len(matched) {
+			next.Cookie = []byte(strconv.Itoa(end))
+		}
+		finish(gldap.ResultSuccess, "", "", next)
+		return
+	}
+	if m.SizeLimit > 0 && int64(len(matched)) > m.SizeLimit {
+		if send(matched[:m.SizeLimit]) {
+			finish(gldap.ResultSizeLimitExceeded, "", "")
+		}
+		return
+	}
+	if send(matched) {
+		finish(gldap.ResultSuccess, "", "")
+	}
+}
+
+// attrSelection is the attribute list of a search request.
+type attrSelection struct {
+	all   bool
+	names map[string]bool
+}
+
+func newAttrSelection(attrs []string) attrSelection {
+	sel := attrSelection{names: map[string]bool{}}
+	if len(attrs) == 0 {
+		sel.all = true
+	}
+	for _, a := range attrs {
+		switch a {
+		case "*":
+			sel.all = true
+		case "1.1", "+":
+		default:
+			sel.names[strings.ToLower(a)] = true
+		}
+	}
+	return sel
+}
+
+func (s attrSelection) wants(name string) bool { return s.all || s.names[strings.ToLower(name)] }
+
+// candidates returns the entries in scope of a search, before filtering.
+func (s *Server) candidates(base string, scope int) ([]*entry, error) {
+	dn, err := ldap.ParseDN(base)
+	if err != nil {
+		return nil, &searchError{code: gldap.ResultInvalidDNSyntax, msg: "ldapgate: invalid base DN: " + err.Error()}
+	}
+	changelog, _ := ldap.ParseDN(changelogDN)
+	monitor, _ := ldap.ParseDN(monitorDN)
+	switch {
+	case changelog.EqualFold(dn) || changelog.AncestorOfFold(dn):
+		return s.changelogCandidates(dn, scope)
+	case monitor.EqualFold(dn) || monitor.AncestorOfFold(dn):
+		js, jsErr := s.cfg.Journal.Stats()
+		all := monitorEntries(s.cfg.GatewayStats(), js, jsErr)
+		return inScope(all, dn, scope, monitorDN)
+	}
+	return nil, &searchError{code: gldap.ResultNoSuchObject, msg: "ldapgate: not in the gateway's subtree"}
+}
+
+// inScope picks, from a complete list of entries, those within scope of dn.
+func inScope(all []*entry, base *ldap.DN, scope int, suffix string) ([]*entry, error) {
+	var out []*entry
+	found := false
+	for _, e := range all {
+		edn, err := ldap.ParseDN(e.dn)
+		if err != nil {
+			continue
+		}
+		switch {
+		case edn.EqualFold(base):
+			found = true
+			if scope == int(gldap.BaseObject) || scope == int(gldap.WholeSubtree) {
+				out = append(out, e)
+			}
+		case scope == int(gldap.SingleLevel) && len(edn.RDNs) == len(base.RDNs)+1 && base.AncestorOfFold(edn),
+			scope == int(gldap.WholeSubtree) && base.AncestorOfFold(edn):
+			out = append(out, e)
+		}
+	}
+	if !found {
+		return nil, &searchError{code: gldap.ResultNoSuchObject, matchedDN: suffix, msg: "ldapgate: no such entry"}
+	}
+	return out, nil
+}
+
+// changelogCandidates reads the journal for a search under cn=changelog.
+func (s *Server) changelogCandidates(base *ldap.DN, scope int) ([]*entry, error) {
+	if len(base.RDNs) == 1 {
+		recs, err := s.cfg.Journal.List(store.Filter{})
+		if err != nil {
+			return nil, err
+		}
+		var first, last uint64
+		if len(recs) > 0 {
+			first, last = recs[0].Seq, recs[len(recs)-1].Seq
+		}
+		var out []*entry
+		if scope == int(gldap.BaseObject) || scope == int(gldap.WholeSubtree) {
+			out = append(out, changelogRoot(first, last))
+		}
+		if scope != int(gldap.BaseObject) {
+			for _, r := range recs {
+				out = append(out, changeEntry(r))
+			}
+		}
+		return out, nil
+	}
+	noSuch := &searchError{code: gldap.ResultNoSuchObject, matchedDN: changelogDN, msg: "ldapgate: no such change"}
+	rdn := base.RDNs[0]
+	if len(base.RDNs) != 2 || len(rdn.Attributes) != 1 || !strings.EqualFold(rdn.Attributes[0].Type, "changeNumber") {
+		return nil, noSuch
+	}
+	seq, ok := parseChangeNumber(rdn.Attributes[0].Value)
+	if !ok {
+		return nil, noSuch
+	}
+	e, err := s.changeEntryBySeq(seq)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return nil, noSuch
+	}
+	if scope == int(gldap.SingleLevel) {
+		return nil, nil
+	}
+	return []*entry{e}, nil
+}
+
+// changeEntryBySeq returns the changelog entry of one record, nil if there
+// is none.
+func (s *Server) changeEntryBySeq(seq uint64) (*entry, error) {
+	r, err := s.cfg.Journal.Get(seq)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read change %d: %w", seq, err)
+	}
+	return changeEntry(r), nil
+}
+
+// lookup returns the entry named dn, nil if there is none (for Compare).
+func (s *Server) lookup(dn string) (*entry, error) {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil {
+		return nil, &searchError{code: gldap.ResultInvalidDNSyntax, msg: "ldapgate: invalid DN: " + err.Error()}
+	}
+	list, err := s.candidates(parsed.String(), int(gldap.BaseObject))
+	if err != nil {
+		return nil, err
+	}
+	if len(list) != 1 {
+		return nil, &searchError{code: gldap.ResultNoSuchObject, msg: "ldapgate: no such entry"}
+	}
+	return list[0], nil
+}

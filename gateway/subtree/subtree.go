@@ -1,0 +1,355 @@
+// Package subtree serves the gateway's own read-only directory: cn=changelog
+// (the journal's records as entries, in the spirit of
+// draft-good-ldap-changelog) and cn=monitor (connections, operations,
+// upstream health, delivery backlog).
+//
+// The entries are served with gldap on a loopback port that only the
+// gateway can use: each connection opened by Dial first binds with a
+// one-time token that the server issued to itself, so another local process
+// that finds the port reads nothing, and a token seen by a stranger who
+// took the port first is useless. The relay (gateway.Config.Local) checks
+// who may read before it routes a request here; this server trusts it.
+//
+// gldap closes a connection on Compare, Abandon and some filters (see
+// shared/notes/libraries.md §1), which would end the client's whole
+// session. So Dial does not hand the gateway the socket itself but a pipe
+// through a shim that answers Compare, drops Abandon, refuses writes and
+// filters gldap cannot decode, and passes only searches on to gldap.
+package subtree
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jimlambrt/gldap"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// Suffixes are the DNs the subtree answers for; the gateway routes reads
+// under them here (gateway.LocalDirectory.Suffixes).
+func Suffixes() []string { return []string{changelogDN, monitorDN} }
+
+// Config holds what the subtree shows.
+type Config struct {
+	// Journal is shown as cn=changelog. Required.
+	Journal *store.Journal
+	// GatewayStats returns the relay's counters for cn=monitor; nil shows zeros.
+	GatewayStats func() gateway.Stats
+	// Logger receives the server's warnings (nil: discarded).
+	Logger *slog.Logger
+}
+
+// internalBindDN is the identity each shim binds with, its password a
+// one-time token.
+const internalBindDN = "cn=ldapgate-subtree"
+
+// Server is the running subtree server.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	addr     string // 127.0.0.1:port once started
+	ldap     *gldap.Server
+	runDone  chan struct{}
+	closed   bool
+	tokens   map[string]bool    // issued and not yet used
+	authed   map[int]bool       // gldap connection IDs that presented a token
+	shims    map[*shim]struct{} // open connections handed to the gateway
+	pending  sync.WaitGroup     // shim goroutines
+	stopOnce sync.Once
+}
+
+// New checks cfg and returns a Server to Start.
+func New(cfg Config) (*Server, error) {
+	if cfg.Journal == nil {
+		return nil, errors.New("subtree: no journal to serve as cn=changelog")
+	}
+	if cfg.GatewayStats == nil {
+		cfg.GatewayStats = func() gateway.Stats { return gateway.Stats{} }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "subtree"),
+		tokens: make(map[string]bool),
+		authed: make(map[int]bool),
+		shims:  make(map[*shim]struct{}),
+	}, nil
+}
+
+// Start runs the gldap server on a loopback port and returns once it
+// answers. The server runs until Close; ctx bounds only the start.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("subtree: start after close")
+	}
+	if s.ldap != nil {
+		s.mu.Unlock()
+		return errors.New("subtree: already started")
+	}
+	s.mu.Unlock()
+	const attempts = 5
+	var lastErr error
+	for range attempts {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("subtree: start: %w", err)
+		}
+		lastErr = s.startOnce(ctx)
+		if lastErr == nil {
+			return nil
+		}
+		s.log.Debug("subtree server did not start; trying another port", "err", lastErr)
+	}
+	return fmt.Errorf("subtree: start: %w", lastErr)
+}
+
+// startOnce runs gldap on a port the OS just had free. gldap cannot serve
+// a listener of ours, so the port is probed, released and taken again by
+// gldap; if someone else takes it in between, the token bind fails and the
+// caller tries again.
+func (s *Server) startOnce(ctx context.Context) error {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("find a loopback port: %w", err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+
+	srv, err := gldap.NewServer(gldap.WithLogger(hclog.New(&hclog.LoggerOptions{
+		Name:   "gldap",
+		Level:  hclog.Warn,
+		Output: logWriter{s.log},
+	})), gldap.WithOnClose(s.forgetConn))
+	if err != nil {
+		return fmt.Errorf("create gldap server: %w", err)
+	}
+	if err := srv.Router(s.routes()); err != nil {
+		return fmt.Errorf("gldap routes: %w", err)
+	}
+	runErr := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runErr <- srv.Run(addr)
+	}()
+	s.mu.Lock()
+	s.ldap, s.addr, s.runDone = srv, addr, done
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-runErr:
+			s.reset(srv)
+			if err == nil {
+				err = errors.New("gldap stopped")
+			}
+			return err
+		case <-ctx.Done():
+			s.reset(srv)
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if !srv.Ready() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, err := s.Dial(pctx)
+		cancel()
+		if err == nil {
+			c.Close()
+			s.log.Debug("subtree server listening", "addr", addr)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.reset(srv)
+			return fmt.Errorf("gldap on %s does not answer: %w", addr, err)
+		}
+	}
+}
+
+// reset forgets a gldap server that failed to start.
+func (s *Server) reset(srv *gldap.Server) {
+	_ = srv.Stop()
+	s.mu.Lock()
+	done := s.runDone
+	s.ldap, s.addr, s.runDone = nil, "", nil
+	s.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Close closes every connection and stops the server.
+func (s *Server) Close() error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		srv, done := s.ldap, s.runDone
+		shims := make([]*shim, 0, len(s.shims))
+		for sh := range s.shims {
+			shims = append(shims, sh)
+		}
+		s.mu.Unlock()
+		// gldap's Stop waits for its connections, so they go first.
+		for _, sh := range shims {
+			sh.close()
+		}
+		s.pending.Wait()
+		if srv != nil {
+			if serr := srv.Stop(); serr != nil {
+				err = fmt.Errorf("subtree: stop: %w", serr)
+			}
+			<-done
+		}
+	})
+	return err
+}
+
+// Dial opens a connection to the subtree for one gateway session.
+func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
+	s.mu.Lock()
+	addr, closed := s.addr, s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, errors.New("subtree: server closed")
+	}
+	if addr == "" {
+		return nil, errors.New("subtree: server not started")
+	}
+	var d net.Dialer
+	up, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("subtree: dial %s: %w", addr, err)
+	}
+	if err := s.authenticate(ctx, up); err != nil {
+		up.Close()
+		return nil, err
+	}
+	gatewaySide, shimSide := net.Pipe()
+	sh := newShim(s, up, shimSide)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		up.Close()
+		shimSide.Close()
+		return nil, errors.New("subtree: server closed")
+	}
+	s.shims[sh] = struct{}{}
+	s.pending.Add(2)
+	s.mu.Unlock()
+	go func() { defer s.pending.Done(); sh.requests() }()
+	go func() { defer s.pending.Done(); sh.responses() }()
+	return gatewaySide, nil
+}
+
+// authenticate binds a fresh connection with a one-time token.
+func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return fmt.Errorf("subtree: token: %w", err)
+	}
+	token := hex.EncodeToString(buf)
+	s.mu.Lock()
+	s.tokens[token] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.tokens, token)
+		s.mu.Unlock()
+	}()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(5 * time.Second)
+	}
+	_ = c.SetDeadline(deadline)
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := c.Write(encodeBind(1, internalBindDN, token)); err != nil {
+		return fmt.Errorf("subtree: authenticate: %w", err)
+	}
+	raw, err := readFrame(newFrameReader(c), maxFrame)
+	if err != nil {
+		return fmt.Errorf("subtree: authenticate: %w", err)
+	}
+	id, tag, code, err := peekResult(raw)
+	if err != nil {
+		return fmt.Errorf("subtree: authenticate: %w", err)
+	}
+	if id != 1 || tag != appBindResponse || code != 0 {
+		return fmt.Errorf("subtree: authenticate: bind answered with result %d", code)
+	}
+	return nil
+}
+
+// useToken consumes a token issued by authenticate.
+func (s *Server) useToken(pw string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t := range s.tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(pw)) == 1 {
+			delete(s.tokens, t)
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) forgetConn(id int) {
+	s.mu.Lock()
+	delete(s.authed, id)
+	s.mu.Unlock()
+}
+
+func (s *Server) isAuthed(id int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authed[id]
+}
+
+func (s *Server) dropShim(sh *shim) {
+	s.mu.Lock()
+	delete(s.shims, sh)
+	s.mu.Unlock()
+}
+
+// logWriter turns gldap's log lines into slog warnings.
+type logWriter struct{ log *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {
+		if line != "" {
+			w.log.Warn("gldap", "line", line)
+		}
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = logWriter{}
+
+// parseChangeNumber reads N from the RDN value of changeNumber=N.
+func parseChangeNumber(v string) (uint64, bool) {
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil && n > 0
+}

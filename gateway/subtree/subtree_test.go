@@ -1,0 +1,555 @@
+package subtree
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ber "github.com/go-asn1-ber/asn1-ber"
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/integration/slapd"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+const (
+	suffix  = "dc=example,dc=com"
+	adminDN = "cn=admin," + suffix
+	adminPW = "admin-secret"
+	aliceDN = "uid=alice,ou=people," + suffix
+)
+
+// stack is a slapd upstream, an in-process gateway whose local subtree is
+// a Server over a journal with a few records, and the URL to reach it.
+type stack struct {
+	url     string
+	journal *store.Journal
+	sub     *Server
+	gw      *gateway.Server
+	seqs    map[string]uint64 // record name -> change number
+	upstrm  *slapd.Server
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	up := slapd.StartT(t, slapd.Options{})
+	dir := t.TempDir()
+	j, err := store.Open(filepath.Join(dir, "journal"), store.Options{
+		NoSync: true, KeyFile: filepath.Join(dir, "key"), HousekeepingInterval: -1,
+	})
+	if err != nil {
+		t.Fatalf("open journal: %v", err)
+	}
+	t.Cleanup(func() { j.Close() })
+	st := &stack{journal: j, seqs: map[string]uint64{}, upstrm: up}
+	st.record(t, "add", &store.Record{Kind: store.KindAccount, Op: store.OpAdd, DN: "uid=dave,ou=people," + suffix,
+		Actor: adminDN, ClientAddr: "127.0.0.1:4000",
+		Changes: []store.Change{
+			{Op: "add", Attr: "objectClass", Values: []string{"inetOrgPerson"}},
+			{Op: "add", Attr: "uid", Values: []string{"dave"}},
+			{Op: "add", Attr: "mail", Values: []string{"dave@example.com"}},
+			{Op: "add", Attr: "userPassword"},
+		},
+		Secret: []byte("dave-plaintext-pw")}, "entry-key-dave")
+	st.record(t, "modify", &store.Record{Kind: store.KindAccount, Op: store.OpModify, DN: "uid=dave,ou=people," + suffix,
+		Actor: adminDN, Changes: []store.Change{{Op: "replace", Attr: "telephoneNumber", Values: []string{"+1 555 0199"}}}}, "entry-key-dave")
+	st.record(t, "rename", &store.Record{Kind: store.KindAccount, Op: store.OpRename, DN: "uid=dave,ou=people," + suffix,
+		NewDN: "uid=david,ou=people," + suffix, Actor: adminDN}, "entry-key-dave")
+	st.record(t, "password", &store.Record{Kind: store.KindAccount, Op: store.OpPassword, DN: "uid=david,ou=people," + suffix,
+		Actor: "uid=david,ou=people," + suffix, Secret: []byte("david-new-plaintext")}, "entry-key-dave")
+	st.record(t, "delete", &store.Record{Kind: store.KindAccount, Op: store.OpDelete, DN: "uid=david,ou=people," + suffix, Actor: adminDN}, "entry-key-dave")
+
+	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.sub.Start(ctx); err != nil {
+		t.Fatalf("start subtree: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := st.sub.Close(); err != nil {
+			t.Errorf("close subtree: %v", err)
+		}
+	})
+	upstream, err := gateway.ParseUpstream(up.URL, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.gw, err = gateway.NewServer(gateway.Config{
+		Dialer: &gateway.OrderedDialer{Upstreams: []gateway.Upstream{upstream}, DialTimeout: 5 * time.Second},
+		Local: gateway.LocalDirectory{
+			Suffixes: Suffixes(),
+			Dial:     st.sub.Dial,
+			Allow:    func(si gateway.SessionInfo) bool { return strings.EqualFold(si.BoundDN, adminDN) },
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = st.gw.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = st.gw.Shutdown(ctx)
+	})
+	st.url = "ldap://" + ln.Addr().String()
+	return st
+}
+
+// record journals a write and commits it (it stays pending delivery).
+func (st *stack) record(t *testing.T, name string, r *store.Record, key string) {
+	t.Helper()
+	ctx := context.Background()
+	seq, err := st.journal.Prepare(ctx, r)
+	if err != nil {
+		t.Fatalf("prepare %s: %v", name, err)
+	}
+	if err := st.journal.Commit(ctx, seq, key); err != nil {
+		t.Fatalf("commit %s: %v", name, err)
+	}
+	st.seqs[name] = seq
+}
+
+func (st *stack) conn(t *testing.T, dn, pw string) *ldap.Conn {
+	t.Helper()
+	c, err := ldap.DialURL(st.url)
+	if err != nil {
+		t.Fatalf("dial gateway: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetTimeout(10 * time.Second)
+	if dn != "" {
+		if err := c.Bind(dn, pw); err != nil {
+			t.Fatalf("bind %s: %v", dn, err)
+		}
+	}
+	return c
+}
+
+func search(c *ldap.Conn, base string, scope int, filter string, attrs ...string) (*ldap.SearchResult, error) {
+	return c.Search(ldap.NewSearchRequest(base, scope, ldap.NeverDerefAliases, 0, 0, false, filter, attrs, nil))
+}
+
+func resultCode(err error) uint16 {
+	var le *ldap.Error
+	if errors.As(err, &le) {
+		return le.ResultCode
+	}
+	return 0
+}
+
+// ldapsearch runs ldap-utils' ldapsearch against the gateway as the admin.
+func (st *stack) ldapsearch(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	full := append([]string{"-LLL", "-x", "-o", "ldif-wrap=no", "-H", st.url, "-D", adminDN, "-w", adminPW}, args...)
+	cmd := exec.CommandContext(ctx, "ldapsearch", full...)
+	cmd.Env = []string{"LDAPNOINIT=1", "HOME=" + t.TempDir()}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("ldapsearch: %v", err)
+	}
+	return out.String(), code
+}
+
+func TestChangelogWithLDAPSearchThroughTheGateway(t *testing.T) {
+	st := newStack(t)
+	out, code := st.ldapsearch(t, "-b", "cn=changelog", "-s", "sub", "(objectClass=*)")
+	if code != 0 {
+		t.Fatalf("ldapsearch exit %d:\n%s", code, out)
+	}
+	first, last := itoa(st.seqs["add"]), itoa(st.seqs["delete"])
+	for _, want := range []string{
+		"dn: cn=changelog\n", "firstChangeNumber: " + first + "\n", "lastChangeNumber: " + last + "\n",
+		"dn: changeNumber=" + first + ",cn=changelog\n",
+		"targetDN: uid=dave,ou=people,dc=example,dc=com\n",
+		"changeType: add\n", "changeType: modify\n", "changeType: modrdn\n", "changeType: delete\n",
+		"newRDN: uid=david\n", "newDN: uid=david,ou=people,dc=example,dc=com\n",
+		"deliveryState: committed\n", "entryKey: entry-key-dave\n", "actor: " + adminDN + "\n",
+		"clientAddress: 127.0.0.1:4000\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("changelog lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "dn: changeNumber="); n != 5 {
+		t.Errorf("%d change entries, want 5:\n%s", n, out)
+	}
+	// A rename within the same parent has no newSuperior.
+	if strings.Contains(out, "newSuperior") {
+		t.Errorf("rename in place shows a newSuperior:\n%s", out)
+	}
+	for _, secret := range []string{"dave-plaintext-pw", "david-new-plaintext"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a password reached the changelog:\n%s", out)
+		}
+	}
+	if !strings.Contains(out, "changes:: ") && !strings.Contains(out, "changes: ") {
+		t.Fatalf("no changes attribute:\n%s", out)
+	}
+}
+
+func TestChangelogEntryContents(t *testing.T) {
+	st := newStack(t)
+	c := st.conn(t, adminDN, adminPW)
+	res, err := search(c, "changeNumber="+itoa(st.seqs["add"])+",cn=changelog", ldap.ScopeBaseObject, "(objectClass=*)")
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("base search of the add: %v (%d entries)", err, len(res.Entries))
+	}
+	changes := res.Entries[0].GetAttributeValue("changes")
+	want := "objectClass: inetOrgPerson\nuid: dave\nmail: dave@example.com\nuserPassword: (password)\n"
+	if changes != want {
+		t.Errorf("changes of the add:\n%q\nwant\n%q", changes, want)
+	}
+	res, err = search(c, "changeNumber="+itoa(st.seqs["password"])+",cn=changelog", ldap.ScopeBaseObject, "(objectClass=*)", "changes", "changeType", "secretState")
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("base search of the password change: %v", err)
+	}
+	if got := res.Entries[0].GetAttributeValue("changes"); got != "replace: userPassword\nuserPassword: (password)\n-\n" {
+		t.Errorf("changes of the password change: %q", got)
+	}
+	if got := res.Entries[0].GetAttributeValue("secretState"); got != "encrypted" {
+		t.Errorf("secretState %q, want encrypted", got)
+	}
+	if len(res.Entries[0].Attributes) != 3 {
+		t.Errorf("asked for 3 attributes, got %d", len(res.Entries[0].Attributes))
+	}
+	res, err = search(c, "changeNumber="+itoa(st.seqs["modify"])+",cn=changelog", ldap.ScopeBaseObject, "(objectClass=*)", "changes")
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("base search of the modify: %v", err)
+	}
+	if got := res.Entries[0].GetAttributeValue("changes"); got != "replace: telephoneNumber\ntelephoneNumber: +1 555 0199\n-\n" {
+		t.Errorf("changes of the modify: %q", got)
+	}
+
+	// A change number that does not exist.
+	_, err = search(c, "changeNumber=999,cn=changelog", ldap.ScopeBaseObject, "(objectClass=*)")
+	if resultCode(err) != ldap.LDAPResultNoSuchObject {
+		t.Errorf("missing change: %v, want noSuchObject", err)
+	}
+}
+
+func TestChangelogFiltersPagingAndLimits(t *testing.T) {
+	st := newStack(t)
+	c := st.conn(t, adminDN, adminPW)
+	from := st.seqs["rename"]
+	cases := []struct {
+		filter string
+		want   int
+	}{
+		{"(changeNumber>=" + itoa(from) + ")", 3},
+		{"(&(changeNumber>=" + itoa(st.seqs["modify"]) + ")(changeNumber<=" + itoa(st.seqs["rename"]) + "))", 2},
+		{"(changeType=modrdn)", 1},
+		{"(targetDN=UID=Dave,OU=People,DC=Example,DC=Com)", 3},
+		{"(targetDN=uid=dav*)", 5},
+		{"(!(changeType=modify))", 3},
+		{"(|(changeType=add)(changeType=delete))", 2},
+		{"(deliveryState=committed)", 5},
+		{"(lastError=*)", 0},
+		{"(changes=*telephoneNumber*)", 1},
+	}
+	for _, tc := range cases {
+		res, err := search(c, "cn=changelog", ldap.ScopeSingleLevel, tc.filter, "changeNumber")
+		if err != nil {
+			t.Errorf("%s: %v", tc.filter, err)
+			continue
+		}
+		if len(res.Entries) != tc.want {
+			t.Errorf("%s: %d entries, want %d", tc.filter, len(res.Entries), tc.want)
+		}
+	}
+
+	// Paged: two entries a page, all five in order.
+	res, err := c.SearchWithPaging(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"changeNumber"}, nil), 2)
+	if err != nil {
+		t.Fatalf("paged search: %v", err)
+	}
+	var got []string
+	for _, e := range res.Entries {
+		got = append(got, e.GetAttributeValue("changeNumber"))
+	}
+	want := []string{itoa(st.seqs["add"]), itoa(st.seqs["modify"]), itoa(st.seqs["rename"]), itoa(st.seqs["password"]), itoa(st.seqs["delete"])}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("paged change numbers %v, want %v", got, want)
+	}
+
+	// Size limit.
+	res, err = c.Search(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+		2, 0, false, "(objectClass=*)", []string{"1.1"}, nil))
+	if resultCode(err) != ldap.LDAPResultSizeLimitExceeded || res == nil || len(res.Entries) != 2 {
+		t.Errorf("size limit 2: %v, %v", err, res)
+	}
+
+	// ldapsearch's own paging.
+	out, code := st.ldapsearch(t, "-E", "pr=2/noprompt", "-b", "cn=changelog", "-s", "one", "(objectClass=*)", "changeNumber")
+	if code != 0 || strings.Count(out, "changeNumber: ") != 5 {
+		t.Errorf("ldapsearch -E pr=2: exit %d\n%s", code, out)
+	}
+}
+
+func TestMonitorShowsCountersAndBacklog(t *testing.T) {
+	st := newStack(t)
+	c := st.conn(t, adminDN, adminPW)
+	res, err := search(c, "cn=monitor", ldap.ScopeWholeSubtree, "(objectClass=*)")
+	if err != nil {
+		t.Fatalf("search cn=monitor: %v", err)
+	}
+	byDN := map[string]*ldap.Entry{}
+	for _, e := range res.Entries {
+		byDN[e.DN] = e
+	}
+	for _, dn := range []string{"cn=monitor", "cn=connections,cn=monitor", "cn=operations,cn=monitor", "cn=upstream,cn=monitor", "cn=journal,cn=monitor"} {
+		if byDN[dn] == nil {
+			t.Fatalf("no %s in %d entries", dn, len(res.Entries))
+		}
+	}
+	if got := byDN["cn=connections,cn=monitor"].GetAttributeValue("currentConnections"); got != "1" {
+		t.Errorf("currentConnections %q, want 1", got)
+	}
+	// The gateway's counter includes the session's connection to this
+	// subtree besides its upstream one.
+	if got := byDN["cn=upstream,cn=monitor"].GetAttributeValue("upstreamConnections"); got != "1" && got != "2" {
+		t.Errorf("upstreamConnections %q, want 1 or 2 (the bind went upstream)", got)
+	}
+	if got := byDN["cn=journal,cn=monitor"].GetAttributeValue("backlog"); got != "5" {
+		t.Errorf("backlog %q, want 5", got)
+	}
+	if got := byDN["cn=journal,cn=monitor"].GetAttributeValue("oldestPendingChangeNumber"); got != itoa(st.seqs["add"]) {
+		t.Errorf("oldestPendingChangeNumber %q", got)
+	}
+	// One level under cn=monitor: the four children only.
+	res, err = search(c, "cn=monitor", ldap.ScopeSingleLevel, "(objectClass=*)", "1.1")
+	if err != nil || len(res.Entries) != 4 {
+		t.Errorf("one-level search: %v, %d entries", err, len(res.Entries))
+	}
+	// A second client shows up in the counters.
+	st.conn(t, adminDN, adminPW)
+	res, err = search(c, "cn=connections,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)", "currentConnections")
+	if err != nil || len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("currentConnections") != "2" {
+		t.Errorf("after a second client: %v %v", err, res)
+	}
+}
+
+func TestSubtreeIsForAdminsAndReadOnly(t *testing.T) {
+	st := newStack(t)
+	alice := st.conn(t, aliceDN, slapd.AlicePassword)
+	anon := st.conn(t, "", "")
+	for name, c := range map[string]*ldap.Conn{"alice": alice, "anonymous": anon} {
+		for _, base := range []string{"cn=changelog", "cn=monitor", "changeNumber=1,cn=changelog"} {
+			_, err := search(c, base, ldap.ScopeWholeSubtree, "(objectClass=*)")
+			if resultCode(err) != ldap.LDAPResultInsufficientAccessRights {
+				t.Errorf("%s reading %s: %v, want insufficientAccessRights", name, base, err)
+			}
+		}
+	}
+	// Alice still reads the directory on the same connection.
+	if _, err := search(alice, suffix, ldap.ScopeWholeSubtree, "(uid=bob)"); err != nil {
+		t.Errorf("alice's directory search after the refusal: %v", err)
+	}
+	admin := st.conn(t, adminDN, adminPW)
+	m := ldap.NewModifyRequest("cn=changelog", nil)
+	m.Replace("description", []string{"x"})
+	if err := admin.Modify(m); resultCode(err) != ldap.LDAPResultUnwillingToPerform {
+		t.Errorf("modify cn=changelog: %v, want unwillingToPerform", err)
+	}
+	if err := admin.Del(ldap.NewDelRequest("changeNumber="+itoa(st.seqs["add"])+",cn=changelog", nil)); resultCode(err) != ldap.LDAPResultUnwillingToPerform {
+		t.Errorf("delete a change: %v, want unwillingToPerform", err)
+	}
+	// The journal is untouched.
+	if r, err := st.journal.Get(st.seqs["add"]); err != nil || r.DN != "uid=dave,ou=people,"+suffix {
+		t.Errorf("journal record after the refused delete: %v %v", r, err)
+	}
+}
+
+// A session that uses the subtree keeps working after requests gldap
+// cannot take (compare, abandon, a :dn: filter): the shim answers them.
+func TestSessionSurvivesCompareAbandonAndOddFilters(t *testing.T) {
+	st := newStack(t)
+	c := st.conn(t, adminDN, adminPW)
+	cn := "changeNumber=" + itoa(st.seqs["rename"]) + ",cn=changelog"
+	ok, err := c.Compare(cn, "changeType", "modrdn")
+	if err != nil || !ok {
+		t.Errorf("compare changeType=modrdn: %v %v, want true", ok, err)
+	}
+	ok, err = c.Compare(cn, "changeType", "add")
+	if err != nil || ok {
+		t.Errorf("compare changeType=add: %v %v, want false", ok, err)
+	}
+	ok, err = c.Compare(cn, "targetDN", "UID=DAVE,ou=people,dc=example,dc=com")
+	if err != nil || !ok {
+		t.Errorf("compare targetDN in other case: %v %v, want true", ok, err)
+	}
+	if _, err := c.Compare(cn, "noSuchThing", "x"); resultCode(err) != ldap.LDAPResultNoSuchAttribute {
+		t.Errorf("compare of a missing attribute: %v", err)
+	}
+	if _, err := c.Compare("changeNumber=999,cn=changelog", "changeType", "add"); resultCode(err) != ldap.LDAPResultNoSuchObject {
+		t.Errorf("compare of a missing change: %v", err)
+	}
+	_, err = search(c, "cn=changelog", ldap.ScopeSingleLevel, "(cn:dn:=changelog)")
+	if resultCode(err) != ldap.LDAPResultUnwillingToPerform {
+		t.Errorf(":dn: filter: %v, want unwillingToPerform", err)
+	}
+	// An Abandon on the session goes to the subtree connection too.
+	raw := rawDial(t, st.url)
+	raw.roundTrip(t, bindMsg(1, adminDN, adminPW), 1)
+	raw.roundTrip(t, searchMsg(t, 2, "cn=monitor", "(objectClass=*)"), 2)
+	raw.write(t, abandonMsg(3, 2))
+	raw.roundTrip(t, searchMsg(t, 4, "cn=changelog", "(changeType=add)"), 4)
+	raw.roundTrip(t, searchMsg(t, 5, suffix, "(uid=alice)"), 5)
+	// The go-ldap session still works too.
+	if res, err := search(c, "cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); err != nil || len(res.Entries) != 1 {
+		t.Errorf("search after the odd requests: %v", err)
+	}
+}
+
+// The loopback port serves nothing to a client without a token.
+func TestLoopbackPortRefusesStrangers(t *testing.T) {
+	st := newStack(t)
+	st.sub.mu.Lock()
+	addr := st.sub.addr
+	st.sub.mu.Unlock()
+	c, err := ldap.DialURL("ldap://" + addr)
+	if err != nil {
+		t.Fatalf("dial the subtree port: %v", err)
+	}
+	defer c.Close()
+	c.SetTimeout(5 * time.Second)
+	_, err = search(c, "cn=changelog", ldap.ScopeWholeSubtree, "(objectClass=*)")
+	if resultCode(err) != ldap.LDAPResultInsufficientAccessRights {
+		t.Errorf("unauthenticated search: %v, want insufficientAccessRights", err)
+	}
+	if err := c.Bind(internalBindDN, strings.Repeat("0", 64)); resultCode(err) != ldap.LDAPResultInvalidCredentials {
+		t.Errorf("bind with a made-up token: %v, want invalidCredentials", err)
+	}
+	_, err = search(c, "cn=changelog", ldap.ScopeWholeSubtree, "(objectClass=*)")
+	if resultCode(err) != ldap.LDAPResultInsufficientAccessRights {
+		t.Errorf("search after the failed bind: %v, want insufficientAccessRights", err)
+	}
+}
+
+// Close ends promptly even while sessions hold subtree connections
+// (gldap's own Stop waits for idle clients for ever).
+func TestCloseWithOpenConnections(t *testing.T) {
+	st := newStack(t)
+	c := st.conn(t, adminDN, adminPW)
+	if _, err := search(c, "cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.sub.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close blocked with a session connected")
+	}
+	// The session now gets an answer, not a hang, for the subtree...
+	_, err := search(c, "cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)")
+	if err == nil {
+		t.Errorf("search after Close succeeded")
+	}
+	if _, err := st.sub.Dial(context.Background()); err == nil {
+		t.Errorf("Dial after Close succeeded")
+	}
+}
+
+// rawLDAP sends hand-built messages, to send an Abandon (go-ldap has none).
+type rawLDAP struct{ net.Conn }
+
+func rawDial(t *testing.T, url string) *rawLDAP {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "ldap://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawLDAP{c}
+}
+
+func (c *rawLDAP) write(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := c.Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// roundTrip sends a request and reads until its final response, which
+// must be a success.
+func (c *rawLDAP) roundTrip(t *testing.T, b []byte, id int64) {
+	t.Helper()
+	c.write(t, b)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		p, err := ber.ReadPacket(c)
+		if err != nil {
+			t.Fatalf("waiting for the answer to %d: %v", id, err)
+		}
+		got, _ := p.Children[0].Value.(int64)
+		op := p.Children[1]
+		if got == 0 {
+			t.Fatalf("notice of disconnection: %s", op.Children[2].Data.String())
+		}
+		if got != id || op.Tag == ldap.ApplicationSearchResultEntry {
+			continue
+		}
+		if code, _ := op.Children[0].Value.(int64); code != 0 {
+			t.Fatalf("message %d: result %d %s", id, code, op.Children[2].Data.String())
+		}
+		return
+	}
+}
+
+func envelope(id int64, op *ber.Packet) []byte {
+	env := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAPMessage")
+	env.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "messageID"))
+	env.AppendChild(op)
+	return env.Bytes()
+}
+
+func bindMsg(id int64, dn, pw string) []byte { return encodeBind(id, dn, pw) }
+
+func abandonMsg(id, target int64) []byte {
+	return envelope(id, ber.NewInteger(ber.ClassApplication, ber.TypePrimitive, ldap.ApplicationAbandonRequest, target, "abandon"))
+}
+
+func searchMsg(t *testing.T, id int64, base, filter string) []byte {
+	t.Helper()
+	req := ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, filter, nil, nil)
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "search")
+	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, ""))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(req.Scope), ""))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(req.DerefAliases), ""))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(0), ""))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(0), ""))
+	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, false, ""))
+	f, err := ldap.CompileFilter(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.AppendChild(f)
+	op.AppendChild(ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes"))
+	return envelope(id, op)
+}
