@@ -18,11 +18,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ldapgate/ldapgate/gateway/mirror"
 	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/integration/slapd"
 	"github.com/ldapgate/ldapgate/integration/testpki"
 	"github.com/ldapgate/ldapgate/schema"
-	"github.com/ldapgate/ldapgate/store"
 )
 
 func demoCommand() *cli.Command {
@@ -216,20 +216,12 @@ Ctrl-C stops everything.
 }
 
 func demoInitialSync(ctx context.Context, cfg *Config, log *slog.Logger, out io.Writer) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return err
-	}
-	j, err := store.Open(journalDir(cfg.DataDir), cfg.journalOptions(log))
-	if err != nil {
-		return err
-	}
-	defer j.Close()
-	m, closeMirror, err := cfg.buildMirror(j, log, nil, nil)
+	m, closeMirror, err := cfg.buildMirror(nil, log, nil, nil)
 	if err != nil {
 		return err
 	}
 	defer closeMirror()
-	rep, err := m.Resync(ctx, false, nil)
+	rep, err := m.Resync(ctx, mirror.ResyncOptions{})
 	if err != nil {
 		return fmt.Errorf("initial sync into the simulator: %w", err)
 	}

@@ -31,6 +31,7 @@ func main() {
 		serveCommand(),
 		axigenSimCommand(),
 		demoCommand(),
+		resyncCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",

@@ -40,6 +40,9 @@ type MirrorConfig struct {
 	// AuditLog receives a JSON line per decision, result and delivery of an
 	// intercepted write: a file path, or "-" for standard error.
 	AuditLog string `yaml:"auditLog"`
+	// ResyncInterval runs a resync inside serve this often, as a backstop
+	// for changes made behind the gateway's back; 0 never.
+	ResyncInterval time.Duration `yaml:"resyncInterval"`
 }
 
 // AxigenConfig says how to reach Axigen's administration CLI.
@@ -114,6 +117,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *int { return &c.Mirror.MaxAttempts }),
 		stringSetting("audit-log", "AUDIT_LOG", "file that gets a JSON line per decision, directory result and delivery of each intercepted write (no passwords); - for standard error (file: mirror.auditLog)",
 			func(c *Config) *string { return &c.Mirror.AuditLog }),
+		durationSetting("resync-interval", "RESYNC_INTERVAL", "also run a resync inside serve this often (a backstop for changes made directly in the directory); 0 never (file: mirror.resyncInterval)",
+			func(c *Config) *time.Duration { return &c.Mirror.ResyncInterval }),
 		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
 			func(c *Config) *time.Duration { return &c.Mirror.Retention }),
 	}
@@ -144,6 +149,8 @@ func (mc *MirrorConfig) validate() error {
 		return bad("mirror.workers (--delivery-workers)", "must be at least 1")
 	case mc.MaxAttempts < 1:
 		return bad("mirror.maxAttempts (--max-attempts)", "must be at least 1")
+	case mc.ResyncInterval < 0:
+		return bad("mirror.resyncInterval (--resync-interval)", "must not be negative")
 	case mc.Axigen.Sessions < 1:
 		return bad("mirror.axigen.sessions (--axigen-sessions)", "must be at least 1")
 	case len(mc.AdminDNs) == 0 && mc.AdminGroup == "":

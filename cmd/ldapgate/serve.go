@@ -21,6 +21,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/gateway/mirror"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -115,6 +116,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 			defer background.Done()
 			defer closeAudit()
 			defer closeMirror()
+			if iv := cfg.Mirror.ResyncInterval; iv > 0 {
+				go scheduledResync(bgCtx, m, iv, log)
+			}
 			if err := m.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("delivery stopped", "err", err)
 			}
@@ -288,4 +292,27 @@ func openAuditLog(path string) (*slog.Logger, func(), error) {
 		return nil, nil, fmt.Errorf("invalid setting mirror.auditLog (--audit-log): %w", err)
 	}
 	return slog.New(slog.NewJSONHandler(f, nil)), func() { f.Close() }, nil
+}
+
+// scheduledResync runs a resync every interval until ctx ends.
+func scheduledResync(ctx context.Context, m *mirror.Mirror, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		rep, err := m.Resync(ctx, mirror.ResyncOptions{Workers: 2})
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("scheduled resync failed", "err", err)
+			}
+			continue
+		}
+		log.Info("scheduled resync", "accounts", rep.Accounts, "groups", rep.Groups, "changed", rep.Changed,
+			"failed", len(rep.Failed), "extraAccounts", len(rep.ExtraAccounts), "took", time.Since(start).Round(time.Millisecond))
+	}
 }

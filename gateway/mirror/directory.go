@@ -144,11 +144,25 @@ func (d *Directory) Find(ctx context.Context, bases []string, filter string, att
 
 // FindAll returns the DNs of the entries matching filter under bases.
 func (d *Directory) FindAll(ctx context.Context, bases []string, filter string) ([]string, error) {
-	var dns []string
+	entries, err := d.SearchAll(ctx, bases, filter, []string{"1.1"})
+	if err != nil {
+		return nil, err
+	}
+	dns := make([]string, len(entries))
+	for i, e := range entries {
+		dns[i] = e.DN
+	}
+	return dns, nil
+}
+
+// SearchAll returns every entry matching filter under bases, with attrs,
+// reading in pages so no size limit cuts it short.
+func (d *Directory) SearchAll(ctx context.Context, bases []string, filter string, attrs []string) ([]schema.Entry, error) {
+	var out []schema.Entry
 	for _, base := range bases {
 		err := d.with(ctx, func(c *ldap.Conn) error {
 			res, err := c.SearchWithPaging(ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-				0, 0, false, filter, []string{"1.1"}, nil), 500)
+				0, 0, false, filter, attrs, nil), 1000)
 			if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 				return nil
 			}
@@ -156,7 +170,7 @@ func (d *Directory) FindAll(ctx context.Context, bases []string, filter string) 
 				return err
 			}
 			for _, e := range res.Entries {
-				dns = append(dns, e.DN)
+				out = append(out, toEntry(e))
 			}
 			return nil
 		})
@@ -164,7 +178,7 @@ func (d *Directory) FindAll(ctx context.Context, bases []string, filter string) 
 			return nil, fmt.Errorf("search %s for %s: %w", base, filter, err)
 		}
 	}
-	return dns, nil
+	return out, nil
 }
 
 func (d *Directory) searchOne(ctx context.Context, base string, scope int, filter string, attrs []string) (*schema.Entry, error) {

@@ -27,6 +27,8 @@ import (
 
 // Config wires a Mirror.
 type Config struct {
+	// Journal is needed to intercept and deliver; a Mirror without one can
+	// only Resync.
 	Journal   *store.Journal
 	Mapping   *schema.Mapping
 	Axigen    *axigen.Client
@@ -64,8 +66,6 @@ type Mirror struct {
 // New checks cfg and returns a Mirror.
 func New(cfg Config) (*Mirror, error) {
 	switch {
-	case cfg.Journal == nil:
-		return nil, errors.New("mirror: no journal")
 	case cfg.Mapping == nil:
 		return nil, errors.New("mirror: no attribute mapping")
 	case cfg.Axigen == nil:
@@ -104,6 +104,9 @@ func refusal(rule, dn, actor string) *gateway.Result {
 
 // Intercept implements gateway.Interceptor.
 func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gateway.WriteRequest) (gateway.Completion, *gateway.Result) {
+	if m.cfg.Journal == nil {
+		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
+	}
 	if m.cfg.AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.cfg.AxigenBindDN) {
 		return nil, nil // Axigen's own writes: never mirrored back
 	}
@@ -250,6 +253,9 @@ func (m *Mirror) resolve(ctx context.Context, rec *store.Record) {
 
 // Recover settles the records left prepared by a crash.
 func (m *Mirror) Recover(ctx context.Context) error {
+	if m.cfg.Journal == nil {
+		return errors.New("mirror: no journal to recover")
+	}
 	recs, err := m.cfg.Journal.Prepared()
 	if err != nil {
 		return fmt.Errorf("read prepared records: %w", err)
@@ -263,6 +269,9 @@ func (m *Mirror) Recover(ctx context.Context) error {
 
 // Run delivers committed records until ctx ends.
 func (m *Mirror) Run(ctx context.Context) error {
+	if m.cfg.Journal == nil {
+		return errors.New("mirror: no journal to deliver from")
+	}
 	return m.cfg.Journal.Run(ctx, m.cfg.Workers, func(ctx context.Context, rec *store.Record) error {
 		start := time.Now()
 		err := m.deliver(ctx, rec)

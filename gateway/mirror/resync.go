@@ -3,134 +3,226 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
+	"sync"
 
 	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
 )
 
+// ResyncOptions tune a resync.
+type ResyncOptions struct {
+	// DryRun plans the commands without sending any.
+	DryRun bool
+	// RemoveExtra removes Axigen accounts and groups the directory lacks.
+	RemoveExtra bool
+	// Workers compare and apply entries in parallel (default 8).
+	Workers int
+	// Progress, when set, hears how far the resync has come.
+	Progress func(done, total int)
+}
+
 // ResyncReport says what a resync found and did.
 type ResyncReport struct {
 	Accounts, Groups int // entries in the directory
 	Changed          int // entries whose Axigen state needed commands
-	// Plans are the command lists of the changed entries.
+	// Plans are the command lists of the changed entries, in DN order.
 	Plans []*axigen.Plan
 	// Failed lists entries that could not be brought in line, with why.
 	Failed []string
-	// Extra are Axigen accounts and groups the directory does not have.
+	// Extra are Axigen accounts and groups the directory does not have;
+	// Removed says whether they were removed.
 	ExtraAccounts, ExtraGroups []string
+	Removed                    bool
+}
+
+type resyncItem struct {
+	kind  schema.Kind
+	entry schema.Entry
 }
 
 // Resync compares every account and group in the directory with Axigen and
-// applies the differences (or, with dryRun, only plans them). It is the
-// backstop for anything the write path could not see.
-func (m *Mirror) Resync(ctx context.Context, dryRun bool, progress func(done, total int)) (*ResyncReport, error) {
+// applies the differences (or, with DryRun, only plans them). It is how an
+// existing directory and an existing Axigen are brought into agreement, and
+// the backstop for anything the write path could not see.
+func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
 	mp := m.cfg.Mapping
 	cfg := mp.Config()
-	rep := &ResyncReport{}
-	accountDNs, err := m.cfg.Directory.FindAll(ctx, cfg.AccountBase, classFilter(cfg.AccountClasses))
+	accounts, err := m.cfg.Directory.SearchAll(ctx, cfg.AccountBase, classFilter(cfg.AccountClasses), mp.AccountAttributes())
 	if err != nil {
 		return nil, err
 	}
-	var groupDNs []string
+	var groups []schema.Entry
 	if len(cfg.GroupBase) > 0 {
-		if groupDNs, err = m.cfg.Directory.FindAll(ctx, cfg.GroupBase, classFilter(cfg.GroupClasses)); err != nil {
+		if groups, err = m.cfg.Directory.SearchAll(ctx, cfg.GroupBase, classFilter(cfg.GroupClasses), mp.GroupAttributes()); err != nil {
 			return nil, err
 		}
 	}
-	total := len(accountDNs) + len(groupDNs)
-	seenAccounts, seenGroups := map[string]bool{}, map[string]bool{}
-	done := 0
-	step := func() {
-		done++
-		if progress != nil {
-			progress(done, total)
-		}
-	}
-	for _, dn := range accountDNs {
-		e, err := m.cfg.Directory.Read(ctx, dn, mp.AccountAttributes())
-		if err != nil {
-			return nil, err
-		}
-		if e == nil || mp.ClassifyEntry(*e) != schema.KindAccount {
-			step()
-			continue
-		}
-		rep.Accounts++
-		desired, err := mp.AccountState(*e)
-		if err != nil {
-			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", dn, err))
-			step()
-			continue
-		}
-		seenAccounts[strings.ToLower(desired.Name)] = true
-		var plan *axigen.Plan
-		if dryRun {
-			plan, err = m.cfg.Axigen.PlanAccount(ctx, m.cfg.Domain, desired, "")
-		} else {
-			plan, err = m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, "")
-		}
-		m.noteResync(rep, dn, plan, err)
-		step()
-	}
-	for _, dn := range groupDNs {
-		e, err := m.cfg.Directory.Read(ctx, dn, mp.GroupAttributes())
-		if err != nil {
-			return nil, err
-		}
-		if e == nil || mp.ClassifyEntry(*e) != schema.KindGroup {
-			step()
-			continue
-		}
-		rep.Groups++
-		desired, err := mp.GroupState(*e, m.memberAddress(ctx))
-		if err != nil {
-			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", dn, err))
-			step()
-			continue
-		}
-		seenGroups[strings.ToLower(desired.Name)] = true
-		var plan *axigen.Plan
-		if dryRun {
-			plan, err = m.cfg.Axigen.PlanGroup(ctx, m.cfg.Domain, desired, "")
-		} else {
-			plan, err = m.cfg.Axigen.ApplyGroup(ctx, m.cfg.Domain, desired, "")
-		}
-		m.noteResync(rep, dn, plan, err)
-		step()
-	}
-	accounts, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
+	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range accounts {
+	inAxigen := map[string]bool{}
+	for _, a := range existing {
+		inAxigen[strings.ToLower(a)] = true
+	}
+
+	// Member addresses come from the accounts already read; only members
+	// outside the account subtree cost a directory read.
+	mailAttr := mp.MemberMailAttribute()
+	mails := map[string]string{}
+	var items []resyncItem
+	for _, e := range accounts {
+		if mp.ClassifyEntry(e) != schema.KindAccount {
+			continue
+		}
+		items = append(items, resyncItem{schema.KindAccount, e})
+		if v, ok := e.First(mailAttr); ok {
+			mails[normDN(e.DN)] = v
+		}
+	}
+	for _, e := range groups {
+		if mp.ClassifyEntry(e) == schema.KindGroup {
+			items = append(items, resyncItem{schema.KindGroup, e})
+		}
+	}
+	resolve := m.memberAddress(ctx)
+	cached := func(dn string) (string, bool, error) {
+		if v, ok := mails[normDN(dn)]; ok {
+			return v, true, nil
+		}
+		return resolve(dn)
+	}
+
+	rep := &ResyncReport{}
+	type result struct {
+		dn   string
+		plan *axigen.Plan
+		err  error
+		name string
+		kind schema.Kind
+	}
+	results := make([]result, len(items))
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		done int
+		next = make(chan int)
+	)
+	for w := 0; w < opts.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				it := items[i]
+				r := result{dn: it.entry.DN, kind: it.kind}
+				if it.kind == schema.KindAccount {
+					desired, err := mp.AccountState(it.entry)
+					if err == nil {
+						r.name = desired.Name
+						// A password is set only on creation: Axigen cannot
+						// show one back, so setting it again would never end.
+						if inAxigen[strings.ToLower(desired.Name)] {
+							desired.Password = ""
+						}
+						if opts.DryRun {
+							r.plan, err = m.cfg.Axigen.PlanAccount(ctx, m.cfg.Domain, desired, "")
+						} else {
+							r.plan, err = m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, "")
+						}
+					}
+					r.err = err
+				} else {
+					desired, err := mp.GroupState(it.entry, cached)
+					if err == nil {
+						r.name = desired.Name
+						if opts.DryRun {
+							r.plan, err = m.cfg.Axigen.PlanGroup(ctx, m.cfg.Domain, desired, "")
+						} else {
+							r.plan, err = m.cfg.Axigen.ApplyGroup(ctx, m.cfg.Domain, desired, "")
+						}
+					}
+					r.err = err
+				}
+				results[i] = r
+				mu.Lock()
+				done++
+				if opts.Progress != nil {
+					opts.Progress(done, len(items))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range items {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	seenAccounts, seenGroups := map[string]bool{}, map[string]bool{}
+	for _, r := range results {
+		if r.kind == schema.KindAccount {
+			rep.Accounts++
+			seenAccounts[strings.ToLower(r.name)] = true
+		} else {
+			rep.Groups++
+			seenGroups[strings.ToLower(r.name)] = true
+		}
+		switch {
+		case r.err != nil:
+			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", r.dn, r.err))
+		case r.plan != nil && !r.plan.Empty():
+			rep.Changed++
+			rep.Plans = append(rep.Plans, r.plan)
+		}
+	}
+	for _, a := range existing {
 		if !seenAccounts[strings.ToLower(a)] {
 			rep.ExtraAccounts = append(rep.ExtraAccounts, a)
 		}
 	}
 	if len(cfg.GroupBase) > 0 {
-		groups, err := m.cfg.Axigen.ListGroups(ctx, m.cfg.Domain)
+		axGroups, err := m.cfg.Axigen.ListGroups(ctx, m.cfg.Domain)
 		if err != nil {
 			return nil, err
 		}
-		for _, g := range groups {
+		for _, g := range axGroups {
 			if !seenGroups[strings.ToLower(g)] {
 				rep.ExtraGroups = append(rep.ExtraGroups, g)
 			}
 		}
 	}
+	sort.Strings(rep.ExtraAccounts)
+	sort.Strings(rep.ExtraGroups)
+	sort.Strings(rep.Failed)
+	if opts.RemoveExtra && !opts.DryRun {
+		for _, a := range rep.ExtraAccounts {
+			if _, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, a); err != nil {
+				rep.Failed = append(rep.Failed, fmt.Sprintf("remove account %s: %v", a, err))
+			}
+		}
+		for _, g := range rep.ExtraGroups {
+			if _, err := m.cfg.Axigen.DeleteGroup(ctx, m.cfg.Domain, g); err != nil {
+				rep.Failed = append(rep.Failed, fmt.Sprintf("remove group %s: %v", g, err))
+			}
+		}
+		rep.Removed = true
+	}
 	return rep, nil
-}
-
-func (m *Mirror) noteResync(rep *ResyncReport, dn string, plan *axigen.Plan, err error) {
-	if err != nil {
-		rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", dn, err))
-		return
-	}
-	if plan != nil && !plan.Empty() {
-		rep.Changed++
-		rep.Plans = append(rep.Plans, plan)
-	}
 }
 
 // classFilter matches entries having any of the object classes.

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ldapgate/ldapgate/gateway/mirror"
+)
+
+func resyncCommand() *cli.Command {
+	settings := serveSettings()
+	flags := []cli.Flag{configFlag(),
+		&cli.BoolFlag{Name: "dry-run", Usage: "print the difference as the CLI commands that would close it, send nothing"},
+		&cli.BoolFlag{Name: "remove-extra", Usage: "remove Axigen accounts and groups the directory does not have (otherwise they are only reported)"},
+		&cli.IntFlag{Name: "workers", Value: 8, Usage: "entries compared and applied in parallel"},
+	}
+	for _, s := range settings {
+		flags = append(flags, s.flag)
+	}
+	return &cli.Command{
+		Name:  "resync",
+		Usage: "bring Axigen into agreement with the directory's accounts and groups",
+		Description: `Reads every account and group under the configured bases (paged search),
+compares each with Axigen (LIST/SHOW) and applies the difference. Takes the
+same settings as serve (--config, LDAPGATE_*, flags); the gateway may be
+running meanwhile. Accounts and groups that Axigen has and the directory does
+not are reported, and removed only with --remove-extra.`,
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c, settings)
+			if err != nil {
+				return err
+			}
+			if !cfg.Mirror.enabled() {
+				return errors.New("resync needs the Axigen settings: --axigen, --axigen-domain, --account-base, --service-dn (see ldapgate resync --help)")
+			}
+			log := newLogger(cfg.Log, c.App.ErrWriter)
+			return runResync(c.Context, &cfg, log, c.App.Writer, c.App.ErrWriter, mirror.ResyncOptions{
+				DryRun: c.Bool("dry-run"), RemoveExtra: c.Bool("remove-extra"), Workers: c.Int("workers"),
+			})
+		},
+	}
+}
+
+func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progressOut io.Writer, opts mirror.ResyncOptions) error {
+	m, closeMirror, err := cfg.buildMirror(nil, log, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer closeMirror()
+	p := newProgress(progressOut)
+	opts.Progress = p.update
+	start := time.Now()
+	rep, err := m.Resync(ctx, opts)
+	p.finish()
+	if err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	if opts.DryRun {
+		for _, plan := range rep.Plans {
+			fmt.Fprintf(out, "# %s\n", plan.Object)
+			for _, line := range plan.Lines() {
+				fmt.Fprintf(out, "%s\n", line)
+			}
+		}
+	}
+	verb := "brought in line"
+	if opts.DryRun {
+		verb = "would change"
+	}
+	fmt.Fprintf(out, "resync: %d accounts and %d groups in the directory; %s %d in Axigen; %s\n",
+		rep.Accounts, rep.Groups, verb, rep.Changed, time.Since(start).Round(time.Millisecond))
+	for _, a := range rep.ExtraAccounts {
+		fmt.Fprintf(out, "extra account in Axigen (not in the directory)%s: %s\n", removedNote(rep), a)
+	}
+	for _, g := range rep.ExtraGroups {
+		fmt.Fprintf(out, "extra group in Axigen (not in the directory)%s: %s\n", removedNote(rep), g)
+	}
+	for _, f := range rep.Failed {
+		fmt.Fprintf(out, "not synced: %s\n", f)
+	}
+	if len(rep.Failed) > 0 {
+		return fmt.Errorf("%d entries could not be brought in line", len(rep.Failed))
+	}
+	return nil
+}
+
+func removedNote(rep *mirror.ResyncReport) string {
+	if rep.Removed {
+		return ", removed"
+	}
+	return ""
+}
+
+// progress draws a bar with counts and time left on a terminal, and plain
+// lines every few seconds otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	start time.Time
+
+	mu       sync.Mutex
+	last     time.Time
+	lastLine string
+}
+
+func newProgress(w io.Writer) *progress {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progress{w: w, tty: tty, start: time.Now()}
+}
+
+func (p *progress) update(done, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	every := 5 * time.Second
+	if p.tty {
+		every = 100 * time.Millisecond
+	}
+	if done != total && now.Sub(p.last) < every {
+		return
+	}
+	p.last = now
+	elapsed := now.Sub(p.start)
+	left := "?"
+	if done > 0 {
+		left = (time.Duration(float64(elapsed) / float64(done) * float64(total-done))).Round(time.Second).String()
+	}
+	pct := 100
+	if total > 0 {
+		pct = done * 100 / total
+	}
+	if p.tty {
+		const width = 30
+		bar := strings.Repeat("=", pct*width/100) + strings.Repeat(" ", width-pct*width/100)
+		p.lastLine = fmt.Sprintf("\r[%s] %d/%d %3d%% about %s left ", bar, done, total, pct, left)
+		fmt.Fprint(p.w, p.lastLine)
+		return
+	}
+	fmt.Fprintf(p.w, "resync: %d/%d entries (%d%%), about %s left\n", done, total, pct, left)
+}
+
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.lastLine != "" {
+		fmt.Fprintln(p.w)
+	}
+}
