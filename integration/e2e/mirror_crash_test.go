@@ -168,6 +168,7 @@ func TestCrashMirrorKeepsEveryAcknowledgedWrite(t *testing.T) {
 	e.start()
 
 	e.waitMirrored(60*time.Second, false)
+	e.waitDrained(60*time.Second, false)
 	counts := map[outcome]int{}
 	for key, ws := range ledger.writes {
 		for _, w := range ws {

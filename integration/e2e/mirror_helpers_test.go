@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -620,7 +622,7 @@ func (e *mirrorEnv) journal(args ...string) toolResult {
 // --json` (plus extra flags such as --dead).
 func (e *mirrorEnv) journalRecords(extra ...string) []store.Record {
 	e.t.Helper()
-	out := e.journal(append([]string{"ls", "--json"}, extra...)...).Out
+	out := e.journal(append([]string{"ls", "--json", "--limit", "0"}, extra...)...).Out
 	recs, err := decodeRecords(out)
 	if err != nil {
 		e.t.Fatalf("decode `ldapgate journal ls --json %s` output: %v\n%s", strings.Join(extra, " "), err, out)
@@ -683,3 +685,55 @@ func recordsAbout(recs []store.Record, dn string) []store.Record {
 
 // errNotYet is a wait condition's "not yet" with nothing more to say.
 var errNotYet = errors.New("not yet")
+
+// runningStats asks the running gateway's admin endpoint (the Unix socket
+// in its data folder) for the journal's counts.
+func (e *mirrorEnv) runningStats() (store.Stats, error) {
+	var st store.Stats
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join(e.dataDir, "admin.sock"))
+		}},
+	}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://gateway/journal/stats")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /journal/stats: %s: %s", resp.Status, body)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("decode /journal/stats: %w: %s", err, body)
+	}
+	return st, nil
+}
+
+// waitDrained waits until the running gateway has no record left to
+// settle or deliver, and fails if any is dead unless deadOK.
+func (e *mirrorEnv) waitDrained(d time.Duration, deadOK bool) store.Stats {
+	e.t.Helper()
+	var st store.Stats
+	waitFor(e.t, d, "journal drained", func() error {
+		e.requireAlive()
+		var err error
+		if st, err = e.runningStats(); err != nil {
+			return err
+		}
+		if st.Prepared+st.Committed+st.InFlight > 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+	if st.Dead > 0 && !deadOK {
+		e.t.Errorf("journal holds %d dead letters: %+v", st.Dead, st)
+	}
+	return st
+}

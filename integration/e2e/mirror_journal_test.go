@@ -67,6 +67,7 @@ func TestMirrorAxigenBindDNIsRelayedNotMirrored(t *testing.T) {
 		t.Errorf("Axigen's staff members are %v: a modify by Axigen's bind DN was mirrored back", g.Members)
 	}
 
+	e.waitDrained(10*time.Second, false)
 	e.stop()
 	if e.journalMissing() {
 		return
@@ -107,8 +108,9 @@ func TestMirrorUnsendableValueDeadLettersOnlyItsRecord(t *testing.T) {
 	if a, _ := e.sim.Account(mirrorDomain, "alice"); a.Contact["firstName"] != "Alice" {
 		t.Errorf("Axigen's firstName of alice is %q; the unsendable value must not be altered and sent", a.Contact["firstName"])
 	}
-	e.requireAlive()
-
+	if st := e.waitDrained(10*time.Second, true); st.Dead != 1 {
+		t.Errorf("running gateway's journal stats: %+v, want 1 dead letter", st)
+	}
 	e.stop()
 	if !e.journalMissing() {
 		checkDeadLetter(t, e)
@@ -121,6 +123,9 @@ func TestMirrorUnsendableValueDeadLettersOnlyItsRecord(t *testing.T) {
 		return ok && a.Contact["firstName"] == "Alicia"
 	})
 	e.waitMirrored(10*time.Second, false)
+	if st := e.waitDrained(10*time.Second, true); st.Dead != 1 {
+		t.Errorf("journal stats after the fix: %+v, want the 1 dead letter only", st)
+	}
 }
 
 // checkDeadLetter checks that alice's record, and only it, is dead, with a

@@ -90,6 +90,7 @@ delete: mobile
 	e.asAdmin("", "ldapdelete", userDN("dave2"))
 	e.waitAccount("dave2", "removed", func(_ axigensim.AccountState, ok bool) bool { return !ok })
 	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
 	if n := len(e.sim.Accounts(mirrorDomain)); n != 3 {
 		t.Errorf("Axigen holds %d accounts, want alice, bob and carol", n)
 	}
@@ -145,6 +146,7 @@ mail: alice.liddell@example.com
 	e.asAdmin("", "ldapdelete", groupDN("squad"))
 	e.waitGroup("squad", "removed", func(_ axigensim.GroupState, ok bool) bool { return !ok })
 	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
 	if names := groupNames(e.sim.Groups(mirrorDomain)); names != "admins,staff" {
 		t.Errorf("Axigen groups are %s, want admins,staff", names)
 	}

@@ -93,6 +93,7 @@ func TestMirrorAxigenOutageBacklogIsDelivered(t *testing.T) {
 	}
 	back := time.Now()
 	e.waitMirrored(120*time.Second, false)
+	e.waitDrained(120*time.Second, false)
 	t.Logf("backlog delivered %v after Axigen's return", time.Since(back))
 
 	if !haveJournal {

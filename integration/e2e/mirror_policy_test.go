@@ -123,6 +123,7 @@ telephoneNumber: +1 555 7777
 
 	// The refused writes left no trace in the journal: alice's own records
 	// are exactly her phone and her password.
+	e.waitDrained(10*time.Second, false)
 	e.stop()
 	if e.journalMissing() {
 		return
