@@ -71,7 +71,7 @@ func TestDeliveryKeepsPerEntryOrderAndRunsEntriesInParallel(t *testing.T) {
 		want[key] = append(want[key], seq)
 	}
 	startRun(t, j, 4, rec.deliver)
-	waitFor(t, "all deliveries", 10*time.Second, func() bool {
+	waitFor(t, "all deliveries", 30*time.Second, func() bool {
 		s, _ := j.Stats()
 		return s.Delivered == 60
 	})
@@ -222,7 +222,7 @@ func TestFailedDeliveryBacksOffThenRetries(t *testing.T) {
 
 	for attempt, full := range []time.Duration{10 * time.Second, 20 * time.Second, 25 * time.Second} {
 		var r *Record
-		waitFor(t, fmt.Sprintf("failure %d", attempt+1), 5*time.Second, func() bool {
+		waitFor(t, fmt.Sprintf("failure %d", attempt+1), 30*time.Second, func() bool {
 			r, _ = j.Get(seq)
 			return r != nil && r.Attempts == attempt+1
 		})
@@ -329,27 +329,30 @@ func TestDeliveryPanicIsAFailure(t *testing.T) {
 }
 
 func TestCommitWakesDeliveryAtOnce(t *testing.T) {
+	// A dispatcher that polled would show its polling period here; one woken
+	// by the commit delivers within scheduling noise.
 	j, _ := newTestJournal(t)
 	got := make(chan time.Time, 100)
 	startRun(t, j, 4, func(context.Context, *Record) error {
 		got <- time.Now()
 		return nil
 	})
-	var worst time.Duration
+	var lat []time.Duration
 	for i := range 50 {
 		committed := time.Now()
 		mustPrepareCommit(t, j, accountRecord(fmt.Sprintf("uid=u%d,dc=example,dc=org", i)), "")
 		select {
 		case at := <-got:
-			worst = max(worst, at.Sub(committed))
-		case <-time.After(5 * time.Second):
-			t.Fatalf("record %d not delivered within 5s of its commit", i)
+			lat = append(lat, at.Sub(committed))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("record %d not delivered within 10s of its commit", i)
 		}
 	}
-	if worst > 500*time.Millisecond {
-		t.Fatalf("slowest commit-to-delivery %v; the dispatcher should be woken by the commit", worst)
+	slices.Sort(lat)
+	t.Logf("commit to delivery: median %v, slowest %v", lat[len(lat)/2], lat[len(lat)-1])
+	if lat[len(lat)/2] > 100*time.Millisecond {
+		t.Fatalf("median commit-to-delivery %v; the dispatcher should be woken by the commit", lat[len(lat)/2])
 	}
-	t.Logf("slowest commit-to-delivery: %v", worst)
 }
 
 func TestShutdownDuringDeliveryIsNotAnAttempt(t *testing.T) {
@@ -379,7 +382,7 @@ func TestShutdownDuringDeliveryIsNotAnAttempt(t *testing.T) {
 func TestOnlyOneRunAtATime(t *testing.T) {
 	j, _ := newTestJournal(t)
 	startRun(t, j, 1, func(context.Context, *Record) error { return nil })
-	waitFor(t, "run to start", 5*time.Second, func() bool {
+	waitFor(t, "run to start", 30*time.Second, func() bool {
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		return j.running

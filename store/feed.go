@@ -43,10 +43,11 @@ type Event struct {
 const feedChunk = 256
 
 // Feed calls fn with every change after position after, in order, then
-// waits for more until ctx is done (it then returns nil) or fn fails (it
-// returns fn's error). A follower passes its own Position. From position 0,
-// or from one older than the change log keeps (see Retention), the feed
-// starts with a snapshot: Reset, a Load per record, Ready.
+// waits for more until ctx is done (it then returns nil), fn fails (it
+// returns fn's error) or the journal is closed (ErrClosed). A follower
+// passes its own Position. From position 0, or from one older than the
+// change log keeps (see Retention), the feed starts with a snapshot: Reset,
+// a Load per record, Ready. Only changes on disk are sent.
 func (j *Journal) Feed(ctx context.Context, after uint64, fn func(Event) error) error {
 	snapshot := true // only the first read may need one
 	for {
@@ -68,6 +69,8 @@ func (j *Journal) Feed(ctx context.Context, after uint64, fn func(Event) error) 
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-j.quit:
+			return ErrClosed
 		case <-changed:
 		}
 	}

@@ -102,7 +102,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 func waitState(t *testing.T, j *Journal, seq uint64, want State) *Record {
 	t.Helper()
 	var r *Record
-	waitFor(t, fmt.Sprintf("record %d to be %s", seq, want), 10*time.Second, func() bool {
+	waitFor(t, fmt.Sprintf("record %d to be %s", seq, want), 30*time.Second, func() bool {
 		var err error
 		r, err = j.Get(seq)
 		return err == nil && r.State == want
