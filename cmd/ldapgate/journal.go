@@ -107,7 +107,7 @@ func openJournal(c *cli.Context) (*store.Journal, error) {
 	if err != nil {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
-			return nil, fmt.Errorf("%w; stop the gateway first", locked)
+			return nil, fmt.Errorf("%w; its admin socket %s is missing, so stop the gateway first", locked, adminSocket(dataDir(c)))
 		}
 		if errors.Is(err, store.ErrNoJournal) {
 			return nil, fmt.Errorf("%w (set --data-dir or LDAPGATE_DATA_DIR to the gateway's data folder)", err)
@@ -117,8 +117,16 @@ func openJournal(c *cli.Context) (*store.Journal, error) {
 	return j, nil
 }
 
-func withJournal(c *cli.Context, fn func(*store.Journal) error) (err error) {
+// withJournal runs fn on the data folder's journal: opened directly when
+// the gateway is stopped, or through the running gateway's admin socket
+// (which reports live is true) when it holds the lock.
+func withJournal(c *cli.Context, fn func(j journalAPI, live bool) error) (err error) {
 	j, err := openJournal(c)
+	if errors.Is(err, store.ErrLocked) {
+		if remote, ok := newRemoteJournal(dataDir(c)); ok {
+			return fn(remote, true)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -127,7 +135,7 @@ func withJournal(c *cli.Context, fn func(*store.Journal) error) (err error) {
 			err = cerr
 		}
 	}()
-	return fn(j)
+	return fn(j, false)
 }
 
 func journalLs(c *cli.Context) error {
@@ -151,7 +159,7 @@ func journalLs(c *cli.Context) error {
 	if limit < 0 {
 		return fmt.Errorf("--limit %d: want 0 (all) or more", limit)
 	}
-	return withJournal(c, func(j *store.Journal) error {
+	return withJournal(c, func(j journalAPI, live bool) error {
 		recs, err := j.List(store.Filter{States: states, Limit: limit})
 		if err != nil {
 			return err
@@ -261,7 +269,7 @@ func journalShow(c *cli.Context) error {
 	if len(seqs) != 1 {
 		return fmt.Errorf("show takes one sequence number (see `ldapgate journal ls`)")
 	}
-	return withJournal(c, func(j *store.Journal) error {
+	return withJournal(c, func(j journalAPI, live bool) error {
 		r, err := j.Get(seqs[0])
 		if err != nil {
 			return err
@@ -326,7 +334,7 @@ func journalRetry(c *cli.Context) error {
 	if len(seqs) == 0 && !c.Bool("all-dead") {
 		return fmt.Errorf("retry needs sequence numbers or --all-dead")
 	}
-	return withJournal(c, func(j *store.Journal) error {
+	return withJournal(c, func(j journalAPI, live bool) error {
 		if c.Bool("all-dead") {
 			dead, err := j.List(store.Filter{States: []store.State{store.StateDead}})
 			if err != nil {
@@ -340,6 +348,9 @@ func journalRetry(c *cli.Context) error {
 			}
 		}
 		return eachRecord(c, seqs, func(ctx context.Context, seq uint64) (string, error) {
+			if live {
+				return "queued for delivery", j.Retry(ctx, seq)
+			}
 			return "will be delivered when the gateway starts", j.Retry(ctx, seq)
 		})
 	})
@@ -353,7 +364,7 @@ func journalDrop(c *cli.Context) error {
 	if len(seqs) == 0 {
 		return fmt.Errorf("drop needs sequence numbers (see `ldapgate journal ls --dead`)")
 	}
-	return withJournal(c, func(j *store.Journal) error {
+	return withJournal(c, func(j journalAPI, live bool) error {
 		return eachRecord(c, seqs, func(ctx context.Context, seq uint64) (string, error) {
 			return "dropped", j.Drop(ctx, seq)
 		})
@@ -393,7 +404,7 @@ type statsJSON struct {
 }
 
 func journalStats(c *cli.Context) error {
-	return withJournal(c, func(j *store.Journal) error {
+	return withJournal(c, func(j journalAPI, live bool) error {
 		st, err := j.Stats()
 		if err != nil {
 			return err

@@ -32,6 +32,7 @@ func main() {
 		axigenSimCommand(),
 		demoCommand(),
 		resyncCommand(),
+		journalCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",
