@@ -130,6 +130,9 @@ func TestRelayClientDisconnectMidSearchFreesUpstream(t *testing.T) {
 				t.Fatalf("first entries: %v %v", m, err)
 			}
 		}
+		if n, err := s.CurrentConnections(ctx); err != nil || n != base+1 {
+			t.Fatalf("mid-search slapd counts %d connections (%v), want %d", n, err, base+1)
+		}
 		c.Close()
 		upstreamBack(t, s, base)
 	})
@@ -175,4 +178,64 @@ func TestRelayClientDisconnectMidSearchFreesUpstream(t *testing.T) {
 		upstreamBack(t, s, base)
 	})
 	gw.requireAlive(t)
+}
+
+// TestRelayMaxOpsPerConnQueues proves --max-ops-per-conn makes further
+// pipelined requests wait rather than fail: 8 goroutines share one
+// connection limited to 2 outstanding operations and all get answers.
+func TestRelayMaxOpsPerConnQueues(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{Users: 300})
+	gw := startGateway(t, "--upstream", s.URL, "--max-ops-per-conn", "2", "--log-level", "info")
+	c := bindConn(t, gw.URL, "uid="+slapd.UserUID(7)+","+people, slapd.UserPassword(7))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 99))
+			for op := range 15 {
+				if err := checkedOp(c, slapd.UserUID(7), rng, op); err != nil {
+					errs <- fmt.Errorf("goroutine %d op %d: %w", g, op, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	gw.requireAlive(t)
+}
+
+// TestRelayIdleTimeout proves --idle-timeout ends a silent session with a
+// Notice of Disconnection (unavailable), while a persistent search, which
+// has an operation outstanding, is not idle and keeps receiving changes.
+func TestRelayIdleTimeout(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{Users: 20})
+	gw := startGateway(t, "--upstream", s.URL, "--idle-timeout", "1s", "--log-level", "info")
+	persist := startStreamingTool(t, "ldapsearch", "-x", "-H", gw.URL, "-D", adminDN, "-w", adminPW,
+		"-b", people, "-E", "sync=rp", "(uid=user0000*)", "uid", "description")
+	persist.waitOutput(t, "# refresh done, switching to persist stage", 1)
+
+	idle := dialRaw(t, gw.URL)
+	idle.send(t, bindRequest(1, aliceDN, slapd.AlicePassword))
+	idle.expectResult(t, 1, ldap.LDAPResultSuccess)
+	start := time.Now()
+	msgs, err := idle.drain(15 * time.Second)
+	if !isClosed(err) || len(msgs) != 1 || !msgs[0].isNoticeOfDisconnection() || msgs[0].ResultCode != ldap.LDAPResultUnavailable {
+		t.Fatalf("silent session: %v then %v; want an unavailable notice of disconnection, then the close", msgs, err)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("session closed after %v, before the 1s idle timeout", d)
+	}
+
+	// The persistent search outlived the idle timeout and still relays.
+	admin := bindConn(t, s.URL, adminDN, adminPW)
+	if err := modifyDescription(admin, "uid=user00003,"+people, "after idle"); err != nil {
+		t.Fatal(err)
+	}
+	persist.waitOutput(t, "description: after idle\n", 1)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/integration/slapd"
 )
 
@@ -289,5 +291,36 @@ func TestRelayToTLSUpstream(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRelayConfidentialityRequired proves --confidentiality-required: a
+// bind with a password or a write over plain LDAP is refused with
+// confidentialityRequired (13), the same over StartTLS or LDAPS succeeds,
+// and anonymous reads over plain LDAP still work.
+func TestRelayConfidentialityRequired(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	gw := startGateway(t, "--upstream", s.URL, "--confidentiality-required")
+	asAlice := []string{"-D", aliceDN, "-w", slapd.AlicePassword}
+	whoami := toolCase{name: "whoami", tool: "ldapwhoami", args: asAlice}
+	for _, tr := range transports {
+		r := whoami.run(t, endpoint{gw.URL, gw.LDAPSURL, tr})
+		want := 0
+		if !tr.zz && !tr.tls {
+			want = ldap.LDAPResultConfidentialityRequired
+		}
+		if r.Code != want {
+			t.Errorf("ldapwhoami over %s: exit %d, want %d\n%s", tr.name, r.Code, want, r.Out)
+		}
+	}
+	rootDSE := toolCase{name: "anonymous root DSE", tool: "ldapsearch", args: []string{"-b", "", "-s", "base", "namingContexts"}}
+	if r := rootDSE.run(t, endpoint{gw.URL, "", transports[0]}); r.Code != 0 || !strings.Contains(r.Out, "namingContexts: "+suffix) {
+		t.Errorf("anonymous read over plain LDAP: exit %d\n%s", r.Code, r.Out)
+	}
+	// An anonymous write over plain LDAP is refused by the gateway before
+	// the directory sees it.
+	del := toolCase{name: "anonymous delete", tool: "ldapdelete", args: []string{bobDN}}
+	if r := del.run(t, endpoint{gw.URL, "", transports[0]}); r.Code != ldap.LDAPResultConfidentialityRequired {
+		t.Errorf("anonymous delete over plain LDAP: exit %d, want 13\n%s", r.Code, r.Out)
 	}
 }
