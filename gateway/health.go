@@ -173,6 +173,9 @@ func (u *UpstreamSet) Run(ctx context.Context) {
 	}
 }
 
+// Probe checks upstream i now, without changing what is known of it.
+func (u *UpstreamSet) Probe(ctx context.Context, i int) error { return u.probe(ctx, i) }
+
 // probe asks upstream i for its root DSE: a server that accepts TCP but
 // does not answer LDAP is not healthy.
 func (u *UpstreamSet) probe(ctx context.Context, i int) error {

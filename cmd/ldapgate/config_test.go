@@ -136,7 +136,7 @@ func TestDNFlagsKeepTheirCommas(t *testing.T) {
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	cfg, err := runConfig(t, "--config", filepath.Join("..", "..", "examples", "ldapgate.yaml"))
+	cfg, err := runConfig(t, "--config", filepath.Join("..", "..", "packaging", "ldapgate.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

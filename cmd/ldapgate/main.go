@@ -33,6 +33,7 @@ func main() {
 		demoCommand(),
 		resyncCommand(),
 		journalCommand(),
+		checkConfigCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",

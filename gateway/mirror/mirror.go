@@ -251,6 +251,21 @@ func (m *Mirror) resolve(ctx context.Context, rec *store.Record) {
 	}
 }
 
+// CheckService reads the account base with the service identity, proving
+// the directory is reachable and the service bind works.
+func (m *Mirror) CheckService(ctx context.Context) error {
+	for _, base := range m.cfg.Mapping.Config().AccountBase {
+		e, err := m.cfg.Directory.Read(ctx, base, []string{"1.1"})
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			return fmt.Errorf("the account base %s does not exist (or the service DN cannot see it)", base)
+		}
+	}
+	return nil
+}
+
 // Recover settles the records left prepared by a crash.
 func (m *Mirror) Recover(ctx context.Context) error {
 	if m.cfg.Journal == nil {
