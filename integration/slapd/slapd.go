@@ -62,6 +62,9 @@ type Options struct {
 	ProxyTo string
 	// ExtraConfig is appended to the database section of slapd.conf.
 	ExtraConfig string
+	// Empty starts with no entries at all (no sample tree, LDIF or
+	// generated users): a syncrepl consumer's database, for one.
+	Empty bool
 
 	// Debug is slapd's -d level; default "none" (errors only, which is
 	// what start-up failures are diagnosed with).
@@ -204,6 +207,9 @@ func (s *Server) prepare(ctx context.Context, opts Options) error {
 	}
 	if err := os.Mkdir(filepath.Join(s.Dir, "db"), 0o700); err != nil {
 		return fmt.Errorf("slapd: db dir: %w", err)
+	}
+	if opts.Empty {
+		return nil
 	}
 	ldifPath := filepath.Join(s.Dir, "data.ldif")
 	f, err := os.Create(ldifPath)

@@ -244,3 +244,19 @@ func waitFor(t *testing.T, d time.Duration, cond func() error) {
 		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
+
+func TestEmptyDatabase(t *testing.T) {
+	s := StartT(t, Options{Empty: true, Users: 10})
+	admin := bindAs(t, s, s.RootDN, s.RootPW)
+	_, err := admin.Search(ldap.NewSearchRequest(s.Suffix, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", nil, nil))
+	if !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		t.Fatalf("search of the suffix in an empty database: %v, want noSuchObject", err)
+	}
+	if err := s.Load(context.Background(), "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: e\n"); err != nil {
+		t.Fatal(err)
+	}
+	if len(search(t, admin, s.Suffix, "(objectClass=*)")) != 1 {
+		t.Fatal("suffix entry not loaded")
+	}
+}
