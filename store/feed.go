@@ -284,6 +284,7 @@ func (j *Journal) reset(ev Event) error {
 	j.mu.Lock()
 	j.lastPos, j.lastSeq, j.horizon, j.loading = ev.Pos, ev.Seq, ev.Pos+1, true
 	j.idx = newIndex()
+	j.delivered = 0
 	j.mu.Unlock()
 	return nil
 }

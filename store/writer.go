@@ -526,7 +526,16 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte) ([]byte, error) {
 	}
 	b.seq = max(b.seq, seq)
 	b.local[seq] = rec
-	b.effects = append(b.effects, func() { b.j.idx.put(rec) })
+	delta := 0
+	if isDelivered && !wasDelivered {
+		delta = 1
+	} else if wasDelivered && !isDelivered {
+		delta = -1
+	}
+	b.effects = append(b.effects, func() {
+		b.j.idx.put(rec)
+		b.j.delivered += delta
+	})
 	return enc, nil
 }
 
@@ -548,7 +557,13 @@ func (b *batch) removeRecord(old *Record) error {
 		return err
 	}
 	b.local[seq] = nil
-	b.effects = append(b.effects, func() { b.j.idx.remove(seq) })
+	wasDelivered := old.State == StateDelivered
+	b.effects = append(b.effects, func() {
+		b.j.idx.remove(seq)
+		if wasDelivered {
+			b.j.delivered--
+		}
+	})
 	return nil
 }
 
