@@ -75,6 +75,22 @@ type mirrorEnv struct {
 
 	mu    sync.Mutex
 	known map[string]string // account name -> password the test set (the directory may hold it hashed)
+	// parent is the env a forT copy was made from: it owns mu and known.
+	parent *mirrorEnv
+}
+
+// forT is the env reporting to t (a subtest); it must not start or stop
+// the gateway.
+func (e *mirrorEnv) forT(t testing.TB) *mirrorEnv {
+	return &mirrorEnv{t: t, dir: e.dir, sim: e.sim, mapping: e.mapping, dataDir: e.dataDir,
+		logPath: e.logPath, args: e.args, gw: e.gw, parent: e.root()}
+}
+
+func (e *mirrorEnv) root() *mirrorEnv {
+	if e.parent != nil {
+		return e.parent
+	}
+	return e
 }
 
 // mirrorGateway is one run of `ldapgate serve`.
@@ -283,9 +299,10 @@ func (e *mirrorEnv) requireAlive() {
 // setKnownPassword records a password the test set, for accounts whose
 // directory value is a hash the checker cannot compare with.
 func (e *mirrorEnv) setKnownPassword(account, pw string) {
-	e.mu.Lock()
-	e.known[strings.ToLower(account)] = pw
-	e.mu.Unlock()
+	r := e.root()
+	r.mu.Lock()
+	r.known[strings.ToLower(account)] = pw
+	r.mu.Unlock()
 }
 
 // ---- ldap-utils ----
@@ -454,9 +471,10 @@ func (e *mirrorEnv) checkMirrored(allowUnmappable bool) error {
 	for _, a := range e.sim.Accounts(mirrorDomain) {
 		got[strings.ToLower(a.Name)] = a
 	}
-	e.mu.Lock()
-	known := maps.Clone(e.known)
-	e.mu.Unlock()
+	r := e.root()
+	r.mu.Lock()
+	known := maps.Clone(r.known)
+	r.mu.Unlock()
 	for key, w := range want.Accounts {
 		g, ok := got[key]
 		if !ok {
@@ -548,7 +566,7 @@ func equalFoldSets(a, b []string) bool {
 // waitAccount waits until the simulator's account name satisfies cond.
 func (e *mirrorEnv) waitAccount(name, what string, cond func(a axigensim.AccountState, ok bool) bool) {
 	e.t.Helper()
-	waitFor(e.t, 20*time.Second, "Axigen account "+name+": "+what, func() error {
+	waitFor(e.t, 10*time.Second, "Axigen account "+name+": "+what, func() error {
 		a, ok := e.sim.Account(mirrorDomain, name)
 		if cond(a, ok) {
 			return nil
@@ -563,7 +581,7 @@ func (e *mirrorEnv) waitAccount(name, what string, cond func(a axigensim.Account
 // waitGroup waits until the simulator's group name satisfies cond.
 func (e *mirrorEnv) waitGroup(name, what string, cond func(g axigensim.GroupState, ok bool) bool) {
 	e.t.Helper()
-	waitFor(e.t, 20*time.Second, "Axigen group "+name+": "+what, func() error {
+	waitFor(e.t, 10*time.Second, "Axigen group "+name+": "+what, func() error {
 		g, ok := e.sim.Group(mirrorDomain, name)
 		if cond(g, ok) {
 			return nil

@@ -159,3 +159,31 @@ func groupNames(gs []axigensim.GroupState) string {
 	}
 	return strings.Join(names, ",")
 }
+
+// A groupOfUniqueNames is a group too: its uniqueMember values (with or
+// without the optional #'…'B suffix) become member addresses.
+func TestMirrorUniqueMemberGroup(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	e.asAdmin(`dn: cn=board,ou=groups,dc=example,dc=com
+objectClass: groupOfUniqueNames
+cn: board
+uniqueMember: uid=alice,ou=people,dc=example,dc=com
+uniqueMember: uid=carol,ou=people,dc=example,dc=com#'0101'B
+`, "ldapadd")
+	e.waitGroup("board", "alice and carol", func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, []string{"alice@example.com", "carol@example.com"})
+	})
+	e.asAdmin(`dn: cn=board,ou=groups,dc=example,dc=com
+changetype: modify
+add: uniqueMember
+uniqueMember: uid=bob,ou=people,dc=example,dc=com
+-
+delete: uniqueMember
+uniqueMember: uid=alice,ou=people,dc=example,dc=com
+`, "ldapmodify")
+	e.waitGroup("board", "bob in, alice out", func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, []string{"bob@example.com", "carol@example.com"})
+	})
+	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
+}

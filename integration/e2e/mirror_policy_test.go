@@ -40,73 +40,88 @@ telephoneNumber: +1 555 7777
 		name, rule, tool, input string
 		args                    []string
 		// unchanged checks slapd directly.
-		unchanged func(t *testing.T)
+		unchanged func(e *mirrorEnv)
 	}{
 		{
 			name: "own mail", rule: "account mail address (login and group membership): admin only", tool: "ldapmodify",
 			input: "dn: " + alice + "\nchangetype: modify\nreplace: mail\nmail: queen@example.com\n",
-			unchanged: func(t *testing.T) {
+			unchanged: func(e *mirrorEnv) {
 				if got := e.directoryEntry(alice, "mail").GetAttributeValue("mail"); got != "alice@example.com" {
-					t.Errorf("slapd's mail of alice is %q", got)
+					e.t.Errorf("slapd's mail of alice is %q", got)
 				}
 			},
 		},
 		{
 			name: "own name", rule: "rename account: admin only", tool: "ldapmodrdn",
 			args: []string{"-r", alice, "uid=queen"},
-			unchanged: func(t *testing.T) {
+			unchanged: func(e *mirrorEnv) {
 				if e.directoryEntry(alice) == nil || e.directoryEntry(userDN("queen")) != nil {
-					t.Errorf("slapd renamed alice")
+					e.t.Errorf("slapd renamed alice")
 				}
 			},
 		},
 		{
 			name: "another user's phone", rule: "contact info: admin or the account's owner", tool: "ldapmodify",
 			input: "dn: " + userDN("bob") + "\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 6666\n",
-			unchanged: func(t *testing.T) {
+			unchanged: func(e *mirrorEnv) {
 				if got := e.directoryEntry(userDN("bob"), "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "+1 555 0102" {
-					t.Errorf("slapd's phone of bob is %q", got)
+					e.t.Errorf("slapd's phone of bob is %q", got)
 				}
 			},
 		},
 		{
 			name: "another user's deletion", rule: "delete account: admin only", tool: "ldapdelete",
 			args: []string{userDN("bob")},
-			unchanged: func(t *testing.T) {
+			unchanged: func(e *mirrorEnv) {
 				if e.directoryEntry(userDN("bob")) == nil {
-					t.Errorf("slapd deleted bob")
+					e.t.Errorf("slapd deleted bob")
+				}
+			},
+		},
+		{
+			name: "another user's password", rule: "password: admin or the account's owner", tool: "ldappasswd",
+			args: []string{"-s", "stolen-pw", userDN("bob")},
+			unchanged: func(e *mirrorEnv) {
+				if got := e.directoryEntry(userDN("bob"), "userPassword").GetAttributeValue("userPassword"); got != slapd.BobPassword {
+					e.t.Errorf("slapd's password of bob changed to %q", got)
 				}
 			},
 		},
 		{
 			name: "account creation", rule: "create account: admin only", tool: "ldapadd",
 			input: "dn: " + userDN("eve") + "\nobjectClass: inetOrgPerson\nuid: eve\ncn: Eve\nsn: Eve\nmail: eve@example.com\nuserPassword: eve-pw\n",
-			unchanged: func(t *testing.T) {
+			unchanged: func(e *mirrorEnv) {
 				if e.directoryEntry(userDN("eve")) != nil {
-					t.Errorf("slapd holds eve")
+					e.t.Errorf("slapd holds eve")
 				}
 			},
 		},
 		{
 			name: "group membership", rule: "group membership: admin only", tool: "ldapmodify",
 			input: "dn: " + groupDN("admins") + "\nchangetype: modify\nadd: member\nmember: " + alice + "\n",
-			unchanged: func(t *testing.T) {
+			unchanged: func(e *mirrorEnv) {
 				if got := e.directoryEntry(groupDN("admins"), "member").GetAttributeValues("member"); len(got) != 1 {
-					t.Errorf("slapd's admins group has members %v", got)
+					e.t.Errorf("slapd's admins group has members %v", got)
 				}
 			},
 		},
 	}
 	for _, c := range refused {
 		t.Run("refused "+c.name, func(t *testing.T) {
+			e := e.forT(t)
 			r := e.tool(c.input, c.tool, alice, alicePW, c.args...)
-			if r.Code != 50 {
-				t.Errorf("%s exited %d, want 50 (insufficient access):\n%s", c.tool, r.Code, r.Out)
+			// ldappasswd exits 1 on any error; the others exit with the result code.
+			wantExit := 50
+			if c.tool == "ldappasswd" {
+				wantExit = 1
+			}
+			if r.Code != wantExit {
+				t.Errorf("%s exited %d, want %d (insufficient access):\n%s", c.tool, r.Code, wantExit, r.Out)
 			}
 			if !strings.Contains(r.Out, "Insufficient access") || !strings.Contains(r.Out, `"`+c.rule+`"`) {
 				t.Errorf("%s printed no insufficient-access error naming rule %q:\n%s", c.tool, c.rule, r.Out)
 			}
-			c.unchanged(t)
+			c.unchanged(e)
 		})
 	}
 
@@ -155,6 +170,51 @@ telephoneNumber: +1 555 7777
 	for _, r := range recs {
 		if r.State != store.StateDelivered {
 			t.Errorf("journal record %d (%s %s) is %s, want delivered", r.Seq, r.Op, r.DN, r.State)
+		}
+	}
+}
+
+// Members of the --admin-group are admins: carol (in cn=admins) may create
+// an account and change group membership; bob, who is not, may not.
+func TestMirrorPolicyAdminGroup(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{Extra: []string{"--admin-group", groupDN("admins")}})
+	carol, bob := userDN("carol"), userDN("bob")
+	hank := "dn: " + userDN("hank") + "\nobjectClass: inetOrgPerson\nuid: hank\ncn: Hank\nsn: Hill\nmail: hank@example.com\nuserPassword: hank-pw\n"
+
+	r := e.tool(hank, "ldapadd", bob, slapd.BobPassword)
+	if r.Code != 50 || !strings.Contains(r.Out, `"create account: admin only"`) {
+		t.Errorf("bob's ldapadd exited %d, want 50 naming the create-account rule:\n%s", r.Code, r.Out)
+	}
+	if e.directoryEntry(userDN("hank")) != nil {
+		t.Fatal("slapd holds hank after bob's refused add")
+	}
+
+	e.mustTool(hank, "ldapadd", carol, slapd.CarolPassword)
+	e.waitAccount("hank", "created by carol, an admin through the group", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Password == "hank-pw"
+	})
+	e.mustTool("dn: "+groupDN("staff")+"\nchangetype: modify\nadd: member\nmember: "+userDN("hank")+"\n", "ldapmodify", carol, slapd.CarolPassword)
+	e.waitGroup("staff", "hank added by carol", func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, []string{"alice@example.com", "bob@example.com", "hank@example.com"})
+	})
+	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
+}
+
+// The owner may not change its mail through another name of the attribute
+// either: rfc822Mailbox (its alias in OpenLDAP's schema) or its OID.
+func TestMirrorPolicyMailAliases(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	alice := userDN("alice")
+	const rule = `"account mail address (login and group membership): admin only"`
+	for _, attr := range []string{"rfc822Mailbox", "0.9.2342.19200300.100.1.3"} {
+		r := e.tool("dn: "+alice+"\nchangetype: modify\nreplace: "+attr+"\n"+attr+": queen@example.com\n",
+			"ldapmodify", alice, slapd.AlicePassword)
+		if r.Code != 50 || !strings.Contains(r.Out, rule) {
+			t.Errorf("alice's change of her own %s: ldapmodify exited %d, want 50 naming rule %s:\n%s", attr, r.Code, rule, r.Out)
+		}
+		if got := e.directoryEntry(alice, "mail").GetAttributeValue("mail"); got != "alice@example.com" {
+			t.Errorf("after alice's change of %s, slapd's mail of alice is %q", attr, got)
 		}
 	}
 }
