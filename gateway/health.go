@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,14 +64,38 @@ func NewUpstreamSet(ups []Upstream, dialTimeout time.Duration, maxMessageSize in
 	return &UpstreamSet{ups: ups, dialTimeout: dialTimeout, maxMessageSize: maxMessageSize, log: log, state: st}
 }
 
+// SetUpstreams replaces the list (a configuration reload). Upstreams kept
+// keep what is known of their health; sessions already open keep their
+// connections.
+func (u *UpstreamSet) SetUpstreams(ups []Upstream) {
+	now := time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := map[string]upstreamState{}
+	for i, up := range u.ups {
+		old[up.URL] = u.state[i]
+	}
+	st := make([]upstreamState, len(ups))
+	for i, up := range ups {
+		if prev, ok := old[up.URL]; ok {
+			st[i] = prev
+		} else {
+			st[i] = upstreamState{up: true, since: now, nextProbe: now}
+		}
+	}
+	u.ups, u.state = ups, st
+}
+
 // Dial connects to the first healthy upstream; when none is known to be
 // healthy it tries them all, so a recovered server is found at once.
 func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
-	if len(u.ups) == 0 {
+	u.mu.Lock()
+	ups := u.ups
+	if len(ups) == 0 {
+		u.mu.Unlock()
 		return nil, errors.New("no upstream configured")
 	}
-	u.mu.Lock()
-	order := make([]int, 0, len(u.ups))
+	order := make([]int, 0, len(ups))
 	for i, st := range u.state {
 		if st.up {
 			order = append(order, i)
@@ -84,12 +109,12 @@ func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
 	u.mu.Unlock()
 	var errs []error
 	for _, i := range order {
-		conn, err := u.ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
-		u.record(i, err)
+		conn, err := ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
+		u.record(ups[i].URL, err)
 		if err == nil {
 			return conn, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", u.ups[i].URL, err))
+		errs = append(errs, fmt.Errorf("%s: %w", ups[i].URL, err))
 		if ctx.Err() != nil {
 			break
 		}
@@ -97,11 +122,15 @@ func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
 	return nil, errors.Join(errs...)
 }
 
-// record notes the outcome of a dial or a probe of upstream i.
-func (u *UpstreamSet) record(i int, err error) {
+// record notes the outcome of a dial or a probe of the upstream at url.
+func (u *UpstreamSet) record(url string, err error) {
 	now := time.Now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	i := slices.IndexFunc(u.ups, func(up Upstream) bool { return up.URL == url })
+	if i < 0 {
+		return // removed by a reload meanwhile
+	}
 	st := &u.state[i]
 	if err == nil {
 		if !st.up {
@@ -162,24 +191,32 @@ func (u *UpstreamSet) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := time.Now()
-		for i := range u.ups {
-			u.mu.Lock()
-			due := !now.Before(u.state[i].nextProbe)
-			u.mu.Unlock()
-			if due {
-				u.record(i, u.probe(ctx, i))
+		u.mu.Lock()
+		var due []Upstream
+		for i, st := range u.state {
+			if !now.Before(st.nextProbe) {
+				due = append(due, u.ups[i])
 			}
+		}
+		u.mu.Unlock()
+		for _, up := range due {
+			u.record(up.URL, u.probeUpstream(ctx, up))
 		}
 	}
 }
 
 // Probe checks upstream i now, without changing what is known of it.
-func (u *UpstreamSet) Probe(ctx context.Context, i int) error { return u.probe(ctx, i) }
+func (u *UpstreamSet) Probe(ctx context.Context, i int) error {
+	u.mu.Lock()
+	up := u.ups[i]
+	u.mu.Unlock()
+	return u.probeUpstream(ctx, up)
+}
 
-// probe asks upstream i for its root DSE: a server that accepts TCP but
-// does not answer LDAP is not healthy.
-func (u *UpstreamSet) probe(ctx context.Context, i int) error {
-	conn, err := u.ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
+// probeUpstream asks an upstream for its root DSE: a server that accepts
+// TCP but does not answer LDAP is not healthy.
+func (u *UpstreamSet) probeUpstream(ctx context.Context, up Upstream) error {
+	conn, err := up.dial(ctx, u.dialTimeout, u.maxMessageSize)
 	if err != nil {
 		return err
 	}

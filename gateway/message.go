@@ -11,35 +11,41 @@ import (
 // identifier octet they have on the wire: class APPLICATION, constructed or
 // primitive, tag number.
 const (
-	tagBindRequest       = 0x60
-	tagBindResponse      = 0x61
-	tagUnbindRequest     = 0x42
-	tagSearchRequest     = 0x63
-	tagSearchEntry       = 0x64
-	tagSearchDone        = 0x65
-	tagSearchReference   = 0x73
-	tagModifyRequest     = 0x66
-	tagModifyResponse    = 0x67
-	tagAddRequest        = 0x68
-	tagAddResponse       = 0x69
-	tagDelRequest        = 0x4a
-	tagDelResponse       = 0x6b
-	tagModDNRequest      = 0x6c
-	tagModDNResponse     = 0x6d
-	tagCompareRequest    = 0x6e
-	tagCompareResponse   = 0x6f
-	tagAbandonRequest    = 0x50
-	tagExtendedRequest   = 0x77
-	tagExtendedResponse  = 0x78
-	tagIntermediate      = 0x79
-	tagControls          = 0xa0
-	berTagSequence       = 0x30
-	berTagInteger        = 0x02
-	berTagOctetString    = 0x04
-	berTagEnumerated     = 0x0a
-	berTagBoolean        = 0x01
-	maxLengthOctets      = 4 // lengths beyond 2^32-1 are never legitimate here
-	minimumMessageBuffer = 64 << 10
+	tagBindRequest      = 0x60
+	tagBindResponse     = 0x61
+	tagUnbindRequest    = 0x42
+	tagSearchRequest    = 0x63
+	tagSearchEntry      = 0x64
+	tagSearchDone       = 0x65
+	tagSearchReference  = 0x73
+	tagModifyRequest    = 0x66
+	tagModifyResponse   = 0x67
+	tagAddRequest       = 0x68
+	tagAddResponse      = 0x69
+	tagDelRequest       = 0x4a
+	tagDelResponse      = 0x6b
+	tagModDNRequest     = 0x6c
+	tagModDNResponse    = 0x6d
+	tagCompareRequest   = 0x6e
+	tagCompareResponse  = 0x6f
+	tagAbandonRequest   = 0x50
+	tagExtendedRequest  = 0x77
+	tagExtendedResponse = 0x78
+	tagIntermediate     = 0x79
+	tagControls         = 0xa0
+	berTagSequence      = 0x30
+	berTagInteger       = 0x02
+	berTagOctetString   = 0x04
+	berTagEnumerated    = 0x0a
+	berTagBoolean       = 0x01
+	maxLengthOctets     = 4 // lengths beyond 2^32-1 are never legitimate here
+	// ioBufferSize sizes the buffered readers and writers of each connection:
+	// large enough for a burst of pipelined requests or search entries, small
+	// enough that thousands of connections stay cheap.
+	ioBufferSize = 16 << 10
+	// messageBufferStart is a new reader's message buffer; it grows (up to the
+	// message size limit) only for larger messages.
+	messageBufferStart = 4 << 10
 )
 
 // responseTag gives the response protocolOp that answers a request, or 0 for
@@ -151,7 +157,7 @@ type messageReader struct {
 }
 
 func newMessageReader(r io.Reader, limit int) *messageReader {
-	return &messageReader{r: bufio.NewReaderSize(r, minimumMessageBuffer), limit: limit}
+	return &messageReader{r: bufio.NewReaderSize(r, ioBufferSize), limit: limit}
 }
 
 // buffered reports how many bytes are already waiting, so callers can delay
@@ -204,8 +210,8 @@ func (mr *messageReader) next() (message, error) {
 	}
 	total := n + length
 	if cap(mr.buf) < total {
-		// Grow only as far as this message needs; the limit bounds it.
-		mr.buf = make([]byte, total, max(total, minimumMessageBuffer))
+		// Grow geometrically, but never past what the limit allows.
+		mr.buf = make([]byte, total, min(max(total, 2*cap(mr.buf), messageBufferStart), mr.limit+16))
 	}
 	raw := mr.buf[:total]
 	copy(raw, header[:n])
@@ -222,7 +228,7 @@ func (mr *messageReader) next() (message, error) {
 // release drops a large buffer so one big message does not pin its memory
 // for the life of a connection.
 func (mr *messageReader) release() {
-	if cap(mr.buf) > 4*minimumMessageBuffer {
+	if cap(mr.buf) > 16*messageBufferStart {
 		mr.buf = nil
 	}
 }

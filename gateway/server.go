@@ -11,10 +11,12 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -104,6 +106,10 @@ type Server struct {
 	local   []*ldap.DN
 	closed  atomic.Bool
 
+	// readers and writers recycle the sessions' I/O buffers: a connection
+	// per operation (bind, search, unbind) must not pay for fresh ones.
+	readers, writers sync.Pool
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
@@ -156,6 +162,39 @@ func NewServer(cfg Config) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 	}, nil
+}
+
+// reader returns a message reader on r with a recycled buffer.
+func (s *Server) reader(r io.Reader) *messageReader {
+	br, _ := s.readers.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(r, ioBufferSize)
+	} else {
+		br.Reset(r)
+	}
+	return &messageReader{r: br, limit: s.cfg.MaxMessageSize}
+}
+
+// writer returns a buffered writer on w with a recycled buffer.
+func (s *Server) writer(w io.Writer) *bufio.Writer {
+	bw, _ := s.writers.Get().(*bufio.Writer)
+	if bw == nil {
+		return bufio.NewWriterSize(w, ioBufferSize)
+	}
+	bw.Reset(w)
+	return bw
+}
+
+// recycle takes back buffers no goroutine uses any more.
+func (s *Server) recycle(rs []*messageReader, ws []*bufio.Writer) {
+	for _, mr := range rs {
+		mr.r.Reset(nil)
+		s.readers.Put(mr.r)
+	}
+	for _, w := range ws {
+		w.Reset(nil)
+		s.writers.Put(w)
+	}
 }
 
 // isLocal reports whether dn lies in the gateway's own subtree.
@@ -268,9 +307,6 @@ func (s *Server) serveConn(conn net.Conn, implicitTLS bool) {
 			conn.Close()
 		}
 	}()
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	if implicitTLS {
 		tc := tls.Server(conn, s.cfg.TLS)
 		ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
@@ -301,6 +337,7 @@ func (s *Server) serveConn(conn net.Conn, implicitTLS bool) {
 	}()
 	sess.run()
 	sess.wait()
+	sess.recycle()
 }
 
 // Shutdown stops accepting, tells idle clients the server is going away,

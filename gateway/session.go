@@ -73,24 +73,47 @@ type session struct {
 
 	slots     chan struct{}
 	closeOnce sync.Once
-	relays    []chan struct{} // closed when each relaying goroutine ends
+	// owned by the reading goroutine: the idle timeout's bookkeeping
+	readDeadline, lastRead time.Time
+	// pooled buffers handed back to the Server once the session is over
+	readers []*messageReader
+	writers []*bufio.Writer
+	relays  []chan struct{} // closed when each relaying goroutine ends
 }
 
 func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 	ctx, cancel := context.WithCancel(srv.baseCtx)
-	return &session{
+	s := &session{
 		srv:     srv,
 		id:      id,
 		ctx:     ctx,
 		cancel:  cancel,
 		remote:  conn.RemoteAddr().String(),
 		client:  conn,
-		cr:      newMessageReader(conn, srv.cfg.MaxMessageSize),
-		cw:      bufio.NewWriterSize(conn, 32<<10),
 		pending: make(map[int64]pendingOp),
 		tls:     isTLS,
 		slots:   make(chan struct{}, srv.cfg.MaxOpsPerConn),
 	}
+	s.cr, s.cw = s.buffers(conn)
+	s.lastRead = time.Now()
+	return s
+}
+
+// buffers gives a connection pooled I/O buffers, remembered for recycle.
+func (s *session) buffers(conn net.Conn) (*messageReader, *bufio.Writer) {
+	r, w := s.srv.reader(conn), s.srv.writer(conn)
+	s.mu.Lock()
+	s.readers = append(s.readers, r)
+	s.writers = append(s.writers, w)
+	s.mu.Unlock()
+	return r, w
+}
+
+// recycle hands the session's buffers back; call it only once every
+// goroutine of the session has ended.
+func (s *session) recycle() {
+	s.srv.recycle(s.readers, s.writers)
+	s.readers, s.writers = nil, nil
 }
 
 func (s *session) log() *slog.Logger {
@@ -114,15 +137,20 @@ func (s *session) run() {
 
 // readClient waits for the next client message. A client that stays silent
 // for the idle timeout is disconnected, unless it still has operations
-// outstanding (a persistent search is not idle).
+// outstanding (a persistent search is not idle). The read deadline moves
+// only when less than half of it is left, so most messages change no timer.
 func (s *session) readClient() (message, error) {
 	idle := s.srv.cfg.IdleTimeout
-	for idle > 0 && s.cr.buffered() == 0 {
-		_ = s.client.SetReadDeadline(time.Now().Add(idle))
+	if idle <= 0 {
+		return s.cr.next()
+	}
+	if now := time.Now(); s.readDeadline.Sub(now) < idle/2 {
+		s.readDeadline = now.Add(idle)
+		_ = s.client.SetReadDeadline(s.readDeadline)
+	}
+	for s.cr.buffered() == 0 {
 		_, err := s.cr.r.Peek(1)
 		if err == nil {
-			// A message has started; it must arrive within the same time.
-			_ = s.client.SetReadDeadline(time.Now().Add(idle))
 			break
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -131,11 +159,18 @@ func (s *session) readClient() (message, error) {
 		s.mu.Lock()
 		busy := len(s.pending) > 0
 		s.mu.Unlock()
-		if !busy {
+		next := s.lastRead.Add(idle)
+		if busy {
+			next = time.Now().Add(idle)
+		} else if !time.Now().Before(next) {
 			return message{}, errIdle
 		}
+		s.readDeadline = next
+		_ = s.client.SetReadDeadline(next)
 	}
-	return s.cr.next()
+	m, err := s.cr.next()
+	s.lastRead = time.Now()
+	return m, err
 }
 
 var errIdle = errors.New("idle timeout")
@@ -448,11 +483,8 @@ func (s *session) connect(dial func(context.Context) (net.Conn, error), slot fun
 	if err != nil {
 		return nil, err
 	}
-	up := &upstreamConn{
-		conn: conn,
-		r:    newMessageReader(conn, s.srv.cfg.MaxMessageSize),
-		w:    bufio.NewWriterSize(conn, 32<<10),
-	}
+	up := &upstreamConn{conn: conn}
+	up.r, up.w = s.buffers(conn)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -709,8 +741,8 @@ func (s *session) startTLS(m message) bool {
 		s.log().Info("StartTLS handshake failed", "err", err)
 		return false
 	}
-	s.cr = newMessageReader(tc, s.srv.cfg.MaxMessageSize)
-	s.cw = bufio.NewWriterSize(tc, 32<<10)
+	s.cr, s.cw = s.buffers(tc)
+	s.readDeadline = time.Time{} // set again on the TLS connection
 	s.mu.Lock()
 	s.client = tc
 	s.tls = true

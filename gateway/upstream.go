@@ -85,9 +85,6 @@ func (u Upstream) dial(ctx context.Context, timeout time.Duration, maxMessage in
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	switch {
 	case u.tls:
 		tc := tls.Client(conn, u.tlsConfig())

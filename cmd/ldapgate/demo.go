@@ -129,7 +129,7 @@ func runDemo(ctx context.Context, out io.Writer, listen, axigenListen string, ve
 	}
 
 	served := make(chan error, 1)
-	go func() { served <- runServe(ctx, cfg, log) }()
+	go func() { served <- runServe(ctx, cfg, log, nil) }()
 	if err := waitListening(ctx, gwAddr, served); err != nil {
 		return err
 	}

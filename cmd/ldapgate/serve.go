@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -53,19 +53,29 @@ variables, then flags; a later source overrides an earlier one. A minimal start:
 			if err != nil {
 				return err
 			}
-			return runServe(c.Context, cfg, newLogger(cfg.Log, c.App.ErrWriter))
+			reload := func() (Config, error) { return loadConfig(c, settings) }
+			return runServe(c.Context, cfg, newLogger(cfg.Log, c.App.ErrWriter), reload)
 		},
 	}
 }
 
-// runServe starts the listeners and serves until SIGTERM or SIGINT.
-func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
+// runServe starts the listeners and serves until SIGTERM or SIGINT. On
+// SIGHUP it reads the configuration again with reload (when not nil) and
+// applies what can change while running.
+func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (Config, error)) error {
 	// The BER library decodes with its own limit; keep it at ours.
 	ber.MaxPacketLengthBytes = int64(cfg.Limits.MaxMessageSize)
 
-	serverTLS, err := cfg.serverTLS()
+	loadedTLS, err := cfg.serverTLS()
 	if err != nil {
 		return err
+	}
+	var certs *reloadableTLS
+	var serverTLS *tls.Config
+	if loadedTLS != nil {
+		certs = &reloadableTLS{}
+		certs.cur.Store(loadedTLS)
+		serverTLS = certs.config()
 	}
 	ups, err := cfg.upstreams()
 	if err != nil {
@@ -92,6 +102,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { defer background.Done(); upstreams.Run(bgCtx) }()
 
 	var interceptor gateway.Interceptor
+	var mirrorRef *mirror.Mirror
 	if cfg.Mirror.enabled() {
 		audit, closeAudit, err := openAuditLog(cfg.Mirror.AuditLog)
 		if err != nil {
@@ -107,7 +118,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 			closeAudit()
 			return err
 		}
-		interceptor = m
+		interceptor, mirrorRef = m, m
 		log.Info("mirroring into Axigen", "axigen", cfg.Mirror.Axigen.Addr, "domain", cfg.Mirror.Axigen.Domain,
 			"accountBase", cfg.Mirror.Schema.AccountBase, "groupBase", cfg.Mirror.Schema.GroupBase,
 			"admins", cfg.Mirror.AdminDNs, "adminGroup", cfg.Mirror.AdminGroup)
@@ -149,59 +160,37 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer stopAdmin()
 
-	type boundListener struct {
-		ln     net.Listener
-		scheme string
+	listeners := newListenerSet(srv, log)
+	if err := listeners.apply(cfg.Listen); err != nil {
+		return err
 	}
-	var bound []boundListener
-	closeAll := func() {
-		for _, b := range bound {
-			b.ln.Close()
-		}
-	}
-	for _, raw := range cfg.Listen {
-		u, _ := url.Parse(raw) // validated
-		ln, err := net.Listen("tcp", u.Host)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("invalid setting listen (--listen) %s: %w", raw, err)
-		}
-		bound = append(bound, boundListener{ln, u.Scheme})
-	}
-
-	errc := make(chan error, len(bound))
-	var urls []string
-	for _, b := range bound {
-		urls = append(urls, b.scheme+"://"+b.ln.Addr().String())
-		go func() {
-			if b.scheme == "ldaps" {
-				errc <- srv.ServeTLS(b.ln)
-			} else {
-				errc <- srv.Serve(b.ln)
-			}
-		}()
-	}
-	if cfg.AddrFile != "" {
-		if err := writeFileAtomic(cfg.AddrFile, []byte(strings.Join(urls, "\n")+"\n")); err != nil {
-			closeAll()
-			return fmt.Errorf("invalid setting addrFile (--addr-file): %w", err)
-		}
+	defer listeners.closeAll()
+	live := &running{cfg: cfg, listeners: listeners, tls: certs, upstreams: upstreams, mirror: mirrorRef, log: log}
+	if err := writeAddrFile(cfg, listeners); err != nil {
+		return err
 	}
 	upURLs := make([]string, len(ups))
 	for i, u := range ups {
 		upURLs[i] = u.URL
 	}
-	log.Info("ldapgate serving", "version", version, "listen", urls, "upstream", upURLs)
+	log.Info("ldapgate serving", "version", version, "listen", listeners.urls(cfg.Listen), "upstream", upURLs)
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, gateway.ErrServerClosed) {
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				live.reloadFrom(reload, listeners)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		case <-ctx.Done():
+			break wait
+		case err := <-listeners.errc:
 			_ = srv.Shutdown(context.Background())
 			return err
 		}
@@ -212,6 +201,39 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("sessions still busy at the end of the grace period were closed", "err", err)
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// reloadFrom reads the configuration again and applies it, or keeps the
+// running one when the new one is bad.
+func (r *running) reloadFrom(load func() (Config, error), listeners *listenerSet) {
+	if load == nil {
+		r.log.Warn("SIGHUP ignored: this gateway has no configuration to read again")
+		return
+	}
+	next, err := load()
+	if err == nil {
+		err = r.reload(next)
+	}
+	if err != nil {
+		r.log.Error("configuration reload refused; the running configuration stays", "err", err)
+		return
+	}
+	if err := writeAddrFile(next, listeners); err != nil {
+		r.log.Warn("cannot update the address file", "err", err)
+	}
+	r.log.Info("configuration reloaded", "listen", listeners.urls(next.Listen), "upstream", next.Upstream.URLs)
+}
+
+// writeAddrFile writes the bound listener URLs, when asked to.
+func writeAddrFile(cfg Config, listeners *listenerSet) error {
+	if cfg.AddrFile == "" {
+		return nil
+	}
+	urls := listeners.urls(cfg.Listen)
+	if err := writeFileAtomic(cfg.AddrFile, []byte(strings.Join(urls, "\n")+"\n")); err != nil {
+		return fmt.Errorf("invalid setting addrFile (--addr-file): %w", err)
+	}
 	return nil
 }
 

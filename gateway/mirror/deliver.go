@@ -18,7 +18,7 @@ import (
 // record builds the journal record of an allowed write. cur is the entry
 // before the change (nil for an add).
 func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind schema.Kind, target, newDN string, cur *schema.Entry) (*store.Record, error) {
-	mp := m.cfg.Mapping
+	mp := m.mapping()
 	rec := &store.Record{
 		Time:       time.Now(),
 		Actor:      s.BoundDN,
@@ -36,7 +36,7 @@ func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind s
 			return nil, err
 		}
 		rec.EntryKey = key
-		rec.Name = m.cfg.Mapping.EntryName(*cur, kind)
+		rec.Name = m.mapping().EntryName(*cur, kind)
 	}
 	var notes []string
 	secret := func(attr string, value []byte) {
@@ -95,11 +95,11 @@ func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind s
 
 // entryKey renders the entry's stable key as text.
 func (m *Mirror) entryKey(e schema.Entry) (string, error) {
-	v, ok := e.First(m.cfg.Mapping.KeyAttribute())
+	v, ok := e.First(m.mapping().KeyAttribute())
 	if !ok {
 		return "", nil
 	}
-	if m.cfg.Mapping.Config().KeyFormat == schema.KeyGUID {
+	if m.mapping().Config().KeyFormat == schema.KeyGUID {
 		return schema.FormatGUID([]byte(v))
 	}
 	return v, nil
@@ -109,16 +109,16 @@ func (m *Mirror) entryKey(e schema.Entry) (string, error) {
 // record's entry. It is idempotent: replays and retries are harmless.
 func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	kind := schema.KindAccount
-	bases := m.cfg.Mapping.Config().AccountBase
-	attrs := m.cfg.Mapping.AccountAttributes()
+	bases := m.mapping().Config().AccountBase
+	attrs := m.mapping().AccountAttributes()
 	if rec.Kind == store.KindGroup {
-		kind, bases, attrs = schema.KindGroup, m.cfg.Mapping.Config().GroupBase, m.cfg.Mapping.GroupAttributes()
+		kind, bases, attrs = schema.KindGroup, m.mapping().Config().GroupBase, m.mapping().GroupAttributes()
 	}
 	e, err := m.current(ctx, rec, bases, attrs)
 	if err != nil {
 		return err
 	}
-	if e != nil && m.cfg.Mapping.ClassifyEntry(*e) != kind {
+	if e != nil && m.mapping().ClassifyEntry(*e) != kind {
 		e = nil // moved out of scope or no longer an account/group
 	}
 	if e == nil {
@@ -136,7 +136,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if kind == schema.KindGroup {
 		return m.applyGroup(ctx, *e, rec.Name)
 	}
-	desired, err := m.cfg.Mapping.AccountState(*e)
+	desired, err := m.mapping().AccountState(*e)
 	if err != nil {
 		return permanentIfValue(err)
 	}
@@ -153,7 +153,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 // current reads the entry a record is about: by its stable key when known
 // (it survives renames), else by its latest DN.
 func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string, attrs []string) (*schema.Entry, error) {
-	mp := m.cfg.Mapping
+	mp := m.mapping()
 	if rec.EntryKey != "" && mp.Config().KeyFormat == schema.KeyText {
 		filter := fmt.Sprintf("(%s=%s)", mp.KeyAttribute(), ldap.EscapeFilter(rec.EntryKey))
 		return m.cfg.Directory.Find(ctx, bases, filter, attrs)
@@ -176,7 +176,7 @@ func (m *Mirror) remove(ctx context.Context, kind schema.Kind, name string) erro
 }
 
 func (m *Mirror) applyGroup(ctx context.Context, e schema.Entry, previousName string) error {
-	desired, err := m.cfg.Mapping.GroupState(e, m.memberAddress(ctx))
+	desired, err := m.mapping().GroupState(e, m.memberAddress(ctx))
 	if err != nil {
 		return permanentIfValue(err)
 	}
@@ -189,7 +189,7 @@ func (m *Mirror) applyGroup(ctx context.Context, e schema.Entry, previousName st
 
 // memberAddress resolves a member DN to its mail address.
 func (m *Mirror) memberAddress(ctx context.Context) schema.MemberResolver {
-	mailAttr := m.cfg.Mapping.MemberMailAttribute()
+	mailAttr := m.mapping().MemberMailAttribute()
 	return func(dn string) (string, bool, error) {
 		e, err := m.cfg.Directory.Read(ctx, dn, []string{mailAttr})
 		if err != nil || e == nil {
@@ -206,7 +206,7 @@ func (m *Mirror) touchesAddress(rec *store.Record) bool {
 	if rec.Op == store.OpRename || rec.Op == store.OpAdd {
 		return true
 	}
-	mailAttr := m.cfg.Mapping.MemberMailAttribute()
+	mailAttr := m.mapping().MemberMailAttribute()
 	for _, c := range rec.Changes {
 		if strings.EqualFold(baseAttr(c.Attr), mailAttr) {
 			return true
@@ -218,7 +218,7 @@ func (m *Mirror) touchesAddress(rec *store.Record) bool {
 // refreshGroupsOf re-applies every group that lists one of dns as a member, since
 // the member's address is part of the group's state in Axigen.
 func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
-	bases := m.cfg.Mapping.Config().GroupBase
+	bases := m.mapping().Config().GroupBase
 	if len(bases) == 0 {
 		return nil
 	}
@@ -229,7 +229,7 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 			continue
 		}
 		seen[normDN(dn)] = true
-		for _, a := range m.cfg.Mapping.MemberAttributes() {
+		for _, a := range m.mapping().MemberAttributes() {
 			terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
 		}
 	}
@@ -241,11 +241,11 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 		return err
 	}
 	for _, g := range groups {
-		e, err := m.cfg.Directory.Read(ctx, g, m.cfg.Mapping.GroupAttributes())
+		e, err := m.cfg.Directory.Read(ctx, g, m.mapping().GroupAttributes())
 		if err != nil {
 			return err
 		}
-		if e == nil || m.cfg.Mapping.ClassifyEntry(*e) != schema.KindGroup {
+		if e == nil || m.mapping().ClassifyEntry(*e) != schema.KindGroup {
 			continue
 		}
 		if err := m.applyGroup(ctx, *e, ""); err != nil {

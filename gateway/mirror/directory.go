@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -36,6 +37,7 @@ type DirectoryConfig struct {
 type Directory struct {
 	cfg  DirectoryConfig
 	pool chan *ldap.Conn
+	urls atomic.Pointer[[]string]
 }
 
 // NewDirectory returns a Directory; it connects lazily.
@@ -46,7 +48,15 @@ func NewDirectory(cfg DirectoryConfig) *Directory {
 	if cfg.PoolSize <= 0 {
 		cfg.PoolSize = 4
 	}
-	return &Directory{cfg: cfg, pool: make(chan *ldap.Conn, cfg.PoolSize)}
+	d := &Directory{cfg: cfg, pool: make(chan *ldap.Conn, cfg.PoolSize)}
+	d.SetURLs(cfg.URLs)
+	return d
+}
+
+// SetURLs replaces the directory URLs for connections opened from now on.
+func (d *Directory) SetURLs(urls []string) {
+	u := append([]string(nil), urls...)
+	d.urls.Store(&u)
 }
 
 // Close closes the pooled connections.
@@ -64,7 +74,7 @@ func (d *Directory) Close() {
 // dial connects to the first directory that answers, without binding.
 func (d *Directory) dial(ctx context.Context) (*ldap.Conn, error) {
 	var errs []error
-	for _, u := range d.cfg.URLs {
+	for _, u := range *d.urls.Load() {
 		dialer := ldap.DialWithDialer(&net.Dialer{Timeout: d.cfg.Timeout})
 		opts := []ldap.DialOpt{dialer}
 		if d.cfg.TLS != nil {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -53,10 +54,20 @@ type Config struct {
 	OnDelivery func(kind string, err error)
 }
 
+// Policy is the part of a Mirror's configuration that SetPolicy replaces
+// while it runs (a configuration reload): the mapping and who is an admin.
+type Policy struct {
+	Mapping      *schema.Mapping
+	AdminDNs     []string
+	AdminGroup   string
+	AxigenBindDN string
+}
+
 // Mirror intercepts writes and delivers them to Axigen.
 type Mirror struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	policy atomic.Pointer[Policy]
 
 	adminMu      sync.Mutex
 	adminMembers map[string]bool
@@ -87,8 +98,31 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = slog.New(slog.DiscardHandler)
 	}
-	return &Mirror{cfg: cfg, log: cfg.Logger}, nil
+	m := &Mirror{cfg: cfg, log: cfg.Logger}
+	m.policy.Store(&Policy{Mapping: cfg.Mapping, AdminDNs: cfg.AdminDNs, AdminGroup: cfg.AdminGroup, AxigenBindDN: cfg.AxigenBindDN})
+	return m, nil
 }
+
+// SetPolicy replaces the mapping and the admin identities for the writes
+// and deliveries that start from now on; those under way finish as they began.
+func (m *Mirror) SetPolicy(p Policy) error {
+	if p.Mapping == nil {
+		return errors.New("mirror: policy without a mapping")
+	}
+	m.policy.Store(&p)
+	m.adminMu.Lock()
+	m.adminMembers = nil // the admin group may have changed
+	m.adminMu.Unlock()
+	return nil
+}
+
+func (m *Mirror) pol() *Policy { return m.policy.Load() }
+
+// SetDirectoryURLs points the gateway's own directory connections at new
+// upstreams (a configuration reload).
+func (m *Mirror) SetDirectoryURLs(urls []string) { m.cfg.Directory.SetURLs(urls) }
+
+func (m *Mirror) mapping() *schema.Mapping { return m.pol().Mapping }
 
 // refusal is the answer to a write the policy does not allow.
 func refusal(rule, dn, actor string) *gateway.Result {
@@ -107,7 +141,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if m.cfg.Journal == nil {
 		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
 	}
-	if m.cfg.AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.cfg.AxigenBindDN) {
+	if m.pol().AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.pol().AxigenBindDN) {
 		return nil, nil // Axigen's own writes: never mirrored back
 	}
 	target := req.DN
@@ -118,7 +152,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if req.Op == gateway.OpModifyDN {
 		newDN = renamedDN(req)
 	}
-	mp := m.cfg.Mapping
+	mp := m.mapping()
 	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
 	if !inScope(target) && !inScope(newDN) {
 		return nil, nil
@@ -254,7 +288,7 @@ func (m *Mirror) resolve(ctx context.Context, rec *store.Record) {
 // CheckService reads the account base with the service identity, proving
 // the directory is reachable and the service bind works.
 func (m *Mirror) CheckService(ctx context.Context) error {
-	for _, base := range m.cfg.Mapping.Config().AccountBase {
+	for _, base := range m.mapping().Config().AccountBase {
 		e, err := m.cfg.Directory.Read(ctx, base, []string{"1.1"})
 		if err != nil {
 			return err
@@ -316,7 +350,7 @@ func changedAttributes(rec *store.Record) []string {
 
 // readAttributes is what the gateway reads of an entry before a write.
 func (m *Mirror) readAttributes() []string {
-	mp := m.cfg.Mapping
+	mp := m.mapping()
 	attrs := []string{"objectClass", mp.KeyAttribute(), mp.NameAttribute(), mp.GroupNameAttribute(), mp.MemberMailAttribute()}
 	return dedupFold(attrs)
 }
@@ -340,12 +374,12 @@ func (m *Mirror) isAdmin(ctx context.Context, dn string) (bool, error) {
 	if dn == "" {
 		return false, nil
 	}
-	for _, a := range m.cfg.AdminDNs {
+	for _, a := range m.pol().AdminDNs {
 		if schema.EqualDN(a, dn) {
 			return true, nil
 		}
 	}
-	if m.cfg.AdminGroup == "" {
+	if m.pol().AdminGroup == "" {
 		return false, nil
 	}
 	members, err := m.adminGroupMembers(ctx)
@@ -361,7 +395,7 @@ func (m *Mirror) adminGroupMembers(ctx context.Context) (map[string]bool, error)
 	if m.adminMembers != nil && time.Now().Before(m.adminExpires) {
 		return m.adminMembers, nil
 	}
-	e, err := m.cfg.Directory.Read(ctx, m.cfg.AdminGroup, []string{"member", "uniqueMember"})
+	e, err := m.cfg.Directory.Read(ctx, m.pol().AdminGroup, []string{"member", "uniqueMember"})
 	if err != nil {
 		return nil, err
 	}

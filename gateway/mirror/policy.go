@@ -63,10 +63,10 @@ func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owne
 	// Modify: every attribute it touches must be allowed; it is mirrored if
 	// any of them is one Axigen knows.
 	d := decision{}
-	mailAttr := m.cfg.Mapping.MemberMailAttribute()
+	mailAttr := m.mapping().MemberMailAttribute()
 	for _, c := range req.Changes {
 		rule, who := "", false
-		switch m.cfg.Mapping.AttrClass(c.Type, kind) {
+		switch m.mapping().AttrClass(c.Type, kind) {
 		case schema.AttrName:
 			rule, who = pick(ruleRenameAccount, ruleRenameGroup), admin
 		case schema.AttrPassword:

@@ -17,7 +17,9 @@ func testMirror(t *testing.T) *Mirror {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Mirror{cfg: Config{Mapping: mp}}
+	m := &Mirror{cfg: Config{Mapping: mp}}
+	m.policy.Store(&Policy{Mapping: mp})
+	return m
 }
 
 func modify(attrs ...string) *gateway.WriteRequest {

@@ -50,7 +50,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	if opts.Workers <= 0 {
 		opts.Workers = 8
 	}
-	mp := m.cfg.Mapping
+	mp := m.mapping()
 	cfg := mp.Config()
 	accounts, err := m.cfg.Directory.SearchAll(ctx, cfg.AccountBase, classFilter(cfg.AccountClasses), mp.AccountAttributes())
 	if err != nil {
