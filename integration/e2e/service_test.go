@@ -91,8 +91,13 @@ func TestServiceMetricsAfterWorkload(t *testing.T) {
 	var body string
 	waitFor(t, 10*time.Second, "delivery counters", func() error {
 		body = scrape(t, e.dataDir)
+		// The journal marks a record delivered just after the attempt is
+		// counted: wait for both.
 		if v := metric(body, `ldapgate_delivery_attempts_total{kind="account",outcome="delivered"}`); v < 3 {
 			return fmt.Errorf("delivered %v", v)
+		}
+		if v := metric(body, `ldapgate_journal_records{state="delivered"}`); v < 3 {
+			return fmt.Errorf("journal delivered %v", v)
 		}
 		return nil
 	})
