@@ -179,7 +179,7 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 			b.effects = append(b.effects, func() { j.idx.release(d) })
 			return nil
 		}
-		r := old.clone()
+		r := old.next()
 		r.Attempts++
 		if derr == nil {
 			r.State = StateDelivered

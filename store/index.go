@@ -25,6 +25,8 @@ type entry struct {
 	seq      uint64
 	state    State
 	tokens   []string
+	key, dn  string // what the tokens were made of
+	newDN    string
 	time     time.Time // the record's time, for the backlog's age
 	next     time.Time // next delivery attempt
 	inflight bool
@@ -45,10 +47,14 @@ func (x *index) put(r *Record) {
 		}
 		return
 	}
-	tokens := orderTokens(r)
 	if e == nil {
 		e = &entry{seq: r.Seq}
 		x.recs[r.Seq] = e
+	}
+	tokens := e.tokens
+	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || tokens == nil {
+		tokens = orderTokens(r)
+		e.key, e.dn, e.newDN = r.EntryKey, r.DN, r.NewDN
 	}
 	wasQueued := unfinished(e.state)
 	sameTokens := slices.Equal(e.tokens, tokens)
@@ -66,7 +72,7 @@ func (x *index) put(r *Record) {
 	}
 	touched = append(touched, tokens...)
 	x.consider(e)
-	x.considerHeads(touched)
+	x.considerHeads(touched, e.seq)
 }
 
 // remove forgets a record (aborted, dropped, purged or delivered). A
@@ -79,7 +85,7 @@ func (x *index) remove(seq uint64) {
 	delete(x.recs, seq)
 	if unfinished(e.state) {
 		x.dequeue(e)
-		x.considerHeads(e.tokens)
+		x.considerHeads(e.tokens, 0)
 	}
 }
 
@@ -105,9 +111,11 @@ func (x *index) dequeue(e *entry) {
 	}
 }
 
-func (x *index) considerHeads(tokens []string) {
+// considerHeads considers the first record of each history, but skip
+// (just considered by the caller).
+func (x *index) considerHeads(tokens []string, skip uint64) {
 	for _, t := range tokens {
-		if q := x.queues[t]; len(q) > 0 {
+		if q := x.queues[t]; len(q) > 0 && q[0] != skip {
 			if e := x.recs[q[0]]; e != nil {
 				x.consider(e)
 			}
@@ -183,7 +191,7 @@ func (x *index) release(d dispatched) {
 		e.inflight = false
 		x.consider(e)
 	}
-	x.considerHeads(d.tokens)
+	x.considerHeads(d.tokens, d.seq)
 }
 
 type readyItem struct {

@@ -563,7 +563,7 @@ func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error
 		if old.State != StatePrepared {
 			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
 		}
-		rec := old.clone()
+		rec := old.next()
 		rec.State = StateCommitted
 		rec.NextAttempt = b.now
 		if entryKey != "" {
@@ -609,7 +609,7 @@ func (j *Journal) Retry(ctx context.Context, seq uint64) error {
 		if err != nil {
 			return err
 		}
-		rec := old.clone()
+		rec := old.next()
 		switch old.State {
 		case StateDead:
 			rec.State = StateCommitted

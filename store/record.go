@@ -113,10 +113,22 @@ type Record struct {
 // the indexes always fit in one Badger transaction.
 const maxRecordBytes = 256 << 10
 
+// clone copies a record the caller handed in, which the caller may change
+// afterwards.
 func (r *Record) clone() *Record {
+	c := r.next()
+	c.Changes = make([]Change, len(r.Changes))
+	for i, ch := range r.Changes {
+		c.Changes[i] = Change{Op: ch.Op, Attr: ch.Attr, Values: append([]string(nil), ch.Values...)}
+	}
+	return c
+}
+
+// next starts the next version of a stored record. Stored versions are
+// never changed in place, so the versions share their (fixed) changes.
+func (r *Record) next() *Record {
 	c := *r
 	c.Secret = nil
-	c.Changes = append([]Change(nil), r.Changes...)
 	return &c
 }
 
