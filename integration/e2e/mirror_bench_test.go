@@ -1,0 +1,267 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/integration/slapd"
+)
+
+// BenchmarkMirrorModify measures ldapmodify-style load on account entries
+// (telephoneNumber replaced, one entry per request) from 8 concurrent go-ldap
+// clients bound as the admin: straight to slapd, and through the gateway
+// with journal (fsync) and delivery to the Axigen simulator on, in
+// interleaved rounds of the same run. It reports both throughputs, their
+// ratio (target >= 0.9), and the time from a client's success to the change
+// being visible in the simulator (p50, p99; target p99 < 1s).
+//
+// The body runs a fixed schedule whatever b.N is; run it with -benchtime=1x:
+//
+//	go test -run '^$' -bench MirrorModify -benchtime=1x ./integration/e2e/
+func BenchmarkMirrorModify(b *testing.B) {
+	const (
+		users   = 1000
+		clients = 8
+		rounds  = 3
+		span    = 3 * time.Second
+	)
+	e := newMirrorEnv(b, mirrorOptions{Users: users, Groups: 10, LogLevel: "warn"})
+	uids := make([]string, users)
+	for i := range users {
+		uids[i] = slapd.UserUID(i)
+	}
+	b.ResetTimer()
+	var direct, gateway []float64
+	var lat []time.Duration
+	for r := range rounds {
+		n := modifyLoad(b, e.dir.URL, e.dir.RootPW, clients, uids, span, fmt.Sprintf("d%d", r), nil)
+		direct = append(direct, float64(n)/span.Seconds())
+		vis := newVisibility(e)
+		n = modifyLoad(b, e.gw.URL, e.dir.RootPW, clients, uids, span, fmt.Sprintf("g%d", r), vis)
+		gateway = append(gateway, float64(n)/span.Seconds())
+		lat = append(lat, vis.finish(b, 30*time.Second)...)
+	}
+	// Diagnostic: the write path alone (journal, policy read, relay) while
+	// deliveries fail fast against a refusing Axigen.
+	if err := e.sim.SetDown(true); err != nil {
+		b.Fatal(err)
+	}
+	n := modifyLoad(b, e.gw.URL, e.dir.RootPW, clients, uids, span, "down", nil)
+	writePath := float64(n) / span.Seconds()
+	b.StopTimer()
+	if err := e.sim.SetDown(false); err != nil {
+		b.Fatal(err)
+	}
+	e.waitDrained(120*time.Second, false)
+
+	d, g := median(direct), median(gateway)
+	slices.Sort(lat)
+	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+	b.ReportMetric(d, "direct-mods/s")
+	b.ReportMetric(g, "gateway-mods/s")
+	b.ReportMetric(g/d, "ratio")
+	b.ReportMetric(writePath, "no-delivery-mods/s")
+	b.ReportMetric(float64(p50.Microseconds())/1000, "p50-visible-ms")
+	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-visible-ms")
+	b.Logf("modify, %d clients, %d rounds of %v: direct %.0f/s %v, gateway %.0f/s %v, ratio %.2f (target >= 0.90); "+
+		"success-to-Axigen over %d changes: p50 %v, p99 %v, max %v (target p99 < 1s); "+
+		"write path alone (Axigen down, no delivery) %.0f/s, ratio %.2f",
+		clients, rounds, span, d, round0(direct), g, round0(gateway), g/d, len(lat),
+		p50.Round(time.Microsecond), p99.Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond), writePath, writePath/d)
+}
+
+// modifyLoad runs clients concurrent connections bound as the admin, each
+// replacing the telephoneNumber of its own share of uids in turn, for span.
+// It returns the number of successful modifies. With vis set, every write
+// is registered there before it is sent and acknowledged on success.
+func modifyLoad(b testing.TB, url, adminPW string, clients int, uids []string, span time.Duration, tag string, vis *visibility) int64 {
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	deadline := time.Now().Add(span)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := ldap.DialURL(url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			conn.SetTimeout(30 * time.Second)
+			if err := conn.Bind(mirrorAdminDN, adminPW); err != nil {
+				errs <- err
+				return
+			}
+			for n := 0; time.Now().Before(deadline); n++ {
+				uid := uids[(c+n*clients)%len(uids)]
+				value := fmt.Sprintf("+1 555 %s-%d-%d", tag, c, n)
+				req := ldap.NewModifyRequest(userDN(uid), nil)
+				req.Replace("telephoneNumber", []string{value})
+				var w *pendingWrite
+				if vis != nil {
+					w = vis.sent(uid, value)
+				}
+				if err := conn.Modify(req); err != nil {
+					errs <- fmt.Errorf("modify %s: %w", uid, err)
+					return
+				}
+				if w != nil {
+					vis.acked(w)
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatalf("%s load: %v", tag, err)
+	}
+	return done.Load()
+}
+
+// visibility measures, per write, the time from its acknowledgement to the
+// simulator showing its value (or a later one of the same entry: delivery
+// is state-based, so a later value proves the earlier write arrived).
+type visibility struct {
+	e *mirrorEnv
+
+	mu      sync.Mutex
+	pending map[string][]*pendingWrite // by uid, in the order sent
+	all     []*pendingWrite
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type pendingWrite struct {
+	uid, value     string
+	ack, visibleAt time.Time
+}
+
+func newVisibility(e *mirrorEnv) *visibility {
+	v := &visibility{e: e, pending: map[string][]*pendingWrite{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go v.poll()
+	return v
+}
+
+func (v *visibility) sent(uid, value string) *pendingWrite {
+	w := &pendingWrite{uid: uid, value: value}
+	v.mu.Lock()
+	v.pending[uid] = append(v.pending[uid], w)
+	v.all = append(v.all, w)
+	v.mu.Unlock()
+	return w
+}
+
+func (v *visibility) acked(w *pendingWrite) {
+	now := time.Now()
+	v.mu.Lock()
+	w.ack = now
+	v.mu.Unlock()
+}
+
+// poll checks the simulator for the entries with writes not yet seen.
+func (v *visibility) poll() {
+	defer close(v.done)
+	tick := time.NewTicker(time.Millisecond) // polling interval of the measurement
+	defer tick.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-tick.C:
+		}
+		v.mu.Lock()
+		uids := make([]string, 0, len(v.pending))
+		for uid, ws := range v.pending {
+			if len(ws) > 0 {
+				uids = append(uids, uid)
+			}
+		}
+		v.mu.Unlock()
+		for _, uid := range uids {
+			a, ok := v.e.sim.Account(mirrorDomain, uid)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			v.mu.Lock()
+			ws := v.pending[uid]
+			for i := len(ws) - 1; i >= 0; i-- {
+				if ws[i].value == a.Contact["phone"] {
+					for _, w := range ws[:i+1] {
+						w.visibleAt = now
+					}
+					v.pending[uid] = ws[i+1:]
+					break
+				}
+			}
+			v.mu.Unlock()
+		}
+	}
+}
+
+// finish waits until every acknowledged write is visible and returns the
+// latencies (0 when the change was visible before the client heard back).
+func (v *visibility) finish(b testing.TB, within time.Duration) []time.Duration {
+	b.Helper()
+	waitFor(b, within, "every acknowledged write visible in Axigen", func() error {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		n := 0
+		for _, ws := range v.pending {
+			for _, w := range ws {
+				if !w.ack.IsZero() {
+					n++
+				}
+			}
+		}
+		if n > 0 {
+			return fmt.Errorf("%d not yet", n)
+		}
+		return nil
+	})
+	close(v.stop)
+	<-v.done
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []time.Duration
+	for _, w := range v.all {
+		if w.ack.IsZero() {
+			continue
+		}
+		out = append(out, max(0, w.visibleAt.Sub(w.ack)))
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func round0(xs []float64) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = int(x + 0.5)
+	}
+	return out
+}
