@@ -1,5 +1,6 @@
 // Package admin is the gateway's local administration endpoint: Prometheus
-// metrics, health and readiness probes, and the journal operations that
+// metrics, health and readiness probes, pprof profiles, and the journal
+// operations that
 // `ldapgate journal` performs while the gateway runs (it holds the journal's
 // lock, so the command goes through here). It listens on a Unix socket in
 // the data folder, and optionally on a loopback TCP address for scraping.
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +84,10 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /journal/records/{seq}", s.journalShow)
 	s.mux.HandleFunc("POST /journal/records/{seq}/retry", s.journalAct((*store.Journal).Retry))
 	s.mux.HandleFunc("POST /journal/records/{seq}/drop", s.journalAct((*store.Journal).Drop))
+	// Profiles of the running gateway, for finding where time goes.
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return s
 }
 
