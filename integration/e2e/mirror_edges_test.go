@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +80,27 @@ func TestMirrorMailChangeThroughAliasReachesGroups(t *testing.T) {
 		return ok && equalFoldSets(g.Members, []string{"alice.l@example.com", "bob@example.com"})
 	})
 	e.waitMirrored(10*time.Second, false)
+}
+
+// An account whose DN is named by cn is renamed by changing its uid (the
+// name attribute) with ldapmodify; only the admin may do it.
+func TestMirrorRenameThroughTheNameAttribute(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{
+		LDIF: []string{"dn: cn=Ivy Irons,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\ncn: Ivy Irons\nuid: ivy\nsn: Irons\nmail: ivy@example.com\nuserPassword: ivy-pw\n"},
+	})
+	ivy := "cn=Ivy Irons," + mirrorAccountBase
+	change := "dn: " + ivy + "\nchangetype: modify\nreplace: uid\nuid: ivy2\n"
+	r := e.tool(change, "ldapmodify", ivy, "ivy-pw")
+	if r.Code != 50 || !strings.Contains(r.Out, `"rename account: admin only"`) {
+		t.Errorf("ivy renaming herself: ldapmodify exited %d, want 50 naming the rename rule:\n%s", r.Code, r.Out)
+	}
+	e.asAdmin(change, "ldapmodify")
+	e.waitAccount("ivy2", "renamed from ivy", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Password == "ivy-pw" && a.Contact["businessEmail"] == "ivy@example.com"
+	})
+	if _, ok := e.sim.Account(mirrorDomain, "ivy"); ok {
+		t.Error("account ivy still exists after the rename to ivy2")
+	}
+	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
 }
