@@ -3,9 +3,11 @@ package subtree
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 	"github.com/jimlambrt/gldap"
 
@@ -103,7 +105,7 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request) {
 		finish(gldap.ResultProtocolError, "", "ldapgate: "+err.Error())
 		return
 	}
-	entries, err := s.candidates(m.BaseDN, int(m.Scope))
+	entries, err := s.candidates(m.BaseDN, int(m.Scope), filter)
 	if err != nil {
 		var se *searchError
 		if errors.As(err, &se) {
@@ -212,8 +214,9 @@ func newAttrSelection(attrs []string) attrSelection {
 
 func (s attrSelection) wants(name string) bool { return s.all || s.names[strings.ToLower(name)] }
 
-// candidates returns the entries in scope of a search, before filtering.
-func (s *Server) candidates(base string, scope int) ([]*entry, error) {
+// candidates returns the entries in scope of a search, before filtering;
+// filter (nil for all) may narrow the journal records read.
+func (s *Server) candidates(base string, scope int, filter *ber.Packet) ([]*entry, error) {
 	dn, err := ldap.ParseDN(base)
 	if err != nil {
 		return nil, &searchError{code: gldap.ResultInvalidDNSyntax, msg: "ldapgate: invalid base DN: " + err.Error()}
@@ -222,7 +225,7 @@ func (s *Server) candidates(base string, scope int) ([]*entry, error) {
 	monitor, _ := ldap.ParseDN(monitorDN)
 	switch {
 	case changelog.EqualFold(dn) || changelog.AncestorOfFold(dn):
-		return s.changelogCandidates(dn, scope)
+		return s.changelogCandidates(dn, scope, filter)
 	case monitor.EqualFold(dn) || monitor.AncestorOfFold(dn):
 		js, jsErr := s.cfg.Journal.Stats()
 		all := monitorEntries(s.cfg.GatewayStats(), js, jsErr)
@@ -258,8 +261,16 @@ func inScope(all []*entry, base *ldap.DN, scope int, suffix string) ([]*entry, e
 }
 
 // changelogCandidates reads the journal for a search under cn=changelog.
-func (s *Server) changelogCandidates(base *ldap.DN, scope int) ([]*entry, error) {
+func (s *Server) changelogCandidates(base *ldap.DN, scope int, filter *ber.Packet) ([]*entry, error) {
 	if len(base.RDNs) == 1 {
+		if scope != int(gldap.BaseObject) {
+			if lo, hi, ok := changeNumberRange(filter); ok {
+				// A follower asking for the changes after the last it has
+				// reads those records only; the root has no changeNumber, so
+				// the filter could not match it.
+				return s.changeRange(lo, hi)
+			}
+		}
 		recs, err := s.cfg.Journal.List(store.Filter{})
 		if err != nil {
 			return nil, err
@@ -301,6 +312,81 @@ func (s *Server) changelogCandidates(base *ldap.DN, scope int) ([]*entry, error)
 	return []*entry{e}, nil
 }
 
+// maxRangeReads bounds the records read one by one for a change number
+// range; a wider range lists the journal instead.
+const maxRangeReads = 4096
+
+// changeRange returns the change entries numbered lo..hi.
+func (s *Server) changeRange(lo, hi uint64) ([]*entry, error) {
+	newest, err := s.cfg.Journal.List(store.Filter{Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(newest) == 0 {
+		return nil, nil
+	}
+	hi = min(hi, newest[0].Seq)
+	lo = max(lo, 1)
+	if lo > hi {
+		return nil, nil
+	}
+	var out []*entry
+	if hi-lo < maxRangeReads {
+		for seq := lo; seq <= hi; seq++ {
+			e, err := s.changeEntryBySeq(seq)
+			if err != nil {
+				return nil, err
+			}
+			if e != nil {
+				out = append(out, e)
+			}
+		}
+		return out, nil
+	}
+	recs, err := s.cfg.Journal.List(store.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if r.Seq >= lo && r.Seq <= hi {
+			out = append(out, changeEntry(r))
+		}
+	}
+	return out, nil
+}
+
+// changeNumberRange reads from a filter the change numbers it can match:
+// an AND (or a lone assertion) with changeNumber>=N, <=M or =N. ok is
+// false when the filter does not bound them.
+func changeNumberRange(f *ber.Packet) (lo, hi uint64, ok bool) {
+	if f == nil || f.ClassType != ber.ClassContext {
+		return 0, 0, false
+	}
+	items := []*ber.Packet{f}
+	if f.Tag == ldap.FilterAnd {
+		items = f.Children
+	}
+	lo, hi = 0, math.MaxUint64
+	for _, it := range items {
+		if it.ClassType != ber.ClassContext || len(it.Children) != 2 || !strings.EqualFold(it.Children[0].Data.String(), "changeNumber") {
+			continue
+		}
+		n, err := strconv.ParseUint(it.Children[1].Data.String(), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch it.Tag {
+		case ldap.FilterGreaterOrEqual:
+			lo, ok = max(lo, n), true
+		case ldap.FilterLessOrEqual:
+			hi, ok = min(hi, n), true
+		case ldap.FilterEqualityMatch:
+			lo, hi, ok = max(lo, n), min(hi, n), true
+		}
+	}
+	return lo, hi, ok
+}
+
 // changeEntryBySeq returns the changelog entry of one record, nil if there
 // is none.
 func (s *Server) changeEntryBySeq(seq uint64) (*entry, error) {
@@ -320,7 +406,7 @@ func (s *Server) lookup(dn string) (*entry, error) {
 	if err != nil {
 		return nil, &searchError{code: gldap.ResultInvalidDNSyntax, msg: "ldapgate: invalid DN: " + err.Error()}
 	}
-	list, err := s.candidates(parsed.String(), int(gldap.BaseObject))
+	list, err := s.candidates(parsed.String(), int(gldap.BaseObject), nil)
 	if err != nil {
 		return nil, err
 	}

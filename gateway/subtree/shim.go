@@ -70,12 +70,22 @@ func (sh *shim) writeDown(raw []byte) error {
 func (sh *shim) responses() {
 	defer sh.close()
 	r := newFrameReader(sh.up)
+	var batch []byte
 	for {
 		raw, err := readFrame(r, 64<<20)
 		if err != nil {
 			return
 		}
-		if sh.writeDown(raw) != nil {
+		// gldap flushes every entry; what has already arrived goes on in
+		// one write, since each write to the pipe is a hand-over.
+		batch = append(batch[:0], raw...)
+		for r.Buffered() > 0 && len(batch) < 64<<10 {
+			if raw, err = readFrame(r, 64<<20); err != nil {
+				break
+			}
+			batch = append(batch, raw...)
+		}
+		if sh.writeDown(batch) != nil || err != nil {
 			return
 		}
 	}
