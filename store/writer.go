@@ -133,19 +133,26 @@ func (j *Journal) submit(ctx context.Context, run func(b *batch) error) error {
 }
 
 func (j *Journal) enqueue(ctx context.Context, m *mutation) error {
+	if err := j.queue(ctx, m); err != nil {
+		return err
+	}
+	return <-m.done
+}
+
+// queue hands a mutation to the writer without waiting for its outcome;
+// mutations queued by one goroutine run in the order it queued them.
+func (j *Journal) queue(ctx context.Context, m *mutation) error {
 	j.closeMu.RLock()
+	defer j.closeMu.RUnlock()
 	if j.closed {
-		j.closeMu.RUnlock()
 		return ErrClosed
 	}
 	select {
 	case j.reqs <- m:
+		return nil
 	case <-ctx.Done():
-		j.closeMu.RUnlock()
 		return ctx.Err()
 	}
-	j.closeMu.RUnlock()
-	return <-m.done
 }
 
 // writer is the journal's only writer. It takes every mutation waiting at
