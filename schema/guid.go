@@ -24,3 +24,28 @@ func FormatGUID(b []byte) (string, error) {
 	h := hex.EncodeToString(ordered)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
 }
+
+// ParseGUID is the inverse of FormatGUID: it turns the canonical GUID
+// string (with or without braces, any case) back into the 16 octets AD
+// stores, for matching objectGUID in a search filter.
+func ParseGUID(s string) ([]byte, error) {
+	t := s
+	if len(t) == 38 && t[0] == '{' && t[37] == '}' {
+		t = t[1:37]
+	}
+	if len(t) != 36 || t[8] != '-' || t[13] != '-' || t[18] != '-' || t[23] != '-' {
+		return nil, fmt.Errorf("%q is not a GUID (want xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", s)
+	}
+	ordered, err := hex.DecodeString(t[0:8] + t[9:13] + t[14:18] + t[19:23] + t[24:36])
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a GUID: %w", s, err)
+	}
+	o := ordered
+	return []byte{
+		o[3], o[2], o[1], o[0],
+		o[5], o[4],
+		o[7], o[6],
+		o[8], o[9],
+		o[10], o[11], o[12], o[13], o[14], o[15],
+	}, nil
+}
