@@ -52,6 +52,12 @@ type Config struct {
 	Audit *slog.Logger
 	// OnDelivery, when set, hears about every delivery attempt (metrics).
 	OnDelivery func(kind string, err error)
+	// WaitReplicated, when set, is called once a write the directory
+	// accepted is committed, before the client hears of its success: it
+	// returns when a standby gateway holds the record (synchronous
+	// replication). Its error is logged and the write acknowledged anyway:
+	// the directory has already made it.
+	WaitReplicated func(ctx context.Context, seq uint64) error
 }
 
 // Policy is the part of a Mirror's configuration that SetPolicy replaces
@@ -254,6 +260,11 @@ func (m *Mirror) complete(ctx context.Context, rec *store.Record, req *gateway.W
 	default:
 		if err := j.Commit(ctx, rec.Seq, ""); err != nil {
 			m.log.Error("cannot commit a journal record; it will be settled at the next start", "seq", rec.Seq, "err", err)
+		}
+	}
+	if m.cfg.WaitReplicated != nil && !res.Unanswered && res.Code == ldap.LDAPResultSuccess {
+		if err := m.cfg.WaitReplicated(ctx, rec.Seq); err != nil {
+			m.log.Warn("write acknowledged before the standby confirmed holding its record", "seq", rec.Seq, "err", err)
 		}
 	}
 }
