@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/integration/slapd"
 )
 
 // writeBatch makes adds, modifies, renames and deletes through the gateway
@@ -115,4 +117,34 @@ func TestSyncreplConsumerRefreshOnlyThroughGateway(t *testing.T) {
 	waitReplicated(t, env.dir, consumer, 20*time.Second)
 	env.waitMirrored(20*time.Second, false)
 	env.requireAlive()
+}
+
+// A consumer that reaches the gateway over LDAPS or StartTLS replicates
+// the same way (the gateway terminates TLS, the upstream is plain).
+func TestSyncreplConsumerOverTLS(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{Users: 20})
+	g := startGateway(t, "--upstream", s.URL)
+	tlsOpts := []string{"tls_cacert=" + testPKI.CAFile, "tls_reqcert=demand"}
+	for _, tc := range []struct {
+		name, url string
+		extra     []string
+	}{
+		{"ldaps", g.LDAPSURL, tlsOpts},
+		{"starttls", g.URL, append([]string{"starttls=critical"}, tlsOpts...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			consumer := startConsumer(t, tc.url, refreshAndPersist, tc.extra...)
+			waitReplicated(t, s, consumer, 30*time.Second)
+			admin := bindConn(t, g.URL, adminDN, adminPW)
+			if err := modifyDescription(admin, aliceDN, "over "+tc.name); err != nil {
+				t.Fatal(err)
+			}
+			victim := "uid=user0000" + map[string]string{"ldaps": "7", "starttls": "8"}[tc.name] + "," + people
+			if err := admin.Del(ldap.NewDelRequest(victim, nil)); err != nil {
+				t.Fatal(err)
+			}
+			waitReplicated(t, s, consumer, 20*time.Second)
+		})
+	}
+	g.requireAlive(t)
 }

@@ -28,8 +28,9 @@ const (
 )
 
 // startConsumer starts an empty slapd that replicates suffix from
-// providerURL (the gateway) with syncrepl, binding as the provider's root DN.
-func startConsumer(t testing.TB, providerURL string, mode consumerMode) *slapd.Server {
+// providerURL (the gateway) with syncrepl, binding as the provider's root
+// DN; extra holds further syncrepl options (TLS).
+func startConsumer(t testing.TB, providerURL string, mode consumerMode, extra ...string) *slapd.Server {
 	t.Helper()
 	conf := fmt.Sprintf(`syncrepl rid=001
   provider=%s
@@ -41,8 +42,11 @@ func startConsumer(t testing.TB, providerURL string, mode consumerMode) *slapd.S
   binddn="%s"
   credentials=%s
   schemachecking=off
-  timeout=5
+  timeout=1
   network-timeout=5`, providerURL, mode, suffix, adminDN, adminPW)
+	for _, x := range extra {
+		conf += "\n  " + x
+	}
 	return slapd.StartT(t, slapd.Options{Empty: true, ExtraConfig: conf})
 }
 
