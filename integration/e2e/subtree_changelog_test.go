@@ -136,3 +136,33 @@ deleteoldrdn: 1
 	}
 	e.requireAlive()
 }
+
+// BUG (mirror, seen through cn=changelog): an added account's record never
+// gets its entryUUID. The store fills EntryKey in at Commit, but the mirror
+// commits with an empty key (gateway/mirror/mirror.go, j.Commit(ctx,
+// rec.Seq, "")), so the add's changelog entry has no entryKey while every
+// later change of the same entry has one, and the journal keys the add's
+// history by DN only.
+func TestSubtreeChangelogAddCarriesEntryKey(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	requireSubtree(t, e)
+	e.asAdmin("dn: uid=fred,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: fred\ncn: Fred\nsn: F\nmail: fred@example.com\n", "ldapadd")
+	uuid := e.directoryEntry(userDN("fred"), "entryUUID").GetAttributeValue("entryUUID")
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	var got string
+	waitFor(t, 20*time.Second, "the add delivered", func() error {
+		res, err := admin.Search(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+			"(&(changeType=add)(targetDN="+userDN("fred")+"))", []string{"entryKey", "deliveryState"}, nil))
+		if err != nil || len(res.Entries) != 1 {
+			return fmt.Errorf("the add in cn=changelog: %v", err)
+		}
+		if st := res.Entries[0].GetAttributeValue("deliveryState"); st != "delivered" {
+			return fmt.Errorf("state %s", st)
+		}
+		got = res.Entries[0].GetAttributeValue("entryKey")
+		return nil
+	})
+	if got != uuid {
+		t.Errorf("the delivered add's entryKey is %q, want the entry's entryUUID %q", got, uuid)
+	}
+}
