@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -149,4 +151,39 @@ func checkDeadLetter(t *testing.T, e *mirrorEnv) {
 	if !strings.Contains(out, "givenName") {
 		t.Errorf("journal ls --dead (text) does not show the reason:\n%s", out)
 	}
+}
+
+// Axigen errors that a retry can cure do not lose the change: a command
+// answered -ERR, then a session cut in the middle of a plan, are retried
+// until Axigen holds the directory's state.
+func TestMirrorAxigenErrorsAreRetried(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+
+	e.sim.FailMatching(regexp.MustCompile(`^SET phone`), "temporarily unavailable")
+	e.asAdmin("dn: "+userDN("bob")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 5151\n", "ldapmodify")
+	waitFor(t, 10*time.Second, "a failed delivery", func() error {
+		if st, err := e.runningStats(); err != nil || st.Backlog == 0 {
+			return fmt.Errorf("stats %+v, %v", st, err)
+		}
+		if !strings.Contains(e.logTail(1<<20), "temporarily unavailable") {
+			return errNotYet
+		}
+		return nil
+	})
+	if a, _ := e.sim.Account(mirrorDomain, "bob"); a.Contact["phone"] == "+1 555 5151" {
+		t.Fatal("the phone reached Axigen although SET phone failed")
+	}
+	e.sim.ClearFaults()
+	e.waitAccount("bob", "the phone, once Axigen accepts it", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 5151"
+	})
+
+	// The session is cut after a few commands of the next plan.
+	e.sim.DropAfter(3)
+	e.asAdmin("dn: "+userDN("carol")+"\nchangetype: modify\nreplace: mobile\nmobile: +1 555 6161\n-\nreplace: displayName\ndisplayName: Captain\n", "ldapmodify")
+	e.waitAccount("carol", "both fields despite the cut", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["mobilePhone"] == "+1 555 6161" && a.Contact["nickName"] == "Captain"
+	})
+	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
 }
