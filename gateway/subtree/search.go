@@ -17,15 +17,22 @@ import (
 // routes registers every operation gldap can route: the token bind and
 // searches. The shim never passes anything else; the default route answers
 // strangers on the loopback port.
-func (s *Server) routes() *gldap.Mux {
-	mux, _ := gldap.NewMux()
-	_ = mux.Bind(s.guard(s.bind))
-	_ = mux.Search(s.guard(s.search))
-	_ = mux.DefaultRoute(s.guard(func(w *gldap.ResponseWriter, r *gldap.Request) {
+func (s *Server) routes() (*gldap.Mux, error) {
+	mux, err := gldap.NewMux()
+	if err != nil {
+		return nil, err
+	}
+	if err := mux.Bind(s.guard(s.bind)); err != nil {
+		return nil, err
+	}
+	if err := mux.Search(s.guard(s.search)); err != nil {
+		return nil, err
+	}
+	err = mux.DefaultRoute(s.guard(func(w *gldap.ResponseWriter, r *gldap.Request) {
 		_ = w.Write(r.NewResponse(gldap.WithResponseCode(gldap.ResultUnwillingToPerform),
 			gldap.WithMatchedDN(""), gldap.WithDiagnosticMessage("ldapgate: the subtree is read-only")))
 	}))
-	return mux
+	return mux, err
 }
 
 // guard keeps a panic in a handler from taking the gateway down: gldap

@@ -3,6 +3,28 @@
 // draft-good-ldap-changelog) and cn=monitor (connections, operations,
 // upstream health, delivery backlog).
 //
+// Entries (all read-only, objectClass extensibleObject):
+//
+//	cn=changelog                      firstChangeNumber, lastChangeNumber
+//	changeNumber=N,cn=changelog       changeNumber, targetDN, changeType (add, modify,
+//	                                  delete, modrdn), changeTime, changes (LDIF; a
+//	                                  password shows as "(password)"), newRDN,
+//	                                  newSuperior and newDN of a rename, entryKind,
+//	                                  entryKey, actor, clientAddress, deliveryState,
+//	                                  deliveryAttempts, lastError, nextAttempt,
+//	                                  deliveredAt, secretState, note
+//	cn=connections,cn=monitor         currentConnections, totalConnections, rejectedConnections
+//	cn=operations,cn=monitor          requests
+//	cn=upstream,cn=monitor            upstreamConnections, upstreamFailures
+//	cn=journal,cn=monitor             backlog, prepared, committed, delivered, dead,
+//	                                  inFlight, oldestPendingSeconds,
+//	                                  oldestPendingChangeNumber, lastChangeNumber
+//
+// Searches take any scope and filter (extensible matches are Undefined),
+// the paged results control, size limits and attribute lists; a search
+// bounded by changeNumber reads only those records, so a follower polling
+// (changeNumber>=N) stays cheap on a long journal.
+//
 // The entries are served with gldap on a loopback port that only the
 // gateway can use: each connection opened by Dial first binds with a
 // one-time token that the server issued to itself, so another local process
@@ -142,7 +164,11 @@ func (s *Server) startOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create gldap server: %w", err)
 	}
-	if err := srv.Router(s.routes()); err != nil {
+	mux, err := s.routes()
+	if err == nil {
+		err = srv.Router(mux)
+	}
+	if err != nil {
 		return fmt.Errorf("gldap routes: %w", err)
 	}
 	runErr := make(chan error, 1)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -67,7 +68,8 @@ func newStack(t *testing.T) *stack {
 		Actor: "uid=david,ou=people," + suffix, Secret: []byte("david-new-plaintext")}, "entry-key-dave")
 	st.record(t, "delete", &store.Record{Kind: store.KindAccount, Op: store.OpDelete, DN: "uid=david,ou=people," + suffix, Actor: adminDN}, "entry-key-dave")
 
-	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() }})
+	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() },
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +110,16 @@ func newStack(t *testing.T) *stack {
 	})
 	st.url = "ldap://" + ln.Addr().String()
 	return st
+}
+
+// testWriter sends the subtree's log to the test's, so that a warning
+// (gldap's included) shows up next to the failure it explains.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // record journals a write and commits it (it stays pending delivery).
