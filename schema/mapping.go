@@ -321,6 +321,15 @@ func (m *Mapping) naming(e Entry, attr string) (string, bool) {
 	return m.first(e, attr)
 }
 
+// SameAttribute reports whether two attribute descriptions name the same
+// attribute, through aliases and OIDs (rfc822Mailbox is mail, 2.5.4.0 is
+// objectClass) and ignoring options such as ;lang-en.
+func (m *Mapping) SameAttribute(a, b string) bool {
+	ab, _ := splitOptions(a)
+	bb, _ := splitOptions(b)
+	return m.canonical(ab) == m.canonical(bb)
+}
+
 // EntryName is the name an account or group entry has in Axigen, as
 // AccountState and GroupState work it out, without checking any value.
 func (m *Mapping) EntryName(e Entry, kind Kind) string {

@@ -26,6 +26,10 @@ type Account struct {
 	// Password is the plaintext password to set, when one is known. It is
 	// empty when the directory holds only a hash (or nothing).
 	Password string
+	// InitialPassword is used only when the account is created and Password
+	// is empty: a plaintext password the directory holds, which need not be
+	// set again on every apply (Axigen cannot show it back to compare).
+	InitialPassword string
 	// Disabled reports a directory account that may not log in.
 	Disabled bool
 }

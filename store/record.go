@@ -93,7 +93,11 @@ type Record struct {
 	EntryKey string `json:"entryKey,omitempty"`
 	// Name is the account's or group's name in Axigen before the change,
 	// when the entry existed: what a rename or a delete starts from.
-	Name    string   `json:"name,omitempty"`
+	Name string `json:"name,omitempty"`
+	// Groups are the DNs of the groups that listed the entry when it was
+	// deleted: the directory may drop it from them (refint) with no write
+	// the gateway sees, so delivery re-applies them.
+	Groups  []string `json:"groups,omitempty"`
 	Changes []Change `json:"changes,omitempty"`
 	// Secret is the plaintext password. It lives in memory only: Prepare
 	// stores it encrypted, and only records handed to a deliverer (Run) or

@@ -256,5 +256,5 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDeli
 		pool.Close()
 		return nil, nil, err
 	}
-	return m, func() { dir.Close(); pool.Close() }, nil
+	return m, func() { m.Close(); dir.Close(); pool.Close() }, nil
 }

@@ -17,7 +17,7 @@ import (
 
 // record builds the journal record of an allowed write. cur is the entry
 // before the change (nil for an add).
-func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind schema.Kind, target, newDN string, cur *schema.Entry) (*store.Record, error) {
+func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind schema.Kind, target, newDN string, cur *schema.Entry, groups []string) (*store.Record, error) {
 	mp := m.mapping()
 	rec := &store.Record{
 		Time:       time.Now(),
@@ -78,6 +78,7 @@ func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind s
 		}
 	case gateway.OpDelete:
 		rec.Op = store.OpDelete
+		rec.Groups = groups
 	case gateway.OpModifyDN:
 		rec.Op = store.OpRename
 		if newDN == "" {
@@ -128,7 +129,11 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 			}
 		}
 		if kind == schema.KindAccount {
-			// Groups still naming the gone entry lose its address.
+			// Groups still naming the gone entry lose its address; those
+			// the directory already cleaned (refint) were noted at the delete.
+			if err := m.refreshGroups(ctx, rec.Groups); err != nil {
+				return err
+			}
 			return m.refreshGroupsOf(ctx, rec.DN, rec.NewDN)
 		}
 		return nil
@@ -140,7 +145,9 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if err != nil {
 		return permanentIfValue(err)
 	}
-	desired.Password = string(rec.Secret)
+	// The directory's plaintext password seeds a new account; the record's
+	// password is what this change set.
+	desired.InitialPassword, desired.Password = desired.Password, string(rec.Secret)
 	if _, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, rec.Name); err != nil {
 		return classify(err)
 	}
@@ -206,9 +213,9 @@ func (m *Mirror) touchesAddress(rec *store.Record) bool {
 	if rec.Op == store.OpRename || rec.Op == store.OpAdd {
 		return true
 	}
-	mailAttr := m.mapping().MemberMailAttribute()
+	mp := m.mapping()
 	for _, c := range rec.Changes {
-		if strings.EqualFold(baseAttr(c.Attr), mailAttr) {
+		if mp.SameAttribute(c.Attr, mp.MemberMailAttribute()) {
 			return true
 		}
 	}
@@ -240,6 +247,24 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 	if err != nil {
 		return err
 	}
+	return m.refreshGroups(ctx, groups)
+}
+
+// groupsOf lists the groups that name dn as a member now.
+func (m *Mirror) groupsOf(ctx context.Context, dn string) ([]string, error) {
+	bases := m.mapping().Config().GroupBase
+	if len(bases) == 0 {
+		return nil, nil
+	}
+	var terms []string
+	for _, a := range m.mapping().MemberAttributes() {
+		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
+	}
+	return m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
+}
+
+// refreshGroups re-applies the groups at dns as the directory has them now.
+func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 	for _, g := range groups {
 		e, err := m.cfg.Directory.Read(ctx, g, m.mapping().GroupAttributes())
 		if err != nil {

@@ -1,8 +1,6 @@
 package mirror
 
 import (
-	"strings"
-
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -63,10 +61,12 @@ func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owne
 	// Modify: every attribute it touches must be allowed; it is mirrored if
 	// any of them is one Axigen knows.
 	d := decision{}
-	mailAttr := m.mapping().MemberMailAttribute()
+	mp := m.mapping()
+	mailAttr := mp.MemberMailAttribute()
+	isMail := func(attr string) bool { return account && mailAttr != "" && mp.SameAttribute(attr, mailAttr) }
 	for _, c := range req.Changes {
 		rule, who := "", false
-		switch m.mapping().AttrClass(c.Type, kind) {
+		switch mp.AttrClass(c.Type, kind) {
 		case schema.AttrName:
 			rule, who = pick(ruleRenameAccount, ruleRenameGroup), admin
 		case schema.AttrPassword:
@@ -75,7 +75,7 @@ func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owne
 			rule, who = ruleContact, admin || owner
 			// The mail address is how Axigen logs the user in and how groups
 			// list members: changing it is the admin's, not the owner's.
-			if account && mailAttr != "" && strings.EqualFold(baseAttr(c.Type), mailAttr) {
+			if isMail(c.Type) {
 				rule, who = ruleAccountAddress, admin
 			}
 		case schema.AttrDisabled:
@@ -83,7 +83,7 @@ func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owne
 		case schema.AttrMembership:
 			rule, who = ruleMembership, admin
 		default:
-			if account && mailAttr != "" && strings.EqualFold(baseAttr(c.Type), mailAttr) {
+			if isMail(c.Type) {
 				rule, who = ruleAccountAddress, admin
 			} else {
 				continue // the directory's own ACLs decide; Axigen does not care
@@ -95,12 +95,4 @@ func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owne
 		d.mirror = true
 	}
 	return d
-}
-
-// baseAttr strips attribute options (";binary", ";lang-en").
-func baseAttr(desc string) string {
-	if i := strings.IndexByte(desc, ';'); i >= 0 {
-		return desc[:i]
-	}
-	return desc
 }

@@ -13,8 +13,9 @@ import (
 	"github.com/ldapgate/ldapgate/store"
 )
 
-// The replication hook runs only for writes the directory accepted, after
-// their record is committed (what the standby must hold) and before the
+// The replication hook runs only for writes the directory accepted, once
+// their record is journaled (what the standby must hold: a record still
+// prepared there is settled at takeover as at recovery) and before the
 // completion returns (before the client hears of the success); its error
 // does not undo the write.
 func TestWaitReplicatedAfterCommitOnlyOnSuccess(t *testing.T) {
@@ -60,11 +61,12 @@ func TestWaitReplicatedAfterCommitOnlyOnSuccess(t *testing.T) {
 			}
 			rec.Seq = seq
 			m.complete(ctx, rec, req, tc.res)
+			m.Close() // the commit or abort settles in the background
 			if got := len(calls) == 1; got != tc.wantCall {
 				t.Fatalf("hook calls %v, want a call: %v", calls, tc.wantCall)
 			}
-			if tc.wantCall && (calls[0].seq != seq || calls[0].state != store.StateCommitted) {
-				t.Fatalf("hook saw %+v; want record %d committed", calls[0], seq)
+			if tc.wantCall && (calls[0].seq != seq || calls[0].state != store.StatePrepared && calls[0].state != store.StateCommitted) {
+				t.Fatalf("hook saw %+v; want record %d journaled", calls[0], seq)
 			}
 			r, err := j.Get(seq)
 			switch {

@@ -367,6 +367,9 @@ func checkAccount(a schema.Account, previousName string) error {
 	if err := checkValue("password", a.Password); err != nil {
 		return err
 	}
+	if err := checkValue("initial password", a.InitialPassword); err != nil {
+		return err
+	}
 	for k, v := range a.Contact {
 		if !isFieldName(k) {
 			return unsafeValue("contact field name "+display(k), "not a plain field name")
@@ -480,6 +483,9 @@ func (c *Client) planAccount(domain string, desired schema.Account, cur AccountS
 	var head []Command
 	if !found {
 		pw := desired.Password
+		if pw == "" {
+			pw = desired.InitialPassword
+		}
 		if pw == "" {
 			var err error
 			if pw, err = c.newPassword(); err != nil {

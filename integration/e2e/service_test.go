@@ -108,12 +108,12 @@ func TestServiceMetricsAfterWorkload(t *testing.T) {
 		`ldapgate_operations_total{op="modify",result="success"}`:                    3,
 		`ldapgate_operations_total{op="modify",result="insufficient_access_rights"}`: 1,
 		`ldapgate_operation_duration_seconds_count{op="search"}`:                     7,
-		`ldapgate_connections`:                                                       2,
-		`ldapgate_journal_backlog`:                                                   0,
-		`ldapgate_dead_letters`:                                                      0,
-		`ldapgate_journal_records{state="delivered"}`:                                3,
-		`ldapgate_delivery_attempts_total{kind="account",outcome="delivered"}`:       3,
-		`ldapgate_upstream_up{upstream="` + e.dir.URL + `"}`:                         1,
+		`ldapgate_connections`:                        2,
+		`ldapgate_journal_backlog`:                    0,
+		`ldapgate_dead_letters`:                       0,
+		`ldapgate_journal_records{state="delivered"}`: 3,
+		`ldapgate_delivery_attempts_total{kind="account",outcome="delivered"}`: 3,
+		`ldapgate_upstream_up{upstream="` + e.dir.URL + `"}`:                   1,
 	}
 	for series, v := range want {
 		if got := metric(body, series); got != v {
