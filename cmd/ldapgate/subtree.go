@@ -13,10 +13,12 @@ import (
 
 // newSubtree starts the gateway's own read-only subtree (cn=changelog,
 // cn=monitor) and returns the relay's routing to it, readable by the
-// sessions allow accepts, and the function that stops it. stats is called
-// only while serving, so it may read a Server created after this call.
-func newSubtree(j *store.Journal, stats func() gateway.Stats, allow func(gateway.SessionInfo) bool, log *slog.Logger) (gateway.LocalDirectory, func(), error) {
-	srv, err := subtree.New(subtree.Config{Journal: j, GatewayStats: stats, Logger: log})
+// sessions allow accepts, and the function that stops it. stats and health
+// are called only while serving, so stats may read a Server created after
+// this call; health may be nil.
+func newSubtree(j *store.Journal, stats func() gateway.Stats, health func() []gateway.UpstreamHealth,
+	allow func(gateway.SessionInfo) bool, log *slog.Logger) (gateway.LocalDirectory, func(), error) {
+	srv, err := subtree.New(subtree.Config{Journal: j, GatewayStats: stats, UpstreamHealth: health, Logger: log})
 	if err != nil {
 		return gateway.LocalDirectory{}, nil, err
 	}

@@ -189,7 +189,7 @@ func changeEntry(r *store.Record) *entry {
 
 // monitorEntries are cn=monitor and its children, from the gateway's
 // counters and the journal's statistics.
-func monitorEntries(gs gateway.Stats, js store.Stats, jsErr error) []*entry {
+func monitorEntries(gs gateway.Stats, health []gateway.UpstreamHealth, js store.Stats, jsErr error) []*entry {
 	root := &entry{dn: monitorDN}
 	root.add("objectClass", "top", "extensibleObject")
 	root.add("cn", "monitor")
@@ -212,6 +212,27 @@ func monitorEntries(gs gateway.Stats, js store.Stats, jsErr error) []*entry {
 	up.add("cn", "upstream")
 	up.add("upstreamConnections", itoa(gs.UpstreamConns))
 	up.add("upstreamFailures", itoa(gs.UpstreamFailures))
+	var ups []*entry
+	healthy := 0
+	for i, h := range health {
+		u := &entry{dn: fmt.Sprintf("cn=upstream%d,cn=upstream,%s", i+1, monitorDN)}
+		u.add("objectClass", "top", "extensibleObject")
+		u.add("cn", fmt.Sprintf("upstream%d", i+1))
+		u.add("upstreamURL", h.URL)
+		status := "down"
+		if h.Up {
+			status = "up"
+			healthy++
+		}
+		u.add("status", status)
+		u.add("since", generalizedTime(h.Since))
+		u.add("lastError", h.LastError)
+		ups = append(ups, u)
+	}
+	if len(health) > 0 {
+		up.add("upstreamsUp", itoa(healthy))
+		up.add("upstreamsDown", itoa(len(health)-healthy))
+	}
 
 	jn := &entry{dn: "cn=journal," + monitorDN}
 	jn.add("objectClass", "top", "extensibleObject")
@@ -231,7 +252,7 @@ func monitorEntries(gs gateway.Stats, js store.Stats, jsErr error) []*entry {
 		}
 		jn.add("lastChangeNumber", itoa(js.LastSeq))
 	}
-	return []*entry{root, conns, ops, up, jn}
+	return append([]*entry{root, conns, ops, up, jn}, ups...)
 }
 
 // needsBase64 reports whether an LDIF value must be base64-encoded

@@ -11,6 +11,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/jimlambrt/gldap"
 
+	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -235,7 +236,11 @@ func (s *Server) candidates(base string, scope int, filter *ber.Packet) ([]*entr
 		return s.changelogCandidates(dn, scope, filter)
 	case monitor.EqualFold(dn) || monitor.AncestorOfFold(dn):
 		js, jsErr := s.cfg.Journal.Stats()
-		all := monitorEntries(s.cfg.GatewayStats(), js, jsErr)
+		var health []gateway.UpstreamHealth
+		if s.cfg.UpstreamHealth != nil {
+			health = s.cfg.UpstreamHealth()
+		}
+		all := monitorEntries(s.cfg.GatewayStats(), health, js, jsErr)
 		return inScope(all, dn, scope, monitorDN)
 	}
 	return nil, &searchError{code: gldap.ResultNoSuchObject, msg: "ldapgate: not in the gateway's subtree"}

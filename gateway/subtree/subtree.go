@@ -15,7 +15,9 @@
 //	                                  deliveredAt, secretState, note
 //	cn=connections,cn=monitor         currentConnections, totalConnections, rejectedConnections
 //	cn=operations,cn=monitor          requests
-//	cn=upstream,cn=monitor            upstreamConnections, upstreamFailures
+//	cn=upstream,cn=monitor            upstreamConnections, upstreamFailures, upstreamsUp,
+//	                                  upstreamsDown
+//	cn=upstreamN,cn=upstream,cn=monitor  upstreamURL, status (up, down), since, lastError
 //	cn=journal,cn=monitor             backlog, prepared, committed, delivered, dead,
 //	                                  inFlight, oldestPendingSeconds,
 //	                                  oldestPendingChangeNumber, lastChangeNumber
@@ -71,6 +73,9 @@ type Config struct {
 	Journal *store.Journal
 	// GatewayStats returns the relay's counters for cn=monitor; nil shows zeros.
 	GatewayStats func() gateway.Stats
+	// UpstreamHealth returns each upstream's state for cn=monitor
+	// (gateway.UpstreamSet.Health); nil shows none.
+	UpstreamHealth func() []gateway.UpstreamHealth
 	// Logger receives the server's warnings (nil: discarded).
 	Logger *slog.Logger
 }

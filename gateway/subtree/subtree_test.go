@@ -68,7 +68,14 @@ func newStack(t *testing.T) *stack {
 		Actor: "uid=david,ou=people," + suffix, Secret: []byte("david-new-plaintext")}, "entry-key-dave")
 	st.record(t, "delete", &store.Record{Kind: store.KindAccount, Op: store.OpDelete, DN: "uid=david,ou=people," + suffix, Actor: adminDN}, "entry-key-dave")
 
-	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() },
+	since := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	health := func() []gateway.UpstreamHealth {
+		return []gateway.UpstreamHealth{
+			{URL: up.URL, Up: true, Since: since},
+			{URL: "ldap://127.0.0.1:1", Up: false, Since: since, LastError: "connection refused"},
+		}
+	}
+	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() }, UpstreamHealth: health,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
@@ -348,6 +355,19 @@ func TestMonitorShowsCountersAndBacklog(t *testing.T) {
 	// subtree besides its upstream one.
 	if got := byDN["cn=upstream,cn=monitor"].GetAttributeValue("upstreamConnections"); got != "1" && got != "2" {
 		t.Errorf("upstreamConnections %q, want 1 or 2 (the bind went upstream)", got)
+	}
+	if got := byDN["cn=upstream,cn=monitor"].GetAttributeValue("upstreamsUp"); got != "1" {
+		t.Errorf("upstreamsUp %q, want 1", got)
+	}
+	u1, u2 := byDN["cn=upstream1,cn=upstream,cn=monitor"], byDN["cn=upstream2,cn=upstream,cn=monitor"]
+	if u1 == nil || u2 == nil {
+		t.Fatalf("no per-upstream entries")
+	}
+	if u1.GetAttributeValue("upstreamURL") != st.upstrm.URL || u1.GetAttributeValue("status") != "up" || u1.GetAttributeValue("since") != "20261128120000Z" {
+		t.Errorf("upstream1: %v", u1.Attributes)
+	}
+	if u2.GetAttributeValue("status") != "down" || u2.GetAttributeValue("lastError") != "connection refused" {
+		t.Errorf("upstream2: %v", u2.Attributes)
 	}
 	if got := byDN["cn=journal,cn=monitor"].GetAttributeValue("backlog"); got != "5" {
 		t.Errorf("backlog %q, want 5", got)

@@ -114,8 +114,10 @@ deleteoldrdn: 1
 
 	// cn=monitor: this ldapsearch is a connection, nothing is pending.
 	r = e.asAdmin("", "ldapsearch", "-LLL", "-b", "cn=monitor", "(objectClass=*)")
-	for _, want := range []string{"dn: cn=connections,cn=monitor", "currentConnections: ", "requests: ",
-		"upstreamFailures: 0", "dn: cn=journal,cn=monitor", "backlog: 0", "dead: 0"} {
+	// This ldapsearch and the go-ldap connection above are open.
+	for _, want := range []string{"dn: cn=connections,cn=monitor", "currentConnections: 2\n", "requests: ",
+		"upstreamFailures: 0", "dn: cn=journal,cn=monitor", "backlog: 0", "dead: 0",
+		"dn: cn=upstream1,cn=upstream,cn=monitor", "upstreamURL: " + e.dir.URL, "status: up", "upstreamsUp: 1"} {
 		if !strings.Contains(r.Out, want) {
 			t.Errorf("cn=monitor lacks %q:\n%s", want, r.Out)
 		}
