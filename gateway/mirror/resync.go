@@ -62,14 +62,6 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			return nil, err
 		}
 	}
-	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
-	if err != nil {
-		return nil, err
-	}
-	inAxigen := map[string]bool{}
-	for _, a := range existing {
-		inAxigen[strings.ToLower(a)] = true
-	}
 
 	// Member addresses come from the accounts already read; only members
 	// outside the account subtree cost a directory read.
@@ -126,9 +118,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 						r.name = desired.Name
 						// A password is set only on creation: Axigen cannot
 						// show one back, so setting it again would never end.
-						if inAxigen[strings.ToLower(desired.Name)] {
-							desired.Password = ""
-						}
+						desired.InitialPassword, desired.Password = desired.Password, ""
 						if opts.DryRun {
 							r.plan, err = m.cfg.Axigen.PlanAccount(ctx, m.cfg.Domain, desired, "")
 						} else {
@@ -189,6 +179,10 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			rep.Changed++
 			rep.Plans = append(rep.Plans, r.plan)
 		}
+	}
+	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
+	if err != nil {
+		return nil, err
 	}
 	for _, a := range existing {
 		if !seenAccounts[strings.ToLower(a)] {
