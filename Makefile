@@ -39,6 +39,7 @@ demo: deps build
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./integration/axigen/...
 	$(GO) run ./integration/bench $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench MirrorModify -benchtime 1x -timeout 10m ./integration/e2e/
 
 soak: build
 	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./integration/e2e/...
