@@ -15,13 +15,25 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ldapgate
 
+# Samba's AD domain controller, for the Active Directory tests and `make demo AD=1`
+# (integration/samba); installed without recommends (winbind, krb5 are not needed).
+SAMBA_PKGS := samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
+
 # deps installs what the tests and the demo need on a Debian machine (as root).
 deps:
 	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need="$$need slapd"; \
 	command -v ldapsearch >/dev/null 2>&1 || need="$$need ldap-utils"; \
+	for p in $(SAMBA_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || samba_need="$$samba_need $$p"; \
+	done; \
+	if [ -n "$$need$$samba_need" ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq || exit 1; \
+	fi; \
 	if [ -n "$$need" ]; then \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need || exit 1; \
+	fi; \
+	if [ -n "$$samba_need" ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$samba_need || exit 1; \
 	fi; \
 	if command -v service >/dev/null 2>&1; then service slapd stop >/dev/null 2>&1 || true; fi
 
