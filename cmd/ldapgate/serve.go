@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/gateway/mirror"
+	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -135,11 +138,33 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 			}
 		}()
 	}
+	// The gateway's own subtree (cn=changelog, cn=ldapgate,cn=monitor),
+	// readable by the admin identities.
+	var gw atomic.Pointer[gateway.Server]
+	stats := func() gateway.Stats {
+		if s := gw.Load(); s != nil {
+			return s.Stats()
+		}
+		return gateway.Stats{}
+	}
+	isAdmin := func(si gateway.SessionInfo) bool {
+		if mirrorRef != nil {
+			ok, err := mirrorRef.IsAdmin(context.Background(), si.BoundDN)
+			return err == nil && ok
+		}
+		return si.BoundDN != "" && slices.ContainsFunc(cfg.Mirror.AdminDNs, func(a string) bool { return schema.EqualDN(a, si.BoundDN) })
+	}
+	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, isAdmin, log)
+	if err != nil {
+		return err
+	}
+	defer stopLocal()
 	srv, err := gateway.NewServer(gateway.Config{
 		Dialer:                  upstreams,
 		TLS:                     serverTLS,
 		Interceptor:             interceptor,
 		Observer:                adminSrv,
+		Local:                   local,
 		ConfidentialityRequired: cfg.ConfidentialityRequired,
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
@@ -153,6 +178,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	if err != nil {
 		return err
 	}
+	gw.Store(srv)
 	adminSrv.SetSources(srv.Stats, upstreams)
 	stopAdmin, err := serveAdmin(cfg, adminSrv, log)
 	if err != nil {

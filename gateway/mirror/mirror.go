@@ -280,6 +280,10 @@ func (m *Mirror) complete(ctx context.Context, rec *store.Record, req *gateway.W
 			background("commit", func() error { return j.Commit(ctx, seq, "") })
 		}
 		background("abort", func() error { return j.Abort(ctx, rec.Seq) })
+	case req.Op == gateway.OpAdd:
+		// The new entry's stable key exists only now; the journal keeps its
+		// history under it.
+		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
 	}
@@ -289,6 +293,21 @@ func (m *Mirror) complete(ctx context.Context, rec *store.Record, req *gateway.W
 		}
 	}
 }
+
+// keyOf reads an entry's stable key, or "" when it cannot (delivery then
+// finds the entry by its DN).
+func (m *Mirror) keyOf(ctx context.Context, dn string) string {
+	e, err := m.cfg.Directory.Read(ctx, dn, []string{m.mapping().KeyAttribute()})
+	if err != nil || e == nil {
+		return ""
+	}
+	key, _ := m.entryKey(*e)
+	return key
+}
+
+// IsAdmin reports whether dn is a configured admin or a member of the
+// admin group (cached briefly).
+func (m *Mirror) IsAdmin(ctx context.Context, dn string) (bool, error) { return m.isAdmin(ctx, dn) }
 
 // Close waits until every write the Mirror saw is settled in the journal.
 // Call it after the gateway stopped accepting writes, before the journal

@@ -52,7 +52,7 @@ func (e *entry) get(name string) ([]string, bool) {
 // Names of the subtree's fixed entries.
 const (
 	changelogDN = "cn=changelog"
-	monitorDN   = "cn=monitor"
+	monitorDN   = "cn=ldapgate,cn=monitor"
 )
 
 // generalizedTime renders t as an LDAP GeneralizedTime in UTC.

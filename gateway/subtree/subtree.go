@@ -1,7 +1,9 @@
 // Package subtree serves the gateway's own read-only directory: cn=changelog
 // (the journal's records as entries, in the spirit of
-// draft-good-ldap-changelog) and cn=monitor (connections, operations,
-// upstream health, delivery backlog).
+// draft-good-ldap-changelog) and cn=ldapgate,cn=monitor (connections,
+// operations, upstream health, delivery backlog). The monitor lives below
+// cn=monitor rather than at it so that OpenLDAP's own cn=Monitor stays
+// reachable through the gateway.
 //
 // Entries (all read-only, objectClass extensibleObject):
 //
@@ -13,12 +15,12 @@
 //	                                  entryKey, actor, clientAddress, deliveryState,
 //	                                  deliveryAttempts, lastError, nextAttempt,
 //	                                  deliveredAt, secretState, note
-//	cn=connections,cn=monitor         currentConnections, totalConnections, rejectedConnections
-//	cn=operations,cn=monitor          requests
-//	cn=upstream,cn=monitor            upstreamConnections, upstreamFailures, upstreamsUp,
+//	cn=connections,cn=ldapgate,cn=monitor       currentConnections, totalConnections, rejectedConnections
+//	cn=operations,cn=ldapgate,cn=monitor        requests
+//	cn=upstream,cn=ldapgate,cn=monitor          upstreamConnections, upstreamFailures, upstreamsUp,
 //	                                  upstreamsDown
-//	cn=upstreamN,cn=upstream,cn=monitor  upstreamURL, status (up, down), since, lastError
-//	cn=journal,cn=monitor             backlog, prepared, committed, delivered, dead,
+//	cn=upstreamN,cn=upstream,cn=ldapgate,cn=monitor  upstreamURL, status (up, down), since, lastError
+//	cn=journal,cn=ldapgate,cn=monitor           backlog, prepared, committed, delivered, dead,
 //	                                  inFlight, oldestPendingSeconds,
 //	                                  oldestPendingChangeNumber, lastChangeNumber
 //

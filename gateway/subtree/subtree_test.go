@@ -335,7 +335,7 @@ func TestChangelogFiltersPagingAndLimits(t *testing.T) {
 func TestMonitorShowsCountersAndBacklog(t *testing.T) {
 	st := newStack(t)
 	c := st.conn(t, adminDN, adminPW)
-	res, err := search(c, "cn=monitor", ldap.ScopeWholeSubtree, "(objectClass=*)")
+	res, err := search(c, "cn=ldapgate,cn=monitor", ldap.ScopeWholeSubtree, "(objectClass=*)")
 	if err != nil {
 		t.Fatalf("search cn=monitor: %v", err)
 	}
@@ -343,23 +343,23 @@ func TestMonitorShowsCountersAndBacklog(t *testing.T) {
 	for _, e := range res.Entries {
 		byDN[e.DN] = e
 	}
-	for _, dn := range []string{"cn=monitor", "cn=connections,cn=monitor", "cn=operations,cn=monitor", "cn=upstream,cn=monitor", "cn=journal,cn=monitor"} {
+	for _, dn := range []string{"cn=ldapgate,cn=monitor", "cn=connections,cn=ldapgate,cn=monitor", "cn=operations,cn=ldapgate,cn=monitor", "cn=upstream,cn=ldapgate,cn=monitor", "cn=journal,cn=ldapgate,cn=monitor"} {
 		if byDN[dn] == nil {
 			t.Fatalf("no %s in %d entries", dn, len(res.Entries))
 		}
 	}
-	if got := byDN["cn=connections,cn=monitor"].GetAttributeValue("currentConnections"); got != "1" {
+	if got := byDN["cn=connections,cn=ldapgate,cn=monitor"].GetAttributeValue("currentConnections"); got != "1" {
 		t.Errorf("currentConnections %q, want 1", got)
 	}
 	// The gateway's counter includes the session's connection to this
 	// subtree besides its upstream one.
-	if got := byDN["cn=upstream,cn=monitor"].GetAttributeValue("upstreamConnections"); got != "1" && got != "2" {
+	if got := byDN["cn=upstream,cn=ldapgate,cn=monitor"].GetAttributeValue("upstreamConnections"); got != "1" && got != "2" {
 		t.Errorf("upstreamConnections %q, want 1 or 2 (the bind went upstream)", got)
 	}
-	if got := byDN["cn=upstream,cn=monitor"].GetAttributeValue("upstreamsUp"); got != "1" {
+	if got := byDN["cn=upstream,cn=ldapgate,cn=monitor"].GetAttributeValue("upstreamsUp"); got != "1" {
 		t.Errorf("upstreamsUp %q, want 1", got)
 	}
-	u1, u2 := byDN["cn=upstream1,cn=upstream,cn=monitor"], byDN["cn=upstream2,cn=upstream,cn=monitor"]
+	u1, u2 := byDN["cn=upstream1,cn=upstream,cn=ldapgate,cn=monitor"], byDN["cn=upstream2,cn=upstream,cn=ldapgate,cn=monitor"]
 	if u1 == nil || u2 == nil {
 		t.Fatalf("no per-upstream entries")
 	}
@@ -369,20 +369,20 @@ func TestMonitorShowsCountersAndBacklog(t *testing.T) {
 	if u2.GetAttributeValue("status") != "down" || u2.GetAttributeValue("lastError") != "connection refused" {
 		t.Errorf("upstream2: %v", u2.Attributes)
 	}
-	if got := byDN["cn=journal,cn=monitor"].GetAttributeValue("backlog"); got != "5" {
+	if got := byDN["cn=journal,cn=ldapgate,cn=monitor"].GetAttributeValue("backlog"); got != "5" {
 		t.Errorf("backlog %q, want 5", got)
 	}
-	if got := byDN["cn=journal,cn=monitor"].GetAttributeValue("oldestPendingChangeNumber"); got != itoa(st.seqs["add"]) {
+	if got := byDN["cn=journal,cn=ldapgate,cn=monitor"].GetAttributeValue("oldestPendingChangeNumber"); got != itoa(st.seqs["add"]) {
 		t.Errorf("oldestPendingChangeNumber %q", got)
 	}
 	// One level under cn=monitor: the four children only.
-	res, err = search(c, "cn=monitor", ldap.ScopeSingleLevel, "(objectClass=*)", "1.1")
+	res, err = search(c, "cn=ldapgate,cn=monitor", ldap.ScopeSingleLevel, "(objectClass=*)", "1.1")
 	if err != nil || len(res.Entries) != 4 {
 		t.Errorf("one-level search: %v, %d entries", err, len(res.Entries))
 	}
 	// A second client shows up in the counters.
 	st.conn(t, adminDN, adminPW)
-	res, err = search(c, "cn=connections,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)", "currentConnections")
+	res, err = search(c, "cn=connections,cn=ldapgate,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)", "currentConnections")
 	if err != nil || len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("currentConnections") != "2" {
 		t.Errorf("after a second client: %v %v", err, res)
 	}
@@ -393,7 +393,7 @@ func TestSubtreeIsForAdminsAndReadOnly(t *testing.T) {
 	alice := st.conn(t, aliceDN, slapd.AlicePassword)
 	anon := st.conn(t, "", "")
 	for name, c := range map[string]*ldap.Conn{"alice": alice, "anonymous": anon} {
-		for _, base := range []string{"cn=changelog", "cn=monitor", "changeNumber=1,cn=changelog"} {
+		for _, base := range []string{"cn=changelog", "cn=ldapgate,cn=monitor", "changeNumber=1,cn=changelog"} {
 			_, err := search(c, base, ldap.ScopeWholeSubtree, "(objectClass=*)")
 			if resultCode(err) != ldap.LDAPResultInsufficientAccessRights {
 				t.Errorf("%s reading %s: %v, want insufficientAccessRights", name, base, err)
@@ -450,12 +450,12 @@ func TestSessionSurvivesCompareAbandonAndOddFilters(t *testing.T) {
 	// An Abandon on the session goes to the subtree connection too.
 	raw := rawDial(t, st.url)
 	raw.roundTrip(t, bindMsg(1, adminDN, adminPW), 1)
-	raw.roundTrip(t, searchMsg(t, 2, "cn=monitor", "(objectClass=*)"), 2)
+	raw.roundTrip(t, searchMsg(t, 2, "cn=ldapgate,cn=monitor", "(objectClass=*)"), 2)
 	raw.write(t, abandonMsg(3, 2))
 	raw.roundTrip(t, searchMsg(t, 4, "cn=changelog", "(changeType=add)"), 4)
 	raw.roundTrip(t, searchMsg(t, 5, suffix, "(uid=alice)"), 5)
 	// The go-ldap session still works too.
-	if res, err := search(c, "cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); err != nil || len(res.Entries) != 1 {
+	if res, err := search(c, "cn=ldapgate,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); err != nil || len(res.Entries) != 1 {
 		t.Errorf("search after the odd requests: %v", err)
 	}
 }
@@ -490,7 +490,7 @@ func TestLoopbackPortRefusesStrangers(t *testing.T) {
 func TestCloseWithOpenConnections(t *testing.T) {
 	st := newStack(t)
 	c := st.conn(t, adminDN, adminPW)
-	if _, err := search(c, "cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); err != nil {
+	if _, err := search(c, "cn=ldapgate,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -504,7 +504,7 @@ func TestCloseWithOpenConnections(t *testing.T) {
 		t.Fatal("Close blocked with a session connected")
 	}
 	// The session now gets an answer, not a hang, for the subtree...
-	_, err := search(c, "cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)")
+	_, err := search(c, "cn=ldapgate,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)")
 	if err == nil {
 		t.Errorf("search after Close succeeded")
 	}
@@ -645,7 +645,7 @@ func TestConcurrentReadsWhileTheJournalGrows(t *testing.T) {
 					errs <- err
 					return
 				}
-				if _, err := search(c, "cn=monitor", ldap.ScopeWholeSubtree, "(objectClass=*)"); err != nil {
+				if _, err := search(c, "cn=ldapgate,cn=monitor", ldap.ScopeWholeSubtree, "(objectClass=*)"); err != nil {
 					errs <- err
 					return
 				}

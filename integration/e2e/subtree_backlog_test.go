@@ -49,14 +49,14 @@ func TestSubtreeShowsTheBacklogOfAnAxigenOutage(t *testing.T) {
 			return fmt.Errorf("state %q, attempts %q, error %q", en.GetAttributeValue("deliveryState"),
 				en.GetAttributeValue("deliveryAttempts"), en.GetAttributeValue("lastError"))
 		}
-		backlog, err := monitorValue(admin, "cn=journal,cn=monitor", "backlog")
+		backlog, err := monitorValue(admin, "cn=journal,cn=ldapgate,cn=monitor", "backlog")
 		if err != nil || backlog != "1" {
 			return fmt.Errorf("backlog %q: %v", backlog, err)
 		}
 		return nil
 	})
 	waitFor(t, 10*time.Second, "the backlog ages", func() error {
-		age, err := monitorValue(admin, "cn=journal,cn=monitor", "oldestPendingSeconds")
+		age, err := monitorValue(admin, "cn=journal,cn=ldapgate,cn=monitor", "oldestPendingSeconds")
 		if n, _ := strconv.Atoi(age); err != nil || n < 1 {
 			return fmt.Errorf("oldestPendingSeconds %q: %v", age, err)
 		}
@@ -72,7 +72,7 @@ func TestSubtreeShowsTheBacklogOfAnAxigenOutage(t *testing.T) {
 		if err != nil || len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("deliveryState") != "delivered" {
 			return fmt.Errorf("not delivered yet: %v", err)
 		}
-		backlog, err := monitorValue(admin, "cn=journal,cn=monitor", "backlog")
+		backlog, err := monitorValue(admin, "cn=journal,cn=ldapgate,cn=monitor", "backlog")
 		if err != nil || backlog != "0" {
 			return fmt.Errorf("backlog %q: %v", backlog, err)
 		}

@@ -13,7 +13,7 @@ import (
 // without it, cn=monitor is slapd's own and has no cn=journal.
 func requireSubtree(t *testing.T, e *mirrorEnv) {
 	t.Helper()
-	r := e.tool("", "ldapsearch", mirrorAdminDN, e.dir.RootPW, "-LLL", "-b", "cn=journal,cn=monitor", "-s", "base", "1.1")
+	r := e.tool("", "ldapsearch", mirrorAdminDN, e.dir.RootPW, "-LLL", "-b", "cn=journal,cn=ldapgate,cn=monitor", "-s", "base", "1.1")
 	if r.Code == 32 {
 		t.Skip("the gateway does not serve cn=changelog/cn=monitor yet (serve.go must call newSubtree)")
 	}
@@ -113,11 +113,11 @@ deleteoldrdn: 1
 	}
 
 	// cn=monitor: this ldapsearch is a connection, nothing is pending.
-	r = e.asAdmin("", "ldapsearch", "-LLL", "-b", "cn=monitor", "(objectClass=*)")
+	r = e.asAdmin("", "ldapsearch", "-LLL", "-b", "cn=ldapgate,cn=monitor", "(objectClass=*)")
 	// This ldapsearch and the go-ldap connection above are open.
-	for _, want := range []string{"dn: cn=connections,cn=monitor", "currentConnections: 2\n", "requests: ",
-		"upstreamFailures: 0", "dn: cn=journal,cn=monitor", "backlog: 0", "dead: 0",
-		"dn: cn=upstream1,cn=upstream,cn=monitor", "upstreamURL: " + e.dir.URL, "status: up", "upstreamsUp: 1"} {
+	for _, want := range []string{"dn: cn=connections,cn=ldapgate,cn=monitor", "currentConnections: 2\n", "requests: ",
+		"upstreamFailures: 0", "dn: cn=journal,cn=ldapgate,cn=monitor", "backlog: 0", "dead: 0",
+		"dn: cn=upstream1,cn=upstream,cn=ldapgate,cn=monitor", "upstreamURL: " + e.dir.URL, "status: up", "upstreamsUp: 1"} {
 		if !strings.Contains(r.Out, want) {
 			t.Errorf("cn=monitor lacks %q:\n%s", want, r.Out)
 		}
@@ -128,7 +128,7 @@ deleteoldrdn: 1
 	if alice.Code != ldap.LDAPResultInsufficientAccessRights {
 		t.Errorf("alice reading cn=changelog: exit %d %s", alice.Code, alice.Out)
 	}
-	anon := runTool(t, "", "ldapsearch", "-x", "-H", e.gw.URL, "-LLL", "-b", "cn=monitor", "1.1")
+	anon := runTool(t, "", "ldapsearch", "-x", "-H", e.gw.URL, "-LLL", "-b", "cn=ldapgate,cn=monitor", "1.1")
 	if anon.Code != ldap.LDAPResultInsufficientAccessRights {
 		t.Errorf("anonymous reading cn=monitor: exit %d %s", anon.Code, anon.Out)
 	}
