@@ -391,3 +391,30 @@ func TestOnlyOneRunAtATime(t *testing.T) {
 		t.Fatalf("second run: %v, want ErrRunning", err)
 	}
 }
+
+func TestDropDuringDeliveryReleasesTheEntry(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	dn := "uid=ann,dc=example,dc=org"
+	first := mustPrepareCommit(t, j, accountRecord(dn), "")
+	second := mustPrepareCommit(t, j, accountRecord(dn), "")
+	started, finish := make(chan struct{}), make(chan struct{})
+	startRun(t, j, 2, func(_ context.Context, r *Record) error {
+		if r.Seq == first {
+			close(started)
+			<-finish
+		}
+		return nil
+	})
+	<-started
+	if err := j.Drop(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	close(finish)
+	// The dropped record's delivery ends without a trace; the entry's next
+	// record must not stay blocked behind it.
+	waitState(t, j, second, StateDelivered)
+	if _, err := j.Get(first); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("dropped record: %v", err)
+	}
+}

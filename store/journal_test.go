@@ -212,15 +212,15 @@ func TestStatsCountsStatesAndBacklog(t *testing.T) {
 	ctxRun, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() {
-		done <- j.Run(ctxRun, 4, func(_ context.Context, r *Record) error {
+		done <- j.Run(ctxRun, 4, func(ctx context.Context, r *Record) error {
 			switch r.Seq {
 			case good:
 				return nil
 			case bad:
 				return errors.New("axigen says no")
 			}
-			<-ctxRun.Done() // hold the others until the run stops
-			return ctxRun.Err()
+			<-ctx.Done() // hold the others until the run stops
+			return ctx.Err()
 		})
 	}()
 	waitState(t, j, good, StateDelivered)

@@ -275,7 +275,10 @@ func (w *writerRun) process(ms []*mutation) {
 			b.txn.Discard()
 			f.result <- &brokenBatch{b.broken}
 		case b.writes == 0 && !b.metaSet:
+			// Nothing to write, but maybe something to do in memory (a
+			// delivery of a record dropped meanwhile is released).
 			b.txn.Discard()
+			f.effects = b.effects
 			f.result <- nil
 		default:
 			f.effects, f.changed, f.wrote = b.effects, b.changed, true
@@ -355,9 +358,11 @@ func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
 		case j.failure() != nil:
 			err = j.failure()
 		}
-		if err == nil && f.wrote {
+		if err == nil && (f.wrote || len(f.effects) > 0) {
 			j.mu.Lock()
-			j.lastSeq, j.lastPos, j.horizon, j.loading = f.state.seq, f.state.pos, f.state.horizon, f.state.loading
+			if f.wrote {
+				j.lastSeq, j.lastPos, j.horizon, j.loading = f.state.seq, f.state.pos, f.state.horizon, f.state.loading
+			}
 			for _, fn := range f.effects {
 				fn()
 			}
