@@ -354,8 +354,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// Searches get a moment to finish; after it, sessions with only
+	// searches left (persistent and sync searches never finish) are ended,
+	// while writes keep the rest of the grace period.
+	searchesEnd := time.Now().Add(searchGrace)
 	for {
-		s.closeIdle()
+		s.closeIdle(time.Now().After(searchesEnd))
 		select {
 		case <-done:
 			s.stop()
@@ -375,13 +379,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// closeIdle ends sessions that have nothing outstanding.
-func (s *Server) closeIdle() {
+// searchGrace is how long Shutdown lets searches run before it ends the
+// sessions that have nothing else outstanding.
+const searchGrace = time.Second
+
+// closeIdle ends sessions that have nothing outstanding, or, with
+// searchesToo, nothing but searches.
+func (s *Server) closeIdle(searchesToo bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sess := range s.sessions {
 		sess.mu.Lock()
-		idle := len(sess.pending) == 0
+		idle := len(sess.pending) == 0 || searchesToo && sess.timedOps == 0
 		sess.mu.Unlock()
 		if idle {
 			sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")

@@ -464,7 +464,7 @@ func (s *session) upstream() (*upstreamConn, error) {
 	if up != nil {
 		return up, nil
 	}
-	return s.connect(s.srv.cfg.Dialer.Dial, func(c *upstreamConn) **upstreamConn { return &s.up })
+	return s.connect(s.srv.cfg.Dialer.Dial, false)
 }
 
 // localUpstream returns the session's connection to the gateway's own
@@ -473,12 +473,12 @@ func (s *session) localUpstream() (*upstreamConn, error) {
 	if c := s.localConn(); c != nil {
 		return c, nil
 	}
-	return s.connect(s.srv.cfg.Local.Dial, func(c *upstreamConn) **upstreamConn { return &s.local })
+	return s.connect(s.srv.cfg.Local.Dial, true)
 }
 
-// connect dials a connection and starts relaying its answers; slot picks
-// the session field that holds it.
-func (s *session) connect(dial func(context.Context) (net.Conn, error), slot func(*upstreamConn) **upstreamConn) (*upstreamConn, error) {
+// connect dials a connection (the upstream's, or the local subtree's) and
+// starts relaying its answers.
+func (s *session) connect(dial func(context.Context) (net.Conn, error), local bool) (*upstreamConn, error) {
 	conn, err := dial(s.ctx)
 	if err != nil {
 		return nil, err
@@ -491,14 +491,22 @@ func (s *session) connect(dial func(context.Context) (net.Conn, error), slot fun
 		conn.Close()
 		return nil, errors.New("session is closing")
 	}
-	*slot(up) = up
+	if local {
+		s.local = up
+	} else {
+		s.up = up
+	}
 	done := make(chan struct{})
 	s.relays = append(s.relays, done)
 	s.mu.Unlock()
-	s.srv.stats.upstreamConns.Add(1)
+	if !local {
+		s.srv.stats.upstreamConns.Add(1)
+	}
 	go func() {
 		defer close(done)
-		defer s.srv.stats.upstreamConns.Add(-1)
+		if !local {
+			defer s.srv.stats.upstreamConns.Add(-1)
+		}
 		s.relayUpstream(up)
 	}()
 	return up, nil

@@ -79,9 +79,10 @@ type gatewayProc struct {
 	LDAPSURL string // ldaps://127.0.0.1:PORT
 	PID      int
 
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *lockedBuffer
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	log     *lockedBuffer
+	stopped bool // by stop, which runs once
 }
 
 // startGateway runs the gateway with a plain and an LDAPS listener on
@@ -175,6 +176,10 @@ func (g *gatewayProc) stop(t testing.TB) {
 	if t.Failed() {
 		t.Logf("gateway log (tail):\n%s", g.log.tail(6000))
 	}
+	if g.stopped {
+		return // a test stopped it already, and checked how
+	}
+	g.stopped = true
 	if !g.alive() {
 		t.Errorf("gateway had already exited: %v", g.cmd.ProcessState)
 		return

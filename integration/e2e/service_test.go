@@ -277,3 +277,20 @@ func TestServiceSIGTERMUnderLoad(t *testing.T) {
 	e.start()
 	e.waitMirrored(60*time.Second, false)
 }
+
+// TestServiceSIGTERMWithPersistentSearch: a persistent (sync) search never
+// finishes by itself, so it must not hold the shutdown for the whole grace
+// period; its client is told the gateway is going away.
+func TestServiceSIGTERMWithPersistentSearch(t *testing.T) {
+	dir := slapd.StartT(t, slapd.Options{})
+	g := startGateway(t, "--upstream", dir.URL)
+	st := startStreamingTool(t, "ldapsearch", "-x", "-H", g.URL, "-D", dir.RootDN, "-w", dir.RootPW,
+		"-b", dir.Suffix, "-E", "sync=rp", "-LLL", "dn")
+	st.waitOutput(t, "dn: uid=carol", 1)
+	start := time.Now()
+	g.stop(t) // SIGTERM; fails the test unless it exits 0
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %s with a persistent search open", took)
+	}
+	st.kill()
+}
