@@ -13,10 +13,13 @@
 //
 // Durability: one goroutine writes the journal. It gathers every mutation
 // waiting at that moment into a single Badger transaction, so concurrent
-// writers share one fsync (group commit), and it numbers the changes in the
-// order they reach the disk. That numbering (the position) is the
-// replication feed: Feed streams every change from a position, Apply replays
-// it on a standby's journal, which then holds an exact copy.
+// writers share one fsync (group commit), and it builds the next batch while
+// Badger syncs the previous one. Every call that changes the journal
+// (Prepare, Commit, Abort, Retry, Drop, a delivery's outcome) returns once
+// its change is on disk. The writer numbers the changes in the order they
+// reach the disk. That numbering (the position) is the replication feed:
+// Feed streams every change from a position, Apply replays it on a
+// standby's journal, which then holds an exact copy.
 //
 // Secrets (passwords) are stored apart from the record, AES-256-GCM
 // encrypted with the key in Options.KeyFile, and deleted once delivered or
