@@ -120,7 +120,10 @@ func newProgress(w io.Writer) *progress {
 			tty = true
 		}
 	}
-	return &progress{w: w, tty: tty, start: time.Now()}
+	// The first line waits for one interval: an estimate from the first
+	// few entries says nothing.
+	now := time.Now()
+	return &progress{w: w, tty: tty, start: now, last: now}
 }
 
 func (p *progress) update(done, total int) {
