@@ -22,6 +22,7 @@ func adScenarios() []adScenario {
 		{"AccountLifecycle", adAccountLifecycle},
 		{"GroupLifecycle", adGroupLifecycle},
 		{"Policy", adPolicy},
+		{"PolicyBindNames", adPolicyBindNames},
 		{"DisableEnable", adDisableEnable},
 		{"StartTLSUpstream", adStartTLSUpstream},
 		{"AxigenOutage", adAxigenOutage},
@@ -476,6 +477,45 @@ func adRenameBeforeDelivery(t *testing.T, dc *samba.Server) {
 			"the rename was delivered by reading its old DN; removed seen: %v", removed)
 	case a.Contact["phone"] != "+1 555 4242":
 		t.Errorf("alice's phone in Axigen is %q", a.Contact["phone"])
+	}
+	e.waitAD(20 * time.Second)
+}
+
+// AD users bind by user principal name (alice@example.test) or down-level
+// name (EXAMPLE\alice) as often as by DN, and so may Axigen's connector or
+// an admin's tools. The policy must know such a session as the entry it
+// authenticated: the Administrator by UPN is the admin; alice by UPN or
+// down-level name is the owner of her entry and only of hers.
+func adPolicyBindNames(t *testing.T, dc *samba.Server) {
+	e := newADEnv(t, dc, adOptions{})
+	admin := e.gwConn(dc.AdminUPN, dc.AdminPassword)
+	m := ldap.NewModifyRequest(adUserDN("Bob Baker"), nil)
+	m.Replace("telephoneNumber", []string{"+1 555 3333"})
+	if err := admin.Modify(m); err != nil {
+		t.Errorf("the Administrator bound by UPN changes bob's phone: %v", err)
+	} else {
+		e.waitAccount("bob", "phone changed by the admin bound by UPN", func(a axigensim.AccountState, ok bool) bool {
+			return ok && a.Contact["phone"] == "+1 555 3333"
+		})
+	}
+	for i, name := range []string{"alice@example.test", `EXAMPLE\alice`} {
+		alice := e.gwConn(name, "Alice-Passw0rd!")
+		phone := fmt.Sprintf("+1 555 444%d", i)
+		own := ldap.NewModifyRequest(adUserDN("Alice Archer"), nil)
+		own.Replace("telephoneNumber", []string{phone})
+		if err := alice.Modify(own); err != nil {
+			t.Errorf("alice bound as %s changes her own phone: %v", name, err)
+		} else {
+			e.waitAccount("alice", "phone changed by herself bound as "+name, func(a axigensim.AccountState, ok bool) bool {
+				return ok && a.Contact["phone"] == phone
+			})
+		}
+		other := ldap.NewModifyRequest(adUserDN("Carol Cooper"), nil)
+		other.Replace("telephoneNumber", []string{"+1 555 9999"})
+		if err := alice.Modify(other); ldapCode(err) != ldap.LDAPResultInsufficientAccessRights {
+			t.Errorf("alice bound as %s changes carol's phone: got %v, want 50", name, err)
+		}
+		alice.Close()
 	}
 	e.waitAD(20 * time.Second)
 }
