@@ -37,6 +37,8 @@ type Config struct {
 	AdminListen string `yaml:"adminListen"`
 	// Mirror configures the write path into Axigen.
 	Mirror MirrorConfig `yaml:"mirror"`
+	// Replication pairs the gateway with a standby (standby.go).
+	Replication ReplicationConfig `yaml:"replication"`
 }
 
 // TLSConfig is the gateway's own certificate, for ldaps:// and StartTLS.

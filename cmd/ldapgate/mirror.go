@@ -194,7 +194,8 @@ func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
 }
 
 // buildMirror wires the write path from the configuration.
-func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDelivery func(string, error)) (*mirror.Mirror, func(), error) {
+// Each opt may adjust the mirror's configuration before it is built.
+func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDelivery func(string, error), opts ...func(*mirror.Config)) (*mirror.Mirror, func(), error) {
 	mc := cfg.Mirror
 	mapping, err := schema.NewMapping(mc.Schema)
 	if err != nil {
@@ -237,7 +238,7 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDeli
 		Timeout:         cfg.Limits.DialTimeout + 10*time.Second,
 		PoolSize:        mc.Workers + 2,
 	})
-	m, err := mirror.New(mirror.Config{
+	mcfg := mirror.Config{
 		Journal:      j,
 		Mapping:      mapping,
 		Axigen:       axigen.NewClient(pool),
@@ -250,7 +251,11 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDeli
 		Logger:       log,
 		Audit:        audit,
 		OnDelivery:   onDelivery,
-	})
+	}
+	for _, opt := range opts {
+		opt(&mcfg)
+	}
+	m, err := mirror.New(mcfg)
 	if err != nil {
 		dir.Close()
 		pool.Close()

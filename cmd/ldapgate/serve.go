@@ -36,7 +36,7 @@ func journalKeyFile(dataDir string) string { return filepath.Join(dataDir, "jour
 const shutdownGrace = 10 * time.Second
 
 func serveCommand() *cli.Command {
-	settings := serveSettings()
+	settings := append(serveSettings(), replicationSettings()...)
 	flags := []cli.Flag{configFlag()}
 	for _, s := range settings {
 		flags = append(flags, s.flag)
@@ -87,6 +87,11 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("invalid setting dataDir (--data-dir): %w", err)
 	}
+	// A standby follows its primary in here until it takes over.
+	repl, stopped, err := startReplication(ctx, cfg, log)
+	if err != nil || stopped {
+		return err
+	}
 	journal, err := store.Open(journalDir(cfg.DataDir), cfg.journalOptions(log))
 	if err != nil {
 		return fmt.Errorf("open the journal: %w", err)
@@ -97,6 +102,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		}
 	}()
 	adminSrv := admin.New(admin.Config{Journal: journal, Logger: log})
+	if err := repl.attach(journal, adminSrv); err != nil {
+		return err
+	}
 	upstreams := gateway.NewUpstreamSet(ups, cfg.Limits.DialTimeout, cfg.Limits.MaxMessageSize, log)
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	var background sync.WaitGroup
@@ -111,7 +119,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		if err != nil {
 			return err
 		}
-		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv.DeliveryDone)
+		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv.DeliveryDone, repl.mirrorOption())
 		if err != nil {
 			closeAudit()
 			return err
