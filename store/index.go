@@ -30,6 +30,8 @@ type entry struct {
 	time     time.Time // the record's time, for the backlog's age
 	next     time.Time // next delivery attempt
 	inflight bool
+	inHeap   bool // on the ready heap, due at heapAt
+	heapAt   time.Time
 }
 
 func newIndex() *index {
@@ -70,7 +72,8 @@ func (x *index) put(r *Record) {
 			x.enqueue(e)
 		}
 	}
-	touched = append(touched, tokens...)
+	// Only a record leaving a history can let another one go ahead; joining
+	// one (or committing) concerns the record alone.
 	x.consider(e)
 	x.considerHeads(touched, e.seq)
 }
@@ -141,8 +144,9 @@ func (x *index) eligible(e *entry) bool {
 // consider puts a record on the ready heap if it may be delivered (now or at
 // its next attempt). Stale heap items are skipped when popped.
 func (x *index) consider(e *entry) {
-	if x.eligible(e) {
+	if x.eligible(e) && !(e.inHeap && e.heapAt.Equal(e.next)) {
 		heap.Push(&x.ready, readyItem{at: e.next, seq: e.seq})
+		e.inHeap, e.heapAt = true, e.next
 	}
 }
 
@@ -161,12 +165,16 @@ func (x *index) due(now time.Time, limit int) ([]dispatched, time.Time) {
 		e := x.recs[top.seq]
 		if e == nil || !x.eligible(e) || !e.next.Equal(top.at) {
 			heap.Pop(&x.ready)
+			if e != nil && e.inHeap && e.heapAt.Equal(top.at) {
+				e.inHeap = false
+			}
 			continue
 		}
 		if top.at.After(now) {
 			return out, top.at
 		}
 		heap.Pop(&x.ready)
+		e.inHeap = false
 		e.inflight = true
 		for _, t := range e.tokens {
 			x.busy[t] = e.seq
