@@ -38,10 +38,14 @@ every change Axigen receives until Ctrl-C.`,
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:3389", Usage: "gateway address (ldap://); ldaps:// takes the next port"},
 			&cli.StringFlag{Name: "axigen-listen", Value: "127.0.0.1:7000", Usage: "simulator address"},
 			&cli.BoolFlag{Name: "verbose", Usage: "show the gateway's log"},
+			&cli.BoolFlag{Name: "ad", Usage: "use a real Active Directory (Samba's AD DC on 127.0.0.4; needs root and the samba packages) instead of slapd"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if c.Bool("ad") {
+				return runDemoAD(ctx, c.App.Writer, c.String("listen"), c.String("axigen-listen"), c.Bool("verbose"))
+			}
 			return runDemo(ctx, c.App.Writer, c.String("listen"), c.String("axigen-listen"), c.Bool("verbose"))
 		},
 	}
