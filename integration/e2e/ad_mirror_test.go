@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/base64"
 	"fmt"
+	"os"
+	"path/filepath"
 	"maps"
 	"strings"
 	"testing"
@@ -42,7 +44,8 @@ func adScenarios() []adScenario {
 // its Axigen account; deletion removes it. Every journal record of the
 // entry carries its objectGUID, and no password reaches the log.
 func adAccountLifecycle(t *testing.T, dc *samba.Server) {
-	e := newADEnv(t, dc, adOptions{})
+	audit := filepath.Join(t.TempDir(), "audit.log")
+	e := newADEnv(t, dc, adOptions{Extra: []string{"--audit-log", audit}})
 	const pw1, pw2 = "Dave-Passw0rd-1!", "Dave-Passw0rd-2!"
 	daveDN := adUserDN("Dave Dent")
 
@@ -135,6 +138,11 @@ userAccountControl: 512
 	e.waitAD(20 * time.Second)
 	e.waitDrained(20*time.Second, false)
 	e.requireNoSecretInLog(pw1, pw2)
+	if b, err := os.ReadFile(audit); err != nil || !strings.Contains(string(b), "unicodePwd") {
+		t.Errorf("audit log: %v; want records naming unicodePwd:\n%s", err, b)
+	} else if strings.Contains(string(b), pw1) || strings.Contains(string(b), pw2) {
+		t.Error("the audit log contains a password")
+	}
 
 	// One history for the entry, keyed by its objectGUID.
 	e.stop()
