@@ -129,6 +129,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 			closeAudit()
 			return err
 		}
+		repl.afterTakeover(ctx, m)
 		interceptor, mirrorRef = m, m
 		log.Info("mirroring into Axigen", "axigen", cfg.Mirror.Axigen.Addr, "domain", cfg.Mirror.Axigen.Domain,
 			"accountBase", cfg.Mirror.Schema.AccountBase, "groupBase", cfg.Mirror.Schema.GroupBase,

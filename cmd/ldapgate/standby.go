@@ -130,6 +130,8 @@ type replication struct {
 	state  *replica.StateFile
 	log    *slog.Logger
 	source *replica.Source
+	// promoted: this run took over from a primary.
+	promoted bool
 }
 
 // startReplication sets up replication before the journal opens. A
@@ -159,6 +161,7 @@ func startReplication(ctx context.Context, cfg Config, log *slog.Logger) (r *rep
 		return r, false, nil
 	}
 	promoted, err := r.runStandby(ctx, cfg, peer)
+	r.promoted = promoted
 	return r, err == nil && !promoted, err
 }
 
@@ -286,4 +289,24 @@ func (r *replication) mirrorOption() func(*mirror.Config) {
 			mc.WaitReplicated = r.source.WaitReplicated
 		}
 	}
+}
+
+// afterTakeover brings Axigen in line with the directory once, when this
+// gateway has just taken over, before it listens: a write the old primary
+// relayed but whose record never reached this standby (one no client was
+// told succeeded, in sync mode; any, in async mode) is in the directory but
+// not in this journal. Passwords the directory keeps hashed cannot be
+// recovered this way.
+func (r *replication) afterTakeover(ctx context.Context, m *mirror.Mirror) {
+	if r == nil || !r.promoted {
+		return
+	}
+	start := time.Now()
+	rep, err := m.Resync(ctx, mirror.ResyncOptions{Workers: 4})
+	if err != nil {
+		r.log.Error("resync after the takeover failed; run `ldapgate resync`", "err", err)
+		return
+	}
+	r.log.Info("resync after the takeover", "accounts", rep.Accounts, "groups", rep.Groups, "changed", rep.Changed,
+		"failed", len(rep.Failed), "took", time.Since(start).Round(time.Millisecond))
 }
