@@ -3,9 +3,9 @@ package e2e
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -353,10 +353,17 @@ func adProvisioningSequence(t *testing.T, dc *samba.Server) {
 	e.modify(admin, erinDN, func(m *ldap.ModifyRequest) {
 		m.Replace("unicodePwd", []string{string(schema.EncodeUnicodePwd(erinPW))})
 	})
-	// The password is delivered while the account is still disabled (the
+	// The password arrives while the account is still disabled (the
 	// enabling comes later, as when another admin or a workflow does it):
-	// erin may not log in to Axigen yet.
-	e.waitDrained(20*time.Second, false)
+	// it waits in the journal, and erin may not log in to Axigen yet.
+	waitFor(t, 20*time.Second, "the password record waiting for the enabling", func() error {
+		for _, r := range runningRecords(t, e.dataDir, "committed") {
+			if strings.Contains(r.LastError, "waits in the journal until the account is enabled") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no record waits")
+	})
 	if a, ok := e.sim.Account(mirrorDomain, "erin"); !ok || a.Password == erinPW {
 		t.Errorf("erin, disabled in AD, in Axigen: %+v (want the account, without the password set in AD)", a)
 	}
