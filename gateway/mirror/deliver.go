@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -52,8 +54,12 @@ func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind s
 		c := store.Change{Op: op, Attr: attr}
 		switch mp.AttrClass(attr, kind) {
 		case schema.AttrPassword:
-			for _, v := range values {
-				secret(attr, v)
+			// A password change that names the old password (AD's delete of
+			// the old unicodePwd, then add of the new) sets only the new one.
+			if op == "add" || op == "replace" {
+				for _, v := range values {
+					secret(attr, v)
+				}
 			}
 		case schema.AttrOther:
 			// Values Axigen does not use are not kept (they may be large or
@@ -148,22 +154,58 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
 	desired.InitialPassword, desired.Password = desired.Password, string(rec.Secret)
+	held := false
+	if desired.Disabled {
+		// Axigen's CLI has no documented switch to disable an account, so a
+		// disabled directory account keeps its Axigen account, mail and
+		// groups, with a password nobody knows: it cannot log in. A password
+		// set while it is disabled (AD's provisioning: create disabled, set
+		// the password, enable) waits in the journal until it is enabled.
+		desired.InitialPassword = ""
+		held = desired.Password != ""
+		desired.Password = ""
+		if rec.Op == store.OpAdd || m.touchesDisabled(rec) {
+			pw, err := unknowablePassword()
+			if err != nil {
+				return err
+			}
+			desired.Password = pw
+		}
+	}
 	if _, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, rec.Name); err != nil {
 		return classify(err)
 	}
 	if m.touchesAddress(rec) {
-		return m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, e.DN)
+		if err := m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, e.DN); err != nil {
+			return err
+		}
+	}
+	if held {
+		return errPasswordHeld
 	}
 	return nil
 }
+
+// errPasswordHeld keeps a record with a password in the journal, retried
+// with backoff, while its account is disabled in the directory; the next
+// attempt after the account is enabled sets the password. `ldapgate journal
+// retry N` applies it at once.
+var errPasswordHeld = errors.New("the account is disabled in the directory: its new password waits in the journal until the account is enabled")
 
 // current reads the entry a record is about: by its stable key when known
 // (it survives renames), else by its latest DN.
 func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string, attrs []string) (*schema.Entry, error) {
 	mp := m.mapping()
-	if rec.EntryKey != "" && mp.Config().KeyFormat == schema.KeyText {
-		filter := fmt.Sprintf("(%s=%s)", mp.KeyAttribute(), ldap.EscapeFilter(rec.EntryKey))
-		return m.cfg.Directory.Find(ctx, bases, filter, attrs)
+	if rec.EntryKey != "" {
+		value := ldap.EscapeFilter(rec.EntryKey)
+		if mp.Config().KeyFormat == schema.KeyGUID {
+			raw, err := schema.ParseGUID(rec.EntryKey)
+			if err != nil {
+				return nil, store.Permanent(fmt.Errorf("journal record's entry key: %w", err))
+			}
+			value = escapeFilterBytes(raw)
+		}
+		return m.cfg.Directory.Find(ctx, bases, fmt.Sprintf("(%s=%s)", mp.KeyAttribute(), value), attrs)
 	}
 	dn := rec.DN
 	if rec.NewDN != "" {
@@ -205,6 +247,27 @@ func (m *Mirror) memberAddress(ctx context.Context) schema.MemberResolver {
 		v, ok := e.First(mailAttr)
 		return v, ok, nil
 	}
+}
+
+// touchesDisabled reports whether a record changes the attribute that
+// disables the account.
+func (m *Mirror) touchesDisabled(rec *store.Record) bool {
+	mp := m.mapping()
+	for _, c := range rec.Changes {
+		if mp.AttrClass(c.Attr, schema.KindAccount) == schema.AttrDisabled {
+			return true
+		}
+	}
+	return false
+}
+
+// unknowablePassword is a random password nobody is told.
+func unknowablePassword() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
 // touchesAddress reports whether a record may change the address the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -87,9 +88,15 @@ func (d *Directory) dial(ctx context.Context) (*ldap.Conn, error) {
 		}
 		c.SetTimeout(d.cfg.Timeout)
 		if d.cfg.StartTLS && strings.HasPrefix(strings.ToLower(u), "ldap://") {
-			cfg := d.cfg.TLS
-			if cfg == nil {
-				cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if d.cfg.TLS != nil {
+				cfg = d.cfg.TLS.Clone()
+			}
+			if cfg.ServerName == "" {
+				// The name to verify is the URL's host, as for ldaps://.
+				if pu, err := url.Parse(u); err == nil {
+					cfg.ServerName = pu.Hostname()
+				}
 			}
 			if err := c.StartTLS(cfg); err != nil {
 				c.Close()

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,9 @@ type Mirror struct {
 	policy atomic.Pointer[Policy]
 
 	settling sync.WaitGroup // commits and aborts on their way to the journal
+
+	idMu       sync.Mutex
+	identities map[string]cachedIdentity
 
 	adminMu      sync.Mutex
 	adminMembers map[string]bool
@@ -149,6 +153,8 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if m.cfg.Journal == nil {
 		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
 	}
+	// AD lets users bind as user@domain or DOMAIN\user: policy needs the DN.
+	s.BoundDN = m.identity(ctx, s.BoundDN)
 	if m.pol().AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.pol().AxigenBindDN) {
 		return nil, nil // Axigen's own writes: never mirrored back
 	}
@@ -292,6 +298,80 @@ func (m *Mirror) complete(ctx context.Context, rec *store.Record, req *gateway.W
 			m.log.Warn("write acknowledged before the standby confirmed holding its record", "seq", held, "err", err)
 		}
 	}
+}
+
+// identity turns the name a session bound with into its entry's DN. AD
+// accepts a userPrincipalName (user@domain) and a down-level name
+// (DOMAIN\user); anything else is taken as the DN it is. Answers are
+// remembered for a few minutes.
+func (m *Mirror) identity(ctx context.Context, name string) string {
+	// Filters to try in turn: an account without an explicit
+	// userPrincipalName still binds as sAMAccountName@domain.
+	var filters []string
+	switch {
+	case name == "" || strings.Contains(name, "="):
+		return name
+	case strings.Contains(name, `\`):
+		filters = []string{"(sAMAccountName=" + ldap.EscapeFilter(name[strings.LastIndex(name, `\`)+1:]) + ")"}
+	case strings.Contains(name, "@"):
+		filters = []string{"(userPrincipalName=" + ldap.EscapeFilter(name) + ")",
+			"(sAMAccountName=" + ldap.EscapeFilter(name[:strings.LastIndex(name, "@")]) + ")"}
+	default:
+		return name
+	}
+	m.idMu.Lock()
+	c, ok := m.identities[strings.ToLower(name)]
+	m.idMu.Unlock()
+	if ok && time.Now().Before(c.expires) {
+		return c.dn
+	}
+	var e *schema.Entry
+	for _, f := range filters {
+		found, err := m.cfg.Directory.Find(ctx, namingContexts(m.mapping()), f, []string{"1.1"})
+		if err == nil && found != nil {
+			e = found
+			break
+		}
+	}
+	if e == nil {
+		return name // not resolvable: compared as given, so it matches no DN
+	}
+	m.idMu.Lock()
+	if m.identities == nil || len(m.identities) > 10000 {
+		m.identities = map[string]cachedIdentity{}
+	}
+	m.identities[strings.ToLower(name)] = cachedIdentity{dn: e.DN, expires: time.Now().Add(5 * time.Minute)}
+	m.idMu.Unlock()
+	return e.DN
+}
+
+type cachedIdentity struct {
+	dn      string
+	expires time.Time
+}
+
+// namingContexts are the domain roots above the account bases (the DC=
+// part), where users and administrators alike live.
+func namingContexts(mp *schema.Mapping) []string {
+	var out []string
+	for _, base := range mp.Config().AccountBase {
+		dn, err := ldap.ParseDN(base)
+		if err != nil {
+			continue
+		}
+		i := 0
+		for i < len(dn.RDNs) && !(len(dn.RDNs[i].Attributes) == 1 && strings.EqualFold(dn.RDNs[i].Attributes[0].Type, "dc")) {
+			i++
+		}
+		root := (&ldap.DN{RDNs: dn.RDNs[i:]}).String()
+		if i == len(dn.RDNs) {
+			root = base
+		}
+		if !slices.Contains(out, root) {
+			out = append(out, root)
+		}
+	}
+	return out
 }
 
 // keyOf reads an entry's stable key, or "" when it cannot (delivery then

@@ -119,6 +119,9 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 						// A password is set only on creation: Axigen cannot
 						// show one back, so setting it again would never end.
 						desired.InitialPassword, desired.Password = desired.Password, ""
+						if desired.Disabled {
+							desired.InitialPassword = "" // created with a random password
+						}
 						if opts.DryRun {
 							r.plan, err = m.cfg.Axigen.PlanAccount(ctx, m.cfg.Domain, desired, "")
 						} else {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -21,10 +22,12 @@ import (
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/integration/slapd"
+	"github.com/ldapgate/ldapgate/store"
 )
 
-// scrape reads the gateway's /metrics through its admin socket.
-func scrape(t *testing.T, dataDir string) string {
+// adminGet reads a path of the running gateway's admin endpoint through
+// its socket in the data folder.
+func adminGet(t *testing.T, dataDir, path string) []byte {
 	t.Helper()
 	sock := filepath.Join(dataDir, "admin.sock")
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -32,16 +35,29 @@ func scrape(t *testing.T, dataDir string) string {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}}}
-	resp, err := c.Get("http://ldapgate/metrics")
+	resp, err := c.Get("http://ldapgate" + path)
 	if err != nil {
-		t.Fatalf("scrape /metrics: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		t.Fatalf("/metrics: %s\n%s", resp.Status, b)
+		t.Fatalf("GET %s: %s\n%s", path, resp.Status, b)
 	}
-	return string(b)
+	return b
+}
+
+// scrape reads the gateway's /metrics.
+func scrape(t *testing.T, dataDir string) string { return string(adminGet(t, dataDir, "/metrics")) }
+
+// runningRecords lists a running gateway's journal records in a state.
+func runningRecords(t *testing.T, dataDir, state string) []store.Record {
+	t.Helper()
+	var recs []store.Record
+	if err := json.Unmarshal(adminGet(t, dataDir, "/journal/records?state="+state), &recs); err != nil {
+		t.Fatalf("journal records: %v", err)
+	}
+	return recs
 }
 
 // metric reads one sample's value; -1 when absent.
