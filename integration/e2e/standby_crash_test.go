@@ -44,7 +44,7 @@ func TestCrashStandbyTakesOverWithEveryAcknowledgedWrite(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 
 	e := newMirrorEnv(t, mirrorOptions{Users: users, Groups: groups, LogLevel: "info"})
-	p := newGatewayPair(t, e, "sync", takeover)
+	p := newGatewayPair(t, e, "sync", takeover, 5*time.Second)
 	ledger := &crashLedger{writes: map[string][]crashWrite{}, initial: map[string]string{}}
 	for i := range users {
 		ledger.initial["phone:"+slapd.UserUID(i)] = fmt.Sprintf("+1 555 %07d", i)

@@ -59,8 +59,8 @@ func freeLoopbackPort(t testing.TB) int {
 
 // newGatewayPair stops e's gateway and prepares two: a, to start as
 // primary (--peer b), and b, to start as a's standby (--standby-of a), in
-// the given replication mode, with the same journal key.
-func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover time.Duration) *gatewayPair {
+// the given replication mode and timings, with the same journal key.
+func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover, syncTimeout time.Duration) *gatewayPair {
 	t.Helper()
 	e.stop()
 	root := t.TempDir()
@@ -100,7 +100,7 @@ func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover time.Durat
 			"--listen", p.listen, "--addr-file", n.addrFile, "--data-dir", n.dataDir,
 			"--admin-listen", n.adminAddr, "--log-level", "info",
 			"--replication", mode, "--replication-secret-file", secretFile,
-			"--takeover-after", takeover.String(), "--replication-timeout", "5s")
+			"--takeover-after", takeover.String(), "--replication-timeout", syncTimeout.String())
 	}
 	p.a.args = append(common(p.a), "--peer", "http://"+p.b.adminAddr)
 	p.b.args = append(common(p.b), "--standby-of", "http://"+p.a.adminAddr)
@@ -273,4 +273,37 @@ func waitMirroredBut(t testing.TB, e *mirrorEnv, d time.Duration, unsure map[str
 		}
 		return nil
 	})
+}
+
+// stop ends n with SIGTERM; it must exit 0.
+func (p *gatewayPair) stop(n *pairNode) {
+	p.t.Helper()
+	_ = n.gw.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.gw.exited:
+		if code := n.gw.cmd.ProcessState.ExitCode(); code != 0 {
+			p.t.Errorf("gateway %s exited with %d on SIGTERM", n.name, code)
+		}
+	case <-time.After(20 * time.Second):
+		_ = n.gw.cmd.Process.Kill()
+		<-n.gw.exited
+		p.t.Errorf("gateway %s did not stop within 20s of SIGTERM", n.name)
+	}
+}
+
+// waitMetric waits until n's /metrics sample satisfies ok.
+func (p *gatewayPair) waitMetric(n *pairNode, sample string, d time.Duration, ok func(float64) bool) float64 {
+	p.t.Helper()
+	var v float64
+	waitFor(p.t, d, sample+" on "+n.name, func() error {
+		var err error
+		if v, err = p.metric(n, sample); err != nil {
+			return err
+		}
+		if !ok(v) {
+			return fmt.Errorf("%s = %v", sample, v)
+		}
+		return nil
+	})
+	return v
 }
