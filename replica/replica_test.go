@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -412,4 +413,41 @@ func scrape(t *testing.T, src *Source) string {
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	return rec.Body.String()
+}
+
+// Two primaries (a split brain) are reported as a metric by the one that
+// watches its peer; a standby peer is not.
+func TestWatchPeerReportsTwoPrimaries(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "journal.key")
+	a, b := newNode(t, key), newNode(t, key)
+	b.open(false)
+	if err := b.state.BecomePrimary(0); err != nil {
+		t.Fatal(err)
+	}
+	var handlerB atomic.Pointer[http.Handler]
+	asPrimary := http.Handler(NewSource(SourceConfig{Journal: b.j, State: b.state, Secret: testSecret}))
+	handlerB.Store(&asPrimary)
+	srvB := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*handlerB.Load()).ServeHTTP(w, r)
+	}))
+	t.Cleanup(srvB.Close)
+	a.open(false)
+	if err := a.state.BecomePrimary(0); err != nil {
+		t.Fatal(err)
+	}
+	src := NewSource(SourceConfig{Journal: a.j, State: a.state, Secret: testSecret, Peer: srvB.URL})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.WatchPeer(ctx, http.DefaultClient, 20*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitUntil(t, 10*time.Second, "the split brain to be reported", func() bool {
+		return strings.Contains(scrape(t, src), "ldapgate_replication_peer_is_primary 1")
+	})
+
+	// The peer becomes a standby: the report clears.
+	asStandby := http.Handler(&Follower{cfg: FollowerConfig{Secret: testSecret, Journal: b.j, State: b.state}})
+	handlerB.Store(&asStandby)
+	waitUntil(t, 10*time.Second, "the report to clear", func() bool {
+		return strings.Contains(scrape(t, src), "ldapgate_replication_peer_is_primary 0")
+	})
 }

@@ -31,7 +31,10 @@ type SourceConfig struct {
 	SyncTimeout time.Duration
 	// Heartbeat is the idle interval between heartbeat lines (1s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Peer, when set, is the other gateway's admin endpoint: WatchPeer
+	// checks that it is not a primary too.
+	Peer   string
+	Logger *slog.Logger
 }
 
 // Source is the primary's side: it serves the feed, tracks how far the
@@ -51,6 +54,8 @@ type Source struct {
 	timeouts  uint64 // synchronous waits that timed out
 	unsynced  uint64 // writes acknowledged in sync mode while degraded
 	lastAckAt time.Time
+	// twoPrimaries: the peer answered that it is a primary too.
+	twoPrimaries bool
 }
 
 type feedSession struct {
@@ -306,6 +311,42 @@ func (s *Source) WaitReplicated(ctx context.Context, seq uint64) error {
 	}
 }
 
+// WatchPeer asks the peer who it is every interval until ctx ends. Two
+// primaries (after a network partition, or a peer check at start that
+// could not reach a running primary) both accept writes and their journals
+// diverge: it is reported loudly, at every check, and as a metric, for an
+// operator to stop one of them (it comes back as the other's standby).
+// Nothing is resolved automatically: which writes to keep is not a choice
+// a gateway can make.
+func (s *Source) WatchPeer(ctx context.Context, client *http.Client, interval time.Duration) {
+	if s.cfg.Peer == "" {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, interval)
+		st, err := FetchStatus(pctx, client, s.cfg.Peer, s.cfg.Secret)
+		cancel()
+		if err != nil {
+			continue
+		}
+		both := st.Role == RolePrimary
+		s.mu.Lock()
+		s.twoPrimaries = both
+		s.mu.Unlock()
+		if both {
+			s.log.Error("TWO PRIMARIES: the peer serves as primary too; their journals diverge. Stop one of them: restarted, it becomes the other's standby",
+				"peer", s.cfg.Peer, "peerNode", st.Node, "peerPosition", st.Position)
+		}
+	}
+}
+
 // Collector returns the primary's replication metrics.
 func (s *Source) Collector() prometheus.Collector { return sourceMetrics{s} }
 
@@ -328,6 +369,8 @@ var (
 		"Synchronous waits for the standby that timed out.", nil, nil)
 	descUnsynced = prometheus.NewDesc("ldapgate_replication_unconfirmed_acks_total",
 		"Writes acknowledged in sync mode without the standby's confirmation (timeouts and degraded mode).", nil, nil)
+	descTwoPrimaries = prometheus.NewDesc("ldapgate_replication_peer_is_primary",
+		"1 when the peer gateway answered that it serves as primary too (split brain: stop one).", nil, nil)
 	descAckAge = prometheus.NewDesc("ldapgate_replication_standby_ack_age_seconds",
 		"Time since the standby last confirmed a position (or connected).", nil, nil)
 )
@@ -336,7 +379,7 @@ type sourceMetrics struct{ s *Source }
 
 func (m sourceMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRole, descPosition, descStandbyPos, descLag, descLoss,
-		descConnected, descDegraded, descTimeouts, descUnsynced, descAckAge} {
+		descConnected, descDegraded, descTimeouts, descUnsynced, descAckAge, descTwoPrimaries} {
 		ch <- d
 	}
 }
@@ -346,7 +389,7 @@ func (m sourceMetrics) Collect(ch chan<- prometheus.Metric) {
 	pos := s.cfg.Journal.Position()
 	s.mu.Lock()
 	acked, degraded, connected := s.acked, s.degraded, s.session != nil
-	timeouts, unsynced, lastAck := s.timeouts, s.unsynced, s.lastAckAt
+	timeouts, unsynced, lastAck, two := s.timeouts, s.unsynced, s.lastAckAt, s.twoPrimaries
 	s.mu.Unlock()
 	lag := float64(0)
 	if pos > acked {
@@ -366,6 +409,7 @@ func (m sourceMetrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLoss, loss)
 	gauge(descConnected, b2f(connected))
 	gauge(descDegraded, b2f(degraded))
+	gauge(descTwoPrimaries, b2f(two))
 	ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(timeouts))
 	ch <- prometheus.MustNewConstMetric(descUnsynced, prometheus.CounterValue, float64(unsynced))
 	if !lastAck.IsZero() {

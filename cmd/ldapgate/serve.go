@@ -105,6 +105,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	if err := repl.attach(journal, adminSrv); err != nil {
 		return err
 	}
+	defer repl.close()
 	upstreams := gateway.NewUpstreamSet(ups, cfg.Limits.DialTimeout, cfg.Limits.MaxMessageSize, log)
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	var background sync.WaitGroup

@@ -132,6 +132,8 @@ type replication struct {
 	source *replica.Source
 	// promoted: this run took over from a primary.
 	promoted bool
+	// stopWatch ends the primary's watch of its peer.
+	stopWatch func()
 }
 
 // startReplication sets up replication before the journal opens. A
@@ -273,13 +275,27 @@ func (r *replication) attach(journal *store.Journal, adminSrv *admin.Server) err
 	}
 	mode, _ := replica.ParseMode(r.cfg.Mode)
 	r.source = replica.NewSource(replica.SourceConfig{Journal: journal, State: r.state, Secret: r.secret,
-		Mode: mode, SyncTimeout: r.cfg.SyncTimeout, Logger: r.log})
+		Mode: mode, SyncTimeout: r.cfg.SyncTimeout, Peer: r.cfg.peer(), Logger: r.log})
 	if err := adminSrv.SetReplication(r.source); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.source.WatchPeer(ctx, &http.Client{Timeout: 2 * time.Second}, 5*time.Second)
+	}()
+	r.stopWatch = func() { cancel(); <-done }
 	st := r.state.Get()
 	r.log.Info("replication source", "mode", mode, "history", st.History, "position", journal.Position())
 	return nil
+}
+
+// close stops what attach started.
+func (r *replication) close() {
+	if r != nil && r.stopWatch != nil {
+		r.stopWatch()
+	}
 }
 
 // mirrorOption makes synchronous replication part of the write path.
