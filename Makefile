@@ -45,8 +45,9 @@ test: build vet
 	$(GO) test -count=1 -timeout 14m ./... 
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 
+# make demo AD=1 runs it against a Samba AD domain controller instead of slapd.
 demo: deps build
-	./$(BIN) demo
+	./$(BIN) demo $(if $(AD),--ad)
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./integration/axigen/...

@@ -154,7 +154,13 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
 	}
 	// AD lets users bind as user@domain or DOMAIN\user: policy needs the DN.
-	s.BoundDN = m.identity(ctx, s.BoundDN)
+	bound, err := m.identity(ctx, s.BoundDN)
+	if err != nil {
+		m.log.Warn("cannot resolve the bound identity", "err", err)
+		return nil, &gateway.Result{Code: ldap.LDAPResultUnavailable,
+			Diagnostic: "ldapgate: cannot resolve the bound identity to check the change: the directory is unreachable for the gateway"}
+	}
+	s.BoundDN = bound
 	if m.pol().AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.pol().AxigenBindDN) {
 		return nil, nil // Axigen's own writes: never mirrored back
 	}
@@ -304,37 +310,40 @@ func (m *Mirror) complete(ctx context.Context, rec *store.Record, req *gateway.W
 // accepts a userPrincipalName (user@domain) and a down-level name
 // (DOMAIN\user); anything else is taken as the DN it is. Answers are
 // remembered for a few minutes.
-func (m *Mirror) identity(ctx context.Context, name string) string {
+func (m *Mirror) identity(ctx context.Context, name string) (string, error) {
 	// Filters to try in turn: an account without an explicit
 	// userPrincipalName still binds as sAMAccountName@domain.
 	var filters []string
 	switch {
 	case name == "" || strings.Contains(name, "="):
-		return name
+		return name, nil
 	case strings.Contains(name, `\`):
 		filters = []string{"(sAMAccountName=" + ldap.EscapeFilter(name[strings.LastIndex(name, `\`)+1:]) + ")"}
 	case strings.Contains(name, "@"):
 		filters = []string{"(userPrincipalName=" + ldap.EscapeFilter(name) + ")",
 			"(sAMAccountName=" + ldap.EscapeFilter(name[:strings.LastIndex(name, "@")]) + ")"}
 	default:
-		return name
+		return name, nil
 	}
 	m.idMu.Lock()
 	c, ok := m.identities[strings.ToLower(name)]
 	m.idMu.Unlock()
 	if ok && time.Now().Before(c.expires) {
-		return c.dn
+		return c.dn, nil
 	}
 	var e *schema.Entry
 	for _, f := range filters {
 		found, err := m.cfg.Directory.Find(ctx, namingContexts(m.mapping()), f, []string{"1.1"})
-		if err == nil && found != nil {
+		if err != nil {
+			return "", err
+		}
+		if found != nil {
 			e = found
 			break
 		}
 	}
 	if e == nil {
-		return name // not resolvable: compared as given, so it matches no DN
+		return name, nil // no such entry: compared as given, it matches no DN
 	}
 	m.idMu.Lock()
 	if m.identities == nil || len(m.identities) > 10000 {
@@ -342,7 +351,7 @@ func (m *Mirror) identity(ctx context.Context, name string) string {
 	}
 	m.identities[strings.ToLower(name)] = cachedIdentity{dn: e.DN, expires: time.Now().Add(5 * time.Minute)}
 	m.idMu.Unlock()
-	return e.DN
+	return e.DN, nil
 }
 
 type cachedIdentity struct {
