@@ -45,6 +45,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -282,7 +283,14 @@ func (l badgerLogger) Errorf(f string, a ...any) {
 func (l badgerLogger) Warningf(f string, a ...any) {
 	l.log.Warn("badger: " + trimNL(fmt.Sprintf(f, a...)))
 }
-func (badgerLogger) Infof(string, ...any)  {}
+
+// Infof passes on only the write stalls: a stall holds every Prepare up.
+func (l badgerLogger) Infof(f string, a ...any) {
+	if msg := fmt.Sprintf(f, a...); strings.Contains(msg, "L0 was stalled") {
+		l.log.Warn("badger: " + trimNL(msg))
+	}
+}
+
 func (badgerLogger) Debugf(string, ...any) {}
 
 func trimNL(s string) string {
