@@ -197,9 +197,6 @@ func (f *Follower) followOnce(ctx context.Context) error {
 	for {
 		line, err := rd.ReadBytes('\n')
 		if err != nil {
-			if ctx.Err() != nil && ctx.Err() != context.Canceled {
-				return ctx.Err()
-			}
 			return fmt.Errorf("read the feed: %w", err)
 		}
 		idle.Reset(feedIdleLimit)
