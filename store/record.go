@@ -121,6 +121,7 @@ const maxRecordBytes = 256 << 10
 // afterwards.
 func (r *Record) clone() *Record {
 	c := r.next()
+	c.Groups = append([]string(nil), r.Groups...)
 	c.Changes = make([]Change, len(r.Changes))
 	for i, ch := range r.Changes {
 		c.Changes[i] = Change{Op: ch.Op, Attr: ch.Attr, Values: append([]string(nil), ch.Values...)}
@@ -139,7 +140,10 @@ func (r *Record) next() *Record {
 // approxSize is about the size of the record's encoding (a little more:
 // each value may need escaping, counted as up to twice its length).
 func (r *Record) approxSize() int {
-	n := 512 + 2*(len(r.Actor)+len(r.ClientAddr)+len(r.DN)+len(r.NewDN)+len(r.EntryKey)+len(r.Note)+len(r.LastError))
+	n := 512 + 2*(len(r.Actor)+len(r.ClientAddr)+len(r.DN)+len(r.NewDN)+len(r.EntryKey)+len(r.Name)+len(r.Note)+len(r.LastError))
+	for _, g := range r.Groups {
+		n += 4 + 2*len(g)
+	}
 	for _, c := range r.Changes {
 		n += 32 + 2*len(c.Attr)
 		for _, v := range c.Values {
