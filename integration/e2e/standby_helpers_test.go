@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ type gatewayPair struct {
 	e      *mirrorEnv
 	listen string // ldap://127.0.0.1:PORT, held by the primary
 	a, b   *pairNode
+	// link carries b's requests to a (b following a); a reaches b directly.
+	link *cuttableLink
 }
 
 // freeLoopbackPort picks a port the OS says is free now.
@@ -103,7 +106,9 @@ func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover, syncTimeo
 			"--takeover-after", takeover.String(), "--replication-timeout", syncTimeout.String())
 	}
 	p.a.args = append(common(p.a), "--peer", "http://"+p.b.adminAddr)
-	p.b.args = append(common(p.b), "--standby-of", "http://"+p.a.adminAddr)
+	// b reaches a through a link the test can cut (a network partition).
+	p.link = newCuttableLink(t, p.a.adminAddr)
+	p.b.args = append(common(p.b), "--standby-of", "http://"+p.link.addr())
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range []*pairNode{p.a, p.b} {
@@ -306,4 +311,107 @@ func (p *gatewayPair) waitMetric(n *pairNode, sample string, d time.Duration, ok
 		return nil
 	})
 	return v
+}
+
+// cuttableLink is a TCP relay to target that the test can cut: cut drops
+// every connection at once, data in transit included, and holds new ones
+// unanswered until mend, as a network partition would.
+type cuttableLink struct {
+	t      testing.TB
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]bool
+}
+
+func newCuttableLink(t testing.TB, target string) *cuttableLink {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &cuttableLink{t: t, ln: ln, target: target, conns: map[net.Conn]bool{}}
+	go l.accept()
+	t.Cleanup(func() { ln.Close(); l.mend() })
+	return l
+}
+
+func (l *cuttableLink) addr() string { return l.ln.Addr().String() }
+
+func (l *cuttableLink) accept() {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		l.conns[c] = true
+		cut := l.cut
+		l.mu.Unlock()
+		if cut {
+			continue // held: never answered, dropped by mend
+		}
+		go l.relay(c)
+	}
+}
+
+func (l *cuttableLink) relay(c net.Conn) {
+	up, err := net.DialTimeout("tcp", l.target, 2*time.Second)
+	if err != nil {
+		l.drop(c)
+		return
+	}
+	l.mu.Lock()
+	if l.cut {
+		l.mu.Unlock()
+		up.Close()
+		l.drop(c)
+		return
+	}
+	l.conns[up] = true
+	l.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); l.drop(up); l.drop(c) }()
+	_, _ = io.Copy(c, up)
+	l.drop(c)
+	l.drop(up)
+}
+
+func (l *cuttableLink) drop(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // reset: what is in transit is lost
+	}
+	c.Close()
+}
+
+// partition cuts every connection and holds new ones.
+func (l *cuttableLink) partition() {
+	l.mu.Lock()
+	l.cut = true
+	conns := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		l.drop(c)
+	}
+}
+
+// mend drops the held connections and relays again.
+func (l *cuttableLink) mend() {
+	l.mu.Lock()
+	l.cut = false
+	conns := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		l.drop(c)
+	}
 }
