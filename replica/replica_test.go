@@ -451,3 +451,27 @@ func TestWatchPeerReportsTwoPrimaries(t *testing.T) {
 		return strings.Contains(scrape(t, src), "ldapgate_replication_peer_is_primary 0")
 	})
 }
+
+// Close ends the standby's feed connection at once (a stopping primary
+// must not wait for it) and refuses new ones.
+func TestSourceCloseEndsTheFeed(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "journal.key")
+	p, s := newNode(t, key), newNode(t, key)
+	p.open(false)
+	src, srv := p.primary(Async, time.Second)
+	s.open(true)
+	f, _, _ := s.follow(srv.URL, time.Hour)
+	waitUntil(t, 10*time.Second, "the standby to connect", f.connected.Load)
+	src.Close()
+	waitUntil(t, 10*time.Second, "the feed to end", func() bool { return !f.connected.Load() })
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/replication/feed?after=0", nil)
+	setAuth(req, testSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("feed after Close: %s, want 503", resp.Status)
+	}
+}

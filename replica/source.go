@@ -56,6 +56,7 @@ type Source struct {
 	lastAckAt time.Time
 	// twoPrimaries: the peer answered that it is a primary too.
 	twoPrimaries bool
+	closed       bool
 }
 
 type feedSession struct {
@@ -137,6 +138,10 @@ func (s *Source) serveFeed(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sess := s.startSession(q.Get("node"), after, cancel)
+	if sess == nil {
+		http.Error(w, "replication: the gateway is stopping", http.StatusServiceUnavailable)
+		return
+	}
 	defer s.endSession(sess)
 
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -196,11 +201,27 @@ func (s *Source) serveFeed(w http.ResponseWriter, r *http.Request) {
 	<-hbDone
 }
 
+// Close ends the feed (the gateway is stopping): the standby's connection
+// closes now instead of holding up the admin endpoint's shutdown, and no
+// new one is served.
+func (s *Source) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.session != nil {
+		s.session.cancel()
+	}
+}
+
 // startSession makes a new follower connection the current one (there is
-// one standby): its acknowledgements start from what it says it holds.
+// one standby): its acknowledgements start from what it says it holds. It
+// returns nil once the Source is closed.
 func (s *Source) startSession(node string, after uint64, cancel context.CancelFunc) *feedSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
 	if s.session != nil {
 		s.session.cancel()
 	}

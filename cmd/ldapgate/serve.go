@@ -195,6 +195,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		return err
 	}
 	defer stopAdmin()
+	defer repl.close() // before stopAdmin: the standby's feed would hold it up
 
 	listeners := newListenerSet(srv, log)
 	if err := listeners.apply(cfg.Listen); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -285,13 +286,14 @@ func (r *replication) attach(journal *store.Journal, adminSrv *admin.Server) err
 		defer close(done)
 		r.source.WatchPeer(ctx, &http.Client{Timeout: 2 * time.Second}, 5*time.Second)
 	}()
-	r.stopWatch = func() { cancel(); <-done }
+	var once sync.Once
+	r.stopWatch = func() { once.Do(func() { r.source.Close(); cancel(); <-done }) }
 	st := r.state.Get()
 	r.log.Info("replication source", "mode", mode, "history", st.History, "position", journal.Position())
 	return nil
 }
 
-// close stops what attach started.
+// close stops what attach started; it may be called more than once.
 func (r *replication) close() {
 	if r != nil && r.stopWatch != nil {
 		r.stopWatch()
