@@ -475,3 +475,56 @@ func TestSourceCloseEndsTheFeed(t *testing.T) {
 		t.Fatalf("feed after Close: %s, want 503", resp.Status)
 	}
 }
+
+// Two standbys of each other (both restarted while neither was primary):
+// the one further ahead takes over, the other keeps waiting for it.
+func TestTwoStandbysTheFurtherAheadTakesOver(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "journal.key")
+	ahead, behind := newNode(t, key), newNode(t, key)
+	for i, n := range []*node{ahead, behind} {
+		n.open(false)
+		for k := range 5 - 3*i {
+			n.write(fmt.Sprintf("n%d-%d", i, k))
+		}
+		if err := n.state.BecomePrimary(n.j.Position()); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.state.Update(func(s *NodeState) { s.Role = RoleStandby }); err != nil {
+			t.Fatal(err)
+		}
+		n.open(true)
+	}
+	var hAhead, hBehind atomic.Pointer[http.Handler]
+	serve := func(h *atomic.Pointer[http.Handler]) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if p := h.Load(); p != nil {
+				(*p).ServeHTTP(w, r)
+				return
+			}
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	srvAhead, srvBehind := serve(&hAhead), serve(&hBehind)
+	fAhead, _, doneAhead := ahead.follow(srvBehind.URL, 500*time.Millisecond)
+	fBehind, _, doneBehind := behind.follow(srvAhead.URL, 500*time.Millisecond)
+	ha, hb := http.Handler(fAhead), http.Handler(fBehind)
+	hAhead.Store(&ha)
+	hBehind.Store(&hb)
+	select {
+	case err := <-doneAhead:
+		if err != nil {
+			t.Fatalf("the standby ahead stopped with %v, want a takeover", err)
+		}
+	case err := <-doneBehind:
+		t.Fatalf("the standby behind returned first (%v)", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("neither standby took over")
+	}
+	select {
+	case err := <-doneBehind:
+		t.Fatalf("the standby behind took over too (%v)", err)
+	case <-time.After(time.Second): // twice its takeover time: it keeps waiting
+	}
+}
