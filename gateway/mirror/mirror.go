@@ -53,11 +53,13 @@ type Config struct {
 	Audit *slog.Logger
 	// OnDelivery, when set, hears about every delivery attempt (metrics).
 	OnDelivery func(kind string, err error)
-	// WaitReplicated, when set, is called once a write the directory
-	// accepted is committed, before the client hears of its success: it
-	// returns when a standby gateway holds the record (synchronous
-	// replication). Its error is logged and the write acknowledged anyway:
-	// the directory has already made it.
+	// WaitReplicated, when set, is called for a write the directory
+	// accepted, before the client hears of its success; the record is on
+	// disk (prepared; its commit may still be on its way). It returns when
+	// a standby gateway holds the record (synchronous replication): a
+	// standby that takes over settles a prepared record as recovery does.
+	// Its error is logged and the write acknowledged anyway: the directory
+	// has already made it.
 	WaitReplicated func(ctx context.Context, seq uint64) error
 }
 
