@@ -282,7 +282,9 @@ func (s *Source) notifyLocked() {
 }
 
 // WaitReplicated returns once the standby holds the journal up to its
-// position now, which includes the record seq the caller just committed.
+// position now, which includes the record seq the caller journaled (at
+// least as prepared: a standby that takes over settles it as recovery
+// does, so the write is not lost).
 // In async mode it returns at once. In sync mode it waits up to
 // SyncTimeout; then it logs loudly, counts the timeout, and the primary
 // runs degraded (it acknowledges without waiting) until the standby has
