@@ -53,13 +53,14 @@ type Config struct {
 	Audit *slog.Logger
 	// OnDelivery, when set, hears about every delivery attempt (metrics).
 	OnDelivery func(kind string, err error)
-	// WaitReplicated, when set, is called for a write the directory
-	// accepted, before the client hears of its success; the record is on
-	// disk (prepared; its commit may still be on its way). It returns when
-	// a standby gateway holds the record (synchronous replication): a
-	// standby that takes over settles a prepared record as recovery does.
-	// Its error is logged and the write acknowledged anyway: the directory
-	// has already made it.
+	// WaitReplicated, when set, is called once a write's record is on disk
+	// (prepared) and before the directory sees the write, and again before
+	// the client hears of its success (then it returns at once, unless the
+	// directory generated a password, journaled in a record of its own).
+	// It returns when a standby gateway holds the record (synchronous
+	// replication): a standby that takes over settles a prepared record as
+	// recovery does. Its error is logged and the write goes on: sync
+	// replication degrades rather than stopping writes.
 	WaitReplicated func(ctx context.Context, seq uint64) error
 }
 
@@ -247,6 +248,15 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 			Diagnostic: "ldapgate: the change cannot be journaled, so it is not made: " + err.Error()}
 	}
 	rec.Seq = seq
+	if m.cfg.WaitReplicated != nil {
+		// The standby holds the record before the directory sees the write:
+		// a primary that dies between the directory's answer and the
+		// client's can leave nothing (a new password above all) that only
+		// the directory knows.
+		if err := m.cfg.WaitReplicated(ctx, seq); err != nil {
+			m.log.Warn("write relayed before the standby confirmed holding its record", "seq", seq, "err", err)
+		}
+	}
 	audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
 	return func(ctx context.Context, res gateway.Result) {
 		m.cfg.Audit.Info("directory result", "seq", seq, "result", res.Code, "unanswered", res.Unanswered)
