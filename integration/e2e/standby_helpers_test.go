@@ -49,15 +49,20 @@ type gatewayPair struct {
 	link *cuttableLink
 }
 
-// freeLoopbackPort picks a port the OS says is free now.
-func freeLoopbackPort(t testing.TB) int {
+// freeLoopbackPorts picks n distinct ports the OS says are free now: all
+// are held until the last is picked, so none is handed out twice.
+func freeLoopbackPorts(t testing.TB, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // newGatewayPair stops e's gateway and prepares two: a, to start as
@@ -73,7 +78,8 @@ func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover, syncTimeo
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	p := &gatewayPair{t: t, e: e, listen: fmt.Sprintf("ldap://127.0.0.1:%d", freeLoopbackPort(t))}
+	ports := freeLoopbackPorts(t, 3) // the shared listener, a's and b's admin endpoints
+	p := &gatewayPair{t: t, e: e, listen: fmt.Sprintf("ldap://127.0.0.1:%d", ports[0])}
 	// The flags of e's gateway (slapd, Axigen, schema, admin), without its
 	// own listener, address file, data folder and log level.
 	var base []string
@@ -85,9 +91,9 @@ func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover, syncTimeo
 		}
 		base = append(base, e.args[i])
 	}
-	mk := func(name string) *pairNode {
+	mk := func(name string, adminPort int) *pairNode {
 		n := &pairNode{name: name, dataDir: filepath.Join(root, name, "data"), logPath: filepath.Join(root, name+".log"),
-			addrFile: filepath.Join(root, name, "addr"), adminAddr: fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))}
+			addrFile: filepath.Join(root, name, "addr"), adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort)}
 		if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +103,7 @@ func newGatewayPair(t *testing.T, e *mirrorEnv, mode string, takeover, syncTimeo
 		}
 		return n
 	}
-	p.a, p.b = mk("a"), mk("b")
+	p.a, p.b = mk("a", ports[1]), mk("b", ports[2])
 	common := func(n *pairNode) []string {
 		return append(append([]string{"serve"}, base...),
 			"--listen", p.listen, "--addr-file", n.addrFile, "--data-dir", n.dataDir,
