@@ -18,6 +18,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -46,6 +47,7 @@ type Server struct {
 	latency  *prometheus.HistogramVec
 	delivery *prometheus.CounterVec
 	state    *stateCollector
+	series   sync.Map // opKey -> opSeries
 	mux      *http.ServeMux
 }
 
@@ -101,11 +103,33 @@ func (s *Server) SetSources(stats func() gateway.Stats, ups *gateway.UpstreamSet
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// opKey names one series of the operation metrics.
+type opKey struct {
+	op   string
+	code int
+}
+
+// opSeries are the metrics of one operation and result, resolved once:
+// label lookups (and the result's name) stay off the relay's hot path.
+type opSeries struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
 // OperationDone implements gateway.Observer.
 func (s *Server) OperationDone(op string, code int, elapsed time.Duration) {
-	s.ops.WithLabelValues(op, resultName(code)).Inc()
+	k := opKey{op, code}
+	v, ok := s.series.Load(k)
+	if !ok {
+		v, _ = s.series.LoadOrStore(k, opSeries{
+			count:   s.ops.WithLabelValues(op, resultName(code)),
+			latency: s.latency.WithLabelValues(op),
+		})
+	}
+	series := v.(opSeries)
+	series.count.Inc()
 	if elapsed > 0 {
-		s.latency.WithLabelValues(op).Observe(elapsed.Seconds())
+		series.latency.Observe(elapsed.Seconds())
 	}
 }
 

@@ -134,3 +134,11 @@ func itoa(n uint64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+func BenchmarkOperationDone(b *testing.B) {
+	s := New(Config{})
+	b.ReportAllocs()
+	for b.Loop() {
+		s.OperationDone("search", 0, time.Millisecond)
+	}
+}

@@ -542,7 +542,9 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			op, found = s.pending[m.id]
 			if found {
 				s.finishLocked(m.id, op)
-				s.resetOpTimerLocked(up)
+				if op.timed() {
+					s.resetOpTimerLocked(up)
+				}
 				if op.tag == tagBindRequest {
 					s.noteBindLocked(m, op)
 				}
