@@ -172,7 +172,7 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 	}
 	secret := rec.Secret
 	rec.Secret = nil
-	err = j.submit(context.Background(), func(b *batch) error {
+	err = j.submitLazy(context.Background(), func(b *batch) error {
 		old, err := b.get(d.seq)
 		if err != nil || old.State != StateCommitted {
 			// Dropped (or otherwise settled) while it was being delivered.

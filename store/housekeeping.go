@@ -98,7 +98,7 @@ func (j *Journal) purgeDelivered(ctx context.Context, cutoff time.Time) (int, er
 		return 0, err
 	}
 	purged := 0
-	err = j.submit(ctx, func(b *batch) error {
+	err = j.submitLazy(ctx, func(b *batch) error {
 		for _, seq := range seqs {
 			old, err := b.get(seq)
 			if errors.Is(err, ErrNotFound) {
@@ -150,7 +150,7 @@ func (j *Journal) trimLog(ctx context.Context, cutoff time.Time) (int, error) {
 	if err != nil || n == 0 {
 		return 0, err
 	}
-	err = j.submit(ctx, func(b *batch) error {
+	err = j.submitLazy(ctx, func(b *batch) error {
 		for pos := b.horizon; pos <= last; pos++ {
 			if err := b.delete(numKey(prefixEvent, pos)); err != nil {
 				return err

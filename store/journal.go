@@ -14,9 +14,14 @@
 // Durability: one goroutine writes the journal. It gathers every mutation
 // waiting at that moment into a single Badger transaction, so concurrent
 // writers share one fsync (group commit), and it builds the next batch while
-// Badger syncs the previous one. Every call that changes the journal
-// (Prepare, Commit, Abort, Retry, Drop, a delivery's outcome) returns once
-// its change is on disk. The writer numbers the changes in the order they
+// Badger syncs the previous one. Prepare, Retry, Drop and a standby's
+// Apply return once their change is on disk (fsync). Commit, Abort, a
+// delivery's outcome and housekeeping return once Badger has the change (a
+// process crash loses none of them) and reach the disk with the next
+// durable batch: losing one to a power cut is harmless by design, since a
+// record still prepared is settled at start-up as after a crash, and a
+// delivery that was done again is state-based. Not syncing them on their
+// own spares the disk two of every three syncs. The writer numbers the changes in the order they
 // reach the disk. That numbering (the position) is the replication feed:
 // Feed streams every change from a position, Apply replays it on a
 // standby's journal, which then holds an exact copy.
@@ -251,7 +256,7 @@ func lockDir(dir string) (*os.File, error) {
 // and caches instead of Badger's server-sized defaults.
 func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithSyncWrites(!opts.NoSync).
+		WithSyncWrites(false).      // the writer syncs the batches that must be durable
 		WithDetectConflicts(false). // one writer goroutine: no conflicts to detect
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(2).
@@ -566,7 +571,7 @@ func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error
 	if j.opts.Follower {
 		return ErrFollower
 	}
-	err := j.submit(ctx, func(b *batch) error {
+	err := j.submitLazy(ctx, func(b *batch) error {
 		old, err := b.get(seq)
 		if err != nil {
 			return err
@@ -593,7 +598,7 @@ func (j *Journal) Abort(ctx context.Context, seq uint64) error {
 	if j.opts.Follower {
 		return ErrFollower
 	}
-	err := j.submit(ctx, func(b *batch) error {
+	err := j.submitLazy(ctx, func(b *batch) error {
 		old, err := b.get(seq)
 		if err != nil {
 			return err

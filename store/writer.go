@@ -15,6 +15,10 @@ import (
 // everything before it writes: an error after a write fails its whole batch.
 type mutation struct {
 	run func(b *batch) error
+	// lazy marks a change whose loss to a power cut (not to a process
+	// crash: the OS has it) is harmless by design, so it need not wait for
+	// an fsync of its own: it reaches the disk with the next durable batch.
+	lazy bool
 	// exclusive, when set instead of run, runs alone between batches
 	// (a follower's reset, which drops whole key ranges).
 	exclusive func() error
@@ -130,6 +134,12 @@ const maxFlights = 8
 // (or failed) by the writer, and its caller learns which.
 func (j *Journal) submit(ctx context.Context, run func(b *batch) error) error {
 	return j.enqueue(ctx, &mutation{run: run, done: make(chan error, 1)})
+}
+
+// submitLazy is submit for a change that need not be fsynced on its own
+// (see mutation.lazy).
+func (j *Journal) submitLazy(ctx context.Context, run func(b *batch) error) error {
+	return j.enqueue(ctx, &mutation{run: run, lazy: true, done: make(chan error, 1)})
 }
 
 func (j *Journal) enqueue(ctx context.Context, m *mutation) error {
@@ -254,9 +264,11 @@ func (w *writerRun) process(ms []*mutation) {
 		}
 		b := w.newBatch()
 		f := &flight{result: make(chan error, 1)}
+		durable := false
 		for len(ms) > 0 && ms[0].exclusive == nil && b.size < softBatchBytes {
 			m := ms[0]
 			ms = ms[1:]
+			durable = durable || !m.lazy
 			before := b.writes
 			err := m.run(b)
 			if err != nil && b.writes != before && b.broken == nil {
@@ -293,6 +305,13 @@ func (w *writerRun) process(ms []*mutation) {
 			w.inBadger <- struct{}{}
 			w.openNext()
 			b.txn.CommitWith(func(err error) {
+				// Badger writes without syncing; a batch with a durable
+				// change is synced here, before the next batch enters
+				// Badger, so the sync covers it whole (and every lazy
+				// batch before it).
+				if err == nil && durable && !j.opts.NoSync {
+					err = j.db.Sync()
+				}
 				<-w.inBadger
 				f.result <- err
 			})
