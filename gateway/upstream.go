@@ -142,30 +142,3 @@ func (u Upstream) startTLS(ctx context.Context, conn net.Conn, maxMessage int) (
 type Dialer interface {
 	Dial(ctx context.Context) (net.Conn, error)
 }
-
-// OrderedDialer tries its upstreams in order and uses the first that
-// answers; every new session starts again from the first.
-type OrderedDialer struct {
-	Upstreams      []Upstream
-	DialTimeout    time.Duration
-	MaxMessageSize int
-}
-
-// Dial connects to the first reachable upstream.
-func (d *OrderedDialer) Dial(ctx context.Context) (net.Conn, error) {
-	var errs []error
-	for _, u := range d.Upstreams {
-		conn, err := u.dial(ctx, d.DialTimeout, d.MaxMessageSize)
-		if err == nil {
-			return conn, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", u.URL, err))
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if len(errs) == 0 {
-		return nil, errors.New("no upstream configured")
-	}
-	return nil, errors.Join(errs...)
-}

@@ -95,7 +95,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	st.gw, err = gateway.NewServer(gateway.Config{
-		Dialer: &gateway.OrderedDialer{Upstreams: []gateway.Upstream{upstream}, DialTimeout: 5 * time.Second},
+		Dialer: gateway.NewUpstreamSet([]gateway.Upstream{upstream}, 5*time.Second, gateway.DefaultMaxMessageSize, nil),
 		Local: gateway.LocalDirectory{
 			Suffixes: Suffixes(),
 			Dial:     st.sub.Dial,
