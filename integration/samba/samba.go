@@ -36,6 +36,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/integration/proctail"
 )
 
 // Paths of the Debian packages' programs.
@@ -139,7 +141,7 @@ type Server struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	output  *tailBuffer
+	output  *proctail.Buffer
 	stopped bool
 }
 
@@ -309,7 +311,7 @@ func (s *Server) launch(ctx context.Context) error {
 	// Killed with us: a test binary that panics or is killed must not leave
 	// a domain controller holding the address.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	tail := &tailBuffer{max: 64 << 10, logger: s.opts.Logger}
+	tail := proctail.New(64<<10, "samba", s.opts.Logger)
 	cmd.Stdout, cmd.Stderr = tail, tail
 	// In interactive mode samba exits when its standard input ends: a pipe
 	// we hold open keeps it running, and closes with us.
@@ -390,7 +392,7 @@ func (s *Server) AdminConn(ctx context.Context) (*ldap.Conn, error) {
 func (s *Server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || s.cmd.Process == nil || isClosed(s.exited) {
+	if s.cmd == nil || s.cmd.Process == nil || proctail.Closed(s.exited) {
 		return 0
 	}
 	return s.cmd.Process.Pid
@@ -467,7 +469,7 @@ func (s *Server) halt(sig syscall.Signal) error {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
 	s.mu.Unlock()
-	if cmd == nil || isClosed(exited) {
+	if cmd == nil || proctail.Closed(exited) {
 		return nil
 	}
 	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -481,43 +483,4 @@ func (s *Server) halt(sig syscall.Signal) error {
 	_ = cmd.Process.Kill()
 	<-exited
 	return nil
-}
-
-func isClosed(c chan struct{}) bool {
-	if c == nil {
-		return true
-	}
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-// tailBuffer keeps the last max bytes written and forwards lines to a logger.
-type tailBuffer struct {
-	mu     sync.Mutex
-	buf    []byte
-	max    int
-	logger *slog.Logger
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.max {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max:]...)
-	}
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		b.logger.Debug("samba", "line", line)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

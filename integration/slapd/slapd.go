@@ -32,6 +32,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/integration/proctail"
 	"github.com/ldapgate/ldapgate/integration/testpki"
 )
 
@@ -96,7 +97,7 @@ type Server struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has been reaped
-	stderr  *tailBuffer
+	stderr  *proctail.Buffer
 	stopped bool // Stop was called: the folder is gone
 }
 
@@ -252,7 +253,7 @@ func (s *Server) launch(ctx context.Context) error {
 	// Killed with us: a test binary that panics or is killed must not leave
 	// slapd processes behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	tail := &tailBuffer{max: 64 << 10, logger: s.logger}
+	tail := proctail.New(64<<10, "slapd", s.logger)
 	cmd.Stdout = tail
 	cmd.Stderr = tail
 	if err := cmd.Start(); err != nil {
@@ -374,7 +375,7 @@ func (s *Server) Load(ctx context.Context, ldif string) error {
 func (s *Server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || s.cmd.Process == nil || isClosed(s.exited) {
+	if s.cmd == nil || s.cmd.Process == nil || proctail.Closed(s.exited) {
 		return 0
 	}
 	return s.cmd.Process.Pid
@@ -395,7 +396,7 @@ func (s *Server) halt(sig syscall.Signal) error {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
 	s.mu.Unlock()
-	if cmd == nil || isClosed(exited) {
+	if cmd == nil || proctail.Closed(exited) {
 		return nil
 	}
 	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -473,43 +474,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func isClosed(c chan struct{}) bool {
-	if c == nil {
-		return true
-	}
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-// tailBuffer keeps the last max bytes written and forwards lines to a logger.
-type tailBuffer struct {
-	mu     sync.Mutex
-	buf    []byte
-	max    int
-	logger *slog.Logger
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > b.max {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max:]...)
-	}
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		b.logger.Debug("slapd", "line", line)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
