@@ -51,6 +51,33 @@ every change Axigen receives until Ctrl-C.`,
 	}
 }
 
+// The demo's Axigen: one domain, an admin with a fixed password (printed).
+const (
+	demoDomain         = "example.com"
+	demoAxigenPassword = "demo-axigen-pw"
+)
+
+// startDemoSimulator starts the Axigen simulator for a demo, on addr when
+// it is free.
+func startDemoSimulator(ctx context.Context, addr string) (*axigensim.Server, error) {
+	sim := axigensim.New(axigensim.Options{
+		Addr:    freeOr(addr),
+		Admins:  map[string]string{"admin": demoAxigenPassword},
+		Domains: []string{demoDomain},
+	})
+	if err := sim.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start the Axigen simulator: %w", err)
+	}
+	return sim, nil
+}
+
+// writeDemoFile writes a private file (a password) into the demo's folder.
+func writeDemoFile(dir, name, content string) string {
+	p := filepath.Join(dir, name)
+	_ = os.WriteFile(p, []byte(content+"\n"), 0o600)
+	return p
+}
+
 // freeOr returns addr when it can be bound, else an address on a port the
 // OS picks, so a second demo (or a busy port) does not stop the first.
 func freeOr(addr string) string {
@@ -83,23 +110,13 @@ func runDemo(ctx context.Context, out io.Writer, listen, axigenListen string, ve
 	}
 	defer dirSrv.Stop()
 
-	const domain = "example.com"
-	axPassword := "demo-axigen-pw"
-	sim := axigensim.New(axigensim.Options{
-		Addr:    freeOr(axigenListen),
-		Admins:  map[string]string{"admin": axPassword},
-		Domains: []string{domain},
-	})
-	if err := sim.Start(ctx); err != nil {
-		return fmt.Errorf("start the Axigen simulator: %w", err)
+	const domain, axPassword = demoDomain, demoAxigenPassword
+	sim, err := startDemoSimulator(ctx, axigenListen)
+	if err != nil {
+		return err
 	}
 	defer sim.Close()
-
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		_ = os.WriteFile(p, []byte(content+"\n"), 0o600)
-		return p
-	}
+	write := func(name, content string) string { return writeDemoFile(dir, name, content) }
 	gwAddr := freeOr(listen)
 	host, port, _ := net.SplitHostPort(gwAddr)
 	var ldapsPort int

@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/integration/samba"
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -59,23 +58,13 @@ func runDemoAD(ctx context.Context, out io.Writer, listen, axigenListen string, 
 		return err
 	}
 
-	const domain = "example.com"
-	axPassword := "demo-axigen-pw"
-	sim := axigensim.New(axigensim.Options{
-		Addr:    freeOr(axigenListen),
-		Admins:  map[string]string{"admin": axPassword},
-		Domains: []string{domain},
-	})
-	if err := sim.Start(ctx); err != nil {
-		return fmt.Errorf("start the Axigen simulator: %w", err)
+	const domain, axPassword = demoDomain, demoAxigenPassword
+	sim, err := startDemoSimulator(ctx, axigenListen)
+	if err != nil {
+		return err
 	}
 	defer sim.Close()
-
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		_ = os.WriteFile(p, []byte(content+"\n"), 0o600)
-		return p
-	}
+	write := func(name, content string) string { return writeDemoFile(dir, name, content) }
 	gwAddr := freeOr(listen)
 	cfg := defaultConfig()
 	cfg.Listen = []string{"ldap://" + gwAddr}
