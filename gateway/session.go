@@ -652,12 +652,18 @@ func (s *session) upstreamLost(up *upstreamConn, err error) {
 	s.log().Warn("upstream connection lost", "err", err, "outstanding", len(pending))
 	s.srv.stats.upstreamErrors.Add(1)
 	for id, op := range pending {
-		s.failOp(id, op, reason, true)
+		// The request reached the directory: say that its fate is unknown,
+		// so that a client does not take a write for undone.
+		s.failOp(id, op, reason+OutcomeUnknown, true)
 		<-s.slots
 	}
 	s.notice(ldap.LDAPResultUnavailable, reason)
 	s.close()
 }
+
+// OutcomeUnknown ends the diagnostic of an operation that reached the
+// directory but whose answer was lost with the upstream connection.
+const OutcomeUnknown = "; the operation may or may not have been applied"
 
 // failOp answers an operation the upstream will never answer. sent tells
 // whether the request reached the upstream, whose outcome is then unknown.

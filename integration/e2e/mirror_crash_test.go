@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/integration/slapd"
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -298,13 +299,17 @@ func groupIndex(key string) int {
 }
 
 // classifyWriteError tells an answer from the gateway (an LDAP result) from
-// a connection that died with the write in flight.
+// a connection that died with the write in flight — or an upstream that did,
+// which the gateway reports as unavailable with an unknown outcome.
 func classifyWriteError(err error) outcome {
 	if err == nil {
 		return succeeded
 	}
 	var le *ldap.Error
 	if errors.As(err, &le) && le.ResultCode > 0 && le.ResultCode < ldap.ErrorNetwork {
+		if le.ResultCode == ldap.LDAPResultUnavailable && strings.Contains(le.Error(), gateway.OutcomeUnknown) {
+			return unknown
+		}
 		return failed
 	}
 	return unknown
