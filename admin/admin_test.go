@@ -142,3 +142,19 @@ func BenchmarkOperationDone(b *testing.B) {
 		s.OperationDone("search", 0, time.Millisecond)
 	}
 }
+
+func TestNetworkHandlerServesOnlyWhatIsSafe(t *testing.T) {
+	s := New(Config{Journal: openJournal(t)})
+	h := s.Network()
+	for path, want := range map[string]int{
+		"/metrics": 200, "/healthz": 200, "/readyz": 200,
+		"/journal/stats": 403, "/journal/records": 403, "/debug/pprof/": 403,
+	} {
+		if code, _ := get(t, h, "GET", path); code != want {
+			t.Errorf("GET %s over the network: %d, want %d", path, code, want)
+		}
+	}
+	if code, _ := get(t, h, "POST", "/journal/records/1/drop"); code != 403 {
+		t.Errorf("a drop over the network: %d, want 403", code)
+	}
+}

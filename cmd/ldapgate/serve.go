@@ -190,7 +190,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	}
 	gw.Store(srv)
 	adminSrv.SetSources(srv.Stats, upstreams)
-	stopAdmin, err := serveAdmin(cfg, adminSrv, log)
+	stopAdmin, err := serveAdmin(cfg, adminSrv, adminSrv.Network(), log)
 	if err != nil {
 		return err
 	}
@@ -297,34 +297,36 @@ func writeFileAtomic(path string, data []byte) error {
 // `ldapgate journal --data-dir` finds the running gateway by itself.
 func adminSocket(dataDir string) string { return filepath.Join(dataDir, "admin.sock") }
 
-// serveAdmin starts the admin endpoint on the data folder's Unix socket and,
-// when configured, on a TCP address (for Prometheus). The returned function
-// stops it.
-func serveAdmin(cfg Config, h http.Handler, log *slog.Logger) (func(), error) {
+// serveAdmin starts the admin endpoint on the data folder's Unix socket
+// (local: everything) and, when configured, on a TCP address (network: what
+// admin.Server.Network allows, for Prometheus and a standby). The returned
+// function stops it.
+func serveAdmin(cfg Config, local, network http.Handler, log *slog.Logger) (func(), error) {
 	sock := adminSocket(cfg.DataDir)
 	// A socket left by a killed gateway would block the listen; the
 	// journal's lock, already held, proves no other gateway uses it.
 	_ = os.Remove(sock)
-	lns := []net.Listener{}
 	uln, err := net.Listen("unix", sock)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", sock, err)
 	}
 	_ = os.Chmod(sock, 0o600)
-	lns = append(lns, uln)
+	servers := []*http.Server{{Handler: local, ReadHeaderTimeout: 10 * time.Second}}
+	lns := []net.Listener{uln}
 	if cfg.AdminListen != "" {
 		tln, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
 			uln.Close()
 			return nil, fmt.Errorf("invalid setting adminListen (--admin-listen): %w", err)
 		}
+		// Over TCP only what is safe to expose: probes, metrics, replication.
+		servers = append(servers, &http.Server{Handler: network, ReadHeaderTimeout: 10 * time.Second})
 		lns = append(lns, tln)
 		log.Info("admin endpoint", "addr", "http://"+tln.Addr().String())
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	for _, ln := range lns {
+	for i, ln := range lns {
 		go func() {
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := servers[i].Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin endpoint stopped", "err", err)
 			}
 		}()
@@ -332,7 +334,9 @@ func serveAdmin(cfg Config, h http.Handler, log *slog.Logger) (func(), error) {
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = hs.Shutdown(ctx)
+		for _, hs := range servers {
+			_ = hs.Shutdown(ctx)
+		}
 		_ = os.Remove(sock)
 	}, nil
 }

@@ -223,7 +223,7 @@ func (r *replication) runStandby(ctx context.Context, cfg Config, peer string) (
 	if err := adminSrv.SetReplication(f); err != nil {
 		return false, err
 	}
-	stopAdmin, err := serveAdmin(cfg, standbyAdmin{adminSrv}, r.log)
+	stopAdmin, err := serveAdmin(cfg, standbyAdmin{adminSrv}, standbyAdmin{adminSrv.Network()}, r.log)
 	if err != nil {
 		return false, err
 	}

@@ -78,6 +78,7 @@ type gatewayProc struct {
 	URL      string // ldap://127.0.0.1:PORT
 	LDAPSURL string // ldaps://127.0.0.1:PORT
 	PID      int
+	DataDir  string // holds admin.sock while it runs
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -103,7 +104,7 @@ func startGateway(t testing.TB, extra ...string) *gatewayProc {
 	cmd := exec.Command(gatewayBin, args...)
 	// Settings must come from the flags alone.
 	cmd.Env = withoutLDAPGateEnv(os.Environ())
-	g := &gatewayProc{cmd: cmd, exited: make(chan struct{}), log: &lockedBuffer{}}
+	g := &gatewayProc{cmd: cmd, exited: make(chan struct{}), log: &lockedBuffer{}, DataDir: filepath.Join(dir, "data")}
 	cmd.Stdout = g.log
 	cmd.Stderr = g.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,17 +12,11 @@ import (
 	"github.com/ldapgate/ldapgate/integration/slapd"
 )
 
-// goroutines reads the gateway's goroutine count from its pprof endpoint.
-func goroutines(t *testing.T, adminAddr string) int {
+// goroutines reads the gateway's goroutine count from its pprof endpoint
+// (on the admin socket: profiles are not served over TCP).
+func goroutines(t *testing.T, dataDir string) int {
 	t.Helper()
-	// No keep-alive: an idle admin connection would be a goroutine too.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + adminAddr + "/debug/pprof/goroutine?debug=1")
-	if err != nil {
-		t.Fatalf("goroutine profile: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b := adminGet(t, dataDir, "/debug/pprof/goroutine?debug=1")
 	first, _, _ := strings.Cut(string(b), "\n")
 	n, err := strconv.Atoi(strings.TrimPrefix(first, "goroutine profile: total "))
 	if err != nil {
@@ -39,15 +30,9 @@ func goroutines(t *testing.T, adminAddr string) int {
 // return to what they were.
 func TestRelayDisconnectsLeaveNoGoroutines(t *testing.T) {
 	dir := slapd.StartT(t, slapd.Options{Users: 2000})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminAddr := ln.Addr().String()
-	ln.Close()
-	g := startGateway(t, "--upstream", dir.URL, "--admin-listen", adminAddr)
+	g := startGateway(t, "--upstream", dir.URL)
 
-	base := goroutines(t, adminAddr) // before any LDAP session
+	base := goroutines(t, g.DataDir) // before any LDAP session
 
 	// One complete session, then many that vanish mid-search.
 	c := bindConn(t, g.URL, dir.RootDN, dir.RootPW)
@@ -66,9 +51,9 @@ func TestRelayDisconnectsLeaveNoGoroutines(t *testing.T) {
 		}
 		rc.Conn.Close()
 	}
-	t.Logf("goroutines: %d before, %d right after 30 vanished sessions", base, goroutines(t, adminAddr))
+	t.Logf("goroutines: %d before, %d right after 30 vanished sessions", base, goroutines(t, g.DataDir))
 	waitFor(t, 15*time.Second, "goroutines back to the baseline", func() error {
-		if n := goroutines(t, adminAddr); n > base {
+		if n := goroutines(t, g.DataDir); n > base {
 			return fmt.Errorf("%d goroutines, %d before", n, base)
 		}
 		return nil

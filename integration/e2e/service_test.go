@@ -30,7 +30,9 @@ import (
 func adminGet(t *testing.T, dataDir, path string) []byte {
 	t.Helper()
 	sock := filepath.Join(dataDir, "admin.sock")
+	// No keep-alive: an idle admin connection is a goroutine in the gateway.
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
