@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -207,6 +208,19 @@ func (j *Journal) writer() {
 				break gather
 			}
 		}
+		// Mutations waiting together come from different callers, so any
+		// order is theirs: the lazy ones go first, in a batch of their own
+		// that needs no fsync, and their callers are not held up by the
+		// durable batch's sync.
+		slices.SortStableFunc(pending, func(a, b *mutation) int {
+			switch {
+			case a.lazy && !b.lazy:
+				return -1
+			case !a.lazy && b.lazy:
+				return 1
+			}
+			return 0
+		})
 		w.process(pending)
 	}
 }
@@ -264,11 +278,10 @@ func (w *writerRun) process(ms []*mutation) {
 		}
 		b := w.newBatch()
 		f := &flight{result: make(chan error, 1)}
-		durable := false
-		for len(ms) > 0 && ms[0].exclusive == nil && b.size < softBatchBytes {
+		durable := !ms[0].lazy
+		for len(ms) > 0 && ms[0].exclusive == nil && b.size < softBatchBytes && ms[0].lazy != durable {
 			m := ms[0]
 			ms = ms[1:]
-			durable = durable || !m.lazy
 			before := b.writes
 			err := m.run(b)
 			if err != nil && b.writes != before && b.broken == nil {
