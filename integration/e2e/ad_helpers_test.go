@@ -363,78 +363,12 @@ func (e *adEnv) guidOf(dn string) string {
 // adState reads every account and group from the DC and maps them with
 // the gateway's default AD mapping. Disabled accounts are listed too.
 func (e *adEnv) adState() (mirrorState, error) {
-	st := mirrorState{Accounts: map[string]schema.Account{}, Groups: map[string]schema.Group{}, Unmappable: map[string]error{}}
 	c, err := e.dc.AdminConn(context.Background())
 	if err != nil {
-		return st, err
+		return mirrorState{}, err
 	}
 	defer c.Close()
-	search := func(base string, attrs []string) ([]*ldap.Entry, error) {
-		res, err := c.SearchWithPaging(ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-			0, 0, false, "(objectClass=*)", attrs, nil), 500)
-		if err != nil {
-			return nil, fmt.Errorf("search %s: %w", base, err)
-		}
-		return res.Entries, nil
-	}
-	mails := map[string]string{}
-	all, err := search(adBase, []string{"mail"})
-	if err != nil {
-		return st, err
-	}
-	for _, en := range all {
-		if m := en.GetAttributeValue("mail"); m != "" {
-			mails[normalizeDN(en.DN)] = m
-		}
-	}
-	accounts, err := search(adPeople, e.mapping.AccountAttributes())
-	if err != nil {
-		return st, err
-	}
-	for _, en := range accounts {
-		se := toRawSchemaEntry(en)
-		if e.mapping.ClassifyEntry(se) != schema.KindAccount {
-			continue
-		}
-		a, err := e.mapping.AccountState(se)
-		if err != nil {
-			st.Unmappable[en.DN] = err
-			continue
-		}
-		st.Accounts[strings.ToLower(a.Name)] = a
-	}
-	groups, err := search(adGroups, e.mapping.GroupAttributes())
-	if err != nil {
-		return st, err
-	}
-	resolve := func(dn string) (string, bool, error) {
-		m, ok := mails[normalizeDN(dn)]
-		return m, ok, nil
-	}
-	for _, en := range groups {
-		se := toRawSchemaEntry(en)
-		if e.mapping.ClassifyEntry(se) != schema.KindGroup {
-			continue
-		}
-		g, err := e.mapping.GroupState(se, resolve)
-		if err != nil {
-			st.Unmappable[en.DN] = err
-			continue
-		}
-		st.Groups[strings.ToLower(g.Name)] = g
-	}
-	return st, nil
-}
-
-// toRawSchemaEntry keeps binary values (objectGUID) byte for byte.
-func toRawSchemaEntry(en *ldap.Entry) schema.Entry {
-	se := schema.Entry{DN: en.DN, Attrs: map[string][]string{}}
-	for _, a := range en.Attributes {
-		for _, v := range a.ByteValues {
-			se.Attrs[a.Name] = append(se.Attrs[a.Name], string(v))
-		}
-	}
-	return se
+	return readDirectoryState(c, e.mapping, adBase, adPeople, adGroups)
 }
 
 // checkAD compares the simulator with AD: the same accounts (names, every

@@ -365,22 +365,29 @@ type mirrorState struct {
 // directoryState reads every account and group from slapd directly and maps
 // them with the gateway's default OpenLDAP mapping.
 func (e *mirrorEnv) directoryState() (mirrorState, error) {
-	st := mirrorState{Accounts: map[string]schema.Account{}, Groups: map[string]schema.Group{}, Unmappable: map[string]error{}}
 	c, err := e.dir.AdminConn(context.Background())
 	if err != nil {
-		return st, err
+		return mirrorState{}, err
 	}
 	defer c.Close()
+	return readDirectoryState(c, e.mapping, mirrorSuffix, mirrorAccountBase, mirrorGroupBase)
+}
+
+// readDirectoryState reads every account under accountBase and group under
+// groupBase and maps them as the gateway would; member addresses come from
+// the mail of every entry under root. The checkers compare it with Axigen.
+func readDirectoryState(c *ldap.Conn, mapping *schema.Mapping, root, accountBase, groupBase string) (mirrorState, error) {
+	st := mirrorState{Accounts: map[string]schema.Account{}, Groups: map[string]schema.Group{}, Unmappable: map[string]error{}}
 	search := func(base string, attrs []string) ([]*ldap.Entry, error) {
 		res, err := c.SearchWithPaging(ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-			0, 0, false, "(objectClass=*)", attrs, nil), 1000)
+			0, 0, false, "(objectClass=*)", attrs, nil), 500)
 		if err != nil {
 			return nil, fmt.Errorf("search %s: %w", base, err)
 		}
 		return res.Entries, nil
 	}
 	mails := map[string]string{}
-	all, err := search(mirrorSuffix, []string{"mail"})
+	all, err := search(root, []string{"mail"})
 	if err != nil {
 		return st, err
 	}
@@ -389,23 +396,23 @@ func (e *mirrorEnv) directoryState() (mirrorState, error) {
 			mails[normalizeDN(en.DN)] = m
 		}
 	}
-	accounts, err := search(mirrorAccountBase, e.mapping.AccountAttributes())
+	accounts, err := search(accountBase, mapping.AccountAttributes())
 	if err != nil {
 		return st, err
 	}
 	for _, en := range accounts {
 		se := toSchemaEntry(en)
-		if e.mapping.ClassifyEntry(se) != schema.KindAccount {
+		if mapping.ClassifyEntry(se) != schema.KindAccount {
 			continue
 		}
-		a, err := e.mapping.AccountState(se)
+		a, err := mapping.AccountState(se)
 		if err != nil {
 			st.Unmappable[en.DN] = err
 			continue
 		}
 		st.Accounts[strings.ToLower(a.Name)] = a
 	}
-	groups, err := search(mirrorGroupBase, e.mapping.GroupAttributes())
+	groups, err := search(groupBase, mapping.GroupAttributes())
 	if err != nil {
 		return st, err
 	}
@@ -415,10 +422,10 @@ func (e *mirrorEnv) directoryState() (mirrorState, error) {
 	}
 	for _, en := range groups {
 		se := toSchemaEntry(en)
-		if e.mapping.ClassifyEntry(se) != schema.KindGroup {
+		if mapping.ClassifyEntry(se) != schema.KindGroup {
 			continue
 		}
-		g, err := e.mapping.GroupState(se, resolve)
+		g, err := mapping.GroupState(se, resolve)
 		if err != nil {
 			st.Unmappable[en.DN] = err
 			continue
@@ -428,10 +435,14 @@ func (e *mirrorEnv) directoryState() (mirrorState, error) {
 	return st, nil
 }
 
+// toSchemaEntry keeps every value byte for byte (binary ones such as
+// objectGUID included).
 func toSchemaEntry(en *ldap.Entry) schema.Entry {
 	se := schema.Entry{DN: en.DN, Attrs: map[string][]string{}}
 	for _, a := range en.Attributes {
-		se.Attrs[a.Name] = append([]string(nil), a.Values...)
+		for _, v := range a.ByteValues {
+			se.Attrs[a.Name] = append(se.Attrs[a.Name], string(v))
+		}
 	}
 	return se
 }
