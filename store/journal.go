@@ -568,14 +568,7 @@ func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
 // which makes it deliverable. entryKey, when not empty, sets the entry's
 // stable key (known only now for an added entry).
 func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error {
-	if j.opts.Follower {
-		return ErrFollower
-	}
-	err := j.submitLazy(ctx, func(b *batch) error {
-		old, err := b.get(seq)
-		if err != nil {
-			return err
-		}
+	return j.change(ctx, "commit", true, seq, func(b *batch, old *Record) error {
 		if old.State != StatePrepared {
 			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
 		}
@@ -587,44 +580,22 @@ func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error
 		}
 		return b.putRecord(old, rec, nil)
 	})
-	if err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
 }
 
 // Abort removes a prepared record whose write the upstream refused.
 func (j *Journal) Abort(ctx context.Context, seq uint64) error {
-	if j.opts.Follower {
-		return ErrFollower
-	}
-	err := j.submitLazy(ctx, func(b *batch) error {
-		old, err := b.get(seq)
-		if err != nil {
-			return err
-		}
+	return j.change(ctx, "abort", true, seq, func(b *batch, old *Record) error {
 		if old.State != StatePrepared {
 			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
 		}
 		return b.deleteRecord(old)
 	})
-	if err != nil {
-		return fmt.Errorf("abort: %w", err)
-	}
-	return nil
 }
 
 // Retry makes a dead record deliverable again with a fresh count of
 // attempts, or a committed record waiting out a backoff deliverable now.
 func (j *Journal) Retry(ctx context.Context, seq uint64) error {
-	if j.opts.Follower {
-		return ErrFollower
-	}
-	err := j.submit(ctx, func(b *batch) error {
-		old, err := b.get(seq)
-		if err != nil {
-			return err
-		}
+	return j.change(ctx, "retry", false, seq, func(b *batch, old *Record) error {
 		rec := old.next()
 		switch old.State {
 		case StateDead:
@@ -640,31 +611,39 @@ func (j *Journal) Retry(ctx context.Context, seq uint64) error {
 		rec.NextAttempt = b.now
 		return b.putRecord(old, rec, nil)
 	})
-	if err != nil {
-		return fmt.Errorf("retry: %w", err)
-	}
-	return nil
 }
 
 // Drop removes a record that is not delivered (a dead letter, usually),
 // with its secret. Delivered records are history and are only purged.
 func (j *Journal) Drop(ctx context.Context, seq uint64) error {
-	if j.opts.Follower {
-		return ErrFollower
-	}
-	err := j.submit(ctx, func(b *batch) error {
-		old, err := b.get(seq)
-		if err != nil {
-			return err
-		}
+	return j.change(ctx, "drop", false, seq, func(b *batch, old *Record) error {
 		if old.State == StateDelivered {
 			return fmt.Errorf("record %d is delivered: %w", seq, ErrState)
 		}
 		j.log.Info("record dropped", "seq", seq, "state", old.State, "op", old.Op, "dn", old.DN)
 		return b.deleteRecord(old)
 	})
-	if err != nil {
-		return fmt.Errorf("drop: %w", err)
+}
+
+// change runs fn on record seq as one journal mutation, lazy or durable
+// (see mutation.lazy), and names the operation in its error.
+func (j *Journal) change(ctx context.Context, op string, lazy bool, seq uint64, fn func(b *batch, old *Record) error) error {
+	if j.opts.Follower {
+		return ErrFollower
+	}
+	run := func(b *batch) error {
+		old, err := b.get(seq)
+		if err != nil {
+			return err
+		}
+		return fn(b, old)
+	}
+	submit := j.submit
+	if lazy {
+		submit = j.submitLazy
+	}
+	if err := submit(ctx, run); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
 }
