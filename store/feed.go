@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -100,7 +99,12 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 		defer it.Close()
 		for it.Seek(numKey(prefixEvent, after+1)); it.ValidForPrefix(prefixEvent) && n < feedChunk; it.Next() {
 			var ev Event
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &ev) }); err != nil {
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				ev, err = decodeEvent(v)
+				return err
+			})
+			if err != nil {
 				return fmt.Errorf("feed: change %d: %w", keyNum(prefixEvent, it.Item().Key()), err)
 			}
 			if ev.Pos != after+1 {

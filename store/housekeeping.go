@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -132,17 +131,20 @@ func (j *Journal) trimLog(ctx context.Context, cutoff time.Time) (int, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid() && n < housekeepingChunk; it.Next() {
-			var ev struct {
-				Pos  uint64    `json:"pos"`
-				Time time.Time `json:"time"`
-			}
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &ev) }); err != nil {
+			var pos uint64
+			var at time.Time
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				pos, at, err = eventPosTime(v)
+				return err
+			})
+			if err != nil {
 				return fmt.Errorf("change %d: %w", keyNum(prefixEvent, it.Item().Key()), err)
 			}
-			if !ev.Time.Before(cutoff) {
+			if !at.Before(cutoff) {
 				break
 			}
-			last = ev.Pos
+			last = pos
 			n++
 		}
 		return nil

@@ -14,7 +14,7 @@
 // Durability: one goroutine writes the journal. It gathers every mutation
 // waiting at that moment into a single Badger transaction, so concurrent
 // writers share one fsync (group commit), and it builds the next batch while
-// Badger syncs the previous one. Prepare, Retry, Drop and a standby's
+// Badger syncs the previous one, taking in what arrives until Badger is free. Prepare, Retry, Drop and a standby's
 // Apply return once their change is on disk (fsync). Commit, Abort, a
 // delivery's outcome and housekeeping return once Badger has the change (a
 // process crash loses none of them) and reach the disk with the next
@@ -36,7 +36,7 @@
 // is open) and its key in DATA_DIR/journal.key (64 hex digits, mode 0600,
 // created on first start). A standby needs a copy of the key file.
 //
-// Badger keys: "m/..." counters, "r/"+seq the record (JSON), "s/"+seq the
+// Badger keys: "m/..." counters, "r/"+seq the record (see codec.go), "s/"+seq the
 // sealed secret, "a/"+seq the index of records not delivered, "d/"+time+seq
 // the index of delivered records by delivery time, "e/"+pos the change log.
 // Numbers are big-endian so that keys sort in numeric order.
@@ -160,6 +160,7 @@ type Journal struct {
 
 	reqs       chan *mutation
 	settled    atomic.Uint64 // last batch settled by the completer
+	stats      writerStats
 	quit       chan struct{}
 	writerDone chan struct{}
 	closeMu    sync.RWMutex

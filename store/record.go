@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -179,22 +178,6 @@ func (r *Record) validate() error {
 		}
 	}
 	return nil
-}
-
-func encodeRecord(r *Record) ([]byte, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("encode record %d: %w", r.Seq, err)
-	}
-	return b, nil
-}
-
-func decodeRecord(b []byte) (*Record, error) {
-	var r Record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("decode record: %w", err)
-	}
-	return &r, nil
 }
 
 // orderTokens names the histories a record belongs to: its stable entry key

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
-	"strconv"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -121,10 +122,18 @@ type flight struct {
 	errs    []error
 	effects []func()
 	changed bool
-	wrote   bool          // the batch went to Badger
-	state   writerState   // the journal once this batch is on disk
-	result  chan error    // the commit's outcome
-	barrier chan struct{} // set on a drain marker instead of a batch
+	wrote   bool // the batch went to Badger
+	// inBadger, when set, is the writer's slot for the batch in Badger,
+	// freed once the batch is settled.
+	inBadger chan struct{}
+	state    writerState   // the journal once this batch is on disk
+	result   chan error    // the commit's outcome
+	barrier  chan struct{} // set on a drain marker instead of a batch
+}
+
+// writerStats counts the batches written, for the benchmarks.
+type writerStats struct {
+	batches, mutations atomic.Uint64
 }
 
 // maxFlights bounds the batches waiting for the disk at once.
@@ -279,16 +288,13 @@ func (w *writerRun) process(ms []*mutation) {
 		b := w.newBatch()
 		f := &flight{result: make(chan error, 1)}
 		durable := !ms[0].lazy
-		for len(ms) > 0 && ms[0].exclusive == nil && b.size < softBatchBytes && ms[0].lazy != durable {
-			m := ms[0]
+		for len(ms) > 0 && ms[0].exclusive == nil && ms[0].lazy != durable && !b.full(f) {
+			w.run(b, f, ms[0])
 			ms = ms[1:]
-			before := b.writes
-			err := m.run(b)
-			if err != nil && b.writes != before && b.broken == nil {
-				b.broken = err
-			}
-			f.taken = append(f.taken, m)
-			f.errs = append(f.errs, err)
+		}
+		inBadger := false
+		if b.broken == nil && b.writes > 0 && (len(ms) == 0 || ms[0].lazy == durable) {
+			ms, inBadger = w.absorb(b, f, durable, ms)
 		}
 		w.flightID++
 		f.id = w.flightID
@@ -297,11 +303,17 @@ func (w *writerRun) process(ms []*mutation) {
 		}
 		switch {
 		case b.broken != nil:
+			if inBadger {
+				<-w.inBadger
+			}
 			b.txn.Discard()
 			f.result <- &brokenBatch{b.broken}
 		case b.writes == 0 && !b.metaSet:
 			// Nothing to write, but maybe something to do in memory (a
 			// delivery of a record dropped meanwhile is released).
+			if inBadger {
+				<-w.inBadger
+			}
 			b.txn.Discard()
 			f.effects = b.effects
 			f.result <- nil
@@ -315,8 +327,13 @@ func (w *writerRun) process(ms []*mutation) {
 			// One batch at a time in Badger: it syncs each request of a
 			// write group on its own, so two queued batches would cost two
 			// fsyncs. Building this batch overlapped the previous one's.
-			w.inBadger <- struct{}{}
+			if !inBadger {
+				w.inBadger <- struct{}{}
+			}
+			f.inBadger = w.inBadger
 			w.openNext()
+			j.stats.batches.Add(1)
+			j.stats.mutations.Add(uint64(len(f.taken)))
 			b.txn.CommitWith(func(err error) {
 				// Badger writes without syncing; a batch with a durable
 				// change is synced here, before the next batch enters
@@ -325,12 +342,75 @@ func (w *writerRun) process(ms []*mutation) {
 				if err == nil && durable && !j.opts.NoSync {
 					err = j.db.Sync()
 				}
-				<-w.inBadger
 				f.result <- err
 			})
 		}
 		w.flights <- f
 	}
+}
+
+// absorb takes into batch b, until Badger is free for it, the mutations of
+// its kind (durable or lazy) that arrive meanwhile: they would otherwise
+// wait for the next batch, and its fsync. Those of the other kind are added
+// to ms, to go after it. It reports whether it took Badger's slot.
+//
+// The slot is freed once the previous batch is settled and its callers
+// answered, and the writer then yields once: a caller that follows up at
+// once (a Commit after its Prepare) joins this batch, instead of the one
+// after, which would hold it up by another write and fsync.
+func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([]*mutation, bool) {
+	// take runs m in the batch if it may join it; false: stop absorbing.
+	take := func(m *mutation) bool {
+		switch {
+		case m.exclusive != nil:
+			// It must run after everything queued before it.
+			ms = append(ms, m)
+			return false
+		case m.lazy == durable:
+			ms = append(ms, m)
+		default:
+			w.run(b, f, m)
+		}
+		return true
+	}
+	for !b.full(f) {
+		select {
+		case w.inBadger <- struct{}{}:
+			runtime.Gosched()
+			for !b.full(f) {
+				select {
+				case m := <-w.j.reqs:
+					if !take(m) {
+						return ms, true
+					}
+				default:
+					return ms, true
+				}
+			}
+			return ms, true
+		case m := <-w.j.reqs:
+			if !take(m) {
+				return ms, false
+			}
+		}
+	}
+	return ms, false
+}
+
+// full reports whether batch b of flight f should take no more mutations.
+func (b *batch) full(f *flight) bool {
+	return b.broken != nil || b.size >= softBatchBytes || len(f.taken) >= maxBatchMutations
+}
+
+// run carries out one mutation in batch b of flight f.
+func (w *writerRun) run(b *batch, f *flight, m *mutation) {
+	before := b.writes
+	err := m.run(b)
+	if err != nil && b.writes != before && b.broken == nil {
+		b.broken = err
+	}
+	f.taken = append(f.taken, m)
+	f.errs = append(f.errs, err)
 }
 
 // drain waits until every batch handed to Badger is settled.
@@ -412,6 +492,9 @@ func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
 			} else {
 				m.done <- f.errs[i]
 			}
+		}
+		if f.inBadger != nil {
+			<-f.inBadger
 		}
 	}
 }
@@ -526,10 +609,8 @@ func (b *batch) deleteRecord(old *Record) error {
 // storeRecord writes a record version and its index keys, and returns its
 // encoding.
 func (b *batch) storeRecord(old, rec *Record, sealed []byte) ([]byte, error) {
-	enc, err := encodeRecord(rec)
-	if err != nil {
-		return nil, err
-	}
+	rec.makeValidText()
+	enc := encodeRecord(rec)
 	if len(enc) > maxRecordBytes {
 		return nil, fmt.Errorf("record %d: %d bytes: %w", rec.Seq, len(enc), ErrTooLarge)
 	}
@@ -616,28 +697,10 @@ func (b *batch) removeRecord(old *Record) error {
 // Feed attaches a record's sealed secret when it sends the change.
 func (b *batch) logEvent(at time.Time, typ EventType, seq uint64, rec []byte) error {
 	pos := b.pos + 1
-	if err := b.set(numKey(prefixEvent, pos), appendEvent(nil, pos, at, typ, seq, rec)); err != nil {
+	if err := b.set(numKey(prefixEvent, pos), appendEvent(make([]byte, 0, eventSize(rec)), pos, at, typ, seq, rec)); err != nil {
 		return err
 	}
 	b.pos = pos
 	b.changed = true
 	return nil
-}
-
-// appendEvent encodes a stored change as the JSON of an Event (without
-// Secret), reusing the record's encoding instead of encoding it again.
-func appendEvent(buf []byte, pos uint64, at time.Time, typ EventType, seq uint64, rec []byte) []byte {
-	buf = append(buf, `{"pos":`...)
-	buf = strconv.AppendUint(buf, pos, 10)
-	buf = append(buf, `,"time":"`...)
-	buf = at.AppendFormat(buf, time.RFC3339Nano)
-	buf = append(buf, `","type":"`...)
-	buf = append(buf, typ...)
-	buf = append(buf, `","seq":`...)
-	buf = strconv.AppendUint(buf, seq, 10)
-	if rec != nil {
-		buf = append(buf, `,"record":`...)
-		buf = append(buf, rec...)
-	}
-	return append(buf, '}')
 }

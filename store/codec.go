@@ -1,0 +1,446 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The journal stores records and change-log events in a compact binary
+// encoding: encoding/json's reflection cost more CPU than anything else on
+// the write path but the fsync. Journals written before it hold JSON, which
+// is still read: a JSON value starts with '{', a binary one with its
+// format byte.
+//
+// Record, format 1: the format byte, then the fields in declaration order
+// (Secret excepted, it is never stored): numbers as varints, strings and
+// lists as a length followed by their content, times as described at
+// appendTime.
+//
+// Event, format 1: the format byte, position, time, type, sequence number,
+// then a 0 byte (no record) or a 1 byte followed by the record's encoding.
+const (
+	recordFormat1 byte = 1
+	eventFormat1  byte = 1
+)
+
+var errCorrupt = errors.New("truncated or corrupt value")
+
+// encodeRecord returns the stored encoding of r.
+func encodeRecord(r *Record) []byte {
+	return appendRecord(make([]byte, 0, r.encodedSizeHint()), r)
+}
+
+// encodedSizeHint is at least the size of the record's encoding for a
+// record with no unusually large numbers, so that encoding it allocates
+// once.
+func (r *Record) encodedSizeHint() int {
+	n := 96 + len(r.Actor) + len(r.ClientAddr) + len(r.Kind) + len(r.Op) + len(r.DN) + len(r.NewDN) +
+		len(r.EntryKey) + len(r.Name) + len(r.SecretState) + len(r.State) + len(r.LastError) + len(r.Note)
+	for _, g := range r.Groups {
+		n += 3 + len(g)
+	}
+	for _, c := range r.Changes {
+		n += 9 + len(c.Op) + len(c.Attr)
+		for _, v := range c.Values {
+			n += 3 + len(v)
+		}
+	}
+	return n
+}
+
+func appendRecord(buf []byte, r *Record) []byte {
+	buf = append(buf, recordFormat1)
+	buf = binary.AppendUvarint(buf, r.Seq)
+	buf = appendTime(buf, r.Time)
+	buf = appendString(buf, r.Actor)
+	buf = appendString(buf, r.ClientAddr)
+	buf = appendString(buf, string(r.Kind))
+	buf = appendString(buf, string(r.Op))
+	buf = appendString(buf, r.DN)
+	buf = appendString(buf, r.NewDN)
+	buf = appendString(buf, r.EntryKey)
+	buf = appendString(buf, r.Name)
+	buf = binary.AppendUvarint(buf, uint64(len(r.Groups)))
+	for _, g := range r.Groups {
+		buf = appendString(buf, g)
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(r.Changes)))
+	for _, c := range r.Changes {
+		buf = appendString(buf, c.Op)
+		buf = appendString(buf, c.Attr)
+		buf = binary.AppendUvarint(buf, uint64(len(c.Values)))
+		for _, v := range c.Values {
+			buf = appendString(buf, v)
+		}
+	}
+	buf = appendString(buf, string(r.SecretState))
+	buf = appendString(buf, string(r.State))
+	buf = binary.AppendVarint(buf, int64(r.Attempts))
+	buf = appendTime(buf, r.NextAttempt)
+	buf = appendString(buf, r.LastError)
+	buf = appendTime(buf, r.DeliveredAt)
+	buf = appendString(buf, r.Note)
+	return buf
+}
+
+func appendString(buf []byte, s string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	return append(buf, s...)
+}
+
+// appendTime encodes a time as a 0 byte when it is zero, else as a 1 byte,
+// the Unix seconds, the nanoseconds and the zone's offset from UTC in
+// seconds. Like JSON, it keeps the instant and the offset, not the zone's
+// name nor the monotonic clock.
+func appendTime(buf []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(buf, 0)
+	}
+	_, offset := t.Zone()
+	buf = append(buf, 1)
+	buf = binary.AppendVarint(buf, t.Unix())
+	buf = binary.AppendUvarint(buf, uint64(t.Nanosecond()))
+	return binary.AppendVarint(buf, int64(offset))
+}
+
+// decodeRecord reads a stored record, binary or JSON.
+func decodeRecord(b []byte) (*Record, error) {
+	if len(b) > 0 && b[0] == '{' {
+		var r Record
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("decode record: %w", err)
+		}
+		return &r, nil
+	}
+	if len(b) == 0 || b[0] != recordFormat1 {
+		return nil, fmt.Errorf("decode record: unknown format")
+	}
+	// One string holds every text of the record: one allocation instead of
+	// one per field.
+	d := decoder{s: string(b[1:])}
+	r := d.record()
+	if d.err != nil {
+		return nil, fmt.Errorf("decode record: %w", d.err)
+	}
+	if d.off != len(d.s) {
+		return nil, fmt.Errorf("decode record: %d bytes left over: %w", len(d.s)-d.off, errCorrupt)
+	}
+	return r, nil
+}
+
+// decoder reads a binary value. The first error sticks; reads after it
+// return zero values.
+type decoder struct {
+	s   string
+	off int
+	err error
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errCorrupt
+	}
+	d.off = len(d.s)
+}
+
+func (d *decoder) byte() byte {
+	if d.off >= len(d.s) {
+		d.fail()
+		return 0
+	}
+	c := d.s[d.off]
+	d.off++
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	var x uint64
+	for shift := uint(0); shift < 64; shift += 7 {
+		c := d.byte()
+		if d.err != nil {
+			return 0
+		}
+		x |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return x
+		}
+	}
+	d.fail()
+	return 0
+}
+
+func (d *decoder) varint() int64 {
+	ux := d.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
+	}
+	return x
+}
+
+// count reads the length of a list whose items take at least one byte
+// each, so that a corrupt length cannot make a huge allocation.
+func (d *decoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.s)-d.off) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) string() string {
+	n := d.count()
+	s := d.s[d.off : d.off+n]
+	d.off += n
+	return s
+}
+
+func (d *decoder) time() time.Time {
+	switch d.byte() {
+	case 0:
+		return time.Time{}
+	case 1:
+	default:
+		d.fail()
+		return time.Time{}
+	}
+	sec := d.varint()
+	nsec := d.uvarint()
+	offset := d.varint()
+	if d.err != nil || nsec >= 1e9 || offset != int64(int32(offset)) {
+		d.fail()
+		return time.Time{}
+	}
+	t := time.Unix(sec, int64(nsec))
+	// As time.Parse does with an RFC 3339 time: UTC for a zero offset, the
+	// local zone when it has this offset then, else a zone of no name.
+	if offset == 0 {
+		return t.UTC()
+	}
+	t = t.Local()
+	if _, off := t.Zone(); off != int(offset) {
+		t = t.In(time.FixedZone("", int(offset)))
+	}
+	return t
+}
+
+func (d *decoder) record() *Record {
+	r := &Record{}
+	r.Seq = d.uvarint()
+	r.Time = d.time()
+	r.Actor = d.string()
+	r.ClientAddr = d.string()
+	r.Kind = Kind(d.string())
+	r.Op = Op(d.string())
+	r.DN = d.string()
+	r.NewDN = d.string()
+	r.EntryKey = d.string()
+	r.Name = d.string()
+	if n := d.count(); n > 0 {
+		r.Groups = make([]string, n)
+		for i := range r.Groups {
+			r.Groups[i] = d.string()
+		}
+	}
+	if n := d.count(); n > 0 {
+		r.Changes = make([]Change, n)
+		for i := range r.Changes {
+			c := &r.Changes[i]
+			c.Op = d.string()
+			c.Attr = d.string()
+			if n := d.count(); n > 0 {
+				c.Values = make([]string, n)
+				for k := range c.Values {
+					c.Values[k] = d.string()
+				}
+			}
+		}
+	}
+	r.SecretState = SecretState(d.string())
+	r.State = State(d.string())
+	attempts := d.varint()
+	if attempts != int64(int(attempts)) {
+		d.fail()
+	}
+	r.Attempts = int(attempts)
+	r.NextAttempt = d.time()
+	r.LastError = d.string()
+	r.DeliveredAt = d.time()
+	r.Note = d.string()
+	if d.err != nil {
+		return nil
+	}
+	return r
+}
+
+// appendEvent encodes a change-log entry. rec is the record's encoding
+// (nil for a delete): the event carries the record without encoding it
+// again.
+func appendEvent(buf []byte, pos uint64, at time.Time, typ EventType, seq uint64, rec []byte) []byte {
+	buf = append(buf, eventFormat1)
+	buf = binary.AppendUvarint(buf, pos)
+	buf = appendTime(buf, at)
+	buf = appendString(buf, string(typ))
+	buf = binary.AppendUvarint(buf, seq)
+	if rec == nil {
+		return append(buf, 0)
+	}
+	buf = append(buf, 1)
+	return append(buf, rec...)
+}
+
+// maxEventHeader bounds the encoding of an event's position, time, type
+// (of up to 16 bytes) and sequence number.
+const maxEventHeader = 10 + 24 + 1 + 16 + 10
+
+// eventSize is the size of appendEvent's encoding, at most.
+func eventSize(rec []byte) int {
+	return 1 + maxEventHeader + 1 + len(rec)
+}
+
+// decodeEvent reads a change-log entry, binary or JSON.
+func decodeEvent(b []byte) (Event, error) {
+	if len(b) > 0 && b[0] == '{' {
+		var ev Event
+		if err := json.Unmarshal(b, &ev); err != nil {
+			return Event{}, fmt.Errorf("decode change: %w", err)
+		}
+		return ev, nil
+	}
+	ev, rest, err := decodeEventHeader(b)
+	if err != nil {
+		return Event{}, err
+	}
+	switch {
+	case len(rest) == 1 && rest[0] == 0:
+	case len(rest) > 1 && rest[0] == 1:
+		if ev.Record, err = decodeRecord(rest[1:]); err != nil {
+			return Event{}, fmt.Errorf("decode change %d: %w", ev.Pos, err)
+		}
+	default:
+		return Event{}, fmt.Errorf("decode change %d: %w", ev.Pos, errCorrupt)
+	}
+	return ev, nil
+}
+
+// decodeEventHeader reads a binary change-log entry but its record, and
+// returns what follows.
+func decodeEventHeader(b []byte) (Event, []byte, error) {
+	if len(b) == 0 || b[0] != eventFormat1 {
+		return Event{}, nil, fmt.Errorf("decode change: unknown format")
+	}
+	// Copy only the header, not the record after it: the header's one text
+	// is the event type, a short word.
+	d := decoder{s: string(b[1:min(len(b), 1+maxEventHeader)])}
+	var ev Event
+	ev.Pos = d.uvarint()
+	ev.Time = d.time()
+	ev.Type = EventType(d.string())
+	ev.Seq = d.uvarint()
+	if d.err != nil {
+		return Event{}, nil, fmt.Errorf("decode change: %w", d.err)
+	}
+	return ev, b[1+d.off:], nil
+}
+
+// eventPosTime reads just the position and time of a change-log entry.
+func eventPosTime(b []byte) (uint64, time.Time, error) {
+	if len(b) > 0 && b[0] == '{' {
+		var ev struct {
+			Pos  uint64    `json:"pos"`
+			Time time.Time `json:"time"`
+		}
+		if err := json.Unmarshal(b, &ev); err != nil {
+			return 0, time.Time{}, fmt.Errorf("decode change: %w", err)
+		}
+		return ev.Pos, ev.Time, nil
+	}
+	ev, _, err := decodeEventHeader(b)
+	return ev.Pos, ev.Time, err
+}
+
+// validText is s as encoding/json carries it: each byte that is not part
+// of valid UTF-8 becomes U+FFFD.
+func validText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// isValidText reports whether every text of r is valid UTF-8.
+func (r *Record) isValidText() bool {
+	for _, s := range [...]string{r.Actor, r.ClientAddr, string(r.Kind), string(r.Op), r.DN, r.NewDN, r.EntryKey,
+		r.Name, string(r.SecretState), string(r.State), r.LastError, r.Note} {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	for _, g := range r.Groups {
+		if !utf8.ValidString(g) {
+			return false
+		}
+	}
+	for _, c := range r.Changes {
+		if !utf8.ValidString(c.Op) || !utf8.ValidString(c.Attr) {
+			return false
+		}
+		for _, v := range c.Values {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// makeValidText turns r's texts into what a JSON round trip makes of them
+// (see validText). The replication feed carries records as JSON, so a
+// record stored exactly as given could differ from a follower's copy. The
+// lists are replaced, not changed: record versions share them.
+func (r *Record) makeValidText() {
+	if r.isValidText() {
+		return
+	}
+	r.Actor, r.ClientAddr, r.DN, r.NewDN = validText(r.Actor), validText(r.ClientAddr), validText(r.DN), validText(r.NewDN)
+	r.Kind, r.Op = Kind(validText(string(r.Kind))), Op(validText(string(r.Op)))
+	r.EntryKey, r.Name, r.LastError, r.Note = validText(r.EntryKey), validText(r.Name), validText(r.LastError), validText(r.Note)
+	r.SecretState, r.State = SecretState(validText(string(r.SecretState))), State(validText(string(r.State)))
+	if r.Groups != nil {
+		groups := make([]string, len(r.Groups))
+		for i, g := range r.Groups {
+			groups[i] = validText(g)
+		}
+		r.Groups = groups
+	}
+	if r.Changes != nil {
+		changes := make([]Change, len(r.Changes))
+		for i, c := range r.Changes {
+			changes[i] = Change{Op: validText(c.Op), Attr: validText(c.Attr)}
+			if c.Values != nil {
+				changes[i].Values = make([]string, len(c.Values))
+				for k, v := range c.Values {
+					changes[i].Values[k] = validText(v)
+				}
+			}
+		}
+		r.Changes = changes
+	}
+}
