@@ -110,14 +110,17 @@ func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
 	var errs []error
 	for _, i := range order {
 		conn, err := ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
+		if err != nil && ctx.Err() != nil {
+			// The caller gave up (its client left during an early dial):
+			// that says nothing of the upstream's health.
+			errs = append(errs, fmt.Errorf("%s: %w", ups[i].URL, err))
+			break
+		}
 		u.record(ups[i].URL, err)
 		if err == nil {
 			return conn, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ups[i].URL, err))
-		if ctx.Err() != nil {
-			break
-		}
 	}
 	return nil, errors.Join(errs...)
 }

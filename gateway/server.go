@@ -50,6 +50,11 @@ type Config struct {
 	IdleTimeout      time.Duration // 0 disables
 	OpTimeout        time.Duration // upstream silence with a non-search op pending; 0 disables
 	HandshakeTimeout time.Duration // TLS handshakes; default 10s
+	// EarlyDials bounds the upstream connections opened when a client is
+	// accepted, before its first request, that are still dialling or not
+	// yet used, across all sessions (default 32; negative disables early
+	// dials). Sessions beyond it dial at their first request.
+	EarlyDials int
 	// MaxBindFailures failed binds from one client address within
 	// BindFailureWindow make the gateway refuse its binds for the rest of
 	// the window (result 53). 0 disables the limit.
@@ -76,6 +81,7 @@ const (
 	DefaultMaxConnections   = 4096
 	DefaultMaxOpsPerConn    = 256
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultEarlyDials       = 32
 )
 
 // Stats are the Server's running counters.
@@ -103,8 +109,14 @@ type Server struct {
 	nextID  atomic.Uint64
 	connSem chan struct{}
 	binds   *bindLimiter
-	local   []*ldap.DN
-	closed  atomic.Bool
+	// earlyDials counts the sessions' early upstream dials in flight or
+	// unused (Config.EarlyDials).
+	earlyDials atomic.Int64
+	local      []*ldap.DN
+	closed     atomic.Bool
+
+	localMu    sync.Mutex
+	localKnown map[string]bool // isLocal's answers by DN
 
 	// readers and writers recycle the sessions' I/O buffers: a connection
 	// per operation (bind, search, unbind) must not pay for fresh ones.
@@ -131,6 +143,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxOpsPerConn <= 0 {
 		cfg.MaxOpsPerConn = DefaultMaxOpsPerConn
 	}
+	if cfg.EarlyDials == 0 {
+		cfg.EarlyDials = DefaultEarlyDials
+	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -152,15 +167,16 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		baseCtx:   ctx,
-		stop:      cancel,
-		connSem:   make(chan struct{}, cfg.MaxConnections),
-		binds:     newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
-		local:     localSuffixes,
-		listeners: make(map[net.Listener]struct{}),
-		sessions:  make(map[*session]struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		baseCtx:    ctx,
+		stop:       cancel,
+		connSem:    make(chan struct{}, cfg.MaxConnections),
+		binds:      newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
+		local:      localSuffixes,
+		localKnown: make(map[string]bool),
+		listeners:  make(map[net.Listener]struct{}),
+		sessions:   make(map[*session]struct{}),
 	}, nil
 }
 
@@ -197,11 +213,40 @@ func (s *Server) recycle(rs []*messageReader, ws []*bufio.Writer) {
 	}
 }
 
-// isLocal reports whether dn lies in the gateway's own subtree.
-func (s *Server) isLocal(dn string) bool {
-	if len(s.local) == 0 || dn == "" {
+// isLocal reports whether dn lies in the gateway's own subtree. Answers
+// for short DNs are remembered: clients aim most requests at the same few
+// bases, and parsing a DN costs more than relaying the request.
+func (s *Server) isLocal(dn []byte) bool {
+	if len(s.local) == 0 || len(dn) == 0 {
 		return false
 	}
+	if len(dn) > localCacheKeyMax {
+		return s.parseLocal(string(dn))
+	}
+	s.localMu.Lock()
+	local, known := s.localKnown[string(dn)]
+	s.localMu.Unlock()
+	if known {
+		return local
+	}
+	local = s.parseLocal(string(dn))
+	s.localMu.Lock()
+	if len(s.localKnown) >= localCacheEntries {
+		clear(s.localKnown)
+	}
+	s.localKnown[string(dn)] = local
+	s.localMu.Unlock()
+	return local
+}
+
+// The isLocal cache holds at most localCacheEntries DNs of at most
+// localCacheKeyMax bytes each (2 MiB), whatever clients send.
+const (
+	localCacheEntries = 4096
+	localCacheKeyMax  = 512
+)
+
+func (s *Server) parseLocal(dn string) bool {
 	parsed, err := ldap.ParseDN(dn)
 	if err != nil {
 		return false

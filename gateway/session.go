@@ -71,6 +71,15 @@ type session struct {
 	tls           bool
 	closing       bool
 
+	// An early dial (see dialEarly): dialing is closed once it has ended,
+	// with the connection in up or the failure in dialErr; earlyHeld says
+	// the connection counts against the server's budget of early dials
+	// (in flight, or open and not yet used by a request).
+	dialing   chan struct{}
+	dialErr   error
+	earlyHeld bool
+	earlyDrop *time.Timer
+
 	slots     chan struct{}
 	closeOnce sync.Once
 	// owned by the reading goroutine: the idle timeout's bookkeeping
@@ -123,6 +132,7 @@ func (s *session) log() *slog.Logger {
 // run reads client messages until the session ends.
 func (s *session) run() {
 	defer s.close()
+	s.dialEarly()
 	for {
 		m, err := s.readClient()
 		if err != nil {
@@ -251,15 +261,15 @@ func (s *session) handle(m message) bool {
 
 // targetDN reads the DN an operation is aimed at: the first element of
 // search, compare, add, modify, delete and modify DN requests.
-func targetDN(m message) string {
+func targetDN(m message) []byte {
 	if m.op == tagDelRequest {
-		return string(m.opContent)
+		return m.opContent
 	}
 	tag, content, _, err := nextElement(m.opContent)
 	if err != nil || tag != berTagOctetString {
-		return ""
+		return nil
 	}
-	return string(content)
+	return content
 }
 
 // routeLocal hands a read of the gateway's own subtree to its server, for
@@ -456,15 +466,136 @@ func (s *session) acquireSlot() bool {
 	}
 }
 
-// upstream returns the session's upstream connection, dialling it on first use.
+// upstream returns the session's upstream connection: the one dialled
+// early if there is one, else dialled now.
 func (s *session) upstream() (*upstreamConn, error) {
 	s.mu.Lock()
-	up := s.up
+	up, dialing := s.up, s.dialing
+	if up != nil {
+		s.releaseEarlyLocked()
+	}
 	s.mu.Unlock()
 	if up != nil {
 		return up, nil
 	}
+	if dialing != nil {
+		select {
+		case <-dialing:
+		case <-s.ctx.Done():
+			return nil, s.ctx.Err()
+		}
+		s.mu.Lock()
+		up, err := s.up, s.dialErr
+		s.dialing, s.dialErr = nil, nil
+		if up != nil {
+			s.releaseEarlyLocked()
+		}
+		s.mu.Unlock()
+		if up != nil {
+			return up, nil
+		}
+		if err != nil {
+			// The request gets the early dial's failure rather than a
+			// second wait for an unreachable directory; later requests
+			// dial again.
+			return nil, err
+		}
+	}
 	return s.connect(s.srv.cfg.Dialer.Dial, false)
+}
+
+// dialEarly starts dialling the upstream as soon as the client is
+// accepted, like a byte pipe would, so that the dial overlaps the client's
+// first request instead of following it; a connection per operation (bind,
+// search, unbind) then waits for one dial less. Silent clients must not
+// cost upstream connections, so the server allows only cfg.EarlyDials of
+// these connections in flight or unused at once (beyond that, sessions
+// dial at their first request), and an early connection still unused
+// after earlyDialHold is closed.
+func (s *session) dialEarly() {
+	budget := int64(s.srv.cfg.EarlyDials)
+	if budget <= 0 {
+		return
+	}
+	if s.srv.earlyDials.Add(1) > budget {
+		s.srv.earlyDials.Add(-1)
+		return
+	}
+	dialed, done := make(chan struct{}), make(chan struct{})
+	s.mu.Lock()
+	s.earlyHeld = true
+	s.dialing = dialed
+	s.relays = append(s.relays, done)
+	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		up, err := s.open(s.srv.cfg.Dialer.Dial)
+		s.mu.Lock()
+		if err == nil && s.closing {
+			err = errClosing
+		}
+		if err == nil {
+			s.up = up
+			if s.earlyHeld {
+				s.earlyDrop = time.AfterFunc(earlyDialHold, func() { s.dropEarly(up) })
+			}
+		} else {
+			s.dialErr = err
+			s.releaseEarlyLocked()
+		}
+		close(dialed)
+		s.mu.Unlock()
+		if err != nil {
+			if up != nil {
+				up.conn.Close()
+			}
+			return
+		}
+		s.srv.stats.upstreamConns.Add(1)
+		defer s.srv.stats.upstreamConns.Add(-1)
+		s.relayUpstream(up)
+	}()
+}
+
+// earlyDialHold is how long an early upstream connection waits for its
+// client's first request before it is closed.
+const earlyDialHold = time.Second
+
+var errClosing = errors.New("session is closing")
+
+// releaseEarlyLocked gives the session's early dial back to the server's
+// budget: its connection is in use, or gone.
+func (s *session) releaseEarlyLocked() {
+	if !s.earlyHeld {
+		return
+	}
+	s.earlyHeld = false
+	s.srv.earlyDials.Add(-1)
+	if s.earlyDrop != nil {
+		s.earlyDrop.Stop()
+		s.earlyDrop = nil
+	}
+}
+
+// dropEarly closes an early connection its client has not used, so that it
+// neither holds the budget nor stays open upstream for a silent client. The
+// session dials again at its first request.
+func (s *session) dropEarly(up *upstreamConn) {
+	s.mu.Lock()
+	if !s.earlyHeld || s.up != up {
+		s.mu.Unlock()
+		return
+	}
+	s.releaseEarlyLocked()
+	s.up = nil
+	s.mu.Unlock()
+	up.conn.Close() // its relaying goroutine ends quietly: up is no longer s.up
+}
+
+// unusedLocked reports whether up is an early connection no request has
+// used: losing it loses the client nothing.
+func (s *session) unusedLocked(up *upstreamConn) bool {
+	return s.earlyHeld && s.up == up
 }
 
 // localUpstream returns the session's connection to the gateway's own
@@ -476,20 +607,29 @@ func (s *session) localUpstream() (*upstreamConn, error) {
 	return s.connect(s.srv.cfg.Local.Dial, true)
 }
 
-// connect dials a connection (the upstream's, or the local subtree's) and
-// starts relaying its answers.
-func (s *session) connect(dial func(context.Context) (net.Conn, error), local bool) (*upstreamConn, error) {
+// open dials a connection and gives it buffers.
+func (s *session) open(dial func(context.Context) (net.Conn, error)) (*upstreamConn, error) {
 	conn, err := dial(s.ctx)
 	if err != nil {
 		return nil, err
 	}
 	up := &upstreamConn{conn: conn}
 	up.r, up.w = s.buffers(conn)
+	return up, nil
+}
+
+// connect dials a connection (the upstream's, or the local subtree's) and
+// starts relaying its answers.
+func (s *session) connect(dial func(context.Context) (net.Conn, error), local bool) (*upstreamConn, error) {
+	up, err := s.open(dial)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		conn.Close()
-		return nil, errors.New("session is closing")
+		up.conn.Close()
+		return nil, errClosing
 	}
 	if local {
 		s.local = up
@@ -527,8 +667,15 @@ func (s *session) relayUpstream(up *upstreamConn) {
 		}
 		if m.id == 0 {
 			// An unsolicited notification, most often the directory's own
-			// Notice of Disconnection: pass it on and end the session.
+			// Notice of Disconnection: pass it on and end the session,
+			// unless no request has used the connection yet.
 			s.mu.Lock()
+			if s.unusedLocked(up) {
+				s.releaseEarlyLocked()
+				s.up = nil
+				s.mu.Unlock()
+				return
+			}
 			s.closing = true
 			s.mu.Unlock()
 			s.writeClient(m.raw, true)
@@ -633,6 +780,10 @@ func (s *session) opTimedOut(up *upstreamConn) bool {
 // Disconnection, since its bind state is gone with the connection.
 func (s *session) upstreamLost(up *upstreamConn, err error) {
 	s.mu.Lock()
+	if s.unusedLocked(up) {
+		s.releaseEarlyLocked()
+		s.up = nil
+	}
 	if s.up != up && s.local != up {
 		s.mu.Unlock()
 		return
@@ -772,6 +923,7 @@ func (s *session) close() {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closing = true
+		s.releaseEarlyLocked()
 		pending := s.pending
 		s.pending = make(map[int64]pendingOp)
 		s.mu.Unlock()
