@@ -91,6 +91,7 @@ type Server struct {
 	transcripts []*Transcript
 	conns       map[net.Conn]struct{}
 	done        chan struct{} // closed by Close, ends latency waits
+	onAccount   func(domain string, a AccountState)
 
 	wg sync.WaitGroup
 }
@@ -231,6 +232,16 @@ func (s *Server) acceptLoop(ln net.Listener) {
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
 	s.latency = d
+	s.mu.Unlock()
+}
+
+// OnAccountCommit makes every committed account change call fn (nil: none)
+// with the account as saved, from the committing session's goroutine, after
+// the change is visible to Account. Tests that time deliveries wait on it
+// instead of polling the simulator.
+func (s *Server) OnAccountCommit(fn func(domain string, a AccountState)) {
+	s.mu.Lock()
+	s.onAccount = fn
 	s.mu.Unlock()
 }
 

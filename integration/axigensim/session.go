@@ -586,6 +586,12 @@ func (s *session) inAccount(f *frame, toks []token) {
 		}
 		s.pop()
 		s.ok(statusCommit)
+		s.srv.mu.Lock()
+		hook := s.srv.onAccount
+		s.srv.mu.Unlock()
+		if hook != nil {
+			hook(f.domain.name, a.state.clone())
+		}
 	case len(toks) == 1 && toks[0].isKeyword("back"):
 		s.pop()
 		s.ok(statusBack)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/integration/slapd"
 )
 
@@ -130,16 +131,14 @@ func modifyLoad(b testing.TB, url, adminPW string, clients int, uids []string, s
 
 // visibility measures, per write, the time from its acknowledgement to the
 // simulator showing its value (or a later one of the same entry: delivery
-// is state-based, so a later value proves the earlier write arrived).
+// is state-based, so a later value proves the earlier write arrived). The
+// simulator reports each committed account, so measuring costs no polling.
 type visibility struct {
 	e *mirrorEnv
 
 	mu      sync.Mutex
 	pending map[string][]*pendingWrite // by uid, in the order sent
 	all     []*pendingWrite
-
-	stop chan struct{}
-	done chan struct{}
 }
 
 type pendingWrite struct {
@@ -148,8 +147,8 @@ type pendingWrite struct {
 }
 
 func newVisibility(e *mirrorEnv) *visibility {
-	v := &visibility{e: e, pending: map[string][]*pendingWrite{}, stop: make(chan struct{}), done: make(chan struct{})}
-	go v.poll()
+	v := &visibility{e: e, pending: map[string][]*pendingWrite{}}
+	e.sim.OnAccountCommit(v.committed)
 	return v
 }
 
@@ -169,43 +168,22 @@ func (v *visibility) acked(w *pendingWrite) {
 	v.mu.Unlock()
 }
 
-// poll checks the simulator for the entries with writes not yet seen.
-func (v *visibility) poll() {
-	defer close(v.done)
-	tick := time.NewTicker(time.Millisecond) // polling interval of the measurement
-	defer tick.Stop()
-	for {
-		select {
-		case <-v.stop:
+// committed marks the writes of an account up to the value Axigen now has.
+func (v *visibility) committed(domain string, a axigensim.AccountState) {
+	if domain != mirrorDomain {
+		return
+	}
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ws := v.pending[a.Name]
+	for i := len(ws) - 1; i >= 0; i-- {
+		if ws[i].value == a.Contact["phone"] {
+			for _, w := range ws[:i+1] {
+				w.visibleAt = now
+			}
+			v.pending[a.Name] = ws[i+1:]
 			return
-		case <-tick.C:
-		}
-		v.mu.Lock()
-		uids := make([]string, 0, len(v.pending))
-		for uid, ws := range v.pending {
-			if len(ws) > 0 {
-				uids = append(uids, uid)
-			}
-		}
-		v.mu.Unlock()
-		for _, uid := range uids {
-			a, ok := v.e.sim.Account(mirrorDomain, uid)
-			if !ok {
-				continue
-			}
-			now := time.Now()
-			v.mu.Lock()
-			ws := v.pending[uid]
-			for i := len(ws) - 1; i >= 0; i-- {
-				if ws[i].value == a.Contact["phone"] {
-					for _, w := range ws[:i+1] {
-						w.visibleAt = now
-					}
-					v.pending[uid] = ws[i+1:]
-					break
-				}
-			}
-			v.mu.Unlock()
 		}
 	}
 }
@@ -230,8 +208,7 @@ func (v *visibility) finish(b testing.TB, within time.Duration) []time.Duration 
 		}
 		return nil
 	})
-	close(v.stop)
-	<-v.done
+	v.e.sim.OnAccountCommit(nil)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []time.Duration
