@@ -193,7 +193,12 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 var errPasswordHeld = errors.New("the account is disabled in the directory: its new password waits in the journal until the account is enabled")
 
 // current reads the entry a record is about: by its stable key when known
-// (it survives renames), else by its latest DN.
+// (it survives renames), else by its latest DN. An entry gone by its key
+// but with another in its place at the record's DN was replaced (deleted
+// and added again, the directory's own clients need not go through the
+// gateway): Axigen follows the entry that is there now, rather than losing
+// the account that the DN still names. A delete's record is about the
+// entry it deleted only.
 func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string, attrs []string) (*schema.Entry, error) {
 	mp := m.mapping()
 	if rec.EntryKey != "" {
@@ -205,7 +210,10 @@ func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string,
 			}
 			value = escapeFilterBytes(raw)
 		}
-		return m.cfg.Directory.Find(ctx, bases, fmt.Sprintf("(%s=%s)", mp.KeyAttribute(), value), attrs)
+		e, err := m.cfg.Directory.Find(ctx, bases, fmt.Sprintf("(%s=%s)", mp.KeyAttribute(), value), attrs)
+		if e != nil || err != nil || rec.Op == store.OpDelete {
+			return e, err
+		}
 	}
 	dn := rec.DN
 	if rec.NewDN != "" {

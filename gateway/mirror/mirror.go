@@ -42,6 +42,11 @@ type Config struct {
 	AdminGroup string
 	// AdminCacheTTL is how long the admin group's members are remembered.
 	AdminCacheTTL time.Duration
+	// EntryCacheTTL is how long what a write's classification read of its
+	// entry (object classes, key, name) is reused for the next writes to
+	// that entry (10s when 0; negative: never reused). Writes through the
+	// gateway that change those values drop it at once.
+	EntryCacheTTL time.Duration
 	// AxigenBindDN is the identity Axigen's own connector writes with: its
 	// writes are relayed but never mirrored back.
 	AxigenBindDN string
@@ -87,7 +92,12 @@ type Mirror struct {
 	adminMu      sync.Mutex
 	adminMembers map[string]bool
 	adminExpires time.Time
+
+	entries *entryCache
 }
+
+// entryCacheLimit bounds the entries remembered for classification.
+const entryCacheLimit = 100_000
 
 // New checks cfg and returns a Mirror.
 func New(cfg Config) (*Mirror, error) {
@@ -107,13 +117,16 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.AdminCacheTTL <= 0 {
 		cfg.AdminCacheTTL = 30 * time.Second
 	}
+	if cfg.EntryCacheTTL == 0 {
+		cfg.EntryCacheTTL = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Audit == nil {
 		cfg.Audit = slog.New(slog.DiscardHandler)
 	}
-	m := &Mirror{cfg: cfg, log: cfg.Logger}
+	m := &Mirror{cfg: cfg, log: cfg.Logger, entries: newEntryCache(cfg.EntryCacheTTL, entryCacheLimit)}
 	m.policy.Store(&Policy{Mapping: cfg.Mapping, AdminDNs: cfg.AdminDNs, AdminGroup: cfg.AdminGroup, AxigenBindDN: cfg.AxigenBindDN})
 	return m, nil
 }
@@ -128,6 +141,7 @@ func (m *Mirror) SetPolicy(p Policy) error {
 	m.adminMu.Lock()
 	m.adminMembers = nil // the admin group may have changed
 	m.adminMu.Unlock()
+	m.entries.forgetAll() // the attributes that classify may have changed
 	return nil
 }
 
@@ -164,9 +178,6 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 			Diagnostic: "ldapgate: cannot resolve the bound identity to check the change: the directory is unreachable for the gateway"}
 	}
 	s.BoundDN = bound
-	if m.pol().AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.pol().AxigenBindDN) {
-		return nil, nil // Axigen's own writes: never mirrored back
-	}
 	target := req.DN
 	if req.Op == gateway.OpPasswordModify && target == "" {
 		target = s.BoundDN
@@ -180,6 +191,17 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if !inScope(target) && !inScope(newDN) {
 		return nil, nil
 	}
+	// A write that may change what classifies its entry drops the entry
+	// from the cache now and again once the directory has it, whoever makes
+	// it and whether or not it is mirrored.
+	var forget gateway.Completion
+	if dns := m.identityChange(req, target, newDN); dns != nil {
+		m.entries.forget(dns...)
+		forget = func(context.Context, gateway.Result) { m.entries.forget(dns...) }
+	}
+	if m.pol().AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.pol().AxigenBindDN) {
+		return forget, nil // Axigen's own writes: never mirrored back
+	}
 
 	var cur *schema.Entry
 	var kind schema.Kind
@@ -187,14 +209,14 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		kind = mp.Classify(target, attributeValues(mp, req.Attributes, "objectClass"))
 	} else {
 		var err error
-		cur, err = m.cfg.Directory.Read(ctx, target, m.readAttributes())
+		cur, err = m.readEntry(ctx, target)
 		if err != nil {
 			m.log.Warn("cannot read the entry a write targets", "dn", target, "err", err)
 			return nil, &gateway.Result{Code: ldap.LDAPResultUnavailable,
 				Diagnostic: "ldapgate: cannot read the target entry to check the change: the directory is unreachable for the gateway"}
 		}
 		if cur == nil {
-			return nil, nil // the directory will answer noSuchObject
+			return forget, nil // the directory will answer noSuchObject
 		}
 		kind = mp.ClassifyEntry(*cur)
 		if kind == schema.KindNone && newDN != "" {
@@ -202,7 +224,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		}
 	}
 	if kind == schema.KindNone {
-		return nil, nil
+		return forget, nil
 	}
 
 	admin, err := m.isAdmin(ctx, s.BoundDN)
@@ -224,7 +246,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	}
 	if !d.mirror {
 		audit.Info("decision", "decision", "allowed", "mirrored", false)
-		return nil, nil
+		return forget, nil
 	}
 
 	// A deleted account leaves its groups inside the directory (refint)
@@ -260,6 +282,9 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
 	return func(ctx context.Context, res gateway.Result) {
 		m.cfg.Audit.Info("directory result", "seq", seq, "result", res.Code, "unanswered", res.Unanswered)
+		if forget != nil {
+			forget(ctx, res)
+		}
 		m.complete(ctx, rec, req, res)
 	}, nil
 }
@@ -393,6 +418,42 @@ func namingContexts(mp *schema.Mapping) []string {
 		}
 	}
 	return out
+}
+
+// readEntry reads what classifies a write's target (nil: no such entry),
+// from the cache when a write read it lately.
+func (m *Mirror) readEntry(ctx context.Context, dn string) (*schema.Entry, error) {
+	norm := normDN(dn)
+	e, gen := m.entries.get(norm, time.Now())
+	if e != nil {
+		return e, nil
+	}
+	e, err := m.cfg.Directory.Read(ctx, dn, m.readAttributes())
+	if err != nil {
+		return nil, err
+	}
+	m.entries.put(norm, e, gen, time.Now())
+	return e, nil
+}
+
+// identityChange returns the normalised DNs whose cached entries a write
+// makes stale, or nil: those it deletes, renames or adds, and those whose
+// object classes, key or name attributes it modifies.
+func (m *Mirror) identityChange(req *gateway.WriteRequest, target, newDN string) []string {
+	switch req.Op {
+	case gateway.OpAdd, gateway.OpDelete, gateway.OpModifyDN:
+		return []string{normDN(target), normDN(newDN)}
+	case gateway.OpModify:
+		mp := m.mapping()
+		for _, c := range req.Changes {
+			for _, a := range m.readAttributes() {
+				if a != "" && mp.SameAttribute(c.Type, a) {
+					return []string{normDN(target)}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // keyOf reads an entry's stable key, or "" when it cannot (delivery then

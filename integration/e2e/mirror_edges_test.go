@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/integration/axigensim"
 )
 
@@ -103,4 +105,80 @@ func TestMirrorRenameThroughTheNameAttribute(t *testing.T) {
 	}
 	e.waitMirrored(10*time.Second, false)
 	e.waitDrained(10*time.Second, false)
+}
+
+// The gateway reuses what it read of an entry for the next writes to it
+// (a burst of modifies costs the directory one read). An entry deleted and
+// added again through the gateway is a new entry with a new key: the next
+// write's record carries the new key and reaches the new account.
+func TestMirrorEntryReaddedUnderTheSameDN(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	phone := func(v string) string {
+		return "dn: " + userDN("bob") + "\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: " + v + "\n"
+	}
+	e.asAdmin(phone("+1 555 7001"), "ldapmodify")
+	e.asAdmin(phone("+1 555 7002"), "ldapmodify")
+	oldKey := e.directoryEntry(userDN("bob"), "entryUUID").GetAttributeValue("entryUUID")
+	e.asAdmin("", "ldapdelete", userDN("bob"))
+	e.asAdmin("dn: "+userDN("bob")+"\nobjectClass: inetOrgPerson\nuid: bob\ncn: Bob\nsn: Again\nmail: bob@example.com\nuserPassword: bob-pw2\n", "ldapadd")
+	e.asAdmin(phone("+1 555 7003"), "ldapmodify")
+	newKey := e.directoryEntry(userDN("bob"), "entryUUID").GetAttributeValue("entryUUID")
+	if newKey == "" || newKey == oldKey {
+		t.Fatalf("entryUUID before %q, after the re-add %q: want a new one", oldKey, newKey)
+	}
+	e.waitAccount("bob", "the re-added entry's phone", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 7003" && a.Contact["lastName"] == "Again"
+	})
+	e.waitMirrored(10*time.Second, false)
+	e.waitDrained(10*time.Second, false)
+	recs := recordsAbout(runningRecords(t, e.dataDir, "delivered"), userDN("bob"))
+	if len(recs) == 0 {
+		t.Fatal("no delivered record about bob")
+	}
+	last := recs[len(recs)-1]
+	if last.EntryKey != newKey {
+		t.Fatalf("the last write's record has entry key %q, want the re-added entry's %q", last.EntryKey, newKey)
+	}
+}
+
+// An entry replaced behind the gateway's back (deleted and added again
+// straight at the directory) right after a write through the gateway: the
+// next write may still carry the old entry's key, and delivery, finding no
+// entry by that key but one at the DN, mirrors the entry that is there
+// instead of removing its account.
+func TestMirrorEntryReplacedBehindTheGateway(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	phone := func(v string) string {
+		return "dn: " + userDN("bob") + "\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: " + v + "\n"
+	}
+	e.asAdmin(phone("+1 555 7101"), "ldapmodify")
+	e.waitAccount("bob", "the first phone", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 7101"
+	})
+	direct, err := ldap.DialURL(e.dir.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	if err := direct.Bind(e.dir.RootDN, e.dir.RootPW); err != nil {
+		t.Fatal(err)
+	}
+	if err := direct.Del(ldap.NewDelRequest(userDN("bob"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	add := ldap.NewAddRequest(userDN("bob"), nil)
+	add.Attribute("objectClass", []string{"inetOrgPerson"})
+	add.Attribute("uid", []string{"bob"})
+	add.Attribute("cn", []string{"Bob"})
+	add.Attribute("sn", []string{"Replaced"})
+	add.Attribute("mail", []string{"bob@example.com"})
+	if err := direct.Add(add); err != nil {
+		t.Fatal(err)
+	}
+	e.asAdmin(phone("+1 555 7102"), "ldapmodify")
+	e.waitAccount("bob", "the replacing entry's state", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 7102" && a.Contact["lastName"] == "Replaced"
+	})
+	// (Its groups lost bob straight at the directory too: that is not the
+	// gateway's to see, so Axigen's groups are not compared here.)
 }

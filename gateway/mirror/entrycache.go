@@ -1,0 +1,103 @@
+package mirror
+
+import (
+	"sync"
+	"time"
+
+	"github.com/ldapgate/ldapgate/schema"
+)
+
+// entryCache remembers, for a short time, what the write path read of an
+// entry to classify a write: its object classes, stable key and name. A
+// burst of writes to one entry (a provisioning script setting attributes
+// one modify at a time, a user changing phone then password) then costs the
+// directory one read, not one per write, and the client one round trip
+// less. Writes the gateway sees that could change those values drop the
+// entry (forget); what changes them behind the gateway's back is seen once
+// the entry expires.
+type entryCache struct {
+	ttl   time.Duration
+	limit int
+
+	mu      sync.Mutex
+	entries map[string]cachedEntry // by normalised DN
+	// gen counts forgets: a read begun before one must not be stored, since
+	// it may have seen the entry before the forgotten write changed it.
+	gen uint64
+}
+
+type cachedEntry struct {
+	entry   *schema.Entry
+	expires time.Time
+}
+
+func newEntryCache(ttl time.Duration, limit int) *entryCache {
+	return &entryCache{ttl: ttl, limit: limit, entries: map[string]cachedEntry{}}
+}
+
+// get returns a fresh cached entry, or nil and the generation a read made
+// now must present to put.
+func (c *entryCache) get(dn string, now time.Time) (*schema.Entry, uint64) {
+	if c.ttl <= 0 {
+		return nil, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[dn]; ok {
+		if now.Before(e.expires) {
+			return e.entry, c.gen
+		}
+		delete(c.entries, dn)
+	}
+	return nil, c.gen
+}
+
+// put stores an entry read at generation gen, unless a forget came since.
+func (c *entryCache) put(dn string, e *schema.Entry, gen uint64, now time.Time) {
+	if c.ttl <= 0 || e == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if len(c.entries) >= c.limit {
+		c.evictLocked(now)
+	}
+	c.entries[dn] = cachedEntry{entry: e, expires: now.Add(c.ttl)}
+}
+
+// evictLocked drops the expired entries, or every entry when none has
+// expired: the cache is a shortcut, and a full one is rare enough that
+// starting over costs less than keeping an eviction order.
+func (c *entryCache) evictLocked(now time.Time) {
+	for dn, e := range c.entries {
+		if !now.Before(e.expires) {
+			delete(c.entries, dn)
+		}
+	}
+	if len(c.entries) >= c.limit {
+		clear(c.entries)
+	}
+}
+
+// forget drops the entries of the given DNs ("" ignored).
+func (c *entryCache) forget(dns ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for _, dn := range dns {
+		if dn != "" {
+			delete(c.entries, dn)
+		}
+	}
+}
+
+// forgetAll drops every entry (the mapping changed).
+func (c *entryCache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.entries)
+}
