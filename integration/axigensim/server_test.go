@@ -288,6 +288,16 @@ func TestShowAndListFormats(t *testing.T) {
 	if got := c.do(`LIST Accounts "jo*"`, "<domain#> "); got != want {
 		t.Errorf("LIST Accounts jo*: %q", got)
 	}
+	// A name without wildcards matches as the pattern does: whole, any case.
+	if got := c.do(`LIST Accounts "JOHN"`, "<domain#> "); got != want {
+		t.Errorf("LIST Accounts JOHN: %q", got)
+	}
+	want = "The list of accounts:\r\nname\r\n----\r\n\r\n+OK: command successful\r\n<domain#> "
+	for _, name := range []string{"jo", "johnny"} {
+		if got := c.do(`LIST Accounts "`+name+`"`, "<domain#> "); got != want {
+			t.Errorf("LIST Accounts %s: %q", name, got)
+		}
+	}
 	c.do(`UPDATE Account name "john"`, "<domain-account#> ")
 	want = "\r\nThe registry information:\r\nAccount name = \"john\"\r\nAssociated LDAP ID = \"uuid-1\"\r\nAssociated LDAP DN = \"uid=john,dc=example,dc=com\"\r\n\r\n+OK: command successful\r\n<domain-account#> "
 	if got := c.do(`SHOW RegistryInformation`, "<domain-account#> "); got != want {

@@ -319,6 +319,24 @@ func filter(names []string, toks []token, i int) []string {
 	return out
 }
 
+// listNames returns, sorted, the names of the items (keyed by lower-case
+// name) that a LIST's optional filter at toks[i] matches. A filter without
+// wildcards names one item, which is looked up rather than matched against
+// every name: a domain of many accounts lists one as fast as Axigen does.
+func listNames[T any](items map[string]*T, name func(*T) string, toks []token, i int) []string {
+	if i < len(toks) && !strings.ContainsAny(toks[i].text, "*?") {
+		if it, ok := items[strings.ToLower(toks[i].text)]; ok {
+			return []string{name(it)}
+		}
+		return nil
+	}
+	names := make([]string, 0, len(items))
+	for _, it := range items {
+		names = append(names, name(it))
+	}
+	return filter(names, toks, i)
+}
+
 // wildcard matches '*' (any run) and '?' (one character).
 func wildcard(pattern, s string) bool {
 	p, str := []rune(pattern), []rune(s)
@@ -430,12 +448,9 @@ func (s *session) inDomain(f *frame, toks []token) {
 		s.ok(statusOK)
 	case is(toks, "list", "accounts") && len(toks) <= 3:
 		s.srv.mu.Lock()
-		var names []string
-		for _, a := range d.accounts {
-			names = append(names, a.Name)
-		}
+		names := listNames(d.accounts, func(x *AccountState) string { return x.Name }, toks, 2)
 		s.srv.mu.Unlock()
-		s.out.WriteString(listing(listTitleAccounts, listHeaderName, filter(names, toks, 2)))
+		s.out.WriteString(listing(listTitleAccounts, listHeaderName, names))
 		s.ok(statusOK)
 	case is(toks, "add", "group"):
 		name, n, ok := nameArg(toks, 2)
@@ -512,12 +527,9 @@ func (s *session) inDomain(f *frame, toks []token) {
 		s.ok(statusOK)
 	case is(toks, "list", "groups") && len(toks) <= 3:
 		s.srv.mu.Lock()
-		var names []string
-		for _, g := range d.groups {
-			names = append(names, g.Name)
-		}
+		names := listNames(d.groups, func(x *GroupState) string { return x.Name }, toks, 2)
 		s.srv.mu.Unlock()
-		s.out.WriteString(listing(listTitleGroups, listHeaderName, filter(names, toks, 2)))
+		s.out.WriteString(listing(listTitleGroups, listHeaderName, names))
 		s.ok(statusOK)
 	case len(toks) == 1 && toks[0].isKeyword("commit"):
 		s.pop()
