@@ -176,7 +176,7 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 		old, err := b.get(d.seq)
 		if err != nil || old.State != StateCommitted {
 			// Dropped (or otherwise settled) while it was being delivered.
-			b.effects = append(b.effects, func() { j.idx.release(d) })
+			b.effects = append(b.effects, effect{fn: func() { j.idx.release(d) }})
 			return nil
 		}
 		r := old.next()
@@ -198,8 +198,8 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 				r.NextAttempt = b.now.Add(backoff(r.Attempts, j.opts.BackoffBase, j.opts.BackoffCap, rand.Float64()))
 			}
 		}
-		b.effects = append(b.effects, func() { j.idx.release(d) })
-		return b.putRecord(old, r, nil)
+		b.effects = append(b.effects, effect{fn: func() { j.idx.release(d) }})
+		return b.putRecord(old, r, nil, nil)
 	})
 	clear(secret)
 	if err != nil {

@@ -245,7 +245,7 @@ func (j *Journal) applyMutation(ev Event) *mutation {
 			if ev.Record == nil {
 				return fmt.Errorf("load of %d has no record", ev.Seq)
 			}
-			_, err := b.storeRecord(nil, applied(ev), ev.Secret)
+			_, err := b.storeRecord(nil, applied(ev), ev.Secret, nil)
 			return err
 		case EventPut, EventDelete:
 			if b.loading {
@@ -271,7 +271,7 @@ func (j *Journal) applyMutation(ev Event) *mutation {
 				if rec.SecretState == SecretEncrypted {
 					sealed = ev.Secret
 				}
-				if enc, err = b.storeRecord(old, rec, sealed); err != nil {
+				if enc, err = b.storeRecord(old, rec, sealed, nil); err != nil {
 					return err
 				}
 			} else if old != nil {

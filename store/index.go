@@ -40,8 +40,9 @@ func newIndex() *index {
 
 func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
 
-// put records a record's new version.
-func (x *index) put(r *Record) {
+// put records a record's new version. tokens, when not nil, are its order
+// tokens, computed already.
+func (x *index) put(r *Record, tokens []string) {
 	e := x.recs[r.Seq]
 	if r.State == StateDelivered {
 		if e != nil {
@@ -53,10 +54,13 @@ func (x *index) put(r *Record) {
 		e = &entry{seq: r.Seq}
 		x.recs[r.Seq] = e
 	}
-	tokens := e.tokens
-	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || tokens == nil {
-		tokens = orderTokens(r)
+	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || e.tokens == nil {
+		if tokens == nil {
+			tokens = orderTokens(r)
+		}
 		e.key, e.dn, e.newDN = r.EntryKey, r.DN, r.NewDN
+	} else {
+		tokens = e.tokens
 	}
 	wasQueued := unfinished(e.state)
 	sameTokens := slices.Equal(e.tokens, tokens)

@@ -395,7 +395,7 @@ func (j *Journal) load() error {
 			if err != nil {
 				return fmt.Errorf("index record %d: %w", seq, err)
 			}
-			j.idx.put(r)
+			j.idx.put(r, nil)
 		}
 		// Counting keys reads no values: quick even for a long audit trail.
 		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
@@ -539,6 +539,10 @@ func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
 	if n := rec.approxSize(); n > maxRecordBytes {
 		return 0, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
 	}
+	// Work done here, by the caller, is work the journal's one writer and
+	// the batch's settling need not do.
+	rec.makeValidText()
+	tokens := orderTokens(rec)
 	var seq uint64
 	err := j.submit(ctx, func(b *batch) error {
 		b.seq++
@@ -553,7 +557,7 @@ func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
 				return err
 			}
 		}
-		if err := b.putRecord(nil, rec, sealed); err != nil {
+		if err := b.putRecord(nil, rec, sealed, tokens); err != nil {
 			return err
 		}
 		seq = rec.Seq
@@ -579,7 +583,7 @@ func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error
 		if entryKey != "" {
 			rec.EntryKey = entryKey
 		}
-		return b.putRecord(old, rec, nil)
+		return b.putRecord(old, rec, nil, nil)
 	})
 }
 
@@ -610,7 +614,7 @@ func (j *Journal) Retry(ctx context.Context, seq uint64) error {
 			return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", seq, old.State, ErrState)
 		}
 		rec.NextAttempt = b.now
-		return b.putRecord(old, rec, nil)
+		return b.putRecord(old, rec, nil, nil)
 	})
 }
 

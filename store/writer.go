@@ -50,7 +50,7 @@ type batch struct {
 	broken  error
 	local   map[uint64]*Record // records written by this batch (nil: deleted)
 	recent  *recentCache
-	effects []func() // in-memory updates, run under j.mu once committed
+	effects []effect // in-memory updates, made under j.mu once committed
 	changed bool     // something a feed follower waits for
 }
 
@@ -120,7 +120,7 @@ type flight struct {
 	id      uint64
 	taken   []*mutation
 	errs    []error
-	effects []func()
+	effects []effect
 	changed bool
 	wrote   bool // the batch went to Badger
 	// inBadger, when set, is the writer's slot for the batch in Badger,
@@ -286,7 +286,7 @@ func (w *writerRun) process(ms []*mutation) {
 			continue
 		}
 		b := w.newBatch()
-		f := &flight{result: make(chan error, 1)}
+		f := &flight{result: make(chan error, 1), taken: make([]*mutation, 0, 32), errs: make([]error, 0, 32)}
 		durable := !ms[0].lazy
 		for len(ms) > 0 && ms[0].exclusive == nil && ms[0].lazy != durable && !b.full(f) {
 			w.run(b, f, ms[0])
@@ -437,7 +437,7 @@ func (w *writerRun) newBatch() *batch {
 		pos:     w.state.pos,
 		horizon: w.state.horizon,
 		loading: w.state.loading,
-		local:   map[uint64]*Record{},
+		local:   make(map[uint64]*Record, 32),
 		recent:  w.recent,
 	}
 }
@@ -475,8 +475,8 @@ func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
 			if f.wrote {
 				j.lastSeq, j.lastPos, j.horizon, j.loading = f.state.seq, f.state.pos, f.state.horizon, f.state.loading
 			}
-			for _, fn := range f.effects {
-				fn()
+			for _, e := range f.effects {
+				j.apply(e)
 			}
 			if f.changed {
 				close(j.changed)
@@ -560,6 +560,30 @@ func (b *batch) writeMeta(was writerState) error {
 	return nil
 }
 
+// effect is an in-memory update of a batch, made once the batch is on disk.
+type effect struct {
+	put    *Record  // a record's new version, for the index
+	tokens []string // put's order tokens, if known (saves the completer the work)
+	remove bool     // record seq is gone from the index
+	seq    uint64
+	delta  int    // change in the count of delivered records
+	fn     func() // anything else
+}
+
+// apply makes an effect; j.mu is held.
+func (j *Journal) apply(e effect) {
+	switch {
+	case e.put != nil:
+		j.idx.put(e.put, e.tokens)
+	case e.remove:
+		j.idx.remove(e.seq)
+	}
+	j.delivered += e.delta
+	if e.fn != nil {
+		e.fn()
+	}
+}
+
 // kick wakes the dispatcher.
 func (j *Journal) kick() {
 	select {
@@ -589,9 +613,10 @@ func (b *batch) get(seq uint64) (*Record, error) {
 
 // putRecord writes a new version of a record (old is nil for a new one),
 // keeps the indexes and the sealed secret in step with its state, and logs
-// the change. sealed, when not nil, is the record's new sealed secret.
-func (b *batch) putRecord(old, rec *Record, sealed []byte) error {
-	enc, err := b.storeRecord(old, rec, sealed)
+// the change. sealed, when not nil, is the record's new sealed secret;
+// tokens, when not nil, are the record's order tokens (see orderTokens).
+func (b *batch) putRecord(old, rec *Record, sealed []byte, tokens []string) error {
+	enc, err := b.storeRecord(old, rec, sealed, tokens)
 	if err != nil {
 		return err
 	}
@@ -608,7 +633,7 @@ func (b *batch) deleteRecord(old *Record) error {
 
 // storeRecord writes a record version and its index keys, and returns its
 // encoding.
-func (b *batch) storeRecord(old, rec *Record, sealed []byte) ([]byte, error) {
+func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([]byte, error) {
 	rec.makeValidText()
 	enc := encodeRecord(rec)
 	if len(enc) > maxRecordBytes {
@@ -657,10 +682,7 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte) ([]byte, error) {
 	} else if wasDelivered && !isDelivered {
 		delta = -1
 	}
-	b.effects = append(b.effects, func() {
-		b.j.idx.put(rec)
-		b.j.delivered += delta
-	})
+	b.effects = append(b.effects, effect{put: rec, tokens: tokens, delta: delta})
 	return enc, nil
 }
 
@@ -682,13 +704,11 @@ func (b *batch) removeRecord(old *Record) error {
 		return err
 	}
 	b.local[seq] = nil
-	wasDelivered := old.State == StateDelivered
-	b.effects = append(b.effects, func() {
-		b.j.idx.remove(seq)
-		if wasDelivered {
-			b.j.delivered--
-		}
-	})
+	e := effect{remove: true, seq: seq}
+	if old.State == StateDelivered {
+		e.delta = -1
+	}
+	b.effects = append(b.effects, e)
 	return nil
 }
 
