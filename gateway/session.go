@@ -110,7 +110,8 @@ func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 
 // buffers gives a connection pooled I/O buffers, remembered for recycle.
 func (s *session) buffers(conn net.Conn) (*messageReader, *bufio.Writer) {
-	r, w := s.srv.reader(conn), s.srv.writer(conn)
+	rw := newRawSocket(conn)
+	r, w := s.srv.reader(rw), s.srv.writer(rw)
 	s.mu.Lock()
 	s.readers = append(s.readers, r)
 	s.writers = append(s.writers, w)

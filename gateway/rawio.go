@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// rawSocket reads and writes a TCP connection's socket with raw system
+// calls, waiting in the runtime's network poller as net.Conn does.
+//
+// Why: the relay is a few system calls per message and little else, and a
+// Go system call that is not raw wakes the runtime's monitor thread (sysmon)
+// whenever the process was idle, which a relay waiting for the next request
+// or answer nearly always is. Profiles of the relay benchmark put a third of
+// the gateway's CPU time in those wake-ups and the context switches they
+// cost; a byte pipe (io.Copy, splice) pays the same. The socket is
+// non-blocking, so these calls never block the thread; what the monitor
+// would do for a long system call has no work here.
+//
+// Reads are made by one goroutine at a time and writes by one goroutine at a
+// time (the session's locks ensure it); a read and a write may overlap.
+type rawSocket struct {
+	conn net.Conn
+	rc   syscall.RawConn
+
+	readFn, writeFn func(fd uintptr) bool
+	rbuf, wbuf      []byte
+	rn, wn          int
+	rerr, werr      syscall.Errno
+}
+
+// newRawSocket wraps a plain TCP connection; other connections (TLS) are
+// returned as they are.
+func newRawSocket(conn net.Conn) io.ReadWriter {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return conn
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return conn
+	}
+	s := &rawSocket{conn: conn, rc: rc}
+	s.readFn, s.writeFn = s.read, s.write
+	return s
+}
+
+func (s *rawSocket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rbuf, s.rn, s.rerr = p, 0, 0
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case s.rerr != 0:
+		return 0, os.NewSyscallError("read", s.rerr)
+	case s.rn == 0:
+		return 0, io.EOF
+	}
+	return s.rn, nil
+}
+
+// read is one attempt; false means wait until the socket is readable.
+func (s *rawSocket) read(fd uintptr) bool {
+	for {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		switch errno {
+		case 0:
+			s.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		s.rerr = errno
+		return true
+	}
+}
+
+func (s *rawSocket) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.wbuf, s.wn, s.werr = p, 0, 0
+	err := s.rc.Write(s.writeFn)
+	n := s.wn
+	s.wbuf = nil
+	switch {
+	case err != nil:
+		return n, err
+	case s.werr != 0:
+		return n, os.NewSyscallError("write", s.werr)
+	}
+	return n, nil
+}
+
+// write sends what is left; false means wait until the socket is writable.
+func (s *rawSocket) write(fd uintptr) bool {
+	for s.wn < len(s.wbuf) {
+		rest := s.wbuf[s.wn:]
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		switch errno {
+		case 0:
+			s.wn += int(n)
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		s.werr = errno
+		return true
+	}
+	return true
+}

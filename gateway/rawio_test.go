@@ -1,0 +1,151 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// TestRawSocketCarriesLargeWritesBothWays writes more than the socket
+// buffers hold, so writes wait for the reader and resume where they stopped,
+// while the other direction carries data at the same time.
+func TestRawSocketCarriesLargeWritesBothWays(t *testing.T) {
+	a, b := tcpPair(t)
+	ra, rb := newRawSocket(a), newRawSocket(b)
+	if _, ok := ra.(*rawSocket); !ok {
+		t.Fatalf("a TCP connection is wrapped as %T", ra)
+	}
+	payload := make([]byte, 8<<20)
+	if _, err := rand.Read(payload); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 2)
+	go func() {
+		_, err := ra.Write(payload)
+		errc <- err
+	}()
+	go func() {
+		_, err := rb.Write(payload[:1<<20])
+		errc <- err
+	}()
+	gotB := make([]byte, len(payload))
+	if _, err := io.ReadFull(rb, gotB); err != nil {
+		t.Fatalf("read at b: %v", err)
+	}
+	gotA := make([]byte, 1<<20)
+	if _, err := io.ReadFull(ra, gotA); err != nil {
+		t.Fatalf("read at a: %v", err)
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	if !bytes.Equal(gotB, payload) || !bytes.Equal(gotA, payload[:1<<20]) {
+		t.Fatal("data differs from what was written")
+	}
+}
+
+func TestRawSocketEnds(t *testing.T) {
+	t.Run("EOF when the peer closes", func(t *testing.T) {
+		a, b := tcpPair(t)
+		r := newRawSocket(b)
+		if _, err := a.Write([]byte("last")); err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		got, err := io.ReadAll(r)
+		if err != nil || string(got) != "last" {
+			t.Fatalf("ReadAll = %q, %v; want \"last\", nil", got, err)
+		}
+	})
+	t.Run("read deadline", func(t *testing.T) {
+		_, b := tcpPair(t)
+		r := newRawSocket(b)
+		_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := r.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read past the deadline = %v, want os.ErrDeadlineExceeded", err)
+		}
+	})
+	t.Run("close during a read", func(t *testing.T) {
+		_, b := tcpPair(t)
+		r := newRawSocket(b)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := r.Read(make([]byte, 10))
+			errc <- err
+		}()
+		// The read may start before or after the close: either way it ends
+		// with net.ErrClosed.
+		b.Close()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Read on a closed connection = %v, want net.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Read did not end when the connection closed")
+		}
+	})
+	t.Run("write after the peer reset", func(t *testing.T) {
+		a, b := tcpPair(t)
+		w := newRawSocket(b)
+		_ = a.SetLinger(0)
+		a.Close()
+		buf := make([]byte, 64<<10)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := w.Write(buf); err != nil {
+				break // EPIPE or ECONNRESET, and no signal kills the test
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("writes to a reset connection kept succeeding")
+			}
+		}
+	})
+}
+
+func TestRawSocketLeavesOtherConnectionsAlone(t *testing.T) {
+	a, _ := tcpPair(t)
+	tc := tls.Client(a, &tls.Config{})
+	if got := newRawSocket(tc); got != io.ReadWriter(tc) {
+		t.Fatalf("a TLS connection is wrapped as %T", got)
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if got := newRawSocket(p1); got != io.ReadWriter(p1) {
+		t.Fatalf("a pipe is wrapped as %T", got)
+	}
+}
