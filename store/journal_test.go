@@ -3,10 +3,12 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -241,5 +243,98 @@ func TestStatsCountsStatesAndBacklog(t *testing.T) {
 	}
 	if s.Position < 10 {
 		t.Fatalf("position %d: every change should have one", s.Position)
+	}
+}
+
+// Many writers at once: their changes share batches (a batch waiting for
+// Badger takes in what arrives), yet each caller's outcome, the numbering
+// of the change log and a follower's copy are as if they ran one by one.
+func TestConcurrentWritersShareBatchesAndKeepEveryGuarantee(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.NoSync = false
+	o.Now = newFakeClock().Now
+	src := openTest(t, dir, o)
+	dst := openFollower(t, src)
+	follow(t, src, dst)
+	startRun(t, src, 4, func(context.Context, *Record) error { return nil })
+	ctx := context.Background()
+	const writers, each = 16, 25
+	want := make([][]State, writers) // by writer, by record: the outcome
+	seqs := make([][]uint64, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				r := accountRecord(fmt.Sprintf("uid=w%d-%d,ou=people,dc=example,dc=org", w, i%5))
+				if i%4 == 0 {
+					r.Op, r.Changes, r.Secret = OpPassword, nil, []byte(fmt.Sprintf("pw-%d-%d", w, i))
+				}
+				seq, err := src.Prepare(ctx, r)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs[w] = append(seqs[w], seq)
+				if i%3 == 0 {
+					err = src.Abort(ctx, seq)
+					want[w] = append(want[w], "")
+				} else {
+					err = src.Commit(ctx, seq, "")
+					want[w] = append(want[w], StateDelivered)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	seen := map[uint64]bool{}
+	for w := range writers {
+		for i, seq := range seqs[w] {
+			if seen[seq] {
+				t.Fatalf("sequence number %d handed out twice", seq)
+			}
+			seen[seq] = true
+			if want[w][i] == "" {
+				if _, err := src.Get(seq); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("aborted record %d: %v", seq, err)
+				}
+				continue
+			}
+			waitState(t, src, seq, StateDelivered)
+		}
+	}
+	waitFor(t, "the follower to catch up", 30*time.Second, func() bool { return dst.Position() == src.Position() })
+	assertSameJournal(t, src, dst)
+	var log []Event
+	fctx, cancel := context.WithCancel(ctx)
+	err := src.Feed(fctx, 1, func(ev Event) error {
+		log = append(log, ev)
+		if ev.Pos == src.Position() {
+			cancel()
+		}
+		return nil
+	})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ev := range log {
+		if ev.Pos != uint64(i)+2 {
+			t.Fatalf("change log: position %d at index %d", ev.Pos, i)
+		}
+	}
+	batches, mutations := src.stats.batches.Load(), src.stats.mutations.Load()
+	t.Logf("%d mutations in %d batches", mutations, batches)
+	if mutations <= batches {
+		t.Fatalf("%d mutations in %d batches: concurrent writers never shared a batch", mutations, batches)
 	}
 }
