@@ -17,8 +17,11 @@ import (
 // or answer nearly always is. Profiles of the relay benchmark put a third of
 // the gateway's CPU time in those wake-ups and the context switches they
 // cost; a byte pipe (io.Copy, splice) pays the same. The socket is
-// non-blocking, so these calls never block the thread; what the monitor
-// would do for a long system call has no work here.
+// non-blocking, so these calls never block the thread, and the monitor has
+// nothing to take back from them. It still wakes for the process's timers
+// (the upstream prober's ticks at least) and for every other system call,
+// so its other duties (preempting long-running goroutines) are delayed by
+// at most that, and only while the relay alone is busy.
 //
 // Reads are made by one goroutine at a time and writes by one goroutine at a
 // time (the session's locks ensure it); a read and a write may overlap.
