@@ -355,9 +355,10 @@ func (w *writerRun) process(ms []*mutation) {
 // to ms, to go after it. It reports whether it took Badger's slot.
 //
 // The slot is freed once the previous batch is settled and its callers
-// answered, and the writer then yields once: a caller that follows up at
-// once (a Commit after its Prepare) joins this batch, instead of the one
-// after, which would hold it up by another write and fsync.
+// answered, and the writer then yields, again as long as yielding brings
+// more: a caller that follows up at once (a Commit after its Prepare)
+// joins this batch instead of the one after, which would hold it up by
+// another write and fsync.
 func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([]*mutation, bool) {
 	// take runs m in the batch if it may join it; false: stop absorbing.
 	take := func(m *mutation) bool {
@@ -376,15 +377,21 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 	for !b.full(f) {
 		select {
 		case w.inBadger <- struct{}{}:
-			runtime.Gosched()
-			for !b.full(f) {
-				select {
-				case m := <-w.j.reqs:
-					if !take(m) {
-						return ms, true
+			// Yield while yielding brings more.
+			for took := true; took && !b.full(f); {
+				runtime.Gosched()
+				took = false
+			sweep:
+				for !b.full(f) {
+					select {
+					case m := <-w.j.reqs:
+						if !take(m) {
+							return ms, true
+						}
+						took = true
+					default:
+						break sweep
 					}
-				default:
-					return ms, true
 				}
 			}
 			return ms, true
