@@ -3,6 +3,7 @@ package store
 import (
 	"container/heap"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -58,7 +59,9 @@ func (x *index) put(r *Record, tokens []string) {
 		if tokens == nil {
 			tokens = orderTokens(r)
 		}
-		e.key, e.dn, e.newDN = r.EntryKey, r.DN, r.NewDN
+		// Copies: a decoded record's texts share one string, which the
+		// index would otherwise keep whole for as long as the record waits.
+		e.key, e.dn, e.newDN = strings.Clone(r.EntryKey), strings.Clone(r.DN), strings.Clone(r.NewDN)
 	} else {
 		tokens = e.tokens
 	}
