@@ -254,6 +254,9 @@ type writerRun struct {
 	// batches after nextSettled; the recent cache holds their records.
 	next        *badger.Txn
 	nextSettled uint64
+	// sizeHint is the size of the last batch, to size the next one's
+	// slices and map.
+	sizeHint int
 }
 
 func (w *writerRun) openNext() {
@@ -286,7 +289,7 @@ func (w *writerRun) process(ms []*mutation) {
 			continue
 		}
 		b := w.newBatch()
-		f := &flight{result: make(chan error, 1), taken: make([]*mutation, 0, 32), errs: make([]error, 0, 32)}
+		f := &flight{result: make(chan error, 1), taken: make([]*mutation, 0, w.sizeHint), errs: make([]error, 0, w.sizeHint)}
 		durable := !ms[0].lazy
 		for len(ms) > 0 && ms[0].exclusive == nil && ms[0].lazy != durable && !b.full(f) {
 			w.run(b, f, ms[0])
@@ -296,6 +299,7 @@ func (w *writerRun) process(ms []*mutation) {
 		if b.broken == nil && b.writes > 0 && (len(ms) == 0 || ms[0].lazy == durable) {
 			ms, inBadger = w.absorb(b, f, durable, ms)
 		}
+		w.sizeHint = len(f.taken) + 1
 		w.flightID++
 		f.id = w.flightID
 		if err := b.writeMeta(w.state); err != nil && b.broken == nil {
@@ -444,7 +448,7 @@ func (w *writerRun) newBatch() *batch {
 		pos:     w.state.pos,
 		horizon: w.state.horizon,
 		loading: w.state.loading,
-		local:   make(map[uint64]*Record, 32),
+		local:   make(map[uint64]*Record, w.sizeHint),
 		recent:  w.recent,
 	}
 }
