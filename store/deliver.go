@@ -150,6 +150,7 @@ func (j *Journal) Run(ctx context.Context, workers int, deliver DeliverFunc) err
 func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverFunc) {
 	rec, err := j.getWithSecret(d.seq)
 	var derr error
+	var covered []uint64 // delivered along with it (Options.StateBased)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		j.releaseDelivery(d, time.Time{})
@@ -164,6 +165,13 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 			return
 		}
 	default:
+		if j.opts.StateBased {
+			// Taken before the delivery reads the directory: only records
+			// committed by then are in the state it reads.
+			j.mu.Lock()
+			covered = j.idx.covered(d.seq)
+			j.mu.Unlock()
+		}
 		derr = callDeliver(ctx, deliver, rec)
 	}
 	if derr != nil && ctx.Err() != nil {
@@ -178,6 +186,21 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 			// Dropped (or otherwise settled) while it was being delivered.
 			b.effects = append(b.effects, effect{fn: func() { j.idx.release(d) }})
 			return nil
+		}
+		var along []*Record
+		if derr == nil {
+			// Read before anything is written: an error after a write would
+			// fail the whole batch.
+			for _, seq := range covered {
+				c, err := b.get(seq)
+				switch {
+				case errors.Is(err, ErrNotFound):
+				case err != nil:
+					return err
+				case c.State == StateCommitted:
+					along = append(along, c)
+				}
+			}
 		}
 		r := old.next()
 		r.Attempts++
@@ -199,7 +222,18 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 			}
 		}
 		b.effects = append(b.effects, effect{fn: func() { j.idx.release(d) }})
-		return b.putRecord(old, r, nil, nil)
+		if err := b.putRecord(old, r, nil, nil); err != nil {
+			return err
+		}
+		for _, c := range along {
+			n := c.next()
+			n.Attempts++ // the one delivery it shared
+			n.State, n.DeliveredAt, n.NextAttempt, n.LastError = StateDelivered, b.now, time.Time{}, ""
+			if err := b.putRecord(c, n, nil, nil); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	clear(secret)
 	if err != nil {

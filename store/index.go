@@ -31,8 +31,11 @@ type entry struct {
 	time     time.Time // the record's time, for the backlog's age
 	next     time.Time // next delivery attempt
 	inflight bool
-	inHeap   bool // on the ready heap, due at heapAt
-	heapAt   time.Time
+	// coverable: a modify without a secret, which a state-based delivery
+	// of an earlier record of its entry delivers too.
+	coverable bool
+	inHeap    bool // on the ready heap, due at heapAt
+	heapAt    time.Time
 }
 
 func newIndex() *index {
@@ -73,6 +76,7 @@ func (x *index) put(r *Record, tokens []string) {
 		touched = append(touched, e.tokens...)
 	}
 	e.state, e.time, e.next = r.State, r.Time, r.NextAttempt
+	e.coverable = r.Op == OpModify && r.SecretState == SecretNone && len(r.Secret) == 0
 	if !wasQueued || !sameTokens || !unfinished(r.State) {
 		e.tokens = tokens
 		if unfinished(r.State) {
@@ -207,6 +211,46 @@ func (x *index) release(d dispatched) {
 		x.consider(e)
 	}
 	x.considerHeads(d.tokens, d.seq)
+}
+
+// covered returns the records a state-based delivery of seq, in flight,
+// delivers too: those right behind it in each of its histories, committed
+// (so in the directory before the delivery reads it), coverable, and with
+// the same histories (no rename between). It stops at the first record
+// that is not, which keeps the order of everything after.
+func (x *index) covered(seq uint64) []uint64 {
+	h := x.recs[seq]
+	if h == nil || len(h.tokens) == 0 {
+		return nil
+	}
+	allowed := map[uint64]bool{seq: true}
+	var out []uint64
+	q := x.queues[h.tokens[0]]
+	i, ok := slices.BinarySearch(q, seq)
+	if !ok {
+		return nil
+	}
+	for _, s := range q[i+1:] {
+		e := x.recs[s]
+		if e == nil || e.state != StateCommitted || !e.coverable || e.inflight || !slices.Equal(e.tokens, h.tokens) {
+			break
+		}
+		// In every history, nothing but the delivery and records it covers
+		// may come before this one.
+		for _, t := range e.tokens {
+			for _, before := range x.queues[t] {
+				if before == s {
+					break
+				}
+				if !allowed[before] {
+					return out
+				}
+			}
+		}
+		allowed[s] = true
+		out = append(out, s)
+	}
+	return out
 }
 
 type readyItem struct {

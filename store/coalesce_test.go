@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// With StateBased, one successful delivery settles the committed modifies
+// queued right behind it for the same entry; a record with a secret, a
+// record of another kind of change, and anything after them are delivered
+// on their own, in order.
+func TestStateBasedDeliveryTakesAlongTheModifiesBehindIt(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.StateBased = true
+	j := openTest(t, dir, opts)
+	const a = "uid=a,ou=people,dc=example,dc=org"
+	const b = "uid=b,ou=people,dc=example,dc=org"
+	password := func(dn string) *Record {
+		r := accountRecord(dn)
+		r.Op, r.Changes, r.Secret = OpPassword, nil, []byte("n3w-pw")
+		return r
+	}
+	rename := func(dn string) *Record {
+		r := accountRecord(dn)
+		r.Op, r.NewDN, r.Changes = OpRename, "uid=a2,ou=people,dc=example,dc=org", nil
+		return r
+	}
+	seqs := []uint64{
+		mustPrepareCommit(t, j, accountRecord(a), "key-a"), // delivered
+		mustPrepareCommit(t, j, accountRecord(a), "key-a"), // taken along
+		mustPrepareCommit(t, j, accountRecord(a), "key-a"), // taken along
+		mustPrepareCommit(t, j, password(a), "key-a"),      // delivered: it carries a password
+		mustPrepareCommit(t, j, accountRecord(a), "key-a"), // taken along
+		mustPrepareCommit(t, j, rename(a), "key-a"),        // delivered: another history
+		mustPrepareCommit(t, j, accountRecord(b), "key-b"), // delivered
+	}
+	var mu sync.Mutex
+	var delivered []uint64
+	startRun(t, j, 1, func(_ context.Context, r *Record) error {
+		mu.Lock()
+		delivered = append(delivered, r.Seq)
+		mu.Unlock()
+		return nil
+	})
+	for _, seq := range seqs {
+		waitState(t, j, seq, StateDelivered)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(delivered)
+	want := []uint64{seqs[0], seqs[3], seqs[5], seqs[6]}
+	if !slices.Equal(delivered, want) {
+		t.Fatalf("deliveries made: %v, want %v (the others taken along)", delivered, want)
+	}
+}
+
+// A record still prepared holds the line: what is committed behind it is
+// not in the state a delivery before it reads, so it is not taken along.
+func TestStateBasedDeliveryStopsAtAPreparedRecord(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.StateBased = true
+	j := openTest(t, dir, opts)
+	ctx := context.Background()
+	const a = "uid=a,ou=people,dc=example,dc=org"
+	first := mustPrepareCommit(t, j, accountRecord(a), "key-a")
+	pending, err := j.Prepare(ctx, accountRecord(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := mustPrepareCommit(t, j, accountRecord(a), "key-a")
+	var mu sync.Mutex
+	var delivered []uint64
+	startRun(t, j, 1, func(_ context.Context, r *Record) error {
+		mu.Lock()
+		delivered = append(delivered, r.Seq)
+		mu.Unlock()
+		return nil
+	})
+	waitState(t, j, first, StateDelivered)
+	if r, err := j.Get(last); err != nil || r.State != StateCommitted {
+		t.Fatalf("record %d behind a prepared one: %v, %v; want it committed, waiting", last, r, err)
+	}
+	if err := j.Commit(ctx, pending, "key-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, j, last, StateDelivered)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []uint64{first, pending}; !slices.Equal(delivered, want) {
+		t.Fatalf("deliveries made: %v, want %v (the last record taken along by the second)", delivered, want)
+	}
+}
