@@ -6,6 +6,9 @@
 //
 //	go run ./integration/bench [-users 10000] [-duration 3s] [-rounds 3] [-clients 8] [-quick]
 //
+// -compare BINARY measures a second gateway binary as path gateway-b in the
+// same rounds, for an A/B of a change under the same machine load.
+//
 // Workloads:
 //   - search-N: N clients, each one bound connection searching for a random
 //     uid= after the previous answer (N = -clients, and 1);
@@ -49,6 +52,7 @@ type options struct {
 	rounds   int
 	clients  int
 	gateway  string
+	compare  string
 	paths    string
 	work     string
 	strict   bool
@@ -73,6 +77,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds; each measures every path and workload once")
 	flag.IntVar(&o.clients, "clients", 8, "concurrent clients of the concurrent workloads")
 	flag.StringVar(&o.gateway, "gateway", "bin/ldapgate", "gateway binary; built into a temporary folder if missing")
+	flag.StringVar(&o.compare, "compare", "", "a second gateway binary, measured as path gateway-b in the same rounds (A/B of a change)")
 	flag.StringVar(&o.paths, "paths", "direct,pipe,back-ldap,gateway", "paths to measure")
 	flag.StringVar(&o.work, "workloads", "", "workloads to run (default: all)")
 	flag.BoolVar(&quick, "quick", false, "1 s measurements, 1 round, unless -duration/-rounds/-warmup say otherwise (proves the bench runs)")
@@ -166,21 +171,32 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		defer proxy.Stop()
 		paths = append(paths, path{"back-ldap", strings.TrimPrefix(proxy.URL, "ldap://")})
 	}
+	gateways := map[string]string{}
 	if want("gateway") {
 		bin, err := gatewayBinary(o.gateway, tmp)
 		if err != nil {
 			return err
 		}
-		addr, stopGW, err := startChild(ctx, tmp, "gateway", func(addrFile string) *exec.Cmd {
+		gateways["gateway"] = bin
+	}
+	if o.compare != "" {
+		gateways["gateway-b"] = o.compare
+	}
+	for _, name := range []string{"gateway", "gateway-b"} {
+		bin, ok := gateways[name]
+		if !ok {
+			continue
+		}
+		addr, stopGW, err := startChild(ctx, tmp, name, func(addrFile string) *exec.Cmd {
 			return exec.Command(bin, "serve", "--listen", "ldap://127.0.0.1:0", "--upstream", dir.URL,
-				"--data-dir", filepath.Join(tmp, "gateway-data"), "--addr-file", addrFile,
+				"--data-dir", filepath.Join(tmp, name+"-data"), "--addr-file", addrFile,
 				"--log-level", "warn", "--max-bind-failures", "0")
 		})
 		if err != nil {
-			return fmt.Errorf("gateway: %w", err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		defer stopGW()
-		paths = append(paths, path{"gateway", addr})
+		paths = append(paths, path{name, addr})
 	}
 	if !want("direct") {
 		paths = paths[1:]
@@ -351,6 +367,9 @@ func report(out io.Writer, o options, paths []path, works []workload, results ma
 	}
 	if has("gateway") && has("back-ldap") {
 		ratios = append(ratios, ratio{"gateway", "back-ldap", 1.25})
+	}
+	if has("gateway") && has("gateway-b") {
+		ratios = append(ratios, ratio{"gateway-b", "gateway", 0})
 	}
 	if has("direct") {
 		for _, p := range paths[1:] {
