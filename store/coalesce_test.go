@@ -37,23 +37,15 @@ func TestStateBasedDeliveryTakesAlongTheModifiesBehindIt(t *testing.T) {
 		mustPrepareCommit(t, j, rename(a), "key-a"),        // delivered: another history
 		mustPrepareCommit(t, j, accountRecord(b), "key-b"), // delivered
 	}
-	var mu sync.Mutex
-	var delivered []uint64
-	startRun(t, j, 1, func(_ context.Context, r *Record) error {
-		mu.Lock()
-		delivered = append(delivered, r.Seq)
-		mu.Unlock()
-		return nil
-	})
+	delivered := runRecording(t, j)
 	for _, seq := range seqs {
 		waitState(t, j, seq, StateDelivered)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(delivered)
+	got := delivered()
+	slices.Sort(got)
 	want := []uint64{seqs[0], seqs[3], seqs[5], seqs[6]}
-	if !slices.Equal(delivered, want) {
-		t.Fatalf("deliveries made: %v, want %v (the others taken along)", delivered, want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("deliveries made: %v, want %v (the others taken along)", got, want)
 	}
 }
 
@@ -72,14 +64,7 @@ func TestStateBasedDeliveryStopsAtAPreparedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := mustPrepareCommit(t, j, accountRecord(a), "key-a")
-	var mu sync.Mutex
-	var delivered []uint64
-	startRun(t, j, 1, func(_ context.Context, r *Record) error {
-		mu.Lock()
-		delivered = append(delivered, r.Seq)
-		mu.Unlock()
-		return nil
-	})
+	delivered := runRecording(t, j)
 	waitState(t, j, first, StateDelivered)
 	if r, err := j.Get(last); err != nil || r.State != StateCommitted {
 		t.Fatalf("record %d behind a prepared one: %v, %v; want it committed, waiting", last, r, err)
@@ -88,9 +73,25 @@ func TestStateBasedDeliveryStopsAtAPreparedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, j, last, StateDelivered)
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []uint64{first, pending}; !slices.Equal(delivered, want) {
-		t.Fatalf("deliveries made: %v, want %v (the last record taken along by the second)", delivered, want)
+	if got, want := delivered(), []uint64{first, pending}; !slices.Equal(got, want) {
+		t.Fatalf("deliveries made: %v, want %v (the last record taken along by the second)", got, want)
+	}
+}
+
+// runRecording runs delivery with one worker and returns what lists the
+// records it was called for, in order.
+func runRecording(t *testing.T, j *Journal) func() []uint64 {
+	var mu sync.Mutex
+	var seqs []uint64
+	startRun(t, j, 1, func(_ context.Context, r *Record) error {
+		mu.Lock()
+		seqs = append(seqs, r.Seq)
+		mu.Unlock()
+		return nil
+	})
+	return func() []uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seqs)
 	}
 }
