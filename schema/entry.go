@@ -22,14 +22,14 @@ func (e Entry) Get(attr string) []string {
 	want := baseName(attr)
 	var binary []string
 	for name, values := range e.Attrs {
-		base, opts := splitOptions(name)
+		base, opts, hasOpts := strings.Cut(name, ";")
 		if !strings.EqualFold(base, want) {
 			continue
 		}
 		switch {
-		case len(opts) == 0:
+		case !hasOpts:
 			return values
-		case len(opts) == 1 && strings.EqualFold(opts[0], "binary"):
+		case strings.EqualFold(opts, "binary"):
 			binary = values
 		}
 	}
@@ -61,7 +61,7 @@ func splitOptions(desc string) (string, []string) {
 
 // baseName is the attribute type of a description, without options.
 func baseName(desc string) string {
-	base, _ := splitOptions(desc)
+	base, _, _ := strings.Cut(desc, ";")
 	return base
 }
 

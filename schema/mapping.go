@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -60,7 +62,18 @@ type Mapping struct {
 	name, groupName, mail, key, disabled         string   // canonical
 	members, passwords                           []string // canonical
 	contactByAttr                                map[string][]string
+	accountAttrs, groupAttrs                     []string // to request when reading
+
+	// canon remembers the canonical names of the attribute descriptions
+	// entries use (a few dozen), which every read of an entry to mirror
+	// asks for many times over; canonSize bounds it against a directory
+	// that sends ever new names.
+	canon     sync.Map // description -> canonical name
+	canonSize atomic.Int32
 }
+
+// maxCanonNames bounds Mapping.canon.
+const maxCanonNames = 4096
 
 // NewMapping applies the dialect's defaults to cfg, validates it and
 // prepares it for use.
@@ -97,10 +110,20 @@ func NewMapping(cfg Config) (*Mapping, error) {
 			m.contactByAttr[c] = append(m.contactByAttr[c], field)
 		}
 	}
+	m.accountAttrs, m.groupAttrs = m.accountAttributes(), m.groupAttributes()
 	return m, nil
 }
 
-func (m *Mapping) canonical(attr string) string { return canonicalName(m.aliases, attr) }
+func (m *Mapping) canonical(attr string) string {
+	if c, ok := m.canon.Load(attr); ok {
+		return c.(string)
+	}
+	c := canonicalName(m.aliases, attr)
+	if m.canonSize.Add(1) <= maxCanonNames {
+		m.canon.Store(attr, c)
+	}
+	return c
+}
 
 func (m *Mapping) canonicalAll(names []string) []string {
 	out := make([]string, len(names))
@@ -165,7 +188,12 @@ func (m *Mapping) ContactFieldsOf(attr string) []string {
 // AccountAttributes lists the attributes to request when reading an account
 // to mirror it. The key is operational in OpenLDAP, so it must be asked for
 // by name.
-func (m *Mapping) AccountAttributes() []string {
+func (m *Mapping) AccountAttributes() []string { return slices.Clone(m.accountAttrs) }
+
+// GroupAttributes lists the attributes to request when reading a group.
+func (m *Mapping) GroupAttributes() []string { return slices.Clone(m.groupAttrs) }
+
+func (m *Mapping) accountAttributes() []string {
 	attrs := []string{"objectClass", m.cfg.NameAttribute, m.cfg.KeyAttribute}
 	for _, f := range ContactFields {
 		if a := m.cfg.Contact[f]; a != "" {
@@ -179,8 +207,7 @@ func (m *Mapping) AccountAttributes() []string {
 	return dedupFold(attrs)
 }
 
-// GroupAttributes lists the attributes to request when reading a group.
-func (m *Mapping) GroupAttributes() []string {
+func (m *Mapping) groupAttributes() []string {
 	attrs := []string{"objectClass", m.cfg.GroupNameAttribute, m.cfg.KeyAttribute}
 	return dedupFold(append(attrs, m.cfg.MemberAttributes...))
 }
@@ -283,7 +310,7 @@ func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string)
 	want := m.canonical(attr)
 	var others []string
 	for name := range e.Attrs {
-		base, _ := splitOptions(name)
+		base := baseName(name)
 		if m.canonical(base) == want && !strings.EqualFold(base, attr) {
 			others = append(others, base)
 		}

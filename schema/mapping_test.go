@@ -536,3 +536,28 @@ func TestNameFollowsTheRDN(t *testing.T) {
 		t.Fatalf("group name %q, want team", got)
 	}
 }
+
+// BenchmarkAccountState maps an account read from the directory, as every
+// delivery does.
+func BenchmarkAccountState(b *testing.B) {
+	m, err := NewMapping(Config{Dialect: OpenLDAP, AccountBase: DNList{"ou=People,dc=example,dc=com"}, GroupBase: DNList{"ou=Groups,dc=example,dc=com"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := Entry{DN: "uid=john,ou=People,dc=example,dc=com", Attrs: map[string][]string{
+		"objectClass":     {"top", "inetOrgPerson"},
+		"uid":             {"john"},
+		"entryUUID":       {"4a6e1c4e-5d5c-103f-8f9a-bd4e6b3f5c11"},
+		"cn":              {"John Doe"},
+		"sn":              {"Doe"},
+		"mail":            {"john@example.com"},
+		"telephoneNumber": {"+1 555 0100"},
+		"userPassword":    {"{SSHA}aGFzaGVkcGFzc3dvcmRzYWx0"},
+	}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.AccountState(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
