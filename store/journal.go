@@ -13,18 +13,20 @@
 //
 // Durability: one goroutine writes the journal. It gathers every mutation
 // waiting at that moment into a single Badger transaction, so concurrent
-// writers share one fsync (group commit), and it builds the next batch while
-// Badger syncs the previous one, taking in what arrives until Badger is free. Prepare, Retry, Drop and a standby's
-// Apply return once their change is on disk (fsync). Commit, Abort, a
-// delivery's outcome and housekeeping return once Badger has the change (a
-// process crash loses none of them) and reach the disk with the next
-// durable batch: losing one to a power cut is harmless by design, since a
-// record still prepared is settled at start-up as after a crash, and a
-// delivery that was done again is state-based. Not syncing them on their
-// own spares the disk two of every three syncs. The writer numbers the changes in the order they
-// reach the disk. That numbering (the position) is the replication feed:
-// Feed streams every change from a position, Apply replays it on a
-// standby's journal, which then holds an exact copy.
+// writers share one fsync (group commit); while Badger writes and syncs one
+// batch, it builds the next and takes in what arrives until Badger is free.
+// Prepare, Retry, Drop and a standby's Apply return once their change is on
+// disk (fsync). Commit, Abort, a delivery's outcome and housekeeping return
+// once Badger has the change (a process crash loses none of them) and reach
+// the disk with the next durable batch (or, if Badger started a new
+// memtable in between, when it flushes the previous one to a table, soon
+// after): losing one to a power cut is harmless by design, since a record
+// still prepared is settled at start-up as after a crash, and a delivery
+// that was done again is state-based. Not syncing them on their own spares
+// the disk two of every three syncs. The writer numbers the changes in the
+// order they reach the disk. That numbering (the position) is the
+// replication feed: Feed streams every change from a position, Apply
+// replays it on a standby's journal, which then holds an exact copy.
 //
 // Secrets (passwords) are stored apart from the record, AES-256-GCM
 // encrypted with the key in Options.KeyFile, and deleted once delivered or
