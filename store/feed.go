@@ -76,6 +76,13 @@ func (j *Journal) Feed(ctx context.Context, after uint64, fn func(Event) error) 
 }
 
 func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (int, uint64, error) {
+	// Badger shows a batch's changes as soon as it has written them, before
+	// the batch is synced and settled. Only settled changes are sent, so a
+	// follower never holds a durable change (a Prepare) that its primary
+	// could still lose; lazy ones are settled once Badger has them.
+	j.mu.Lock()
+	settled := j.lastPos
+	j.mu.Unlock()
 	n := 0
 	err := j.db.View(func(txn *badger.Txn) error {
 		if _, err := txn.Get(metaLoading); err == nil {
@@ -97,7 +104,7 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
-		for it.Seek(numKey(prefixEvent, after+1)); it.ValidForPrefix(prefixEvent) && n < feedChunk; it.Next() {
+		for it.Seek(numKey(prefixEvent, after+1)); it.ValidForPrefix(prefixEvent) && n < feedChunk && keyNum(prefixEvent, it.Item().Key()) <= settled; it.Next() {
 			var ev Event
 			err := it.Item().Value(func(v []byte) error {
 				var err error

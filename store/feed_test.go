@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -336,5 +338,52 @@ func TestFeedEventsCarryNoPlaintext(t *testing.T) {
 	}
 	if len(got) != 3 || got[1].Type != EventLoad || got[1].Seq != seq || len(got[1].Secret) == 0 {
 		t.Fatalf("snapshot of one record with a secret: %+v", got)
+	}
+}
+
+// A change Badger has written but not yet synced is not fed: a follower
+// must not hold a change its primary could still lose.
+func TestFeedSendsOnlySettledChanges(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	written := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var hold atomic.Bool
+	o.beforeSync = func() {
+		if hold.Load() {
+			written <- struct{}{}
+			<-release
+		}
+	}
+	j := openTest(t, dir, o)
+	var once sync.Once
+	letGo := func() { once.Do(func() { hold.Store(false); close(release) }) }
+	t.Cleanup(letGo) // before the journal's Close, which waits for the batch
+	ctx := context.Background()
+	first := mustPrepareCommit(t, j, accountRecord("uid=a,dc=x"), "")
+	pos := j.Position()
+
+	hold.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := j.Prepare(ctx, accountRecord("uid=b,dc=x"))
+		done <- err
+	}()
+	<-written // the Prepare's batch is in Badger, not yet synced
+	var got []Event
+	n, _, err := j.feedOnce(pos-2, false, func(ev Event) error {
+		got = append(got, ev)
+		return nil
+	})
+	if err != nil || n != 2 || got[len(got)-1].Pos != pos {
+		t.Fatalf("feed while a batch waits for its sync: %d changes up to %+v, %v", n, got, err)
+	}
+	letGo()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	if n, _, err := j.feedOnce(pos, false, func(ev Event) error { got = append(got, ev); return nil }); err != nil || n != 1 || got[0].Seq == first {
+		t.Fatalf("feed once settled: %d changes %+v, %v", n, got, err)
 	}
 }

@@ -129,6 +129,9 @@ type Options struct {
 	// uncompressed turns off Badger's table compression, so that a test's
 	// search of the files for a plaintext cannot miss a compressed copy.
 	uncompressed bool
+	// beforeSync, when set, is called with each batch Badger has written,
+	// before it is synced: tests hold a batch there.
+	beforeSync func()
 }
 
 func (o Options) withDefaults() Options {

@@ -343,6 +343,9 @@ func (w *writerRun) process(ms []*mutation) {
 				// change is synced here, before the next batch enters
 				// Badger, so the sync covers it whole (and every lazy
 				// batch before it).
+				if j.opts.beforeSync != nil {
+					j.opts.beforeSync()
+				}
 				if err == nil && durable && !j.opts.NoSync {
 					err = j.db.Sync()
 				}
