@@ -59,6 +59,24 @@ const maxErrorBytes = 1024
 // have finished; a delivery cut short by the shutdown does not count as an
 // attempt.
 func (j *Journal) Run(ctx context.Context, workers int, deliver DeliverFunc) error {
+	return j.run(ctx, workers, deliver, nil)
+}
+
+// RunCovering is Run for a deliverer that brings the target to the entry's
+// state at the time it runs rather than replaying one record's changes (the
+// gateway's mirror reads the directory). A delivery that succeeds then also
+// settles, as delivered, the committed records queued right behind it for
+// the same entry that covers accepts: their changes were in the entry before
+// the delivery began, so it took them along, and a backlog drains in one
+// delivery per entry. Only modifies without a secret are offered to covers;
+// it must refuse a record whose delivery does more than bring the entry's
+// state (a side effect of that change itself). The first record refused,
+// and everything after it, waits for its own delivery, in order.
+func (j *Journal) RunCovering(ctx context.Context, workers int, deliver DeliverFunc, covers func(*Record) bool) error {
+	return j.run(ctx, workers, deliver, covers)
+}
+
+func (j *Journal) run(ctx context.Context, workers int, deliver DeliverFunc, covers func(*Record) bool) error {
 	if j.opts.Follower {
 		return ErrFollower
 	}
@@ -95,7 +113,7 @@ func (j *Journal) Run(ctx context.Context, workers int, deliver DeliverFunc) err
 		go func() {
 			defer func() { finished <- struct{}{} }()
 			for d := range work {
-				j.deliverOne(ctx, d, deliver)
+				j.deliverOne(ctx, d, deliver, covers)
 			}
 		}()
 	}
@@ -147,10 +165,10 @@ func (j *Journal) Run(ctx context.Context, workers int, deliver DeliverFunc) err
 	}
 }
 
-func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverFunc) {
+func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverFunc, covers func(*Record) bool) {
 	rec, err := j.getWithSecret(d.seq)
 	var derr error
-	var covered []uint64 // delivered along with it (Options.StateBased)
+	var covered []uint64 // delivered along with it (RunCovering)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		j.releaseDelivery(d, time.Time{})
@@ -165,12 +183,8 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 			return
 		}
 	default:
-		if j.opts.StateBased {
-			// Taken before the delivery reads the directory: only records
-			// committed by then are in the state it reads.
-			j.mu.Lock()
-			covered = j.idx.covered(d.seq)
-			j.mu.Unlock()
+		if covers != nil {
+			covered = j.coveredBy(d.seq, covers)
 		}
 		derr = callDeliver(ctx, deliver, rec)
 	}
@@ -248,6 +262,22 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 	default:
 		j.log.Warn("delivery failed", "seq", d.seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", errorText(derr, nil))
 	}
+}
+
+// coveredBy lists the records a delivery of seq takes along (RunCovering).
+// It is called before the delivery reads the entry: only records committed
+// by then are in the state it reads.
+func (j *Journal) coveredBy(seq uint64, covers func(*Record) bool) []uint64 {
+	j.mu.Lock()
+	candidates := j.idx.covered(seq)
+	j.mu.Unlock()
+	for i, c := range candidates {
+		r, err := j.Get(c)
+		if err != nil || !covers(r) {
+			return candidates[:i]
+		}
+	}
+	return candidates
 }
 
 // releaseDelivery ends a delivery that left no trace in the journal; a

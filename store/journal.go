@@ -109,14 +109,6 @@ type Options struct {
 	// HousekeepingInterval is how often the background purge and value-log
 	// garbage collection run (10m). Negative: never (callers run Housekeep).
 	HousekeepingInterval time.Duration
-	// StateBased says deliveries bring the target to the entry's state at
-	// the time they run rather than replaying one record's changes (the
-	// gateway's mirror reads the directory). A delivery that succeeds then
-	// also settles, as delivered, the committed records queued right behind
-	// it for the same entry that only modify it and carry no secret: their
-	// changes were in the directory before the delivery began, so it took
-	// them along, and a backlog drains in one delivery per entry.
-	StateBased bool
 	// Follower opens a standby's copy: it accepts only Apply.
 	Follower bool
 	// MustExist refuses to create a journal (or a key) that is not there.

@@ -189,10 +189,7 @@ func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
 		KeyFile:     journalKeyFile(cfg.DataDir),
 		MaxAttempts: cfg.Mirror.MaxAttempts,
 		Retention:   cfg.Mirror.Retention,
-		// The mirror delivers an entry's current state, read from the
-		// directory: one delivery serves the modifies queued behind it.
-		StateBased: true,
-		Logger:     log,
+		Logger:      log,
 	}
 }
 

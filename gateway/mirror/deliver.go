@@ -128,6 +128,20 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if e != nil && m.mapping().ClassifyEntry(*e) != kind {
 		e = nil // moved out of scope or no longer an account/group
 	}
+	previous, secret := rec.Name, string(rec.Secret)
+	replaced := e != nil && m.replaced(rec, *e)
+	if replaced {
+		// The record's entry is gone and another holds its DN (current):
+		// that one is mirrored under its own name, never renamed from the
+		// gone entry's account nor given the gone entry's new password, and
+		// the gone entry's account goes unless the newcomer has its name.
+		if rec.Name != "" && !strings.EqualFold(rec.Name, m.mapping().EntryName(*e, kind)) {
+			if err := m.remove(ctx, kind, rec.Name); err != nil {
+				return err
+			}
+		}
+		previous, secret = "", ""
+	}
 	if e == nil {
 		if rec.Name != "" {
 			if err := m.remove(ctx, kind, rec.Name); err != nil {
@@ -145,7 +159,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		return nil
 	}
 	if kind == schema.KindGroup {
-		return m.applyGroup(ctx, *e, rec.Name)
+		return m.applyGroup(ctx, *e, previous)
 	}
 	desired, err := m.mapping().AccountState(*e)
 	if err != nil {
@@ -153,7 +167,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	}
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
-	desired.InitialPassword, desired.Password = desired.Password, string(rec.Secret)
+	desired.InitialPassword, desired.Password = desired.Password, secret
 	held := false
 	if desired.Disabled {
 		// Axigen's CLI has no documented switch to disable an account, so a
@@ -172,10 +186,10 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 			desired.Password = pw
 		}
 	}
-	if _, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, rec.Name); err != nil {
+	if _, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, previous); err != nil {
 		return classify(err)
 	}
-	if m.touchesAddress(rec) {
+	if m.touchesAddress(rec) || replaced {
 		if err := m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, e.DN); err != nil {
 			return err
 		}
@@ -220,6 +234,16 @@ func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string,
 		dn = rec.NewDN
 	}
 	return m.cfg.Directory.Read(ctx, dn, attrs)
+}
+
+// replaced reports whether e, read for rec, is another entry than rec's:
+// found at rec's DN after its key found nothing (current).
+func (m *Mirror) replaced(rec *store.Record, e schema.Entry) bool {
+	if rec.EntryKey == "" {
+		return false
+	}
+	key, err := m.entryKey(e)
+	return err == nil && key != "" && !strings.EqualFold(key, rec.EntryKey)
 }
 
 func (m *Mirror) remove(ctx context.Context, kind schema.Kind, name string) error {

@@ -539,7 +539,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 	if m.cfg.Journal == nil {
 		return errors.New("mirror: no journal to deliver from")
 	}
-	return m.cfg.Journal.Run(ctx, m.cfg.Workers, func(ctx context.Context, rec *store.Record) error {
+	return m.cfg.Journal.RunCovering(ctx, m.cfg.Workers, func(ctx context.Context, rec *store.Record) error {
 		start := time.Now()
 		err := m.deliver(ctx, rec)
 		if m.cfg.OnDelivery != nil {
@@ -554,7 +554,15 @@ func (m *Mirror) Run(ctx context.Context) error {
 				"ms", time.Since(start).Milliseconds())
 		}
 		return err
-	})
+	}, m.covered)
+}
+
+// covered reports whether delivering an earlier record of the same entry
+// delivers this modify too (store.Journal.RunCovering): delivery applies the
+// entry's state, except for what a change does by itself — disabling the
+// account scrambles its password, a new address refreshes its groups.
+func (m *Mirror) covered(rec *store.Record) bool {
+	return rec.Op == store.OpModify && len(rec.Secret) == 0 && !m.touchesDisabled(rec) && !m.touchesAddress(rec)
 }
 
 // changedAttributes lists the attributes a record changes, for the audit log.

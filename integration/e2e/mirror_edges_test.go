@@ -182,3 +182,36 @@ func TestMirrorEntryReplacedBehindTheGateway(t *testing.T) {
 	// (Its groups lost bob straight at the directory too: that is not the
 	// gateway's to see, so Axigen's groups are not compared here.)
 }
+
+// A record still waiting for Axigen whose entry is deleted and whose DN is
+// taken by a different person (CN reuse) is not delivered to the newcomer:
+// the gone entry's account is removed, the newcomer gets an account of its
+// own name, and the gone entry's new password reaches neither.
+func TestMirrorDNTakenByAnotherEntryWhileQueued(t *testing.T) {
+	const dn = "cn=Carl Jones," + mirrorAccountBase
+	e := newMirrorEnv(t, mirrorOptions{
+		LDIF: []string{"dn: " + dn + "\nobjectClass: inetOrgPerson\ncn: Carl Jones\nuid: carl1\nsn: Jones\nmail: carl1@example.com\nuserPassword: carl1-pw\n"},
+	})
+	e.waitAccount("carl1", "seeded", func(_ axigensim.AccountState, ok bool) bool { return ok })
+	if err := e.sim.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	e.asAdmin("", "ldappasswd", "-s", "carl1-new-pw", dn)
+	e.asAdmin("", "ldapdelete", dn)
+	// No password of its own: nothing later in the queue sets one.
+	e.asAdmin("dn: "+dn+"\nobjectClass: inetOrgPerson\ncn: Carl Jones\nuid: carl2\nsn: Jones-Two\nmail: carl2@example.com\n", "ldapadd")
+	if err := e.sim.SetDown(false); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(30*time.Second, false)
+	if a, ok := e.sim.Account(mirrorDomain, "carl1"); ok {
+		t.Errorf("the deleted entry's account carl1 is still there: %+v", a)
+	}
+	e.waitAccount("carl2", "the newcomer's own account", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["lastName"] == "Jones-Two"
+	})
+	if a, _ := e.sim.Account(mirrorDomain, "carl2"); a.Password == "carl1-new-pw" || a.Password == "carl1-pw" {
+		t.Errorf("the newcomer carl2 got the gone entry's password %q", a.Password)
+	}
+	e.waitMirrored(10*time.Second, false)
+}
