@@ -84,6 +84,7 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 	settled := j.lastPos
 	j.mu.Unlock()
 	n := 0
+	wantSnapshot := false
 	err := j.db.View(func(txn *badger.Txn) error {
 		if _, err := txn.Get(metaLoading); err == nil {
 			return nil // a follower mid-snapshot has nothing to pass on yet
@@ -98,9 +99,8 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 		// A follower behind the change log's horizon (even one that fell
 		// behind while following) catches up with a snapshot.
 		if (mayReset && after == 0) || after+1 < horizon {
-			var err error
-			n, after, err = j.snapshot(txn, fn)
-			return err
+			wantSnapshot = true
+			return nil
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
@@ -118,9 +118,8 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 				// A hole is left only by a failed write; a snapshot gets
 				// the follower past it.
 				j.log.Warn("change log has a hole: sending a snapshot", "after", after, "next", ev.Pos)
-				var err error
-				n, after, err = j.snapshot(txn, fn)
-				return err
+				wantSnapshot = true
+				return nil
 			}
 			if err := attachSecret(txn, &ev); err != nil {
 				return err
@@ -133,7 +132,28 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 		}
 		return nil
 	})
-	return n, after, err
+	if err != nil || !wantSnapshot {
+		return n, after, err
+	}
+	// The snapshot's transaction sees no batch that is written but not yet
+	// synced: it is opened on the writer, between batches.
+	txn, err := j.settledView()
+	if err != nil {
+		return n, after, err
+	}
+	defer txn.Discard()
+	return j.snapshot(txn, fn)
+}
+
+// settledView opens a read transaction that holds only settled changes:
+// the writer opens it once every batch handed to Badger is settled.
+func (j *Journal) settledView() (*badger.Txn, error) {
+	var txn *badger.Txn
+	err := j.enqueue(context.Background(), &mutation{
+		exclusive: func() error { txn = j.db.NewTransaction(false); return nil },
+		done:      make(chan error, 1),
+	})
+	return txn, err
 }
 
 func attachSecret(txn *badger.Txn, ev *Event) error {
