@@ -21,6 +21,9 @@ type entryCache struct {
 
 	mu      sync.Mutex
 	entries map[string]cachedEntry // by normalised DN
+	// held keeps DNs out of the cache until a time: a write to them went
+	// unanswered, so the directory may apply it at any moment.
+	held map[string]time.Time
 	// gen counts forgets: a read begun before one must not be stored, since
 	// it may have seen the entry before the forgotten write changed it.
 	gen uint64
@@ -32,7 +35,7 @@ type cachedEntry struct {
 }
 
 func newEntryCache(ttl time.Duration, limit int) *entryCache {
-	return &entryCache{ttl: ttl, limit: limit, entries: map[string]cachedEntry{}}
+	return &entryCache{ttl: ttl, limit: limit, entries: map[string]cachedEntry{}, held: map[string]time.Time{}}
 }
 
 // get returns a fresh cached entry, or nil and the generation a read made
@@ -62,6 +65,12 @@ func (c *entryCache) put(dn string, e *schema.Entry, gen uint64, now time.Time) 
 	if gen != c.gen {
 		return
 	}
+	if until, ok := c.held[dn]; ok {
+		if now.Before(until) {
+			return
+		}
+		delete(c.held, dn)
+	}
 	if len(c.entries) >= c.limit {
 		c.evictLocked(now)
 	}
@@ -90,6 +99,24 @@ func (c *entryCache) forget(dns ...string) {
 	for _, dn := range dns {
 		if dn != "" {
 			delete(c.entries, dn)
+		}
+	}
+}
+
+// hold forgets the DNs and keeps them out of the cache for one TTL from now.
+func (c *entryCache) hold(now time.Time, dns ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for dn, until := range c.held {
+		if !now.Before(until) {
+			delete(c.held, dn)
+		}
+	}
+	for _, dn := range dns {
+		if dn != "" {
+			delete(c.entries, dn)
+			c.held[dn] = now.Add(c.ttl)
 		}
 	}
 }

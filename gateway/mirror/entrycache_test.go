@@ -50,6 +50,25 @@ func TestEntryCache(t *testing.T) {
 			t.Fatal("entry served after forgetAll")
 		}
 	})
+	t.Run("a held DN is not stored until its hold ends", func(t *testing.T) {
+		c := newEntryCache(10*time.Second, 10)
+		_, gen := c.get(dn, t0)
+		c.put(dn, entry, gen, t0)
+		c.hold(t0, dn)
+		if got, _ := c.get(dn, t0); got != nil {
+			t.Fatal("held entry served")
+		}
+		_, gen = c.get(dn, t0.Add(9*time.Second))
+		c.put(dn, entry, gen, t0.Add(9*time.Second))
+		if got, _ := c.get(dn, t0.Add(9*time.Second)); got != nil {
+			t.Fatal("entry stored while held")
+		}
+		_, gen = c.get(dn, t0.Add(10*time.Second))
+		c.put(dn, entry, gen, t0.Add(10*time.Second))
+		if got, _ := c.get(dn, t0.Add(10*time.Second)); got != entry {
+			t.Fatal("entry not stored once the hold ended")
+		}
+	})
 	t.Run("the cache stays within its limit", func(t *testing.T) {
 		c := newEntryCache(10*time.Second, 3)
 		for i, name := range []string{"a", "b", "c", "d", "e"} {

@@ -197,7 +197,15 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	var forget gateway.Completion
 	if dns := m.identityChange(req, target, newDN); dns != nil {
 		m.entries.forget(dns...)
-		forget = func(context.Context, gateway.Result) { m.entries.forget(dns...) }
+		forget = func(_ context.Context, res gateway.Result) {
+			if res.Unanswered {
+				// The directory may still apply it: keep those entries out
+				// of the cache as long as one read could stay in it.
+				m.entries.hold(time.Now(), dns...)
+				return
+			}
+			m.entries.forget(dns...)
+		}
 	}
 	if m.pol().AxigenBindDN != "" && s.BoundDN != "" && schema.EqualDN(s.BoundDN, m.pol().AxigenBindDN) {
 		return forget, nil // Axigen's own writes: never mirrored back
