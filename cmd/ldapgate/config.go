@@ -61,6 +61,7 @@ type LimitsConfig struct {
 	MaxMessageSize      int           `yaml:"maxMessageSize"`
 	MaxConnections      int           `yaml:"maxConnections"`
 	MaxOpsPerConnection int           `yaml:"maxOpsPerConnection"`
+	EarlyDials          int           `yaml:"earlyDials"`
 	IdleTimeout         time.Duration `yaml:"idleTimeout"`
 	DialTimeout         time.Duration `yaml:"dialTimeout"`
 	OpTimeout           time.Duration `yaml:"opTimeout"`
@@ -82,6 +83,7 @@ func defaultConfig() Config {
 			MaxMessageSize:      gateway.DefaultMaxMessageSize,
 			MaxConnections:      gateway.DefaultMaxConnections,
 			MaxOpsPerConnection: gateway.DefaultMaxOpsPerConn,
+			EarlyDials:          gateway.DefaultEarlyDials,
 			IdleTimeout:         15 * time.Minute,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
@@ -169,6 +171,8 @@ func serveSettings() []setting {
 			func(c *Config) *int { return &c.Limits.MaxConnections }),
 		intSetting("max-ops-per-conn", "MAX_OPS_PER_CONN", "most outstanding operations on one connection; further requests wait (file: limits.maxOpsPerConnection)",
 			func(c *Config) *int { return &c.Limits.MaxOpsPerConnection }),
+		intSetting("early-dials", "EARLY_DIALS", "upstream connections opened as clients connect, before their first request, at most this many at once over all clients (unused ones close after 1 s); 0 dials at the first request (file: limits.earlyDials)",
+			func(c *Config) *int { return &c.Limits.EarlyDials }),
 		durationSetting("idle-timeout", "IDLE_TIMEOUT", "close client sessions silent this long with nothing outstanding; 0 never (file: limits.idleTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.IdleTimeout }),
 		durationSetting("dial-timeout", "DIAL_TIMEOUT", "time to connect (and TLS) to an upstream (file: limits.dialTimeout)",
@@ -255,6 +259,8 @@ func (cfg *Config) validate() error {
 		return bad("limits.maxConnections (--max-connections)", "must be at least 1")
 	case l.MaxOpsPerConnection < 1:
 		return bad("limits.maxOpsPerConnection (--max-ops-per-conn)", "must be at least 1")
+	case l.EarlyDials < 0:
+		return bad("limits.earlyDials (--early-dials)", "must not be negative")
 	case l.IdleTimeout < 0:
 		return bad("limits.idleTimeout (--idle-timeout)", "must not be negative")
 	case l.DialTimeout <= 0:

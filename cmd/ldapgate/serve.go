@@ -179,6 +179,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
 		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
+		EarlyDials:              earlyDials(cfg.Limits.EarlyDials),
 		IdleTimeout:             cfg.Limits.IdleTimeout,
 		OpTimeout:               cfg.Limits.OpTimeout,
 		MaxBindFailures:         cfg.Limits.MaxBindFailures,
@@ -378,4 +379,12 @@ func scheduledResync(ctx context.Context, m *mirror.Mirror, interval time.Durati
 		log.Info("scheduled resync", "accounts", rep.Accounts, "groups", rep.Groups, "changed", rep.Changed,
 			"failed", len(rep.Failed), "extraAccounts", len(rep.ExtraAccounts), "took", time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// earlyDials turns the setting (0: off) into gateway.Config's (negative: off).
+func earlyDials(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
