@@ -58,7 +58,7 @@ type AxigenConfig struct {
 
 func defaultMirrorConfig() MirrorConfig {
 	return MirrorConfig{
-		Axigen:      AxigenConfig{User: "admin", Sessions: 4},
+		Axigen:      AxigenConfig{User: "admin", Sessions: 8},
 		Schema:      schema.Config{Dialect: schema.OpenLDAP},
 		Workers:     8,
 		MaxAttempts: 25,
