@@ -275,34 +275,12 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 
 	// The change log mixes both encodings; a follower replays it whole.
 	dst := openFollower(t, j)
-	var evs []Event
-	fctx, cancel := context.WithCancel(ctx)
-	err = j.Feed(fctx, 0, func(ev Event) error {
-		evs = append(evs, ev)
-		if ev.Type == EventReady {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	evs := feedUntil(t, j, 0, func(ev Event) bool { return ev.Type == EventReady })
 	if err := dst.ApplyAll(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	var log []Event
-	fctx, cancel = context.WithCancel(ctx)
-	err = j.Feed(fctx, 1, func(ev Event) error {
-		log = append(log, ev)
-		if ev.Pos == j.Position() {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
-	if err != nil || len(log) != int(j.Position()-1) {
-		t.Fatalf("change log from position 2: %d changes, %v", len(log), err)
+	if log := feedUntil(t, j, 1, func(ev Event) bool { return ev.Pos == j.Position() }); len(log) != int(j.Position()-1) {
+		t.Fatalf("change log from position 2: %d changes", len(log))
 	}
 	assertSameJournal(t, j, dst)
 	if _, err := j.Housekeep(ctx); err != nil {

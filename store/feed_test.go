@@ -344,26 +344,12 @@ func TestFeedEventsCarryNoPlaintext(t *testing.T) {
 // A change Badger has written but not yet synced is not fed: a follower
 // must not hold a change its primary could still lose.
 func TestFeedSendsOnlySettledChanges(t *testing.T) {
-	dir := t.TempDir()
-	o := testOptions(dir)
-	written := make(chan struct{}, 16)
-	release := make(chan struct{})
-	var hold atomic.Bool
-	o.beforeSync = func() {
-		if hold.Load() {
-			written <- struct{}{}
-			<-release
-		}
-	}
-	j := openTest(t, dir, o)
-	var once sync.Once
-	letGo := func() { once.Do(func() { hold.Store(false); close(release) }) }
-	t.Cleanup(letGo) // before the journal's Close, which waits for the batch
+	j, hold, written, letGo := heldJournal(t)
 	ctx := context.Background()
 	first := mustPrepareCommit(t, j, accountRecord("uid=a,dc=x"), "")
 	pos := j.Position()
 
-	hold.Store(true)
+	hold()
 	done := make(chan error, 1)
 	go func() {
 		_, err := j.Prepare(ctx, accountRecord("uid=b,dc=x"))
@@ -391,25 +377,11 @@ func TestFeedSendsOnlySettledChanges(t *testing.T) {
 // A snapshot, too, holds only settled changes: one asked for while a batch
 // waits for its sync is taken once the batch is settled, never before.
 func TestFeedSnapshotHoldsOnlySettledChanges(t *testing.T) {
-	dir := t.TempDir()
-	o := testOptions(dir)
-	written := make(chan struct{}, 16)
-	release := make(chan struct{})
-	var hold atomic.Bool
-	o.beforeSync = func() {
-		if hold.Load() {
-			written <- struct{}{}
-			<-release
-		}
-	}
-	j := openTest(t, dir, o)
-	var once sync.Once
-	letGo := func() { once.Do(func() { hold.Store(false); close(release) }) }
-	t.Cleanup(letGo)
+	j, hold, written, letGo := heldJournal(t)
 	ctx := context.Background()
 	mustPrepareCommit(t, j, accountRecord("uid=a,dc=x"), "")
 
-	hold.Store(true)
+	hold()
 	prepared := make(chan error, 1)
 	go func() {
 		_, err := j.Prepare(ctx, accountRecord("uid=b,dc=x"))
@@ -452,4 +424,27 @@ func TestFeedSnapshotHoldsOnlySettledChanges(t *testing.T) {
 	if n != 4 { // Reset, two Loads, Ready
 		t.Errorf("snapshot of %d events, want 4", n)
 	}
+}
+
+// heldJournal opens a journal whose batches, once hold is called, stop
+// between Badger's write and their sync (each announced on written) until
+// letGo.
+func heldJournal(t *testing.T) (j *Journal, hold func(), written <-chan struct{}, letGo func()) {
+	t.Helper()
+	dir := t.TempDir()
+	o := testOptions(dir)
+	w := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var holding atomic.Bool
+	o.beforeSync = func() {
+		if holding.Load() {
+			w <- struct{}{}
+			<-release
+		}
+	}
+	j = openTest(t, dir, o)
+	var once sync.Once
+	letGo = func() { once.Do(func() { holding.Store(false); close(release) }) }
+	t.Cleanup(letGo) // before the journal's Close, which waits for the batch
+	return j, func() { holding.Store(true) }, w, letGo
 }

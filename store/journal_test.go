@@ -314,19 +314,7 @@ func TestConcurrentWritersShareBatchesAndKeepEveryGuarantee(t *testing.T) {
 	}
 	waitFor(t, "the follower to catch up", 30*time.Second, func() bool { return dst.Position() == src.Position() })
 	assertSameJournal(t, src, dst)
-	var log []Event
-	fctx, cancel := context.WithCancel(ctx)
-	err := src.Feed(fctx, 1, func(ev Event) error {
-		log = append(log, ev)
-		if ev.Pos == src.Position() {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := feedUntil(t, src, 1, func(ev Event) bool { return ev.Pos == src.Position() })
 	for i, ev := range log {
 		if ev.Pos != uint64(i)+2 {
 			t.Fatalf("change log: position %d at index %d", ev.Pos, i)

@@ -29,19 +29,7 @@ func TestApplyAllBatchEqualsSource(t *testing.T) {
 			}
 		}
 	}
-	var evs []Event
-	fctx, cancel := context.WithCancel(ctx)
-	err := src.Feed(fctx, 0, func(ev Event) error {
-		evs = append(evs, ev)
-		if ev.Type == EventReady {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	evs := feedUntil(t, src, 0, func(ev Event) bool { return ev.Type == EventReady })
 	dst := openFollower(t, src)
 	if err := dst.ApplyAll(ctx, evs); err != nil {
 		t.Fatalf("apply the snapshot: %v", err)
@@ -51,19 +39,7 @@ func TestApplyAllBatchEqualsSource(t *testing.T) {
 	for i := range 5 {
 		mustPrepareCommit(t, src, accountRecord("uid=late"+string(rune('a'+i))+",ou=people,dc=example,dc=org"), "")
 	}
-	evs = evs[:0]
-	fctx, cancel = context.WithCancel(ctx)
-	err = src.Feed(fctx, before-1, func(ev Event) error {
-		evs = append(evs, ev)
-		if ev.Pos == src.Position() {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	evs = feedUntil(t, src, before-1, func(ev Event) bool { return ev.Pos == src.Position() })
 	if err := dst.ApplyAll(ctx, evs); err != nil {
 		t.Fatalf("apply a batch with overlap: %v", err)
 	}
@@ -75,16 +51,7 @@ func TestApplyAllBatchEqualsSource(t *testing.T) {
 	// A gap: the change after it fails too, and the copy stays as it was.
 	mustPrepareCommit(t, src, accountRecord("uid=gap,ou=people,dc=example,dc=org"), "")
 	mustPrepareCommit(t, src, accountRecord("uid=gap2,ou=people,dc=example,dc=org"), "")
-	var tail []Event
-	fctx, cancel = context.WithCancel(ctx)
-	_ = src.Feed(fctx, dst.Position(), func(ev Event) error {
-		tail = append(tail, ev)
-		if ev.Pos == src.Position() {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
+	tail := feedUntil(t, src, dst.Position(), func(ev Event) bool { return ev.Pos == src.Position() })
 	pos := dst.Position()
 	if err := dst.ApplyAll(ctx, tail[1:]); err == nil {
 		t.Fatal("a batch that does not follow the copy was applied")
