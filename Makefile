@@ -50,7 +50,7 @@ demo: deps build
 	./$(BIN) demo $(if $(AD),--ad)
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./integration/axigen/...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./schema/... ./integration/axigen/...
 	$(GO) run ./integration/bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench MirrorModify -benchtime 1x -timeout 10m ./integration/e2e/
 
