@@ -106,3 +106,27 @@ func runRecording(t *testing.T, j *Journal, covers func(*Record) bool) func() []
 		return slices.Clone(seqs)
 	}
 }
+
+// A long backlog of one entry drains in bounded runs: each delivery takes
+// along at most maxCovered records, so its transaction stays small.
+func TestCoveringDeliveryTakesAlongABoundedRun(t *testing.T) {
+	j, _ := newTestJournal(t)
+	const a = "uid=a,ou=people,dc=example,dc=org"
+	n := 2*maxCovered + 10
+	seqs := make([]uint64, n)
+	for i := range seqs {
+		seqs[i] = mustPrepareCommit(t, j, accountRecord(a), "key-a")
+	}
+	delivered := runRecording(t, j, func(*Record) bool { return true })
+	waitState(t, j, seqs[n-1], StateDelivered)
+	got := delivered()
+	want := []uint64{seqs[0], seqs[maxCovered+1], seqs[2*maxCovered+2]}
+	if !slices.Equal(got, want) {
+		t.Fatalf("deliveries made: %v, want %v", got, want)
+	}
+	for _, seq := range seqs {
+		if r, err := j.Get(seq); err != nil || r.State != StateDelivered {
+			t.Fatalf("record %d: %v, %v", seq, r, err)
+		}
+	}
+}

@@ -264,12 +264,18 @@ func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverF
 	}
 }
 
+// maxCovered bounds the records one delivery settles along with its own.
+const maxCovered = 128
+
 // coveredBy lists the records a delivery of seq takes along (RunCovering).
 // It is called before the delivery reads the entry: only records committed
 // by then are in the state it reads.
 func (j *Journal) coveredBy(seq uint64, covers func(*Record) bool) []uint64 {
+	// The delivery's outcome and theirs are written in one transaction,
+	// which must stay well inside Badger's limit: a long backlog of one
+	// entry drains a bounded run per delivery.
 	j.mu.Lock()
-	candidates := j.idx.covered(seq)
+	candidates := j.idx.covered(seq, maxCovered)
 	j.mu.Unlock()
 	for i, c := range candidates {
 		r, err := j.Get(c)

@@ -213,41 +213,43 @@ func (x *index) release(d dispatched) {
 	x.considerHeads(d.tokens, d.seq)
 }
 
-// covered returns the records a state-based delivery of seq, in flight,
-// delivers too: those right behind it in each of its histories, committed
-// (so in the directory before the delivery reads it), coverable, and with
-// the same histories (no rename between). It stops at the first record
-// that is not, which keeps the order of everything after.
-func (x *index) covered(seq uint64) []uint64 {
+// covered returns up to limit records a state-based delivery of seq, in
+// flight, delivers too: those right behind it in each of its histories,
+// committed (so in the directory before the delivery reads it), coverable,
+// and with the same histories (no rename between). It stops at the first
+// record that is not, which keeps the order of everything after.
+func (x *index) covered(seq uint64, limit int) []uint64 {
 	h := x.recs[seq]
 	if h == nil || len(h.tokens) == 0 {
 		return nil
 	}
-	allowed := map[uint64]bool{seq: true}
-	var out []uint64
-	q := x.queues[h.tokens[0]]
-	i, ok := slices.BinarySearch(q, seq)
-	if !ok {
-		return nil
+	// A delivery in flight heads each of its histories; next[k] is where
+	// the record after it and those it covers stands in history k.
+	next := make([]int, len(h.tokens))
+	for k, t := range h.tokens {
+		if q := x.queues[t]; len(q) == 0 || q[0] != seq {
+			return nil
+		}
+		next[k] = 1
 	}
-	for _, s := range q[i+1:] {
+	var out []uint64
+	q0 := x.queues[h.tokens[0]]
+	for len(out) < limit && next[0] < len(q0) {
+		s := q0[next[0]]
 		e := x.recs[s]
 		if e == nil || e.state != StateCommitted || !e.coverable || e.inflight || !slices.Equal(e.tokens, h.tokens) {
 			break
 		}
-		// In every history, nothing but the delivery and records it covers
-		// may come before this one.
-		for _, t := range e.tokens {
-			for _, before := range x.queues[t] {
-				if before == s {
-					break
-				}
-				if !allowed[before] {
-					return out
-				}
+		// In every history nothing but the delivery and the records it
+		// covers may come before this one.
+		for k, t := range h.tokens {
+			if q := x.queues[t]; next[k] >= len(q) || q[next[k]] != s {
+				return out
 			}
 		}
-		allowed[s] = true
+		for k := range next {
+			next[k]++
+		}
 		out = append(out, s)
 	}
 	return out
