@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ldapgate/ldapgate/integration/proccpu"
 	"github.com/ldapgate/ldapgate/integration/slapd"
 )
 
@@ -109,6 +110,7 @@ func main() {
 type path struct {
 	name string
 	addr string // host:port of an ldap:// endpoint
+	pid  int    // the proxy's process; 0 for direct
 }
 
 type workload struct {
@@ -150,10 +152,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer dir.Stop()
 	upstream := strings.TrimPrefix(dir.URL, "ldap://")
-	paths := []path{{"direct", upstream}}
+	paths := []path{{"direct", upstream, 0}}
 
 	if want("pipe") {
-		addr, stopPipe, err := startChild(ctx, tmp, "pipe", func(addrFile string) *exec.Cmd {
+		addr, pid, stopPipe, err := startChild(ctx, tmp, "pipe", func(addrFile string) *exec.Cmd {
 			self, _ := os.Executable()
 			return exec.Command(self, "pipe", upstream, addrFile)
 		})
@@ -161,7 +163,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("byte pipe: %w", err)
 		}
 		defer stopPipe()
-		paths = append(paths, path{"pipe", addr})
+		paths = append(paths, path{"pipe", addr, pid})
 	}
 	if want("back-ldap") {
 		proxy, err := slapd.Start(ctx, slapd.Options{ProxyTo: dir.URL})
@@ -169,7 +171,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("back-ldap proxy: %w", err)
 		}
 		defer proxy.Stop()
-		paths = append(paths, path{"back-ldap", strings.TrimPrefix(proxy.URL, "ldap://")})
+		paths = append(paths, path{"back-ldap", strings.TrimPrefix(proxy.URL, "ldap://"), proxy.PID()})
 	}
 	gateways := map[string]string{}
 	if want("gateway") {
@@ -187,7 +189,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if !ok {
 			continue
 		}
-		addr, stopGW, err := startChild(ctx, tmp, name, func(addrFile string) *exec.Cmd {
+		addr, pid, stopGW, err := startChild(ctx, tmp, name, func(addrFile string) *exec.Cmd {
 			return exec.Command(bin, "serve", "--listen", "ldap://127.0.0.1:0", "--upstream", dir.URL,
 				"--data-dir", filepath.Join(tmp, name+"-data"), "--addr-file", addrFile,
 				"--log-level", "warn", "--max-bind-failures", "0")
@@ -196,7 +198,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		defer stopGW()
-		paths = append(paths, path{name, addr})
+		paths = append(paths, path{name, addr, pid})
 	}
 	if !want("direct") {
 		paths = paths[1:]
@@ -214,24 +216,36 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	results := map[string]map[string][]float64{} // workload -> path -> ops/s per round
+	cpu := map[string]map[string]*cpuUse{}       // workload -> path -> CPU over the rounds
 	for r := range o.rounds {
 		for wi, w := range works {
 			if results[w.name] == nil {
 				results[w.name] = map[string][]float64{}
+				cpu[w.name] = map[string]*cpuUse{}
 			}
 			// Rotate the order of the paths every round and workload.
 			for k := range paths {
 				p := paths[(k+r+wi)%len(paths)]
+				pids := []int{dir.PID(), p.pid, os.Getpid()}
+				before := proccpu.Take(pids...)
 				res, err := measure(ctx, p, w, o.duration, o.users)
 				if err != nil {
 					return fmt.Errorf("round %d, %s via %s: %w", r+1, w.name, p.name, err)
 				}
+				u := cpu[w.name][p.name]
+				if u == nil {
+					u = &cpuUse{}
+					cpu[w.name][p.name] = u
+				}
+				u.used = u.used.Add(proccpu.Take(pids...).Since(before))
+				u.ops += res * o.duration.Seconds()
 				log.Info("measured", "round", r+1, "workload", w.name, "path", p.name, "ops/s", int(res))
 				results[w.name][p.name] = append(results[w.name][p.name], res)
 			}
 		}
 	}
 	missed := report(out, o, paths, works, results)
+	reportCPU(out, paths, works, cpu)
 	if missed && o.strict {
 		return errTargetMissed
 	}
@@ -402,6 +416,41 @@ func report(out io.Writer, o options, paths []path, works []workload, results ma
 	return missed
 }
 
+// cpuUse is the CPU time the directory, the proxy and the clients used
+// over the rounds of one workload and path, and the operations made.
+type cpuUse struct {
+	used proccpu.Sample
+	ops  float64
+}
+
+// reportCPU prints the CPU time each operation cost the directory, the
+// proxy and the clients: on two cores shared by all three, throughput is
+// bound by their sum.
+func reportCPU(out io.Writer, paths []path, works []workload, cpu map[string]map[string]*cpuUse) {
+	fmt.Fprintf(out, "\nCPU per operation in µs: directory + proxy + clients = total\n%-10s", "workload")
+	for _, p := range paths {
+		fmt.Fprintf(out, " %22s", p.name)
+	}
+	fmt.Fprintln(out)
+	for _, w := range works {
+		fmt.Fprintf(out, "%-10s", w.name)
+		for _, p := range paths {
+			u := cpu[w.name][p.name]
+			if u == nil || u.ops == 0 {
+				fmt.Fprintf(out, " %22s", "-")
+				continue
+			}
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / u.ops }
+			var total time.Duration
+			for _, d := range u.used {
+				total += d
+			}
+			fmt.Fprintf(out, " %22s", fmt.Sprintf("%.0f+%.0f+%.0f=%.0f", per(u.used[0]), per(u.used[1]), per(u.used[2]), per(total)))
+		}
+		fmt.Fprintln(out)
+	}
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -434,14 +483,14 @@ func gatewayBinary(bin, tmp string) (string, error) {
 
 // startChild starts a server process that writes its ldap:// URL (or
 // host:port) to an address file, and waits for that file.
-func startChild(ctx context.Context, tmp, name string, mk func(addrFile string) *exec.Cmd) (string, func(), error) {
+func startChild(ctx context.Context, tmp, name string, mk func(addrFile string) *exec.Cmd) (string, int, func(), error) {
 	addrFile := filepath.Join(tmp, name+".addr")
 	cmd := mk(addrFile)
 	var stderr strings.Builder
 	cmd.Stderr = &lockedWriter{w: &stderr}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -458,19 +507,19 @@ func startChild(ctx context.Context, tmp, name string, mk func(addrFile string) 
 	for {
 		if b, err := os.ReadFile(addrFile); err == nil {
 			first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-			return strings.TrimPrefix(first, "ldap://"), stop, nil
+			return strings.TrimPrefix(first, "ldap://"), cmd.Process.Pid, stop, nil
 		}
 		select {
 		case <-exited:
-			return "", nil, fmt.Errorf("%s exited during start-up: %s", name, stderr.String())
+			return "", 0, nil, fmt.Errorf("%s exited during start-up: %s", name, stderr.String())
 		case <-ctx.Done():
 			stop()
-			return "", nil, ctx.Err()
+			return "", 0, nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond): // polling interval for the file
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", nil, fmt.Errorf("%s wrote no address within 20s: %s", name, stderr.String())
+			return "", 0, nil, fmt.Errorf("%s wrote no address within 20s: %s", name, stderr.String())
 		}
 	}
 }

@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/integration/proccpu"
 	"github.com/ldapgate/ldapgate/integration/slapd"
 )
 
@@ -41,23 +40,24 @@ func BenchmarkMirrorModify(b *testing.B) {
 	for i := range users {
 		uids[i] = slapd.UserUID(i)
 	}
-	procs := []benchProc{{"slapd", e.dir.PID()}, {"gateway", e.gw.cmd.Process.Pid}, {"clients+simulator", os.Getpid()}}
+	procs := []string{"slapd", "gateway", "clients+simulator"}
+	pids := []int{e.dir.PID(), e.gw.cmd.Process.Pid, os.Getpid()}
 	b.ResetTimer()
 	var direct, gateway []float64
 	var lat []time.Duration
-	var directCPU, gatewayCPU cpuUse
+	var directCPU, gatewayCPU proccpu.Sample
 	var directN, gatewayN int64
 	for r := range rounds {
-		before := procsCPU(procs)
+		before := proccpu.Take(pids...)
 		n := modifyLoad(b, e.dir.URL, e.dir.RootPW, clients, uids, span, fmt.Sprintf("d%d", r), nil)
-		directCPU.add(before, procsCPU(procs))
+		directCPU = directCPU.Add(proccpu.Take(pids...).Since(before))
 		directN += n
 		direct = append(direct, float64(n)/span.Seconds())
 		vis := newVisibility(e)
-		before = procsCPU(procs)
+		before = proccpu.Take(pids...)
 		n = modifyLoad(b, e.gw.URL, e.dir.RootPW, clients, uids, span, fmt.Sprintf("g%d", r), vis)
 		lat = append(lat, vis.finish(b, 30*time.Second)...)
-		gatewayCPU.add(before, procsCPU(procs)) // deliveries included
+		gatewayCPU = gatewayCPU.Add(proccpu.Take(pids...).Since(before)) // deliveries included
 		gatewayN += n
 		gateway = append(gateway, float64(n)/span.Seconds())
 	}
@@ -89,64 +89,19 @@ func BenchmarkMirrorModify(b *testing.B) {
 		clients, rounds, span, d, round0(direct), g, round0(gateway), g/d, len(lat),
 		p50.Round(time.Microsecond), p99.Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond), writePath, writePath/d)
 	b.Logf("CPU per write (µs; the gateway's rounds include delivering to the simulator): direct %s; through the gateway %s",
-		directCPU.perWrite(procs, directN), gatewayCPU.perWrite(procs, gatewayN))
+		perWrite(directCPU, procs, directN), perWrite(gatewayCPU, procs, gatewayN))
 }
 
-// benchProc is a process whose CPU time the bench accounts for.
-type benchProc struct {
-	name string
-	pid  int
-}
-
-// cpuUse sums CPU time per process over the rounds of one kind.
-type cpuUse []time.Duration
-
-func (u *cpuUse) add(before, after []time.Duration) {
-	if len(*u) == 0 {
-		*u = make(cpuUse, len(before))
-	}
-	for i := range before {
-		(*u)[i] += after[i] - before[i]
-	}
-}
-
-func (u cpuUse) perWrite(procs []benchProc, writes int64) string {
+// perWrite renders CPU time per write for each process and in all.
+func perWrite(u proccpu.Sample, procs []string, writes int64) string {
 	parts := make([]string, 0, len(u)+1)
 	var total time.Duration
 	for i, d := range u {
 		total += d
-		parts = append(parts, fmt.Sprintf("%s %.0f", procs[i].name, float64(d.Microseconds())/float64(max(writes, 1))))
+		parts = append(parts, fmt.Sprintf("%s %.0f", procs[i], float64(d.Microseconds())/float64(max(writes, 1))))
 	}
 	return fmt.Sprintf("%s, total %.0f", strings.Join(parts, ", "), float64(total.Microseconds())/float64(max(writes, 1)))
 }
-
-// procsCPU reads the user+system CPU time of each process so far (Linux).
-func procsCPU(procs []benchProc) []time.Duration {
-	out := make([]time.Duration, len(procs))
-	for i, p := range procs {
-		out[i] = processCPU(p.pid)
-	}
-	return out
-}
-
-func processCPU(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command (which may hold spaces) start after ')'.
-	rest := raw[bytes.LastIndexByte(raw, ')')+2:]
-	f := strings.Fields(string(rest))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / clockTicks
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on Linux.
-const clockTicks = 100
 
 // modifyLoad runs clients concurrent connections bound as the admin, each
 // replacing the telephoneNumber of its own share of uids in turn, for span.
