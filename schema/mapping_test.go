@@ -561,3 +561,28 @@ func BenchmarkAccountState(b *testing.B) {
 		}
 	}
 }
+
+// Spellings of one DN share a canonical form; different DNs do not.
+func TestCanonicalDN(t *testing.T) {
+	m := openLDAPMapping(t)
+	same := []string{
+		"uid=bob,ou=people,dc=example,dc=com",
+		"UID=Bob, OU=People, DC=Example, DC=Com",
+		"0.9.2342.19200300.100.1.1=bob,ou=people,dc=example,dc=com",
+		"userid=bob,ou=people,dc=example,dc=com",
+	}
+	want := m.CanonicalDN(same[0])
+	for _, dn := range same[1:] {
+		if got := m.CanonicalDN(dn); got != want {
+			t.Errorf("CanonicalDN(%q) = %q, want %q", dn, got, want)
+		}
+	}
+	if a, b := m.CanonicalDN("cn=Bob+uid=bob,dc=example,dc=com"), m.CanonicalDN("uid=bob+cn=bob,dc=example,dc=com"); a != b {
+		t.Errorf("a multi-valued RDN in two orders: %q and %q", a, b)
+	}
+	for _, dn := range []string{"uid=bob2,ou=people,dc=example,dc=com", "cn=bob,ou=people,dc=example,dc=com", "uid=bob,ou=people,dc=example,dc=org"} {
+		if got := m.CanonicalDN(dn); got == want {
+			t.Errorf("CanonicalDN(%q) = %q, the same as another entry's", dn, got)
+		}
+	}
+}

@@ -431,7 +431,7 @@ func namingContexts(mp *schema.Mapping) []string {
 // readEntry reads what classifies a write's target (nil: no such entry),
 // from the cache when a write read it lately.
 func (m *Mirror) readEntry(ctx context.Context, dn string) (*schema.Entry, error) {
-	norm := normDN(dn)
+	norm := m.mapping().CanonicalDN(dn)
 	e, gen := m.entries.get(norm, time.Now())
 	if e != nil {
 		return e, nil
@@ -444,19 +444,25 @@ func (m *Mirror) readEntry(ctx context.Context, dn string) (*schema.Entry, error
 	return e, nil
 }
 
-// identityChange returns the normalised DNs whose cached entries a write
+// identityChange returns the canonical DNs whose cached entries a write
 // makes stale, or nil: those it deletes, renames or adds, and those whose
 // object classes, key or name attributes it modifies.
 func (m *Mirror) identityChange(req *gateway.WriteRequest, target, newDN string) []string {
+	mp := m.mapping()
+	canonical := func(dn string) string {
+		if dn == "" {
+			return ""
+		}
+		return mp.CanonicalDN(dn)
+	}
 	switch req.Op {
 	case gateway.OpAdd, gateway.OpDelete, gateway.OpModifyDN:
-		return []string{normDN(target), normDN(newDN)}
+		return []string{canonical(target), canonical(newDN)}
 	case gateway.OpModify:
-		mp := m.mapping()
 		for _, c := range req.Changes {
 			for _, a := range m.readAttributes() {
 				if a != "" && mp.SameAttribute(c.Type, a) {
-					return []string{normDN(target)}
+					return []string{canonical(target)}
 				}
 			}
 		}
