@@ -368,6 +368,53 @@ func wildcard(pattern, s string) bool {
 	return match(0, 0)
 }
 
+// oneName reads a command's only argument, a name at toks[2]; a command of
+// another shape fails.
+func (s *session) oneName(toks []token) (string, bool) {
+	name, n, ok := nameArg(toks, 2)
+	if !ok || n != len(toks) {
+		s.fail(errUnknownCmd)
+		return "", false
+	}
+	return name, true
+}
+
+// find returns a copy of the item of a domain (accounts or groups, keyed by
+// lower-case name) named name, taken under the server's lock.
+func find[T any](s *session, items map[string]*T, name string, clone func(*T) T) (T, bool) {
+	s.srv.mu.Lock()
+	defer s.srv.mu.Unlock()
+	it := items[strings.ToLower(name)]
+	if it == nil {
+		var zero T
+		return zero, false
+	}
+	return clone(it), true
+}
+
+// existing is find for a command that needs the item: it fails with
+// notFound when there is none.
+func existing[T any](s *session, items map[string]*T, name string, clone func(*T) T, notFound string) (T, bool) {
+	c, ok := find(s, items, name, clone)
+	if !ok {
+		s.fail(notFound)
+	}
+	return c, ok
+}
+
+// removeItem deletes the named item at once, or fails with notFound.
+func removeItem[T any](s *session, items map[string]*T, name, notFound string) {
+	s.srv.mu.Lock()
+	_, exists := items[strings.ToLower(name)]
+	delete(items, strings.ToLower(name))
+	s.srv.mu.Unlock()
+	if !exists {
+		s.fail(notFound)
+		return
+	}
+	s.ok(statusOK)
+}
+
 func (s *session) inDomain(f *frame, toks []token) {
 	d := f.domain
 	switch {
@@ -381,10 +428,7 @@ func (s *session) inDomain(f *frame, toks []token) {
 			s.fail(errEmptyValue)
 			return
 		}
-		s.srv.mu.Lock()
-		_, exists := d.accounts[strings.ToLower(name)]
-		s.srv.mu.Unlock()
-		if exists {
+		if _, exists := find(s, d.accounts, name, (*AccountState).clone); exists {
 			s.fail(errAccountExists)
 			return
 		}
@@ -393,59 +437,23 @@ func (s *session) inDomain(f *frame, toks []token) {
 		}})
 		s.ok(statusOK)
 	case is(toks, "update", "account"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
+		if name, ok := s.oneName(toks); ok {
+			if c, found := existing(s, d.accounts, name, (*AccountState).clone, errNoSuchAccount); found {
+				s.push(frame{kind: "account", domain: d, account: &accountDraft{key: strings.ToLower(name), state: c}})
+				s.ok(statusOK)
+			}
 		}
-		key := strings.ToLower(name)
-		s.srv.mu.Lock()
-		a := d.accounts[key]
-		var c AccountState
-		if a != nil {
-			c = a.clone()
-		}
-		s.srv.mu.Unlock()
-		if a == nil {
-			s.fail(errNoSuchAccount)
-			return
-		}
-		s.push(frame{kind: "account", domain: d, account: &accountDraft{key: key, state: c}})
-		s.ok(statusOK)
 	case is(toks, "remove", "account"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
+		if name, ok := s.oneName(toks); ok {
+			removeItem(s, d.accounts, name, errNoSuchAccount)
 		}
-		s.srv.mu.Lock()
-		_, exists := d.accounts[strings.ToLower(name)]
-		delete(d.accounts, strings.ToLower(name))
-		s.srv.mu.Unlock()
-		if !exists {
-			s.fail(errNoSuchAccount)
-			return
-		}
-		s.ok(statusOK)
 	case is(toks, "show", "account"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
+		if name, ok := s.oneName(toks); ok {
+			if c, found := existing(s, d.accounts, name, (*AccountState).clone, errNoSuchAccount); found {
+				s.out.WriteString(showing(showTitleAccount, accountFields(c)))
+				s.ok(statusOK)
+			}
 		}
-		s.srv.mu.Lock()
-		a := d.accounts[strings.ToLower(name)]
-		var c AccountState
-		if a != nil {
-			c = a.clone()
-		}
-		s.srv.mu.Unlock()
-		if a == nil {
-			s.fail(errNoSuchAccount)
-			return
-		}
-		s.out.WriteString(showing(showTitleAccount, accountFields(c)))
-		s.ok(statusOK)
 	case is(toks, "list", "accounts") && len(toks) <= 3:
 		s.srv.mu.Lock()
 		names := listNames(d.accounts, func(x *AccountState) string { return x.Name }, toks, 2)
@@ -453,78 +461,37 @@ func (s *session) inDomain(f *frame, toks []token) {
 		s.out.WriteString(listing(listTitleAccounts, listHeaderName, names))
 		s.ok(statusOK)
 	case is(toks, "add", "group"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
-		}
-		if name == "" {
+		name, ok := s.oneName(toks)
+		switch {
+		case !ok:
+		case name == "":
 			s.fail(errEmptyValue)
-			return
+		default:
+			if _, exists := find(s, d.groups, name, (*GroupState).clone); exists {
+				s.fail(errGroupExists)
+				return
+			}
+			s.push(frame{kind: "group", domain: d, group: &groupDraft{state: GroupState{Name: name}}})
+			s.ok(statusOK)
 		}
-		s.srv.mu.Lock()
-		_, exists := d.groups[strings.ToLower(name)]
-		s.srv.mu.Unlock()
-		if exists {
-			s.fail(errGroupExists)
-			return
-		}
-		s.push(frame{kind: "group", domain: d, group: &groupDraft{state: GroupState{Name: name}}})
-		s.ok(statusOK)
 	case is(toks, "update", "group"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
+		if name, ok := s.oneName(toks); ok {
+			if c, found := existing(s, d.groups, name, (*GroupState).clone, errNoSuchGroup); found {
+				s.push(frame{kind: "group", domain: d, group: &groupDraft{key: strings.ToLower(name), state: c}})
+				s.ok(statusOK)
+			}
 		}
-		key := strings.ToLower(name)
-		s.srv.mu.Lock()
-		g := d.groups[key]
-		var c GroupState
-		if g != nil {
-			c = g.clone()
-		}
-		s.srv.mu.Unlock()
-		if g == nil {
-			s.fail(errNoSuchGroup)
-			return
-		}
-		s.push(frame{kind: "group", domain: d, group: &groupDraft{key: key, state: c}})
-		s.ok(statusOK)
 	case is(toks, "remove", "group"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
+		if name, ok := s.oneName(toks); ok {
+			removeItem(s, d.groups, name, errNoSuchGroup)
 		}
-		s.srv.mu.Lock()
-		_, exists := d.groups[strings.ToLower(name)]
-		delete(d.groups, strings.ToLower(name))
-		s.srv.mu.Unlock()
-		if !exists {
-			s.fail(errNoSuchGroup)
-			return
-		}
-		s.ok(statusOK)
 	case is(toks, "show", "group"):
-		name, n, ok := nameArg(toks, 2)
-		if !ok || n != len(toks) {
-			s.fail(errUnknownCmd)
-			return
+		if name, ok := s.oneName(toks); ok {
+			if c, found := existing(s, d.groups, name, (*GroupState).clone, errNoSuchGroup); found {
+				s.out.WriteString(showing(showTitleGroup, [][2]string{{"name", showValue(c.Name)}}))
+				s.ok(statusOK)
+			}
 		}
-		s.srv.mu.Lock()
-		g := d.groups[strings.ToLower(name)]
-		var c GroupState
-		if g != nil {
-			c = g.clone()
-		}
-		s.srv.mu.Unlock()
-		if g == nil {
-			s.fail(errNoSuchGroup)
-			return
-		}
-		s.out.WriteString(showing(showTitleGroup, [][2]string{{"name", showValue(c.Name)}}))
-		s.ok(statusOK)
 	case is(toks, "list", "groups") && len(toks) <= 3:
 		s.srv.mu.Lock()
 		names := listNames(d.groups, func(x *GroupState) string { return x.Name }, toks, 2)
@@ -614,31 +581,41 @@ func (s *session) inAccount(f *frame, toks []token) {
 
 // commitAccount saves an account draft; it returns an -ERR text on conflict.
 func (s *session) commitAccount(f *frame) string {
+	a := f.account
+	// LDAP association is not the session's to change: keep the current
+	// one (the connector may have set it meanwhile).
+	keep := func(draft, cur *AccountState) { draft.LDAPID, draft.LDAPDN = cur.LDAPID, cur.LDAPDN }
+	return commitDraft(s, f.domain.accounts, &a.key, &a.state, a.state.Name, (*AccountState).clone, keep, errAccountExists)
+}
+
+// commitDraft saves the draft of an item (an account or group) named name
+// into items, replacing the one it was read from (*key; "" for a new one),
+// and sets *key to its new key. keep, if set, carries over what the session
+// may not change. It returns an -ERR text on conflict.
+func commitDraft[T any](s *session, items map[string]*T, key *string, draft *T, name string, clone func(*T) T, keep func(draft, cur *T), errExists string) string {
 	s.srv.mu.Lock()
 	defer s.srv.mu.Unlock()
-	accounts := f.domain.accounts
-	a := f.account
-	newKey := strings.ToLower(a.state.Name)
-	if a.key == "" {
-		if _, exists := accounts[newKey]; exists {
-			return errAccountExists
+	newKey := strings.ToLower(name)
+	if *key == "" {
+		if _, exists := items[newKey]; exists {
+			return errExists
 		}
 	} else {
-		cur, exists := accounts[a.key]
+		cur, exists := items[*key]
 		if !exists {
 			return errGone
 		}
-		if other, taken := accounts[newKey]; taken && other != cur {
-			return errAccountExists
+		if other, taken := items[newKey]; taken && other != cur {
+			return errExists
 		}
-		// LDAP association is not the session's to change: keep the
-		// current one (the connector may have set it meanwhile).
-		a.state.LDAPID, a.state.LDAPDN = cur.LDAPID, cur.LDAPDN
-		delete(accounts, a.key)
+		if keep != nil {
+			keep(draft, cur)
+		}
+		delete(items, *key)
 	}
-	c := a.state.clone()
-	accounts[newKey] = &c
-	a.key = newKey
+	c := clone(draft)
+	items[newKey] = &c
+	*key = newKey
 	return ""
 }
 
@@ -739,27 +716,6 @@ func (s *session) inGroup(f *frame, toks []token) {
 }
 
 func (s *session) commitGroup(f *frame) string {
-	s.srv.mu.Lock()
-	defer s.srv.mu.Unlock()
-	groups := f.domain.groups
 	g := f.group
-	newKey := strings.ToLower(g.state.Name)
-	if g.key == "" {
-		if _, exists := groups[newKey]; exists {
-			return errGroupExists
-		}
-	} else {
-		cur, exists := groups[g.key]
-		if !exists {
-			return errGone
-		}
-		if other, taken := groups[newKey]; taken && other != cur {
-			return errGroupExists
-		}
-		delete(groups, g.key)
-	}
-	c := g.state.clone()
-	groups[newKey] = &c
-	g.key = newKey
-	return ""
+	return commitDraft(s, f.domain.groups, &g.key, &g.state, g.state.Name, (*GroupState).clone, nil, errGroupExists)
 }
