@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -123,81 +122,27 @@ func adGenGroup(g int) string { return fmt.Sprintf("group%03d", g) }
 
 func newADEnv(t *testing.T, dc *samba.Server, opts adOptions) *adEnv {
 	t.Helper()
-	root := t.TempDir()
-	m := &mirrorEnv{
-		t:       t,
-		dataDir: filepath.Join(root, "data"),
-		logPath: filepath.Join(root, "gateway.log"),
-		known:   map[string]string{},
-	}
+	m, root := newEnv(t)
 	e := &adEnv{mirrorEnv: m, dc: dc}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("gateway log (tail):\n%s", e.logTail(12000))
-		}
-	})
 	if opts.SkipSeed {
 		e.rememberSeedPasswords(opts)
 	} else {
 		e.seedDirectory(opts)
 	}
-
-	e.sim = axigensim.New(axigensim.Options{
-		Admins:  map[string]string{mirrorAxigenAdmin: mirrorAxigenPW},
-		Domains: []string{mirrorDomain},
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := e.sim.Start(ctx); err != nil {
-		cancel()
-		t.Fatalf("start the Axigen simulator: %v", err)
-	}
-	t.Cleanup(func() { cancel(); e.sim.Close() })
-
-	var err error
-	if e.mapping, err = schema.NewMapping(schema.Config{
-		Dialect:     schema.ActiveDirectory,
-		AccountBase: schema.DNList{adPeople},
-		GroupBase:   schema.DNList{adGroups},
-	}); err != nil {
-		t.Fatalf("schema mapping: %v", err)
-	}
-	e.seedAxigen()
-
-	axPW := filepath.Join(root, "axigen.pw")
-	svcPW := filepath.Join(root, "service.pw")
-	for path, pw := range map[string]string{axPW: mirrorAxigenPW, svcPW: dc.AdminPassword} {
-		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	upstream := []string{"--upstream", dc.LDAPSURL}
+	upstream := []string{"--upstream", dc.LDAPSURL, "--upstream-ca", dc.CAFile}
 	if opts.StartTLS {
-		upstream = []string{"--upstream", dc.URL, "--upstream-starttls"}
+		upstream = []string{"--upstream", dc.URL, "--upstream-starttls", "--upstream-ca", dc.CAFile}
 	}
-	level := opts.LogLevel
-	if level == "" {
-		level = "debug"
-	}
-	e.args = append(append([]string{"serve",
-		"--listen", "ldap://127.0.0.1:0",
-		"--addr-file", filepath.Join(root, "addr"),
-	}, upstream...),
-		"--upstream-ca", dc.CAFile,
-		"--data-dir", e.dataDir,
-		"--axigen", e.sim.Addr(),
-		"--axigen-user", mirrorAxigenAdmin,
-		"--axigen-password-file", axPW,
-		"--axigen-domain", mirrorDomain,
-		"--dialect", "activedirectory",
-		"--account-base", adPeople,
-		"--group-base", adGroups,
-		"--service-dn", adAdmin,
-		"--service-password-file", svcPW,
-		"--admin-dn", adAdmin,
-		"--log-level", level,
-	)
-	e.args = append(e.args, opts.Extra...)
-	e.start()
+	e.startMirroring(root, mirrorSetup{
+		dialect:     schema.ActiveDirectory,
+		accountBase: adPeople,
+		groupBase:   adGroups,
+		serviceDN:   adAdmin,
+		servicePW:   dc.AdminPassword,
+		upstream:    upstream,
+		logLevel:    opts.LogLevel,
+		extra:       opts.Extra,
+	}, e.seedAxigen)
 	return e
 }
 

@@ -111,8 +111,26 @@ func (g *mirrorGateway) alive() bool {
 
 func newMirrorEnv(t testing.TB, opts mirrorOptions) *mirrorEnv {
 	t.Helper()
-	root := t.TempDir()
-	e := &mirrorEnv{
+	e, root := newEnv(t)
+	e.dir = slapd.StartT(t, slapd.Options{Users: opts.Users, Groups: opts.Groups, LDIF: opts.LDIF})
+	e.startMirroring(root, mirrorSetup{
+		dialect:     schema.OpenLDAP,
+		accountBase: mirrorAccountBase,
+		groupBase:   mirrorGroupBase,
+		serviceDN:   mirrorAdminDN,
+		servicePW:   e.dir.RootPW,
+		upstream:    []string{"--upstream", e.dir.URL},
+		logLevel:    opts.LogLevel,
+		extra:       opts.Extra,
+	}, e.seed)
+	return e
+}
+
+// newEnv makes an env with its own data folder (under root), whose
+// gateway log is shown if the test fails.
+func newEnv(t testing.TB) (e *mirrorEnv, root string) {
+	root = t.TempDir()
+	e = &mirrorEnv{
 		t:       t,
 		dataDir: filepath.Join(root, "data"),
 		logPath: filepath.Join(root, "gateway.log"),
@@ -124,8 +142,24 @@ func newMirrorEnv(t testing.TB, opts mirrorOptions) *mirrorEnv {
 			t.Logf("gateway log (tail):\n%s", e.logTail(12000))
 		}
 	})
-	e.dir = slapd.StartT(t, slapd.Options{Users: opts.Users, Groups: opts.Groups, LDIF: opts.LDIF})
+	return e, root
+}
 
+// mirrorSetup is what an env's gateway needs to know of its directory.
+type mirrorSetup struct {
+	dialect                schema.Dialect
+	accountBase, groupBase string
+	serviceDN, servicePW   string   // the gateway's own bind, also its admin
+	upstream               []string // --upstream and its TLS flags
+	logLevel               string   // debug when empty
+	extra                  []string // more serve flags
+}
+
+// startMirroring starts the Axigen simulator, seeds it (seed, from the
+// directory), and starts the gateway mirroring the directory into it.
+func (e *mirrorEnv) startMirroring(root string, s mirrorSetup, seed func()) {
+	t := e.t
+	t.Helper()
 	e.sim = axigensim.New(axigensim.Options{
 		Admins:  map[string]string{mirrorAxigenAdmin: mirrorAxigenPW},
 		Domains: []string{mirrorDomain},
@@ -139,43 +173,44 @@ func newMirrorEnv(t testing.TB, opts mirrorOptions) *mirrorEnv {
 
 	var err error
 	if e.mapping, err = schema.NewMapping(schema.Config{
-		Dialect:     schema.OpenLDAP,
-		AccountBase: schema.DNList{mirrorAccountBase},
-		GroupBase:   schema.DNList{mirrorGroupBase},
+		Dialect:     s.dialect,
+		AccountBase: schema.DNList{s.accountBase},
+		GroupBase:   schema.DNList{s.groupBase},
 	}); err != nil {
 		t.Fatalf("schema mapping: %v", err)
 	}
-	e.seed()
+	seed()
 
 	axPW := filepath.Join(root, "axigen.pw")
 	svcPW := filepath.Join(root, "service.pw")
-	for path, pw := range map[string]string{axPW: mirrorAxigenPW, svcPW: e.dir.RootPW} {
+	for path, pw := range map[string]string{axPW: mirrorAxigenPW, svcPW: s.servicePW} {
 		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	level := opts.LogLevel
+	level := s.logLevel
 	if level == "" {
 		level = "debug"
 	}
-	e.args = append([]string{"serve",
+	e.args = append(append([]string{"serve",
 		"--listen", "ldap://127.0.0.1:0",
 		"--addr-file", filepath.Join(root, "addr"),
-		"--upstream", e.dir.URL,
+	}, s.upstream...),
 		"--data-dir", e.dataDir,
 		"--axigen", e.sim.Addr(),
 		"--axigen-user", mirrorAxigenAdmin,
 		"--axigen-password-file", axPW,
 		"--axigen-domain", mirrorDomain,
-		"--account-base", mirrorAccountBase,
-		"--group-base", mirrorGroupBase,
-		"--service-dn", mirrorAdminDN,
+		"--dialect", string(s.dialect),
+		"--account-base", s.accountBase,
+		"--group-base", s.groupBase,
+		"--service-dn", s.serviceDN,
 		"--service-password-file", svcPW,
-		"--admin-dn", mirrorAdminDN,
+		"--admin-dn", s.serviceDN,
 		"--log-level", level,
-	}, opts.Extra...)
+	)
+	e.args = append(e.args, s.extra...)
 	e.start()
-	return e
 }
 
 // seed puts the directory's accounts and groups into the simulator.
