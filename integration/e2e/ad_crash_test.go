@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,44 +48,19 @@ func adCrash(t *testing.T, dc *samba.Server) {
 	for g := range groups {
 		ledger.initial["member:"+adGenGroup(g)] = "no"
 	}
-	carolIn := func() map[int]bool {
-		in := map[int]bool{}
-		for g := range groups {
-			for _, m := range e.dcEntry(adGroupDN(adGenGroup(g)), "member").GetAttributeValues("member") {
-				if schema.EqualDN(m, adUserDN("Carol Cooper")) {
-					in[g] = true
-				}
-			}
-		}
-		return in
-	}
+	carolIn := membership(groups, func(g int) string { return adGroupDN(adGenGroup(g)) },
+		func(dn string) *ldap.Entry { return e.dcEntry(dn, "member") }, adUserDN("Carol Cooper"))
 	for round := range rounds {
 		if round > 0 {
 			e.start()
 		}
 		startMember := carolIn()
-		var acked atomic.Int64
-		target := int64(10 + rng.IntN(60))
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range userWriters + 1 {
-			wseed := rng.Uint64()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				adCrashWriter(ctx, e, w, userWriters, users, groups, round, wseed, ledger, &acked, startMember)
-			}()
-		}
-		waitFor(t, 60*time.Second, fmt.Sprintf("round %d: %d acknowledged writes", round, target), func() error {
-			if acked.Load() >= target {
-				return nil
-			}
-			e.requireAlive()
-			return fmt.Errorf("%d so far", acked.Load())
-		})
+		_, finish := crashRound(t, round, int64(10+rng.IntN(60)), userWriters, rng,
+			func(ctx context.Context, w int, seed uint64, acked *atomic.Int64) {
+				adCrashWriter(ctx, e, w, userWriters, users, groups, round, seed, ledger, acked, startMember)
+			}, e.requireAlive)
 		e.kill()
-		wg.Wait()
-		cancel()
+		finish()
 	}
 	e.start()
 	e.waitAD(60 * time.Second)

@@ -125,46 +125,19 @@ func TestCrashMirrorKeepsEveryAcknowledgedWrite(t *testing.T) {
 		ledger.initial["member:"+slapd.GroupCN(g)] = "no" // carol is in no generated group
 	}
 
-	// carolIn reads straight from slapd which generated groups list carol.
-	carolIn := func() map[int]bool {
-		in := map[int]bool{}
-		for g := range groups {
-			for _, m := range e.directoryEntry(groupDN(slapd.GroupCN(g)), "member").GetAttributeValues("member") {
-				if schema.EqualDN(m, userDN("carol")) {
-					in[g] = true
-				}
-			}
-		}
-		return in
-	}
+	carolIn := membership(groups, func(g int) string { return groupDN(slapd.GroupCN(g)) },
+		func(dn string) *ldap.Entry { return e.directoryEntry(dn, "member") }, userDN("carol"))
 	for round := range rounds {
 		if round > 0 {
 			e.start()
 		}
 		startMember := carolIn()
-		var acked atomic.Int64
-		target := int64(10 + rng.IntN(150))
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range userWriters + 1 {
-			wseed := rng.Uint64()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				crashWriter(ctx, e.gw.URL, e.dir.RootPW, w, userWriters, users, groups, round, wseed, ledger, &acked, startMember)
-			}()
-		}
-		// The kill comes after a random number of acknowledged writes.
-		waitFor(t, 60*time.Second, fmt.Sprintf("round %d: %d acknowledged writes", round, target), func() error {
-			if acked.Load() >= target {
-				return nil
-			}
-			e.requireAlive()
-			return fmt.Errorf("%d so far", acked.Load())
-		})
+		_, finish := crashRound(t, round, int64(10+rng.IntN(150)), userWriters, rng,
+			func(ctx context.Context, w int, seed uint64, acked *atomic.Int64) {
+				crashWriter(ctx, e.gw.URL, e.dir.RootPW, w, userWriters, users, groups, round, seed, ledger, acked, startMember)
+			}, e.requireAlive)
 		e.kill()
-		wg.Wait()
-		cancel()
+		finish()
 	}
 	e.start()
 
@@ -215,6 +188,51 @@ func (e *mirrorEnv) axigenValue(key string) string {
 		return "no"
 	}
 	panic("unknown crash key " + key)
+}
+
+// membership returns what reads which of the groups (0..groups-1, named by
+// dnOf) list member, straight from the directory (read).
+func membership(groups int, dnOf func(int) string, read func(dn string) *ldap.Entry, member string) func() map[int]bool {
+	return func() map[int]bool {
+		in := map[int]bool{}
+		for g := range groups {
+			for _, m := range read(dnOf(g)).GetAttributeValues("member") {
+				if schema.EqualDN(m, member) {
+					in[g] = true
+				}
+			}
+		}
+		return in
+	}
+}
+
+// crashRound starts writers+1 concurrent writers (write, each with its own
+// seed from rng) and returns once target writes were acknowledged (check
+// fails the test if the gateway died meanwhile). The caller then kills the
+// gateway and calls finish, which stops the writers and waits for them.
+func crashRound(t *testing.T, round int, target int64, writers int, rng *rand.Rand,
+	write func(ctx context.Context, w int, seed uint64, acked *atomic.Int64), check func()) (acked *atomic.Int64, finish func()) {
+	t.Helper()
+	acked = &atomic.Int64{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := range writers + 1 {
+		seed := rng.Uint64()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			write(ctx, w, seed, acked)
+		}()
+	}
+	// The kill comes after a random number of acknowledged writes.
+	waitFor(t, 60*time.Second, fmt.Sprintf("round %d: %d acknowledged writes", round, target), func() error {
+		if acked.Load() >= target {
+			return nil
+		}
+		check()
+		return fmt.Errorf("%d so far", acked.Load())
+	})
+	return acked, func() { wg.Wait(); cancel() }
 }
 
 // crashWriter writes until its connection fails or ctx ends. Writer w <

@@ -8,13 +8,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/integration/slapd"
-	"github.com/ldapgate/ldapgate/schema"
 )
 
 // Two gateways with synchronous replication share one listening address.
@@ -54,17 +54,8 @@ func TestCrashStandbyTakesOverWithEveryAcknowledgedWrite(t *testing.T) {
 	for g := range groups {
 		ledger.initial["member:"+slapd.GroupCN(g)] = "no"
 	}
-	carolIn := func() map[int]bool {
-		in := map[int]bool{}
-		for g := range groups {
-			for _, m := range e.directoryEntry(groupDN(slapd.GroupCN(g)), "member").GetAttributeValues("member") {
-				if schema.EqualDN(m, userDN("carol")) {
-					in[g] = true
-				}
-			}
-		}
-		return in
-	}
+	carolIn := membership(groups, func(g int) string { return groupDN(slapd.GroupCN(g)) },
+		func(dn string) *ldap.Entry { return e.directoryEntry(dn, "member") }, userDN("carol"))
 
 	primary, standby := p.a, p.b
 	p.start(primary)
@@ -75,27 +66,14 @@ func TestCrashStandbyTakesOverWithEveryAcknowledgedWrite(t *testing.T) {
 	var takeovers []time.Duration
 	for round := range rounds {
 		startMember := carolIn()
-		var acked atomic.Int64
-		target := int64(10 + rng.IntN(120))
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range userWriters + 1 {
-			wseed := rng.Uint64()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				crashWriter(ctx, p.listen, e.dir.RootPW, w, userWriters, users, groups, round, wseed, ledger, &acked, startMember)
-			}()
-		}
-		waitFor(t, 60*time.Second, fmt.Sprintf("round %d: %d acknowledged writes", round, target), func() error {
-			if acked.Load() >= target {
-				return nil
-			}
-			if !primary.gw.alive() {
-				t.Fatalf("primary %s died", primary.name)
-			}
-			return fmt.Errorf("%d so far", acked.Load())
-		})
+		acked, finish := crashRound(t, round, int64(10+rng.IntN(120)), userWriters, rng,
+			func(ctx context.Context, w int, seed uint64, acked *atomic.Int64) {
+				crashWriter(ctx, p.listen, e.dir.RootPW, w, userWriters, users, groups, round, seed, ledger, acked, startMember)
+			}, func() {
+				if !primary.gw.alive() {
+					t.Fatalf("primary %s died", primary.name)
+				}
+			})
 		// When a is primary, the network between the two is cut first, for
 		// a moment shorter than the takeover time: with sync replication no
 		// write is acknowledged meanwhile (they wait for the standby), so the
@@ -121,8 +99,7 @@ func TestCrashStandbyTakesOverWithEveryAcknowledgedWrite(t *testing.T) {
 		if partitioned {
 			p.link.mend()
 		}
-		wg.Wait()
-		cancel()
+		finish()
 
 		p.waitServing(standby, 30*time.Second)
 		takeovers = append(takeovers, time.Since(killed))
