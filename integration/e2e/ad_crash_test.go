@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -57,7 +55,7 @@ func adCrash(t *testing.T, dc *samba.Server) {
 		startMember := carolIn()
 		_, finish := crashRound(t, round, int64(10+rng.IntN(60)), userWriters, rng,
 			func(ctx context.Context, w int, seed uint64, acked *atomic.Int64) {
-				adCrashWriter(ctx, e, w, userWriters, users, groups, round, seed, ledger, acked, startMember)
+				crashWriter(ctx, e.crashDirectory(), w, userWriters, users, groups, round, seed, ledger, acked, startMember)
 			}, e.requireAlive)
 		e.kill()
 		finish()
@@ -86,72 +84,18 @@ func adCrash(t *testing.T, dc *samba.Server) {
 	}
 }
 
-// adCrashWriter is crashWriter with AD's entries and attributes.
-func adCrashWriter(ctx context.Context, e *adEnv, w, userWriters, users, groups, round int, seed uint64,
-	ledger *crashLedger, acked *atomic.Int64, startMember map[int]bool) {
-	rng := rand.New(rand.NewPCG(seed, uint64(w)))
-	var owned []int
-	for u := w; u < users; u += userWriters {
-		owned = append(owned, u)
-	}
-	var conn *ldap.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
-	member := maps.Clone(startMember)
-	carol := adUserDN("Carol Cooper")
-	for n := 0; ctx.Err() == nil; n++ {
-		var key, value string
-		var req *ldap.ModifyRequest
-		if w == userWriters {
-			g := rng.IntN(groups)
-			key = "member:" + adGenGroup(g)
-			req = ldap.NewModifyRequest(adGroupDN(adGenGroup(g)), nil)
-			if member[g] {
-				req.Delete("member", []string{carol})
-				value = "no"
-			} else {
-				req.Add("member", []string{carol})
-				value = "yes"
-			}
-		} else {
-			u := adGenUser(owned[rng.IntN(len(owned))])
-			req = ldap.NewModifyRequest(adUserDN(u.CN), nil)
-			if rng.IntN(4) == 0 {
-				key, value = "password:"+u.Sam, fmt.Sprintf("Pw-r%d-w%d-%d-Xy", round, w, n)
-				req.Replace("unicodePwd", []string{string(schema.EncodeUnicodePwd(value))})
-			} else {
-				key, value = "phone:"+u.Sam, fmt.Sprintf("+1 555 %d%d%05d", round%10, w, n)
-				req.Replace("telephoneNumber", []string{value})
-			}
-		}
-		if conn == nil {
-			c, err := ldap.DialURL(e.gw.URL)
-			if err == nil {
-				c.SetTimeout(30 * time.Second)
-				if err = c.Bind(adAdmin, e.dc.AdminPassword); err != nil {
-					c.Close()
-				}
-			}
-			if err != nil {
-				ledger.add(key, crashWrite{round: round, value: value, outcome: failed, err: err})
-				return
-			}
-			conn = c
-		}
-		err := conn.Modify(req)
-		o := classifyWriteError(err)
-		ledger.add(key, crashWrite{round: round, value: value, outcome: o, err: err})
-		switch o {
-		case succeeded:
-			acked.Add(1)
-			if w == userWriters {
-				member[groupIndex(key)] = value == "yes"
-			}
-		case unknown:
-			return
-		}
+// crashDirectory is the AD domain controller behind the env's gateway.
+func (e *adEnv) crashDirectory() crashDirectory {
+	return crashDirectory{
+		url: e.gw.URL, bindDN: adAdmin, bindPW: e.dc.AdminPassword,
+		group: func(g int) (string, string) { return adGenGroup(g), adGroupDN(adGenGroup(g)) },
+		user: func(u int) (string, string) {
+			user := adGenUser(u)
+			return user.Sam, adUserDN(user.CN)
+		},
+		member: adUserDN("Carol Cooper"),
+		password: func(req *ldap.ModifyRequest, value string) {
+			req.Replace("unicodePwd", []string{string(schema.EncodeUnicodePwd(value))})
+		},
 	}
 }

@@ -134,7 +134,7 @@ func TestCrashMirrorKeepsEveryAcknowledgedWrite(t *testing.T) {
 		startMember := carolIn()
 		_, finish := crashRound(t, round, int64(10+rng.IntN(150)), userWriters, rng,
 			func(ctx context.Context, w int, seed uint64, acked *atomic.Int64) {
-				crashWriter(ctx, e.gw.URL, e.dir.RootPW, w, userWriters, users, groups, round, seed, ledger, acked, startMember)
+				crashWriter(ctx, slapdCrashDirectory(e.gw.URL, e.dir.RootPW), w, userWriters, users, groups, round, seed, ledger, acked, startMember)
 			}, e.requireAlive)
 		e.kill()
 		finish()
@@ -235,10 +235,35 @@ func crashRound(t *testing.T, round int, target int64, writers int, rng *rand.Ra
 	return acked, func() { wg.Wait(); cancel() }
 }
 
+// crashDirectory is what the crash writers need to know of the directory
+// they write to through the gateway.
+type crashDirectory struct {
+	url            string // the gateway's
+	bindDN, bindPW string
+	group          func(g int) (name, dn string) // a generated group
+	user           func(u int) (name, dn string) // a generated user
+	member         string                        // carol's DN
+	// password sets value as a user's password in req.
+	password func(req *ldap.ModifyRequest, value string)
+}
+
+// slapdCrashDirectory is the OpenLDAP directory behind the gateway at url.
+func slapdCrashDirectory(url, adminPW string) crashDirectory {
+	return crashDirectory{
+		url: url, bindDN: mirrorAdminDN, bindPW: adminPW,
+		group:  func(g int) (string, string) { return slapd.GroupCN(g), groupDN(slapd.GroupCN(g)) },
+		user:   func(u int) (string, string) { return slapd.UserUID(u), userDN(slapd.UserUID(u)) },
+		member: userDN("carol"),
+		password: func(req *ldap.ModifyRequest, value string) {
+			req.Replace("userPassword", []string{value})
+		},
+	}
+}
+
 // crashWriter writes until its connection fails or ctx ends. Writer w <
 // userWriters owns the users u with u%userWriters == w; the last writer
 // moves carol in and out of the generated groups.
-func crashWriter(ctx context.Context, url, adminPW string, w, userWriters, users, groups, round int, seed uint64,
+func crashWriter(ctx context.Context, d crashDirectory, w, userWriters, users, groups, round int, seed uint64,
 	ledger *crashLedger, acked *atomic.Int64, startMember map[int]bool) {
 	rng := rand.New(rand.NewPCG(seed, uint64(w)))
 	var owned []int
@@ -251,40 +276,42 @@ func crashWriter(ctx context.Context, url, adminPW string, w, userWriters, users
 			conn.Close()
 		}
 	}()
-	// This writer's view of carol's membership, by group: from slapd at the
-	// start of a round, since the last round may have ended on a write of
-	// unknown outcome.
+	// This writer's view of carol's membership, by group: from the
+	// directory at the start of a round, since the last round may have
+	// ended on a write of unknown outcome.
 	member := maps.Clone(startMember)
 	for n := 0; ctx.Err() == nil; n++ {
 		var key, value string
 		var req *ldap.ModifyRequest
 		if w == userWriters {
 			g := rng.IntN(groups)
-			key = "member:" + slapd.GroupCN(g)
-			req = ldap.NewModifyRequest(groupDN(slapd.GroupCN(g)), nil)
+			name, dn := d.group(g)
+			key = "member:" + name
+			req = ldap.NewModifyRequest(dn, nil)
 			if member[g] {
-				req.Delete("member", []string{userDN("carol")})
+				req.Delete("member", []string{d.member})
 				value = "no"
 			} else {
-				req.Add("member", []string{userDN("carol")})
+				req.Add("member", []string{d.member})
 				value = "yes"
 			}
 		} else {
-			uid := slapd.UserUID(owned[rng.IntN(len(owned))])
-			req = ldap.NewModifyRequest(userDN(uid), nil)
+			name, dn := d.user(owned[rng.IntN(len(owned))])
+			req = ldap.NewModifyRequest(dn, nil)
 			if rng.IntN(4) == 0 {
-				key, value = "password:"+uid, fmt.Sprintf("pw-r%d-w%d-%d", round, w, n)
-				req.Replace("userPassword", []string{value})
+				// Mixed case and a digit: AD's complexity rules accept it.
+				key, value = "password:"+name, fmt.Sprintf("Pw-r%d-w%d-%d-Xy", round, w, n)
+				d.password(req, value)
 			} else {
-				key, value = "phone:"+uid, fmt.Sprintf("+1 555 %d%d%05d", round%10, w, n)
+				key, value = "phone:"+name, fmt.Sprintf("+1 555 %d%d%05d", round%10, w, n)
 				req.Replace("telephoneNumber", []string{value})
 			}
 		}
 		if conn == nil {
-			c, err := ldap.DialURL(url)
+			c, err := ldap.DialURL(d.url)
 			if err == nil {
 				c.SetTimeout(30 * time.Second)
-				if err = c.Bind(mirrorAdminDN, adminPW); err != nil {
+				if err = c.Bind(d.bindDN, d.bindPW); err != nil {
 					c.Close()
 				}
 			}

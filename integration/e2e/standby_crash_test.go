@@ -68,7 +68,7 @@ func TestCrashStandbyTakesOverWithEveryAcknowledgedWrite(t *testing.T) {
 		startMember := carolIn()
 		acked, finish := crashRound(t, round, int64(10+rng.IntN(120)), userWriters, rng,
 			func(ctx context.Context, w int, seed uint64, acked *atomic.Int64) {
-				crashWriter(ctx, p.listen, e.dir.RootPW, w, userWriters, users, groups, round, seed, ledger, acked, startMember)
+				crashWriter(ctx, slapdCrashDirectory(p.listen, e.dir.RootPW), w, userWriters, users, groups, round, seed, ledger, acked, startMember)
 			}, func() {
 				if !primary.gw.alive() {
 					t.Fatalf("primary %s died", primary.name)
