@@ -15,9 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -233,13 +231,6 @@ func (e *adEnv) seedAxigen() {
 	}
 }
 
-func (e *adEnv) knownPasswords() map[string]string {
-	r := e.root()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return maps.Clone(r.known)
-}
-
 // dcConn is an LDAPS connection straight to the DC as the Administrator.
 func (e *adEnv) dcConn() *ldap.Conn {
 	e.t.Helper()
@@ -325,69 +316,17 @@ func (e *adEnv) checkAD() error {
 	if err != nil {
 		return err
 	}
-	var diffs []string
-	add := func(format string, a ...any) { diffs = append(diffs, fmt.Sprintf(format, a...)) }
-	for dn, err := range want.Unmappable {
-		add("directory entry %s cannot be mapped: %v", dn, err)
-	}
-	got := map[string]axigensim.AccountState{}
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		got[strings.ToLower(a.Name)] = a
-	}
 	known := e.knownPasswords()
-	for key, w := range want.Accounts {
-		g, ok := got[key]
-		if !ok {
-			add("account %s: missing in Axigen", w.Name)
-			continue
-		}
-		if g.Name != w.Name {
-			add("account %s: Axigen names it %q", w.Name, g.Name)
-		}
-		if d := diffContact(w.Contact, g.Contact); d != "" {
-			add("account %s: contact %s", w.Name, d)
-		}
+	return diffMirror(want, e.sim, nil, true, func(key string, w schema.Account, g axigensim.AccountState) string {
 		pw := known[key]
 		switch {
 		case w.Disabled && pw != "" && g.Password == pw:
-			add("account %s: disabled in AD, but Axigen still takes its password", w.Name)
+			return "disabled in AD, but Axigen still takes its password"
 		case !w.Disabled && pw != "" && g.Password != pw:
-			add("account %s: Axigen password differs from the one set in AD", w.Name)
+			return "Axigen password differs from the one set in AD"
 		}
-	}
-	for key, g := range got {
-		if _, ok := want.Accounts[key]; !ok {
-			add("account %s: in Axigen, not in the directory", g.Name)
-		}
-	}
-	gotGroups := map[string]axigensim.GroupState{}
-	for _, g := range e.sim.Groups(mirrorDomain) {
-		gotGroups[strings.ToLower(g.Name)] = g
-	}
-	for key, w := range want.Groups {
-		g, ok := gotGroups[key]
-		if !ok {
-			add("group %s: missing in Axigen", w.Name)
-			continue
-		}
-		if !equalFoldSets(w.Members, g.Members) {
-			add("group %s: members %v in Axigen, %v in the directory", w.Name, g.Members, w.Members)
-		}
-	}
-	for key, g := range gotGroups {
-		if _, ok := want.Groups[key]; !ok {
-			add("group %s: in Axigen, not in the directory", g.Name)
-		}
-	}
-	if len(diffs) == 0 {
-		return nil
-	}
-	sort.Strings(diffs)
-	n := len(diffs)
-	if n > 15 {
-		diffs = append(diffs[:15], fmt.Sprintf("... and %d more", n-15))
-	}
-	return fmt.Errorf("%d differences between Axigen and AD:\n  %s", n, strings.Join(diffs, "\n  "))
+		return ""
+	})
 }
 
 // waitAD waits until the simulator equals AD.

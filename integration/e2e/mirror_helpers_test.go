@@ -500,27 +500,52 @@ func (e *mirrorEnv) checkMirrored(allowUnmappable bool) error {
 	if err != nil {
 		return err
 	}
+	unmapped := map[string]bool{}
+	for dn := range want.Unmappable {
+		if p, err := ldap.ParseDN(dn); err == nil && len(p.RDNs) > 0 {
+			unmapped[strings.ToLower(p.RDNs[0].Attributes[0].Value)] = true
+		}
+	}
+	known := e.knownPasswords()
+	return diffMirror(want, e.sim, unmapped, !allowUnmappable, func(key string, w schema.Account, g axigensim.AccountState) string {
+		pw := w.Password
+		if pw == "" {
+			pw = known[key]
+		}
+		if pw != "" && g.Password != pw {
+			return "Axigen password differs from the directory's"
+		}
+		return ""
+	})
+}
+
+// knownPasswords are the passwords tests set, by account name (the
+// directory may hold them hashed).
+func (e *mirrorEnv) knownPasswords() map[string]string {
+	r := e.root()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.known)
+}
+
+// diffMirror says how the simulator differs from want, the directory's
+// state: accounts (names, contact info, password as checkPassword judges
+// it) and groups (members). Axigen may hold what unmapped names (entries
+// whose values it cannot take); with reportUnmappable each such entry is a
+// difference too.
+func diffMirror(want mirrorState, sim *axigensim.Server, unmapped map[string]bool, reportUnmappable bool,
+	checkPassword func(key string, w schema.Account, g axigensim.AccountState) string) error {
 	var diffs []string
 	add := func(format string, a ...any) { diffs = append(diffs, fmt.Sprintf(format, a...)) }
-	if !allowUnmappable {
+	if reportUnmappable {
 		for dn, err := range want.Unmappable {
 			add("directory entry %s cannot be mapped: %v", dn, err)
 		}
 	}
-	unmappedNames := map[string]bool{}
-	for dn := range want.Unmappable {
-		if p, err := ldap.ParseDN(dn); err == nil && len(p.RDNs) > 0 {
-			unmappedNames[strings.ToLower(p.RDNs[0].Attributes[0].Value)] = true
-		}
-	}
 	got := map[string]axigensim.AccountState{}
-	for _, a := range e.sim.Accounts(mirrorDomain) {
+	for _, a := range sim.Accounts(mirrorDomain) {
 		got[strings.ToLower(a.Name)] = a
 	}
-	r := e.root()
-	r.mu.Lock()
-	known := maps.Clone(r.known)
-	r.mu.Unlock()
 	for key, w := range want.Accounts {
 		g, ok := got[key]
 		if !ok {
@@ -533,21 +558,17 @@ func (e *mirrorEnv) checkMirrored(allowUnmappable bool) error {
 		if d := diffContact(w.Contact, g.Contact); d != "" {
 			add("account %s: contact %s", w.Name, d)
 		}
-		pw := w.Password
-		if pw == "" {
-			pw = known[key]
-		}
-		if pw != "" && g.Password != pw {
-			add("account %s: Axigen password differs from the directory's", w.Name)
+		if d := checkPassword(key, w, g); d != "" {
+			add("account %s: %s", w.Name, d)
 		}
 	}
 	for key, g := range got {
-		if _, ok := want.Accounts[key]; !ok && !unmappedNames[key] {
+		if _, ok := want.Accounts[key]; !ok && !unmapped[key] {
 			add("account %s: in Axigen, not in the directory", g.Name)
 		}
 	}
 	gotGroups := map[string]axigensim.GroupState{}
-	for _, g := range e.sim.Groups(mirrorDomain) {
+	for _, g := range sim.Groups(mirrorDomain) {
 		gotGroups[strings.ToLower(g.Name)] = g
 	}
 	for key, w := range want.Groups {
@@ -561,7 +582,7 @@ func (e *mirrorEnv) checkMirrored(allowUnmappable bool) error {
 		}
 	}
 	for key, g := range gotGroups {
-		if _, ok := want.Groups[key]; !ok && !unmappedNames[key] {
+		if _, ok := want.Groups[key]; !ok && !unmapped[key] {
 			add("group %s: in Axigen, not in the directory", g.Name)
 		}
 	}
