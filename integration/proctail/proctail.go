@@ -1,12 +1,19 @@
-// Package proctail keeps the tail of a child process's output, for the
-// error reports of the test servers (slapd, Samba) that integration starts,
-// and forwards each line to a logger as it comes.
+// Package proctail serves the child processes of the test servers (slapd,
+// Samba) that integration starts: it keeps the tail of their output for
+// error reports, forwarding each line to a logger as it comes, and stops
+// them.
 package proctail
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Buffer keeps the last Max bytes written and logs each line at debug
@@ -60,4 +67,34 @@ func Closed(c chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// PID is the process id of cmd while it runs (exited, closed once it has
+// been reaped, still open), else 0.
+func PID(cmd *exec.Cmd, exited chan struct{}) int {
+	if cmd == nil || cmd.Process == nil || Closed(exited) {
+		return 0
+	}
+	return cmd.Process.Pid
+}
+
+// Halt sends sig to cmd and waits until it has exited, killing it after
+// grace: a server finishing its work on SIGTERM must not hold a test up
+// for ever. A process that is not running is left alone. name labels the
+// error.
+func Halt(name string, cmd *exec.Cmd, exited chan struct{}, sig syscall.Signal, grace time.Duration) error {
+	if cmd == nil || Closed(exited) {
+		return nil
+	}
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("%s: signal %v: %w", name, sig, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(grace):
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	return nil
 }

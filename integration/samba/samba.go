@@ -392,10 +392,7 @@ func (s *Server) AdminConn(ctx context.Context) (*ldap.Conn, error) {
 func (s *Server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || s.cmd.Process == nil || proctail.Closed(s.exited) {
-		return 0
-	}
-	return s.cmd.Process.Pid
+	return proctail.PID(s.cmd, s.exited)
 }
 
 // Log is what Samba wrote lately (at most 64 KiB).
@@ -469,18 +466,5 @@ func (s *Server) halt(sig syscall.Signal) error {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
 	s.mu.Unlock()
-	if cmd == nil || proctail.Closed(exited) {
-		return nil
-	}
-	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("samba: signal %v: %w", sig, err)
-	}
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(10 * time.Second):
-	}
-	_ = cmd.Process.Kill()
-	<-exited
-	return nil
+	return proctail.Halt("samba", cmd, exited, sig, 10*time.Second)
 }

@@ -375,10 +375,7 @@ func (s *Server) Load(ctx context.Context, ldif string) error {
 func (s *Server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || s.cmd.Process == nil || proctail.Closed(s.exited) {
-		return 0
-	}
-	return s.cmd.Process.Pid
+	return proctail.PID(s.cmd, s.exited)
 }
 
 // Running reports whether the slapd process is alive.
@@ -396,21 +393,7 @@ func (s *Server) halt(sig syscall.Signal) error {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
 	s.mu.Unlock()
-	if cmd == nil || proctail.Closed(exited) {
-		return nil
-	}
-	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("slapd: signal %v: %w", sig, err)
-	}
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(10 * time.Second):
-	}
-	// slapd waits for running operations on SIGTERM; do not wait forever.
-	_ = cmd.Process.Kill()
-	<-exited
-	return nil
+	return proctail.Halt("slapd", cmd, exited, sig, 10*time.Second)
 }
 
 // Restart stops slapd if it runs and starts it again on the same ports with
