@@ -521,19 +521,10 @@ func (s *session) inAccount(f *frame, toks []token) {
 	a := f.account
 	switch {
 	case len(toks) == 3 && is(toks, "set", "name"):
-		if toks[2].text == "" {
-			s.fail(errEmptyValue)
-			return
+		if nameFree(s, f.domain.accounts, a.key, toks[2].text, errAccountExists) {
+			a.state.Name = toks[2].text
+			s.ok(statusOK)
 		}
-		s.srv.mu.Lock()
-		other, exists := f.domain.accounts[strings.ToLower(toks[2].text)]
-		s.srv.mu.Unlock()
-		if exists && strings.ToLower(other.Name) != a.key {
-			s.fail(errAccountExists)
-			return
-		}
-		a.state.Name = toks[2].text
-		s.ok(statusOK)
 	case len(toks) == 3 && is(toks, "set", "password"):
 		if toks[2].text == "" {
 			s.fail(errEmptyValue)
@@ -586,6 +577,24 @@ func (s *session) commitAccount(f *frame) string {
 	// one (the connector may have set it meanwhile).
 	keep := func(draft, cur *AccountState) { draft.LDAPID, draft.LDAPDN = cur.LDAPID, cur.LDAPDN }
 	return commitDraft(s, f.domain.accounts, &a.key, &a.state, a.state.Name, (*AccountState).clone, keep, errAccountExists)
+}
+
+// nameFree reports whether a draft (read from key; "" for a new one) may
+// take name: not empty, and no other item of the domain has it. Otherwise
+// the command fails.
+func nameFree[T any](s *session, items map[string]*T, key, name, errExists string) bool {
+	if name == "" {
+		s.fail(errEmptyValue)
+		return false
+	}
+	s.srv.mu.Lock()
+	_, taken := items[strings.ToLower(name)]
+	s.srv.mu.Unlock()
+	if taken && strings.ToLower(name) != key {
+		s.fail(errExists)
+		return false
+	}
+	return true
 }
 
 // commitDraft saves the draft of an item (an account or group) named name
@@ -660,19 +669,10 @@ func (s *session) inGroup(f *frame, toks []token) {
 	}
 	switch {
 	case len(toks) == 3 && is(toks, "set", "name"):
-		if toks[2].text == "" {
-			s.fail(errEmptyValue)
-			return
+		if nameFree(s, f.domain.groups, g.key, toks[2].text, errGroupExists) {
+			g.state.Name = toks[2].text
+			s.ok(statusOK)
 		}
-		s.srv.mu.Lock()
-		other, exists := f.domain.groups[strings.ToLower(toks[2].text)]
-		s.srv.mu.Unlock()
-		if exists && strings.ToLower(other.Name) != g.key {
-			s.fail(errGroupExists)
-			return
-		}
-		g.state.Name = toks[2].text
-		s.ok(statusOK)
 	case len(toks) == 3 && is(toks, "add", "address"):
 		if toks[2].text == "" {
 			s.fail(errEmptyValue)
