@@ -459,8 +459,9 @@ func (m *Mirror) identityChange(req *gateway.WriteRequest, target, newDN string)
 	case gateway.OpAdd, gateway.OpDelete, gateway.OpModifyDN:
 		return []string{canonical(target), canonical(newDN)}
 	case gateway.OpModify:
+		read := m.readAttributes()
 		for _, c := range req.Changes {
-			for _, a := range m.readAttributes() {
+			for _, a := range read {
 				if a != "" && mp.SameAttribute(c.Type, a) {
 					return []string{canonical(target)}
 				}
