@@ -298,6 +298,7 @@ type stateCollector struct {
 
 	connections, upstreamConns, accepted, rejected, upstreamFail *prometheus.Desc
 	upstreamUp, records, backlog, oldest, dead                   *prometheus.Desc
+	spareConns                                                   *prometheus.Desc
 }
 
 func newStateCollector(cfg *Config) *stateCollector {
@@ -307,7 +308,8 @@ func newStateCollector(cfg *Config) *stateCollector {
 	return &stateCollector{
 		cfg:           cfg,
 		connections:   d("ldapgate_connections", "Open client sessions."),
-		upstreamConns: d("ldapgate_upstream_connections", "Open connections to upstream directories."),
+		upstreamConns: d("ldapgate_upstream_connections", "Open connections to upstream directories, in use by sessions."),
+		spareConns:    d("ldapgate_upstream_spare_connections", "Upstream connections reset to anonymous, waiting for a new session."),
 		accepted:      d("ldapgate_connections_accepted_total", "Client connections accepted."),
 		rejected:      d("ldapgate_connections_rejected_total", "Client connections refused by the connection limit."),
 		upstreamFail:  d("ldapgate_upstream_failures_total", "Upstream dials that failed and upstream connections lost."),
@@ -320,7 +322,7 @@ func newStateCollector(cfg *Config) *stateCollector {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connections, c.upstreamConns, c.accepted, c.rejected,
+	for _, d := range []*prometheus.Desc{c.connections, c.upstreamConns, c.spareConns, c.accepted, c.rejected,
 		c.upstreamFail, c.upstreamUp, c.records, c.backlog, c.oldest, c.dead} {
 		ch <- d
 	}
@@ -331,6 +333,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		st := c.cfg.Gateway()
 		ch <- prometheus.MustNewConstMetric(c.connections, prometheus.GaugeValue, float64(st.Connections))
 		ch <- prometheus.MustNewConstMetric(c.upstreamConns, prometheus.GaugeValue, float64(st.UpstreamConns))
+		ch <- prometheus.MustNewConstMetric(c.spareConns, prometheus.GaugeValue, float64(st.SpareConns))
 		ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.CounterValue, float64(st.Accepted))
 		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(st.Rejected))
 		ch <- prometheus.MustNewConstMetric(c.upstreamFail, prometheus.CounterValue, float64(st.UpstreamFailures))

@@ -89,11 +89,30 @@ func (u *UpstreamSet) SetUpstreams(ups []Upstream) {
 // Dial connects to the first healthy upstream; when none is known to be
 // healthy it tries them all, so a recovered server is found at once.
 func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
+	conn, _, err := u.DialRoute(ctx)
+	return conn, err
+}
+
+// Route names (by URL) the upstream Dial tries first now: the first
+// healthy one.
+func (u *UpstreamSet) Route() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i, st := range u.state {
+		if st.up {
+			return u.ups[i].URL
+		}
+	}
+	return ""
+}
+
+// DialRoute is Dial, also naming the upstream it connected to.
+func (u *UpstreamSet) DialRoute(ctx context.Context) (net.Conn, string, error) {
 	u.mu.Lock()
 	ups := u.ups
 	if len(ups) == 0 {
 		u.mu.Unlock()
-		return nil, errors.New("no upstream configured")
+		return nil, "", errors.New("no upstream configured")
 	}
 	order := make([]int, 0, len(ups))
 	for i, st := range u.state {
@@ -118,11 +137,11 @@ func (u *UpstreamSet) Dial(ctx context.Context) (net.Conn, error) {
 		}
 		u.record(ups[i].URL, err)
 		if err == nil {
-			return conn, nil
+			return conn, ups[i].URL, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", ups[i].URL, err))
 	}
-	return nil, errors.Join(errs...)
+	return nil, "", errors.Join(errs...)
 }
 
 // record notes the outcome of a dial or a probe of the upstream at url.

@@ -55,6 +55,11 @@ type Config struct {
 	// yet used, across all sessions (default 32; negative disables early
 	// dials). Sessions beyond it dial at their first request.
 	EarlyDials int
+	// SpareConns bounds the upstream connections kept, reset to
+	// anonymous, after their sessions ended cleanly, for new sessions to
+	// use instead of dialling (default 32; negative disables). Each waits
+	// at most 2 s for a session.
+	SpareConns int
 	// MaxBindFailures failed binds from one client address within
 	// BindFailureWindow make the gateway refuse its binds for the rest of
 	// the window (result 53). 0 disables the limit.
@@ -82,12 +87,14 @@ const (
 	DefaultMaxOpsPerConn    = 256
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultEarlyDials       = 32
+	DefaultSpareConns       = 32
 )
 
 // Stats are the Server's running counters.
 type Stats struct {
 	Connections      int64 // open client sessions
-	UpstreamConns    int64 // open upstream connections
+	UpstreamConns    int64 // open upstream connections in use by sessions
+	SpareConns       int64 // open upstream connections waiting for a session
 	Accepted         int64
 	Rejected         int64 // connections refused by the connection limit
 	Requests         int64
@@ -112,6 +119,7 @@ type Server struct {
 	// earlyDials counts the sessions' early upstream dials in flight or
 	// unused (Config.EarlyDials).
 	earlyDials atomic.Int64
+	spares     *spareConns // nil when disabled
 	local      []*ldap.DN
 	closed     atomic.Bool
 
@@ -146,6 +154,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.EarlyDials == 0 {
 		cfg.EarlyDials = DefaultEarlyDials
 	}
+	if cfg.SpareConns == 0 {
+		cfg.SpareConns = DefaultSpareConns
+	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -173,6 +184,7 @@ func NewServer(cfg Config) (*Server, error) {
 		stop:       cancel,
 		connSem:    make(chan struct{}, cfg.MaxConnections),
 		binds:      newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
+		spares:     newSpareConns(cfg.SpareConns, spareHold),
 		local:      localSuffixes,
 		localKnown: make(map[string]bool),
 		listeners:  make(map[net.Listener]struct{}),
@@ -264,6 +276,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Connections:      s.stats.connections.Load(),
 		UpstreamConns:    s.stats.upstreamConns.Load(),
+		SpareConns:       int64(s.spares.len()),
 		Accepted:         s.stats.accepted.Load(),
 		Rejected:         s.stats.rejected.Load(),
 		Requests:         s.stats.requests.Load(),
@@ -408,6 +421,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-done:
 			s.stop()
+			s.spares.close()
 			return nil
 		case <-ctx.Done():
 			s.stop()
@@ -418,6 +432,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 			s.mu.Unlock()
 			<-done
+			s.spares.close()
 			return ctx.Err()
 		case <-tick.C:
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -40,9 +41,13 @@ type pendingOp struct {
 
 // upstreamConn is a session's own connection to the directory.
 type upstreamConn struct {
-	conn net.Conn
-	r    *messageReader
-	w    *bufio.Writer
+	conn  net.Conn
+	route string // the upstream's name, for spareConns
+	r     *messageReader
+	w     *bufio.Writer
+	// parking says the session has ended and sent resetBind: the next
+	// message is its answer, and the connection then goes to the spares.
+	parking atomic.Bool
 }
 
 // session relays one client connection. The reading goroutine (run) owns
@@ -82,6 +87,10 @@ type session struct {
 
 	slots     chan struct{}
 	closeOnce sync.Once
+	// reusable says the session has done nothing that could leave state
+	// on its upstream connection beyond its bind (see park); owned by the
+	// reading goroutine.
+	reusable bool
 	// owned by the reading goroutine: the idle timeout's bookkeeping
 	readDeadline, lastRead time.Time
 	// pooled buffers handed back to the Server once the session is over
@@ -93,15 +102,16 @@ type session struct {
 func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 	ctx, cancel := context.WithCancel(srv.baseCtx)
 	s := &session{
-		srv:     srv,
-		id:      id,
-		ctx:     ctx,
-		cancel:  cancel,
-		remote:  conn.RemoteAddr().String(),
-		client:  conn,
-		pending: make(map[int64]pendingOp),
-		tls:     isTLS,
-		slots:   make(chan struct{}, srv.cfg.MaxOpsPerConn),
+		srv:      srv,
+		id:       id,
+		ctx:      ctx,
+		cancel:   cancel,
+		remote:   conn.RemoteAddr().String(),
+		client:   conn,
+		pending:  make(map[int64]pendingOp),
+		tls:      isTLS,
+		slots:    make(chan struct{}, srv.cfg.MaxOpsPerConn),
+		reusable: true,
 	}
 	s.cr, s.cw = s.buffers(conn)
 	s.lastRead = time.Now()
@@ -137,6 +147,9 @@ func (s *session) run() {
 	for {
 		m, err := s.readClient()
 		if err != nil {
+			if errors.Is(err, io.EOF) {
+				s.park()
+			}
 			s.clientReadFailed(err)
 			return
 		}
@@ -218,8 +231,14 @@ func (s *session) handle(m message) bool {
 		return false
 	}
 	s.srv.stats.requests.Add(1)
+	if m.controls != nil {
+		s.reusable = false
+	}
 	switch m.op {
 	case tagUnbindRequest:
+		if s.park() {
+			return false
+		}
 		s.mu.Lock()
 		up := s.up
 		s.closing = true
@@ -244,6 +263,9 @@ func (s *session) handle(m message) bool {
 			return s.startTLS(m)
 		case OIDPasswordModify:
 			return s.write(m)
+		case OIDWhoAmI:
+		default:
+			s.reusable = false // transactions and others keep state on the connection
 		}
 		return s.forward(m, pendingOp{tag: m.op})
 	case tagAddRequest, tagModifyRequest, tagDelRequest, tagModDNRequest:
@@ -288,6 +310,7 @@ func (s *session) routeLocal(m message) bool {
 }
 
 func (s *session) abandon(m message) bool {
+	s.reusable = false // the directory may still be winding the operation down
 	target, err := parseInt(m.opContent)
 	if err != nil {
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed abandon request")
@@ -328,6 +351,7 @@ func (s *session) bind(m message) bool {
 	s.mu.Unlock()
 	op := pendingOp{tag: m.op, bindDN: b.name}
 	if !b.simple {
+		s.reusable = false // a SASL exchange may be left half done
 		if !saslWithoutSecurityLayer[b.mechanism] {
 			s.respond(m, ldap.LDAPResultAuthMethodNotSupported, fmt.Sprintf(
 				"ldapgate: SASL mechanism %s is not relayed: it may negotiate a security layer or bind to the gateway's own TLS channel; use a simple bind or SASL PLAIN over TLS", b.mechanism))
@@ -502,7 +526,7 @@ func (s *session) upstream() (*upstreamConn, error) {
 			return nil, err
 		}
 	}
-	return s.connect(s.srv.cfg.Dialer.Dial, false)
+	return s.connect(false)
 }
 
 // dialEarly starts dialling the upstream as soon as the client is
@@ -531,7 +555,7 @@ func (s *session) dialEarly() {
 	go func() {
 		defer close(done)
 		growStack()
-		up, err := s.open(s.srv.cfg.Dialer.Dial)
+		up, err := s.open(false)
 		s.mu.Lock()
 		if err == nil && s.closing {
 			err = errClosing
@@ -606,24 +630,43 @@ func (s *session) localUpstream() (*upstreamConn, error) {
 	if c := s.localConn(); c != nil {
 		return c, nil
 	}
-	return s.connect(s.srv.cfg.Local.Dial, true)
+	return s.connect(true)
 }
 
-// open dials a connection and gives it buffers.
-func (s *session) open(dial func(context.Context) (net.Conn, error)) (*upstreamConn, error) {
-	conn, err := dial(s.ctx)
+// open gives the session a connection with buffers: to the gateway's own
+// subtree server, or to the upstream, a spare one if the server holds one.
+func (s *session) open(local bool) (*upstreamConn, error) {
+	var conn net.Conn
+	var route string
+	var err error
+	rd, routed := s.srv.cfg.Dialer.(RoutingDialer)
+	if !local && s.srv.spares != nil {
+		if routed {
+			route = rd.Route()
+		}
+		conn = s.srv.spares.take(route)
+	}
+	switch {
+	case conn != nil:
+	case !local && routed:
+		conn, route, err = rd.DialRoute(s.ctx)
+	case local:
+		conn, err = s.srv.cfg.Local.Dial(s.ctx)
+	default:
+		conn, err = s.srv.cfg.Dialer.Dial(s.ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
-	up := &upstreamConn{conn: conn}
+	up := &upstreamConn{conn: conn, route: route}
 	up.r, up.w = s.buffers(conn)
 	return up, nil
 }
 
 // connect dials a connection (the upstream's, or the local subtree's) and
 // starts relaying its answers.
-func (s *session) connect(dial func(context.Context) (net.Conn, error), local bool) (*upstreamConn, error) {
-	up, err := s.open(dial)
+func (s *session) connect(local bool) (*upstreamConn, error) {
+	up, err := s.open(local)
 	if err != nil {
 		return nil, err
 	}
@@ -655,11 +698,20 @@ func (s *session) connect(dial func(context.Context) (net.Conn, error), local bo
 }
 
 // relayUpstream copies the upstream's messages to the client until the
-// upstream connection ends.
+// upstream connection ends, or is parked among the spares.
 func (s *session) relayUpstream(up *upstreamConn) {
-	defer up.conn.Close()
+	parked := false
+	defer func() {
+		if !parked {
+			up.conn.Close()
+		}
+	}()
 	for {
 		m, err := up.r.next()
+		if up.parking.Load() {
+			parked = err == nil && s.parked(up, m)
+			return
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && !s.opTimedOut(up) {
 				continue
@@ -716,6 +768,66 @@ func (s *session) relayUpstream(up *upstreamConn) {
 		}
 		up.r.release()
 	}
+}
+
+// resetBind is an anonymous simple bind with message ID 1. A bind ends
+// whatever authentication the connection had (RFC 4511 section 4.2.1), so
+// a connection that answers it with success is anonymous again.
+var resetBind = []byte{0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00}
+
+// resetTimeout bounds the wait for resetBind's answer; the connection is
+// closed if it does not come.
+const resetTimeout = 5 * time.Second
+
+// park ends the session's use of its upstream connection by resetting it
+// for another session (see spareConns), when that is safe, and reports
+// whether it did; otherwise the caller ends the session as usual and the
+// connection is closed.
+//
+// Safe means nothing the directory keeps per connection, other than the
+// bind, can be left from this session: no operation outstanding, none
+// abandoned (the directory may still be winding it down), no request
+// control (paged results and sync searches keep state between requests),
+// no SASL bind (an exchange may be half done) and no extended operation
+// other than WhoAmI and password modify (transactions keep state). The
+// anonymous bind then ends the session's authentication; only a success
+// puts the connection among the spares (a directory that refuses
+// anonymous binds gets its connections closed, as before).
+func (s *session) park() bool {
+	if s.srv.spares == nil || !s.reusable {
+		return false
+	}
+	s.mu.Lock()
+	up := s.up
+	if up == nil || len(s.pending) > 0 || s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	s.closing = true
+	s.up = nil // close() leaves it to its relaying goroutine
+	s.releaseEarlyLocked()
+	up.parking.Store(true)
+	s.mu.Unlock()
+	_ = up.conn.SetReadDeadline(time.Now().Add(resetTimeout))
+	if _, err := up.w.Write(resetBind); err != nil || up.w.Flush() != nil {
+		up.conn.Close() // its relaying goroutine ends on the error
+	}
+	return true
+}
+
+// parked takes the first message on a parking connection: the answer to
+// resetBind. It hands the connection to the spares and reports true when
+// the reset succeeded and nothing else came.
+func (s *session) parked(up *upstreamConn, m message) bool {
+	code, ok := resultCode(m)
+	if m.id != 1 || m.op != tagBindResponse || !ok || code != ldap.LDAPResultSuccess || up.r.buffered() > 0 {
+		return false
+	}
+	if up.conn.SetReadDeadline(time.Time{}) != nil {
+		return false
+	}
+	s.srv.spares.put(up.conn, up.route)
+	return true
 }
 
 // noteBindLocked records the session's identity after a bind completes.

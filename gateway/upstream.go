@@ -142,3 +142,15 @@ func (u Upstream) startTLS(ctx context.Context, conn net.Conn, maxMessage int) (
 type Dialer interface {
 	Dial(ctx context.Context) (net.Conn, error)
 }
+
+// A RoutingDialer is a Dialer that names the upstream of each connection,
+// so that the Server reuses a spare connection only while its upstream is
+// the one a new dial would choose (after a failover, sessions go back to
+// the preferred upstream as soon as it is healthy). UpstreamSet is one.
+type RoutingDialer interface {
+	Dialer
+	// DialRoute is Dial, also naming the upstream connected to.
+	DialRoute(ctx context.Context) (net.Conn, string, error)
+	// Route names the upstream Dial would try first now.
+	Route() string
+}

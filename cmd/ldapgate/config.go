@@ -62,6 +62,7 @@ type LimitsConfig struct {
 	MaxConnections      int           `yaml:"maxConnections"`
 	MaxOpsPerConnection int           `yaml:"maxOpsPerConnection"`
 	EarlyDials          int           `yaml:"earlyDials"`
+	SpareConns          int           `yaml:"spareConnections"`
 	IdleTimeout         time.Duration `yaml:"idleTimeout"`
 	DialTimeout         time.Duration `yaml:"dialTimeout"`
 	OpTimeout           time.Duration `yaml:"opTimeout"`
@@ -84,6 +85,7 @@ func defaultConfig() Config {
 			MaxConnections:      gateway.DefaultMaxConnections,
 			MaxOpsPerConnection: gateway.DefaultMaxOpsPerConn,
 			EarlyDials:          gateway.DefaultEarlyDials,
+			SpareConns:          gateway.DefaultSpareConns,
 			IdleTimeout:         15 * time.Minute,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
@@ -173,6 +175,8 @@ func serveSettings() []setting {
 			func(c *Config) *int { return &c.Limits.MaxOpsPerConnection }),
 		intSetting("early-dials", "EARLY_DIALS", "upstream connections opened as clients connect, before their first request, at most this many at once over all clients (unused ones close after 1 s); 0 dials at the first request (file: limits.earlyDials)",
 			func(c *Config) *int { return &c.Limits.EarlyDials }),
+		intSetting("spare-connections", "SPARE_CONNECTIONS", "upstream connections kept, reset with an anonymous bind, after their clients ended cleanly, for the next clients instead of a new connection; each waits at most 2 s; 0 keeps none (file: limits.spareConnections)",
+			func(c *Config) *int { return &c.Limits.SpareConns }),
 		durationSetting("idle-timeout", "IDLE_TIMEOUT", "close client sessions silent this long with nothing outstanding; 0 never (file: limits.idleTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.IdleTimeout }),
 		durationSetting("dial-timeout", "DIAL_TIMEOUT", "time to connect (and TLS) to an upstream (file: limits.dialTimeout)",
@@ -261,6 +265,8 @@ func (cfg *Config) validate() error {
 		return bad("limits.maxOpsPerConnection (--max-ops-per-conn)", "must be at least 1")
 	case l.EarlyDials < 0:
 		return bad("limits.earlyDials (--early-dials)", "must not be negative")
+	case l.SpareConns < 0:
+		return bad("limits.spareConnections (--spare-connections)", "must not be negative")
 	case l.IdleTimeout < 0:
 		return bad("limits.idleTimeout (--idle-timeout)", "must not be negative")
 	case l.DialTimeout <= 0:

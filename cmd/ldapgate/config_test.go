@@ -98,6 +98,7 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{"bad listen URL", []string{"--upstream", "ldap://x", "--listen", "127.0.0.1:389"}, "", "listen (--listen)"},
 		{"tiny message size", []string{"--upstream", "ldap://x", "--max-message-size", "10"}, "", "limits.maxMessageSize"},
 		{"negative early dials", []string{"--upstream", "ldap://x", "--early-dials", "-1"}, "", "limits.earlyDials (--early-dials)"},
+		{"negative spare connections", []string{"--upstream", "ldap://x", "--spare-connections", "-1"}, "", "limits.spareConnections (--spare-connections)"},
 		{"bad log level", []string{"--upstream", "ldap://x", "--log-level", "loud"}, "", "log.level"},
 		{"unknown key in file", nil, "upstrem:\n  urls: [ldap://x]\n", "upstrem"},
 		{"bad duration in file", nil, "upstream:\n  urls: [ldap://x]\nlimits:\n  idleTimeout: soon\n", "line 4"},

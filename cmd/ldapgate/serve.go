@@ -179,7 +179,8 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
 		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
-		EarlyDials:              earlyDials(cfg.Limits.EarlyDials),
+		EarlyDials:              offIfZero(cfg.Limits.EarlyDials),
+		SpareConns:              offIfZero(cfg.Limits.SpareConns),
 		IdleTimeout:             cfg.Limits.IdleTimeout,
 		OpTimeout:               cfg.Limits.OpTimeout,
 		MaxBindFailures:         cfg.Limits.MaxBindFailures,
@@ -381,8 +382,9 @@ func scheduledResync(ctx context.Context, m *mirror.Mirror, interval time.Durati
 	}
 }
 
-// earlyDials turns the setting (0: off) into gateway.Config's (negative: off).
-func earlyDials(n int) int {
+// offIfZero turns a count setting (0: off) into gateway.Config's
+// (negative: off, 0: the default).
+func offIfZero(n int) int {
 	if n == 0 {
 		return -1
 	}

@@ -211,6 +211,7 @@ func monitorEntries(gs gateway.Stats, health []gateway.UpstreamHealth, js store.
 	up.add("objectClass", "top", "extensibleObject")
 	up.add("cn", "upstream")
 	up.add("upstreamConnections", itoa(gs.UpstreamConns))
+	up.add("spareConnections", itoa(gs.SpareConns))
 	up.add("upstreamFailures", itoa(gs.UpstreamFailures))
 	var ups []*entry
 	healthy := 0

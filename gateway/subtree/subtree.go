@@ -17,8 +17,8 @@
 //	                                  deliveredAt, secretState, note
 //	cn=connections,cn=ldapgate,cn=monitor       currentConnections, totalConnections, rejectedConnections
 //	cn=operations,cn=ldapgate,cn=monitor        requests
-//	cn=upstream,cn=ldapgate,cn=monitor          upstreamConnections, upstreamFailures, upstreamsUp,
-//	                                  upstreamsDown
+//	cn=upstream,cn=ldapgate,cn=monitor          upstreamConnections, spareConnections,
+//	                                  upstreamFailures, upstreamsUp, upstreamsDown
 //	cn=upstreamN,cn=upstream,cn=ldapgate,cn=monitor  upstreamURL, status (up, down), since, lastError
 //	cn=journal,cn=ldapgate,cn=monitor           backlog, prepared, committed, delivered, dead,
 //	                                  inFlight, oldestPendingSeconds,

@@ -452,6 +452,9 @@ type ldapMessage struct {
 	ResultCode   int64   // -1 when the op carries no LDAPResult
 	Diagnostic   string
 	ResponseName string // ExtendedResponse responseName
+	// ResponseValue is an ExtendedResponse's responseValue (a WhoAmI
+	// authzId).
+	ResponseValue string
 }
 
 func (m ldapMessage) isNoticeOfDisconnection() bool {
@@ -485,6 +488,9 @@ func (c *rawConn) next(d time.Duration) (ldapMessage, error) {
 		for _, ch := range op.Children[3:] {
 			if ch.ClassType == ber.ClassContext && ch.Tag == 10 {
 				m.ResponseName = ch.Data.String()
+			}
+			if ch.ClassType == ber.ClassContext && ch.Tag == 11 {
+				m.ResponseValue = ch.Data.String()
 			}
 		}
 	}

@@ -333,25 +333,39 @@ func (s *Server) AdminConn(ctx context.Context) (*ldap.Conn, error) {
 // cn=Current,cn=Connections,cn=Monitor), not counting the connection that
 // asks.
 func (s *Server) CurrentConnections(ctx context.Context) (int, error) {
+	n, err := s.monitorCounter(ctx, "cn=Current")
+	return n - 1, err
+}
+
+// TotalConnections is slapd's count of the client connections it has
+// accepted since it started (cn=Total,cn=Connections,cn=Monitor), the
+// connection each call makes to ask included: two calls with nothing
+// between them differ by one.
+func (s *Server) TotalConnections(ctx context.Context) (int, error) {
+	return s.monitorCounter(ctx, "cn=Total")
+}
+
+func (s *Server) monitorCounter(ctx context.Context, rdn string) (int, error) {
 	c, err := s.AdminConn(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	res, err := c.Search(ldap.NewSearchRequest("cn=Current,cn=Connections,cn=Monitor",
+	dn := rdn + ",cn=Connections,cn=Monitor"
+	res, err := c.Search(ldap.NewSearchRequest(dn,
 		ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)",
 		[]string{"monitorCounter"}, nil))
 	if err != nil {
 		return 0, fmt.Errorf("slapd: read cn=Monitor: %w", err)
 	}
 	if len(res.Entries) != 1 {
-		return 0, fmt.Errorf("slapd: cn=Current,cn=Connections,cn=Monitor: %d entries", len(res.Entries))
+		return 0, fmt.Errorf("slapd: %s: %d entries", dn, len(res.Entries))
 	}
 	n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("monitorCounter"))
 	if err != nil {
-		return 0, fmt.Errorf("slapd: monitorCounter: %w", err)
+		return 0, fmt.Errorf("slapd: %s monitorCounter: %w", dn, err)
 	}
-	return n - 1, nil
+	return n, nil
 }
 
 // Load adds the entries of an LDIF (content records, or change records with

@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// spareConns keeps upstream connections whose sessions ended cleanly, reset
+// to anonymous, for the next sessions to use instead of dialling.
+//
+// Why: a client that opens a connection per operation (bind, search,
+// unbind) makes the directory accept and tear down a connection for each,
+// which costs it more than the bind and the search together. The gateway's
+// side of a session needs no fresh upstream connection, only an anonymous
+// one with nothing left over from its previous user, so one is handed on
+// when a session ends (see session.park for what makes a connection clean,
+// and for the anonymous bind that resets it). A connection still belongs
+// to one session at a time, and the directory's ACLs still see that
+// session's own identity.
+type spareConns struct {
+	max  int
+	hold time.Duration
+
+	mu     sync.Mutex
+	conns  []spareConn // oldest first; taken from the end
+	reaper *time.Timer
+	closed bool
+}
+
+type spareConn struct {
+	conn  net.Conn
+	route string // the upstream connected to (RoutingDialer)
+	since time.Time
+}
+
+// spareHold is how long a spare connection waits for a session before it
+// is closed: long enough to carry a burst of connection-per-operation
+// clients, short enough that the directory is not held open by the gateway
+// after the clients are gone.
+const spareHold = 2 * time.Second
+
+func newSpareConns(max int, hold time.Duration) *spareConns {
+	if max <= 0 {
+		return nil
+	}
+	return &spareConns{max: max, hold: hold}
+}
+
+// put keeps conn, connected to the upstream named route, for a later
+// session, or closes it when the pool is full or closed.
+func (p *spareConns) put(conn net.Conn, route string) {
+	if p == nil {
+		conn.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.closed || len(p.conns) >= p.max {
+		p.mu.Unlock()
+		conn.Close()
+		return
+	}
+	p.conns = append(p.conns, spareConn{conn: conn, route: route, since: time.Now()})
+	if p.reaper == nil {
+		p.reaper = time.AfterFunc(p.hold, p.reap)
+	}
+	p.mu.Unlock()
+}
+
+// take returns the newest spare connection to the upstream named route
+// that is still open with nothing unread, or nil. A connection to another
+// upstream (the preferred one changed), or one the directory closed or
+// sent something unasked on (a Notice of Disconnection), is closed and
+// skipped.
+func (p *spareConns) take(route string) net.Conn {
+	if p == nil {
+		return nil
+	}
+	for {
+		p.mu.Lock()
+		n := len(p.conns)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		c := p.conns[n-1]
+		p.conns[n-1] = spareConn{}
+		p.conns = p.conns[:n-1]
+		p.mu.Unlock()
+		if c.route == route && quiet(c.conn) {
+			return c.conn
+		}
+		c.conn.Close()
+	}
+}
+
+// reap closes the connections that waited longer than the hold.
+func (p *spareConns) reap() {
+	p.mu.Lock()
+	cutoff := time.Now().Add(-p.hold)
+	n := 0
+	for n < len(p.conns) && p.conns[n].since.Before(cutoff) {
+		n++
+	}
+	old := make([]net.Conn, n)
+	for i := range n {
+		old[i] = p.conns[i].conn
+	}
+	p.conns = append(p.conns[:0], p.conns[n:]...)
+	if len(p.conns) > 0 && !p.closed {
+		p.reaper = time.AfterFunc(p.conns[0].since.Add(p.hold).Sub(time.Now()), p.reap)
+	} else {
+		p.reaper = nil
+	}
+	p.mu.Unlock()
+	for _, c := range old {
+		c.Close()
+	}
+}
+
+// len reports how many spare connections are held.
+func (p *spareConns) len() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// close closes every spare connection and keeps no more.
+func (p *spareConns) close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = nil
+	if p.reaper != nil {
+		p.reaper.Stop()
+		p.reaper = nil
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.conn.Close()
+	}
+}
+
+// quiet reports whether conn is open with nothing waiting to be read,
+// peeking at its socket without blocking. Connections it cannot inspect
+// count as not quiet: they are not reused.
+func quiet(conn net.Conn) bool {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var b [1]byte
+	ok = false
+	err = rc.Control(func(fd uintptr) {
+		_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		ok = errno == syscall.EAGAIN
+	})
+	return err == nil && ok
+}
