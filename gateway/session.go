@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,7 @@ type upstreamConn struct {
 	// parking says the session has ended and sent resetBind: the next
 	// message is its answer, and the connection then goes to the spares.
 	parking atomic.Bool
+	done    chan struct{} // closed when its relaying goroutine ends
 }
 
 // session relays one client connection. The reading goroutine (run) owns
@@ -562,6 +564,7 @@ func (s *session) dialEarly() {
 		}
 		if err == nil {
 			s.up = up
+			up.done = done
 			if s.earlyHeld {
 				s.earlyDrop = time.AfterFunc(earlyDialHold, func() { s.dropEarly(up) })
 			}
@@ -682,6 +685,7 @@ func (s *session) connect(local bool) (*upstreamConn, error) {
 		s.up = up
 	}
 	done := make(chan struct{})
+	up.done = done
 	s.relays = append(s.relays, done)
 	s.mu.Unlock()
 	if !local {
@@ -700,16 +704,18 @@ func (s *session) connect(local bool) (*upstreamConn, error) {
 // relayUpstream copies the upstream's messages to the client until the
 // upstream connection ends, or is parked among the spares.
 func (s *session) relayUpstream(up *upstreamConn) {
-	parked := false
+	handedOver := false
 	defer func() {
-		if !parked {
+		if !handedOver {
 			up.conn.Close()
 		}
 	}()
 	for {
 		m, err := up.r.next()
 		if up.parking.Load() {
-			parked = err == nil && s.parked(up, m)
+			s.settleReset(up, m, err) // the spares keep or close the connection
+			handedOver = true
+			s.srv.recycle([]*messageReader{up.r}, nil)
 			return
 		}
 		if err != nil {
@@ -782,7 +788,9 @@ const resetTimeout = 5 * time.Second
 // park ends the session's use of its upstream connection by resetting it
 // for another session (see spareConns), when that is safe, and reports
 // whether it did; otherwise the caller ends the session as usual and the
-// connection is closed.
+// connection is closed. The reset is then the server's business: the
+// session ends at once, without waiting for its answer, and the spares
+// close the connection if the server shuts down meanwhile.
 //
 // Safe means nothing the directory keeps per connection, other than the
 // bind, can be left from this session: no operation outstanding, none
@@ -794,18 +802,23 @@ const resetTimeout = 5 * time.Second
 // puts the connection among the spares (a directory that refuses
 // anonymous binds gets its connections closed, as before).
 func (s *session) park() bool {
-	if s.srv.spares == nil || !s.reusable {
+	if !s.reusable || s.srv.closed.Load() {
 		return false
 	}
 	s.mu.Lock()
 	up := s.up
-	if up == nil || len(s.pending) > 0 || s.closing {
+	if up == nil || up.done == nil || len(s.pending) > 0 || s.closing || !s.srv.spares.resetting(up.conn) {
 		s.mu.Unlock()
 		return false
 	}
 	s.closing = true
 	s.up = nil // close() leaves it to its relaying goroutine
 	s.releaseEarlyLocked()
+	// The relaying goroutine outlives the session: wait() must not wait
+	// for it, and recycle() must not take its reader (it hands it back).
+	// The writer stays the session's: only this goroutine uses it.
+	s.relays = slices.DeleteFunc(s.relays, func(d chan struct{}) bool { return d == up.done })
+	s.readers = slices.DeleteFunc(s.readers, func(r *messageReader) bool { return r == up.r })
 	up.parking.Store(true)
 	s.mu.Unlock()
 	_ = up.conn.SetReadDeadline(time.Now().Add(resetTimeout))
@@ -815,19 +828,24 @@ func (s *session) park() bool {
 	return true
 }
 
-// parked takes the first message on a parking connection: the answer to
-// resetBind. It hands the connection to the spares and reports true when
-// the reset succeeded and nothing else came.
-func (s *session) parked(up *upstreamConn, m message) bool {
+// settleReset takes the first message (or error) on a parking connection,
+// the answer to resetBind, and hands the connection to the spares, which
+// keep it if the reset succeeded and nothing else came, else close it.
+func (s *session) settleReset(up *upstreamConn, m message, err error) {
 	code, ok := resultCode(m)
-	if m.id != 1 || m.op != tagBindResponse || !ok || code != ldap.LDAPResultSuccess || up.r.buffered() > 0 {
-		return false
+	reset := err == nil && m.id == 1 && m.op == tagBindResponse && ok
+	if reset && code != ldap.LDAPResultSuccess {
+		// The directory refuses anonymous binds (slapd's "disallow
+		// bind_anon", for one): stop asking it after every session.
+		if s.srv.spares.refuse() {
+			res, _ := decodeResult(m, false)
+			s.srv.log.Warn("the directory refused the anonymous bind that resets an upstream connection for the next client; upstream connections will not be reused",
+				"result", code, "diagnostic", res.Diagnostic)
+		}
 	}
-	if up.conn.SetReadDeadline(time.Time{}) != nil {
-		return false
-	}
-	s.srv.spares.put(up.conn, up.route)
-	return true
+	clean := reset && code == ldap.LDAPResultSuccess && up.r.buffered() == 0 &&
+		up.conn.SetReadDeadline(time.Time{}) == nil
+	s.srv.spares.settle(up.conn, up.route, clean)
 }
 
 // noteBindLocked records the session's identity after a bind completes.

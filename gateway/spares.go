@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"crypto/tls"
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -25,10 +27,12 @@ type spareConns struct {
 	max  int
 	hold time.Duration
 
-	mu     sync.Mutex
-	conns  []spareConn // oldest first; taken from the end
-	reaper *time.Timer
-	closed bool
+	mu      sync.Mutex
+	conns   []spareConn // oldest first; taken from the end
+	reset   map[net.Conn]struct{}
+	reaper  *time.Timer
+	closed  bool
+	refused bool // the directory refused a reset: reuse is off
 }
 
 type spareConn struct {
@@ -47,18 +51,40 @@ func newSpareConns(max int, hold time.Duration) *spareConns {
 	if max <= 0 {
 		return nil
 	}
-	return &spareConns{max: max, hold: hold}
+	return &spareConns{max: max, hold: hold, reset: make(map[net.Conn]struct{})}
 }
 
-// put keeps conn, connected to the upstream named route, for a later
-// session, or closes it when the pool is full or closed.
-func (p *spareConns) put(conn net.Conn, route string) {
+// resetting registers conn as being reset for reuse, so that close closes
+// it too, and reports whether it may be: not when reuse is off.
+func (p *spareConns) resetting(conn net.Conn) bool {
 	if p == nil {
-		conn.Close()
-		return
+		return false
 	}
 	p.mu.Lock()
-	if p.closed || len(p.conns) >= p.max {
+	defer p.mu.Unlock()
+	if p.closed || p.refused {
+		return false
+	}
+	p.reset[conn] = struct{}{}
+	return true
+}
+
+// refuse turns reuse off; it reports whether it was on.
+func (p *spareConns) refuse() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := !p.refused
+	p.refused = true
+	return was
+}
+
+// settle ends the reset of conn, connected to the upstream named route:
+// a clean one is kept for a later session while there is room; any other
+// is closed.
+func (p *spareConns) settle(conn net.Conn, route string, clean bool) {
+	p.mu.Lock()
+	delete(p.reset, conn)
+	if !clean || p.closed || p.refused || len(p.conns) >= p.max {
 		p.mu.Unlock()
 		conn.Close()
 		return
@@ -131,7 +157,8 @@ func (p *spareConns) len() int {
 	return len(p.conns)
 }
 
-// close closes every spare connection and keeps no more.
+// close closes every spare connection, and those being reset, and keeps
+// no more.
 func (p *spareConns) close() {
 	if p == nil {
 		return
@@ -139,6 +166,10 @@ func (p *spareConns) close() {
 	p.mu.Lock()
 	p.closed = true
 	conns := p.conns
+	for c := range p.reset {
+		conns = append(conns, spareConn{conn: c})
+	}
+	clear(p.reset)
 	p.conns = nil
 	if p.reaper != nil {
 		p.reaper.Stop()
@@ -154,9 +185,32 @@ func (p *spareConns) close() {
 // peeking at its socket without blocking. Connections it cannot inspect
 // count as not quiet: they are not reused.
 func quiet(conn net.Conn) bool {
-	if tc, ok := conn.(*tls.Conn); ok {
+	tc, isTLS := conn.(*tls.Conn)
+	if isTLS {
 		conn = tc.NetConn()
 	}
+	if !quietSocket(conn) {
+		return false
+	}
+	if !isTLS {
+		return true
+	}
+	// A record can wait in the TLS connection's own buffer, read from the
+	// socket along with the reset's answer. A read with a deadline already
+	// passed returns it, or times out without touching the socket (which
+	// is empty); a timeout leaves a tls.Conn usable.
+	if tc.SetReadDeadline(time.Unix(1, 0)) != nil {
+		return false
+	}
+	var b [1]byte
+	n, err := tc.Read(b[:])
+	if n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	return tc.SetReadDeadline(time.Time{}) == nil
+}
+
+func quietSocket(conn net.Conn) bool {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return false
