@@ -93,7 +93,7 @@ const (
 // Stats are the Server's running counters.
 type Stats struct {
 	Connections      int64 // open client sessions
-	UpstreamConns    int64 // open upstream connections in use by sessions
+	UpstreamConns    int64 // open upstream connections in use by sessions, or being reset after one
 	SpareConns       int64 // open upstream connections waiting for a session
 	Accepted         int64
 	Rejected         int64 // connections refused by the connection limit

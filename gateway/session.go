@@ -77,6 +77,9 @@ type session struct {
 	saslMechanism string
 	tls           bool
 	closing       bool
+	// completing counts answers whose Completion (op.after) is running
+	// or about to: the session is not over until the client has them.
+	completing int
 
 	// An early dial (see dialEarly): dialing is closed once it has ended,
 	// with the connection in up or the failure in dialErr; earlyHeld says
@@ -706,7 +709,14 @@ func (s *session) connect(local bool) (*upstreamConn, error) {
 func (s *session) relayUpstream(up *upstreamConn) {
 	handedOver := false
 	defer func() {
-		if !handedOver {
+		switch {
+		case handedOver:
+		case up.parking.Load():
+			// Parked while this goroutine was not waiting for the reset's
+			// answer (it was failing, or writing to a client that left).
+			s.srv.spares.settle(up.conn, up.route, false)
+			s.srv.recycle([]*messageReader{up.r}, nil)
+		default:
 			up.conn.Close()
 		}
 	}()
@@ -748,6 +758,9 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			s.mu.Lock()
 			op, found = s.pending[m.id]
 			if found {
+				if op.after != nil {
+					s.completing++
+				}
 				s.finishLocked(m.id, op)
 				if op.timed() {
 					s.resetOpTimerLocked(up)
@@ -768,6 +781,10 @@ func (s *session) relayUpstream(up *upstreamConn) {
 				res = Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: unreadable upstream response: " + err.Error(), Unanswered: true}
 			}
 			op.after(s.ctx, res)
+			// Before the client can see the answer, and so unbind.
+			s.mu.Lock()
+			s.completing--
+			s.mu.Unlock()
 		}
 		if !s.writeClient(m.raw, up.r.buffered() == 0) {
 			return
@@ -793,7 +810,8 @@ const resetTimeout = 5 * time.Second
 // close the connection if the server shuts down meanwhile.
 //
 // Safe means nothing the directory keeps per connection, other than the
-// bind, can be left from this session: no operation outstanding, none
+// bind, can be left from this session: no operation outstanding (nor an
+// answer whose Completion still runs: the session is not over), none
 // abandoned (the directory may still be winding it down), no request
 // control (paged results and sync searches keep state between requests),
 // no SASL bind (an exchange may be half done) and no extended operation
@@ -807,7 +825,7 @@ func (s *session) park() bool {
 	}
 	s.mu.Lock()
 	up := s.up
-	if up == nil || up.done == nil || len(s.pending) > 0 || s.closing || !s.srv.spares.resetting(up.conn) {
+	if up == nil || up.done == nil || len(s.pending) > 0 || s.completing > 0 || s.closing || !s.srv.spares.resetting(up.conn) {
 		s.mu.Unlock()
 		return false
 	}
@@ -834,9 +852,11 @@ func (s *session) park() bool {
 func (s *session) settleReset(up *upstreamConn, m message, err error) {
 	code, ok := resultCode(m)
 	reset := err == nil && m.id == 1 && m.op == tagBindResponse && ok
-	if reset && code != ldap.LDAPResultSuccess {
+	if reset && refusesAnonymous(code) {
 		// The directory refuses anonymous binds (slapd's "disallow
-		// bind_anon", for one): stop asking it after every session.
+		// bind_anon", for one): stop asking it after every session, until
+		// the gateway restarts. Other failures (busy, unavailable) only
+		// cost this connection.
 		if s.srv.spares.refuse() {
 			res, _ := decodeResult(m, false)
 			s.srv.log.Warn("the directory refused the anonymous bind that resets an upstream connection for the next client; upstream connections will not be reused",
@@ -846,6 +866,18 @@ func (s *session) settleReset(up *upstreamConn, m message, err error) {
 	clean := reset && code == ldap.LDAPResultSuccess && up.r.buffered() == 0 &&
 		up.conn.SetReadDeadline(time.Time{}) == nil
 	s.srv.spares.settle(up.conn, up.route, clean)
+}
+
+// refusesAnonymous tells the result codes by which a directory refuses
+// anonymous binds as a matter of policy.
+func refusesAnonymous(code int) bool {
+	switch code {
+	case ldap.LDAPResultInappropriateAuthentication, ldap.LDAPResultUnwillingToPerform,
+		ldap.LDAPResultConfidentialityRequired, ldap.LDAPResultInsufficientAccessRights,
+		ldap.LDAPResultAuthMethodNotSupported, ldap.LDAPResultStrongAuthRequired:
+		return true
+	}
+	return false
 }
 
 // noteBindLocked records the session's identity after a bind completes.

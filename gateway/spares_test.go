@@ -19,7 +19,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 )
 
-// fakeUpstream is a minimal directory: every bind and search succeeds,
+// fakeUpstream is a minimal directory: every bind, search and modify succeeds,
 // except that the gateway's reset (an anonymous bind) is answered by
 // onReset, which may write several messages in one TCP segment (cork).
 type fakeUpstream struct {
@@ -123,6 +123,8 @@ func (f *fakeUpstream) serve(raw net.Conn) {
 			w(encodeResponse(m.id, tagBindResponse, 0, "", "", ""))
 		case tagSearchRequest:
 			w(encodeResponse(m.id, tagSearchDone, 0, "", "", ""))
+		case tagModifyRequest:
+			w(encodeResponse(m.id, tagModifyResponse, 0, "", "", ""))
 		case tagUnbindRequest:
 			return
 		}
@@ -212,6 +214,7 @@ func TestSpareResetAnswers(t *testing.T) {
 	}{
 		{"success", func(_ *corkConn, w func([]byte)) { w(answerReset(1, 0)) }, true, true},
 		{"refused", func(_ *corkConn, w func([]byte)) { w(answerReset(1, ldap.LDAPResultInappropriateAuthentication)) }, false, false},
+		{"busy", func(_ *corkConn, w func([]byte)) { w(answerReset(1, ldap.LDAPResultBusy)) }, false, true},
 		{"wrong message ID", func(_ *corkConn, w func([]byte)) { w(answerReset(2, 0)) }, false, true},
 		{"notice instead", func(_ *corkConn, w func([]byte)) { w(notice) }, false, true},
 		{"success then a notice", func(c *corkConn, w func([]byte)) {
@@ -252,6 +255,7 @@ func TestSpareResetAnswers(t *testing.T) {
 			if got := resets == 2; got != tc.resetsLeft {
 				t.Errorf("resets after two sessions: %d (later sessions reset: %v, want %v)", resets, got, tc.resetsLeft)
 			}
+			waitUntil(t, 5*time.Second, "no reset left registered", func() bool { return resetsRegistered(srv) == 0 })
 		})
 	}
 }
@@ -277,6 +281,59 @@ func TestSpareResetUnanswered(t *testing.T) {
 		_, closed, _ := f.counts()
 		return closed == 1
 	})
+}
+
+// resetsRegistered counts the connections the spares hold as being reset.
+func resetsRegistered(srv *Server) int {
+	srv.spares.mu.Lock()
+	defer srv.spares.mu.Unlock()
+	return len(srv.spares.reset)
+}
+
+// blockingCompletion intercepts every write with a Completion that waits
+// for release.
+type blockingCompletion struct{ entered, release chan struct{} }
+
+func (h *blockingCompletion) Intercept(context.Context, SessionInfo, *WriteRequest) (Completion, *Result) {
+	return func(context.Context, Result) {
+		close(h.entered)
+		<-h.release
+	}, nil
+}
+
+// TestSpareNotWhileACompletionRuns proves that a client that unbinds while
+// the Completion of its write still runs (it did not wait for the answer)
+// does not get its connection reset: the session is not over until the
+// Completion has run, and the directory gets the client's unbind.
+func TestSpareNotWhileACompletionRuns(t *testing.T) {
+	f := startFakeUpstream(t, nil, func(_ *corkConn, w func([]byte), _ int) { w(answerReset(1, 0)) })
+	h := &blockingCompletion{entered: make(chan struct{}), release: make(chan struct{})}
+	srv, url := serveGateway(t, Config{Dialer: fakeDialer{addr: f.ln.Addr().String()}, EarlyDials: -1, Interceptor: h})
+	c, err := ldap.DialURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Bind("cn=alice", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		mr := ldap.NewModifyRequest("cn=x,dc=example", nil)
+		mr.Replace("description", []string{"y"})
+		_ = c.Modify(mr)
+	}()
+	<-h.entered
+	_ = c.Unbind()
+	waitUntil(t, 5*time.Second, "the directory saw the session end", func() bool {
+		_, closed, _ := f.counts()
+		return closed == 1
+	})
+	close(h.release)
+	waitUntil(t, 5*time.Second, "the session ended", func() bool {
+		return srv.Stats().Connections == 0 && srv.Stats().UpstreamConns == 0
+	})
+	if _, _, resets := f.counts(); resets != 0 || srv.Stats().SpareConns != 0 || resetsRegistered(srv) != 0 {
+		t.Errorf("the connection was reset for reuse (%d resets, %d spares) while a Completion ran", resets, srv.Stats().SpareConns)
+	}
 }
 
 func selfSignedTLS(t *testing.T) *tls.Config {
