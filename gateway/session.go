@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
 
 // saslWithoutSecurityLayer lists the SASL mechanisms that never negotiate a
@@ -125,7 +127,7 @@ func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 
 // buffers gives a connection pooled I/O buffers, remembered for recycle.
 func (s *session) buffers(conn net.Conn) (*messageReader, *bufio.Writer) {
-	rw := newRawSocket(conn)
+	rw := rawsock.Wrap(conn)
 	r, w := s.srv.reader(rw), s.srv.writer(rw)
 	s.mu.Lock()
 	s.readers = append(s.readers, r)

@@ -1,4 +1,4 @@
-package gateway
+package rawsock
 
 import (
 	"bytes"
@@ -37,13 +37,13 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return a.(*net.TCPConn), b.(*net.TCPConn)
 }
 
-// TestRawSocketCarriesLargeWritesBothWays writes more than the socket
+// TestCarriesLargeWritesBothWays writes more than the socket
 // buffers hold, so writes wait for the reader and resume where they stopped,
 // while the other direction carries data at the same time.
-func TestRawSocketCarriesLargeWritesBothWays(t *testing.T) {
+func TestCarriesLargeWritesBothWays(t *testing.T) {
 	a, b := tcpPair(t)
-	ra, rb := newRawSocket(a), newRawSocket(b)
-	if _, ok := ra.(*rawSocket); !ok {
+	ra, rb := Wrap(a), Wrap(b)
+	if _, ok := ra.(*Conn); !ok {
 		t.Fatalf("a TCP connection is wrapped as %T", ra)
 	}
 	payload := make([]byte, 8<<20)
@@ -77,10 +77,10 @@ func TestRawSocketCarriesLargeWritesBothWays(t *testing.T) {
 	}
 }
 
-func TestRawSocketEnds(t *testing.T) {
+func TestEnds(t *testing.T) {
 	t.Run("EOF when the peer closes", func(t *testing.T) {
 		a, b := tcpPair(t)
-		r := newRawSocket(b)
+		r := Wrap(b)
 		if _, err := a.Write([]byte("last")); err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func TestRawSocketEnds(t *testing.T) {
 	})
 	t.Run("read deadline", func(t *testing.T) {
 		_, b := tcpPair(t)
-		r := newRawSocket(b)
+		r := Wrap(b)
 		_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		if _, err := r.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("Read past the deadline = %v, want os.ErrDeadlineExceeded", err)
@@ -100,7 +100,7 @@ func TestRawSocketEnds(t *testing.T) {
 	})
 	t.Run("close during a read", func(t *testing.T) {
 		_, b := tcpPair(t)
-		r := newRawSocket(b)
+		r := Wrap(b)
 		errc := make(chan error, 1)
 		go func() {
 			_, err := r.Read(make([]byte, 10))
@@ -120,7 +120,7 @@ func TestRawSocketEnds(t *testing.T) {
 	})
 	t.Run("write after the peer reset", func(t *testing.T) {
 		a, b := tcpPair(t)
-		w := newRawSocket(b)
+		w := Wrap(b)
 		_ = a.SetLinger(0)
 		a.Close()
 		buf := make([]byte, 64<<10)
@@ -136,16 +136,16 @@ func TestRawSocketEnds(t *testing.T) {
 	})
 }
 
-func TestRawSocketLeavesOtherConnectionsAlone(t *testing.T) {
+func TestLeavesOtherConnectionsAlone(t *testing.T) {
 	a, _ := tcpPair(t)
 	tc := tls.Client(a, &tls.Config{})
-	if got := newRawSocket(tc); got != io.ReadWriter(tc) {
+	if got := Wrap(tc); got != net.Conn(tc) {
 		t.Fatalf("a TLS connection is wrapped as %T", got)
 	}
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if got := newRawSocket(p1); got != io.ReadWriter(p1) {
+	if got := Wrap(p1); got != p1 {
 		t.Fatalf("a pipe is wrapped as %T", got)
 	}
 }
