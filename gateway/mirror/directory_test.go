@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -136,6 +138,48 @@ func TestDirectoryReadFailures(t *testing.T) {
 	defer none.Close()
 	if _, err := none.Read(ctx, alice, []string{"uid"}); err == nil {
 		t.Error("read from no directory succeeded")
+	}
+}
+
+// A directory that takes a connection and never answers fails the read
+// with a network error once the request timeout or the context's deadline
+// has passed, whichever comes first.
+func TestDirectoryReadTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	d := NewDirectory(DirectoryConfig{URLs: []string{"ldap://" + ln.Addr().String()}, ServiceDN: "cn=svc", ServicePassword: "pw", Timeout: 300 * time.Millisecond})
+	defer d.Close()
+	start := time.Now()
+	_, err = d.Read(context.Background(), "uid=alice", []string{"uid"})
+	if !ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {
+		t.Errorf("read from a silent directory: %v, want a network error", err)
+	}
+	if el := time.Since(start); el < 300*time.Millisecond || el > 5*time.Second {
+		t.Errorf("the read gave up after %v, want the 300ms timeout", el)
+	}
+
+	d = NewDirectory(DirectoryConfig{URLs: []string{"ldap://" + ln.Addr().String()}, ServiceDN: "cn=svc", ServicePassword: "pw", Timeout: time.Minute})
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	if _, err := d.Read(ctx, "uid=alice", []string{"uid"}); err == nil {
+		t.Error("read from a silent directory succeeded")
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the read gave up after %v, want the context's 200ms", el)
 	}
 }
 

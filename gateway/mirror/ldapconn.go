@@ -119,6 +119,7 @@ func (d *Directory) dialReadURL(ctx context.Context, raw string) (*readConn, err
 	if err != nil {
 		return nil, err
 	}
+	conn = newRawConn(conn)
 	if scheme == "ldaps" {
 		tc := tls.Client(conn, tlsConfig())
 		if err := tc.HandshakeContext(dialCtx); err != nil {

@@ -104,6 +104,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, ioError(ctx, "dial "+cfg.Addr, "", err)
 	}
+	conn = newRawConn(conn)
 	s := &Session{cfg: cfg, log: log, conn: conn, r: bufio.NewReader(conn)}
 	if err := s.login(ctx); err != nil {
 		conn.Close()
