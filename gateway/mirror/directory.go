@@ -33,12 +33,14 @@ type DirectoryConfig struct {
 	PoolSize int
 }
 
-// Directory is the gateway's own client of the directory (go-ldap), with a
-// small pool of connections bound as the service identity.
+// Directory is the gateway's own client of the directory, with small pools
+// of connections bound as the service identity: its own (readConn) for
+// reads of one entry, go-ldap's for the rest.
 type Directory struct {
-	cfg  DirectoryConfig
-	pool chan *ldap.Conn
-	urls atomic.Pointer[[]string]
+	cfg   DirectoryConfig
+	pool  chan *ldap.Conn
+	reads chan *readConn
+	urls  atomic.Pointer[[]string]
 }
 
 // NewDirectory returns a Directory; it connects lazily.
@@ -49,7 +51,7 @@ func NewDirectory(cfg DirectoryConfig) *Directory {
 	if cfg.PoolSize <= 0 {
 		cfg.PoolSize = 4
 	}
-	d := &Directory{cfg: cfg, pool: make(chan *ldap.Conn, cfg.PoolSize)}
+	d := &Directory{cfg: cfg, pool: make(chan *ldap.Conn, cfg.PoolSize), reads: make(chan *readConn, cfg.PoolSize)}
 	d.SetURLs(cfg.URLs)
 	return d
 }
@@ -66,6 +68,8 @@ func (d *Directory) Close() {
 		select {
 		case c := <-d.pool:
 			c.Close()
+		case c := <-d.reads:
+			c.close()
 		default:
 			return
 		}
@@ -198,22 +202,50 @@ func (d *Directory) SearchAll(ctx context.Context, bases []string, filter string
 	return out, nil
 }
 
+// withRead runs fn on a pooled readConn, replacing a broken one once.
+func (d *Directory) withRead(ctx context.Context, fn func(*readConn) error) error {
+	for attempt := 0; ; attempt++ {
+		var c *readConn
+		select {
+		case c = <-d.reads:
+		default:
+			var err error
+			if c, err = d.dialRead(ctx); err != nil {
+				return err
+			}
+		}
+		err := fn(c)
+		if c.broken != nil {
+			c.close()
+			if attempt == 0 && ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {
+				continue // a pooled connection the directory had closed
+			}
+			return err
+		}
+		select {
+		case d.reads <- c:
+		default:
+			c.close()
+		}
+		return err
+	}
+}
+
 func (d *Directory) searchOne(ctx context.Context, base string, scope int, filter string, attrs []string) (*schema.Entry, error) {
 	var out *schema.Entry
-	err := d.with(ctx, func(c *ldap.Conn) error {
-		res, err := c.Search(ldap.NewSearchRequest(base, scope, ldap.NeverDerefAliases, 2, 0, false, filter, attrs, nil))
+	err := d.withRead(ctx, func(c *readConn) error {
+		entries, err := c.search(ctx, base, scope, 2, filter, attrs)
 		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if len(res.Entries) > 1 {
-			return fmt.Errorf("%d entries match %s under %s", len(res.Entries), filter, base)
+		if len(entries) > 1 {
+			return fmt.Errorf("%d entries match %s under %s", len(entries), filter, base)
 		}
-		if len(res.Entries) == 1 {
-			e := toEntry(res.Entries[0])
-			out = &e
+		if len(entries) == 1 {
+			out = &entries[0]
 		}
 		return nil
 	})

@@ -40,9 +40,10 @@ type GroupState struct {
 
 // Plan is what an apply sends, or would send, to close the difference
 // between Axigen and a desired state. Commands run in the domain's context
-// (entered with "UPDATE Domain name <Domain>" while reading the state) and
-// end with the COMMIT that leaves it. An empty plan means Axigen already
-// holds the desired state: the apply then only leaves the domain with BACK.
+// (entered with "UPDATE Domain name <Domain>" while reading the state, or
+// already current: see Pool) and end back in it, each object saved by the
+// COMMIT that leaves its own context. An empty plan means Axigen already
+// holds the desired state.
 type Plan struct {
 	Domain string
 	// Object says what the plan is about, e.g. `account "john"`.
@@ -134,7 +135,18 @@ func (s *Session) step(ctx context.Context, cmd Command, expect string) (*Respon
 	return ans, nil
 }
 
+// enterDomain brings the session into domain's context: a session the pool
+// parked there is already in it, one parked in another domain leaves that
+// first.
 func (s *Session) enterDomain(ctx context.Context, domain string) error {
+	if s.Context() == ctxDomain {
+		if s.domain == domain {
+			return nil
+		}
+		if err := s.leaveDomain(ctx); err != nil {
+			return err
+		}
+	}
 	if s.Context() != ctxRoot {
 		return s.fail(&Error{Kind: KindProtocol, Err: errorf("session in context %q, not at the root", s.Context())})
 	}
@@ -142,8 +154,11 @@ func (s *Session) enterDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.step(ctx, cmd, ctxDomain)
-	return err
+	if _, err = s.step(ctx, cmd, ctxDomain); err != nil {
+		return err
+	}
+	s.domain = domain
+	return nil
 }
 
 // list runs a LIST in the current context and returns its rows.
@@ -259,7 +274,9 @@ func (s *Session) readGroupIn(ctx context.Context, name string) (GroupState, boo
 	return st, true, nil
 }
 
-// leaveDomain goes from the domain context back to the root.
+// leaveDomain goes from the domain context back to the root. The client's
+// changes are saved by the COMMITs of their own contexts: the domain's
+// context holds nothing unsaved, and BACK leaves it as it is.
 func (s *Session) leaveDomain(ctx context.Context) error {
 	_, err := s.step(ctx, cmdBack, ctxRoot)
 	return err
@@ -267,9 +284,6 @@ func (s *Session) leaveDomain(ctx context.Context) error {
 
 // run sends a plan's commands from the domain context.
 func (s *Session) run(ctx context.Context, p *Plan) error {
-	if p.Empty() {
-		return s.leaveDomain(ctx)
-	}
 	for i, cmd := range p.Commands {
 		if _, err := s.step(ctx, cmd, p.expect[i]); err != nil {
 			return err
@@ -284,7 +298,7 @@ func (s *Session) run(ctx context.Context, p *Plan) error {
 // not sent again, which spares four round trips per delivery.
 func (s *Session) applyInContact(ctx context.Context, p *Plan) error {
 	if p.Empty() {
-		for _, to := range []string{ctxAccount, ctxDomain, ctxRoot} {
+		for _, to := range []string{ctxAccount, ctxDomain} {
 			if _, err := s.step(ctx, cmdBack, to); err != nil {
 				return err
 			}
@@ -308,7 +322,9 @@ func (s *Session) applyInContact(ctx context.Context, p *Plan) error {
 }
 
 // inDomain runs fn in domain's context on a pooled session; fn must return
-// with the session at the root.
+// with the session back in that context, where the pool parks it for the
+// next operation: entering the domain and leaving it would otherwise cost
+// two of the ten or so round trips of an account's update.
 func (c *Client) inDomain(ctx context.Context, op, domain string, fn func(*Session) error) error {
 	if domain == "" {
 		return withOp(unsafeValue("domain", "empty name"), op)
@@ -333,10 +349,8 @@ func (c *Client) ReadAccount(ctx context.Context, domain, name string) (st Accou
 	}
 	err = c.inDomain(ctx, "read account "+display(name)+"@"+display(domain), domain, func(s *Session) error {
 		var err error
-		if st, found, err = s.readAccountIn(ctx, name, false); err != nil {
-			return err
-		}
-		return s.leaveDomain(ctx)
+		st, found, err = s.readAccountIn(ctx, name, false)
+		return err
 	})
 	return st, found, err
 }
@@ -348,10 +362,8 @@ func (c *Client) ReadGroup(ctx context.Context, domain, name string) (st GroupSt
 	}
 	err = c.inDomain(ctx, "read group "+display(name)+"@"+display(domain), domain, func(s *Session) error {
 		var err error
-		if st, found, err = s.readGroupIn(ctx, name); err != nil {
-			return err
-		}
-		return s.leaveDomain(ctx)
+		st, found, err = s.readGroupIn(ctx, name)
+		return err
 	})
 	return st, found, err
 }
@@ -374,7 +386,7 @@ func (c *Client) listNames(ctx context.Context, domain, kw, op string) ([]string
 			return err
 		}
 		names = rows
-		return s.leaveDomain(ctx)
+		return nil
 	})
 	return names, err
 }
@@ -492,7 +504,7 @@ func (c *Client) account(ctx context.Context, domain string, desired schema.Acco
 		}
 		switch {
 		case !apply:
-			return s.leaveDomain(ctx)
+			return nil
 		case found:
 			return s.applyInContact(ctx, plan)
 		}
@@ -576,7 +588,6 @@ func (c *Client) planAccount(domain string, desired schema.Account, cur AccountS
 		p.add(cmd, ctxAccount)
 	}
 	p.add(cmdCommit, ctxDomain)
-	p.add(cmdCommit, ctxRoot)
 	return p, nil
 }
 
@@ -630,6 +641,9 @@ func (c *Client) remove(ctx context.Context, domain, name, what, listKw, removeK
 			if err != nil {
 				return err
 			}
+			// REMOVE acts at once; the COMMIT that the document's recipe
+			// follows it with leaves the domain (deletes are rare: the
+			// next operation enters it again).
 			p.add(rm, ctxDomain)
 			p.add(cmdCommit, ctxRoot)
 		}
@@ -696,7 +710,7 @@ func (c *Client) group(ctx context.Context, domain string, desired schema.Group,
 			return err
 		}
 		if !apply {
-			return s.leaveDomain(ctx)
+			return nil
 		}
 		return s.run(ctx, plan)
 	})
@@ -767,9 +781,6 @@ func planGroup(domain string, desired schema.Group, cur GroupState, found bool) 
 			p.add(cmd, ctxGroup)
 		}
 		p.add(cmdCommit, ctxDomain)
-	}
-	if !p.Empty() {
-		p.add(cmdCommit, ctxRoot)
 	}
 	return p, nil
 }

@@ -228,7 +228,7 @@ func TestPlanSendsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `UPDATE Group name "team",REMOVE Address "jane@example.com",REMOVE Address "john@example.com",COMMIT,COMMIT`
+	want := `UPDATE Group name "team",REMOVE Address "jane@example.com",REMOVE Address "john@example.com",COMMIT`
 	if strings.Join(g.Lines(), ",") != want {
 		t.Errorf("group plan %q", g.Lines())
 	}

@@ -35,10 +35,13 @@ func (p *Pool) Size() int { return cap(p.slots) }
 
 var errPoolClosed = errors.New("pool closed")
 
-// With runs fn with a logged-in session at the root context, waiting for a
-// free one when all are busy. fn must leave the session at the root; if it
-// does not (an error mid-way), With backs out of the contexts, discarding
-// unsaved changes, or drops the session when that fails.
+// With runs fn with a logged-in session, waiting for a free one when all are
+// busy. The session is at the root, or parked in the context of the domain
+// it was last used in (see Session.enterDomain), so that the next operation
+// on that domain need not enter it again. fn must leave the session at the
+// root or in a domain's context; if it does not, or fails, With backs out
+// of the contexts, discarding unsaved changes, or drops the session when
+// that fails.
 func (p *Pool) With(ctx context.Context, fn func(*Session) error) error {
 	var s *Session
 	select {
@@ -69,13 +72,14 @@ func (p *Pool) With(ctx context.Context, fn func(*Session) error) error {
 		}
 	}
 	err := fn(s)
-	p.release(s)
+	p.release(s, err == nil)
 	return err
 }
 
-// release returns s to the pool at the root context, or drops it.
-func (p *Pool) release(s *Session) {
-	if !s.Broken() && s.Context() != "" {
+// release returns s to the pool, parked at the root or (after a success)
+// in a domain's context, or drops it.
+func (p *Pool) release(s *Session, ok bool) {
+	if !s.Broken() && s.Context() != "" && !(ok && s.Context() == ctxDomain) {
 		// Discard what the failed operation left unsaved. This runs even
 		// if the caller's context is done, bounded by its own timeout.
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.commandTimeout())

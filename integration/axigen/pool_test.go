@@ -3,6 +3,10 @@ package axigen
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -68,5 +72,65 @@ func TestPoolClosed(t *testing.T) {
 	cmds := e.sim.Transcript(1).Commands()
 	if cmds[len(cmds)-1] != "EXIT" {
 		t.Errorf("session not ended with EXIT: %q", cmds)
+	}
+}
+
+// TestPoolParksSessionsInTheDomain: a session stays in the context of the
+// domain it was used in, so the next operation on that domain goes
+// straight on; an operation on another domain leaves it first, and a
+// failed one backs out to the root. Every change is saved all the same.
+func TestPoolParksSessionsInTheDomain(t *testing.T) {
+	e := newEnv(t, 1)
+	e.sim.AddDomain("other.example")
+	putJohn(e.sim)
+	ctx := testCtx(t)
+	step := func(what string, apply func() error, want ...string) {
+		t.Helper()
+		before := e.commandCounts()
+		if err := apply(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got := e.commandsSince(before); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s sent:\n%s\nwant:\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	phone := func(v string) func() error {
+		return func() error {
+			a := withoutPassword(john)
+			a.Contact = maps.Clone(john.Contact)
+			a.Contact["phone"] = v
+			_, err := e.client.ApplyAccount(ctx, testDomain, a, "")
+			return err
+		}
+	}
+	read := []string{`LIST Accounts "john"`, `UPDATE Account name "john"`, "SHOW RegistryInformation", "CONFIG ContactInfo", "SHOW"}
+	set := func(v string) []string {
+		return append(slices.Clone(read), `SET phone "`+v+`"`, "DONE", "COMMIT")
+	}
+	step("first update", phone("+40 21 111"), append([]string{`UPDATE Domain name "example.com"`}, set("+40 21 111")...)...)
+	step("second update", phone("+40 21 222"), set("+40 21 222")...)
+	if a, _ := e.sim.Account(testDomain, "john"); a.Contact["phone"] != "+40 21 222" {
+		t.Errorf("phone after the updates: %q", a.Contact["phone"])
+	}
+	step("list in another domain", func() error { _, err := e.client.ListAccounts(ctx, "other.example"); return err },
+		"BACK", `UPDATE Domain name "other.example"`, "LIST Accounts")
+	step("back to the first domain", phone("+40 21 333"),
+		append([]string{"BACK", `UPDATE Domain name "example.com"`}, set("+40 21 333")...)...)
+
+	e.sim.FailMatching(regexp.MustCompile(`^SET phone`), "Permission denied")
+	if err := phone("+40 21 444")(); KindOf(err) != KindServer {
+		t.Fatalf("failing update: %v", err)
+	}
+	e.sim.ClearFaults()
+	cmds := e.sim.Transcript(1).Commands()
+	if tail := strings.Join(cmds[len(cmds)-3:], ","); tail != "BACK,BACK,BACK" {
+		t.Errorf("the failed update did not back out to the root: %q", cmds[len(cmds)-4:])
+	}
+	step("update after a failure", phone("+40 21 555"), append([]string{`UPDATE Domain name "example.com"`}, set("+40 21 555")...)...)
+	if a, _ := e.sim.Account(testDomain, "john"); a.Contact["phone"] != "+40 21 555" {
+		t.Errorf("phone at the end: %q", a.Contact["phone"])
+	}
+	if n := e.sim.SessionCount(); n != 1 {
+		t.Errorf("%d sessions for a pool of 1", n)
 	}
 }

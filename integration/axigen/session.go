@@ -10,6 +10,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
 
 // Config says how to reach and log in to an Axigen CLI listener.
@@ -70,7 +72,10 @@ type Session struct {
 	conn    net.Conn
 	r       *bufio.Reader
 	context string // current context path ("" = root)
-	broken  error
+	// domain is the domain whose context the session entered last; it is
+	// what a "domain" context path (which does not name it) refers to.
+	domain string
+	broken error
 }
 
 // Dial connects, reads the banner and logs in. The session starts at the
@@ -101,6 +106,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, ioError(ctx, "dial "+cfg.Addr, "", err)
 	}
+	conn = rawsock.Wrap(conn)
 	s := &Session{cfg: cfg, log: log, conn: conn, r: bufio.NewReader(conn)}
 	if err := s.login(ctx); err != nil {
 		conn.Close()
@@ -204,6 +210,9 @@ func (s *Session) Do(ctx context.Context, cmd Command) (*Response, error) {
 		return nil, err
 	}
 	s.context = ans.Context
+	if ans.Context == "" {
+		s.domain = ""
+	}
 	s.log.Debug("axigen command", "addr", s.cfg.Addr, "cmd", cmd.masked, "ok", ans.OK, "status", ans.Status, "context", ans.Context)
 	if !ans.OK {
 		return ans, &Error{Kind: KindServer, Cmd: cmd.masked, Status: ans.Status}

@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +34,11 @@ import (
 // The body runs a fixed schedule whatever b.N is; run it with -benchtime=1x:
 //
 //	go test -run '^$' -bench MirrorModify -benchtime=1x ./integration/e2e/
+//
+// With LDAPGATE_BENCH_PROFILE set to a folder, each gateway round also
+// writes CPU profiles there: the gateway's (gateway-rN.pprof, from its admin
+// socket) and this process's, the clients' and the simulator's
+// (test-rN.pprof). `go tool pprof` merges the rounds' files.
 func BenchmarkMirrorModify(b *testing.B) {
 	const (
 		users   = 1000
@@ -54,8 +65,10 @@ func BenchmarkMirrorModify(b *testing.B) {
 		directN += n
 		direct = append(direct, float64(n)/span.Seconds())
 		vis := newVisibility(e)
+		stopProfiles := startProfiles(b, e, r, span)
 		before = proccpu.Take(pids...)
 		n = modifyLoad(b, e.gw.URL, e.dir.RootPW, clients, uids, span, fmt.Sprintf("g%d", r), vis)
+		stopProfiles()
 		lat = append(lat, vis.finish(b, 30*time.Second)...)
 		gatewayCPU = gatewayCPU.Add(proccpu.Take(pids...).Since(before)) // deliveries included
 		gatewayN += n
@@ -90,6 +103,62 @@ func BenchmarkMirrorModify(b *testing.B) {
 		p50.Round(time.Microsecond), p99.Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond), writePath, writePath/d)
 	b.Logf("CPU per write (µs; the gateway's rounds include delivering to the simulator): direct %s; through the gateway %s",
 		perWrite(directCPU, procs, directN), perWrite(gatewayCPU, procs, gatewayN))
+}
+
+// startProfiles starts the CPU profiles of a gateway round when
+// LDAPGATE_BENCH_PROFILE names a folder; the returned func ends them and
+// waits for the files.
+func startProfiles(b *testing.B, e *mirrorEnv, round int, span time.Duration) func() {
+	dir := os.Getenv("LDAPGATE_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	own, err := os.Create(filepath.Join(dir, fmt.Sprintf("test-r%d.pprof", round)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(own); err != nil {
+		b.Fatal(err)
+	}
+	gw := make(chan error, 1)
+	go func() { gw <- e.gatewayProfile(filepath.Join(dir, fmt.Sprintf("gateway-r%d.pprof", round)), span) }()
+	return func() {
+		pprof.StopCPUProfile()
+		if err := own.Close(); err != nil {
+			b.Error(err)
+		}
+		if err := <-gw; err != nil {
+			b.Errorf("gateway profile: %v", err)
+		}
+	}
+}
+
+// gatewayProfile writes to path a CPU profile of the running gateway over
+// d, taken from its admin socket (profiles are served there only).
+func (e *mirrorEnv) gatewayProfile(path string, d time.Duration) error {
+	client := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", filepath.Join(e.dataDir, "admin.sock"))
+		}},
+	}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(fmt.Sprintf("http://gateway/debug/pprof/profile?seconds=%d", int(d.Round(time.Second).Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, body, 0o644)
 }
 
 // perWrite renders CPU time per write for each process and in all.
