@@ -181,6 +181,17 @@ func TestDirectoryReadTimeout(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("the read gave up after %v, want the context's 200ms", el)
 	}
+
+	// A context cancelled (not timed out) mid-read ends the read too.
+	ctx, cancelRead := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancelRead)
+	start = time.Now()
+	if _, err := d.Read(ctx, "uid=alice", []string{"uid"}); err == nil {
+		t.Error("read from a silent directory succeeded")
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the cancelled read gave up after %v, want about 200ms", el)
+	}
 }
 
 // The BER pieces a read connection writes and parses.

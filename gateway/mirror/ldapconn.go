@@ -40,8 +40,13 @@ type readConn struct {
 }
 
 // maxReadMessage bounds one message from the directory: an entry of the
-// attributes the gateway asks for is far smaller.
-const maxReadMessage = 16 << 20
+// attributes the gateway asks for is far smaller (a group of about 300,000
+// members would not be). keptMessageBuffer is the largest message buffer
+// a connection keeps between reads.
+const (
+	maxReadMessage    = 16 << 20
+	keptMessageBuffer = 64 << 10
+)
 
 // LDAP protocol tags (RFC 4511) of the messages a readConn exchanges.
 const (
@@ -172,6 +177,10 @@ func (c *readConn) roundTrip(ctx context.Context, op []byte, final byte, each fu
 	if err := c.conn.SetDeadline(deadline); err != nil {
 		return c.fail(err)
 	}
+	// A cancelled context ends the wait at once, as its deadline would;
+	// the connection is then broken (c.fail), not reused mid-answer.
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	c.lastID++
 	if c.lastID <= 0 {
 		c.lastID = 1
@@ -214,8 +223,11 @@ func (c *readConn) readMessage() (id int64, tag byte, content []byte, err error)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	if n > maxReadMessage {
+	if n < 0 || n > maxReadMessage {
 		return 0, 0, nil, fmt.Errorf("message of %d bytes from the directory", n)
+	}
+	if cap(c.msg) > keptMessageBuffer {
+		c.msg = nil // a rare large entry's buffer is not kept for the connection's life
 	}
 	if cap(c.msg) < n {
 		c.msg = make([]byte, n)
@@ -326,6 +338,9 @@ func (c *readConn) search(ctx context.Context, base string, scope, sizeLimit int
 	err = c.roundTrip(ctx, appendTLV(nil, tagSearchRequest, op), tagSearchDone, func(tag byte, content []byte) error {
 		switch tag {
 		case tagSearchEntry:
+			if sizeLimit > 0 && len(entries) >= sizeLimit {
+				return c.fail(fmt.Errorf("the directory sent more than the %d entries asked for", sizeLimit))
+			}
 			e, err := decodeEntry(content)
 			if err != nil {
 				return c.fail(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // Pool holds up to Size logged-in sessions. Sessions are dialled on first
@@ -59,6 +60,9 @@ func (p *Pool) With(ctx context.Context, fn func(*Session) error) error {
 		p.slots <- nil
 		return &Error{Kind: KindConnection, Err: errPoolClosed}
 	}
+	if s != nil && !s.Broken() && s.Context() == ctxDomain && time.Since(s.parkedAt) > domainParkHold {
+		s.unwind(ctx) // a failure breaks it: dropped below
+	}
 	if s != nil && s.Broken() {
 		s.Close()
 		s = nil
@@ -92,9 +96,19 @@ func (p *Pool) release(s *Session, ok bool) {
 	if s.Broken() || closed {
 		s.Close()
 		s = nil
+	} else if s.Context() == ctxDomain {
+		s.parkedAt = time.Now()
 	}
 	p.slots <- s
 }
+
+// domainParkHold is how long a session parked in a domain's context is
+// used as it is; after that it is backed out to the root and enters the
+// domain afresh. axigen-cli.md does not say whether a domain context sees
+// what other sessions change meanwhile (an account another session
+// created); under load sessions are reused within milliseconds, and this
+// bounds how stale a view could be otherwise.
+const domainParkHold = time.Second
 
 // Close closes the idle sessions and makes later With calls fail; sessions
 // in use are closed when they are released.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -130,6 +131,14 @@ func TestPoolParksSessionsInTheDomain(t *testing.T) {
 	if a, _ := e.sim.Account(testDomain, "john"); a.Contact["phone"] != "+40 21 555" {
 		t.Errorf("phone at the end: %q", a.Contact["phone"])
 	}
+
+	// A session parked for longer than domainParkHold enters the domain
+	// afresh.
+	parked := <-e.pool.slots
+	parked.parkedAt = time.Now().Add(-2 * domainParkHold)
+	e.pool.slots <- parked
+	step("update after a long park", phone("+40 21 666"),
+		append([]string{"BACK", `UPDATE Domain name "example.com"`}, set("+40 21 666")...)...)
 	if n := e.sim.SessionCount(); n != 1 {
 		t.Errorf("%d sessions for a pool of 1", n)
 	}

@@ -75,7 +75,9 @@ type Session struct {
 	// domain is the domain whose context the session entered last; it is
 	// what a "domain" context path (which does not name it) refers to.
 	domain string
-	broken error
+	// parkedAt is when the pool last parked the session in a domain.
+	parkedAt time.Time
+	broken   error
 }
 
 // Dial connects, reads the banner and logs in. The session starts at the

@@ -35,6 +35,10 @@ import (
 //
 //	go test -run '^$' -bench MirrorModify -benchtime=1x ./integration/e2e/
 //
+// With LDAPGATE_BENCH_JOURNAL_DIR set to a folder, the gateway's data
+// folder (its journal) is made there: LDAPGATE_BENCH_JOURNAL_DIR=/dev/shm
+// shows what the journal's syncs to this machine's disk cost.
+//
 // With LDAPGATE_BENCH_PROFILE set to a folder, each gateway round also
 // writes CPU profiles there: the gateway's (gateway-rN.pprof, from its admin
 // socket) and this process's, the clients' and the simulator's
@@ -46,7 +50,8 @@ func BenchmarkMirrorModify(b *testing.B) {
 		rounds  = 3
 		span    = 3 * time.Second
 	)
-	e := newMirrorEnv(b, mirrorOptions{Users: users, Groups: 10, LogLevel: "warn"})
+	e := newMirrorEnv(b, mirrorOptions{Users: users, Groups: 10, LogLevel: "warn",
+		DataParent: os.Getenv("LDAPGATE_BENCH_JOURNAL_DIR")})
 	uids := make([]string, users)
 	for i := range users {
 		uids[i] = slapd.UserUID(i)

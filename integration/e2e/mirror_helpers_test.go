@@ -58,6 +58,10 @@ type mirrorOptions struct {
 	Extra []string
 	// LogLevel of the gateway; "debug" when empty.
 	LogLevel string
+	// DataParent, when set, holds the gateway's data folder (its journal)
+	// instead of the test's temporary folder: a benchmark can put the
+	// journal on another file system.
+	DataParent string
 }
 
 // mirrorEnv is one end-to-end set-up: slapd, the simulator seeded with the
@@ -112,6 +116,14 @@ func (g *mirrorGateway) alive() bool {
 func newMirrorEnv(t testing.TB, opts mirrorOptions) *mirrorEnv {
 	t.Helper()
 	e, root := newEnv(t)
+	if opts.DataParent != "" {
+		parent, err := os.MkdirTemp(opts.DataParent, "ldapgate-data-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(parent) })
+		e.dataDir = filepath.Join(parent, "data")
+	}
 	e.dir = slapd.StartT(t, slapd.Options{Users: opts.Users, Groups: opts.Groups, LDIF: opts.LDIF})
 	e.startMirroring(root, mirrorSetup{
 		dialect:     schema.OpenLDAP,
