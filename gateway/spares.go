@@ -8,7 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // spareConns keeps upstream connections whose sessions ended cleanly, reset
@@ -222,9 +221,8 @@ func quietSocket(conn net.Conn) bool {
 	var b [1]byte
 	ok = false
 	err = rc.Control(func(fd uintptr) {
-		_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		ok = errno == syscall.EAGAIN
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = errors.Is(err, syscall.EAGAIN)
 	})
 	return err == nil && ok
 }

@@ -178,9 +178,19 @@ func (c *readConn) roundTrip(ctx context.Context, op []byte, final byte, each fu
 		return c.fail(err)
 	}
 	// A cancelled context ends the wait at once, as its deadline would;
-	// the connection is then broken (c.fail), not reused mid-answer.
-	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// the connection is then broken (c.fail), not reused mid-answer. A
+	// cancellation under way when the answer is complete is waited for, so
+	// that its deadline cannot land on the connection's next caller.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = c.conn.SetDeadline(time.Unix(1, 0))
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+	}()
 	c.lastID++
 	if c.lastID <= 0 {
 		c.lastID = 1

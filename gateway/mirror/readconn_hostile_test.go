@@ -259,7 +259,12 @@ func TestReadConnDropsLargeBuffers(t *testing.T) {
 			t.Fatalf("read %d: description of %d bytes, want %d", i, len(e.Attrs["description"][0]), want)
 		}
 	}
-	c := <-d.reads
+	var c *readConn
+	select {
+	case c = <-d.reads:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection was pooled after two reads")
+	}
 	defer func() { d.reads <- c }()
 	if cap(c.msg) > keptMessageBuffer {
 		t.Errorf("the pooled connection keeps a %d-byte buffer after a small read", cap(c.msg))

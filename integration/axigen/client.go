@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -157,7 +158,7 @@ func (s *Session) enterDomain(ctx context.Context, domain string) error {
 	if _, err = s.step(ctx, cmd, ctxDomain); err != nil {
 		return err
 	}
-	s.domain = domain
+	s.domain, s.enteredDomain = domain, time.Now()
 	return nil
 }
 

@@ -14,6 +14,9 @@ import (
 type Pool struct {
 	cfg   Config
 	slots chan *Session // nil entries are free slots with no connection
+	// domainHold is how long a session may stay in a domain's context
+	// across operations (see domainParkHold).
+	domainHold time.Duration
 
 	mu     sync.Mutex
 	closed bool
@@ -24,7 +27,7 @@ func NewPool(cfg Config, size int) *Pool {
 	if size < 1 {
 		size = 1
 	}
-	p := &Pool{cfg: cfg, slots: make(chan *Session, size)}
+	p := &Pool{cfg: cfg, slots: make(chan *Session, size), domainHold: domainParkHold}
 	for range size {
 		p.slots <- nil
 	}
@@ -60,8 +63,12 @@ func (p *Pool) With(ctx context.Context, fn func(*Session) error) error {
 		p.slots <- nil
 		return &Error{Kind: KindConnection, Err: errPoolClosed}
 	}
-	if s != nil && !s.Broken() && s.Context() == ctxDomain && time.Since(s.parkedAt) > domainParkHold {
-		s.unwind(ctx) // a failure breaks it: dropped below
+	if s != nil && !s.Broken() && s.Context() == ctxDomain && time.Since(s.enteredDomain) > p.domainHold {
+		// Bounded by its own timeout, like release's: a caller's context
+		// already done must not cost a healthy session.
+		uctx, cancel := context.WithTimeout(context.Background(), p.cfg.commandTimeout())
+		s.unwind(uctx) // a failure breaks it: dropped below
+		cancel()
 	}
 	if s != nil && s.Broken() {
 		s.Close()
@@ -96,18 +103,15 @@ func (p *Pool) release(s *Session, ok bool) {
 	if s.Broken() || closed {
 		s.Close()
 		s = nil
-	} else if s.Context() == ctxDomain {
-		s.parkedAt = time.Now()
 	}
 	p.slots <- s
 }
 
-// domainParkHold is how long a session parked in a domain's context is
-// used as it is; after that it is backed out to the root and enters the
-// domain afresh. axigen-cli.md does not say whether a domain context sees
-// what other sessions change meanwhile (an account another session
-// created); under load sessions are reused within milliseconds, and this
-// bounds how stale a view could be otherwise.
+// domainParkHold is how long after entering a domain's context a session
+// is still used in it; after that it is backed out to the root and enters
+// the domain afresh. axigen-cli.md does not say whether a domain context
+// sees what other sessions change meanwhile (an account another session
+// created); this bounds how stale such a view could be.
 const domainParkHold = time.Second
 
 // Close closes the idle sessions and makes later With calls fail; sessions

@@ -75,9 +75,9 @@ type Session struct {
 	// domain is the domain whose context the session entered last; it is
 	// what a "domain" context path (which does not name it) refers to.
 	domain string
-	// parkedAt is when the pool last parked the session in a domain.
-	parkedAt time.Time
-	broken   error
+	// enteredDomain is when the session entered that domain's context.
+	enteredDomain time.Time
+	broken        error
 }
 
 // Dial connects, reads the banner and logs in. The session starts at the
@@ -229,9 +229,19 @@ func (s *Session) arm(ctx context.Context, timeout time.Duration) func() {
 		deadline = d
 	}
 	_ = s.conn.SetDeadline(deadline)
-	// A canceled context interrupts a blocked read at once.
-	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
-	return func() { stop() }
+	// A canceled context interrupts a blocked read at once. Disarming
+	// waits for a cancellation already under way, so that its deadline
+	// cannot land on the session's next command.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = s.conn.SetDeadline(time.Unix(1, 0))
+	})
+	return func() {
+		if !stop() {
+			<-fired
+		}
+	}
 }
 
 func (s *Session) send(ctx context.Context, cmd Command) error {
