@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ldapgate/ldapgate/internal/ber"
 )
 
 // Extended operation OIDs the gateway recognises.
@@ -130,7 +132,7 @@ type element struct {
 func splitElements(data []byte) ([]element, error) {
 	var out []element
 	for len(data) > 0 {
-		tag, content, rest, err := nextElement(data)
+		tag, content, rest, err := ber.Next(data)
 		if err != nil {
 			return nil, err
 		}
@@ -138,17 +140,6 @@ func splitElements(data []byte) ([]element, error) {
 		data = rest
 	}
 	return out, nil
-}
-
-func parseInt(content []byte) (int64, error) {
-	if len(content) == 0 || len(content) > 8 {
-		return 0, errors.New("integer of bad size")
-	}
-	v := int64(int8(content[0]))
-	for _, b := range content[1:] {
-		v = v<<8 | int64(b)
-	}
-	return v, nil
 }
 
 func copyBytes(b []byte) []byte {
@@ -317,7 +308,7 @@ func decodeModify(req *WriteRequest, content []byte) error {
 		if len(cp) != 2 || cp[0].tag != berTagEnumerated {
 			return errors.New("change must be an operation and an attribute")
 		}
-		op, err := parseInt(cp[0].content)
+		op, err := ber.ParseInt(cp[0].content)
 		if err != nil || op < 0 || op > 3 {
 			return fmt.Errorf("unknown modify operation %d", op)
 		}
@@ -372,7 +363,7 @@ func decodeExtended(content []byte) (name string, value []byte, hasValue bool, e
 
 // decodePasswordModify reads PasswdModifyRequestValue (RFC 3062).
 func decodePasswordModify(req *WriteRequest, value []byte) error {
-	tag, content, rest, err := nextElement(value)
+	tag, content, rest, err := ber.Next(value)
 	if err != nil {
 		return err
 	}
@@ -408,7 +399,7 @@ func decodeBind(content []byte) (bindRequest, error) {
 		return bindRequest{}, errors.New("bind must be a version, a name and an authentication choice")
 	}
 	var b bindRequest
-	if b.version, err = parseInt(parts[0].content); err != nil {
+	if b.version, err = ber.ParseInt(parts[0].content); err != nil {
 		return bindRequest{}, err
 	}
 	b.hasVersion = true
@@ -456,7 +447,7 @@ func decodeResult(m message, passwordModify bool) (Result, error) {
 	if len(parts) < 3 || parts[0].tag != berTagEnumerated {
 		return Result{}, errors.New("response has no LDAPResult")
 	}
-	code, err := parseInt(parts[0].content)
+	code, err := ber.ParseInt(parts[0].content)
 	if err != nil {
 		return Result{}, err
 	}
@@ -466,7 +457,7 @@ func decodeResult(m message, passwordModify bool) (Result, error) {
 			if p.tag != 0x8b { // responseValue [11]
 				continue
 			}
-			tag, content, _, err := nextElement(p.content)
+			tag, content, _, err := ber.Next(p.content)
 			if err != nil || tag != berTagSequence {
 				return Result{}, errors.New("malformed password modify response value")
 			}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ldapgate/ldapgate/internal/ber"
 )
 
 // LDAP protocolOp tags (RFC 4511 section 4.2 onwards), as the single
@@ -243,7 +245,7 @@ func unexpected(err error) error {
 // parseEnvelope reads the messageID, the protocolOp tag and bounds, and the
 // optional controls of an LDAPMessage whose SEQUENCE content is body.
 func parseEnvelope(raw, body []byte) (message, error) {
-	idTag, idContent, rest, err := nextElement(body)
+	idTag, idContent, rest, err := ber.Next(body)
 	if err != nil {
 		return message{}, protocolErrorf("messageID: %v", err)
 	}
@@ -257,13 +259,13 @@ func parseEnvelope(raw, body []byte) (message, error) {
 	for _, b := range idContent {
 		id = id<<8 | int64(b)
 	}
-	opTag, opContent, rest, err := nextElement(rest)
+	opTag, opContent, rest, err := ber.Next(rest)
 	if err != nil {
 		return message{}, protocolErrorf("protocolOp: %v", err)
 	}
 	m := message{raw: raw, id: id, op: opTag, opContent: opContent}
 	if len(rest) > 0 {
-		ctlTag, ctlContent, after, err := nextElement(rest)
+		ctlTag, ctlContent, after, err := ber.Next(rest)
 		if err != nil {
 			return message{}, protocolErrorf("controls: %v", err)
 		}
@@ -273,38 +275,4 @@ func parseEnvelope(raw, body []byte) (message, error) {
 		m.controls = ctlContent
 	}
 	return m, nil
-}
-
-// nextElement splits one BER element (single-octet tag, definite length)
-// off the front of data.
-func nextElement(data []byte) (tag byte, content, rest []byte, err error) {
-	if len(data) < 2 {
-		return 0, nil, nil, errors.New("truncated element")
-	}
-	tag = data[0]
-	if tag&0x1f == 0x1f {
-		return 0, nil, nil, errors.New("multi-octet tags are not used by LDAP")
-	}
-	first := data[1]
-	pos := 2
-	length := 0
-	switch {
-	case first < 0x80:
-		length = int(first)
-	case first == 0x80:
-		return 0, nil, nil, errors.New("indefinite length")
-	default:
-		count := int(first & 0x7f)
-		if count > maxLengthOctets || len(data) < pos+count {
-			return 0, nil, nil, errors.New("bad length")
-		}
-		for i := 0; i < count; i++ {
-			length = length<<8 | int(data[pos+i])
-		}
-		pos += count
-	}
-	if length > len(data)-pos {
-		return 0, nil, nil, errors.New("length runs past the end of its container")
-	}
-	return tag, data[pos : pos+length], data[pos+length:], nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/internal/ber"
 	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
 
@@ -295,7 +296,7 @@ func targetDN(m message) []byte {
 	if m.op == tagDelRequest {
 		return m.opContent
 	}
-	tag, content, _, err := nextElement(m.opContent)
+	tag, content, _, err := ber.Next(m.opContent)
 	if err != nil || tag != berTagOctetString {
 		return nil
 	}
@@ -318,7 +319,7 @@ func (s *session) routeLocal(m message) bool {
 
 func (s *session) abandon(m message) bool {
 	s.reusable = false // the directory may still be winding the operation down
-	target, err := parseInt(m.opContent)
+	target, err := ber.ParseInt(m.opContent)
 	if err != nil {
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed abandon request")
 		return false
@@ -900,11 +901,11 @@ func (s *session) noteBindLocked(m message, op pendingOp) {
 }
 
 func resultCode(m message) (int, bool) {
-	tag, content, _, err := nextElement(m.opContent)
+	tag, content, _, err := ber.Next(m.opContent)
 	if err != nil || tag != berTagEnumerated {
 		return 0, false
 	}
-	v, err := parseInt(content)
+	v, err := ber.ParseInt(content)
 	return int(v), err == nil
 }
 

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/internal/loopback"
 )
 
 // fakeUpstream is a minimal directory: every bind, search and modify succeeds,
@@ -391,31 +393,6 @@ func TestSpareTLSUpstream(t *testing.T) {
 	}
 }
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b.(*net.TCPConn)
-}
-
 // closedByGateway reports whether the directory's end sees the connection
 // closed.
 func closedByGateway(t *testing.T, d net.Conn) bool {
@@ -433,7 +410,7 @@ func kept(p *spareConns, c net.Conn, route string) {
 func TestSpareConnsPool(t *testing.T) {
 	t.Run("taken only for its route", func(t *testing.T) {
 		p := newSpareConns(4, time.Minute)
-		g, d := tcpPair(t)
+		g, d := loopback.Pair(t)
 		kept(p, g, "ldap://a")
 		if c := p.take("ldap://b"); c != nil {
 			t.Fatal("a spare to another upstream was taken")
@@ -444,8 +421,8 @@ func TestSpareConnsPool(t *testing.T) {
 	})
 	t.Run("newest first", func(t *testing.T) {
 		p := newSpareConns(4, time.Minute)
-		g1, _ := tcpPair(t)
-		g2, _ := tcpPair(t)
+		g1, _ := loopback.Pair(t)
+		g2, _ := loopback.Pair(t)
 		kept(p, g1, "")
 		kept(p, g2, "")
 		if c := p.take(""); c != g2 {
@@ -454,8 +431,8 @@ func TestSpareConnsPool(t *testing.T) {
 	})
 	t.Run("full", func(t *testing.T) {
 		p := newSpareConns(1, time.Minute)
-		g1, _ := tcpPair(t)
-		g2, d2 := tcpPair(t)
+		g1, _ := loopback.Pair(t)
+		g2, d2 := loopback.Pair(t)
 		kept(p, g1, "")
 		kept(p, g2, "")
 		if !closedByGateway(t, d2) || p.len() != 1 {
@@ -464,7 +441,7 @@ func TestSpareConnsPool(t *testing.T) {
 	})
 	t.Run("closed by the directory", func(t *testing.T) {
 		p := newSpareConns(4, time.Minute)
-		g, d := tcpPair(t)
+		g, d := loopback.Pair(t)
 		kept(p, g, "")
 		d.Close()
 		waitUntil(t, 2*time.Second, "the spare sees the close", func() bool { return !quietSocket(g) })
@@ -474,7 +451,7 @@ func TestSpareConnsPool(t *testing.T) {
 	})
 	t.Run("data waiting", func(t *testing.T) {
 		p := newSpareConns(4, time.Minute)
-		g, d := tcpPair(t)
+		g, d := loopback.Pair(t)
 		kept(p, g, "")
 		_, _ = d.Write(encodeNotice(ldap.LDAPResultUnavailable, "going away"))
 		waitUntil(t, 2*time.Second, "the notice arrives", func() bool { return !quietSocket(g) })
@@ -484,7 +461,7 @@ func TestSpareConnsPool(t *testing.T) {
 	})
 	t.Run("reaped after the hold", func(t *testing.T) {
 		p := newSpareConns(4, 20*time.Millisecond)
-		g, d := tcpPair(t)
+		g, d := loopback.Pair(t)
 		kept(p, g, "")
 		waitUntil(t, 2*time.Second, "the spare is reaped", func() bool { return p.len() == 0 })
 		if !closedByGateway(t, d) {
@@ -493,8 +470,8 @@ func TestSpareConnsPool(t *testing.T) {
 	})
 	t.Run("close", func(t *testing.T) {
 		p := newSpareConns(4, time.Minute)
-		g1, d1 := tcpPair(t)
-		g2, d2 := tcpPair(t)
+		g1, d1 := loopback.Pair(t)
+		g2, d2 := loopback.Pair(t)
 		kept(p, g1, "")
 		if !p.resetting(g2) {
 			t.Fatal("resetting refused")
@@ -503,7 +480,7 @@ func TestSpareConnsPool(t *testing.T) {
 		if !closedByGateway(t, d1) || !closedByGateway(t, d2) {
 			t.Error("close left a spare or a resetting connection open")
 		}
-		g3, d3 := tcpPair(t)
+		g3, d3 := loopback.Pair(t)
 		if p.resetting(g3) {
 			t.Error("a closed pool accepts resets")
 		}

@@ -194,31 +194,6 @@ func TestDirectoryReadTimeout(t *testing.T) {
 	}
 }
 
-// The BER pieces a read connection writes and parses.
-func TestReadConnEncoding(t *testing.T) {
-	for _, v := range []int64{0, 1, 127, 128, 255, 256, 65535, 1 << 30, -1, -128, -129} {
-		enc := appendInt(nil, tagInteger, v)
-		tag, content, rest, err := nextTLV(enc)
-		if err != nil || tag != tagInteger || len(rest) != 0 {
-			t.Fatalf("%d: %x: %v", v, enc, err)
-		}
-		if got, err := parseInteger(content); err != nil || got != v {
-			t.Errorf("%d encoded %x decodes to %d, %v", v, enc, got, err)
-		}
-	}
-	for _, n := range []int{0, 127, 128, 255, 256, 70_000} {
-		enc := appendTLV(nil, tagOctetString, make([]byte, n))
-		if _, content, rest, err := nextTLV(enc); err != nil || len(content) != n || len(rest) != 0 {
-			t.Errorf("element of %d bytes: %d, %d left, %v", n, len(content), len(rest), err)
-		}
-	}
-	for _, bad := range [][]byte{{}, {0x04}, {0x04, 0x05, 'a'}, {0x04, 0x85, 0, 0, 0, 0, 1}, {0x04, 0x82, 0x01}} {
-		if _, _, _, err := nextTLV(bad); err == nil {
-			t.Errorf("%x parsed", bad)
-		}
-	}
-}
-
 func sameEntry(a, b schema.Entry) bool {
 	if !strings.EqualFold(a.DN, b.DN) || len(a.Attrs) != len(b.Attrs) {
 		return false

@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/internal/ber"
+	"github.com/ldapgate/ldapgate/internal/deadline"
 	"github.com/ldapgate/ldapgate/internal/rawsock"
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -170,27 +172,13 @@ func (c *readConn) roundTrip(ctx context.Context, op []byte, final byte, each fu
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(c.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := c.conn.SetDeadline(deadline); err != nil {
+	// A cancelled context ends the wait at once, as its deadline would;
+	// the connection is then broken (c.fail), not reused mid-answer.
+	disarm, err := deadline.Arm(ctx, c.conn, c.timeout)
+	defer disarm()
+	if err != nil {
 		return c.fail(err)
 	}
-	// A cancelled context ends the wait at once, as its deadline would;
-	// the connection is then broken (c.fail), not reused mid-answer. A
-	// cancellation under way when the answer is complete is waited for, so
-	// that its deadline cannot land on the connection's next caller.
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(fired)
-		_ = c.conn.SetDeadline(time.Unix(1, 0))
-	})
-	defer func() {
-		if !stop() {
-			<-fired
-		}
-	}()
 	c.lastID++
 	if c.lastID <= 0 {
 		c.lastID = 1
@@ -229,9 +217,9 @@ func (c *readConn) readMessage() (id int64, tag byte, content []byte, err error)
 	if t != tagSequence {
 		return 0, 0, nil, fmt.Errorf("message with tag %#x from the directory", t)
 	}
-	n, err := readLength(c.r)
+	n, err := ber.ReadLength(c.r)
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, fmt.Errorf("message length from the directory: %w", unexpectedEOF(err))
 	}
 	if n < 0 || n > maxReadMessage {
 		return 0, 0, nil, fmt.Errorf("message of %d bytes from the directory", n)
@@ -246,17 +234,17 @@ func (c *readConn) readMessage() (id int64, tag byte, content []byte, err error)
 	if _, err := io.ReadFull(c.r, c.msg); err != nil {
 		return 0, 0, nil, unexpectedEOF(err)
 	}
-	itag, idBytes, rest, err := nextTLV(c.msg)
+	itag, idBytes, rest, err := ber.Next(c.msg)
 	if err != nil || itag != tagInteger {
 		return 0, 0, nil, fmt.Errorf("message without an ID from the directory")
 	}
-	id, err = parseInteger(idBytes)
+	id, err = ber.ParseInt(idBytes)
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, fmt.Errorf("message ID from the directory: %w", err)
 	}
-	tag, content, _, err = nextTLV(rest)
+	tag, content, _, err = ber.Next(rest)
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, fmt.Errorf("message from the directory: %w", err)
 	}
 	return id, tag, content, nil
 }
@@ -270,10 +258,10 @@ func unexpectedEOF(err error) error {
 
 // bind makes a simple bind.
 func (c *readConn) bind(ctx context.Context, dn, password string) error {
-	op := appendInt(nil, tagInteger, ldapVersion3)
-	op = appendTLV(op, tagOctetString, []byte(dn))
-	op = appendTLV(op, tagSimpleAuth, []byte(password))
-	return c.roundTrip(ctx, appendTLV(nil, tagBindRequest, op), tagBindResponse, func(tag byte, content []byte) error {
+	op := ber.AppendInt(nil, tagInteger, ldapVersion3)
+	op = ber.AppendTLV(op, tagOctetString, []byte(dn))
+	op = ber.AppendTLV(op, tagSimpleAuth, []byte(password))
+	return c.roundTrip(ctx, ber.AppendTLV(nil, tagBindRequest, op), tagBindResponse, func(tag byte, content []byte) error {
 		if tag != tagBindResponse {
 			return c.fail(fmt.Errorf("answer %#x to a bind", tag))
 		}
@@ -283,7 +271,7 @@ func (c *readConn) bind(ctx context.Context, dn, password string) error {
 
 // startTLS asks for TLS on the connection and then shakes hands.
 func (c *readConn) startTLS(ctx context.Context, cfg *tls.Config) error {
-	op := appendTLV(nil, tagExtendedReq, appendTLV(nil, tagExtendedName, []byte(oidStartTLS)))
+	op := ber.AppendTLV(nil, tagExtendedReq, ber.AppendTLV(nil, tagExtendedName, []byte(oidStartTLS)))
 	err := c.roundTrip(ctx, op, tagExtendedResp, func(tag byte, content []byte) error {
 		if tag != tagExtendedResp {
 			return c.fail(fmt.Errorf("answer %#x to StartTLS", tag))
@@ -307,20 +295,20 @@ func (c *readConn) startTLS(ctx context.Context, cfg *tls.Config) error {
 
 // result turns an LDAPResult into nil (success) or an *ldap.Error.
 func (c *readConn) result(content []byte) error {
-	tag, codeBytes, rest, err := nextTLV(content)
+	tag, codeBytes, rest, err := ber.Next(content)
 	if err != nil || tag != tagEnumerated {
 		return c.fail(errors.New("result without a code from the directory"))
 	}
-	code, err := parseInteger(codeBytes)
+	code, err := ber.ParseInt(codeBytes)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(fmt.Errorf("result code from the directory: %w", err))
 	}
 	if code == ldap.LDAPResultSuccess {
 		return nil
 	}
 	var diagnostic []byte
-	if _, _, rest, err = nextTLV(rest); err == nil { // matchedDN
-		_, diagnostic, _, _ = nextTLV(rest)
+	if _, _, rest, err = ber.Next(rest); err == nil { // matchedDN
+		_, diagnostic, _, _ = ber.Next(rest)
 	}
 	return ldap.NewError(uint16(code), errors.New(string(diagnostic)))
 }
@@ -332,20 +320,20 @@ func (c *readConn) search(ctx context.Context, base string, scope, sizeLimit int
 	if err != nil {
 		return nil, err
 	}
-	op := appendTLV(nil, tagOctetString, []byte(base))
-	op = appendInt(op, tagEnumerated, int64(scope))
-	op = appendInt(op, tagEnumerated, derefNeverAliases)
-	op = appendInt(op, tagInteger, int64(sizeLimit))
-	op = appendInt(op, tagInteger, 0) // no time limit
-	op = appendTLV(op, tagBoolean, []byte{0})
+	op := ber.AppendTLV(nil, tagOctetString, []byte(base))
+	op = ber.AppendInt(op, tagEnumerated, int64(scope))
+	op = ber.AppendInt(op, tagEnumerated, derefNeverAliases)
+	op = ber.AppendInt(op, tagInteger, int64(sizeLimit))
+	op = ber.AppendInt(op, tagInteger, 0) // no time limit
+	op = ber.AppendTLV(op, tagBoolean, []byte{0})
 	op = append(op, f.Bytes()...)
 	var list []byte
 	for _, a := range attrs {
-		list = appendTLV(list, tagOctetString, []byte(a))
+		list = ber.AppendTLV(list, tagOctetString, []byte(a))
 	}
-	op = appendTLV(op, tagSequence, list)
+	op = ber.AppendTLV(op, tagSequence, list)
 	var entries []schema.Entry
-	err = c.roundTrip(ctx, appendTLV(nil, tagSearchRequest, op), tagSearchDone, func(tag byte, content []byte) error {
+	err = c.roundTrip(ctx, ber.AppendTLV(nil, tagSearchRequest, op), tagSearchDone, func(tag byte, content []byte) error {
 		switch tag {
 		case tagSearchEntry:
 			if sizeLimit > 0 && len(entries) >= sizeLimit {
@@ -370,32 +358,32 @@ func (c *readConn) search(ctx context.Context, base string, scope, sizeLimit int
 
 // decodeEntry decodes a SearchResultEntry.
 func decodeEntry(content []byte) (schema.Entry, error) {
-	tag, dn, rest, err := nextTLV(content)
+	tag, dn, rest, err := ber.Next(content)
 	if err != nil || tag != tagOctetString {
 		return schema.Entry{}, errors.New("search entry without a DN")
 	}
-	tag, list, _, err := nextTLV(rest)
+	tag, list, _, err := ber.Next(rest)
 	if err != nil || tag != tagSequence {
 		return schema.Entry{}, errors.New("search entry without attributes")
 	}
 	e := schema.Entry{DN: string(dn), Attrs: map[string][]string{}}
 	for len(list) > 0 {
 		var attr []byte
-		if tag, attr, list, err = nextTLV(list); err != nil || tag != tagSequence {
+		if tag, attr, list, err = ber.Next(list); err != nil || tag != tagSequence {
 			return schema.Entry{}, errors.New("malformed attribute in a search entry")
 		}
-		tag, name, rest, err := nextTLV(attr)
+		tag, name, rest, err := ber.Next(attr)
 		if err != nil || tag != tagOctetString {
 			return schema.Entry{}, errors.New("attribute without a type in a search entry")
 		}
-		tag, vals, _, err := nextTLV(rest)
+		tag, vals, _, err := ber.Next(rest)
 		if err != nil || tag != tagSet {
 			return schema.Entry{}, errors.New("attribute without values in a search entry")
 		}
 		var values []string
 		for len(vals) > 0 {
 			var v []byte
-			if tag, v, vals, err = nextTLV(vals); err != nil || tag != tagOctetString {
+			if tag, v, vals, err = ber.Next(vals); err != nil || tag != tagOctetString {
 				return schema.Entry{}, errors.New("malformed value in a search entry")
 			}
 			values = append(values, string(v))
@@ -412,104 +400,9 @@ func decodeEntry(content []byte) (schema.Entry, error) {
 // operation) to b.
 func encodeMessage(b []byte, id int32, op []byte) []byte {
 	var idBuf [8]byte
-	content := appendInt(idBuf[:0], tagInteger, int64(id))
+	content := ber.AppendInt(idBuf[:0], tagInteger, int64(id))
 	b = append(b, tagSequence)
-	b = appendLength(b, len(content)+len(op))
+	b = ber.AppendLength(b, len(content)+len(op))
 	b = append(b, content...)
 	return append(b, op...)
-}
-
-// appendTLV appends an element with a definite length.
-func appendTLV(b []byte, tag byte, content []byte) []byte {
-	b = append(b, tag)
-	b = appendLength(b, len(content))
-	return append(b, content...)
-}
-
-func appendLength(b []byte, n int) []byte {
-	switch {
-	case n < 0x80:
-		return append(b, byte(n))
-	case n <= 0xff:
-		return append(b, 0x81, byte(n))
-	case n <= 0xffff:
-		return append(b, 0x82, byte(n>>8), byte(n))
-	case n <= 0xffffff:
-		return append(b, 0x83, byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(b, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-}
-
-// appendInt appends an INTEGER or ENUMERATED in the fewest bytes.
-func appendInt(b []byte, tag byte, v int64) []byte {
-	n := 1
-	for x := v; x > 127 || x < -128; x >>= 8 {
-		n++
-	}
-	b = append(b, tag, byte(n))
-	for i := n - 1; i >= 0; i-- {
-		b = append(b, byte(v>>(8*i)))
-	}
-	return b
-}
-
-// readLength reads a BER definite length.
-func readLength(r *bufio.Reader) (int, error) {
-	first, err := r.ReadByte()
-	if err != nil {
-		return 0, unexpectedEOF(err)
-	}
-	if first < 0x80 {
-		return int(first), nil
-	}
-	k := int(first & 0x7f)
-	if k == 0 || k > 4 {
-		return 0, fmt.Errorf("length of %d bytes from the directory", k)
-	}
-	n := 0
-	for range k {
-		c, err := r.ReadByte()
-		if err != nil {
-			return 0, unexpectedEOF(err)
-		}
-		n = n<<8 | int(c)
-	}
-	return n, nil
-}
-
-// nextTLV splits the first element (single-byte tag, definite length) off
-// data.
-func nextTLV(data []byte) (tag byte, content, rest []byte, err error) {
-	if len(data) < 2 {
-		return 0, nil, nil, errors.New("truncated element from the directory")
-	}
-	tag = data[0]
-	n, i := int(data[1]), 2
-	if n >= 0x80 {
-		k := n & 0x7f
-		if k == 0 || k > 4 || len(data) < 2+k {
-			return 0, nil, nil, errors.New("bad length from the directory")
-		}
-		n = 0
-		for _, c := range data[2 : 2+k] {
-			n = n<<8 | int(c)
-		}
-		i = 2 + k
-	}
-	if n < 0 || n > len(data)-i {
-		return 0, nil, nil, errors.New("truncated element from the directory")
-	}
-	return tag, data[i : i+n], data[i+n:], nil
-}
-
-// parseInteger decodes a two's complement INTEGER or ENUMERATED.
-func parseInteger(b []byte) (int64, error) {
-	if len(b) == 0 || len(b) > 8 {
-		return 0, fmt.Errorf("integer of %d bytes from the directory", len(b))
-	}
-	v := int64(int8(b[0]))
-	for _, c := range b[1:] {
-		v = v<<8 | int64(c)
-	}
-	return v, nil
 }

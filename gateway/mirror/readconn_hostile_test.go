@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/internal/ber"
 )
 
 // fakeDir accepts connections and runs serve on each; it counts accepts.
@@ -50,10 +52,10 @@ func startFake(t *testing.T, serve func(n int32, conn net.Conn, in *readConn)) *
 func (f *fakeDir) url() string { return "ldap://" + f.ln.Addr().String() }
 
 func ldapResult(tag byte, code int64) []byte {
-	r := appendInt(nil, tagEnumerated, code)
-	r = appendTLV(r, tagOctetString, nil)
-	r = appendTLV(r, tagOctetString, nil)
-	return appendTLV(nil, tag, r)
+	r := ber.AppendInt(nil, tagEnumerated, code)
+	r = ber.AppendTLV(r, tagOctetString, nil)
+	r = ber.AppendTLV(r, tagOctetString, nil)
+	return ber.AppendTLV(nil, tag, r)
 }
 
 func entryOp(dn string, attrs map[string][]string) []byte {
@@ -61,15 +63,15 @@ func entryOp(dn string, attrs map[string][]string) []byte {
 	for k, vs := range attrs {
 		var set []byte
 		for _, v := range vs {
-			set = appendTLV(set, tagOctetString, []byte(v))
+			set = ber.AppendTLV(set, tagOctetString, []byte(v))
 		}
-		a := appendTLV(nil, tagOctetString, []byte(k))
-		a = appendTLV(a, tagSet, set)
-		list = appendTLV(list, tagSequence, a)
+		a := ber.AppendTLV(nil, tagOctetString, []byte(k))
+		a = ber.AppendTLV(a, tagSet, set)
+		list = ber.AppendTLV(list, tagSequence, a)
 	}
-	op := appendTLV(nil, tagOctetString, []byte(dn))
-	op = appendTLV(op, tagSequence, list)
-	return appendTLV(nil, tagSearchEntry, op)
+	op := ber.AppendTLV(nil, tagOctetString, []byte(dn))
+	op = ber.AppendTLV(op, tagSequence, list)
+	return ber.AppendTLV(nil, tagSearchEntry, op)
 }
 
 func send(c net.Conn, id int32, op []byte) { _, _ = c.Write(encodeMessage(nil, id, op)) }
@@ -99,11 +101,11 @@ func TestReadConnNoticeOfDisconnectionWhileIdle(t *testing.T) {
 			send(c, int32(id), entryOp("uid=alice", map[string][]string{"uid": {"alice"}}))
 			send(c, int32(id), ldapResult(tagSearchDone, 0))
 			if n == 1 {
-				notice := appendInt(nil, tagEnumerated, 52) // unavailable
-				notice = appendTLV(notice, tagOctetString, nil)
-				notice = appendTLV(notice, tagOctetString, []byte("going away"))
-				notice = appendTLV(notice, 0x8a, []byte("1.3.6.1.4.1.1466.20036"))
-				send(c, 0, appendTLV(nil, tagExtendedResp, notice))
+				notice := ber.AppendInt(nil, tagEnumerated, 52) // unavailable
+				notice = ber.AppendTLV(notice, tagOctetString, nil)
+				notice = ber.AppendTLV(notice, tagOctetString, []byte("going away"))
+				notice = ber.AppendTLV(notice, 0x8a, []byte("1.3.6.1.4.1.1466.20036"))
+				send(c, 0, ber.AppendTLV(nil, tagExtendedResp, notice))
 				return
 			}
 		}
@@ -309,19 +311,19 @@ func TestReadConnSameAsGoLDAP(t *testing.T) {
 		{"memberOf", nil},
 		{"cn", []string{"dup"}},
 	}
-	op := appendTLV(nil, tagOctetString, []byte("UID=Alice,dc=Example"))
+	op := ber.AppendTLV(nil, tagOctetString, []byte("UID=Alice,dc=Example"))
 	var list []byte
 	for _, a := range attrs {
 		var set []byte
 		for _, v := range a.vals {
-			set = appendTLV(set, tagOctetString, []byte(v))
+			set = ber.AppendTLV(set, tagOctetString, []byte(v))
 		}
-		x := appendTLV(nil, tagOctetString, []byte(a.name))
-		x = appendTLV(x, tagSet, set)
-		list = appendTLV(list, tagSequence, x)
+		x := ber.AppendTLV(nil, tagOctetString, []byte(a.name))
+		x = ber.AppendTLV(x, tagSet, set)
+		list = ber.AppendTLV(list, tagSequence, x)
 	}
-	op = appendTLV(op, tagSequence, list)
-	entry := appendTLV(nil, tagSearchEntry, op)
+	op = ber.AppendTLV(op, tagSequence, list)
+	entry := ber.AppendTLV(nil, tagSearchEntry, op)
 	f := startFake(t, func(_ int32, c net.Conn, in *readConn) {
 		for {
 			id, tag, _, err := in.readMessage()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ldapgate/ldapgate/internal/deadline"
 	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
 
@@ -224,24 +225,8 @@ func (s *Session) Do(ctx context.Context, cmd Command) (*Response, error) {
 
 // arm bounds the coming I/O by timeout and by ctx; the returned func disarms.
 func (s *Session) arm(ctx context.Context, timeout time.Duration) func() {
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = s.conn.SetDeadline(deadline)
-	// A canceled context interrupts a blocked read at once. Disarming
-	// waits for a cancellation already under way, so that its deadline
-	// cannot land on the session's next command.
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(fired)
-		_ = s.conn.SetDeadline(time.Unix(1, 0))
-	})
-	return func() {
-		if !stop() {
-			<-fired
-		}
-	}
+	disarm, _ := deadline.Arm(ctx, s.conn, timeout) // a failure shows in the I/O it bounds
+	return disarm
 }
 
 func (s *Session) send(ctx context.Context, cmd Command) error {

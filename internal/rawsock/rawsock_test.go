@@ -10,38 +10,15 @@ import (
 	"os"
 	"testing"
 	"time"
-)
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b.(*net.TCPConn)
-}
+	"github.com/ldapgate/ldapgate/internal/loopback"
+)
 
 // TestCarriesLargeWritesBothWays writes more than the socket
 // buffers hold, so writes wait for the reader and resume where they stopped,
 // while the other direction carries data at the same time.
 func TestCarriesLargeWritesBothWays(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := loopback.Pair(t)
 	ra, rb := Wrap(a), Wrap(b)
 	if _, ok := ra.(*Conn); !ok {
 		t.Fatalf("a TCP connection is wrapped as %T", ra)
@@ -79,7 +56,7 @@ func TestCarriesLargeWritesBothWays(t *testing.T) {
 
 func TestEnds(t *testing.T) {
 	t.Run("EOF when the peer closes", func(t *testing.T) {
-		a, b := tcpPair(t)
+		a, b := loopback.Pair(t)
 		r := Wrap(b)
 		if _, err := a.Write([]byte("last")); err != nil {
 			t.Fatal(err)
@@ -91,7 +68,7 @@ func TestEnds(t *testing.T) {
 		}
 	})
 	t.Run("read deadline", func(t *testing.T) {
-		_, b := tcpPair(t)
+		_, b := loopback.Pair(t)
 		r := Wrap(b)
 		_ = b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		if _, err := r.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -99,7 +76,7 @@ func TestEnds(t *testing.T) {
 		}
 	})
 	t.Run("close during a read", func(t *testing.T) {
-		_, b := tcpPair(t)
+		_, b := loopback.Pair(t)
 		r := Wrap(b)
 		errc := make(chan error, 1)
 		go func() {
@@ -119,7 +96,7 @@ func TestEnds(t *testing.T) {
 		}
 	})
 	t.Run("write after the peer reset", func(t *testing.T) {
-		a, b := tcpPair(t)
+		a, b := loopback.Pair(t)
 		w := Wrap(b)
 		_ = a.SetLinger(0)
 		a.Close()
@@ -137,7 +114,7 @@ func TestEnds(t *testing.T) {
 }
 
 func TestLeavesOtherConnectionsAlone(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := loopback.Pair(t)
 	tc := tls.Client(a, &tls.Config{})
 	if got := Wrap(tc); got != net.Conn(tc) {
 		t.Fatalf("a TLS connection is wrapped as %T", got)
