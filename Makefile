@@ -16,7 +16,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ldapgate
 
 # Samba's AD domain controller, for the Active Directory tests and `make demo AD=1`
-# (integration/samba); installed without recommends (winbind, krb5 are not needed).
+# (internal/testenv/samba); installed without recommends (winbind, krb5 are not needed).
 SAMBA_PKGS := samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
 
 # deps installs what the tests and the demo need on a Debian machine (as root).
@@ -41,7 +41,9 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: build vet
+# test installs what it needs first (idempotently), so `make test` works alone
+# on a fresh Debian machine as root.
+test: deps build vet
 	$(GO) test -count=1 -timeout 14m ./... 
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 
@@ -51,11 +53,11 @@ demo: deps build
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./schema/... ./integration/axigen/...
-	$(GO) run ./integration/bench $(BENCHFLAGS)
-	$(GO) test -run '^$$' -bench MirrorModify -benchtime 1x -timeout 10m ./integration/e2e/
+	$(GO) run ./bench $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench MirrorModify -benchtime 1x -timeout 10m ./e2e/
 
-soak: build
-	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./integration/e2e/...
+soak: deps build
+	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./e2e/...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -18,7 +18,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/internal/loopback"
+	"github.com/ldapgate/ldapgate/internal/testenv/loopback"
 )
 
 // fakeUpstream is a minimal directory: every bind, search and modify succeeds,

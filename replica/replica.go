@@ -1,6 +1,6 @@
 // Package replica keeps a standby gateway's journal identical to the
 // primary's, makes the primary wait for the standby in synchronous mode, and
-// tells the standby when to take over (DESIGN.md, "Failover").
+// tells the standby when to take over (docs/architecture.md, "Failover").
 //
 // The transport is HTTP on the gateway's admin endpoint, authenticated with
 // a shared secret (Authorization: Bearer SECRET, compared in constant time):

@@ -87,7 +87,7 @@ type Config struct {
 	Disabled           *Disabled `yaml:"disabled"`
 }
 
-// DefaultConfig returns the dialect's defaults (DESIGN.md's mapping table),
+// DefaultConfig returns the dialect's defaults (docs/architecture.md's mapping table),
 // without bases: those are site-specific.
 func DefaultConfig(d Dialect) Config {
 	switch d {

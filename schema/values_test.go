@@ -247,6 +247,6 @@ func TestDefaultsMatchDesign(t *testing.T) {
 	if ol.Contact["businessPhone"] != "" || ad.Contact["businessPhone"] != "otherTelephone" ||
 		ol.Contact["homeAddress"] != "homePostalAddress" || ad.Contact["homeAddress"] != "" ||
 		ad.Contact["businessAddress"] != "streetAddress" || ol.Contact["personalEmail"] != "" {
-		t.Error("defaults differ from DESIGN.md's mapping table")
+		t.Error("defaults differ from docs/architecture.md's mapping table")
 	}
 }

@@ -20,7 +20,7 @@ func axigenSimCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "axigen-sim",
 		Usage: "run an in-memory Axigen administration CLI server (demo and tests)",
-		Description: "Serves the Axigen CLI protocol described in axigen-cli.md from memory: " +
+		Description: "Serves the Axigen CLI protocol described in docs/axigen-cli.md from memory: " +
 			"login, contexts, accounts, contact info, groups and their addresses. " +
 			"State is lost when it stops. Each session's commands are logged at debug " +
 			"level with passwords masked.",

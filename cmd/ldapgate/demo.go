@@ -20,8 +20,8 @@ import (
 
 	"github.com/ldapgate/ldapgate/gateway/mirror"
 	"github.com/ldapgate/ldapgate/integration/axigensim"
-	"github.com/ldapgate/ldapgate/integration/slapd"
-	"github.com/ldapgate/ldapgate/integration/testpki"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+	"github.com/ldapgate/ldapgate/internal/testenv/testpki"
 	"github.com/ldapgate/ldapgate/schema"
 )
 

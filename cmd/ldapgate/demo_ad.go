@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/integration/samba"
+	"github.com/ldapgate/ldapgate/internal/testenv/samba"
 	"github.com/ldapgate/ldapgate/schema"
 )
 

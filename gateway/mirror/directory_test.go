@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/integration/slapd"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
 	"github.com/ldapgate/ldapgate/schema"
 )
 

@@ -1,5 +1,5 @@
 // Package mirror is the gateway's write path for account and group entries
-// (DESIGN.md, "The write path"): it classifies each intercepted write,
+// (docs/architecture.md, "The write path"): it classifies each intercepted write,
 // enforces who may change what, journals the change durably before the
 // directory sees it, commits or aborts it on the directory's answer, and
 // delivers committed changes to Axigen by reading the entry's current state
@@ -491,7 +491,7 @@ func (m *Mirror) IsAdmin(ctx context.Context, dn string) (bool, error) { return 
 // closes.
 func (m *Mirror) Close() { m.settling.Wait() }
 
-// resolve settles a record whose outcome is unknown (DESIGN.md): deliver it
+// resolve settles a record whose outcome is unknown (docs/architecture.md): deliver it
 // anyway, since delivery reads the directory's state; but a password is
 // kept only if the directory accepts it.
 func (m *Mirror) resolve(ctx context.Context, rec *store.Record) {

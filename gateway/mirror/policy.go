@@ -13,7 +13,7 @@ type decision struct {
 	mirror bool
 }
 
-// Rule names, as the diagnostics quote them (DESIGN.md's policy table).
+// Rule names, as the diagnostics quote them (docs/architecture.md's policy table).
 const (
 	ruleCreateAccount  = "create account: admin only"
 	ruleDeleteAccount  = "delete account: admin only"
@@ -28,7 +28,7 @@ const (
 	ruleMembership     = "group membership: admin only"
 )
 
-// decide applies the default policy of DESIGN.md. admin and owner describe
+// decide applies the default policy of docs/architecture.md. admin and owner describe
 // the session: an admin may do everything; the owner (bound as the entry
 // itself) may change its password and contact info.
 func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owner bool) decision {

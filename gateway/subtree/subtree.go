@@ -37,7 +37,7 @@
 // who may read before it routes a request here; this server trusts it.
 //
 // gldap closes a connection on Compare, Abandon and some filters (see
-// shared/notes/libraries.md §1), which would end the client's whole
+// docs/architecture.md, "Libraries"), which would end the client's whole
 // session. So Dial does not hand the gateway the socket itself but a pipe
 // through a shim that answers Compare, drops Abandon, refuses writes and
 // filters gldap cannot decode, and passes only searches on to gldap.

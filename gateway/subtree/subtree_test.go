@@ -17,7 +17,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
-	"github.com/ldapgate/ldapgate/integration/slapd"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
 	"github.com/ldapgate/ldapgate/store"
 )
 

@@ -1,5 +1,5 @@
 // Package axigen drives Axigen's administration CLI (see
-// /work/shared/axigen-cli.md): dialling and logging in, prompt-driven
+// docs/axigen-cli.md): dialling and logging in, prompt-driven
 // context tracking, status lines, SHOW and LIST parsing, quoting of every
 // value, and a pool of sessions that reconnect. On top of it, Client reads
 // an account's or group's state and applies a desired state idempotently:

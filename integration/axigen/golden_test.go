@@ -15,7 +15,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden transcripts in testdata")
 
-// documentedCommands are the command forms axigen-cli.md shows (its
+// documentedCommands are the command forms docs/axigen-cli.md shows (its
 // recipes and lookups), with every value in the double-quoted form. Each
 // command the client sends in the golden transcripts must match one.
 var documentedCommands = func() []*regexp.Regexp {
@@ -91,7 +91,7 @@ func putTeam(sim *axigensim.Server) {
 // TestGoldenTranscripts runs each operation on a fresh simulator and
 // compares the whole conversation, byte for byte (prompts, status lines,
 // the client's lines), with testdata/<name>.golden. It also checks that
-// every command the client sent is one of the forms axigen-cli.md documents.
+// every command the client sent is one of the forms docs/axigen-cli.md documents.
 func TestGoldenTranscripts(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -338,7 +338,7 @@ func TestGoldenTranscripts(t *testing.T) {
 					continue // the password line after USER
 				}
 				if !isDocumented(c) {
-					t.Errorf("command %q is not a form axigen-cli.md documents", c)
+					t.Errorf("command %q is not a form docs/axigen-cli.md documents", c)
 				}
 			}
 			got := tr.Bytes()

@@ -109,7 +109,7 @@ func (p *Pool) release(s *Session, ok bool) {
 
 // domainParkHold is how long after entering a domain's context a session
 // is still used in it; after that it is backed out to the root and enters
-// the domain afresh. axigen-cli.md does not say whether a domain context
+// the domain afresh. docs/axigen-cli.md does not say whether a domain context
 // sees what other sessions change meanwhile (an account another session
 // created); this bounds how stale such a view could be.
 const domainParkHold = time.Second

@@ -16,7 +16,7 @@ type token struct {
 var errUnterminated = errors.New("unterminated quoted value")
 
 // SplitArgs splits a command line into words the way the simulator reads
-// them, resolving the three quoting forms of axigen-cli.md: escaped
+// them, resolving the three quoting forms of docs/axigen-cli.md: escaped
 // (a backslash makes the next character literal), single-quoted (everything
 // literal up to the next '), double-quoted (bash-like: \" and \\ are escapes,
 // a backslash before anything else stays). Forms may be joined in one word,

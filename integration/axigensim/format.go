@@ -2,11 +2,11 @@ package axigensim
 
 import "strings"
 
-// This file is the one place that holds the protocol forms axigen-cli.md
+// This file is the one place that holds the protocol forms docs/axigen-cli.md
 // could not confirm. Each constant says whether its form is documented or
 // chosen; to follow a real server more closely, change it here only.
 //
-// Documented (axigen-cli.md):
+// Documented (docs/axigen-cli.md):
 //   - the banner contains "Welcome to AXIGEN's Command Line Interface";
 //   - prompts are "<" + context path + "> " with no line break; the root
 //     prompt is "<#> ", the login prompts are "<login> " and "<password> ";

@@ -1,5 +1,5 @@
 // Package axigensim is an in-memory Axigen administration CLI server that
-// behaves as /work/shared/axigen-cli.md describes: a banner, prompts with no
+// behaves as docs/axigen-cli.md describes: a banner, prompts with no
 // line break, login with maxAuthErrors, contexts joined by '-', COMMIT, DONE
 // and BACK, "+OK:"/"-ERR:" status lines, SHOW and LIST output. It holds
 // accounts and groups per domain, records a transcript of every session, and

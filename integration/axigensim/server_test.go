@@ -271,7 +271,7 @@ func TestQuotingForms(t *testing.T) {
 	}
 }
 
-// TestShowAndListFormats checks the exact output shapes of axigen-cli.md.
+// TestShowAndListFormats checks the exact output shapes of docs/axigen-cli.md.
 func TestShowAndListFormats(t *testing.T) {
 	s := start(t, Options{})
 	s.PutAccount(domain, AccountState{Name: "john", Contact: map[string]string{"firstName": `say "hi" \o/`}})

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ldapgate/ldapgate/internal/loopback"
+	"github.com/ldapgate/ldapgate/internal/testenv/loopback"
 )
 
 func TestArm(t *testing.T) {

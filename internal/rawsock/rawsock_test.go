@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ldapgate/ldapgate/internal/loopback"
+	"github.com/ldapgate/ldapgate/internal/testenv/loopback"
 )
 
 // TestCarriesLargeWritesBothWays writes more than the socket
