@@ -609,37 +609,6 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 	return g, nil
 }
 
-// CanonicalDN is the form all spellings of one DN share: attribute types by
-// their canonical names (aliases and OIDs folded, "0.9.2342.19200300.100.1.1"
-// and "UID" both "uid"), types and values without case, the values of a
-// multi-valued RDN sorted. A DN that does not parse is only lower-cased.
-func (m *Mapping) CanonicalDN(dn string) string {
-	parsed, err := ldap.ParseDN(dn)
-	if err != nil {
-		return strings.ToLower(dn)
-	}
-	for _, rdn := range parsed.RDNs {
-		for _, ava := range rdn.Attributes {
-			ava.Type = m.canonical(ava.Type)
-			ava.Value = strings.ToLower(ava.Value)
-		}
-		slices.SortFunc(rdn.Attributes, func(a, b *ldap.AttributeTypeAndValue) int {
-			return cmp.Or(strings.Compare(a.Type, b.Type), strings.Compare(a.Value, b.Value))
-		})
-	}
-	return parsed.String()
-}
-
-// EqualDN reports whether a and b name the same entry, folding case in
-// attribute types and values; unparseable DNs are equal to nothing.
-func EqualDN(a, b string) bool {
-	da, err := ldap.ParseDN(a)
-	if err != nil {
-		return false
-	}
-	db, err := ldap.ParseDN(b)
-	if err != nil {
-		return false
-	}
-	return da.EqualFold(db)
-}
+// CanonicalDN is CanonicalDN with this mapping's dialect deciding which
+// attribute names are aliases of one another.
+func (m *Mapping) CanonicalDN(dn string) string { return canonicalDN(dn, m.canonical) }

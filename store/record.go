@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ldapgate/ldapgate/schema"
 )
 
 // Kind says what sort of directory entry a record is about.
@@ -190,34 +192,11 @@ func orderTokens(r *Record) []string {
 	if r.EntryKey != "" {
 		toks = append(toks, "k:"+r.EntryKey)
 	}
-	toks = append(toks, "d:"+normalizeDN(r.DN))
+	toks = append(toks, "d:"+schema.CanonicalDN(r.DN))
 	if r.NewDN != "" {
-		if n := "d:" + normalizeDN(r.NewDN); n != toks[len(toks)-1] {
+		if n := "d:" + schema.CanonicalDN(r.NewDN); n != toks[len(toks)-1] {
 			toks = append(toks, n)
 		}
 	}
 	return toks
-}
-
-// normalizeDN is a schema-blind normalisation, good enough to group the
-// records of one DN: attribute types and values are compared without case,
-// and blanks around separators are dropped.
-func normalizeDN(dn string) string {
-	var b strings.Builder
-	b.Grow(len(dn))
-	parts := strings.Split(dn, ",")
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		typ, val, ok := strings.Cut(p, "=")
-		if !ok {
-			b.WriteString(strings.ToLower(strings.TrimSpace(p)))
-			continue
-		}
-		b.WriteString(strings.ToLower(strings.TrimSpace(typ)))
-		b.WriteByte('=')
-		b.WriteString(strings.ToLower(strings.TrimSpace(val)))
-	}
-	return b.String()
 }

@@ -327,10 +327,10 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 	var terms []string
 	seen := map[string]bool{}
 	for _, dn := range dns {
-		if dn == "" || seen[normDN(dn)] {
+		if dn == "" || seen[schema.CanonicalDN(dn)] {
 			continue
 		}
-		seen[normDN(dn)] = true
+		seen[schema.CanonicalDN(dn)] = true
 		for _, a := range m.mapping().MemberAttributes() {
 			terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
 		}

@@ -627,7 +627,7 @@ func (m *Mirror) isAdmin(ctx context.Context, dn string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return members[normDN(dn)], nil
+	return members[schema.CanonicalDN(dn)], nil
 }
 
 func (m *Mirror) adminGroupMembers(ctx context.Context) (map[string]bool, error) {
@@ -644,21 +644,12 @@ func (m *Mirror) adminGroupMembers(ctx context.Context) (map[string]bool, error)
 	if e != nil {
 		for _, attr := range []string{"member", "uniqueMember"} {
 			for _, v := range e.Get(attr) {
-				members[normDN(v)] = true
+				members[schema.CanonicalDN(v)] = true
 			}
 		}
 	}
 	m.adminMembers, m.adminExpires = members, time.Now().Add(m.cfg.AdminCacheTTL)
 	return members, nil
-}
-
-// normDN gives a comparable form of a DN (case and spacing folded).
-func normDN(dn string) string {
-	parsed, err := ldap.ParseDN(dn)
-	if err != nil {
-		return strings.ToLower(dn)
-	}
-	return strings.ToLower(parsed.String())
 }
 
 // renamedDN is the DN a modify DN request gives its entry.

@@ -74,7 +74,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		}
 		items = append(items, resyncItem{schema.KindAccount, e})
 		if v, ok := e.First(mailAttr); ok {
-			mails[normDN(e.DN)] = v
+			mails[schema.CanonicalDN(e.DN)] = v
 		}
 	}
 	for _, e := range groups {
@@ -84,7 +84,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	}
 	resolve := m.memberAddress(ctx)
 	cached := func(dn string) (string, bool, error) {
-		if v, ok := mails[normDN(dn)]; ok {
+		if v, ok := mails[schema.CanonicalDN(dn)]; ok {
 			return v, true, nil
 		}
 		return resolve(dn)

@@ -7,6 +7,7 @@ import (
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
+	"github.com/ldapgate/ldapgate/schema"
 )
 
 // truth is the three-valued result of a filter (RFC 4511 section 4.5.1.7):
@@ -100,7 +101,7 @@ func eval(f *ber.Packet, e *entry) truth {
 			switch {
 			case f.Tag == ldap.FilterGreaterOrEqual && c >= 0,
 				f.Tag == ldap.FilterLessOrEqual && c <= 0,
-				(f.Tag == ldap.FilterEqualityMatch || f.Tag == ldap.FilterApproxMatch) && (c == 0 || equalDNs(v, want)):
+				(f.Tag == ldap.FilterEqualityMatch || f.Tag == ldap.FilterApproxMatch) && (c == 0 || isDN(v, want)):
 				return isTrue
 			}
 		}
@@ -141,23 +142,6 @@ func compareValues(a, b string) int {
 	return strings.Compare(strings.ToLower(a), strings.ToLower(b))
 }
 
-// equalDNs compares two values as DNs, so that targetDN=UID=Alice,OU=People,...
-// finds the entry however the client spells it.
-func equalDNs(a, b string) bool {
-	if !strings.Contains(a, "=") || !strings.Contains(b, "=") {
-		return false
-	}
-	x, err := ldap.ParseDN(a)
-	if err != nil {
-		return false
-	}
-	y, err := ldap.ParseDN(b)
-	if err != nil {
-		return false
-	}
-	return x.EqualFold(y)
-}
-
 func substringsMatch(v string, parts []*ber.Packet) bool {
 	for i, p := range parts {
 		s := strings.ToLower(p.Data.String())
@@ -183,4 +167,10 @@ func substringsMatch(v string, parts []*ber.Packet) bool {
 		}
 	}
 	return true
+}
+
+// isDN compares two values as DNs, so that targetDN=UID=Alice,OU=People,...
+// finds the entry however the client spells it; a value without "=" is no DN.
+func isDN(a, b string) bool {
+	return strings.Contains(a, "=") && strings.Contains(b, "=") && schema.EqualDN(a, b)
 }

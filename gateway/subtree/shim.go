@@ -175,7 +175,7 @@ func (sh *shim) compare(op *ber.Packet) (code int, matched, msg string) {
 		return ldap.LDAPResultNoSuchAttribute, "", ""
 	}
 	for _, v := range values {
-		if compareValues(v, value) == 0 || equalDNs(v, value) || strings.EqualFold(v, value) {
+		if compareValues(v, value) == 0 || isDN(v, value) || strings.EqualFold(v, value) {
 			return ldap.LDAPResultCompareTrue, "", ""
 		}
 	}
