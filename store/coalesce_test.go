@@ -79,6 +79,14 @@ func TestCoveringDeliveryStopsAtAPreparedRecord(t *testing.T) {
 	}
 }
 
+// covering makes a Coverer of a function pair.
+type covering struct {
+	DeliverFunc
+	covers func(*Record) bool
+}
+
+func (c covering) Covers(r *Record) bool { return c.covers(r) }
+
 // runRecording runs covering delivery with one worker and returns what
 // lists the records it was called for, in order.
 func runRecording(t *testing.T, j *Journal, covers func(*Record) bool) func() []uint64 {
@@ -87,12 +95,12 @@ func runRecording(t *testing.T, j *Journal, covers func(*Record) bool) func() []
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- j.RunCovering(ctx, 1, func(_ context.Context, r *Record) error {
+		done <- j.Run(ctx, 1, covering{DeliverFunc(func(_ context.Context, r *Record) error {
 			mu.Lock()
 			seqs = append(seqs, r.Seq)
 			mu.Unlock()
 			return nil
-		}, covers)
+		}), covers})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -117,12 +117,12 @@ func crashChild(dir string) int {
 	}
 	say("ready")
 	ctx := context.Background()
-	go j.Run(ctx, 4, func(context.Context, *Record) error {
+	go j.Run(ctx, 4, DeliverFunc(func(context.Context, *Record) error {
 		if rand.IntN(10) < 3 {
 			return errors.New("simulated failure")
 		}
 		return nil
-	})
+	}))
 	var wg sync.WaitGroup
 	for g := range crashWriters {
 		wg.Add(1)

@@ -10,11 +10,34 @@ import (
 	"time"
 )
 
-// DeliverFunc mirrors one committed record into Axigen. It must be
+// A Deliverer mirrors one committed record into Axigen. Deliver must be
 // idempotent: a record can be delivered again after a crash. Its error is
 // stored in the record and shown to operators, so it must not hold secrets
 // (the journal also blanks out the record's own secret if it appears).
+type Deliverer interface {
+	Deliver(ctx context.Context, r *Record) error
+}
+
+// A Coverer is a Deliverer that brings the target to the entry's state at
+// the time it runs rather than replaying one record's changes (the
+// gateway's mirror reads the directory). A delivery that succeeds then also
+// settles, as delivered, the committed records queued right behind it for
+// the same entry that Covers accepts: their changes were in the entry before
+// the delivery began, so it took them along, and a backlog drains in one
+// delivery per entry. Only modifies without a secret are offered to Covers;
+// it must refuse a record whose delivery does more than bring the entry's
+// state (a side effect of that change itself). The first record refused,
+// and everything after it, waits for its own delivery, in order.
+type Coverer interface {
+	Deliverer
+	Covers(r *Record) bool
+}
+
+// DeliverFunc adapts a function to a Deliverer that covers nothing.
 type DeliverFunc func(ctx context.Context, r *Record) error
+
+// Deliver calls f.
+func (f DeliverFunc) Deliver(ctx context.Context, r *Record) error { return f(ctx, r) }
 
 type permanentError struct{ err error }
 
@@ -57,26 +80,17 @@ const maxErrorBytes = 1024
 // for a Permanent error, the record is dead. A delivered record's secret is
 // erased. Run returns nil when ctx is done, after the deliveries in flight
 // have finished; a delivery cut short by the shutdown does not count as an
-// attempt.
-func (j *Journal) Run(ctx context.Context, workers int, deliver DeliverFunc) error {
-	return j.run(ctx, workers, deliver, nil)
+// attempt. A Deliverer that is also a Coverer settles a backlog of one
+// entry in one delivery.
+func (j *Journal) Run(ctx context.Context, workers int, d Deliverer) error {
+	var covers func(*Record) bool
+	if c, ok := d.(Coverer); ok {
+		covers = c.Covers
+	}
+	return j.run(ctx, workers, d, covers)
 }
 
-// RunCovering is Run for a deliverer that brings the target to the entry's
-// state at the time it runs rather than replaying one record's changes (the
-// gateway's mirror reads the directory). A delivery that succeeds then also
-// settles, as delivered, the committed records queued right behind it for
-// the same entry that covers accepts: their changes were in the entry before
-// the delivery began, so it took them along, and a backlog drains in one
-// delivery per entry. Only modifies without a secret are offered to covers;
-// it must refuse a record whose delivery does more than bring the entry's
-// state (a side effect of that change itself). The first record refused,
-// and everything after it, waits for its own delivery, in order.
-func (j *Journal) RunCovering(ctx context.Context, workers int, deliver DeliverFunc, covers func(*Record) bool) error {
-	return j.run(ctx, workers, deliver, covers)
-}
-
-func (j *Journal) run(ctx context.Context, workers int, deliver DeliverFunc, covers func(*Record) bool) error {
+func (j *Journal) run(ctx context.Context, workers int, deliver Deliverer, covers func(*Record) bool) error {
 	if j.opts.Follower {
 		return ErrFollower
 	}
@@ -165,7 +179,7 @@ func (j *Journal) run(ctx context.Context, workers int, deliver DeliverFunc, cov
 	}
 }
 
-func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver DeliverFunc, covers func(*Record) bool) {
+func (j *Journal) deliverOne(ctx context.Context, d dispatched, deliver Deliverer, covers func(*Record) bool) {
 	rec, err := j.getWithSecret(d.seq)
 	var derr error
 	var covered []uint64 // delivered along with it (RunCovering)
@@ -298,13 +312,13 @@ func (j *Journal) releaseDelivery(d dispatched, next time.Time) {
 	j.kick()
 }
 
-func callDeliver(ctx context.Context, deliver DeliverFunc, r *Record) (err error) {
+func callDeliver(ctx context.Context, deliver Deliverer, r *Record) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("delivery panicked: %v\n%s", p, debug.Stack())
 		}
 	}()
-	return deliver(ctx, r)
+	return deliver.Deliver(ctx, r)
 }
 
 func errorText(err error, secret []byte) string {

@@ -361,11 +361,11 @@ func TestShutdownDuringDeliveryIsNotAnAttempt(t *testing.T) {
 	started := make(chan struct{})
 	done := make(chan error)
 	go func() {
-		done <- j.Run(ctx, 1, func(ctx context.Context, _ *Record) error {
+		done <- j.Run(ctx, 1, DeliverFunc(func(ctx context.Context, _ *Record) error {
 			close(started)
 			<-ctx.Done()
 			return ctx.Err()
-		})
+		}))
 	}()
 	seq := mustPrepareCommit(t, j, accountRecord("uid=ann,dc=example,dc=org"), "")
 	<-started

@@ -144,7 +144,7 @@ func TestFollowerCopyEqualsSourceAfterRandomOperations(t *testing.T) {
 	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error)
-	go func() { runDone <- src.Run(runCtx, 3, deliver) }()
+	go func() { runDone <- src.Run(runCtx, 3, DeliverFunc(deliver)) }()
 
 	var prepared, all []uint64
 	for i := range 400 {

@@ -214,7 +214,7 @@ func TestStatsCountsStatesAndBacklog(t *testing.T) {
 	ctxRun, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() {
-		done <- j.Run(ctxRun, 4, func(ctx context.Context, r *Record) error {
+		done <- j.Run(ctxRun, 4, DeliverFunc(func(ctx context.Context, r *Record) error {
 			switch r.Seq {
 			case good:
 				return nil
@@ -223,7 +223,7 @@ func TestStatsCountsStatesAndBacklog(t *testing.T) {
 			}
 			<-ctx.Done() // hold the others until the run stops
 			return ctx.Err()
-		})
+		}))
 	}()
 	waitState(t, j, good, StateDelivered)
 	waitState(t, j, bad, StateDead)

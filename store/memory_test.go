@@ -52,7 +52,7 @@ func idleChild() int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- j.Run(ctx, 4, func(context.Context, *Record) error { return nil }) }()
+	go func() { done <- j.Run(ctx, 4, DeliverFunc(func(context.Context, *Record) error { return nil })) }()
 	// Let Badger's background goroutines reach their steady state.
 	time.Sleep(500 * time.Millisecond)
 	runtime.GC()

@@ -57,12 +57,12 @@ func journalFixture(t *testing.T) (string, map[string]uint64) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() {
-		done <- j.Run(runCtx, 2, func(_ context.Context, r *store.Record) error {
+		done <- j.Run(runCtx, 2, store.DeliverFunc(func(_ context.Context, r *store.Record) error {
 			if r.Seq == seqs["dead"] {
 				return errors.New("axigen: group quota exceeded")
 			}
 			return nil
-		})
+		}))
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

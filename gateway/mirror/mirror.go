@@ -554,26 +554,35 @@ func (m *Mirror) Run(ctx context.Context) error {
 	if m.cfg.Journal == nil {
 		return errors.New("mirror: no journal to deliver from")
 	}
-	return m.cfg.Journal.RunCovering(ctx, m.cfg.Workers, func(ctx context.Context, rec *store.Record) error {
-		start := time.Now()
-		err := m.deliver(ctx, rec)
-		if m.cfg.OnDelivery != nil {
-			m.cfg.OnDelivery(string(rec.Kind), err)
-		}
-		if err != nil {
-			m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "failed", "attempt", rec.Attempts+1,
-				"retryable", !store.IsPermanent(err), "error", err.Error())
-			m.log.Warn("delivery to Axigen failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", err)
-		} else {
-			m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
-				"ms", time.Since(start).Milliseconds())
-		}
-		return err
-	}, m.covered)
+	return m.cfg.Journal.Run(ctx, m.cfg.Workers, deliverer{m})
+}
+
+// deliverer is the journal's view of the mirror: it delivers a record and
+// says which later records a delivery takes along.
+type deliverer struct{ m *Mirror }
+
+func (d deliverer) Covers(rec *store.Record) bool { return d.m.covered(rec) }
+
+func (d deliverer) Deliver(ctx context.Context, rec *store.Record) error {
+	m := d.m
+	start := time.Now()
+	err := m.deliver(ctx, rec)
+	if m.cfg.OnDelivery != nil {
+		m.cfg.OnDelivery(string(rec.Kind), err)
+	}
+	if err != nil {
+		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "failed", "attempt", rec.Attempts+1,
+			"retryable", !store.IsPermanent(err), "error", err.Error())
+		m.log.Warn("delivery to Axigen failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", err)
+	} else {
+		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
+			"ms", time.Since(start).Milliseconds())
+	}
+	return err
 }
 
 // covered reports whether delivering an earlier record of the same entry
-// delivers this modify too (store.Journal.RunCovering): delivery applies the
+// delivers this modify too (store.Coverer): delivery applies the
 // entry's state, except for what a change does by itself — disabling the
 // account scrambles its password, a new address refreshes its groups.
 func (m *Mirror) covered(rec *store.Record) bool {
