@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -168,11 +169,7 @@ func (s *Session) list(ctx context.Context, cmd Command, expect string) ([]strin
 	if err != nil {
 		return nil, err
 	}
-	l, ok := ParseList(ans.Lines)
-	if !ok {
-		return nil, s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked, Err: errorf("LIST answer without a dashed line")})
-	}
-	return l.Rows, nil
+	return ParseList(ans.Lines).Rows, nil
 }
 
 // findIn looks for name among LIST rows (case-insensitively, as Axigen
@@ -392,9 +389,15 @@ func (c *Client) listNames(ctx context.Context, domain, kw, op string) ([]string
 	return names, err
 }
 
+// checkName refuses a name or address that LIST cannot show back: a LIST
+// row's name is its first blank-separated word (docs/axigen-cli.md), and
+// Axigen's names and addresses hold no blanks.
 func checkName(field, name string) error {
 	if name == "" {
 		return unsafeValue(field, "empty name")
+	}
+	if strings.ContainsFunc(name, unicode.IsSpace) {
+		return unsafeValue(field, "a name with blanks")
 	}
 	if err := checkValue(field, name); err != nil {
 		return err
@@ -470,8 +473,9 @@ func (c *Client) PlanAccount(ctx context.Context, domain string, desired schema.
 //
 // An existing account whose Associated LDAP ID differs from desired.LDAPID
 // (both set) belongs to another directory entry: that is a KindConflict
-// error and nothing is changed. Other than that, accounts are matched by
-// name: the CLI document names no command to set the association.
+// error and nothing is changed. Only Axigen's own directory sync sets the
+// association, so an account without one (an empty value, or a placeholder
+// such as "none": see associated) is matched by name, never a conflict.
 func (c *Client) ApplyAccount(ctx context.Context, domain string, desired schema.Account, previousName string) (*Plan, error) {
 	return c.account(ctx, domain, desired, previousName, true)
 }
@@ -497,7 +501,7 @@ func (c *Client) account(ctx context.Context, domain string, desired schema.Acco
 				return err
 			}
 		}
-		if found && cur.LDAPID != "" && desired.LDAPID != "" && !strings.EqualFold(cur.LDAPID, desired.LDAPID) {
+		if found && associated(cur.LDAPID) && associated(desired.LDAPID) && !strings.EqualFold(cur.LDAPID, desired.LDAPID) {
 			return &Error{Kind: KindConflict, Err: errorf("account %q is associated with LDAP ID %q, not %q", cur.Name, cur.LDAPID, desired.LDAPID)}
 		}
 		if plan, err = c.planAccount(domain, desired, cur, found); err != nil {
@@ -515,6 +519,18 @@ func (c *Client) account(ctx context.Context, domain string, desired schema.Acco
 		return nil, err
 	}
 	return plan, nil
+}
+
+// associated reports whether an Associated LDAP ID names a directory
+// entry. What a real server shows for an account without one is unknown
+// (docs/axigen-cli.md), so an empty value and the usual placeholders, with
+// or without brackets or quotes around them, count as no association.
+func associated(id string) bool {
+	switch strings.ToLower(strings.Trim(strings.TrimSpace(id), `()<>[]{}"' `)) {
+	case "", "-", "none", "null", "nil", "n/a", "na", "not set", "unset", "not associated":
+		return false
+	}
+	return true
 }
 
 // planAccount computes the commands that turn cur (absent when !found)
@@ -574,6 +590,21 @@ func (c *Client) planAccount(domain string, desired schema.Account, cur AccountS
 			return nil, err
 		}
 		head = append([]Command{enter}, head...)
+	}
+	if !found {
+		// Real clients commit the new account first and set its contact
+		// info in an UPDATE of its own (docs/axigen-cli.md); none sets it
+		// inside the ADD context.
+		p.add(head[0], ctxAccount)
+		p.add(cmdCommit, ctxDomain)
+		if len(sets) == 0 {
+			return p, nil
+		}
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", desired.Name))
+		if err != nil {
+			return nil, err
+		}
+		head = []Command{enter}
 	}
 	// An existing account's contact info comes first, so that an apply
 	// following a read (which ends in that context) goes straight on.

@@ -211,6 +211,25 @@ func TestLDAPIDConflict(t *testing.T) {
 	}
 }
 
+// TestNoAssociationIsNoConflict: only Axigen's own directory sync sets an
+// account's Associated LDAP ID; an account without one, whatever the server
+// prints for "none", is matched by name and updated.
+func TestNoAssociationIsNoConflict(t *testing.T) {
+	for _, shown := range []string{"", " ", "(none)", "<none>", "None", "N/A", "-", `""`} {
+		e := newEnv(t, 1)
+		putJohn(e.sim)
+		e.sim.SetAssociation(testDomain, "john", shown, "")
+		a := john
+		a.Contact = map[string]string{"firstName": "Johnny"}
+		if _, err := e.client.ApplyAccount(testCtx(t), testDomain, a, ""); err != nil {
+			t.Fatalf("LDAP ID shown as %q: %v", shown, err)
+		}
+		if got, _ := e.sim.Account(testDomain, "john"); got.Contact["firstName"] != "Johnny" {
+			t.Errorf("LDAP ID shown as %q: firstName %q, want Johnny", shown, got.Contact["firstName"])
+		}
+	}
+}
+
 // TestPlanSendsNothing: PlanAccount and PlanGroup compute the commands an
 // apply would send, and send only reads.
 func TestPlanSendsNothing(t *testing.T) {

@@ -315,6 +315,22 @@ func TestGoldenTranscripts(t *testing.T) {
 				return err
 			},
 		},
+		{
+			// An empty list in both shapes: LIST Addresses (no header) of
+			// a group without members, LIST Accounts (header) of no match.
+			name:  "group_read_empty",
+			setup: func(s *axigensim.Server) { s.PutGroup(testDomain, axigensim.GroupState{Name: "team"}) },
+			op: func(ctx context.Context, c *Client) error {
+				g, found, err := c.ReadGroup(ctx, testDomain, "team")
+				if err == nil && (!found || len(g.Members) != 0) {
+					t.Errorf("read empty group: %+v %v", g, found)
+				}
+				if _, found, err := c.ReadAccount(ctx, testDomain, "nobody"); err != nil || found {
+					t.Errorf("read missing account: %v %v", found, err)
+				}
+				return err
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package axigensim
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"io"
 	"net"
@@ -541,9 +542,9 @@ func (s *session) inAccount(f *frame, toks []token) {
 		s.ok(statusOK)
 	case len(toks) == 2 && is(toks, "show", "registryinformation"):
 		s.out.WriteString(showing(showTitleRegistry, [][2]string{
-			{registryAccountName, showValue(a.state.Name)},
-			{registryLDAPID, showValue(a.state.LDAPID)},
-			{registryLDAPDN, showValue(a.state.LDAPDN)},
+			{registryAccountName, a.state.Name},
+			{registryLDAPID, cmp.Or(a.state.LDAPID, noLDAPID)},
+			{registryLDAPDN, a.state.LDAPDN},
 		}))
 		s.ok(statusOK)
 	case len(toks) == 1 && toks[0].isKeyword("show"):
@@ -695,7 +696,7 @@ func (s *session) inGroup(f *frame, toks []token) {
 	case len(toks) == 2 && is(toks, "list", "addresses"):
 		rows := append([]string(nil), g.state.Members...)
 		slices.Sort(rows)
-		s.out.WriteString(listing(listTitleAddrs, listHeaderAddress, rows))
+		s.out.WriteString(plainListing(listTitleAddrs, rows))
 		s.ok(statusOK)
 	case len(toks) == 1 && toks[0].isKeyword("show"):
 		s.out.WriteString(showing(showTitleGroup, [][2]string{{"name", showValue(g.state.Name)}}))
