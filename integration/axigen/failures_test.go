@@ -302,3 +302,27 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestServerClosesAfterMaxErrors: a server that ends the session after its
+// maxErrors-th -ERR costs the client that session only: the failing apply
+// reports an error, and the next one succeeds on a new session.
+func TestServerClosesAfterMaxErrors(t *testing.T) {
+	e := newEnv(t, 1)
+	putJohn(e.sim)
+	e.sim.FailMatching(regexp.MustCompile(`^SET firstName`), "Invalid value")
+	a := john
+	a.Contact = map[string]string{"firstName": "Johnny"}
+	ctx := testCtx(t)
+	for range 12 { // more than the simulator's default maxErrors
+		if _, err := e.client.ApplyAccount(ctx, testDomain, a, ""); err == nil {
+			t.Fatal("an apply whose SET fails succeeded")
+		}
+	}
+	e.sim.ClearFaults()
+	if _, err := e.client.ApplyAccount(ctx, testDomain, a, ""); err != nil {
+		t.Fatalf("apply after the faults cleared: %v", err)
+	}
+	if got, _ := e.sim.Account(testDomain, "john"); got.Contact["firstName"] != "Johnny" {
+		t.Errorf("firstName %q, want Johnny", got.Contact["firstName"])
+	}
+}

@@ -31,7 +31,7 @@ import "strings"
 //   - the value shown for "no LDAP association" (empty: noLDAPID);
 //   - SHOW string values are double-quoted with '"' and '\' backslash-escaped,
 //     the same rule as the double-quoted input form (showValue);
-//   - the version line and maxAuthErrors' default (3).
+//   - the version line, maxAuthErrors' default (3) and maxErrors' (10).
 const (
 	bannerLine = "Welcome to AXIGEN's Command Line Interface"
 
@@ -66,6 +66,7 @@ const (
 
 	versionLine          = "10.6.30|Linux|x86_64"
 	defaultMaxAuthErrors = 3
+	defaultMaxErrors     = 10
 
 	showTitleAccount  = "The account settings:"        // chosen
 	showTitleRegistry = "The registry information:"    // documented example

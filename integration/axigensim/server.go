@@ -1,6 +1,6 @@
 // Package axigensim is an in-memory Axigen administration CLI server that
 // behaves as docs/axigen-cli.md describes: a banner, prompts with no
-// line break, login with maxAuthErrors, contexts joined by '-', COMMIT, DONE
+// line break, login with maxAuthErrors, closing after maxErrors, contexts joined by '-', COMMIT, DONE
 // and BACK, "+OK:"/"-ERR:" status lines, SHOW and LIST output. It holds
 // accounts and groups per domain, records a transcript of every session, and
 // injects faults (latency, refused connections, dropped connections,
@@ -37,6 +37,9 @@ type Options struct {
 	Domains []string
 	// MaxAuthErrors is how many failed logins close a connection (3 when 0).
 	MaxAuthErrors int
+	// MaxErrors is how many -ERR answers to a logged-in session's commands
+	// close it after the last one (10 when 0).
+	MaxErrors int
 	// Logger receives one debug record per command, passwords masked.
 	Logger *slog.Logger
 }
@@ -100,6 +103,9 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.MaxAuthErrors <= 0 {
 		opts.MaxAuthErrors = defaultMaxAuthErrors
+	}
+	if opts.MaxErrors <= 0 {
+		opts.MaxErrors = defaultMaxErrors
 	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"

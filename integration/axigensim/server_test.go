@@ -129,6 +129,25 @@ func TestBeforeLogin(t *testing.T) {
 	}
 }
 
+// TestMaxErrors: a logged-in session's MaxErrors-th -ERR closes it after
+// that answer; answers that succeed do not count.
+func TestMaxErrors(t *testing.T) {
+	s := start(t, Options{MaxErrors: 2})
+	c := dial(t, s)
+	c.login()
+	if got := c.do("NO SUCH COMMAND", "<#> "); !strings.HasPrefix(got, "-ERR: ") {
+		t.Fatalf("first wrong command: %q", got)
+	}
+	c.do(`UPDATE Domain name "example.com"`, "<domain#> ")
+	c.send(`UPDATE Account name "nobody"`)
+	if got := c.until("\r\n"); !strings.HasPrefix(got, "-ERR: ") {
+		t.Fatalf("second wrong command: %q", got)
+	}
+	if !c.eof() {
+		t.Fatal("connection open after maxErrors wrong commands")
+	}
+}
+
 // TestMaxAuthErrors: each wrong password is -ERR and the login prompt; the
 // MaxAuthErrors-th closes the connection after its -ERR.
 func TestMaxAuthErrors(t *testing.T) {

@@ -44,6 +44,8 @@ type session struct {
 	awaitingPW bool
 	user       string
 	authErrors int
+	errors     int  // -ERR answers to logged-in commands
+	failed     bool // the command being answered got -ERR
 	stack      []frame
 	out        strings.Builder // answer being composed
 }
@@ -76,11 +78,20 @@ func (s *session) serve() {
 			return
 		}
 		var res error
+		loggedIn := s.loggedIn
+		s.failed = false
 		if failed {
 			s.awaitingPW = false
 			s.fail(errText)
 		} else {
 			res = s.handle(line.text)
+		}
+		// A real server closes the session after maxErrors wrong commands
+		// (failed logins count towards maxAuthErrors instead).
+		if s.failed && loggedIn && res == nil {
+			if s.errors++; s.errors >= s.srv.opts.MaxErrors {
+				res = errClose
+			}
 		}
 		if res == nil {
 			s.out.WriteString(s.prompt())
@@ -156,7 +167,10 @@ func (s *session) contextName() string {
 
 func (s *session) ok(text string) { s.out.WriteString("+OK: " + text + "\r\n") }
 
-func (s *session) fail(text string) { s.out.WriteString("-ERR: " + text + "\r\n") }
+func (s *session) fail(text string) {
+	s.failed = true
+	s.out.WriteString("-ERR: " + text + "\r\n")
+}
 
 // mask returns line with any password replaced by "***".
 func (s *session) mask(line string) string {
