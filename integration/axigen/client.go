@@ -79,6 +79,7 @@ const (
 	ctxAccount = "domain-account"
 	ctxContact = "domain-account-contactInfo"
 	ctxGroup   = "domain-group"
+	ctxLimits  = "domain-account-limits"
 )
 
 var (
@@ -88,6 +89,10 @@ var (
 	cmdShow   = mustKeywords("SHOW")
 	// cmdConfigContact enters an account's contact info context.
 	cmdConfigContact = mustKeywords("CONFIG ContactInfo")
+	cmdConfigLimits  = mustKeywords("CONFIG Limits")
+	// The empty set of services: no login, no delivery (docs/axigen-cli.md).
+	cmdDisableServices = mustKeywords("SET services ()")
+	cmdResetServices   = mustKeywords("RESET services")
 )
 
 // Client applies desired states through a Pool.
@@ -641,6 +646,100 @@ func display(v string) string {
 		return refusedValue
 	}
 	return v
+}
+
+// SetAccountEnabled turns an account's logins and mail delivery off or back
+// on, keeping its mailbox: disabling sets the services of its Limits to the
+// empty set, enabling resets them to what the account inherits (its domain's
+// or account class's). It reads the Limits first and sends nothing when the
+// account is already so; found is false when there is no such account.
+// The forms are in one place (docs/axigen-cli.md, "Disabling an account").
+func (c *Client) SetAccountEnabled(ctx context.Context, domain, name string, enabled bool) (p *Plan, found bool, err error) {
+	op := "disable account " + display(name) + "@" + display(domain)
+	if enabled {
+		op = "enable account " + display(name) + "@" + display(domain)
+	}
+	if err := checkName("account name", name); err != nil {
+		return nil, false, withOp(err, op)
+	}
+	p = &Plan{Domain: domain, Object: "account " + quoteForDisplay(name)}
+	err = c.inDomain(ctx, op, domain, func(s *Session) error {
+		list, err := NewCommand(Keyword("LIST Accounts"), Value("account name", name))
+		if err != nil {
+			return err
+		}
+		rows, err := s.list(ctx, list, ctxDomain)
+		if err != nil {
+			return err
+		}
+		cur, ok := findIn(rows, name)
+		if !ok {
+			return nil
+		}
+		found = true
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", cur))
+		if err != nil {
+			return err
+		}
+		for _, step := range []struct {
+			cmd    Command
+			expect string
+		}{{enter, ctxAccount}, {cmdConfigLimits, ctxLimits}} {
+			if _, err := s.step(ctx, step.cmd, step.expect); err != nil {
+				return err
+			}
+		}
+		show, err := s.step(ctx, cmdShow, ctxLimits)
+		if err != nil {
+			return err
+		}
+		change := cmdDisableServices
+		if enabled {
+			change = cmdResetServices
+		}
+		if servicesAre(ParseShow(show.Lines), enabled) {
+			return s.backTo(ctx, ctxAccount, ctxDomain)
+		}
+		p.add(enter, ctxAccount)
+		p.add(cmdConfigLimits, ctxLimits)
+		p.add(change, ctxLimits)
+		p.add(cmdDone, ctxAccount)
+		p.add(cmdCommit, ctxDomain)
+		// The session is in the Limits already: send the plan's rest.
+		rest := &Plan{Commands: p.Commands[2:], expect: p.expect[2:]}
+		return s.run(ctx, rest)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return p, found, nil
+}
+
+// servicesAre reports whether a Limits SHOW says the account is already
+// enabled (its services inherited: the value carries a note such as
+// "[inherited]") or disabled (the empty set "()"). When the answer does not
+// say, it reports false, and the change is sent: it is idempotent.
+func servicesAre(fields []Field, enabled bool) bool {
+	for _, f := range fields {
+		if !strings.EqualFold(f.Name, "services") {
+			continue
+		}
+		if enabled {
+			return f.Annotation != ""
+		}
+		return f.Annotation == "" && strings.ReplaceAll(f.Value, " ", "") == "()"
+	}
+	return false
+}
+
+// backTo sends BACK for each context in turn.
+func (s *Session) backTo(ctx context.Context, contexts ...string) error {
+	for _, to := range contexts {
+		if _, err := s.step(ctx, cmdBack, to); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteAccount removes an account; it sends no REMOVE when there is none.

@@ -326,3 +326,30 @@ func TestServerClosesAfterMaxErrors(t *testing.T) {
 		t.Errorf("firstName %q, want Johnny", got.Contact["firstName"])
 	}
 }
+
+// TestSetAccountEnabled: disabling keeps the account and its mail and turns
+// its services off; enabling gives back what it inherits; each is sent once.
+func TestSetAccountEnabled(t *testing.T) {
+	e := newEnv(t, 1)
+	putJohn(e.sim)
+	ctx := testCtx(t)
+	for _, step := range []struct {
+		enabled   bool
+		wantEmpty bool
+	}{{false, false}, {false, true}, {true, false}, {true, true}} {
+		p, found, err := e.client.SetAccountEnabled(ctx, testDomain, "john", step.enabled)
+		if err != nil || !found {
+			t.Fatalf("enabled=%v: %v (found %v)", step.enabled, err, found)
+		}
+		if p.Empty() != step.wantEmpty {
+			t.Errorf("enabled=%v: plan %q, want empty=%v", step.enabled, p.Lines(), step.wantEmpty)
+		}
+		a, ok := e.sim.Account(testDomain, "john")
+		if !ok || a.Enabled != step.enabled || a.Contact["firstName"] == "" {
+			t.Fatalf("enabled=%v: simulator holds %+v", step.enabled, a)
+		}
+	}
+	if _, found, err := e.client.SetAccountEnabled(ctx, testDomain, "nobody", false); err != nil || found {
+		t.Errorf("missing account: found %v, %v", found, err)
+	}
+}

@@ -40,6 +40,9 @@ var documentedCommands = func() []*regexp.Regexp {
 		`ADD Address ` + q,
 		`REMOVE Address ` + q,
 		`LIST Addresses`,
+		`CONFIG Limits`,
+		`SET services \(\)`,
+		`RESET services`,
 		`DONE`, `COMMIT`, `BACK`, `EXIT`,
 	}
 	out := make([]*regexp.Regexp, len(forms))
@@ -313,6 +316,23 @@ func TestGoldenTranscripts(t *testing.T) {
 					t.Errorf("read group: %+v %v", g, found)
 				}
 				return err
+			},
+		},
+		{
+			name:  "account_disable_enable",
+			setup: putJohn,
+			op: func(ctx context.Context, c *Client) error {
+				for _, enabled := range []bool{false, false, true} {
+					if _, _, err := c.SetAccountEnabled(ctx, testDomain, "john", enabled); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			check: func(t *testing.T, s *axigensim.Server) {
+				if a, ok := s.Account(testDomain, "john"); !ok || !a.Enabled || a.Services != nil {
+					t.Errorf("john after disable and enable: %+v", a)
+				}
 			},
 		},
 		{

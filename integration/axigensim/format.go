@@ -1,6 +1,9 @@
 package axigensim
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // This file is the one place that holds the protocol forms docs/axigen-cli.md
 // could not confirm. Each constant says whether its form is documented or
@@ -31,7 +34,10 @@ import "strings"
 //   - the value shown for "no LDAP association" (empty: noLDAPID);
 //   - SHOW string values are double-quoted with '"' and '\' backslash-escaped,
 //     the same rule as the double-quoted input form (showValue);
-//   - the version line, maxAuthErrors' default (3) and maxErrors' (10).
+//   - the version line, maxAuthErrors' default (3) and maxErrors' (10);
+//   - the Limits sub-context of an account: its prompt name ("limits"), SET
+//     services with a set in parentheses, the empty set "()", RESET services
+//     going back to the inherited services, and SHOW's "services" line.
 const (
 	bannerLine = "Welcome to AXIGEN's Command Line Interface"
 
@@ -72,6 +78,7 @@ const (
 	showTitleRegistry = "The registry information:"    // documented example
 	showTitleContact  = "The contact information:"     // chosen
 	showTitleGroup    = "The group settings:"          // chosen
+	showTitleLimits   = "The limits settings:"         // chosen
 	listTitleAccounts = "The list of accounts:"        // chosen
 	listTitleGroups   = "The list of groups:"          // chosen
 	listTitleAddrs    = "The list of group addresses:" // chosen
@@ -81,8 +88,29 @@ const (
 	registryAccountName = "Account name"       // chosen
 	registryLDAPID      = "Associated LDAP ID" // documented
 	registryLDAPDN      = "Associated LDAP DN" // documented
+	contextLimits       = "limits"             // chosen
+	limitsServices      = "services"           // documented: SET services (...)
+	inheritedNote       = "inherited"          // chosen: SHOW's note on an inherited value
 	noLDAPID            = ""                   // chosen: unknown on a real server
 )
+
+// loginServices are the services that let a user in or bring mail to the
+// mailbox (chosen names: smtpIn receives; the others are logins).
+var loginServices = []string{"smtpIn", "imap", "pop3", "webmail", "activesync"}
+
+// servesLogins reports whether an account with these services (nil:
+// inherited, all on) accepts logins or mail.
+func servesLogins(services []string) bool {
+	if services == nil {
+		return true
+	}
+	return slices.ContainsFunc(services, func(s string) bool {
+		return slices.ContainsFunc(loginServices, func(l string) bool { return strings.EqualFold(l, s) })
+	})
+}
+
+// serviceSet renders a set of services as SET and SHOW write it.
+func serviceSet(services []string) string { return "(" + strings.Join(services, " ") + ")" }
 
 // contactFields are the fields the ContactInfo context knows, in the order
 // SHOW prints them: the eleven ldapgate mirrors, then some it does not.

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -56,7 +57,12 @@ type AccountState struct {
 	// simulator lets only tests set them, with SetAssociation.
 	LDAPID string
 	LDAPDN string
-	// Enabled is always true: the document names no command that changes it.
+	// Services are the services the account's Limits set for it (SET
+	// services); nil when it inherits them (all on, or RESET services).
+	Services []string
+	// Enabled reports whether the account may log in or receive mail: it
+	// inherits its services or keeps one of loginServices (derived from
+	// Services at every COMMIT and PutAccount).
 	Enabled bool
 }
 
@@ -400,7 +406,7 @@ func (s *Server) PutAccount(domain string, a AccountState) bool {
 		return false
 	}
 	c := a.clone()
-	c.Enabled = true
+	c.Enabled = servesLogins(c.Services)
 	d.accounts[strings.ToLower(a.Name)] = &c
 	return true
 }
@@ -437,6 +443,7 @@ func (s *Server) SetAssociation(domain, name, ldapID, ldapDN string) bool {
 
 func (a *AccountState) clone() AccountState {
 	c := *a
+	c.Services = slices.Clone(a.Services)
 	c.Contact = make(map[string]string, len(a.Contact))
 	for k, v := range a.Contact {
 		if v != "" {

@@ -15,11 +15,14 @@ const maxLine = 64 << 10
 
 // frame is one level of the context stack.
 type frame struct {
-	kind    string // "domain", "account", "contactInfo", "group"
+	kind    string // "domain", "account", "contactInfo", "limits", "group"
 	domain  *domainState
 	account *accountDraft
 	contact map[string]string // contactInfo draft
-	group   *groupDraft
+	// services is the limits draft: the account's services, nil when
+	// inherited.
+	services []string
+	group    *groupDraft
 }
 
 // accountDraft is an account being edited: it reaches the domain on COMMIT.
@@ -242,6 +245,8 @@ func (s *session) handle(line string) error {
 		s.inAccount(top, toks)
 	case "contactInfo":
 		s.inContact(top, toks)
+	case contextLimits:
+		s.inLimits(top, toks)
 	case "group":
 		s.inGroup(top, toks)
 	}
@@ -554,6 +559,9 @@ func (s *session) inAccount(f *frame, toks []token) {
 		}
 		s.push(frame{kind: "contactInfo", domain: f.domain, contact: c})
 		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "config", "limits"):
+		s.push(frame{kind: contextLimits, domain: f.domain, services: slices.Clone(a.state.Services)})
+		s.ok(statusOK)
 	case len(toks) == 2 && is(toks, "show", "registryinformation"):
 		s.out.WriteString(showing(showTitleRegistry, [][2]string{
 			{registryAccountName, a.state.Name},
@@ -591,6 +599,7 @@ func (s *session) commitAccount(f *frame) string {
 	// LDAP association is not the session's to change: keep the current
 	// one (the connector may have set it meanwhile).
 	keep := func(draft, cur *AccountState) { draft.LDAPID, draft.LDAPDN = cur.LDAPID, cur.LDAPDN }
+	a.state.Enabled = servesLogins(a.state.Services)
 	return commitDraft(s, f.domain.accounts, &a.key, &a.state, a.state.Name, (*AccountState).clone, keep, errAccountExists)
 }
 
@@ -641,6 +650,57 @@ func commitDraft[T any](s *session, items map[string]*T, key *string, draft *T, 
 	items[newKey] = &c
 	*key = newKey
 	return ""
+}
+
+// inLimits handles an account's Limits context; of its settings only
+// services is modelled.
+func (s *session) inLimits(f *frame, toks []token) {
+	switch {
+	case len(toks) >= 3 && is(toks, "set", limitsServices):
+		set, ok := parseServiceSet(toks[2:])
+		if !ok {
+			s.fail(errUnknownCmd)
+			return
+		}
+		f.services = set
+		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "reset", limitsServices):
+		f.services = nil
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("show"):
+		if f.services == nil {
+			s.out.WriteString(showing(showTitleLimits, [][2]string{{limitsServices, serviceSet(loginServices) + " [" + inheritedNote + "]"}}))
+		} else {
+			s.out.WriteString(showing(showTitleLimits, [][2]string{{limitsServices, serviceSet(f.services)}}))
+		}
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("done"):
+		s.pop()
+		s.stack[len(s.stack)-1].account.state.Services = f.services
+		s.ok(statusDone)
+	case len(toks) == 1 && toks[0].isKeyword("back"):
+		s.pop()
+		s.ok(statusBack)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+// parseServiceSet reads "(a b c)" split into words, or "()"; an empty set
+// is not nil.
+func parseServiceSet(toks []token) ([]string, bool) {
+	words := make([]string, len(toks))
+	for i, t := range toks {
+		if t.quoted {
+			return nil, false
+		}
+		words[i] = t.text
+	}
+	joined := strings.Join(words, " ")
+	if !strings.HasPrefix(joined, "(") || !strings.HasSuffix(joined, ")") {
+		return nil, false
+	}
+	return append([]string{}, strings.Fields(joined[1:len(joined)-1])...), true
 }
 
 func (s *session) inContact(f *frame, toks []token) {
