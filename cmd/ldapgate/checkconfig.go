@@ -66,11 +66,11 @@ func checkConfig(ctx context.Context, cfg *Config, out io.Writer) error {
 			defer closeMirror()
 			check("service bind as "+cfg.Mirror.ServiceDN, m.CheckService(ctx))
 		}
-		pw, err := readSecretFile(cfg.Mirror.Axigen.PasswordFile)
+		axCfg, err := cfg.Mirror.Axigen.clientConfig(nil)
 		if err == nil {
 			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			var s *axigen.Session
-			s, err = axigen.Dial(dctx, axigen.Config{Addr: cfg.Mirror.Axigen.Addr, User: cfg.Mirror.Axigen.User, Password: pw})
+			s, err = axigen.Dial(dctx, axCfg)
 			cancel()
 			if err == nil {
 				s.Close()

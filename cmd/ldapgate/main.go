@@ -34,6 +34,7 @@ func main() {
 		resyncCommand(),
 		journalCommand(),
 		checkConfigCommand(),
+		axigenCheckCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",

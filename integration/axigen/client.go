@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -78,6 +79,7 @@ const (
 	ctxAccount = "domain-account"
 	ctxContact = "domain-account-contactInfo"
 	ctxGroup   = "domain-group"
+	ctxLimits  = "domain-account-limits"
 )
 
 var (
@@ -87,6 +89,10 @@ var (
 	cmdShow   = mustKeywords("SHOW")
 	// cmdConfigContact enters an account's contact info context.
 	cmdConfigContact = mustKeywords("CONFIG ContactInfo")
+	cmdConfigLimits  = mustKeywords("CONFIG Limits")
+	// The empty set of services: no login, no delivery (docs/axigen-cli.md).
+	cmdDisableServices = mustKeywords("SET services ()")
+	cmdResetServices   = mustKeywords("RESET services")
 )
 
 // Client applies desired states through a Pool.
@@ -168,11 +174,7 @@ func (s *Session) list(ctx context.Context, cmd Command, expect string) ([]strin
 	if err != nil {
 		return nil, err
 	}
-	l, ok := ParseList(ans.Lines)
-	if !ok {
-		return nil, s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked, Err: errorf("LIST answer without a dashed line")})
-	}
-	return l.Rows, nil
+	return ParseList(ans.Lines).Rows, nil
 }
 
 // findIn looks for name among LIST rows (case-insensitively, as Axigen
@@ -392,9 +394,15 @@ func (c *Client) listNames(ctx context.Context, domain, kw, op string) ([]string
 	return names, err
 }
 
+// checkName refuses a name or address that LIST cannot show back: a LIST
+// row's name is its first blank-separated word (docs/axigen-cli.md), and
+// Axigen's names and addresses hold no blanks.
 func checkName(field, name string) error {
 	if name == "" {
 		return unsafeValue(field, "empty name")
+	}
+	if strings.ContainsFunc(name, unicode.IsSpace) {
+		return unsafeValue(field, "a name with blanks")
 	}
 	if err := checkValue(field, name); err != nil {
 		return err
@@ -470,8 +478,9 @@ func (c *Client) PlanAccount(ctx context.Context, domain string, desired schema.
 //
 // An existing account whose Associated LDAP ID differs from desired.LDAPID
 // (both set) belongs to another directory entry: that is a KindConflict
-// error and nothing is changed. Other than that, accounts are matched by
-// name: the CLI document names no command to set the association.
+// error and nothing is changed. Only Axigen's own directory sync sets the
+// association, so an account without one (an empty value, or a placeholder
+// such as "none": see associated) is matched by name, never a conflict.
 func (c *Client) ApplyAccount(ctx context.Context, domain string, desired schema.Account, previousName string) (*Plan, error) {
 	return c.account(ctx, domain, desired, previousName, true)
 }
@@ -497,7 +506,7 @@ func (c *Client) account(ctx context.Context, domain string, desired schema.Acco
 				return err
 			}
 		}
-		if found && cur.LDAPID != "" && desired.LDAPID != "" && !strings.EqualFold(cur.LDAPID, desired.LDAPID) {
+		if found && associated(cur.LDAPID) && associated(desired.LDAPID) && !strings.EqualFold(cur.LDAPID, desired.LDAPID) {
 			return &Error{Kind: KindConflict, Err: errorf("account %q is associated with LDAP ID %q, not %q", cur.Name, cur.LDAPID, desired.LDAPID)}
 		}
 		if plan, err = c.planAccount(domain, desired, cur, found); err != nil {
@@ -515,6 +524,18 @@ func (c *Client) account(ctx context.Context, domain string, desired schema.Acco
 		return nil, err
 	}
 	return plan, nil
+}
+
+// associated reports whether an Associated LDAP ID names a directory
+// entry. What a real server shows for an account without one is unknown
+// (docs/axigen-cli.md), so an empty value and the usual placeholders, with
+// or without brackets or quotes around them, count as no association.
+func associated(id string) bool {
+	switch strings.ToLower(strings.Trim(strings.TrimSpace(id), `()<>[]{}"' `)) {
+	case "", "-", "none", "null", "nil", "n/a", "na", "not set", "unset", "not associated":
+		return false
+	}
+	return true
 }
 
 // planAccount computes the commands that turn cur (absent when !found)
@@ -575,6 +596,21 @@ func (c *Client) planAccount(domain string, desired schema.Account, cur AccountS
 		}
 		head = append([]Command{enter}, head...)
 	}
+	if !found {
+		// Real clients commit the new account first and set its contact
+		// info in an UPDATE of its own (docs/axigen-cli.md); none sets it
+		// inside the ADD context.
+		p.add(head[0], ctxAccount)
+		p.add(cmdCommit, ctxDomain)
+		if len(sets) == 0 {
+			return p, nil
+		}
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", desired.Name))
+		if err != nil {
+			return nil, err
+		}
+		head = []Command{enter}
+	}
 	// An existing account's contact info comes first, so that an apply
 	// following a read (which ends in that context) goes straight on.
 	p.add(head[0], ctxAccount)
@@ -610,6 +646,100 @@ func display(v string) string {
 		return refusedValue
 	}
 	return v
+}
+
+// SetAccountEnabled turns an account's logins and mail delivery off or back
+// on, keeping its mailbox: disabling sets the services of its Limits to the
+// empty set, enabling resets them to what the account inherits (its domain's
+// or account class's). It reads the Limits first and sends nothing when the
+// account is already so; found is false when there is no such account.
+// The forms are in one place (docs/axigen-cli.md, "Disabling an account").
+func (c *Client) SetAccountEnabled(ctx context.Context, domain, name string, enabled bool) (p *Plan, found bool, err error) {
+	op := "disable account " + display(name) + "@" + display(domain)
+	if enabled {
+		op = "enable account " + display(name) + "@" + display(domain)
+	}
+	if err := checkName("account name", name); err != nil {
+		return nil, false, withOp(err, op)
+	}
+	p = &Plan{Domain: domain, Object: "account " + quoteForDisplay(name)}
+	err = c.inDomain(ctx, op, domain, func(s *Session) error {
+		list, err := NewCommand(Keyword("LIST Accounts"), Value("account name", name))
+		if err != nil {
+			return err
+		}
+		rows, err := s.list(ctx, list, ctxDomain)
+		if err != nil {
+			return err
+		}
+		cur, ok := findIn(rows, name)
+		if !ok {
+			return nil
+		}
+		found = true
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", cur))
+		if err != nil {
+			return err
+		}
+		for _, step := range []struct {
+			cmd    Command
+			expect string
+		}{{enter, ctxAccount}, {cmdConfigLimits, ctxLimits}} {
+			if _, err := s.step(ctx, step.cmd, step.expect); err != nil {
+				return err
+			}
+		}
+		show, err := s.step(ctx, cmdShow, ctxLimits)
+		if err != nil {
+			return err
+		}
+		change := cmdDisableServices
+		if enabled {
+			change = cmdResetServices
+		}
+		if servicesAre(ParseShow(show.Lines), enabled) {
+			return s.backTo(ctx, ctxAccount, ctxDomain)
+		}
+		p.add(enter, ctxAccount)
+		p.add(cmdConfigLimits, ctxLimits)
+		p.add(change, ctxLimits)
+		p.add(cmdDone, ctxAccount)
+		p.add(cmdCommit, ctxDomain)
+		// The session is in the Limits already: send the plan's rest.
+		rest := &Plan{Commands: p.Commands[2:], expect: p.expect[2:]}
+		return s.run(ctx, rest)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return p, found, nil
+}
+
+// servicesAre reports whether a Limits SHOW says the account is already
+// enabled (its services inherited: the value carries a note such as
+// "[inherited]") or disabled (the empty set "()"). When the answer does not
+// say, it reports false, and the change is sent: it is idempotent.
+func servicesAre(fields []Field, enabled bool) bool {
+	for _, f := range fields {
+		if !strings.EqualFold(f.Name, "services") {
+			continue
+		}
+		if enabled {
+			return f.Annotation != ""
+		}
+		return f.Annotation == "" && strings.ReplaceAll(f.Value, " ", "") == "()"
+	}
+	return false
+}
+
+// backTo sends BACK for each context in turn.
+func (s *Session) backTo(ctx context.Context, contexts ...string) error {
+	for _, to := range contexts {
+		if _, err := s.step(ctx, cmdBack, to); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteAccount removes an account; it sends no REMOVE when there is none.

@@ -211,6 +211,25 @@ func TestLDAPIDConflict(t *testing.T) {
 	}
 }
 
+// TestNoAssociationIsNoConflict: only Axigen's own directory sync sets an
+// account's Associated LDAP ID; an account without one, whatever the server
+// prints for "none", is matched by name and updated.
+func TestNoAssociationIsNoConflict(t *testing.T) {
+	for _, shown := range []string{"", " ", "(none)", "<none>", "None", "N/A", "-", `""`} {
+		e := newEnv(t, 1)
+		putJohn(e.sim)
+		e.sim.SetAssociation(testDomain, "john", shown, "")
+		a := john
+		a.Contact = map[string]string{"firstName": "Johnny"}
+		if _, err := e.client.ApplyAccount(testCtx(t), testDomain, a, ""); err != nil {
+			t.Fatalf("LDAP ID shown as %q: %v", shown, err)
+		}
+		if got, _ := e.sim.Account(testDomain, "john"); got.Contact["firstName"] != "Johnny" {
+			t.Errorf("LDAP ID shown as %q: firstName %q, want Johnny", shown, got.Contact["firstName"])
+		}
+	}
+}
+
 // TestPlanSendsNothing: PlanAccount and PlanGroup compute the commands an
 // apply would send, and send only reads.
 func TestPlanSendsNothing(t *testing.T) {
@@ -282,4 +301,55 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestServerClosesAfterMaxErrors: a server that ends the session after its
+// maxErrors-th -ERR costs the client that session only: the failing apply
+// reports an error, and the next one succeeds on a new session.
+func TestServerClosesAfterMaxErrors(t *testing.T) {
+	e := newEnv(t, 1)
+	putJohn(e.sim)
+	e.sim.FailMatching(regexp.MustCompile(`^SET firstName`), "Invalid value")
+	a := john
+	a.Contact = map[string]string{"firstName": "Johnny"}
+	ctx := testCtx(t)
+	for range 12 { // more than the simulator's default maxErrors
+		if _, err := e.client.ApplyAccount(ctx, testDomain, a, ""); err == nil {
+			t.Fatal("an apply whose SET fails succeeded")
+		}
+	}
+	e.sim.ClearFaults()
+	if _, err := e.client.ApplyAccount(ctx, testDomain, a, ""); err != nil {
+		t.Fatalf("apply after the faults cleared: %v", err)
+	}
+	if got, _ := e.sim.Account(testDomain, "john"); got.Contact["firstName"] != "Johnny" {
+		t.Errorf("firstName %q, want Johnny", got.Contact["firstName"])
+	}
+}
+
+// TestSetAccountEnabled: disabling keeps the account and its mail and turns
+// its services off; enabling gives back what it inherits; each is sent once.
+func TestSetAccountEnabled(t *testing.T) {
+	e := newEnv(t, 1)
+	putJohn(e.sim)
+	ctx := testCtx(t)
+	for _, step := range []struct {
+		enabled   bool
+		wantEmpty bool
+	}{{false, false}, {false, true}, {true, false}, {true, true}} {
+		p, found, err := e.client.SetAccountEnabled(ctx, testDomain, "john", step.enabled)
+		if err != nil || !found {
+			t.Fatalf("enabled=%v: %v (found %v)", step.enabled, err, found)
+		}
+		if p.Empty() != step.wantEmpty {
+			t.Errorf("enabled=%v: plan %q, want empty=%v", step.enabled, p.Lines(), step.wantEmpty)
+		}
+		a, ok := e.sim.Account(testDomain, "john")
+		if !ok || a.Enabled != step.enabled || a.Contact["firstName"] == "" {
+			t.Fatalf("enabled=%v: simulator holds %+v", step.enabled, a)
+		}
+	}
+	if _, found, err := e.client.SetAccountEnabled(ctx, testDomain, "nobody", false); err != nil || found {
+		t.Errorf("missing account: found %v, %v", found, err)
+	}
 }

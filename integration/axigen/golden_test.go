@@ -40,6 +40,9 @@ var documentedCommands = func() []*regexp.Regexp {
 		`ADD Address ` + q,
 		`REMOVE Address ` + q,
 		`LIST Addresses`,
+		`CONFIG Limits`,
+		`SET services \(\)`,
+		`RESET services`,
 		`DONE`, `COMMIT`, `BACK`, `EXIT`,
 	}
 	out := make([]*regexp.Regexp, len(forms))
@@ -311,6 +314,39 @@ func TestGoldenTranscripts(t *testing.T) {
 				g, found, err := c.ReadGroup(ctx, testDomain, "team")
 				if err == nil && (!found || strings.Join(g.Members, ",") != "jane@example.com,john@example.com") {
 					t.Errorf("read group: %+v %v", g, found)
+				}
+				return err
+			},
+		},
+		{
+			name:  "account_disable_enable",
+			setup: putJohn,
+			op: func(ctx context.Context, c *Client) error {
+				for _, enabled := range []bool{false, false, true} {
+					if _, _, err := c.SetAccountEnabled(ctx, testDomain, "john", enabled); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			check: func(t *testing.T, s *axigensim.Server) {
+				if a, ok := s.Account(testDomain, "john"); !ok || !a.Enabled || a.Services != nil {
+					t.Errorf("john after disable and enable: %+v", a)
+				}
+			},
+		},
+		{
+			// An empty list in both shapes: LIST Addresses (no header) of
+			// a group without members, LIST Accounts (header) of no match.
+			name:  "group_read_empty",
+			setup: func(s *axigensim.Server) { s.PutGroup(testDomain, axigensim.GroupState{Name: "team"}) },
+			op: func(ctx context.Context, c *Client) error {
+				g, found, err := c.ReadGroup(ctx, testDomain, "team")
+				if err == nil && (!found || len(g.Members) != 0) {
+					t.Errorf("read empty group: %+v %v", g, found)
+				}
+				if _, found, err := c.ReadAccount(ctx, testDomain, "nobody"); err != nil || found {
+					t.Errorf("read missing account: %v %v", found, err)
 				}
 				return err
 			},

@@ -110,79 +110,70 @@ func showValue(fields []Field, name string) (string, bool) {
 
 // Listing is a parsed LIST answer.
 type Listing struct {
-	Title   string
+	Title string
+	// Columns are the header's words; nil for a list without a header
+	// (LIST Addresses on a real server).
 	Columns []string
-	// Rows holds one entry per item: its first column's text. Column
-	// headers are unconfirmed, so the first column is taken to be the
-	// item's name; when the header names one column, the whole row
-	// (trailing spaces trimmed) is the name.
+	// Rows holds one entry per item: the first whitespace-separated token
+	// of its row (Axigen names and addresses hold no blanks).
 	Rows []string
 }
 
-// ParseList reads a LIST answer: a title, a header row, a line of dashes,
-// then rows until the first empty line (or the end). It reports false when
-// there is no dashed line.
-func ParseList(lines []string) (Listing, bool) {
-	dash := -1
-	for i, l := range lines {
-		if isDashes(l) {
-			dash = i
+// ParseList reads a LIST answer by its structure, in either of the shapes
+// real servers print (docs/axigen-cli.md):
+//
+//	(empty) title (empty) header dashes rows... (empty)   LIST Accounts, Groups
+//	(empty) title rows... (empty)                        LIST Addresses
+//
+// Leading blanks of rows are ignored, an empty list is a title alone, and
+// rows end at the first empty line after them. An answer with no lines
+// at all is taken as an empty list too: no public source shows what a real
+// server prints for one.
+func ParseList(lines []string) Listing {
+	i := skipEmpty(lines, 0)
+	if i == len(lines) {
+		return Listing{}
+	}
+	out := Listing{Title: strings.TrimSpace(lines[i])}
+	i++
+	// A dashed line before the first empty-line-terminated block ends
+	// marks a header: the line above it.
+	if d := dashedLine(lines, i); d >= 0 {
+		if d > i {
+			out.Columns = strings.Fields(lines[d-1])
+		}
+		i = d + 1
+	} else if i < len(lines) && strings.TrimSpace(lines[i]) == "" {
+		// "title, empty line, rows": tolerated, though unseen.
+		i = skipEmpty(lines, i)
+	}
+	for ; i < len(lines); i++ {
+		f := strings.Fields(lines[i])
+		if len(f) == 0 {
 			break
 		}
+		out.Rows = append(out.Rows, f[0])
 	}
-	if dash < 0 {
-		return Listing{}, false
-	}
-	var out Listing
-	header := ""
-	if dash >= 1 {
-		header = lines[dash-1]
-		out.Columns = strings.Fields(header)
-	}
-	for i := dash - 2; i >= 0; i-- {
-		if strings.TrimSpace(lines[i]) != "" {
-			out.Title = lines[i]
-			break
-		}
-	}
-	// Where the second column starts, from the header, when there is one.
-	cut := -1
-	if len(out.Columns) > 1 {
-		cut = columnStart(header, 1)
-	}
-	for _, l := range lines[dash+1:] {
-		if l == "" {
-			break
-		}
-		row := l
-		if cut > 0 && len(row) > cut {
-			row = row[:cut]
-		}
-		row = strings.TrimRight(row, " \t")
-		if row == "" {
-			continue
-		}
-		out.Rows = append(out.Rows, row)
-	}
-	return out, true
+	return out
 }
 
-// columnStart returns the byte offset where the n-th (from 0) word of header
-// begins.
-func columnStart(header string, n int) int {
-	inWord := false
-	count := -1
-	for i := 0; i < len(header); i++ {
-		space := header[i] == ' ' || header[i] == '\t'
-		if !space && !inWord {
-			count++
-			if count == n {
-				return i
-			}
+// dashedLine finds the line of dashes under a header: within the two lines
+// after the title's block (an optional empty line, the header), not past
+// the rows.
+func dashedLine(lines []string, from int) int {
+	for i := from; i < len(lines) && i <= from+2; i++ {
+		if isDashes(lines[i]) {
+			return i
 		}
-		inWord = !space
 	}
 	return -1
+}
+
+func skipEmpty(lines []string, i int) int {
+	for i < len(lines) && strings.TrimSpace(lines[i]) == "" {
+		i++
+	}
+	return i
 }
 
 func isDashes(l string) bool {

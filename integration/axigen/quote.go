@@ -49,7 +49,7 @@ func NewCommand(args ...Arg) (Command, error) {
 			masked.WriteByte(' ')
 		}
 		if !a.value {
-			if !isKeyword(a.text) {
+			if !isKeyword(a.text) && !isEmptySetKeyword(a.text) {
 				return Command{}, &Error{Kind: KindProtocol, Err: errorf("bad keyword %q", a.text)}
 			}
 			line.WriteString(a.text)
@@ -81,6 +81,13 @@ func mustKeywords(k string) Command {
 		panic(err)
 	}
 	return c
+}
+
+// isEmptySetKeyword accepts a keyword phrase ending in the empty set "()",
+// as in "SET services ()": a literal, never a value.
+func isEmptySetKeyword(s string) bool {
+	head, ok := strings.CutSuffix(s, " ()")
+	return ok && isKeyword(head)
 }
 
 func isKeyword(s string) bool {

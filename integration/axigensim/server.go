@@ -1,6 +1,6 @@
 // Package axigensim is an in-memory Axigen administration CLI server that
 // behaves as docs/axigen-cli.md describes: a banner, prompts with no
-// line break, login with maxAuthErrors, contexts joined by '-', COMMIT, DONE
+// line break, login with maxAuthErrors, closing after maxErrors, contexts joined by '-', COMMIT, DONE
 // and BACK, "+OK:"/"-ERR:" status lines, SHOW and LIST output. It holds
 // accounts and groups per domain, records a transcript of every session, and
 // injects faults (latency, refused connections, dropped connections,
@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,9 @@ type Options struct {
 	Domains []string
 	// MaxAuthErrors is how many failed logins close a connection (3 when 0).
 	MaxAuthErrors int
+	// MaxErrors is how many -ERR answers to a logged-in session's commands
+	// close it after the last one (10 when 0).
+	MaxErrors int
 	// Logger receives one debug record per command, passwords masked.
 	Logger *slog.Logger
 }
@@ -53,7 +57,12 @@ type AccountState struct {
 	// simulator lets only tests set them, with SetAssociation.
 	LDAPID string
 	LDAPDN string
-	// Enabled is always true: the document names no command that changes it.
+	// Services are the services the account's Limits set for it (SET
+	// services); nil when it inherits them (all on, or RESET services).
+	Services []string
+	// Enabled reports whether the account may log in or receive mail: it
+	// inherits its services or keeps one of loginServices (derived from
+	// Services at every COMMIT and PutAccount).
 	Enabled bool
 }
 
@@ -100,6 +109,9 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.MaxAuthErrors <= 0 {
 		opts.MaxAuthErrors = defaultMaxAuthErrors
+	}
+	if opts.MaxErrors <= 0 {
+		opts.MaxErrors = defaultMaxErrors
 	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
@@ -394,7 +406,7 @@ func (s *Server) PutAccount(domain string, a AccountState) bool {
 		return false
 	}
 	c := a.clone()
-	c.Enabled = true
+	c.Enabled = servesLogins(c.Services)
 	d.accounts[strings.ToLower(a.Name)] = &c
 	return true
 }
@@ -431,6 +443,7 @@ func (s *Server) SetAssociation(domain, name, ldapID, ldapDN string) bool {
 
 func (a *AccountState) clone() AccountState {
 	c := *a
+	c.Services = slices.Clone(a.Services)
 	c.Contact = make(map[string]string, len(a.Contact))
 	for k, v := range a.Contact {
 		if v != "" {

@@ -129,6 +129,25 @@ func TestBeforeLogin(t *testing.T) {
 	}
 }
 
+// TestMaxErrors: a logged-in session's MaxErrors-th -ERR closes it after
+// that answer; answers that succeed do not count.
+func TestMaxErrors(t *testing.T) {
+	s := start(t, Options{MaxErrors: 2})
+	c := dial(t, s)
+	c.login()
+	if got := c.do("NO SUCH COMMAND", "<#> "); !strings.HasPrefix(got, "-ERR: ") {
+		t.Fatalf("first wrong command: %q", got)
+	}
+	c.do(`UPDATE Domain name "example.com"`, "<domain#> ")
+	c.send(`UPDATE Account name "nobody"`)
+	if got := c.until("\r\n"); !strings.HasPrefix(got, "-ERR: ") {
+		t.Fatalf("second wrong command: %q", got)
+	}
+	if !c.eof() {
+		t.Fatal("connection open after maxErrors wrong commands")
+	}
+}
+
 // TestMaxAuthErrors: each wrong password is -ERR and the login prompt; the
 // MaxAuthErrors-th closes the connection after its -ERR.
 func TestMaxAuthErrors(t *testing.T) {
@@ -280,11 +299,11 @@ func TestShowAndListFormats(t *testing.T) {
 	c := dial(t, s)
 	c.login()
 	c.do(`UPDATE Domain name "example.com"`, "<domain#> ")
-	want := "The list of accounts:\r\nname\r\n----\r\njane\r\njohn\r\n\r\n+OK: command successful\r\n<domain#> "
+	want := "\r\nThe list of accounts:\r\n\r\nname\r\n----\r\njane\r\njohn\r\n\r\n+OK: command successful\r\n<domain#> "
 	if got := c.do(`LIST Accounts`, "<domain#> "); got != want {
 		t.Errorf("LIST Accounts:\n%q\nwant\n%q", got, want)
 	}
-	want = "The list of accounts:\r\nname\r\n----\r\njohn\r\n\r\n+OK: command successful\r\n<domain#> "
+	want = "\r\nThe list of accounts:\r\n\r\nname\r\n----\r\njohn\r\n\r\n+OK: command successful\r\n<domain#> "
 	if got := c.do(`LIST Accounts "jo*"`, "<domain#> "); got != want {
 		t.Errorf("LIST Accounts jo*: %q", got)
 	}
@@ -292,14 +311,14 @@ func TestShowAndListFormats(t *testing.T) {
 	if got := c.do(`LIST Accounts "JOHN"`, "<domain#> "); got != want {
 		t.Errorf("LIST Accounts JOHN: %q", got)
 	}
-	want = "The list of accounts:\r\nname\r\n----\r\n\r\n+OK: command successful\r\n<domain#> "
+	want = "\r\nThe list of accounts:\r\n\r\nname\r\n----\r\n\r\n+OK: command successful\r\n<domain#> "
 	for _, name := range []string{"jo", "johnny"} {
 		if got := c.do(`LIST Accounts "`+name+`"`, "<domain#> "); got != want {
 			t.Errorf("LIST Accounts %s: %q", name, got)
 		}
 	}
 	c.do(`UPDATE Account name "john"`, "<domain-account#> ")
-	want = "\r\nThe registry information:\r\nAccount name = \"john\"\r\nAssociated LDAP ID = \"uuid-1\"\r\nAssociated LDAP DN = \"uid=john,dc=example,dc=com\"\r\n\r\n+OK: command successful\r\n<domain-account#> "
+	want = "\r\nThe registry information:\r\nAccount name = john\r\nAssociated LDAP ID = uuid-1\r\nAssociated LDAP DN = uid=john,dc=example,dc=com\r\n\r\n+OK: command successful\r\n<domain-account#> "
 	if got := c.do(`SHOW RegistryInformation`, "<domain-account#> "); got != want {
 		t.Errorf("SHOW RegistryInformation: %q", got)
 	}
@@ -341,7 +360,7 @@ func TestDomainCommands(t *testing.T) {
 	expectErr(`REMOVE Address "b@example.com"`, "<domain-group#> ")
 	c.do(`REMOVE Address "a@example.com"`, "<domain-group#> ")
 	c.do(`ADD Address "b@example.com"`, "<domain-group#> ")
-	want := "The list of group addresses:\r\naddress\r\n-------------\r\nb@example.com\r\n\r\n+OK: command successful\r\n<domain-group#> "
+	want := "\r\nThe list of group addresses:\r\nb@example.com\r\n\r\n+OK: command successful\r\n<domain-group#> "
 	if got := c.do(`LIST Addresses`, "<domain-group#> "); got != want {
 		t.Errorf("LIST Addresses: %q", got)
 	}

@@ -2,6 +2,7 @@ package axigensim
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"io"
 	"net"
@@ -14,11 +15,14 @@ const maxLine = 64 << 10
 
 // frame is one level of the context stack.
 type frame struct {
-	kind    string // "domain", "account", "contactInfo", "group"
+	kind    string // "domain", "account", "contactInfo", "limits", "group"
 	domain  *domainState
 	account *accountDraft
 	contact map[string]string // contactInfo draft
-	group   *groupDraft
+	// services is the limits draft: the account's services, nil when
+	// inherited.
+	services []string
+	group    *groupDraft
 }
 
 // accountDraft is an account being edited: it reaches the domain on COMMIT.
@@ -43,6 +47,8 @@ type session struct {
 	awaitingPW bool
 	user       string
 	authErrors int
+	errors     int  // -ERR answers to logged-in commands
+	failed     bool // the command being answered got -ERR
 	stack      []frame
 	out        strings.Builder // answer being composed
 }
@@ -75,11 +81,20 @@ func (s *session) serve() {
 			return
 		}
 		var res error
+		loggedIn := s.loggedIn
+		s.failed = false
 		if failed {
 			s.awaitingPW = false
 			s.fail(errText)
 		} else {
 			res = s.handle(line.text)
+		}
+		// A real server closes the session after maxErrors wrong commands
+		// (failed logins count towards maxAuthErrors instead).
+		if s.failed && loggedIn && res == nil {
+			if s.errors++; s.errors >= s.srv.opts.MaxErrors {
+				res = errClose
+			}
 		}
 		if res == nil {
 			s.out.WriteString(s.prompt())
@@ -155,7 +170,10 @@ func (s *session) contextName() string {
 
 func (s *session) ok(text string) { s.out.WriteString("+OK: " + text + "\r\n") }
 
-func (s *session) fail(text string) { s.out.WriteString("-ERR: " + text + "\r\n") }
+func (s *session) fail(text string) {
+	s.failed = true
+	s.out.WriteString("-ERR: " + text + "\r\n")
+}
 
 // mask returns line with any password replaced by "***".
 func (s *session) mask(line string) string {
@@ -227,6 +245,8 @@ func (s *session) handle(line string) error {
 		s.inAccount(top, toks)
 	case "contactInfo":
 		s.inContact(top, toks)
+	case contextLimits:
+		s.inLimits(top, toks)
 	case "group":
 		s.inGroup(top, toks)
 	}
@@ -539,11 +559,14 @@ func (s *session) inAccount(f *frame, toks []token) {
 		}
 		s.push(frame{kind: "contactInfo", domain: f.domain, contact: c})
 		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "config", "limits"):
+		s.push(frame{kind: contextLimits, domain: f.domain, services: slices.Clone(a.state.Services)})
+		s.ok(statusOK)
 	case len(toks) == 2 && is(toks, "show", "registryinformation"):
 		s.out.WriteString(showing(showTitleRegistry, [][2]string{
-			{registryAccountName, showValue(a.state.Name)},
-			{registryLDAPID, showValue(a.state.LDAPID)},
-			{registryLDAPDN, showValue(a.state.LDAPDN)},
+			{registryAccountName, a.state.Name},
+			{registryLDAPID, cmp.Or(a.state.LDAPID, noLDAPID)},
+			{registryLDAPDN, a.state.LDAPDN},
 		}))
 		s.ok(statusOK)
 	case len(toks) == 1 && toks[0].isKeyword("show"):
@@ -576,6 +599,7 @@ func (s *session) commitAccount(f *frame) string {
 	// LDAP association is not the session's to change: keep the current
 	// one (the connector may have set it meanwhile).
 	keep := func(draft, cur *AccountState) { draft.LDAPID, draft.LDAPDN = cur.LDAPID, cur.LDAPDN }
+	a.state.Enabled = servesLogins(a.state.Services)
 	return commitDraft(s, f.domain.accounts, &a.key, &a.state, a.state.Name, (*AccountState).clone, keep, errAccountExists)
 }
 
@@ -626,6 +650,57 @@ func commitDraft[T any](s *session, items map[string]*T, key *string, draft *T, 
 	items[newKey] = &c
 	*key = newKey
 	return ""
+}
+
+// inLimits handles an account's Limits context; of its settings only
+// services is modelled.
+func (s *session) inLimits(f *frame, toks []token) {
+	switch {
+	case len(toks) >= 3 && is(toks, "set", limitsServices):
+		set, ok := parseServiceSet(toks[2:])
+		if !ok {
+			s.fail(errUnknownCmd)
+			return
+		}
+		f.services = set
+		s.ok(statusOK)
+	case len(toks) == 2 && is(toks, "reset", limitsServices):
+		f.services = nil
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("show"):
+		if f.services == nil {
+			s.out.WriteString(showing(showTitleLimits, [][2]string{{limitsServices, serviceSet(loginServices) + " [" + inheritedNote + "]"}}))
+		} else {
+			s.out.WriteString(showing(showTitleLimits, [][2]string{{limitsServices, serviceSet(f.services)}}))
+		}
+		s.ok(statusOK)
+	case len(toks) == 1 && toks[0].isKeyword("done"):
+		s.pop()
+		s.stack[len(s.stack)-1].account.state.Services = f.services
+		s.ok(statusDone)
+	case len(toks) == 1 && toks[0].isKeyword("back"):
+		s.pop()
+		s.ok(statusBack)
+	default:
+		s.fail(errUnknownCmd)
+	}
+}
+
+// parseServiceSet reads "(a b c)" split into words, or "()"; an empty set
+// is not nil.
+func parseServiceSet(toks []token) ([]string, bool) {
+	words := make([]string, len(toks))
+	for i, t := range toks {
+		if t.quoted {
+			return nil, false
+		}
+		words[i] = t.text
+	}
+	joined := strings.Join(words, " ")
+	if !strings.HasPrefix(joined, "(") || !strings.HasSuffix(joined, ")") {
+		return nil, false
+	}
+	return append([]string{}, strings.Fields(joined[1:len(joined)-1])...), true
 }
 
 func (s *session) inContact(f *frame, toks []token) {
@@ -695,7 +770,7 @@ func (s *session) inGroup(f *frame, toks []token) {
 	case len(toks) == 2 && is(toks, "list", "addresses"):
 		rows := append([]string(nil), g.state.Members...)
 		slices.Sort(rows)
-		s.out.WriteString(listing(listTitleAddrs, listHeaderAddress, rows))
+		s.out.WriteString(plainListing(listTitleAddrs, rows))
 		s.ok(statusOK)
 	case len(toks) == 1 && toks[0].isKeyword("show"):
 		s.out.WriteString(showing(showTitleGroup, [][2]string{{"name", showValue(g.state.Name)}}))
