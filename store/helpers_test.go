@@ -131,7 +131,7 @@ func feedUntil(t *testing.T, j *Journal, after uint64, stop func(Event) bool) []
 	var evs []Event
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err := j.Feed(ctx, after, func(ev Event) error {
+	err := j.Feed().Stream(ctx, after, func(ev Event) error {
 		evs = append(evs, ev)
 		if stop(ev) {
 			cancel()
