@@ -124,7 +124,7 @@ func startRun(t *testing.T, j *Journal, workers int, deliver DeliverFunc) {
 	})
 }
 
-// feedUntil collects what j.Feed sends after position after, up to the
+// feedUntil collects what j.Feed().Stream sends after position after, up to the
 // first event stop accepts.
 func feedUntil(t *testing.T, j *Journal, after uint64, stop func(Event) bool) []Event {
 	t.Helper()

@@ -148,8 +148,9 @@ type batch struct {
 	changed bool     // something a feed follower waits for
 }
 
-// writerState is the journal as the writer has written it, including
-// batches still on their way to the disk.
+// writerState is the journal's counters: as settled (writer.state), or as
+// the writer goroutine has written them, including batches still on their
+// way to the disk (writerRun.state).
 type writerState struct {
 	seq, pos, horizon uint64
 	loading           bool
