@@ -235,7 +235,7 @@ func (f *Follower) apply(ctx context.Context, batch []store.Event, history strin
 			ready = true
 		}
 	}
-	if err := f.cfg.Journal.ApplyAll(ctx, batch); err != nil {
+	if err := f.cfg.Journal.Feed().ApplyAll(ctx, batch); err != nil {
 		return err
 	}
 	if ready {

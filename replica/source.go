@@ -192,7 +192,7 @@ func (s *Source) serveFeed(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	err = s.cfg.Journal.Feed(ctx, after, send)
+	err = s.cfg.Journal.Feed().Stream(ctx, after, send)
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("feed to the standby stopped", "node", sess.node, "err", err)
 	}

@@ -73,8 +73,8 @@ func benchPrepareCommit(b *testing.B, writers int) {
 	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-prepare-µs")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-prepare-µs")
 	b.ReportMetric(float64(stalls.n.Load()), "stalls")
-	if n := j.stats.batches.Load(); n > 0 {
-		b.ReportMetric(float64(j.stats.mutations.Load())/float64(n), "mutations/batch")
+	if n := j.w.stats.batches.Load(); n > 0 {
+		b.ReportMetric(float64(j.w.stats.mutations.Load())/float64(n), "mutations/batch")
 	}
 }
 

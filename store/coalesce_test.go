@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// With RunCovering, one successful delivery settles the committed modifies
+// With a Coverer, one successful delivery settles the committed modifies
 // queued right behind it for the same entry; a record with a secret, a
 // record of another kind of change, one the deliverer will not have
 // covered, and anything after them are delivered on their own, in order.

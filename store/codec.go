@@ -194,6 +194,19 @@ func (d *decoder) count() int {
 	return int(n)
 }
 
+// strings reads a list of strings (nil when empty).
+func (d *decoder) strings() []string {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	l := make([]string, n)
+	for i := range l {
+		l[i] = d.string()
+	}
+	return l
+}
+
 func (d *decoder) string() string {
 	n := d.count()
 	s := d.s[d.off : d.off+n]
@@ -242,24 +255,14 @@ func (d *decoder) record() *Record {
 	r.NewDN = d.string()
 	r.EntryKey = d.string()
 	r.Name = d.string()
-	if n := d.count(); n > 0 {
-		r.Groups = make([]string, n)
-		for i := range r.Groups {
-			r.Groups[i] = d.string()
-		}
-	}
+	r.Groups = d.strings()
 	if n := d.count(); n > 0 {
 		r.Changes = make([]Change, n)
 		for i := range r.Changes {
 			c := &r.Changes[i]
 			c.Op = d.string()
 			c.Attr = d.string()
-			if n := d.count(); n > 0 {
-				c.Values = make([]string, n)
-				for k := range c.Values {
-					c.Values[k] = d.string()
-				}
-			}
+			c.Values = d.strings()
 		}
 	}
 	r.SecretState = SecretState(d.string())

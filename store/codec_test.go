@@ -276,7 +276,7 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 	// The change log mixes both encodings; a follower replays it whole.
 	dst := openFollower(t, j)
 	evs := feedUntil(t, j, 0, func(ev Event) bool { return ev.Type == EventReady })
-	if err := dst.ApplyAll(ctx, evs); err != nil {
+	if err := dst.Feed().ApplyAll(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	if log := feedUntil(t, j, 1, func(ev Event) bool { return ev.Pos == j.Position() }); len(log) != int(j.Position()-1) {
@@ -313,7 +313,7 @@ func TestInvalidUTF8IsStoredAsTheFeedCarriesIt(t *testing.T) {
 		t.Fatal("Prepare changed the caller's record")
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	err = src.Feed(fctx, 0, func(ev Event) error {
+	err = src.Feed().Stream(fctx, 0, func(ev Event) error {
 		// As the replica sends it.
 		b, err := json.Marshal(ev)
 		if err != nil {
@@ -323,7 +323,7 @@ func TestInvalidUTF8IsStoredAsTheFeedCarriesIt(t *testing.T) {
 		if err := json.Unmarshal(b, &wire); err != nil {
 			return err
 		}
-		if err := dst.Apply(ctx, wire); err != nil {
+		if err := dst.Feed().Apply(ctx, wire); err != nil {
 			return err
 		}
 		if ev.Pos == src.Position() && ev.Type != EventReset {

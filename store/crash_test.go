@@ -286,7 +286,7 @@ func checkAfterCrash(t *testing.T, dir string, acks *crashAcks) {
 			t.Fatalf("bad id %q", id)
 		}
 		in := intentFor(round, g, n)
-		r, err := j.getWithSecret(seq)
+		r, err := j.recs.getWithSecret(seq)
 		if acks.aborted[seq] {
 			if !errors.Is(err, ErrNotFound) {
 				t.Errorf("record %d: abort acknowledged, yet it is there (%v)", seq, err)
@@ -334,6 +334,7 @@ func checkAfterCrash(t *testing.T, dir string, acks *crashAcks) {
 // data, a change log without holes, an index entry for each record.
 func checkConsistent(t *testing.T, j *Journal) {
 	t.Helper()
+	counters := j.w.current()
 	err := j.db.View(func(txn *badger.Txn) error {
 		seqs := map[uint64]State{}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
@@ -343,8 +344,8 @@ func checkConsistent(t *testing.T, j *Journal) {
 				it.Close()
 				return err
 			}
-			if r.Seq > j.lastSeq {
-				t.Errorf("record %d beyond the sequence counter %d", r.Seq, j.lastSeq)
+			if r.Seq > counters.seq {
+				t.Errorf("record %d beyond the sequence counter %d", r.Seq, counters.seq)
 			}
 			seqs[r.Seq] = r.State
 		}
@@ -368,7 +369,7 @@ func checkConsistent(t *testing.T, j *Journal) {
 		if active != notDelivered {
 			t.Errorf("active index has %d entries for %d records not delivered", active, notDelivered)
 		}
-		next := j.horizon
+		next := counters.horizon
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
 		for it.Rewind(); it.Valid(); it.Next() {
 			if pos := keyNum(prefixEvent, it.Item().Key()); pos != next {
@@ -378,8 +379,8 @@ func checkConsistent(t *testing.T, j *Journal) {
 			next++
 		}
 		it.Close()
-		if next != j.lastPos+1 {
-			t.Errorf("change log ends at %d, position counter %d", next-1, j.lastPos)
+		if next != counters.pos+1 {
+			t.Errorf("change log ends at %d, position counter %d", next-1, counters.pos)
 		}
 		return nil
 	})

@@ -116,9 +116,9 @@ func TestRenameJoinsOneHistory(t *testing.T) {
 		}
 	}
 
-	j.mu.Lock()
-	due, _ := j.idx.due(time.Now().Add(time.Hour), 10)
-	j.mu.Unlock()
+	j.sched.mu.Lock()
+	due, _ := j.sched.idx.due(time.Now().Add(time.Hour), 10)
+	j.sched.mu.Unlock()
 	var dueSeqs []uint64
 	for _, d := range due {
 		dueSeqs = append(dueSeqs, d.seq)
@@ -127,11 +127,11 @@ func TestRenameJoinsOneHistory(t *testing.T) {
 	if !slices.Equal(dueSeqs, []uint64{addSeq, otherSeq}) {
 		t.Fatalf("deliverable at first: %v, want the add (%d) and the unrelated entry (%d)", dueSeqs, addSeq, otherSeq)
 	}
-	j.mu.Lock()
+	j.sched.mu.Lock()
 	for _, d := range due {
-		j.idx.release(d)
+		j.sched.idx.release(d)
 	}
-	j.mu.Unlock()
+	j.sched.mu.Unlock()
 
 	var mu sync.Mutex
 	var order []uint64
@@ -165,13 +165,13 @@ func TestPreparedRecordHoldsBackLaterRecordsOfItsEntry(t *testing.T) {
 	other := mustPrepareCommit(t, j, accountRecord("uid=bob,dc=example,dc=org"), "")
 
 	dueNow := func() []uint64 {
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		due, _ := j.idx.due(time.Now().Add(time.Hour), 10)
+		j.sched.mu.Lock()
+		defer j.sched.mu.Unlock()
+		due, _ := j.sched.idx.due(time.Now().Add(time.Hour), 10)
 		var out []uint64
 		for _, d := range due {
 			out = append(out, d.seq)
-			j.idx.release(d)
+			j.sched.idx.release(d)
 		}
 		slices.Sort(out)
 		return out
@@ -234,7 +234,7 @@ func TestFailedDeliveryBacksOffThenRetries(t *testing.T) {
 			t.Fatalf("retried before the backoff: %d calls after %d failures", got, attempt+1)
 		}
 		clock.Advance(wait)
-		j.kick()
+		j.sched.kick()
 	}
 	r := waitState(t, j, seq, StateDelivered)
 	if r.Attempts != 4 || !r.DeliveredAt.After(t0) || r.LastError != "" {
@@ -383,9 +383,9 @@ func TestOnlyOneRunAtATime(t *testing.T) {
 	j, _ := newTestJournal(t)
 	startRun(t, j, 1, func(context.Context, *Record) error { return nil })
 	waitFor(t, "run to start", 30*time.Second, func() bool {
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		return j.running
+		j.sched.mu.Lock()
+		defer j.sched.mu.Unlock()
+		return j.sched.running
 	})
 	if err := j.Run(context.Background(), 1, nil); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second run: %v, want ErrRunning", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -38,22 +39,39 @@ type Event struct {
 	Secret []byte `json:"sealedSecret,omitempty"`
 }
 
+// Feed is the journal's replication feed: a primary streams its changes
+// (Stream) and a standby replays them on its own copy (Apply, ApplyAll),
+// which then holds an exact copy.
+//
+// It owns the change log ("e/" keys: the writer appends an entry for each
+// change, see logEvent, and housekeeping trims it, see trim), snapshots and
+// a follower's reset. It holds no lock and no state of its own: it reads
+// the settled position and waits for changes through the writer, reads
+// Badger, and replays changes as writer mutations. All of the journal's
+// replication is here and in logEvent's two calls, so that it can be
+// replaced in one piece.
+type Feed struct {
+	db    *badger.DB
+	w     *writer
+	sched *scheduler
+	opts  Options
+	log   *slog.Logger
+}
+
 // feedChunk bounds the changes read in one read transaction.
 const feedChunk = 256
 
-// Feed calls fn with every change after position after, in order, then
+// Stream calls fn with every change after position after, in order, then
 // waits for more until ctx is done (it then returns nil), fn fails (it
 // returns fn's error) or the journal is closed (ErrClosed). A follower
 // passes its own Position. From position 0, or from one older than the
 // change log keeps (see Retention), the feed starts with a snapshot: Reset,
 // a Load per record, Ready. Only changes on disk are sent.
-func (j *Journal) Feed(ctx context.Context, after uint64, fn func(Event) error) error {
+func (fd *Feed) Stream(ctx context.Context, after uint64, fn func(Event) error) error {
 	snapshot := true // only the first read may need one
 	for {
-		j.mu.Lock()
-		changed := j.changed
-		j.mu.Unlock()
-		n, next, err := j.feedOnce(after, snapshot, fn)
+		changed := fd.w.changes()
+		n, next, err := fd.once(after, snapshot, fn)
 		if err != nil {
 			return err
 		}
@@ -68,24 +86,25 @@ func (j *Journal) Feed(ctx context.Context, after uint64, fn func(Event) error) 
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-j.quit:
+		case <-fd.w.quit:
 			return ErrClosed
 		case <-changed:
 		}
 	}
 }
 
-func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (int, uint64, error) {
+// once sends the changes after position after that one read transaction
+// holds (or a snapshot, if the follower needs one) and says how many it
+// sent and the position of the last.
+func (fd *Feed) once(after uint64, mayReset bool, fn func(Event) error) (int, uint64, error) {
 	// Badger shows a batch's changes as soon as it has written them, before
 	// the batch is synced and settled. Only settled changes are sent, so a
 	// follower never holds a durable change (a Prepare) that its primary
 	// could still lose; lazy ones are settled once Badger has them.
-	j.mu.Lock()
-	settled := j.lastPos
-	j.mu.Unlock()
+	settled := fd.w.current().pos
 	n := 0
 	wantSnapshot := false
-	err := j.db.View(func(txn *badger.Txn) error {
+	err := fd.db.View(func(txn *badger.Txn) error {
 		if _, err := txn.Get(metaLoading); err == nil {
 			return nil // a follower mid-snapshot has nothing to pass on yet
 		}
@@ -117,7 +136,7 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 			if ev.Pos != after+1 {
 				// A hole is left only by a failed write; a snapshot gets
 				// the follower past it.
-				j.log.Warn("change log has a hole: sending a snapshot", "after", after, "next", ev.Pos)
+				fd.log.Warn("change log has a hole: sending a snapshot", "after", after, "next", ev.Pos)
 				wantSnapshot = true
 				return nil
 			}
@@ -137,20 +156,20 @@ func (j *Journal) feedOnce(after uint64, mayReset bool, fn func(Event) error) (i
 	}
 	// The snapshot's transaction sees no batch that is written but not yet
 	// synced: it is opened on the writer, between batches.
-	txn, err := j.settledView()
+	txn, err := fd.settledView()
 	if err != nil {
 		return n, after, err
 	}
 	defer txn.Discard()
-	return j.snapshot(txn, fn)
+	return fd.snapshot(txn, fn)
 }
 
 // settledView opens a read transaction that holds only settled changes:
 // the writer opens it once every batch handed to Badger is settled.
-func (j *Journal) settledView() (*badger.Txn, error) {
+func (fd *Feed) settledView() (*badger.Txn, error) {
 	var txn *badger.Txn
-	err := j.enqueue(context.Background(), &mutation{
-		exclusive: func() error { txn = j.db.NewTransaction(false); return nil },
+	err := fd.w.enqueue(context.Background(), &mutation{
+		exclusive: func() error { txn = fd.db.NewTransaction(false); return nil },
 		done:      make(chan error, 1),
 	})
 	return txn, err
@@ -167,7 +186,7 @@ func attachSecret(txn *badger.Txn, ev *Event) error {
 
 // snapshot sends the journal as it is in txn: Reset, Load for each record,
 // Ready, all at the snapshot's position.
-func (j *Journal) snapshot(txn *badger.Txn, fn func(Event) error) (int, uint64, error) {
+func (fd *Feed) snapshot(txn *badger.Txn, fn func(Event) error) (int, uint64, error) {
 	pos, _, err := getNum(txn, metaPos)
 	if err != nil {
 		return 0, 0, err
@@ -176,7 +195,7 @@ func (j *Journal) snapshot(txn *badger.Txn, fn func(Event) error) (int, uint64, 
 	if err != nil {
 		return 0, 0, err
 	}
-	now := j.opts.Now()
+	now := fd.opts.Now()
 	if err := fn(Event{Pos: pos, Time: now, Type: EventReset, Seq: seq}); err != nil {
 		return 0, 0, err
 	}
@@ -215,8 +234,8 @@ var ErrGap = errors.New("change does not follow the last one applied")
 // Apply replays one change from a primary's Feed on a follower's journal
 // (opened with Options.Follower). Changes at or before the follower's
 // position are ignored, so a feed can be resumed with overlap.
-func (j *Journal) Apply(ctx context.Context, ev Event) error {
-	return j.ApplyAll(ctx, []Event{ev})
+func (fd *Feed) Apply(ctx context.Context, ev Event) error {
+	return fd.ApplyAll(ctx, []Event{ev})
 }
 
 // ApplyAll replays consecutive changes in order, as Apply does one by one,
@@ -225,8 +244,8 @@ func (j *Journal) Apply(ctx context.Context, ev Event) error {
 // primary whose many writers share each fsync. It returns the first error;
 // changes after a failed one fail too (they no longer follow the last
 // applied), and the follower follows again from its Position.
-func (j *Journal) ApplyAll(ctx context.Context, evs []Event) error {
-	if !j.opts.Follower {
+func (fd *Feed) ApplyAll(ctx context.Context, evs []Event) error {
+	if !fd.opts.Follower {
 		if len(evs) == 0 {
 			return errors.New("apply changes: journal is not a follower")
 		}
@@ -235,8 +254,8 @@ func (j *Journal) ApplyAll(ctx context.Context, evs []Event) error {
 	queued := make([]*mutation, 0, len(evs))
 	var first error
 	for _, ev := range evs {
-		m := j.applyMutation(ev)
-		if err := j.queue(ctx, m); err != nil {
+		m := fd.applyMutation(ev)
+		if err := fd.w.queue(ctx, m); err != nil {
 			first = fmt.Errorf("apply change %d: %w", ev.Pos, err)
 			break
 		}
@@ -251,9 +270,9 @@ func (j *Journal) ApplyAll(ctx context.Context, evs []Event) error {
 }
 
 // applyMutation is the journal mutation that replays ev.
-func (j *Journal) applyMutation(ev Event) *mutation {
+func (fd *Feed) applyMutation(ev Event) *mutation {
 	if ev.Type == EventReset {
-		return &mutation{exclusive: func() error { return j.reset(ev) }, done: make(chan error, 1)}
+		return &mutation{exclusive: func() error { return fd.reset(ev) }, done: make(chan error, 1)}
 	}
 	return &mutation{done: make(chan error, 1), run: func(b *batch) error {
 		switch ev.Type {
@@ -324,13 +343,13 @@ func applied(ev Event) *Record {
 
 // reset empties a follower's copy before a snapshot. It runs on the writer
 // goroutine with no batch open.
-func (j *Journal) reset(ev Event) error {
+func (fd *Feed) reset(ev Event) error {
 	for _, p := range [][]byte{prefixRecord, prefixSecret, prefixActive, prefixDelivered, prefixEvent} {
-		if err := j.db.DropPrefix(p); err != nil {
+		if err := fd.db.DropPrefix(p); err != nil {
 			return fmt.Errorf("reset follower: %w", err)
 		}
 	}
-	err := j.db.Update(func(txn *badger.Txn) error {
+	err := fd.db.Update(func(txn *badger.Txn) error {
 		return errors.Join(
 			txn.Set(metaLoading, []byte{1}),
 			txn.Set(metaPos, encodeNum(ev.Pos)),
@@ -341,10 +360,68 @@ func (j *Journal) reset(ev Event) error {
 	if err != nil {
 		return fmt.Errorf("reset follower: %w", err)
 	}
-	j.mu.Lock()
-	j.lastPos, j.lastSeq, j.horizon, j.loading = ev.Pos, ev.Seq, ev.Pos+1, true
-	j.idx = newIndex()
-	j.delivered = 0
-	j.mu.Unlock()
+	fd.sched.reset()
+	fd.w.setState(writerState{seq: ev.Seq, pos: ev.Pos, horizon: ev.Pos + 1, loading: true})
 	return nil
+}
+
+// logEvent appends a change to the change log at the next position. rec is
+// the record's encoding (nil for a delete). Secrets never go into the log:
+// Feed attaches a record's sealed secret when it sends the change.
+func (b *batch) logEvent(at time.Time, typ EventType, seq uint64, rec []byte) error {
+	pos := b.pos + 1
+	if err := b.set(numKey(prefixEvent, pos), appendEvent(make([]byte, 0, eventSize(rec)), pos, at, typ, seq, rec)); err != nil {
+		return err
+	}
+	b.pos = pos
+	b.changed = true
+	return nil
+}
+
+// trim removes the oldest change-log entries written before cutoff. The
+// horizon moves past them: a follower further behind needs a snapshot.
+func (fd *Feed) trim(ctx context.Context, cutoff time.Time) (int, error) {
+	var last uint64
+	n := 0
+	err := fd.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && n < housekeepingChunk; it.Next() {
+			var pos uint64
+			var at time.Time
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				pos, at, err = eventPosTime(v)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("change %d: %w", keyNum(prefixEvent, it.Item().Key()), err)
+			}
+			if !at.Before(cutoff) {
+				break
+			}
+			last = pos
+			n++
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	err = fd.w.submitLazy(ctx, func(b *batch) error {
+		for pos := b.horizon; pos <= last; pos++ {
+			if err := b.delete(numKey(prefixEvent, pos)); err != nil {
+				return err
+			}
+		}
+		if last+1 > b.horizon {
+			b.horizon = last + 1
+			b.metaSet = true
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("trim change log: %w", err)
+	}
+	return n, nil
 }

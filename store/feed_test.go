@@ -27,7 +27,7 @@ func dump(t *testing.T, j *Journal) map[uint64]string {
 		b, _ := json.Marshal(r)
 		s := string(b)
 		if r.SecretState == SecretEncrypted {
-			full, err := j.getWithSecret(r.Seq)
+			full, err := j.recs.getWithSecret(r.Seq)
 			if err != nil {
 				t.Fatalf("secret of %d: %v", r.Seq, err)
 			}
@@ -85,7 +85,7 @@ func follow(t *testing.T, src, dst *Journal) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- src.Feed(ctx, dst.Position(), func(ev Event) error { return dst.Apply(ctx, ev) })
+		done <- src.Feed().Stream(ctx, dst.Position(), func(ev Event) error { return dst.Feed().Apply(ctx, ev) })
 	}()
 	stopped := false
 	stop = func() {
@@ -196,7 +196,7 @@ func TestFollowerCopyEqualsSourceAfterRandomOperations(t *testing.T) {
 			}
 		case op < 96:
 			clock.Advance(time.Duration(rnd.IntN(20)) * time.Minute)
-			src.kick()
+			src.sched.kick()
 		default:
 			if _, err := src.Housekeep(ctx); err != nil {
 				t.Fatal(err)
@@ -242,22 +242,22 @@ func TestFollowerCopyEqualsSourceAfterRandomOperations(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			src.mu.Lock()
-			defer src.mu.Unlock()
-			for seq, e := range src.idx.recs {
+			src.sched.mu.Lock()
+			defer src.sched.mu.Unlock()
+			for seq, e := range src.sched.idx.recs {
 				if e.state == StateCommitted {
-					t.Logf("committed %d: tokens %v next %v inflight %v eligible %v", seq, e.tokens, e.next, e.inflight, src.idx.eligible(e))
+					t.Logf("committed %d: tokens %v next %v inflight %v eligible %v", seq, e.tokens, e.next, e.inflight, src.sched.idx.eligible(e))
 				}
 			}
-			t.Logf("busy %v ready %d now %v", src.idx.busy, src.idx.ready.Len(), clock.Now())
-			for tok, q := range src.idx.queues {
+			t.Logf("busy %v ready %d now %v", src.sched.idx.busy, src.sched.idx.ready.Len(), clock.Now())
+			for tok, q := range src.sched.idx.queues {
 				t.Logf("queue %s: %v", tok, q)
 			}
 		}
 	})
 	waitFor(t, "deliveries to settle", 30*time.Second, func() bool {
 		clock.Advance(2 * time.Second)
-		src.kick()
+		src.sched.kick()
 		s, _ := src.Stats()
 		return s.Committed == 0 && s.InFlight == 0
 	})
@@ -291,7 +291,7 @@ func TestFollowerRejectsGapsAndIgnoresRepeats(t *testing.T) {
 	}
 	var evs []Event
 	fctx, cancel := context.WithCancel(ctx)
-	j.Feed(fctx, 1, func(ev Event) error {
+	j.Feed().Stream(fctx, 1, func(ev Event) error {
 		evs = append(evs, ev)
 		if len(evs) == 5 {
 			cancel()
@@ -302,16 +302,16 @@ func TestFollowerRejectsGapsAndIgnoresRepeats(t *testing.T) {
 		t.Fatalf("feed from 1: %+v", evs)
 	}
 	f := openFollower(t, j)
-	if err := f.Apply(ctx, evs[1]); !errors.Is(err, ErrGap) {
+	if err := f.Feed().Apply(ctx, evs[1]); !errors.Is(err, ErrGap) {
 		t.Fatalf("apply with a gap: %v, want ErrGap", err)
 	}
-	if err := j.Apply(ctx, evs[0]); err == nil {
+	if err := j.Feed().Apply(ctx, evs[0]); err == nil {
 		t.Fatal("a primary accepted Apply")
 	}
-	if err := f.Apply(ctx, Event{Pos: 1, Type: EventPut, Seq: 1, Record: accountRecord("uid=a,dc=x")}); err != nil {
+	if err := f.Feed().Apply(ctx, Event{Pos: 1, Type: EventPut, Seq: 1, Record: accountRecord("uid=a,dc=x")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(ctx, Event{Pos: 1, Type: EventDelete, Seq: 1}); err != nil {
+	if err := f.Feed().Apply(ctx, Event{Pos: 1, Type: EventDelete, Seq: 1}); err != nil {
 		t.Fatalf("repeated position must be ignored: %v", err)
 	}
 	if _, err := f.Get(1); err != nil {
@@ -325,7 +325,7 @@ func TestFeedEventsCarryNoPlaintext(t *testing.T) {
 	const pw = "feed-password-123"
 	seq, _ := j.Prepare(ctx, &Record{Kind: KindAccount, Op: OpPassword, DN: "uid=a,dc=x", Secret: []byte(pw)})
 	var got []Event
-	j.Feed(ctx, 0, func(ev Event) error {
+	j.Feed().Stream(ctx, 0, func(ev Event) error {
 		got = append(got, ev)
 		if ev.Type == EventReady {
 			cancel()
@@ -357,7 +357,7 @@ func TestFeedSendsOnlySettledChanges(t *testing.T) {
 	}()
 	<-written // the Prepare's batch is in Badger, not yet synced
 	var got []Event
-	n, _, err := j.feedOnce(pos-2, false, func(ev Event) error {
+	n, _, err := j.feed.once(pos-2, false, func(ev Event) error {
 		got = append(got, ev)
 		return nil
 	})
@@ -369,7 +369,7 @@ func TestFeedSendsOnlySettledChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = got[:0]
-	if n, _, err := j.feedOnce(pos, false, func(ev Event) error { got = append(got, ev); return nil }); err != nil || n != 1 || got[0].Seq == first {
+	if n, _, err := j.feed.once(pos, false, func(ev Event) error { got = append(got, ev); return nil }); err != nil || n != 1 || got[0].Seq == first {
 		t.Fatalf("feed once settled: %d changes %+v, %v", n, got, err)
 	}
 }
@@ -392,7 +392,7 @@ func TestFeedSnapshotHoldsOnlySettledChanges(t *testing.T) {
 	events := make(chan sent, 64)
 	fed := make(chan error, 1)
 	go func() {
-		_, _, err := j.feedOnce(0, true, func(ev Event) error {
+		_, _, err := j.feed.once(0, true, func(ev Event) error {
 			events <- sent{ev.Pos, j.Position()}
 			return nil
 		})

@@ -124,14 +124,14 @@ func startRun(t *testing.T, j *Journal, workers int, deliver DeliverFunc) {
 	})
 }
 
-// feedUntil collects what j.Feed sends after position after, up to the
+// feedUntil collects what j.Feed().Stream sends after position after, up to the
 // first event stop accepts.
 func feedUntil(t *testing.T, j *Journal, after uint64, stop func(Event) bool) []Event {
 	t.Helper()
 	var evs []Event
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err := j.Feed(ctx, after, func(ev Event) error {
+	err := j.Feed().Stream(ctx, after, func(ev Event) error {
 		evs = append(evs, ev)
 		if stop(ev) {
 			cancel()

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -13,17 +15,52 @@ import (
 // housekeepingChunk bounds the keys removed in one mutation.
 const housekeepingChunk = 256
 
-func (j *Journal) housekeeping(ctx context.Context) {
-	defer j.bg.Done()
-	t := time.NewTicker(j.opts.HousekeepingInterval)
+// housekeeper keeps the journal's size in check: it purges the delivered
+// records older than Retention, has the feed trim its change log and runs
+// Badger's value-log garbage collection, every HousekeepingInterval in the
+// background and whenever Journal.Housekeep asks. It holds no lock: what it
+// removes it removes through writer mutations, which check again that each
+// record may go.
+type housekeeper struct {
+	db   *badger.DB
+	w    *writer
+	feed *Feed
+	opts Options
+	log  *slog.Logger
+
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// start runs housekeeping in the background every HousekeepingInterval
+// (never when it is negative).
+func (h *housekeeper) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	if h.opts.HousekeepingInterval <= 0 {
+		return
+	}
+	h.bg.Add(1)
+	go h.loop(ctx)
+}
+
+// stop ends background housekeeping and waits for a pass under way.
+func (h *housekeeper) stop() {
+	h.cancel()
+	h.bg.Wait()
+}
+
+func (h *housekeeper) loop(ctx context.Context) {
+	defer h.bg.Done()
+	t := time.NewTicker(h.opts.HousekeepingInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := j.Housekeep(ctx); err != nil && ctx.Err() == nil {
-				j.log.Warn("journal housekeeping", "err", err)
+			if _, err := h.run(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("journal housekeeping", "err", err)
 			}
 		}
 	}
@@ -36,37 +73,24 @@ type HousekeepResult struct {
 	GCRuns  int // value-log files rewritten
 }
 
-// Housekeep purges the delivered records older than Retention (a follower
-// leaves that to its primary, whose purges it applies), trims the change log
-// to Retention and runs Badger's value-log garbage collection. Open runs it
-// every HousekeepingInterval.
-func (j *Journal) Housekeep(ctx context.Context) (HousekeepResult, error) {
+// run is one housekeeping pass (see Journal.Housekeep).
+func (h *housekeeper) run(ctx context.Context) (HousekeepResult, error) {
 	var res HousekeepResult
-	cutoff := j.opts.Now().Add(-j.opts.Retention)
-	if !j.opts.Follower {
-		for {
-			n, err := j.purgeDelivered(ctx, cutoff)
-			res.Purged += n
-			if err != nil {
-				return res, err
-			}
-			if n < housekeepingChunk {
-				break
-			}
-		}
-	}
-	for {
-		n, err := j.trimLog(ctx, cutoff)
-		res.Trimmed += n
+	cutoff := h.opts.Now().Add(-h.opts.Retention)
+	if !h.opts.Follower {
+		n, err := inChunks(func() (int, error) { return h.purgeDelivered(ctx, cutoff) })
+		res.Purged = n
 		if err != nil {
 			return res, err
 		}
-		if n < housekeepingChunk {
-			break
-		}
+	}
+	n, err := inChunks(func() (int, error) { return h.feed.trim(ctx, cutoff) })
+	res.Trimmed = n
+	if err != nil {
+		return res, err
 	}
 	for ctx.Err() == nil {
-		err := j.db.RunValueLogGC(0.5)
+		err := h.db.RunValueLogGC(0.5)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			break
 		}
@@ -78,9 +102,22 @@ func (j *Journal) Housekeep(ctx context.Context) (HousekeepResult, error) {
 	return res, nil
 }
 
-func (j *Journal) purgeDelivered(ctx context.Context, cutoff time.Time) (int, error) {
+// inChunks calls step, which removes up to housekeepingChunk keys, until it
+// removes fewer, and adds up what it removed.
+func inChunks(step func() (int, error)) (int, error) {
+	total := 0
+	for {
+		n, err := step()
+		total += n
+		if err != nil || n < housekeepingChunk {
+			return total, err
+		}
+	}
+}
+
+func (h *housekeeper) purgeDelivered(ctx context.Context, cutoff time.Time) (int, error) {
 	var seqs []uint64
-	err := j.db.View(func(txn *badger.Txn) error {
+	err := h.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
 		defer it.Close()
 		for it.Rewind(); it.Valid() && len(seqs) < housekeepingChunk; it.Next() {
@@ -97,7 +134,7 @@ func (j *Journal) purgeDelivered(ctx context.Context, cutoff time.Time) (int, er
 		return 0, err
 	}
 	purged := 0
-	err = j.submitLazy(ctx, func(b *batch) error {
+	err = h.w.submitLazy(ctx, func(b *batch) error {
 		for _, seq := range seqs {
 			old, err := b.get(seq)
 			if errors.Is(err, ErrNotFound) {
@@ -120,52 +157,4 @@ func (j *Journal) purgeDelivered(ctx context.Context, cutoff time.Time) (int, er
 		return 0, fmt.Errorf("purge delivered records: %w", err)
 	}
 	return purged, nil
-}
-
-// trimLog removes the oldest change-log entries written before cutoff. The
-// horizon moves past them: a follower further behind needs a snapshot.
-func (j *Journal) trimLog(ctx context.Context, cutoff time.Time) (int, error) {
-	var last uint64
-	n := 0
-	err := j.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		for it.Rewind(); it.Valid() && n < housekeepingChunk; it.Next() {
-			var pos uint64
-			var at time.Time
-			err := it.Item().Value(func(v []byte) error {
-				var err error
-				pos, at, err = eventPosTime(v)
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("change %d: %w", keyNum(prefixEvent, it.Item().Key()), err)
-			}
-			if !at.Before(cutoff) {
-				break
-			}
-			last = pos
-			n++
-		}
-		return nil
-	})
-	if err != nil || n == 0 {
-		return 0, err
-	}
-	err = j.submitLazy(ctx, func(b *batch) error {
-		for pos := b.horizon; pos <= last; pos++ {
-			if err := b.delete(numKey(prefixEvent, pos)); err != nil {
-				return err
-			}
-		}
-		if last+1 > b.horizon {
-			b.horizon = last + 1
-			b.metaSet = true
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("trim change log: %w", err)
-	}
-	return n, nil
 }

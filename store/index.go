@@ -8,7 +8,8 @@ import (
 )
 
 // index is the in-memory view of the records not yet delivered, which
-// decides what may be delivered next. It is guarded by Journal.mu.
+// decides what may be delivered next. It is the scheduler's, guarded by
+// scheduler.mu.
 //
 // Ordering: every record belongs to the histories named by its order tokens
 // (entry key, DNs). A committed record may be delivered when it is the

@@ -25,8 +25,9 @@
 // that was done again is state-based. Not syncing them on their own spares
 // the disk two of every three syncs. The writer numbers the changes in the
 // order they reach the disk. That numbering (the position) is the
-// replication feed: Feed streams every change from a position, Apply
-// replays it on a standby's journal, which then holds an exact copy.
+// replication feed: Feed().Stream sends every change from a position,
+// Feed().Apply replays it on a standby's journal, which then holds an exact
+// copy.
 //
 // Secrets (passwords) are stored apart from the record, AES-256-GCM
 // encrypted with the key in Options.KeyFile, and deleted once delivered or
@@ -46,20 +47,14 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 )
 
 // Errors callers may test with errors.Is.
@@ -154,41 +149,34 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Journal is an open change journal. Its methods are safe for concurrent use.
+// Journal is an open change journal, and the facade over its parts, each
+// with its own state and locking:
+//
+//   - records (records.go, codec.go): Prepare, Commit, Abort, Retry, Drop,
+//     Get, List; no lock of its own, its changes go through the writer.
+//   - writer (writer.go): the one goroutine that writes, with group
+//     commit; it owns the counters (sequence, position) under its mutex.
+//   - scheduler (scheduler.go, index.go): which records are due and the
+//     deliveries (Run); it owns the index of the records not yet delivered
+//     under its mutex, kept in step by the writer.
+//   - Feed (feed.go): the replication feed, reached with Feed.
+//   - housekeeper (housekeeping.go): purges, change-log trims, value-log GC.
+//
+// Journal opens Badger, wires the parts and closes them in order; its
+// methods are safe for concurrent use.
 type Journal struct {
 	dir  string
 	opts Options
-	log  *slog.Logger
 	db   *badger.DB
 	lock *os.File
-	seal *sealer // nil without a key
 
-	reqs       chan *mutation
-	settled    atomic.Uint64 // last batch settled by the completer
-	stats      writerStats
-	quit       chan struct{}
-	writerDone chan struct{}
-	closeMu    sync.RWMutex
-	closing    bool // Close has begun: no new Run
-	closed     bool // no new mutation
+	recs   *records
+	w      *writer
+	sched  *scheduler
+	feed   *Feed
+	keeper *housekeeper
 
-	bgCancel context.CancelFunc
-	bg       sync.WaitGroup
-
-	wake chan struct{} // capacity 1: something may have become deliverable
-
-	mu        sync.Mutex // guards the fields below
-	lastSeq   uint64     // highest sequence number assigned
-	lastPos   uint64     // position of the last change
-	horizon   uint64     // first position still in the change log
-	loading   bool       // follower in the middle of a snapshot
-	delivered int        // delivered records kept
-	idx       *index
-	changed   chan struct{} // closed and replaced after each change (feed waiters)
-	running   bool
-	stopRun   context.CancelFunc
-	runDone   chan struct{}
-	failed    error // a write failed: no more changes until reopened
+	closing atomic.Bool // Close has begun
 }
 
 // Open opens (creating it unless opts.MustExist) the journal in dir.
@@ -209,292 +197,49 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{
-		dir:        dir,
-		opts:       opts,
-		log:        opts.Logger.With("component", "journal"),
-		lock:       lock,
-		reqs:       make(chan *mutation, 1024),
-		quit:       make(chan struct{}),
-		writerDone: make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		idx:        newIndex(),
-		changed:    make(chan struct{}),
-	}
-	j.db, err = badger.Open(badgerOptions(dir, opts, j.log))
+	log := opts.Logger.With("component", "journal")
+	db, err := badger.Open(badgerOptions(dir, opts, log))
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("open journal %s: %w", dir, err)
 	}
-	if err := j.load(); err != nil {
-		j.db.Close()
+	st, err := load(db, dir, opts)
+	if err != nil {
+		db.Close()
 		lock.Close()
 		return nil, err
 	}
-	go j.writer()
-	bgCtx, cancel := context.WithCancel(context.Background())
-	j.bgCancel = cancel
-	if opts.HousekeepingInterval > 0 {
-		j.bg.Add(1)
-		go j.housekeeping(bgCtx)
+	sched := newScheduler(st.idx, st.delivered, opts, log)
+	w := newWriter(db, opts, log, st.counters, sched)
+	recs := &records{db: db, w: w, seal: st.seal, log: log, follower: opts.Follower}
+	sched.recs, sched.w = recs, w
+	feed := &Feed{db: db, w: w, sched: sched, opts: opts, log: log}
+	j := &Journal{
+		dir:    dir,
+		opts:   opts,
+		db:     db,
+		lock:   lock,
+		recs:   recs,
+		w:      w,
+		sched:  sched,
+		feed:   feed,
+		keeper: &housekeeper{db: db, w: w, feed: feed, opts: opts, log: log},
 	}
+	w.start()
+	j.keeper.start()
 	return j, nil
-}
-
-// lockDir takes an exclusive lock on the journal folder, so that the CLI
-// can tell a journal held by a running gateway from a broken one.
-func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "ldapgate.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("journal lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, &LockedError{Dir: dir}
-		}
-		return nil, fmt.Errorf("journal lock: %w", err)
-	}
-	return f, nil
-}
-
-// badgerOptions is Badger's small embedded profile: a few MiB of memtables
-// and caches instead of Badger's server-sized defaults.
-func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
-		WithSyncWrites(false).      // the writer syncs the batches that must be durable
-		WithDetectConflicts(false). // one writer goroutine: no conflicts to detect
-		WithMemTableSize(8 << 20).
-		WithNumMemtables(2).
-		WithValueLogFileSize(16 << 20).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(4 << 20).
-		WithNumCompactors(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(4).
-		WithBaseTableSize(1 << 20).
-		WithCompression(compression(opts)).
-		WithLogger(badgerLogger{log})
-}
-
-func compression(opts Options) options.CompressionType {
-	if opts.uncompressed {
-		return options.None
-	}
-	return options.Snappy
-}
-
-// badgerLogger passes Badger's warnings and errors to slog and drops its
-// chatty informational messages.
-type badgerLogger struct{ log *slog.Logger }
-
-func (l badgerLogger) Errorf(f string, a ...any) {
-	l.log.Error("badger: " + trimNL(fmt.Sprintf(f, a...)))
-}
-func (l badgerLogger) Warningf(f string, a ...any) {
-	l.log.Warn("badger: " + trimNL(fmt.Sprintf(f, a...)))
-}
-
-// Infof passes on only the write stalls: a stall holds every Prepare up.
-func (l badgerLogger) Infof(f string, a ...any) {
-	if msg := fmt.Sprintf(f, a...); strings.Contains(msg, "L0 was stalled") {
-		l.log.Warn("badger: " + trimNL(msg))
-	}
-}
-
-func (badgerLogger) Debugf(string, ...any) {}
-
-func trimNL(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '\n' {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// Keys.
-var (
-	metaSeq     = []byte("m/seq")
-	metaPos     = []byte("m/pos")
-	metaHorizon = []byte("m/horizon")
-	metaLoading = []byte("m/loading")
-	metaKey     = []byte("m/keycheck")
-
-	prefixRecord    = []byte("r/")
-	prefixSecret    = []byte("s/")
-	prefixActive    = []byte("a/")
-	prefixDelivered = []byte("d/")
-	prefixEvent     = []byte("e/")
-)
-
-func numKey(prefix []byte, n uint64) []byte {
-	k := make([]byte, len(prefix), len(prefix)+8)
-	copy(k, prefix)
-	return binary.BigEndian.AppendUint64(k, n)
-}
-
-func keyNum(prefix, key []byte) uint64 {
-	return binary.BigEndian.Uint64(key[len(prefix):])
-}
-
-func deliveredKey(at time.Time, seq uint64) []byte {
-	k := numKey(prefixDelivered, uint64(at.UnixNano()))
-	return binary.BigEndian.AppendUint64(k, seq)
-}
-
-func encodeNum(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
-
-func getNum(txn *badger.Txn, key []byte) (uint64, bool, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, err
-	}
-	var n uint64
-	err = item.Value(func(v []byte) error {
-		if len(v) != 8 {
-			return fmt.Errorf("key %s: bad counter", key)
-		}
-		n = binary.BigEndian.Uint64(v)
-		return nil
-	})
-	return n, true, err
-}
-
-// load reads the counters, checks the key and builds the in-memory index of
-// the records not yet delivered.
-func (j *Journal) load() error {
-	var keyCheck []byte
-	err := j.db.View(func(txn *badger.Txn) error {
-		var err error
-		if j.lastSeq, _, err = getNum(txn, metaSeq); err != nil {
-			return err
-		}
-		if j.lastPos, _, err = getNum(txn, metaPos); err != nil {
-			return err
-		}
-		var ok bool
-		if j.horizon, ok, err = getNum(txn, metaHorizon); err != nil {
-			return err
-		} else if !ok {
-			j.horizon = 1
-		}
-		if _, err := txn.Get(metaLoading); err == nil {
-			j.loading = true
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
-			return err
-		}
-		if item, err := txn.Get(metaKey); err == nil {
-			if keyCheck, err = item.ValueCopy(nil); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
-			return err
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			seq := keyNum(prefixActive, it.Item().Key())
-			r, err := getRecord(txn, seq)
-			if err != nil {
-				return fmt.Errorf("index record %d: %w", seq, err)
-			}
-			j.idx.put(r, nil)
-		}
-		// Counting keys reads no values: quick even for a long audit trail.
-		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
-		defer dit.Close()
-		for dit.Rewind(); dit.Valid(); dit.Next() {
-			j.delivered++
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("read journal %s: %w", j.dir, err)
-	}
-	if j.opts.KeyFile == "" {
-		return nil
-	}
-	// A journal that already has a key must not silently get a new one: its
-	// secrets could no longer be read.
-	j.seal, err = loadOrCreateKey(j.opts.KeyFile, keyCheck == nil && !j.opts.MustExist)
-	if err != nil {
-		if keyCheck != nil && errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("journal %s holds secrets encrypted with a key that is missing (%s): %w", j.dir, j.opts.KeyFile, err)
-		}
-		if j.opts.MustExist && errors.Is(err, os.ErrNotExist) {
-			j.seal = nil
-			return nil
-		}
-		return err
-	}
-	if keyCheck != nil {
-		if string(keyCheck) != string(j.seal.check) {
-			return fmt.Errorf("%s: %w", j.opts.KeyFile, ErrWrongKey)
-		}
-		return nil
-	}
-	return j.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey, j.seal.check) })
-}
-
-func getRecord(txn *badger.Txn, seq uint64) (*Record, error) {
-	item, err := txn.Get(numKey(prefixRecord, seq))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("record %d: %w", seq, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("record %d: %w", seq, err)
-	}
-	var r *Record
-	err = item.Value(func(v []byte) error {
-		var err error
-		r, err = decodeRecord(v)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("record %d: %w", seq, err)
-	}
-	return r, nil
-}
-
-func getSealed(txn *badger.Txn, seq uint64) ([]byte, error) {
-	item, err := txn.Get(numKey(prefixSecret, seq))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("secret of record %d: %w", seq, err)
-	}
-	return item.ValueCopy(nil)
 }
 
 // Close stops delivery and housekeeping, writes what is queued and closes
 // the journal.
 func (j *Journal) Close() error {
-	j.closeMu.Lock()
-	if j.closing {
-		j.closeMu.Unlock()
+	if !j.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	j.closing = true
-	j.closeMu.Unlock()
-
 	// Stop delivery and housekeeping first: they still record outcomes.
-	j.mu.Lock()
-	stop, done := j.stopRun, j.runDone
-	j.mu.Unlock()
-	if stop != nil {
-		stop()
-		<-done
-	}
-	j.bgCancel()
-	j.bg.Wait()
-	j.closeMu.Lock()
-	j.closed = true
-	j.closeMu.Unlock()
-	close(j.quit)
-	<-j.writerDone
+	j.sched.shutdown()
+	j.keeper.stop()
+	j.w.stop()
 	err := j.db.Close()
 	if lerr := j.lock.Close(); err == nil && lerr != nil {
 		err = lerr
@@ -508,15 +253,17 @@ func (j *Journal) Close() error {
 // Dir is the folder the journal lives in.
 func (j *Journal) Dir() string { return j.dir }
 
+// Feed is the journal's replication feed.
+func (j *Journal) Feed() *Feed { return j.feed }
+
 // Position is the position of the last change in the journal: a follower
-// passes it to the primary's Feed to continue where it stopped.
+// passes it to the primary's Feed().Stream to continue where it stopped.
 func (j *Journal) Position() uint64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.loading {
+	st := j.w.current()
+	if st.loading {
 		return 0
 	}
-	return j.lastPos
+	return st.pos
 }
 
 // Prepare journals a write before it goes upstream and returns its sequence
@@ -525,273 +272,65 @@ func (j *Journal) Position() uint64 {
 // any) is stored encrypted. ctx bounds the wait for a place in the write
 // queue; once queued, Prepare waits for the disk.
 func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
-	if j.opts.Follower {
-		return 0, ErrFollower
-	}
-	if err := r.validate(); err != nil {
-		return 0, fmt.Errorf("prepare: %w", err)
-	}
-	rec := r.clone()
-	rec.State = StatePrepared
-	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
-	rec.SecretState = SecretNone
-	if len(r.Secret) > 0 {
-		if j.seal == nil {
-			return 0, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
-		}
-		rec.SecretState = SecretEncrypted
-	}
-	if n := rec.approxSize(); n > maxRecordBytes {
-		return 0, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
-	}
-	// Work done here, by the caller, is work the journal's one writer and
-	// the batch's settling need not do.
-	rec.makeValidText()
-	tokens := orderTokens(rec)
-	var seq uint64
-	err := j.submit(ctx, func(b *batch) error {
-		b.seq++
-		rec.Seq = b.seq
-		if rec.Time.IsZero() {
-			rec.Time = b.now
-		}
-		var sealed []byte
-		if rec.SecretState == SecretEncrypted {
-			var err error
-			if sealed, err = j.seal.seal(rec.Seq, r.Secret); err != nil {
-				return err
-			}
-		}
-		if err := b.putRecord(nil, rec, sealed, tokens); err != nil {
-			return err
-		}
-		seq = rec.Seq
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, err)
-	}
-	return seq, nil
+	return j.recs.prepare(ctx, r)
 }
 
 // Commit records that the upstream accepted the write of a prepared record,
 // which makes it deliverable. entryKey, when not empty, sets the entry's
 // stable key (known only now for an added entry).
 func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error {
-	return j.change(ctx, "commit", true, seq, func(b *batch, old *Record) error {
-		if old.State != StatePrepared {
-			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
-		}
-		rec := old.next()
-		rec.State = StateCommitted
-		rec.NextAttempt = b.now
-		if entryKey != "" {
-			rec.EntryKey = entryKey
-		}
-		return b.putRecord(old, rec, nil, nil)
-	})
+	return j.recs.commit(ctx, seq, entryKey)
 }
 
 // Abort removes a prepared record whose write the upstream refused.
 func (j *Journal) Abort(ctx context.Context, seq uint64) error {
-	return j.change(ctx, "abort", true, seq, func(b *batch, old *Record) error {
-		if old.State != StatePrepared {
-			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
-		}
-		return b.deleteRecord(old)
-	})
+	return j.recs.abort(ctx, seq)
 }
 
 // Retry makes a dead record deliverable again with a fresh count of
 // attempts, or a committed record waiting out a backoff deliverable now.
 func (j *Journal) Retry(ctx context.Context, seq uint64) error {
-	return j.change(ctx, "retry", false, seq, func(b *batch, old *Record) error {
-		rec := old.next()
-		switch old.State {
-		case StateDead:
-			rec.State = StateCommitted
-			rec.Attempts = 0
-		case StateCommitted:
-			if j.inFlight(seq) {
-				return fmt.Errorf("record %d: %w", seq, ErrInFlight)
-			}
-		default:
-			return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", seq, old.State, ErrState)
-		}
-		rec.NextAttempt = b.now
-		return b.putRecord(old, rec, nil, nil)
-	})
+	return j.recs.retry(ctx, seq, j.sched.inFlight)
 }
 
 // Drop removes a record that is not delivered (a dead letter, usually),
 // with its secret. Delivered records are history and are only purged.
 func (j *Journal) Drop(ctx context.Context, seq uint64) error {
-	return j.change(ctx, "drop", false, seq, func(b *batch, old *Record) error {
-		if old.State == StateDelivered {
-			return fmt.Errorf("record %d is delivered: %w", seq, ErrState)
-		}
-		j.log.Info("record dropped", "seq", seq, "state", old.State, "op", old.Op, "dn", old.DN)
-		return b.deleteRecord(old)
-	})
-}
-
-// change runs fn on record seq as one journal mutation, lazy or durable
-// (see mutation.lazy), and names the operation in its error.
-func (j *Journal) change(ctx context.Context, op string, lazy bool, seq uint64, fn func(b *batch, old *Record) error) error {
-	if j.opts.Follower {
-		return ErrFollower
-	}
-	run := func(b *batch) error {
-		old, err := b.get(seq)
-		if err != nil {
-			return err
-		}
-		return fn(b, old)
-	}
-	submit := j.submit
-	if lazy {
-		submit = j.submitLazy
-	}
-	if err := submit(ctx, run); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return nil
-}
-
-func (j *Journal) inFlight(seq uint64) bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	e := j.idx.recs[seq]
-	return e != nil && e.inflight
+	return j.recs.drop(ctx, seq)
 }
 
 // Get returns one record (without its secret).
-func (j *Journal) Get(seq uint64) (*Record, error) {
-	var r *Record
-	err := j.db.View(func(txn *badger.Txn) error {
-		var err error
-		r, err = getRecord(txn, seq)
-		return err
-	})
-	return r, err
-}
-
-// getWithSecret returns a record with its secret decrypted, for delivery.
-func (j *Journal) getWithSecret(seq uint64) (*Record, error) {
-	var r *Record
-	var sealed []byte
-	err := j.db.View(func(txn *badger.Txn) error {
-		var err error
-		if r, err = getRecord(txn, seq); err != nil {
-			return err
-		}
-		if r.SecretState == SecretEncrypted {
-			sealed, err = getSealed(txn, seq)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if r.SecretState == SecretEncrypted {
-		if j.seal == nil {
-			return nil, fmt.Errorf("secret of record %d: %w", seq, ErrNoKey)
-		}
-		if sealed == nil {
-			return nil, fmt.Errorf("secret of record %d is missing", seq)
-		}
-		if r.Secret, err = j.seal.open(seq, sealed); err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
-}
+func (j *Journal) Get(seq uint64) (*Record, error) { return j.recs.get(seq) }
 
 // Prepared returns the records still prepared, with their secrets: at
 // start-up these are writes whose upstream outcome is unknown, for the
 // gateway to settle (Commit or Abort) before it accepts clients.
 func (j *Journal) Prepared() ([]*Record, error) {
-	j.mu.Lock()
-	var seqs []uint64
-	for seq, e := range j.idx.recs {
-		if e.state == StatePrepared {
-			seqs = append(seqs, seq)
-		}
-	}
-	j.mu.Unlock()
-	sortSeqs(seqs)
-	out := make([]*Record, 0, len(seqs))
-	for _, seq := range seqs {
-		r, err := j.getWithSecret(seq)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-// Filter selects records for List.
-type Filter struct {
-	// States keeps only records in these states (all when empty).
-	States []State
-	// Limit keeps only the newest Limit matching records (all when 0).
-	Limit int
+	return j.recs.withSecrets(j.sched.prepared())
 }
 
 // List returns the records matching f in sequence order, without secrets.
-func (j *Journal) List(f Filter) ([]*Record, error) {
-	want := map[State]bool{}
-	activeOnly := len(f.States) > 0
-	for _, s := range f.States {
-		want[s] = true
-		if s == StateDelivered {
-			activeOnly = false
-		}
-	}
-	var out []*Record
-	err := j.db.View(func(txn *badger.Txn) error {
-		prefix := prefixRecord
-		if activeOnly {
-			prefix = prefixActive
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true, PrefetchValues: !activeOnly})
-		defer it.Close()
-		last := append(append([]byte(nil), prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-		for it.Seek(last); it.ValidForPrefix(prefix); it.Next() {
-			var r *Record
-			var err error
-			if activeOnly {
-				r, err = getRecord(txn, keyNum(prefix, it.Item().Key()))
-			} else {
-				err = it.Item().Value(func(v []byte) error {
-					r, err = decodeRecord(v)
-					return err
-				})
-			}
-			if err != nil {
-				return err
-			}
-			if len(want) > 0 && !want[r.State] {
-				continue
-			}
-			out = append(out, r)
-			if f.Limit > 0 && len(out) == f.Limit {
-				break
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list journal: %w", err)
-	}
-	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {
-		out[i], out[k] = out[k], out[i]
-	}
-	return out, nil
+func (j *Journal) List(f Filter) ([]*Record, error) { return j.recs.list(f) }
+
+// Run delivers committed records until ctx is done, with up to workers
+// deliveries at once: one at a time and in sequence order per entry,
+// different entries in parallel. A new commit is picked up at once. A
+// failure is retried after a backoff; after MaxAttempts failures, or at once
+// for a Permanent error, the record is dead. A delivered record's secret is
+// erased. Run returns nil when ctx is done, after the deliveries in flight
+// have finished; a delivery cut short by the shutdown does not count as an
+// attempt. A Deliverer that is also a Coverer settles a backlog of one
+// entry in one delivery.
+func (j *Journal) Run(ctx context.Context, workers int, d Deliverer) error {
+	return j.sched.run(ctx, workers, d)
+}
+
+// Housekeep purges the delivered records older than Retention (a follower
+// leaves that to its primary, whose purges it applies), trims the change log
+// to Retention and runs Badger's value-log garbage collection. Open runs it
+// every HousekeepingInterval.
+func (j *Journal) Housekeep(ctx context.Context) (HousekeepResult, error) {
+	return j.keeper.run(ctx)
 }
 
 // Stats summarises the journal.
@@ -815,30 +354,10 @@ type Stats struct {
 // Stats counts the records per state and measures the backlog.
 func (j *Journal) Stats() (Stats, error) {
 	now := j.opts.Now()
-	j.mu.Lock()
-	s := Stats{LastSeq: j.lastSeq, Position: j.lastPos}
-	var oldest time.Time
-	for _, e := range j.idx.recs {
-		switch e.state {
-		case StatePrepared:
-			s.Prepared++
-		case StateCommitted:
-			s.Committed++
-			if oldest.IsZero() || e.time.Before(oldest) || (e.time.Equal(oldest) && e.seq < s.OldestPendingSeq) {
-				oldest, s.OldestPendingSeq = e.time, e.seq
-			}
-		case StateDead:
-			s.Dead++
-		}
-		if e.inflight {
-			s.InFlight++
-		}
-	}
-	s.Delivered = j.delivered
-	j.mu.Unlock()
-	s.Backlog = s.Committed
-	if !oldest.IsZero() {
-		s.OldestPending = max(now.Sub(oldest), 0)
-	}
+	// The counters first: the index is brought up to a batch before the
+	// batch's counters are published, so it is at least as new as them.
+	st := j.w.current()
+	s := j.sched.stats(now)
+	s.LastSeq, s.Position = st.seq, st.pos
 	return s, nil
 }

@@ -320,7 +320,7 @@ func TestConcurrentWritersShareBatchesAndKeepEveryGuarantee(t *testing.T) {
 			t.Fatalf("change log: position %d at index %d", ev.Pos, i)
 		}
 	}
-	batches, mutations := src.stats.batches.Load(), src.stats.mutations.Load()
+	batches, mutations := src.w.stats.batches.Load(), src.w.stats.mutations.Load()
 	t.Logf("%d mutations in %d batches", mutations, batches)
 	if mutations <= batches {
 		t.Fatalf("%d mutations in %d batches: concurrent writers never shared a batch", mutations, batches)

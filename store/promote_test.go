@@ -31,7 +31,7 @@ func TestApplyAllBatchEqualsSource(t *testing.T) {
 	}
 	evs := feedUntil(t, src, 0, func(ev Event) bool { return ev.Type == EventReady })
 	dst := openFollower(t, src)
-	if err := dst.ApplyAll(ctx, evs); err != nil {
+	if err := dst.Feed().ApplyAll(ctx, evs); err != nil {
 		t.Fatalf("apply the snapshot: %v", err)
 	}
 	// More changes, fed as a batch with an overlap (repeats are ignored).
@@ -40,7 +40,7 @@ func TestApplyAllBatchEqualsSource(t *testing.T) {
 		mustPrepareCommit(t, src, accountRecord("uid=late"+string(rune('a'+i))+",ou=people,dc=example,dc=org"), "")
 	}
 	evs = feedUntil(t, src, before-1, func(ev Event) bool { return ev.Pos == src.Position() })
-	if err := dst.ApplyAll(ctx, evs); err != nil {
+	if err := dst.Feed().ApplyAll(ctx, evs); err != nil {
 		t.Fatalf("apply a batch with overlap: %v", err)
 	}
 	assertSameJournal(t, src, dst)
@@ -53,7 +53,7 @@ func TestApplyAllBatchEqualsSource(t *testing.T) {
 	mustPrepareCommit(t, src, accountRecord("uid=gap2,ou=people,dc=example,dc=org"), "")
 	tail := feedUntil(t, src, dst.Position(), func(ev Event) bool { return ev.Pos == src.Position() })
 	pos := dst.Position()
-	if err := dst.ApplyAll(ctx, tail[1:]); err == nil {
+	if err := dst.Feed().ApplyAll(ctx, tail[1:]); err == nil {
 		t.Fatal("a batch that does not follow the copy was applied")
 	}
 	if dst.Position() != pos {

@@ -4,13 +4,108 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
+
+// writer is the journal's only writer. One goroutine takes every mutation
+// waiting at the moment into one Badger transaction, so that one fsync
+// serves them all (group commit), and builds the next batch while Badger
+// syncs the previous one; a completer goroutine settles the batches in
+// order once they are on disk.
+//
+// It owns the request queue, the batches in flight and the journal's
+// counters (last sequence number, position, change-log horizon, a
+// follower's loading flag). Locking: mu guards only the counters as
+// settled, the broadcast of settled changes and the failure; closeMu guards
+// closed against a mutation being queued while the writer stops. The
+// in-memory index is not the writer's: once a batch is settled, the
+// completer hands the batch's effects to the indexer (the scheduler) before
+// it publishes the counters, so whoever sees a position also sees the index
+// that goes with it. The writer never holds mu while calling out.
+type writer struct {
+	db    *badger.DB
+	opts  Options
+	log   *slog.Logger
+	index indexer
+
+	reqs    chan *mutation
+	settled atomic.Uint64 // last batch settled by the completer
+	stats   writerStats
+	quit    chan struct{}
+	done    chan struct{}
+
+	closeMu sync.RWMutex
+	closed  bool // no new mutation
+
+	mu      sync.Mutex
+	state   writerState   // the counters as of the last settled batch
+	changed chan struct{} // closed and replaced after each settled change (feed waiters)
+	failed  error         // a write failed: no more changes until reopened
+}
+
+// An indexer keeps an in-memory view of the records in step with the
+// disk: the writer's completer hands it the effects of each settled batch,
+// in order, on one goroutine.
+type indexer interface {
+	apply(effects []effect)
+}
+
+func newWriter(db *badger.DB, opts Options, log *slog.Logger, state writerState, index indexer) *writer {
+	return &writer{
+		db:      db,
+		opts:    opts,
+		log:     log,
+		index:   index,
+		reqs:    make(chan *mutation, 1024),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		state:   state,
+		changed: make(chan struct{}),
+	}
+}
+
+// start runs the writer goroutine.
+func (w *writer) start() { go w.loop() }
+
+// stop lets no new mutation in, carries out those already queued and waits
+// until the last batch is settled.
+func (w *writer) stop() {
+	w.closeMu.Lock()
+	w.closed = true
+	w.closeMu.Unlock()
+	close(w.quit)
+	<-w.done
+}
+
+// current is the journal's counters as of the last settled batch.
+func (w *writer) current() writerState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state
+}
+
+// changes returns a channel closed at the next settled change (a Prepare,
+// Commit, ... or the end of a follower's snapshot).
+func (w *writer) changes() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+// setState replaces the counters; only for a follower's reset, which runs
+// alone on the writer goroutine.
+func (w *writer) setState(st writerState) {
+	w.mu.Lock()
+	w.state = st
+	w.mu.Unlock()
+}
 
 // A mutation changes the journal. It runs on the writer goroutine, inside a
 // transaction shared with the other mutations of its batch. It must check
@@ -37,7 +132,6 @@ const (
 
 // batch is the state of one group commit.
 type batch struct {
-	j       *Journal
 	txn     *badger.Txn
 	now     time.Time
 	seq     uint64 // last sequence number, advanced by Prepare
@@ -50,12 +144,13 @@ type batch struct {
 	broken  error
 	local   map[uint64]*Record // records written by this batch (nil: deleted)
 	recent  *recentCache
-	effects []effect // in-memory updates, made under j.mu once committed
+	effects []effect // in-memory updates, for the indexer once settled
 	changed bool     // something a feed follower waits for
 }
 
-// writerState is the journal as the writer has written it, including
-// batches still on their way to the disk.
+// writerState is the journal's counters: as settled (writer.state), or as
+// the writer goroutine has written them, including batches still on their
+// way to the disk (writerRun.state).
 type writerState struct {
 	seq, pos, horizon uint64
 	loading           bool
@@ -142,18 +237,18 @@ const maxFlights = 8
 // submit queues a mutation and waits for its outcome. ctx bounds only the
 // wait for a place in the queue: a queued mutation is always carried out
 // (or failed) by the writer, and its caller learns which.
-func (j *Journal) submit(ctx context.Context, run func(b *batch) error) error {
-	return j.enqueue(ctx, &mutation{run: run, done: make(chan error, 1)})
+func (w *writer) submit(ctx context.Context, run func(b *batch) error) error {
+	return w.enqueue(ctx, &mutation{run: run, done: make(chan error, 1)})
 }
 
 // submitLazy is submit for a change that need not be fsynced on its own
 // (see mutation.lazy).
-func (j *Journal) submitLazy(ctx context.Context, run func(b *batch) error) error {
-	return j.enqueue(ctx, &mutation{run: run, lazy: true, done: make(chan error, 1)})
+func (w *writer) submitLazy(ctx context.Context, run func(b *batch) error) error {
+	return w.enqueue(ctx, &mutation{run: run, lazy: true, done: make(chan error, 1)})
 }
 
-func (j *Journal) enqueue(ctx context.Context, m *mutation) error {
-	if err := j.queue(ctx, m); err != nil {
+func (w *writer) enqueue(ctx context.Context, m *mutation) error {
+	if err := w.queue(ctx, m); err != nil {
 		return err
 	}
 	return <-m.done
@@ -161,48 +256,45 @@ func (j *Journal) enqueue(ctx context.Context, m *mutation) error {
 
 // queue hands a mutation to the writer without waiting for its outcome;
 // mutations queued by one goroutine run in the order it queued them.
-func (j *Journal) queue(ctx context.Context, m *mutation) error {
-	j.closeMu.RLock()
-	defer j.closeMu.RUnlock()
-	if j.closed {
+func (w *writer) queue(ctx context.Context, m *mutation) error {
+	w.closeMu.RLock()
+	defer w.closeMu.RUnlock()
+	if w.closed {
 		return ErrClosed
 	}
 	select {
-	case j.reqs <- m:
+	case w.reqs <- m:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// writer is the journal's only writer. It takes every mutation waiting at
-// the moment into one transaction, so one fsync serves them all, and
-// builds the next batch while Badger syncs the previous one. A completer
-// goroutine settles the batches in order once they are on disk.
-func (j *Journal) writer() {
-	defer close(j.writerDone)
+// loop is the writer goroutine (see writer).
+func (w *writer) loop() {
+	defer close(w.done)
 	flights := make(chan *flight, maxFlights)
 	completerDone := make(chan struct{})
-	go j.completer(flights, completerDone)
-	w := &writerRun{j: j, flights: flights, recent: newRecentCache(recentRecords), inBadger: make(chan struct{}, 1)}
+	go w.completer(flights, completerDone)
+	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), inBadger: make(chan struct{}, 1)}
 	defer func() {
-		w.discardNext()
+		r.discardNext()
 		close(flights)
 		<-completerDone
 	}()
-	w.state = j.currentState()
+	r.state = w.current()
 	pending := make([]*mutation, 0, maxBatchMutations)
 	for {
 		select {
-		case m := <-j.reqs:
+		case m := <-w.reqs:
 			pending = append(pending[:0], m)
-		case <-j.quit:
+		case <-w.quit:
 			// Close lets no new mutation in once quit is closed; finish
 			// those already queued.
 			for {
 				select {
-				case m := <-j.reqs:
-					w.process([]*mutation{m})
+				case m := <-w.reqs:
+					r.process([]*mutation{m})
 				default:
 					return
 				}
@@ -211,7 +303,7 @@ func (j *Journal) writer() {
 	gather:
 		for len(pending) < maxBatchMutations {
 			select {
-			case m := <-j.reqs:
+			case m := <-w.reqs:
 				pending = append(pending, m)
 			default:
 				break gather
@@ -230,19 +322,13 @@ func (j *Journal) writer() {
 			}
 			return 0
 		})
-		w.process(pending)
+		r.process(pending)
 	}
-}
-
-func (j *Journal) currentState() writerState {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return writerState{seq: j.lastSeq, pos: j.lastPos, horizon: j.horizon, loading: j.loading}
 }
 
 // writerRun is the writer goroutine's own state.
 type writerRun struct {
-	j        *Journal
+	w        *writer
 	flights  chan *flight
 	state    writerState
 	recent   *recentCache
@@ -260,8 +346,8 @@ type writerRun struct {
 }
 
 func (w *writerRun) openNext() {
-	w.nextSettled = w.j.settled.Load()
-	w.next = w.j.db.NewTransaction(true)
+	w.nextSettled = w.w.settled.Load()
+	w.next = w.w.db.NewTransaction(true)
 }
 
 func (w *writerRun) discardNext() {
@@ -272,18 +358,18 @@ func (w *writerRun) discardNext() {
 }
 
 func (w *writerRun) process(ms []*mutation) {
-	j := w.j
+	wr := w.w
 	for len(ms) > 0 {
 		if ms[0].exclusive != nil {
 			w.drain()
 			w.discardNext()
 			ms[0].done <- ms[0].exclusive()
-			w.state = j.currentState()
+			w.state = wr.current()
 			w.recent.clear()
 			ms = ms[1:]
 			continue
 		}
-		if err := j.failure(); err != nil {
+		if err := wr.failure(); err != nil {
 			ms[0].done <- err
 			ms = ms[1:]
 			continue
@@ -336,18 +422,18 @@ func (w *writerRun) process(ms []*mutation) {
 			}
 			f.inBadger = w.inBadger
 			w.openNext()
-			j.stats.batches.Add(1)
-			j.stats.mutations.Add(uint64(len(f.taken)))
+			wr.stats.batches.Add(1)
+			wr.stats.mutations.Add(uint64(len(f.taken)))
 			b.txn.CommitWith(func(err error) {
 				// Badger writes without syncing; a batch with a durable
 				// change is synced here, before the next batch enters
 				// Badger, so the sync covers it whole (and every lazy
 				// batch before it).
-				if j.opts.beforeSync != nil {
-					j.opts.beforeSync()
+				if wr.opts.beforeSync != nil {
+					wr.opts.beforeSync()
 				}
-				if err == nil && durable && !j.opts.NoSync {
-					err = j.db.Sync()
+				if err == nil && durable && !wr.opts.NoSync {
+					err = wr.db.Sync()
 				}
 				f.result <- err
 			})
@@ -391,7 +477,7 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 			sweep:
 				for !b.full(f) {
 					select {
-					case m := <-w.j.reqs:
+					case m := <-w.w.reqs:
 						if !take(m) {
 							return ms, true
 						}
@@ -402,7 +488,7 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 				}
 			}
 			return ms, true
-		case m := <-w.j.reqs:
+		case m := <-w.w.reqs:
 			if !take(m) {
 				return ms, false
 			}
@@ -435,7 +521,7 @@ func (w *writerRun) drain() {
 }
 
 func (w *writerRun) newBatch() *batch {
-	j := w.j
+	wr := w.w
 	if w.next == nil {
 		w.openNext()
 	}
@@ -444,9 +530,8 @@ func (w *writerRun) newBatch() *batch {
 	// Evict from the cache only what this transaction can read in Badger.
 	w.recent.trim(w.nextSettled)
 	return &batch{
-		j:       j,
 		txn:     txn,
-		now:     j.opts.Now(),
+		now:     wr.opts.Now(),
 		seq:     w.state.seq,
 		pos:     w.state.pos,
 		horizon: w.state.horizon,
@@ -462,9 +547,10 @@ type brokenBatch struct{ err error }
 func (e *brokenBatch) Error() string { return e.err.Error() }
 func (e *brokenBatch) Unwrap() error { return e.err }
 
-// completer settles batches in the order they were written: it applies
-// their in-memory effects and answers their callers once on disk.
-func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
+// completer settles batches in the order they were written: it hands their
+// effects to the indexer, publishes the counters and answers the callers
+// once on disk.
+func (w *writer) completer(flights <-chan *flight, done chan<- struct{}) {
 	defer close(done)
 	for f := range flights {
 		if f.barrier != nil {
@@ -480,26 +566,19 @@ func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
 			// A write Badger could not make leaves the journal in doubt: stop
 			// taking changes until it is reopened.
 			err = fmt.Errorf("journal write: %w", err)
-			j.fail(err)
-		case j.failure() != nil:
-			err = j.failure()
+			w.fail(err)
+		case w.failure() != nil:
+			err = w.failure()
 		}
 		if err == nil && (f.wrote || len(f.effects) > 0) {
-			j.mu.Lock()
+			if len(f.effects) > 0 {
+				w.index.apply(f.effects)
+			}
 			if f.wrote {
-				j.lastSeq, j.lastPos, j.horizon, j.loading = f.state.seq, f.state.pos, f.state.horizon, f.state.loading
+				w.publish(f.state, f.changed)
 			}
-			for _, e := range f.effects {
-				j.apply(e)
-			}
-			if f.changed {
-				close(j.changed)
-				j.changed = make(chan struct{})
-			}
-			j.mu.Unlock()
-			j.kick()
 		}
-		j.settled.Store(f.id)
+		w.settled.Store(f.id)
 		for i, m := range f.taken {
 			if err != nil {
 				m.done <- err
@@ -513,19 +592,31 @@ func (j *Journal) completer(flights <-chan *flight, done chan<- struct{}) {
 	}
 }
 
-func (j *Journal) fail(err error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.failed == nil {
-		j.failed = err
-		j.log.Error("journal write failed; the journal takes no more changes until it is reopened", "err", err)
+// publish makes a settled batch's counters current and, if it changed
+// something a feed follower waits for, wakes the feed's waiters.
+func (w *writer) publish(st writerState, changed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state = st
+	if changed {
+		close(w.changed)
+		w.changed = make(chan struct{})
 	}
 }
 
-func (j *Journal) failure() error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.failed
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed == nil {
+		w.failed = err
+		w.log.Error("journal write failed; the journal takes no more changes until it is reopened", "err", err)
+	}
+}
+
+func (w *writer) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
 }
 
 func (b *batch) set(key, value []byte) error {
@@ -574,36 +665,15 @@ func (b *batch) writeMeta(was writerState) error {
 	return nil
 }
 
-// effect is an in-memory update of a batch, made once the batch is on disk.
+// effect is an in-memory update of a batch, handed to the indexer once the
+// batch is on disk.
 type effect struct {
-	put    *Record  // a record's new version, for the index
-	tokens []string // put's order tokens, if known (saves the completer the work)
-	remove bool     // record seq is gone from the index
-	seq    uint64
-	delta  int    // change in the count of delivered records
-	fn     func() // anything else
-}
-
-// apply makes an effect; j.mu is held.
-func (j *Journal) apply(e effect) {
-	switch {
-	case e.put != nil:
-		j.idx.put(e.put, e.tokens)
-	case e.remove:
-		j.idx.remove(e.seq)
-	}
-	j.delivered += e.delta
-	if e.fn != nil {
-		e.fn()
-	}
-}
-
-// kick wakes the dispatcher.
-func (j *Journal) kick() {
-	select {
-	case j.wake <- struct{}{}:
-	default:
-	}
+	put     *Record  // a record's new version, for the index
+	tokens  []string // put's order tokens, if known (saves the completer the work)
+	remove  bool     // record seq is gone from the index
+	seq     uint64
+	delta   int         // change in the count of delivered records
+	release *dispatched // a delivery that has ended
 }
 
 // get reads a record as this batch sees it: its own writes, then those of
@@ -723,18 +793,5 @@ func (b *batch) removeRecord(old *Record) error {
 		e.delta = -1
 	}
 	b.effects = append(b.effects, e)
-	return nil
-}
-
-// logEvent appends a change to the change log at the next position. rec is
-// the record's encoding (nil for a delete). Secrets never go into the log:
-// Feed attaches a record's sealed secret when it sends the change.
-func (b *batch) logEvent(at time.Time, typ EventType, seq uint64, rec []byte) error {
-	pos := b.pos + 1
-	if err := b.set(numKey(prefixEvent, pos), appendEvent(make([]byte, 0, eventSize(rec)), pos, at, typ, seq, rec)); err != nil {
-		return err
-	}
-	b.pos = pos
-	b.changed = true
 	return nil
 }

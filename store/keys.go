@@ -1,0 +1,61 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Keys.
+var (
+	metaSeq     = []byte("m/seq")
+	metaPos     = []byte("m/pos")
+	metaHorizon = []byte("m/horizon")
+	metaLoading = []byte("m/loading")
+	metaKey     = []byte("m/keycheck")
+
+	prefixRecord    = []byte("r/")
+	prefixSecret    = []byte("s/")
+	prefixActive    = []byte("a/")
+	prefixDelivered = []byte("d/")
+	prefixEvent     = []byte("e/")
+)
+
+func numKey(prefix []byte, n uint64) []byte {
+	k := make([]byte, len(prefix), len(prefix)+8)
+	copy(k, prefix)
+	return binary.BigEndian.AppendUint64(k, n)
+}
+
+func keyNum(prefix, key []byte) uint64 {
+	return binary.BigEndian.Uint64(key[len(prefix):])
+}
+
+func deliveredKey(at time.Time, seq uint64) []byte {
+	k := numKey(prefixDelivered, uint64(at.UnixNano()))
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func encodeNum(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+func getNum(txn *badger.Txn, key []byte) (uint64, bool, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("key %s: bad counter", key)
+		}
+		n = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return n, true, err
+}

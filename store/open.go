@@ -1,0 +1,179 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// lockDir takes an exclusive lock on the journal folder, so that the CLI
+// can tell a journal held by a running gateway from a broken one.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "ldapgate.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &LockedError{Dir: dir}
+		}
+		return nil, fmt.Errorf("journal lock: %w", err)
+	}
+	return f, nil
+}
+
+// badgerOptions is Badger's small embedded profile: a few MiB of memtables
+// and caches instead of Badger's server-sized defaults.
+func badgerOptions(dir string, opts Options, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithSyncWrites(false).      // the writer syncs the batches that must be durable
+		WithDetectConflicts(false). // one writer goroutine: no conflicts to detect
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithValueLogFileSize(16 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithNumCompactors(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithBaseTableSize(1 << 20).
+		WithCompression(compression(opts)).
+		WithLogger(badgerLogger{log})
+}
+
+func compression(opts Options) options.CompressionType {
+	if opts.uncompressed {
+		return options.None
+	}
+	return options.Snappy
+}
+
+// badgerLogger passes Badger's warnings and errors to slog and drops its
+// chatty informational messages.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn("badger: " + trimNL(fmt.Sprintf(f, a...)))
+}
+
+// Infof passes on only the write stalls: a stall holds every Prepare up.
+func (l badgerLogger) Infof(f string, a ...any) {
+	if msg := fmt.Sprintf(f, a...); strings.Contains(msg, "L0 was stalled") {
+		l.log.Warn("badger: " + trimNL(msg))
+	}
+}
+
+func (badgerLogger) Debugf(string, ...any) {}
+
+func trimNL(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '\n' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// loaded is what Open reads of a journal before its parts start.
+type loaded struct {
+	counters  writerState
+	idx       *index // the records not yet delivered
+	delivered int    // how many delivered records are kept
+	seal      *sealer
+}
+
+// load reads the counters, checks the key and builds the in-memory index of
+// the records not yet delivered.
+func load(db *badger.DB, dir string, opts Options) (loaded, error) {
+	st := loaded{idx: newIndex()}
+	var keyCheck []byte
+	err := db.View(func(txn *badger.Txn) error {
+		var err error
+		if st.counters.seq, _, err = getNum(txn, metaSeq); err != nil {
+			return err
+		}
+		if st.counters.pos, _, err = getNum(txn, metaPos); err != nil {
+			return err
+		}
+		var ok bool
+		if st.counters.horizon, ok, err = getNum(txn, metaHorizon); err != nil {
+			return err
+		} else if !ok {
+			st.counters.horizon = 1
+		}
+		if _, err := txn.Get(metaLoading); err == nil {
+			st.counters.loading = true
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if item, err := txn.Get(metaKey); err == nil {
+			if keyCheck, err = item.ValueCopy(nil); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			seq := keyNum(prefixActive, it.Item().Key())
+			r, err := getRecord(txn, seq)
+			if err != nil {
+				return fmt.Errorf("index record %d: %w", seq, err)
+			}
+			st.idx.put(r, nil)
+		}
+		// Counting keys reads no values: quick even for a long audit trail.
+		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
+		defer dit.Close()
+		for dit.Rewind(); dit.Valid(); dit.Next() {
+			st.delivered++
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("read journal %s: %w", dir, err)
+	}
+	st.seal, err = loadKey(db, dir, opts, keyCheck)
+	return st, err
+}
+
+// loadKey returns the sealer of the key file (nil without one), checked
+// against the journal's keyCheck, and records the key check in a journal
+// that has none yet.
+func loadKey(db *badger.DB, dir string, opts Options, keyCheck []byte) (*sealer, error) {
+	if opts.KeyFile == "" {
+		return nil, nil
+	}
+	// A journal that already has a key must not silently get a new one: its
+	// secrets could no longer be read.
+	seal, err := loadOrCreateKey(opts.KeyFile, keyCheck == nil && !opts.MustExist)
+	if err != nil {
+		if keyCheck != nil && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("journal %s holds secrets encrypted with a key that is missing (%s): %w", dir, opts.KeyFile, err)
+		}
+		if opts.MustExist && errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if keyCheck != nil {
+		if string(keyCheck) != string(seal.check) {
+			return nil, fmt.Errorf("%s: %w", opts.KeyFile, ErrWrongKey)
+		}
+		return seal, nil
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey, seal.check) }); err != nil {
+		return nil, err
+	}
+	return seal, nil
+}

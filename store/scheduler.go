@@ -1,0 +1,366 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// scheduler decides which committed records are delivered when and runs
+// the deliveries: per-entry order, workers, backoff and covering.
+//
+// It owns the in-memory index of the records not yet delivered (which also
+// answers Stats and Prepared), the count of delivered records and the state
+// of Run. Locking: mu guards all of these; it is never held while calling
+// the writer or a Deliverer. The writer keeps the index in step with the
+// disk by handing the scheduler each settled batch's effects (apply), on
+// the writer's completer goroutine; a delivery's outcome is recorded
+// through the writer like any other change, and its record is read through
+// records.
+type scheduler struct {
+	recs *records
+	w    *writer
+	opts Options
+	log  *slog.Logger
+	wake chan struct{} // capacity 1: something may have become deliverable
+
+	mu        sync.Mutex
+	idx       *index
+	delivered int  // delivered records kept
+	closing   bool // the journal is closing: no new Run
+	running   bool
+	stopRun   context.CancelFunc
+	runDone   chan struct{}
+}
+
+func newScheduler(idx *index, delivered int, opts Options, log *slog.Logger) *scheduler {
+	return &scheduler{idx: idx, delivered: delivered, opts: opts, log: log, wake: make(chan struct{}, 1)}
+}
+
+// apply makes the effects of a settled batch (see indexer) and wakes the
+// dispatcher.
+func (s *scheduler) apply(effects []effect) {
+	s.mu.Lock()
+	for _, e := range effects {
+		switch {
+		case e.put != nil:
+			s.idx.put(e.put, e.tokens)
+		case e.remove:
+			s.idx.remove(e.seq)
+		}
+		s.delivered += e.delta
+		if e.release != nil {
+			s.idx.release(*e.release)
+		}
+	}
+	s.mu.Unlock()
+	s.kick()
+}
+
+// reset forgets every record: a follower's copy is about to be replaced.
+func (s *scheduler) reset() {
+	s.mu.Lock()
+	s.idx = newIndex()
+	s.delivered = 0
+	s.mu.Unlock()
+}
+
+// kick wakes the dispatcher.
+func (s *scheduler) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *scheduler) inFlight(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.idx.recs[seq]
+	return e != nil && e.inflight
+}
+
+// prepared lists the records still prepared, in sequence order.
+func (s *scheduler) prepared() []uint64 {
+	s.mu.Lock()
+	var seqs []uint64
+	for seq, e := range s.idx.recs {
+		if e.state == StatePrepared {
+			seqs = append(seqs, seq)
+		}
+	}
+	s.mu.Unlock()
+	sortSeqs(seqs)
+	return seqs
+}
+
+// stats counts the records per state and measures the backlog at now
+// (the counters are the writer's: the caller adds them).
+func (s *scheduler) stats(now time.Time) Stats {
+	var st Stats
+	var oldest time.Time
+	s.mu.Lock()
+	for _, e := range s.idx.recs {
+		switch e.state {
+		case StatePrepared:
+			st.Prepared++
+		case StateCommitted:
+			st.Committed++
+			if oldest.IsZero() || e.time.Before(oldest) || (e.time.Equal(oldest) && e.seq < st.OldestPendingSeq) {
+				oldest, st.OldestPendingSeq = e.time, e.seq
+			}
+		case StateDead:
+			st.Dead++
+		}
+		if e.inflight {
+			st.InFlight++
+		}
+	}
+	st.Delivered = s.delivered
+	s.mu.Unlock()
+	st.Backlog = st.Committed
+	if !oldest.IsZero() {
+		st.OldestPending = max(now.Sub(oldest), 0)
+	}
+	return st
+}
+
+// shutdown lets no new Run start and stops the one running, if any, once
+// its deliveries in flight have finished.
+func (s *scheduler) shutdown() {
+	s.mu.Lock()
+	s.closing = true
+	stop, done := s.stopRun, s.runDone
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// run delivers committed records until ctx is done (see Journal.Run).
+func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) error {
+	if s.opts.Follower {
+		return ErrFollower
+	}
+	var covers func(*Record) bool
+	if c, ok := deliver.(Coverer); ok {
+		covers = c.Covers
+	}
+	if workers < 1 {
+		workers = 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.running {
+		s.mu.Unlock()
+		return ErrRunning
+	}
+	done := make(chan struct{})
+	s.running, s.stopRun, s.runDone = true, cancel, done
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.running, s.stopRun, s.runDone = false, nil, nil
+		s.mu.Unlock()
+		close(done)
+	}()
+
+	work := make(chan dispatched)
+	finished := make(chan struct{}, workers)
+	for range workers {
+		go func() {
+			defer func() { finished <- struct{}{} }()
+			for d := range work {
+				s.deliverOne(ctx, d, deliver, covers)
+			}
+		}()
+	}
+	defer func() {
+		close(work)
+		for range workers {
+			<-finished
+		}
+	}()
+
+	for {
+		now := s.opts.Now()
+		s.mu.Lock()
+		items, next := s.idx.due(now, workers)
+		s.mu.Unlock()
+		for i, d := range items {
+			select {
+			case work <- d:
+			case <-ctx.Done():
+				s.mu.Lock()
+				for _, d := range items[i:] {
+					s.idx.release(d)
+				}
+				s.mu.Unlock()
+				return nil
+			}
+		}
+		if len(items) > 0 {
+			continue
+		}
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !next.IsZero() {
+			timer = time.NewTimer(max(next.Sub(now), time.Millisecond))
+			fire = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		case <-s.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Deliverer, covers func(*Record) bool) {
+	rec, err := s.recs.getWithSecret(d.seq)
+	var derr error
+	var covered []uint64 // delivered along with it (a Coverer)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.releaseDelivery(d, time.Time{})
+		return
+	case err != nil:
+		// A secret that cannot be decrypted will not become readable later.
+		derr = Permanent(err)
+		rec, err = s.recs.get(d.seq)
+		if err != nil {
+			s.log.Error("journal record unreadable", "seq", d.seq, "err", err)
+			s.releaseDelivery(d, s.opts.Now().Add(s.opts.BackoffCap))
+			return
+		}
+	default:
+		if covers != nil {
+			covered = s.coveredBy(d.seq, covers)
+		}
+		derr = callDeliver(ctx, deliver, rec)
+	}
+	if derr != nil && ctx.Err() != nil {
+		s.releaseDelivery(d, time.Time{})
+		return
+	}
+	secret := rec.Secret
+	rec.Secret = nil
+	err = s.w.submitLazy(context.Background(), func(b *batch) error {
+		old, err := b.get(d.seq)
+		if err != nil || old.State != StateCommitted {
+			// Dropped (or otherwise settled) while it was being delivered.
+			b.effects = append(b.effects, effect{release: &d})
+			return nil
+		}
+		var along []*Record
+		if derr == nil {
+			// Read before anything is written: an error after a write would
+			// fail the whole batch.
+			for _, seq := range covered {
+				c, err := b.get(seq)
+				switch {
+				case errors.Is(err, ErrNotFound):
+				case err != nil:
+					return err
+				case c.State == StateCommitted:
+					along = append(along, c)
+				}
+			}
+		}
+		r := old.next()
+		r.Attempts++
+		if derr == nil {
+			r.State = StateDelivered
+			r.DeliveredAt = b.now
+			r.NextAttempt = time.Time{}
+			r.LastError = ""
+			if r.SecretState == SecretEncrypted {
+				r.SecretState = SecretErased
+			}
+		} else {
+			r.LastError = errorText(derr, secret)
+			if IsPermanent(derr) || r.Attempts >= s.opts.MaxAttempts {
+				r.State = StateDead
+				r.NextAttempt = time.Time{}
+			} else {
+				r.NextAttempt = b.now.Add(backoff(r.Attempts, s.opts.BackoffBase, s.opts.BackoffCap, rand.Float64()))
+			}
+		}
+		b.effects = append(b.effects, effect{release: &d})
+		if err := b.putRecord(old, r, nil, nil); err != nil {
+			return err
+		}
+		for _, c := range along {
+			n := c.next()
+			n.Attempts++ // the one delivery it shared
+			n.State, n.DeliveredAt, n.NextAttempt, n.LastError = StateDelivered, b.now, time.Time{}, ""
+			if err := b.putRecord(c, n, nil, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	clear(secret)
+	if err != nil {
+		s.log.Error("journal: recording a delivery failed", "seq", d.seq, "err", err)
+		s.releaseDelivery(d, s.opts.Now().Add(s.opts.BackoffBase))
+		return
+	}
+	switch {
+	case derr == nil:
+	case IsPermanent(derr):
+		s.log.Warn("delivery failed for good: record is dead", "seq", d.seq, "dn", rec.DN, "err", errorText(derr, nil))
+	default:
+		s.log.Warn("delivery failed", "seq", d.seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", errorText(derr, nil))
+	}
+}
+
+// maxCovered bounds the records one delivery settles along with its own.
+const maxCovered = 128
+
+// coveredBy lists the records a delivery of seq takes along (a Coverer).
+// It is called before the delivery reads the entry: only records committed
+// by then are in the state it reads.
+func (s *scheduler) coveredBy(seq uint64, covers func(*Record) bool) []uint64 {
+	// The delivery's outcome and theirs are written in one transaction,
+	// which must stay well inside Badger's limit: a long backlog of one
+	// entry drains a bounded run per delivery.
+	s.mu.Lock()
+	candidates := s.idx.covered(seq, maxCovered)
+	s.mu.Unlock()
+	for i, c := range candidates {
+		r, err := s.recs.get(c)
+		if err != nil || !covers(r) {
+			return candidates[:i]
+		}
+	}
+	return candidates
+}
+
+// releaseDelivery ends a delivery that left no trace in the journal; a
+// non-zero next postpones the record's next attempt (in memory only).
+func (s *scheduler) releaseDelivery(d dispatched, next time.Time) {
+	s.mu.Lock()
+	if e := s.idx.recs[d.seq]; e != nil && !next.IsZero() {
+		e.next = next
+	}
+	s.idx.release(d)
+	s.mu.Unlock()
+	s.kick()
+}
