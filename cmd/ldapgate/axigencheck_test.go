@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -44,7 +45,7 @@ func TestAxigenCheckUnderstandsTheSimulator(t *testing.T) {
 		"ok    SHOW RegistryInformation:",
 		"ok    SHOW: ",
 		`ok    LIST Addresses: 1 addresses in group "team"`,
-		"all 6 answers understood",
+		"all 8 answers understood",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
@@ -71,6 +72,20 @@ func TestAxigenCheckShowsWhatItMisread(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "FAIL  LIST Accounts: 1 names read, but not postmaster") ||
 		!strings.Contains(out.String(), "      | The list of accounts:") {
+		t.Errorf("output:\n%s", out.String())
+	}
+}
+
+// TestAxigenCheckReportsARefusedStep: a command Axigen refuses on the way
+// (entering postmaster) is a failure of its own, not a shorter success.
+func TestAxigenCheckReportsARefusedStep(t *testing.T) {
+	sim, ac := startCheckedSim(t, "postmaster")
+	sim.FailMatching(regexp.MustCompile(`^UPDATE Account`), "Permission denied")
+	var out bytes.Buffer
+	if err := axigenCheck(t.Context(), ac, &out); err == nil {
+		t.Fatalf("no failure:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `FAIL  UPDATE Account name "postmaster":`) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }

@@ -50,8 +50,8 @@ func (s *Session) checkReads(ctx context.Context) ([]ReadCheck, error) {
 	var out []ReadCheck
 	// run sends cmd and judges its output lines with judge, which returns
 	// what it read or why the answer is not understood.
-	run := func(line string, expect string, judge func([]string) (string, bool)) bool {
-		cmd := mustKeywords(line)
+	run := func(cmd Command, expect string, judge func([]string) (string, bool)) bool {
+		line := cmd.masked
 		ans, err := s.step(ctx, cmd, expect)
 		if err != nil {
 			out = append(out, ReadCheck{Command: line, Detail: err.Error(), Raw: answerLines(ans)})
@@ -66,7 +66,7 @@ func (s *Session) checkReads(ctx context.Context) ([]ReadCheck, error) {
 		return true
 	}
 	var accounts, groups []string
-	if !run("LIST Accounts", ctxDomain, func(lines []string) (string, bool) {
+	if !run(mustKeywords("LIST Accounts"), ctxDomain, func(lines []string) (string, bool) {
 		accounts = ParseList(lines).Rows
 		if _, ok := findIn(accounts, "postmaster"); !ok {
 			// Every real domain has one: a listing without it was misread.
@@ -76,7 +76,7 @@ func (s *Session) checkReads(ctx context.Context) ([]ReadCheck, error) {
 	}) {
 		return out, errCheckStopped
 	}
-	if !run("LIST Groups", ctxDomain, func(lines []string) (string, bool) {
+	if !run(mustKeywords("LIST Groups"), ctxDomain, func(lines []string) (string, bool) {
 		groups = ParseList(lines).Rows
 		return fmt.Sprintf("%d groups", len(groups)), namesPlain(groups)
 	}) {
@@ -92,10 +92,10 @@ func (s *Session) checkReads(ctx context.Context) ([]ReadCheck, error) {
 		if err != nil {
 			return out, err
 		}
-		if _, err := s.step(ctx, enter, ctxGroup); err != nil {
-			return out, err
+		if !run(enter, ctxGroup, func([]string) (string, bool) { return "entered", true }) {
+			return out, errCheckStopped
 		}
-		if !run("LIST Addresses", ctxGroup, func(lines []string) (string, bool) {
+		if !run(mustKeywords("LIST Addresses"), ctxGroup, func(lines []string) (string, bool) {
 			rows := ParseList(lines).Rows
 			for _, r := range rows {
 				if !strings.Contains(r, "@") {
@@ -114,15 +114,12 @@ func (s *Session) checkReads(ctx context.Context) ([]ReadCheck, error) {
 }
 
 // checkAccount reads one account's registry and contact info.
-func (s *Session) checkAccount(ctx context.Context, name string, run func(string, string, func([]string) (string, bool)) bool) bool {
+func (s *Session) checkAccount(ctx context.Context, name string, run func(Command, string, func([]string) (string, bool)) bool) bool {
 	enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", name))
-	if err != nil {
+	if err != nil || !run(enter, ctxAccount, func([]string) (string, bool) { return "entered", true }) {
 		return false
 	}
-	if _, err := s.step(ctx, enter, ctxAccount); err != nil {
-		return false
-	}
-	if !run("SHOW RegistryInformation", ctxAccount, func(lines []string) (string, bool) {
+	if !run(mustKeywords("SHOW RegistryInformation"), ctxAccount, func(lines []string) (string, bool) {
 		fields := ParseShow(lines)
 		id, _ := showValue(fields, "Associated LDAP ID")
 		if len(fields) == 0 {
@@ -136,10 +133,10 @@ func (s *Session) checkAccount(ctx context.Context, name string, run func(string
 	}) {
 		return false
 	}
-	if !run("CONFIG ContactInfo", ctxContact, func([]string) (string, bool) { return "entered", true }) {
+	if !run(mustKeywords("CONFIG ContactInfo"), ctxContact, func([]string) (string, bool) { return "entered", true }) {
 		return false
 	}
-	if !run("SHOW", ctxContact, func(lines []string) (string, bool) {
+	if !run(cmdShow, ctxContact, func(lines []string) (string, bool) {
 		var known []string
 		for _, f := range ParseShow(lines) {
 			if slices.Contains(schema.ContactFields, f.Name) {
