@@ -265,9 +265,18 @@ func (m *Mirror) touchesAddress(rec *store.Record) bool {
 // refreshGroupsOf re-applies every group that lists one of dns as a member, since
 // the member's address is part of the group's state in Axigen.
 func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
+	groups, err := m.groupsOf(ctx, dns...)
+	if err != nil {
+		return err
+	}
+	return m.refreshGroups(ctx, groups)
+}
+
+// groupsOf lists the groups that name one of dns as a member now.
+func (m *Mirror) groupsOf(ctx context.Context, dns ...string) ([]string, error) {
 	bases := m.mapping().Config().GroupBase
 	if len(bases) == 0 {
-		return nil
+		return nil, nil
 	}
 	var terms []string
 	seen := map[string]bool{}
@@ -281,24 +290,7 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 		}
 	}
 	if len(terms) == 0 {
-		return nil
-	}
-	groups, err := m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
-	if err != nil {
-		return err
-	}
-	return m.refreshGroups(ctx, groups)
-}
-
-// groupsOf lists the groups that name dn as a member now.
-func (m *Mirror) groupsOf(ctx context.Context, dn string) ([]string, error) {
-	bases := m.mapping().Config().GroupBase
-	if len(bases) == 0 {
 		return nil, nil
-	}
-	var terms []string
-	for _, a := range m.mapping().MemberAttributes() {
-		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
 	}
 	return m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
 }
