@@ -300,6 +300,9 @@ func (r *replication) close() {
 	}
 }
 
+// The replication source is what the write path waits on in sync mode.
+var _ mirror.Replicator = (*replica.Source)(nil)
+
 // mirrorOption makes synchronous replication part of the write path: the
 // source is the mirror's Replicator.
 func (r *replication) mirrorOption() func(*mirror.Config) {
