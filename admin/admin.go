@@ -149,7 +149,8 @@ func (s *Server) OperationDone(op string, code int, elapsed time.Duration) {
 	}
 }
 
-// DeliveryDone counts one delivery attempt.
+// DeliveryDone counts one delivery attempt (the write path's delivery
+// observer, mirror.DeliveryObserver).
 func (s *Server) DeliveryDone(kind string, err error) {
 	outcome := "delivered"
 	if err != nil {

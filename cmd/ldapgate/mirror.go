@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/gateway/mirror"
 	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
@@ -193,9 +194,13 @@ func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
 	}
 }
 
-// buildMirror wires the write path from the configuration.
-// Each opt may adjust the mirror's configuration before it is built.
-func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDelivery func(string, error), opts ...func(*mirror.Config)) (*mirror.Mirror, func(), error) {
+// The admin endpoint counts deliveries.
+var _ mirror.DeliveryObserver = (*admin.Server)(nil)
+
+// buildMirror wires the write path from the configuration; observer (may
+// be nil) hears of every delivery attempt. Each opt may adjust the
+// mirror's configuration before it is built.
+func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observer mirror.DeliveryObserver, opts ...func(*mirror.Config)) (*mirror.Mirror, func(), error) {
 	mc := cfg.Mirror
 	mapping, err := schema.NewMapping(mc.Schema)
 	if err != nil {
@@ -250,7 +255,7 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, onDeli
 		Workers:      mc.Workers,
 		Logger:       log,
 		Audit:        audit,
-		OnDelivery:   onDelivery,
+		Observer:     observer,
 	}
 	for _, opt := range opts {
 		opt(&mcfg)

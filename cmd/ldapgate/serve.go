@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +23,6 @@ import (
 	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/gateway/mirror"
-	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -120,7 +118,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		if err != nil {
 			return err
 		}
-		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv.DeliveryDone, repl.mirrorOption())
+		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv, repl.mirrorOption())
 		if err != nil {
 			closeAudit()
 			return err
@@ -157,12 +155,18 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		}
 		return gateway.Stats{}
 	}
+	// One admin check for the subtree and the write path: the mirror's
+	// (admin DNs and group, reloadable), or without mirroring the admin DNs
+	// alone (there is no directory client to read a group with).
+	var admins interface {
+		IsAdmin(ctx context.Context, dn string) (bool, error)
+	} = mirror.NewAdmins(cfg.Mirror.AdminDNs, "", nil, 0)
+	if mirrorRef != nil {
+		admins = mirrorRef
+	}
 	isAdmin := func(si gateway.SessionInfo) bool {
-		if mirrorRef != nil {
-			ok, err := mirrorRef.IsAdmin(context.Background(), si.BoundDN)
-			return err == nil && ok
-		}
-		return si.BoundDN != "" && slices.ContainsFunc(cfg.Mirror.AdminDNs, func(a string) bool { return schema.EqualDN(a, si.BoundDN) })
+		ok, err := admins.IsAdmin(context.Background(), si.BoundDN)
+		return err == nil && ok
 	}
 	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, isAdmin, log)
 	if err != nil {

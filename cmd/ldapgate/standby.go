@@ -300,11 +300,15 @@ func (r *replication) close() {
 	}
 }
 
-// mirrorOption makes synchronous replication part of the write path.
+// The replication source is what the write path waits on in sync mode.
+var _ mirror.Replicator = (*replica.Source)(nil)
+
+// mirrorOption makes synchronous replication part of the write path: the
+// source is the mirror's Replicator.
 func (r *replication) mirrorOption() func(*mirror.Config) {
 	return func(mc *mirror.Config) {
 		if r != nil && r.source != nil && r.cfg.Mode == string(replica.Sync) {
-			mc.WaitReplicated = r.source.WaitReplicated
+			mc.Replicator = r.source
 		}
 	}
 }

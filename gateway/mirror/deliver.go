@@ -11,105 +11,50 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
 
-// record builds the journal record of an allowed write. cur is the entry
-// before the change (nil for an add).
-func (m *Mirror) record(s gateway.SessionInfo, req *gateway.WriteRequest, kind schema.Kind, target, newDN string, cur *schema.Entry, groups []string) (*store.Record, error) {
-	mp := m.mapping()
-	rec := &store.Record{
-		Time:       time.Now(),
-		Actor:      s.BoundDN,
-		ClientAddr: s.RemoteAddr,
-		Kind:       store.KindAccount,
-		DN:         target,
-		NewDN:      newDN,
+// deliverer is the journal's view of the mirror, the deliver step: the
+// journal's workers hand it each settled record (store.Deliverer) and ask
+// which later records a delivery takes along (store.Coverer).
+type deliverer struct{ m *Mirror }
+
+var (
+	_ store.Deliverer = deliverer{}
+	_ store.Coverer   = deliverer{}
+)
+
+// Deliver delivers one record and tells the audit log and the observer.
+func (d deliverer) Deliver(ctx context.Context, rec *store.Record) error {
+	m := d.m
+	start := time.Now()
+	err := m.deliver(ctx, rec)
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.DeliveryDone(string(rec.Kind), err)
 	}
-	if kind == schema.KindGroup {
-		rec.Kind = store.KindGroup
+	if err != nil {
+		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "failed", "attempt", rec.Attempts+1,
+			"retryable", !store.IsPermanent(err), "error", err.Error())
+		m.log.Warn("delivery to Axigen failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", err)
+	} else {
+		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
+			"ms", time.Since(start).Milliseconds())
 	}
-	if cur != nil {
-		key, err := m.entryKey(*cur)
-		if err != nil {
-			return nil, err
-		}
-		rec.EntryKey = key
-		rec.Name = m.mapping().EntryName(*cur, kind)
-	}
-	var notes []string
-	secret := func(attr string, value []byte) {
-		pw, ok, reason := mp.PlaintextPassword(attr, value)
-		switch {
-		case ok && len(rec.Secret) == 0:
-			rec.Secret = []byte(pw)
-		case !ok:
-			notes = append(notes, "password not mirrored: "+reason)
-		}
-	}
-	change := func(op, attr string, values [][]byte) store.Change {
-		c := store.Change{Op: op, Attr: attr}
-		switch mp.AttrClass(attr, kind) {
-		case schema.AttrPassword:
-			// A password change that names the old password (AD's delete of
-			// the old unicodePwd, then add of the new) sets only the new one.
-			if op == "add" || op == "replace" {
-				for _, v := range values {
-					secret(attr, v)
-				}
-			}
-		case schema.AttrOther:
-			// Values Axigen does not use are not kept (they may be large or
-			// binary); the attribute name stays for the audit trail.
-		default:
-			for _, v := range values {
-				c.Values = append(c.Values, string(v))
-			}
-		}
-		return c
-	}
-	switch req.Op {
-	case gateway.OpAdd:
-		rec.Op = store.OpAdd
-		for _, a := range req.Attributes {
-			rec.Changes = append(rec.Changes, change("add", a.Type, a.Values))
-		}
-	case gateway.OpModify:
-		rec.Op = store.OpModify
-		for _, c := range req.Changes {
-			rec.Changes = append(rec.Changes, change(c.Op.String(), c.Type, c.Values))
-		}
-	case gateway.OpDelete:
-		rec.Op = store.OpDelete
-		rec.Groups = groups
-	case gateway.OpModifyDN:
-		rec.Op = store.OpRename
-		if newDN == "" {
-			return nil, fmt.Errorf("cannot work out the new DN of %s", target)
-		}
-	case gateway.OpPasswordModify:
-		rec.Op = store.OpPassword
-		if len(req.NewPassword) > 0 {
-			rec.Secret = append([]byte(nil), req.NewPassword...)
-		}
-	}
-	rec.Note = strings.Join(notes, "; ")
-	return rec, nil
+	return err
 }
 
-// entryKey renders the entry's stable key as text.
-func (m *Mirror) entryKey(e schema.Entry) (string, error) {
-	v, ok := e.First(m.mapping().KeyAttribute())
-	if !ok {
-		return "", nil
-	}
-	if m.mapping().Config().KeyFormat == schema.KeyGUID {
-		return schema.FormatGUID([]byte(v))
-	}
-	return v, nil
+// Covers reports whether delivering an earlier record of the same entry
+// delivers this one too.
+func (d deliverer) Covers(rec *store.Record) bool { return d.m.covered(rec) }
+
+// covered reports whether delivering an earlier record of the same entry
+// delivers this modify too: delivery applies the entry's state, except for
+// what a change does by itself — disabling the account scrambles its
+// password, a new address refreshes its groups.
+func (m *Mirror) covered(rec *store.Record) bool {
+	return rec.Op == store.OpModify && len(rec.Secret) == 0 && !m.touchesDisabled(rec) && !m.touchesAddress(rec)
 }
 
 // deliver brings Axigen in line with the directory's current state of the
@@ -320,9 +265,18 @@ func (m *Mirror) touchesAddress(rec *store.Record) bool {
 // refreshGroupsOf re-applies every group that lists one of dns as a member, since
 // the member's address is part of the group's state in Axigen.
 func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
+	groups, err := m.groupsOf(ctx, dns...)
+	if err != nil {
+		return err
+	}
+	return m.refreshGroups(ctx, groups)
+}
+
+// groupsOf lists the groups that name one of dns as a member now.
+func (m *Mirror) groupsOf(ctx context.Context, dns ...string) ([]string, error) {
 	bases := m.mapping().Config().GroupBase
 	if len(bases) == 0 {
-		return nil
+		return nil, nil
 	}
 	var terms []string
 	seen := map[string]bool{}
@@ -336,24 +290,7 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 		}
 	}
 	if len(terms) == 0 {
-		return nil
-	}
-	groups, err := m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
-	if err != nil {
-		return err
-	}
-	return m.refreshGroups(ctx, groups)
-}
-
-// groupsOf lists the groups that name dn as a member now.
-func (m *Mirror) groupsOf(ctx context.Context, dn string) ([]string, error) {
-	bases := m.mapping().Config().GroupBase
-	if len(bases) == 0 {
 		return nil, nil
-	}
-	var terms []string
-	for _, a := range m.mapping().MemberAttributes() {
-		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
 	}
 	return m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
 }

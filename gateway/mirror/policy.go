@@ -28,10 +28,11 @@ const (
 	ruleMembership     = "group membership: admin only"
 )
 
-// decide applies the default policy of docs/architecture.md. admin and owner describe
-// the session: an admin may do everything; the owner (bound as the entry
-// itself) may change its password and contact info.
-func (m *Mirror) decide(kind schema.Kind, req *gateway.WriteRequest, admin, owner bool) decision {
+// judge applies the default policy of docs/architecture.md (the decide
+// step's table). admin and owner describe the session: an admin may do
+// everything; the owner (bound as the entry itself) may change its password
+// and contact info.
+func (m *Mirror) judge(kind schema.Kind, req *gateway.WriteRequest, admin, owner bool) decision {
 	allow := func(rule string, who bool) decision {
 		if who {
 			return decision{mirror: true}

@@ -70,7 +70,7 @@ func TestPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := m.decide(tt.kind, tt.req, tt.role == admin, tt.role == owner)
+			d := m.judge(tt.kind, tt.req, tt.role == admin, tt.role == owner)
 			if d.refuse != tt.wantRefuse || d.mirror != tt.wantMirror {
 				t.Fatalf("got refuse=%q mirror=%v, want refuse=%q mirror=%v", d.refuse, d.mirror, tt.wantRefuse, tt.wantMirror)
 			}

@@ -26,14 +26,14 @@ func TestWaitReplicatedOnlyOnSuccessWithTheRecordOnDisk(t *testing.T) {
 	}
 	t.Cleanup(func() { j.Close() })
 	var calls []uint64
-	m := &Mirror{log: slog.New(slog.DiscardHandler), cfg: Config{Journal: j,
-		WaitReplicated: func(_ context.Context, seq uint64) error {
+	m := &Mirror{log: slog.New(slog.DiscardHandler), cfg: Config{Journal: j, Audit: slog.New(slog.DiscardHandler),
+		Replicator: replicatorFunc(func(_ context.Context, seq uint64) error {
 			if _, err := j.Get(seq); err != nil {
 				t.Errorf("record %d is not on disk when the hook runs: %v", seq, err)
 			}
 			calls = append(calls, seq)
 			return errors.New("standby away")
-		}}}
+		})}}
 	ctx := context.Background()
 	req := &gateway.WriteRequest{Op: gateway.OpModify, DN: "uid=a,ou=people,dc=example,dc=com"}
 	for _, tc := range []struct {
@@ -53,7 +53,7 @@ func TestWaitReplicatedOnlyOnSuccessWithTheRecordOnDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec.Seq = seq
-			m.complete(ctx, rec, req, tc.res)
+			m.settle(ctx, &write{req: req, rec: rec}, tc.res)
 			if got := len(calls) == 1; got != tc.wantCall {
 				t.Fatalf("hook calls %v, want a call: %v", calls, tc.wantCall)
 			}
@@ -71,3 +71,8 @@ func TestWaitReplicatedOnlyOnSuccessWithTheRecordOnDisk(t *testing.T) {
 		})
 	}
 }
+
+// replicatorFunc is a Replicator made of a function, for tests.
+type replicatorFunc func(ctx context.Context, seq uint64) error
+
+func (f replicatorFunc) WaitReplicated(ctx context.Context, seq uint64) error { return f(ctx, seq) }

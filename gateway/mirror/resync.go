@@ -187,21 +187,13 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range existing {
-		if !seenAccounts[strings.ToLower(a)] {
-			rep.ExtraAccounts = append(rep.ExtraAccounts, a)
-		}
-	}
+	rep.ExtraAccounts = append(rep.ExtraAccounts, unseen(existing, seenAccounts)...)
 	if len(cfg.GroupBase) > 0 {
 		axGroups, err := m.cfg.Axigen.ListGroups(ctx, m.cfg.Domain)
 		if err != nil {
 			return nil, err
 		}
-		for _, g := range axGroups {
-			if !seenGroups[strings.ToLower(g)] {
-				rep.ExtraGroups = append(rep.ExtraGroups, g)
-			}
-		}
+		rep.ExtraGroups = append(rep.ExtraGroups, unseen(axGroups, seenGroups)...)
 	}
 	sort.Strings(rep.ExtraAccounts)
 	sort.Strings(rep.ExtraGroups)
@@ -234,4 +226,15 @@ func classFilter(classes []string) string {
 	}
 	b.WriteString(")")
 	return b.String()
+}
+
+// unseen lists the names that seen (keyed in lower case) does not hold.
+func unseen(names []string, seen map[string]bool) []string {
+	var out []string
+	for _, n := range names {
+		if !seen[strings.ToLower(n)] {
+			out = append(out, n)
+		}
+	}
+	return out
 }

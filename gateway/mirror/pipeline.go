@@ -1,0 +1,349 @@
+package mirror
+
+// The write path, one step after another (docs/architecture.md, "The write
+// path"), the way a slapd overlay takes an operation and passes it on:
+//
+//	identify → classify → decide → prepare → relay (the gateway's) → settle → deliver
+//
+// Intercept runs the steps up to prepare on the session's reading
+// goroutine; the gateway relays the write and calls the Completion that
+// Intercept returned, which settles the journal record on the directory's
+// answer; Run's workers deliver settled records to Axigen. Each step is one
+// method below that fills in its part of a write. A step that answers the
+// client itself (a refusal, an unreachable directory) returns that answer,
+// and the write goes no further.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/schema"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// write is one intercepted write on its way through the steps.
+type write struct {
+	req *gateway.WriteRequest
+
+	// identify
+	who writer
+
+	// classify
+	target string        // the entry the write names
+	newDN  string        // the DN a rename gives it
+	entry  *schema.Entry // the target before the change; nil for an add
+	kind   schema.Kind   // KindNone: relayed with no journal record
+	stale  []string      // canonical DNs whose cached entries the write makes stale
+
+	// decide
+	verdict decision
+	audit   *slog.Logger // the write's audit lines, with who, what and where
+
+	// prepare
+	rec *store.Record // prepared, on disk
+}
+
+// writer is who makes a write.
+type writer struct {
+	dn     string // the bound DN, an AD user@domain or DOMAIN\user resolved; "" when anonymous
+	addr   string // the client's address
+	axigen bool   // Axigen's own connector: its writes are relayed, never mirrored back
+}
+
+// Intercept implements gateway.Interceptor: the write path up to the relay.
+func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gateway.WriteRequest) (gateway.Completion, *gateway.Result) {
+	if m.cfg.Journal == nil {
+		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
+	}
+	w := &write{req: req}
+	if answer := m.identify(ctx, w, s); answer != nil {
+		return nil, answer
+	}
+	if answer := m.classify(ctx, w); answer != nil {
+		return nil, answer
+	}
+	if w.kind == schema.KindNone {
+		return m.relayAsIs(w), nil // not an account or group, or Axigen's own write
+	}
+	if answer := m.decide(ctx, w); answer != nil {
+		return nil, answer
+	}
+	if !w.verdict.mirror {
+		return m.relayAsIs(w), nil // allowed, and nothing Axigen holds changes
+	}
+	if answer := m.prepare(ctx, w); answer != nil {
+		return nil, answer
+	}
+	// relay: the gateway sends the write to the directory and hands its
+	// answer to settle before the client hears it.
+	return func(ctx context.Context, res gateway.Result) { m.settle(ctx, w, res) }, nil
+}
+
+// identify names the writer: the entry the session bound as (AD lets users
+// bind as user@domain or DOMAIN\user; the policy needs the DN) and whether
+// it is Axigen's own connector. Whether the writer is an admin, or the
+// owner of the entry, is asked by decide, for the writes the policy judges.
+func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) *gateway.Result {
+	dn, err := m.identity(ctx, s.BoundDN)
+	if err != nil {
+		m.log.Warn("cannot resolve the bound identity", "err", err)
+		return unreachable("cannot resolve the bound identity to check the change")
+	}
+	axigenDN := m.pol().AxigenBindDN
+	w.who = writer{dn: dn, addr: s.RemoteAddr, axigen: axigenDN != "" && dn != "" && schema.EqualDN(dn, axigenDN)}
+	return nil
+}
+
+// classify finds what the write is about: its target (a password modify
+// without a DN targets the writer) and a rename's new DN; outside the
+// account and group bases it stops there. Otherwise it drops the cached
+// entries the write makes stale, whoever writes, and, unless Axigen's own
+// connector writes, reads the target (from the entry cache when a write
+// read it lately) to tell an account, a group, or neither.
+func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
+	req, mp := w.req, m.mapping()
+	w.target = req.DN
+	if req.Op == gateway.OpPasswordModify && w.target == "" {
+		w.target = w.who.dn
+	}
+	if req.Op == gateway.OpModifyDN {
+		w.newDN = renamedDN(req)
+	}
+	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
+	if !inScope(w.target) && !inScope(w.newDN) {
+		return nil
+	}
+	// A write that may change what classifies its entry drops the entry
+	// from the cache now, and again once the directory has it.
+	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
+		m.entries.forget(w.stale...)
+	}
+	if w.who.axigen {
+		return nil
+	}
+	if req.Op == gateway.OpAdd {
+		w.kind = mp.Classify(w.target, attributeValues(mp, req.Attributes, "objectClass"))
+		return nil
+	}
+	cur, err := m.readEntry(ctx, w.target)
+	if err != nil {
+		m.log.Warn("cannot read the entry a write targets", "dn", w.target, "err", err)
+		return unreachable("cannot read the target entry to check the change")
+	}
+	if cur == nil {
+		return nil // the directory will answer noSuchObject
+	}
+	w.entry = cur
+	w.kind = mp.ClassifyEntry(*cur)
+	if w.kind == schema.KindNone && w.newDN != "" {
+		w.kind = mp.Classify(w.newDN, cur.ObjectClasses())
+	}
+	return nil
+}
+
+// decide applies the policy (policy.go) to an account or group write:
+// whether the writer is an admin (Admins) or the entry's owner, and what
+// the change touches. A refused write is answered insufficientAccessRights
+// (50) with the rule that refused it, and never reaches the directory.
+// Every verdict is one audit line.
+func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
+	admin, err := m.IsAdmin(ctx, w.who.dn)
+	if err != nil {
+		m.log.Warn("cannot check admin group membership", "err", err)
+		return unreachable("cannot check the admin group")
+	}
+	owner := w.who.dn != "" && schema.EqualDN(w.who.dn, w.target)
+	w.verdict = m.judge(w.kind, w.req, admin, owner)
+	w.audit = m.cfg.Audit.With("actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
+		"kind", w.kind.String(), "dn", w.target)
+	if w.newDN != "" {
+		w.audit = w.audit.With("newDN", w.newDN)
+	}
+	switch {
+	case w.verdict.refuse != "":
+		w.audit.Info("decision", "decision", "refused", "rule", w.verdict.refuse)
+		return refusal(w.verdict.refuse, w.target, w.who.dn)
+	case !w.verdict.mirror:
+		w.audit.Info("decision", "decision", "allowed", "mirrored", false)
+	}
+	return nil
+}
+
+// prepare journals an allowed write before the directory sees it: a record
+// in state prepared, on disk (fsync shared with concurrent writers), held
+// by the standby too when replication is synchronous. A write that cannot
+// be journaled is not made (52).
+func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
+	// A deleted account leaves its groups inside the directory (refint)
+	// with no write the gateway sees: note them, to re-apply at delivery.
+	var groups []string
+	if w.req.Op == gateway.OpDelete && w.kind == schema.KindAccount {
+		var err error
+		if groups, err = m.groupsOf(ctx, w.target); err != nil {
+			m.log.Warn("cannot list the groups of an account being deleted", "dn", w.target, "err", err)
+			return unreachable("cannot read the groups of the account")
+		}
+	}
+	rec, err := m.record(w, groups)
+	if err != nil {
+		return &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: " + err.Error()}
+	}
+	seq, err := m.cfg.Journal.Prepare(ctx, rec)
+	if err != nil {
+		m.log.Error("cannot journal a write; refusing it", "dn", w.target, "err", err)
+		return &gateway.Result{Code: ldap.LDAPResultUnavailable,
+			Diagnostic: "ldapgate: the change cannot be journaled, so it is not made: " + err.Error()}
+	}
+	rec.Seq = seq
+	w.rec = rec
+	// The standby holds the record before the directory sees the write: a
+	// primary that dies between the directory's answer and the client's
+	// can leave nothing (a new password above all) that only the directory
+	// knows.
+	m.waitReplicated(ctx, seq, "write relayed before the standby confirmed holding its record")
+	w.audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
+	return nil
+}
+
+// relayAsIs is the Completion of a write relayed with no journal record:
+// it only drops the cache entries the write makes stale (nil when none).
+func (m *Mirror) relayAsIs(w *write) gateway.Completion {
+	if w.stale == nil {
+		return nil
+	}
+	return func(_ context.Context, res gateway.Result) { m.dropStale(w.stale, res) }
+}
+
+// settle settles a journaled write on the directory's answer: commit on
+// success, abort on a failure, resolve when the answer never came. This
+// happens whatever the client does meanwhile. Commit and abort need not
+// reach the disk before the client hears the answer: a record still
+// prepared at the next start is settled as recovery does (resolve), so
+// they run in the background and the client waits for one fsync
+// (Prepare's), not two.
+func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
+	rec, req := w.rec, w.req
+	m.cfg.Audit.Info("directory result", "seq", rec.Seq, "result", res.Code, "unanswered", res.Unanswered)
+	if w.stale != nil {
+		m.dropStale(w.stale, res)
+	}
+	// The journal must settle even if the client has gone.
+	ctx = context.WithoutCancel(ctx)
+	j := m.cfg.Journal
+	held := rec.Seq // the record the standby must hold before the client hears success
+	background := func(what string, fn func() error) {
+		m.settling.Add(1)
+		go func() {
+			defer m.settling.Done()
+			if err := fn(); err != nil {
+				m.log.Error("cannot "+what+" a journal record; it will be settled at the next start", "seq", rec.Seq, "err", err)
+			}
+		}()
+	}
+	switch {
+	case res.Unanswered:
+		// The directory may or may not have made the change.
+		m.settling.Add(1)
+		go func() { defer m.settling.Done(); m.resolve(ctx, rec) }()
+	case res.Code != ldap.LDAPResultSuccess:
+		background("abort", func() error { return j.Abort(ctx, rec.Seq) })
+	case req.Op == gateway.OpPasswordModify && len(req.NewPassword) == 0 && len(res.GeneratedPassword) > 0:
+		// The directory chose the password: it exists nowhere else, so it is
+		// journaled in a record of its own before the client hears of it.
+		gen := *rec
+		gen.Seq, gen.Secret, gen.Note = 0, res.GeneratedPassword, "password generated by the directory"
+		seq, err := j.Prepare(ctx, &gen)
+		if err != nil {
+			m.log.Error("cannot journal a generated password", "dn", rec.DN, "err", err)
+		} else {
+			held = seq
+			background("commit", func() error { return j.Commit(ctx, seq, "") })
+		}
+		background("abort", func() error { return j.Abort(ctx, rec.Seq) })
+	case req.Op == gateway.OpAdd:
+		// The new entry's stable key exists only now; the journal keeps its
+		// history under it.
+		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
+	default:
+		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
+	}
+	if !res.Unanswered && res.Code == ldap.LDAPResultSuccess {
+		m.waitReplicated(ctx, held, "write acknowledged before the standby confirmed holding its record")
+	}
+}
+
+// resolve settles a record whose outcome is unknown (an unanswered write,
+// or one left prepared by a crash): deliver it anyway, since delivery reads
+// the directory's state; but a password is kept only if the directory
+// accepts it (a bind with it).
+func (m *Mirror) resolve(ctx context.Context, rec *store.Record) {
+	j := m.cfg.Journal
+	if len(rec.Secret) > 0 {
+		dn := rec.DN
+		if rec.NewDN != "" {
+			dn = rec.NewDN
+		}
+		ok, err := m.cfg.Directory.CheckPassword(ctx, dn, string(rec.Secret))
+		if err != nil {
+			m.log.Warn("cannot confirm the password of an unsettled record; it stays prepared", "seq", rec.Seq, "err", err)
+			return
+		}
+		if !ok {
+			if err := j.Abort(ctx, rec.Seq); err != nil {
+				m.log.Error("cannot drop an unconfirmed password record", "seq", rec.Seq, "err", err)
+			}
+			return
+		}
+	}
+	if err := j.Commit(ctx, rec.Seq, ""); err != nil {
+		m.log.Error("cannot commit an unsettled record", "seq", rec.Seq, "err", err)
+	}
+}
+
+// Run is the deliver step: the journal's workers hand each committed
+// record to the deliverer (deliver.go), which reads the entry's current
+// state, maps it and applies it to Axigen; records of one entry in order,
+// different entries in parallel, failures retried with backoff. It
+// returns when ctx ends.
+func (m *Mirror) Run(ctx context.Context) error {
+	if m.cfg.Journal == nil {
+		return errors.New("mirror: no journal to deliver from")
+	}
+	return m.cfg.Journal.Run(ctx, m.cfg.Workers, deliverer{m})
+}
+
+// waitReplicated waits, with a Replicator, until the standby holds the
+// journal up to seq; a failure is logged as warning says and the write
+// goes on.
+func (m *Mirror) waitReplicated(ctx context.Context, seq uint64, warning string) {
+	if m.cfg.Replicator == nil {
+		return
+	}
+	if err := m.cfg.Replicator.WaitReplicated(ctx, seq); err != nil {
+		m.log.Warn(warning, "seq", seq, "err", err)
+	}
+}
+
+// refusal is the answer to a write the policy does not allow.
+func refusal(rule, dn, actor string) *gateway.Result {
+	who := actor
+	if who == "" {
+		who = "an anonymous session"
+	}
+	return &gateway.Result{
+		Code:       ldap.LDAPResultInsufficientAccessRights,
+		Diagnostic: fmt.Sprintf("ldapgate: policy rule %q refuses this change of %s by %s", rule, dn, who),
+	}
+}
+
+// unreachable is the answer to a write the gateway cannot judge because
+// the directory does not answer the gateway's own reads: unavailable (52).
+func unreachable(what string) *gateway.Result {
+	return &gateway.Result{Code: ldap.LDAPResultUnavailable,
+		Diagnostic: "ldapgate: " + what + ": the directory is unreachable for the gateway"}
+}
