@@ -17,7 +17,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/internal/ber"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
 
@@ -47,7 +47,7 @@ type pendingOp struct {
 type upstreamConn struct {
 	conn  net.Conn
 	route string // the upstream's name, for spareConns
-	r     *messageReader
+	r     *ldapwire.Reader
 	w     *bufio.Writer
 	// parking says the session has ended and sent resetBind: the next
 	// message is its answer, and the connection then goes to the spares.
@@ -66,7 +66,7 @@ type session struct {
 	remote string
 
 	client net.Conn
-	cr     *messageReader
+	cr     *ldapwire.Reader
 
 	cmu sync.Mutex
 	cw  *bufio.Writer
@@ -102,7 +102,7 @@ type session struct {
 	// owned by the reading goroutine: the idle timeout's bookkeeping
 	readDeadline, lastRead time.Time
 	// pooled buffers handed back to the Server once the session is over
-	readers []*messageReader
+	readers []*ldapwire.Reader
 	writers []*bufio.Writer
 	relays  []chan struct{} // closed when each relaying goroutine ends
 }
@@ -127,7 +127,7 @@ func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 }
 
 // buffers gives a connection pooled I/O buffers, remembered for recycle.
-func (s *session) buffers(conn net.Conn) (*messageReader, *bufio.Writer) {
+func (s *session) buffers(conn net.Conn) (*ldapwire.Reader, *bufio.Writer) {
 	rw := rawsock.Wrap(conn)
 	r, w := s.srv.reader(rw), s.srv.writer(rw)
 	s.mu.Lock()
@@ -171,22 +171,22 @@ func (s *session) run() {
 // for the idle timeout is disconnected, unless it still has operations
 // outstanding (a persistent search is not idle). The read deadline moves
 // only when less than half of it is left, so most messages change no timer.
-func (s *session) readClient() (message, error) {
+func (s *session) readClient() (ldapwire.Message, error) {
 	idle := s.srv.cfg.IdleTimeout
 	if idle <= 0 {
-		return s.cr.next()
+		return s.cr.Next()
 	}
 	if now := time.Now(); s.readDeadline.Sub(now) < idle/2 {
 		s.readDeadline = now.Add(idle)
 		_ = s.client.SetReadDeadline(s.readDeadline)
 	}
-	for s.cr.buffered() == 0 {
-		_, err := s.cr.r.Peek(1)
+	for s.cr.Buffered() == 0 {
+		err := s.cr.Wait()
 		if err == nil {
 			break
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return message{}, err
+			return ldapwire.Message{}, err
 		}
 		s.mu.Lock()
 		busy := len(s.pending) > 0
@@ -195,12 +195,12 @@ func (s *session) readClient() (message, error) {
 		if busy {
 			next = time.Now().Add(idle)
 		} else if !time.Now().Before(next) {
-			return message{}, errIdle
+			return ldapwire.Message{}, errIdle
 		}
 		s.readDeadline = next
 		_ = s.client.SetReadDeadline(next)
 	}
-	m, err := s.cr.next()
+	m, err := s.cr.Next()
 	s.lastRead = time.Now()
 	return m, err
 }
@@ -208,7 +208,7 @@ func (s *session) readClient() (message, error) {
 var errIdle = errors.New("idle timeout")
 
 func (s *session) clientReadFailed(err error) {
-	var pe *ProtocolError
+	var pe *ldapwire.ProtocolError
 	switch {
 	case errors.Is(err, io.EOF):
 	case errors.Is(err, errIdle):
@@ -217,7 +217,7 @@ func (s *session) clientReadFailed(err error) {
 	case errors.As(err, &pe):
 		s.log().Info("protocol error from client", "reason", pe.Reason)
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+pe.Reason)
-	case errors.Is(err, ErrMessageTooLarge):
+	case errors.Is(err, ldapwire.ErrMessageTooLarge):
 		s.log().Info("client message too large", "err", err)
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -229,21 +229,21 @@ func (s *session) clientReadFailed(err error) {
 }
 
 // handle acts on one client message and reports whether the session goes on.
-func (s *session) handle(m message) bool {
-	if !isRequestTag(m.op) {
-		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: 0x%02x is not an LDAP request", m.op))
+func (s *session) handle(m ldapwire.Message) bool {
+	if !ldapwire.IsRequest(m.Op) {
+		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: 0x%02x is not an LDAP request", m.Op))
 		return false
 	}
-	if m.id == 0 {
+	if m.ID == 0 {
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: message ID 0 is reserved for unsolicited notifications")
 		return false
 	}
 	s.srv.stats.requests.Add(1)
-	if m.controls != nil {
+	if m.Controls != nil {
 		s.reusable = false
 	}
-	switch m.op {
-	case tagUnbindRequest:
+	switch m.Op {
+	case ldapwire.TagUnbindRequest:
 		if s.park() {
 			return false
 		}
@@ -252,52 +252,52 @@ func (s *session) handle(m message) bool {
 		s.closing = true
 		s.mu.Unlock()
 		if up != nil {
-			_, _ = up.w.Write(m.raw)
+			_, _ = up.w.Write(m.Raw)
 			_ = up.w.Flush()
 		}
 		return false
-	case tagAbandonRequest:
+	case ldapwire.TagAbandonRequest:
 		return s.abandon(m)
-	case tagBindRequest:
+	case ldapwire.TagBindRequest:
 		return s.bind(m)
-	case tagExtendedRequest:
-		name, _, _, err := decodeExtended(m.opContent)
+	case ldapwire.TagExtendedRequest:
+		name, _, _, err := decodeExtended(m.OpContent)
 		if err != nil {
 			s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed extended request: "+err.Error())
 			return false
 		}
 		switch name {
-		case OIDStartTLS:
+		case ldapwire.OIDStartTLS:
 			return s.startTLS(m)
-		case OIDPasswordModify:
+		case ldapwire.OIDPasswordModify:
 			return s.write(m)
-		case OIDWhoAmI:
+		case ldapwire.OIDWhoAmI:
 		default:
 			s.reusable = false // transactions and others keep state on the connection
 		}
-		return s.forward(m, pendingOp{tag: m.op})
-	case tagAddRequest, tagModifyRequest, tagDelRequest, tagModDNRequest:
+		return s.forward(m, pendingOp{tag: m.Op})
+	case ldapwire.TagAddRequest, ldapwire.TagModifyRequest, ldapwire.TagDelRequest, ldapwire.TagModDNRequest:
 		if len(s.srv.local) > 0 && s.srv.isLocal(targetDN(m)) {
 			s.respond(m, ldap.LDAPResultUnwillingToPerform, "ldapgate: the gateway's own subtree is read-only")
 			return true
 		}
 		return s.write(m)
-	case tagSearchRequest, tagCompareRequest:
+	case ldapwire.TagSearchRequest, ldapwire.TagCompareRequest:
 		if len(s.srv.local) > 0 && s.srv.isLocal(targetDN(m)) {
 			return s.routeLocal(m)
 		}
 	}
-	return s.forward(m, pendingOp{tag: m.op})
+	return s.forward(m, pendingOp{tag: m.Op})
 }
 
 // targetDN reads the DN an operation is aimed at: the first element of
 // search, compare, add, modify, delete and modify DN requests.
-func targetDN(m message) []byte {
-	if m.op == tagDelRequest {
-		return m.opContent
+func targetDN(m ldapwire.Message) []byte {
+	if m.Op == ldapwire.TagDelRequest {
+		return m.OpContent
 	}
-	tag, content, _, err := ber.Next(m.opContent)
-	if err != nil || tag != berTagOctetString {
+	tag, content, _, err := ldapwire.Next(m.OpContent)
+	if err != nil || tag != ldapwire.TagOctetString {
 		return nil
 	}
 	return content
@@ -305,7 +305,7 @@ func targetDN(m message) []byte {
 
 // routeLocal hands a read of the gateway's own subtree to its server, for
 // the identities allowed to see it.
-func (s *session) routeLocal(m message) bool {
+func (s *session) routeLocal(m ldapwire.Message) bool {
 	s.mu.Lock()
 	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
 	s.mu.Unlock()
@@ -314,12 +314,12 @@ func (s *session) routeLocal(m message) bool {
 		s.respond(m, ldap.LDAPResultInsufficientAccessRights, "ldapgate: the gateway's own subtree is readable by its admin identities only")
 		return true
 	}
-	return s.forward(m, pendingOp{tag: m.op, local: true})
+	return s.forward(m, pendingOp{tag: m.Op, local: true})
 }
 
-func (s *session) abandon(m message) bool {
+func (s *session) abandon(m ldapwire.Message) bool {
 	s.reusable = false // the directory may still be winding the operation down
-	target, err := ber.ParseInt(m.opContent)
+	target, err := ldapwire.ParseInt(m.OpContent)
 	if err != nil {
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed abandon request")
 		return false
@@ -334,7 +334,7 @@ func (s *session) abandon(m message) bool {
 	s.mu.Unlock()
 	for _, c := range []*upstreamConn{up, s.localConn()} {
 		if c != nil {
-			if _, err := c.w.Write(m.raw); err == nil && s.cr.buffered() == 0 {
+			if _, err := c.w.Write(m.Raw); err == nil && s.cr.Buffered() == 0 {
 				_ = c.w.Flush()
 			}
 		}
@@ -348,8 +348,8 @@ func (s *session) localConn() *upstreamConn {
 	return s.local
 }
 
-func (s *session) bind(m message) bool {
-	b, err := decodeBind(m.opContent)
+func (s *session) bind(m ldapwire.Message) bool {
+	b, err := decodeBind(m.OpContent)
 	if err != nil {
 		s.respond(m, ldap.LDAPResultProtocolError, "ldapgate: malformed bind request: "+err.Error())
 		return true
@@ -357,7 +357,7 @@ func (s *session) bind(m message) bool {
 	s.mu.Lock()
 	isTLS := s.tls
 	s.mu.Unlock()
-	op := pendingOp{tag: m.op, bindDN: b.name}
+	op := pendingOp{tag: m.Op, bindDN: b.name}
 	if !b.simple {
 		s.reusable = false // a SASL exchange may be left half done
 		if !saslWithoutSecurityLayer[b.mechanism] {
@@ -383,7 +383,7 @@ func (s *session) bind(m message) bool {
 }
 
 // write handles the operations interception may see.
-func (s *session) write(m message) bool {
+func (s *session) write(m ldapwire.Message) bool {
 	s.mu.Lock()
 	isTLS := s.tls
 	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
@@ -393,7 +393,7 @@ func (s *session) write(m message) bool {
 			"ldapgate: writes require a TLS-protected connection; use StartTLS or ldaps://")
 		return true
 	}
-	op := pendingOp{tag: m.op}
+	op := pendingOp{tag: m.Op}
 	hook := s.srv.cfg.Interceptor
 	if hook == nil {
 		return s.forward(m, op)
@@ -418,8 +418,8 @@ func (s *session) write(m message) bool {
 
 // forward relays a request upstream, registering it as pending when it
 // expects an answer.
-func (s *session) forward(m message, op pendingOp) bool {
-	expectsAnswer := responseTag(m.op) != 0
+func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
+	expectsAnswer := ldapwire.ResponseTag(m.Op) != 0
 	if expectsAnswer && !s.acquireSlot() {
 		return false
 	}
@@ -436,7 +436,7 @@ func (s *session) forward(m message, op pendingOp) bool {
 		}
 		s.srv.stats.upstreamErrors.Add(1)
 		s.log().Warn("no upstream directory reachable", "err", err)
-		s.failOp(m.id, op, "ldapgate: no upstream directory reachable", false)
+		s.failOp(m.ID, op, "ldapgate: no upstream directory reachable", false)
 		return true
 	}
 	if expectsAnswer {
@@ -445,17 +445,17 @@ func (s *session) forward(m message, op pendingOp) bool {
 			// The upstream was lost while we dialled or waited.
 			s.mu.Unlock()
 			<-s.slots
-			s.failOp(m.id, op, "ldapgate: the upstream directory connection was lost", false)
+			s.failOp(m.ID, op, "ldapgate: the upstream directory connection was lost", false)
 			return false
 		}
-		if _, dup := s.pending[m.id]; dup {
+		if _, dup := s.pending[m.ID]; dup {
 			s.mu.Unlock()
 			<-s.slots
-			s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.id))
+			s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID))
 			return false
 		}
 		op.start = time.Now()
-		s.pending[m.id] = op
+		s.pending[m.ID] = op
 		if op.timed() {
 			s.timedOps++
 			if s.timedOps == 1 && s.srv.cfg.OpTimeout > 0 {
@@ -464,15 +464,15 @@ func (s *session) forward(m message, op pendingOp) bool {
 		}
 		s.mu.Unlock()
 	}
-	if _, err := up.w.Write(m.raw); err != nil {
+	if _, err := up.w.Write(m.Raw); err != nil {
 		return false
 	}
-	if s.cr.buffered() == 0 || up.w.Buffered() > 16<<10 {
+	if s.cr.Buffered() == 0 || up.w.Buffered() > 16<<10 {
 		if err := up.w.Flush(); err != nil {
 			return false
 		}
 	}
-	s.cr.release()
+	s.cr.Release()
 	return true
 }
 
@@ -718,17 +718,17 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			// Parked while this goroutine was not waiting for the reset's
 			// answer (it was failing, or writing to a client that left).
 			s.srv.spares.settle(up.conn, up.route, false)
-			s.srv.recycle([]*messageReader{up.r}, nil)
+			s.srv.recycle([]*ldapwire.Reader{up.r}, nil)
 		default:
 			up.conn.Close()
 		}
 	}()
 	for {
-		m, err := up.r.next()
+		m, err := up.r.Next()
 		if up.parking.Load() {
 			s.settleReset(up, m, err) // the spares keep or close the connection
 			handedOver = true
-			s.srv.recycle([]*messageReader{up.r}, nil)
+			s.srv.recycle([]*ldapwire.Reader{up.r}, nil)
 			return
 		}
 		if err != nil {
@@ -738,7 +738,7 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			s.upstreamLost(up, err)
 			return
 		}
-		if m.id == 0 {
+		if m.ID == 0 {
 			// An unsolicited notification, most often the directory's own
 			// Notice of Disconnection: pass it on and end the session,
 			// unless no request has used the connection yet.
@@ -751,32 +751,32 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			}
 			s.closing = true
 			s.mu.Unlock()
-			s.writeClient(m.raw, true)
+			s.writeClient(m.Raw, true)
 			s.close()
 			return
 		}
 		var op pendingOp
 		var found bool
-		if isFinalResponse(m.op) {
+		if ldapwire.IsFinal(m.Op) {
 			s.mu.Lock()
-			op, found = s.pending[m.id]
+			op, found = s.pending[m.ID]
 			if found {
 				if op.after != nil {
 					s.completing++
 				}
-				s.finishLocked(m.id, op)
+				s.finishLocked(m.ID, op)
 				if op.timed() {
 					s.resetOpTimerLocked(up)
 				}
-				if op.tag == tagBindRequest {
+				if op.tag == ldapwire.TagBindRequest {
 					s.noteBindLocked(m, op)
 				}
 			}
 			s.mu.Unlock()
 		}
 		if found && s.srv.cfg.Observer != nil {
-			code, _ := resultCode(m)
-			s.srv.cfg.Observer.OperationDone(opName(op.tag), code, time.Since(op.start))
+			code, _ := ldapwire.ResultCode(m.OpContent)
+			s.srv.cfg.Observer.OperationDone(ldapwire.OpName(op.tag), code, time.Since(op.start))
 		}
 		if found && op.after != nil {
 			res, err := decodeResult(m, op.passwordModify)
@@ -789,10 +789,10 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			s.completing--
 			s.mu.Unlock()
 		}
-		if !s.writeClient(m.raw, up.r.buffered() == 0) {
+		if !s.writeClient(m.Raw, up.r.Buffered() == 0) {
 			return
 		}
-		up.r.release()
+		up.r.Release()
 	}
 }
 
@@ -839,7 +839,7 @@ func (s *session) park() bool {
 	// for it, and recycle() must not take its reader (it hands it back).
 	// The writer stays the session's: only this goroutine uses it.
 	s.relays = slices.DeleteFunc(s.relays, func(d chan struct{}) bool { return d == up.done })
-	s.readers = slices.DeleteFunc(s.readers, func(r *messageReader) bool { return r == up.r })
+	s.readers = slices.DeleteFunc(s.readers, func(r *ldapwire.Reader) bool { return r == up.r })
 	up.parking.Store(true)
 	s.mu.Unlock()
 	_ = up.conn.SetReadDeadline(time.Now().Add(resetTimeout))
@@ -852,9 +852,9 @@ func (s *session) park() bool {
 // settleReset takes the first message (or error) on a parking connection,
 // the answer to resetBind, and hands the connection to the spares, which
 // keep it if the reset succeeded and nothing else came, else close it.
-func (s *session) settleReset(up *upstreamConn, m message, err error) {
-	code, ok := resultCode(m)
-	reset := err == nil && m.id == 1 && m.op == tagBindResponse && ok
+func (s *session) settleReset(up *upstreamConn, m ldapwire.Message, err error) {
+	code, ok := ldapwire.ResultCode(m.OpContent)
+	reset := err == nil && m.ID == 1 && m.Op == ldapwire.TagBindResponse && ok
 	if reset && refusesAnonymous(code) {
 		// The directory refuses anonymous binds (slapd's "disallow
 		// bind_anon", for one): stop asking it after every session, until
@@ -866,7 +866,7 @@ func (s *session) settleReset(up *upstreamConn, m message, err error) {
 				"result", code, "diagnostic", res.Diagnostic)
 		}
 	}
-	clean := reset && code == ldap.LDAPResultSuccess && up.r.buffered() == 0 &&
+	clean := reset && code == ldap.LDAPResultSuccess && up.r.Buffered() == 0 &&
 		up.conn.SetReadDeadline(time.Time{}) == nil
 	s.srv.spares.settle(up.conn, up.route, clean)
 }
@@ -885,8 +885,8 @@ func refusesAnonymous(code int) bool {
 
 // noteBindLocked records the session's identity after a bind completes.
 // A failed bind leaves the session anonymous (RFC 4511 section 4.2.1).
-func (s *session) noteBindLocked(m message, op pendingOp) {
-	code, ok := resultCode(m)
+func (s *session) noteBindLocked(m ldapwire.Message, op pendingOp) {
+	code, ok := ldapwire.ResultCode(m.OpContent)
 	s.boundDN, s.saslMechanism = "", ""
 	if ok && code == ldap.LDAPResultInvalidCredentials {
 		s.srv.binds.failed(s.remote, time.Now())
@@ -898,15 +898,6 @@ func (s *session) noteBindLocked(m message, op pendingOp) {
 			s.boundDN = op.bindDN
 		}
 	}
-}
-
-func resultCode(m message) (int, bool) {
-	tag, content, _, err := ber.Next(m.opContent)
-	if err != nil || tag != berTagEnumerated {
-		return 0, false
-	}
-	v, err := ber.ParseInt(content)
-	return int(v), err == nil
 }
 
 // finishLocked forgets a pending operation and frees its slot.
@@ -989,7 +980,7 @@ func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
 	if op.after != nil {
 		op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: sent})
 	}
-	if tag := responseTag(op.tag); tag != 0 {
+	if tag := ldapwire.ResponseTag(op.tag); tag != 0 {
 		s.writeClient(encodeResponse(id, tag, ldap.LDAPResultUnavailable, "", reason, ""), true)
 		s.observe(op.tag, ldap.LDAPResultUnavailable, op.start)
 	}
@@ -1002,21 +993,21 @@ func (s *session) observe(tag byte, code int, start time.Time) {
 		if !start.IsZero() {
 			elapsed = time.Since(start)
 		}
-		obs.OperationDone(opName(tag), code, elapsed)
+		obs.OperationDone(ldapwire.OpName(tag), code, elapsed)
 	}
 }
 
 // respond answers a request with a result of the gateway's own.
-func (s *session) respond(m message, code int, diagnostic string) {
-	if tag := responseTag(m.op); tag != 0 {
-		s.writeClient(encodeResponse(m.id, tag, code, "", diagnostic, ""), true)
-		s.observe(m.op, code, time.Time{})
+func (s *session) respond(m ldapwire.Message, code int, diagnostic string) {
+	if tag := ldapwire.ResponseTag(m.Op); tag != 0 {
+		s.writeClient(encodeResponse(m.ID, tag, code, "", diagnostic, ""), true)
+		s.observe(m.Op, code, time.Time{})
 	}
 }
 
 // notice sends a Notice of Disconnection; the caller then ends the session.
 func (s *session) notice(code int, diagnostic string) {
-	s.writeClient(encodeNotice(code, diagnostic), true)
+	s.writeClient(ldapwire.Notice(code, diagnostic), true)
 }
 
 // writeClient writes one message to the client, flushing when asked to.
@@ -1039,22 +1030,22 @@ func (s *session) writeClient(raw []byte, flush bool) bool {
 }
 
 // startTLS answers a StartTLS request and upgrades the client connection.
-func (s *session) startTLS(m message) bool {
+func (s *session) startTLS(m ldapwire.Message) bool {
 	s.mu.Lock()
 	already, busy := s.tls, len(s.pending) > 0
 	s.mu.Unlock()
 	switch {
 	case s.srv.cfg.TLS == nil:
-		s.writeClient(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultUnavailable, "",
-			"ldapgate: TLS is not configured on this listener", OIDStartTLS), true)
+		s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultUnavailable, "",
+			"ldapgate: TLS is not configured on this listener", ldapwire.OIDStartTLS), true)
 		return true
 	case already:
-		s.writeClient(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultOperationsError, "",
-			"ldapgate: TLS is already established", OIDStartTLS), true)
+		s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultOperationsError, "",
+			"ldapgate: TLS is already established", ldapwire.OIDStartTLS), true)
 		return true
-	case busy || s.cr.buffered() > 0:
-		s.writeClient(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultOperationsError, "",
-			"ldapgate: StartTLS requires that no other operation is outstanding", OIDStartTLS), true)
+	case busy || s.cr.Buffered() > 0:
+		s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultOperationsError, "",
+			"ldapgate: StartTLS requires that no other operation is outstanding", ldapwire.OIDStartTLS), true)
 		return true
 	}
 	s.cmu.Lock()
@@ -1062,7 +1053,7 @@ func (s *session) startTLS(m message) bool {
 	if s.cw == nil {
 		return false
 	}
-	if _, err := s.cw.Write(encodeResponse(m.id, tagExtendedResponse, ldap.LDAPResultSuccess, "", "", OIDStartTLS)); err != nil {
+	if _, err := s.cw.Write(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultSuccess, "", "", ldapwire.OIDStartTLS)); err != nil {
 		return false
 	}
 	if err := s.cw.Flush(); err != nil {
@@ -1135,7 +1126,7 @@ func (s *session) wait() {
 
 // timed reports whether the op timeout watches the operation: searches may
 // legitimately run for ever, and the local subtree is in-process.
-func (op pendingOp) timed() bool { return op.tag != tagSearchRequest && !op.local }
+func (op pendingOp) timed() bool { return op.tag != ldapwire.TagSearchRequest && !op.local }
 
 // growStack grows the calling goroutine's stack to what a dial needs in one
 // step, while the stack is still shallow and cheap to copy. Left to itself,

@@ -62,6 +62,7 @@ import (
 	"github.com/jimlambrt/gldap"
 
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -319,18 +320,18 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	}
 	_ = c.SetDeadline(deadline)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
-	if _, err := c.Write(encodeBind(1, internalBindDN, token)); err != nil {
+	if _, err := c.Write(ldapwire.AppendMessage(nil, 1, ldapwire.AppendBindRequest(nil, internalBindDN, []byte(token)))); err != nil {
 		return fmt.Errorf("subtree: authenticate: %w", err)
 	}
-	raw, err := readFrame(newFrameReader(c), maxFrame)
+	m, err := ldapwire.NewReader(c, maxFrame).Next()
 	if err != nil {
 		return fmt.Errorf("subtree: authenticate: %w", err)
 	}
-	id, tag, code, err := peekResult(raw)
-	if err != nil {
-		return fmt.Errorf("subtree: authenticate: %w", err)
+	code, ok := ldapwire.ResultCode(m.OpContent)
+	if !ok {
+		return errors.New("subtree: authenticate: malformed bind response")
 	}
-	if id != 1 || tag != appBindResponse || code != 0 {
+	if m.ID != 1 || m.Op != ldapwire.TagBindResponse || code != 0 {
 		return fmt.Errorf("subtree: authenticate: bind answered with result %d", code)
 	}
 	return nil
