@@ -84,6 +84,7 @@ func (d *Directory) dialReadURL(ctx context.Context, raw string) (*readConn, err
 	}
 	ep.StartTLS = d.cfg.StartTLS && !ep.TLS
 	ep.TLSConfig = d.cfg.TLS
+	ep.RawSyscalls = true // a readConn stays with its pool
 	conn, err := ep.Dial(ctx, d.cfg.Timeout)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,14 @@ type Endpoint struct {
 	// TLSConfig configures ldaps:// and StartTLS; nil means the system
 	// roots, and an empty ServerName the URL's host.
 	TLSConfig *tls.Config
+	// RawSyscalls makes Dial wrap the TCP connection with rawsock (under
+	// TLS too), for a connection carrying short exchanges, where raw
+	// system calls save most of the runtime's wake-ups. A rawsock.Conn
+	// takes one reader and one writer at a time, so only a connection that
+	// stays with one owner should be dialled so; the relay, which hands
+	// upstream connections from session to session, wraps them per session
+	// instead.
+	RawSyscalls bool
 }
 
 // ParseURL checks a directory URL (ldap://host[:port] or
@@ -81,11 +89,8 @@ func (e Endpoint) tlsConfig() *tls.Config {
 const startTLSAnswerLimit = 64 << 10
 
 // Dial connects to the endpoint with TLS set up as configured; timeout
-// bounds the whole of it (TCP, StartTLS, handshake), as does ctx. A plain
-// TCP connection comes back wrapped by rawsock (under TLS too): the
-// project's connections carry short exchanges, where raw system calls
-// save most of the runtime's wake-ups. After StartTLS the connection has
-// used message ID 1, whose answer has come.
+// bounds the whole of it (TCP, StartTLS, handshake), as does ctx. After
+// StartTLS the connection has used message ID 1, whose answer has come.
 func (e Endpoint) Dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
 	if e.Address == "" {
 		return nil, errors.New("endpoint not parsed with ParseURL")
@@ -97,7 +102,9 @@ func (e Endpoint) Dial(ctx context.Context, timeout time.Duration) (net.Conn, er
 	if err != nil {
 		return nil, err
 	}
-	conn = rawsock.Wrap(conn)
+	if e.RawSyscalls {
+		conn = rawsock.Wrap(conn)
+	}
 	switch {
 	case e.TLS:
 		tc := tls.Client(conn, e.tlsConfig())

@@ -54,11 +54,6 @@ func Wrap(conn net.Conn) net.Conn {
 	return s
 }
 
-// SyscallConn gives the socket's raw connection, so that a *Conn is a
-// syscall.Conn like the *net.TCPConn it wraps (to peek at the socket, for
-// one).
-func (s *Conn) SyscallConn() (syscall.RawConn, error) { return s.rc, nil }
-
 func (s *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
