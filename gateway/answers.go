@@ -65,7 +65,7 @@ func (s *session) relayUpstream(up *upstreamConn) {
 		var found bool
 		if ldapwire.IsFinal(m.Op) {
 			s.mu.Lock()
-			op, found = s.ops.finish(m.ID)
+			op, found = s.ops.finish(m.ID, m.Op)
 			if found {
 				if op.after != nil {
 					s.completing++
@@ -165,11 +165,13 @@ const OutcomeUnknown = "; the operation may or may not have been applied"
 
 // failOp answers an operation the upstream will never answer. sent tells
 // whether the request reached the upstream, whose outcome is then unknown.
+// An operation the client abandoned gets no answer, but its Completion
+// still learns the outcome is unknown.
 func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
 	if op.after != nil {
 		op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: sent})
 	}
-	if tag := ldapwire.ResponseTag(op.tag); tag != 0 {
+	if tag := ldapwire.ResponseTag(op.tag); tag != 0 && !op.abandoned {
 		s.writeClient(encodeResponse(id, tag, ldap.LDAPResultUnavailable, "", reason, ""), true)
 		s.observe(op.tag, ldap.LDAPResultUnavailable, op.start)
 	}

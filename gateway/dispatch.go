@@ -176,8 +176,12 @@ func (s *session) abandon(m ldapwire.Message) bool {
 	}
 	s.mu.Lock()
 	up := s.up
-	s.ops.abandon(target)
+	_, err = s.ops.abandon(target)
 	s.mu.Unlock()
+	if err != nil {
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
+		return false
+	}
 	for _, c := range []*upstreamConn{up, s.localConn()} {
 		if c != nil {
 			if _, err := c.w.Write(m.Raw); err == nil && s.cr.Buffered() == 0 {
