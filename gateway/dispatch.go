@@ -164,7 +164,50 @@ func (s *session) routeLocal(m ldapwire.Message) bool {
 		s.respond(m, ldap.LDAPResultInsufficientAccessRights, "ldapgate: the gateway's own subtree is readable by its admin identities only")
 		return true
 	}
+	if s.answerLocal(m) {
+		return true
+	}
 	return s.forward(m, pendingOp{tag: m.Op, local: true})
+}
+
+// localAnswerer is a connection to the local server (LocalDirectory.Dial)
+// that answers itself the requests its server cannot take. The subtree's
+// connections are: gldap drops a connection on Compare or Abandon.
+type localAnswerer interface {
+	// Answer returns handled false for a request to relay to the server;
+	// otherwise reply is the whole answer, nil when the request has none.
+	Answer(m ldapwire.Message) (reply []byte, handled bool)
+}
+
+// answerLocal lets the local connection answer a request its server
+// cannot take, and reports whether it did.
+func (s *session) answerLocal(m ldapwire.Message) bool {
+	s.mu.Lock()
+	_, inUse := s.ops.lookup(m.ID)
+	s.mu.Unlock()
+	if inUse {
+		return false // forward refuses the reused ID
+	}
+	c, err := s.localUpstream()
+	if err != nil {
+		return false // forward reports the failure
+	}
+	a, ok := c.connAnswerer()
+	if !ok {
+		return false
+	}
+	reply, handled := a.Answer(m)
+	if !handled {
+		return false
+	}
+	if reply != nil {
+		s.writeClient(reply, true)
+		if r, err := ldapwire.Parse(reply); err == nil {
+			code, _ := ldapwire.ResultCode(r.OpContent)
+			s.observe(m.Op, code, time.Time{})
+		}
+	}
+	return true
 }
 
 func (s *session) abandon(m ldapwire.Message) bool {
@@ -183,6 +226,11 @@ func (s *session) abandon(m ldapwire.Message) bool {
 		return false
 	}
 	for _, c := range []*upstreamConn{up, s.localConn()} {
+		if a, ok := c.connAnswerer(); ok {
+			if _, handled := a.Answer(m); handled {
+				continue
+			}
+		}
 		if c != nil {
 			if _, err := c.w.Write(m.Raw); err == nil && s.cr.Buffered() == 0 {
 				_ = c.w.Flush()

@@ -75,7 +75,9 @@ type Config struct {
 type LocalDirectory struct {
 	// Suffixes are the DNs whose subtrees are answered locally.
 	Suffixes []string
-	// Dial opens a connection to the local server for one session.
+	// Dial opens a connection to the local server for one session. A
+	// connection with an Answer method (see localAnswerer) answers itself
+	// the requests its server cannot take.
 	Dial func(ctx context.Context) (net.Conn, error)
 	// Allow decides whether a session may read the subtree; nil allows all.
 	Allow func(SessionInfo) bool

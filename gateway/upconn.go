@@ -35,6 +35,15 @@ func (s *session) localConn() *upstreamConn {
 	return s.local
 }
 
+// connAnswerer gives the connection's localAnswerer, if it is one.
+func (up *upstreamConn) connAnswerer() (localAnswerer, bool) {
+	if up == nil {
+		return nil, false
+	}
+	a, ok := up.conn.(localAnswerer)
+	return a, ok
+}
+
 // upstream returns the session's upstream connection: the one dialled
 // early if there is one, else dialled now.
 func (s *session) upstream() (*upstreamConn, error) {

@@ -420,7 +420,7 @@ func TestSubtreeIsForAdminsAndReadOnly(t *testing.T) {
 }
 
 // A session that uses the subtree keeps working after requests gldap
-// cannot take (compare, abandon, a :dn: filter): the shim answers them.
+// cannot take (compare, abandon, a :dn: filter): Conn.Answer answers them.
 func TestSessionSurvivesCompareAbandonAndOddFilters(t *testing.T) {
 	st := newStack(t)
 	c := st.conn(t, adminDN, adminPW)
