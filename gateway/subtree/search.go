@@ -17,8 +17,7 @@ import (
 
 // routes registers every operation gldap can route: the token bind and
 // searches. A session relays nothing else here (Conn.Answer takes the
-// rest); the default route answers
-// strangers on the loopback port.
+// rest); the default route answers strangers on the loopback port.
 func (s *Server) routes() (*gldap.Mux, error) {
 	mux, err := gldap.NewMux()
 	if err != nil {
