@@ -79,3 +79,11 @@ func TestBindLimiter(t *testing.T) {
 		t.Fatal("still blocked after the window")
 	}
 }
+
+// resetBind is the anonymous bind with ID 1 a directory expects.
+func TestResetBindEncoding(t *testing.T) {
+	want := []byte{0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00}
+	if !bytes.Equal(resetBind, want) {
+		t.Fatalf("resetBind is %x, want %x", resetBind, want)
+	}
+}

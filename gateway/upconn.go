@@ -255,7 +255,7 @@ func (s *session) connect(local bool) (*upstreamConn, error) {
 // resetBind is an anonymous simple bind with message ID 1. A bind ends
 // whatever authentication the connection had (RFC 4511 section 4.2.1), so
 // a connection that answers it with success is anonymous again.
-var resetBind = []byte{0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00}
+var resetBind = ldapwire.AppendMessage(nil, 1, ldapwire.AppendBindRequest(nil, "", nil))
 
 // resetTimeout bounds the wait for resetBind's answer; the connection is
 // closed if it does not come.
