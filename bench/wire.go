@@ -1,71 +1,26 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
-	"github.com/ldapgate/ldapgate/internal/ber"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 )
 
-// The bench's client speaks LDAP with hand-encoded messages and reads
+// The bench's client speaks LDAP with ldapwire's encoders and reads
 // responses with just enough parsing to check them, so that its own CPU use
 // is small next to the servers' on a machine with few cores.
 
-func message(id int, op []byte) []byte {
-	return ber.AppendTLV(nil, 0x30, append(ber.AppendInt(nil, 0x02, int64(id)), op...))
-}
-
-func bindRequest(id int, dn, password string) []byte {
-	var c []byte
-	c = ber.AppendInt(c, 0x02, 3)
-	c = ber.AppendTLV(c, 0x04, []byte(dn))
-	c = ber.AppendTLV(c, 0x80, []byte(password))
-	return message(id, ber.AppendTLV(nil, 0x60, c))
-}
-
-// searchRequest is a subtree search under base for (attr=value),
-// returning attrs.
-func searchRequest(id int, base, attr, value string, attrs ...string) []byte {
-	var c []byte
-	c = ber.AppendTLV(c, 0x04, []byte(base))
-	c = append(c, 0x0a, 0x01, 0x02) // scope: wholeSubtree
-	c = append(c, 0x0a, 0x01, 0x00) // derefAliases: never
-	c = append(c, 0x02, 0x01, 0x00) // sizeLimit
-	c = append(c, 0x02, 0x01, 0x00) // timeLimit
-	c = append(c, 0x01, 0x01, 0x00) // typesOnly
-	var f []byte
-	f = ber.AppendTLV(f, 0x04, []byte(attr))
-	f = ber.AppendTLV(f, 0x04, []byte(value))
-	c = ber.AppendTLV(c, 0xa3, f) // equalityMatch
-	var as []byte
-	for _, a := range attrs {
-		as = ber.AppendTLV(as, 0x04, []byte(a))
-	}
-	c = ber.AppendTLV(c, 0x30, as)
-	return message(id, ber.AppendTLV(nil, 0x63, c))
-}
-
-func unbindRequest(id int) []byte { return message(id, []byte{0x42, 0x00}) }
-
-// Response operation tags.
-const (
-	opBindResponse   = 0x61
-	opSearchEntry    = 0x64
-	opSearchDone     = 0x65
-	opSearchRef      = 0x73
-	opExtendedResult = 0x78
-)
+// maxResponse bounds one response: the bench's entries are small.
+const maxResponse = 16 << 20
 
 // conn is one client connection.
 type conn struct {
 	c    net.Conn
-	r    *bufio.Reader
-	buf  []byte
-	next int
+	r    *ldapwire.Reader
+	out  []byte
+	next int64
 }
 
 func dial(addr string) (*conn, error) {
@@ -73,110 +28,69 @@ func dial(addr string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{c: c, r: bufio.NewReaderSize(c, 16<<10), next: 1}, nil
+	return &conn{c: c, r: ldapwire.NewReader(c, maxResponse), next: 1}, nil
 }
 
 func (c *conn) close() error { return c.c.Close() }
 
-func (c *conn) id() int {
-	id := c.next
+// send writes one request protocolOp with the next message ID.
+func (c *conn) send(op []byte) error {
+	c.out = ldapwire.AppendMessage(c.out[:0], c.next, op)
 	c.next++
-	return id
-}
-
-// readMessage returns the protocolOp tag and its content.
-func (c *conn) readMessage() (byte, []byte, error) {
-	tag, err := c.r.ReadByte()
-	if err != nil {
-		return 0, nil, err
-	}
-	if tag != 0x30 {
-		return 0, nil, fmt.Errorf("response starts with 0x%02x", tag)
-	}
-	n, err := ber.ReadLength(c.r)
-	if err != nil {
-		return 0, nil, err
-	}
-	if n > 16<<20 {
-		return 0, nil, fmt.Errorf("response of %d bytes", n)
-	}
-	if cap(c.buf) < n {
-		c.buf = make([]byte, n)
-	}
-	body := c.buf[:n]
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return 0, nil, err
-	}
-	idTag, _, rest, err := ber.Next(body)
-	if err != nil || idTag != 0x02 {
-		return 0, nil, errors.New("response without a message ID")
-	}
-	op, content, _, err := ber.Next(rest)
-	if err != nil {
-		return 0, nil, fmt.Errorf("response without a protocolOp: %w", err)
-	}
-	return op, content, nil
-}
-
-// resultCode reads the resultCode at the start of an LDAPResult.
-func resultCode(content []byte) (int, error) {
-	if len(content) < 3 || content[0] != 0x0a || content[1] != 0x01 {
-		return 0, errors.New("LDAPResult without a resultCode")
-	}
-	return int(content[2]), nil
+	_, err := c.c.Write(c.out)
+	return err
 }
 
 // bind performs a simple bind and checks it succeeded.
 func (c *conn) bind(dn, password string) error {
-	if _, err := c.c.Write(bindRequest(c.id(), dn, password)); err != nil {
+	if err := c.send(ldapwire.AppendBindRequest(nil, dn, []byte(password))); err != nil {
 		return err
 	}
-	op, content, err := c.readMessage()
+	m, err := c.r.Next()
 	if err != nil {
 		return err
 	}
-	if op != opBindResponse {
-		return fmt.Errorf("bind answered with op 0x%02x", op)
+	if m.Op != ldapwire.TagBindResponse {
+		return fmt.Errorf("bind answered with op 0x%02x", m.Op)
 	}
-	code, err := resultCode(content)
-	if err == nil && code != 0 {
-		err = fmt.Errorf("bind as %s: result %d", dn, code)
+	if code, ok := ldapwire.ResultCode(m.OpContent); !ok || code != 0 {
+		return fmt.Errorf("bind as %s: result %d", dn, code)
 	}
-	return err
+	return nil
 }
 
-// searchOne searches for (attr=value) and checks exactly one entry came
-// back with success.
+// searchOne searches the subtree under base for (attr=value) and checks
+// exactly one entry came back with success.
 func (c *conn) searchOne(base, attr, value string) error {
-	if _, err := c.c.Write(searchRequest(c.id(), base, attr, value, "mail", "cn")); err != nil {
+	op := ldapwire.AppendSearchRequest(nil, ldapwire.SearchRequest{
+		Base: base, Scope: ldapwire.ScopeSubtree, Filter: ldapwire.FilterEqual(attr, value),
+		Attributes: []string{"mail", "cn"},
+	})
+	if err := c.send(op); err != nil {
 		return err
 	}
 	entries := 0
 	for {
-		op, content, err := c.readMessage()
+		m, err := c.r.Next()
 		if err != nil {
 			return err
 		}
-		switch op {
-		case opSearchEntry:
+		switch m.Op {
+		case ldapwire.TagSearchEntry:
 			entries++
-		case opSearchRef:
-		case opSearchDone:
-			code, err := resultCode(content)
-			if err != nil {
-				return err
-			}
-			if code != 0 || entries != 1 {
+		case ldapwire.TagSearchReference:
+		case ldapwire.TagSearchDone:
+			code, ok := ldapwire.ResultCode(m.OpContent)
+			if !ok || code != 0 || entries != 1 {
 				return fmt.Errorf("search (%s=%s): result %d with %d entries", attr, value, code, entries)
 			}
 			return nil
 		default:
-			return fmt.Errorf("search answered with op 0x%02x", op)
+			return fmt.Errorf("search answered with op 0x%02x", m.Op)
 		}
 	}
 }
 
 func (c *conn) unbind() error {
-	_, err := c.c.Write(unbindRequest(c.id()))
-	return err
+	return c.send([]byte{ldapwire.TagUnbindRequest, 0x00})
 }

@@ -5,15 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/ldapgate/ldapgate/internal/ber"
-)
-
-// Extended operation OIDs the gateway recognises.
-const (
-	OIDStartTLS              = "1.3.6.1.4.1.1466.20037"
-	OIDPasswordModify        = "1.3.6.1.4.1.4203.1.11.1"
-	OIDWhoAmI                = "1.3.6.1.4.1.4203.1.11.3"
-	OIDNoticeOfDisconnection = "1.3.6.1.4.1.1466.20036"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 )
 
 // WriteOp names the kind of a write request.
@@ -132,7 +124,7 @@ type element struct {
 func splitElements(data []byte) ([]element, error) {
 	var out []element
 	for len(data) > 0 {
-		tag, content, rest, err := ber.Next(data)
+		tag, content, rest, err := ldapwire.Next(data)
 		if err != nil {
 			return nil, err
 		}
@@ -160,22 +152,22 @@ func decodeControls(content []byte) ([]Control, error) {
 	}
 	controls := make([]Control, 0, len(items))
 	for _, it := range items {
-		if it.tag != berTagSequence {
+		if it.tag != ldapwire.TagSequence {
 			return nil, errors.New("control is not a SEQUENCE")
 		}
 		parts, err := splitElements(it.content)
 		if err != nil {
 			return nil, err
 		}
-		if len(parts) == 0 || parts[0].tag != berTagOctetString {
+		if len(parts) == 0 || parts[0].tag != ldapwire.TagOctetString {
 			return nil, errors.New("control has no controlType")
 		}
 		c := Control{OID: string(parts[0].content)}
 		for _, p := range parts[1:] {
 			switch p.tag {
-			case berTagBoolean:
+			case ldapwire.TagBoolean:
 				c.Critical = len(p.content) == 1 && p.content[0] != 0
-			case berTagOctetString:
+			case ldapwire.TagOctetString:
 				c.Value, c.HasValue = copyBytes(p.content), true
 			default:
 				return nil, fmt.Errorf("unexpected element 0x%02x in control", p.tag)
@@ -189,28 +181,28 @@ func decodeControls(content []byte) ([]Control, error) {
 // decodeWrite decodes a write request. It returns (nil, nil) for a message
 // that is not a write (including extended operations other than password
 // modify).
-func decodeWrite(m message) (*WriteRequest, error) {
-	req := &WriteRequest{MessageID: m.id}
+func decodeWrite(m ldapwire.Message) (*WriteRequest, error) {
+	req := &WriteRequest{MessageID: m.ID}
 	var err error
-	switch m.op {
-	case tagAddRequest:
+	switch m.Op {
+	case ldapwire.TagAddRequest:
 		req.Op = OpAdd
-		err = decodeAdd(req, m.opContent)
-	case tagModifyRequest:
+		err = decodeAdd(req, m.OpContent)
+	case ldapwire.TagModifyRequest:
 		req.Op = OpModify
-		err = decodeModify(req, m.opContent)
-	case tagDelRequest:
+		err = decodeModify(req, m.OpContent)
+	case ldapwire.TagDelRequest:
 		req.Op = OpDelete
-		req.DN = string(m.opContent)
-	case tagModDNRequest:
+		req.DN = string(m.OpContent)
+	case ldapwire.TagModDNRequest:
 		req.Op = OpModifyDN
-		err = decodeModDN(req, m.opContent)
-	case tagExtendedRequest:
-		name, value, hasValue, xerr := decodeExtended(m.opContent)
+		err = decodeModDN(req, m.OpContent)
+	case ldapwire.TagExtendedRequest:
+		name, value, hasValue, xerr := decodeExtended(m.OpContent)
 		if xerr != nil {
 			return nil, xerr
 		}
-		if name != OIDPasswordModify {
+		if name != ldapwire.OIDPasswordModify {
 			return nil, nil
 		}
 		req.Op = OpPasswordModify
@@ -223,7 +215,7 @@ func decodeWrite(m message) (*WriteRequest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("malformed %s request: %w", req.Op, err)
 	}
-	if req.Controls, err = decodeControls(m.controls); err != nil {
+	if req.Controls, err = decodeControls(m.Controls); err != nil {
 		return nil, fmt.Errorf("malformed controls: %w", err)
 	}
 	return req, nil
@@ -247,14 +239,14 @@ func decodeAttributes(content []byte) ([]Attribute, error) {
 
 // decodeAttribute decodes a PartialAttribute SEQUENCE { type, SET OF value }.
 func decodeAttribute(it element) (Attribute, error) {
-	if it.tag != berTagSequence {
+	if it.tag != ldapwire.TagSequence {
 		return Attribute{}, errors.New("attribute is not a SEQUENCE")
 	}
 	parts, err := splitElements(it.content)
 	if err != nil {
 		return Attribute{}, err
 	}
-	if len(parts) != 2 || parts[0].tag != berTagOctetString || parts[1].tag != 0x31 {
+	if len(parts) != 2 || parts[0].tag != ldapwire.TagOctetString || parts[1].tag != 0x31 {
 		return Attribute{}, errors.New("attribute must be a type and a SET of values")
 	}
 	vals, err := splitElements(parts[1].content)
@@ -263,7 +255,7 @@ func decodeAttribute(it element) (Attribute, error) {
 	}
 	a := Attribute{Type: string(parts[0].content), Values: make([][]byte, 0, len(vals))}
 	for _, v := range vals {
-		if v.tag != berTagOctetString {
+		if v.tag != ldapwire.TagOctetString {
 			return Attribute{}, errors.New("attribute value is not an OCTET STRING")
 		}
 		a.Values = append(a.Values, copyBytes(v.content))
@@ -276,7 +268,7 @@ func decodeAdd(req *WriteRequest, content []byte) error {
 	if err != nil {
 		return err
 	}
-	if len(parts) != 2 || parts[0].tag != berTagOctetString || parts[1].tag != berTagSequence {
+	if len(parts) != 2 || parts[0].tag != ldapwire.TagOctetString || parts[1].tag != ldapwire.TagSequence {
 		return errors.New("add must be an entry DN and an attribute list")
 	}
 	req.DN = string(parts[0].content)
@@ -289,7 +281,7 @@ func decodeModify(req *WriteRequest, content []byte) error {
 	if err != nil {
 		return err
 	}
-	if len(parts) != 2 || parts[0].tag != berTagOctetString || parts[1].tag != berTagSequence {
+	if len(parts) != 2 || parts[0].tag != ldapwire.TagOctetString || parts[1].tag != ldapwire.TagSequence {
 		return errors.New("modify must be an object DN and a list of changes")
 	}
 	req.DN = string(parts[0].content)
@@ -298,17 +290,17 @@ func decodeModify(req *WriteRequest, content []byte) error {
 		return err
 	}
 	for _, c := range changes {
-		if c.tag != berTagSequence {
+		if c.tag != ldapwire.TagSequence {
 			return errors.New("change is not a SEQUENCE")
 		}
 		cp, err := splitElements(c.content)
 		if err != nil {
 			return err
 		}
-		if len(cp) != 2 || cp[0].tag != berTagEnumerated {
+		if len(cp) != 2 || cp[0].tag != ldapwire.TagEnumerated {
 			return errors.New("change must be an operation and an attribute")
 		}
-		op, err := ber.ParseInt(cp[0].content)
+		op, err := ldapwire.ParseInt(cp[0].content)
 		if err != nil || op < 0 || op > 3 {
 			return fmt.Errorf("unknown modify operation %d", op)
 		}
@@ -326,8 +318,8 @@ func decodeModDN(req *WriteRequest, content []byte) error {
 	if err != nil {
 		return err
 	}
-	if len(parts) < 3 || len(parts) > 4 || parts[0].tag != berTagOctetString ||
-		parts[1].tag != berTagOctetString || parts[2].tag != berTagBoolean {
+	if len(parts) < 3 || len(parts) > 4 || parts[0].tag != ldapwire.TagOctetString ||
+		parts[1].tag != ldapwire.TagOctetString || parts[2].tag != ldapwire.TagBoolean {
 		return errors.New("modify DN must be an entry, a new RDN, deleteoldrdn and an optional new superior")
 	}
 	req.DN = string(parts[0].content)
@@ -363,11 +355,11 @@ func decodeExtended(content []byte) (name string, value []byte, hasValue bool, e
 
 // decodePasswordModify reads PasswdModifyRequestValue (RFC 3062).
 func decodePasswordModify(req *WriteRequest, value []byte) error {
-	tag, content, rest, err := ber.Next(value)
+	tag, content, rest, err := ldapwire.Next(value)
 	if err != nil {
 		return err
 	}
-	if tag != berTagSequence || len(rest) != 0 {
+	if tag != ldapwire.TagSequence || len(rest) != 0 {
 		return errors.New("password modify value must be one SEQUENCE")
 	}
 	parts, err := splitElements(content)
@@ -395,11 +387,11 @@ func decodeBind(content []byte) (bindRequest, error) {
 	if err != nil {
 		return bindRequest{}, err
 	}
-	if len(parts) != 3 || parts[0].tag != berTagInteger || parts[1].tag != berTagOctetString {
+	if len(parts) != 3 || parts[0].tag != ldapwire.TagInteger || parts[1].tag != ldapwire.TagOctetString {
 		return bindRequest{}, errors.New("bind must be a version, a name and an authentication choice")
 	}
 	var b bindRequest
-	if b.version, err = ber.ParseInt(parts[0].content); err != nil {
+	if b.version, err = ldapwire.ParseInt(parts[0].content); err != nil {
 		return bindRequest{}, err
 	}
 	b.hasVersion = true
@@ -413,7 +405,7 @@ func decodeBind(content []byte) (bindRequest, error) {
 		if err != nil {
 			return bindRequest{}, err
 		}
-		if len(sasl) < 1 || sasl[0].tag != berTagOctetString {
+		if len(sasl) < 1 || sasl[0].tag != ldapwire.TagOctetString {
 			return bindRequest{}, errors.New("SASL credentials need a mechanism")
 		}
 		b.mechanism = strings.ToUpper(string(sasl[0].content))
@@ -437,42 +429,20 @@ type Result struct {
 	Unanswered bool
 }
 
-// decodeResult reads the LDAPResult at the start of a response protocolOp.
-// For a password modify response it also reads genPasswd.
-func decodeResult(m message, passwordModify bool) (Result, error) {
-	parts, err := splitElements(m.opContent)
+// decodeResult reads the LDAPResult of a response, its controls, and for
+// a password modify response genPasswd.
+func decodeResult(m ldapwire.Message, passwordModify bool) (Result, error) {
+	lr, err := ldapwire.DecodeResult(m.OpContent)
 	if err != nil {
 		return Result{}, err
 	}
-	if len(parts) < 3 || parts[0].tag != berTagEnumerated {
-		return Result{}, errors.New("response has no LDAPResult")
-	}
-	code, err := ber.ParseInt(parts[0].content)
-	if err != nil {
-		return Result{}, err
-	}
-	r := Result{Code: int(code), MatchedDN: string(parts[1].content), Diagnostic: string(parts[2].content)}
-	if passwordModify {
-		for _, p := range parts[3:] {
-			if p.tag != 0x8b { // responseValue [11]
-				continue
-			}
-			tag, content, _, err := ber.Next(p.content)
-			if err != nil || tag != berTagSequence {
-				return Result{}, errors.New("malformed password modify response value")
-			}
-			inner, err := splitElements(content)
-			if err != nil {
-				return Result{}, err
-			}
-			for _, e := range inner {
-				if e.tag == 0x80 {
-					r.GeneratedPassword = copyBytes(e.content)
-				}
-			}
+	r := Result{Code: lr.Code, MatchedDN: lr.MatchedDN, Diagnostic: lr.Diagnostic}
+	if passwordModify && lr.HasValue {
+		if r.GeneratedPassword, err = ldapwire.GeneratedPassword(lr.ResponseValue); err != nil {
+			return Result{}, err
 		}
 	}
-	if r.Controls, err = decodeControls(m.controls); err != nil {
+	if r.Controls, err = decodeControls(m.Controls); err != nil {
 		return Result{}, err
 	}
 	return r, nil

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	ber "github.com/go-asn1-ber/asn1-ber"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 )
 
 // UpstreamHealth is what the gateway knows of one upstream.
@@ -128,7 +128,7 @@ func (u *UpstreamSet) DialRoute(ctx context.Context) (net.Conn, string, error) {
 	u.mu.Unlock()
 	var errs []error
 	for _, i := range order {
-		conn, err := ups[i].dial(ctx, u.dialTimeout, u.maxMessageSize)
+		conn, err := ups[i].dial(ctx, u.dialTimeout)
 		if err != nil && ctx.Err() != nil {
 			// The caller gave up (its client left during an early dial):
 			// that says nothing of the upstream's health.
@@ -238,43 +238,23 @@ func (u *UpstreamSet) Probe(ctx context.Context, i int) error {
 // probeUpstream asks an upstream for its root DSE: a server that accepts
 // TCP but does not answer LDAP is not healthy.
 func (u *UpstreamSet) probeUpstream(ctx context.Context, up Upstream) error {
-	conn, err := up.dial(ctx, u.dialTimeout, u.maxMessageSize)
+	conn, err := up.dial(ctx, u.dialTimeout)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(u.dialTimeout))
-	if _, err := conn.Write(encodeRootDSESearch(1)); err != nil {
+	if _, err := conn.Write(ldapwire.RootDSESearch(1)); err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	mr := newMessageReader(conn, u.maxMessageSize)
+	mr := ldapwire.NewReader(conn, u.maxMessageSize)
 	for {
-		m, err := mr.next()
+		m, err := mr.Next()
 		if err != nil {
 			return fmt.Errorf("probe: %w", err)
 		}
-		if m.op == tagSearchDone {
+		if m.Op == ldapwire.TagSearchDone {
 			return nil
 		}
 	}
-}
-
-// encodeRootDSESearch builds a base search of the root DSE asking for no
-// attributes.
-func encodeRootDSESearch(id int64) []byte {
-	msg := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAPMessage")
-	msg.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "messageID"))
-	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ber.Tag(tagSearchRequest&0x1f), nil, "SearchRequest")
-	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "", "baseObject"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, 0, "scope"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, 0, "derefAliases"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, 0, "sizeLimit"))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, 0, "timeLimit"))
-	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, false, "typesOnly"))
-	op.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 7, "objectClass", "present"))
-	attrs := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes")
-	attrs.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "1.1", "attribute"))
-	op.AppendChild(attrs)
-	msg.AppendChild(op)
-	return msg.Bytes()
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 )
 
 // Config holds a Server's settings. Zero values take the defaults below.
@@ -74,7 +75,9 @@ type Config struct {
 type LocalDirectory struct {
 	// Suffixes are the DNs whose subtrees are answered locally.
 	Suffixes []string
-	// Dial opens a connection to the local server for one session.
+	// Dial opens a connection to the local server for one session. A
+	// connection with an Answer method (see localAnswerer) answers itself
+	// the requests its server cannot take.
 	Dial func(ctx context.Context) (net.Conn, error)
 	// Allow decides whether a session may read the subtree; nil allows all.
 	Allow func(SessionInfo) bool
@@ -192,15 +195,13 @@ func NewServer(cfg Config) (*Server, error) {
 	}, nil
 }
 
-// reader returns a message reader on r with a recycled buffer.
-func (s *Server) reader(r io.Reader) *messageReader {
-	br, _ := s.readers.Get().(*bufio.Reader)
-	if br == nil {
-		br = bufio.NewReaderSize(r, ioBufferSize)
-	} else {
-		br.Reset(r)
+// reader returns a message reader on r with recycled buffers.
+func (s *Server) reader(r io.Reader) *ldapwire.Reader {
+	if mr, _ := s.readers.Get().(*ldapwire.Reader); mr != nil {
+		mr.Reset(r)
+		return mr
 	}
-	return &messageReader{r: br, limit: s.cfg.MaxMessageSize}
+	return ldapwire.NewReader(r, s.cfg.MaxMessageSize)
 }
 
 // writer returns a buffered writer on w with a recycled buffer.
@@ -214,10 +215,10 @@ func (s *Server) writer(w io.Writer) *bufio.Writer {
 }
 
 // recycle takes back buffers no goroutine uses any more.
-func (s *Server) recycle(rs []*messageReader, ws []*bufio.Writer) {
+func (s *Server) recycle(rs []*ldapwire.Reader, ws []*bufio.Writer) {
 	for _, mr := range rs {
-		mr.r.Reset(nil)
-		s.readers.Put(mr.r)
+		mr.Reset(nil)
+		s.readers.Put(mr)
 	}
 	for _, w := range ws {
 		w.Reset(nil)
@@ -352,7 +353,7 @@ func (s *Server) reject(conn net.Conn, implicitTLS bool) {
 		}
 		conn = tc
 	}
-	_, _ = conn.Write(encodeNotice(ldap.LDAPResultBusy, "ldapgate: too many connections; try again later"))
+	_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, "ldapgate: too many connections; try again later"))
 }
 
 func (s *Server) serveConn(conn net.Conn, implicitTLS bool) {
@@ -450,7 +451,7 @@ func (s *Server) closeIdle(searchesToo bool) {
 	defer s.mu.Unlock()
 	for sess := range s.sessions {
 		sess.mu.Lock()
-		idle := len(sess.pending) == 0 || searchesToo && sess.timedOps == 0
+		idle := sess.ops.len() == 0 || searchesToo && !sess.ops.watching()
 		sess.mu.Unlock()
 		if idle {
 			sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")

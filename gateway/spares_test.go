@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/testenv/loopback"
 )
 
@@ -107,27 +108,27 @@ func (f *fakeUpstream) serve(raw net.Conn) {
 	}
 	var wmu sync.Mutex
 	w := func(b []byte) { wmu.Lock(); _, _ = conn.Write(b); wmu.Unlock() }
-	r := newMessageReader(conn, 1<<20)
+	r := ldapwire.NewReader(conn, 1<<20)
 	for {
-		m, err := r.next()
+		m, err := r.Next()
 		if err != nil {
 			return
 		}
-		switch m.op {
-		case tagBindRequest:
-			b, _ := decodeBind(m.opContent)
+		switch m.Op {
+		case ldapwire.TagBindRequest:
+			b, _ := decodeBind(m.OpContent)
 			if b.name == "" && len(b.password) == 0 && f.onReset != nil {
 				var n int
 				f.count(func() { f.resets++; n = f.resets })
 				f.onReset(cc, w, n)
 				continue
 			}
-			w(encodeResponse(m.id, tagBindResponse, 0, "", "", ""))
-		case tagSearchRequest:
-			w(encodeResponse(m.id, tagSearchDone, 0, "", "", ""))
-		case tagModifyRequest:
-			w(encodeResponse(m.id, tagModifyResponse, 0, "", "", ""))
-		case tagUnbindRequest:
+			w(encodeResponse(m.ID, ldapwire.TagBindResponse, 0, "", "", ""))
+		case ldapwire.TagSearchRequest:
+			w(encodeResponse(m.ID, ldapwire.TagSearchDone, 0, "", "", ""))
+		case ldapwire.TagModifyRequest:
+			w(encodeResponse(m.ID, ldapwire.TagModifyResponse, 0, "", "", ""))
+		case ldapwire.TagUnbindRequest:
 			return
 		}
 	}
@@ -200,14 +201,14 @@ func oneSession(t *testing.T, url string) {
 }
 
 func answerReset(id int64, code int) []byte {
-	return encodeResponse(id, tagBindResponse, code, "", "", "")
+	return encodeResponse(id, ldapwire.TagBindResponse, code, "", "", "")
 }
 
 // TestSpareResetAnswers proves that only a successful reset, with nothing
 // after it, makes a spare; that the next session then reuses it; and that
 // a directory refusing anonymous binds is not asked again.
 func TestSpareResetAnswers(t *testing.T) {
-	notice := encodeNotice(ldap.LDAPResultUnavailable, "going away")
+	notice := ldapwire.Notice(ldap.LDAPResultUnavailable, "going away")
 	cases := []struct {
 		name       string
 		answer     func(c *corkConn, w func([]byte))
@@ -363,7 +364,7 @@ func TestSpareTLSUpstream(t *testing.T) {
 		if n == 2 {
 			c.cork()
 			w(answerReset(1, 0))
-			w(encodeNotice(ldap.LDAPResultUnavailable, "going away"))
+			w(ldapwire.Notice(ldap.LDAPResultUnavailable, "going away"))
 			c.uncork()
 			return
 		}
@@ -453,7 +454,7 @@ func TestSpareConnsPool(t *testing.T) {
 		p := newSpareConns(4, time.Minute)
 		g, d := loopback.Pair(t)
 		kept(p, g, "")
-		_, _ = d.Write(encodeNotice(ldap.LDAPResultUnavailable, "going away"))
+		_, _ = d.Write(ldapwire.Notice(ldap.LDAPResultUnavailable, "going away"))
 		waitUntil(t, 2*time.Second, "the notice arrives", func() bool { return !quietSocket(g) })
 		if c := p.take(""); c != nil {
 			t.Error("a spare with a message waiting was taken")

@@ -16,7 +16,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/internal/ber"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 )
 
 // fakeDir accepts connections and runs serve on each; it counts accepts.
@@ -25,7 +25,7 @@ type fakeDir struct {
 	accepts atomic.Int32
 }
 
-func startFake(t *testing.T, serve func(n int32, conn net.Conn, in *readConn)) *fakeDir {
+func startFake(t *testing.T, serve func(n int32, conn net.Conn, in *ldapwire.Reader)) *fakeDir {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +42,7 @@ func startFake(t *testing.T, serve func(n int32, conn net.Conn, in *readConn)) *
 			n := f.accepts.Add(1)
 			go func() {
 				defer c.Close()
-				serve(n, c, &readConn{conn: c, r: bufio.NewReader(c)})
+				serve(n, c, ldapwire.NewReader(c, maxReadMessage))
 			}()
 		}
 	}()
@@ -52,10 +52,10 @@ func startFake(t *testing.T, serve func(n int32, conn net.Conn, in *readConn)) *
 func (f *fakeDir) url() string { return "ldap://" + f.ln.Addr().String() }
 
 func ldapResult(tag byte, code int64) []byte {
-	r := ber.AppendInt(nil, tagEnumerated, code)
-	r = ber.AppendTLV(r, tagOctetString, nil)
-	r = ber.AppendTLV(r, tagOctetString, nil)
-	return ber.AppendTLV(nil, tag, r)
+	r := ldapwire.AppendInt(nil, ldapwire.TagEnumerated, code)
+	r = ldapwire.AppendTLV(r, tagOctetString, nil)
+	r = ldapwire.AppendTLV(r, tagOctetString, nil)
+	return ldapwire.AppendTLV(nil, tag, r)
 }
 
 func entryOp(dn string, attrs map[string][]string) []byte {
@@ -63,23 +63,33 @@ func entryOp(dn string, attrs map[string][]string) []byte {
 	for k, vs := range attrs {
 		var set []byte
 		for _, v := range vs {
-			set = ber.AppendTLV(set, tagOctetString, []byte(v))
+			set = ldapwire.AppendTLV(set, tagOctetString, []byte(v))
 		}
-		a := ber.AppendTLV(nil, tagOctetString, []byte(k))
-		a = ber.AppendTLV(a, tagSet, set)
-		list = ber.AppendTLV(list, tagSequence, a)
+		a := ldapwire.AppendTLV(nil, tagOctetString, []byte(k))
+		a = ldapwire.AppendTLV(a, tagSet, set)
+		list = ldapwire.AppendTLV(list, tagSequence, a)
 	}
-	op := ber.AppendTLV(nil, tagOctetString, []byte(dn))
-	op = ber.AppendTLV(op, tagSequence, list)
-	return ber.AppendTLV(nil, tagSearchEntry, op)
+	op := ldapwire.AppendTLV(nil, tagOctetString, []byte(dn))
+	op = ldapwire.AppendTLV(op, tagSequence, list)
+	return ldapwire.AppendTLV(nil, tagSearchEntry, op)
 }
 
 func send(c net.Conn, id int32, op []byte) { _, _ = c.Write(encodeMessage(nil, id, op)) }
 
+func encodeMessage(b []byte, id int32, op []byte) []byte {
+	return ldapwire.AppendMessage(b, int64(id), op)
+}
+
+// readMsg reads one message as the scripted directory sees it.
+func readMsg(in *ldapwire.Reader) (id int64, tag byte, content []byte, err error) {
+	m, err := in.Next()
+	return m.ID, m.Op, m.OpContent, err
+}
+
 // answerBind reads the bind and answers success; false when the peer left.
-func answerBind(c net.Conn, in *readConn) bool {
-	id, tag, _, err := in.readMessage()
-	if err != nil || tag != tagBindRequest {
+func answerBind(c net.Conn, in *ldapwire.Reader) bool {
+	id, tag, _, err := readMsg(in)
+	if err != nil || tag != ldapwire.TagBindRequest {
 		return false
 	}
 	send(c, int32(id), ldapResult(tagBindResponse, 0))
@@ -89,23 +99,23 @@ func answerBind(c net.Conn, in *readConn) bool {
 // An unsolicited Notice of Disconnection on an idle pooled connection: the
 // next read fails over to a new connection and succeeds.
 func TestReadConnNoticeOfDisconnectionWhileIdle(t *testing.T) {
-	f := startFake(t, func(n int32, c net.Conn, in *readConn) {
+	f := startFake(t, func(n int32, c net.Conn, in *ldapwire.Reader) {
 		if !answerBind(c, in) {
 			return
 		}
 		for {
-			id, tag, _, err := in.readMessage()
-			if err != nil || tag != tagSearchRequest {
+			id, tag, _, err := readMsg(in)
+			if err != nil || tag != ldapwire.TagSearchRequest {
 				return
 			}
 			send(c, int32(id), entryOp("uid=alice", map[string][]string{"uid": {"alice"}}))
 			send(c, int32(id), ldapResult(tagSearchDone, 0))
 			if n == 1 {
-				notice := ber.AppendInt(nil, tagEnumerated, 52) // unavailable
-				notice = ber.AppendTLV(notice, tagOctetString, nil)
-				notice = ber.AppendTLV(notice, tagOctetString, []byte("going away"))
-				notice = ber.AppendTLV(notice, 0x8a, []byte("1.3.6.1.4.1.1466.20036"))
-				send(c, 0, ber.AppendTLV(nil, tagExtendedResp, notice))
+				notice := ldapwire.AppendInt(nil, ldapwire.TagEnumerated, 52) // unavailable
+				notice = ldapwire.AppendTLV(notice, tagOctetString, nil)
+				notice = ldapwire.AppendTLV(notice, tagOctetString, []byte("going away"))
+				notice = ldapwire.AppendTLV(notice, 0x8a, []byte("1.3.6.1.4.1.1466.20036"))
+				send(c, 0, ldapwire.AppendTLV(nil, ldapwire.TagExtendedResponse, notice))
 				return
 			}
 		}
@@ -126,16 +136,16 @@ func TestReadConnNoticeOfDisconnectionWhileIdle(t *testing.T) {
 // An answer with the wrong message ID breaks the connection: it is not
 // pooled, and the retry on a new connection gets the same answer.
 func TestReadConnWrongMessageIDNotReused(t *testing.T) {
-	f := startFake(t, func(_ int32, c net.Conn, in *readConn) {
+	f := startFake(t, func(_ int32, c net.Conn, in *ldapwire.Reader) {
 		if !answerBind(c, in) {
 			return
 		}
-		id, _, _, err := in.readMessage()
+		id, _, _, err := readMsg(in)
 		if err != nil {
 			return
 		}
 		send(c, int32(id)+7, ldapResult(tagSearchDone, 0))
-		_, _, _, _ = in.readMessage()
+		_, _, _, _ = readMsg(in)
 	})
 	d := NewDirectory(DirectoryConfig{URLs: []string{f.url()}, ServiceDN: "cn=svc", ServicePassword: "pw", Timeout: 3 * time.Second})
 	defer d.Close()
@@ -165,21 +175,21 @@ func TestReadConnStartTLSInjectionAndRefusal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var sawBind atomic.Bool
-			f := startFake(t, func(_ int32, c net.Conn, in *readConn) {
-				id, tag, _, err := in.readMessage()
+			f := startFake(t, func(_ int32, c net.Conn, in *ldapwire.Reader) {
+				id, tag, _, err := readMsg(in)
 				if err != nil {
 					return
 				}
-				if tag != tagExtendedReq {
+				if tag != ldapwire.TagExtendedRequest {
 					sawBind.Store(true)
 					return
 				}
-				msg := encodeMessage(nil, int32(id), ldapResult(tagExtendedResp, tc.code))
+				msg := encodeMessage(nil, int32(id), ldapResult(ldapwire.TagExtendedResponse, tc.code))
 				if tc.junk {
 					msg = append(msg, encodeMessage(nil, 2, ldapResult(tagBindResponse, 0))...)
 				}
 				_, _ = c.Write(msg)
-				if _, tag, _, err := in.readMessage(); err == nil && tag == tagBindRequest {
+				if _, tag, _, err := readMsg(in); err == nil && tag == ldapwire.TagBindRequest {
 					sawBind.Store(true)
 				}
 			})
@@ -203,11 +213,11 @@ func TestReadConnStartTLSInjectionAndRefusal(t *testing.T) {
 // fails as soon as one entry too many arrives, instead of decoding them all.
 func TestReadConnEntryFloodIsCut(t *testing.T) {
 	const flood = 50_000
-	f := startFake(t, func(_ int32, c net.Conn, in *readConn) {
+	f := startFake(t, func(_ int32, c net.Conn, in *ldapwire.Reader) {
 		if !answerBind(c, in) {
 			return
 		}
-		id, _, _, err := in.readMessage()
+		id, _, _, err := readMsg(in)
 		if err != nil {
 			return
 		}
@@ -232,13 +242,13 @@ func TestReadConnEntryFloodIsCut(t *testing.T) {
 // A connection does not keep a large entry's buffer after it.
 func TestReadConnDropsLargeBuffers(t *testing.T) {
 	big := strings.Repeat("x", 4<<20)
-	f := startFake(t, func(_ int32, c net.Conn, in *readConn) {
+	f := startFake(t, func(_ int32, c net.Conn, in *ldapwire.Reader) {
 		if !answerBind(c, in) {
 			return
 		}
 		first := true
 		for {
-			id, _, _, err := in.readMessage()
+			id, _, _, err := readMsg(in)
 			if err != nil {
 				return
 			}
@@ -268,8 +278,8 @@ func TestReadConnDropsLargeBuffers(t *testing.T) {
 		t.Fatal("no connection was pooled after two reads")
 	}
 	defer func() { d.reads <- c }()
-	if cap(c.msg) > keptMessageBuffer {
-		t.Errorf("the pooled connection keeps a %d-byte buffer after a small read", cap(c.msg))
+	if c.r.Retained() > 64<<10 {
+		t.Errorf("the pooled connection keeps a %d-byte buffer after a small read", c.r.Retained())
 	}
 }
 
@@ -282,9 +292,9 @@ func FuzzReadConnMessage(f *testing.F) {
 		a, b := net.Pipe()
 		defer a.Close()
 		defer b.Close()
-		c := &readConn{conn: a, r: bufio.NewReader(bytes.NewReader(data))}
+		c := &readConn{conn: a, r: ldapwire.NewReader(bytes.NewReader(data), maxReadMessage)}
 		for {
-			_, tag, content, err := c.readMessage()
+			_, tag, content, err := readMsg(c.r)
 			if err != nil {
 				return
 			}
@@ -311,26 +321,26 @@ func TestReadConnSameAsGoLDAP(t *testing.T) {
 		{"memberOf", nil},
 		{"cn", []string{"dup"}},
 	}
-	op := ber.AppendTLV(nil, tagOctetString, []byte("UID=Alice,dc=Example"))
+	op := ldapwire.AppendTLV(nil, tagOctetString, []byte("UID=Alice,dc=Example"))
 	var list []byte
 	for _, a := range attrs {
 		var set []byte
 		for _, v := range a.vals {
-			set = ber.AppendTLV(set, tagOctetString, []byte(v))
+			set = ldapwire.AppendTLV(set, tagOctetString, []byte(v))
 		}
-		x := ber.AppendTLV(nil, tagOctetString, []byte(a.name))
-		x = ber.AppendTLV(x, tagSet, set)
-		list = ber.AppendTLV(list, tagSequence, x)
+		x := ldapwire.AppendTLV(nil, tagOctetString, []byte(a.name))
+		x = ldapwire.AppendTLV(x, tagSet, set)
+		list = ldapwire.AppendTLV(list, tagSequence, x)
 	}
-	op = ber.AppendTLV(op, tagSequence, list)
-	entry := ber.AppendTLV(nil, tagSearchEntry, op)
-	f := startFake(t, func(_ int32, c net.Conn, in *readConn) {
+	op = ldapwire.AppendTLV(op, tagSequence, list)
+	entry := ldapwire.AppendTLV(nil, tagSearchEntry, op)
+	f := startFake(t, func(_ int32, c net.Conn, in *ldapwire.Reader) {
 		for {
-			id, tag, _, err := in.readMessage()
+			id, tag, _, err := readMsg(in)
 			if err != nil {
 				return
 			}
-			if tag == tagBindRequest {
+			if tag == ldapwire.TagBindRequest {
 				send(c, int32(id), ldapResult(tagBindResponse, 0))
 				continue
 			}

@@ -16,8 +16,8 @@ import (
 )
 
 // routes registers every operation gldap can route: the token bind and
-// searches. The shim never passes anything else; the default route answers
-// strangers on the loopback port.
+// searches. A session relays nothing else here (Conn.Answer takes the
+// rest); the default route answers strangers on the loopback port.
 func (s *Server) routes() (*gldap.Mux, error) {
 	mux, err := gldap.NewMux()
 	if err != nil {

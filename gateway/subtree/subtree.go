@@ -38,9 +38,10 @@
 //
 // gldap closes a connection on Compare, Abandon and some filters (see
 // docs/architecture.md, "Libraries"), which would end the client's whole
-// session. So Dial does not hand the gateway the socket itself but a pipe
-// through a shim that answers Compare, drops Abandon, refuses writes and
-// filters gldap cannot decode, and passes only searches on to gldap.
+// session. So the connection Dial hands the gateway (a *Conn) has an
+// Answer method the session asks first: it answers Compare, drops
+// Abandon, refuses writes and filters gldap cannot decode, and leaves
+// only searches to gldap.
 package subtree
 
 import (
@@ -62,6 +63,7 @@ import (
 	"github.com/jimlambrt/gldap"
 
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -82,8 +84,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// internalBindDN is the identity each shim binds with, its password a
-// one-time token.
+// internalBindDN is the identity each connection binds with, its
+// password a one-time token.
 const internalBindDN = "cn=ldapgate-subtree"
 
 // Server is the running subtree server.
@@ -98,8 +100,7 @@ type Server struct {
 	closed   bool
 	tokens   map[string]bool    // issued and not yet used
 	authed   map[int]bool       // gldap connection IDs that presented a token
-	shims    map[*shim]struct{} // open connections handed to the gateway
-	pending  sync.WaitGroup     // shim goroutines
+	conns    map[*Conn]struct{} // open connections handed to the gateway
 	stopOnce sync.Once
 }
 
@@ -119,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 		log:    cfg.Logger.With("component", "subtree"),
 		tokens: make(map[string]bool),
 		authed: make(map[int]bool),
-		shims:  make(map[*shim]struct{}),
+		conns:  make(map[*Conn]struct{}),
 	}, nil
 }
 
@@ -241,16 +242,15 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		srv, done := s.ldap, s.runDone
-		shims := make([]*shim, 0, len(s.shims))
-		for sh := range s.shims {
-			shims = append(shims, sh)
+		conns := make([]*Conn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
 		}
 		s.mu.Unlock()
 		// gldap's Stop waits for its connections, so they go first.
-		for _, sh := range shims {
-			sh.close()
+		for _, c := range conns {
+			c.Close()
 		}
-		s.pending.Wait()
 		if srv != nil {
 			if serr := srv.Stop(); serr != nil {
 				err = fmt.Errorf("subtree: stop: %w", serr)
@@ -281,21 +281,16 @@ func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
 		up.Close()
 		return nil, err
 	}
-	gatewaySide, shimSide := net.Pipe()
-	sh := newShim(s, up, shimSide)
+	c := &Conn{Conn: up, srv: s}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		up.Close()
-		shimSide.Close()
 		return nil, errors.New("subtree: server closed")
 	}
-	s.shims[sh] = struct{}{}
-	s.pending.Add(2)
+	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	go func() { defer s.pending.Done(); sh.requests() }()
-	go func() { defer s.pending.Done(); sh.responses() }()
-	return gatewaySide, nil
+	return c, nil
 }
 
 // authenticate binds a fresh connection with a one-time token.
@@ -319,18 +314,18 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	}
 	_ = c.SetDeadline(deadline)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
-	if _, err := c.Write(encodeBind(1, internalBindDN, token)); err != nil {
+	if _, err := c.Write(ldapwire.AppendMessage(nil, 1, ldapwire.AppendBindRequest(nil, internalBindDN, []byte(token)))); err != nil {
 		return fmt.Errorf("subtree: authenticate: %w", err)
 	}
-	raw, err := readFrame(newFrameReader(c), maxFrame)
+	m, err := ldapwire.NewReader(c, maxFrame).Next()
 	if err != nil {
 		return fmt.Errorf("subtree: authenticate: %w", err)
 	}
-	id, tag, code, err := peekResult(raw)
-	if err != nil {
-		return fmt.Errorf("subtree: authenticate: %w", err)
+	code, ok := ldapwire.ResultCode(m.OpContent)
+	if !ok {
+		return errors.New("subtree: authenticate: malformed bind response")
 	}
-	if id != 1 || tag != appBindResponse || code != 0 {
+	if m.ID != 1 || m.Op != ldapwire.TagBindResponse || code != 0 {
 		return fmt.Errorf("subtree: authenticate: bind answered with result %d", code)
 	}
 	return nil
@@ -361,9 +356,9 @@ func (s *Server) isAuthed(id int) bool {
 	return s.authed[id]
 }
 
-func (s *Server) dropShim(sh *shim) {
+func (s *Server) dropConn(c *Conn) {
 	s.mu.Lock()
-	delete(s.shims, sh)
+	delete(s.conns, c)
 	s.mu.Unlock()
 }
 

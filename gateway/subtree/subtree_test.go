@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
 	"github.com/ldapgate/ldapgate/store"
 )
@@ -420,7 +420,7 @@ func TestSubtreeIsForAdminsAndReadOnly(t *testing.T) {
 }
 
 // A session that uses the subtree keeps working after requests gldap
-// cannot take (compare, abandon, a :dn: filter): the shim answers them.
+// cannot take (compare, abandon, a :dn: filter): Conn.Answer answers them.
 func TestSessionSurvivesCompareAbandonAndOddFilters(t *testing.T) {
 	st := newStack(t)
 	c := st.conn(t, adminDN, adminPW)
@@ -514,7 +514,10 @@ func TestCloseWithOpenConnections(t *testing.T) {
 }
 
 // rawLDAP sends hand-built messages, to send an Abandon (go-ldap has none).
-type rawLDAP struct{ net.Conn }
+type rawLDAP struct {
+	net.Conn
+	r *ldapwire.Reader
+}
 
 func rawDial(t *testing.T, url string) *rawLDAP {
 	t.Helper()
@@ -523,7 +526,7 @@ func rawDial(t *testing.T, url string) *rawLDAP {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &rawLDAP{c}
+	return &rawLDAP{c, ldapwire.NewReader(c, 16<<20)}
 }
 
 func (c *rawLDAP) write(t *testing.T, b []byte) {
@@ -540,55 +543,41 @@ func (c *rawLDAP) roundTrip(t *testing.T, b []byte, id int64) {
 	c.write(t, b)
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		p, err := ber.ReadPacket(c)
+		m, err := c.r.Next()
 		if err != nil {
 			t.Fatalf("waiting for the answer to %d: %v", id, err)
 		}
-		got, _ := p.Children[0].Value.(int64)
-		op := p.Children[1]
-		if got == 0 {
-			t.Fatalf("notice of disconnection: %s", op.Children[2].Data.String())
+		res, err := ldapwire.DecodeResult(m.OpContent)
+		if m.ID == 0 {
+			t.Fatalf("notice of disconnection: %s (%v)", res.Diagnostic, err)
 		}
-		if got != id || op.Tag == ldap.ApplicationSearchResultEntry {
+		if m.ID != id || !ldapwire.IsFinal(m.Op) {
 			continue
 		}
-		if code, _ := op.Children[0].Value.(int64); code != 0 {
-			t.Fatalf("message %d: result %d %s", id, code, op.Children[2].Data.String())
+		if err != nil || res.Code != 0 {
+			t.Fatalf("message %d: result %d %s (%v)", id, res.Code, res.Diagnostic, err)
 		}
 		return
 	}
 }
 
-func envelope(id int64, op *ber.Packet) []byte {
-	env := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAPMessage")
-	env.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, id, "messageID"))
-	env.AppendChild(op)
-	return env.Bytes()
+func bindMsg(id int64, dn, pw string) []byte {
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendBindRequest(nil, dn, []byte(pw)))
 }
 
-func bindMsg(id int64, dn, pw string) []byte { return encodeBind(id, dn, pw) }
-
 func abandonMsg(id, target int64) []byte {
-	return envelope(id, ber.NewInteger(ber.ClassApplication, ber.TypePrimitive, ldap.ApplicationAbandonRequest, target, "abandon"))
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendInt(nil, ldapwire.TagAbandonRequest, target))
 }
 
 func searchMsg(t *testing.T, id int64, base, filter string) []byte {
 	t.Helper()
-	req := ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, filter, nil, nil)
-	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "search")
-	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, ""))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(req.Scope), ""))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(req.DerefAliases), ""))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(0), ""))
-	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(0), ""))
-	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, false, ""))
 	f, err := ldap.CompileFilter(filter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	op.AppendChild(f)
-	op.AppendChild(ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes"))
-	return envelope(id, op)
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendSearchRequest(nil, ldapwire.SearchRequest{
+		Base: base, Scope: ldapwire.ScopeSubtree, DerefAliases: ldapwire.DerefNever, Filter: f.Bytes(),
+	}))
 }
 
 // Many sessions read the subtree at once while the journal grows; every

@@ -1,14 +1,13 @@
-// Package ber reads and writes the part of BER that LDAP uses (RFC 4511
-// section 5.1): single-octet tags and definite lengths of at most four
-// octets. It works on byte slices in place, without building a tree of
-// packets, for the paths where go-asn1-ber's allocations show: the relay's
-// message envelope and the mirror's reads of one entry.
-package ber
+// BER, the part LDAP uses (RFC 4511 section 5.1): single-octet tags and
+// definite lengths of at most four octets. These functions work on byte
+// slices in place, without building a tree of packets, for the paths where
+// go-asn1-ber's allocations show: the relay's message envelope and the
+// mirror's reads of one entry.
+
+package ldapwire
 
 import (
 	"errors"
-	"fmt"
-	"io"
 )
 
 // maxLengthOctets bounds a long-form length: lengths beyond 2^32-1 are
@@ -47,34 +46,6 @@ func Next(data []byte) (tag byte, content, rest []byte, err error) {
 		return 0, nil, nil, errors.New("length runs past the end of its container")
 	}
 	return tag, data[pos : pos+length], data[pos+length:], nil
-}
-
-// ReadLength reads a definite length from a stream, as after a message's
-// SEQUENCE tag; the caller bounds the result.
-func ReadLength(r io.ByteReader) (int, error) {
-	first, err := r.ReadByte()
-	if err != nil {
-		return 0, err
-	}
-	if first < 0x80 {
-		return int(first), nil
-	}
-	count := int(first & 0x7f)
-	if count == 0 || count > maxLengthOctets {
-		return 0, fmt.Errorf("length of %d octets", count)
-	}
-	n := 0
-	for range count {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		n = n<<8 | int(b)
-	}
-	if n < 0 { // four octets overflowing a 32-bit int
-		return 0, errors.New("length too large")
-	}
-	return n, nil
 }
 
 // ParseInt decodes the content of a two's complement INTEGER or

@@ -1,7 +1,6 @@
-package ber
+package ldapwire
 
 import (
-	"bufio"
 	"bytes"
 	"math"
 	"testing"
@@ -43,21 +42,6 @@ func TestNextRefuses(t *testing.T) {
 	for name, content := range map[string][]byte{"empty": nil, "nine octets": make([]byte, 9)} {
 		if _, err := ParseInt(content); err == nil {
 			t.Errorf("integer %s: accepted", name)
-		}
-	}
-}
-
-func TestReadLength(t *testing.T) {
-	for _, n := range []int{0, 0x7f, 0x80, 0xffff, 0x1000000} {
-		enc := AppendLength(nil, n)
-		got, err := ReadLength(bufio.NewReader(bytes.NewReader(enc)))
-		if err != nil || got != n {
-			t.Errorf("%d: got %d, %v", n, got, err)
-		}
-	}
-	for name, data := range map[string][]byte{"empty": nil, "indefinite": {0x80}, "five octets": {0x85, 0, 0, 0, 0, 1}, "cut": {0x82, 0x01}} {
-		if _, err := ReadLength(bufio.NewReader(bytes.NewReader(data))); err == nil {
-			t.Errorf("%s: accepted", name)
 		}
 	}
 }

@@ -1,0 +1,178 @@
+// Routing the upstream's answers back to the client, matched against the
+// table of outstanding operations, and what happens when they never come.
+
+package gateway
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
+)
+
+// relayUpstream copies the upstream's messages to the client until the
+// upstream connection ends, or is parked among the spares.
+func (s *session) relayUpstream(up *upstreamConn) {
+	handedOver := false
+	defer func() {
+		switch {
+		case handedOver:
+		case up.parking.Load():
+			// Parked while this goroutine was not waiting for the reset's
+			// answer (it was failing, or writing to a client that left).
+			s.srv.spares.settle(up.conn, up.route, false)
+			s.srv.recycle([]*ldapwire.Reader{up.r}, nil)
+		default:
+			up.conn.Close()
+		}
+	}()
+	for {
+		m, err := up.r.Next()
+		if up.parking.Load() {
+			s.settleReset(up, m, err) // the spares keep or close the connection
+			handedOver = true
+			s.srv.recycle([]*ldapwire.Reader{up.r}, nil)
+			return
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !s.opTimedOut(up) {
+				continue
+			}
+			s.upstreamLost(up, err)
+			return
+		}
+		if m.ID == 0 {
+			// An unsolicited notification, most often the directory's own
+			// Notice of Disconnection: pass it on and end the session,
+			// unless no request has used the connection yet.
+			s.mu.Lock()
+			if s.unusedLocked(up) {
+				s.releaseEarlyLocked()
+				s.up = nil
+				s.mu.Unlock()
+				return
+			}
+			s.closing = true
+			s.mu.Unlock()
+			s.writeClient(m.Raw, true)
+			s.close()
+			return
+		}
+		var op pendingOp
+		var found bool
+		if ldapwire.IsFinal(m.Op) {
+			s.mu.Lock()
+			op, found = s.ops.finish(m.ID, m.Op)
+			if found {
+				if op.after != nil {
+					s.completing++
+				}
+				if op.timed() {
+					s.resetOpTimerLocked(up)
+				}
+				if op.tag == ldapwire.TagBindRequest {
+					s.noteBindLocked(m, op)
+				}
+			}
+			s.mu.Unlock()
+		}
+		if found && s.srv.cfg.Observer != nil {
+			code, _ := ldapwire.ResultCode(m.OpContent)
+			s.srv.cfg.Observer.OperationDone(ldapwire.OpName(op.tag), code, time.Since(op.start))
+		}
+		if found && op.after != nil {
+			res, err := decodeResult(m, op.passwordModify)
+			if err != nil {
+				res = Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: unreadable upstream response: " + err.Error(), Unanswered: true}
+			}
+			op.after(s.ctx, res)
+			// Before the client can see the answer, and so unbind.
+			s.mu.Lock()
+			s.completing--
+			s.mu.Unlock()
+		}
+		if !s.writeClient(m.Raw, up.r.Buffered() == 0) {
+			return
+		}
+		up.r.Release()
+	}
+}
+
+// resetOpTimerLocked restarts the op timeout after progress, or clears it.
+func (s *session) resetOpTimerLocked(up *upstreamConn) {
+	if s.srv.cfg.OpTimeout <= 0 || up != s.up {
+		return
+	}
+	if s.ops.watching() {
+		_ = up.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.OpTimeout))
+	} else {
+		_ = up.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// opTimedOut reports whether a read timeout on the upstream means an
+// operation went unanswered for the op timeout (rather than a stale deadline).
+func (s *session) opTimedOut(up *upstreamConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ops.watching() {
+		return true
+	}
+	_ = up.conn.SetReadDeadline(time.Time{})
+	return false
+}
+
+// upstreamLost ends the session after its upstream connection failed: every
+// outstanding operation gets unavailable, then the client a Notice of
+// Disconnection, since its bind state is gone with the connection.
+func (s *session) upstreamLost(up *upstreamConn, err error) {
+	s.mu.Lock()
+	if s.unusedLocked(up) {
+		s.releaseEarlyLocked()
+		s.up = nil
+	}
+	if s.up != up && s.local != up {
+		s.mu.Unlock()
+		return
+	}
+	closing := s.closing
+	pending := s.ops.drain()
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	reason := "ldapgate: the upstream directory closed the connection"
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		reason = "ldapgate: the upstream directory did not answer within the operation timeout"
+	}
+	s.log().Warn("upstream connection lost", "err", err, "outstanding", len(pending))
+	s.srv.stats.upstreamErrors.Add(1)
+	for id, op := range pending {
+		// The request reached the directory: say that its fate is unknown,
+		// so that a client does not take a write for undone.
+		s.failOp(id, op, reason+OutcomeUnknown, true)
+	}
+	s.notice(ldap.LDAPResultUnavailable, reason)
+	s.close()
+}
+
+// OutcomeUnknown ends the diagnostic of an operation that reached the
+// directory but whose answer was lost with the upstream connection.
+const OutcomeUnknown = "; the operation may or may not have been applied"
+
+// failOp answers an operation the upstream will never answer. sent tells
+// whether the request reached the upstream, whose outcome is then unknown.
+// An operation the client abandoned gets no answer, but its Completion
+// still learns the outcome is unknown.
+func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
+	if op.after != nil {
+		op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: sent})
+	}
+	if tag := ldapwire.ResponseTag(op.tag); tag != 0 && !op.abandoned {
+		s.writeClient(encodeResponse(id, tag, ldap.LDAPResultUnavailable, "", reason, ""), true)
+		s.observe(op.tag, ldap.LDAPResultUnavailable, op.start)
+	}
+}

@@ -1,0 +1,389 @@
+// Reading the client's messages and acting on each: relaying it, answering
+// it from the gateway, or ending the session on a protocol error.
+
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
+)
+
+// readClient waits for the next client message. A client that stays silent
+// for the idle timeout is disconnected, unless it still has operations
+// outstanding (a persistent search is not idle). The read deadline moves
+// only when less than half of it is left, so most messages change no timer.
+func (s *session) readClient() (ldapwire.Message, error) {
+	idle := s.srv.cfg.IdleTimeout
+	if idle <= 0 {
+		return s.cr.Next()
+	}
+	if now := time.Now(); s.readDeadline.Sub(now) < idle/2 {
+		s.readDeadline = now.Add(idle)
+		_ = s.client.SetReadDeadline(s.readDeadline)
+	}
+	for s.cr.Buffered() == 0 {
+		err := s.cr.Wait()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return ldapwire.Message{}, err
+		}
+		s.mu.Lock()
+		busy := s.ops.len() > 0
+		s.mu.Unlock()
+		next := s.lastRead.Add(idle)
+		if busy {
+			next = time.Now().Add(idle)
+		} else if !time.Now().Before(next) {
+			return ldapwire.Message{}, errIdle
+		}
+		s.readDeadline = next
+		_ = s.client.SetReadDeadline(next)
+	}
+	m, err := s.cr.Next()
+	s.lastRead = time.Now()
+	return m, err
+}
+
+var errIdle = errors.New("idle timeout")
+
+func (s *session) clientReadFailed(err error) {
+	var pe *ldapwire.ProtocolError
+	switch {
+	case errors.Is(err, io.EOF):
+	case errors.Is(err, errIdle):
+		s.log().Debug("closing idle session")
+		s.notice(ldap.LDAPResultUnavailable, "ldapgate: session idle for too long")
+	case errors.As(err, &pe):
+		s.log().Info("protocol error from client", "reason", pe.Reason)
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+pe.Reason)
+	case errors.Is(err, ldapwire.ErrMessageTooLarge):
+		s.log().Info("client message too large", "err", err)
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.log().Info("client stalled in the middle of a message")
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: incomplete message")
+	default:
+		s.log().Debug("client connection ended", "err", err)
+	}
+}
+
+// handle acts on one client message and reports whether the session goes on.
+func (s *session) handle(m ldapwire.Message) bool {
+	if !ldapwire.IsRequest(m.Op) {
+		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: 0x%02x is not an LDAP request", m.Op))
+		return false
+	}
+	if m.ID == 0 {
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: message ID 0 is reserved for unsolicited notifications")
+		return false
+	}
+	s.srv.stats.requests.Add(1)
+	if m.Controls != nil {
+		s.reusable = false
+	}
+	switch m.Op {
+	case ldapwire.TagUnbindRequest:
+		if s.park() {
+			return false
+		}
+		s.mu.Lock()
+		up := s.up
+		s.closing = true
+		s.mu.Unlock()
+		if up != nil {
+			_, _ = up.w.Write(m.Raw)
+			_ = up.w.Flush()
+		}
+		return false
+	case ldapwire.TagAbandonRequest:
+		return s.abandon(m)
+	case ldapwire.TagBindRequest:
+		return s.bind(m)
+	case ldapwire.TagExtendedRequest:
+		name, _, _, err := decodeExtended(m.OpContent)
+		if err != nil {
+			s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed extended request: "+err.Error())
+			return false
+		}
+		switch name {
+		case ldapwire.OIDStartTLS:
+			return s.startTLS(m)
+		case ldapwire.OIDPasswordModify:
+			return s.write(m)
+		case ldapwire.OIDWhoAmI:
+		default:
+			s.reusable = false // transactions and others keep state on the connection
+		}
+		return s.forward(m, pendingOp{tag: m.Op})
+	case ldapwire.TagAddRequest, ldapwire.TagModifyRequest, ldapwire.TagDelRequest, ldapwire.TagModDNRequest:
+		if len(s.srv.local) > 0 && s.srv.isLocal(targetDN(m)) {
+			s.respond(m, ldap.LDAPResultUnwillingToPerform, "ldapgate: the gateway's own subtree is read-only")
+			return true
+		}
+		return s.write(m)
+	case ldapwire.TagSearchRequest, ldapwire.TagCompareRequest:
+		if len(s.srv.local) > 0 && s.srv.isLocal(targetDN(m)) {
+			return s.routeLocal(m)
+		}
+	}
+	return s.forward(m, pendingOp{tag: m.Op})
+}
+
+// targetDN reads the DN an operation is aimed at: the first element of
+// search, compare, add, modify, delete and modify DN requests.
+func targetDN(m ldapwire.Message) []byte {
+	if m.Op == ldapwire.TagDelRequest {
+		return m.OpContent
+	}
+	tag, content, _, err := ldapwire.Next(m.OpContent)
+	if err != nil || tag != ldapwire.TagOctetString {
+		return nil
+	}
+	return content
+}
+
+// routeLocal hands a read of the gateway's own subtree to its server, for
+// the identities allowed to see it.
+func (s *session) routeLocal(m ldapwire.Message) bool {
+	s.mu.Lock()
+	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
+	s.mu.Unlock()
+	ld := s.srv.cfg.Local
+	if ld.Allow != nil && !ld.Allow(info) {
+		s.respond(m, ldap.LDAPResultInsufficientAccessRights, "ldapgate: the gateway's own subtree is readable by its admin identities only")
+		return true
+	}
+	if s.answerLocal(m) {
+		return true
+	}
+	return s.forward(m, pendingOp{tag: m.Op, local: true})
+}
+
+// localAnswerer is a connection to the local server (LocalDirectory.Dial)
+// that answers itself the requests its server cannot take. The subtree's
+// connections are: gldap drops a connection on Compare or Abandon.
+type localAnswerer interface {
+	// Answer returns handled false for a request to relay to the server;
+	// otherwise reply is the whole answer, nil when the request has none.
+	Answer(m ldapwire.Message) (reply []byte, handled bool)
+}
+
+// answerLocal lets the local connection answer a request its server
+// cannot take, and reports whether it did.
+func (s *session) answerLocal(m ldapwire.Message) bool {
+	s.mu.Lock()
+	_, inUse := s.ops.lookup(m.ID)
+	s.mu.Unlock()
+	if inUse {
+		return false // forward refuses the reused ID
+	}
+	c, err := s.localUpstream()
+	if err != nil {
+		return false // forward reports the failure
+	}
+	a, ok := c.connAnswerer()
+	if !ok {
+		return false
+	}
+	reply, handled := a.Answer(m)
+	if !handled {
+		return false
+	}
+	if reply != nil {
+		s.writeClient(reply, true)
+		if r, err := ldapwire.Parse(reply); err == nil {
+			code, _ := ldapwire.ResultCode(r.OpContent)
+			s.observe(m.Op, code, time.Time{})
+		}
+	}
+	return true
+}
+
+func (s *session) abandon(m ldapwire.Message) bool {
+	s.reusable = false // the directory may still be winding the operation down
+	target, err := ldapwire.ParseInt(m.OpContent)
+	if err != nil {
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed abandon request")
+		return false
+	}
+	s.mu.Lock()
+	up := s.up
+	_, err = s.ops.abandon(target)
+	s.mu.Unlock()
+	if err != nil {
+		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
+		return false
+	}
+	for _, c := range []*upstreamConn{up, s.localConn()} {
+		if a, ok := c.connAnswerer(); ok {
+			if _, handled := a.Answer(m); handled {
+				continue
+			}
+		}
+		if c != nil {
+			if _, err := c.w.Write(m.Raw); err == nil && s.cr.Buffered() == 0 {
+				_ = c.w.Flush()
+			}
+		}
+	}
+	return true
+}
+
+// write handles the operations interception may see.
+func (s *session) write(m ldapwire.Message) bool {
+	s.mu.Lock()
+	isTLS := s.tls
+	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
+	s.mu.Unlock()
+	if s.srv.cfg.ConfidentialityRequired && !isTLS {
+		s.respond(m, ldap.LDAPResultConfidentialityRequired,
+			"ldapgate: writes require a TLS-protected connection; use StartTLS or ldaps://")
+		return true
+	}
+	op := pendingOp{tag: m.Op}
+	hook := s.srv.cfg.Interceptor
+	if hook == nil {
+		return s.forward(m, op)
+	}
+	req, err := decodeWrite(m)
+	if err != nil {
+		s.respond(m, ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
+		return true
+	}
+	if req == nil {
+		return s.forward(m, op)
+	}
+	after, refuse := hook.Intercept(s.ctx, info, req)
+	if refuse != nil {
+		s.respond(m, refuse.Code, refuse.Diagnostic)
+		return true
+	}
+	op.after = after
+	op.passwordModify = req.Op == OpPasswordModify
+	return s.forward(m, op)
+}
+
+// forward relays a request upstream, registering it as pending when it
+// expects an answer.
+func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
+	expectsAnswer := ldapwire.ResponseTag(m.Op) != 0
+	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream) {
+		return false
+	}
+	var up *upstreamConn
+	var err error
+	if op.local {
+		up, err = s.localUpstream()
+	} else {
+		up, err = s.upstream()
+	}
+	if err != nil {
+		if expectsAnswer {
+			s.ops.unreserve()
+		}
+		s.srv.stats.upstreamErrors.Add(1)
+		s.log().Warn("no upstream directory reachable", "err", err)
+		s.failOp(m.ID, op, "ldapgate: no upstream directory reachable", false)
+		return true
+	}
+	if expectsAnswer {
+		s.mu.Lock()
+		if s.up != up && s.local != up {
+			// The upstream was lost while we dialled or waited.
+			s.mu.Unlock()
+			s.ops.unreserve()
+			s.failOp(m.ID, op, "ldapgate: the upstream directory connection was lost", false)
+			return false
+		}
+		op.start = time.Now()
+		firstTimed, err := s.ops.add(m.ID, op)
+		if err != nil {
+			s.mu.Unlock()
+			s.ops.unreserve()
+			s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID))
+			return false
+		}
+		if firstTimed && s.srv.cfg.OpTimeout > 0 {
+			_ = up.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.OpTimeout))
+		}
+		s.mu.Unlock()
+	}
+	if _, err := up.w.Write(m.Raw); err != nil {
+		return false
+	}
+	if s.cr.Buffered() == 0 || up.w.Buffered() > 16<<10 {
+		if err := up.w.Flush(); err != nil {
+			return false
+		}
+	}
+	s.cr.Release()
+	return true
+}
+
+// flushUpstream sends the requests buffered for the upstream, whose
+// answers free room in the table of outstanding operations.
+func (s *session) flushUpstream() {
+	s.mu.Lock()
+	up := s.up
+	s.mu.Unlock()
+	if up != nil {
+		_ = up.w.Flush()
+	}
+}
+
+// startTLS answers a StartTLS request and upgrades the client connection.
+func (s *session) startTLS(m ldapwire.Message) bool {
+	s.mu.Lock()
+	already, busy := s.tls, s.ops.len() > 0
+	s.mu.Unlock()
+	switch {
+	case s.srv.cfg.TLS == nil:
+		s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultUnavailable, "",
+			"ldapgate: TLS is not configured on this listener", ldapwire.OIDStartTLS), true)
+		return true
+	case already:
+		s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultOperationsError, "",
+			"ldapgate: TLS is already established", ldapwire.OIDStartTLS), true)
+		return true
+	case busy || s.cr.Buffered() > 0:
+		s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultOperationsError, "",
+			"ldapgate: StartTLS requires that no other operation is outstanding", ldapwire.OIDStartTLS), true)
+		return true
+	}
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if s.cw == nil {
+		return false
+	}
+	if _, err := s.cw.Write(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultSuccess, "", "", ldapwire.OIDStartTLS)); err != nil {
+		return false
+	}
+	if err := s.cw.Flush(); err != nil {
+		return false
+	}
+	tc := tls.Server(s.client, s.srv.cfg.TLS)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.log().Info("StartTLS handshake failed", "err", err)
+		return false
+	}
+	s.cr, s.cw = s.buffers(tc)
+	s.readDeadline = time.Time{} // set again on the TLS connection
+	s.mu.Lock()
+	s.client = tc
+	s.tls = true
+	s.mu.Unlock()
+	return true
+}
