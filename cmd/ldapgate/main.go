@@ -34,6 +34,7 @@ func main() {
 		resyncCommand(),
 		journalCommand(),
 		checkConfigCommand(),
+		genDocsCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",
