@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -157,6 +158,7 @@ func TestAlertsFireOnTheGatewaysRealMetrics(t *testing.T) {
 	scenarios = append(scenarios, scenario{name: "dead letter", first: dead, last: g.scrape(t),
 		want: []firing{{alert: "LdapgateDeadLetters"}}})
 
+	checkMetricNames(t, scenarios)
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			for _, w := range sc.want {
@@ -167,6 +169,68 @@ func TestAlertsFireOnTheGatewaysRealMetrics(t *testing.T) {
 			runPromtoolTest(t, promtool, sc, alerts)
 		})
 	}
+}
+
+// metricName finds the gateway's metric names in rule expressions and
+// dashboard queries.
+var metricName = regexp.MustCompile(`\bldapgate_[a-z_]+\b`)
+
+// checkMetricNames checks that every metric the alerts and the dashboard
+// read is one the gateway exported in the scenarios. The replication
+// metrics appear only on a primary/standby pair; they must be defined in
+// the replica package.
+func checkMetricNames(t *testing.T, scenarios []scenario) {
+	t.Helper()
+	exported := map[string]bool{}
+	for _, sc := range scenarios {
+		for _, snap := range []snapshot{sc.first, sc.last} {
+			for series := range snap.values {
+				name, _, _ := strings.Cut(series, "{")
+				exported[name] = true
+			}
+		}
+	}
+	replicaSource := readAll(t, filepath.Join(moduleRoot(t), "replica"), ".go")
+	for _, file := range []string{alertsFile, "grafana/ldapgate.json"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		for _, line := range strings.Split(string(data), "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(line), "#") { // commented-out rules wait for the cluster
+				text.WriteString(line + "\n")
+			}
+		}
+		for _, name := range metricName.FindAllString(text.String(), -1) {
+			switch {
+			case exported[name], exported[name+"_bucket"]: // a histogram's family name
+			case strings.HasPrefix(name, "ldapgate_replication_") && strings.Contains(replicaSource, `"`+name+`"`):
+			default:
+				t.Errorf("%s reads %s, which the gateway does not export", file, name)
+			}
+		}
+	}
+}
+
+// readAll concatenates the files of dir whose names end in suffix.
+func readAll(t *testing.T, dir, suffix string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), suffix) {
+			data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(data)
+		}
+	}
+	return b.String()
 }
 
 func requirePromtool(t *testing.T) string {
