@@ -30,8 +30,9 @@ DEB_VERSION  ?= $(if $(filter 0% 1% 2% 3% 4% 5% 6% 7% 8% 9%,$(deb_upstream)),$(d
 DEB_FILE     := $(DEB_DIR)/ldapgate_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # The one build of the shipped binary: static (no libc dependency), paths
-# trimmed, the version stamped. The Dockerfile runs the same command.
-SHIP_BUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+# trimmed, symbols stripped, the version stamped. The Dockerfile runs the
+# same command.
+SHIP_BUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)'
 
 .PHONY: deb man completion ship-binary alerts-check packaging-deps
 
