@@ -80,6 +80,7 @@ type scenario struct {
 // stays put) and `promtool test rules` must find exactly the alerts the
 // state calls for.
 func TestAlertsFireOnTheGatewaysRealMetrics(t *testing.T) {
+	t.Parallel()
 	promtool := requirePromtool(t)
 	checkRules(t, promtool)
 	alerts := alertNames(t)

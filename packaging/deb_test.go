@@ -28,6 +28,7 @@ const (
 // edit of the conffile survives a reinstall; removal and purge keep the
 // data folder (the journal) unless LDAPGATE_PURGE_DATA=yes.
 func TestDebianPackageInstallsAndPurgeKeepsTheJournal(t *testing.T) {
+	t.Parallel()
 	requireDpkg(t)
 	userExisted := exec.Command("getent", "passwd", "ldapgate").Run() == nil
 	deb := makeDeb(t)
@@ -61,6 +62,11 @@ COMP_WORDS=(ldapgate check); COMP_CWORD=1; _ldapgate_complete; echo "${COMPREPLY
 	dir := slapd.StartT(t, slapd.Options{})
 	if out := run(t, "ldapgate", "check-config", "--config", conffile, "--upstream", dir.URL); !strings.Contains(out, "ok    upstream "+dir.URL) {
 		t.Errorf("check-config with %s does not report the upstream answering:\n%s", conffile, out)
+	}
+
+	// The unit's directives are ones this systemd knows.
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		run(t, "systemd-analyze", "verify", "/usr/lib/systemd/system/ldapgate.service")
 	}
 
 	// The user, the data folder and the conffile as postinst leaves them.
