@@ -26,7 +26,9 @@ const (
 // against a real slapd), the man pages and the completion are where man and
 // bash look, the service user and data folder exist; the administrator's
 // edit of the conffile survives a reinstall; removal and purge keep the
-// data folder (the journal) unless LDAPGATE_PURGE_DATA=yes.
+// data folder (the journal) unless LDAPGATE_PURGE_DATA=yes. Only the first
+// install runs dpkg's triggers (man-db's index) at once: they take seconds
+// each, so the later steps defer them to one run at the end.
 func TestDebianPackageInstallsAndPurgeKeepsTheJournal(t *testing.T) {
 	t.Parallel()
 	requireDpkg(t)
@@ -81,7 +83,7 @@ COMP_WORDS=(ldapgate check); COMP_CWORD=1; _ldapgate_complete; echo "${COMPREPLY
 	// The administrator's edit survives a reinstall.
 	edited := append(readFile(t, conffile), []byte("# edited by the administrator\n")...)
 	writeFile(t, conffile, edited)
-	dpkg(t, "-i", deb)
+	dpkg(t, "-i", "--no-triggers", deb)
 	if got := readFile(t, conffile); !bytes.Equal(got, edited) {
 		t.Errorf("reinstalling replaced the administrator's %s", conffile)
 	}
@@ -89,14 +91,14 @@ COMP_WORDS=(ldapgate check); COMP_CWORD=1; _ldapgate_complete; echo "${COMPREPLY
 	// Remove, then purge: the journal stays.
 	journal := filepath.Join(dataDir, "journal", "MANIFEST")
 	writeFile(t, journal, []byte("stands for the journal"))
-	dpkg(t, "-r", pkgName)
+	dpkg(t, "-r", "--no-triggers", pkgName)
 	if _, err := os.Stat("/usr/bin/ldapgate"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("/usr/bin/ldapgate after dpkg -r: %v", err)
 	}
 	if _, err := os.Stat(conffile); err != nil {
 		t.Errorf("dpkg -r removed the conffile: %v", err)
 	}
-	out = dpkg(t, "--purge", pkgName)
+	out = dpkg(t, "--purge", "--no-triggers", pkgName)
 	if _, err := os.Stat(conffile); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s after purge: %v", conffile, err)
 	}
@@ -108,8 +110,8 @@ COMP_WORDS=(ldapgate check); COMP_CWORD=1; _ldapgate_complete; echo "${COMPREPLY
 	}
 
 	// Asked explicitly, purge removes it.
-	dpkg(t, "-i", deb)
-	dpkgEnv(t, []string{"LDAPGATE_PURGE_DATA=yes"}, "--purge", pkgName)
+	dpkg(t, "-i", "--no-triggers", deb)
+	dpkgEnv(t, []string{"LDAPGATE_PURGE_DATA=yes"}, "--purge", "--no-triggers", pkgName)
 	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s after a purge with LDAPGATE_PURGE_DATA=yes: %v", dataDir, err)
 	}
@@ -191,6 +193,9 @@ func cleanUpPackage(t *testing.T, removeUser bool) {
 		if out, err := exec.Command("dpkg", "--purge", pkgName).CombinedOutput(); err != nil {
 			t.Errorf("clean-up: dpkg --purge: %v\n%s", err, out)
 		}
+	}
+	if out, err := exec.Command("dpkg", "--triggers-only", "--pending").CombinedOutput(); err != nil {
+		t.Errorf("clean-up: dpkg --triggers-only --pending: %v\n%s", err, out)
 	}
 	if err := os.RemoveAll(dataDir); err != nil {
 		t.Errorf("clean-up: %v", err)
