@@ -65,7 +65,11 @@ func writeManPages(app *cli.App, dir string) error {
 		pageNames = append(pageNames, app.Name+"-"+cmd.Name)
 	}
 
-	main, err := app.ToManWithSection(manSection)
+	// The running App has urfave/cli's help command added; the page lists
+	// the real ones.
+	top := &cli.App{Name: app.Name, Usage: app.Usage, UsageText: app.UsageText, Description: app.Description,
+		Flags: app.VisibleFlags(), Commands: commands}
+	main, err := top.ToManWithSection(manSection)
 	if err != nil {
 		return fmt.Errorf("man page %s(%d): %w", app.Name, manSection, err)
 	}
@@ -80,6 +84,8 @@ func writeManPages(app *cli.App, dir string) error {
 		// The template calls a page's flags "GLOBAL OPTIONS"; on a
 		// command's page they are that command's options.
 		page = strings.Replace(page, ".SH GLOBAL OPTIONS", ".SH OPTIONS", 1)
+		// The synopsis shows the command as typed, like git-commit(1)'s.
+		page = strings.Replace(page, ".SH SYNOPSIS\n"+pageNames[i]+"\n", ".SH SYNOPSIS\n"+app.Name+" "+cmd.Name+"\n", 1)
 		if err := writePage(dir, pageNames[i], page, []string{app.Name}); err != nil {
 			return err
 		}
