@@ -59,10 +59,11 @@ COMP_WORDS=(ldapgate check); COMP_CWORD=1; _ldapgate_complete; echo "${COMPREPLY
 		t.Errorf("zsh completion: %v", err)
 	}
 
-	// The packaged configuration passes check-config against a directory
-	// that answers (only the upstream differs from the file's).
+	// The service's user reads the packaged configuration, which passes
+	// check-config against a directory that answers (only the upstream
+	// differs from the file's).
 	dir := slapd.StartT(t, slapd.Options{})
-	if out := run(t, "ldapgate", "check-config", "--config", conffile, "--upstream", dir.URL); !strings.Contains(out, "ok    upstream "+dir.URL) {
+	if out := run(t, "runuser", "-u", "ldapgate", "--", "ldapgate", "check-config", "--config", conffile, "--upstream", dir.URL); !strings.Contains(out, "ok    upstream "+dir.URL) {
 		t.Errorf("check-config with %s does not report the upstream answering:\n%s", conffile, out)
 	}
 
@@ -75,6 +76,9 @@ COMP_WORDS=(ldapgate check); COMP_CWORD=1; _ldapgate_complete; echo "${COMPREPLY
 	run(t, "getent", "passwd", "ldapgate")
 	if owner := run(t, "stat", "-c", "%U:%G %a", dataDir); owner != "ldapgate:ldapgate 700" {
 		t.Errorf("%s is %s; want ldapgate:ldapgate 700", dataDir, owner)
+	}
+	if mode := run(t, "stat", "-c", "%U:%G %a", conffile); mode != "root:ldapgate 640" {
+		t.Errorf("%s is %s; want root:ldapgate 640", conffile, mode)
 	}
 	if conf := run(t, "dpkg-query", "-W", "-f=${Conffiles}", pkgName); !strings.Contains(conf, conffile) {
 		t.Errorf("%s is not a conffile; the package's conffiles: %q", conffile, conf)
