@@ -1,6 +1,8 @@
 # packaging.mk — the Debian package, man pages, shell completion and the
-# Prometheus rule check. Included by the Makefile, whose GO, VERSION and
-# LDFLAGS it uses:
+# Prometheus rule check. The Makefile includes it after its first target
+# (`include packaging/packaging.mk` below `all: build`, so `all` stays the
+# default), its deps target depends on packaging-deps and its test target on
+# alerts-check; it uses the Makefile's GO, VERSION and LDFLAGS:
 #
 #   make deb                  bin/ldapgate_<version>_<arch>.deb
 #   make man completion       bin/deb/man/*.1.gz, bin/deb/completion/
