@@ -13,7 +13,7 @@
 # folder so they never touch bin/).
 
 # Standalone (make -f packaging/packaging.mk deb): what the Makefile defines.
-ifeq ($(origin GO),undefined)
+ifeq ($(filter Makefile,$(MAKEFILE_LIST)),)
 export PATH := $(PATH):/usr/local/go/bin
 GO      := go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
