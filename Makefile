@@ -12,6 +12,8 @@ RACE_PKGS := ./gateway/... ./internal/... ./store/... ./replica/... ./admin/... 
 
 all: build
 
+include packaging/packaging.mk
+
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ldapgate
 
@@ -20,7 +22,7 @@ build:
 SAMBA_PKGS := samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
 
 # deps installs what the tests and the demo need on a Debian machine (as root).
-deps:
+deps: packaging-deps
 	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need="$$need slapd"; \
 	command -v ldapsearch >/dev/null 2>&1 || need="$$need ldap-utils"; \
 	for p in $(SAMBA_PKGS); do \
@@ -43,7 +45,7 @@ vet:
 
 # test installs what it needs first (idempotently), so `make test` works alone
 # on a fresh Debian machine as root.
-test: deps build vet
+test: deps build vet alerts-check
 	$(GO) test -count=1 -timeout 14m ./... 
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 

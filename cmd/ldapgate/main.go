@@ -35,6 +35,7 @@ func main() {
 		journalCommand(),
 		checkConfigCommand(),
 		axigenCheckCommand(),
+		genDocsCommand(),
 		&cli.Command{
 			Name:  "version",
 			Usage: "print the version",
