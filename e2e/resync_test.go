@@ -137,7 +137,7 @@ func TestResync(t *testing.T) {
 		t.Fatal("the dry run changed Axigen")
 	}
 
-	out = resync("--remove-extra")
+	out = resync("--remove-extra", "--on-account-delete", "delete")
 	if _, ok := sim.Account(mirrorDomain, "stray"); ok {
 		t.Fatalf("--remove-extra left the stray account\n%s", lastLines(out, 10))
 	}
