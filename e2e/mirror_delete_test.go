@@ -307,3 +307,39 @@ func TestResyncRemoveExtraDisables(t *testing.T) {
 		}
 	}
 }
+
+// Locking the account in the directory (the mapping's disabled attribute:
+// AD's userAccountControl, OpenLDAP's pwdAccountLockedTime with ppolicy;
+// here employeeType, since the test slapd has no ppolicy) disables it in
+// Axigen, mail kept; unlocking enables it. postmaster is never disabled.
+func TestMirrorLockedAccountDisabled(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "ldapgate.yaml")
+	if err := os.WriteFile(cfg, []byte("mirror:\n  schema:\n    disabled:\n      attribute: employeeType\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, audit := newDeleteEnv(t, "--config", cfg)
+	addDave(e)
+	lock := func(dn string) {
+		e.asAdmin("dn: "+dn+"\nchangetype: modify\nreplace: employeeType\nemployeeType: locked\n", "ldapmodify")
+	}
+	lock(userDN("dave"))
+	e.waitAccount("dave", "disabled while locked", func(a axigensim.AccountState, ok bool) bool {
+		return ok && !a.Enabled && a.Contact["lastName"] == "Dent"
+	})
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\ndelete: employeeType\n", "ldapmodify")
+	e.waitAccount("dave", "enabled once unlocked", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Enabled && a.Contact["lastName"] == "Dent"
+	})
+
+	e.asAdmin(`dn: uid=postmaster,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+uid: postmaster
+cn: Postmaster
+sn: Postmaster
+employeeType: locked
+`, "ldapadd")
+	waitAudit(t, audit, "kept", "postmaster")
+	if a, ok := e.sim.Account(mirrorDomain, "postmaster"); !ok || !a.Enabled || a.Password != "pm-pw" {
+		t.Errorf("postmaster with a locked entry: %+v, %v; want present and enabled, its password kept", a, ok)
+	}
+}

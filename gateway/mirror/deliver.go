@@ -136,6 +136,11 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		m.auditAccount("kept", previous, "protected account: not renamed to "+desired.Name, "seq", rec.Seq)
 		previous = ""
 	}
+	if desired.Disabled && m.cfg.Deletes.protects(desired.Name) {
+		// Nor is a protected account locked out by a new password.
+		m.auditAccount("kept", desired.Name, "protected account: not disabled although disabled or locked in the directory", "seq", rec.Seq)
+		desired.Disabled = false
+	}
 	held := false
 	if desired.Disabled {
 		// Axigen's CLI has no documented switch to disable an account, so a
