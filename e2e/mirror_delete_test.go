@@ -245,16 +245,7 @@ func TestResyncRemoveExtraDisables(t *testing.T) {
 		t.Helper()
 		args := append([]string{"resync"}, e.args[1:]...)
 		args = append(args, "--log-level", "warn")
-		args = append(args, extra...)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, gatewayBin, args...)
-		cmd.Env = withoutLDAPGateEnv(os.Environ())
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("ldapgate resync %v: %v\n%s", extra, err, out)
-		}
-		return string(out)
+		return runLdapgate(t, 2*time.Minute, append(args, extra...)...)
 	}
 	state := func(name string) (present, enabled bool) {
 		a, ok := e.sim.Account(mirrorDomain, name)
@@ -342,4 +333,19 @@ employeeType: locked
 	if a, ok := e.sim.Account(mirrorDomain, "postmaster"); !ok || !a.Enabled || a.Password != "pm-pw" {
 		t.Errorf("postmaster with a locked entry: %+v, %v; want present and enabled, its password kept", a, ok)
 	}
+}
+
+// runLdapgate runs the built binary with args, at most timeout, and
+// returns what it printed (standard output and error); it must exit 0.
+func runLdapgate(t testing.TB, timeout time.Duration, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gatewayBin, args...)
+	cmd.Env = withoutLDAPGateEnv(os.Environ())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ldapgate %s: %v\n%s", strings.Join(args, " "), err, lastLines(string(out), 30))
+	}
+	return string(out)
 }
