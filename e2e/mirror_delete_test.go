@@ -116,6 +116,9 @@ func waitAudit(t *testing.T, path, action, account string) []map[string]any {
 func TestMirrorDeleteDisables(t *testing.T) {
 	e, audit := newDeleteEnv(t, "--delete-after", "1h")
 	addDave(e)
+	if limits := sentCommands(e.sim, "CONFIG Limits"); len(limits) > 0 {
+		t.Errorf("creating an account read or changed its Limits: %q", limits)
+	}
 
 	e.asAdmin("", "ldapdelete", userDN("dave"))
 	e.waitAccount("dave", "disabled, mail kept", accountIs(false, "dave-pw"))

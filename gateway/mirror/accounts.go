@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
@@ -244,9 +245,12 @@ const passwordNotMirroredNote = "password not mirrored"
 // settleEnabled brings the account's enabled state in Axigen in line with
 // the directory's entry after its state was applied: enabled unless the
 // entry is locked (desired.Disabled) or its password was removed; held is
-// the account's row in the table of disabled accounts, if any. It runs only
-// for the records that can change that state; the others leave it as is.
-func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.Account, held *store.DisabledAccount) error {
+// the account's row in the table of disabled accounts, if any; created
+// says that the delivery has just created the account (enabled). It runs
+// only for the records that can change that state; the others leave it as
+// is. An add or a rename always checks it: the entry may come back to an
+// account disabled by a resync, which the table does not hold.
+func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.Account, held *store.DisabledAccount, created bool) error {
 	pc := m.passwordChangeOf(rec)
 	if held == nil && pc == passwordKept && !m.touchesDisabled(rec) && rec.Op != store.OpAdd && rec.Op != store.OpRename {
 		return nil
@@ -254,6 +258,9 @@ func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.
 	noPassword := pc == passwordRemoved ||
 		(pc == passwordKept && held != nil && held.Reason == store.DisabledNoPassword)
 	enabled := !a.Disabled && !noPassword
+	if enabled && created && held == nil {
+		return nil // a new account is enabled
+	}
 	reason := "entry in the directory"
 	switch {
 	case a.Disabled:
@@ -362,4 +369,9 @@ func (m *Mirror) sweepOnce(ctx context.Context, now time.Time, queued map[string
 		n++
 	}
 	return n, nil
+}
+
+// createdAccount reports whether an account plan creates the account.
+func createdAccount(p *axigen.Plan) bool {
+	return p != nil && len(p.Commands) > 0 && strings.HasPrefix(p.Commands[0].String(), "ADD Account")
 }

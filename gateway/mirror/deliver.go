@@ -166,7 +166,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if previous != "" && !strings.EqualFold(previous, desired.Name) && plan != nil && !plan.Empty() {
 		m.auditAccount("renamed", desired.Name, "name changed in the directory", "from", previous, "seq", rec.Seq)
 	}
-	if err := m.settleEnabled(ctx, rec, desired, disabled); err != nil {
+	if err := m.settleEnabled(ctx, rec, desired, disabled, createdAccount(plan)); err != nil {
 		return err
 	}
 	if m.touchesAddress(rec) || replaced {
