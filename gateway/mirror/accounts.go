@@ -94,8 +94,8 @@ func (d Deletes) sweepInterval() time.Duration {
 const expiryActor = "ldapgate: delete-after"
 
 // auditAccount writes the audit line of a change (or a refusal to change)
-// of an account's life: action is disabled, enabled, removed, renamed or
-// kept.
+// of an account's life: action is disabled, enabled, renamed, removing
+// (the grace is over), removed or kept.
 func (m *Mirror) auditAccount(action, name, reason string, args ...any) {
 	m.cfg.Audit.Info("account", append([]any{"action", action, "account", name, "reason", reason}, args...)...)
 }
@@ -126,13 +126,16 @@ func (m *Mirror) retire(ctx context.Context, rec *store.Record, name, reason str
 		m.auditAccount("kept", name, reason+" (onAccountDelete=ignore)", "seq", rec.Seq)
 		return nil
 	case DeleteRemoves:
-		if _, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, name); err != nil {
+		p, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, name)
+		if err != nil {
 			return classify(err)
 		}
 		if err := m.forgetDisabled(ctx, name); err != nil {
 			return err
 		}
-		m.auditAccount("removed", name, reason, "seq", rec.Seq)
+		if !p.Empty() { // a replay finds it gone: said once
+			m.auditAccount("removed", name, reason, "seq", rec.Seq)
+		}
 		return nil
 	}
 	_, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, name, false)
@@ -374,4 +377,9 @@ func (m *Mirror) sweepOnce(ctx context.Context, now time.Time, queued map[string
 // createdAccount reports whether an account plan creates the account.
 func createdAccount(p *axigen.Plan) bool {
 	return p != nil && len(p.Commands) > 0 && strings.HasPrefix(p.Commands[0].String(), "ADD Account")
+}
+
+// renamedAccount reports whether an account plan renames the account.
+func renamedAccount(p *axigen.Plan) bool {
+	return p != nil && slices.ContainsFunc(p.Lines(), func(l string) bool { return strings.HasPrefix(l, "SET name ") })
 }

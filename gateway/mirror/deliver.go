@@ -143,11 +143,12 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	}
 	held := false
 	if desired.Disabled {
-		// Axigen's CLI has no documented switch to disable an account, so a
-		// disabled directory account keeps its Axigen account, mail and
-		// groups, with a password nobody knows: it cannot log in. A password
-		// set while it is disabled (AD's provisioning: create disabled, set
-		// the password, enable) waits in the journal until it is enabled.
+		// A disabled directory account keeps its Axigen account, mail and
+		// groups; settleEnabled disables it in Axigen, and its password
+		// becomes one nobody knows, so that enabling it by hand in Axigen
+		// does not bring the old one back. A password set while it is
+		// disabled (AD's provisioning: create disabled, set the password,
+		// enable) waits in the journal until it is enabled.
 		desired.InitialPassword = ""
 		held = desired.Password != ""
 		desired.Password = ""
@@ -163,7 +164,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if err != nil {
 		return classify(err)
 	}
-	if previous != "" && !strings.EqualFold(previous, desired.Name) && plan != nil && !plan.Empty() {
+	if renamedAccount(plan) {
 		m.auditAccount("renamed", desired.Name, "name changed in the directory", "from", previous, "seq", rec.Seq)
 	}
 	if err := m.settleEnabled(ctx, rec, desired, disabled, createdAccount(plan)); err != nil {
