@@ -325,6 +325,22 @@ func TestMirrorLockedAccountDisabled(t *testing.T) {
 		return ok && a.Enabled && a.Contact["lastName"] == "Dent"
 	})
 
+	// A lock the directory makes by itself (ppolicy after failed binds)
+	// never passes the gateway: resync disables the account.
+	runTool(t, "dn: "+userDN("dave")+"\nchangetype: modify\nreplace: employeeType\nemployeeType: locked\n",
+		"ldapmodify", "-x", "-H", e.dir.URL, "-D", e.dir.RootDN, "-w", e.dir.RootPW)
+	out := runLdapgate(t, time.Minute, append(append([]string{"resync"}, e.args[1:]...), "--dry-run")...)
+	if !strings.Contains(out, "account disabled or locked in the directory, would be disabled in Axigen: dave") {
+		t.Errorf("the dry run does not list the locked account:\n%s", out)
+	}
+	if a, _ := e.sim.Account(mirrorDomain, "dave"); !a.Enabled {
+		t.Fatal("the dry run disabled dave")
+	}
+	runLdapgate(t, time.Minute, append([]string{"resync"}, e.args[1:]...)...)
+	if a, ok := e.sim.Account(mirrorDomain, "dave"); !ok || a.Enabled || a.Contact["lastName"] != "Dent" {
+		t.Errorf("dave after a resync of its lock: %+v, %v; want present and disabled", a, ok)
+	}
+
 	e.asAdmin(`dn: uid=postmaster,ou=people,dc=example,dc=com
 objectClass: inetOrgPerson
 uid: postmaster

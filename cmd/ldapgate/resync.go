@@ -93,6 +93,13 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 	for _, g := range rep.ExtraGroups {
 		fmt.Fprintf(out, "extra group in Axigen (not in the directory)%s: %s\n", removedNote(rep), g)
 	}
+	for _, a := range rep.Locked {
+		note := "disabled in Axigen"
+		if opts.DryRun {
+			note = "would be disabled in Axigen"
+		}
+		fmt.Fprintf(out, "account disabled or locked in the directory, %s: %s\n", note, a)
+	}
 	for _, f := range rep.Failed {
 		fmt.Fprintf(out, "not synced: %s\n", f)
 	}

@@ -38,6 +38,11 @@ type ResyncReport struct {
 	// Removed says whether they were acted upon (RemoveExtra, not DryRun).
 	ExtraAccounts, ExtraGroups []string
 	Removed                    bool
+	// Locked are the accounts disabled or locked in the directory (the
+	// mapping's disabled attribute), protected ones aside: disabled in
+	// Axigen unless DryRun. Resync never enables an account: that is the
+	// write path's, which knows why it was disabled.
+	Locked []string
 	// ExtraActions say, with RemoveExtra, what was (with DryRun: would
 	// be) done to each extra account, and why.
 	ExtraActions []ExtraAction
@@ -112,6 +117,10 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		err  error
 		name string
 		kind schema.Kind
+		// locked: an account disabled or locked in the directory, disabled
+		// in Axigen by lockPlan (empty when it already was).
+		locked   bool
+		lockPlan *axigen.Plan
 	}
 	results := make([]result, len(items))
 	var (
@@ -141,6 +150,12 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 							r.plan, err = m.cfg.Axigen.PlanAccount(ctx, m.cfg.Domain, desired, "")
 						} else {
 							r.plan, err = m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, "")
+						}
+						r.locked = desired.Disabled && !m.cfg.Deletes.protects(desired.Name)
+						if err == nil && r.locked && !opts.DryRun {
+							// Locks the directory makes by itself (ppolicy after
+							// failed binds) reach the gateway only this way.
+							r.lockPlan, _, err = m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, desired.Name, false)
 						}
 					}
 					r.err = err
@@ -196,6 +211,15 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		case r.plan != nil && !r.plan.Empty():
 			rep.Changed++
 			rep.Plans = append(rep.Plans, r.plan)
+			if r.lockPlan != nil && !r.lockPlan.Empty() {
+				rep.Plans = append(rep.Plans, r.lockPlan)
+			}
+		case r.lockPlan != nil && !r.lockPlan.Empty():
+			rep.Changed++
+			rep.Plans = append(rep.Plans, r.lockPlan)
+		}
+		if r.err == nil && r.locked {
+			rep.Locked = append(rep.Locked, r.name)
 		}
 	}
 	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
@@ -213,6 +237,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	sort.Strings(rep.ExtraAccounts)
 	sort.Strings(rep.ExtraGroups)
 	sort.Strings(rep.Failed)
+	sort.Strings(rep.Locked)
 	if opts.RemoveExtra {
 		rep.ExtraActions = m.extraActions(rep.ExtraAccounts)
 	}
