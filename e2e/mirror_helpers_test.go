@@ -221,6 +221,12 @@ func (e *mirrorEnv) startMirroring(root string, s mirrorSetup, seed func()) {
 		"--admin-dn", s.serviceDN,
 		"--log-level", level,
 	)
+	if !slices.Contains(s.extra, "--on-account-delete") {
+		// The tests that predate the delete setting check that Axigen holds
+		// exactly the directory's accounts, so a delete removes; the
+		// default (disable) has tests of its own (mirror_delete_test.go).
+		e.args = append(e.args, "--on-account-delete", "delete")
+	}
 	e.args = append(e.args, s.extra...)
 	e.start()
 }

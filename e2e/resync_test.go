@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -57,15 +56,7 @@ func TestResync(t *testing.T) {
 			"--log-level", "warn"}, extra...)
 		// A resync of 10,000 entries takes tens of seconds on a busy machine:
 		// longer than runTool allows an ldap-utils command.
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, gatewayBin, args...)
-		cmd.Env = withoutLDAPGateEnv(os.Environ())
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("ldapgate resync %s: %v\n%s", strings.Join(extra, " "), err, lastLines(string(out), 30))
-		}
-		return string(out)
+		return runLdapgate(t, 4*time.Minute, args...)
 	}
 
 	start := time.Now()
@@ -137,7 +128,7 @@ func TestResync(t *testing.T) {
 		t.Fatal("the dry run changed Axigen")
 	}
 
-	out = resync("--remove-extra")
+	out = resync("--remove-extra", "--on-account-delete", "delete")
 	if _, ok := sim.Account(mirrorDomain, "stray"); ok {
 		t.Fatalf("--remove-extra left the stray account\n%s", lastLines(out, 10))
 	}

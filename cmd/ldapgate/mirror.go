@@ -44,6 +44,15 @@ type MirrorConfig struct {
 	// ResyncInterval runs a resync inside serve this often, as a backstop
 	// for changes made behind the gateway's back; 0 never.
 	ResyncInterval time.Duration `yaml:"resyncInterval"`
+	// OnAccountDelete is what a directory delete (or a move out of the
+	// account base) does to the Axigen account: disable, delete or ignore.
+	OnAccountDelete string `yaml:"onAccountDelete"`
+	// DeleteAfter, with disable, removes an account still absent from the
+	// directory this long after it was disabled; 0 never.
+	DeleteAfter time.Duration `yaml:"deleteAfter"`
+	// ProtectedAccounts are never removed, disabled or renamed (postmaster
+	// always is).
+	ProtectedAccounts []string `yaml:"protectedAccounts"`
 }
 
 // AxigenConfig says how to reach Axigen's administration CLI.
@@ -64,6 +73,9 @@ func defaultMirrorConfig() MirrorConfig {
 		Workers:     8,
 		MaxAttempts: 25,
 		Retention:   30 * 24 * time.Hour,
+
+		OnAccountDelete:   string(mirror.DeleteDisables),
+		ProtectedAccounts: []string{mirror.Postmaster},
 	}
 }
 
@@ -120,6 +132,12 @@ func mirrorSettings() []setting {
 			func(c *Config) *string { return &c.Mirror.AuditLog }),
 		durationSetting("resync-interval", "RESYNC_INTERVAL", "also run a resync inside serve this often (a backstop for changes made directly in the directory); 0 never (file: mirror.resyncInterval)",
 			func(c *Config) *time.Duration { return &c.Mirror.ResyncInterval }),
+		stringSetting("on-account-delete", "ON_ACCOUNT_DELETE", "what a directory delete or a move out of the account base does to the Axigen account: disable (keeps the mail), delete (destroys it) or ignore (file: mirror.onAccountDelete)",
+			func(c *Config) *string { return &c.Mirror.OnAccountDelete }),
+		durationSetting("delete-after", "DELETE_AFTER", "with --on-account-delete disable, remove an account still absent from the directory this long after it was disabled, e.g. 720h; 0 never (file: mirror.deleteAfter)",
+			func(c *Config) *time.Duration { return &c.Mirror.DeleteAfter }),
+		sliceSetting("protected-account", "PROTECTED_ACCOUNT", "Axigen account never removed, disabled or renamed; repeatable; postmaster always is (file: mirror.protectedAccounts)",
+			func(c *Config) *[]string { return &c.Mirror.ProtectedAccounts }),
 		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
 			func(c *Config) *time.Duration { return &c.Mirror.Retention }),
 	}
@@ -154,11 +172,16 @@ func (mc *MirrorConfig) validate() error {
 		return bad("mirror.resyncInterval (--resync-interval)", "must not be negative")
 	case mc.Axigen.Sessions < 1:
 		return bad("mirror.axigen.sessions (--axigen-sessions)", "must be at least 1")
+	case mc.DeleteAfter < 0:
+		return bad("mirror.deleteAfter (--delete-after)", "must not be negative")
 	case len(mc.AdminDNs) == 0 && mc.AdminGroup == "":
 		return bad("mirror.adminDNs (--admin-dn)", "name at least one admin DN or an admin group, or nobody may create accounts")
 	}
 	if _, err := schema.NewMapping(mc.Schema); err != nil {
 		return fmt.Errorf("invalid setting mirror.%w", err)
+	}
+	if _, err := mc.deletes(); err != nil {
+		return err
 	}
 	for _, f := range []struct{ setting, path string }{
 		{"mirror.axigen.passwordFile (--axigen-password-file)", mc.Axigen.PasswordFile},
@@ -169,6 +192,15 @@ func (mc *MirrorConfig) validate() error {
 		}
 	}
 	return nil
+}
+
+// deletes is the delete policy of the settings.
+func (mc *MirrorConfig) deletes() (mirror.Deletes, error) {
+	action, err := mirror.ParseAccountDeleteAction(mc.OnAccountDelete)
+	if err != nil {
+		return mirror.Deletes{}, fmt.Errorf("invalid setting mirror.onAccountDelete (--on-account-delete): %w", err)
+	}
+	return mirror.Deletes{OnAccountDelete: action, DeleteAfter: mc.DeleteAfter, Protected: mc.ProtectedAccounts}, nil
 }
 
 // readSecretFile reads a password from a file, without its line ending.
@@ -229,6 +261,10 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observ
 			axCfg.TLS.RootCAs = pool
 		}
 	}
+	deletes, err := mc.deletes()
+	if err != nil {
+		return nil, nil, err
+	}
 	pool := axigen.NewPool(axCfg, mc.Axigen.Sessions)
 	upTLS, err := cfg.upstreamTLS()
 	if err != nil {
@@ -256,6 +292,7 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observ
 		Logger:       log,
 		Audit:        audit,
 		Observer:     observer,
+		Deletes:      deletes,
 	}
 	for _, opt := range opts {
 		opt(&mcfg)

@@ -20,7 +20,7 @@ func resyncCommand() *cli.Command {
 	settings := serveSettings()
 	flags := []cli.Flag{configFlag(),
 		&cli.BoolFlag{Name: "dry-run", Usage: "print the difference as the CLI commands that would close it, send nothing"},
-		&cli.BoolFlag{Name: "remove-extra", Usage: "remove Axigen accounts and groups the directory does not have (otherwise they are only reported)"},
+		&cli.BoolFlag{Name: "remove-extra", Usage: "remove Axigen groups the directory does not have, and disable (or, with --on-account-delete, remove or keep) such accounts, never postmaster or a protected account (otherwise they are only reported)"},
 		&cli.IntFlag{Name: "workers", Value: 8, Usage: "entries compared and applied in parallel"},
 	}
 	for _, s := range settings {
@@ -33,7 +33,10 @@ func resyncCommand() *cli.Command {
 compares each with Axigen (LIST/SHOW) and applies the difference. Takes the
 same settings as serve (--config, LDAPGATE_*, flags); the gateway may be
 running meanwhile. Accounts and groups that Axigen has and the directory does
-not are reported, and removed only with --remove-extra.`,
+not are reported; with --remove-extra such groups are removed and such
+accounts get the --on-account-delete action (disable by default: the mail is
+kept), except postmaster and the --protected-account names. With --dry-run,
+each account that would be disabled or removed is printed with the reason.`,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c, settings)
@@ -79,11 +82,23 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 	}
 	fmt.Fprintf(out, "resync: %d accounts and %d groups in the directory; %s %d in Axigen; %s\n",
 		rep.Accounts, rep.Groups, verb, rep.Changed, time.Since(start).Round(time.Millisecond))
-	for _, a := range rep.ExtraAccounts {
-		fmt.Fprintf(out, "extra account in Axigen (not in the directory)%s: %s\n", removedNote(rep), a)
+	if len(rep.ExtraActions) == 0 {
+		for _, a := range rep.ExtraAccounts {
+			fmt.Fprintf(out, "extra account in Axigen (not in the directory): %s\n", a)
+		}
+	}
+	for _, a := range rep.ExtraActions {
+		fmt.Fprintf(out, "extra account in Axigen, %s: %s (%s)\n", actionNote(a.Action, opts.DryRun), a.Account, a.Reason)
 	}
 	for _, g := range rep.ExtraGroups {
 		fmt.Fprintf(out, "extra group in Axigen (not in the directory)%s: %s\n", removedNote(rep), g)
+	}
+	for _, a := range rep.Locked {
+		note := "disabled in Axigen"
+		if opts.DryRun {
+			note = "would be disabled in Axigen"
+		}
+		fmt.Fprintf(out, "account disabled or locked in the directory, %s: %s\n", note, a)
 	}
 	for _, f := range rep.Failed {
 		fmt.Fprintf(out, "not synced: %s\n", f)
@@ -92,6 +107,16 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 		return fmt.Errorf("%d entries could not be brought in line", len(rep.Failed))
 	}
 	return nil
+}
+
+// actionNote says what was, or with a dry run would be, done to an extra
+// account.
+func actionNote(action string, dryRun bool) string {
+	done := map[string]string{"disable": "disabled", "remove": "removed", "keep": "kept"}[action]
+	if dryRun {
+		return "would be " + done
+	}
+	return done
 }
 
 func removedNote(rep *mirror.ResyncReport) string {

@@ -141,6 +141,11 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 			if iv := cfg.Mirror.ResyncInterval; iv > 0 {
 				go scheduledResync(bgCtx, m, iv, log)
 			}
+			// The delete-after grace; it journals removals, so it ends
+			// before the mirror and its journal close.
+			swept := make(chan struct{})
+			go func() { defer close(swept); _ = m.Sweep(bgCtx) }()
+			defer func() { <-swept }()
 			if err := m.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("delivery stopped", "err", err)
 			}

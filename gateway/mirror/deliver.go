@@ -54,7 +54,8 @@ func (d deliverer) Covers(rec *store.Record) bool { return d.m.covered(rec) }
 // what a change does by itself — disabling the account scrambles its
 // password, a new address refreshes its groups.
 func (m *Mirror) covered(rec *store.Record) bool {
-	return rec.Op == store.OpModify && len(rec.Secret) == 0 && !m.touchesDisabled(rec) && !m.touchesAddress(rec)
+	return rec.Op == store.OpModify && len(rec.Secret) == 0 && !m.touchesDisabled(rec) && !m.touchesAddress(rec) &&
+		m.passwordChangeOf(rec) == passwordKept
 }
 
 // deliver brings Axigen in line with the directory's current state of the
@@ -70,8 +71,17 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if err != nil {
 		return err
 	}
+	gone := "entry deleted in the directory"
 	if e != nil && m.mapping().ClassifyEntry(*e) != kind {
 		e = nil // moved out of scope or no longer an account/group
+		gone = "entry moved out of the account base or no longer an account"
+	}
+	if e == nil && kind == schema.KindAccount && rec.Actor == expiryActor {
+		// Before its grace ends, an entry may come back with the same name
+		// but another key: it gets the account back rather than losing it.
+		if e, err = m.findByName(ctx, rec.Name, bases, attrs); err != nil {
+			return err
+		}
 	}
 	previous, secret := rec.Name, string(rec.Secret)
 	replaced := e != nil && m.replaced(rec, *e)
@@ -81,7 +91,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		// gone entry's account nor given the gone entry's new password, and
 		// the gone entry's account goes unless the newcomer has its name.
 		if rec.Name != "" && !strings.EqualFold(rec.Name, m.mapping().EntryName(*e, kind)) {
-			if err := m.remove(ctx, kind, rec.Name); err != nil {
+			if err := m.removeOrRetire(ctx, kind, rec, "entry replaced by another at its DN"); err != nil {
 				return err
 			}
 		}
@@ -89,7 +99,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	}
 	if e == nil {
 		if rec.Name != "" {
-			if err := m.remove(ctx, kind, rec.Name); err != nil {
+			if err := m.removeOrRetire(ctx, kind, rec, gone); err != nil {
 				return err
 			}
 		}
@@ -113,13 +123,32 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
 	desired.InitialPassword, desired.Password = desired.Password, secret
+	disabled, err := m.heldFor(m.keyFor(rec, *e), desired.Name)
+	if err != nil {
+		return err
+	}
+	if disabled != nil && disabled.Reason == store.DisabledGone && previous == "" {
+		// The entry is back (same key or same name): its old account, and
+		// mailbox, is renamed if need be and enabled again below.
+		previous = disabled.Name
+	}
+	if previous != "" && !strings.EqualFold(previous, desired.Name) && m.cfg.Deletes.protects(previous) {
+		m.auditAccount("kept", previous, "protected account: not renamed to "+desired.Name, "seq", rec.Seq)
+		previous = ""
+	}
+	if desired.Disabled && m.cfg.Deletes.protects(desired.Name) {
+		// Nor is a protected account locked out by a new password.
+		m.auditAccount("kept", desired.Name, "protected account: not disabled although disabled or locked in the directory", "seq", rec.Seq)
+		desired.Disabled = false
+	}
 	held := false
 	if desired.Disabled {
-		// Axigen's CLI has no documented switch to disable an account, so a
-		// disabled directory account keeps its Axigen account, mail and
-		// groups, with a password nobody knows: it cannot log in. A password
-		// set while it is disabled (AD's provisioning: create disabled, set
-		// the password, enable) waits in the journal until it is enabled.
+		// A disabled directory account keeps its Axigen account, mail and
+		// groups; settleEnabled disables it in Axigen, and its password
+		// becomes one nobody knows, so that enabling it by hand in Axigen
+		// does not bring the old one back. A password set while it is
+		// disabled (AD's provisioning: create disabled, set the password,
+		// enable) waits in the journal until it is enabled.
 		desired.InitialPassword = ""
 		held = desired.Password != ""
 		desired.Password = ""
@@ -131,8 +160,15 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 			desired.Password = pw
 		}
 	}
-	if _, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, previous); err != nil {
+	plan, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, previous)
+	if err != nil {
 		return classify(err)
+	}
+	if renamedAccount(plan) {
+		m.auditAccount("renamed", desired.Name, "name changed in the directory", "from", previous, "seq", rec.Seq)
+	}
+	if err := m.settleEnabled(ctx, rec, desired, disabled, createdAccount(plan)); err != nil {
+		return err
 	}
 	if m.touchesAddress(rec) || replaced {
 		if err := m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, e.DN); err != nil {
@@ -191,14 +227,36 @@ func (m *Mirror) replaced(rec *store.Record, e schema.Entry) bool {
 	return err == nil && key != "" && !strings.EqualFold(key, rec.EntryKey)
 }
 
-func (m *Mirror) remove(ctx context.Context, kind schema.Kind, name string) error {
-	var err error
+// removeOrRetire handles the Axigen object of an entry that left the
+// directory's scope for reason: a group (no mailbox) is removed, an
+// account gets the configured delete action (retire).
+func (m *Mirror) removeOrRetire(ctx context.Context, kind schema.Kind, rec *store.Record, reason string) error {
 	if kind == schema.KindGroup {
-		_, err = m.cfg.Axigen.DeleteGroup(ctx, m.cfg.Domain, name)
-	} else {
-		_, err = m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, name)
+		_, err := m.cfg.Axigen.DeleteGroup(ctx, m.cfg.Domain, rec.Name)
+		return classify(err)
 	}
-	return classify(err)
+	return m.retire(ctx, rec, rec.Name, reason)
+}
+
+// keyFor is the stable key of the entry a record delivers.
+func (m *Mirror) keyFor(rec *store.Record, e schema.Entry) string {
+	if key, err := m.entryKey(e); err == nil && key != "" {
+		return key
+	}
+	return rec.EntryKey
+}
+
+// findByName finds the account entry named name in the account base.
+func (m *Mirror) findByName(ctx context.Context, name string, bases, attrs []string) (*schema.Entry, error) {
+	if name == "" || m.mapping().Config().NameFromAddress {
+		return nil, nil
+	}
+	filter := fmt.Sprintf("(%s=%s)", m.mapping().NameAttribute(), ldap.EscapeFilter(name))
+	e, err := m.cfg.Directory.Find(ctx, bases, filter, attrs)
+	if err != nil || e == nil || m.mapping().ClassifyEntry(*e) != schema.KindAccount {
+		return nil, err
+	}
+	return e, nil
 }
 
 func (m *Mirror) applyGroup(ctx context.Context, e schema.Entry, previousName string) error {

@@ -56,6 +56,8 @@ type Config struct {
 	Observer DeliveryObserver
 	// Replicator, when set, makes replication synchronous: see Replicator.
 	Replicator Replicator
+	// Deletes says what a directory delete does to an account (accounts.go).
+	Deletes Deletes
 }
 
 // Replicator holds journal records on a standby gateway. With one, a write

@@ -9,13 +9,16 @@ import (
 
 	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
+	"github.com/ldapgate/ldapgate/store"
 )
 
 // ResyncOptions tune a resync.
 type ResyncOptions struct {
 	// DryRun plans the commands without sending any.
 	DryRun bool
-	// RemoveExtra removes Axigen accounts and groups the directory lacks.
+	// RemoveExtra removes Axigen groups the directory lacks, and applies
+	// the delete action (Config.Deletes: disable by default) to such
+	// accounts, never to protected ones.
 	RemoveExtra bool
 	// Workers compare and apply entries in parallel (default 8).
 	Workers int
@@ -32,9 +35,26 @@ type ResyncReport struct {
 	// Failed lists entries that could not be brought in line, with why.
 	Failed []string
 	// Extra are Axigen accounts and groups the directory does not have;
-	// Removed says whether they were removed.
+	// Removed says whether they were acted upon (RemoveExtra, not DryRun).
 	ExtraAccounts, ExtraGroups []string
 	Removed                    bool
+	// Locked are the accounts disabled or locked in the directory (the
+	// mapping's disabled attribute), protected ones aside: disabled in
+	// Axigen unless DryRun. Resync never enables an account: that is the
+	// write path's, which knows why it was disabled.
+	Locked []string
+	// ExtraActions say, with RemoveExtra, what was (with DryRun: would
+	// be) done to each extra account, and why.
+	ExtraActions []ExtraAction
+}
+
+// ExtraAction is what a resync with RemoveExtra does to an account Axigen
+// has and the directory does not.
+type ExtraAction struct {
+	Account string
+	// Action is "disable", "remove" or "keep".
+	Action string
+	Reason string
 }
 
 type resyncItem struct {
@@ -97,6 +117,10 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		err  error
 		name string
 		kind schema.Kind
+		// locked: an account disabled or locked in the directory, disabled
+		// in Axigen by lockPlan (empty when it already was).
+		locked   bool
+		lockPlan *axigen.Plan
 	}
 	results := make([]result, len(items))
 	var (
@@ -126,6 +150,12 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 							r.plan, err = m.cfg.Axigen.PlanAccount(ctx, m.cfg.Domain, desired, "")
 						} else {
 							r.plan, err = m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, "")
+						}
+						r.locked = desired.Disabled && !m.cfg.Deletes.protects(desired.Name)
+						if err == nil && r.locked && !opts.DryRun {
+							// Locks the directory makes by itself (ppolicy after
+							// failed binds) reach the gateway only this way.
+							r.lockPlan, _, err = m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, desired.Name, false)
 						}
 					}
 					r.err = err
@@ -181,6 +211,15 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		case r.plan != nil && !r.plan.Empty():
 			rep.Changed++
 			rep.Plans = append(rep.Plans, r.plan)
+			if r.lockPlan != nil && !r.lockPlan.Empty() {
+				rep.Plans = append(rep.Plans, r.lockPlan)
+			}
+		case r.lockPlan != nil && !r.lockPlan.Empty():
+			rep.Changed++
+			rep.Plans = append(rep.Plans, r.lockPlan)
+		}
+		if r.err == nil && r.locked {
+			rep.Locked = append(rep.Locked, r.name)
 		}
 	}
 	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
@@ -198,10 +237,14 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	sort.Strings(rep.ExtraAccounts)
 	sort.Strings(rep.ExtraGroups)
 	sort.Strings(rep.Failed)
+	sort.Strings(rep.Locked)
+	if opts.RemoveExtra {
+		rep.ExtraActions = m.extraActions(rep.ExtraAccounts)
+	}
 	if opts.RemoveExtra && !opts.DryRun {
-		for _, a := range rep.ExtraAccounts {
-			if _, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, a); err != nil {
-				rep.Failed = append(rep.Failed, fmt.Sprintf("remove account %s: %v", a, err))
+		for _, a := range rep.ExtraActions {
+			if err := m.actOnExtra(ctx, a); err != nil {
+				rep.Failed = append(rep.Failed, fmt.Sprintf("%s account %s: %v", a.Action, a.Account, err))
 			}
 		}
 		for _, g := range rep.ExtraGroups {
@@ -237,4 +280,54 @@ func unseen(names []string, seen map[string]bool) []string {
 		}
 	}
 	return out
+}
+
+// extraActions decides, by the delete action and the protected accounts,
+// what a resync with RemoveExtra does to each extra account.
+func (m *Mirror) extraActions(names []string) []ExtraAction {
+	del := m.cfg.Deletes
+	out := make([]ExtraAction, 0, len(names))
+	for _, name := range names {
+		a := ExtraAction{Account: name, Reason: "not in the directory"}
+		switch {
+		case del.protects(name):
+			a.Action, a.Reason = "keep", "protected account"
+		case del.action() == DeleteIgnored:
+			a.Action, a.Reason = "keep", "not in the directory (onAccountDelete=ignore)"
+		case del.action() == DeleteRemoves:
+			a.Action = "remove"
+		default:
+			a.Action = "disable"
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// actOnExtra carries out one extra account's action, with its audit line;
+// an account disabled by a resync inside serve (with the journal) is
+// remembered, and its grace runs, as for a delete.
+func (m *Mirror) actOnExtra(ctx context.Context, a ExtraAction) error {
+	switch a.Action {
+	case "remove":
+		if _, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, a.Account); err != nil {
+			return err
+		}
+		if err := m.forgetDisabled(ctx, a.Account); err != nil {
+			return err
+		}
+		m.auditAccount("removed", a.Account, "resync: "+a.Reason)
+	case "disable":
+		_, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, a.Account, false)
+		if err != nil || !found {
+			return err
+		}
+		if err := m.holdDisabled(ctx, &store.Record{Name: a.Account}, a.Account); err != nil {
+			return err
+		}
+		m.auditAccount("disabled", a.Account, "resync: "+a.Reason)
+	default:
+		m.auditAccount("kept", a.Account, "resync: "+a.Reason)
+	}
+	return nil
 }

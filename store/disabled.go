@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// DisabledAccount is an Axigen account that the gateway disabled, rather
+// than removed, and must remember doing so: to remove it once its grace
+// period is over, and to enable it again when its entry comes back (or its
+// password is set again).
+//
+// The table lives in the journal's Badger, beside the records, because it
+// is the same kind of state: what the gateway owes Axigen. It is written
+// through the journal's one writer (durable on return, like Prepare), so it
+// survives restarts and crashes. It is not part of the replication feed: a
+// standby does not hold it (a promoted standby re-learns disabled accounts
+// only from later deletes); the Raft cluster that replaces the standby
+// (issue 18) must replicate it with the records.
+type DisabledAccount struct {
+	// Name is the account's name in Axigen.
+	Name string `json:"name"`
+	// EntryKey is the directory entry's stable key (entryUUID, objectGUID)
+	// when known: an entry that comes back with it gets this account back.
+	EntryKey string `json:"entryKey,omitempty"`
+	// DN is where the entry was last.
+	DN string `json:"dn,omitempty"`
+	// Reason says why (DisabledGone, DisabledNoPassword).
+	Reason string `json:"reason"`
+	// Since is when the gateway disabled it.
+	Since time.Time `json:"since"`
+}
+
+// Reasons the gateway disables an account.
+const (
+	// DisabledGone: the entry was deleted or moved out of the account base.
+	DisabledGone = "gone"
+	// DisabledNoPassword: the entry's password was deleted.
+	DisabledNoPassword = "no password"
+)
+
+// Badger keys: "x/n/"+lower(name) holds the JSON of a DisabledAccount,
+// "x/k/"+entry key the lower-case name it belongs to.
+var (
+	prefixDisabledName = []byte("x/n/")
+	prefixDisabledKey  = []byte("x/k/")
+)
+
+func disabledNameKey(name string) []byte {
+	return append(append([]byte(nil), prefixDisabledName...), strings.ToLower(name)...)
+}
+
+func disabledEntryKey(key string) []byte {
+	return append(append([]byte(nil), prefixDisabledKey...), strings.ToLower(key)...)
+}
+
+// PutDisabled records (or replaces) a disabled account; it returns once
+// the change is on disk.
+func (j *Journal) PutDisabled(ctx context.Context, d DisabledAccount) error {
+	if j.opts.Follower {
+		return ErrFollower
+	}
+	if d.Name == "" {
+		return errors.New("disabled account without a name")
+	}
+	value, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode disabled account: %w", err)
+	}
+	err = j.w.submit(ctx, func(b *batch) error {
+		if err := b.dropDisabled(d.Name); err != nil {
+			return err
+		}
+		if err := b.set(disabledNameKey(d.Name), value); err != nil {
+			return err
+		}
+		if d.EntryKey != "" {
+			return b.set(disabledEntryKey(d.EntryKey), []byte(strings.ToLower(d.Name)))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record disabled account %s: %w", d.Name, err)
+	}
+	return nil
+}
+
+// RemoveDisabled forgets a disabled account (enabled again or removed); it
+// is not an error when there is none.
+func (j *Journal) RemoveDisabled(ctx context.Context, name string) error {
+	if j.opts.Follower {
+		return ErrFollower
+	}
+	if err := j.w.submit(ctx, func(b *batch) error { return b.dropDisabled(name) }); err != nil {
+		return fmt.Errorf("forget disabled account %s: %w", name, err)
+	}
+	return nil
+}
+
+// dropDisabled deletes a disabled account's keys, if any.
+func (b *batch) dropDisabled(name string) error {
+	old, ok, err := readDisabled(b.txn, disabledNameKey(name))
+	if err != nil || !ok {
+		return err
+	}
+	if old.EntryKey != "" {
+		if err := b.delete(disabledEntryKey(old.EntryKey)); err != nil {
+			return err
+		}
+	}
+	return b.delete(disabledNameKey(name))
+}
+
+// Disabled returns the disabled account of that name (any case).
+func (j *Journal) Disabled(name string) (DisabledAccount, bool, error) {
+	var (
+		d  DisabledAccount
+		ok bool
+	)
+	err := j.db.View(func(txn *badger.Txn) error {
+		var err error
+		d, ok, err = readDisabled(txn, disabledNameKey(name))
+		return err
+	})
+	return d, ok, err
+}
+
+// DisabledByKey returns the disabled account of the entry with that key.
+func (j *Journal) DisabledByKey(key string) (DisabledAccount, bool, error) {
+	var (
+		d  DisabledAccount
+		ok bool
+	)
+	if key == "" {
+		return d, false, nil
+	}
+	err := j.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(disabledEntryKey(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		d, ok, err = readDisabled(txn, disabledNameKey(string(name)))
+		return err
+	})
+	return d, ok, err
+}
+
+// DisabledAccounts lists every disabled account, by name.
+func (j *Journal) DisabledAccounts() ([]DisabledAccount, error) {
+	var out []DisabledAccount
+	err := j.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDisabledName, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var d DisabledAccount
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
+				return fmt.Errorf("disabled account %s: %w", it.Item().Key(), err)
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func readDisabled(txn *badger.Txn, key []byte) (DisabledAccount, bool, error) {
+	var d DisabledAccount
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return d, false, nil
+	}
+	if err != nil {
+		return d, false, err
+	}
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
+		return d, false, fmt.Errorf("disabled account %s: %w", key, err)
+	}
+	return d, true, nil
+}
