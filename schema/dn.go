@@ -81,15 +81,20 @@ func EqualDN(a, b string) bool {
 	return erra == nil && errb == nil && pa.String() == pb.String()
 }
 
-// ParentDN is the canonical form of dn's parent ("" for a single-RDN DN),
-// and dn's own first RDN as given; ok is false when dn does not parse or
-// is the root DSE. The parent is exact (ExactDN) only when dn is.
+// ParentDN splits dn into its first RDN and its parent ("" for a
+// single-RDN DN), both spelled as given (blanks around the separator
+// dropped), so that either can be resolved by the directory when unsure;
+// ok is false when dn does not parse or is the root DSE.
 func ParentDN(dn string) (parent, rdn string, ok bool) {
 	p, err := parseDN(dn)
 	if err != nil || len(p.rdns) == 0 {
 		return "", "", false
 	}
-	return dnName{rdns: p.rdns[1:]}.String(), strings.TrimSpace(dn[:p.firstEnd]), true
+	rest := strings.TrimLeft(dn[p.firstEnd:], " ")
+	if rest != "" {
+		rest = strings.TrimLeft(rest[1:], " ") // the ',' or ';'
+	}
+	return rest, strings.TrimSpace(dn[:p.firstEnd]), true
 }
 
 // UnderDN reports whether dn lies strictly below base, both compared in

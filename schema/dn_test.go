@@ -107,7 +107,7 @@ func TestUnderAndParentDN(t *testing.T) {
 		}
 	}
 	parent, rdn, ok := ParentDN(` uid = \62ob , 2.5.4.11=people,dc=example,dc=com`)
-	if !ok || parent != base || rdn != `uid = \62ob` {
+	if !ok || CanonicalDN(parent) != base || parent != "2.5.4.11=people,dc=example,dc=com" || rdn != `uid = \62ob` {
 		t.Errorf("ParentDN = %q, %q, %v", parent, rdn, ok)
 	}
 }
