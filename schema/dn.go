@@ -306,6 +306,9 @@ func (p *dnParser) value() (string, error) {
 				p.i++
 				return b.String(), nil
 			case '\\':
+				// slapd does not decode hex pairs inside quotes (RFC 1779
+				// has none): only the directory can say what they mean.
+				p.setUnsure("an escape inside a quoted value")
 				r, err := p.escape()
 				if err != nil {
 					return "", err

@@ -111,3 +111,11 @@ func TestUnderAndParentDN(t *testing.T) {
 		t.Errorf("ParentDN = %q, %q, %v", parent, rdn, ok)
 	}
 }
+
+// Found by the property test against slapd (e2e): slapd leaves escapes
+// inside a quoted value undecoded, so the gateway must not be sure of them.
+func TestExactDNEscapeInsideQuotesIsUnsure(t *testing.T) {
+	if got, err := ExactDN(`ou="g\72oups",dc=example,dc=com`); !errors.Is(err, ErrUnsureDN) {
+		t.Errorf("ExactDN = %q, %v; want unsure", got, err)
+	}
+}
