@@ -37,6 +37,10 @@ type write struct {
 	target string        // the canonical identity of the entry the write names
 	newDN  string        // the canonical DN a rename gives it
 	noOp   bool          // the directory will not apply it (the no-op control)
+
+	// refused is the answer to a control identify could not honour; decide
+	// gives it only to writes to accounts and groups.
+	refused *gateway.Result
 	entry  *schema.Entry // the target before the change; nil for an add
 	kind   schema.Kind   // KindNone: relayed with no journal record
 	stale  []string      // canonical DNs whose cached entries the write makes stale
@@ -103,10 +107,10 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) *gateway.Result {
 	name := s.BoundDN
 	authz, proxied, answer := proxiedIdentity(w.req.Controls)
-	if answer != nil {
-		return answer
-	}
-	if proxied {
+	switch {
+	case answer != nil:
+		w.refused = answer
+	case proxied:
 		name = authz
 	}
 	dn, sure, err := m.identity(ctx, name)
@@ -115,7 +119,7 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 		return unreachable("cannot resolve the bound identity to check the change")
 	}
 	w.who = writer{dn: dn, sure: sure, addr: s.RemoteAddr}
-	if proxied {
+	if proxied && answer == nil {
 		w.who.bound = s.BoundDN
 	}
 	axigenDN := m.pol().AxigenBindDN
@@ -157,10 +161,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		w.target, cur = target, e
 	}
 	if req.Op == gateway.OpModifyDN {
-		renamed := req.NewRDN
-		if parent := parentOf(w.target); parent != "" {
-			renamed += "," + parent
-		}
+		renamed := renamedDN(&gateway.WriteRequest{DN: w.target, NewRDN: req.NewRDN})
 		newDN, answer := m.childIdentity(ctx, renamed, req.NewSuperior, "the new name")
 		if answer != nil {
 			return answer
@@ -247,12 +248,6 @@ func (m *Mirror) childIdentity(ctx context.Context, dn, superior, what string) (
 	return canonRDN + "," + canonParent, nil
 }
 
-// parentOf is the parent of a canonical DN ("" for a top-level one).
-func parentOf(canon string) string {
-	parent, _, _ := schema.ParentDN(canon)
-	return parent
-}
-
 // quoteDN quotes a DN for a diagnostic, cut short when very long.
 func quoteDN(dn string) string {
 	if len(dn) > 256 {
@@ -282,6 +277,9 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 		w.audit = w.audit.With("connector", "axigen")
 	}
 	noOp, answer := checkControls(w.req.Controls)
+	if w.refused != nil {
+		answer = w.refused
+	}
 	if answer != nil {
 		w.audit.Info("decision", "decision", "refused", "rule", "controls", "diagnostic", answer.Diagnostic)
 		return answer
