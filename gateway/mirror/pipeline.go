@@ -34,16 +34,16 @@ type write struct {
 	who writer
 
 	// classify
-	target string        // the canonical identity of the entry the write names
-	newDN  string        // the canonical DN a rename gives it
-	noOp   bool          // the directory will not apply it (the no-op control)
+	target string // the canonical identity of the entry the write names
+	newDN  string // the canonical DN a rename gives it
+	noOp   bool   // the directory will not apply it (the no-op control)
 
 	// refused is the answer to a control identify could not honour; decide
 	// gives it only to writes to accounts and groups.
 	refused *gateway.Result
-	entry  *schema.Entry // the target before the change; nil for an add
-	kind   schema.Kind   // KindNone: relayed with no journal record
-	stale  []string      // canonical DNs whose cached entries the write makes stale
+	entry   *schema.Entry // the target before the change; nil for an add
+	kind    schema.Kind   // KindNone: relayed with no journal record
+	stale   []string      // canonical DNs whose cached entries the write makes stale
 
 	// decide
 	verdict decision
