@@ -107,6 +107,8 @@ func TestInterceptJudgesTheEntryTheDirectoryMeans(t *testing.T) {
 			replace(alice, "userPassword", "{SSHA}"+strings.Repeat("p", 400)), 0, "", true},
 		{"an account name with a blank", pipeAdminDN,
 			replace(alice, "uid", "al ice"), 19, "name", false},
+		{"a rename to a name with a blank", pipeAdminDN,
+			&gateway.WriteRequest{Op: gateway.OpModifyDN, DN: alice, NewRDN: "uid=al ice", DeleteOldRDN: true}, 19, "not allowed in a name", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,6 +46,12 @@ func (m *Mirror) checkValues(w *write) *gateway.Result {
 		if e := schema.ValidateValue(schema.FieldDN, w.newDN); e != nil {
 			err = e
 		}
+		// The new RDN's value of the name attribute is the new name.
+		if rdn, e := ldap.ParseDN(w.req.NewRDN); e == nil && len(rdn.RDNs) == 1 {
+			for _, ava := range rdn.RDNs[0].Attributes {
+				check(ava.Type, [][]byte{[]byte(ava.Value)})
+			}
+		}
 	case gateway.OpPasswordModify:
 		if len(w.req.NewPassword) > 0 {
 			if e := schema.ValidateValue(schema.FieldPassword, string(w.req.NewPassword)); e != nil {
