@@ -7,7 +7,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -473,13 +472,11 @@ func simName(op policyOp, uid string) string {
 	return uid
 }
 
+// resultCode is err's LDAP result code: 0 for no error, -1 for one that
+// is not an LDAP result.
 func resultCode(err error) int {
-	var le *ldap.Error
-	if errors.As(err, &le) {
-		return int(le.ResultCode)
+	if err == nil {
+		return 0
 	}
-	if err != nil {
-		return -1
-	}
-	return 0
+	return ldapCode(err)
 }
