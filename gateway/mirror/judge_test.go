@@ -43,6 +43,8 @@ func TestInterceptJudgesTheEntryTheDirectoryMeans(t *testing.T) {
 			replace(`uid=bob,ou=people,dc=example,dc=com\00`, "mail", "boss@example.com"), 50, ruleAccountAddress, false},
 		{"bob's own mail through a fullwidth letter (the directory resolves it)", bob,
 			replace("uid=\uff42ob,ou=people,dc=example,dc=com", "mail", "boss@example.com"), 50, ruleAccountAddress, false},
+		{"an own password change by a session whose entry no one can tell", `uid=nobody,ou=people,dc=example,dc=com\00`,
+			&gateway.WriteRequest{Op: gateway.OpPasswordModify, NewPassword: []byte("x")}, 53, "bound as", false},
 		{"an unsure spelling of no entry", bob,
 			replace(`uid=nobody,ou=people,dc=example,dc=com\00`, "mail", "x@example.com"), 32, "no such entry", false},
 		{"an admin's write through an OID type is mirrored", pipeAdminDN,

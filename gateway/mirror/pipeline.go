@@ -140,8 +140,12 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	req, mp := w.req, m.mapping()
 	raw := req.DN
 	if req.Op == gateway.OpPasswordModify && raw == "" {
-		if !w.who.sure || w.who.dn == "" {
-			return nil // the directory answers an anonymous or unknown session
+		if !w.who.sure {
+			return &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: "ldapgate: the gateway cannot tell which entry this session is bound as, " +
+				"so it cannot judge a change of its own password; name the entry in the request"}
+		}
+		if w.who.dn == "" {
+			return nil // anonymous: the directory answers
 		}
 		raw = w.who.dn
 	}
