@@ -480,3 +480,54 @@ func resultCode(err error) int {
 	}
 	return ldapCode(err)
 }
+
+// Controls on account writes, through the relay to real slapd: an unknown
+// critical control and a transaction are refused by the gateway; a no-op
+// is judged (refused for another user's account) and, allowed, leaves
+// slapd, the journal and Axigen as they were; an unknown non-critical
+// control does not stop a write from being mirrored.
+func TestPolicyControlsOnWrites(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	alice := bindConn(t, e.gw.URL, userDN("alice"), slapd.AlicePassword)
+	defer alice.Close()
+	phone := func(value string, ctls ...ldap.Control) error {
+		m := ldap.NewModifyRequest(userDN("alice"), ctls)
+		m.Replace("telephoneNumber", []string{value})
+		return alice.Modify(m)
+	}
+	if err := phone("+1 555 1201", ldap.NewControlString("1.2.3.4.5", true, "")); resultCode(err) != ldap.LDAPResultUnavailableCriticalExtension {
+		t.Errorf("an unknown critical control: %v, want 12", err)
+	}
+	if err := phone("+1 555 1202", ldap.NewControlString("1.3.6.1.1.21.2", true, "txn-1")); resultCode(err) != ldap.LDAPResultUnwillingToPerform ||
+		!strings.Contains(err.Error(), "RFC 5805") {
+		t.Errorf("a transaction's write: %v, want 53 naming RFC 5805", err)
+	}
+	bob := bindConn(t, e.gw.URL, userDN("bob"), slapd.BobPassword)
+	defer bob.Close()
+	m := ldap.NewModifyRequest(userDN("alice"), []ldap.Control{ldap.NewControlString("1.3.6.1.4.1.4203.1.10.2", true, "")})
+	m.Replace("telephoneNumber", []string{"+1 555 1203"})
+	if err := bob.Modify(m); resultCode(err) != ldap.LDAPResultInsufficientAccessRights {
+		t.Errorf("bob's no-op of alice's phone: %v, want the policy's 50", err)
+	}
+	err := phone("+1 555 1204", ldap.NewControlString("1.3.6.1.4.1.4203.1.10.2", true, ""))
+	// Debian's slapd is built without the no-op control and answers 12;
+	// one built with it answers its noOperation code. Neither changes the
+	// entry, and the gateway journals nothing.
+	t.Logf("alice's no-op: %v", err)
+	if got := e.directoryEntry(userDN("alice"), "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "+1 555 0101" {
+		t.Errorf("slapd's phone of alice is %q after refusals and a no-op", got)
+	}
+	if n := changelogCount(t, e, "alice"); n != 0 {
+		t.Errorf("cn=changelog holds %d records about alice after refusals and a no-op", n)
+	}
+	if err := phone("+1 555 1205", ldap.NewControlString("1.2.3.4.5", false, "")); err != nil {
+		t.Fatalf("a write with an unknown non-critical control: %v", err)
+	}
+	e.waitAccount("alice", "the write with a non-critical control", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 1205"
+	})
+	if n := changelogCount(t, e, "alice"); n != 1 {
+		t.Errorf("cn=changelog holds %d records about alice, want the one allowed write", n)
+	}
+	e.waitMirrored(20*time.Second, false)
+}
