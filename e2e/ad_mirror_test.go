@@ -25,6 +25,7 @@ func adScenarios() []adScenario {
 		{"GroupLifecycle", adGroupLifecycle},
 		{"Policy", adPolicy},
 		{"PolicyBindNames", adPolicyBindNames},
+		{"PolicyDNForms", adPolicyDNForms},
 		{"DisableEnable", adDisableEnable},
 		{"ProvisioningSequence", adProvisioningSequence},
 		{"StartTLSUpstream", adStartTLSUpstream},

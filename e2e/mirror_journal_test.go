@@ -14,8 +14,11 @@ import (
 	"github.com/ldapgate/ldapgate/store"
 )
 
-// Writes made as Axigen's own bind DN are relayed to the directory but never
-// mirrored back into Axigen, and never journaled: no loops.
+// Writes made as Axigen's own bind DN are judged (issue 16): it may write
+// what Axigen's own synchronisation writes (contact info and passwords of
+// existing accounts), relayed to the directory but never mirrored back
+// into Axigen, and never journaled: no loops. Anything else (an add, a
+// group's members) is refused, whatever the directory's ACLs give it.
 func TestMirrorAxigenBindDNIsRelayedNotMirrored(t *testing.T) {
 	const axigenDN, axigenPW = "cn=axigen,dc=example,dc=com", "axigen-ldap-pw"
 	e := newMirrorEnv(t, mirrorOptions{
@@ -39,19 +42,24 @@ func TestMirrorAxigenBindDNIsRelayedNotMirrored(t *testing.T) {
 
 	e.mustTool("dn: "+userDN("bob")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 4242\n",
 		"ldapmodify", axigenDN, axigenPW)
-	e.mustTool("dn: "+userDN("frank")+"\nobjectClass: inetOrgPerson\nuid: frank\ncn: Frank\nsn: Frank\nmail: frank@example.com\nuserPassword: frank-pw\n",
-		"ldapadd", axigenDN, axigenPW)
-	e.mustTool("dn: "+groupDN("staff")+"\nchangetype: modify\nadd: member\nmember: "+userDN("carol")+"\n",
-		"ldapmodify", axigenDN, axigenPW)
-	// Relayed: slapd has every change.
+	for _, refused := range []struct{ input, tool string }{
+		{"dn: " + userDN("frank") + "\nobjectClass: inetOrgPerson\nuid: frank\ncn: Frank\nsn: Frank\nmail: frank@example.com\nuserPassword: frank-pw\n", "ldapadd"},
+		{"dn: " + groupDN("staff") + "\nchangetype: modify\nadd: member\nmember: " + userDN("carol") + "\n", "ldapmodify"},
+	} {
+		r := e.tool(refused.input, refused.tool, axigenDN, axigenPW)
+		if r.Code != 50 || !strings.Contains(r.Out, "Axigen's connector") {
+			t.Errorf("%s as Axigen's bind DN exited %d, want 50 naming the connector's rule:\n%s", refused.tool, r.Code, r.Out)
+		}
+	}
+	// The allowed write is relayed: slapd has it; the refused ones are not.
 	if got := e.directoryEntry(userDN("bob"), "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "+1 555 4242" {
 		t.Fatalf("slapd's phone of bob is %q: the write was not relayed", got)
 	}
-	if e.directoryEntry(userDN("frank")) == nil {
-		t.Fatal("slapd does not hold frank: the add was not relayed")
+	if e.directoryEntry(userDN("frank")) != nil {
+		t.Fatal("slapd holds frank: Axigen's bind DN's add was relayed")
 	}
-	if got := e.directoryEntry(groupDN("staff"), "member").GetAttributeValues("member"); len(got) != 3 {
-		t.Fatalf("slapd's staff members are %v: the modify was not relayed", got)
+	if got := e.directoryEntry(groupDN("staff"), "member").GetAttributeValues("member"); len(got) != 2 {
+		t.Fatalf("slapd's staff members are %v: Axigen's bind DN's modify was relayed", got)
 	}
 
 	// A later admin write is mirrored; Axigen's own ones were not.
@@ -86,14 +94,25 @@ func TestMirrorAxigenBindDNIsRelayedNotMirrored(t *testing.T) {
 }
 
 // A value Axigen cannot take (a givenName with a TAB, written base64 with
-// ldapmodify) makes only its own record a dead letter, with a reason that
-// `ldapgate journal ls --dead` shows; changes of other entries keep flowing,
-// and a later fix of the same entry is delivered.
+// ldapmodify) is refused at the write through the gateway (issue 16:
+// constraintViolation naming the limit). One written to the directory
+// behind the gateway's back makes only the record that delivers it a dead
+// letter, with a reason that `ldapgate journal ls --dead` shows; changes
+// of other entries keep flowing, and a later fix of the same entry is
+// delivered.
 func TestMirrorUnsendableValueDeadLettersOnlyItsRecord(t *testing.T) {
 	e := newMirrorEnv(t, mirrorOptions{})
 
 	// "Ali\tce"
-	e.asAdmin("dn: "+userDN("alice")+"\nchangetype: modify\nreplace: givenName\ngivenName:: QWxpCWNl\n", "ldapmodify")
+	const tab = "dn: uid=alice,ou=people,dc=example,dc=com\nchangetype: modify\nreplace: givenName\ngivenName:: QWxpCWNl\n"
+	if r := e.tool(tab, "ldapmodify", mirrorAdminDN, e.dir.RootPW); r.Code != 19 || !strings.Contains(r.Out, "control character") {
+		t.Fatalf("the TAB through the gateway: exit %d, want 19 (constraint violation) naming the control character:\n%s", r.Code, r.Out)
+	}
+	// Behind the gateway's back, straight to slapd.
+	if r := runTool(t, tab, "ldapmodify", "-x", "-H", e.dir.URL, "-D", e.dir.RootDN, "-w", e.dir.RootPW); r.Code != 0 {
+		t.Fatalf("ldapmodify to slapd: exit %d:\n%s", r.Code, r.Out)
+	}
+	e.asAdmin("dn: "+userDN("alice")+"\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: +1 555 2323\n", "ldapmodify")
 	if got := e.directoryEntry(userDN("alice"), "givenName").GetAttributeValue("givenName"); got != "Ali\tce" {
 		t.Fatalf("slapd's givenName of alice is %q", got)
 	}

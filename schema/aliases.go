@@ -6,7 +6,8 @@ import "strings"
 // its OID ("surname", "2.5.4.4" and "sn" are one attribute). Policy must see
 // through that, or renaming an account through "0.9.2342.19200300.100.1.1"
 // instead of "uid" would slip past the name rule. These tables cover the
-// attributes and classes the default mappings use; everything else is
+// attributes and classes the default mappings use, and dnTypes
+// (dntypes.go) every type of slapd's standard schemas; everything else is
 // compared by its lowercased name.
 
 // commonAliases hold in both dialects: name or OID -> canonical lowercase name.
@@ -68,6 +69,9 @@ func canonicalName(a aliases, desc string) string {
 	}
 	if c, ok := commonAliases[n]; ok {
 		return c
+	}
+	if t, ok := dnTypes[n]; ok {
+		return t.name
 	}
 	return n
 }

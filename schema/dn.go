@@ -1,60 +1,440 @@
 package schema
 
 import (
-	"cmp"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/go-ldap/ldap/v3"
 )
 
 // This file is the project's one notion of "the same DN". Policy, journal
 // ordering, caches and the gateway's own subtree all compare DNs through it,
 // so that no two parts of the gateway can disagree about which entry a
 // spelling names.
+//
+// The canonical form is computed the way slapd computes a DN's normalised
+// form: attribute types by their primary names (every name and OID of the
+// types slapd's core, cosine, inetorgperson and nis schemas define folds to
+// one: "2.5.4.11", "organizationalUnitName" and "OU" are all "ou"), RDN
+// separators ',' or ';', blanks around separators and '=' dropped, escapes
+// (\62, \,) and quoted values ("people") decoded, and each value normalised
+// by its type's equality rule (caseIgnoreMatch, caseIgnoreIA5Match: case
+// folded, leading and trailing blanks dropped, inner runs of blanks one
+// blank), the values of a multi-valued RDN sorted.
+//
+// The gateway is sure of that form only where it knows the rule exactly:
+// types its table knows with a case-ignoring rule, and values of printable
+// ASCII. Anything else (a type it does not know, an integer or telephone
+// number type, a value with a NUL, a control or a non-ASCII character,
+// slapd folds by Unicode compatibility, a BER "#..." value, Active
+// Directory's <GUID=...>, <SID=...> and extended forms) is "unsure":
+// ExactDN returns a *DNError, and the caller asks the directory which entry
+// the spelling names.
 
-// CanonicalDN is the form all spellings of one DN share: attribute types by
-// their canonical names (aliases and OIDs folded, "0.9.2342.19200300.100.1.1"
-// and "UID" both "uid"), escapes decoded and re-encoded one way, blanks
-// around separators dropped, types and values without case, and the values
-// of a multi-valued RDN sorted. A DN that does not parse is only
-// lower-cased, so it still groups with its own exact spelling.
+// DNError says why ExactDN cannot give a DN's canonical form. Only the
+// directory can then say which entry, if any, the DN names.
+type DNError struct {
+	DN     string
+	Reason string
+}
+
+func (e *DNError) Error() string { return fmt.Sprintf("DN %q: %s", e.DN, e.Reason) }
+
+// ErrUnsureDN matches (errors.Is) every *DNError.
+var ErrUnsureDN = errors.New("the DN's canonical form is unsure")
+
+// Is makes errors.Is(err, ErrUnsureDN) true for a *DNError.
+func (e *DNError) Is(target error) bool { return target == ErrUnsureDN }
+
+// ExactDN returns dn's canonical form when the gateway is sure it is the
+// form the directory computes (see above), or a *DNError saying why not.
+// The empty DN (the root DSE) is "".
+func ExactDN(dn string) (string, error) {
+	p, err := parseDN(dn)
+	if err != nil {
+		return "", &DNError{DN: dn, Reason: err.Error()}
+	}
+	if p.unsure != "" {
+		return "", &DNError{DN: dn, Reason: p.unsure}
+	}
+	return p.String(), nil
+}
+
+// CanonicalDN is dn's canonical form, best effort: an unsure DN (see
+// ExactDN) still gets types folded and values lower-cased, and a DN that
+// does not parse is only lower-cased, so it still groups with its own
+// exact spelling. Use ExactDN where being wrong lets a write past the
+// policy.
 func CanonicalDN(dn string) string {
-	return canonicalDN(dn, commonTypeName)
+	p, err := parseDN(dn)
+	if err != nil {
+		return strings.ToLower(dn)
+	}
+	return p.String()
 }
 
 // EqualDN reports whether a and b name the same entry by CanonicalDN's
 // rules. A DN that does not parse is equal to nothing, itself included.
 func EqualDN(a, b string) bool {
-	ca, oka := parseCanonical(a, commonTypeName)
-	cb, okb := parseCanonical(b, commonTypeName)
-	return oka && okb && ca == cb
+	pa, erra := parseDN(a)
+	pb, errb := parseDN(b)
+	return erra == nil && errb == nil && pa.String() == pb.String()
 }
 
-// commonTypeName folds the attribute-type names both dialects share; the
-// one name they disagree on (streetAddress) names no entry in practice.
-func commonTypeName(t string) string { return canonicalName(aliases{}, t) }
-
-func canonicalDN(dn string, typeName func(string) string) string {
-	if c, ok := parseCanonical(dn, typeName); ok {
-		return c
+// ParentDN splits dn into its first RDN and its parent ("" for a
+// single-RDN DN), both spelled as given (blanks around the separator
+// dropped), so that either can be resolved by the directory when unsure;
+// ok is false when dn does not parse or is the root DSE.
+func ParentDN(dn string) (parent, rdn string, ok bool) {
+	p, err := parseDN(dn)
+	if err != nil || len(p.rdns) == 0 {
+		return "", "", false
 	}
-	return strings.ToLower(dn)
+	rest := strings.TrimLeft(dn[p.firstEnd:], " ")
+	if rest != "" {
+		rest = strings.TrimLeft(rest[1:], " ") // the ',' or ';'
+	}
+	return rest, strings.TrimSpace(dn[:p.firstEnd]), true
 }
 
-func parseCanonical(dn string, typeName func(string) string) (string, bool) {
-	parsed, err := ldap.ParseDN(dn)
-	if err != nil {
-		return "", false
+// UnderDN reports whether dn lies strictly below base, both compared in
+// canonical form (best effort, as CanonicalDN). A DN that does not parse
+// is under nothing.
+func UnderDN(base, dn string) bool {
+	b, errb := parseDN(base)
+	d, errd := parseDN(dn)
+	return errb == nil && errd == nil && d.under(b)
+}
+
+// dnName is a parsed DN: its RDNs, most specific first, each a sorted list
+// of canonical "type=value" strings.
+type dnName struct {
+	rdns     [][]string
+	unsure   string // why the canonical form is not sure; "" when it is
+	firstEnd int    // byte offset where the first RDN ends in the input
+}
+
+func (d dnName) String() string {
+	parts := make([]string, len(d.rdns))
+	for i, r := range d.rdns {
+		parts[i] = strings.Join(r, "+")
 	}
-	for _, rdn := range parsed.RDNs {
-		for _, ava := range rdn.Attributes {
-			ava.Type = typeName(ava.Type)
-			ava.Value = strings.ToLower(ava.Value)
+	return strings.Join(parts, ",")
+}
+
+// under reports whether d lies strictly below base.
+func (d dnName) under(base dnName) bool {
+	n := len(base.rdns)
+	if len(d.rdns) <= n {
+		return false
+	}
+	for i, r := range base.rdns {
+		if !slices.Equal(d.rdns[len(d.rdns)-n+i], r) {
+			return false
 		}
-		slices.SortFunc(rdn.Attributes, func(a, b *ldap.AttributeTypeAndValue) int {
-			return cmp.Or(strings.Compare(a.Type, b.Type), strings.Compare(a.Value, b.Value))
-		})
 	}
-	return parsed.String(), true
+	return true
+}
+
+// dnParser walks a DN string (RFC 4514, with the leniencies slapd keeps
+// from LDAPv2: ';' between RDNs, blanks around separators, quoted values).
+type dnParser struct {
+	s      string
+	i      int
+	unsure string
+}
+
+func parseDN(dn string) (dnName, error) {
+	p := &dnParser{s: dn}
+	var out dnName
+	p.blanks()
+	if p.i == len(p.s) {
+		return out, nil // the root DSE
+	}
+	if p.s[p.i] == '<' {
+		// AD's <GUID=...>, <SID=...>, <WKGUID=...>: only the directory knows.
+		return dnName{unsure: "an extended DN form (<GUID=...>, <SID=...>) that only the directory resolves"}, nil
+	}
+	for {
+		rdn, err := p.rdn()
+		if err != nil {
+			return dnName{}, err
+		}
+		out.rdns = append(out.rdns, rdn)
+		if len(out.rdns) == 1 {
+			out.firstEnd = p.i
+		}
+		p.blanks()
+		if p.i == len(p.s) {
+			break
+		}
+		if c := p.s[p.i]; c != ',' && c != ';' {
+			return dnName{}, fmt.Errorf("unexpected %q at byte %d", c, p.i)
+		}
+		p.i++
+		p.blanks()
+	}
+	out.unsure = p.unsure
+	return out, nil
+}
+
+func (p *dnParser) blanks() {
+	for p.i < len(p.s) && p.s[p.i] == ' ' {
+		p.i++
+	}
+}
+
+func (p *dnParser) setUnsure(why string) {
+	if p.unsure == "" {
+		p.unsure = why
+	}
+}
+
+// rdn reads one RDN: type=value pairs joined by '+', sorted.
+func (p *dnParser) rdn() ([]string, error) {
+	var avas []string
+	types := map[string]bool{}
+	for {
+		typ, rule, err := p.attrType()
+		if err != nil {
+			return nil, err
+		}
+		p.blanks()
+		if p.i == len(p.s) || p.s[p.i] != '=' {
+			return nil, fmt.Errorf("no '=' after the attribute type at byte %d", p.i)
+		}
+		p.i++
+		p.blanks()
+		raw, err := p.value()
+		if err != nil {
+			return nil, err
+		}
+		if types[typ] {
+			p.setUnsure("an RDN that names " + typ + " twice")
+		}
+		types[typ] = true
+		avas = append(avas, typ+"="+escapeValue(p.normalize(typ, rule, raw)))
+		p.blanks()
+		if p.i < len(p.s) && p.s[p.i] == '+' {
+			p.i++
+			p.blanks()
+			continue
+		}
+		slices.Sort(avas)
+		return avas, nil
+	}
+}
+
+// attrType reads a descr or numeric OID and returns its canonical name and
+// the matching rule of its values.
+func (p *dnParser) attrType() (string, matchRule, error) {
+	start := p.i
+	for p.i < len(p.s) && (isAlnum(p.s[p.i]) || p.s[p.i] == '-' || p.s[p.i] == '.') {
+		p.i++
+	}
+	t := p.s[start:p.i]
+	if !isKeystring(t) && !validNumericOID(t) {
+		return "", 0, fmt.Errorf("invalid attribute type %q at byte %d", t, start)
+	}
+	lt := strings.ToLower(t)
+	if dt, ok := dnTypes[lt]; ok {
+		if dt.match == matchOther {
+			p.setUnsure("values of " + dt.name + " compare by a rule the gateway does not apply")
+		}
+		return dt.name, dt.match, nil
+	}
+	p.setUnsure("attribute type " + t + " is not in the gateway's schema")
+	return canonicalName(aliases{}, lt), matchOther, nil
+}
+
+// isKeystring: a letter, then letters, digits and hyphens (RFC 4512).
+func isKeystring(s string) bool {
+	if s == "" || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) && s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func validNumericOID(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, n := range strings.Split(s, ".") {
+		if n == "" || (len(n) > 1 && n[0] == '0') {
+			return false
+		}
+		for i := 0; i < len(n); i++ {
+			if n[i] < '0' || n[i] > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// value reads an attribute value (string, quoted string or #hex) and
+// returns its bytes, unescaped.
+func (p *dnParser) value() (string, error) {
+	if p.i < len(p.s) && p.s[p.i] == '#' {
+		p.setUnsure("a BER-encoded (#...) value")
+		start := p.i
+		p.i++
+		for p.i < len(p.s) && isHex(p.s[p.i]) {
+			p.i++
+		}
+		return p.s[start:p.i], nil
+	}
+	if p.i < len(p.s) && p.s[p.i] == '"' {
+		p.i++
+		var b strings.Builder
+		for {
+			if p.i == len(p.s) {
+				return "", errors.New("unterminated quoted value")
+			}
+			c := p.s[p.i]
+			switch c {
+			case '"':
+				p.i++
+				return b.String(), nil
+			case '\\':
+				// slapd does not decode hex pairs inside quotes (RFC 1779
+				// has none): only the directory can say what they mean.
+				p.setUnsure("an escape inside a quoted value")
+				r, err := p.escape()
+				if err != nil {
+					return "", err
+				}
+				b.WriteByte(r)
+			default:
+				b.WriteByte(c)
+				p.i++
+			}
+		}
+	}
+	var b strings.Builder
+	trail := 0 // unescaped blanks at the end, which are not part of the value
+	for p.i < len(p.s) {
+		c := p.s[p.i]
+		switch c {
+		case ',', ';', '+':
+			return b.String()[:b.Len()-trail], nil
+		case '\\':
+			r, err := p.escape()
+			if err != nil {
+				return "", err
+			}
+			b.WriteByte(r)
+			trail = 0
+			continue
+		case '"', '<', '>', '=':
+			// Allowed unescaped by some parsers, refused by others.
+			p.setUnsure(fmt.Sprintf("an unescaped %q in a value", c))
+		}
+		if c == ' ' {
+			trail++
+		} else {
+			trail = 0
+		}
+		b.WriteByte(c)
+		p.i++
+	}
+	return b.String()[:b.Len()-trail], nil
+}
+
+// escape reads \X (a special character) or \HH (a hex byte).
+func (p *dnParser) escape() (byte, error) {
+	if p.i+1 >= len(p.s) {
+		return 0, errors.New("a trailing backslash")
+	}
+	c := p.s[p.i+1]
+	if isHex(c) {
+		if p.i+2 >= len(p.s) || !isHex(p.s[p.i+2]) {
+			return 0, fmt.Errorf("a bad hex escape at byte %d", p.i)
+		}
+		p.i += 3
+		return unhex(c)<<4 | unhex(p.s[p.i-1]), nil
+	}
+	if strings.IndexByte(` "#+,;<=>\`, c) < 0 {
+		return 0, fmt.Errorf("a bad escape at byte %d", p.i)
+	}
+	p.i += 2
+	return c, nil
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+// normalize applies the value's equality rule: both case-ignoring rules
+// fold case and insignificant blanks. A value the gateway cannot be sure
+// of is marked unsure and only lower-cased.
+func (p *dnParser) normalize(typ string, rule matchRule, v string) string {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			p.setUnsure("a value of " + typ + " with a control or non-ASCII character, which the directory folds by its own Unicode rules")
+			return strings.ToLower(v)
+		}
+	}
+	if rule == matchOther {
+		return strings.ToLower(v)
+	}
+	v = strings.Join(strings.Fields(strings.ToLower(v)), " ")
+	if v == "" {
+		p.setUnsure("an empty value of " + typ)
+	}
+	return v
+}
+
+// escapeValue renders a normalised value for the canonical string: every
+// character that could separate or end a value, and every byte outside
+// printable ASCII, as \HH, so that the canonical form is one string per DN
+// and parses back as RFC 4514.
+func escapeValue(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		special := strings.IndexByte(`"+,;<>\=`, c) >= 0 || c < 0x20 || c > 0x7e ||
+			(c == '#' && i == 0) || (c == ' ' && (i == 0 || i == len(v)-1))
+		if special {
+			fmt.Fprintf(&b, `\%02x`, c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// matchRule is how values of an attribute type compare in a DN.
+type matchRule uint8
+
+const (
+	// matchOther: a rule the gateway does not apply (integer, telephone
+	// number, case-exact, ...): only the directory can compare.
+	matchOther matchRule = iota
+	matchCaseIgnore
+	matchCaseIgnoreIA5
+)
+
+type dnType struct {
+	name  string
+	match matchRule
 }

@@ -48,3 +48,37 @@ func FuzzAccountState(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCanonicalDN checks the DN canonicaliser never panics and that a form
+// it is sure of is stable: canonical again is itself, and equal to the
+// spelling it came from.
+func FuzzCanonicalDN(f *testing.F) {
+	for _, s := range []string{
+		"uid=bob,ou=people,dc=example,dc=com", "uid=bob,2.5.4.11=people,dc=example,dc=com",
+		`uid=bob,ou="people",dc=example,dc=com`, `uid=\62ob,ou=people,dc=example,dc=com\00`,
+		"cn=a+sn=b;dc=x", "<GUID=1234>", `cn=" a , b "`, `cn=\20\20x\20`, "uid=#04026869", "", " ",
+		"organizationalUnitName = x ,DC=y", "cn=\xff\xfe", `cn="`, `cn=a\`, "cn=a+", ",", "=",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, dn string) {
+		canon := CanonicalDN(dn)
+		exact, err := ExactDN(dn)
+		if err != nil {
+			return
+		}
+		if exact != canon {
+			t.Fatalf("ExactDN(%q) = %q but CanonicalDN = %q", dn, exact, canon)
+		}
+		again, err := ExactDN(exact)
+		if err != nil || again != exact {
+			t.Fatalf("ExactDN(ExactDN(%q)) = %q, %v; want %q", dn, again, err, exact)
+		}
+		if !EqualDN(dn, exact) {
+			t.Fatalf("EqualDN(%q, %q) = false", dn, exact)
+		}
+		if p, _, ok := ParentDN(dn); ok && p != "" && !UnderDN(p, dn) {
+			t.Fatalf("%q is not under its parent %q", dn, p)
+		}
+	})
+}

@@ -55,8 +55,8 @@ func (c AttrClass) String() string {
 type Mapping struct {
 	cfg          Config
 	aliases      aliases
-	accountBases []*ldap.DN
-	groupBases   []*ldap.DN
+	accountBases []dnName
+	groupBases   []dnName
 
 	accountClasses, accountExclude, groupClasses []string // canonical
 	name, groupName, mail, key, disabled         string   // canonical
@@ -83,10 +83,10 @@ func NewMapping(cfg Config) (*Mapping, error) {
 		return nil, err
 	}
 	m := &Mapping{cfg: cfg, aliases: aliasesFor(cfg.Dialect), contactByAttr: map[string][]string{}}
-	parse := func(l DNList) []*ldap.DN {
-		out := make([]*ldap.DN, 0, len(l))
+	parse := func(l DNList) []dnName {
+		out := make([]dnName, 0, len(l))
 		for _, s := range l {
-			dn, _ := ldap.ParseDN(s) // Validate parsed them already
+			dn, _ := parseDN(s) // Validate parsed them already
 			out = append(out, dn)
 		}
 		return out
@@ -222,28 +222,24 @@ func dedupFold(in []string) []string {
 	return out
 }
 
-// under reports whether dn lies strictly below one of bases. Comparison
-// folds case in both types and values: OpenLDAP and AD match the naming
-// attributes used in practice (dc, ou, cn, uid) case-insensitively.
-func under(bases []*ldap.DN, dn *ldap.DN) bool {
-	for _, b := range bases {
-		if b.AncestorOfFold(dn) {
-			return true
-		}
-	}
-	return false
+// under reports whether dn lies strictly below one of bases, compared in
+// canonical form (dn.go): any spelling of a DN is under the same bases.
+func under(bases []dnName, dn dnName) bool {
+	return slices.ContainsFunc(bases, func(b dnName) bool { return dn.under(b) })
 }
 
 // UnderAccountBase reports whether dn is strictly below an account base.
-// An unparseable DN is under nothing.
+// An unparseable DN is under nothing. An unsure spelling (ExactDN) is
+// compared best effort: the write path resolves those through the
+// directory first.
 func (m *Mapping) UnderAccountBase(dn string) bool {
-	d, err := ldap.ParseDN(dn)
+	d, err := parseDN(dn)
 	return err == nil && under(m.accountBases, d)
 }
 
 // UnderGroupBase reports whether dn is strictly below a group base.
 func (m *Mapping) UnderGroupBase(dn string) bool {
-	d, err := ldap.ParseDN(dn)
+	d, err := parseDN(dn)
 	return err == nil && under(m.groupBases, d)
 }
 
@@ -252,7 +248,7 @@ func (m *Mapping) UnderGroupBase(dn string) bool {
 // subtree and it carries both kinds of classes) is an account: account
 // rules are the stricter ones to apply to it.
 func (m *Mapping) Classify(dn string, objectClasses []string) Kind {
-	d, err := ldap.ParseDN(dn)
+	d, err := parseDN(dn)
 	if err != nil {
 		return KindNone
 	}
@@ -609,6 +605,7 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 	return g, nil
 }
 
-// CanonicalDN is CanonicalDN with this mapping's dialect deciding which
-// attribute names are aliases of one another.
-func (m *Mapping) CanonicalDN(dn string) string { return canonicalDN(dn, m.canonical) }
+// CanonicalDN is CanonicalDN: the types that name entries fold the same
+// way in both dialects (streetAddress, the one they disagree on, is left
+// to the directory).
+func (m *Mapping) CanonicalDN(dn string) string { return CanonicalDN(dn) }

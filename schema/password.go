@@ -107,3 +107,22 @@ func (m *Mapping) PlaintextPassword(attr string, value []byte) (pw string, ok bo
 	}
 	return pw, true, ""
 }
+
+// CheckPassword returns the *ValueError of a plaintext password (as
+// PlaintextPassword decodes it) that Axigen cannot take; nil for one it
+// can, and for a hashed or undecodable one, which is not mirrored at all.
+// The error never contains the password.
+func (m *Mapping) CheckPassword(attr string, value []byte) error {
+	pw, ok, _ := m.decodePassword(attr, value)
+	if !ok {
+		return nil
+	}
+	if err := ValidateValue(FieldPassword, pw); err != nil {
+		var ve *ValueError
+		if errors.As(err, &ve) {
+			ve.Attr = attr
+		}
+		return err
+	}
+	return nil
+}

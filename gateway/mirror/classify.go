@@ -5,8 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/schema"
 )
@@ -90,15 +88,15 @@ func dedupFold(in []string) []string {
 	return out
 }
 
-// renamedDN is the DN a modify DN request gives its entry.
+// renamedDN is the DN a modify DN request gives its entry, as spelled
+// (classify resolves each part to its canonical identity).
 func renamedDN(req *gateway.WriteRequest) string {
 	parent := req.NewSuperior
 	if parent == "" {
-		parsed, err := ldap.ParseDN(req.DN)
-		if err != nil || len(parsed.RDNs) == 0 {
+		var ok bool
+		if parent, _, ok = schema.ParentDN(req.DN); !ok {
 			return ""
 		}
-		parent = (&ldap.DN{RDNs: parsed.RDNs[1:]}).String()
 	}
 	if parent == "" {
 		return req.NewRDN

@@ -34,11 +34,16 @@ type write struct {
 	who writer
 
 	// classify
-	target string        // the entry the write names
-	newDN  string        // the DN a rename gives it
-	entry  *schema.Entry // the target before the change; nil for an add
-	kind   schema.Kind   // KindNone: relayed with no journal record
-	stale  []string      // canonical DNs whose cached entries the write makes stale
+	target string // the canonical identity of the entry the write names
+	newDN  string // the canonical DN a rename gives it
+	noOp   bool   // the directory will not apply it (the no-op control)
+
+	// refused is the answer to a control identify could not honour; decide
+	// gives it only to writes to accounts and groups.
+	refused *gateway.Result
+	entry   *schema.Entry // the target before the change; nil for an add
+	kind    schema.Kind   // KindNone: relayed with no journal record
+	stale   []string      // canonical DNs whose cached entries the write makes stale
 
 	// decide
 	verdict decision
@@ -50,9 +55,18 @@ type write struct {
 
 // writer is who makes a write.
 type writer struct {
-	dn     string // the bound DN, an AD user@domain or DOMAIN\user resolved; "" when anonymous
-	addr   string // the client's address
-	axigen bool   // Axigen's own connector: its writes are relayed, never mirrored back
+	// dn is the canonical DN the write is made as: the bound DN (an AD
+	// user@domain or DOMAIN\user resolved), or the identity a proxied
+	// authorization control names; "" when anonymous.
+	dn string
+	// sure is false when neither the gateway nor the directory can tell
+	// which entry dn is: the writer is then no admin, owner or connector.
+	sure  bool
+	bound string // the bound DN as the session bound, when a proxied identity writes
+	addr  string // the client's address
+	// axigen: Axigen's own connector, which may write what Axigen's
+	// "Axigen to LDAP" synchronisation writes; never mirrored back.
+	axigen bool
 }
 
 // Intercept implements gateway.Interceptor: the write path up to the relay.
@@ -85,34 +99,78 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 }
 
 // identify names the writer: the entry the session bound as (AD lets users
-// bind as user@domain or DOMAIN\user; the policy needs the DN) and whether
-// it is Axigen's own connector. Whether the writer is an admin, or the
-// owner of the entry, is asked by decide, for the writes the policy judges.
+// bind as user@domain or DOMAIN\user; the policy needs the DN), or the one
+// a proxied authorization control asks the directory to write as, and
+// whether it is Axigen's own connector. Whether the writer is an admin, or
+// the owner of the entry, is asked by decide, for the writes the policy
+// judges.
 func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) *gateway.Result {
-	dn, err := m.identity(ctx, s.BoundDN)
+	name := s.BoundDN
+	authz, proxied, answer := proxiedIdentity(w.req.Controls)
+	switch {
+	case answer != nil:
+		w.refused = answer
+	case proxied:
+		name = authz
+	}
+	dn, sure, err := m.identity(ctx, name)
 	if err != nil {
 		m.log.Warn("cannot resolve the bound identity", "err", err)
 		return unreachable("cannot resolve the bound identity to check the change")
 	}
+	w.who = writer{dn: dn, sure: sure, addr: s.RemoteAddr}
+	if proxied && answer == nil {
+		w.who.bound = s.BoundDN
+	}
 	axigenDN := m.pol().AxigenBindDN
-	w.who = writer{dn: dn, addr: s.RemoteAddr, axigen: axigenDN != "" && dn != "" && schema.EqualDN(dn, axigenDN)}
+	w.who.axigen = sure && axigenDN != "" && dn != "" && schema.EqualDN(dn, axigenDN)
 	return nil
 }
 
-// classify finds what the write is about: its target (a password modify
-// without a DN targets the writer) and a rename's new DN; outside the
-// account and group bases it stops there. Otherwise it drops the cached
-// entries the write makes stale, whoever writes, and, unless Axigen's own
-// connector writes, reads the target (from the entry cache when a write
-// read it lately) to tell an account, a group, or neither.
+// classify finds what the write is about: the canonical identity of its
+// target (a password modify without a DN targets the writer) and of a
+// rename's new DN, asking the directory when the spelling leaves the
+// gateway unsure (resolveDN); outside the account and group bases it
+// stops there. Otherwise it drops the cached entries the write makes
+// stale, whoever writes, and reads the target (from the entry cache when
+// a write read it lately) to tell an account, a group, or neither. A write
+// whose target it cannot identify is refused: it is never relayed
+// unjudged.
 func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	req, mp := w.req, m.mapping()
-	w.target = req.DN
-	if req.Op == gateway.OpPasswordModify && w.target == "" {
-		w.target = w.who.dn
+	raw := req.DN
+	if req.Op == gateway.OpPasswordModify && raw == "" {
+		if !w.who.sure {
+			return &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: "ldapgate: the gateway cannot tell which entry this session is bound as, " +
+				"so it cannot judge a change of its own password; name the entry in the request"}
+		}
+		if w.who.dn == "" {
+			return nil // anonymous: the directory answers
+		}
+		raw = w.who.dn
+	}
+	var cur *schema.Entry
+	if req.Op == gateway.OpAdd {
+		// The entry does not exist yet: its parent does.
+		target, answer := m.childIdentity(ctx, raw, "", "the new entry")
+		if answer != nil {
+			return answer
+		}
+		w.target = target
+	} else {
+		target, e, answer := m.targetIdentity(ctx, raw, "the entry")
+		if answer != nil {
+			return answer
+		}
+		w.target, cur = target, e
 	}
 	if req.Op == gateway.OpModifyDN {
-		w.newDN = renamedDN(req)
+		renamed := renamedDN(&gateway.WriteRequest{DN: w.target, NewRDN: req.NewRDN})
+		newDN, answer := m.childIdentity(ctx, renamed, req.NewSuperior, "the new name")
+		if answer != nil {
+			return answer
+		}
+		w.newDN = newDN
 	}
 	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
 	if !inScope(w.target) && !inScope(w.newDN) {
@@ -123,52 +181,144 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
 		m.entries.forget(w.stale...)
 	}
-	if w.who.axigen {
-		return nil
-	}
 	if req.Op == gateway.OpAdd {
 		w.kind = mp.Classify(w.target, attributeValues(mp, req.Attributes, "objectClass"))
 		return nil
 	}
-	cur, err := m.readEntry(ctx, w.target)
-	if err != nil {
-		m.log.Warn("cannot read the entry a write targets", "dn", w.target, "err", err)
-		return unreachable("cannot read the target entry to check the change")
+	if cur == nil {
+		var err error
+		if cur, err = m.readEntry(ctx, w.target); err != nil {
+			m.log.Warn("cannot read the entry a write targets", "dn", w.target, "err", err)
+			return unreachable("cannot read the target entry to check the change")
+		}
 	}
 	if cur == nil {
 		return nil // the directory will answer noSuchObject
 	}
 	w.entry = cur
-	w.kind = mp.ClassifyEntry(*cur)
+	w.kind = mp.Classify(w.target, cur.ObjectClasses())
 	if w.kind == schema.KindNone && w.newDN != "" {
 		w.kind = mp.Classify(w.newDN, cur.ObjectClasses())
 	}
 	return nil
 }
 
-// decide applies the policy (policy.go) to an account or group write:
-// whether the writer is an admin (Admins) or the entry's owner, and what
-// the change touches. A refused write is answered insufficientAccessRights
-// (50) with the rule that refused it, and never reaches the directory.
-// Every verdict is one audit line.
-func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
-	admin, err := m.IsAdmin(ctx, w.who.dn)
-	if err != nil {
-		m.log.Warn("cannot check admin group membership", "err", err)
-		return unreachable("cannot check the admin group")
+// targetIdentity is the canonical identity of an existing entry the write
+// names (and the entry, when the directory had to be asked). A spelling
+// the gateway is unsure of that names no entry the directory shows it is
+// refused: noSuchObject, or invalidDNSyntax as the directory says.
+func (m *Mirror) targetIdentity(ctx context.Context, raw, what string) (string, *schema.Entry, *gateway.Result) {
+	canon, e, ok, invalid, err := m.resolveDN(ctx, raw, m.readAttributes())
+	switch {
+	case err != nil:
+		m.log.Warn("cannot resolve the DN a write names", "dn", raw, "err", err)
+		return "", nil, unreachable("cannot ask the directory which entry " + quoteDN(raw) + " names")
+	case invalid:
+		return "", nil, &gateway.Result{Code: ldap.LDAPResultInvalidDNSyntax,
+			Diagnostic: "ldapgate: " + quoteDN(raw) + " is not a DN the directory takes"}
+	case !ok:
+		return "", nil, &gateway.Result{Code: ldap.LDAPResultNoSuchObject, Diagnostic: fmt.Sprintf(
+			"ldapgate: %s %s is spelled in a form the gateway can only check with the directory, and the directory shows no such entry",
+			what, quoteDN(raw))}
 	}
-	owner := w.who.dn != "" && schema.EqualDN(w.who.dn, w.target)
-	w.verdict = m.judge(w.kind, w.req, admin, owner)
+	if e != nil {
+		e.DN = canon
+	}
+	return canon, e, nil
+}
+
+// childIdentity is the canonical DN of an entry a write creates or renames
+// to: rdn's canonical form under its parent's identity (superior, when
+// given, else the parent in dn). The parent must be one the gateway can
+// identify; the new RDN itself is compared best effort (CanonicalDN),
+// which is enough to place it, since its parent decides its scope.
+func (m *Mirror) childIdentity(ctx context.Context, dn, superior, what string) (string, *gateway.Result) {
+	parent, rdn, ok := schema.ParentDN(dn)
+	if !ok {
+		return "", &gateway.Result{Code: ldap.LDAPResultInvalidDNSyntax,
+			Diagnostic: "ldapgate: " + what + " " + quoteDN(dn) + " is not a DN the gateway can parse"}
+	}
+	if superior != "" {
+		parent = superior
+	}
+	canonRDN := schema.CanonicalDN(rdn)
+	if parent == "" {
+		return canonRDN, nil
+	}
+	canonParent, _, answer := m.targetIdentity(ctx, parent, "the parent of "+what)
+	if answer != nil {
+		return "", answer
+	}
+	return canonRDN + "," + canonParent, nil
+}
+
+// quoteDN quotes a DN for a diagnostic, cut short when very long.
+func quoteDN(dn string) string {
+	if len(dn) > 256 {
+		dn = dn[:256] + "..."
+	}
+	return fmt.Sprintf("%q", dn)
+}
+
+// decide applies the policy (policy.go) to an account or group write:
+// first the request's controls (controls.go), then whether the writer is
+// an admin (Admins), the entry's owner or Axigen's connector, and what the
+// change touches; last, that every value Axigen is to receive is one it
+// can take (values.go). A refused write is answered with the rule that
+// refused it (insufficientAccessRights, 50; constraintViolation, 19, for
+// a value; the control's code) and never reaches the directory. Every
+// verdict is one audit line.
+func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	w.audit = m.cfg.Audit.With("actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
 		"kind", w.kind.String(), "dn", w.target)
+	if w.who.bound != "" {
+		w.audit = w.audit.With("boundAs", w.who.bound, "proxied", true)
+	}
 	if w.newDN != "" {
 		w.audit = w.audit.With("newDN", w.newDN)
 	}
-	switch {
-	case w.verdict.refuse != "":
+	if w.who.axigen {
+		w.audit = w.audit.With("connector", "axigen")
+	}
+	noOp, answer := checkControls(w.req.Controls)
+	if w.refused != nil {
+		answer = w.refused
+	}
+	if answer != nil {
+		w.audit.Info("decision", "decision", "refused", "rule", "controls", "diagnostic", answer.Diagnostic)
+		return answer
+	}
+	w.noOp = noOp
+	admin := false
+	if w.who.sure && !w.who.axigen {
+		var err error
+		if admin, err = m.IsAdmin(ctx, w.who.dn); err != nil {
+			m.log.Warn("cannot check admin group membership", "err", err)
+			return unreachable("cannot check the admin group")
+		}
+	}
+	owner := w.who.sure && w.who.dn != "" && schema.EqualDN(w.who.dn, w.target)
+	if w.who.axigen {
+		w.verdict = m.judgeConnector(w.kind, w.req)
+	} else {
+		w.verdict = m.judge(w.kind, w.req, admin, owner)
+	}
+	if w.verdict.refuse != "" {
 		w.audit.Info("decision", "decision", "refused", "rule", w.verdict.refuse)
 		return refusal(w.verdict.refuse, w.target, w.who.dn)
-	case !w.verdict.mirror:
+	}
+	if w.verdict.mirror {
+		if answer := m.checkValues(w); answer != nil {
+			w.audit.Info("decision", "decision", "refused", "rule", "value Axigen cannot take", "diagnostic", answer.Diagnostic)
+			return answer
+		}
+	}
+	// Axigen's own writes are never mirrored back; nor is a no-op, which
+	// the directory does not apply.
+	if w.who.axigen || w.noOp {
+		w.verdict.mirror = false
+	}
+	if !w.verdict.mirror {
 		w.audit.Info("decision", "decision", "allowed", "mirrored", false)
 	}
 	return nil

@@ -223,11 +223,13 @@ func TestIntercept(t *testing.T) {
 		{name: "user adds an account: refused by the policy",
 			bound: bob, req: addAccount("dave"),
 			refused: ldap.LDAPResultInsufficientAccessRights, diagnostic: ruleCreateAccount, audit: []string{"refused"}},
-		{name: "Axigen's own identity: relayed, no record, no decision",
-			bound: pipeAxigenDN, req: replace(alice, "displayName", "From Axigen")},
-		{name: "Axigen's own identity changes mail: relayed, no record; its Completion only drops the cache",
-			bound: pipeAxigenDN, req: replace(alice, "mail", "alice2@example.com"), completion: true,
-			answer: gateway.Result{Code: ldap.LDAPResultSuccess}},
+		// Issue 16: Axigen's connector is judged and audited, and what it
+		// may write is never mirrored back.
+		{name: "Axigen's own identity changes contact info: relayed, no record, audited",
+			bound: pipeAxigenDN, req: replace(alice, "displayName", "From Axigen"), audit: []string{"allowed"}},
+		{name: "Axigen's own identity changes mail: refused by the policy",
+			bound: pipeAxigenDN, req: replace(alice, "mail", "alice2@example.com"),
+			refused: ldap.LDAPResultInsufficientAccessRights, diagnostic: ruleConnector, audit: []string{"refused"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ const (
 	ruleDeleteGroup    = "delete group: admin only"
 	ruleRenameGroup    = "rename group: admin only"
 	ruleMembership     = "group membership: admin only"
+	ruleConnector      = "Axigen's connector: contact info and password of existing accounts only"
 )
 
 // judge applies the default policy of docs/architecture.md (the decide
@@ -96,4 +97,37 @@ func (m *Mirror) judge(kind schema.Kind, req *gateway.WriteRequest, admin, owner
 		d.mirror = true
 	}
 	return d
+}
+
+// judgeConnector is the policy for Axigen's own connector (--axigen-bind-dn):
+// it may write what Axigen's "Axigen to LDAP" synchronisation writes, the
+// contact info (the mail address excepted) and the password of accounts
+// that exist, and nothing else, whatever the directory's ACLs give it.
+// Its allowed writes are audited; decide never mirrors them back.
+func (m *Mirror) judgeConnector(kind schema.Kind, req *gateway.WriteRequest) decision {
+	refuse := decision{refuse: ruleConnector}
+	if kind != schema.KindAccount {
+		return refuse
+	}
+	switch req.Op {
+	case gateway.OpPasswordModify:
+		return decision{mirror: true}
+	case gateway.OpModify:
+	default:
+		return refuse
+	}
+	mp := m.mapping()
+	mailAttr := mp.MemberMailAttribute()
+	for _, c := range req.Changes {
+		switch mp.AttrClass(c.Type, kind) {
+		case schema.AttrPassword:
+		case schema.AttrContact:
+			if mailAttr != "" && mp.SameAttribute(c.Type, mailAttr) {
+				return refuse
+			}
+		default:
+			return refuse
+		}
+	}
+	return decision{mirror: len(req.Changes) > 0}
 }
