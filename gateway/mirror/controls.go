@@ -7,7 +7,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
-	"github.com/ldapgate/ldapgate/internal/ber"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 )
 
 // The request controls of writes, and what the write path does with each
@@ -126,7 +126,7 @@ func proxiedIdentity(ctls []gateway.Control) (authz string, found bool, answer *
 		}
 		id := string(c.Value)
 		// Some clients wrap the authzId in an OCTET STRING.
-		if tag, content, rest, err := ber.Next(c.Value); err == nil && tag == 0x04 && len(rest) == 0 &&
+		if tag, content, rest, err := ldapwire.Next(c.Value); err == nil && tag == 0x04 && len(rest) == 0 &&
 			(strings.HasPrefix(string(content), "dn:") || strings.HasPrefix(string(content), "u:") || len(content) == 0) {
 			id = string(content)
 		}
