@@ -152,6 +152,9 @@ func newEnv(t testing.TB) (e *mirrorEnv, root string) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway log (tail):\n%s", e.logTail(12000))
+			if crash := e.logCrash(12000); crash != "" {
+				t.Logf("gateway crash:\n%s", crash)
+			}
 		}
 	})
 	return e, root
@@ -337,6 +340,30 @@ func (e *mirrorEnv) logTail(n int) string {
 	}
 	if len(b) > n {
 		b = append([]byte("..."), b[len(b)-n:]...)
+	}
+	return string(b)
+}
+
+// logCrash returns the gateway log from its first panic, fatal error or
+// race report on (n bytes at most), or "": the tail of a crash is only the
+// other goroutines' stacks, and the cause is at its start.
+func (e *mirrorEnv) logCrash(n int) string {
+	b, err := os.ReadFile(e.logPath)
+	if err != nil {
+		return ""
+	}
+	i := -1
+	for _, mark := range []string{"\npanic: ", "\nfatal error: ", "WARNING: DATA RACE"} {
+		if j := bytes.Index(b, []byte(mark)); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+	}
+	if i < 0 {
+		return ""
+	}
+	b = b[i:]
+	if len(b) > n {
+		b = b[:n]
 	}
 	return string(b)
 }

@@ -147,9 +147,12 @@ func TestAlertsFireOnTheGatewaysRealMetrics(t *testing.T) {
 	}
 	g.waitMetric(t, "ldapgate_journal_backlog", equal(0))
 
-	// A value Axigen cannot take (a TAB in givenName) becomes a dead
-	// letter; the deliveries after it succeed.
-	g.modify(t, "carol", "givenName", "Car\tol")
+	// A value Axigen cannot take (a TAB in givenName), refused through the
+	// gateway, is written to the directory behind its back: the next
+	// delivery of that entry becomes a dead letter; the deliveries after it
+	// succeed.
+	g.modifyDirect(t, "carol", "givenName", "Car\tol")
+	g.modify(t, "carol", "telephoneNumber", "+1 555 7008")
 	g.waitMetric(t, "ldapgate_dead_letters", equal(1))
 	dead := g.scrape(t)
 	g.modify(t, "alice", "telephoneNumber", "+1 555 7007")
@@ -585,6 +588,23 @@ func (g *gateway) tryModify(uid, attr, value string) error {
 		return err
 	}
 	return modify(conn, uid, attr, value)
+}
+
+// modifyDirect replaces attr of the account uid in the directory itself,
+// behind the gateway's back; it must succeed.
+func (g *gateway) modifyDirect(t *testing.T, uid, attr, value string) {
+	t.Helper()
+	conn, err := ldap.DialURL(g.dir.URL, ldap.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Bind(g.dir.RootDN, g.dir.RootPW); err != nil {
+		t.Fatal(err)
+	}
+	if err := modify(conn, uid, attr, value); err != nil {
+		t.Fatalf("modify %s of %s in the directory: %v", attr, uid, err)
+	}
 }
 
 // modifyRefused tries the change anonymously while the directory is down:
