@@ -136,7 +136,8 @@ func DefaultConfig(d Dialect) Config {
 			KeyAttribute:        "entryUUID",
 			KeyFormat:           KeyText,
 			PasswordAttributes:  []string{"userPassword"},
-			Disabled:            &Disabled{},
+			// ppolicy's lock: present while the account is locked.
+			Disabled: &Disabled{Attribute: "pwdAccountLockedTime"},
 		}
 	}
 }

@@ -122,7 +122,7 @@ func mirrorSettings() []setting {
 			func(c *Config) *[]string { return &c.Mirror.AdminDNs }),
 		stringSetting("admin-group", "ADMIN_GROUP", "group whose members are admins too (file: mirror.adminGroup)",
 			func(c *Config) *string { return &c.Mirror.AdminGroup }),
-		stringSetting("axigen-bind-dn", "AXIGEN_BIND_DN", "DN Axigen's own LDAP connector binds as; its writes are relayed, never mirrored back (file: mirror.axigenBindDN)",
+		stringSetting("axigen-bind-dn", "AXIGEN_BIND_DN", "DN Axigen's own LDAP connector binds as; it may change only contact info and passwords of existing accounts, audited and never mirrored back (file: mirror.axigenBindDN)",
 			func(c *Config) *string { return &c.Mirror.AxigenBindDN }),
 		intSetting("delivery-workers", "DELIVERY_WORKERS", "entries delivered to Axigen in parallel (file: mirror.workers)",
 			func(c *Config) *int { return &c.Mirror.Workers }),
