@@ -219,11 +219,10 @@ func (s *session) abandon(m ldapwire.Message) bool {
 	}
 	s.mu.Lock()
 	up := s.up
-	_, err = s.ops.abandon(target)
+	released, _ := s.ops.abandon(target)
 	s.mu.Unlock()
-	if err != nil {
-		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
-		return false
+	if released != nil {
+		s.completeReleased([]releasedOp{*released}, "ldapgate: abandoned and never answered by the directory"+OutcomeUnknown)
 	}
 	for _, c := range []*upstreamConn{up, s.localConn()} {
 		if a, ok := c.connAnswerer(); ok {
@@ -278,7 +277,7 @@ func (s *session) write(m ldapwire.Message) bool {
 // expects an answer.
 func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	expectsAnswer := ldapwire.ResponseTag(m.Op) != 0
-	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream) {
+	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream, clientProbeInterval, s.clientPresent) {
 		return false
 	}
 	var up *upstreamConn

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -123,6 +124,37 @@ func (s *session) run() {
 			return
 		}
 	}
+}
+
+// flushRelayed sends the requests buffered for the directory and for the
+// subtree server.
+func (s *session) flushRelayed() {
+	s.mu.Lock()
+	up, local := s.up, s.local
+	s.mu.Unlock()
+	for _, c := range []*upstreamConn{up, local} {
+		if c != nil && c.w.Buffered() > 0 {
+			_ = c.w.Flush()
+		}
+	}
+}
+
+// clientProbeInterval is how often the reading goroutine, waiting for
+// room in the table or for a bind's answer, checks that the client is
+// still there.
+const clientProbeInterval = time.Second
+
+// clientPresent reports whether the client connection is still open, by
+// a short read that consumes nothing; the reading goroutine calls it
+// while it waits, so that a client gone meanwhile ends the session.
+func (s *session) clientPresent() bool {
+	if s.cr.Buffered() > 0 {
+		return true
+	}
+	_ = s.client.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	err := s.cr.Wait()
+	_ = s.client.SetReadDeadline(s.readDeadline)
+	return err == nil || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // observe reports an operation the gateway answered itself.

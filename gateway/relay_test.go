@@ -1,0 +1,262 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
+)
+
+// silentUpstream is a minimal directory on in-memory pipes that answers
+// binds and (unless noModify) modifies with success and never answers a
+// search, as slapd does for a search abandoned by the client or by a
+// later bind. It records the requests it sees.
+type silentUpstream struct {
+	noModify bool
+	notice   chan struct{} // closed: send a Notice of Disconnection and hang up
+
+	mu   sync.Mutex
+	seen []byte // the requests' tags, in order
+}
+
+func (f *silentUpstream) Dial(context.Context) (net.Conn, error) {
+	c, s := net.Pipe()
+	go f.serve(s)
+	return c, nil
+}
+
+func (f *silentUpstream) serve(c net.Conn) {
+	defer c.Close()
+	var wmu sync.Mutex
+	w := bufio.NewWriter(c)
+	write := func(b []byte) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_, _ = w.Write(b)
+		_ = w.Flush()
+	}
+	if f.notice != nil {
+		go func() {
+			<-f.notice
+			write(ldapwire.Notice(ldap.LDAPResultUnavailable, "directory going down"))
+			c.Close()
+		}()
+	}
+	r := ldapwire.NewReader(c, 1<<20)
+	for {
+		m, err := r.Next()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		f.seen = append(f.seen, m.Op)
+		f.mu.Unlock()
+		switch {
+		case m.Op == ldapwire.TagBindRequest:
+			write(encodeResponse(m.ID, ldapwire.TagBindResponse, 0, "", "", ""))
+		case m.Op == ldapwire.TagModifyRequest && !f.noModify:
+			write(encodeResponse(m.ID, ldapwire.TagModifyResponse, 0, "", "", ""))
+		}
+	}
+}
+
+func (f *silentUpstream) saw(tag byte) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.seen {
+		if t == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// testClient is a raw LDAP client of the gateway.
+type testClient struct {
+	t    *testing.T
+	conn net.Conn
+	r    *ldapwire.Reader
+}
+
+func dialGateway(t *testing.T, cfg Config) (*Server, *testClient) {
+	t.Helper()
+	srv, url := serveGateway(t, cfg)
+	c, err := net.Dial("tcp", url[len("ldap://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return srv, &testClient{t: t, conn: c, r: ldapwire.NewReader(c, 1<<20)}
+}
+
+func (c *testClient) send(msgs ...[]byte) {
+	c.t.Helper()
+	var b []byte
+	for _, m := range msgs {
+		b = append(b, m...)
+	}
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next reads the next message and its result.
+func (c *testClient) next() (ldapwire.Message, ldapwire.Result) {
+	c.t.Helper()
+	m, err := c.r.Next()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	res, _ := ldapwire.DecodeResult(m.OpContent)
+	return m, res
+}
+
+func bindMsg(id int64, dn, password string) []byte {
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendBindRequest(nil, dn, []byte(password)))
+}
+
+func saslBindMsg(id int64, mechanism string) []byte {
+	var b []byte
+	b = ldapwire.AppendInt(b, ldapwire.TagInteger, 3)
+	b = ldapwire.AppendTLV(b, ldapwire.TagOctetString, nil)
+	b = ldapwire.AppendTLV(b, 0xa3, ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(mechanism)))
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendTLV(nil, ldapwire.TagBindRequest, b))
+}
+
+func abandonMsg(id, target int64) []byte {
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendInt(nil, ldapwire.TagAbandonRequest, target))
+}
+
+func searchMsg(id int64, base string) []byte {
+	var b []byte
+	b = ldapwire.AppendTLV(b, ldapwire.TagOctetString, []byte(base))
+	b = ldapwire.AppendInt(b, ldapwire.TagEnumerated, 0)
+	b = ldapwire.AppendInt(b, ldapwire.TagEnumerated, 0)
+	b = ldapwire.AppendInt(b, ldapwire.TagInteger, 0)
+	b = ldapwire.AppendInt(b, ldapwire.TagInteger, 0)
+	b = append(b, 0x01, 0x01, 0x00)
+	b = append(b, ldapwire.FilterPresent("objectClass")...)
+	b = ldapwire.AppendTLV(b, ldapwire.TagSequence, nil)
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendTLV(nil, ldapwire.TagSearchRequest, b))
+}
+
+func modifyMsg(id int64, dn string) []byte {
+	var pa []byte
+	pa = ldapwire.AppendTLV(pa, ldapwire.TagOctetString, []byte("description"))
+	pa = ldapwire.AppendTLV(pa, ldapwire.TagSet, ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte("x")))
+	var ch []byte
+	ch = ldapwire.AppendInt(ch, ldapwire.TagEnumerated, 2)
+	ch = ldapwire.AppendTLV(ch, ldapwire.TagSequence, pa)
+	var body []byte
+	body = ldapwire.AppendTLV(body, ldapwire.TagOctetString, []byte(dn))
+	body = ldapwire.AppendTLV(body, ldapwire.TagSequence, ldapwire.AppendTLV(nil, ldapwire.TagSequence, ch))
+	return ldapwire.AppendMessage(nil, id, ldapwire.AppendTLV(nil, ldapwire.TagModifyRequest, body))
+}
+
+// recordingInterceptor lets every write pass, records who sent it, and
+// counts its Completions (and those that said the outcome is unknown).
+type recordingInterceptor struct {
+	before     func() // run in Intercept, before it returns
+	mu         sync.Mutex
+	boundDNs   []string
+	completed  atomic.Int32
+	unanswered atomic.Int32
+}
+
+func (r *recordingInterceptor) Intercept(_ context.Context, info SessionInfo, _ *WriteRequest) (Completion, *Result) {
+	r.mu.Lock()
+	r.boundDNs = append(r.boundDNs, info.BoundDN)
+	r.mu.Unlock()
+	if r.before != nil {
+		r.before()
+	}
+	return func(_ context.Context, res Result) {
+		if res.Unanswered {
+			r.unanswered.Add(1)
+		}
+		r.completed.Add(1)
+	}, nil
+}
+
+// A write abandoned and never answered, then released by a bind (the
+// directory abandoned it), still gets its Completion, told the outcome is
+// unknown: its journal record must not stay prepared.
+func TestBindReleasingAnAbandonedWriteRunsItsCompletion(t *testing.T) {
+	ic := &recordingInterceptor{}
+	_, c := dialGateway(t, Config{Dialer: &silentUpstream{noModify: true}, Interceptor: ic})
+	c.send(modifyMsg(1, "uid=x,dc=example"), abandonMsg(2, 1), bindMsg(3, "", ""))
+	if m, _ := c.next(); m.ID != 3 || m.Op != ldapwire.TagBindResponse {
+		t.Fatalf("got id %d op 0x%02x, want the bind's answer", m.ID, m.Op)
+	}
+	waitUntil(t, 5*time.Second, "the released write's Completion", func() bool { return ic.completed.Load() == 1 })
+	if ic.unanswered.Load() != 1 {
+		t.Fatal("the released write's Completion was not told the outcome is unknown")
+	}
+	// The ID is free again.
+	c.send(modifyMsg(1, "uid=x,dc=example"), abandonMsg(2, 1))
+	c.send(bindMsg(4, "", ""))
+	if m, _ := c.next(); m.ID != 4 {
+		t.Fatalf("got id %d, want the second bind's answer", m.ID)
+	}
+}
+
+// Operations sent before a bind, which the directory abandons on the bind
+// and never answers, do not keep the session busy for ever: a bind's
+// answer releases them, their room is free, and the idle timeout ends
+// the session; a Completion of a write among them learns the outcome is
+// unknown.
+func TestBindReleasesOperationsSentBeforeIt(t *testing.T) {
+	ic := &recordingInterceptor{}
+	_, c := dialGateway(t, Config{Dialer: &silentUpstream{noModify: true}, Interceptor: ic,
+		MaxOpsPerConn: 4, IdleTimeout: 300 * time.Millisecond})
+	c.send(searchMsg(1, "dc=example"), searchMsg(2, "dc=example"), modifyMsg(3, "uid=x,dc=example"), bindMsg(4, "", ""))
+	if m, _ := c.next(); m.ID != 4 {
+		t.Fatalf("got id %d, want the bind's answer", m.ID)
+	}
+	waitUntil(t, 5*time.Second, "the released write's Completion", func() bool { return ic.unanswered.Load() == 1 })
+	// Four more searches fit: the room of the released ones is free.
+	c.send(searchMsg(5, "dc=example"), searchMsg(6, "dc=example"), searchMsg(7, "dc=example"), bindMsg(8, "", ""))
+	if m, _ := c.next(); m.ID != 8 {
+		t.Fatalf("got id %d, want the second bind's answer", m.ID)
+	}
+	m, res := c.next()
+	if m.ID != 0 || res.Code != ldap.LDAPResultUnavailable {
+		t.Fatalf("got id %d code %d, want the idle timeout's notice", m.ID, res.Code)
+	}
+}
+
+// A client whose requests wait for room in a full table (the directory
+// answers nothing) and that then leaves ends its session: the reading
+// goroutine does not block without a deadline.
+func TestSessionWaitingForRoomEndsWhenTheClientLeaves(t *testing.T) {
+	srv, c := dialGateway(t, Config{Dialer: &silentUpstream{}, MaxOpsPerConn: 2})
+	c.send(searchMsg(1, "dc=example"), searchMsg(2, "dc=example"), searchMsg(3, "dc=example"))
+	waitUntil(t, 5*time.Second, "the session", func() bool { return srv.Stats().Connections == 1 })
+	c.conn.Close()
+	waitUntil(t, 5*time.Second, "the session to end after its client left", func() bool { return srv.Stats().Connections == 0 })
+}
+
+// Clients that search and abandon (the directory never answers an
+// abandoned search) many more times than MaxOpsPerConn on one connection
+// keep their session.
+func TestManyAbandonedSearchesKeepTheSession(t *testing.T) {
+	_, c := dialGateway(t, Config{Dialer: &silentUpstream{}, MaxOpsPerConn: 8})
+	id := int64(1)
+	for range 200 {
+		c.send(searchMsg(id, "dc=example"), abandonMsg(id+1, id))
+		id += 2
+	}
+	c.send(bindMsg(id, "", ""))
+	m, res := c.next()
+	if m.ID != id || m.Op != ldapwire.TagBindResponse {
+		t.Fatalf("got id %d op 0x%02x (%q), want the bind's answer", m.ID, m.Op, res.Diagnostic)
+	}
+}
