@@ -278,6 +278,7 @@ func (s *session) write(m ldapwire.Message) bool {
 func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	expectsAnswer := ldapwire.ResponseTag(m.Op) != 0
 	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream, clientProbeInterval, s.clientPresent) {
+		s.failOp(m.ID, op, "ldapgate: session closed", false)
 		return false
 	}
 	var up *upstreamConn
@@ -298,8 +299,9 @@ func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	}
 	if expectsAnswer {
 		s.mu.Lock()
-		if s.up != up && s.local != up {
-			// The upstream was lost while we dialled or waited.
+		if s.closing || (s.up != up && s.local != up) {
+			// The session is ending (its table drained), or the upstream
+			// was lost while we dialled, waited or intercepted.
 			s.mu.Unlock()
 			s.ops.unreserve()
 			s.failOp(m.ID, op, "ldapgate: the upstream directory connection was lost", false)

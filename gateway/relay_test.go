@@ -260,3 +260,32 @@ func TestManyAbandonedSearchesKeepTheSession(t *testing.T) {
 		t.Fatalf("got id %d op 0x%02x (%q), want the bind's answer", m.ID, m.Op, res.Diagnostic)
 	}
 }
+
+// A write whose interception outlasts the session (the directory sent a
+// Notice of Disconnection meanwhile) still gets its Completion, and the
+// directory never sees it.
+func TestCompletionRunsWhenTheSessionClosesDuringIntercept(t *testing.T) {
+	up := &silentUpstream{notice: make(chan struct{})}
+	client := make(chan *testClient, 1)
+	noticed := make(chan ldapwire.Message, 1)
+	ic := &recordingInterceptor{}
+	ic.before = func() {
+		// The directory leaves while the write is being journaled; the
+		// session passes its notice on once it is closing.
+		close(up.notice)
+		m, _ := (<-client).r.Next()
+		noticed <- m
+	}
+	_, c := dialGateway(t, Config{Dialer: up, Interceptor: ic})
+	c.send(bindMsg(1, "", ""))
+	c.next()
+	client <- c
+	c.send(modifyMsg(2, "uid=x,dc=example"))
+	if m := <-noticed; m.ID != 0 {
+		t.Fatalf("got id %d, want the directory's notice", m.ID)
+	}
+	waitUntil(t, 5*time.Second, "the write's Completion", func() bool { return ic.completed.Load() == 1 })
+	if up.saw(ldapwire.TagModifyRequest) {
+		t.Fatal("the write reached the directory after the session closed")
+	}
+}
