@@ -289,3 +289,18 @@ func TestCompletionRunsWhenTheSessionClosesDuringIntercept(t *testing.T) {
 		t.Fatal("the write reached the directory after the session closed")
 	}
 }
+
+// A relayed request followed, in the same read, by one the gateway
+// answers itself (a refused SASL mechanism) still reaches the directory.
+func TestRelayedRequestIsFlushedBeforeALocalAnswer(t *testing.T) {
+	_, c := dialGateway(t, Config{Dialer: &silentUpstream{}})
+	c.send(modifyMsg(1, "uid=x,dc=example"), saslBindMsg(2, "GSSAPI"))
+	got := map[int64]bool{}
+	for len(got) < 2 {
+		m, _ := c.next()
+		got[m.ID] = true
+	}
+	if !got[1] || !got[2] {
+		t.Fatalf("answers for %v, want 1 and 2", got)
+	}
+}

@@ -112,6 +112,12 @@ func (s *session) run() {
 	defer s.close()
 	s.dialEarly()
 	for {
+		if s.cr.Buffered() == 0 {
+			// Nothing more from the client at hand: what was relayed
+			// goes out now, even when the last request was one the
+			// gateway answered itself.
+			s.flushRelayed()
+		}
 		m, err := s.readClient()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
