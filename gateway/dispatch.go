@@ -92,6 +92,9 @@ func (s *session) handle(m ldapwire.Message) bool {
 	if m.Controls != nil {
 		s.reusable = false
 	}
+	if m.Op != ldapwire.TagAbandonRequest && m.Op != ldapwire.TagUnbindRequest && !s.awaitBind() {
+		return false
+	}
 	switch m.Op {
 	case ldapwire.TagUnbindRequest:
 		if s.park() {

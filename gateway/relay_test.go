@@ -304,3 +304,20 @@ func TestRelayedRequestIsFlushedBeforeALocalAnswer(t *testing.T) {
 		t.Fatalf("answers for %v, want 1 and 2", got)
 	}
 }
+
+// A write pipelined behind a bind is judged as the identity the bind
+// establishes, not the one it replaces.
+func TestWriteBehindABindWaitsForIt(t *testing.T) {
+	ic := &recordingInterceptor{}
+	_, c := dialGateway(t, Config{Dialer: &silentUpstream{}, Interceptor: ic})
+	c.send(bindMsg(1, "uid=u1,dc=example", "pw1"))
+	c.next()
+	c.send(bindMsg(2, "uid=u2,dc=example", "pw2"), modifyMsg(3, "uid=u1,dc=example"))
+	c.next()
+	c.next()
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if len(ic.boundDNs) != 1 || ic.boundDNs[0] != "uid=u2,dc=example" {
+		t.Fatalf("the write was judged as %q, want uid=u2,dc=example", ic.boundDNs)
+	}
+}

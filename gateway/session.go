@@ -163,6 +163,35 @@ func (s *session) clientPresent() bool {
 	return err == nil || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
+// awaitBind holds a request that arrives while a bind is outstanding
+// until the bind is answered: RFC 4511 section 4.2.1 forbids clients to
+// send one, and the gateway would judge it (interception, the subtree's
+// access check) against the identity the bind is replacing. It reports
+// false if the session ends meanwhile.
+func (s *session) awaitBind() bool {
+	s.mu.Lock()
+	done := s.ops.binding()
+	s.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	s.flushRelayed()
+	tick := time.NewTicker(clientProbeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-s.ctx.Done():
+			return false
+		case <-tick.C:
+			if !s.clientPresent() {
+				return false
+			}
+		}
+	}
+}
+
 // observe reports an operation the gateway answered itself.
 func (s *session) observe(tag byte, code int, start time.Time) {
 	if obs := s.srv.cfg.Observer; obs != nil {
