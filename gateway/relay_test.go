@@ -321,3 +321,54 @@ func TestWriteBehindABindWaitsForIt(t *testing.T) {
 		t.Fatalf("the write was judged as %q, want uid=u2,dc=example", ic.boundDNs)
 	}
 }
+
+// localDirectory is a stand-in for the gateway's own subtree server: its
+// first connection drops on the first request (as gldap does on a request
+// it cannot decode); later ones answer every search with success.
+type localDirectory struct{ dials atomic.Int32 }
+
+func (l *localDirectory) Dial(context.Context) (net.Conn, error) {
+	c, s := net.Pipe()
+	first := l.dials.Add(1) == 1
+	go func() {
+		defer s.Close()
+		r := ldapwire.NewReader(s, 1<<20)
+		for {
+			m, err := r.Next()
+			if err != nil || first {
+				return
+			}
+			if m.Op == ldapwire.TagSearchRequest {
+				_, _ = s.Write(encodeResponse(m.ID, ldapwire.TagSearchDone, 0, "", "", ""))
+			}
+		}
+	}()
+	return c, nil
+}
+
+// Losing the connection to the subtree fails only the subtree's
+// operations: a write outstanding on the directory's connection goes on,
+// the session stays, and the next read of the subtree dials it again.
+func TestLosingTheSubtreeConnectionSparesTheDirectorys(t *testing.T) {
+	ic := &recordingInterceptor{}
+	local := &localDirectory{}
+	_, c := dialGateway(t, Config{Dialer: &silentUpstream{noModify: true}, Interceptor: ic,
+		Local: LocalDirectory{Suffixes: []string{"cn=local"}, Dial: local.Dial}})
+	c.send(modifyMsg(1, "uid=x,dc=example"))
+	c.send(searchMsg(2, "cn=local"))
+	m, res := c.next()
+	if m.ID != 2 || m.Op != ldapwire.TagSearchDone || res.Code != ldap.LDAPResultUnavailable {
+		t.Fatalf("got id %d op 0x%02x code %d, want the local search's unavailable", m.ID, m.Op, res.Code)
+	}
+	c.send(searchMsg(3, "cn=local"))
+	if m, res := c.next(); m.ID != 3 || res.Code != ldap.LDAPResultSuccess {
+		t.Fatalf("got id %d code %d (%q), want the second local search's success", m.ID, res.Code, res.Diagnostic)
+	}
+	if ic.completed.Load() != 0 {
+		t.Fatal("the write on the directory's connection was failed with the subtree's")
+	}
+	c.send(bindMsg(4, "", ""))
+	if m, _ := c.next(); m.ID != 4 || m.Op != ldapwire.TagBindResponse {
+		t.Fatalf("got id %d op 0x%02x, want the bind's answer", m.ID, m.Op)
+	}
+}
