@@ -2,6 +2,7 @@ package subtree
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -154,5 +155,57 @@ func TestAnswerRefusesSearchesGldapCannotTake(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// A process that took the loopback port and accepts any token cannot
+// pass for the subtree server: Dial refuses it, so no admin's query
+// reaches it.
+func TestDialRefusesAnImpostor(t *testing.T) {
+	sub := startSubtree(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	requests := make(chan byte, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := ldapwire.NewReader(c, 1<<20)
+				for {
+					m, err := r.Next()
+					if err != nil {
+						return
+					}
+					requests <- m.Op
+					if m.Op == ldapwire.TagBindRequest {
+						_, _ = c.Write(ldapwire.Response(m.ID, ldapwire.TagBindResponse, ldapwire.Result{}))
+					}
+				}
+			}()
+		}
+	}()
+	sub.mu.Lock()
+	sub.addr = ln.Addr().String()
+	sub.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c, err := sub.Dial(ctx); err == nil {
+		c.Close()
+		t.Fatal("Dial accepted a server that answered the token bind without the proof")
+	}
+	if op := <-requests; op != ldapwire.TagBindRequest {
+		t.Fatalf("the impostor got 0x%02x first, want only the token bind", op)
+	}
+	select {
+	case op := <-requests:
+		t.Fatalf("the impostor got a request 0x%02x after the bind", op)
+	default:
 	}
 }
