@@ -13,9 +13,8 @@ import (
 	"github.com/ldapgate/ldapgate/store"
 )
 
-// startSubtree runs a subtree Server over an empty journal, without a
-// directory.
-func startSubtree(t *testing.T) *Server {
+// openJournal opens an empty journal in a temporary folder.
+func openJournal(t *testing.T) *store.Journal {
 	t.Helper()
 	dir := t.TempDir()
 	j, err := store.Open(filepath.Join(dir, "journal"), store.Options{
@@ -25,7 +24,14 @@ func startSubtree(t *testing.T) *Server {
 		t.Fatalf("open journal: %v", err)
 	}
 	t.Cleanup(func() { j.Close() })
-	sub, err := New(Config{Journal: j})
+	return j
+}
+
+// startSubtree runs a subtree Server over an empty journal, without a
+// directory.
+func startSubtree(t *testing.T) *Server {
+	t.Helper()
+	sub, err := New(Config{Journal: openJournal(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
