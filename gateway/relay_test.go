@@ -12,6 +12,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
 )
 
 // silentUpstream is a minimal directory on in-memory pipes that answers
@@ -371,4 +372,51 @@ func TestLosingTheSubtreeConnectionSparesTheDirectorys(t *testing.T) {
 	if m, _ := c.next(); m.ID != 4 || m.Op != ldapwire.TagBindResponse {
 		t.Fatalf("got id %d op 0x%02x, want the bind's answer", m.ID, m.Op)
 	}
+}
+
+// Against slapd, which abandons what is outstanding when a bind arrives
+// and never answers it: a client that pipelines searches before its binds
+// leaves nothing outstanding in the gateway once the binds are answered,
+// so the idle timeout still ends its silent session.
+func TestSlapdSearchesBeforeABindDoNotKeepTheSessionBusy(t *testing.T) {
+	dir := slapd.StartT(t, slapd.Options{})
+	u, err := ParseUpstream(dir.URL, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, c := dialGateway(t, Config{
+		Dialer:        NewUpstreamSet([]Upstream{u}, 5*time.Second, DefaultMaxMessageSize, nil),
+		MaxOpsPerConn: 32, IdleTimeout: time.Second,
+	})
+	id := int64(1)
+	var binds []int64
+	for range 20 {
+		var batch [][]byte
+		for range 20 {
+			batch = append(batch, searchMsg(id, "dc=example,dc=com"))
+			id++
+		}
+		batch = append(batch, bindMsg(id, "", ""))
+		binds = append(binds, id)
+		id++
+		c.send(batch...)
+	}
+	_ = c.conn.SetDeadline(time.Now().Add(30 * time.Second))
+	last := binds[len(binds)-1]
+	for {
+		m, res := c.next()
+		if m.ID == 0 {
+			if res.Code != ldap.LDAPResultUnavailable {
+				t.Fatalf("notice %d %q before the idle timeout's", res.Code, res.Diagnostic)
+			}
+			break // the idle timeout ended the session
+		}
+		if m.ID == last && m.Op == ldapwire.TagBindResponse {
+			last = -1 // from here on only the idle timeout's notice may come
+		}
+	}
+	if last != -1 {
+		t.Fatal("the session ended before the last bind was answered")
+	}
+	waitUntil(t, 5*time.Second, "the session to end", func() bool { return srv.Stats().Connections == 0 })
 }
