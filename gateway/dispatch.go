@@ -305,9 +305,13 @@ func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 		if s.closing || (s.up != up && s.local != up) {
 			// The session is ending (its table drained), or the upstream
 			// was lost while we dialled, waited or intercepted.
+			reason := "ldapgate: the upstream directory connection was lost"
+			if s.closing {
+				reason = "ldapgate: the session closed before the request was sent"
+			}
 			s.mu.Unlock()
 			s.ops.unreserve()
-			s.failOp(m.ID, op, "ldapgate: the upstream directory connection was lost", false)
+			s.failOp(m.ID, op, reason, false)
 			return false
 		}
 		op.start = time.Now()

@@ -286,6 +286,9 @@ func TestCompletionRunsWhenTheSessionClosesDuringIntercept(t *testing.T) {
 		t.Fatalf("got id %d, want the directory's notice", m.ID)
 	}
 	waitUntil(t, 5*time.Second, "the write's Completion", func() bool { return ic.completed.Load() == 1 })
+	if ic.unanswered.Load() != 0 {
+		t.Fatal("the Completion of a write never sent was told its outcome is unknown")
+	}
 	if up.saw(ldapwire.TagModifyRequest) {
 		t.Fatal("the write reached the directory after the session closed")
 	}
