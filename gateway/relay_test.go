@@ -307,6 +307,15 @@ func TestRelayedRequestIsFlushedBeforeALocalAnswer(t *testing.T) {
 	if !got[1] || !got[2] {
 		t.Fatalf("answers for %v, want 1 and 2", got)
 	}
+
+	// The same for an Abandon (which has no answer).
+	up := &silentUpstream{}
+	_, c = dialGateway(t, Config{Dialer: up})
+	c.send(searchMsg(1, "dc=example"), abandonMsg(2, 1), saslBindMsg(3, "GSSAPI"))
+	if m, _ := c.next(); m.ID != 3 {
+		t.Fatalf("got id %d, want the refused bind's answer", m.ID)
+	}
+	waitUntil(t, 5*time.Second, "the abandon to reach the directory", func() bool { return up.saw(ldapwire.TagAbandonRequest) })
 }
 
 // A write pipelined behind a bind is judged as the identity the bind
