@@ -29,6 +29,9 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			up.conn.Close()
 		}
 	}()
+	s.mu.Lock()
+	local := up == s.local
+	s.mu.Unlock()
 	for {
 		m, err := up.r.Next()
 		if up.parking.Load() {
@@ -42,6 +45,12 @@ func (s *session) relayUpstream(up *upstreamConn) {
 				continue
 			}
 			s.upstreamLost(up, err)
+			return
+		}
+		if m.ID == 0 && local {
+			// The subtree server ending the connection: the session
+			// loses only the subtree's operations.
+			s.upstreamLost(up, errLocalNotice)
 			return
 		}
 		if m.ID == 0 {
@@ -63,20 +72,29 @@ func (s *session) relayUpstream(up *upstreamConn) {
 		}
 		var op pendingOp
 		var found bool
+		var released []releasedOp
 		if ldapwire.IsFinal(m.Op) {
 			s.mu.Lock()
-			op, found = s.ops.finish(m.ID, m.Op)
+			op, released, found = s.ops.finish(m.ID, m.Op, local)
 			if found {
 				if op.after != nil {
 					s.completing++
 				}
-				if op.timed() {
+				s.completing += len(released)
+				if op.timed() || len(released) > 0 {
 					s.resetOpTimerLocked(up)
 				}
 				if op.tag == ldapwire.TagBindRequest {
 					s.noteBindLocked(m, op)
 				}
 			}
+			s.mu.Unlock()
+		}
+		if len(released) > 0 {
+			// Before the client hears of the bind, as for any Completion.
+			s.completeReleased(released, "ldapgate: the directory abandoned the operation when the client bound again"+OutcomeUnknown)
+			s.mu.Lock()
+			s.completing -= len(released)
 			s.mu.Unlock()
 		}
 		if found && s.srv.cfg.Observer != nil {
@@ -138,6 +156,10 @@ func (s *session) upstreamLost(up *upstreamConn, err error) {
 		s.mu.Unlock()
 		return
 	}
+	if s.local == up {
+		s.localLostLocked(up, err)
+		return
+	}
 	closing := s.closing
 	pending := s.ops.drain()
 	s.mu.Unlock()
@@ -157,6 +179,40 @@ func (s *session) upstreamLost(up *upstreamConn, err error) {
 	}
 	s.notice(ldap.LDAPResultUnavailable, reason)
 	s.close()
+}
+
+// errLocalNotice is the loss of the subtree's connection by a notice.
+var errLocalNotice = errors.New("the subtree server sent a notice of disconnection")
+
+// localLostLocked handles the loss of the connection to the gateway's own
+// subtree server: only the operations sent on it fail; those on the
+// directory's connection, writes among them, go on, and the next read of
+// the subtree dials it again. Called with mu held; it releases it.
+func (s *session) localLostLocked(up *upstreamConn, err error) {
+	s.local = nil
+	closing := s.closing
+	pending := s.ops.drainLocal()
+	s.mu.Unlock()
+	up.conn.Close()
+	if closing {
+		return
+	}
+	s.log().Warn("connection to the gateway's own subtree lost", "err", err, "outstanding", len(pending))
+	for id, op := range pending {
+		s.failOp(id, op, "ldapgate: the gateway's own subtree server closed the connection", true)
+	}
+}
+
+// completeReleased tells the Completions of operations released without
+// their answer that the outcome is unknown (the mirror resolves it by
+// reading the entry back); the client gets nothing for them, as from the
+// directory.
+func (s *session) completeReleased(released []releasedOp, reason string) {
+	for _, r := range released {
+		if r.op.after != nil {
+			r.op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: true})
+		}
+	}
 }
 
 // OutcomeUnknown ends the diagnostic of an operation that reached the

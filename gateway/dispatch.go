@@ -92,6 +92,9 @@ func (s *session) handle(m ldapwire.Message) bool {
 	if m.Controls != nil {
 		s.reusable = false
 	}
+	if m.Op != ldapwire.TagAbandonRequest && m.Op != ldapwire.TagUnbindRequest && !s.awaitBind() {
+		return false
+	}
 	switch m.Op {
 	case ldapwire.TagUnbindRequest:
 		if s.park() {
@@ -219,11 +222,10 @@ func (s *session) abandon(m ldapwire.Message) bool {
 	}
 	s.mu.Lock()
 	up := s.up
-	_, err = s.ops.abandon(target)
+	released, _ := s.ops.abandon(target)
 	s.mu.Unlock()
-	if err != nil {
-		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
-		return false
+	if released != nil {
+		s.completeReleased([]releasedOp{*released}, "ldapgate: abandoned and never answered by the directory"+OutcomeUnknown)
 	}
 	for _, c := range []*upstreamConn{up, s.localConn()} {
 		if a, ok := c.connAnswerer(); ok {
@@ -278,7 +280,8 @@ func (s *session) write(m ldapwire.Message) bool {
 // expects an answer.
 func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	expectsAnswer := ldapwire.ResponseTag(m.Op) != 0
-	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream) {
+	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream, clientProbeInterval, s.clientPresent) {
+		s.failOp(m.ID, op, "ldapgate: session closed", false)
 		return false
 	}
 	var up *upstreamConn
@@ -299,11 +302,16 @@ func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	}
 	if expectsAnswer {
 		s.mu.Lock()
-		if s.up != up && s.local != up {
-			// The upstream was lost while we dialled or waited.
+		if s.closing || (s.up != up && s.local != up) {
+			// The session is ending (its table drained), or the upstream
+			// was lost while we dialled, waited or intercepted.
+			reason := "ldapgate: the upstream directory connection was lost"
+			if s.closing {
+				reason = "ldapgate: the session closed before the request was sent"
+			}
 			s.mu.Unlock()
 			s.ops.unreserve()
-			s.failOp(m.ID, op, "ldapgate: the upstream directory connection was lost", false)
+			s.failOp(m.ID, op, reason, false)
 			return false
 		}
 		op.start = time.Now()

@@ -13,7 +13,7 @@ import (
 // is refused.
 func addOp(t *testing.T, tab *opTable, id int64, tag byte) {
 	t.Helper()
-	if !tab.reserve(context.Background(), nil) {
+	if !tab.reserve(context.Background(), nil, 0, nil) {
 		t.Fatalf("no room for operation %d", id)
 	}
 	if _, err := tab.add(id, pendingOp{tag: tag}); err != nil {
@@ -31,10 +31,10 @@ func TestOpTableAddLookupFinish(t *testing.T) {
 	if _, ok := tab.lookup(3); ok {
 		t.Fatal("lookup of an ID never added succeeded")
 	}
-	if op, ok := tab.finish(1, ldapwire.TagSearchDone); !ok || op.tag != ldapwire.TagSearchRequest {
+	if op, _, ok := tab.finish(1, ldapwire.TagSearchDone, false); !ok || op.tag != ldapwire.TagSearchRequest {
 		t.Fatalf("finish 1: %+v %v", op, ok)
 	}
-	if _, ok := tab.finish(1, ldapwire.TagSearchDone); ok {
+	if _, _, ok := tab.finish(1, ldapwire.TagSearchDone, false); ok {
 		t.Fatal("an operation finished twice")
 	}
 	if tab.len() != 1 {
@@ -47,7 +47,7 @@ func TestOpTableAddLookupFinish(t *testing.T) {
 func TestOpTableRefusesAnIDInUse(t *testing.T) {
 	tab := newOpTable(4)
 	addOp(t, tab, 7, ldapwire.TagSearchRequest)
-	if !tab.reserve(context.Background(), nil) {
+	if !tab.reserve(context.Background(), nil, 0, nil) {
 		t.Fatal("no room")
 	}
 	if _, err := tab.add(7, pendingOp{tag: ldapwire.TagBindRequest}); !errors.Is(err, errIDInUse) {
@@ -68,15 +68,15 @@ func TestOpTableLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	flushed := false
-	if tab.reserve(ctx, func() { flushed = true }) {
+	if tab.reserve(ctx, func() { flushed = true }, 0, nil) {
 		t.Fatal("room beyond the limit")
 	}
 	if !flushed {
 		t.Fatal("beforeWait did not run before waiting")
 	}
 	got := make(chan bool)
-	go func() { got <- tab.reserve(context.Background(), nil) }()
-	tab.finish(1, ldapwire.TagSearchDone)
+	go func() { got <- tab.reserve(context.Background(), nil, 0, nil) }()
+	tab.finish(1, ldapwire.TagSearchDone, false)
 	select {
 	case ok := <-got:
 		if !ok {
@@ -95,26 +95,26 @@ func TestOpTableWatching(t *testing.T) {
 	if tab.watching() {
 		t.Fatal("a search is watched by the op timeout")
 	}
-	if !tab.reserve(context.Background(), nil) {
+	if !tab.reserve(context.Background(), nil, 0, nil) {
 		t.Fatal("no room")
 	}
 	if first, _ := tab.add(2, pendingOp{tag: ldapwire.TagCompareRequest, local: true}); first || tab.watching() {
 		t.Fatal("a local compare is watched by the op timeout")
 	}
-	if !tab.reserve(context.Background(), nil) {
+	if !tab.reserve(context.Background(), nil, 0, nil) {
 		t.Fatal("no room")
 	}
 	if first, _ := tab.add(3, pendingOp{tag: ldapwire.TagModifyRequest}); !first || !tab.watching() {
 		t.Fatal("a modify is not watched, or not reported as the first watched")
 	}
-	if !tab.reserve(context.Background(), nil) {
+	if !tab.reserve(context.Background(), nil, 0, nil) {
 		t.Fatal("no room")
 	}
 	if first, _ := tab.add(4, pendingOp{tag: ldapwire.TagBindRequest}); first {
 		t.Fatal("the second watched operation reported as the first")
 	}
-	tab.finish(3, ldapwire.TagModifyResponse)
-	tab.finish(4, ldapwire.TagBindResponse)
+	tab.finish(3, ldapwire.TagModifyResponse, false)
+	tab.finish(4, ldapwire.TagBindResponse, false)
 	if tab.watching() {
 		t.Fatal("still watching after the watched operations finished")
 	}
@@ -140,24 +140,24 @@ func TestOpTableDrain(t *testing.T) {
 func TestOpTableAbandonedIDStaysReserved(t *testing.T) {
 	tab := newOpTable(1)
 	addOp(t, tab, 2, ldapwire.TagExtendedRequest)
-	if ok, err := tab.abandon(2); !ok || err != nil {
-		t.Fatalf("abandon of an outstanding operation: %v %v", ok, err)
+	if released, ok := tab.abandon(2); !ok || released != nil {
+		t.Fatalf("abandon of an outstanding operation: %v %v", ok, released)
 	}
-	if ok, err := tab.abandon(6); ok || err != nil {
-		t.Fatalf("abandon of an unknown ID: %v %v", ok, err)
+	if released, ok := tab.abandon(6); ok || released != nil {
+		t.Fatalf("abandon of an unknown ID: %v %v", ok, released)
 	}
 	if tab.len() != 0 || tab.watching() {
 		t.Fatalf("an abandoned operation still counts: %d outstanding, watching %v", tab.len(), tab.watching())
 	}
 	// Its room is free...
-	if !tab.reserve(context.Background(), nil) {
+	if !tab.reserve(context.Background(), nil, 0, nil) {
 		t.Fatal("no room after an abandon")
 	}
 	// ...but not its ID.
 	if _, err := tab.add(2, pendingOp{tag: ldapwire.TagBindRequest}); !errors.Is(err, errIDInUse) {
 		t.Fatalf("reuse of an abandoned ID before its answer: %v, want errIDInUse", err)
 	}
-	op, ok := tab.finish(2, ldapwire.TagExtendedResponse)
+	op, _, ok := tab.finish(2, ldapwire.TagExtendedResponse, false)
 	if !ok || !op.abandoned || op.tag != ldapwire.TagExtendedRequest {
 		t.Fatalf("the late answer: %+v %v", op, ok)
 	}
@@ -174,14 +174,14 @@ func TestOpTableAnswerMustMatchTheRequest(t *testing.T) {
 	tab := newOpTable(4)
 	addOp(t, tab, 2, ldapwire.TagBindRequest)
 	for _, wrong := range []byte{ldapwire.TagExtendedResponse, ldapwire.TagSearchDone, ldapwire.TagModifyResponse, ldapwire.TagCompareResponse} {
-		if _, ok := tab.finish(2, wrong); ok {
+		if _, _, ok := tab.finish(2, wrong, false); ok {
 			t.Fatalf("a bind finished by 0x%02x", wrong)
 		}
 	}
 	if _, ok := tab.lookup(2); !ok {
 		t.Fatal("a wrong answer removed the bind")
 	}
-	if _, ok := tab.finish(2, ldapwire.TagBindResponse); !ok {
+	if _, _, ok := tab.finish(2, ldapwire.TagBindResponse, false); !ok {
 		t.Fatal("the bind response did not finish the bind")
 	}
 }
@@ -192,46 +192,128 @@ func TestOpTableAnswerMustMatchTheRequest(t *testing.T) {
 func TestOpTableBindReleasesEarlierAbandonedIDs(t *testing.T) {
 	tab := newOpTable(4)
 	addOp(t, tab, 1, ldapwire.TagSearchRequest)
-	if _, err := tab.abandon(1); err != nil {
-		t.Fatal(err)
+	if _, ok := tab.abandon(1); !ok {
+		t.Fatal("abandon 1")
 	}
 	addOp(t, tab, 2, ldapwire.TagBindRequest)
 	addOp(t, tab, 3, ldapwire.TagSearchRequest)
-	if _, err := tab.abandon(3); err != nil {
-		t.Fatal(err)
+	if _, ok := tab.abandon(3); !ok {
+		t.Fatal("abandon 3")
 	}
-	if _, ok := tab.finish(2, ldapwire.TagBindResponse); !ok {
+	_, released, ok := tab.finish(2, ldapwire.TagBindResponse, false)
+	if !ok {
 		t.Fatal("bind not finished")
 	}
 	if _, ok := tab.lookup(1); ok {
 		t.Error("an ID abandoned before the bind is still reserved after it")
+	}
+	if len(released) != 1 || released[0].id != 1 {
+		t.Errorf("released %+v, want operation 1", released)
 	}
 	if op, ok := tab.lookup(3); !ok || !op.abandoned {
 		t.Error("an ID abandoned after the bind was sent was released by it")
 	}
 }
 
-// Abandoned operations the directory never answers are bounded: beyond
-// the limit an Abandon is refused (the session then ends).
-func TestOpTableAbandonLimit(t *testing.T) {
-	tab := newOpTable(2)
-	for id := int64(1); id <= 2; id++ {
-		addOp(t, tab, id, ldapwire.TagSearchRequest)
-		if _, err := tab.abandon(id); err != nil {
-			t.Fatalf("abandon %d: %v", id, err)
+// A bind's answer also releases the operations sent before it that the
+// client did not abandon (slapd abandons them on the bind and never
+// answers them): they free their room, the op timeout stops watching
+// them, and the writes among them are returned for their Completions.
+// Operations on the subtree's connection are not the directory's: the
+// bind leaves them.
+func TestOpTableBindReleasesEverythingBeforeIt(t *testing.T) {
+	tab := newOpTable(4)
+	addOp(t, tab, 1, ldapwire.TagSearchRequest)
+	if !tab.reserve(context.Background(), nil, 0, nil) {
+		t.Fatal("no room")
+	}
+	if _, err := tab.add(2, pendingOp{tag: ldapwire.TagModifyRequest, after: func(context.Context, Result) {}}); err != nil {
+		t.Fatal(err)
+	}
+	if !tab.reserve(context.Background(), nil, 0, nil) {
+		t.Fatal("no room")
+	}
+	if _, err := tab.add(3, pendingOp{tag: ldapwire.TagSearchRequest, local: true}); err != nil {
+		t.Fatal(err)
+	}
+	addOp(t, tab, 4, ldapwire.TagBindRequest)
+	if tab.binding() == nil {
+		t.Fatal("a bind is outstanding but binding() is nil")
+	}
+	done := tab.binding()
+	_, released, ok := tab.finish(4, ldapwire.TagBindResponse, false)
+	if !ok {
+		t.Fatal("bind not finished")
+	}
+	select {
+	case <-done:
+	default:
+		t.Fatal("binding() not closed when the bind was answered")
+	}
+	ids := map[int64]bool{}
+	for _, r := range released {
+		ids[r.id] = true
+	}
+	if len(released) != 2 || !ids[1] || !ids[2] {
+		t.Fatalf("released %+v, want operations 1 and 2", released)
+	}
+	if tab.len() != 1 || tab.watching() {
+		t.Fatalf("%d outstanding (want the subtree's 1), watching %v", tab.len(), tab.watching())
+	}
+	for range 3 { // the room of the released operations and the bind's is free
+		if !tab.reserve(context.Background(), nil, 0, nil) {
+			t.Fatal("room not freed")
 		}
 	}
-	addOp(t, tab, 3, ldapwire.TagSearchRequest)
-	if _, err := tab.abandon(3); !errors.Is(err, errTooManyAbandoned) {
-		t.Fatalf("abandon beyond the limit: %v, want errTooManyAbandoned", err)
+}
+
+// An answer finishes an operation only if it came from the connection the
+// request was sent on: a late SearchDone from the subtree does not finish
+// a search on the directory's connection that reuses the ID.
+func TestOpTableAnswerMustComeFromItsConnection(t *testing.T) {
+	tab := newOpTable(2)
+	addOp(t, tab, 5, ldapwire.TagSearchRequest)
+	if _, _, ok := tab.finish(5, ldapwire.TagSearchDone, true); ok {
+		t.Fatal("an answer from the subtree's connection finished a directory search")
 	}
-	if op, _ := tab.lookup(3); op.abandoned || tab.len() != 1 {
-		t.Fatal("a refused abandon changed the operation")
+	if _, _, ok := tab.finish(5, ldapwire.TagSearchDone, false); !ok {
+		t.Fatal("the directory's answer did not finish its search")
 	}
-	// The drain returns the abandoned ones too, and frees only the room
-	// they still held (none).
-	if ops := tab.drain(); len(ops) != 3 {
-		t.Fatalf("drained %d, want 3", len(ops))
+}
+
+// Abandoned operations the directory never answers do not end the
+// session: beyond maxAbandoned the oldest is released (returned for its
+// Completion), and the client goes on searching and abandoning.
+func TestOpTableAbandonLimit(t *testing.T) {
+	tab := newOpTable(2)
+	max := tab.maxAbandoned()
+	id := int64(1)
+	for range max {
+		addOp(t, tab, id, ldapwire.TagSearchRequest)
+		if released, ok := tab.abandon(id); !ok || released != nil {
+			t.Fatalf("abandon %d: %v %v", id, ok, released)
+		}
+		id++
+	}
+	for range 10 * max {
+		addOp(t, tab, id, ldapwire.TagSearchRequest)
+		released, ok := tab.abandon(id)
+		if !ok || released == nil || released.id != id-int64(max) {
+			t.Fatalf("abandon %d beyond the cap: %v %+v, want operation %d released", id, ok, released, id-int64(max))
+		}
+		id++
+	}
+	if tab.abandoned != max || len(tab.ops) != max {
+		t.Fatalf("%d abandoned, %d in the table; want %d", tab.abandoned, len(tab.ops), max)
+	}
+	if len(tab.abandonedOrder) > 2*max+16 {
+		t.Fatalf("the abandoned order grew to %d", len(tab.abandonedOrder))
+	}
+	// The released ID is free again; the drain returns the abandoned
+	// ones, and frees only the room they still held (none).
+	addOp(t, tab, 1, ldapwire.TagSearchRequest)
+	if ops := tab.drain(); len(ops) != max+1 {
+		t.Fatalf("drained %d, want %d", len(ops), max+1)
 	}
 	addOp(t, tab, 4, ldapwire.TagSearchRequest)
 	addOp(t, tab, 5, ldapwire.TagSearchRequest)

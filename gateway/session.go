@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -111,6 +112,12 @@ func (s *session) run() {
 	defer s.close()
 	s.dialEarly()
 	for {
+		if s.cr.Buffered() == 0 {
+			// Nothing more from the client at hand: what was relayed
+			// goes out now, even when the last request was one the
+			// gateway answered itself.
+			s.flushRelayed()
+		}
 		m, err := s.readClient()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -121,6 +128,66 @@ func (s *session) run() {
 		}
 		if !s.handle(m) {
 			return
+		}
+	}
+}
+
+// flushRelayed sends the requests buffered for the directory and for the
+// subtree server.
+func (s *session) flushRelayed() {
+	s.mu.Lock()
+	up, local := s.up, s.local
+	s.mu.Unlock()
+	for _, c := range []*upstreamConn{up, local} {
+		if c != nil && c.w.Buffered() > 0 {
+			_ = c.w.Flush()
+		}
+	}
+}
+
+// clientProbeInterval is how often the reading goroutine, waiting for
+// room in the table or for a bind's answer, checks that the client is
+// still there.
+const clientProbeInterval = time.Second
+
+// clientPresent reports whether the client connection is still open, by
+// a short read that consumes nothing; the reading goroutine calls it
+// while it waits, so that a client gone meanwhile ends the session.
+func (s *session) clientPresent() bool {
+	if s.cr.Buffered() > 0 {
+		return true
+	}
+	_ = s.client.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	err := s.cr.Wait()
+	_ = s.client.SetReadDeadline(s.readDeadline)
+	return err == nil || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// awaitBind holds a request that arrives while a bind is outstanding
+// until the bind is answered: RFC 4511 section 4.2.1 forbids clients to
+// send one, and the gateway would judge it (interception, the subtree's
+// access check) against the identity the bind is replacing. It reports
+// false if the session ends meanwhile.
+func (s *session) awaitBind() bool {
+	s.mu.Lock()
+	done := s.ops.binding()
+	s.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	s.flushRelayed()
+	tick := time.NewTicker(clientProbeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-s.ctx.Done():
+			return false
+		case <-tick.C:
+			if !s.clientPresent() {
+				return false
+			}
 		}
 	}
 }

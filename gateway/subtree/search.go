@@ -63,7 +63,11 @@ func (s *Server) bind(w *gldap.ResponseWriter, r *gldap.Request) {
 		s.mu.Unlock()
 		code = gldap.ResultSuccess
 	}
-	_ = w.Write(r.NewBindResponse(gldap.WithResponseCode(code)))
+	resp := r.NewBindResponse(gldap.WithResponseCode(code))
+	if code == gldap.ResultSuccess {
+		resp.SetDiagnosticMessage(s.proof(string(m.Password))) // tells the gateway it reached this server
+	}
+	_ = w.Write(resp)
 }
 
 // searchError is a result other than success, with its matched DN.

@@ -33,7 +33,9 @@
 // gateway can use: each connection opened by Dial first binds with a
 // one-time token that the server issued to itself, so another local process
 // that finds the port reads nothing, and a token seen by a stranger who
-// took the port first is useless. The relay (gateway.Config.Local) checks
+// took the port first is useless. The server proves itself in turn (its
+// bind answer carries an HMAC of the token under a key only this process
+// has), so a process that took the port receives no query. The relay (gateway.Config.Local) checks
 // who may read before it routes a request here; this server trusts it.
 //
 // gldap closes a connection on Compare, Abandon and some filters (see
@@ -46,7 +48,9 @@ package subtree
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -93,11 +97,16 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	addr     string // 127.0.0.1:port once started
-	ldap     *gldap.Server
-	runDone  chan struct{}
-	closed   bool
+	mu      sync.Mutex
+	addr    string // 127.0.0.1:port once started
+	ldap    *gldap.Server
+	runDone chan struct{}
+	closed  bool
+	// proofKey proves the server to the gateway: a successful token bind
+	// carries proof(token) as its diagnostic, which only this process can
+	// compute, so a process that took the loopback port cannot pass for
+	// the subtree server and receive the admins' queries.
+	proofKey []byte
 	tokens   map[string]bool    // issued and not yet used
 	authed   map[int]bool       // gldap connection IDs that presented a token
 	conns    map[*Conn]struct{} // open connections handed to the gateway
@@ -115,12 +124,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("subtree: proof key: %w", err)
+	}
 	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "subtree"),
-		tokens: make(map[string]bool),
-		authed: make(map[int]bool),
-		conns:  make(map[*Conn]struct{}),
+		cfg:      cfg,
+		proofKey: key,
+		log:      cfg.Logger.With("component", "subtree"),
+		tokens:   make(map[string]bool),
+		authed:   make(map[int]bool),
+		conns:    make(map[*Conn]struct{}),
 	}, nil
 }
 
@@ -321,14 +335,25 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	if err != nil {
 		return fmt.Errorf("subtree: authenticate: %w", err)
 	}
-	code, ok := ldapwire.ResultCode(m.OpContent)
-	if !ok {
-		return errors.New("subtree: authenticate: malformed bind response")
+	res, err := ldapwire.DecodeResult(m.OpContent)
+	if err != nil {
+		return fmt.Errorf("subtree: authenticate: malformed bind response: %w", err)
 	}
-	if m.ID != 1 || m.Op != ldapwire.TagBindResponse || code != 0 {
-		return fmt.Errorf("subtree: authenticate: bind answered with result %d", code)
+	if m.ID != 1 || m.Op != ldapwire.TagBindResponse || res.Code != 0 {
+		return fmt.Errorf("subtree: authenticate: bind answered with result %d", res.Code)
+	}
+	if !hmac.Equal([]byte(res.Diagnostic), []byte(s.proof(token))) {
+		return errors.New("subtree: authenticate: the server on the loopback port did not prove it is the gateway's own")
 	}
 	return nil
+}
+
+// proof is what the server answers a valid token with: a MAC of the
+// token under the server's key.
+func (s *Server) proof(token string) string {
+	mac := hmac.New(sha256.New, s.proofKey)
+	mac.Write([]byte(token))
+	return hex.EncodeToString(mac.Sum(nil))
 }
 
 // useToken consumes a token issued by authenticate.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,14 +41,7 @@ type stack struct {
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	up := slapd.StartT(t, slapd.Options{})
-	dir := t.TempDir()
-	j, err := store.Open(filepath.Join(dir, "journal"), store.Options{
-		NoSync: true, KeyFile: filepath.Join(dir, "key"), HousekeepingInterval: -1,
-	})
-	if err != nil {
-		t.Fatalf("open journal: %v", err)
-	}
-	t.Cleanup(func() { j.Close() })
+	j := openJournal(t)
 	st := &stack{journal: j, seqs: map[string]uint64{}, upstrm: up}
 	st.record(t, "add", &store.Record{Kind: store.KindAccount, Op: store.OpAdd, DN: "uid=dave,ou=people," + suffix,
 		Actor: adminDN, ClientAddr: "127.0.0.1:4000",
@@ -75,6 +67,7 @@ func newStack(t *testing.T) *stack {
 			{URL: "ldap://127.0.0.1:1", Up: false, Since: since, LastError: "connection refused"},
 		}
 	}
+	var err error
 	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() }, UpstreamHealth: health,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

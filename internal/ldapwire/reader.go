@@ -143,16 +143,45 @@ func (r *Reader) Next() (Message, error) {
 		return Message{}, fmt.Errorf("%w: %d bytes declared, limit %d", ErrMessageTooLarge, length, r.limit)
 	}
 	total := n + length
-	if cap(r.buf) < total {
-		// Grow geometrically, but never past what the limit allows.
-		r.buf = make([]byte, total, min(max(total, 2*cap(r.buf), messageBufferStart), r.limit+len(header)))
+	if cap(r.buf) >= total {
+		// The fast path: the kept buffer holds the message, no allocation.
+		raw := r.buf[:total]
+		copy(raw, header[:n])
+		if _, err := io.ReadFull(r.br, raw[n:]); err != nil {
+			return Message{}, unexpected(err)
+		}
+		return ParseEnvelope(raw[n:], raw)
 	}
-	raw := r.buf[:total]
-	copy(raw, header[:n])
-	if _, err := io.ReadFull(r.br, raw[n:]); err != nil {
-		return Message{}, unexpected(err)
+	raw, err := r.readGrowing(header[:n], total)
+	if err != nil {
+		return Message{}, err
 	}
 	return ParseEnvelope(raw[n:], raw)
+}
+
+// readGrowing reads a message larger than the kept buffer, growing the
+// buffer as its bytes arrive rather than to the declared length at once:
+// a peer that declares a message of the size limit and then stalls holds
+// only about twice what it sent, not the limit.
+func (r *Reader) readGrowing(header []byte, total int) ([]byte, error) {
+	size := min(total, max(2*cap(r.buf), messageBufferStart, len(header)+r.br.Buffered()))
+	buf := make([]byte, len(header), size)
+	copy(buf, header)
+	r.buf = buf
+	for len(buf) < total {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(total, 2*cap(buf)))
+			copy(grown, buf)
+			buf = grown
+			r.buf = buf
+		}
+		got, err := io.ReadFull(r.br, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return nil, unexpected(err)
+		}
+	}
+	return buf, nil
 }
 
 func unexpected(err error) error {

@@ -96,3 +96,30 @@ func isProtocolError(err error) bool {
 	var pe *ProtocolError
 	return errors.As(err, &pe)
 }
+
+// A message declared at the size limit whose bytes do not come must not
+// reserve the limit: the buffer grows with what arrives.
+func TestReaderGrowsWithArrivingBytes(t *testing.T) {
+	const limit = 16 << 20
+	stalled := []byte{0x30, 0x84, 0x01, 0x00, 0x00, 0x00, 0x02} // 16 MiB declared, one byte sent
+	r := NewReader(bytes.NewReader(stalled), limit)
+	if _, err := r.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Next: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if got := r.Retained(); got > 64<<10 {
+		t.Fatalf("a stalled message of 16 MiB declared holds %d bytes", got)
+	}
+
+	// A large message that does arrive, in small pieces, is read whole.
+	body := bytes.Repeat([]byte{'x'}, 3<<20)
+	var msg []byte
+	msg = AppendMessage(msg, 7, AppendTLV(nil, TagModifyRequest, AppendTLV(nil, TagOctetString, body)))
+	r = NewReader(io.MultiReader(bytes.NewReader(msg[:100]), bytes.NewReader(msg[100:])), limit)
+	m, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != 7 || !bytes.Equal(m.Raw, msg) {
+		t.Fatalf("message read as id %d, %d bytes; want id 7, %d bytes", m.ID, len(m.Raw), len(msg))
+	}
+}
