@@ -77,7 +77,9 @@ type HousekeepResult struct {
 func (h *housekeeper) run(ctx context.Context) (HousekeepResult, error) {
 	var res HousekeepResult
 	cutoff := h.opts.Now().Add(-h.opts.Retention)
-	if !h.opts.Follower {
+	// A follower applies its primary's purges, a replicated journal its
+	// leader's (CmdPurge).
+	if !h.opts.Follower && !h.opts.Replicated {
 		n, err := inChunks(func() (int, error) { return h.purgeDelivered(ctx, cutoff) })
 		res.Purged = n
 		if err != nil {

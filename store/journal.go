@@ -104,8 +104,14 @@ type Options struct {
 	// HousekeepingInterval is how often the background purge and value-log
 	// garbage collection run (10m). Negative: never (callers run Housekeep).
 	HousekeepingInterval time.Duration
-	// Follower opens a standby's copy: it accepts only Apply.
+	// Follower opens a standby's copy: it accepts only Feed().Apply.
 	Follower bool
+	// Replicated opens a Raft cluster's copy (see Command): it changes only
+	// through Apply and Restore, in the order of the Raft log, and keeps
+	// no change log of its own (the Raft log is one). Prepare, Commit and
+	// the other local changes return ErrReplicated, and so does Run until
+	// the cluster delivers through the leader (issue 18).
+	Replicated bool
 	// MustExist refuses to create a journal (or a key) that is not there.
 	MustExist bool
 	// Logger receives the journal's and Badger's warnings (slog.Default()).
@@ -182,6 +188,9 @@ type Journal struct {
 // Open opens (creating it unless opts.MustExist) the journal in dir.
 func Open(dir string, opts Options) (*Journal, error) {
 	opts = opts.withDefaults()
+	if opts.Follower && opts.Replicated {
+		return nil, errors.New("open journal: a journal is a follower or replicated, not both")
+	}
 	if _, err := os.Stat(dir); err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("journal %s: %w", dir, err)
@@ -211,7 +220,13 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	sched := newScheduler(st.idx, st.delivered, opts, log)
 	w := newWriter(db, opts, log, st.counters, sched)
-	recs := &records{db: db, w: w, seal: st.seal, log: log, follower: opts.Follower}
+	recs := &records{db: db, w: w, seal: st.seal, log: log}
+	switch {
+	case opts.Follower:
+		recs.local = ErrFollower
+	case opts.Replicated:
+		recs.local = ErrReplicated
+	}
 	sched.recs, sched.w = recs, w
 	feed := &Feed{db: db, w: w, sched: sched, opts: opts, log: log}
 	j := &Journal{

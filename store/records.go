@@ -17,16 +17,20 @@ import (
 // order with every other change, and its reads are Badger read
 // transactions. The secrets' key (sealer) is fixed once the journal is open.
 type records struct {
-	db       *badger.DB
-	w        *writer
-	seal     *sealer // nil without a key
-	log      *slog.Logger
-	follower bool // a standby's copy: changes come only from its primary
+	db   *badger.DB
+	w    *writer
+	seal *sealer // nil without a key
+	log  *slog.Logger
+	// local is why the journal takes no change of its own (nil: it does):
+	// ErrFollower for a standby's copy (changes come only from its
+	// primary), ErrReplicated for a cluster's (changes come only through
+	// Apply).
+	local error
 }
 
 func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
-	if rs.follower {
-		return 0, ErrFollower
+	if rs.local != nil {
+		return 0, rs.local
 	}
 	if err := r.validate(); err != nil {
 		return 0, fmt.Errorf("prepare: %w", err)
@@ -132,8 +136,8 @@ func (rs *records) drop(ctx context.Context, seq uint64) error {
 // change runs fn on record seq as one journal mutation, lazy or durable
 // (see mutation.lazy), and names the operation in its error.
 func (rs *records) change(ctx context.Context, op string, lazy bool, seq uint64, fn func(b *batch, old *Record) error) error {
-	if rs.follower {
-		return ErrFollower
+	if rs.local != nil {
+		return rs.local
 	}
 	run := func(b *batch) error {
 		old, err := b.get(seq)

@@ -68,6 +68,15 @@ func (s *scheduler) reset() {
 	s.mu.Unlock()
 }
 
+// replace swaps in an index built anew: a replicated journal restored
+// from a snapshot.
+func (s *scheduler) replace(idx *index, delivered int) {
+	s.mu.Lock()
+	s.idx, s.delivered = idx, delivered
+	s.mu.Unlock()
+	s.kick()
+}
+
 // kick wakes the dispatcher.
 func (s *scheduler) kick() {
 	select {
@@ -145,6 +154,9 @@ func (s *scheduler) shutdown() {
 func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) error {
 	if s.opts.Follower {
 		return ErrFollower
+	}
+	if s.opts.Replicated {
+		return ErrReplicated
 	}
 	var covers func(*Record) bool
 	if c, ok := deliver.(Coverer); ok {

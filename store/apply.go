@@ -1,0 +1,332 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Stamp gives a command what only its proposer chooses, just before the
+// proposer puts it in the Raft log: Time (now, unless set), and for a
+// Prepare the record's sequence number seq, its time and its sealed
+// secret (Record.Secret, sealed with the journal's key and seq, then
+// dropped from the command). The record is copied: the caller's is left
+// as it was. Commands must reach the log in the order of their sequence
+// numbers: Apply refuses a Prepare whose number is not above every number
+// applied before it (ErrSeq).
+func (j *Journal) Stamp(c *Command, seq uint64, now time.Time) error {
+	if c.Time.IsZero() {
+		c.Time = now
+	}
+	if c.Op != CmdPrepare {
+		return nil
+	}
+	r := c.Record
+	if r == nil {
+		return errors.New("prepare without a record")
+	}
+	if err := r.validate(); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	rec := r.clone()
+	rec.Seq = seq
+	rec.State = StatePrepared
+	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
+	if rec.Time.IsZero() {
+		rec.Time = c.Time
+	}
+	rec.SecretState = SecretNone
+	c.Sealed = nil
+	if len(r.Secret) > 0 {
+		if j.recs.seal == nil {
+			return fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
+		}
+		sealed, err := j.recs.seal.seal(seq, r.Secret)
+		if err != nil {
+			return fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, err)
+		}
+		rec.SecretState, c.Sealed = SecretEncrypted, sealed
+	}
+	if n := rec.approxSize(); n > maxRecordBytes {
+		return fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
+	}
+	rec.makeValidText()
+	c.Seq, c.Record = seq, rec
+	return nil
+}
+
+// Entry is one Raft log entry's batch of commands, at its index in the log.
+type Entry struct {
+	Index    uint64
+	Commands []Command
+}
+
+// Apply applies the commands of the Raft log entry at index (see
+// ApplyEntries).
+func (j *Journal) Apply(ctx context.Context, index uint64, cmds []Command) ([]error, error) {
+	res, err := j.ApplyEntries(ctx, []Entry{{Index: index, Commands: cmds}})
+	if len(res) == 0 {
+		return nil, err
+	}
+	return res[0], err
+}
+
+// ApplyEntries applies consecutive Raft log entries to a replicated
+// journal, in order. Each entry's commands and its index, as the journal's
+// applied index, are written in the same Badger transaction; an entry at
+// or below the applied index is skipped (its results are nil), so that a
+// log replayed after a restart changes nothing twice. It returns, per
+// entry, each command's refusal (nil: applied) — a refusal is part of the
+// log's outcome, the same on every node — and a non-nil error only when
+// the journal could not write (it then takes no more changes, see
+// writer.fail) or ctx ended before the entries were queued.
+//
+// Entries are written without an fsync of their own: the Raft log holds
+// them durably, and a journal that loses its last entries to a power cut
+// has them applied again from the log. Apply takes ownership of the
+// commands' records.
+func (j *Journal) ApplyEntries(ctx context.Context, entries []Entry) ([][]error, error) {
+	if !j.opts.Replicated {
+		return nil, errors.New("apply commands: journal is not replicated")
+	}
+	results := make([][]error, len(entries))
+	queued := make([]*mutation, 0, len(entries))
+	var first error
+	for i, e := range entries {
+		m := &mutation{lazy: true, done: make(chan error, 1), run: func(b *batch) error {
+			res, err := b.applyEntry(e)
+			results[i] = res
+			return err
+		}}
+		if err := j.w.queue(ctx, m); err != nil {
+			first = fmt.Errorf("apply entry %d: %w", e.Index, err)
+			break
+		}
+		queued = append(queued, m)
+	}
+	for i, m := range queued {
+		if err := <-m.done; err != nil && first == nil {
+			first = fmt.Errorf("apply entry %d: %w", entries[i].Index, err)
+		}
+	}
+	return results, first
+}
+
+// AppliedIndex is the index of the last Raft log entry a replicated
+// journal applied (0: none).
+func (j *Journal) AppliedIndex() uint64 { return j.w.current().applied }
+
+// DeliveryTerm is the highest term a replicated journal was fenced to
+// (CmdFence): outcomes of older terms are refused.
+func (j *Journal) DeliveryTerm() uint64 { return j.w.current().term }
+
+// applyEntry applies one entry's commands in batch b.
+func (b *batch) applyEntry(e Entry) ([]error, error) {
+	if b.loading {
+		return nil, fmt.Errorf("entry %d: the journal is half restored from a snapshot", e.Index)
+	}
+	if e.Index <= b.applied {
+		return nil, nil
+	}
+	res := make([]error, len(e.Commands))
+	for i := range e.Commands {
+		c := &e.Commands[i]
+		before := b.writes
+		if err := b.applyCommand(c); err != nil {
+			if b.writes != before {
+				// Commands check before they write; a failure after a
+				// write is the journal's, not the command's.
+				return nil, err
+			}
+			res[i] = fmt.Errorf("%s of %d: %w", c.Op, c.Seq, err)
+		}
+	}
+	b.applied = e.Index
+	b.metaSet = true
+	return res, nil
+}
+
+// applyCommand makes one command's change, or refuses it before writing
+// anything.
+func (b *batch) applyCommand(c *Command) error {
+	switch c.Op {
+	case CmdPrepare:
+		return b.applyPrepare(c)
+	case CmdCommit:
+		return b.applyTo(c.Seq, func(old *Record) error {
+			if old.State != StatePrepared {
+				return fmt.Errorf("record %d is %s: %w", c.Seq, old.State, ErrState)
+			}
+			rec := old.next()
+			rec.State = StateCommitted
+			rec.NextAttempt = c.Time
+			if c.EntryKey != "" {
+				rec.EntryKey = c.EntryKey
+			}
+			return b.putRecord(old, rec, nil, nil)
+		})
+	case CmdAbort:
+		return b.applyTo(c.Seq, func(old *Record) error {
+			if old.State != StatePrepared {
+				return fmt.Errorf("record %d is %s: %w", c.Seq, old.State, ErrState)
+			}
+			return b.deleteRecord(old)
+		})
+	case CmdOutcome:
+		return b.applyOutcome(c)
+	case CmdRetry:
+		return b.applyTo(c.Seq, func(old *Record) error {
+			rec := old.next()
+			switch old.State {
+			case StateDead:
+				rec.State = StateCommitted
+				rec.Attempts = 0
+			case StateCommitted:
+			default:
+				return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", c.Seq, old.State, ErrState)
+			}
+			rec.NextAttempt = c.Time
+			return b.putRecord(old, rec, nil, nil)
+		})
+	case CmdDrop:
+		return b.applyTo(c.Seq, func(old *Record) error {
+			if old.State == StateDelivered {
+				return fmt.Errorf("record %d is delivered: %w", c.Seq, ErrState)
+			}
+			return b.deleteRecord(old)
+		})
+	case CmdPurge:
+		var purge []*Record
+		for _, seq := range c.Seqs {
+			old, err := b.get(seq)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if old.State == StateDelivered && old.DeliveredAt.Before(c.Time) {
+				purge = append(purge, old)
+			}
+		}
+		for _, old := range purge {
+			if err := b.deleteRecord(old); err != nil {
+				return err
+			}
+		}
+		return nil
+	case CmdPutDisabled:
+		d := c.Disabled
+		if d.Name == "" {
+			return errors.New("disabled account without a name")
+		}
+		value, err := json.Marshal(d)
+		if err != nil {
+			return fmt.Errorf("encode disabled account: %w", err)
+		}
+		return b.putDisabled(d, value)
+	case CmdRemoveDisabled:
+		return b.dropDisabled(c.Name)
+	case CmdFence:
+		if c.Term > b.term {
+			b.term = c.Term
+			b.metaSet = true
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown command %d", uint8(c.Op))
+	}
+}
+
+// applyTo runs fn on record seq as this batch sees it.
+func (b *batch) applyTo(seq uint64, fn func(old *Record) error) error {
+	old, err := b.get(seq)
+	if err != nil {
+		return err
+	}
+	return fn(old)
+}
+
+func (b *batch) applyPrepare(c *Command) error {
+	if c.Record == nil {
+		return errors.New("prepare without a record")
+	}
+	if c.Seq <= b.seq {
+		return fmt.Errorf("prepare %d after %d: %w", c.Seq, b.seq, ErrSeq)
+	}
+	rec := c.Record.next()
+	rec.Seq = c.Seq
+	rec.State = StatePrepared
+	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
+	if rec.Time.IsZero() {
+		rec.Time = c.Time
+	}
+	var sealed []byte
+	rec.SecretState = SecretNone
+	if len(c.Sealed) > 0 {
+		rec.SecretState, sealed = SecretEncrypted, c.Sealed
+	}
+	if err := rec.validate(); err != nil {
+		return err
+	}
+	rec.makeValidText()
+	return b.putRecord(nil, rec, sealed, nil)
+}
+
+// applyOutcome records a delivery as the delivering leader decided it
+// (see scheduler.deliverOne, which does the same for a journal of its own).
+func (b *batch) applyOutcome(c *Command) error {
+	if c.Term < b.term {
+		return fmt.Errorf("record %d delivered in term %d, the journal is at term %d: %w", c.Seq, c.Term, b.term, ErrStaleTerm)
+	}
+	old, err := b.get(c.Seq)
+	if err != nil {
+		return err
+	}
+	if old.State != StateCommitted {
+		return fmt.Errorf("record %d is %s: %w", c.Seq, old.State, ErrState)
+	}
+	o := c.Outcome
+	var along []*Record
+	if o.Delivered {
+		for _, seq := range o.Covered {
+			r, err := b.get(seq)
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				return err
+			case r.State == StateCommitted && seq != c.Seq:
+				along = append(along, r)
+			}
+		}
+	}
+	r := old.next()
+	r.Attempts++
+	if o.Delivered {
+		r.State, r.DeliveredAt, r.NextAttempt, r.LastError = StateDelivered, c.Time, time.Time{}, ""
+		if r.SecretState == SecretEncrypted {
+			r.SecretState = SecretErased
+		}
+	} else {
+		r.LastError = o.LastError
+		if o.Dead {
+			r.State, r.NextAttempt = StateDead, time.Time{}
+		} else {
+			r.NextAttempt = o.NextAttempt
+		}
+	}
+	if err := b.putRecord(old, r, nil, nil); err != nil {
+		return err
+	}
+	for _, a := range along {
+		n := a.next()
+		n.Attempts++
+		n.State, n.DeliveredAt, n.NextAttempt, n.LastError = StateDelivered, c.Time, time.Time{}, ""
+		if err := b.putRecord(a, n, nil, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
