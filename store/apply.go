@@ -155,68 +155,21 @@ func (b *batch) applyCommand(c *Command) error {
 	case CmdPrepare:
 		return b.applyPrepare(c)
 	case CmdCommit:
-		return b.applyTo(c.Seq, func(old *Record) error {
-			if old.State != StatePrepared {
-				return fmt.Errorf("record %d is %s: %w", c.Seq, old.State, ErrState)
-			}
-			rec := old.next()
-			rec.State = StateCommitted
-			rec.NextAttempt = c.Time
-			if c.EntryKey != "" {
-				rec.EntryKey = c.EntryKey
-			}
-			return b.putRecord(old, rec, nil, nil)
-		})
+		return b.applyTo(c.Seq, func(old *Record) error { return b.commitRecord(old, c.EntryKey, c.Time) })
 	case CmdAbort:
-		return b.applyTo(c.Seq, func(old *Record) error {
-			if old.State != StatePrepared {
-				return fmt.Errorf("record %d is %s: %w", c.Seq, old.State, ErrState)
-			}
-			return b.deleteRecord(old)
-		})
+		return b.applyTo(c.Seq, b.abortRecord)
 	case CmdOutcome:
-		return b.applyOutcome(c)
+		if c.Term < b.term {
+			return fmt.Errorf("record %d delivered in term %d, the journal is at term %d: %w", c.Seq, c.Term, b.term, ErrStaleTerm)
+		}
+		return b.applyTo(c.Seq, func(old *Record) error { return b.recordOutcome(old, c.Outcome, c.Time) })
 	case CmdRetry:
-		return b.applyTo(c.Seq, func(old *Record) error {
-			rec := old.next()
-			switch old.State {
-			case StateDead:
-				rec.State = StateCommitted
-				rec.Attempts = 0
-			case StateCommitted:
-			default:
-				return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", c.Seq, old.State, ErrState)
-			}
-			rec.NextAttempt = c.Time
-			return b.putRecord(old, rec, nil, nil)
-		})
+		return b.applyTo(c.Seq, func(old *Record) error { return b.retryRecord(old, c.Time) })
 	case CmdDrop:
-		return b.applyTo(c.Seq, func(old *Record) error {
-			if old.State == StateDelivered {
-				return fmt.Errorf("record %d is delivered: %w", c.Seq, ErrState)
-			}
-			return b.deleteRecord(old)
-		})
+		return b.applyTo(c.Seq, b.dropRecord)
 	case CmdPurge:
-		var purge []*Record
-		for _, seq := range c.Seqs {
-			old, err := b.get(seq)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if old.State == StateDelivered && old.DeliveredAt.Before(c.Time) {
-				purge = append(purge, old)
-			}
-		}
-		for _, old := range purge {
-			if err := b.deleteRecord(old); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err := b.purge(c.Seqs, c.Time)
+		return err
 	case CmdPutDisabled:
 		d := c.Disabled
 		if d.Name == "" {
@@ -275,20 +228,88 @@ func (b *batch) applyPrepare(c *Command) error {
 	return b.putRecord(nil, rec, sealed, nil)
 }
 
-// applyOutcome records a delivery as the delivering leader decided it
-// (see scheduler.deliverOne, which does the same for a journal of its own).
-func (b *batch) applyOutcome(c *Command) error {
-	if c.Term < b.term {
-		return fmt.Errorf("record %d delivered in term %d, the journal is at term %d: %w", c.Seq, c.Term, b.term, ErrStaleTerm)
+// The changes of a record's life, shared by a journal of its own (records,
+// scheduler, housekeeper) and a replicated one (applyCommand): each takes
+// the record as the batch sees it, checks, then writes.
+
+// commitRecord commits a prepared record, due at.
+func (b *batch) commitRecord(old *Record, entryKey string, at time.Time) error {
+	if old.State != StatePrepared {
+		return fmt.Errorf("record %d is %s: %w", old.Seq, old.State, ErrState)
 	}
-	old, err := b.get(c.Seq)
-	if err != nil {
-		return err
+	rec := old.next()
+	rec.State = StateCommitted
+	rec.NextAttempt = at
+	if entryKey != "" {
+		rec.EntryKey = entryKey
 	}
+	return b.putRecord(old, rec, nil, nil)
+}
+
+// abortRecord removes a prepared record.
+func (b *batch) abortRecord(old *Record) error {
+	if old.State != StatePrepared {
+		return fmt.Errorf("record %d is %s: %w", old.Seq, old.State, ErrState)
+	}
+	return b.deleteRecord(old)
+}
+
+// retryRecord makes a dead or committed record due at, a dead one with a
+// fresh count of attempts.
+func (b *batch) retryRecord(old *Record, at time.Time) error {
+	rec := old.next()
+	switch old.State {
+	case StateDead:
+		rec.State = StateCommitted
+		rec.Attempts = 0
+	case StateCommitted:
+	default:
+		return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", old.Seq, old.State, ErrState)
+	}
+	rec.NextAttempt = at
+	return b.putRecord(old, rec, nil, nil)
+}
+
+// dropRecord removes a record that is not delivered.
+func (b *batch) dropRecord(old *Record) error {
+	if old.State == StateDelivered {
+		return fmt.Errorf("record %d is delivered: %w", old.Seq, ErrState)
+	}
+	return b.deleteRecord(old)
+}
+
+// purge removes those of records seqs that were delivered before cutoff
+// and says how many.
+func (b *batch) purge(seqs []uint64, cutoff time.Time) (int, error) {
+	var purge []*Record
+	for _, seq := range seqs {
+		old, err := b.get(seq)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if old.State == StateDelivered && old.DeliveredAt.Before(cutoff) {
+			purge = append(purge, old)
+		}
+	}
+	for _, old := range purge {
+		if err := b.deleteRecord(old); err != nil {
+			return 0, err
+		}
+	}
+	return len(purge), nil
+}
+
+// recordOutcome records a delivery of committed record old at time at:
+// delivered (with the committed records it covered), or failed.
+func (b *batch) recordOutcome(old *Record, o Outcome, at time.Time) error {
 	if old.State != StateCommitted {
-		return fmt.Errorf("record %d is %s: %w", c.Seq, old.State, ErrState)
+		return fmt.Errorf("record %d is %s: %w", old.Seq, old.State, ErrState)
 	}
-	o := c.Outcome
+	// Read before anything is written: an error after a write would fail
+	// the whole batch.
 	var along []*Record
 	if o.Delivered {
 		for _, seq := range o.Covered {
@@ -297,7 +318,7 @@ func (b *batch) applyOutcome(c *Command) error {
 			case errors.Is(err, ErrNotFound):
 			case err != nil:
 				return err
-			case r.State == StateCommitted && seq != c.Seq:
+			case r.State == StateCommitted && seq != old.Seq:
 				along = append(along, r)
 			}
 		}
@@ -305,7 +326,7 @@ func (b *batch) applyOutcome(c *Command) error {
 	r := old.next()
 	r.Attempts++
 	if o.Delivered {
-		r.State, r.DeliveredAt, r.NextAttempt, r.LastError = StateDelivered, c.Time, time.Time{}, ""
+		r.State, r.DeliveredAt, r.NextAttempt, r.LastError = StateDelivered, at, time.Time{}, ""
 		if r.SecretState == SecretEncrypted {
 			r.SecretState = SecretErased
 		}
@@ -322,8 +343,8 @@ func (b *batch) applyOutcome(c *Command) error {
 	}
 	for _, a := range along {
 		n := a.next()
-		n.Attempts++
-		n.State, n.DeliveredAt, n.NextAttempt, n.LastError = StateDelivered, c.Time, time.Time{}, ""
+		n.Attempts++ // the one delivery it shared
+		n.State, n.DeliveredAt, n.NextAttempt, n.LastError = StateDelivered, at, time.Time{}, ""
 		if err := b.putRecord(a, n, nil, nil); err != nil {
 			return err
 		}

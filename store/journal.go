@@ -29,6 +29,13 @@
 // Feed().Apply replays it on a standby's journal, which then holds an exact
 // copy.
 //
+// A replicated journal (Options.Replicated) is the state machine of a Raft
+// cluster (package cluster): it changes only by applying batches of
+// Commands in log order (Apply), each batch with its log index in the same
+// transaction, and is copied whole by Snapshot and Restore (see
+// command.go, apply.go, snapshot.go). The changes of a record's life are
+// the same code for both kinds of journal (commitRecord, recordOutcome...).
+//
 // Secrets (passwords) are stored apart from the record, AES-256-GCM
 // encrypted with the key in Options.KeyFile, and deleted once delivered or
 // dropped. Older copies of a deleted ciphertext may stay in Badger's files

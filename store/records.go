@@ -80,25 +80,13 @@ func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
 
 func (rs *records) commit(ctx context.Context, seq uint64, entryKey string) error {
 	return rs.change(ctx, "commit", true, seq, func(b *batch, old *Record) error {
-		if old.State != StatePrepared {
-			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
-		}
-		rec := old.next()
-		rec.State = StateCommitted
-		rec.NextAttempt = b.now
-		if entryKey != "" {
-			rec.EntryKey = entryKey
-		}
-		return b.putRecord(old, rec, nil, nil)
+		return b.commitRecord(old, entryKey, b.now)
 	})
 }
 
 func (rs *records) abort(ctx context.Context, seq uint64) error {
 	return rs.change(ctx, "abort", true, seq, func(b *batch, old *Record) error {
-		if old.State != StatePrepared {
-			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
-		}
-		return b.deleteRecord(old)
+		return b.abortRecord(old)
 	})
 }
 
@@ -106,30 +94,20 @@ func (rs *records) abort(ctx context.Context, seq uint64) error {
 // scheduler knows); it is asked on the writer goroutine.
 func (rs *records) retry(ctx context.Context, seq uint64, inFlight func(seq uint64) bool) error {
 	return rs.change(ctx, "retry", false, seq, func(b *batch, old *Record) error {
-		rec := old.next()
-		switch old.State {
-		case StateDead:
-			rec.State = StateCommitted
-			rec.Attempts = 0
-		case StateCommitted:
-			if inFlight(seq) {
-				return fmt.Errorf("record %d: %w", seq, ErrInFlight)
-			}
-		default:
-			return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", seq, old.State, ErrState)
+		if old.State == StateCommitted && inFlight(seq) {
+			return fmt.Errorf("record %d: %w", seq, ErrInFlight)
 		}
-		rec.NextAttempt = b.now
-		return b.putRecord(old, rec, nil, nil)
+		return b.retryRecord(old, b.now)
 	})
 }
 
 func (rs *records) drop(ctx context.Context, seq uint64) error {
 	return rs.change(ctx, "drop", false, seq, func(b *batch, old *Record) error {
-		if old.State == StateDelivered {
-			return fmt.Errorf("record %d is delivered: %w", seq, ErrState)
+		if err := b.dropRecord(old); err != nil {
+			return err
 		}
 		rs.log.Info("record dropped", "seq", seq, "state", old.State, "op", old.Op, "dn", old.DN)
-		return b.deleteRecord(old)
+		return nil
 	})
 }
 
