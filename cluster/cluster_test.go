@@ -392,6 +392,103 @@ func TestClusterFailover(t *testing.T) {
 	}
 }
 
+// TestClusterKeepsAcknowledgedWrites: writers keep proposing while the
+// leader is stopped; every proposal acknowledged, before or after the
+// failover, is in every surviving journal under the sequence number it was
+// acknowledged with, and none twice.
+func TestClusterKeepsAcknowledgedWrites(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	c.leader()
+	nodes := make([]*cluster.Node, len(c.nodes))
+	for i, n := range c.nodes {
+		nodes[i] = n.n
+	}
+	var (
+		mu      sync.Mutex
+		acked   = map[string]uint64{} // DN -> sequence number
+		unknown int                   // outcomes the writer cannot know
+		count   atomic.Int64
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := account(fmt.Sprintf("ack-%d-%d", w, i))
+				res, err := proposeAnywhere(nodes, r)
+				mu.Lock()
+				switch {
+				case err == nil:
+					acked[r.DN] = res.Seq
+					count.Add(1)
+				case errors.Is(err, cluster.ErrLeadershipLost):
+					unknown++
+				default:
+					t.Errorf("propose: %v", err)
+				}
+				mu.Unlock()
+				if err != nil && !errors.Is(err, cluster.ErrLeadershipLost) {
+					return
+				}
+			}
+		})
+	}
+	waitFor(t, "100 acknowledged writes", 30*time.Second, func() bool { return count.Load() >= 100 })
+	old := c.leader()
+	c.stop(old)
+	waitFor(t, "100 more acknowledged writes after the failover", 30*time.Second, func() bool { return count.Load() >= 200 })
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	got := c.converge()
+	bySeq := map[uint64]string{}
+	byDN := map[string]uint64{}
+	for _, r := range got.Records {
+		if other, ok := byDN[r.DN]; ok {
+			t.Fatalf("%s journaled twice: %d and %d", r.DN, other, r.Seq)
+		}
+		byDN[r.DN], bySeq[r.Seq] = r.Seq, r.DN
+	}
+	for dn, seq := range acked {
+		if bySeq[seq] != dn {
+			t.Fatalf("acknowledged write of %s (record %d) lost: the journal has %q there", dn, seq, bySeq[seq])
+		}
+	}
+	t.Logf("%d writes acknowledged, %d with an unknown outcome, %d journaled", len(acked), unknown, len(got.Records))
+}
+
+// proposeAnywhere proposes a Prepare on whichever node leads, waiting for
+// one while there is none.
+func proposeAnywhere(nodes []*cluster.Node, r *store.Record) (cluster.Result, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, n := range nodes {
+			if n.State() != raft.Leader {
+				continue
+			}
+			res, err := n.Propose(context.Background(), []store.Command{prepare(r)})
+			if err == nil {
+				return res[0], res[0].Err
+			}
+			if !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrNoQuorum) && !errors.Is(err, cluster.ErrClosed) {
+				return cluster.Result{}, err
+			}
+		}
+		if time.Now().After(deadline) {
+			return cluster.Result{}, errors.New("no leader for 20s")
+		}
+		time.Sleep(5 * time.Millisecond) // pacing while an election runs
+	}
+}
+
 func TestClusterLateNodeGetsSnapshot(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *cluster.Config) {
 		cfg.TrailingLogs = 8

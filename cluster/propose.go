@@ -59,7 +59,8 @@ const (
 // log entry, so that concurrent proposers share its round trip and fsync.
 // A proposal's commands are applied together, in one entry. ctx bounds
 // the wait; a proposal whose ctx ends after it was queued may still be
-// applied.
+// applied. ErrClosed (the node shut down) means the proposal never
+// reached the log: it may be made again elsewhere.
 func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, error) {
 	if len(cmds) == 0 {
 		return nil, nil
