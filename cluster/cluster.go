@@ -138,8 +138,8 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("cluster: a node needs an ID")
 	}
-	if cfg.Journal == nil {
-		return nil, errors.New("cluster: a node needs a journal")
+	if cfg.Journal == nil || !cfg.Journal.Replicated() {
+		return nil, errors.New("cluster: a node needs a journal opened as replicated (store.Options.Replicated)")
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256

@@ -591,6 +591,47 @@ func TestSingleNodeBootstrapsAndReplays(t *testing.T) {
 	}
 }
 
+// TestStartListensOnAnAddress: without a stream layer the node listens on
+// Config.Listen itself; it refuses a journal that is not replicated.
+func TestStartListensOnAnAddress(t *testing.T) {
+	dir := t.TempDir()
+	opts := store.Options{KeyFile: filepath.Join(dir, "journal.key"), HousekeepingInterval: -1}
+	plain, err := store.Open(filepath.Join(dir, "plain"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := cluster.Start(cluster.Config{NodeID: "gw1", Dir: filepath.Join(dir, "raft0"), Journal: plain, Listen: "127.0.0.1:0"}); err == nil {
+		t.Fatal("a node started on a journal that is not replicated")
+	}
+	opts.Replicated = true
+	j, err := store.Open(filepath.Join(dir, "journal"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	n, err := cluster.Start(cluster.Config{NodeID: "gw1", Dir: filepath.Join(dir, "raft"), Journal: j, Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	waitFor(t, "the lone node to lead", 20*time.Second, func() bool { return n.State() == raft.Leader })
+	res, err := n.Propose(context.Background(), []store.Command{prepare(account("solo"))})
+	if err != nil || res[0].Err != nil || res[0].Seq != 1 {
+		t.Fatalf("propose: %v %+v", err, res)
+	}
+	if _, addr := n.Leader(); addr == "" || addr == "127.0.0.1:0" {
+		t.Fatalf("the node advertises %q", addr)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Propose(context.Background(), []store.Command{prepare(account("late"))}); !errors.Is(err, cluster.ErrClosed) {
+		t.Fatalf("proposal on a shut-down node: %v", err)
+	}
+}
+
 // BenchmarkPropose measures the journal's throughput in a 3-node loopback
 // cluster with 32 concurrent proposers, each waiting for its proposal to
 // be applied before the next, as the write path does (one Prepare per

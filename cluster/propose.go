@@ -65,6 +65,11 @@ func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, err
 	if len(cmds) == 0 {
 		return nil, nil
 	}
+	select {
+	case <-n.quit:
+		return nil, ErrClosed
+	default:
+	}
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
 	}

@@ -15,7 +15,8 @@ import (
 // dropped from the command). The record is copied: the caller's is left
 // as it was. Commands must reach the log in the order of their sequence
 // numbers: Apply refuses a Prepare whose number is not above every number
-// applied before it (ErrSeq).
+// applied before it (ErrSeq). A record Prepare would refuse is refused
+// here, with the same error.
 func (j *Journal) Stamp(c *Command, seq uint64, now time.Time) error {
 	if c.Time.IsZero() {
 		c.Time = now
@@ -27,32 +28,20 @@ func (j *Journal) Stamp(c *Command, seq uint64, now time.Time) error {
 	if r == nil {
 		return errors.New("prepare without a record")
 	}
-	if err := r.validate(); err != nil {
-		return fmt.Errorf("prepare: %w", err)
+	rec, err := j.recs.preparedCopy(r)
+	if err != nil {
+		return err
 	}
-	rec := r.clone()
 	rec.Seq = seq
-	rec.State = StatePrepared
-	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
 	if rec.Time.IsZero() {
 		rec.Time = c.Time
 	}
-	rec.SecretState = SecretNone
 	c.Sealed = nil
-	if len(r.Secret) > 0 {
-		if j.recs.seal == nil {
-			return fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
-		}
-		sealed, err := j.recs.seal.seal(seq, r.Secret)
-		if err != nil {
+	if rec.SecretState == SecretEncrypted {
+		if c.Sealed, err = j.recs.seal.seal(seq, r.Secret); err != nil {
 			return fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, err)
 		}
-		rec.SecretState, c.Sealed = SecretEncrypted, sealed
 	}
-	if n := rec.approxSize(); n > maxRecordBytes {
-		return fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
-	}
-	rec.makeValidText()
 	c.Seq, c.Record = seq, rec
 	return nil
 }
@@ -113,6 +102,10 @@ func (j *Journal) ApplyEntries(ctx context.Context, entries []Entry) ([][]error,
 	}
 	return results, first
 }
+
+// Replicated reports whether the journal was opened as a cluster's copy
+// (Options.Replicated).
+func (j *Journal) Replicated() bool { return j.opts.Replicated }
 
 // AppliedIndex is the index of the last Raft log entry a replicated
 // journal applied (0: none).

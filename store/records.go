@@ -32,28 +32,15 @@ func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
 	if rs.local != nil {
 		return 0, rs.local
 	}
-	if err := r.validate(); err != nil {
-		return 0, fmt.Errorf("prepare: %w", err)
-	}
-	rec := r.clone()
-	rec.State = StatePrepared
-	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
-	rec.SecretState = SecretNone
-	if len(r.Secret) > 0 {
-		if rs.seal == nil {
-			return 0, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
-		}
-		rec.SecretState = SecretEncrypted
-	}
-	if n := rec.approxSize(); n > maxRecordBytes {
-		return 0, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
-	}
 	// Work done here, by the caller, is work the journal's one writer and
 	// the batch's settling need not do.
-	rec.makeValidText()
+	rec, err := rs.preparedCopy(r)
+	if err != nil {
+		return 0, err
+	}
 	tokens := orderTokens(rec)
 	var seq uint64
-	err := rs.w.submit(ctx, func(b *batch) error {
+	err = rs.w.submit(ctx, func(b *batch) error {
 		b.seq++
 		rec.Seq = b.seq
 		if rec.Time.IsZero() {
@@ -76,6 +63,32 @@ func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
 		return 0, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, err)
 	}
 	return seq, nil
+}
+
+// preparedCopy checks a record handed to Prepare (or to a Prepare
+// command) and returns the copy to journal: state prepared, no delivery
+// fields, the secret's state encrypted when it carries one (sealing it
+// needs the sequence number: the caller's). Its texts are made valid
+// UTF-8.
+func (rs *records) preparedCopy(r *Record) (*Record, error) {
+	if err := r.validate(); err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	rec := r.clone()
+	rec.State = StatePrepared
+	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
+	rec.SecretState = SecretNone
+	if len(r.Secret) > 0 {
+		if rs.seal == nil {
+			return nil, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
+		}
+		rec.SecretState = SecretEncrypted
+	}
+	if n := rec.approxSize(); n > maxRecordBytes {
+		return nil, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
+	}
+	rec.makeValidText()
+	return rec, nil
 }
 
 func (rs *records) commit(ctx context.Context, seq uint64, entryKey string) error {
