@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -629,6 +630,44 @@ func TestStartListensOnAnAddress(t *testing.T) {
 	}
 	if _, err := n.Propose(context.Background(), []store.Command{prepare(account("late"))}); !errors.Is(err, cluster.ErrClosed) {
 		t.Fatalf("proposal on a shut-down node: %v", err)
+	}
+}
+
+// TestLargeProposalsSplitAcrossEntries: the leader keeps each entry
+// within store.MaxEntryBytes, and refuses a proposal that cannot fit.
+func TestLargeProposalsSplitAcrossEntries(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.peers = nil
+	c.start(c.nodes[0])
+	lead := c.leader()
+	big := func(uid string) store.Command {
+		r := account(uid)
+		r.Changes = []store.Change{{Op: "replace", Attr: "description", Values: []string{strings.Repeat("x", 100<<10)}}}
+		return prepare(r)
+	}
+	before := lead.n.AppliedIndex()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			res, err := lead.n.Propose(context.Background(), []store.Command{big(fmt.Sprint("big", w))})
+			if err != nil || res[0].Err != nil {
+				t.Errorf("propose: %v %v", err, res)
+			}
+		})
+	}
+	wg.Wait()
+	if entries := lead.n.AppliedIndex() - before; entries < 2 {
+		t.Fatalf("8 records of 100 KiB went into %d entry", entries)
+	}
+	var cmds []store.Command
+	for i := range 6 {
+		cmds = append(cmds, big(fmt.Sprint("huge", i)))
+	}
+	if _, err := lead.n.Propose(context.Background(), cmds); !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("a proposal of 600 KiB: %v", err)
+	}
+	if got := c.converge(); len(got.Records) != 8 {
+		t.Fatalf("%d records", len(got.Records))
 	}
 }
 

@@ -25,6 +25,7 @@ type Result struct {
 // proposal is one Propose call on its way through the leader's pipeline.
 type proposal struct {
 	cmds []store.Command
+	size int // the commands' SizeHint
 	off  int // where its commands start in the entry
 	res  []Result
 	err  error
@@ -74,6 +75,12 @@ func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, err
 		return nil, n.notLeader()
 	}
 	p := &proposal{cmds: slices.Clone(cmds), done: make(chan struct{})}
+	for i := range p.cmds {
+		p.size += p.cmds[i].SizeHint()
+	}
+	if p.size > store.MaxEntryBytes {
+		return nil, fmt.Errorf("a proposal of about %d bytes does not fit in one log entry (%d): %w", p.size, store.MaxEntryBytes, store.ErrTooLarge)
+	}
 	select {
 	case n.proposals <- p:
 	case <-ctx.Done():
@@ -117,26 +124,38 @@ func (n *Node) propose() {
 		term    uint64 // the term this node has caught up to as leader
 		lastSeq uint64 // the last sequence number handed out
 		pending []*proposal
+		next    *proposal // taken, but for the entry after this one
 	)
 	for {
-		select {
-		case p := <-n.proposals:
-			pending = append(pending[:0], p)
-		case <-n.quit:
-			return
+		if next != nil {
+			pending, next = append(pending[:0], next), nil
+		} else {
+			select {
+			case p := <-n.proposals:
+				pending = append(pending[:0], p)
+			case <-n.quit:
+				return
+			}
 		}
-		count := len(pending[0].cmds)
+		count, size := len(pending[0].cmds), pending[0].size
+		full := count >= n.cfg.MaxBatch
 	gather:
-		for count < n.cfg.MaxBatch {
+		for !full {
 			select {
 			case slots <- struct{}{}:
 				break gather
 			case p := <-n.proposals:
+				if size+p.size > store.MaxEntryBytes {
+					next, full = p, true
+					break
+				}
 				pending = append(pending, p)
 				count += len(p.cmds)
+				size += p.size
+				full = count >= n.cfg.MaxBatch
 			}
 		}
-		if count >= n.cfg.MaxBatch {
+		if full {
 			slots <- struct{}{}
 		}
 		if err := n.ready(&term, &lastSeq); err != nil {

@@ -124,6 +124,20 @@ func (b *batch) applyEntry(e Entry) ([]error, error) {
 		return nil, nil
 	}
 	res := make([]error, len(e.Commands))
+	size := 0
+	for i := range e.Commands {
+		size += e.Commands[i].SizeHint()
+	}
+	if size > MaxEntryBytes {
+		// Refused whole, alike everywhere: it could not be written in one
+		// transaction.
+		for i := range res {
+			res[i] = fmt.Errorf("entry %d of about %d bytes: %w", e.Index, size, ErrTooLarge)
+		}
+		b.applied = e.Index
+		b.metaSet = true
+		return res, nil
+	}
 	for i := range e.Commands {
 		c := &e.Commands[i]
 		before := b.writes

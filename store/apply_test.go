@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -414,4 +415,39 @@ func TestSnapshotRestore(t *testing.T) {
 	if err := b.Restore(io.LimitReader(bytes.NewReader([]byte("not a snapshot")), 100)); err == nil {
 		t.Fatal("garbage restored")
 	}
+}
+
+// TestApplyRefusesAnOversizedEntry: an entry too large for one Badger
+// transaction is refused whole, alike everywhere, and still counts as
+// applied.
+func TestApplyRefusesAnOversizedEntry(t *testing.T) {
+	a, b, _ := replicatedPair(t)
+	var next uint64
+	at := time.Now()
+	big := func(uid string) Command {
+		r := accountRecord("uid=" + uid + ",dc=x")
+		r.Changes = []Change{{Op: "replace", Attr: "description", Values: []string{string(bytes.Repeat([]byte("x"), 100<<10))}}}
+		return Command{Op: CmdPrepare, Record: r}
+	}
+	var cmds []Command
+	for i := range 6 {
+		cmds = append(cmds, big(fmt.Sprint(i)))
+	}
+	cmds = stamped(t, a, &next, at, cmds...)
+	for i, err := range applyBoth(t, 1, cmds, a, b) {
+		if !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("command %d: %v, want ErrTooLarge", i, err)
+		}
+	}
+	sameState(t, a, b)
+	if st := stateOf(t, a); st.Applied != 1 || len(st.Records) != 0 {
+		t.Fatalf("applied %d, %d records", st.Applied, len(st.Records))
+	}
+	// Within the bound, the same records go in.
+	for i, err := range applyBoth(t, 2, cmds[:4], a, b) {
+		if err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+	}
+	sameState(t, a, b)
 }

@@ -116,6 +116,25 @@ type Outcome struct {
 	NextAttempt time.Time
 }
 
+// MaxEntryBytes bounds the commands of one Raft log entry (the sum of
+// their SizeHint): an entry is applied in one Badger transaction, which
+// must stay well inside Badger's limit (see softBatchBytes). Apply refuses
+// every command of a larger entry (ErrTooLarge); a proposer keeps its
+// entries below it.
+const MaxEntryBytes = 512 << 10
+
+// SizeHint is about the size of the command's encoding: at least that
+// for a record with no unusually large numbers, and before Stamp it
+// counts the plaintext secret for the sealed one.
+func (c *Command) SizeHint() int {
+	n := 64 + len(c.Sealed) + len(c.EntryKey) + len(c.Outcome.LastError) + 10*len(c.Seqs) + 10*len(c.Outcome.Covered) +
+		len(c.Name) + len(c.Disabled.Name) + len(c.Disabled.EntryKey) + len(c.Disabled.DN) + len(c.Disabled.Reason)
+	if c.Record != nil {
+		n += c.Record.encodedSizeHint() + len(c.Record.Secret) + 32
+	}
+	return n
+}
+
 // Errors of applying commands.
 var (
 	// ErrReplicated: the journal changes only through the cluster.
@@ -145,10 +164,7 @@ const (
 func EncodeCommands(cmds []Command) []byte {
 	size := 8
 	for i := range cmds {
-		size += 64 + len(cmds[i].Sealed) + len(cmds[i].EntryKey) + len(cmds[i].Outcome.LastError) + 10*len(cmds[i].Seqs) + 10*len(cmds[i].Outcome.Covered)
-		if cmds[i].Record != nil {
-			size += cmds[i].Record.encodedSizeHint()
-		}
+		size += cmds[i].SizeHint()
 	}
 	buf := make([]byte, 0, size)
 	buf = append(buf, commandFormat1)
