@@ -321,6 +321,9 @@ func TestClusterReplicatesToEveryNode(t *testing.T) {
 				}
 				seq := res[0].Seq
 				seqs[w] = append(seqs[w], seq)
+				if len(r.Secret) > 0 {
+					continue // left prepared: Prepared shows its secret
+				}
 				if _, err := lead.n.Propose(context.Background(), []store.Command{{Op: store.CmdCommit, Seq: seq}}); err != nil {
 					t.Errorf("commit %d: %v", seq, err)
 				}
@@ -343,14 +346,21 @@ func TestClusterReplicatesToEveryNode(t *testing.T) {
 			}
 		}
 	}
-	// Every node can read the secrets: one key, sealed once by the leader.
+	// Every node reads the same secrets: one key, sealed once by the leader.
 	for _, n := range c.running() {
 		prepared, err := n.j.Prepared()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(prepared) != 0 {
-			t.Fatalf("%s: %d records still prepared", n.id, len(prepared))
+		if len(prepared) != 8*4 {
+			t.Fatalf("%s: %d records prepared, want the 32 passwords", n.id, len(prepared))
+		}
+		for _, r := range prepared {
+			var w, i int
+			fmt.Sscanf(r.DN, "uid=w%d-%d,", &w, &i)
+			if want := fmt.Sprintf("pw-%d-%d", w, i); string(r.Secret) != want || r.SecretState != store.SecretEncrypted {
+				t.Fatalf("%s: record %d (%s) holds secret %q (%s), want %q", n.id, r.Seq, r.DN, r.Secret, r.SecretState, want)
+			}
 		}
 	}
 	if got.Term == 0 || got.Term != lead.n.Term() {
