@@ -29,6 +29,7 @@ import (
 // restart where the others expect it.
 type testNode struct {
 	id, dir, addr string
+	ln            net.Listener // held from the cluster's making to the first start
 	j             *store.Journal
 	n             *cluster.Node
 }
@@ -57,20 +58,23 @@ func newCluster(t testing.TB, size int, tune func(*cluster.Config)) *testCluster
 		if err := os.WriteFile(filepath.Join(dir, "journal.key"), []byte(c.key), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// An address that is free now: the node listens on it at start.
+		// The node's address, held until it starts: the peers are known
+		// before any node runs.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		ln.Close()
-		n := &testNode{id: fmt.Sprintf("gw%d", i+1), dir: dir, addr: addr}
+		n := &testNode{id: fmt.Sprintf("gw%d", i+1), dir: dir, addr: addr, ln: ln}
 		c.nodes = append(c.nodes, n)
 		c.peers = append(c.peers, cluster.Peer{ID: n.id, Addr: addr})
 	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			c.stop(n)
+			if n.ln != nil {
+				n.ln.Close()
+			}
 		}
 	})
 	return c
@@ -94,16 +98,16 @@ func (c *testCluster) start(n *testNode) {
 	if err != nil {
 		c.t.Fatalf("open journal of %s: %v", n.id, err)
 	}
-	var ln net.Listener
-	// The port was free when the cluster was made, and is again once the
-	// node's previous run closed it; the kernel may take a moment.
+	ln := n.ln
+	n.ln = nil
+	// A restart listens again on the port its previous run closed.
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for ln == nil {
 		ln, err = net.Listen("tcp", n.addr)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // pacing: the port comes free
 	}
 	if err != nil {
 		j.Close()
