@@ -206,24 +206,13 @@ func (n *Node) open(rlog hclog.Logger) error {
 	// Batches of log entries reach the journal in one group commit.
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
-	if cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	}
-	if cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = cfg.ElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	}
-	if cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.SnapshotInterval
-	}
-	if cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.SnapshotThreshold
-	}
-	if cfg.TrailingLogs > 0 {
-		rc.TrailingLogs = cfg.TrailingLogs
-	}
+	// Raft's defaults, unless set (ValidateConfig refuses what does not fit).
+	setIf(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	setIf(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	setIf(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	setIf(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	setIf(&rc.SnapshotThreshold, cfg.SnapshotThreshold)
+	setIf(&rc.TrailingLogs, cfg.TrailingLogs)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -249,6 +238,14 @@ func (n *Node) open(rlog hclog.Logger) error {
 	}
 	n.raft = r
 	return nil
+}
+
+// setIf sets *dst to v unless v is the zero value.
+func setIf[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
 }
 
 // servers is the bootstrap configuration: the peers, or this node alone.
