@@ -21,8 +21,9 @@ import (
 // through the journal's one writer (durable on return, like Prepare), so it
 // survives restarts and crashes. It is not part of the replication feed: a
 // standby does not hold it (a promoted standby re-learns disabled accounts
-// only from later deletes); the Raft cluster that replaces the standby
-// (issue 18) must replicate it with the records.
+// only from later deletes). A replicated journal (Options.Replicated)
+// changes it through commands (CmdPutDisabled, CmdRemoveDisabled) and
+// carries it in its snapshots.
 type DisabledAccount struct {
 	// Name is the account's name in Axigen.
 	Name string `json:"name"`
@@ -63,8 +64,8 @@ func disabledEntryKey(key string) []byte {
 // PutDisabled records (or replaces) a disabled account; it returns once
 // the change is on disk.
 func (j *Journal) PutDisabled(ctx context.Context, d DisabledAccount) error {
-	if j.opts.Follower {
-		return ErrFollower
+	if err := j.recs.local; err != nil {
+		return err
 	}
 	if d.Name == "" {
 		return errors.New("disabled account without a name")
@@ -73,29 +74,65 @@ func (j *Journal) PutDisabled(ctx context.Context, d DisabledAccount) error {
 	if err != nil {
 		return fmt.Errorf("encode disabled account: %w", err)
 	}
-	err = j.w.submit(ctx, func(b *batch) error {
-		if err := b.dropDisabled(d.Name); err != nil {
-			return err
-		}
-		if err := b.set(disabledNameKey(d.Name), value); err != nil {
-			return err
-		}
-		if d.EntryKey != "" {
-			return b.set(disabledEntryKey(d.EntryKey), []byte(strings.ToLower(d.Name)))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := j.w.submit(ctx, func(b *batch) error { return b.putDisabled(d, value) }); err != nil {
 		return fmt.Errorf("record disabled account %s: %w", d.Name, err)
 	}
 	return nil
 }
 
+// putDisabled records d, whose JSON is value, in place of any account of
+// its name.
+func (b *batch) putDisabled(d DisabledAccount, value []byte) error {
+	if err := b.dropDisabled(d.Name); err != nil {
+		return err
+	}
+	if err := b.set(disabledNameKey(d.Name), value); err != nil {
+		return err
+	}
+	if d.EntryKey != "" {
+		if err := b.set(disabledEntryKey(d.EntryKey), []byte(strings.ToLower(d.Name))); err != nil {
+			return err
+		}
+	}
+	b.noteDisabled(d.Name, &d)
+	return nil
+}
+
+// noteDisabled keeps what the batch wrote of a disabled account (nil:
+// removed), for its later reads and those of the batches after it.
+func (b *batch) noteDisabled(name string, d *DisabledAccount) {
+	if b.disabled == nil {
+		b.disabled = map[string]*DisabledAccount{}
+	}
+	b.disabled[strings.ToLower(name)] = d
+}
+
+// getDisabled reads a disabled account as this batch sees it: its own
+// writes, then those of batches still on their way to the disk, then
+// Badger.
+func (b *batch) getDisabled(name string) (DisabledAccount, bool, error) {
+	lower := strings.ToLower(name)
+	d, ok := b.disabled[lower]
+	if !ok {
+		var r recentDisabled
+		if r, ok = b.recentDisabled[lower]; ok {
+			d = r.d
+		}
+	}
+	if ok {
+		if d == nil {
+			return DisabledAccount{}, false, nil
+		}
+		return *d, true, nil
+	}
+	return readDisabled(b.txn, disabledNameKey(name))
+}
+
 // RemoveDisabled forgets a disabled account (enabled again or removed); it
 // is not an error when there is none.
 func (j *Journal) RemoveDisabled(ctx context.Context, name string) error {
-	if j.opts.Follower {
-		return ErrFollower
+	if err := j.recs.local; err != nil {
+		return err
 	}
 	if err := j.w.submit(ctx, func(b *batch) error { return b.dropDisabled(name) }); err != nil {
 		return fmt.Errorf("forget disabled account %s: %w", name, err)
@@ -105,7 +142,7 @@ func (j *Journal) RemoveDisabled(ctx context.Context, name string) error {
 
 // dropDisabled deletes a disabled account's keys, if any.
 func (b *batch) dropDisabled(name string) error {
-	old, ok, err := readDisabled(b.txn, disabledNameKey(name))
+	old, ok, err := b.getDisabled(name)
 	if err != nil || !ok {
 		return err
 	}
@@ -114,7 +151,11 @@ func (b *batch) dropDisabled(name string) error {
 			return err
 		}
 	}
-	return b.delete(disabledNameKey(name))
+	if err := b.delete(disabledNameKey(name)); err != nil {
+		return err
+	}
+	b.noteDisabled(name, nil)
+	return nil
 }
 
 // Disabled returns the disabled account of that name (any case).

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -69,5 +70,28 @@ func TestDisabledAccountsFollowerRefuses(t *testing.T) {
 	err := j.PutDisabled(context.Background(), DisabledAccount{Name: "bob", Reason: DisabledGone})
 	if !errors.Is(err, ErrFollower) {
 		t.Fatalf("PutDisabled on a follower: %v, want ErrFollower", err)
+	}
+}
+
+// TestDisabledAccountRemovedRightAfterPut: a removal reads the account
+// the batch before wrote, even while that batch's transaction is newer
+// than the one the removal's batch reads from.
+func TestDisabledAccountRemovedRightAfterPut(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	for i := range 3 {
+		name := fmt.Sprintf("dave%d", i)
+		if err := j.PutDisabled(ctx, DisabledAccount{Name: name, EntryKey: "KEY-" + name, Reason: DisabledGone}); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.RemoveDisabled(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if d, ok, err := j.Disabled(name); err != nil || ok {
+			t.Fatalf("%s still listed after its removal: %+v, %v", name, d, err)
+		}
+		if d, ok, err := j.DisabledByKey("KEY-" + name); err != nil || ok {
+			t.Fatalf("%s's key still finds it: %+v, %v", name, d, err)
+		}
 	}
 }

@@ -369,6 +369,9 @@ func (fd *Feed) reset(ev Event) error {
 // the record's encoding (nil for a delete). Secrets never go into the log:
 // Feed attaches a record's sealed secret when it sends the change.
 func (b *batch) logEvent(at time.Time, typ EventType, seq uint64, rec []byte) error {
+	if b.unlogged {
+		return nil
+	}
 	pos := b.pos + 1
 	if err := b.set(numKey(prefixEvent, pos), appendEvent(make([]byte, 0, eventSize(rec)), pos, at, typ, seq, rec)); err != nil {
 		return err

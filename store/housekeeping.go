@@ -77,7 +77,9 @@ type HousekeepResult struct {
 func (h *housekeeper) run(ctx context.Context) (HousekeepResult, error) {
 	var res HousekeepResult
 	cutoff := h.opts.Now().Add(-h.opts.Retention)
-	if !h.opts.Follower {
+	// A follower applies its primary's purges, a replicated journal its
+	// leader's (CmdPurge).
+	if !h.opts.Follower && !h.opts.Replicated {
 		n, err := inChunks(func() (int, error) { return h.purgeDelivered(ctx, cutoff) })
 		res.Purged = n
 		if err != nil {
@@ -135,23 +137,9 @@ func (h *housekeeper) purgeDelivered(ctx context.Context, cutoff time.Time) (int
 	}
 	purged := 0
 	err = h.w.submitLazy(ctx, func(b *batch) error {
-		for _, seq := range seqs {
-			old, err := b.get(seq)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if old.State != StateDelivered || !old.DeliveredAt.Before(cutoff) {
-				continue
-			}
-			if err := b.deleteRecord(old); err != nil {
-				return err
-			}
-			purged++
-		}
-		return nil
+		var err error
+		purged, err = b.purge(seqs, cutoff)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("purge delivered records: %w", err)

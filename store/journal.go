@@ -29,6 +29,13 @@
 // Feed().Apply replays it on a standby's journal, which then holds an exact
 // copy.
 //
+// A replicated journal (Options.Replicated) is the state machine of a Raft
+// cluster (package cluster): it changes only by applying batches of
+// Commands in log order (Apply), each batch with its log index in the same
+// transaction, and is copied whole by Snapshot and Restore (see
+// command.go, apply.go, snapshot.go). The changes of a record's life are
+// the same code for both kinds of journal (commitRecord, recordOutcome...).
+//
 // Secrets (passwords) are stored apart from the record, AES-256-GCM
 // encrypted with the key in Options.KeyFile, and deleted once delivered or
 // dropped. Older copies of a deleted ciphertext may stay in Badger's files
@@ -104,8 +111,14 @@ type Options struct {
 	// HousekeepingInterval is how often the background purge and value-log
 	// garbage collection run (10m). Negative: never (callers run Housekeep).
 	HousekeepingInterval time.Duration
-	// Follower opens a standby's copy: it accepts only Apply.
+	// Follower opens a standby's copy: it accepts only Feed().Apply.
 	Follower bool
+	// Replicated opens a Raft cluster's copy (see Command): it changes only
+	// through Apply and Restore, in the order of the Raft log, and keeps
+	// no change log of its own (the Raft log is one). Prepare, Commit and
+	// the other local changes return ErrReplicated, and so does Run until
+	// the cluster delivers through the leader (issue 18).
+	Replicated bool
 	// MustExist refuses to create a journal (or a key) that is not there.
 	MustExist bool
 	// Logger receives the journal's and Badger's warnings (slog.Default()).
@@ -182,6 +195,9 @@ type Journal struct {
 // Open opens (creating it unless opts.MustExist) the journal in dir.
 func Open(dir string, opts Options) (*Journal, error) {
 	opts = opts.withDefaults()
+	if opts.Follower && opts.Replicated {
+		return nil, errors.New("open journal: a journal is a follower or replicated, not both")
+	}
 	if _, err := os.Stat(dir); err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("journal %s: %w", dir, err)
@@ -211,7 +227,13 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	sched := newScheduler(st.idx, st.delivered, opts, log)
 	w := newWriter(db, opts, log, st.counters, sched)
-	recs := &records{db: db, w: w, seal: st.seal, log: log, follower: opts.Follower}
+	recs := &records{db: db, w: w, seal: st.seal, log: log}
+	switch {
+	case opts.Follower:
+		recs.local = ErrFollower
+	case opts.Replicated:
+		recs.local = ErrReplicated
+	}
 	sched.recs, sched.w = recs, w
 	feed := &Feed{db: db, w: w, sched: sched, opts: opts, log: log}
 	j := &Journal{

@@ -16,6 +16,8 @@ var (
 	metaHorizon = []byte("m/horizon")
 	metaLoading = []byte("m/loading")
 	metaKey     = []byte("m/keycheck")
+	metaApplied = []byte("m/applied") // a replicated journal's last applied Raft index
+	metaTerm    = []byte("m/term")    // a replicated journal's delivery term
 
 	prefixRecord    = []byte("r/")
 	prefixSecret    = []byte("s/")

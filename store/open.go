@@ -104,6 +104,12 @@ func load(db *badger.DB, dir string, opts Options) (loaded, error) {
 		if st.counters.pos, _, err = getNum(txn, metaPos); err != nil {
 			return err
 		}
+		if st.counters.applied, _, err = getNum(txn, metaApplied); err != nil {
+			return err
+		}
+		if st.counters.term, _, err = getNum(txn, metaTerm); err != nil {
+			return err
+		}
 		var ok bool
 		if st.counters.horizon, ok, err = getNum(txn, metaHorizon); err != nil {
 			return err
@@ -122,29 +128,38 @@ func load(db *badger.DB, dir string, opts Options) (loaded, error) {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			seq := keyNum(prefixActive, it.Item().Key())
-			r, err := getRecord(txn, seq)
-			if err != nil {
-				return fmt.Errorf("index record %d: %w", seq, err)
-			}
-			st.idx.put(r, nil)
-		}
-		// Counting keys reads no values: quick even for a long audit trail.
-		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
-		defer dit.Close()
-		for dit.Rewind(); dit.Valid(); dit.Next() {
-			st.delivered++
-		}
-		return nil
+		st.idx, st.delivered, err = readIndex(txn)
+		return err
 	})
 	if err != nil {
 		return st, fmt.Errorf("read journal %s: %w", dir, err)
 	}
 	st.seal, err = loadKey(db, dir, opts, keyCheck)
 	return st, err
+}
+
+// readIndex builds the in-memory index of the records not yet delivered
+// and counts the delivered ones.
+func readIndex(txn *badger.Txn) (*index, int, error) {
+	idx := newIndex()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		seq := keyNum(prefixActive, it.Item().Key())
+		r, err := getRecord(txn, seq)
+		if err != nil {
+			return nil, 0, fmt.Errorf("index record %d: %w", seq, err)
+		}
+		idx.put(r, nil)
+	}
+	// Counting keys reads no values: quick even for a long audit trail.
+	delivered := 0
+	dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
+	defer dit.Close()
+	for dit.Rewind(); dit.Valid(); dit.Next() {
+		delivered++
+	}
+	return idx, delivered, nil
 }
 
 // loadKey returns the sealer of the key file (nil without one), checked

@@ -17,39 +17,30 @@ import (
 // order with every other change, and its reads are Badger read
 // transactions. The secrets' key (sealer) is fixed once the journal is open.
 type records struct {
-	db       *badger.DB
-	w        *writer
-	seal     *sealer // nil without a key
-	log      *slog.Logger
-	follower bool // a standby's copy: changes come only from its primary
+	db   *badger.DB
+	w    *writer
+	seal *sealer // nil without a key
+	log  *slog.Logger
+	// local is why the journal takes no change of its own (nil: it does):
+	// ErrFollower for a standby's copy (changes come only from its
+	// primary), ErrReplicated for a cluster's (changes come only through
+	// Apply).
+	local error
 }
 
 func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
-	if rs.follower {
-		return 0, ErrFollower
-	}
-	if err := r.validate(); err != nil {
-		return 0, fmt.Errorf("prepare: %w", err)
-	}
-	rec := r.clone()
-	rec.State = StatePrepared
-	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
-	rec.SecretState = SecretNone
-	if len(r.Secret) > 0 {
-		if rs.seal == nil {
-			return 0, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
-		}
-		rec.SecretState = SecretEncrypted
-	}
-	if n := rec.approxSize(); n > maxRecordBytes {
-		return 0, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
+	if rs.local != nil {
+		return 0, rs.local
 	}
 	// Work done here, by the caller, is work the journal's one writer and
 	// the batch's settling need not do.
-	rec.makeValidText()
+	rec, err := rs.preparedCopy(r)
+	if err != nil {
+		return 0, err
+	}
 	tokens := orderTokens(rec)
 	var seq uint64
-	err := rs.w.submit(ctx, func(b *batch) error {
+	err = rs.w.submit(ctx, func(b *batch) error {
 		b.seq++
 		rec.Seq = b.seq
 		if rec.Time.IsZero() {
@@ -74,27 +65,41 @@ func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
 	return seq, nil
 }
 
+// preparedCopy checks a record handed to Prepare (or to a Prepare
+// command) and returns the copy to journal: state prepared, no delivery
+// fields, the secret's state encrypted when it carries one (sealing it
+// needs the sequence number: the caller's). Its texts are made valid
+// UTF-8.
+func (rs *records) preparedCopy(r *Record) (*Record, error) {
+	if err := r.validate(); err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	rec := r.clone()
+	rec.State = StatePrepared
+	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}
+	rec.SecretState = SecretNone
+	if len(r.Secret) > 0 {
+		if rs.seal == nil {
+			return nil, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, ErrNoKey)
+		}
+		rec.SecretState = SecretEncrypted
+	}
+	if n := rec.approxSize(); n > maxRecordBytes {
+		return nil, fmt.Errorf("prepare %s of %s: about %d bytes: %w", r.Op, r.DN, n, ErrTooLarge)
+	}
+	rec.makeValidText()
+	return rec, nil
+}
+
 func (rs *records) commit(ctx context.Context, seq uint64, entryKey string) error {
 	return rs.change(ctx, "commit", true, seq, func(b *batch, old *Record) error {
-		if old.State != StatePrepared {
-			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
-		}
-		rec := old.next()
-		rec.State = StateCommitted
-		rec.NextAttempt = b.now
-		if entryKey != "" {
-			rec.EntryKey = entryKey
-		}
-		return b.putRecord(old, rec, nil, nil)
+		return b.commitRecord(old, entryKey, b.now)
 	})
 }
 
 func (rs *records) abort(ctx context.Context, seq uint64) error {
 	return rs.change(ctx, "abort", true, seq, func(b *batch, old *Record) error {
-		if old.State != StatePrepared {
-			return fmt.Errorf("record %d is %s: %w", seq, old.State, ErrState)
-		}
-		return b.deleteRecord(old)
+		return b.abortRecord(old)
 	})
 }
 
@@ -102,38 +107,28 @@ func (rs *records) abort(ctx context.Context, seq uint64) error {
 // scheduler knows); it is asked on the writer goroutine.
 func (rs *records) retry(ctx context.Context, seq uint64, inFlight func(seq uint64) bool) error {
 	return rs.change(ctx, "retry", false, seq, func(b *batch, old *Record) error {
-		rec := old.next()
-		switch old.State {
-		case StateDead:
-			rec.State = StateCommitted
-			rec.Attempts = 0
-		case StateCommitted:
-			if inFlight(seq) {
-				return fmt.Errorf("record %d: %w", seq, ErrInFlight)
-			}
-		default:
-			return fmt.Errorf("record %d is %s, only dead or committed records can be retried: %w", seq, old.State, ErrState)
+		if old.State == StateCommitted && inFlight(seq) {
+			return fmt.Errorf("record %d: %w", seq, ErrInFlight)
 		}
-		rec.NextAttempt = b.now
-		return b.putRecord(old, rec, nil, nil)
+		return b.retryRecord(old, b.now)
 	})
 }
 
 func (rs *records) drop(ctx context.Context, seq uint64) error {
 	return rs.change(ctx, "drop", false, seq, func(b *batch, old *Record) error {
-		if old.State == StateDelivered {
-			return fmt.Errorf("record %d is delivered: %w", seq, ErrState)
+		if err := b.dropRecord(old); err != nil {
+			return err
 		}
 		rs.log.Info("record dropped", "seq", seq, "state", old.State, "op", old.Op, "dn", old.DN)
-		return b.deleteRecord(old)
+		return nil
 	})
 }
 
 // change runs fn on record seq as one journal mutation, lazy or durable
 // (see mutation.lazy), and names the operation in its error.
 func (rs *records) change(ctx context.Context, op string, lazy bool, seq uint64, fn func(b *batch, old *Record) error) error {
-	if rs.follower {
-		return ErrFollower
+	if rs.local != nil {
+		return rs.local
 	}
 	run := func(b *batch) error {
 		old, err := b.get(seq)

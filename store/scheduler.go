@@ -68,6 +68,15 @@ func (s *scheduler) reset() {
 	s.mu.Unlock()
 }
 
+// replace swaps in an index built anew: a replicated journal restored
+// from a snapshot.
+func (s *scheduler) replace(idx *index, delivered int) {
+	s.mu.Lock()
+	s.idx, s.delivered = idx, delivered
+	s.mu.Unlock()
+	s.kick()
+}
+
 // kick wakes the dispatcher.
 func (s *scheduler) kick() {
 	select {
@@ -145,6 +154,9 @@ func (s *scheduler) shutdown() {
 func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) error {
 	if s.opts.Follower {
 		return ErrFollower
+	}
+	if s.opts.Replicated {
+		return ErrReplicated
 	}
 	var covers func(*Record) bool
 	if c, ok := deliver.(Coverer); ok {
@@ -262,59 +274,23 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 	secret := rec.Secret
 	rec.Secret = nil
 	err = s.w.submitLazy(context.Background(), func(b *batch) error {
+		b.effects = append(b.effects, effect{release: &d})
 		old, err := b.get(d.seq)
 		if err != nil || old.State != StateCommitted {
 			// Dropped (or otherwise settled) while it was being delivered.
-			b.effects = append(b.effects, effect{release: &d})
 			return nil
 		}
-		var along []*Record
-		if derr == nil {
-			// Read before anything is written: an error after a write would
-			// fail the whole batch.
-			for _, seq := range covered {
-				c, err := b.get(seq)
-				switch {
-				case errors.Is(err, ErrNotFound):
-				case err != nil:
-					return err
-				case c.State == StateCommitted:
-					along = append(along, c)
-				}
-			}
-		}
-		r := old.next()
-		r.Attempts++
-		if derr == nil {
-			r.State = StateDelivered
-			r.DeliveredAt = b.now
-			r.NextAttempt = time.Time{}
-			r.LastError = ""
-			if r.SecretState == SecretEncrypted {
-				r.SecretState = SecretErased
-			}
-		} else {
-			r.LastError = errorText(derr, secret)
-			if IsPermanent(derr) || r.Attempts >= s.opts.MaxAttempts {
-				r.State = StateDead
-				r.NextAttempt = time.Time{}
+		o := Outcome{Delivered: derr == nil, Covered: covered}
+		if derr != nil {
+			attempts := old.Attempts + 1
+			o.LastError = errorText(derr, secret)
+			if IsPermanent(derr) || attempts >= s.opts.MaxAttempts {
+				o.Dead = true
 			} else {
-				r.NextAttempt = b.now.Add(backoff(r.Attempts, s.opts.BackoffBase, s.opts.BackoffCap, rand.Float64()))
+				o.NextAttempt = b.now.Add(backoff(attempts, s.opts.BackoffBase, s.opts.BackoffCap, rand.Float64()))
 			}
 		}
-		b.effects = append(b.effects, effect{release: &d})
-		if err := b.putRecord(old, r, nil, nil); err != nil {
-			return err
-		}
-		for _, c := range along {
-			n := c.next()
-			n.Attempts++ // the one delivery it shared
-			n.State, n.DeliveredAt, n.NextAttempt, n.LastError = StateDelivered, b.now, time.Time{}, ""
-			if err := b.putRecord(c, n, nil, nil); err != nil {
-				return err
-			}
-		}
-		return nil
+		return b.recordOutcome(old, o, b.now)
 	})
 	clear(secret)
 	if err != nil {

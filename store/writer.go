@@ -138,14 +138,24 @@ type batch struct {
 	pos     uint64 // last change position
 	horizon uint64
 	loading bool
+	applied uint64 // a replicated journal's last applied Raft index
+	term    uint64 // a replicated journal's delivery term (see CmdFence)
 	metaSet bool
-	size    int
-	writes  int
-	broken  error
-	local   map[uint64]*Record // records written by this batch (nil: deleted)
-	recent  *recentCache
-	effects []effect // in-memory updates, for the indexer once settled
-	changed bool     // something a feed follower waits for
+	// unlogged: no change log (a replicated journal: the Raft log is its
+	// change log).
+	unlogged bool
+	size     int
+	writes   int
+	broken   error
+	local    map[uint64]*Record // records written by this batch (nil: deleted)
+	recent   *recentCache
+	// disabled holds the disabled accounts this batch wrote (nil:
+	// removed), by lower-case name; recentDisabled those of the batches
+	// still on their way to the disk (see recentCache).
+	disabled       map[string]*DisabledAccount
+	recentDisabled map[string]recentDisabled
+	effects        []effect // in-memory updates, for the indexer once settled
+	changed        bool     // something a feed follower waits for
 }
 
 // writerState is the journal's counters: as settled (writer.state), or as
@@ -154,6 +164,14 @@ type batch struct {
 type writerState struct {
 	seq, pos, horizon uint64
 	loading           bool
+	applied, term     uint64 // a replicated journal's (see batch)
+}
+
+// recentDisabled is a disabled account written by a batch not yet known
+// to be readable in Badger (nil: removed).
+type recentDisabled struct {
+	d      *DisabledAccount
+	flight uint64
 }
 
 // recentCache holds the latest versions of the records the writer wrote
@@ -276,7 +294,7 @@ func (w *writer) loop() {
 	flights := make(chan *flight, maxFlights)
 	completerDone := make(chan struct{})
 	go w.completer(flights, completerDone)
-	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), inBadger: make(chan struct{}, 1)}
+	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), disabled: map[string]recentDisabled{}, inBadger: make(chan struct{}, 1)}
 	defer func() {
 		r.discardNext()
 		close(flights)
@@ -332,6 +350,7 @@ type writerRun struct {
 	flights  chan *flight
 	state    writerState
 	recent   *recentCache
+	disabled map[string]recentDisabled
 	flightID uint64
 	inBadger chan struct{} // capacity 1: a batch is being written
 	// next is the transaction for the next batch, opened before the
@@ -366,6 +385,7 @@ func (w *writerRun) process(ms []*mutation) {
 			ms[0].done <- ms[0].exclusive()
 			w.state = wr.current()
 			w.recent.clear()
+			clear(w.disabled)
 			ms = ms[1:]
 			continue
 		}
@@ -409,9 +429,12 @@ func (w *writerRun) process(ms []*mutation) {
 			f.result <- nil
 		default:
 			f.effects, f.changed, f.wrote = b.effects, b.changed, true
-			f.state = writerState{seq: b.seq, pos: b.pos, horizon: b.horizon, loading: b.loading}
+			f.state = writerState{seq: b.seq, pos: b.pos, horizon: b.horizon, loading: b.loading, applied: b.applied, term: b.term}
 			for seq, r := range b.local {
 				w.recent.put(seq, r, f.id)
+			}
+			for name, d := range b.disabled {
+				w.disabled[name] = recentDisabled{d: d, flight: f.id}
 			}
 			w.state = f.state
 			// One batch at a time in Badger: it syncs each request of a
@@ -527,17 +550,26 @@ func (w *writerRun) newBatch() *batch {
 	}
 	txn := w.next
 	w.next = nil
-	// Evict from the cache only what this transaction can read in Badger.
+	// Evict from the caches only what this transaction can read in Badger.
 	w.recent.trim(w.nextSettled)
+	for name, d := range w.disabled {
+		if d.flight <= w.nextSettled {
+			delete(w.disabled, name)
+		}
+	}
 	return &batch{
-		txn:     txn,
-		now:     wr.opts.Now(),
-		seq:     w.state.seq,
-		pos:     w.state.pos,
-		horizon: w.state.horizon,
-		loading: w.state.loading,
-		local:   make(map[uint64]*Record, w.sizeHint),
-		recent:  w.recent,
+		txn:            txn,
+		now:            wr.opts.Now(),
+		seq:            w.state.seq,
+		pos:            w.state.pos,
+		horizon:        w.state.horizon,
+		loading:        w.state.loading,
+		applied:        w.state.applied,
+		term:           w.state.term,
+		unlogged:       wr.opts.Replicated,
+		local:          make(map[uint64]*Record, w.sizeHint),
+		recent:         w.recent,
+		recentDisabled: w.disabled,
 	}
 }
 
@@ -651,6 +683,12 @@ func (b *batch) writeMeta(was writerState) error {
 	}
 	if b.horizon != was.horizon {
 		err = errors.Join(err, b.txn.Set(metaHorizon, encodeNum(b.horizon)))
+	}
+	if b.applied != was.applied {
+		err = errors.Join(err, b.txn.Set(metaApplied, encodeNum(b.applied)))
+	}
+	if b.term != was.term {
+		err = errors.Join(err, b.txn.Set(metaTerm, encodeNum(b.term)))
 	}
 	if b.loading != was.loading {
 		if b.loading {

@@ -1,0 +1,379 @@
+// Package cluster runs the Raft node that replicates a gateway's journal:
+// the gateways of a cluster hold the same journal, changed only through
+// entries of the Raft log that a quorum has stored (hashicorp/raft), so
+// that no acknowledged write is lost when a gateway fails and a partition
+// cannot make two gateways take writes.
+//
+// The journal (store.Journal opened with Options.Replicated) is the state
+// machine; each log entry is a batch of journal commands (store.Command).
+// The Raft log and its terms live in DATA_DIR/raft (raft-boltdb, with the
+// snapshots beside it), apart from the journal's Badger. The leader
+// gathers the commands proposed at the same moment into one entry, and
+// chooses what every node must apply alike: sequence numbers, times,
+// sealed secrets (see Node.Propose).
+//
+// Not here yet (issue 18): forwarding a follower's proposals to the
+// leader over mutual TLS (Config.Stream is the seam for the transport),
+// delivery by the leader alone behind a fence, membership changes at run
+// time, and the serve command's flags.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// Peer is a voting member of the cluster.
+type Peer struct {
+	ID   string // the node's name, unique in the cluster (--node-id)
+	Addr string // host:port of its cluster transport
+}
+
+// Config configures a Node.
+type Config struct {
+	// NodeID names this node; it must be one of Peers when Peers is set.
+	NodeID string
+	// Dir holds the Raft log and snapshots (DATA_DIR/raft).
+	Dir string
+	// Journal is the state machine, opened with store.Options.Replicated.
+	// The node does not close it.
+	Journal *store.Journal
+	// Peers are the cluster's voters, the same list on every node. Empty:
+	// a cluster of this node alone, which elects itself at once.
+	Peers []Peer
+
+	// Stream carries the Raft traffic between nodes: a listener for this
+	// node's address that also dials the others. Mutual TLS plugs in here.
+	// Nil: plain TCP on Listen (tests and loopback-only clusters).
+	Stream raft.StreamLayer
+	// Listen is the address the plain TCP transport listens on, and the
+	// one the others reach this node at, when Stream is nil.
+	Listen string
+
+	// Timing; zero values take hashicorp/raft's defaults (1s heartbeat and
+	// election timeouts, 500ms leader lease).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// SnapshotInterval and SnapshotThreshold: how often Raft checks for,
+	// and how many new entries call for, a snapshot of the journal, after
+	// which the log is compacted to TrailingLogs entries (raft's defaults:
+	// 2m, 8192, 10240).
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+
+	// MaxBatch bounds the commands the leader puts in one log entry (256).
+	MaxBatch int
+	// Logger receives the node's and Raft's messages (slog.Default()).
+	Logger *slog.Logger
+	// Now is the leader's clock for the commands' times (time.Now).
+	Now func() time.Time
+}
+
+// Errors callers may test with errors.Is.
+var (
+	// ErrNotLeader: only the leader takes proposals (see NotLeaderError).
+	ErrNotLeader = errors.New("this node is not the cluster's leader")
+	// ErrNoQuorum: no leader is known, the cluster has no quorum now.
+	ErrNoQuorum = errors.New("the cluster has no leader: no quorum of its nodes is reachable")
+	// ErrLeadershipLost: the leader lost its leadership before a quorum
+	// stored the entry. The change is not applied now; a later leader
+	// that holds the entry may still apply it (a prepared record the
+	// directory never saw is settled as after a crash).
+	ErrLeadershipLost = errors.New("leadership lost before a quorum stored the change")
+	// ErrClosed: the node is shut down.
+	ErrClosed = errors.New("cluster node is shut down")
+)
+
+// NotLeaderError is a proposal made on a node that is not the leader. It
+// names the leader, when one is known, for the proposal to go there.
+type NotLeaderError struct {
+	LeaderID, LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	return fmt.Sprintf("this node is not the cluster's leader (the leader is %s at %s)", e.LeaderID, e.LeaderAddr)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// Node is one member of the cluster: a Raft node whose state machine is
+// the journal. Its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	logs  *raftboltdb.BoltStore
+
+	proposals chan *proposal
+	quit      chan struct{}
+	done      chan struct{} // the proposer goroutines have ended
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Start opens the node's Raft log in cfg.Dir, restores the journal from
+// the last snapshot if it is behind it, replays the log and joins the
+// cluster. A node without Raft state bootstraps the cluster with cfg.Peers
+// (or itself alone): every node of a new cluster does so with the same
+// list, which Raft allows.
+func Start(cfg Config) (*Node, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("cluster: a node needs an ID")
+	}
+	if cfg.Journal == nil || !cfg.Journal.Replicated() {
+		return nil, errors.New("cluster: a node needs a journal opened as replicated (store.Options.Replicated)")
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger.With("component", "cluster", "node", cfg.NodeID)
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	rlog := raftLogger(log)
+
+	stream := cfg.Stream
+	if stream == nil {
+		if cfg.Listen == "" {
+			return nil, errors.New("cluster: a node needs a stream layer or an address to listen on")
+		}
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: listen: %w", err)
+		}
+		stream = TCPStream(ln)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  rlog.Named("transport"),
+	})
+	n := &Node{cfg: cfg, log: log, trans: trans, proposals: make(chan *proposal, 1024), quit: make(chan struct{}), done: make(chan struct{})}
+	if err := n.open(rlog); err != nil {
+		trans.Close()
+		if n.logs != nil {
+			n.logs.Close()
+		}
+		return nil, err
+	}
+	go n.propose()
+	return n, nil
+}
+
+func (n *Node) open(rlog hclog.Logger) error {
+	cfg := n.cfg
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("cluster: open the raft log: %w", err)
+	}
+	n.logs = logs
+	cached, err := raft.NewLogCache(512, logs)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rlog.Named("snapshots"))
+	if err != nil {
+		return fmt.Errorf("cluster: open the snapshots: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = rlog.Named("raft")
+	// Batches of log entries reach the journal in one group commit.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	// Raft's defaults, unless set (ValidateConfig refuses what does not fit).
+	setIf(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	setIf(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	setIf(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	setIf(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	setIf(&rc.SnapshotThreshold, cfg.SnapshotThreshold)
+	setIf(&rc.TrailingLogs, cfg.TrailingLogs)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	machine := &fsm{j: cfg.Journal, log: n.log, fail: n.fail}
+
+	existing, err := raft.HasExistingState(cached, logs, snaps)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if !existing {
+		servers, err := n.servers()
+		if err != nil {
+			return err
+		}
+		if err := raft.BootstrapCluster(rc, cached, logs, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+			return fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		n.log.Info("cluster bootstrapped", "voters", len(servers))
+	}
+	r, err := raft.NewRaft(rc, machine, cached, logs, snaps, n.trans)
+	if err != nil {
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n.raft = r
+	return nil
+}
+
+// setIf sets *dst to v unless v is the zero value.
+func setIf[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
+}
+
+// servers is the bootstrap configuration: the peers, or this node alone.
+func (n *Node) servers() ([]raft.Server, error) {
+	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr()}
+	if len(n.cfg.Peers) == 0 {
+		return []raft.Server{self}, nil
+	}
+	var servers []raft.Server
+	seen := map[string]bool{}
+	for _, p := range n.cfg.Peers {
+		if p.ID == "" || p.Addr == "" {
+			return nil, fmt.Errorf("cluster: peer %q at %q: a peer needs an ID and an address", p.ID, p.Addr)
+		}
+		if seen[p.ID] {
+			return nil, fmt.Errorf("cluster: peer %q is listed twice", p.ID)
+		}
+		seen[p.ID] = true
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+	}
+	if !seen[n.cfg.NodeID] {
+		return nil, fmt.Errorf("cluster: this node (%s) is not among the peers", n.cfg.NodeID)
+	}
+	return servers, nil
+}
+
+// ID is the node's name.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Leader returns the leader's ID and address, empty when none is known.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// State is the node's role now: Leader, Follower, Candidate or Shutdown.
+func (n *Node) State() raft.RaftState { return n.raft.State() }
+
+// Term is the node's current Raft term.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
+// AppliedIndex is the index of the last log entry applied to the journal.
+func (n *Node) AppliedIndex() uint64 { return n.raft.AppliedIndex() }
+
+// Barrier waits, on the leader, until every entry committed before it is
+// applied to the journal.
+func (n *Node) Barrier(ctx context.Context) error {
+	return n.raftErr(n.raft.Barrier(timeoutOf(ctx)).Error())
+}
+
+// Snapshot takes a snapshot of the journal now and compacts the log
+// behind it (Raft also does so on its own, see Config.SnapshotThreshold).
+func (n *Node) Snapshot() error {
+	err := n.raft.Snapshot().Error()
+	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+// LastSnapshotIndex is the log index of the node's latest snapshot (0:
+// none), taken or received from the leader.
+func (n *Node) LastSnapshotIndex() uint64 {
+	var idx uint64
+	fmt.Sscan(n.raft.Stats()["last_snapshot_index"], &idx)
+	return idx
+}
+
+// Shutdown stops the node: pending proposals fail with ErrClosed, Raft
+// stops and the log is closed. The journal stays open (it is the
+// caller's).
+func (n *Node) Shutdown() error {
+	n.shutdownOnce.Do(func() {
+		close(n.quit)
+		<-n.done
+		err := n.raft.Shutdown().Error()
+		if cerr := n.trans.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if cerr := n.logs.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
+			n.shutdownErr = fmt.Errorf("cluster: shut down: %w", err)
+		}
+		n.log.Info("cluster node stopped")
+	})
+	return n.shutdownErr
+}
+
+// fail stops a node whose journal no longer follows the log.
+func (n *Node) fail(err error) {
+	n.log.Error("cluster node stops: its journal cannot follow the log", "err", err)
+	// Not on the FSM goroutine: Raft's shutdown waits for it.
+	go n.Shutdown()
+}
+
+// raftErr turns Raft's errors into the package's.
+func (n *Node) raftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w (%v)", ErrLeadershipLost, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	}
+	return err
+}
+
+// notLeader is the error for a proposal this node cannot take.
+func (n *Node) notLeader() error {
+	id, addr := n.Leader()
+	if id == "" {
+		return ErrNoQuorum
+	}
+	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
+}
+
+// timeoutOf is what Raft's calls take for ctx: the time left (0: none).
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 0
+}

@@ -1,0 +1,264 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// Result is what became of one proposed command.
+type Result struct {
+	// Seq is the command's record: for a Prepare, the sequence number the
+	// leader gave it.
+	Seq uint64
+	// Err is why the journal refused the command (nil: applied), the same
+	// on every node: a Commit of a record no longer prepared, an outcome
+	// of a fenced-off term...
+	Err error
+}
+
+// proposal is one Propose call on its way through the leader's pipeline.
+type proposal struct {
+	cmds []store.Command
+	size int // the commands' SizeHint
+	off  int // where its commands start in the entry
+	res  []Result
+	err  error
+	done chan struct{}
+}
+
+// inFlight is a log entry handed to Raft, waiting for a quorum.
+type inFlight struct {
+	future raft.ApplyFuture
+	taken  []*proposal
+}
+
+// enqueueTimeout bounds the wait for a place in Raft's queue, and
+// readyTimeout a new leader's catching up (Barrier, fence).
+const (
+	// maxInFlight bounds the entries of one leader in flight at once.
+	maxInFlight    = 2
+	enqueueTimeout = 5 * time.Second
+	readyTimeout   = 10 * time.Second
+)
+
+// Propose has the cluster apply cmds to every node's journal, in order,
+// and returns once this node (the leader) has applied them: a quorum of
+// the nodes has them in its log, so no later leader can lose them. It
+// fails with a NotLeaderError on a follower (ErrNoQuorum when no leader
+// is known), and with ErrLeadershipLost when this node stops being the
+// leader before a quorum stored them. A command's Time, a Prepare's
+// sequence number and sealed secret are the leader's to choose (see
+// store.Journal.Stamp); the caller's commands are not changed.
+//
+// The commands of the proposals waiting at the same moment go into one
+// log entry, so that concurrent proposers share its round trip and fsync.
+// A proposal's commands are applied together, in one entry. ctx bounds
+// the wait; a proposal whose ctx ends after it was queued may still be
+// applied. ErrClosed (the node shut down) means the proposal never
+// reached the log: it may be made again elsewhere.
+func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	select {
+	case <-n.quit:
+		return nil, ErrClosed
+	default:
+	}
+	if n.raft.State() != raft.Leader {
+		return nil, n.notLeader()
+	}
+	p := &proposal{cmds: slices.Clone(cmds), done: make(chan struct{})}
+	for i := range p.cmds {
+		p.size += p.cmds[i].SizeHint()
+	}
+	if p.size > store.MaxEntryBytes {
+		return nil, fmt.Errorf("a proposal of about %d bytes does not fit in one log entry (%d): %w", p.size, store.MaxEntryBytes, store.ErrTooLarge)
+	}
+	select {
+	case n.proposals <- p:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.quit:
+		return nil, ErrClosed
+	}
+	select {
+	case <-p.done:
+		return p.res, p.err
+	case <-n.done:
+		select {
+		case <-p.done:
+			return p.res, p.err
+		default:
+			return nil, ErrClosed
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the proposal may still be applied: %w", ctx.Err())
+	}
+}
+
+// propose is the leader's pipeline: it gathers the proposals waiting,
+// stamps their commands in log order (sequence numbers must rise along
+// the log) and hands the entry to Raft without waiting for it; wait
+// answers the proposers as their entries are applied.
+func (n *Node) propose() {
+	defer close(n.done)
+	flights := make(chan *inFlight, maxInFlight)
+	// slots bounds the entries handed to Raft and not yet applied: while
+	// they are in flight, the proposals that arrive gather into the next
+	// entry instead of an entry each.
+	slots := make(chan struct{}, maxInFlight)
+	waited := make(chan struct{})
+	go n.wait(flights, slots, waited)
+	defer func() {
+		close(flights)
+		<-waited
+	}()
+	var (
+		term    uint64 // the term this node has caught up to as leader
+		lastSeq uint64 // the last sequence number handed out
+		pending []*proposal
+		next    *proposal // taken, but for the entry after this one
+	)
+	for {
+		if next != nil {
+			pending, next = append(pending[:0], next), nil
+		} else {
+			select {
+			case p := <-n.proposals:
+				pending = append(pending[:0], p)
+			case <-n.quit:
+				return
+			}
+		}
+		count, size := len(pending[0].cmds), pending[0].size
+		full := count >= n.cfg.MaxBatch
+	gather:
+		for !full {
+			select {
+			case slots <- struct{}{}:
+				break gather
+			case p := <-n.proposals:
+				if size+p.size > store.MaxEntryBytes {
+					next, full = p, true
+					break
+				}
+				pending = append(pending, p)
+				count += len(p.cmds)
+				size += p.size
+				full = count >= n.cfg.MaxBatch
+			}
+		}
+		if full {
+			slots <- struct{}{}
+		}
+		if err := n.ready(&term, &lastSeq); err != nil {
+			for _, p := range pending {
+				p.err = err
+				close(p.done)
+			}
+			<-slots
+			continue
+		}
+		now := n.cfg.Now()
+		cmds := make([]store.Command, 0, count)
+		taken := make([]*proposal, 0, len(pending))
+		for _, p := range pending {
+			p.off = len(cmds)
+			p.res = make([]Result, len(p.cmds))
+			var err error
+			for i := range p.cmds {
+				c := p.cmds[i]
+				var seq uint64
+				if c.Op == store.CmdPrepare {
+					lastSeq++
+					seq = lastSeq
+				}
+				if err = n.cfg.Journal.Stamp(&c, seq, now); err != nil {
+					break
+				}
+				p.res[i].Seq = c.Seq
+				cmds = append(cmds, c)
+			}
+			if err != nil {
+				cmds = cmds[:p.off]
+				p.res, p.err = nil, err
+				close(p.done)
+				continue
+			}
+			taken = append(taken, p)
+		}
+		if len(taken) == 0 {
+			<-slots
+			continue
+		}
+		flights <- &inFlight{future: n.raft.Apply(store.EncodeCommands(cmds), enqueueTimeout), taken: taken}
+	}
+}
+
+// ready checks that this node leads and, in a term it has not led in
+// yet, catches up first: every entry of the previous leaders is applied
+// (Barrier), so that its sequence numbers continue theirs, and the
+// journal is fenced to the new term, so that outcomes of deliveries made
+// under an older term are refused from now on.
+func (n *Node) ready(term, lastSeq *uint64) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	t := n.raft.CurrentTerm()
+	if t == *term {
+		return nil
+	}
+	if err := n.raft.Barrier(readyTimeout).Error(); err != nil {
+		return n.raftErr(err)
+	}
+	st, err := n.cfg.Journal.Stats()
+	if err != nil {
+		return err
+	}
+	*lastSeq = max(*lastSeq, st.LastSeq)
+	fence := []store.Command{{Op: store.CmdFence, Term: t, Time: n.cfg.Now()}}
+	if err := n.raft.Apply(store.EncodeCommands(fence), readyTimeout).Error(); err != nil {
+		return n.raftErr(err)
+	}
+	*term = t
+	n.log.Info("leading the cluster", "term", t, "lastSeq", *lastSeq)
+	return nil
+}
+
+// wait answers the proposers of each entry, in log order, once it is
+// applied (or failed).
+func (n *Node) wait(flights <-chan *inFlight, slots <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for f := range flights {
+		err := f.future.Error()
+		<-slots
+		var refusals []error
+		if err == nil {
+			switch r := f.future.Response().(type) {
+			case []error:
+				refusals = r
+			case error:
+				err = r
+			}
+		} else {
+			err = n.raftErr(err)
+		}
+		for _, p := range f.taken {
+			if err != nil {
+				p.res, p.err = nil, err
+			} else if refusals != nil {
+				for i := range p.res {
+					p.res[i].Err = refusals[p.off+i]
+				}
+			}
+			close(p.done)
+		}
+	}
+}
