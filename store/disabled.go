@@ -31,23 +31,41 @@ type DisabledAccount struct {
 	EntryKey string `json:"entryKey,omitempty"`
 	// DN is where the entry was last.
 	DN string `json:"dn,omitempty"`
-	// Reason says why (DisabledGone, DisabledNoPassword).
+	// Reason says why (DisabledGone, DisabledNoPassword, DisabledLocked).
 	Reason string `json:"reason"`
 	// Since is when the gateway disabled it.
 	Since time.Time `json:"since"`
+	// Seq is the journal record whose delivery disabled it (0 for a
+	// resync): a replay of that record keeps Since, another record starts
+	// the grace again.
+	Seq uint64 `json:"seq,omitempty"`
+	// GraceFrom is when its delete-after grace started: Since when a grace
+	// was set then, else the first sweep with one (zero until then), so
+	// that turning deleteAfter on does not remove at once every account
+	// disabled while it was off.
+	GraceFrom time.Time `json:"graceFrom,omitzero"`
+	// RemovalSeq is the journal record that removes it at the end of its
+	// grace, once one is journaled: the sweep journals no other while that
+	// one is pending or dead.
+	RemovalSeq uint64 `json:"removalSeq,omitempty"`
 }
 
 // Reasons the gateway disables an account.
 const (
 	// DisabledGone: the entry was deleted or moved out of the account base.
 	DisabledGone = "gone"
-	// DisabledNoPassword: the entry's password was deleted.
+	// DisabledNoPassword: the entry's password was deleted (the Axigen
+	// password was made unknowable).
 	DisabledNoPassword = "no password"
+	// DisabledLocked: the entry is disabled or locked in the directory
+	// (the Axigen password was made unknowable).
+	DisabledLocked = "locked"
 )
 
 // Badger keys: "x/n/"+lower(name) holds the JSON of a DisabledAccount,
 // "x/k/"+entry key the lower-case name it belongs to.
 var (
+	prefixDisabled     = []byte("x/")
 	prefixDisabledName = []byte("x/n/")
 	prefixDisabledKey  = []byte("x/k/")
 )
