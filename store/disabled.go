@@ -44,6 +44,10 @@ type DisabledAccount struct {
 	// that turning deleteAfter on does not remove at once every account
 	// disabled while it was off.
 	GraceFrom time.Time `json:"graceFrom,omitzero"`
+	// Scrambled says the gateway made the Axigen password unknowable when
+	// it disabled the account (its password was removed in the directory):
+	// only a password delivered through the gateway enables it again.
+	Scrambled bool `json:"scrambled,omitempty"`
 	// RemovalSeq is the journal record that removes it at the end of its
 	// grace, once one is journaled: the sweep journals no other while that
 	// one is pending or dead.
@@ -91,9 +95,15 @@ func (j *Journal) PutDisabled(ctx context.Context, d DisabledAccount) error {
 	if err != nil {
 		return fmt.Errorf("encode disabled account: %w", err)
 	}
+	stale, err := j.staleDisabledKeys(d.Name)
+	if err != nil {
+		return fmt.Errorf("record disabled account %s: %w", d.Name, err)
+	}
 	err = j.w.submit(ctx, func(b *batch) error {
-		if err := b.dropDisabled(d.Name); err != nil {
-			return err
+		for _, k := range stale {
+			if err := b.delete(k); err != nil {
+				return err
+			}
 		}
 		if err := b.set(disabledNameKey(d.Name), value); err != nil {
 			return err
@@ -115,24 +125,55 @@ func (j *Journal) RemoveDisabled(ctx context.Context, name string) error {
 	if j.opts.Follower {
 		return ErrFollower
 	}
-	if err := j.w.submit(ctx, func(b *batch) error { return b.dropDisabled(name) }); err != nil {
+	stale, err := j.staleDisabledKeys(name)
+	if err == nil {
+		err = j.w.submit(ctx, func(b *batch) error {
+			for _, k := range stale {
+				if err := b.delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
 		return fmt.Errorf("forget disabled account %s: %w", name, err)
 	}
 	return nil
 }
 
-// dropDisabled deletes a disabled account's keys, if any.
-func (b *batch) dropDisabled(name string) error {
-	old, ok, err := readDisabled(b.txn, disabledNameKey(name))
-	if err != nil || !ok {
-		return err
-	}
-	if old.EntryKey != "" {
-		if err := b.delete(disabledEntryKey(old.EntryKey)); err != nil {
+// staleDisabledKeys lists the keys of name's row: its own and its entry
+// key's, when that still names it. They are read from the database as
+// committed, not in the batch: a batch's transaction may have been opened
+// before the previous batch was written (writerRun.openNext), and would
+// not see a row written just before. Callers change one name's row at a
+// time (a record's delivery), so nothing comes in between.
+func (j *Journal) staleDisabledKeys(name string) ([][]byte, error) {
+	keys := [][]byte{disabledNameKey(name)}
+	err := j.db.View(func(txn *badger.Txn) error {
+		old, ok, err := readDisabled(txn, disabledNameKey(name))
+		if err != nil || !ok || old.EntryKey == "" {
 			return err
 		}
+		owner, ok, err := disabledKeyOwner(txn, old.EntryKey)
+		if err == nil && ok && owner == strings.ToLower(name) {
+			keys = append(keys, disabledEntryKey(old.EntryKey))
+		}
+		return err
+	})
+	return keys, err
+}
+
+func disabledKeyOwner(txn *badger.Txn, key string) (string, bool, error) {
+	item, err := txn.Get(disabledEntryKey(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", false, nil
 	}
-	return b.delete(disabledNameKey(name))
+	if err != nil {
+		return "", false, err
+	}
+	name, err := item.ValueCopy(nil)
+	return string(name), err == nil, err
 }
 
 // Disabled returns the disabled account of that name (any case).
@@ -159,18 +200,14 @@ func (j *Journal) DisabledByKey(key string) (DisabledAccount, bool, error) {
 		return d, false, nil
 	}
 	err := j.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(disabledEntryKey(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
+		name, found, err := disabledKeyOwner(txn, key)
+		if err != nil || !found {
 			return err
 		}
-		name, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
+		d, ok, err = readDisabled(txn, disabledNameKey(name))
+		if ok && !strings.EqualFold(d.EntryKey, key) {
+			d, ok = DisabledAccount{}, false // the name's row is another entry's now
 		}
-		d, ok, err = readDisabled(txn, disabledNameKey(string(name)))
 		return err
 	})
 	return d, ok, err

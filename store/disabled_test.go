@@ -115,3 +115,34 @@ func TestFollowerResetDropsDisabledAccounts(t *testing.T) {
 		t.Fatalf("the stale row's key is still found: %v, %v", ok, err)
 	}
 }
+
+// A row forgotten, or replaced, right after it was written is forgotten
+// (or replaced) with its entry key: the batch that does it may have been
+// opened before the row's batch was written.
+func TestDisabledRemovedRightAfterPut(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := j.PutDisabled(ctx, DisabledAccount{Name: "abuse", EntryKey: "k1", Reason: DisabledGone, Since: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.RemoveDisabled(ctx, "abuse"); err != nil {
+			t.Fatal(err)
+		}
+		if d, ok, err := j.Disabled("abuse"); err != nil || ok {
+			t.Fatalf("round %d: Disabled after RemoveDisabled = %+v, %v, %v", i, d, ok, err)
+		}
+		if d, ok, err := j.DisabledByKey("k1"); err != nil || ok {
+			t.Fatalf("round %d: DisabledByKey after RemoveDisabled = %+v, %v, %v", i, d, ok, err)
+		}
+	}
+	if err := j.PutDisabled(ctx, DisabledAccount{Name: "bob", EntryKey: "k1", Reason: DisabledGone}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.PutDisabled(ctx, DisabledAccount{Name: "bob", EntryKey: "k2", Reason: DisabledGone}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := j.DisabledByKey("k1"); ok {
+		t.Fatal("a replaced row is still found by its old key")
+	}
+}

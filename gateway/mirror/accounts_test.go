@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,7 +111,8 @@ func TestPasswordChangeOf(t *testing.T) {
 func TestDeleteGraceSweep(t *testing.T) {
 	rig := newPipelineRig(t)
 	m, j, audit := rig.mirror(t)
-	m.cfg.Deletes = Deletes{DeleteAfter: time.Hour}
+	clock := &testClock{t: time.Now()}
+	m.cfg.Deletes = Deletes{DeleteAfter: time.Hour, Now: clock.Now}
 	ctx := context.Background()
 	for _, n := range []string{"gone", "postmaster"} {
 		rig.sim.PutAccount(pipeDomain, axigensim.AccountState{Name: n, Password: "pw", Contact: map[string]string{}})
@@ -136,17 +138,19 @@ func TestDeleteGraceSweep(t *testing.T) {
 		t.Fatal("postmaster is in the table of disabled accounts")
 	}
 
-	queued := map[string]uint64{}
-	if n, err := m.sweepOnce(ctx, time.Now().Add(30*time.Minute), queued); err != nil || n != 0 {
+	clock.Advance(30 * time.Minute)
+	if n, err := m.sweepOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep within the grace: %d, %v; want nothing", n, err)
 	}
-	if n, err := m.sweepOnce(ctx, time.Now().Add(2*time.Hour), queued); err != nil || n != 1 {
+	clock.Advance(90 * time.Minute)
+	if n, err := m.sweepOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("sweep after the grace: %d, %v; want one removal", n, err)
 	}
-	if n, err := m.sweepOnce(ctx, time.Now().Add(2*time.Hour), queued); err != nil || n != 0 {
+	if n, err := m.sweepOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("second sweep with the removal queued: %d, %v; want nothing", n, err)
 	}
-	rec, err := j.Get(queued["gone"])
+	row, _, _ := j.Disabled("gone")
+	rec, err := j.Get(row.RemovalSeq)
 	if err != nil || rec.Actor != expiryActor || rec.State != store.StateCommitted || rec.Name != "gone" {
 		t.Fatalf("the removal's record: %+v, %v", rec, err)
 	}
@@ -170,4 +174,22 @@ func TestDeleteGraceSweep(t *testing.T) {
 	if strings.Join(actions, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("audit: %q, want %q", actions, want)
 	}
+}
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
