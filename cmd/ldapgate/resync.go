@@ -55,7 +55,14 @@ each account that would be disabled or removed is printed with the reason.`,
 }
 
 func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progressOut io.Writer, opts mirror.ResyncOptions) error {
-	m, closeMirror, err := cfg.buildMirror(nil, log, nil, nil)
+	// What --remove-extra and the locks do to accounts goes to the audit
+	// log, as serve's deliveries do.
+	audit, closeAudit, err := openAuditLog(cfg.Mirror.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	m, closeMirror, err := cfg.buildMirror(nil, log, audit, nil)
 	if err != nil {
 		return err
 	}
@@ -99,6 +106,13 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 			note = "would be disabled in Axigen"
 		}
 		fmt.Fprintf(out, "account disabled or locked in the directory, %s: %s\n", note, a)
+	}
+	for _, a := range rep.Unlocked {
+		note := "enabled in Axigen"
+		if opts.DryRun {
+			note = "would be enabled in Axigen"
+		}
+		fmt.Fprintf(out, "account no longer disabled or locked in the directory, %s: %s\n", note, a)
 	}
 	for _, f := range rep.Failed {
 		fmt.Fprintf(out, "not synced: %s\n", f)

@@ -178,6 +178,16 @@ func (m *Mirror) retire(ctx context.Context, rec *store.Record, name, reason str
 			m.auditAccount("kept", name, fmt.Sprintf("%s, but another entry (%s) has the name now", reason, other.DN), "seq", rec.Seq)
 			return nil
 		}
+		// Nor the account of another entry that the table holds: an entry
+		// refused a held name (heldFor) never had that account.
+		held, ok, err := m.disabledRow(name)
+		if err != nil {
+			return err
+		}
+		if ok && held.EntryKey != "" && rec.EntryKey != "" && !strings.EqualFold(held.EntryKey, rec.EntryKey) {
+			m.auditAccount("kept", name, fmt.Sprintf("%s, but the account is held for another entry (key %s)", reason, held.EntryKey), "seq", rec.Seq)
+			return nil
+		}
 	}
 	if action == DeleteRemoves {
 		p, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, name)

@@ -29,14 +29,22 @@ func TestParseAccountDeleteAction(t *testing.T) {
 // postmaster is always protected, whatever the list says; the list adds
 // names, compared ignoring case.
 func TestDeletesProtects(t *testing.T) {
-	d := Deletes{Protected: []string{"abuse"}}
-	for name, want := range map[string]bool{"postmaster": true, "PostMaster": true, "Abuse": true, "bob": false} {
+	d := Deletes{Protected: []string{"abuse", " Root "}}
+	for name, want := range map[string]bool{"postmaster": true, "PostMaster": true, "Abuse": true, "bob": false, "root": true, " ROOT": true} {
 		if got := d.protects(name); got != want {
 			t.Errorf("protects(%q) = %v, want %v", name, got, want)
 		}
 	}
 	if !(Deletes{}).protects("postmaster") {
 		t.Error("postmaster is not protected with an empty list")
+	}
+	for _, bad := range [][]string{{"post master"}, {" "}, {""}} {
+		if CheckProtected(bad) == nil {
+			t.Errorf("protected names %q accepted", bad)
+		}
+	}
+	if err := CheckProtected([]string{" abuse ", "root"}); err != nil {
+		t.Errorf("good names refused: %v", err)
 	}
 }
 

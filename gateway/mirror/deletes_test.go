@@ -150,6 +150,16 @@ func TestReaddByAnotherEntryNotHandedOver(t *testing.T) {
 	}
 	r.wantAudit("kept alice", "held for another entry")
 
+	// The newcomer's delete leaves the held account (and its row) alone.
+	r.ldif("dn: " + pipeUser("alice") + "\nchangetype: delete\n")
+	r.mustDeliver("the newcomer's delete", &store.Record{Op: store.OpDelete, DN: pipeUser("alice"), EntryKey: newKey, Name: "alice"})
+	if d, ok, _ := r.j.Disabled("alice"); !ok || d.EntryKey != oldKey {
+		t.Fatalf("the row after the newcomer's delete: %+v, %v; want still the old entry's", d, ok)
+	}
+	r.wantAudit("kept alice", "held for another entry (key")
+	r.ldif(newAliceLDIF)
+	add.EntryKey = r.key(pipeUser("alice"))
+
 	// The operator removes the old account; the retry creates a new one.
 	if _, err := r.m.cfg.Axigen.DeleteAccount(context.Background(), pipeDomain, "alice"); err != nil {
 		t.Fatal(err)
@@ -378,5 +388,62 @@ func TestRetireWritesRowFirst(t *testing.T) {
 	}
 	if d, ok, err := r.j.DisabledByKey(key); err != nil || !ok || d.Name != "alice" {
 		t.Fatalf("row after a failed disable: %+v, %v, %v; want alice's", d, ok, err)
+	}
+}
+
+// Finding 4: an entry that cannot be mapped (a 300-character first name)
+// still has its name seen: resync --remove-extra never takes its account
+// for an extra one.
+func TestResyncKeepsAccountOfUnmappableEntry(t *testing.T) {
+	r := newDeleteRig(t, Deletes{})
+	r.putAccount("alice", "alice-pw", true)
+	r.ldif("dn: " + pipeUser("alice") + "\nchangetype: modify\nreplace: givenName\ngivenName: " + strings.Repeat("x", 300) + "\n")
+	rep, err := r.m.Resync(context.Background(), ResyncOptions{RemoveExtra: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failed) == 0 {
+		t.Fatalf("the unmappable entry is not reported: %+v", rep)
+	}
+	for _, a := range rep.ExtraAccounts {
+		if a == "alice" {
+			t.Fatalf("alice counted as extra: %+v", rep.ExtraAccounts)
+		}
+	}
+	if a, ok := r.account("alice"); !ok || !a.Enabled {
+		t.Fatalf("alice after resync --remove-extra: %+v, %v; want present and enabled", a, ok)
+	}
+}
+
+// Finding 15: a resync enables an account the table holds for a lock its
+// entry no longer has (a ppolicy lock expires inside the directory), and
+// no other disabled account.
+func TestResyncEnablesExpiredLock(t *testing.T) {
+	r := newDeleteRig(t, Deletes{})
+	r.putAccount("alice", "alice-pw", false)
+	r.putAccount("bob", "bob-pw", false)
+	if err := r.j.PutDisabled(context.Background(), store.DisabledAccount{Name: "alice", EntryKey: r.key(pipeUser("alice")),
+		Reason: store.DisabledLocked, Since: r.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	dry, err := r.m.Resync(context.Background(), ResyncOptions{DryRun: true})
+	if err != nil || len(dry.Unlocked) != 1 || dry.Unlocked[0] != "alice" {
+		t.Fatalf("dry run: %+v, %v; want alice listed", dry, err)
+	}
+	if a, _ := r.account("alice"); a.Enabled {
+		t.Fatal("the dry run enabled alice")
+	}
+	rep, err := r.m.Resync(context.Background(), ResyncOptions{})
+	if err != nil || len(rep.Unlocked) != 1 {
+		t.Fatalf("resync: %+v, %v", rep, err)
+	}
+	if a, _ := r.account("alice"); !a.Enabled {
+		t.Fatal("alice, held for an expired lock, still disabled")
+	}
+	if a, _ := r.account("bob"); a.Enabled {
+		t.Fatal("resync enabled bob, whom the gateway never disabled")
+	}
+	if _, ok, _ := r.j.Disabled("alice"); ok {
+		t.Fatal("alice's row is still there")
 	}
 }
