@@ -408,6 +408,22 @@ func TestMirrorExpiredLockEnabledByResync(t *testing.T) {
 	}
 }
 
+// Deleting one of two password values, or adding a new one and deleting
+// the old in one modify, leaves a password: the account stays enabled.
+func TestMirrorDeletePasswordValueKeepsAccount(t *testing.T) {
+	e, _ := newDeleteEnv(t)
+	addDave(e)
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\nadd: userPassword\nuserPassword: second-pw\n", "ldapmodify")
+	e.waitAccount("dave", "the added password set", accountIs(true, "second-pw"))
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\ndelete: userPassword\nuserPassword: dave-pw\n", "ldapmodify")
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\nadd: userPassword\nuserPassword: third-pw\n-\ndelete: userPassword\nuserPassword: second-pw\n", "ldapmodify")
+	e.waitAccount("dave", "the new password set, still enabled", accountIs(true, "third-pw"))
+	e.waitDrained(10*time.Second, false)
+	if a, ok := e.sim.Account(mirrorDomain, "dave"); !accountIs(true, "third-pw")(a, ok) {
+		t.Errorf("dave after deleting single password values: %+v, %v; want enabled", a, ok)
+	}
+}
+
 // runLdapgate runs the built binary with args, at most timeout, and
 // returns what it printed (standard output and error); it must exit 0.
 func runLdapgate(t testing.TB, timeout time.Duration, args ...string) string {

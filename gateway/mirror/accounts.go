@@ -392,30 +392,44 @@ const (
 	passwordRemoved
 )
 
-// passwordChangeOf reads a record's password changes: the last one wins.
-// A record never holds password values (record.go): a replace that set
-// one left the password in Secret, or, for a value the gateway cannot
-// mirror (pre-hashed), a note; a replace with neither had no value, and
-// removed the password.
+// passwordChangeOf reads a record's password changes. A record never
+// holds password values (record.go): a change that named some holds
+// passwordValuesNamed instead (records from before that, nothing: a
+// replace that set a value left it in Secret or, for a value the gateway
+// cannot mirror, a note). The password is removed only when the modify
+// clears every password attribute of the mapping (deletes all its values,
+// or replaces them with none) and adds or replaces none: deleting one of
+// two values, adding a new one and deleting the old, or clearing AD's
+// userPassword while unicodePwd stays, leaves a password.
 func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
-	pc := passwordKept
-	if len(rec.Secret) > 0 || rec.Op == store.OpPassword {
-		pc = passwordSet
-	}
+	set := len(rec.Secret) > 0 || rec.Op == store.OpPassword
 	hadValues := len(rec.Secret) > 0 || rec.SecretState != store.SecretNone || strings.Contains(rec.Note, passwordNotMirroredNote)
 	mp := m.mapping()
+	var cleared []string
 	for _, c := range rec.Changes {
 		if mp.AttrClass(c.Attr, schema.KindAccount) != schema.AttrPassword {
 			continue
 		}
+		named := len(c.Values) > 0
 		switch {
-		case c.Op == "delete" || (c.Op == "replace" && !hadValues):
-			pc = passwordRemoved
-		default:
-			pc = passwordSet
+		case c.Op == "add" || (c.Op == "replace" && (named || hadValues)):
+			set = true
+		case c.Op == "replace" || (c.Op == "delete" && !named):
+			cleared = append(cleared, c.Attr)
 		}
 	}
-	return pc
+	switch {
+	case set:
+		return passwordSet
+	case len(cleared) == 0:
+		return passwordKept
+	}
+	for _, a := range mp.Config().PasswordAttributes {
+		if !slices.ContainsFunc(cleared, func(c string) bool { return mp.SameAttribute(c, a) }) {
+			return passwordKept
+		}
+	}
+	return passwordRemoved
 }
 
 // passwordNotMirroredNote starts the note record.go leaves for a password

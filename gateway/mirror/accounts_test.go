@@ -100,6 +100,14 @@ func TestPasswordChangeOf(t *testing.T) {
 			store.Change{Op: "delete", Attr: "userPassword"}, store.Change{Op: "add", Attr: "userPassword"}), passwordSet},
 		{"plaintext", rec(store.OpModify, "pw", store.Change{Op: "replace", Attr: "userPassword"}), passwordSet},
 		{"password operation", rec(store.OpPassword, ""), passwordSet},
+		{"delete one of two values", rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordKept},
+		{"add the new, delete the old", rec(store.OpModify, "",
+			store.Change{Op: "add", Attr: "userPassword", Values: []string{passwordValuesNamed}},
+			store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},
+		{"delete all, add one (a hash)", rec(store.OpModify, "",
+			store.Change{Op: "delete", Attr: "userPassword"},
+			store.Change{Op: "add", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},
+		{"replace with a hash", rec(store.OpModify, "", store.Change{Op: "replace", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},
 	}
 	for _, tt := range tests {
 		if got := m.passwordChangeOf(tt.rec); got != tt.want {
@@ -109,6 +117,21 @@ func TestPasswordChangeOf(t *testing.T) {
 	// A password's removal is never left to another record's delivery.
 	if m.covered(tests[1].rec) {
 		t.Error("a password delete is covered by an earlier delivery")
+	}
+
+	// AD has two password attributes: clearing userPassword while
+	// unicodePwd stays removes nothing; clearing both does.
+	ad, err := schema.NewMapping(schema.Config{Dialect: schema.ActiveDirectory, AccountBase: schema.DNList{"cn=Users,dc=corp,dc=example,dc=com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.policy.Store(&Policy{Mapping: ad})
+	if got := m.passwordChangeOf(rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword"})); got != passwordKept {
+		t.Errorf("AD, userPassword cleared: %v, want kept", got)
+	}
+	if got := m.passwordChangeOf(rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword"},
+		store.Change{Op: "replace", Attr: "unicodePwd"})); got != passwordRemoved {
+		t.Errorf("AD, both cleared: %v, want removed", got)
 	}
 }
 
