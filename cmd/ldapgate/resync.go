@@ -35,8 +35,12 @@ same settings as serve (--config, LDAPGATE_*, flags); the gateway may be
 running meanwhile. Accounts and groups that Axigen has and the directory does
 not are reported; with --remove-extra such groups are removed and such
 accounts get the --on-account-delete action (disable by default: the mail is
-kept), except postmaster and the --protected-account names. With --dry-run,
-each account that would be disabled or removed is printed with the reason.`,
+kept), except postmaster and the --protected-account names, and never an
+account whose name an entry has. With --dry-run, each account that would be
+disabled or removed is printed with the reason. The accounts this command
+disables are not in the running gateway's table of disabled accounts: no
+grace runs for them and the gateway never enables them again. Every change
+to an account is in the audit log (--audit-log).`,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c, settings)

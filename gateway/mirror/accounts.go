@@ -24,8 +24,9 @@ import (
 // mailbox at once, so by default the account is only disabled: it keeps
 // its mail and can no longer log in or receive. The gateway remembers it
 // in the journal's table of disabled accounts (store.DisabledAccount):
-// the entry that comes back (same entry key, or the same name) gets it
-// back, enabled; one still absent after DeleteAfter is removed.
+// the entry that comes back (same entry key; the same name only when the
+// key is unknown) gets it back, enabled; another entry never does (heldFor);
+// one still absent after DeleteAfter is removed (Sweep).
 
 // AccountDeleteAction says what a directory delete, or a move out of the
 // account base, does to the entry's Axigen account.
