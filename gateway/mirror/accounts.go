@@ -176,8 +176,17 @@ func (m *Mirror) retire(ctx context.Context, rec *store.Record, name, reason str
 			return err
 		}
 		if other != nil {
-			m.auditAccount("kept", name, fmt.Sprintf("%s, but another entry (%s) has the name now", reason, other.DN), "seq", rec.Seq)
-			return nil
+			// Unless that entry's own add or rename waits for this delete
+			// (waitForEarlierDelete): then the account is still rec's.
+			otherKey, _ := m.entryKey(*other)
+			waiting, err := m.pendingAfter(otherKey, rec.Seq)
+			if err != nil {
+				return err
+			}
+			if !waiting {
+				m.auditAccount("kept", name, fmt.Sprintf("%s, but another entry (%s) has the name now", reason, other.DN), "seq", rec.Seq)
+				return nil
+			}
 		}
 		// Nor the account of another entry that the table holds: an entry
 		// refused a held name (heldFor) never had that account.
@@ -360,6 +369,56 @@ func (m *Mirror) heldFor(ctx context.Context, rec *store.Record, key, name, dn s
 		return &byKey, nil
 	}
 	return nil, nil
+}
+
+// waitForEarlierDelete keeps an add or rename that gives an entry (key)
+// the name of an earlier entry whose delete (or move out, or rename) is
+// journaled but not delivered yet: delivered first, the newcomer would
+// take over the earlier entry's account before the delete could hold it
+// (heldFor). The retryable error lets the delete go first (retire then
+// holds the account: the newcomer's record is still pending).
+func (m *Mirror) waitForEarlierDelete(rec *store.Record, key, name string) error {
+	if key == "" || (rec.Op != store.OpAdd && rec.Op != store.OpRename) {
+		return nil
+	}
+	pending, err := m.pendingRecords()
+	if err != nil {
+		return err
+	}
+	for _, p := range pending {
+		if p.Seq < rec.Seq && p.Kind == store.KindAccount && (p.Op == store.OpDelete || p.Op == store.OpRename) &&
+			p.Actor != expiryActor && strings.EqualFold(p.Name, name) && p.EntryKey != "" && !strings.EqualFold(p.EntryKey, key) {
+			return fmt.Errorf("account %s: waiting for record %d (the delete or move of the earlier entry of that name) to be delivered first", name, p.Seq)
+		}
+	}
+	return nil
+}
+
+// pendingAfter reports whether a record of the entry with key, later than
+// seq, waits for delivery.
+func (m *Mirror) pendingAfter(key string, seq uint64) (bool, error) {
+	if key == "" {
+		return false, nil
+	}
+	pending, err := m.pendingRecords()
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(pending, func(p *store.Record) bool {
+		return p.Seq > seq && strings.EqualFold(p.EntryKey, key)
+	}), nil
+}
+
+// pendingRecords lists the journal's records not delivered yet (nor dead).
+func (m *Mirror) pendingRecords() ([]*store.Record, error) {
+	if m.cfg.Journal == nil {
+		return nil, nil
+	}
+	pending, err := m.cfg.Journal.List(store.Filter{States: []store.State{store.StatePrepared, store.StateCommitted}})
+	if err != nil {
+		return nil, fmt.Errorf("list pending records: %w", err)
+	}
+	return pending, nil
 }
 
 // heldForAnother is the permanent failure of a write whose entry would take

@@ -447,3 +447,61 @@ func TestResyncEnablesExpiredLock(t *testing.T) {
 		t.Fatal("alice's row is still there")
 	}
 }
+
+// Finding 3, the other order: the newcomer's add comes to delivery while
+// the delete of the earlier entry of that name is still pending (it
+// failed, and waits for its retry): the add waits (a retryable failure)
+// rather than take over the earlier entry's account; once the delete is
+// delivered the add is refused.
+func TestAddWaitsForEarlierDeleteOfTheName(t *testing.T) {
+	r := newDeleteRig(t, Deletes{})
+	r.putAccount("alice", "alice-old", true)
+	ctx := context.Background()
+	journal := func(rec *store.Record, key string) *store.Record {
+		t.Helper()
+		seq, err := r.j.Prepare(ctx, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.j.Commit(ctx, seq, key); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.j.Get(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	oldKey := r.key(pipeUser("alice"))
+	r.ldif("dn: " + pipeUser("alice") + "\nchangetype: delete\n")
+	del := journal(&store.Record{Kind: store.KindAccount, Op: store.OpDelete, DN: pipeUser("alice"), EntryKey: oldKey, Name: "alice"}, oldKey)
+	r.ldif(newAliceLDIF)
+	newKey := r.key(pipeUser("alice"))
+	add := journal(&store.Record{Kind: store.KindAccount, Op: store.OpAdd, DN: pipeUser("alice"), Secret: []byte("new-alice-pw")}, newKey)
+	d := deliverer{r.m}
+
+	err := d.Deliver(ctx, add)
+	if err == nil || store.IsPermanent(err) || !strings.Contains(err.Error(), fmt.Sprintf("record %d", del.Seq)) {
+		t.Fatalf("the add before the earlier delete: %v; want a retryable failure naming record %d", err, del.Seq)
+	}
+	if a, ok := r.account("alice"); !ok || !a.Enabled || a.Password != "alice-old" || a.Contact["lastName"] == "Newcomer" {
+		t.Fatalf("alice's account after the newcomer's early add: %+v, %v; want it untouched", a, ok)
+	}
+	// The delete holds the account although an entry has the name: that
+	// entry's add waits for it.
+	if err := d.Deliver(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	if row, ok, _ := r.j.Disabled("alice"); !ok || row.EntryKey != oldKey {
+		t.Fatalf("row after the delete: %+v, %v; want alice held for her old key", row, ok)
+	}
+	if err := r.j.Drop(ctx, del.Seq); err != nil { // delivered: no longer pending
+		t.Fatal(err)
+	}
+	if err := d.Deliver(ctx, add); err == nil || !store.IsPermanent(err) {
+		t.Fatalf("the add after the delete: %v; want refused for good", err)
+	}
+	if a, ok := r.account("alice"); !ok || a.Enabled || a.Password != "alice-old" {
+		t.Fatalf("alice's account at the end: %+v, %v; want the old one, disabled", a, ok)
+	}
+}

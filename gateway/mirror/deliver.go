@@ -123,9 +123,15 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
 	desired.InitialPassword, desired.Password = desired.Password, secret
-	disabled, err := m.heldFor(ctx, rec, m.keyFor(rec, *e), desired.Name, e.DN)
+	key := m.keyFor(rec, *e)
+	disabled, err := m.heldFor(ctx, rec, key, desired.Name, e.DN)
 	if err != nil {
 		return err
+	}
+	if disabled == nil {
+		if err := m.waitForEarlierDelete(rec, key, desired.Name); err != nil {
+			return err
+		}
 	}
 	if disabled != nil && disabled.Reason == store.DisabledGone && previous == "" {
 		// The entry is back (same key, or a row without one): its old
