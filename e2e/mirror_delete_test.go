@@ -108,29 +108,19 @@ func waitAudit(t *testing.T, path, action, account string) []map[string]any {
 	return lines
 }
 
-// The default: a delete or a move out of the base disables the account and
-// keeps its mail; a rename renames it; the entry that comes back within the
-// grace (re-added by name, or moved back with the same entryUUID) gets it
-// back, enabled; deleting the password disables it and setting one enables
-// it; postmaster is never touched. No REMOVE Account is ever sent.
+// The default: a rename renames the account; a move out of the base
+// disables it and keeps its mail, and the entry moved back (same
+// entryUUID) gets it back, enabled; deleting the password disables it and
+// setting one enables it; a delete disables it; another entry added under
+// the deleted one's name (a new entryUUID) never gets it: the write is a
+// dead letter saying why and what to do, and the audit log says so.
+// postmaster is never touched. No REMOVE Account is ever sent.
 func TestMirrorDeleteDisables(t *testing.T) {
 	e, audit := newDeleteEnv(t, "--delete-after", "1h")
 	addDave(e)
 	if limits := sentCommands(e.sim, "CONFIG Limits"); len(limits) > 0 {
 		t.Errorf("creating an account read or changed its Limits: %q", limits)
 	}
-
-	e.asAdmin("", "ldapdelete", userDN("dave"))
-	e.waitAccount("dave", "disabled, mail kept", accountIs(false, "dave-pw"))
-	lines := waitAudit(t, audit, "disabled", "dave")
-	if l := lines[len(lines)-1]; !strings.Contains(l["reason"].(string), "deleted") {
-		t.Errorf("audit reason %q, want it to say the entry was deleted", l["reason"])
-	}
-
-	// Re-added with the same name (a new entryUUID) within the grace.
-	addDave(e)
-	e.waitAccount("dave", "enabled again", accountIs(true, "dave-pw"))
-	waitAudit(t, audit, "enabled", "dave")
 
 	// A rename of the uid renames the account: same account, never a
 	// delete and a create.
@@ -151,15 +141,49 @@ func TestMirrorDeleteDisables(t *testing.T) {
 	e.waitAccount("david", "disabled after the move out of the base", accountIs(false, "dave-pw"))
 	e.asAdmin("", "ldapmodrdn", "-s", mirrorAccountBase, "uid=david,"+formerBase, "uid=david")
 	e.waitAccount("david", "enabled after the move back", accountIs(true, "dave-pw"))
+	waitAudit(t, audit, "enabled", "david")
 
-	// Issue 16 item 5: deleting the password disables, setting one enables.
+	// Issue 16 item 5: deleting the password disables (and makes the
+	// Axigen password unknowable), setting one enables.
 	e.asAdmin(`dn: uid=david,ou=people,dc=example,dc=com
 changetype: modify
 delete: userPassword
 `, "ldapmodify")
-	e.waitAccount("david", "disabled when its password was deleted", accountIs(false, "dave-pw"))
+	e.waitAccount("david", "disabled when its password was deleted, the old one gone", func(a axigensim.AccountState, ok bool) bool {
+		return ok && !a.Enabled && a.Password != "dave-pw" && a.Contact["lastName"] == "Dent"
+	})
 	e.asAdmin("", "ldappasswd", "-s", "david-pw-2", userDN("david"))
 	e.waitAccount("david", "enabled with the new password", accountIs(true, "david-pw-2"))
+
+	// Deleted: disabled, mail and password kept.
+	e.asAdmin("", "ldapdelete", userDN("david"))
+	e.waitAccount("david", "disabled, mail kept", accountIs(false, "david-pw-2"))
+	lines := waitAudit(t, audit, "disabled", "david")
+	if l := lines[len(lines)-1]; !strings.Contains(l["reason"].(string), "deleted") {
+		t.Errorf("audit reason %q, want it to say the entry was deleted", l["reason"])
+	}
+
+	// Another person added under the same name (a new entryUUID) within
+	// the grace: the held mailbox is not theirs.
+	e.asAdmin(`dn: uid=david,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+uid: david
+cn: David Other
+sn: Other
+mail: david@example.com
+userPassword: other-pw
+`, "ldapadd")
+	lines = waitAudit(t, audit, "kept", "david")
+	if l := lines[len(lines)-1]; !strings.Contains(l["reason"].(string), "held for another entry") {
+		t.Errorf("audit reason %q, want it to say the account is held for another entry", l["reason"])
+	}
+	stats := e.waitDrained(10*time.Second, true)
+	if stats.Dead != 1 {
+		t.Errorf("dead letters after the newcomer's add: %d, want 1", stats.Dead)
+	}
+	if a, ok := e.sim.Account(mirrorDomain, "david"); !accountIs(false, "david-pw-2")(a, ok) {
+		t.Errorf("the held account after another entry took its name: %+v, %v; want it disabled, untouched", a, ok)
+	}
 
 	// postmaster is protected: a directory entry of that name deleted does
 	// not disable it, and the audit log says so.
@@ -184,14 +208,14 @@ sn: Postmaster
 	}
 }
 
-// With a short grace, an account still absent when it ends is removed:
+// With the shortest grace, an account still absent when it ends is removed:
 // a journal record (actor "ldapgate: delete-after") and an audit line say so.
 func TestMirrorDeleteGraceExpires(t *testing.T) {
-	e, audit := newDeleteEnv(t, "--delete-after", "2s")
+	e, audit := newDeleteEnv(t, "--delete-after", "1m") // the shortest grace accepted
 	addDave(e)
 	e.asAdmin("", "ldapdelete", userDN("dave"))
 	e.waitAccount("dave", "disabled", accountIs(false, "dave-pw"))
-	waitFor(t, 20*time.Second, "account dave removed after its grace", func() error {
+	waitFor(t, 2*time.Minute, "account dave removed after its grace", func() error {
 		if _, ok := e.sim.Account(mirrorDomain, "dave"); ok {
 			return fmt.Errorf("still there")
 		}
@@ -240,7 +264,7 @@ func TestMirrorDeleteActions(t *testing.T) {
 // --on-account-delete delete; --dry-run lists each with the reason and
 // changes nothing.
 func TestResyncRemoveExtraDisables(t *testing.T) {
-	e, _ := newDeleteEnv(t)
+	e, audit := newDeleteEnv(t)
 	for _, n := range []string{"stray1", "stray2"} {
 		e.sim.PutAccount(mirrorDomain, axigensim.AccountState{Name: n, Password: "x", Contact: map[string]string{}})
 	}
@@ -284,6 +308,8 @@ func TestResyncRemoveExtraDisables(t *testing.T) {
 	allEnabled("after a dry run")
 
 	resync("--on-account-delete", "disable", "--remove-extra")
+	// The command line's resync writes the audit log too.
+	waitAudit(t, audit, "disabled", "stray1")
 	for n, wantEnabled := range map[string]bool{"postmaster": true, "stray1": false, "stray2": false} {
 		if p, en := state(n); !p || en != wantEnabled {
 			t.Errorf("after --remove-extra: %s present=%v enabled=%v; want present, enabled=%v", n, p, en, wantEnabled)
@@ -351,6 +377,50 @@ employeeType: locked
 	waitAudit(t, audit, "kept", "postmaster")
 	if a, ok := e.sim.Account(mirrorDomain, "postmaster"); !ok || !a.Enabled || a.Password != "pm-pw" {
 		t.Errorf("postmaster with a locked entry: %+v, %v; want present and enabled, its password kept", a, ok)
+	}
+}
+
+// A lock the gateway disabled an account for, then lifted inside the
+// directory (a ppolicy lock expires there, no write passes the gateway),
+// is lifted in Axigen by serve's own resync; an account disabled in Axigen
+// by an admin stays so.
+func TestMirrorExpiredLockEnabledByResync(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "ldapgate.yaml")
+	if err := os.WriteFile(cfg, []byte("mirror:\n  schema:\n    disabled:\n      attribute: employeeType\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, audit := newDeleteEnv(t, "--config", cfg, "--resync-interval", "1s")
+	e.sim.PutAccount(mirrorDomain, axigensim.AccountState{Name: "alice", Password: "x", Contact: map[string]string{}, Services: []string{}})
+	addDave(e)
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\nreplace: employeeType\nemployeeType: locked\n", "ldapmodify")
+	e.waitAccount("dave", "disabled while locked", func(a axigensim.AccountState, ok bool) bool { return ok && !a.Enabled })
+	runTool(t, "dn: "+userDN("dave")+"\nchangetype: modify\ndelete: employeeType\n",
+		"ldapmodify", "-x", "-H", e.dir.URL, "-D", e.dir.RootDN, "-w", e.dir.RootPW)
+	waitFor(t, 30*time.Second, "dave enabled by the resync", func() error {
+		if a, ok := e.sim.Account(mirrorDomain, "dave"); !ok || !a.Enabled {
+			return fmt.Errorf("dave: %+v, %v", a, ok)
+		}
+		return nil
+	})
+	waitAudit(t, audit, "enabled", "dave")
+	if a, _ := e.sim.Account(mirrorDomain, "alice"); a.Enabled {
+		t.Error("the resync enabled alice, disabled in Axigen by someone else")
+	}
+}
+
+// Deleting one of two password values, or adding a new one and deleting
+// the old in one modify, leaves a password: the account stays enabled.
+func TestMirrorDeletePasswordValueKeepsAccount(t *testing.T) {
+	e, _ := newDeleteEnv(t)
+	addDave(e)
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\nadd: userPassword\nuserPassword: second-pw\n", "ldapmodify")
+	e.waitAccount("dave", "the added password set", accountIs(true, "second-pw"))
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\ndelete: userPassword\nuserPassword: dave-pw\n", "ldapmodify")
+	e.asAdmin("dn: "+userDN("dave")+"\nchangetype: modify\nadd: userPassword\nuserPassword: third-pw\n-\ndelete: userPassword\nuserPassword: second-pw\n", "ldapmodify")
+	e.waitAccount("dave", "the new password set, still enabled", accountIs(true, "third-pw"))
+	e.waitDrained(10*time.Second, false)
+	if a, ok := e.sim.Account(mirrorDomain, "dave"); !accountIs(true, "third-pw")(a, ok) {
+		t.Errorf("dave after deleting single password values: %+v, %v; want enabled", a, ok)
 	}
 }
 

@@ -207,6 +207,14 @@ func appendCommand(buf []byte, c *Command) []byte {
 	buf = appendString(buf, d.DN)
 	buf = appendString(buf, d.Reason)
 	buf = appendTime(buf, d.Since)
+	buf = binary.AppendUvarint(buf, d.Seq)
+	buf = appendTime(buf, d.GraceFrom)
+	scrambled := byte(0)
+	if d.Scrambled {
+		scrambled = 1
+	}
+	buf = append(buf, scrambled)
+	buf = binary.AppendUvarint(buf, d.RemovalSeq)
 	return appendString(buf, c.Name)
 }
 
@@ -272,6 +280,10 @@ func (d *decoder) command(c *Command) {
 	c.Disabled.DN = d.string()
 	c.Disabled.Reason = d.string()
 	c.Disabled.Since = d.time()
+	c.Disabled.Seq = d.uvarint()
+	c.Disabled.GraceFrom = d.time()
+	c.Disabled.Scrambled = d.byte() != 0
+	c.Disabled.RemovalSeq = d.uvarint()
 	c.Name = d.string()
 }
 

@@ -32,23 +32,45 @@ type DisabledAccount struct {
 	EntryKey string `json:"entryKey,omitempty"`
 	// DN is where the entry was last.
 	DN string `json:"dn,omitempty"`
-	// Reason says why (DisabledGone, DisabledNoPassword).
+	// Reason says why (DisabledGone, DisabledNoPassword, DisabledLocked).
 	Reason string `json:"reason"`
 	// Since is when the gateway disabled it.
 	Since time.Time `json:"since"`
+	// Seq is the journal record whose delivery disabled it (0 for a
+	// resync): a replay of that record keeps Since, another record starts
+	// the grace again.
+	Seq uint64 `json:"seq,omitempty"`
+	// GraceFrom is when its delete-after grace started: Since when a grace
+	// was set then, else the first sweep with one (zero until then), so
+	// that turning deleteAfter on does not remove at once every account
+	// disabled while it was off.
+	GraceFrom time.Time `json:"graceFrom,omitzero"`
+	// Scrambled says the gateway made the Axigen password unknowable when
+	// it disabled the account (its password was removed in the directory):
+	// only a password delivered through the gateway enables it again.
+	Scrambled bool `json:"scrambled,omitempty"`
+	// RemovalSeq is the journal record that removes it at the end of its
+	// grace, once one is journaled: the sweep journals no other while that
+	// one is pending or dead.
+	RemovalSeq uint64 `json:"removalSeq,omitempty"`
 }
 
 // Reasons the gateway disables an account.
 const (
 	// DisabledGone: the entry was deleted or moved out of the account base.
 	DisabledGone = "gone"
-	// DisabledNoPassword: the entry's password was deleted.
+	// DisabledNoPassword: the entry's password was deleted (the Axigen
+	// password was made unknowable).
 	DisabledNoPassword = "no password"
+	// DisabledLocked: the entry is disabled or locked in the directory
+	// (the Axigen password was made unknowable).
+	DisabledLocked = "locked"
 )
 
 // Badger keys: "x/n/"+lower(name) holds the JSON of a DisabledAccount,
 // "x/k/"+entry key the lower-case name it belongs to.
 var (
+	prefixDisabled     = []byte("x/")
 	prefixDisabledName = []byte("x/n/")
 	prefixDisabledKey  = []byte("x/k/")
 )
@@ -146,9 +168,17 @@ func (b *batch) dropDisabled(name string) error {
 	if err != nil || !ok {
 		return err
 	}
+	// The entry key's index goes only while it still names this account:
+	// another row may have taken the key since.
 	if old.EntryKey != "" {
-		if err := b.delete(disabledEntryKey(old.EntryKey)); err != nil {
+		owner, found, err := disabledKeyOwner(b.txn, old.EntryKey)
+		if err != nil {
 			return err
+		}
+		if !found || owner == strings.ToLower(name) {
+			if err := b.delete(disabledEntryKey(old.EntryKey)); err != nil {
+				return err
+			}
 		}
 	}
 	if err := b.delete(disabledNameKey(name)); err != nil {
@@ -156,6 +186,19 @@ func (b *batch) dropDisabled(name string) error {
 	}
 	b.noteDisabled(name, nil)
 	return nil
+}
+
+// disabledKeyOwner reads which account name an entry key's index names.
+func disabledKeyOwner(txn *badger.Txn, key string) (string, bool, error) {
+	item, err := txn.Get(disabledEntryKey(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	name, err := item.ValueCopy(nil)
+	return string(name), err == nil, err
 }
 
 // Disabled returns the disabled account of that name (any case).
@@ -182,18 +225,14 @@ func (j *Journal) DisabledByKey(key string) (DisabledAccount, bool, error) {
 		return d, false, nil
 	}
 	err := j.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(disabledEntryKey(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
+		name, found, err := disabledKeyOwner(txn, key)
+		if err != nil || !found {
 			return err
 		}
-		name, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
+		d, ok, err = readDisabled(txn, disabledNameKey(name))
+		if ok && !strings.EqualFold(d.EntryKey, key) {
+			d, ok = DisabledAccount{}, false // the name's row is another entry's now
 		}
-		d, ok, err = readDisabled(txn, disabledNameKey(string(name)))
 		return err
 	})
 	return d, ok, err

@@ -95,3 +95,78 @@ func TestDisabledAccountRemovedRightAfterPut(t *testing.T) {
 		}
 	}
 }
+
+// A former primary that rejoins as a follower and is sent a snapshot
+// forgets its table of disabled accounts: the table is not in the feed,
+// and rows left from its time as primary would be acted on (removed at
+// the end of a grace, enabled) after it takes over again.
+func TestFollowerResetDropsDisabledAccounts(t *testing.T) {
+	src, _ := newTestJournal(t)
+	mustPrepareCommit(t, src, accountRecord("uid=a,ou=people,dc=example,dc=org"), "")
+
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.KeyFile = src.opts.KeyFile
+	former := openTest(t, dir, o)
+	ctx := context.Background()
+	if err := former.PutDisabled(ctx, DisabledAccount{Name: "stale", EntryKey: "k-stale", Reason: DisabledGone, Since: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := former.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.Follower = true
+	follower := openTest(t, dir, o)
+	streamCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Feed().Stream(streamCtx, 0, func(ev Event) error { return follower.Feed().Apply(streamCtx, ev) })
+	}()
+	waitFor(t, "the follower to catch up", 10*time.Second, func() bool { return follower.Position() == src.Position() })
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("feed: %v", err)
+	}
+	if err := follower.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.Follower = false
+	promoted := openTest(t, dir, o)
+	if all, err := promoted.DisabledAccounts(); err != nil || len(all) != 0 {
+		t.Fatalf("after the snapshot and a takeover: %+v, %v; want no disabled account", all, err)
+	}
+	if _, ok, err := promoted.DisabledByKey("k-stale"); err != nil || ok {
+		t.Fatalf("the stale row's key is still found: %v, %v", ok, err)
+	}
+}
+
+// A row forgotten, or replaced, right after it was written is forgotten
+// (or replaced) with its entry key: the batch that does it may have been
+// opened before the row's batch was written.
+func TestDisabledRemovedRightAfterPut(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := j.PutDisabled(ctx, DisabledAccount{Name: "abuse", EntryKey: "k1", Reason: DisabledGone, Since: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.RemoveDisabled(ctx, "abuse"); err != nil {
+			t.Fatal(err)
+		}
+		if d, ok, err := j.Disabled("abuse"); err != nil || ok {
+			t.Fatalf("round %d: Disabled after RemoveDisabled = %+v, %v, %v", i, d, ok, err)
+		}
+		if d, ok, err := j.DisabledByKey("k1"); err != nil || ok {
+			t.Fatalf("round %d: DisabledByKey after RemoveDisabled = %+v, %v, %v", i, d, ok, err)
+		}
+	}
+	if err := j.PutDisabled(ctx, DisabledAccount{Name: "bob", EntryKey: "k1", Reason: DisabledGone}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.PutDisabled(ctx, DisabledAccount{Name: "bob", EntryKey: "k2", Reason: DisabledGone}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := j.DisabledByKey("k1"); ok {
+		t.Fatal("a replaced row is still found by its old key")
+	}
+}

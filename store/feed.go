@@ -344,7 +344,9 @@ func applied(ev Event) *Record {
 // reset empties a follower's copy before a snapshot. It runs on the writer
 // goroutine with no batch open.
 func (fd *Feed) reset(ev Event) error {
-	for _, p := range [][]byte{prefixRecord, prefixSecret, prefixActive, prefixDelivered, prefixEvent} {
+	// The table of disabled accounts goes too: it is not in the feed, and
+	// rows left from a time as primary would be acted on after a takeover.
+	for _, p := range [][]byte{prefixRecord, prefixSecret, prefixActive, prefixDelivered, prefixEvent, prefixDisabled} {
 		if err := fd.db.DropPrefix(p); err != nil {
 			return fmt.Errorf("reset follower: %w", err)
 		}

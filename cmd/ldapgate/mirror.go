@@ -53,7 +53,18 @@ type MirrorConfig struct {
 	// ProtectedAccounts are never removed, disabled or renamed (postmaster
 	// always is).
 	ProtectedAccounts []string `yaml:"protectedAccounts"`
+	// MaxRemovalsPerSweep bounds the removals at the end of a grace that
+	// one sweep starts (a clock jumping forward cannot remove every
+	// disabled account at once).
+	MaxRemovalsPerSweep int `yaml:"maxRemovalsPerSweep"`
 }
+
+// minDeleteAfter is the shortest grace accepted; below a day the log
+// warns (720s for 720h is an easy typo).
+const (
+	minDeleteAfter  = time.Minute
+	warnDeleteAfter = 24 * time.Hour
+)
 
 // AxigenConfig says how to reach Axigen's administration CLI.
 type AxigenConfig struct {
@@ -74,8 +85,9 @@ func defaultMirrorConfig() MirrorConfig {
 		MaxAttempts: 25,
 		Retention:   30 * 24 * time.Hour,
 
-		OnAccountDelete:   string(mirror.DeleteDisables),
-		ProtectedAccounts: []string{mirror.Postmaster},
+		OnAccountDelete:     string(mirror.DeleteDisables),
+		ProtectedAccounts:   []string{mirror.Postmaster},
+		MaxRemovalsPerSweep: mirror.DefaultMaxRemovalsPerSweep,
 	}
 }
 
@@ -136,6 +148,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *string { return &c.Mirror.OnAccountDelete }),
 		durationSetting("delete-after", "DELETE_AFTER", "with --on-account-delete disable, remove an account still absent from the directory this long after it was disabled, e.g. 720h; 0 never (file: mirror.deleteAfter)",
 			func(c *Config) *time.Duration { return &c.Mirror.DeleteAfter }),
+		intSetting("max-removals-per-sweep", "MAX_REMOVALS_PER_SWEEP", "accounts removed at the end of their --delete-after grace per sweep at most; the others wait for the next (file: mirror.maxRemovalsPerSweep)",
+			func(c *Config) *int { return &c.Mirror.MaxRemovalsPerSweep }),
 		sliceSetting("protected-account", "PROTECTED_ACCOUNT", "Axigen account never removed, disabled or renamed; repeatable; postmaster always is (file: mirror.protectedAccounts)",
 			func(c *Config) *[]string { return &c.Mirror.ProtectedAccounts }),
 		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
@@ -200,7 +214,21 @@ func (mc *MirrorConfig) deletes() (mirror.Deletes, error) {
 	if err != nil {
 		return mirror.Deletes{}, fmt.Errorf("invalid setting mirror.onAccountDelete (--on-account-delete): %w", err)
 	}
-	return mirror.Deletes{OnAccountDelete: action, DeleteAfter: mc.DeleteAfter, Protected: mc.ProtectedAccounts}, nil
+	switch {
+	case mc.DeleteAfter > 0 && mc.DeleteAfter < minDeleteAfter:
+		return mirror.Deletes{}, fmt.Errorf("invalid setting mirror.deleteAfter (--delete-after): %s is below the minimum of %s (720h is 30 days)", mc.DeleteAfter, minDeleteAfter)
+	case mc.MaxRemovalsPerSweep < 1:
+		return mirror.Deletes{}, fmt.Errorf("invalid setting mirror.maxRemovalsPerSweep (--max-removals-per-sweep): must be at least 1")
+	}
+	if err := mirror.CheckProtected(mc.ProtectedAccounts); err != nil {
+		return mirror.Deletes{}, fmt.Errorf("invalid setting mirror.protectedAccounts (--protected-account): %w", err)
+	}
+	protected := make([]string, 0, len(mc.ProtectedAccounts))
+	for _, p := range mc.ProtectedAccounts {
+		protected = append(protected, strings.TrimSpace(p))
+	}
+	return mirror.Deletes{OnAccountDelete: action, DeleteAfter: mc.DeleteAfter, Protected: protected,
+		MaxRemovalsPerSweep: mc.MaxRemovalsPerSweep}, nil
 }
 
 // readSecretFile reads a password from a file, without its line ending.
@@ -264,6 +292,9 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observ
 	deletes, err := mc.deletes()
 	if err != nil {
 		return nil, nil, err
+	}
+	if log != nil && deletes.DeleteAfter > 0 && deletes.DeleteAfter < warnDeleteAfter {
+		log.Warn("mirror.deleteAfter is under a day: accounts disabled for a directory delete are removed, mail and all, this soon", "deleteAfter", deletes.DeleteAfter.String())
 	}
 	pool := axigen.NewPool(axCfg, mc.Axigen.Sessions)
 	upTLS, err := cfg.upstreamTLS()

@@ -35,8 +35,12 @@ same settings as serve (--config, LDAPGATE_*, flags); the gateway may be
 running meanwhile. Accounts and groups that Axigen has and the directory does
 not are reported; with --remove-extra such groups are removed and such
 accounts get the --on-account-delete action (disable by default: the mail is
-kept), except postmaster and the --protected-account names. With --dry-run,
-each account that would be disabled or removed is printed with the reason.`,
+kept), except postmaster and the --protected-account names, and never an
+account whose name an entry has. With --dry-run, each account that would be
+disabled or removed is printed with the reason. The accounts this command
+disables are not in the running gateway's table of disabled accounts: no
+grace runs for them and the gateway never enables them again. Every change
+to an account is in the audit log (--audit-log).`,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c, settings)
@@ -55,7 +59,14 @@ each account that would be disabled or removed is printed with the reason.`,
 }
 
 func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progressOut io.Writer, opts mirror.ResyncOptions) error {
-	m, closeMirror, err := cfg.buildMirror(nil, log, nil, nil)
+	// What --remove-extra and the locks do to accounts goes to the audit
+	// log, as serve's deliveries do.
+	audit, closeAudit, err := openAuditLog(cfg.Mirror.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	m, closeMirror, err := cfg.buildMirror(nil, log, audit, nil)
 	if err != nil {
 		return err
 	}
@@ -99,6 +110,13 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 			note = "would be disabled in Axigen"
 		}
 		fmt.Fprintf(out, "account disabled or locked in the directory, %s: %s\n", note, a)
+	}
+	for _, a := range rep.Unlocked {
+		note := "enabled in Axigen"
+		if opts.DryRun {
+			note = "would be enabled in Axigen"
+		}
+		fmt.Fprintf(out, "account no longer disabled or locked in the directory, %s: %s\n", note, a)
 	}
 	for _, f := range rep.Failed {
 		fmt.Fprintf(out, "not synced: %s\n", f)

@@ -2,10 +2,12 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -22,8 +24,9 @@ import (
 // mailbox at once, so by default the account is only disabled: it keeps
 // its mail and can no longer log in or receive. The gateway remembers it
 // in the journal's table of disabled accounts (store.DisabledAccount):
-// the entry that comes back (same entry key, or the same name) gets it
-// back, enabled; one still absent after DeleteAfter is removed.
+// the entry that comes back (same entry key; the same name only when the
+// key is unknown) gets it back, enabled; another entry never does (heldFor);
+// one still absent after DeleteAfter is removed (Sweep).
 
 // AccountDeleteAction says what a directory delete, or a move out of the
 // account base, does to the entry's Axigen account.
@@ -61,12 +64,21 @@ type Deletes struct {
 	// from the directory this long after it was disabled; 0 never.
 	DeleteAfter time.Duration
 	// Protected names accounts never removed, disabled or renamed, on top
-	// of Postmaster.
+	// of Postmaster (compared ignoring case and surrounding blanks).
 	Protected []string
 	// SweepInterval is how often Sweep looks for expired accounts
 	// (DeleteAfter/4, between 100ms and 1m, when 0).
 	SweepInterval time.Duration
+	// MaxRemovalsPerSweep bounds the removals one sweep journals
+	// (DefaultMaxRemovalsPerSweep when 0): a clock jumping forward cannot
+	// remove every disabled account at once.
+	MaxRemovalsPerSweep int
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
+
+// DefaultMaxRemovalsPerSweep is Deletes.MaxRemovalsPerSweep's default.
+const DefaultMaxRemovalsPerSweep = 10
 
 func (d Deletes) action() AccountDeleteAction {
 	if d.OnAccountDelete == "" {
@@ -75,10 +87,41 @@ func (d Deletes) action() AccountDeleteAction {
 	return d.OnAccountDelete
 }
 
+func (d Deletes) now() time.Time {
+	if d.Now != nil {
+		return d.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// removes reports whether accounts disabled for a delete are removed at
+// the end of a grace period with these settings.
+func (d Deletes) removes() bool { return d.action() == DeleteDisables && d.DeleteAfter > 0 }
+
+func (d Deletes) maxRemovalsPerSweep() int {
+	if d.MaxRemovalsPerSweep > 0 {
+		return d.MaxRemovalsPerSweep
+	}
+	return DefaultMaxRemovalsPerSweep
+}
+
 // protects reports whether the account name is protected.
 func (d Deletes) protects(name string) bool {
+	name = strings.TrimSpace(name)
 	return strings.EqualFold(name, Postmaster) ||
-		slices.ContainsFunc(d.Protected, func(p string) bool { return strings.EqualFold(p, name) })
+		slices.ContainsFunc(d.Protected, func(p string) bool { return strings.EqualFold(strings.TrimSpace(p), name) })
+}
+
+// CheckProtected refuses a protected account name that cannot be an
+// account's: empty, or with blanks inside.
+func CheckProtected(names []string) error {
+	for _, n := range names {
+		t := strings.TrimSpace(n)
+		if t == "" || strings.ContainsFunc(t, unicode.IsSpace) {
+			return fmt.Errorf("protected account %q is not an account name (empty or with blanks)", n)
+		}
+	}
+	return nil
 }
 
 func (d Deletes) sweepInterval() time.Duration {
@@ -105,27 +148,58 @@ func (m *Mirror) auditAccount(action, name, reason string, args ...any) {
 func (m *Mirror) retire(ctx context.Context, rec *store.Record, name, reason string) error {
 	del := m.cfg.Deletes
 	action := del.action()
-	if rec.Actor == expiryActor && m.cfg.Journal != nil {
-		held, ok, err := m.cfg.Journal.Disabled(name)
+	if rec.Actor == expiryActor {
+		why, due, err := m.removalDue(rec, name)
 		if err != nil {
-			return fmt.Errorf("read disabled account %s: %w", name, err)
+			return err
 		}
-		if !ok || held.Reason != store.DisabledGone {
-			m.auditAccount("kept", name, "no longer waiting for removal", "seq", rec.Seq)
+		if !due {
+			m.auditAccount("kept", name, why, "seq", rec.Seq)
 			return nil
 		}
-		action, reason = DeleteRemoves, fmt.Sprintf("absent from the directory since %s (delete-after %s)",
-			held.Since.UTC().Format(time.RFC3339), del.DeleteAfter)
+		action, reason = DeleteRemoves, why
 	}
 	if action != DeleteIgnored && del.protects(name) {
 		m.auditAccount("kept", name, "protected account: not "+pastTense(action)+" although "+reason, "seq", rec.Seq)
 		return nil
 	}
-	switch action {
-	case DeleteIgnored:
+	if action == DeleteIgnored {
 		m.auditAccount("kept", name, reason+" (onAccountDelete=ignore)", "seq", rec.Seq)
 		return nil
-	case DeleteRemoves:
+	}
+	if rec.Actor != expiryActor {
+		// A late delete (retried, or of an entry whose name another entry
+		// took since, at another DN) must not take the account from the
+		// entry that has the name now.
+		other, err := m.otherHolder(ctx, rec, name)
+		if err != nil {
+			return err
+		}
+		if other != nil {
+			// Unless that entry's own add or rename waits for this delete
+			// (waitForEarlierDelete): then the account is still rec's.
+			otherKey, _ := m.entryKey(*other)
+			waiting, err := m.pendingAfter(otherKey, rec.Seq)
+			if err != nil {
+				return err
+			}
+			if !waiting {
+				m.auditAccount("kept", name, fmt.Sprintf("%s, but another entry (%s) has the name now", reason, other.DN), "seq", rec.Seq)
+				return nil
+			}
+		}
+		// Nor the account of another entry that the table holds: an entry
+		// refused a held name (heldFor) never had that account.
+		held, ok, err := m.disabledRow(name)
+		if err != nil {
+			return err
+		}
+		if ok && held.EntryKey != "" && rec.EntryKey != "" && !strings.EqualFold(held.EntryKey, rec.EntryKey) {
+			m.auditAccount("kept", name, fmt.Sprintf("%s, but the account is held for another entry (key %s)", reason, held.EntryKey), "seq", rec.Seq)
+			return nil
+		}
+	}
+	if action == DeleteRemoves {
 		p, err := m.cfg.Axigen.DeleteAccount(ctx, m.cfg.Domain, name)
 		if err != nil {
 			return classify(err)
@@ -138,18 +212,59 @@ func (m *Mirror) retire(ctx context.Context, rec *store.Record, name, reason str
 		}
 		return nil
 	}
-	_, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, name, false)
+	// The row first: a crash before the disable leaves a row that a replay
+	// or the entry's return finds.
+	if err := m.holdDisabled(ctx, rec, name); err != nil {
+		return err
+	}
+	p, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, name, false)
 	if err != nil {
 		return classify(err)
 	}
 	if !found {
 		return m.forgetDisabled(ctx, name)
 	}
-	if err := m.holdDisabled(ctx, rec, name); err != nil {
-		return err
+	if p != nil && !p.Empty() {
+		m.auditAccount("disabled", name, reason, "seq", rec.Seq, "deleteAfter", del.DeleteAfter.String())
 	}
-	m.auditAccount("disabled", name, reason, "seq", rec.Seq, "deleteAfter", del.DeleteAfter.String())
 	return nil
+}
+
+// removalDue decides, at delivery, whether an expiry record (Sweep) still
+// removes the account: its row is still there, still for the record's
+// entry and its removal, past its grace by the current settings. It says
+// why either way.
+func (m *Mirror) removalDue(rec *store.Record, name string) (why string, due bool, err error) {
+	del := m.cfg.Deletes
+	held, ok, err := m.disabledRow(name)
+	if err != nil {
+		return "", false, err
+	}
+	switch {
+	case !ok || held.Reason != store.DisabledGone:
+		return "no longer waiting for removal", false, nil
+	case !del.removes():
+		return fmt.Sprintf("removal cancelled: onAccountDelete=%s, deleteAfter %s", del.action(), del.DeleteAfter), false, nil
+	case !strings.EqualFold(held.EntryKey, rec.EntryKey) || held.RemovalSeq != rec.Seq:
+		return "removal cancelled: the account was disabled again since", false, nil
+	case held.GraceFrom.IsZero() || del.now().Before(held.GraceFrom.Add(del.DeleteAfter)):
+		return "removal cancelled: the grace is not over", false, nil
+	}
+	return fmt.Sprintf("absent from the directory since %s (delete-after %s)",
+		held.Since.UTC().Format(time.RFC3339), del.DeleteAfter), true, nil
+}
+
+// otherHolder finds the entry, other than rec's, that has the account
+// name in the directory now, if any.
+func (m *Mirror) otherHolder(ctx context.Context, rec *store.Record, name string) (*schema.Entry, error) {
+	e, err := m.findByName(ctx, name, m.mapping().Config().AccountBase, m.mapping().AccountAttributes())
+	if err != nil || e == nil {
+		return nil, err
+	}
+	if key, err := m.entryKey(*e); err == nil && key != "" && rec.EntryKey != "" && strings.EqualFold(key, rec.EntryKey) {
+		return nil, nil // rec's own entry
+	}
+	return e, nil
 }
 
 // holdDisabled records in the journal that the gateway disabled name
@@ -158,18 +273,44 @@ func (m *Mirror) holdDisabled(ctx context.Context, rec *store.Record, name strin
 	if m.cfg.Journal == nil {
 		return nil
 	}
-	held := store.DisabledAccount{Name: name, EntryKey: rec.EntryKey, DN: rec.DN, Reason: store.DisabledGone, Since: time.Now().UTC()}
+	del := m.cfg.Deletes
+	held := store.DisabledAccount{Name: name, EntryKey: rec.EntryKey, DN: rec.DN, Reason: store.DisabledGone, Since: del.now(), Seq: rec.Seq}
 	if rec.NewDN != "" {
 		held.DN = rec.NewDN
 	}
-	// A replayed delivery keeps the time the account was first disabled:
-	// retries do not stretch the grace.
-	if old, ok, err := m.cfg.Journal.Disabled(name); err != nil {
-		return fmt.Errorf("read disabled account %s: %w", name, err)
-	} else if ok && old.Reason == store.DisabledGone {
-		held.Since = old.Since
+	old, ok, err := m.disabledRow(name)
+	if err != nil {
+		return err
 	}
-	return m.cfg.Journal.PutDisabled(ctx, held)
+	sameEntry := ok && strings.EqualFold(old.EntryKey, rec.EntryKey)
+	// A replay of the record that disabled it keeps its start: retries do
+	// not stretch the grace; any other delete starts it again.
+	if sameEntry && old.Reason == store.DisabledGone && old.Seq == rec.Seq {
+		held.Since, held.GraceFrom, held.RemovalSeq = old.Since, old.GraceFrom, old.RemovalSeq
+	} else if del.removes() {
+		held.GraceFrom = held.Since
+	}
+	// A password made unknowable stays so until one is delivered.
+	held.Scrambled = sameEntry && old.Scrambled
+	return m.putDisabled(ctx, held)
+}
+
+func (m *Mirror) putDisabled(ctx context.Context, d store.DisabledAccount) error {
+	if m.cfg.Journal == nil {
+		return nil
+	}
+	return m.cfg.Journal.PutDisabled(ctx, d)
+}
+
+func (m *Mirror) disabledRow(name string) (store.DisabledAccount, bool, error) {
+	if m.cfg.Journal == nil {
+		return store.DisabledAccount{}, false, nil
+	}
+	d, ok, err := m.cfg.Journal.Disabled(name)
+	if err != nil {
+		return d, false, fmt.Errorf("read disabled account %s: %w", name, err)
+	}
+	return d, ok, nil
 }
 
 func pastTense(a AccountDeleteAction) string {
@@ -187,23 +328,119 @@ func (m *Mirror) forgetDisabled(ctx context.Context, name string) error {
 	return m.cfg.Journal.RemoveDisabled(ctx, name)
 }
 
-// heldFor finds the disabled account of an entry that is in the account
-// base (again): by its entry key, else by its account name.
-func (m *Mirror) heldFor(key, name string) (*store.DisabledAccount, error) {
+// heldFor finds the row of the table of disabled accounts that an entry
+// in the account base (again), with key, named name, takes up: its own
+// (by key), else the one of its name. A mailbox goes to an entry only
+// when it is provably the same person: a row of the name held for
+// another known key is never handed over (errHeldForAnother), unless the
+// account is gone from Axigen by now (the operator removed it): then the
+// row goes.
+func (m *Mirror) heldFor(ctx context.Context, rec *store.Record, key, name, dn string) (*store.DisabledAccount, error) {
 	if m.cfg.Journal == nil {
 		return nil, nil
 	}
-	held, ok, err := m.cfg.Journal.DisabledByKey(key)
-	if err == nil && !ok {
-		held, ok, err = m.cfg.Journal.Disabled(name)
-	}
+	byKey, okKey, err := m.cfg.Journal.DisabledByKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("read disabled accounts: %w", err)
 	}
-	if !ok {
+	byName, okName, err := m.disabledRow(name)
+	if err != nil {
+		return nil, err
+	}
+	if okName && !(okKey && strings.EqualFold(byKey.Name, byName.Name)) {
+		other := byName.EntryKey != "" && key != "" && !strings.EqualFold(byName.EntryKey, key)
+		if other || okKey {
+			_, present, err := m.cfg.Axigen.ReadAccount(ctx, m.cfg.Domain, byName.Name)
+			if err != nil {
+				return nil, classify(err)
+			}
+			if !present {
+				if err := m.forgetDisabled(ctx, byName.Name); err != nil {
+					return nil, err
+				}
+			} else {
+				return nil, m.heldForAnother(rec, byName, key, dn)
+			}
+		} else {
+			return &byName, nil // a row without a key (or an entry without one): by name
+		}
+	}
+	if okKey {
+		return &byKey, nil
+	}
+	return nil, nil
+}
+
+// waitForEarlierDelete keeps an add or rename that gives an entry (key)
+// the name of an earlier entry whose delete (or move out, or rename) is
+// journaled but not delivered yet: delivered first, the newcomer would
+// take over the earlier entry's account before the delete could hold it
+// (heldFor). The retryable error lets the delete go first (retire then
+// holds the account: the newcomer's record is still pending).
+func (m *Mirror) waitForEarlierDelete(rec *store.Record, key, name string) error {
+	if key == "" || (rec.Op != store.OpAdd && rec.Op != store.OpRename) {
+		return nil
+	}
+	pending, err := m.pendingRecords()
+	if err != nil {
+		return err
+	}
+	for _, p := range pending {
+		if p.Seq < rec.Seq && p.Kind == store.KindAccount && (p.Op == store.OpDelete || p.Op == store.OpRename) &&
+			p.Actor != expiryActor && strings.EqualFold(p.Name, name) && p.EntryKey != "" && !strings.EqualFold(p.EntryKey, key) {
+			return fmt.Errorf("account %s: waiting for record %d (the delete or move of the earlier entry of that name) to be delivered first", name, p.Seq)
+		}
+	}
+	return nil
+}
+
+// pendingAfter reports whether a record of the entry with key, later than
+// seq, waits for delivery.
+func (m *Mirror) pendingAfter(key string, seq uint64) (bool, error) {
+	if key == "" {
+		return false, nil
+	}
+	pending, err := m.pendingRecords()
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(pending, func(p *store.Record) bool {
+		return p.Seq > seq && strings.EqualFold(p.EntryKey, key)
+	}), nil
+}
+
+// pendingRecords lists the journal's records not delivered yet (nor dead).
+func (m *Mirror) pendingRecords() ([]*store.Record, error) {
+	if m.cfg.Journal == nil {
 		return nil, nil
 	}
-	return &held, nil
+	pending, err := m.cfg.Journal.List(store.Filter{States: []store.State{store.StatePrepared, store.StateCommitted}})
+	if err != nil {
+		return nil, fmt.Errorf("list pending records: %w", err)
+	}
+	return pending, nil
+}
+
+// heldForAnother is the permanent failure of a write whose entry would take
+// the account of another (a deleted person's mailbox, held disabled), with
+// the audit line saying so.
+func (m *Mirror) heldForAnother(rec *store.Record, held store.DisabledAccount, key, dn string) error {
+	del := m.cfg.Deletes
+	until := "it is kept until removed by hand (deleteAfter is 0)"
+	if del.removes() && !held.GraceFrom.IsZero() {
+		until = "its grace ends at " + held.GraceFrom.Add(del.DeleteAfter).UTC().Format(time.RFC3339) + ", when the gateway removes it"
+	} else if del.removes() {
+		until = fmt.Sprintf("its grace (%s) starts at the next sweep", del.DeleteAfter)
+	}
+	holder := held.EntryKey
+	if holder == "" {
+		holder = "unknown"
+	}
+	msg := fmt.Sprintf("account %s is held, disabled since %s, for the entry with key %s (was %s), not for %s (key %s); %s. "+
+		"To give the name to the new entry: remove the old account (REMOVE Account in Axigen, or wait for the grace), then `ldapgate journal retry %d`; or give the new entry another name",
+		held.Name, held.Since.UTC().Format(time.RFC3339), holder, held.DN, dn, key, until, rec.Seq)
+	m.auditAccount("kept", held.Name, "held for another entry: "+msg, "seq", rec.Seq, "holderKey", held.EntryKey, "entryKey", key)
+	return store.Permanent(errors.New(msg))
 }
 
 // passwordChange says what a record does to the entry's password.
@@ -215,30 +452,44 @@ const (
 	passwordRemoved
 )
 
-// passwordChangeOf reads a record's password changes: the last one wins.
-// A record never holds password values (record.go): a replace that set
-// one left the password in Secret, or, for a value the gateway cannot
-// mirror (pre-hashed), a note; a replace with neither had no value, and
-// removed the password.
+// passwordChangeOf reads a record's password changes. A record never
+// holds password values (record.go): a change that named some holds
+// passwordValuesNamed instead (records from before that, nothing: a
+// replace that set a value left it in Secret or, for a value the gateway
+// cannot mirror, a note). The password is removed only when the modify
+// clears every password attribute of the mapping (deletes all its values,
+// or replaces them with none) and adds or replaces none: deleting one of
+// two values, adding a new one and deleting the old, or clearing AD's
+// userPassword while unicodePwd stays, leaves a password.
 func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
-	pc := passwordKept
-	if len(rec.Secret) > 0 || rec.Op == store.OpPassword {
-		pc = passwordSet
-	}
+	set := len(rec.Secret) > 0 || rec.Op == store.OpPassword
 	hadValues := len(rec.Secret) > 0 || rec.SecretState != store.SecretNone || strings.Contains(rec.Note, passwordNotMirroredNote)
 	mp := m.mapping()
+	var cleared []string
 	for _, c := range rec.Changes {
 		if mp.AttrClass(c.Attr, schema.KindAccount) != schema.AttrPassword {
 			continue
 		}
+		named := len(c.Values) > 0
 		switch {
-		case c.Op == "delete" || (c.Op == "replace" && !hadValues):
-			pc = passwordRemoved
-		default:
-			pc = passwordSet
+		case c.Op == "add" || (c.Op == "replace" && (named || hadValues)):
+			set = true
+		case c.Op == "replace" || (c.Op == "delete" && !named):
+			cleared = append(cleared, c.Attr)
 		}
 	}
-	return pc
+	switch {
+	case set:
+		return passwordSet
+	case len(cleared) == 0:
+		return passwordKept
+	}
+	for _, a := range mp.Config().PasswordAttributes {
+		if !slices.ContainsFunc(cleared, func(c string) bool { return mp.SameAttribute(c, a) }) {
+			return passwordKept
+		}
+	}
+	return passwordRemoved
 }
 
 // passwordNotMirroredNote starts the note record.go leaves for a password
@@ -246,60 +497,83 @@ func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
 const passwordNotMirroredNote = "password not mirrored"
 
 // settleEnabled brings the account's enabled state in Axigen in line with
-// the directory's entry after its state was applied: enabled unless the
-// entry is locked (desired.Disabled) or its password was removed; held is
-// the account's row in the table of disabled accounts, if any; created
-// says that the delivery has just created the account (enabled). It runs
-// only for the records that can change that state; the others leave it as
-// is. An add or a rename always checks it: the entry may come back to an
-// account disabled by a resync, which the table does not hold.
-func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.Account, held *store.DisabledAccount, created bool) error {
-	pc := m.passwordChangeOf(rec)
-	if held == nil && pc == passwordKept && !m.touchesDisabled(rec) && rec.Op != store.OpAdd && rec.Op != store.OpRename {
+// the directory's entry after its state was applied. The gateway disables
+// an account whose entry is locked (desired.Disabled) or whose password
+// was removed (pc), and remembers it in the table of disabled accounts;
+// it enables again only an account that table holds (held): one held
+// because its entry was gone or locked once the entry is back or unlocked,
+// one whose password was made unknowable only once a password is
+// delivered (delivered). An account disabled by anyone else (an Axigen
+// admin, a resync from the command line) is never enabled.
+func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.Account, held *store.DisabledAccount, pc passwordChange, delivered bool) error {
+	locked := a.Disabled
+	if held == nil && pc == passwordKept && !(locked && (m.touchesDisabled(rec) || rec.Op == store.OpAdd || rec.Op == store.OpRename)) {
 		return nil
 	}
-	noPassword := pc == passwordRemoved ||
-		(pc == passwordKept && held != nil && held.Reason == store.DisabledNoPassword)
-	enabled := !a.Disabled && !noPassword
-	if enabled && created && held == nil {
-		return nil // a new account is enabled
-	}
+	needsPassword := pc == passwordRemoved || (held != nil && held.Scrambled && !delivered)
+	enabled := !locked && !needsPassword
 	reason := "entry in the directory"
 	switch {
-	case a.Disabled:
-		reason = "account disabled or locked in the directory"
-	case noPassword:
+	case pc == passwordRemoved:
 		reason = "password removed in the directory"
+	case locked:
+		reason = "account disabled or locked in the directory"
+	case needsPassword:
+		reason = "password removed in the directory, none set since"
 	case held != nil && held.Reason == store.DisabledGone:
 		reason = "entry back in the directory"
+	case held != nil && held.Reason == store.DisabledLocked:
+		reason = "account no longer disabled or locked in the directory"
 	case held != nil:
 		reason = "password set again in the directory"
 	}
-	if !enabled && m.cfg.Deletes.protects(a.Name) {
+	if enabled {
+		if held == nil {
+			return nil
+		}
+		p, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, a.Name, true)
+		if err != nil {
+			return classify(err)
+		}
+		if err := m.forgetDisabled(ctx, held.Name); err != nil {
+			return err
+		}
+		if found && p != nil && !p.Empty() {
+			m.auditAccount("enabled", a.Name, reason, "seq", rec.Seq)
+		}
+		return nil
+	}
+	if m.cfg.Deletes.protects(a.Name) {
 		m.auditAccount("kept", a.Name, "protected account: not disabled although "+reason, "seq", rec.Seq)
 		return nil
 	}
-	p, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, a.Name, enabled)
-	if err != nil {
-		return classify(err)
+	row := store.DisabledAccount{Name: a.Name, EntryKey: rec.EntryKey, DN: a.DN, Reason: store.DisabledLocked,
+		Since: m.cfg.Deletes.now(), Seq: rec.Seq, Scrambled: needsPassword}
+	if needsPassword {
+		row.Reason = store.DisabledNoPassword
 	}
-	if held != nil {
+	if held != nil && held.Reason == row.Reason && held.Scrambled == row.Scrambled {
+		row.Since = held.Since
+	}
+	if held != nil && !strings.EqualFold(held.Name, a.Name) {
 		if err := m.forgetDisabled(ctx, held.Name); err != nil {
 			return err
 		}
 	}
-	if found && noPassword && m.cfg.Journal != nil {
-		d := store.DisabledAccount{Name: a.Name, EntryKey: rec.EntryKey, DN: a.DN, Reason: store.DisabledNoPassword, Since: time.Now().UTC()}
-		if err := m.cfg.Journal.PutDisabled(ctx, d); err != nil {
-			return err
-		}
+	// The row first (intent): a crash before the disable leaves one a
+	// replay finds.
+	if err := m.putDisabled(ctx, row); err != nil {
+		return err
 	}
-	if found && p != nil && !p.Empty() {
-		action := "enabled"
-		if !enabled {
-			action = "disabled"
-		}
-		m.auditAccount(action, a.Name, reason, "seq", rec.Seq)
+	p, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, a.Name, false)
+	if err != nil {
+		return classify(err)
+	}
+	if !found {
+		return m.forgetDisabled(ctx, a.Name)
+	}
+	if p != nil && !p.Empty() {
+		m.auditAccount("disabled", a.Name, reason, "seq", rec.Seq)
 	}
 	return nil
 }
@@ -307,19 +581,18 @@ func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.
 // Sweep removes the accounts disabled because their entry went away once
 // they have been so for Deletes.DeleteAfter, until ctx ends. Each removal
 // is a journal record (actor expiryActor), delivered like any other: the
-// delivery step checks that the entry is still absent, removes the
-// account and writes the audit line. Without a grace period, or with
-// another action than disable, it returns at once.
+// delivery step checks that the removal is still due (removalDue),
+// removes the account and writes the audit line. Without a grace period,
+// or with another action than disable, it returns at once.
 func (m *Mirror) Sweep(ctx context.Context) error {
 	del := m.cfg.Deletes
-	if m.cfg.Journal == nil || del.action() != DeleteDisables || del.DeleteAfter <= 0 {
+	if m.cfg.Journal == nil || !del.removes() {
 		return nil
 	}
 	t := time.NewTicker(del.sweepInterval())
 	defer t.Stop()
-	queued := map[string]uint64{} // account name → its removal record
 	for {
-		if _, err := m.sweepOnce(ctx, time.Now(), queued); err != nil && ctx.Err() == nil {
+		if _, err := m.sweepOnce(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("looking for accounts past their delete-after grace failed", "err", err)
 		}
 		select {
@@ -330,48 +603,89 @@ func (m *Mirror) Sweep(ctx context.Context) error {
 	}
 }
 
-// sweepOnce journals a removal of each account disabled before now minus
-// the grace period, unless one is already on its way (queued).
-func (m *Mirror) sweepOnce(ctx context.Context, now time.Time, queued map[string]uint64) (int, error) {
+// sweepOnce journals a removal of each account whose grace is over, at
+// most Deletes.MaxRemovalsPerSweep of them, unless its removal is already
+// on its way or dead (the row remembers its record); a row of a protected
+// account is dropped; a row whose grace has not started (disabled while
+// deleteAfter was 0) starts it now.
+func (m *Mirror) sweepOnce(ctx context.Context) (int, error) {
+	del := m.cfg.Deletes
+	now := del.now()
 	held, err := m.cfg.Journal.DisabledAccounts()
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	n, waiting := 0, 0
 	for _, d := range held {
-		if d.Reason != store.DisabledGone || now.Sub(d.Since) < m.cfg.Deletes.DeleteAfter {
+		if d.Reason != store.DisabledGone {
 			continue
 		}
-		key := strings.ToLower(d.Name)
-		if seq, ok := queued[key]; ok {
-			if rec, err := m.cfg.Journal.Get(seq); err == nil && (rec.State == store.StateCommitted || rec.State == store.StatePrepared) {
-				continue
+		if del.protects(d.Name) {
+			if err := m.forgetDisabled(ctx, d.Name); err != nil {
+				return n, err
+			}
+			m.auditAccount("kept", d.Name, "protected account: never removed; forgotten by the grace", "since", d.Since.UTC().Format(time.RFC3339))
+			continue
+		}
+		if d.GraceFrom.IsZero() {
+			d.GraceFrom = now
+			if err := m.putDisabled(ctx, d); err != nil {
+				return n, err
+			}
+			continue
+		}
+		if now.Before(d.GraceFrom.Add(del.DeleteAfter)) {
+			continue
+		}
+		if d.RemovalSeq != 0 {
+			if rec, err := m.cfg.Journal.Get(d.RemovalSeq); err == nil && rec.State != store.StateDelivered {
+				continue // pending, or dead: `ldapgate journal` shows it
 			}
 		}
-		dn := d.DN
-		if dn == "" { // disabled by a resync: it never had an entry here
-			dn = m.mapping().NameAttribute() + "=" + ldap.EscapeDN(d.Name)
-			if bases := m.mapping().Config().AccountBase; len(bases) > 0 {
-				dn += "," + bases[0]
-			}
+		if n >= del.maxRemovalsPerSweep() {
+			waiting++
+			continue
 		}
-		rec := &store.Record{
-			Time: now, Actor: expiryActor, Kind: store.KindAccount, Op: store.OpDelete,
-			DN: dn, EntryKey: d.EntryKey, Name: d.Name,
-			Note: fmt.Sprintf("disabled since %s, delete-after %s: removing the account", d.Since.UTC().Format(time.RFC3339), m.cfg.Deletes.DeleteAfter),
-		}
-		seq, err := m.cfg.Journal.Prepare(ctx, rec)
-		if err != nil {
+		if err := m.journalRemoval(ctx, d, now); err != nil {
 			return n, err
 		}
-		if err := m.cfg.Journal.Commit(ctx, seq, d.EntryKey); err != nil {
-			return n, err
-		}
-		queued[key] = seq
-		m.auditAccount("removing", d.Name, "delete-after expired", "seq", seq, "since", d.Since.UTC().Format(time.RFC3339))
 		n++
 	}
+	if waiting > 0 {
+		m.log.Warn("accounts past their delete-after grace wait for the next sweep", "removing", n, "waiting", waiting,
+			"maxRemovalsPerSweep", del.maxRemovalsPerSweep())
+	}
 	return n, nil
+}
+
+// journalRemoval journals the removal of d at the end of its grace; the
+// row names the record before it can be delivered.
+func (m *Mirror) journalRemoval(ctx context.Context, d store.DisabledAccount, now time.Time) error {
+	dn := d.DN
+	if dn == "" { // disabled by a resync: it never had an entry here
+		dn = m.mapping().NameAttribute() + "=" + ldap.EscapeDN(d.Name)
+		if bases := m.mapping().Config().AccountBase; len(bases) > 0 {
+			dn += "," + bases[0]
+		}
+	}
+	rec := &store.Record{
+		Time: now, Actor: expiryActor, Kind: store.KindAccount, Op: store.OpDelete,
+		DN: dn, EntryKey: d.EntryKey, Name: d.Name,
+		Note: fmt.Sprintf("disabled since %s, delete-after %s: removing the account", d.Since.UTC().Format(time.RFC3339), m.cfg.Deletes.DeleteAfter),
+	}
+	seq, err := m.cfg.Journal.Prepare(ctx, rec)
+	if err != nil {
+		return err
+	}
+	d.RemovalSeq = seq
+	if err := m.putDisabled(ctx, d); err != nil {
+		return err
+	}
+	if err := m.cfg.Journal.Commit(ctx, seq, d.EntryKey); err != nil {
+		return err
+	}
+	m.auditAccount("removing", d.Name, "delete-after expired", "seq", seq, "since", d.Since.UTC().Format(time.RFC3339))
+	return nil
 }
 
 // createdAccount reports whether an account plan creates the account.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,14 +29,22 @@ func TestParseAccountDeleteAction(t *testing.T) {
 // postmaster is always protected, whatever the list says; the list adds
 // names, compared ignoring case.
 func TestDeletesProtects(t *testing.T) {
-	d := Deletes{Protected: []string{"abuse"}}
-	for name, want := range map[string]bool{"postmaster": true, "PostMaster": true, "Abuse": true, "bob": false} {
+	d := Deletes{Protected: []string{"abuse", " Root "}}
+	for name, want := range map[string]bool{"postmaster": true, "PostMaster": true, "Abuse": true, "bob": false, "root": true, " ROOT": true} {
 		if got := d.protects(name); got != want {
 			t.Errorf("protects(%q) = %v, want %v", name, got, want)
 		}
 	}
 	if !(Deletes{}).protects("postmaster") {
 		t.Error("postmaster is not protected with an empty list")
+	}
+	for _, bad := range [][]string{{"post master"}, {" "}, {""}} {
+		if CheckProtected(bad) == nil {
+			t.Errorf("protected names %q accepted", bad)
+		}
+	}
+	if err := CheckProtected([]string{" abuse ", "root"}); err != nil {
+		t.Errorf("good names refused: %v", err)
 	}
 }
 
@@ -91,6 +100,14 @@ func TestPasswordChangeOf(t *testing.T) {
 			store.Change{Op: "delete", Attr: "userPassword"}, store.Change{Op: "add", Attr: "userPassword"}), passwordSet},
 		{"plaintext", rec(store.OpModify, "pw", store.Change{Op: "replace", Attr: "userPassword"}), passwordSet},
 		{"password operation", rec(store.OpPassword, ""), passwordSet},
+		{"delete one of two values", rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordKept},
+		{"add the new, delete the old", rec(store.OpModify, "",
+			store.Change{Op: "add", Attr: "userPassword", Values: []string{passwordValuesNamed}},
+			store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},
+		{"delete all, add one (a hash)", rec(store.OpModify, "",
+			store.Change{Op: "delete", Attr: "userPassword"},
+			store.Change{Op: "add", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},
+		{"replace with a hash", rec(store.OpModify, "", store.Change{Op: "replace", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},
 	}
 	for _, tt := range tests {
 		if got := m.passwordChangeOf(tt.rec); got != tt.want {
@@ -101,6 +118,21 @@ func TestPasswordChangeOf(t *testing.T) {
 	if m.covered(tests[1].rec) {
 		t.Error("a password delete is covered by an earlier delivery")
 	}
+
+	// AD has two password attributes: clearing userPassword while
+	// unicodePwd stays removes nothing; clearing both does.
+	ad, err := schema.NewMapping(schema.Config{Dialect: schema.ActiveDirectory, AccountBase: schema.DNList{"cn=Users,dc=corp,dc=example,dc=com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.policy.Store(&Policy{Mapping: ad})
+	if got := m.passwordChangeOf(rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword"})); got != passwordKept {
+		t.Errorf("AD, userPassword cleared: %v, want kept", got)
+	}
+	if got := m.passwordChangeOf(rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword"},
+		store.Change{Op: "replace", Attr: "unicodePwd"})); got != passwordRemoved {
+		t.Errorf("AD, both cleared: %v, want removed", got)
+	}
 }
 
 // A delete's delivery disables the account and remembers it; the sweep
@@ -110,7 +142,8 @@ func TestPasswordChangeOf(t *testing.T) {
 func TestDeleteGraceSweep(t *testing.T) {
 	rig := newPipelineRig(t)
 	m, j, audit := rig.mirror(t)
-	m.cfg.Deletes = Deletes{DeleteAfter: time.Hour}
+	clock := &testClock{t: time.Now()}
+	m.cfg.Deletes = Deletes{DeleteAfter: time.Hour, Now: clock.Now}
 	ctx := context.Background()
 	for _, n := range []string{"gone", "postmaster"} {
 		rig.sim.PutAccount(pipeDomain, axigensim.AccountState{Name: n, Password: "pw", Contact: map[string]string{}})
@@ -136,17 +169,19 @@ func TestDeleteGraceSweep(t *testing.T) {
 		t.Fatal("postmaster is in the table of disabled accounts")
 	}
 
-	queued := map[string]uint64{}
-	if n, err := m.sweepOnce(ctx, time.Now().Add(30*time.Minute), queued); err != nil || n != 0 {
+	clock.Advance(30 * time.Minute)
+	if n, err := m.sweepOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep within the grace: %d, %v; want nothing", n, err)
 	}
-	if n, err := m.sweepOnce(ctx, time.Now().Add(2*time.Hour), queued); err != nil || n != 1 {
+	clock.Advance(90 * time.Minute)
+	if n, err := m.sweepOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("sweep after the grace: %d, %v; want one removal", n, err)
 	}
-	if n, err := m.sweepOnce(ctx, time.Now().Add(2*time.Hour), queued); err != nil || n != 0 {
+	if n, err := m.sweepOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("second sweep with the removal queued: %d, %v; want nothing", n, err)
 	}
-	rec, err := j.Get(queued["gone"])
+	row, _, _ := j.Disabled("gone")
+	rec, err := j.Get(row.RemovalSeq)
 	if err != nil || rec.Actor != expiryActor || rec.State != store.StateCommitted || rec.Name != "gone" {
 		t.Fatalf("the removal's record: %+v, %v", rec, err)
 	}
@@ -170,4 +205,22 @@ func TestDeleteGraceSweep(t *testing.T) {
 	if strings.Join(actions, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("audit: %q, want %q", actions, want)
 	}
+}
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }

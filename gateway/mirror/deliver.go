@@ -76,9 +76,9 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		e = nil // moved out of scope or no longer an account/group
 		gone = "entry moved out of the account base or no longer an account"
 	}
-	if e == nil && kind == schema.KindAccount && rec.Actor == expiryActor {
-		// Before its grace ends, an entry may come back with the same name
-		// but another key: it gets the account back rather than losing it.
+	if e == nil && kind == schema.KindAccount && rec.Actor == expiryActor && rec.EntryKey == "" {
+		// An account held without a key (disabled by a resync) goes to an
+		// entry of its name that came before its grace ended.
 		if e, err = m.findByName(ctx, rec.Name, bases, attrs); err != nil {
 			return err
 		}
@@ -123,13 +123,20 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
 	desired.InitialPassword, desired.Password = desired.Password, secret
-	disabled, err := m.heldFor(m.keyFor(rec, *e), desired.Name)
+	key := m.keyFor(rec, *e)
+	disabled, err := m.heldFor(ctx, rec, key, desired.Name, e.DN)
 	if err != nil {
 		return err
 	}
+	if disabled == nil {
+		if err := m.waitForEarlierDelete(rec, key, desired.Name); err != nil {
+			return err
+		}
+	}
 	if disabled != nil && disabled.Reason == store.DisabledGone && previous == "" {
-		// The entry is back (same key or same name): its old account, and
-		// mailbox, is renamed if need be and enabled again below.
+		// The entry is back (same key, or a row without one): its old
+		// account, and mailbox, is renamed if need be and enabled again
+		// below.
 		previous = disabled.Name
 	}
 	if previous != "" && !strings.EqualFold(previous, desired.Name) && m.cfg.Deletes.protects(previous) {
@@ -141,8 +148,11 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		m.auditAccount("kept", desired.Name, "protected account: not disabled although disabled or locked in the directory", "seq", rec.Seq)
 		desired.Disabled = false
 	}
-	held := false
-	if desired.Disabled {
+	pc := m.passwordChangeOf(rec)
+	delivered := secret != ""
+	passwordWaits := false
+	switch {
+	case desired.Disabled:
 		// A disabled directory account keeps its Axigen account, mail and
 		// groups; settleEnabled disables it in Axigen, and its password
 		// becomes one nobody knows, so that enabling it by hand in Axigen
@@ -150,14 +160,20 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		// disabled (AD's provisioning: create disabled, set the password,
 		// enable) waits in the journal until it is enabled.
 		desired.InitialPassword = ""
-		held = desired.Password != ""
+		passwordWaits = desired.Password != ""
 		desired.Password = ""
-		if rec.Op == store.OpAdd || m.touchesDisabled(rec) {
-			pw, err := unknowablePassword()
-			if err != nil {
+		if rec.Op == store.OpAdd || m.touchesDisabled(rec) || pc == passwordRemoved {
+			if desired.Password, err = unknowablePassword(); err != nil {
 				return err
 			}
-			desired.Password = pw
+		}
+	case pc == passwordRemoved && !m.cfg.Deletes.protects(desired.Name):
+		// A removed password is removed in Axigen too: no later path (a
+		// rename, a move back, a re-add with a hash) brings it back; only a
+		// password delivered through the gateway enables the account again.
+		desired.InitialPassword = ""
+		if desired.Password, err = unknowablePassword(); err != nil {
+			return err
 		}
 	}
 	plan, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, previous)
@@ -167,7 +183,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if renamedAccount(plan) {
 		m.auditAccount("renamed", desired.Name, "name changed in the directory", "from", previous, "seq", rec.Seq)
 	}
-	if err := m.settleEnabled(ctx, rec, desired, disabled, createdAccount(plan)); err != nil {
+	if err := m.settleEnabled(ctx, rec, desired, disabled, pc, delivered); err != nil {
 		return err
 	}
 	if m.touchesAddress(rec) || replaced {
@@ -175,7 +191,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 			return err
 		}
 	}
-	if held {
+	if passwordWaits {
 		return errPasswordHeld
 	}
 	return nil

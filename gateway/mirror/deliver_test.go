@@ -1,8 +1,12 @@
 package mirror
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
@@ -47,5 +51,35 @@ func TestCoveredModifies(t *testing.T) {
 				t.Fatalf("covered = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// Finding 8: a record of a password change keeps whether it named values,
+// never the values: a delete of one value is told from a delete of all.
+func TestRecordPasswordValuesNamedNotKept(t *testing.T) {
+	mp, err := schema.NewMapping(schema.Config{Dialect: schema.OpenLDAP, AccountBase: schema.DNList{"ou=people,dc=example,dc=com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Mirror{}
+	m.policy.Store(&Policy{Mapping: mp})
+	dn := "uid=alice,ou=people,dc=example,dc=com"
+	req := &gateway.WriteRequest{Op: gateway.OpModify, DN: dn, Changes: []gateway.Modification{
+		{Op: gateway.ModDelete, Attribute: gateway.Attribute{Type: "userPassword", Values: [][]byte{[]byte("{SSHA}old-hash")}}},
+		{Op: gateway.ModDelete, Attribute: gateway.Attribute{Type: "userPassword"}},
+	}}
+	rec, err := m.record(&write{req: req, target: dn, kind: schema.KindAccount}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Changes) != 2 || !slices.Equal(rec.Changes[0].Values, []string{passwordValuesNamed}) || len(rec.Changes[1].Values) != 0 {
+		t.Fatalf("changes %+v; want the first marked as naming values, the second not", rec.Changes)
+	}
+	if strings.Contains(fmt.Sprint(rec), "old-hash") {
+		t.Fatal("the record holds the password value")
+	}
+	rec.Changes = rec.Changes[:1]
+	if got := m.passwordChangeOf(rec); got != passwordKept {
+		t.Fatalf("a delete of one value: %v, want kept", got)
 	}
 }

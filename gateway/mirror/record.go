@@ -58,6 +58,12 @@ func (m *Mirror) record(w *write, groups []string) (*store.Record, error) {
 					secret(attr, v)
 				}
 			}
+			// The values are never kept; that there were some is, for
+			// passwordChangeOf (a delete of named values removes those
+			// only, a replace with some sets the password).
+			if len(values) > 0 {
+				c.Values = []string{passwordValuesNamed}
+			}
 		case schema.AttrOther:
 			// Values Axigen does not use are not kept (they may be large or
 			// binary); the attribute name stays for the audit trail.
@@ -96,6 +102,10 @@ func (m *Mirror) record(w *write, groups []string) (*store.Record, error) {
 	rec.Note = strings.Join(notes, "; ")
 	return rec, nil
 }
+
+// passwordValuesNamed stands, in a record, for the values of a password
+// change, which are never kept.
+const passwordValuesNamed = "(values not kept)"
 
 // entryKey renders the entry's stable key as text.
 func (m *Mirror) entryKey(e schema.Entry) (string, error) {

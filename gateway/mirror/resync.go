@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
@@ -40,9 +41,13 @@ type ResyncReport struct {
 	Removed                    bool
 	// Locked are the accounts disabled or locked in the directory (the
 	// mapping's disabled attribute), protected ones aside: disabled in
-	// Axigen unless DryRun. Resync never enables an account: that is the
-	// write path's, which knows why it was disabled.
+	// Axigen unless DryRun.
 	Locked []string
+	// Unlocked are the accounts the table of disabled accounts holds
+	// because their entry was locked and whose entry is no longer (a
+	// ppolicy lock expires inside the directory): enabled unless DryRun.
+	// Resync enables no other account.
+	Unlocked []string
 	// ExtraActions say, with RemoveExtra, what was (with DryRun: would
 	// be) done to each extra account, and why.
 	ExtraActions []ExtraAction
@@ -116,11 +121,14 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		plan *axigen.Plan
 		err  error
 		name string
-		kind schema.Kind
+		// rawName is the entry's name attribute as read, when it has one.
+		rawName string
+		kind    schema.Kind
 		// locked: an account disabled or locked in the directory, disabled
-		// in Axigen by lockPlan (empty when it already was).
-		locked   bool
-		lockPlan *axigen.Plan
+		// in Axigen by lockPlan (empty when it already was); unlocked: one
+		// held for its lock and no longer locked, enabled by lockPlan.
+		locked, unlocked bool
+		lockPlan         *axigen.Plan
 	}
 	results := make([]result, len(items))
 	var (
@@ -137,9 +145,17 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 				it := items[i]
 				r := result{dn: it.entry.DN, kind: it.kind}
 				if it.kind == schema.KindAccount {
+					// The name is seen even when the entry cannot be mapped:
+					// its account is never taken for an extra one.
+					if v, ok := it.entry.First(mp.NameAttribute()); ok {
+						r.rawName = v
+					}
 					desired, err := mp.AccountState(it.entry)
 					if err == nil {
 						r.name = desired.Name
+						err = m.heldForOther(it.entry, desired.Name)
+					}
+					if err == nil {
 						// A password is set only on creation: Axigen cannot
 						// show one back, so setting it again would never end.
 						desired.InitialPassword, desired.Password = desired.Password, ""
@@ -152,10 +168,11 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 							r.plan, err = m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, "")
 						}
 						r.locked = desired.Disabled && !m.cfg.Deletes.protects(desired.Name)
-						if err == nil && r.locked && !opts.DryRun {
-							// Locks the directory makes by itself (ppolicy after
-							// failed binds) reach the gateway only this way.
-							r.lockPlan, _, err = m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, desired.Name, false)
+						if err == nil {
+							// Locks the directory makes, and ends, by itself
+							// (ppolicy after failed binds) reach the gateway
+							// only this way.
+							r.unlocked, r.lockPlan, err = m.resyncLock(ctx, it.entry, desired, r.locked, opts.DryRun)
 						}
 					}
 					r.err = err
@@ -201,6 +218,9 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		if r.kind == schema.KindAccount {
 			rep.Accounts++
 			seenAccounts[strings.ToLower(r.name)] = true
+			if r.rawName != "" {
+				seenAccounts[strings.ToLower(strings.TrimSpace(r.rawName))] = true
+			}
 		} else {
 			rep.Groups++
 			seenGroups[strings.ToLower(r.name)] = true
@@ -221,6 +241,9 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		if r.err == nil && r.locked {
 			rep.Locked = append(rep.Locked, r.name)
 		}
+		if r.err == nil && r.unlocked {
+			rep.Unlocked = append(rep.Unlocked, r.name)
+		}
 	}
 	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
 	if err != nil {
@@ -238,6 +261,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	sort.Strings(rep.ExtraGroups)
 	sort.Strings(rep.Failed)
 	sort.Strings(rep.Locked)
+	sort.Strings(rep.Unlocked)
 	if opts.RemoveExtra {
 		rep.ExtraActions = m.extraActions(rep.ExtraAccounts)
 	}
@@ -304,9 +328,65 @@ func (m *Mirror) extraActions(names []string) []ExtraAction {
 	return out
 }
 
-// actOnExtra carries out one extra account's action, with its audit line;
-// an account disabled by a resync inside serve (with the journal) is
-// remembered, and its grace runs, as for a delete.
+// heldForOther refuses to bring an account in line with an entry when the
+// table of disabled accounts holds it for another entry (a deleted
+// person's mailbox): the write path does the same (heldFor).
+func (m *Mirror) heldForOther(e schema.Entry, name string) error {
+	held, ok, err := m.disabledRow(name)
+	if err != nil || !ok {
+		return err
+	}
+	key, _ := m.entryKey(e)
+	if held.EntryKey != "" && key != "" && !strings.EqualFold(held.EntryKey, key) {
+		return fmt.Errorf("account %s is held, disabled since %s, for another entry (key %s, was %s): left alone",
+			held.Name, held.Since.UTC().Format(time.RFC3339), held.EntryKey, held.DN)
+	}
+	return nil
+}
+
+// resyncLock disables an account locked in the directory, remembering it
+// (with the journal) as held for its lock, and enables one the table holds
+// for a lock its entry no longer has; with dryRun it only says so.
+func (m *Mirror) resyncLock(ctx context.Context, e schema.Entry, desired schema.Account, locked, dryRun bool) (unlocked bool, p *axigen.Plan, err error) {
+	held, ok, err := m.disabledRow(desired.Name)
+	if err != nil {
+		return false, nil, err
+	}
+	key, _ := m.entryKey(e)
+	ours := ok && held.Reason == store.DisabledLocked && !held.Scrambled &&
+		(held.EntryKey == "" || key == "" || strings.EqualFold(held.EntryKey, key))
+	switch {
+	case locked && !dryRun:
+		if !ok {
+			row := store.DisabledAccount{Name: desired.Name, EntryKey: key, DN: e.DN, Reason: store.DisabledLocked, Since: m.cfg.Deletes.now()}
+			if err := m.putDisabled(ctx, row); err != nil {
+				return false, nil, err
+			}
+		}
+		p, _, err = m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, desired.Name, false)
+		return false, p, err
+	case locked || !ours:
+		return false, nil, nil
+	case dryRun:
+		return true, nil, nil
+	}
+	p, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, desired.Name, true)
+	if err != nil {
+		return false, nil, err
+	}
+	if err := m.forgetDisabled(ctx, desired.Name); err != nil {
+		return false, nil, err
+	}
+	if found && p != nil && !p.Empty() {
+		m.auditAccount("enabled", desired.Name, "resync: account no longer disabled or locked in the directory")
+	}
+	return true, p, nil
+}
+
+// actOnExtra carries out one extra account's action, with its audit line.
+// A resync leaves the table of disabled accounts alone here: the command
+// line's resync has no journal (serve holds it), and serve's own resync
+// never acts on extra accounts.
 func (m *Mirror) actOnExtra(ctx context.Context, a ExtraAction) error {
 	switch a.Action {
 	case "remove":
@@ -320,9 +400,6 @@ func (m *Mirror) actOnExtra(ctx context.Context, a ExtraAction) error {
 	case "disable":
 		_, found, err := m.cfg.Axigen.SetAccountEnabled(ctx, m.cfg.Domain, a.Account, false)
 		if err != nil || !found {
-			return err
-		}
-		if err := m.holdDisabled(ctx, &store.Record{Name: a.Account}, a.Account); err != nil {
 			return err
 		}
 		m.auditAccount("disabled", a.Account, "resync: "+a.Reason)
