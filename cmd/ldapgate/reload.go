@@ -222,8 +222,8 @@ func restartOnly(old, next Config) []string {
 	diff("mirror.workers/maxAttempts/retention/auditLog/resyncInterval",
 		[]any{old.Mirror.Workers, old.Mirror.MaxAttempts, old.Mirror.Retention, old.Mirror.AuditLog, old.Mirror.ResyncInterval},
 		[]any{next.Mirror.Workers, next.Mirror.MaxAttempts, next.Mirror.Retention, next.Mirror.AuditLog, next.Mirror.ResyncInterval})
-	diff("mirror.onAccountDelete/deleteAfter/protectedAccounts",
-		[]any{old.Mirror.OnAccountDelete, old.Mirror.DeleteAfter, old.Mirror.ProtectedAccounts},
-		[]any{next.Mirror.OnAccountDelete, next.Mirror.DeleteAfter, next.Mirror.ProtectedAccounts})
+	diff("mirror.onAccountDelete/deleteAfter/protectedAccounts/maxRemovalsPerSweep",
+		[]any{old.Mirror.OnAccountDelete, old.Mirror.DeleteAfter, old.Mirror.ProtectedAccounts, old.Mirror.MaxRemovalsPerSweep},
+		[]any{next.Mirror.OnAccountDelete, next.Mirror.DeleteAfter, next.Mirror.ProtectedAccounts, next.Mirror.MaxRemovalsPerSweep})
 	return out
 }
