@@ -103,7 +103,7 @@ func DefaultConfig(d Dialect) Config {
 				"businessEmail": "mail", "personalEmail": "",
 				"phone": "telephoneNumber", "mobilePhone": "mobile", "homePhone": "homePhone",
 				"businessPhone": "otherTelephone",
-				"homeAddress":   "", "businessAddress": "streetAddress",
+				"homeAddress":   "homePostalAddress", "businessAddress": "streetAddress",
 			},
 			// sAMAccountName rather than cn: it is unique in the domain,
 			// as an Axigen group name must be; cn is unique only per container.

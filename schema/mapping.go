@@ -451,6 +451,7 @@ func (m *Mapping) AccountState(e Entry) (Account, error) {
 		}
 		v, ok := m.first(e, attr)
 		if !ok {
+			acct.Contact[field] = "" // mapped, and empty in the directory: cleared
 			continue
 		}
 		if err := checked(e, attr, field, v); err != nil {

@@ -251,7 +251,7 @@ func TestAccountStateActiveDirectory(t *testing.T) {
 		"mail":               {"john.doe@corp.example.com"},
 		"otherTelephone":     {"+44 20 7946 0000", "+44 20 7946 0001"},
 		"streetAddress":      {"1 Main Street"},
-		"homePostalAddress":  {"ignored: homeAddress is not mapped in AD"},
+		"homePostalAddress":  {"12 Home Road"},
 		"userAccountControl": {"514"}, // NORMAL_ACCOUNT | ACCOUNTDISABLE
 	}}
 	got, err := m.AccountState(e)
@@ -262,7 +262,9 @@ func TestAccountStateActiveDirectory(t *testing.T) {
 		Name: "jdoe", LDAPID: "6b29fc40-ca47-1067-b31d-00dd010662da", DN: e.DN,
 		Contact: map[string]string{
 			"firstName": "John", "lastName": "Doe", "businessEmail": "john.doe@corp.example.com",
-			"businessPhone": "+44 20 7946 0000", "businessAddress": "1 Main Street",
+			"businessPhone": "+44 20 7946 0000", "businessAddress": "1 Main Street", "homeAddress": "12 Home Road",
+			// mapped, and empty in the entry: cleared in Axigen
+			"nickName": "", "phone": "", "mobilePhone": "", "homePhone": "",
 		},
 		Disabled: true,
 	}
@@ -302,6 +304,9 @@ func TestAccountStateConfigured(t *testing.T) {
 	}
 	want := Account{Name: "John.Doe", LDAPID: "id-1", DN: e.DN, Disabled: true, Contact: map[string]string{
 		"businessEmail": "John.Doe@example.com", "personalEmail": "john@home.example", "businessPhone": "123",
+		// mapped by the dialect's defaults, and empty in the entry: cleared
+		"firstName": "", "lastName": "", "nickName": "", "mobilePhone": "", "homePhone": "",
+		"homeAddress": "", "businessAddress": "",
 	}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("AccountState =\n%+v\nwant\n%+v", got, want)

@@ -20,8 +20,10 @@ type Account struct {
 	LDAPID string
 	// DN is the entry's distinguished name, kept as "Associated LDAP DN".
 	DN string
-	// Contact holds the contact-info fields by their Axigen name
-	// (see ContactFields). A missing key means the field is empty.
+	// Contact holds the contact-info fields ldapgate manages, by their
+	// Axigen name (see ContactFields): a present key is the field's value,
+	// empty to clear it; a missing key is a field the mapping names no
+	// attribute for, left as Axigen has it (someone may keep it by hand).
 	Contact map[string]string
 	// Password is the plaintext password to set, when one is known. It is
 	// empty when the directory holds only a hash (or nothing).

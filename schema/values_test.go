@@ -245,7 +245,7 @@ func TestDefaultsMatchDesign(t *testing.T) {
 		}
 	}
 	if ol.Contact["businessPhone"] != "" || ad.Contact["businessPhone"] != "otherTelephone" ||
-		ol.Contact["homeAddress"] != "homePostalAddress" || ad.Contact["homeAddress"] != "" ||
+		ol.Contact["homeAddress"] != "homePostalAddress" || ad.Contact["homeAddress"] != "homePostalAddress" ||
 		ad.Contact["businessAddress"] != "streetAddress" || ol.Contact["personalEmail"] != "" {
 		t.Error("defaults differ from docs/architecture.md's mapping table")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/integration/axigen"
+	"github.com/ldapgate/ldapgate/schema"
 )
 
 func checkConfigCommand() *cli.Command {
@@ -60,6 +61,7 @@ func checkConfig(ctx context.Context, cfg *Config, out io.Writer) error {
 		}
 	}
 	if cfg.Mirror.enabled() {
+		noteUnmappedContact(cfg.Mirror.Schema, out)
 		m, closeMirror, err := cfg.buildMirror(nil, nil, nil, nil)
 		check("mirror settings", err)
 		if err == nil {
@@ -84,4 +86,21 @@ func checkConfig(ctx context.Context, cfg *Config, out io.Writer) error {
 		return fmt.Errorf("%d checks failed", failed)
 	}
 	return nil
+}
+
+// noteUnmappedContact says which of Axigen's eleven contact fields the
+// mapping leaves alone, and why: the directory's standard schema has no
+// attribute for them.
+func noteUnmappedContact(sc schema.Config, out io.Writer) {
+	mapping, err := schema.NewMapping(sc)
+	if err != nil {
+		return // the mirror's own check reports it
+	}
+	mapped := mapping.ContactAttributes()
+	for _, f := range schema.ContactFields {
+		if _, ok := mapped[f]; !ok {
+			fmt.Fprintf(out, "note  contact field %s is not mirrored: the %s schema has no standard attribute for it (map one with mirror.schema.contact.%s)\n",
+				f, mapping.Dialect(), f)
+		}
+	}
 }

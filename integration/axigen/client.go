@@ -442,11 +442,15 @@ func isFieldName(k string) bool {
 	return isKeyword(k) && !strings.Contains(k, " ") && k[0] > '9'
 }
 
-// contactFieldsFor lists the contact fields to compare: the mirrored ones,
-// then any other field the desired state names, sorted.
+// contactFieldsFor lists the contact fields to compare: those the desired
+// state names, the eleven in their order, then any other, sorted.
 func contactFieldsFor(desired map[string]string) []string {
-	fields := append([]string(nil), schema.ContactFields...)
-	var extra []string
+	var fields, extra []string
+	for _, f := range schema.ContactFields {
+		if _, ok := desired[f]; ok {
+			fields = append(fields, f)
+		}
+	}
 	for k := range desired {
 		if !slices.Contains(schema.ContactFields, k) {
 			extra = append(extra, k)
@@ -469,8 +473,10 @@ func (c *Client) PlanAccount(ctx context.Context, domain string, desired schema.
 // the account is created. When both names exist the desired one is updated
 // and the previous one left alone: deleting it is a separate decision.
 //
-// Contact fields are compared one by one (a field missing from
-// desired.Contact must be empty) and only differing ones are set. Axigen
+// The contact fields desired.Contact names are compared one by one and only
+// differing ones are set; an empty value clears a field with SET field ""
+// (the one form the client uses to clear: docs/axigen-cli.md), and a field
+// desired.Contact does not name is left as Axigen has it. Axigen
 // never shows a password back, so a non-empty desired.Password is always
 // set: applying twice sends nothing the second time only when the desired
 // state carries no password. An account created without a password gets a

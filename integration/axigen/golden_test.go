@@ -3,6 +3,7 @@ package axigen
 import (
 	"context"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -66,12 +67,25 @@ func fixedPassword() (string, error) { return "generated-pw", nil }
 var john = schema.Account{
 	Name:     "john",
 	Password: "s3cret",
-	Contact: map[string]string{
+	Contact: managed(map[string]string{
 		"firstName":     "John",
 		"lastName":      `O'Brien "Jr" \ Doe`,
 		"businessEmail": "john@example.com",
 		"homeAddress":   "Straße 1, Köln",
-	},
+	}),
+}
+
+// managed is a desired contact as a mapping of all eleven fields makes
+// it: every field named, the ones without a value empty (cleared).
+func managed(m map[string]string) map[string]string {
+	out := make(map[string]string, len(schema.ContactFields))
+	maps.Copy(out, m)
+	for _, f := range schema.ContactFields {
+		if _, ok := out[f]; !ok {
+			out[f] = ""
+		}
+	}
+	return out
 }
 
 func withoutPassword(a schema.Account) schema.Account {
@@ -146,8 +160,8 @@ func TestGoldenTranscripts(t *testing.T) {
 			setup: putJohn,
 			op: func(ctx context.Context, c *Client) error {
 				a := withoutPassword(john)
-				a.Contact = map[string]string{"firstName": "Johnny", "lastName": john.Contact["lastName"],
-					"businessEmail": "john@example.com", "homeAddress": "Straße 1, Köln", "mobilePhone": "+40 700 000"}
+				a.Contact = managed(map[string]string{"firstName": "Johnny", "lastName": john.Contact["lastName"],
+					"businessEmail": "john@example.com", "homeAddress": "Straße 1, Köln", "mobilePhone": "+40 700 000"})
 				_, err := c.ApplyAccount(ctx, testDomain, a, "")
 				return err
 			},
