@@ -97,6 +97,9 @@ func (s *session) handle(m ldapwire.Message) bool {
 		if s.park() {
 			return false
 		}
+		// The directory abandons what is outstanding on an unbind: the
+		// intercepted writes get their answers first.
+		s.awaitWrites()
 		s.mu.Lock()
 		up := s.up
 		s.closing = true
@@ -111,7 +114,7 @@ func (s *session) handle(m ldapwire.Message) bool {
 	case ldapwire.TagBindRequest:
 		return s.bind(m)
 	case ldapwire.TagExtendedRequest:
-		name, _, _, err := decodeExtended(m.OpContent)
+		name, value, _, err := decodeExtended(m.OpContent)
 		if err != nil {
 			s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed extended request: "+err.Error())
 			return false
@@ -119,6 +122,11 @@ func (s *session) handle(m ldapwire.Message) bool {
 		switch name {
 		case ldapwire.OIDStartTLS:
 			return s.startTLS(m)
+		case ldapwire.OIDCancel:
+			if answered, goOn := s.cancelAwaited(m, value); answered {
+				return goOn
+			}
+			s.reusable = false
 		case ldapwire.OIDPasswordModify:
 			return s.write(m)
 		case ldapwire.OIDWhoAmI:
@@ -219,11 +227,18 @@ func (s *session) abandon(m ldapwire.Message) bool {
 	}
 	s.mu.Lock()
 	up := s.up
+	op, _ := s.ops.lookup(target)
 	_, err = s.ops.abandon(target)
 	s.mu.Unlock()
 	if err != nil {
 		s.notice(ldap.LDAPResultProtocolError, "ldapgate: "+err.Error())
 		return false
+	}
+	if op.awaited() {
+		// An intercepted write always finishes: the directory is not asked
+		// to abandon it, so its answer comes and settles its journal record.
+		// The client, which abandoned it, may ignore that answer.
+		return true
 	}
 	for _, c := range []*upstreamConn{up, s.localConn()} {
 		if a, ok := c.connAnswerer(); ok {
@@ -238,6 +253,41 @@ func (s *session) abandon(m ldapwire.Message) bool {
 		}
 	}
 	return true
+}
+
+// cancelAwaited answers a Cancel (RFC 3909) of an intercepted write
+// itself, with cannotCancel: the gateway needs the directory's final
+// answer to the write to settle its journal record, and a cancelled write
+// may end with no answer at all. It reports whether it answered, and if
+// so whether the session goes on; a Cancel of anything else is relayed.
+func (s *session) cancelAwaited(m ldapwire.Message, value []byte) (answered, goOn bool) {
+	tag, content, _, err := ldapwire.Next(value)
+	if err != nil || tag != ldapwire.TagSequence {
+		return false, true // the directory answers a malformed Cancel
+	}
+	tag, content, _, err = ldapwire.Next(content)
+	if err != nil || tag != ldapwire.TagInteger {
+		return false, true
+	}
+	target, err := ldapwire.ParseInt(content)
+	if err != nil {
+		return false, true
+	}
+	s.mu.Lock()
+	op, found := s.ops.lookup(target)
+	_, idInUse := s.ops.lookup(m.ID)
+	s.mu.Unlock()
+	if !found || !op.awaited() {
+		return false, true
+	}
+	if idInUse {
+		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID))
+		return true, false
+	}
+	s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultCannotCancel, "",
+		"ldapgate: a write to an account or group is not cancelled once relayed; its result follows", ""), true)
+	s.observe(m.Op, ldap.LDAPResultCannotCancel, time.Time{})
+	return true, true
 }
 
 // write handles the operations interception may see.

@@ -28,6 +28,14 @@ type pendingOp struct {
 // legitimately run for ever, and the local subtree is in-process.
 func (op pendingOp) timed() bool { return op.tag != ldapwire.TagSearchRequest && !op.local }
 
+// awaited reports whether the gateway itself needs the directory's final
+// answer to the operation: an intercepted write, whose Completion commits
+// or aborts its journal record. Such an operation always finishes: the
+// gateway does not relay an Abandon or a Cancel of it, holds a bind or an
+// unbind until it is answered, and, when the client leaves, waits for
+// its answer before closing the upstream connection.
+func (op pendingOp) awaited() bool { return op.after != nil }
+
 // errIDInUse refuses a request whose message ID an outstanding operation
 // holds (RFC 4511 section 4.1.1.1).
 var errIDInUse = errors.New("message ID is already in use")
@@ -53,12 +61,17 @@ var errTooManyAbandoned = errors.New("too many abandoned operations await the di
 //     answers the request (a bind response a bind, a search done a
 //     search, ...).
 //
+// An awaited operation (an intercepted write) abandoned by the client
+// stays watched by the op timeout and is never released by a bind: the
+// gateway did not relay the Abandon, so the directory's answer will come.
+//
 // The map and the count are guarded by the session's mu; reserve and
 // unreserve, which may wait, are safe without it.
 type opTable struct {
 	ops       map[int64]pendingOp
 	timed     int
 	abandoned int // entries of ops abandoned and not yet answered
+	awaiting  int // entries of ops that are awaited (see pendingOp.awaited)
 	limit     int
 	seq       uint64
 	// slots holds one token per operation outstanding (not abandoned) or
@@ -104,6 +117,9 @@ func (t *opTable) add(id int64, op pendingOp) (firstTimed bool, err error) {
 	t.seq++
 	op.seq, op.abandoned = t.seq, false
 	t.ops[id] = op
+	if op.awaited() {
+		t.awaiting++
+	}
 	if op.timed() {
 		t.timed++
 		firstTimed = t.timed == 1
@@ -128,7 +144,7 @@ func (t *opTable) finish(id int64, respTag byte) (pendingOp, bool) {
 	t.remove(id, op)
 	if op.tag == ldapwire.TagBindRequest {
 		for aid, aop := range t.ops {
-			if aop.abandoned && aop.seq < op.seq {
+			if aop.abandoned && !aop.awaited() && aop.seq < op.seq {
 				t.remove(aid, aop)
 			}
 		}
@@ -138,8 +154,14 @@ func (t *opTable) finish(id int64, respTag byte) (pendingOp, bool) {
 
 func (t *opTable) remove(id int64, op pendingOp) {
 	delete(t.ops, id)
+	if op.awaited() {
+		t.awaiting--
+	}
 	if op.abandoned {
 		t.abandoned--
+		if op.timed() && op.awaited() {
+			t.timed--
+		}
 		return
 	}
 	if op.timed() {
@@ -151,7 +173,8 @@ func (t *opTable) remove(id int64, op pendingOp) {
 // abandon marks the operation under id abandoned by the client. Its room
 // is freed and the op timeout stops watching it, since the directory
 // sends nothing more for an operation it did abandon; its ID stays
-// reserved until an answer does come. It reports whether id was
+// reserved until an answer does come. An awaited operation stays watched:
+// its Abandon is not relayed, so its answer must come. It reports whether id was
 // outstanding; beyond limit abandoned operations it refuses with
 // errTooManyAbandoned, and the caller ends the session.
 func (t *opTable) abandon(id int64) (bool, error) {
@@ -165,7 +188,7 @@ func (t *opTable) abandon(id int64) (bool, error) {
 	op.abandoned = true
 	t.ops[id] = op
 	t.abandoned++
-	if op.timed() {
+	if op.timed() && !op.awaited() {
 		t.timed--
 	}
 	t.unreserve()
@@ -180,12 +203,16 @@ func (t *opTable) len() int { return len(t.ops) - t.abandoned }
 // timeout.
 func (t *opTable) watching() bool { return t.timed > 0 }
 
+// awaitingAnswers counts the awaited operations (intercepted writes) the
+// directory has not answered yet, abandoned ones included.
+func (t *opTable) awaitingAnswers() int { return t.awaiting }
+
 // drain empties the table, freeing the room of every operation, and
 // returns what was outstanding, abandoned operations included.
 func (t *opTable) drain() map[int64]pendingOp {
 	ops := t.ops
 	t.ops = make(map[int64]pendingOp)
-	t.timed, t.abandoned = 0, 0
+	t.timed, t.abandoned, t.awaiting = 0, 0, 0
 	for _, op := range ops {
 		if !op.abandoned {
 			t.unreserve()

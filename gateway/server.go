@@ -451,7 +451,7 @@ func (s *Server) closeIdle(searchesToo bool) {
 	defer s.mu.Unlock()
 	for sess := range s.sessions {
 		sess.mu.Lock()
-		idle := sess.ops.len() == 0 || searchesToo && !sess.ops.watching()
+		idle := sess.ops.awaitingAnswers() == 0 && (sess.ops.len() == 0 || searchesToo && !sess.ops.watching())
 		sess.mu.Unlock()
 		if idle {
 			sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
