@@ -63,6 +63,7 @@ func (s *session) bind(m ldapwire.Message) bool {
 	// A bind makes the directory abandon what is outstanding (RFC 4511
 	// section 4.2.1 lets it): the intercepted writes get their answers
 	// first.
+	s.flushPending()
 	s.awaitWrites()
 	return s.forward(m, op)
 }

@@ -99,6 +99,7 @@ func (s *session) handle(m ldapwire.Message) bool {
 		}
 		// The directory abandons what is outstanding on an unbind: the
 		// intercepted writes get their answers first.
+		s.flushPending()
 		s.awaitWrites()
 		s.mu.Lock()
 		up := s.up
@@ -255,11 +256,17 @@ func (s *session) abandon(m ldapwire.Message) bool {
 	return true
 }
 
-// cancelAwaited answers a Cancel (RFC 3909) of an intercepted write
-// itself, with cannotCancel: the gateway needs the directory's final
-// answer to the write to settle its journal record, and a cancelled write
-// may end with no answer at all. It reports whether it answered, and if
-// so whether the session goes on; a Cancel of anything else is relayed.
+// cancelAwaited answers a Cancel (RFC 3909) itself when the operation it
+// names is not one the directory should cancel: an intercepted write gets
+// cannotCancel (the gateway needs the directory's final answer to settle
+// its journal record, and a cancelled write may end with no answer at
+// all), and an ID with nothing outstanding (or abandoned) noSuchOperation,
+// since whatever the directory still holds of an answered operation is
+// not the client's to cancel (slapd's Cancel of an operation whose answer
+// has just been sent can hold one of its threads for good). It reports
+// whether it answered, and if so whether the session goes on; a Cancel of
+// an outstanding operation of another kind, or a malformed one, is
+// relayed.
 func (s *session) cancelAwaited(m ldapwire.Message, value []byte) (answered, goOn bool) {
 	tag, content, _, err := ldapwire.Next(value)
 	if err != nil || tag != ldapwire.TagSequence {
@@ -277,16 +284,20 @@ func (s *session) cancelAwaited(m ldapwire.Message, value []byte) (answered, goO
 	op, found := s.ops.lookup(target)
 	_, idInUse := s.ops.lookup(m.ID)
 	s.mu.Unlock()
-	if !found || !op.awaited() {
+	code, diagnostic := ldap.LDAPResultCannotCancel, "ldapgate: a write to an account or group is not cancelled once relayed; its result follows"
+	switch {
+	case found && op.awaited():
+	case !found || op.abandoned:
+		code, diagnostic = ldap.LDAPResultNoSuchOperation, "ldapgate: no such operation outstanding"
+	default:
 		return false, true
 	}
 	if idInUse {
 		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID))
 		return true, false
 	}
-	s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultCannotCancel, "",
-		"ldapgate: a write to an account or group is not cancelled once relayed; its result follows", ""), true)
-	s.observe(m.Op, ldap.LDAPResultCannotCancel, time.Time{})
+	s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, code, "", diagnostic, ""), true)
+	s.observe(m.Op, code, time.Time{})
 	return true, true
 }
 

@@ -222,3 +222,24 @@ func TestInterceptedWriteAlwaysFinishes(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonPipelinedWithTheWrite proves that a write and its Abandon
+// sent together reach the gateway as one read: the write must still be
+// sent to the directory (the Abandon, answered by nobody, must not leave
+// it buffered) and finish.
+func TestAbandonPipelinedWithTheWrite(t *testing.T) {
+	d := startSlowDirectory(t)
+	close(d.release)
+	h := &recordingInterceptor{}
+	_, url := serveGateway(t, Config{Dialer: fakeDialer{addr: d.ln.Addr().String()}, Interceptor: h, OpTimeout: 30 * time.Second})
+	c, err := net.Dial("tcp", url[len("ldap://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write(append(modifyMessage(2), abandonMessage(3, 2)...))
+	waitUntil(t, 5*time.Second, "the Completion got the directory's answer", func() bool {
+		_, res := h.snapshot()
+		return len(res) == 1 && !res[0].Unanswered
+	})
+}

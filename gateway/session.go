@@ -120,8 +120,30 @@ func (s *session) run() {
 			s.clientReadFailed(err)
 			return
 		}
-		if !s.handle(m) {
+		goOn := s.handle(m)
+		if !goOn || s.cr.Buffered() == 0 {
+			// forward leaves requests buffered while more client messages
+			// are at hand; a message answered without the directory (an
+			// Abandon of an intercepted write, a refusal) must not leave
+			// them there, or the session would wait for answers to requests
+			// the directory never got.
+			s.flushPending()
+		}
+		if !goOn {
 			return
+		}
+	}
+}
+
+// flushPending sends what is buffered for the upstream and the local
+// subtree. Only the reading goroutine writes requests, so only it calls this.
+func (s *session) flushPending() {
+	s.mu.Lock()
+	up, local := s.up, s.local
+	s.mu.Unlock()
+	for _, c := range []*upstreamConn{up, local} {
+		if c != nil && c.w.Buffered() > 0 {
+			_ = c.w.Flush()
 		}
 	}
 }
