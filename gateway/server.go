@@ -45,12 +45,16 @@ type Config struct {
 	// connections without TLS.
 	ConfidentialityRequired bool
 
-	MaxMessageSize   int           // bytes; default 16 MiB
-	MaxConnections   int           // default 4096
-	MaxOpsPerConn    int           // outstanding operations per session; default 256
-	IdleTimeout      time.Duration // 0 disables
-	OpTimeout        time.Duration // upstream silence with a non-search op pending; 0 disables
-	HandshakeTimeout time.Duration // TLS handshakes; default 10s
+	MaxMessageSize int // bytes; default 16 MiB
+	MaxConnections int // default 4096
+	// MaxConnsPerAddress bounds the client connections open at once from
+	// one IP address (default 256; negative: no per-address limit), so
+	// that one address cannot take the whole of MaxConnections.
+	MaxConnsPerAddress int
+	MaxOpsPerConn      int           // outstanding operations per session; default 256
+	IdleTimeout        time.Duration // 0 disables
+	OpTimeout          time.Duration // upstream silence with a non-search op pending; 0 disables
+	HandshakeTimeout   time.Duration // TLS handshakes; default 10s
 	// EarlyDials bounds the upstream connections opened when a client is
 	// accepted, before its first request, that are still dialling or not
 	// yet used, across all sessions (default 32; negative disables early
@@ -87,6 +91,7 @@ type LocalDirectory struct {
 const (
 	DefaultMaxMessageSize   = 16 << 20
 	DefaultMaxConnections   = 4096
+	DefaultMaxConnsPerAddr  = 256
 	DefaultMaxOpsPerConn    = 256
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultEarlyDials       = 32
@@ -118,6 +123,7 @@ type Server struct {
 	stop    context.CancelFunc
 	nextID  atomic.Uint64
 	connSem chan struct{}
+	perAddr addrCounts
 	binds   *bindLimiter
 	// earlyDials counts the sessions' early upstream dials in flight or
 	// unused (Config.EarlyDials).
@@ -150,6 +156,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnsPerAddress == 0 {
+		cfg.MaxConnsPerAddress = DefaultMaxConnsPerAddr
 	}
 	if cfg.MaxOpsPerConn <= 0 {
 		cfg.MaxOpsPerConn = DefaultMaxOpsPerConn
@@ -186,6 +195,7 @@ func NewServer(cfg Config) (*Server, error) {
 		baseCtx:    ctx,
 		stop:       cancel,
 		connSem:    make(chan struct{}, cfg.MaxConnections),
+		perAddr:    addrCounts{limit: cfg.MaxConnsPerAddress, open: make(map[string]int)},
 		binds:      newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
 		spares:     newSpareConns(cfg.SpareConns, spareHold),
 		local:      localSuffixes,
@@ -330,20 +340,30 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		}
 		backoff = 0
 		s.stats.accepted.Add(1)
+		addr := hostOf(conn.RemoteAddr().String())
+		if !s.perAddr.take(addr) {
+			s.stats.rejected.Add(1)
+			go s.reject(conn, implicitTLS, "ldapgate: too many connections from this address; try again later")
+			continue
+		}
 		select {
 		case s.connSem <- struct{}{}:
 		default:
+			s.perAddr.give(addr)
 			s.stats.rejected.Add(1)
-			go s.reject(conn, implicitTLS)
+			go s.reject(conn, implicitTLS, "ldapgate: too many connections; try again later")
 			continue
 		}
 		s.wg.Add(1)
-		go s.serveConn(conn, implicitTLS)
+		go func() {
+			defer s.perAddr.give(addr)
+			s.serveConn(conn, implicitTLS)
+		}()
 	}
 }
 
-// reject tells a client over the connection limit why it is turned away.
-func (s *Server) reject(conn net.Conn, implicitTLS bool) {
+// reject tells a client over a connection limit why it is turned away.
+func (s *Server) reject(conn net.Conn, implicitTLS bool, diagnostic string) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if implicitTLS {
@@ -353,7 +373,43 @@ func (s *Server) reject(conn net.Conn, implicitTLS bool) {
 		}
 		conn = tc
 	}
-	_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, "ldapgate: too many connections; try again later"))
+	_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, diagnostic))
+}
+
+// addrCounts counts the client connections open per IP address, up to a
+// limit (none when it is negative).
+type addrCounts struct {
+	limit int
+	mu    sync.Mutex
+	open  map[string]int
+}
+
+// take counts one more connection from addr, unless addr is at the limit.
+func (a *addrCounts) take(addr string) bool {
+	if a.limit < 0 {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.open[addr] >= a.limit {
+		return false
+	}
+	a.open[addr]++
+	return true
+}
+
+// give forgets one connection from addr.
+func (a *addrCounts) give(addr string) {
+	if a.limit < 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.open[addr] <= 1 {
+		delete(a.open, addr)
+		return
+	}
+	a.open[addr]--
 }
 
 func (s *Server) serveConn(conn net.Conn, implicitTLS bool) {

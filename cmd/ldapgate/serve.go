@@ -182,6 +182,8 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		ConfidentialityRequired: cfg.ConfidentialityRequired,
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
+		MaxConnsPerAddress:      offIfZero(cfg.Limits.MaxConnsPerAddress),
+		HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
 		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
 		EarlyDials:              offIfZero(cfg.Limits.EarlyDials),
 		SpareConns:              offIfZero(cfg.Limits.SpareConns),
