@@ -21,10 +21,26 @@ import (
 // for the idle timeout is disconnected, unless it still has operations
 // outstanding (a persistent search is not idle). The read deadline moves
 // only when less than half of it is left, so most messages change no timer.
+//
+// A client that has begun a message must finish it within the stall
+// timeout: the deadline moves to it only when the message is not wholly
+// buffered yet.
 func (s *session) readClient() (ldapwire.Message, error) {
-	idle := s.srv.cfg.IdleTimeout
+	idle, stall := s.srv.cfg.IdleTimeout, s.srv.cfg.StallTimeout
 	if idle <= 0 {
-		return s.cr.Next()
+		if stall <= 0 {
+			return s.cr.Next()
+		}
+		if err := s.cr.Wait(); err != nil {
+			return ldapwire.Message{}, err
+		}
+		if s.cr.Complete() {
+			return s.cr.Next()
+		}
+		_ = s.client.SetReadDeadline(time.Now().Add(stall))
+		m, err := s.cr.Next()
+		_ = s.client.SetReadDeadline(time.Time{})
+		return m, err
 	}
 	if now := time.Now(); s.readDeadline.Sub(now) < idle/2 {
 		s.readDeadline = now.Add(idle)
@@ -49,6 +65,10 @@ func (s *session) readClient() (ldapwire.Message, error) {
 		}
 		s.readDeadline = next
 		_ = s.client.SetReadDeadline(next)
+	}
+	if stall > 0 && !s.cr.Complete() {
+		s.readDeadline = time.Now().Add(stall)
+		_ = s.client.SetReadDeadline(s.readDeadline)
 	}
 	m, err := s.cr.Next()
 	s.lastRead = time.Now()

@@ -243,3 +243,40 @@ func TestAbandonPipelinedWithTheWrite(t *testing.T) {
 		return len(res) == 1 && !res[0].Unanswered
 	})
 }
+
+// TestStallTimeout proves that a client that begins a message and stops
+// is disconnected with protocolError after the stall timeout, with or
+// without an idle timeout, while an idle client between messages is not.
+func TestStallTimeout(t *testing.T) {
+	for _, idle := range []time.Duration{0, time.Minute} {
+		d := startSlowDirectory(t)
+		_, url := serveGateway(t, Config{Dialer: fakeDialer{addr: d.ln.Addr().String()}, IdleTimeout: idle, StallTimeout: 300 * time.Millisecond})
+		c, err := net.Dial("tcp", url[len("ldap://"):])
+		if err != nil {
+			t.Fatal(err)
+		}
+		bind := ldapwire.AppendMessage(nil, 1, ldapwire.AppendBindRequest(nil, "cn=x", []byte("pw")))
+		// A whole message first: the session is served and stays open.
+		if _, err := c.Write(bind); err != nil {
+			t.Fatal(err)
+		}
+		r := ldapwire.NewReader(c, 1<<20)
+		if m, err := r.Next(); err != nil || m.ID != 1 {
+			t.Fatalf("idle %v: bind answer %+v %v", idle, m, err)
+		}
+		start := time.Now()
+		if _, err := c.Write(bind[:len(bind)-3]); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, err := r.Next()
+		code, _ := ldapwire.ResultCode(m.OpContent)
+		if err != nil || m.ID != 0 || code != ldap.LDAPResultProtocolError {
+			t.Fatalf("idle %v: a stalled message got %+v (result %d), %v; want a Notice of Disconnection with protocolError", idle, m, code, err)
+		}
+		if waited := time.Since(start); waited > 5*time.Second {
+			t.Fatalf("idle %v: disconnected after %v", idle, waited)
+		}
+		c.Close()
+	}
+}

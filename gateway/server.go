@@ -55,6 +55,9 @@ type Config struct {
 	IdleTimeout        time.Duration // 0 disables
 	OpTimeout          time.Duration // upstream silence with a non-search op pending; 0 disables
 	HandshakeTimeout   time.Duration // TLS handshakes; default 10s
+	// StallTimeout bounds how long a client may take to finish sending a
+	// message it has begun (default 1m; negative: only IdleTimeout).
+	StallTimeout time.Duration
 	// EarlyDials bounds the upstream connections opened when a client is
 	// accepted, before its first request, that are still dialling or not
 	// yet used, across all sessions (default 32; negative disables early
@@ -94,6 +97,7 @@ const (
 	DefaultMaxConnsPerAddr  = 256
 	DefaultMaxOpsPerConn    = 256
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultStallTimeout     = time.Minute
 	DefaultEarlyDials       = 32
 	DefaultSpareConns       = 32
 )
@@ -168,6 +172,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.SpareConns == 0 {
 		cfg.SpareConns = DefaultSpareConns
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout

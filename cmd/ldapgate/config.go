@@ -66,6 +66,7 @@ type LimitsConfig struct {
 	SpareConns          int           `yaml:"spareConnections"`
 	IdleTimeout         time.Duration `yaml:"idleTimeout"`
 	HandshakeTimeout    time.Duration `yaml:"handshakeTimeout"`
+	StallTimeout        time.Duration `yaml:"stallTimeout"`
 	DialTimeout         time.Duration `yaml:"dialTimeout"`
 	OpTimeout           time.Duration `yaml:"opTimeout"`
 	MaxBindFailures     int           `yaml:"maxBindFailures"`
@@ -91,6 +92,7 @@ func defaultConfig() Config {
 			SpareConns:          gateway.DefaultSpareConns,
 			IdleTimeout:         15 * time.Minute,
 			HandshakeTimeout:    gateway.DefaultHandshakeTimeout,
+			StallTimeout:        gateway.DefaultStallTimeout,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
 			MaxBindFailures:     20,
@@ -187,6 +189,8 @@ func serveSettings() []setting {
 			func(c *Config) *time.Duration { return &c.Limits.IdleTimeout }),
 		durationSetting("handshake-timeout", "HANDSHAKE_TIMEOUT", "time a client has to complete a TLS handshake (ldaps:// or StartTLS) (file: limits.handshakeTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.HandshakeTimeout }),
+		durationSetting("stall-timeout", "STALL_TIMEOUT", "time a client has to finish sending a message it has begun; then the session ends with protocolError; 0 only --idle-timeout (file: limits.stallTimeout)",
+			func(c *Config) *time.Duration { return &c.Limits.StallTimeout }),
 		durationSetting("dial-timeout", "DIAL_TIMEOUT", "time to connect (and TLS) to an upstream (file: limits.dialTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.DialTimeout }),
 		durationSetting("op-timeout", "OP_TIMEOUT", "upstream silence tolerated while a non-search operation waits; then the session ends with unavailable; 0 never (file: limits.opTimeout)",
@@ -271,6 +275,8 @@ func (cfg *Config) validate() error {
 		return bad("limits.maxConnections (--max-connections)", "must be at least 1")
 	case l.MaxConnsPerAddress < 0:
 		return bad("limits.maxConnectionsPerAddress (--max-connections-per-address)", "must not be negative")
+	case l.StallTimeout < 0:
+		return bad("limits.stallTimeout (--stall-timeout)", "must not be negative")
 	case l.HandshakeTimeout <= 0:
 		return bad("limits.handshakeTimeout (--handshake-timeout)", "must be positive")
 	case l.MaxOpsPerConnection < 1:
