@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
@@ -61,6 +62,7 @@ func (s *Server) bind(w *gldap.ResponseWriter, r *gldap.Request) {
 	if err == nil && strings.EqualFold(m.UserName, internalBindDN) && s.useToken(string(m.Password)) {
 		s.mu.Lock()
 		s.authed[r.ConnectionID()] = true
+		s.byToken[string(m.Password)] = r.ConnectionID()
 		s.mu.Unlock()
 		code = gldap.ResultSuccess
 	}
@@ -129,7 +131,9 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request) {
 		}
 		return w.Write(resp) == nil
 	}
-	q := query{scope: int(m.Scope), filter: filter, sizeLimit: m.SizeLimit, paging: paging}
+	stop, forget := s.startSearch(searchKey{conn: r.ConnectionID(), msg: m.GetID()})
+	defer forget()
+	q := query{scope: int(m.Scope), filter: filter, sizeLimit: m.SizeLimit, paging: paging, stop: stop}
 	if m.TimeLimit > 0 {
 		q.deadline = time.Now().Add(time.Duration(m.TimeLimit) * time.Second)
 	}
@@ -172,6 +176,7 @@ type query struct {
 	sizeLimit int64
 	deadline  time.Time // zero: no time limit
 	paging    *gldap.ControlPaging
+	stop      *atomic.Bool // set when the client abandons the search
 }
 
 // result is how a search ended.
@@ -224,6 +229,9 @@ func (q query) run(src source, send func(*entry) bool) result {
 	next := src(from)
 	page := uint32(0)
 	for {
+		if q.stop != nil && q.stop.Load() {
+			return result{gone: true} // abandoned: nothing more is sent
+		}
 		if !q.deadline.IsZero() && time.Now().After(q.deadline) {
 			return result{code: gldap.ResultTimeLimitExceeded}
 		}

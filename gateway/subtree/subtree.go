@@ -57,6 +57,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -93,13 +94,19 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	addr     string // 127.0.0.1:port once started
-	ldap     *gldap.Server
-	runDone  chan struct{}
-	closed   bool
-	tokens   map[string]bool    // issued and not yet used
-	authed   map[int]bool       // gldap connection IDs that presented a token
+	mu      sync.Mutex
+	addr    string // 127.0.0.1:port once started
+	ldap    *gldap.Server
+	runDone chan struct{}
+	closed  bool
+	tokens  map[string]bool // issued and not yet used
+	authed  map[int]bool    // gldap connection IDs that presented a token
+	// byToken tells authenticate which gldap connection presented its
+	// token, so that its Conn can name that connection's searches.
+	byToken map[string]int
+	// running holds a stop flag per search in progress, by gldap
+	// connection and message ID: an Abandon sets it (Conn.Answer).
+	running  map[searchKey]*atomic.Bool
 	conns    map[*Conn]struct{} // open connections handed to the gateway
 	stopOnce sync.Once
 }
@@ -116,11 +123,13 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "subtree"),
-		tokens: make(map[string]bool),
-		authed: make(map[int]bool),
-		conns:  make(map[*Conn]struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "subtree"),
+		tokens:  make(map[string]bool),
+		authed:  make(map[int]bool),
+		byToken: make(map[string]int),
+		running: make(map[searchKey]*atomic.Bool),
+		conns:   make(map[*Conn]struct{}),
 	}, nil
 }
 
@@ -277,11 +286,12 @@ func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("subtree: dial %s: %w", addr, err)
 	}
-	if err := s.authenticate(ctx, up); err != nil {
+	connID, err := s.authenticate(ctx, up)
+	if err != nil {
 		up.Close()
 		return nil, err
 	}
-	c := &Conn{Conn: up, srv: s}
+	c := &Conn{Conn: up, srv: s, connID: connID}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -293,11 +303,12 @@ func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-// authenticate binds a fresh connection with a one-time token.
-func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
+// authenticate binds a fresh connection with a one-time token, and
+// returns the gldap connection ID the server gave it.
+func (s *Server) authenticate(ctx context.Context, c net.Conn) (int, error) {
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
-		return fmt.Errorf("subtree: token: %w", err)
+		return 0, fmt.Errorf("subtree: token: %w", err)
 	}
 	token := hex.EncodeToString(buf)
 	s.mu.Lock()
@@ -306,6 +317,7 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	defer func() {
 		s.mu.Lock()
 		delete(s.tokens, token)
+		delete(s.byToken, token)
 		s.mu.Unlock()
 	}()
 	deadline, ok := ctx.Deadline()
@@ -315,20 +327,59 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	_ = c.SetDeadline(deadline)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
 	if _, err := c.Write(ldapwire.AppendMessage(nil, 1, ldapwire.AppendBindRequest(nil, internalBindDN, []byte(token)))); err != nil {
-		return fmt.Errorf("subtree: authenticate: %w", err)
+		return 0, fmt.Errorf("subtree: authenticate: %w", err)
 	}
 	m, err := ldapwire.NewReader(c, maxFrame).Next()
 	if err != nil {
-		return fmt.Errorf("subtree: authenticate: %w", err)
+		return 0, fmt.Errorf("subtree: authenticate: %w", err)
 	}
 	code, ok := ldapwire.ResultCode(m.OpContent)
 	if !ok {
-		return errors.New("subtree: authenticate: malformed bind response")
+		return 0, errors.New("subtree: authenticate: malformed bind response")
 	}
 	if m.ID != 1 || m.Op != ldapwire.TagBindResponse || code != 0 {
-		return fmt.Errorf("subtree: authenticate: bind answered with result %d", code)
+		return 0, fmt.Errorf("subtree: authenticate: bind answered with result %d", code)
 	}
-	return nil
+	s.mu.Lock()
+	connID, known := s.byToken[token]
+	s.mu.Unlock()
+	if !known {
+		return 0, errors.New("subtree: authenticate: the server did not see the token")
+	}
+	return connID, nil
+}
+
+// searchKey names a search in progress: its gldap connection and its
+// message ID.
+type searchKey struct {
+	conn int
+	msg  int64
+}
+
+// startSearch registers a search in progress and returns its stop flag and
+// the function that forgets it.
+func (s *Server) startSearch(k searchKey) (*atomic.Bool, func()) {
+	stop := new(atomic.Bool)
+	s.mu.Lock()
+	s.running[k] = stop
+	s.mu.Unlock()
+	return stop, func() {
+		s.mu.Lock()
+		if s.running[k] == stop {
+			delete(s.running, k)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// stopSearch stops the search k, if it is still running.
+func (s *Server) stopSearch(k searchKey) {
+	s.mu.Lock()
+	stop := s.running[k]
+	s.mu.Unlock()
+	if stop != nil {
+		stop.Store(true)
+	}
 }
 
 // useToken consumes a token issued by authenticate.
