@@ -10,10 +10,19 @@ import (
 // TestQueryStopsWhenAbandoned proves that a search whose stop flag is set
 // (Conn.Answer on an Abandon) sends nothing more and no final result.
 func TestQueryStopsWhenAbandoned(t *testing.T) {
-	list := []*entry{{dn: "a"}, {dn: "b"}, {dn: "c"}, {dn: "d"}}
+	var list []*entry
+	for _, dn := range []string{"a", "b", "c", "d"} {
+		e := &entry{dn: dn}
+		e.add("objectClass", "top")
+		list = append(list, e)
+	}
+	filter, err := compileFilter("(objectClass=*)")
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop := new(atomic.Bool)
 	sent := 0
-	res := query{scope: int(gldap.SingleLevel), stop: stop}.run(sliceSource(list), func(*entry) bool {
+	res := query{scope: int(gldap.SingleLevel), filter: filter, stop: stop}.run(sliceSource(list), func(*entry) bool {
 		sent++
 		if sent == 2 {
 			stop.Store(true)
