@@ -132,6 +132,20 @@ func (d *slowDirectory) serve(conn net.Conn) {
 	}
 }
 
+// interceptedClient serves a gateway in front of d with a recording
+// interceptor, and connects a raw client to it.
+func interceptedClient(t *testing.T, d *slowDirectory) (*recordingInterceptor, net.Conn) {
+	t.Helper()
+	h := &recordingInterceptor{}
+	_, url := serveGateway(t, Config{Dialer: fakeDialer{addr: d.ln.Addr().String()}, Interceptor: h, OpTimeout: 30 * time.Second})
+	c, err := net.Dial("tcp", url[len("ldap://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return h, c
+}
+
 func modifyMessage(id int64) []byte {
 	op := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte("cn=x,dc=example"))
 	val := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte("y"))
@@ -187,13 +201,7 @@ func TestInterceptedWriteAlwaysFinishes(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			d := startSlowDirectory(t)
-			h := &recordingInterceptor{}
-			_, url := serveGateway(t, Config{Dialer: fakeDialer{addr: d.ln.Addr().String()}, Interceptor: h, OpTimeout: 30 * time.Second})
-			c, err := net.Dial("tcp", url[len("ldap://"):])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			h, c := interceptedClient(t, d)
 			r := ldapwire.NewReader(c, 1<<20)
 			_, _ = c.Write(modifyMessage(2))
 			waitUntil(t, 5*time.Second, "the directory has the modify", func() bool { return d.count(ldapwire.TagModifyRequest) == 1 })
@@ -230,13 +238,7 @@ func TestInterceptedWriteAlwaysFinishes(t *testing.T) {
 func TestAbandonPipelinedWithTheWrite(t *testing.T) {
 	d := startSlowDirectory(t)
 	close(d.release)
-	h := &recordingInterceptor{}
-	_, url := serveGateway(t, Config{Dialer: fakeDialer{addr: d.ln.Addr().String()}, Interceptor: h, OpTimeout: 30 * time.Second})
-	c, err := net.Dial("tcp", url[len("ldap://"):])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h, c := interceptedClient(t, d)
 	_, _ = c.Write(append(modifyMessage(2), abandonMessage(3, 2)...))
 	waitUntil(t, 5*time.Second, "the Completion got the directory's answer", func() bool {
 		_, res := h.snapshot()

@@ -243,10 +243,7 @@ func (rs *records) list(f Filter) ([]*Record, error) {
 			if activeOnly {
 				r, err = getRecord(txn, keyNum(prefix, it.Item().Key()))
 			} else {
-				err = it.Item().Value(func(v []byte) error {
-					r, err = decodeRecord(v)
-					return err
-				})
+				r, err = itemRecord(it.Item())
 			}
 			if err != nil {
 				return err
@@ -279,12 +276,7 @@ func (rs *records) rangeFrom(from uint64, limit, maxBytes int) ([]*Record, error
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
 		defer it.Close()
 		for it.Seek(numKey(prefixRecord, from)); it.ValidForPrefix(prefixRecord); it.Next() {
-			var r *Record
-			err := it.Item().Value(func(v []byte) error {
-				var err error
-				r, err = decodeRecord(v)
-				return err
-			})
+			r, err := itemRecord(it.Item())
 			if err != nil {
 				return err
 			}
@@ -337,16 +329,22 @@ func getRecord(txn *badger.Txn, seq uint64) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}
-	var r *Record
-	err = item.Value(func(v []byte) error {
-		var err error
-		r, err = decodeRecord(v)
-		return err
-	})
+	r, err := itemRecord(item)
 	if err != nil {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}
 	return r, nil
+}
+
+// itemRecord decodes the record a Badger item holds.
+func itemRecord(item *badger.Item) (*Record, error) {
+	var r *Record
+	err := item.Value(func(v []byte) error {
+		var err error
+		r, err = decodeRecord(v)
+		return err
+	})
+	return r, err
 }
 
 func getSealed(txn *badger.Txn, seq uint64) ([]byte, error) {
