@@ -23,8 +23,8 @@ import (
 // only when less than half of it is left, so most messages change no timer.
 //
 // A client that has begun a message must finish it within the stall
-// timeout: the deadline moves to it only when the message is not wholly
-// buffered yet.
+// timeout (or the idle timeout, if sooner): the deadline moves to it only
+// when the message is not wholly buffered yet.
 func (s *session) readClient() (ldapwire.Message, error) {
 	idle, stall := s.srv.cfg.IdleTimeout, s.srv.cfg.StallTimeout
 	if idle <= 0 {
@@ -67,8 +67,11 @@ func (s *session) readClient() (ldapwire.Message, error) {
 		_ = s.client.SetReadDeadline(next)
 	}
 	if stall > 0 && !s.cr.Complete() {
-		s.readDeadline = time.Now().Add(stall)
-		_ = s.client.SetReadDeadline(s.readDeadline)
+		// Whichever comes first: the idle timeout bounds a stall too.
+		if d := time.Now().Add(stall); d.Before(s.readDeadline) {
+			s.readDeadline = d
+			_ = s.client.SetReadDeadline(d)
+		}
 	}
 	m, err := s.cr.Next()
 	s.lastRead = time.Now()
