@@ -62,10 +62,11 @@ func cancelRequest(id, target int64) []byte {
 }
 
 // TestRelayInterceptedWriteFinishes sends account modifies and, at once
-// or after a random moment, abandons them, cancels them or closes the
-// connection, several clients at a time, each on its own account. Then
+// or after a random moment, abandons them, cancels them, unbinds or closes
+// the connection, several clients at a time, each on its own account. Then
 // every account's last write is made normally: Axigen must end up equal
-// to the directory, with no record left prepared.
+// to the directory, with no record left prepared, and every write must
+// have been journaled (the directory accepts them all).
 func TestRelayInterceptedWriteFinishes(t *testing.T) {
 	const users = 8
 	e := newMirrorEnv(t, mirrorOptions{Users: users, LogLevel: os.Getenv("LDAPGATE_FINISH_LOG")})
@@ -76,17 +77,18 @@ func TestRelayInterceptedWriteFinishes(t *testing.T) {
 	}
 	t.Logf("%d rounds of each way to leave a write; seed %d (LDAPGATE_FINISH_SEED)", rounds, seed)
 
-	ways := []string{"abandon", "cancel", "close"}
+	ways := []string{"abandon", "cancel", "close", "unbind"}
 	if v := os.Getenv("LDAPGATE_FINISH_WAYS"); v != "" {
 		ways = strings.Split(v, ",")
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, users)
+	perUser := rounds*len(ways)/users + 1
 	for w := range users {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- finishWorker(e, userDN(slapd.UserUID(w)), w, rounds*len(ways)/users+1, rand.New(rand.NewPCG(seed, uint64(w))), ways)
+			errs <- finishWorker(e, userDN(slapd.UserUID(w)), w, perUser, rand.New(rand.NewPCG(seed, uint64(w))), ways)
 		}()
 	}
 	wg.Wait()
@@ -127,6 +129,9 @@ func TestRelayInterceptedWriteFinishes(t *testing.T) {
 		}
 		if st.Prepared != 0 {
 			return fmt.Errorf("%d journal records still prepared", st.Prepared)
+		}
+		if n := st.Committed + st.Delivered + st.Dead; n < users*perUser+users {
+			return fmt.Errorf("%d records journaled and settled, want %d", n, users*perUser+users)
 		}
 		return nil
 	})
@@ -188,6 +193,13 @@ func finishWorker(e *mirrorEnv, dn string, w, n int, rng *rand.Rand, ways []stri
 				return fmt.Errorf("cancel: %w", err)
 			}
 		case "close":
+			c.Close()
+			c = nil
+		case "unbind":
+			id++
+			if _, err := c.Write(envelope(id, ber.Encode(ber.ClassApplication, ber.TypePrimitive, ldap.ApplicationUnbindRequest, nil, "unbind"))); err != nil {
+				return fmt.Errorf("unbind: %w", err)
+			}
 			c.Close()
 			c = nil
 		}
