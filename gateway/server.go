@@ -509,16 +509,22 @@ const searchGrace = time.Second
 
 // closeIdle ends sessions that have nothing outstanding, or, with
 // searchesToo, nothing but searches.
+// A session with an intercepted write awaiting its answer is not idle;
+// should one start meanwhile, close waits for it, so the sessions are
+// closed outside the server's lock.
 func (s *Server) closeIdle(searchesToo bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var idle []*session
 	for sess := range s.sessions {
 		sess.mu.Lock()
-		idle := sess.ops.awaitingAnswers() == 0 && (sess.ops.len() == 0 || searchesToo && !sess.ops.watching())
-		sess.mu.Unlock()
-		if idle {
-			sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
-			sess.close()
+		if sess.ops.awaitingAnswers() == 0 && (sess.ops.len() == 0 || searchesToo && !sess.ops.watching()) {
+			idle = append(idle, sess)
 		}
+		sess.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, sess := range idle {
+		sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
+		sess.close()
 	}
 }
