@@ -25,9 +25,12 @@
 //	                                  oldestPendingChangeNumber, lastChangeNumber
 //
 // Searches take any scope and filter (extensible matches are Undefined),
-// the paged results control, size limits and attribute lists; a search
-// bounded by changeNumber reads only those records, so a follower polling
-// (changeNumber>=N) stays cheap on a long journal.
+// the paged results control, size and time limits and attribute lists. A
+// search of cn=changelog's children streams from the journal, a page of
+// records at a time (store.Journal.Range), so its memory does not depend
+// on the journal's length; one bounded by changeNumber reads only those
+// records, so a follower polling (changeNumber>=N) stays cheap. The paged
+// results cookie is a position in the journal, not an offset in a list.
 //
 // The entries are served with gldap on a loopback port that only the
 // gateway can use: each connection opened by Dial first binds with a
@@ -39,9 +42,9 @@
 // gldap closes a connection on Compare, Abandon and some filters (see
 // docs/architecture.md, "Libraries"), which would end the client's whole
 // session. So the connection Dial hands the gateway (a *Conn) has an
-// Answer method the session asks first: it answers Compare, drops
-// Abandon, refuses writes and filters gldap cannot decode, and leaves
-// only searches to gldap.
+// Answer method the session asks first: it answers Compare, stops the
+// search an Abandon names, refuses writes and filters gldap cannot
+// decode, and leaves only searches to gldap.
 package subtree
 
 import (
