@@ -74,6 +74,9 @@ func TestUnauthenticatedBindIsAnonymous(t *testing.T) {
 type slowDirectory struct {
 	ln      net.Listener
 	release chan struct{}
+	// hangUp, when set, makes the directory close the connection instead
+	// of answering a modify once release is closed.
+	hangUp bool
 
 	mu       sync.Mutex
 	received map[byte]int
@@ -123,7 +126,14 @@ func (d *slowDirectory) serve(conn net.Conn) {
 			w(encodeResponse(m.ID, ldapwire.TagBindResponse, 0, "", "", ""))
 		case ldapwire.TagModifyRequest:
 			id := m.ID
-			go func() { <-d.release; w(encodeResponse(id, ldapwire.TagModifyResponse, 0, "", "", "")) }()
+			go func() {
+				<-d.release
+				if d.hangUp {
+					conn.Close()
+					return
+				}
+				w(encodeResponse(id, ldapwire.TagModifyResponse, 0, "", "", ""))
+			}()
 		case ldapwire.TagExtendedRequest:
 			w(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultSuccess, "", "", ""))
 		case ldapwire.TagUnbindRequest:
@@ -280,5 +290,30 @@ func TestStallTimeout(t *testing.T) {
 			t.Fatalf("idle %v: disconnected after %v", idle, waited)
 		}
 		c.Close()
+	}
+}
+
+// TestInterceptedWriteUnansweredWhenTheDirectoryHangsUp proves that when
+// the upstream connection is lost before the directory answers, the
+// Completion learns that the outcome is unknown, whether the client is
+// still there or has already left.
+func TestInterceptedWriteUnansweredWhenTheDirectoryHangsUp(t *testing.T) {
+	for _, clientLeaves := range []bool{false, true} {
+		d := startSlowDirectory(t)
+		d.hangUp = true
+		h, c := interceptedClient(t, d)
+		_, _ = c.Write(modifyMessage(2))
+		waitUntil(t, 5*time.Second, "the directory has the modify", func() bool { return d.count(ldapwire.TagModifyRequest) == 1 })
+		if clientLeaves {
+			c.Close()
+		}
+		close(d.release)
+		waitUntil(t, 5*time.Second, "the Completion ran", func() bool {
+			_, res := h.snapshot()
+			return len(res) == 1
+		})
+		if _, res := h.snapshot(); !res[0].Unanswered {
+			t.Fatalf("client leaves %v: the Completion got %+v, want Unanswered", clientLeaves, res[0])
+		}
 	}
 }
