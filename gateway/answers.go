@@ -65,8 +65,12 @@ func (s *session) relayUpstream(up *upstreamConn) {
 				return
 			}
 			s.closing = true
+			pending := s.ops.drain()
+			s.wakeLocked()
 			s.mu.Unlock()
 			s.writeClient(m.Raw, true)
+			// The directory is ending the connection: no answer is coming.
+			s.completeUnanswered(pending, "ldapgate: the upstream directory ended the connection"+OutcomeUnknown)
 			s.close()
 			return
 		}
@@ -79,6 +83,7 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			if found {
 				if op.after != nil {
 					s.completing++
+					s.wakeLocked()
 				}
 				s.completing += len(released)
 				if op.timed() || len(released) > 0 {
@@ -112,9 +117,10 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			s.completing--
 			s.mu.Unlock()
 		}
-		if !s.writeClient(m.Raw, up.r.Buffered() == 0) {
-			return
-		}
+		// A client that has gone gets nothing more, but the answers to its
+		// intercepted writes are still read until the session closes the
+		// upstream connection (close waits for them).
+		_ = s.writeClient(m.Raw, up.r.Buffered() == 0)
 		up.r.Release()
 	}
 }
@@ -162,13 +168,17 @@ func (s *session) upstreamLost(up *upstreamConn, err error) {
 	}
 	closing := s.closing
 	pending := s.ops.drain()
+	s.wakeLocked()
 	s.mu.Unlock()
-	if closing {
-		return
-	}
 	reason := "ldapgate: the upstream directory closed the connection"
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		reason = "ldapgate: the upstream directory did not answer within the operation timeout"
+	}
+	if closing {
+		// The client has gone or unbound: only the Completions of its
+		// writes still need to know.
+		s.completeUnanswered(pending, reason+OutcomeUnknown)
+		return
 	}
 	s.log().Warn("upstream connection lost", "err", err, "outstanding", len(pending))
 	s.srv.stats.upstreamErrors.Add(1)
@@ -218,6 +228,17 @@ func (s *session) completeReleased(released []releasedOp, reason string) {
 // OutcomeUnknown ends the diagnostic of an operation that reached the
 // directory but whose answer was lost with the upstream connection.
 const OutcomeUnknown = "; the operation may or may not have been applied"
+
+// completeUnanswered tells the Completions of operations the directory
+// will never answer that their outcome is unknown; the client hears
+// nothing (it has gone, or is being told otherwise).
+func (s *session) completeUnanswered(pending map[int64]pendingOp, reason string) {
+	for _, op := range pending {
+		if op.after != nil {
+			op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: true})
+		}
+	}
+}
 
 // failOp answers an operation the upstream will never answer. sent tells
 // whether the request reached the upstream, whose outcome is then unknown.

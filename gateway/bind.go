@@ -32,7 +32,14 @@ func (s *session) bind(m ldapwire.Message) bool {
 	s.mu.Lock()
 	isTLS := s.tls
 	s.mu.Unlock()
+	anonymous := b.simple && len(b.password) == 0
 	op := pendingOp{tag: m.Op, bindDN: b.name}
+	if anonymous {
+		// A name with an empty password is an unauthenticated bind (RFC
+		// 4513 section 5.1.2): the name is not proved, so the session never
+		// takes it as its identity, whatever the directory answers.
+		op.bindDN = ""
+	}
 	if !b.simple {
 		s.reusable = false // a SASL exchange may be left half done
 		if !saslWithoutSecurityLayer[b.mechanism] {
@@ -42,7 +49,6 @@ func (s *session) bind(m ldapwire.Message) bool {
 		}
 		op.saslMechanism = b.mechanism
 	}
-	anonymous := b.simple && len(b.password) == 0
 	if blocked, wait := s.srv.binds.blocked(s.remote, time.Now()); blocked && !anonymous {
 		s.log().Warn("bind refused: too many failed binds from this address")
 		s.respond(m, ldap.LDAPResultUnwillingToPerform, fmt.Sprintf(
@@ -54,6 +60,11 @@ func (s *session) bind(m ldapwire.Message) bool {
 			"ldapgate: binding requires a TLS-protected connection; use StartTLS or ldaps://")
 		return true
 	}
+	// A bind makes the directory abandon what is outstanding (RFC 4511
+	// section 4.2.1 lets it): the intercepted writes get their answers
+	// first.
+	s.flushRelayed()
+	s.awaitWrites()
 	return s.forward(m, op)
 }
 

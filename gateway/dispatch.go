@@ -21,10 +21,26 @@ import (
 // for the idle timeout is disconnected, unless it still has operations
 // outstanding (a persistent search is not idle). The read deadline moves
 // only when less than half of it is left, so most messages change no timer.
+//
+// A client that has begun a message must finish it within the stall
+// timeout (or the idle timeout, if sooner): the deadline moves to it only
+// when the message is not wholly buffered yet.
 func (s *session) readClient() (ldapwire.Message, error) {
-	idle := s.srv.cfg.IdleTimeout
+	idle, stall := s.srv.cfg.IdleTimeout, s.srv.cfg.StallTimeout
 	if idle <= 0 {
-		return s.cr.Next()
+		if stall <= 0 {
+			return s.cr.Next()
+		}
+		if err := s.cr.Wait(); err != nil {
+			return ldapwire.Message{}, err
+		}
+		if s.cr.Complete() {
+			return s.cr.Next()
+		}
+		_ = s.client.SetReadDeadline(time.Now().Add(stall))
+		m, err := s.cr.Next()
+		_ = s.client.SetReadDeadline(time.Time{})
+		return m, err
 	}
 	if now := time.Now(); s.readDeadline.Sub(now) < idle/2 {
 		s.readDeadline = now.Add(idle)
@@ -49,6 +65,13 @@ func (s *session) readClient() (ldapwire.Message, error) {
 		}
 		s.readDeadline = next
 		_ = s.client.SetReadDeadline(next)
+	}
+	if stall > 0 && !s.cr.Complete() {
+		// Whichever comes first: the idle timeout bounds a stall too.
+		if d := time.Now().Add(stall); d.Before(s.readDeadline) {
+			s.readDeadline = d
+			_ = s.client.SetReadDeadline(d)
+		}
 	}
 	m, err := s.cr.Next()
 	s.lastRead = time.Now()
@@ -100,6 +123,10 @@ func (s *session) handle(m ldapwire.Message) bool {
 		if s.park() {
 			return false
 		}
+		// The directory abandons what is outstanding on an unbind: the
+		// intercepted writes get their answers first.
+		s.flushRelayed()
+		s.awaitWrites()
 		s.mu.Lock()
 		up := s.up
 		s.closing = true
@@ -114,7 +141,7 @@ func (s *session) handle(m ldapwire.Message) bool {
 	case ldapwire.TagBindRequest:
 		return s.bind(m)
 	case ldapwire.TagExtendedRequest:
-		name, _, _, err := decodeExtended(m.OpContent)
+		name, value, _, err := decodeExtended(m.OpContent)
 		if err != nil {
 			s.notice(ldap.LDAPResultProtocolError, "ldapgate: malformed extended request: "+err.Error())
 			return false
@@ -122,6 +149,11 @@ func (s *session) handle(m ldapwire.Message) bool {
 		switch name {
 		case ldapwire.OIDStartTLS:
 			return s.startTLS(m)
+		case ldapwire.OIDCancel:
+			if answered, goOn := s.cancelAwaited(m, value); answered {
+				return goOn
+			}
+			s.reusable = false
 		case ldapwire.OIDPasswordModify:
 			return s.write(m)
 		case ldapwire.OIDWhoAmI:
@@ -222,10 +254,17 @@ func (s *session) abandon(m ldapwire.Message) bool {
 	}
 	s.mu.Lock()
 	up := s.up
+	op, _ := s.ops.lookup(target)
 	released, _ := s.ops.abandon(target)
 	s.mu.Unlock()
 	if released != nil {
 		s.completeReleased([]releasedOp{*released}, "ldapgate: abandoned and never answered by the directory"+OutcomeUnknown)
+	}
+	if op.awaited() {
+		// An intercepted write always finishes: the directory is not asked
+		// to abandon it, so its answer comes and settles its journal record.
+		// The client, which abandoned it, may ignore that answer.
+		return true
 	}
 	for _, c := range []*upstreamConn{up, s.localConn()} {
 		if a, ok := c.connAnswerer(); ok {
@@ -240,6 +279,51 @@ func (s *session) abandon(m ldapwire.Message) bool {
 		}
 	}
 	return true
+}
+
+// cancelAwaited answers a Cancel (RFC 3909) itself when the operation it
+// names is not one the directory should cancel: an intercepted write gets
+// cannotCancel (the gateway needs the directory's final answer to settle
+// its journal record, and a cancelled write may end with no answer at
+// all), and an ID with nothing outstanding (or abandoned) noSuchOperation,
+// since whatever the directory still holds of an answered operation is
+// not the client's to cancel (slapd's Cancel of an operation whose answer
+// has just been sent can hold one of its threads for good). It reports
+// whether it answered, and if so whether the session goes on; a Cancel of
+// an outstanding operation of another kind, or a malformed one, is
+// relayed.
+func (s *session) cancelAwaited(m ldapwire.Message, value []byte) (answered, goOn bool) {
+	tag, content, _, err := ldapwire.Next(value)
+	if err != nil || tag != ldapwire.TagSequence {
+		return false, true // the directory answers a malformed Cancel
+	}
+	tag, content, _, err = ldapwire.Next(content)
+	if err != nil || tag != ldapwire.TagInteger {
+		return false, true
+	}
+	target, err := ldapwire.ParseInt(content)
+	if err != nil {
+		return false, true
+	}
+	s.mu.Lock()
+	op, found := s.ops.lookup(target)
+	_, idInUse := s.ops.lookup(m.ID)
+	s.mu.Unlock()
+	code, diagnostic := ldap.LDAPResultCannotCancel, "ldapgate: a write to an account or group is not cancelled once relayed; its result follows"
+	switch {
+	case found && op.awaited():
+	case !found || op.abandoned:
+		code, diagnostic = ldap.LDAPResultNoSuchOperation, "ldapgate: no such operation outstanding"
+	default:
+		return false, true
+	}
+	if idInUse {
+		s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID))
+		return true, false
+	}
+	s.writeClient(encodeResponse(m.ID, ldapwire.TagExtendedResponse, code, "", diagnostic, ""), true)
+	s.observe(m.Op, code, time.Time{})
+	return true, true
 }
 
 // write handles the operations interception may see.

@@ -11,8 +11,10 @@ type SessionInfo struct {
 	ID uint64
 	// RemoteAddr is the client's address.
 	RemoteAddr string
-	// BoundDN is the DN of the session's last successful simple bind; empty
-	// for an anonymous session.
+	// BoundDN is the DN of the session's last successful simple bind with a
+	// password; empty for an anonymous session, and after a bind with a DN
+	// and no password (an unauthenticated bind, RFC 4513 section 5.1.2),
+	// whatever the directory answered.
 	BoundDN string
 	// SASLMechanism is set instead of BoundDN when the session authenticated
 	// with SASL; the identity is then the directory's to know.
@@ -35,9 +37,13 @@ type Interceptor interface {
 	Intercept(ctx context.Context, s SessionInfo, req *WriteRequest) (Completion, *Result)
 }
 
-// Completion receives the outcome of an intercepted write. When the upstream
-// connection was lost before it answered, res.Unanswered is true: the write
-// may or may not have been applied.
+// Completion receives the outcome of an intercepted write. The gateway
+// waits for the directory's final answer whatever the client does (it does
+// not relay an Abandon or a Cancel of the write, and holds a bind, an unbind
+// or the end of the session until the answer comes). When the upstream
+// connection was lost, or stayed silent for the op timeout, before it
+// answered, res.Unanswered is true: the write may or may not have been
+// applied.
 type Completion func(ctx context.Context, res Result)
 
 // Observer hears about every finished operation, for metrics. It runs on

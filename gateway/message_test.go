@@ -30,10 +30,10 @@ func TestDecodeControls(t *testing.T) {
 	}
 }
 
-// FuzzMessageReader feeds arbitrary bytes to the reader and the decoders:
+// FuzzMessageDecoders feeds arbitrary bytes to the reader and the decoders:
 // they may reject the input but must never panic, loop, or hand back a
 // message whose parts lie outside what was read.
-func FuzzMessageReader(f *testing.F) {
+func FuzzMessageDecoders(f *testing.F) {
 	f.Add(searchWithPaging(1))
 	f.Add([]byte{0x30, 0x05, 0x02, 0x01, 0x01, 0x42, 0x00})
 	f.Add([]byte{0x30, 0x84, 0xff, 0xff, 0xff, 0xff})

@@ -29,6 +29,14 @@ type pendingOp struct {
 // legitimately run for ever, and the local subtree is in-process.
 func (op pendingOp) timed() bool { return op.tag != ldapwire.TagSearchRequest && !op.local }
 
+// awaited reports whether the gateway itself needs the directory's final
+// answer to the operation: an intercepted write, whose Completion commits
+// or aborts its journal record. Such an operation always finishes: the
+// gateway does not relay an Abandon or a Cancel of it, holds a bind or an
+// unbind until it is answered, and, when the client leaves, waits for
+// its answer before closing the upstream connection.
+func (op pendingOp) awaited() bool { return op.after != nil }
+
 // errIDInUse refuses a request whose message ID an outstanding operation
 // holds (RFC 4511 section 4.1.1.1).
 var errIDInUse = errors.New("message ID is already in use")
@@ -59,12 +67,18 @@ var errIDInUse = errors.New("message ID is already in use")
 // may be reused by the client; a late answer for the old operation is
 // then attributed to the new one only if it is of the new one's type.
 //
+// An awaited operation (an intercepted write) abandoned by the client
+// stays watched by the op timeout and is never released by a bind nor
+// beyond maxAbandoned: the gateway did not relay the Abandon, so the
+// directory's answer will come.
+//
 // The map and the counts are guarded by the session's mu; reserve and
 // unreserve, which may wait, are safe without it.
 type opTable struct {
 	ops       map[int64]pendingOp
 	timed     int
 	abandoned int // entries of ops abandoned and not yet answered
+	awaiting  int // entries of ops that are awaited (see pendingOp.awaited)
 	limit     int
 	seq       uint64
 	// abandonedOrder lists abandoned operations oldest first, to release
@@ -155,6 +169,9 @@ func (t *opTable) add(id int64, op pendingOp) (firstTimed bool, err error) {
 	t.seq++
 	op.seq, op.abandoned = t.seq, false
 	t.ops[id] = op
+	if op.awaited() {
+		t.awaiting++
+	}
 	if op.timed() {
 		t.timed++
 		firstTimed = t.timed == 1
@@ -211,8 +228,14 @@ func (t *opTable) finish(id int64, respTag byte, local bool) (pendingOp, []relea
 
 func (t *opTable) remove(id int64, op pendingOp) {
 	delete(t.ops, id)
+	if op.awaited() {
+		t.awaiting--
+	}
 	if op.abandoned {
 		t.abandoned--
+		if op.timed() && op.awaited() {
+			t.timed--
+		}
 		return
 	}
 	if op.timed() {
@@ -236,9 +259,10 @@ func (t *opTable) bindEnded() {
 // abandon marks the operation under id abandoned by the client. Its room
 // is freed and the op timeout stops watching it, since the directory
 // sends nothing more for an operation it did abandon; its ID stays
-// reserved until an answer does come. It reports whether id was
-// outstanding. Beyond maxAbandoned, the oldest abandoned operation is
-// released and returned (its Completion must run).
+// reserved until an answer does come. An awaited operation stays watched:
+// its Abandon is not relayed, so its answer must come. It reports whether
+// id was outstanding. Beyond maxAbandoned, the oldest abandoned operation
+// that is not awaited is released and returned (its Completion must run).
 func (t *opTable) abandon(id int64) (released *releasedOp, ok bool) {
 	op, ok := t.ops[id]
 	if !ok || op.abandoned {
@@ -252,7 +276,7 @@ func (t *opTable) abandon(id int64) (released *releasedOp, ok bool) {
 	t.abandoned++
 	t.abandonedOrder = append(t.abandonedOrder, opRef{id, op.seq})
 	t.compactAbandoned()
-	if op.timed() {
+	if op.timed() && !op.awaited() {
 		t.timed--
 	}
 	if op.tag == ldapwire.TagBindRequest {
@@ -264,15 +288,24 @@ func (t *opTable) abandon(id int64) (released *releasedOp, ok bool) {
 
 // releaseOldestAbandoned removes the abandoned operation abandoned first.
 func (t *opTable) releaseOldestAbandoned() *releasedOp {
+	var kept []opRef
 	for len(t.abandonedOrder) > 0 {
 		ref := t.abandonedOrder[0]
 		t.abandonedOrder = t.abandonedOrder[1:]
 		if op, ok := t.ops[ref.id]; ok && op.abandoned && op.seq == ref.seq {
+			if op.awaited() {
+				// Its answer will come (its Abandon was not relayed): keep it
+				// watched, and look further.
+				kept = append(kept, ref)
+				continue
+			}
+			t.abandonedOrder = append(kept, t.abandonedOrder...)
 			t.remove(ref.id, op)
 			t.compactAbandoned()
 			return &releasedOp{ref.id, op}
 		}
 	}
+	t.abandonedOrder = kept
 	return nil
 }
 
@@ -299,6 +332,10 @@ func (t *opTable) len() int { return len(t.ops) - t.abandoned }
 // watching reports whether an outstanding operation is watched by the op
 // timeout.
 func (t *opTable) watching() bool { return t.timed > 0 }
+
+// awaitingAnswers counts the awaited operations (intercepted writes) the
+// directory has not answered yet, abandoned ones included.
+func (t *opTable) awaitingAnswers() int { return t.awaiting }
 
 // drain empties the table, freeing the room of every operation, and
 // returns what was outstanding, abandoned operations included.

@@ -45,12 +45,19 @@ type Config struct {
 	// connections without TLS.
 	ConfidentialityRequired bool
 
-	MaxMessageSize   int           // bytes; default 16 MiB
-	MaxConnections   int           // default 4096
-	MaxOpsPerConn    int           // outstanding operations per session; default 256
-	IdleTimeout      time.Duration // 0 disables
-	OpTimeout        time.Duration // upstream silence with a non-search op pending; 0 disables
-	HandshakeTimeout time.Duration // TLS handshakes; default 10s
+	MaxMessageSize int // bytes; default 16 MiB
+	MaxConnections int // default 4096
+	// MaxConnsPerAddress bounds the client connections open at once from
+	// one IP address (default 256; negative: no per-address limit), so
+	// that one address cannot take the whole of MaxConnections.
+	MaxConnsPerAddress int
+	MaxOpsPerConn      int           // outstanding operations per session; default 256
+	IdleTimeout        time.Duration // 0 disables
+	OpTimeout          time.Duration // upstream silence with a non-search op pending; 0 disables
+	HandshakeTimeout   time.Duration // TLS handshakes; default 10s
+	// StallTimeout bounds how long a client may take to finish sending a
+	// message it has begun (default 1m; negative: only IdleTimeout).
+	StallTimeout time.Duration
 	// EarlyDials bounds the upstream connections opened when a client is
 	// accepted, before its first request, that are still dialling or not
 	// yet used, across all sessions (default 32; negative disables early
@@ -87,8 +94,10 @@ type LocalDirectory struct {
 const (
 	DefaultMaxMessageSize   = 16 << 20
 	DefaultMaxConnections   = 4096
+	DefaultMaxConnsPerAddr  = 256
 	DefaultMaxOpsPerConn    = 256
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultStallTimeout     = time.Minute
 	DefaultEarlyDials       = 32
 	DefaultSpareConns       = 32
 )
@@ -118,6 +127,7 @@ type Server struct {
 	stop    context.CancelFunc
 	nextID  atomic.Uint64
 	connSem chan struct{}
+	perAddr addrCounts
 	binds   *bindLimiter
 	// earlyDials counts the sessions' early upstream dials in flight or
 	// unused (Config.EarlyDials).
@@ -151,6 +161,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
+	if cfg.MaxConnsPerAddress == 0 {
+		cfg.MaxConnsPerAddress = DefaultMaxConnsPerAddr
+	}
 	if cfg.MaxOpsPerConn <= 0 {
 		cfg.MaxOpsPerConn = DefaultMaxOpsPerConn
 	}
@@ -159,6 +172,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.SpareConns == 0 {
 		cfg.SpareConns = DefaultSpareConns
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -186,6 +202,7 @@ func NewServer(cfg Config) (*Server, error) {
 		baseCtx:    ctx,
 		stop:       cancel,
 		connSem:    make(chan struct{}, cfg.MaxConnections),
+		perAddr:    addrCounts{limit: cfg.MaxConnsPerAddress, open: make(map[string]int)},
 		binds:      newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
 		spares:     newSpareConns(cfg.SpareConns, spareHold),
 		local:      localSuffixes,
@@ -330,20 +347,30 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		}
 		backoff = 0
 		s.stats.accepted.Add(1)
+		addr := hostOf(conn.RemoteAddr().String())
+		if !s.perAddr.take(addr) {
+			s.stats.rejected.Add(1)
+			go s.reject(conn, implicitTLS, "ldapgate: too many connections from this address; try again later")
+			continue
+		}
 		select {
 		case s.connSem <- struct{}{}:
 		default:
+			s.perAddr.give(addr)
 			s.stats.rejected.Add(1)
-			go s.reject(conn, implicitTLS)
+			go s.reject(conn, implicitTLS, "ldapgate: too many connections; try again later")
 			continue
 		}
 		s.wg.Add(1)
-		go s.serveConn(conn, implicitTLS)
+		go func() {
+			defer s.perAddr.give(addr)
+			s.serveConn(conn, implicitTLS)
+		}()
 	}
 }
 
-// reject tells a client over the connection limit why it is turned away.
-func (s *Server) reject(conn net.Conn, implicitTLS bool) {
+// reject tells a client over a connection limit why it is turned away.
+func (s *Server) reject(conn net.Conn, implicitTLS bool, diagnostic string) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if implicitTLS {
@@ -353,7 +380,43 @@ func (s *Server) reject(conn net.Conn, implicitTLS bool) {
 		}
 		conn = tc
 	}
-	_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, "ldapgate: too many connections; try again later"))
+	_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, diagnostic))
+}
+
+// addrCounts counts the client connections open per IP address, up to a
+// limit (none when it is negative).
+type addrCounts struct {
+	limit int
+	mu    sync.Mutex
+	open  map[string]int
+}
+
+// take counts one more connection from addr, unless addr is at the limit.
+func (a *addrCounts) take(addr string) bool {
+	if a.limit < 0 {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.open[addr] >= a.limit {
+		return false
+	}
+	a.open[addr]++
+	return true
+}
+
+// give forgets one connection from addr.
+func (a *addrCounts) give(addr string) {
+	if a.limit < 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.open[addr] <= 1 {
+		delete(a.open, addr)
+		return
+	}
+	a.open[addr]--
 }
 
 func (s *Server) serveConn(conn net.Conn, implicitTLS bool) {
@@ -446,16 +509,22 @@ const searchGrace = time.Second
 
 // closeIdle ends sessions that have nothing outstanding, or, with
 // searchesToo, nothing but searches.
+// A session with an intercepted write awaiting its answer is not idle;
+// should one start meanwhile, close waits for it, so the sessions are
+// closed outside the server's lock.
 func (s *Server) closeIdle(searchesToo bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var idle []*session
 	for sess := range s.sessions {
 		sess.mu.Lock()
-		idle := sess.ops.len() == 0 || searchesToo && !sess.ops.watching()
-		sess.mu.Unlock()
-		if idle {
-			sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
-			sess.close()
+		if sess.ops.awaitingAnswers() == 0 && (sess.ops.len() == 0 || searchesToo && !sess.ops.watching()) {
+			idle = append(idle, sess)
 		}
+		sess.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, sess := range idle {
+		sess.notice(ldap.LDAPResultUnavailable, "ldapgate: the gateway is shutting down")
+		sess.close()
 	}
 }

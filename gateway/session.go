@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
@@ -44,6 +42,9 @@ type session struct {
 	// completing counts answers whose Completion (op.after) is running
 	// or about to: the session is not over until the client has them.
 	completing int
+	// settled, when not nil, is closed (and reset) by the next change that
+	// may leave no intercepted write awaiting its answer (awaitWrites).
+	settled chan struct{}
 
 	// An early dial (see dialEarly): dialing is closed once it has ended,
 	// with the connection in up or the failure in dialErr; earlyHeld says
@@ -127,6 +128,9 @@ func (s *session) run() {
 			return
 		}
 		if !s.handle(m) {
+			// What was relayed before the session ended still goes out:
+			// the directory's answers to it settle intercepted writes.
+			s.flushRelayed()
 			return
 		}
 	}
@@ -228,36 +232,95 @@ func (s *session) writeClient(raw []byte, flush bool) bool {
 		err = s.cw.Flush()
 	}
 	if err != nil {
+		// The client is gone: the reading goroutine sees it and ends the
+		// session, which still waits for the answers to intercepted writes
+		// on the upstream connection (close).
 		s.cw = nil
-		s.closeConns()
+		s.mu.Lock()
+		client := s.client
+		s.mu.Unlock()
+		client.Close()
 		return false
 	}
 	return true
 }
 
-// close ends the session: both connections close, the upstream goroutine
-// ends, outstanding completions learn that their outcome is unknown.
+// close ends the session. The client connection closes at once; the
+// upstream connection stays open until every intercepted write on it has
+// its final answer (awaitWrites), so that each one's Completion commits or
+// aborts on the directory's word rather than guessing. Then both
+// connections close, the upstream goroutine ends, and any operation still
+// outstanding learns that its outcome is unknown.
 func (s *session) close() {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closing = true
 		s.releaseEarlyLocked()
-		pending := s.ops.drain()
+		client := s.client
 		s.mu.Unlock()
-		for _, op := range pending {
-			if op.after != nil {
-				op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: "ldapgate: session closed before the directory answered", Unanswered: true})
-			}
-		}
 		s.cmu.Lock()
 		if s.cw != nil {
 			_ = s.cw.Flush()
 			s.cw = nil
 		}
 		s.cmu.Unlock()
+		client.Close()
+		s.awaitWrites()
+		s.mu.Lock()
+		pending := s.ops.drain()
+		s.wakeLocked()
+		s.mu.Unlock()
+		s.completeUnanswered(pending, "ldapgate: session closed before the directory answered")
 		s.closeConns()
 		s.cancel()
 	})
+}
+
+// awaitWrites waits until no intercepted write of the session awaits the
+// directory's final answer (its Completion may still run): the answers arrive on
+// the upstream goroutine, or the upstream connection is lost (upstreamLost
+// drains the table). The op timeout bounds the wait, since it watches
+// these writes even abandoned (default awaitLimit without one); so does
+// the end of the server. It must not be called on the upstream goroutine.
+func (s *session) awaitWrites() {
+	limit := s.srv.cfg.OpTimeout
+	if limit <= 0 {
+		limit = awaitLimit
+	}
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.ops.awaitingAnswers() == 0 || s.up == nil {
+			s.mu.Unlock()
+			return
+		}
+		if s.settled == nil {
+			s.settled = make(chan struct{})
+		}
+		ch := s.settled
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			s.log().Warn("the directory did not answer an intercepted write in time; its outcome is unknown")
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitLimit bounds awaitWrites when no op timeout is set.
+const awaitLimit = 2 * time.Minute
+
+// wakeLocked wakes awaitWrites after a change that may have settled the
+// session's last intercepted write.
+func (s *session) wakeLocked() {
+	if s.settled != nil {
+		close(s.settled)
+		s.settled = nil
+	}
 }
 
 func (s *session) closeConns() {

@@ -334,6 +334,19 @@ func (j *Journal) Prepared() ([]*Record, error) {
 // List returns the records matching f in sequence order, without secrets.
 func (j *Journal) List(f Filter) ([]*Record, error) { return j.recs.list(f) }
 
+// Range returns, in sequence order and without secrets, the records
+// numbered from upward: at most limit of them, and fewer once they add up
+// to about maxBytes (one at least). It reads no further, so a reader that
+// walks a long journal page by page (the changelog's searches) holds one
+// page in memory and no Badger transaction between pages.
+func (j *Journal) Range(from uint64, limit, maxBytes int) ([]*Record, error) {
+	return j.recs.rangeFrom(from, limit, maxBytes)
+}
+
+// Bounds returns the sequence numbers of the oldest and the newest record
+// the journal holds; both are 0 when it holds none.
+func (j *Journal) Bounds() (first, last uint64, err error) { return j.recs.bounds() }
+
 // Run delivers committed records until ctx is done, with up to workers
 // deliveries at once: one at a time and in sequence order per entry,
 // different entries in parallel. A new commit is picked up at once. A

@@ -238,10 +238,7 @@ func (rs *records) list(f Filter) ([]*Record, error) {
 			if activeOnly {
 				r, err = getRecord(txn, keyNum(prefix, it.Item().Key()))
 			} else {
-				err = it.Item().Value(func(v []byte) error {
-					r, err = decodeRecord(v)
-					return err
-				})
+				r, err = itemRecord(it.Item())
 			}
 			if err != nil {
 				return err
@@ -265,6 +262,60 @@ func (rs *records) list(f Filter) ([]*Record, error) {
 	return out, nil
 }
 
+func (rs *records) rangeFrom(from uint64, limit, maxBytes int) ([]*Record, error) {
+	var out []*Record
+	size := 0
+	err := rs.db.View(func(txn *badger.Txn) error {
+		// Values are read one at a time: a prefetch would hold many large
+		// records at once.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
+		defer it.Close()
+		for it.Seek(numKey(prefixRecord, from)); it.ValidForPrefix(prefixRecord); it.Next() {
+			r, err := itemRecord(it.Item())
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+			size += r.approxSize()
+			if (limit > 0 && len(out) >= limit) || (maxBytes > 0 && size >= maxBytes) {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read journal from %d: %w", from, err)
+	}
+	return out, nil
+}
+
+func (rs *records) bounds() (first, last uint64, err error) {
+	err = rs.db.View(func(txn *badger.Txn) error {
+		for _, reverse := range []bool{false, true} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord, Reverse: reverse})
+			if reverse {
+				it.Seek(append(append([]byte(nil), prefixRecord...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+			} else {
+				it.Rewind()
+			}
+			if it.ValidForPrefix(prefixRecord) {
+				n := keyNum(prefixRecord, it.Item().Key())
+				if reverse {
+					last = n
+				} else {
+					first = n
+				}
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("journal bounds: %w", err)
+	}
+	return first, last, nil
+}
+
 func getRecord(txn *badger.Txn, seq uint64) (*Record, error) {
 	item, err := txn.Get(numKey(prefixRecord, seq))
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -273,16 +324,22 @@ func getRecord(txn *badger.Txn, seq uint64) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}
-	var r *Record
-	err = item.Value(func(v []byte) error {
-		var err error
-		r, err = decodeRecord(v)
-		return err
-	})
+	r, err := itemRecord(item)
 	if err != nil {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}
 	return r, nil
+}
+
+// itemRecord decodes the record a Badger item holds.
+func itemRecord(item *badger.Item) (*Record, error) {
+	var r *Record
+	err := item.Value(func(v []byte) error {
+		var err error
+		r, err = decodeRecord(v)
+		return err
+	})
+	return r, err
 }
 
 func getSealed(txn *badger.Txn, seq uint64) ([]byte, error) {

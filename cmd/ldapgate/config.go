@@ -60,10 +60,13 @@ type UpstreamConfig struct {
 type LimitsConfig struct {
 	MaxMessageSize      int           `yaml:"maxMessageSize"`
 	MaxConnections      int           `yaml:"maxConnections"`
+	MaxConnsPerAddress  int           `yaml:"maxConnectionsPerAddress"`
 	MaxOpsPerConnection int           `yaml:"maxOpsPerConnection"`
 	EarlyDials          int           `yaml:"earlyDials"`
 	SpareConns          int           `yaml:"spareConnections"`
 	IdleTimeout         time.Duration `yaml:"idleTimeout"`
+	HandshakeTimeout    time.Duration `yaml:"handshakeTimeout"`
+	StallTimeout        time.Duration `yaml:"stallTimeout"`
 	DialTimeout         time.Duration `yaml:"dialTimeout"`
 	OpTimeout           time.Duration `yaml:"opTimeout"`
 	MaxBindFailures     int           `yaml:"maxBindFailures"`
@@ -83,10 +86,13 @@ func defaultConfig() Config {
 		Limits: LimitsConfig{
 			MaxMessageSize:      gateway.DefaultMaxMessageSize,
 			MaxConnections:      gateway.DefaultMaxConnections,
+			MaxConnsPerAddress:  gateway.DefaultMaxConnsPerAddr,
 			MaxOpsPerConnection: gateway.DefaultMaxOpsPerConn,
 			EarlyDials:          gateway.DefaultEarlyDials,
 			SpareConns:          gateway.DefaultSpareConns,
 			IdleTimeout:         15 * time.Minute,
+			HandshakeTimeout:    gateway.DefaultHandshakeTimeout,
+			StallTimeout:        gateway.DefaultStallTimeout,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
 			MaxBindFailures:     20,
@@ -171,6 +177,8 @@ func serveSettings() []setting {
 			func(c *Config) *int { return &c.Limits.MaxMessageSize }),
 		intSetting("max-connections", "MAX_CONNECTIONS", "most client connections at once; more get a busy Notice of Disconnection (file: limits.maxConnections)",
 			func(c *Config) *int { return &c.Limits.MaxConnections }),
+		intSetting("max-connections-per-address", "MAX_CONNECTIONS_PER_ADDRESS", "most client connections at once from one IP address; more get a busy Notice of Disconnection; 0 no per-address limit (file: limits.maxConnectionsPerAddress)",
+			func(c *Config) *int { return &c.Limits.MaxConnsPerAddress }),
 		intSetting("max-ops-per-conn", "MAX_OPS_PER_CONN", "most outstanding operations on one connection; further requests wait (file: limits.maxOpsPerConnection)",
 			func(c *Config) *int { return &c.Limits.MaxOpsPerConnection }),
 		intSetting("early-dials", "EARLY_DIALS", "upstream connections opened as clients connect, before their first request, at most this many at once over all clients (unused ones close after 1 s); 0 dials at the first request (file: limits.earlyDials)",
@@ -179,6 +187,10 @@ func serveSettings() []setting {
 			func(c *Config) *int { return &c.Limits.SpareConns }),
 		durationSetting("idle-timeout", "IDLE_TIMEOUT", "close client sessions silent this long with nothing outstanding; 0 never (file: limits.idleTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.IdleTimeout }),
+		durationSetting("handshake-timeout", "HANDSHAKE_TIMEOUT", "time a client has to complete a TLS handshake (ldaps:// or StartTLS) (file: limits.handshakeTimeout)",
+			func(c *Config) *time.Duration { return &c.Limits.HandshakeTimeout }),
+		durationSetting("stall-timeout", "STALL_TIMEOUT", "time a client has to finish sending a message it has begun; then the session ends with protocolError; 0 only --idle-timeout (file: limits.stallTimeout)",
+			func(c *Config) *time.Duration { return &c.Limits.StallTimeout }),
 		durationSetting("dial-timeout", "DIAL_TIMEOUT", "time to connect (and TLS) to an upstream (file: limits.dialTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.DialTimeout }),
 		durationSetting("op-timeout", "OP_TIMEOUT", "upstream silence tolerated while a non-search operation waits; then the session ends with unavailable; 0 never (file: limits.opTimeout)",
@@ -261,6 +273,12 @@ func (cfg *Config) validate() error {
 		return bad("limits.maxMessageSize (--max-message-size)", "%d is outside 1024..1073741824", l.MaxMessageSize)
 	case l.MaxConnections < 1:
 		return bad("limits.maxConnections (--max-connections)", "must be at least 1")
+	case l.MaxConnsPerAddress < 0:
+		return bad("limits.maxConnectionsPerAddress (--max-connections-per-address)", "must not be negative")
+	case l.StallTimeout < 0:
+		return bad("limits.stallTimeout (--stall-timeout)", "must not be negative")
+	case l.HandshakeTimeout <= 0:
+		return bad("limits.handshakeTimeout (--handshake-timeout)", "must be positive")
 	case l.MaxOpsPerConnection < 1:
 		return bad("limits.maxOpsPerConnection (--max-ops-per-conn)", "must be at least 1")
 	case l.EarlyDials < 0:

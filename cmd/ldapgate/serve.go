@@ -187,6 +187,9 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		ConfidentialityRequired: cfg.ConfidentialityRequired,
 		MaxMessageSize:          cfg.Limits.MaxMessageSize,
 		MaxConnections:          cfg.Limits.MaxConnections,
+		MaxConnsPerAddress:      offIfZero(cfg.Limits.MaxConnsPerAddress),
+		HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
+		StallTimeout:            negativeIfZero(cfg.Limits.StallTimeout),
 		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
 		EarlyDials:              offIfZero(cfg.Limits.EarlyDials),
 		SpareConns:              offIfZero(cfg.Limits.SpareConns),
@@ -393,6 +396,15 @@ func scheduledResync(ctx context.Context, m *mirror.Mirror, interval time.Durati
 
 // offIfZero turns a count setting (0: off) into gateway.Config's
 // (negative: off, 0: the default).
+// negativeIfZero turns a duration setting's 0 ("never") into the
+// gateway's "off" (negative; its zero means the default).
+func negativeIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func offIfZero(n int) int {
 	if n == 0 {
 		return -1

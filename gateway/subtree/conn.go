@@ -22,8 +22,9 @@ const maxFrame = 1 << 20
 // first and relays to gldap only what it leaves.
 type Conn struct {
 	net.Conn
-	srv  *Server
-	once sync.Once
+	srv    *Server
+	connID int // gldap's ID of this connection, which names its searches
+	once   sync.Once
 }
 
 // Close closes the connection and forgets it.
@@ -37,8 +38,8 @@ func (c *Conn) Close() error {
 }
 
 // Answer answers a request itself when gldap cannot take it: a compare
-// (from the subtree's entries), an abandon (searches here end at once:
-// nothing to do), a bind or a write (refused: the gateway authenticates
+// (from the subtree's entries), an abandon (the search it names stops),
+// a bind or a write (refused: the gateway authenticates
 // its clients, and the subtree is read-only), a malformed search or one
 // whose filter gldap cannot decode. It returns handled false for a search
 // gldap serves; reply is nil for a request that gets no response.
@@ -56,8 +57,15 @@ func (c *Conn) Answer(m ldapwire.Message) (reply []byte, handled bool) {
 		return refusal(m, ldap.LDAPResultUnwillingToPerform, "ldapgate: bind is not available here"), true
 	case ldapwire.TagModifyRequest, ldapwire.TagAddRequest, ldapwire.TagDelRequest, ldapwire.TagModDNRequest, ldapwire.TagExtendedRequest:
 		return refusal(m, ldap.LDAPResultUnwillingToPerform, "ldapgate: the gateway's own subtree is read-only"), true
+	case ldapwire.TagAbandonRequest:
+		// gldap would drop the connection; the search it names stops
+		// sending (searches of cn=changelog may walk a long journal).
+		if target, err := ldapwire.ParseInt(m.OpContent); err == nil {
+			c.srv.stopSearch(searchKey{conn: c.connID, msg: target})
+		}
+		return nil, true
 	}
-	// Abandon, unbind and anything else that has no response.
+	// Unbind and anything else that has no response.
 	return nil, true
 }
 

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
@@ -60,6 +62,7 @@ func (s *Server) bind(w *gldap.ResponseWriter, r *gldap.Request) {
 	if err == nil && strings.EqualFold(m.UserName, internalBindDN) && s.useToken(string(m.Password)) {
 		s.mu.Lock()
 		s.authed[r.ConnectionID()] = true
+		s.byToken[string(m.Password)] = r.ConnectionID()
 		s.mu.Unlock()
 		code = gldap.ResultSuccess
 	}
@@ -117,88 +120,231 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request) {
 		finish(gldap.ResultProtocolError, "", "ldapgate: "+err.Error())
 		return
 	}
-	entries, err := s.candidates(m.BaseDN, int(m.Scope), filter)
-	if err != nil {
-		var se *searchError
-		if errors.As(err, &se) {
-			finish(se.code, se.matchedDN, se.msg)
-		} else {
-			s.log.Warn("subtree search failed", "base", m.BaseDN, "err", err)
-			finish(gldap.ResultOther, "", "ldapgate: "+err.Error())
-		}
-		return
-	}
-	var matched []*entry
-	for _, e := range entries {
-		if matches(filter, e) {
-			matched = append(matched, e)
-		}
-	}
 	sel := newAttrSelection(m.Attributes)
-	send := func(list []*entry) bool {
-		for _, e := range list {
-			resp := r.NewSearchResponseEntry(e.dn)
-			for _, a := range e.attrs {
-				if !sel.wants(a.name) {
-					continue
-				}
-				if m.TypesOnly {
-					resp.AddAttribute(a.name, nil)
-				} else {
-					resp.AddAttribute(a.name, a.values)
-				}
+	send := func(e *entry) bool {
+		resp := r.NewSearchResponseEntry(e.dn)
+		for _, a := range e.attrs {
+			if !sel.wants(a.name) {
+				continue
 			}
-			if w.Write(resp) != nil {
-				return false
+			if m.TypesOnly {
+				resp.AddAttribute(a.name, nil)
+			} else {
+				resp.AddAttribute(a.name, a.values)
 			}
 		}
-		return true
+		return w.Write(resp) == nil
 	}
-
+	stop, forget := s.startSearch(searchKey{conn: r.ConnectionID(), msg: m.GetID()})
+	defer forget()
+	q := query{scope: int(m.Scope), filter: filter, sizeLimit: m.SizeLimit, paging: paging, stop: stop}
+	if m.TimeLimit > 0 {
+		q.deadline = time.Now().Add(time.Duration(m.TimeLimit) * time.Second)
+	}
+	var res result
+	if walksChangelog(m.BaseDN, q.scope) {
+		res = s.walkChangelog(q, send)
+	} else {
+		entries, err := s.candidates(m.BaseDN, q.scope, filter)
+		if err != nil {
+			var se *searchError
+			if errors.As(err, &se) {
+				finish(se.code, se.matchedDN, se.msg)
+			} else {
+				s.log.Warn("subtree search failed", "base", m.BaseDN, "err", err)
+				finish(gldap.ResultOther, "", "ldapgate: "+err.Error())
+			}
+			return
+		}
+		res = q.run(sliceSource(entries), send)
+	}
+	if res.err != nil {
+		s.log.Warn("subtree search failed", "base", m.BaseDN, "err", res.err)
+		finish(gldap.ResultOther, "", "ldapgate: "+res.err.Error())
+		return
+	}
+	if res.gone {
+		return // the connection is gone
+	}
 	if paging != nil {
-		// The cookie is the offset of the next page among the matching
-		// entries; the journal only grows at the end, so it stays valid.
-		offset := 0
-		if len(paging.Cookie) > 0 {
-			n, err := strconv.Atoi(string(paging.Cookie))
-			if err != nil || n < 0 {
-				finish(gldap.ResultProtocolError, "", "ldapgate: invalid paged results cookie")
-				return
-			}
-			offset = min(n, len(matched))
-		}
-		if paging.PagingSize == 0 { // the client abandons the paged search
-			finish(gldap.ResultSuccess, "", "", &gldap.ControlPaging{})
-			return
-		}
-		end := min(offset+int(paging.PagingSize), len(matched))
-		if m.SizeLimit > 0 && int64(end) > m.SizeLimit {
-			end = max(offset, int(m.SizeLimit))
-			if !send(matched[offset:end]) {
-				return
-			}
-			finish(gldap.ResultSizeLimitExceeded, "", "", &gldap.ControlPaging{})
-			return
-		}
-		if !send(matched[offset:end]) {
-			return
-		}
-		next := &gldap.ControlPaging{}
-		if end < len(matched) {
-			next.Cookie = []byte(strconv.Itoa(end))
-		}
-		finish(gldap.ResultSuccess, "", "", next)
+		finish(res.code, "", res.msg, &gldap.ControlPaging{Cookie: res.cookie})
 		return
 	}
-	if m.SizeLimit > 0 && int64(len(matched)) > m.SizeLimit {
-		if send(matched[:m.SizeLimit]) {
-			finish(gldap.ResultSizeLimitExceeded, "", "")
+	finish(res.code, "", res.msg)
+}
+
+// query is a search's conditions: what it matches and where it stops.
+type query struct {
+	scope     int
+	filter    *ber.Packet
+	sizeLimit int64
+	deadline  time.Time // zero: no time limit
+	paging    *gldap.ControlPaging
+	stop      *atomic.Bool // set when the client abandons the search
+}
+
+// result is how a search ended.
+type result struct {
+	code   int
+	msg    string
+	cookie []byte // the paged results cookie of the next page; nil at the end
+	err    error  // the journal could not be read
+	gone   bool   // the client's connection failed
+}
+
+// source yields a search's candidate entries in order, starting at a
+// cursor position (0: from the start). next returns the entry and its
+// position, or ok false at the end; the position after an entry is
+// pos+1.
+type source func(from uint64) (next func() (e *entry, pos uint64, ok bool, err error))
+
+// sliceSource serves a list already built (the monitor's few entries, one
+// change, the changelog's root).
+func sliceSource(list []*entry) source {
+	return func(from uint64) func() (*entry, uint64, bool, error) {
+		i := from
+		return func() (*entry, uint64, bool, error) {
+			if i >= uint64(len(list)) {
+				return nil, 0, false, nil
+			}
+			i++
+			return list[i-1], i - 1, true, nil
 		}
-		return
 	}
-	if send(matched) {
-		finish(gldap.ResultSuccess, "", "")
+}
+
+// run sends the entries of src that match, one at a time, up to the size
+// limit, the time limit and the page. The paged results cookie is the
+// position to go on from and the count sent so far (for the size limit),
+// so a page costs what it sends, whatever came before.
+func (q query) run(src source, send func(*entry) bool) result {
+	var from, sent uint64
+	if q.paging != nil {
+		if len(q.paging.Cookie) > 0 {
+			var ok bool
+			if from, sent, ok = parseCookie(q.paging.Cookie); !ok {
+				return result{code: gldap.ResultProtocolError, msg: "ldapgate: invalid paged results cookie"}
+			}
+		}
+		if q.paging.PagingSize == 0 { // the client abandons the paged search
+			return result{code: gldap.ResultSuccess}
+		}
 	}
+	next := src(from)
+	page := uint32(0)
+	for {
+		if q.stop != nil && q.stop.Load() {
+			return result{gone: true} // abandoned: nothing more is sent
+		}
+		if !q.deadline.IsZero() && time.Now().After(q.deadline) {
+			return result{code: gldap.ResultTimeLimitExceeded}
+		}
+		e, pos, ok, err := next()
+		if err != nil {
+			return result{err: err}
+		}
+		if !ok {
+			return result{code: gldap.ResultSuccess}
+		}
+		if !matches(q.filter, e) {
+			continue
+		}
+		if q.sizeLimit > 0 && int64(sent) >= q.sizeLimit {
+			return result{code: gldap.ResultSizeLimitExceeded}
+		}
+		if q.paging != nil && page == q.paging.PagingSize {
+			return result{code: gldap.ResultSuccess, cookie: formatCookie(pos, sent)}
+		}
+		if !send(e) {
+			return result{gone: true}
+		}
+		sent++
+		page++
+	}
+}
+
+func formatCookie(from, sent uint64) []byte {
+	return []byte(strconv.FormatUint(from, 10) + ":" + strconv.FormatUint(sent, 10))
+}
+
+func parseCookie(c []byte) (from, sent uint64, ok bool) {
+	a, b, found := strings.Cut(string(c), ":")
+	if !found {
+		return 0, 0, false
+	}
+	from, err1 := strconv.ParseUint(a, 10, 64)
+	sent, err2 := strconv.ParseUint(b, 10, 64)
+	return from, sent, err1 == nil && err2 == nil
+}
+
+// walksChangelog reports whether a search walks the journal: one based at
+// cn=changelog that reaches below it.
+func walksChangelog(base string, scope int) bool {
+	if scope == int(gldap.BaseObject) {
+		return false
+	}
+	dn, err := ldap.ParseDN(base)
+	if err != nil || len(dn.RDNs) != 1 {
+		return false
+	}
+	changelog, _ := ldap.ParseDN(changelogDN)
+	return changelog.EqualFold(dn)
+}
+
+// journalPage bounds what one read of the journal holds: a search's
+// memory does not grow with the journal, and no Badger transaction stays
+// open while the client reads.
+const (
+	journalPageRecords = 32
+	journalPageBytes   = 256 << 10
+)
+
+// walkChangelog streams a search of cn=changelog's children (and, for a
+// subtree search, cn=changelog itself, at position 0) from the journal,
+// page by page, in change number order; a filter bounding changeNumber
+// starts and stops the walk there. Record N is at position N.
+func (s *Server) walkChangelog(q query, send func(*entry) bool) result {
+	lo, hi, bounded := changeNumberRange(q.filter)
+	if !bounded {
+		lo, hi = 0, math.MaxUint64
+	}
+	src := func(from uint64) func() (*entry, uint64, bool, error) {
+		var page []*store.Record
+		next := max(from, 1, lo)
+		rootDue := from == 0 && q.scope == int(gldap.WholeSubtree)
+		return func() (*entry, uint64, bool, error) {
+			if rootDue {
+				rootDue = false
+				first, last, err := s.cfg.Journal.Bounds()
+				if err != nil {
+					return nil, 0, false, err
+				}
+				return changelogRoot(first, last), 0, true, nil
+			}
+			if len(page) == 0 {
+				if next > hi {
+					return nil, 0, false, nil
+				}
+				var err error
+				if page, err = s.cfg.Journal.Range(next, journalPageRecords, journalPageBytes); err != nil {
+					return nil, 0, false, err
+				}
+				if len(page) == 0 {
+					next = hi + 1
+					return nil, 0, false, nil
+				}
+			}
+			r := page[0]
+			page = page[1:]
+			if r.Seq > hi {
+				page, next = nil, hi+1
+				return nil, 0, false, nil
+			}
+			next = r.Seq + 1
+			return changeEntry(r), r.Seq, true, nil
+		}
+	}
+	return q.run(src, send)
 }
 
 // attrSelection is the attribute list of a search request.
@@ -276,35 +422,18 @@ func inScope(all []*entry, base *ldap.DN, scope int, suffix string) ([]*entry, e
 	return out, nil
 }
 
-// changelogCandidates reads the journal for a search under cn=changelog.
-func (s *Server) changelogCandidates(base *ldap.DN, scope int, filter *ber.Packet) ([]*entry, error) {
+// changelogCandidates returns cn=changelog itself (a base search; the
+// searches below it walk the journal: walkChangelog) or one change.
+func (s *Server) changelogCandidates(base *ldap.DN, scope int, _ *ber.Packet) ([]*entry, error) {
 	if len(base.RDNs) == 1 {
-		if scope != int(gldap.BaseObject) {
-			if lo, hi, ok := changeNumberRange(filter); ok {
-				// A follower asking for the changes after the last it has
-				// reads those records only; the root has no changeNumber, so
-				// the filter could not match it.
-				return s.changeRange(lo, hi)
-			}
-		}
-		recs, err := s.cfg.Journal.List(store.Filter{})
+		first, last, err := s.cfg.Journal.Bounds()
 		if err != nil {
 			return nil, err
 		}
-		var first, last uint64
-		if len(recs) > 0 {
-			first, last = recs[0].Seq, recs[len(recs)-1].Seq
+		if scope == int(gldap.SingleLevel) {
+			return nil, nil
 		}
-		var out []*entry
-		if scope == int(gldap.BaseObject) || scope == int(gldap.WholeSubtree) {
-			out = append(out, changelogRoot(first, last))
-		}
-		if scope != int(gldap.BaseObject) {
-			for _, r := range recs {
-				out = append(out, changeEntry(r))
-			}
-		}
-		return out, nil
+		return []*entry{changelogRoot(first, last)}, nil
 	}
 	noSuch := &searchError{code: gldap.ResultNoSuchObject, matchedDN: changelogDN, msg: "ldapgate: no such change"}
 	rdn := base.RDNs[0]
@@ -326,49 +455,6 @@ func (s *Server) changelogCandidates(base *ldap.DN, scope int, filter *ber.Packe
 		return nil, nil
 	}
 	return []*entry{e}, nil
-}
-
-// maxRangeReads bounds the records read one by one for a change number
-// range; a wider range lists the journal instead.
-const maxRangeReads = 4096
-
-// changeRange returns the change entries numbered lo..hi.
-func (s *Server) changeRange(lo, hi uint64) ([]*entry, error) {
-	newest, err := s.cfg.Journal.List(store.Filter{Limit: 1})
-	if err != nil {
-		return nil, err
-	}
-	if len(newest) == 0 {
-		return nil, nil
-	}
-	hi = min(hi, newest[0].Seq)
-	lo = max(lo, 1)
-	if lo > hi {
-		return nil, nil
-	}
-	var out []*entry
-	if hi-lo < maxRangeReads {
-		for seq := lo; seq <= hi; seq++ {
-			e, err := s.changeEntryBySeq(seq)
-			if err != nil {
-				return nil, err
-			}
-			if e != nil {
-				out = append(out, e)
-			}
-		}
-		return out, nil
-	}
-	recs, err := s.cfg.Journal.List(store.Filter{})
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range recs {
-		if r.Seq >= lo && r.Seq <= hi {
-			out = append(out, changeEntry(r))
-		}
-	}
-	return out, nil
 }
 
 // changeNumberRange reads from a filter the change numbers it can match:

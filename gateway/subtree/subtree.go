@@ -25,9 +25,12 @@
 //	                                  oldestPendingChangeNumber, lastChangeNumber
 //
 // Searches take any scope and filter (extensible matches are Undefined),
-// the paged results control, size limits and attribute lists; a search
-// bounded by changeNumber reads only those records, so a follower polling
-// (changeNumber>=N) stays cheap on a long journal.
+// the paged results control, size and time limits and attribute lists. A
+// search of cn=changelog's children streams from the journal, a page of
+// records at a time (store.Journal.Range), so its memory does not depend
+// on the journal's length; one bounded by changeNumber reads only those
+// records, so a follower polling (changeNumber>=N) stays cheap. The paged
+// results cookie is a position in the journal, not an offset in a list.
 //
 // The entries are served with gldap on a loopback port that only the
 // gateway can use: each connection opened by Dial first binds with a
@@ -41,9 +44,9 @@
 // gldap closes a connection on Compare, Abandon and some filters (see
 // docs/architecture.md, "Libraries"), which would end the client's whole
 // session. So the connection Dial hands the gateway (a *Conn) has an
-// Answer method the session asks first: it answers Compare, drops
-// Abandon, refuses writes and filters gldap cannot decode, and leaves
-// only searches to gldap.
+// Answer method the session asks first: it answers Compare, stops the
+// search an Abandon names, refuses writes and filters gldap cannot
+// decode, and leaves only searches to gldap.
 package subtree
 
 import (
@@ -61,6 +64,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -107,8 +111,14 @@ type Server struct {
 	// compute, so a process that took the loopback port cannot pass for
 	// the subtree server and receive the admins' queries.
 	proofKey []byte
-	tokens   map[string]bool    // issued and not yet used
-	authed   map[int]bool       // gldap connection IDs that presented a token
+	tokens   map[string]bool // issued and not yet used
+	authed   map[int]bool    // gldap connection IDs that presented a token
+	// byToken tells authenticate which gldap connection presented its
+	// token, so that its Conn can name that connection's searches.
+	byToken map[string]int
+	// running holds a stop flag per search in progress, by gldap
+	// connection and message ID: an Abandon sets it (Conn.Answer).
+	running  map[searchKey]*atomic.Bool
 	conns    map[*Conn]struct{} // open connections handed to the gateway
 	stopOnce sync.Once
 }
@@ -134,6 +144,8 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "subtree"),
 		tokens:   make(map[string]bool),
 		authed:   make(map[int]bool),
+		byToken:  make(map[string]int),
+		running:  make(map[searchKey]*atomic.Bool),
 		conns:    make(map[*Conn]struct{}),
 	}, nil
 }
@@ -291,11 +303,12 @@ func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("subtree: dial %s: %w", addr, err)
 	}
-	if err := s.authenticate(ctx, up); err != nil {
+	connID, err := s.authenticate(ctx, up)
+	if err != nil {
 		up.Close()
 		return nil, err
 	}
-	c := &Conn{Conn: up, srv: s}
+	c := &Conn{Conn: up, srv: s, connID: connID}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -307,11 +320,12 @@ func (s *Server) Dial(ctx context.Context) (net.Conn, error) {
 	return c, nil
 }
 
-// authenticate binds a fresh connection with a one-time token.
-func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
+// authenticate binds a fresh connection with a one-time token, and
+// returns the gldap connection ID the server gave it.
+func (s *Server) authenticate(ctx context.Context, c net.Conn) (int, error) {
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
-		return fmt.Errorf("subtree: token: %w", err)
+		return 0, fmt.Errorf("subtree: token: %w", err)
 	}
 	token := hex.EncodeToString(buf)
 	s.mu.Lock()
@@ -320,6 +334,7 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	defer func() {
 		s.mu.Lock()
 		delete(s.tokens, token)
+		delete(s.byToken, token)
 		s.mu.Unlock()
 	}()
 	deadline, ok := ctx.Deadline()
@@ -329,23 +344,62 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn) error {
 	_ = c.SetDeadline(deadline)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
 	if _, err := c.Write(ldapwire.AppendMessage(nil, 1, ldapwire.AppendBindRequest(nil, internalBindDN, []byte(token)))); err != nil {
-		return fmt.Errorf("subtree: authenticate: %w", err)
+		return 0, fmt.Errorf("subtree: authenticate: %w", err)
 	}
 	m, err := ldapwire.NewReader(c, maxFrame).Next()
 	if err != nil {
-		return fmt.Errorf("subtree: authenticate: %w", err)
+		return 0, fmt.Errorf("subtree: authenticate: %w", err)
 	}
 	res, err := ldapwire.DecodeResult(m.OpContent)
 	if err != nil {
-		return fmt.Errorf("subtree: authenticate: malformed bind response: %w", err)
+		return 0, fmt.Errorf("subtree: authenticate: malformed bind response: %w", err)
 	}
 	if m.ID != 1 || m.Op != ldapwire.TagBindResponse || res.Code != 0 {
-		return fmt.Errorf("subtree: authenticate: bind answered with result %d", res.Code)
+		return 0, fmt.Errorf("subtree: authenticate: bind answered with result %d", res.Code)
 	}
 	if !hmac.Equal([]byte(res.Diagnostic), []byte(s.proof(token))) {
-		return errors.New("subtree: authenticate: the server on the loopback port did not prove it is the gateway's own")
+		return 0, errors.New("subtree: authenticate: the server on the loopback port did not prove it is the gateway's own")
 	}
-	return nil
+	s.mu.Lock()
+	connID, known := s.byToken[token]
+	s.mu.Unlock()
+	if !known {
+		return 0, errors.New("subtree: authenticate: the server did not see the token")
+	}
+	return connID, nil
+}
+
+// searchKey names a search in progress: its gldap connection and its
+// message ID.
+type searchKey struct {
+	conn int
+	msg  int64
+}
+
+// startSearch registers a search in progress and returns its stop flag and
+// the function that forgets it.
+func (s *Server) startSearch(k searchKey) (*atomic.Bool, func()) {
+	stop := new(atomic.Bool)
+	s.mu.Lock()
+	s.running[k] = stop
+	s.mu.Unlock()
+	return stop, func() {
+		s.mu.Lock()
+		if s.running[k] == stop {
+			delete(s.running, k)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// stopSearch stops the search k, if it is still running.
+func (s *Server) stopSearch(k searchKey) {
+	s.mu.Lock()
+	stop := s.running[k]
+	s.mu.Unlock()
+	if stop != nil {
+		stop.Store(true)
+	}
 }
 
 // proof is what the server answers a valid token with: a MAC of the

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -660,5 +661,61 @@ func TestChangeNumberRangeSkipsGaps(t *testing.T) {
 		if err != nil || len(res.Entries) != want {
 			t.Errorf("%s: %v, %d entries, want %d", filter, err, len(res.Entries), want)
 		}
+	}
+}
+
+// TestChangelogStreamsAcrossJournalPages proves that a search of
+// cn=changelog walks a journal longer than one read of it: every record
+// once and in order, plain and paged (pages cutting across the journal's
+// reads), with a bounded change number range, the size limit counted over
+// the whole paged search, and a forged cookie refused.
+func TestChangelogStreamsAcrossJournalPages(t *testing.T) {
+	st := newStack(t)
+	const extra = 3*journalPageRecords + 5
+	for i := range extra {
+		st.record(t, fmt.Sprintf("m%d", i), &store.Record{Kind: store.KindAccount, Op: store.OpModify,
+			DN: "uid=erin,ou=people," + suffix, Actor: adminDN,
+			Changes: []store.Change{{Op: "replace", Attr: "description", Values: []string{fmt.Sprint(i)}}}}, "")
+	}
+	total := extra + 5
+	c := st.conn(t, adminDN, adminPW)
+	ordered := func(entries []*ldap.Entry) error {
+		prev := 0
+		for _, e := range entries {
+			n, err := strconv.Atoi(e.GetAttributeValue("changeNumber"))
+			if err != nil || n <= prev {
+				return fmt.Errorf("change number %q after %d", e.GetAttributeValue("changeNumber"), prev)
+			}
+			prev = n
+		}
+		return nil
+	}
+	res, err := search(c, "cn=changelog", ldap.ScopeSingleLevel, "(objectClass=*)", "changeNumber")
+	if err != nil || len(res.Entries) != total || ordered(res.Entries) != nil {
+		t.Fatalf("plain search: %v, %d entries (want %d), order: %v", err, len(res.Entries), total, ordered(res.Entries))
+	}
+	res, err = c.SearchWithPaging(ldap.NewSearchRequest("cn=changelog", ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"changeNumber"}, nil), 7)
+	if err != nil || len(res.Entries) != total+1 || ordered(res.Entries[1:]) != nil || res.Entries[0].DN != "cn=changelog" {
+		t.Fatalf("paged subtree search: %v, %d entries (want %d with cn=changelog first)", err, len(res.Entries), total+1)
+	}
+	lo := st.seqs["m10"]
+	hi := st.seqs[fmt.Sprintf("m%d", 2*journalPageRecords)]
+	res, err = c.SearchWithPaging(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+		0, 0, false, fmt.Sprintf("(&(changeNumber>=%d)(changeNumber<=%d))", lo, hi), []string{"changeNumber"}, nil), 9)
+	if err != nil || uint64(len(res.Entries)) != hi-lo+1 || ordered(res.Entries) != nil {
+		t.Fatalf("paged range search: %v, %d entries, want %d", err, len(res.Entries), hi-lo+1)
+	}
+	res, err = c.SearchWithPaging(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+		20, 0, false, "(objectClass=*)", []string{"1.1"}, nil), 6)
+	if resultCode(err) != ldap.LDAPResultSizeLimitExceeded || res == nil || len(res.Entries) != 20 {
+		t.Fatalf("paged search with size limit 20: %v, %v", err, res)
+	}
+	forged := ldap.NewControlPaging(5)
+	forged.SetCookie([]byte("12"))
+	_, err = c.Search(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", nil, []ldap.Control{forged}))
+	if resultCode(err) != ldap.LDAPResultProtocolError {
+		t.Fatalf("forged cookie: %v, want protocolError", err)
 	}
 }

@@ -98,6 +98,41 @@ func (r *Reader) Release() {
 	}
 }
 
+// Complete reports whether the next message is wholly buffered, so that
+// Next returns it without reading: a server that bounds how long a client
+// may take over one message (a stall timeout) arms a timer only when not.
+// Bytes that cannot start a message count as complete (Next refuses them
+// at once).
+func (r *Reader) Complete() bool {
+	buffered := r.br.Buffered()
+	head, _ := r.br.Peek(min(buffered, 2+maxLengthOctets))
+	if len(head) < 2 {
+		return len(head) == 1 && head[0] != TagSequence
+	}
+	if head[0] != TagSequence {
+		return true
+	}
+	first := head[1]
+	if first < 0x80 {
+		return buffered >= 2+int(first)
+	}
+	count := int(first & 0x7f)
+	if first == 0x80 || count > maxLengthOctets {
+		return true
+	}
+	if len(head) < 2+count {
+		return false
+	}
+	length := 0
+	for _, b := range head[2 : 2+count] {
+		length = length<<8 | int(b)
+	}
+	if length < 0 || length > r.limit {
+		return true
+	}
+	return buffered >= 2+count+length
+}
+
 // Next reads one message. io.EOF means the stream ended cleanly between
 // messages; a *ProtocolError or ErrMessageTooLarge means the stream cannot
 // be trusted any further.

@@ -123,3 +123,27 @@ func TestReaderGrowsWithArrivingBytes(t *testing.T) {
 		t.Fatalf("message read as id %d, %d bytes; want id 7, %d bytes", m.ID, len(m.Raw), len(msg))
 	}
 }
+
+func TestReaderComplete(t *testing.T) {
+	msg := searchRequest(t, 7)
+	big := AppendMessage(nil, 8, AppendTLV(nil, TagModifyRequest, make([]byte, 300)))
+	cases := []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"whole message", msg, true},
+		{"all but the last byte", msg[:len(msg)-1], false},
+		{"tag only", msg[:1], false},
+		{"long form length cut", big[:3], false},
+		{"long form, whole", big, true},
+		{"not a sequence", []byte{0x04, 0x01}, true},
+	}
+	for _, tc := range cases {
+		r := NewReader(bytes.NewReader(tc.data), 1<<20)
+		_ = r.Wait()
+		if got := r.Complete(); got != tc.want {
+			t.Errorf("%s: Complete %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

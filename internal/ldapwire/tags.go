@@ -47,6 +47,7 @@ const (
 	OIDPasswordModify        = "1.3.6.1.4.1.4203.1.11.1"
 	OIDWhoAmI                = "1.3.6.1.4.1.4203.1.11.3"
 	OIDNoticeOfDisconnection = "1.3.6.1.4.1.1466.20036"
+	OIDCancel                = "1.3.6.1.1.8" // RFC 3909
 )
 
 // ResponseTag gives the response protocolOp that ends a request, or 0 for
