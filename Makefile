@@ -50,6 +50,7 @@ test: deps build vet alerts-check
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime 10s ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime 10s ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime 10s ./schema
 
 # make demo AD=1 runs it against a Samba AD domain controller instead of slapd.
 demo: deps build
@@ -63,8 +64,10 @@ bench: deps build
 soak: deps build
 	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./e2e/...
 	LDAPGATE_FINISH_ROUNDS=$${ROUNDS:-2000} $(GO) test -count=1 -timeout 30m -run TestRelayInterceptedWriteFinishes ./e2e/
+	LDAPGATE_MSGID_ROUNDS=$${ROUNDS:-3000} $(GO) test -count=1 -timeout 30m -run TestRelayMessageIDReuseAfterAbandonGainsNoIdentity ./e2e/
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime $${FUZZTIME:-5m} ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime $${FUZZTIME:-5m} ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime $${FUZZTIME:-5m} ./schema
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

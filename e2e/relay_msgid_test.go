@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,9 +29,12 @@ func TestRelayMessageIDReuseAfterAbandonGainsNoIdentity(t *testing.T) {
 	// refuse the later ones before they reach the directory.
 	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info", Extra: []string{"--max-bind-failures", "0"}})
 	requireSubtree(t, e)
-	rounds := 300
+	rounds := 300 // make soak: LDAPGATE_MSGID_ROUNDS=3000
 	if testing.Short() {
 		rounds = 50
+	}
+	if n, err := strconv.Atoi(os.Getenv("LDAPGATE_MSGID_ROUNDS")); err == nil && n > 0 {
+		rounds = n
 	}
 	whoAmI := func(id int64) []byte {
 		return ldapwire.AppendMessage(nil, id, ldapwire.AppendExtendedRequest(nil, ldapwire.OIDWhoAmI, nil))
