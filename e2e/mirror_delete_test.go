@@ -111,9 +111,10 @@ func waitAudit(t *testing.T, path, action, account string) []map[string]any {
 // The default: a rename renames the account; a move out of the base
 // disables it and keeps its mail, and the entry moved back (same
 // entryUUID) gets it back, enabled; deleting the password disables it and
-// setting one enables it; a delete disables it; another entry added under
-// the deleted one's name (a new entryUUID) never gets it: the write is a
-// dead letter saying why and what to do, and the audit log says so.
+// setting one enables it; a delete disables it; the entry re-added under
+// the deleted one's name (a new entryUUID) gets it back, enabled, with its
+// own password (the old one no longer opens it), and the audit log says
+// it was handed over.
 // postmaster is never touched. No REMOVE Account is ever sent.
 func TestMirrorDeleteDisables(t *testing.T) {
 	e, audit := newDeleteEnv(t, "--delete-after", "1h")
@@ -163,8 +164,9 @@ delete: userPassword
 		t.Errorf("audit reason %q, want it to say the entry was deleted", l["reason"])
 	}
 
-	// Another person added under the same name (a new entryUUID) within
-	// the grace: the held mailbox is not theirs.
+	// The entry re-added under the same name (a new entryUUID, as ldapadd
+	// gives it) within the grace gets the held mailbox back, enabled, with
+	// the add's password: the old one no longer opens it.
 	e.asAdmin(`dn: uid=david,ou=people,dc=example,dc=com
 objectClass: inetOrgPerson
 uid: david
@@ -173,16 +175,15 @@ sn: Other
 mail: david@example.com
 userPassword: other-pw
 `, "ldapadd")
-	lines = waitAudit(t, audit, "kept", "david")
-	if l := lines[len(lines)-1]; !strings.Contains(l["reason"].(string), "held for another entry") {
-		t.Errorf("audit reason %q, want it to say the account is held for another entry", l["reason"])
-	}
-	stats := e.waitDrained(10*time.Second, true)
-	if stats.Dead != 1 {
-		t.Errorf("dead letters after the newcomer's add: %d, want 1", stats.Dead)
-	}
-	if a, ok := e.sim.Account(mirrorDomain, "david"); !accountIs(false, "david-pw-2")(a, ok) {
-		t.Errorf("the held account after another entry took its name: %+v, %v; want it disabled, untouched", a, ok)
+	e.waitAccount("david", "handed over to the re-added entry, enabled, its password", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Enabled && a.Password == "other-pw" && a.Contact["lastName"] == "Other"
+	})
+	lines = waitAudit(t, audit, "handed over", "david")
+	if !slices.ContainsFunc(lines, func(l map[string]any) bool {
+		r, _ := l["reason"].(string)
+		return l["action"] == "handed over" && strings.Contains(r, "re-added")
+	}) {
+		t.Errorf("no audit line says the account was handed over to the re-added entry: %v", lines)
 	}
 
 	// postmaster is protected: a directory entry of that name deleted does

@@ -330,45 +330,55 @@ func (m *Mirror) forgetDisabled(ctx context.Context, name string) error {
 
 // heldFor finds the row of the table of disabled accounts that an entry
 // in the account base (again), with key, named name, takes up: its own
-// (by key), else the one of its name. A mailbox goes to an entry only
-// when it is provably the same person: a row of the name held for
-// another known key is never handed over (errHeldForAnother), unless the
-// account is gone from Axigen by now (the operator removed it): then the
+// (by key), else the one of its name. A row of the name held for another
+// known key goes to an entry re-added under that name (an add: the usual
+// repair of a mistaken delete, which gives the entry a new entryUUID), with
+// handover set: the caller makes the old Axigen password unknowable unless
+// the add brought a plaintext one, so the held mailbox opens only with the
+// new entry's password. It never goes to an existing entry renamed onto
+// the name (errHeldForAnother: that entry has an account of its own). If
+// the account is gone from Axigen by now (the operator removed it), the
 // row goes.
-func (m *Mirror) heldFor(ctx context.Context, rec *store.Record, key, name, dn string) (*store.DisabledAccount, error) {
+func (m *Mirror) heldFor(ctx context.Context, rec *store.Record, key, name, dn string) (held *store.DisabledAccount, handover bool, err error) {
 	if m.cfg.Journal == nil {
-		return nil, nil
+		return nil, false, nil
 	}
 	byKey, okKey, err := m.cfg.Journal.DisabledByKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("read disabled accounts: %w", err)
+		return nil, false, fmt.Errorf("read disabled accounts: %w", err)
 	}
 	byName, okName, err := m.disabledRow(name)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if okName && !(okKey && strings.EqualFold(byKey.Name, byName.Name)) {
 		other := byName.EntryKey != "" && key != "" && !strings.EqualFold(byName.EntryKey, key)
 		if other || okKey {
 			_, present, err := m.cfg.Axigen.ReadAccount(ctx, m.cfg.Domain, byName.Name)
 			if err != nil {
-				return nil, classify(err)
+				return nil, false, classify(err)
 			}
-			if !present {
+			switch {
+			case !present:
 				if err := m.forgetDisabled(ctx, byName.Name); err != nil {
-					return nil, err
+					return nil, false, err
 				}
-			} else {
-				return nil, m.heldForAnother(rec, byName, key, dn)
+			case other && !okKey && rec.Op == store.OpAdd:
+				m.auditAccount("handed over", byName.Name, fmt.Sprintf(
+					"entry re-added under the name of a deleted one: the held account (entry key %s, %s) goes to the new entry (key %s, %s); its old password no longer opens it",
+					byName.EntryKey, byName.DN, key, dn), "seq", rec.Seq)
+				return &byName, true, nil
+			default:
+				return nil, false, m.heldForAnother(rec, byName, key, dn)
 			}
 		} else {
-			return &byName, nil // a row without a key (or an entry without one): by name
+			return &byName, false, nil // a row without a key (or an entry without one): by name
 		}
 	}
 	if okKey {
-		return &byKey, nil
+		return &byKey, false, nil
 	}
-	return nil, nil
+	return nil, false, nil
 }
 
 // waitForEarlierDelete keeps an add or rename that gives an entry (key)
@@ -437,7 +447,7 @@ func (m *Mirror) heldForAnother(rec *store.Record, held store.DisabledAccount, k
 		holder = "unknown"
 	}
 	msg := fmt.Sprintf("account %s is held, disabled since %s, for the entry with key %s (was %s), not for %s (key %s); %s. "+
-		"To give the name to the new entry: remove the old account (REMOVE Account in Axigen, or wait for the grace), then `ldapgate journal retry %d`; or give the new entry another name",
+		"To give the name to this entry: remove the old account (REMOVE Account in Axigen, or wait for the grace), then `ldapgate journal retry %d`; or give the entry another name",
 		held.Name, held.Since.UTC().Format(time.RFC3339), holder, held.DN, dn, key, until, rec.Seq)
 	m.auditAccount("kept", held.Name, "held for another entry: "+msg, "seq", rec.Seq, "holderKey", held.EntryKey, "entryKey", key)
 	return store.Permanent(errors.New(msg))

@@ -124,9 +124,20 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	// password is what this change set.
 	desired.InitialPassword, desired.Password = desired.Password, secret
 	key := m.keyFor(rec, *e)
-	disabled, err := m.heldFor(ctx, rec, key, desired.Name, e.DN)
+	disabled, handover, err := m.heldFor(ctx, rec, key, desired.Name, e.DN)
 	if err != nil {
 		return err
+	}
+	if handover {
+		// The held mailbox goes to the re-added entry: the old password
+		// must not open it. The add's own plaintext password replaces it;
+		// without one, nobody's does.
+		desired.InitialPassword = ""
+		if desired.Password == "" {
+			if desired.Password, err = unknowablePassword(); err != nil {
+				return err
+			}
+		}
 	}
 	if disabled == nil {
 		if err := m.waitForEarlierDelete(rec, key, desired.Name); err != nil {
