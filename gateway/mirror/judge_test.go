@@ -116,13 +116,8 @@ func TestInterceptJudgesTheEntryTheDirectoryMeans(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m, j, _ := rig.mirror(t)
 			ctx := context.Background()
-			done, answer := m.Intercept(ctx, gateway.SessionInfo{ID: 1, RemoteAddr: "192.0.2.1:4711", BoundDN: tt.bound}, tt.req)
-			switch {
-			case tt.code == 0 && answer != nil:
-				t.Fatalf("answered %d %q, want the write relayed", answer.Code, answer.Diagnostic)
-			case tt.code != 0 && (answer == nil || answer.Code != tt.code || !strings.Contains(answer.Diagnostic, tt.diag)):
-				t.Fatalf("answered %+v, want %d naming %q", answer, tt.code, tt.diag)
-			}
+			done, answer := intercept(ctx, m, tt.bound, tt.req)
+			wantAnswer(t, answer, tt.code, tt.diag)
 			prepared, err := j.Prepared()
 			if err != nil {
 				t.Fatal(err)

@@ -235,13 +235,9 @@ func TestIntercept(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m, j, audit := rig.mirror(t)
 			ctx := context.Background()
-			done, answer := m.Intercept(ctx, gateway.SessionInfo{ID: 1, RemoteAddr: "192.0.2.1:4711", BoundDN: tt.bound}, tt.req)
-
+			done, answer := intercept(ctx, m, tt.bound, tt.req)
+			wantAnswer(t, answer, tt.refused, tt.diagnostic)
 			switch {
-			case tt.refused == 0 && answer != nil:
-				t.Fatalf("answered %d %q, want the write relayed", answer.Code, answer.Diagnostic)
-			case tt.refused != 0 && (answer == nil || answer.Code != tt.refused || !strings.Contains(answer.Diagnostic, tt.diagnostic)):
-				t.Fatalf("answered %+v, want %d naming %q", answer, tt.refused, tt.diagnostic)
 			case tt.refused != 0 && done != nil:
 				t.Fatal("a refused write has a Completion")
 			case (done != nil) != tt.completion:
@@ -387,5 +383,22 @@ func TestInterceptedAddIsDelivered(t *testing.T) {
 	cancel()
 	if err := <-delivering; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// intercept runs Intercept for a session bound as bound.
+func intercept(ctx context.Context, m *Mirror, bound string, req *gateway.WriteRequest) (gateway.Completion, *gateway.Result) {
+	return m.Intercept(ctx, gateway.SessionInfo{ID: 1, RemoteAddr: "192.0.2.1:4711", BoundDN: bound}, req)
+}
+
+// wantAnswer checks Intercept's own answer: none when code is 0 (the write
+// is relayed), else code with a diagnostic naming diag.
+func wantAnswer(t *testing.T, answer *gateway.Result, code int, diag string) {
+	t.Helper()
+	switch {
+	case code == 0 && answer != nil:
+		t.Fatalf("answered %d %q, want the write relayed", answer.Code, answer.Diagnostic)
+	case code != 0 && (answer == nil || answer.Code != code || !strings.Contains(answer.Diagnostic, diag)):
+		t.Fatalf("answered %+v, want %d naming %q", answer, code, diag)
 	}
 }

@@ -674,9 +674,19 @@ func (s *session) inLimits(f *frame, toks []token) {
 			s.out.WriteString(showing(showTitleLimits, [][2]string{{limitsServices, serviceSet(f.services)}}))
 		}
 		s.ok(statusOK)
+	default:
+		s.leaveSubContext(toks, func(a *AccountState) { a.Services = f.services })
+	}
+}
+
+// leaveSubContext handles what an account's sub-context (ContactInfo,
+// Limits) shares: DONE saves the draft into the account with save, BACK
+// drops it; anything else is unknown.
+func (s *session) leaveSubContext(toks []token, save func(*AccountState)) {
+	switch {
 	case len(toks) == 1 && toks[0].isKeyword("done"):
 		s.pop()
-		s.stack[len(s.stack)-1].account.state.Services = f.services
+		save(&s.stack[len(s.stack)-1].account.state)
 		s.ok(statusDone)
 	case len(toks) == 1 && toks[0].isKeyword("back"):
 		s.pop()
@@ -725,15 +735,8 @@ func (s *session) inContact(f *frame, toks []token) {
 		}
 		s.out.WriteString(showing(showTitleContact, fields))
 		s.ok(statusOK)
-	case len(toks) == 1 && toks[0].isKeyword("done"):
-		s.pop()
-		s.stack[len(s.stack)-1].account.state.Contact = f.contact
-		s.ok(statusDone)
-	case len(toks) == 1 && toks[0].isKeyword("back"):
-		s.pop()
-		s.ok(statusBack)
 	default:
-		s.fail(errUnknownCmd)
+		s.leaveSubContext(toks, func(a *AccountState) { a.Contact = f.contact })
 	}
 }
 
