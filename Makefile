@@ -48,9 +48,9 @@ vet:
 test: deps build vet alerts-check
 	$(GO) test -count=1 -timeout 14m ./... 
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
-	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime 10s ./internal/ldapwire
-	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime 10s ./gateway
-	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime 10s ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime 100000x ./internal/ldapwire
+	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime 100000x ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime 100000x ./schema
 
 # make demo AD=1 runs it against a Samba AD domain controller instead of slapd.
 demo: deps build
