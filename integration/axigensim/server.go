@@ -91,6 +91,7 @@ type Server struct {
 	mu          sync.Mutex
 	addr        string // fixed at the first Start so that SetDown(false) reuses it
 	ln          net.Listener
+	extra       []*labelled // listeners added with Listen
 	closed      bool
 	down        bool
 	latency     time.Duration
@@ -101,8 +102,18 @@ type Server struct {
 	conns       map[net.Conn]struct{}
 	done        chan struct{} // closed by Close, ends latency waits
 	onAccount   func(domain string, a AccountState)
+	commands    []Command
+	changes     uint64 // changes numbered so far (Change.Seq)
 
 	wg sync.WaitGroup
+}
+
+// labelled is a further listener on the same state, whose sessions carry
+// its label.
+type labelled struct {
+	label string
+	addr  string // fixed at Listen, reused by SetDown(false)
+	ln    net.Listener
 }
 
 // New returns a Server that is not yet listening.
@@ -160,17 +171,49 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 func (s *Server) listenLocked(addr string) error {
+	ln, err := s.serveLocked(addr, "")
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	return nil
+}
+
+// serveLocked listens on addr and accepts sessions labelled label.
+func (s *Server) serveLocked(addr, label string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("axigensim: listen %s: %w", addr, err)
+		return nil, fmt.Errorf("axigensim: listen %s: %w", addr, err)
 	}
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}
-	s.ln = ln
 	s.wg.Add(1)
-	go s.acceptLoop(ln)
-	return nil
+	go s.acceptLoop(ln, label)
+	return ln, nil
+}
+
+// Listen adds a listener on a new loopback port that serves the same
+// accounts and groups, and returns its address. Its sessions' transcripts
+// and commands carry label, so that a test with several clients (the
+// gateways of a cluster, each given its own address) can tell which one
+// sent what. It needs a started server; Close and SetDown act on it too.
+func (s *Server) Listen(label string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.ln == nil {
+		return "", errors.New("axigensim: Listen needs a started server")
+	}
+	if s.down {
+		return "", errors.New("axigensim: Listen while the server is down")
+	}
+	ln, err := s.serveLocked("127.0.0.1:0", label)
+	if err != nil {
+		return "", err
+	}
+	l := &labelled{label: label, addr: ln.Addr().String(), ln: ln}
+	s.extra = append(s.extra, l)
+	return l.addr, nil
 }
 
 // Addr returns the address the server listens on ("host:port").
@@ -202,12 +245,18 @@ func (s *Server) cutLocked() {
 		s.ln.Close()
 		s.ln = nil
 	}
+	for _, l := range s.extra {
+		if l.ln != nil {
+			l.ln.Close()
+			l.ln = nil
+		}
+	}
 	for c := range s.conns {
 		c.Close()
 	}
 }
 
-func (s *Server) acceptLoop(ln net.Listener) {
+func (s *Server) acceptLoop(ln net.Listener, label string) {
 	defer s.wg.Done()
 	for {
 		conn, err := ln.Accept()
@@ -220,14 +269,14 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			conn.Close()
 			continue
 		}
-		t := &Transcript{ID: len(s.transcripts) + 1}
+		t := &Transcript{ID: len(s.transcripts) + 1, Label: label}
 		s.transcripts = append(s.transcripts, t)
 		s.conns[conn] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			s.log.Debug("axigen-sim session opened", "session", t.ID, "remote", conn.RemoteAddr().String())
+			s.log.Debug("axigen-sim session opened", "session", t.ID, "label", label, "remote", conn.RemoteAddr().String())
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, conn)
@@ -270,7 +319,17 @@ func (s *Server) SetDown(down bool) error {
 		s.cutLocked()
 		return nil
 	}
-	return s.listenLocked(s.addr)
+	if err := s.listenLocked(s.addr); err != nil {
+		return err
+	}
+	for _, l := range s.extra {
+		ln, err := s.serveLocked(l.addr, l.label)
+		if err != nil {
+			return err
+		}
+		l.ln = ln
+	}
+	return nil
 }
 
 // DropAfter makes the server answer n more commands (over all sessions),

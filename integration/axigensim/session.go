@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 )
 
 // maxLine bounds one command line; a longer one ends the session.
@@ -49,8 +50,12 @@ type session struct {
 	authErrors int
 	errors     int  // -ERR answers to logged-in commands
 	failed     bool // the command being answered got -ERR
-	stack      []frame
-	out        strings.Builder // answer being composed
+	// change is what the command being answered changed (nil: nothing);
+	// changeSeq orders it among every session's changes.
+	change    *Change
+	changeSeq uint64
+	stack     []frame
+	out       strings.Builder // answer being composed
 }
 
 func newSession(srv *Server, conn net.Conn, t *Transcript) *session {
@@ -73,16 +78,19 @@ func (s *session) serve() {
 		}
 		masked := s.mask(line.text)
 		s.t.add(FromClient, line.raw, masked+line.raw[len(line.text):])
-		s.srv.log.Debug("axigen-sim command", "session", s.t.ID, "context", s.contextName(), "line", masked)
+		cmd := Command{At: time.Now(), Label: s.t.Label, Session: s.t.ID, Context: s.contextName(), Line: masked}
+		s.srv.log.Debug("axigen-sim command", "session", s.t.ID, "label", s.t.Label, "context", cmd.Context, "line", masked)
 		drop, errText, failed := s.srv.faultFor(line.text)
 		if drop {
 			s.t.add(Dropped, "", "")
+			s.srv.logCommand(cmd)
 			s.srv.log.Debug("axigen-sim dropped connection", "session", s.t.ID)
 			return
 		}
 		var res error
 		loggedIn := s.loggedIn
 		s.failed = false
+		s.change = nil
 		if failed {
 			s.awaitingPW = false
 			s.fail(errText)
@@ -96,6 +104,8 @@ func (s *session) serve() {
 				res = errClose
 			}
 		}
+		cmd.OK, cmd.Change = !s.failed, s.change
+		s.srv.logCommand(cmd)
 		if res == nil {
 			s.out.WriteString(s.prompt())
 		}
@@ -422,16 +432,22 @@ func existing[T any](s *session, items map[string]*T, name string, clone func(*T
 	return c, ok
 }
 
-// removeItem deletes the named item at once, or fails with notFound.
-func removeItem[T any](s *session, items map[string]*T, name, notFound string) {
+// removeItem deletes the named item (of kind "account" or "group") of
+// domain d at once, or fails with notFound.
+func removeItem[T any](s *session, d *domainState, kind string, items map[string]*T, name, notFound string) {
 	s.srv.mu.Lock()
 	_, exists := items[strings.ToLower(name)]
 	delete(items, strings.ToLower(name))
+	var seq uint64
+	if exists {
+		seq = s.srv.nextChangeLocked()
+	}
 	s.srv.mu.Unlock()
 	if !exists {
 		s.fail(notFound)
 		return
 	}
+	s.change = &Change{Seq: seq, Domain: d.name, Kind: kind, Name: name, Removed: true}
 	s.ok(statusOK)
 }
 
@@ -465,7 +481,7 @@ func (s *session) inDomain(f *frame, toks []token) {
 		}
 	case is(toks, "remove", "account"):
 		if name, ok := s.oneName(toks); ok {
-			removeItem(s, d.accounts, name, errNoSuchAccount)
+			removeItem(s, d, "account", d.accounts, name, errNoSuchAccount)
 		}
 	case is(toks, "show", "account"):
 		if name, ok := s.oneName(toks); ok {
@@ -503,7 +519,7 @@ func (s *session) inDomain(f *frame, toks []token) {
 		}
 	case is(toks, "remove", "group"):
 		if name, ok := s.oneName(toks); ok {
-			removeItem(s, d.groups, name, errNoSuchGroup)
+			removeItem(s, d, "group", d.groups, name, errNoSuchGroup)
 		}
 	case is(toks, "show", "group"):
 		if name, ok := s.oneName(toks); ok {
@@ -579,6 +595,8 @@ func (s *session) inAccount(f *frame, toks []token) {
 		}
 		s.pop()
 		s.ok(statusCommit)
+		saved := a.state.clone()
+		s.change = &Change{Seq: s.changeSeq, Domain: f.domain.name, Kind: "account", Name: saved.Name, Account: &saved}
 		s.srv.mu.Lock()
 		hook := s.srv.onAccount
 		s.srv.mu.Unlock()
@@ -649,6 +667,7 @@ func commitDraft[T any](s *session, items map[string]*T, key *string, draft *T, 
 	c := clone(draft)
 	items[newKey] = &c
 	*key = newKey
+	s.changeSeq = s.srv.nextChangeLocked()
 	return ""
 }
 
@@ -785,6 +804,8 @@ func (s *session) inGroup(f *frame, toks []token) {
 		}
 		s.pop()
 		s.ok(statusCommit)
+		saved := g.state.clone()
+		s.change = &Change{Seq: s.changeSeq, Domain: f.domain.name, Kind: "group", Name: saved.Name, Group: &saved}
 	case len(toks) == 1 && toks[0].isKeyword("back"):
 		s.pop()
 		s.ok(statusBack)

@@ -33,6 +33,9 @@ type Event struct {
 type Transcript struct {
 	// ID numbers sessions from 1 in the order they were accepted.
 	ID int
+	// Label is the label of the listener that accepted the session (see
+	// Server.Listen); "" for the server's own address.
+	Label string
 
 	mu     sync.Mutex
 	events []Event
