@@ -65,6 +65,7 @@ soak: deps build
 	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./e2e/...
 	LDAPGATE_FINISH_ROUNDS=$${ROUNDS:-2000} $(GO) test -count=1 -timeout 30m -run TestRelayInterceptedWriteFinishes ./e2e/
 	LDAPGATE_MSGID_ROUNDS=$${ROUNDS:-3000} $(GO) test -count=1 -timeout 30m -run TestRelayMessageIDReuseAfterAbandonGainsNoIdentity ./e2e/
+	LDAPGATE_CLUSTER_ROUNDS=$${CLUSTER_ROUNDS:-100} $(GO) test -count=1 -v -timeout 10h -run '^TestCluster' ./e2e/
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime $${FUZZTIME:-5m} ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime $${FUZZTIME:-5m} ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime $${FUZZTIME:-5m} ./schema
