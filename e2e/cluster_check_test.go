@@ -271,6 +271,8 @@ type clusterFigures struct {
 	Kind                            string
 	Rounds                          int
 	Acked, Refused, Unknown, Unsent int
+	// RefusedBy counts the refusals by LDAP result code.
+	RefusedBy map[uint16]int
 	// AckedLost: keys whose final value in Axigen is neither their last
 	// acknowledged value nor a later write of unknown outcome.
 	AckedLost int
@@ -318,7 +320,8 @@ func quantile(ds []time.Duration, p float64) time.Duration {
 func (f clusterFigures) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster fault %q, %d rounds:\n", f.Kind, f.Rounds)
-	fmt.Fprintf(&b, "  writes: %d acknowledged, %d refused, %d unknown, %d not sent (gateway down)\n", f.Acked, f.Refused, f.Unknown, f.Unsent)
+	fmt.Fprintf(&b, "  writes: %d acknowledged, %d refused (by result code: %v), %d unknown, %d not sent (gateway down)\n",
+		f.Acked, f.Refused, f.RefusedBy, f.Unknown, f.Unsent)
 	fmt.Fprintf(&b, "  acknowledged writes lost: %d (late writes of unknown outcome: %d)\n", f.AckedLost, f.LateUnknown)
 	fmt.Fprintf(&b, "  writes acknowledged on a minority side: %d\n", f.MinorityAcks)
 	fmt.Fprintf(&b, "  Axigen commands from a stale leader after the fence delay: %d (%d changes)\n", f.StaleCommands, f.StaleMutations)
@@ -374,7 +377,7 @@ func (c *clusterEnv) settle(w *workload) int {
 func (c *clusterEnv) check(kind string, w *workload, rounds []faultRound, diverged int) clusterFigures {
 	t := c.t
 	t.Helper()
-	f := clusterFigures{Kind: kind, Rounds: len(rounds), Diverged: diverged}
+	f := clusterFigures{Kind: kind, Rounds: len(rounds), Diverged: diverged, RefusedBy: map[uint16]int{}}
 	var fd findings
 	defer fd.report(t)
 	writes := w.all()
@@ -388,6 +391,7 @@ func (c *clusterEnv) check(kind string, w *workload, rounds []faultRound, diverg
 			f.Unknown++
 		default:
 			f.Refused++
+			f.RefusedBy[cw.Code]++
 		}
 	}
 
