@@ -173,7 +173,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		ok, err := admins.IsAdmin(context.Background(), si.BoundDN)
 		return err == nil && ok
 	}
-	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, isAdmin, log)
+	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, isAdmin, cfg.Limits.ChangelogTimeLimit, log)
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,17 @@ type Config struct {
 	UpstreamHealth func() []gateway.UpstreamHealth
 	// Logger receives the server's warnings (nil: discarded).
 	Logger *slog.Logger
+	// SearchTimeLimit caps how long one search request runs, whatever
+	// time limit the client asks for, none included: a walk of a long
+	// journal whose filter matches little cannot hold a connection and a
+	// core for ever. The search then ends with timeLimitExceeded (3); a
+	// paged search gets the cap per page. 0 means DefaultSearchTimeLimit;
+	// negative, no cap.
+	SearchTimeLimit time.Duration
 }
+
+// DefaultSearchTimeLimit is Config.SearchTimeLimit's default.
+const DefaultSearchTimeLimit = 60 * time.Second
 
 // internalBindDN is the identity each connection binds with, its
 // password a one-time token.
@@ -133,6 +143,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SearchTimeLimit == 0 {
+		cfg.SearchTimeLimit = DefaultSearchTimeLimit
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
