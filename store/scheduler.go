@@ -280,10 +280,13 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 			// Dropped (or otherwise settled) while it was being delivered.
 			return nil
 		}
-		o := Outcome{Delivered: derr == nil, Covered: covered}
+		o := Outcome{Delivered: derr == nil || IsIncomplete(derr), Covered: covered}
 		if derr != nil {
-			attempts := old.Attempts + 1
+			// A failure's error; an incomplete delivery's, what it skipped.
 			o.LastError = errorText(derr, secret)
+		}
+		if derr != nil && !o.Delivered {
+			attempts := old.Attempts + 1
 			if IsPermanent(derr) || attempts >= s.opts.MaxAttempts {
 				o.Dead = true
 			} else {
@@ -300,6 +303,8 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 	}
 	switch {
 	case derr == nil:
+	case IsIncomplete(derr):
+		s.log.Warn("delivered in part", "seq", d.seq, "dn", rec.DN, "skipped", errorText(derr, nil))
 	case IsPermanent(derr):
 		s.log.Warn("delivery failed for good: record is dead", "seq", d.seq, "dn", rec.DN, "err", errorText(derr, nil))
 	default:

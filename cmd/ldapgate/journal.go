@@ -234,6 +234,9 @@ func detail(r *store.Record, now time.Time) string {
 	case store.StateDead:
 		return r.LastError
 	case store.StateDelivered:
+		if r.LastError != "" { // an incomplete delivery: what it left out
+			return "delivered; " + r.LastError
+		}
 		return "delivered " + r.DeliveredAt.UTC().Format("2006-01-02 15:04:05")
 	case store.StatePrepared:
 		return "upstream outcome unknown"
