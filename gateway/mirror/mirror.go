@@ -100,6 +100,7 @@ type Mirror struct {
 
 	idMu       sync.Mutex
 	identities map[string]cachedIdentity
+	domains    adDomainCache // AD's domain names, for bind names (adnames.go)
 
 	entries *entryCache
 }
