@@ -324,6 +324,8 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 	}
 	switch {
 	case derr == nil:
+	case IsIncomplete(derr):
+		s.log.Warn("delivered in part", "seq", d.seq, "dn", rec.DN, "skipped", errorText(derr, nil))
 	case IsPermanent(derr):
 		s.log.Warn("delivery failed for good: record is dead", "seq", d.seq, "dn", rec.DN, "err", errorText(derr, nil))
 	default:
@@ -337,6 +339,10 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 func (s *scheduler) outcome(derr error, covered []uint64, attempts int, secret []byte, now time.Time) Outcome {
 	if derr == nil {
 		return Outcome{Delivered: true, Covered: covered}
+	}
+	if IsIncomplete(derr) {
+		// Delivered, but for what it skipped: kept as its error.
+		return Outcome{Delivered: true, Covered: covered, LastError: errorText(derr, secret)}
 	}
 	o := Outcome{LastError: errorText(derr, secret)}
 	attempts++
