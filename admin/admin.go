@@ -101,14 +101,13 @@ func (s *Server) SetSources(stats func() gateway.Stats, ups *gateway.UpstreamSet
 }
 
 // Network returns the part of the endpoint that may be served on a TCP
-// address: the probes, the metrics and the replication feed (which checks
-// its own secret). The journal operations and the profiles stay on the
-// Unix socket, where the file's permissions guard them.
+// address: the probes and the metrics. The journal operations, the
+// cluster's status and membership, and the profiles stay on the Unix
+// socket, where the file's permissions guard them.
 func (s *Server) Network() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case r.URL.Path == "/metrics", r.URL.Path == "/healthz", r.URL.Path == "/readyz",
-			strings.HasPrefix(r.URL.Path, "/replication/"):
+		case r.URL.Path == "/metrics", r.URL.Path == "/healthz", r.URL.Path == "/readyz":
 			s.mux.ServeHTTP(w, r)
 		default:
 			http.Error(w, "only on the admin socket in the data folder (DATA_DIR/admin.sock)", http.StatusForbidden)

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,8 @@ type testNode struct {
 	ln            net.Listener // held from the cluster's making to the first start
 	j             *store.Journal
 	n             *cluster.Node
+	witness       bool        // started as a witness, its journal without a key
+	tls           *tls.Config // the cluster port's TLS (nil: plain loopback)
 }
 
 type testCluster struct {
@@ -89,8 +92,12 @@ func (c *testCluster) startAll() {
 // start opens the node's journal and starts its Raft node.
 func (c *testCluster) start(n *testNode) {
 	c.t.Helper()
+	keyFile := filepath.Join(n.dir, "journal.key")
+	if n.witness {
+		keyFile = ""
+	}
 	j, err := store.Open(filepath.Join(n.dir, "journal"), store.Options{
-		KeyFile:              filepath.Join(n.dir, "journal.key"),
+		KeyFile:              keyFile,
 		Replicated:           true,
 		HousekeepingInterval: -1,
 		Logger:               c.logger,
@@ -114,11 +121,13 @@ func (c *testCluster) start(n *testNode) {
 		c.t.Fatalf("listen for %s: %v", n.id, err)
 	}
 	cfg := cluster.Config{
-		NodeID:  n.id,
-		Dir:     filepath.Join(n.dir, "raft"),
-		Journal: j,
-		Peers:   c.peers,
-		Stream:  cluster.TCPStream(ln),
+		NodeID:   n.id,
+		Dir:      filepath.Join(n.dir, "raft"),
+		Journal:  j,
+		Peers:    c.peers,
+		Listener: ln,
+		TLS:      n.tls,
+		Witness:  n.witness,
 		// Raft's default timing (1s heartbeat and election timeouts, 500ms
 		// lease): shorter ones make a loaded test machine hold elections
 		// it does not need.
@@ -177,12 +186,15 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 
 // leader waits until one running node leads and every running node knows
 // it.
-func (c *testCluster) leader() *testNode {
+func (c *testCluster) leader() *testNode { return c.leaderAmong(c.running()) }
+
+// leaderAmong waits until one of nodes leads and all of them know it.
+func (c *testCluster) leaderAmong(nodes []*testNode) *testNode {
 	c.t.Helper()
 	var lead *testNode
 	waitFor(c.t, "a leader every running node knows", 20*time.Second, func() bool {
 		lead = nil
-		for _, n := range c.running() {
+		for _, n := range nodes {
 			if n.n.State() == raft.Leader {
 				lead = n
 			}
@@ -190,7 +202,7 @@ func (c *testCluster) leader() *testNode {
 		if lead == nil {
 			return false
 		}
-		for _, n := range c.running() {
+		for _, n := range nodes {
 			if id, _ := n.n.Leader(); id != lead.id {
 				return false
 			}
@@ -249,15 +261,17 @@ func stateOf(t testing.TB, j *store.Journal) state {
 
 // converge waits until every running node has applied what the leader
 // has, then checks that their journals are the same, and returns it.
-func (c *testCluster) converge() state {
+func (c *testCluster) converge() state { return c.convergeAmong(c.running()) }
+
+func (c *testCluster) convergeAmong(nodes []*testNode) state {
 	c.t.Helper()
-	lead := c.leader()
+	lead := c.leaderAmong(nodes)
 	if err := lead.n.Barrier(context.Background()); err != nil {
 		c.t.Fatalf("barrier: %v", err)
 	}
 	target := lead.j.AppliedIndex()
 	waitFor(c.t, fmt.Sprintf("every node to apply entry %d", target), 20*time.Second, func() bool {
-		for _, n := range c.running() {
+		for _, n := range nodes {
 			if n.j.AppliedIndex() < target {
 				return false
 			}
@@ -265,7 +279,7 @@ func (c *testCluster) converge() state {
 		return true
 	})
 	want := stateOf(c.t, lead.j)
-	for _, n := range c.running() {
+	for _, n := range nodes {
 		if got := stateOf(c.t, n.j); !reflect.DeepEqual(got, want) {
 			c.t.Fatalf("journal of %s differs from the leader's (%s):\n%+v\nwant\n%+v", n.id, lead.id, got, want)
 		}
@@ -296,19 +310,17 @@ func TestClusterReplicatesToEveryNode(t *testing.T) {
 	c.startAll()
 	lead := c.leader()
 
-	// A follower refuses proposals and names the leader.
+	// Every node knows the leader's address as the peer list spells it.
 	for _, n := range c.running() {
-		if n == lead {
-			continue
-		}
-		_, err := n.n.Propose(context.Background(), []store.Command{prepare(account("nobody"))})
-		var nl *cluster.NotLeaderError
-		if !errors.As(err, &nl) || nl.LeaderID != lead.id || nl.LeaderAddr != lead.addr || !errors.Is(err, cluster.ErrNotLeader) {
-			t.Fatalf("proposal on follower %s: %v, want the leader %s at %s", n.id, err, lead.id, lead.addr)
+		if id, addr := n.n.Leader(); id != lead.id || addr != lead.addr {
+			t.Fatalf("%s knows the leader as %s at %s, want %s at %s", n.id, id, addr, lead.id, lead.addr)
 		}
 	}
 
-	// Concurrent proposers: records, passwords, commits, the disabled table.
+	// Concurrent proposers, on the leader and on the followers (which
+	// forward to the leader): records, passwords, commits, the disabled
+	// table.
+	nodes := c.running()
 	var wg sync.WaitGroup
 	seqs := make([][]uint64, 8)
 	for w := range 8 {
@@ -318,7 +330,8 @@ func TestClusterReplicatesToEveryNode(t *testing.T) {
 				if i%3 == 0 {
 					r.Op, r.Changes, r.Secret = store.OpPassword, nil, []byte(fmt.Sprintf("pw-%d-%d", w, i))
 				}
-				res, err := lead.n.Propose(context.Background(), []store.Command{prepare(r)})
+				on := nodes[(w+i)%len(nodes)].n
+				res, err := on.Propose(context.Background(), []store.Command{prepare(r)})
 				if err != nil || res[0].Err != nil {
 					t.Errorf("prepare: %v %v", err, res)
 					return
@@ -328,7 +341,7 @@ func TestClusterReplicatesToEveryNode(t *testing.T) {
 				if len(r.Secret) > 0 {
 					continue // left prepared: Prepared shows its secret
 				}
-				if _, err := lead.n.Propose(context.Background(), []store.Command{{Op: store.CmdCommit, Seq: seq}}); err != nil {
+				if _, err := on.Propose(context.Background(), []store.Command{{Op: store.CmdCommit, Seq: seq}}); err != nil {
 					t.Errorf("commit %d: %v", seq, err)
 				}
 			}
@@ -442,13 +455,13 @@ func TestClusterKeepsAcknowledgedWrites(t *testing.T) {
 				case err == nil:
 					acked[r.DN] = res.Seq
 					count.Add(1)
-				case errors.Is(err, cluster.ErrLeadershipLost):
+				case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrOutcomeUnknown):
 					unknown++
 				default:
 					t.Errorf("propose: %v", err)
 				}
 				mu.Unlock()
-				if err != nil && !errors.Is(err, cluster.ErrLeadershipLost) {
+				if err != nil && !errors.Is(err, cluster.ErrLeadershipLost) && !errors.Is(err, cluster.ErrOutcomeUnknown) {
 					return
 				}
 			}
@@ -570,10 +583,15 @@ func TestClusterWithoutQuorumRefuses(t *testing.T) {
 		t.Fatalf("a proposal without a quorum took %v to fail", took)
 	}
 	t.Logf("without a quorum: %v after %v", err, took)
-	// Once the node has stepped down, proposals fail at once.
+	// Once the node has stepped down, proposals fail within the
+	// proposal timeout.
 	waitFor(t, "the lone leader to step down", 10*time.Second, func() bool { return lead.n.State() != raft.Leader })
+	start = time.Now()
 	if _, err := lead.n.Propose(context.Background(), []store.Command{prepare(account("minority2"))}); !errors.Is(err, cluster.ErrNoQuorum) {
 		t.Fatalf("proposal on a lone follower: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("a proposal on a lone follower took %v to fail", took)
 	}
 	recs, err := lead.j.List(store.Filter{})
 	if err != nil {

@@ -96,8 +96,12 @@ type adOptions struct {
 	// Users adds generated accounts user000..; Groups generated groups
 	// group000.. (user i in group i%Groups).
 	Users, Groups int
-	Extra         []string
-	LogLevel      string
+	// ExtraUsers are seeded after the seed accounts, in OU=People; UPNs
+	// gives accounts (by sAMAccountName) an explicit userPrincipalName.
+	ExtraUsers []adUser
+	UPNs       map[string]string
+	Extra      []string
+	LogLevel   string
 	// SkipSeed reuses the directory as a previous adEnv on the same
 	// domain left it (no reset in between): only the simulator is seeded.
 	SkipSeed bool
@@ -172,12 +176,16 @@ func (e *adEnv) seedDirectory(opts adOptions) {
 			e.t.Fatalf("add %s: %v", ou, err)
 		}
 	}
-	users := append([]adUser(nil), adSeedUsers...)
+	users := append(append([]adUser(nil), adSeedUsers...), opts.ExtraUsers...)
 	for i := range opts.Users {
 		users = append(users, adGenUser(i))
 	}
 	for _, u := range users {
-		if err := c.Add(u.add(adPeople)); err != nil {
+		a := u.add(adPeople)
+		if upn := opts.UPNs[u.Sam]; upn != "" {
+			a.Attribute("userPrincipalName", []string{upn})
+		}
+		if err := c.Add(a); err != nil {
 			e.t.Fatalf("add %s: %v", u.Sam, err)
 		}
 		e.setKnownPassword(u.Sam, u.Password)
@@ -206,7 +214,7 @@ func (e *adEnv) seedDirectory(opts adOptions) {
 // rememberSeedPasswords records the seed accounts' passwords without
 // adding them (the domain holds them already).
 func (e *adEnv) rememberSeedPasswords(opts adOptions) {
-	for _, u := range adSeedUsers {
+	for _, u := range append(append([]adUser(nil), adSeedUsers...), opts.ExtraUsers...) {
 		e.setKnownPassword(u.Sam, u.Password)
 	}
 	for i := range opts.Users {

@@ -25,6 +25,7 @@ func adScenarios() []adScenario {
 		{"GroupLifecycle", adGroupLifecycle},
 		{"Policy", adPolicy},
 		{"PolicyBindNames", adPolicyBindNames},
+		{"PolicyForeignBindNames", adPolicyForeignBindNames},
 		{"PolicyDNForms", adPolicyDNForms},
 		{"DisableEnable", adDisableEnable},
 		{"ProvisioningSequence", adProvisioningSequence},
@@ -531,7 +532,7 @@ func adPolicyBindNames(t *testing.T, dc *samba.Server) {
 			return ok && a.Contact["phone"] == "+1 555 3333"
 		})
 	}
-	for i, name := range []string{"alice@example.test", `EXAMPLE\alice`} {
+	for i, name := range []string{"alice@example.test", `EXAMPLE\alice`, `example\alice`, "alice@EXAMPLE"} {
 		alice := e.gwConn(name, "Alice-Passw0rd!")
 		phone := fmt.Sprintf("+1 555 444%d", i)
 		own := ldap.NewModifyRequest(adUserDN("Alice Archer"), nil)

@@ -638,3 +638,21 @@ func upstreamBack(t testing.TB, s *slapd.Server, base int) {
 		return err
 	})
 }
+
+// freeLoopbackPorts returns n TCP ports free on 127.0.0.1 now, for
+// processes that must know each other's ports before they start (a
+// cluster's peers). Another process may take one in between; tests that
+// use them fail loudly rather than hang if it does.
+func freeLoopbackPorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}

@@ -3,7 +3,11 @@ package e2e
 // Less common but ordinary writes are mirrored too.
 
 import (
+	"context"
+	"os"
+	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/store"
 )
 
 // An add that names objectClass by its OID (2.5.4.0) is an account add like
@@ -214,4 +219,54 @@ func TestMirrorDNTakenByAnotherEntryWhileQueued(t *testing.T) {
 		t.Errorf("the newcomer carl2 got the gone entry's password %q", a.Password)
 	}
 	e.waitMirrored(10*time.Second, false)
+}
+
+// Issue 16, item 9: a value Axigen cannot take, written straight into
+// slapd behind the gateway's back (a displayName of 300 characters), does
+// not hold up the admin's password reset through the gateway: Axigen gets
+// the new password, keeps its own nickName, and the reset's record is
+// delivered with what was left out, which `ldapgate journal` shows.
+func TestMirrorPasswordResetPassesAValueAxigenCannotTake(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	before, _ := e.sim.Account(mirrorDomain, "alice")
+	c, err := e.dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := ldap.NewModifyRequest(userDN("alice"), nil)
+	behind.Replace("displayName", []string{strings.Repeat("A", 300)})
+	err = c.Modify(behind)
+	c.Close()
+	if err != nil {
+		t.Fatalf("write the long displayName straight into slapd: %v", err)
+	}
+
+	e.asAdmin("", "ldappasswd", "-s", "alice-new-pw", userDN("alice"))
+	e.setKnownPassword("alice", "alice-new-pw")
+	e.waitAccount("alice", "the reset password", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Password == "alice-new-pw"
+	})
+	if got, _ := e.sim.Account(mirrorDomain, "alice"); got.Contact["nickName"] != before.Contact["nickName"] {
+		t.Errorf("Axigen's nickName of alice %q, want its own %q kept", got.Contact["nickName"], before.Contact["nickName"])
+	}
+	e.waitDrained(20*time.Second, false)
+	e.stop()
+
+	recs := recordsAbout(e.journalRecords(), userDN("alice"))
+	if len(recs) != 1 || recs[0].State != store.StateDelivered || recs[0].Op != store.OpPassword ||
+		!strings.Contains(recs[0].LastError, "not sent: attribute displayName (Axigen nickName)") {
+		t.Fatalf("alice's records: %+v; want the reset, delivered, naming the displayName left out", recs)
+	}
+	seq := strconv.FormatUint(recs[0].Seq, 10)
+	// show takes its flags before the record's number: the env's journal
+	// helper puts --data-dir last.
+	show := exec.Command(gatewayBin, "journal", "show", "--data-dir", e.dataDir, seq)
+	show.Env = withoutLDAPGateEnv(os.Environ())
+	out, err := show.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "delivered") || !strings.Contains(string(out), "longer than the limit of 255") {
+		t.Errorf("`ldapgate journal show %s`: %v; it does not say what was left out:\n%s", seq, err, out)
+	}
+	if out := e.journal("ls").Out; !strings.Contains(out, "delivered; not sent: attribute displayName") {
+		t.Errorf("`ldapgate journal ls` does not say what was left out:\n%s", out)
+	}
 }

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -83,4 +86,90 @@ func (e *adEnv) sidOf(dn string) string {
 		s += fmt.Sprintf("-%d", binary.LittleEndian.Uint32(b[8+4*i:]))
 	}
 	return s
+}
+
+// Issue 16, item 7: a bind name of another domain is never a local
+// account's. alice@other.example is mallory's explicit UPN, so the DC
+// accepts it with mallory's password: the gateway judges mallory (she may
+// change her own phone, not alice's; the audit names her). With alice's
+// password, OTHERDOMAIN\alice, alice@other.example and alice@suffix.example
+// (a UPN suffix the forest lists, which makes no implicit UPN) are refused
+// by the DC, and the session is anonymous to the gateway too: alice's
+// phone cannot be changed through them. The right forms work
+// (adPolicyBindNames).
+func adPolicyForeignBindNames(t *testing.T, dc *samba.Server) {
+	audit := filepath.Join(t.TempDir(), "audit.log")
+	mallory := adUser{"Mallory Mint", "mallory", "Mallory", "Mint", "Mallory-Passw0rd!", "+1 555 0104"}
+	e := newADEnv(t, dc, adOptions{ExtraUsers: []adUser{mallory}, UPNs: map[string]string{"mallory": "alice@other.example"},
+		Extra: []string{"--audit-log", audit}})
+	aliceDN, malloryDN := adUserDN("Alice Archer"), adUserDN(mallory.CN)
+	dcAdmin := e.dcConn()
+	defer dcAdmin.Close()
+	suffixes := ldap.NewModifyRequest("CN=Partitions,CN=Configuration,"+adBase, nil)
+	suffixes.Add("uPNSuffixes", []string{"suffix.example"})
+	if err := dcAdmin.Modify(suffixes); err != nil {
+		t.Fatalf("add a uPNSuffix: %v", err)
+	}
+	phone := func(dn, v string) *ldap.ModifyRequest {
+		m := ldap.NewModifyRequest(dn, nil)
+		m.Replace("telephoneNumber", []string{v})
+		return m
+	}
+
+	m := e.gwConn("alice@other.example", mallory.Password)
+	if err := m.Modify(phone(aliceDN, "+1 555 6666")); ldapCode(err) != ldap.LDAPResultInsufficientAccessRights {
+		t.Errorf("mallory bound as alice@other.example changes alice's phone: %v, want 50", err)
+	}
+	if err := m.Modify(phone(malloryDN, "+1 555 6667")); err != nil {
+		t.Errorf("mallory bound as alice@other.example changes her own phone: %v", err)
+	} else {
+		e.waitAccount("mallory", "her own phone", func(a axigensim.AccountState, ok bool) bool {
+			return ok && a.Contact["phone"] == "+1 555 6667"
+		})
+	}
+	m.Close()
+
+	for _, name := range []string{`OTHERDOMAIN\alice`, "alice@other.example", "alice@suffix.example"} {
+		c, err := ldap.DialURL(e.gw.URL, ldap.DialWithTLSConfig(testPKI.TLSConfig()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetTimeout(30 * time.Second)
+		if err := c.Bind(name, "Alice-Passw0rd!"); ldapCode(err) != ldap.LDAPResultInvalidCredentials {
+			t.Errorf("bind as %s with alice's password: %v, want the DC's invalidCredentials (49)", name, err)
+		}
+		if err := c.Modify(phone(aliceDN, "+1 555 7777")); err == nil {
+			t.Errorf("after a refused bind as %s, alice's phone changes", name)
+		}
+		c.Close()
+	}
+	if got := e.dcEntry(aliceDN, "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "+1 555 0101" {
+		t.Errorf("AD's phone of alice is %q", got)
+	}
+
+	// The audit names mallory as the writer of both of her changes, and
+	// alice as the writer of nothing.
+	b, err := os.ReadFile(audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallorys := map[string]int{} // decision -> count
+	for _, line := range lines(string(b)) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "decision" {
+			continue
+		}
+		actor, _ := rec["actor"].(string)
+		decision, _ := rec["decision"].(string)
+		switch {
+		case strings.EqualFold(actor, malloryDN):
+			mallorys[decision]++
+		case strings.Contains(strings.ToLower(actor), "alice"):
+			t.Errorf("a decision names alice as the writer: %s", line)
+		}
+	}
+	if mallorys["refused"] != 1 || mallorys["allowed"] != 1 {
+		t.Errorf("mallory's audit decisions %v; want one refused and one allowed:\n%s", mallorys, b)
+	}
+	e.waitAD(20 * time.Second)
 }

@@ -180,9 +180,9 @@ func TestAlertsFireOnTheGatewaysRealMetrics(t *testing.T) {
 var metricName = regexp.MustCompile(`\bldapgate_[a-z_]+\b`)
 
 // checkMetricNames checks that every metric the alerts and the dashboard
-// read is one the gateway exported in the scenarios. The replication
-// metrics appear only on a primary/standby pair; they must be defined in
-// the replica package.
+// read is one the gateway exported in the scenarios. The cluster's
+// metrics appear only on a clustered gateway; they must be defined in its
+// collector (cmd/ldapgate/cluster_admin.go).
 func checkMetricNames(t *testing.T, scenarios []scenario) {
 	t.Helper()
 	exported := map[string]bool{}
@@ -194,7 +194,7 @@ func checkMetricNames(t *testing.T, scenarios []scenario) {
 			}
 		}
 	}
-	replicaSource := readAll(t, filepath.Join(moduleRoot(t), "replica"), ".go")
+	clusterSource := readAll(t, filepath.Join(moduleRoot(t), "cmd", "ldapgate"), "cluster_admin.go")
 	for _, file := range []string{alertsFile, "grafana/ldapgate.json"} {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -202,14 +202,14 @@ func checkMetricNames(t *testing.T, scenarios []scenario) {
 		}
 		var text strings.Builder
 		for _, line := range strings.Split(string(data), "\n") {
-			if !strings.HasPrefix(strings.TrimSpace(line), "#") { // commented-out rules wait for the cluster
+			if !strings.HasPrefix(strings.TrimSpace(line), "#") {
 				text.WriteString(line + "\n")
 			}
 		}
 		for _, name := range metricName.FindAllString(text.String(), -1) {
 			switch {
 			case exported[name], exported[name+"_bucket"]: // a histogram's family name
-			case strings.HasPrefix(name, "ldapgate_replication_") && strings.Contains(replicaSource, `"`+name+`"`):
+			case strings.HasPrefix(name, "ldapgate_cluster_") && strings.Contains(clusterSource, `"`+name+`"`):
 			default:
 				t.Errorf("%s reads %s, which the gateway does not export", file, name)
 			}

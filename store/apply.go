@@ -333,7 +333,8 @@ func (b *batch) recordOutcome(old *Record, o Outcome, at time.Time) error {
 	r := old.next()
 	r.Attempts++
 	if o.Delivered {
-		r.State, r.DeliveredAt, r.NextAttempt, r.LastError = StateDelivered, at, time.Time{}, ""
+		// LastError of a delivered record: what an incomplete delivery skipped.
+		r.State, r.DeliveredAt, r.NextAttempt, r.LastError = StateDelivered, at, time.Time{}, o.LastError
 		if r.SecretState == SecretEncrypted {
 			r.SecretState = SecretErased
 		}

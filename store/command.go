@@ -110,7 +110,8 @@ type Outcome struct {
 	Delivered bool
 	Covered   []uint64
 	// A failure: LastError (secret-free), and either Dead or the time of
-	// the next attempt.
+	// the next attempt. A delivery that skipped something (Incomplete)
+	// is Delivered with LastError saying what.
 	LastError   string
 	Dead        bool
 	NextAttempt time.Time

@@ -58,6 +58,29 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+type incompleteError struct{ err error }
+
+func (e *incompleteError) Error() string { return e.err.Error() }
+func (e *incompleteError) Unwrap() error { return e.err }
+
+// Incomplete marks the outcome of a delivery that brought the target what
+// it could and skipped what err names (a value it cannot take, which no
+// retry cures): the record is delivered, not retried, and err's text stays
+// in its LastError for operators. Later records of the entry are not held
+// up by what was skipped.
+func Incomplete(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &incompleteError{err: err}
+}
+
+// IsIncomplete reports whether err was marked with Incomplete.
+func IsIncomplete(err error) bool {
+	var p *incompleteError
+	return errors.As(err, &p)
+}
+
 // backoff is the wait before attempt n+1 after n failures: base doubled for
 // each failure up to max, less a random part of up to half (r in [0,1)).
 func backoff(failures int, base, limit time.Duration, r float64) time.Duration {

@@ -316,6 +316,30 @@ func TestPermanentErrorKillsAtOnce(t *testing.T) {
 	}
 }
 
+// An incomplete delivery (the deliverer skipped a value) is a delivery:
+// the record is delivered at once, its secret erased, what was skipped in
+// its LastError; the entry's next record is delivered in turn.
+func TestIncompleteDeliveryIsDeliveredWithItsNote(t *testing.T) {
+	j, _ := newTestJournal(t)
+	startRun(t, j, 1, func(_ context.Context, r *Record) error {
+		if r.Op == OpPassword {
+			return Incomplete(errors.New("skipped displayName: too long"))
+		}
+		return nil
+	})
+	first := accountRecord("uid=ann,dc=example,dc=org")
+	first.Op, first.Secret = OpPassword, []byte("s3cret")
+	seq := mustPrepareCommit(t, j, first, "key-ann")
+	r := waitState(t, j, seq, StateDelivered)
+	if r.Attempts != 1 || r.LastError != "skipped displayName: too long" || r.SecretState != SecretErased {
+		t.Fatalf("incomplete delivery: attempts %d, error %q, secret %q; want 1, the skip, erased", r.Attempts, r.LastError, r.SecretState)
+	}
+	next := mustPrepareCommit(t, j, accountRecord("uid=ann,dc=example,dc=org"), "key-ann")
+	if r := waitState(t, j, next, StateDelivered); r.LastError != "" {
+		t.Fatalf("a complete delivery's LastError %q", r.LastError)
+	}
+}
+
 func TestDeliveryPanicIsAFailure(t *testing.T) {
 	dir := t.TempDir()
 	o := testOptions(dir)

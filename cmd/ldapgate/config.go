@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/gateway/subtree"
 )
 
 // Config is everything `ldapgate serve` can be told. It is read from the
@@ -37,8 +38,8 @@ type Config struct {
 	AdminListen string `yaml:"adminListen"`
 	// Mirror configures the write path into Axigen.
 	Mirror MirrorConfig `yaml:"mirror"`
-	// Replication pairs the gateway with a standby (standby.go).
-	Replication ReplicationConfig `yaml:"replication"`
+	// Cluster makes the gateway one node of a cluster (cluster.go).
+	Cluster ClusterConfig `yaml:"cluster"`
 }
 
 // TLSConfig is the gateway's own certificate, for ldaps:// and StartTLS.
@@ -71,6 +72,7 @@ type LimitsConfig struct {
 	OpTimeout           time.Duration `yaml:"opTimeout"`
 	MaxBindFailures     int           `yaml:"maxBindFailures"`
 	BindFailureWindow   time.Duration `yaml:"bindFailureWindow"`
+	ChangelogTimeLimit  time.Duration `yaml:"changelogTimeLimit"`
 }
 
 // LogConfig selects the log level and format.
@@ -95,6 +97,7 @@ func defaultConfig() Config {
 			StallTimeout:        gateway.DefaultStallTimeout,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
+			ChangelogTimeLimit:  subtree.DefaultSearchTimeLimit,
 			MaxBindFailures:     20,
 			BindFailureWindow:   time.Minute,
 		},
@@ -195,6 +198,8 @@ func serveSettings() []setting {
 			func(c *Config) *time.Duration { return &c.Limits.DialTimeout }),
 		durationSetting("op-timeout", "OP_TIMEOUT", "upstream silence tolerated while a non-search operation waits; then the session ends with unavailable; 0 never (file: limits.opTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.OpTimeout }),
+		durationSetting("changelog-time-limit", "CHANGELOG_TIME_LIMIT", "longest one search of the gateway's own subtree (cn=changelog, cn=monitor) runs, whatever time limit the client asks for; then it ends with timeLimitExceeded; 0 no limit (file: limits.changelogTimeLimit)",
+			func(c *Config) *time.Duration { return &c.Limits.ChangelogTimeLimit }),
 		intSetting("max-bind-failures", "MAX_BIND_FAILURES", "failed binds from one client address within --bind-failure-window before its binds are refused (result 53) for the rest of the window; 0 no limit (file: limits.maxBindFailures)",
 			func(c *Config) *int { return &c.Limits.MaxBindFailures }),
 		durationSetting("bind-failure-window", "BIND_FAILURE_WINDOW", "window of --max-bind-failures (file: limits.bindFailureWindow)",
@@ -291,6 +296,8 @@ func (cfg *Config) validate() error {
 		return bad("limits.dialTimeout (--dial-timeout)", "must be positive")
 	case l.OpTimeout < 0:
 		return bad("limits.opTimeout (--op-timeout)", "must not be negative")
+	case l.ChangelogTimeLimit < 0:
+		return bad("limits.changelogTimeLimit (--changelog-time-limit)", "must not be negative")
 	case l.MaxBindFailures < 0:
 		return bad("limits.maxBindFailures (--max-bind-failures)", "must not be negative")
 	case l.BindFailureWindow <= 0:
@@ -301,6 +308,17 @@ func (cfg *Config) validate() error {
 	}
 	if cfg.Log.Format != "text" && cfg.Log.Format != "json" {
 		return bad("log.format (--log-format)", "%q is neither text nor json", cfg.Log.Format)
+	}
+	if err := cfg.Cluster.validate(); err != nil {
+		return err
+	}
+	if cc := cfg.Cluster; cc.enabled() {
+		if least := leaderLease + cfg.Mirror.Axigen.CommandTimeout; cc.FenceDelay != 0 && cc.FenceDelay < least {
+			return bad("cluster.fenceDelay (--cluster-fence-delay)", "%s is shorter than the leader lease plus the Axigen command time-out (%s): a deposed leader's last command could reach Axigen after the new leader's first", cc.FenceDelay, least)
+		}
+		if cc.OrphanAge != 0 && l.OpTimeout > 0 && cc.OrphanAge <= l.OpTimeout {
+			return bad("cluster.orphanAge (--cluster-orphan-age)", "%s is not longer than --op-timeout (%s): a write still waiting for the directory could be settled under it", cc.OrphanAge, l.OpTimeout)
+		}
 	}
 	return cfg.Mirror.validate()
 }

@@ -99,11 +99,18 @@ func dataDir(c *cli.Context) string {
 // openJournal opens the journal of a stopped gateway. It never creates one
 // and needs no key: the CLI shows no secret.
 func openJournal(c *cli.Context) (*store.Journal, error) {
-	j, err := store.Open(journalDir(dataDir(c)), store.Options{
+	opts := store.Options{
 		MustExist:            true,
 		HousekeepingInterval: -1,
 		Logger:               slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	j, err := store.Open(journalDir(dataDir(c)), opts)
+	if errors.Is(err, store.ErrReplicated) {
+		// A cluster node's copy: readable; its changes go through the
+		// running cluster (Retry and Drop say so).
+		opts.Replicated = true
+		j, err = store.Open(journalDir(dataDir(c)), opts)
+	}
 	if err != nil {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
@@ -234,6 +241,9 @@ func detail(r *store.Record, now time.Time) string {
 	case store.StateDead:
 		return r.LastError
 	case store.StateDelivered:
+		if r.LastError != "" { // an incomplete delivery: what it left out
+			return "delivered; " + r.LastError
+		}
 		return "delivered " + r.DeliveredAt.UTC().Format("2006-01-02 15:04:05")
 	case store.StatePrepared:
 		return "upstream outcome unknown"

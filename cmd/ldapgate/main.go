@@ -29,6 +29,8 @@ func newApp(commands ...*cli.Command) *cli.App {
 func main() {
 	app := newApp(
 		serveCommand(),
+		witnessCommand(),
+		clusterCommand(),
 		axigenSimCommand(),
 		demoCommand(),
 		resyncCommand(),

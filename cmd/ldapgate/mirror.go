@@ -75,11 +75,14 @@ type AxigenConfig struct {
 	TLS          bool   `yaml:"tls"`
 	CA           string `yaml:"ca"`
 	Sessions     int    `yaml:"sessions"`
+	// CommandTimeout bounds each CLI command's answer; in a cluster the
+	// fence delay covers it.
+	CommandTimeout time.Duration `yaml:"commandTimeout"`
 }
 
 func defaultMirrorConfig() MirrorConfig {
 	return MirrorConfig{
-		Axigen:      AxigenConfig{User: "admin", Sessions: 8},
+		Axigen:      AxigenConfig{User: "admin", Sessions: 8, CommandTimeout: 30 * time.Second},
 		Schema:      schema.Config{Dialect: schema.OpenLDAP},
 		Workers:     8,
 		MaxAttempts: 25,
@@ -107,6 +110,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *string { return &c.Mirror.Axigen.CA }),
 		intSetting("axigen-sessions", "AXIGEN_SESSIONS", "CLI sessions kept open (file: mirror.axigen.sessions)",
 			func(c *Config) *int { return &c.Mirror.Axigen.Sessions }),
+		durationSetting("axigen-command-timeout", "AXIGEN_COMMAND_TIMEOUT", "longest wait for the answer to one CLI command; then the session is closed and the delivery retried (file: mirror.axigen.commandTimeout)",
+			func(c *Config) *time.Duration { return &c.Mirror.Axigen.CommandTimeout }),
 		{
 			flag: &cli.StringFlag{Name: "dialect", EnvVars: env("DIALECT"), Value: string(schema.OpenLDAP),
 				Usage: "directory dialect: openldap or activedirectory (file: mirror.schema.dialect)"},
@@ -186,6 +191,8 @@ func (mc *MirrorConfig) validate() error {
 		return bad("mirror.resyncInterval (--resync-interval)", "must not be negative")
 	case mc.Axigen.Sessions < 1:
 		return bad("mirror.axigen.sessions (--axigen-sessions)", "must be at least 1")
+	case mc.Axigen.CommandTimeout < 0:
+		return bad("mirror.axigen.commandTimeout (--axigen-command-timeout)", "must not be negative")
 	case mc.DeleteAfter < 0:
 		return bad("mirror.deleteAfter (--delete-after)", "must not be negative")
 	case len(mc.AdminDNs) == 0 && mc.AdminGroup == "":
@@ -274,7 +281,8 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observ
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid setting mirror.servicePasswordFile: %w", err)
 	}
-	axCfg := axigen.Config{Addr: mc.Axigen.Addr, User: mc.Axigen.User, Password: axPassword, Logger: log}
+	axCfg := axigen.Config{Addr: mc.Axigen.Addr, User: mc.Axigen.User, Password: axPassword,
+		CommandTimeout: mc.Axigen.CommandTimeout, Logger: log}
 	if mc.Axigen.TLS {
 		axCfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		if mc.Axigen.CA != "" {

@@ -214,6 +214,7 @@ func restartOnly(old, next Config) []string {
 	diff("log", old.Log, next.Log)
 	diff("confidentialityRequired", old.ConfidentialityRequired, next.ConfidentialityRequired)
 	diff("adminListen", old.AdminListen, next.AdminListen)
+	diff("cluster", old.Cluster, next.Cluster)
 	oldUp, nextUp := old.Upstream, next.Upstream
 	oldUp.URLs, nextUp.URLs = nil, nil
 	diff("upstream TLS settings", oldUp, nextUp)

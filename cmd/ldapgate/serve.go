@@ -23,7 +23,6 @@ import (
 	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/gateway/mirror"
-	"github.com/ldapgate/ldapgate/store"
 )
 
 // journalDir and journalKeyFile place the journal in the data folder.
@@ -34,7 +33,7 @@ func journalKeyFile(dataDir string) string { return filepath.Join(dataDir, "jour
 const shutdownGrace = 10 * time.Second
 
 func serveCommand() *cli.Command {
-	settings := append(serveSettings(), replicationSettings()...)
+	settings := append(serveSettings(), clusterSettings()...)
 	flags := []cli.Flag{configFlag()}
 	for _, s := range settings {
 		flags = append(flags, s.flag)
@@ -85,25 +84,24 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("invalid setting dataDir (--data-dir): %w", err)
 	}
-	// A standby follows its primary in here until it takes over.
-	repl, stopped, err := startReplication(ctx, cfg, log)
-	if err != nil || stopped {
+	// A lone gateway's journal is its own; a cluster's is a copy kept in
+	// step by Raft (cluster.go).
+	journal, node, err := openGatewayJournal(cfg, log)
+	if err != nil {
 		return err
 	}
-	journal, err := store.Open(journalDir(cfg.DataDir), cfg.journalOptions(log))
-	if err != nil {
-		return fmt.Errorf("open the journal: %w", err)
-	}
 	defer func() {
+		if node != nil {
+			node.stop()
+		}
 		if err := journal.Close(); err != nil {
 			log.Error("closing the journal", "err", err)
 		}
 	}()
 	adminSrv := admin.New(admin.Config{Journal: journal, Logger: log})
-	if err := repl.attach(journal, adminSrv); err != nil {
+	if err := node.attach(adminSrv); err != nil {
 		return err
 	}
-	defer repl.close()
 	upstreams := gateway.NewUpstreamSet(ups, cfg.Limits.DialTimeout, cfg.Limits.MaxMessageSize, log)
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	var background sync.WaitGroup
@@ -118,17 +116,20 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		if err != nil {
 			return err
 		}
-		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv, repl.mirrorOption())
+		m, closeMirror, err := cfg.buildMirror(journal, log, audit, adminSrv)
 		if err != nil {
 			closeAudit()
 			return err
 		}
-		if err := m.Recover(ctx); err != nil {
-			closeMirror()
-			closeAudit()
-			return err
+		if node == nil {
+			// A lone gateway settles what its last run left prepared; in a
+			// cluster the leader settles what any gateway left (cluster.go).
+			if err := m.Recover(ctx); err != nil {
+				closeMirror()
+				closeAudit()
+				return err
+			}
 		}
-		repl.afterTakeover(ctx, m)
 		interceptor, mirrorRef = m, m
 		log.Info("mirroring into Axigen", "axigen", cfg.Mirror.Axigen.Addr, "domain", cfg.Mirror.Axigen.Domain,
 			"accountBase", cfg.Mirror.Schema.AccountBase, "groupBase", cfg.Mirror.Schema.GroupBase,
@@ -138,17 +139,11 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 			defer background.Done()
 			defer closeAudit()
 			defer closeMirror()
-			if iv := cfg.Mirror.ResyncInterval; iv > 0 {
-				go scheduledResync(bgCtx, m, iv, log)
+			if node != nil {
+				node.deliver(bgCtx, cfg, m)
+				return
 			}
-			// The delete-after grace; it journals removals, so it ends
-			// before the mirror and its journal close.
-			swept := make(chan struct{})
-			go func() { defer close(swept); _ = m.Sweep(bgCtx) }()
-			defer func() { <-swept }()
-			if err := m.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("delivery stopped", "err", err)
-			}
+			deliverAlone(bgCtx, cfg, m, log)
 		}()
 	}
 	// The gateway's own subtree (cn=changelog, cn=ldapgate,cn=monitor),
@@ -173,7 +168,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		ok, err := admins.IsAdmin(context.Background(), si.BoundDN)
 		return err == nil && ok
 	}
-	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, isAdmin, log)
+	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, node.monitor(), isAdmin, cfg.Limits.ChangelogTimeLimit, log)
 	if err != nil {
 		return err
 	}
@@ -209,7 +204,6 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		return err
 	}
 	defer stopAdmin()
-	defer repl.close() // before stopAdmin: the standby's feed would hold it up
 
 	listeners := newListenerSet(srv, log)
 	if err := listeners.apply(cfg.Listen); err != nil {

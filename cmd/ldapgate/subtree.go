@@ -15,10 +15,16 @@ import (
 // cn=monitor) and returns the relay's routing to it, readable by the
 // sessions allow accepts, and the function that stops it. stats and health
 // are called only while serving, so stats may read a Server created after
-// this call; health may be nil.
+// this call; health and clusterState (a clustered gateway's node) may be
+// nil. timeLimit caps each search (0: no cap).
 func newSubtree(j *store.Journal, stats func() gateway.Stats, health func() []gateway.UpstreamHealth,
-	allow func(gateway.SessionInfo) bool, log *slog.Logger) (gateway.LocalDirectory, func(), error) {
-	srv, err := subtree.New(subtree.Config{Journal: j, GatewayStats: stats, UpstreamHealth: health, Logger: log})
+	clusterState func() map[string][]string, allow func(gateway.SessionInfo) bool, timeLimit time.Duration,
+	log *slog.Logger) (gateway.LocalDirectory, func(), error) {
+	if timeLimit == 0 {
+		timeLimit = -1 // the setting's 0 is no limit; the subtree's, its default
+	}
+	srv, err := subtree.New(subtree.Config{Journal: j, GatewayStats: stats, UpstreamHealth: health,
+		Cluster: clusterState, SearchTimeLimit: timeLimit, Logger: log})
 	if err != nil {
 		return gateway.LocalDirectory{}, nil, err
 	}

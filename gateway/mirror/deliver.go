@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,14 +32,23 @@ func (d deliverer) Deliver(ctx context.Context, rec *store.Record) error {
 	m := d.m
 	start := time.Now()
 	err := m.deliver(ctx, rec)
+	incomplete := store.IsIncomplete(err)
 	if m.cfg.Observer != nil {
-		m.cfg.Observer.DeliveryDone(string(rec.Kind), err)
+		observed := err
+		if incomplete {
+			observed = nil // delivered: what it left out is in the record
+		}
+		m.cfg.Observer.DeliveryDone(string(rec.Kind), observed)
 	}
-	if err != nil {
+	switch {
+	case incomplete:
+		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
+			"ms", time.Since(start).Milliseconds(), "skipped", err.Error())
+	case err != nil:
 		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "failed", "attempt", rec.Attempts+1,
 			"retryable", !store.IsPermanent(err), "error", err.Error())
 		m.log.Warn("delivery to Axigen failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", err)
-	} else {
+	default:
 		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
 			"ms", time.Since(start).Milliseconds())
 	}
@@ -116,9 +126,9 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if kind == schema.KindGroup {
 		return m.applyGroup(ctx, *e, previous)
 	}
-	desired, err := m.mapping().AccountState(*e)
+	desired, skipped, err := m.desiredAccount(*e)
 	if err != nil {
-		return permanentIfValue(err)
+		return err
 	}
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
@@ -205,7 +215,75 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if passwordWaits {
 		return errPasswordHeld
 	}
-	return nil
+	return skippedValues(skipped)
+}
+
+// desiredAccount is the state Axigen should hold for the account entry e,
+// less the values Axigen cannot take. Delivery sends the entry's whole
+// state, so one such value (written in the directory behind the gateway's
+// back: through the gateway it is refused at the write, values.go) would
+// otherwise fail every later delivery of the entry, a password reset's
+// included. A contact attribute with such a value is left out, and every
+// Axigen field mapped from it stays as Axigen has it (neither set nor
+// cleared); so is the directory's plaintext password (the record's own
+// password, checked at the write, is sent). skipped names what was left
+// out, for the record (skippedValues). The account's name, DN and key
+// cannot be left out: without them there is no account to deliver to, and
+// their error is permanent.
+func (m *Mirror) desiredAccount(e schema.Entry) (desired schema.Account, skipped []*schema.ValueError, err error) {
+	mp := m.mapping()
+	for {
+		desired, err = mp.AccountState(e)
+		var ve *schema.ValueError
+		if err == nil || !errors.As(err, &ve) || !skippable(ve) || len(skipped) > len(e.Attrs) {
+			break
+		}
+		skipped = append(skipped, ve)
+		e = withoutAttribute(mp, e, ve.Attr)
+	}
+	if err != nil {
+		return schema.Account{}, skipped, permanentIfValue(err)
+	}
+	for _, ve := range skipped {
+		for _, field := range mp.ContactFieldsOf(ve.Attr) {
+			delete(desired.Contact, field) // left alone: not cleared
+		}
+	}
+	return desired, skipped, nil
+}
+
+// skippable reports whether delivery may leave out the attribute ve is
+// about and deliver the rest: a contact field, or a password the
+// directory holds.
+func skippable(ve *schema.ValueError) bool {
+	return ve.Attr != "" && (ve.Field == schema.FieldPassword || slices.Contains(schema.ContactFields, ve.Field))
+}
+
+// withoutAttribute is e without attr under any of its names.
+func withoutAttribute(mp *schema.Mapping, e schema.Entry, attr string) schema.Entry {
+	out := schema.Entry{DN: e.DN, Attrs: make(map[string][]string, len(e.Attrs))}
+	for name, values := range e.Attrs {
+		if !mp.SameAttribute(name, attr) {
+			out.Attrs[name] = values
+		}
+	}
+	return out
+}
+
+// skippedValues is the outcome of a delivery that left out skipped
+// (desiredAccount): delivered, with what it left out kept in the record
+// (store.Incomplete) for `ldapgate journal` and the audit log; nil when
+// nothing was left out.
+func skippedValues(skipped []*schema.ValueError) error {
+	if len(skipped) == 0 {
+		return nil
+	}
+	what := make([]string, len(skipped))
+	for i, ve := range skipped {
+		what[i] = ve.Error()
+	}
+	return store.Incomplete(fmt.Errorf("not sent: %s (Axigen keeps its own value; correct the one in the directory); the rest was delivered",
+		strings.Join(what, "; ")))
 }
 
 // errPasswordHeld keeps a record with a password in the journal, retried

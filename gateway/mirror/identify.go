@@ -18,13 +18,11 @@ import (
 // directory can tell which entry the name means, and the session is then
 // no one in particular: not an admin, an owner or Axigen's connector. AD
 // accepts a userPrincipalName (user@domain) and a down-level name
-// (DOMAIN\user), found through the directory; a DN whose spelling the
-// gateway is unsure of is read (resolveDN). Answers are remembered for a
-// few minutes.
+// (DOMAIN\user), resolved as AD does (logonName, adnames.go); a DN whose
+// spelling the gateway is unsure of is read (resolveDN). Answers are
+// remembered for a few minutes.
 func (m *Mirror) identity(ctx context.Context, name string) (dn string, sure bool, err error) {
-	// Filters to try in turn: an account without an explicit
-	// userPrincipalName still binds as sAMAccountName@domain.
-	var filters []string
+	logon := false
 	switch {
 	case name == "":
 		return "", true, nil
@@ -32,11 +30,8 @@ func (m *Mirror) identity(ctx context.Context, name string) (dn string, sure boo
 		if c, err := schema.ExactDN(name); err == nil {
 			return c, true, nil
 		}
-	case strings.Contains(name, `\`):
-		filters = []string{"(sAMAccountName=" + ldap.EscapeFilter(name[strings.LastIndex(name, `\`)+1:]) + ")"}
-	case strings.Contains(name, "@"):
-		filters = []string{"(userPrincipalName=" + ldap.EscapeFilter(name) + ")",
-			"(sAMAccountName=" + ldap.EscapeFilter(name[:strings.LastIndex(name, "@")]) + ")"}
+	case strings.Contains(name, `\`), strings.Contains(name, "@"):
+		logon = true
 	default:
 		return name, false, nil
 	}
@@ -47,7 +42,11 @@ func (m *Mirror) identity(ctx context.Context, name string) (dn string, sure boo
 		return c.dn, true, nil
 	}
 	var found string
-	if filters == nil {
+	if logon {
+		if found, err = m.logonName(ctx, name); err != nil {
+			return "", false, err
+		}
+	} else {
 		e, err := m.cfg.Directory.Read(ctx, name, dnAttributes)
 		if err != nil && !isInvalidDN(err) {
 			return "", false, err
@@ -56,18 +55,8 @@ func (m *Mirror) identity(ctx context.Context, name string) (dn string, sure boo
 			found = entryIdentity(*e)
 		}
 	}
-	for _, f := range filters {
-		e, err := m.cfg.Directory.Find(ctx, namingContexts(m.mapping()), f, dnAttributes)
-		if err != nil {
-			return "", false, err
-		}
-		if e != nil {
-			found = entryIdentity(*e)
-			break
-		}
-	}
 	if found == "" {
-		return name, false, nil // no such entry: it matches no DN
+		return name, false, nil // no such entry, or not one: it matches no DN
 	}
 	m.idMu.Lock()
 	if m.identities == nil || len(m.identities) > 10000 {

@@ -54,22 +54,8 @@ type Config struct {
 	Audit *slog.Logger
 	// Observer, when set, hears about every delivery attempt (metrics).
 	Observer DeliveryObserver
-	// Replicator, when set, makes replication synchronous: see Replicator.
-	Replicator Replicator
 	// Deletes says what a directory delete does to an account (accounts.go).
 	Deletes Deletes
-}
-
-// Replicator holds journal records on a standby gateway. With one, a write
-// waits once its record is on disk (prepared) and before the directory sees
-// the write, and again before the client hears of its success (then the
-// wait returns at once, unless the directory generated a password,
-// journaled in a record of its own): a standby that takes over settles a
-// prepared record as recovery does. A wait's error is logged and the write
-// goes on: synchronous replication degrades rather than stopping writes.
-type Replicator interface {
-	// WaitReplicated returns once the standby holds the journal up to seq.
-	WaitReplicated(ctx context.Context, seq uint64) error
 }
 
 // DeliveryObserver hears about every delivery attempt, for metrics. It runs
@@ -100,6 +86,7 @@ type Mirror struct {
 
 	idMu       sync.Mutex
 	identities map[string]cachedIdentity
+	domains    adDomainCache // AD's domain names, for bind names (adnames.go)
 
 	entries *entryCache
 }

@@ -325,9 +325,9 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 }
 
 // prepare journals an allowed write before the directory sees it: a record
-// in state prepared, on disk (fsync shared with concurrent writers), held
-// by the standby too when replication is synchronous. A write that cannot
-// be journaled is not made (52).
+// in state prepared, on disk (fsync shared with concurrent writers) or, in
+// a cluster, stored by a quorum of the gateways. A write that cannot be
+// journaled is not made (52).
 func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 	// A deleted account leaves its groups inside the directory (refint)
 	// with no write the gateway sees: note them, to re-apply at delivery.
@@ -346,16 +346,10 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 	seq, err := m.cfg.Journal.Prepare(ctx, rec)
 	if err != nil {
 		m.log.Error("cannot journal a write; refusing it", "dn", w.target, "err", err)
-		return &gateway.Result{Code: ldap.LDAPResultUnavailable,
-			Diagnostic: "ldapgate: the change cannot be journaled, so it is not made: " + err.Error()}
+		return journalRefusal(err)
 	}
 	rec.Seq = seq
 	w.rec = rec
-	// The standby holds the record before the directory sees the write: a
-	// primary that dies between the directory's answer and the client's
-	// can leave nothing (a new password above all) that only the directory
-	// knows.
-	m.waitReplicated(ctx, seq, "write relayed before the standby confirmed holding its record")
 	w.audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
 	return nil
 }
@@ -385,7 +379,6 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	// The journal must settle even if the client has gone.
 	ctx = context.WithoutCancel(ctx)
 	j := m.cfg.Journal
-	held := rec.Seq // the record the standby must hold before the client hears success
 	background := func(what string, fn func() error) {
 		m.settling.Add(1)
 		go func() {
@@ -411,7 +404,6 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		if err != nil {
 			m.log.Error("cannot journal a generated password", "dn", rec.DN, "err", err)
 		} else {
-			held = seq
 			background("commit", func() error { return j.Commit(ctx, seq, "") })
 		}
 		background("abort", func() error { return j.Abort(ctx, rec.Seq) })
@@ -421,9 +413,6 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
-	}
-	if !res.Unanswered && res.Code == ldap.LDAPResultSuccess {
-		m.waitReplicated(ctx, held, "write acknowledged before the standby confirmed holding its record")
 	}
 }
 
@@ -467,16 +456,16 @@ func (m *Mirror) Run(ctx context.Context) error {
 	return m.cfg.Journal.Run(ctx, m.cfg.Workers, deliverer{m})
 }
 
-// waitReplicated waits, with a Replicator, until the standby holds the
-// journal up to seq; a failure is logged as warning says and the write
-// goes on.
-func (m *Mirror) waitReplicated(ctx context.Context, seq uint64, warning string) {
-	if m.cfg.Replicator == nil {
-		return
+// journalRefusal is the answer to a write whose record the journal did not
+// take: unavailable (52), the write is not relayed. A cluster without a
+// quorum says so, for the client to try again later or elsewhere.
+func journalRefusal(err error) *gateway.Result {
+	if errors.Is(err, store.ErrUnavailable) {
+		return &gateway.Result{Code: ldap.LDAPResultUnavailable,
+			Diagnostic: "ldapgate: the gateway cluster has no quorum, so no change to accounts or groups can be journaled now; the change is not made (try again later): " + err.Error()}
 	}
-	if err := m.cfg.Replicator.WaitReplicated(ctx, seq); err != nil {
-		m.log.Warn(warning, "seq", seq, "err", err)
-	}
+	return &gateway.Result{Code: ldap.LDAPResultUnavailable,
+		Diagnostic: "ldapgate: the change cannot be journaled, so it is not made: " + err.Error()}
 }
 
 // refusal is the answer to a write the policy does not allow.

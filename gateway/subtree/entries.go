@@ -3,6 +3,7 @@ package subtree
 import (
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -254,6 +255,23 @@ func monitorEntries(gs gateway.Stats, health []gateway.UpstreamHealth, js store.
 		jn.add("lastChangeNumber", itoa(js.LastSeq))
 	}
 	return append([]*entry{root, conns, ops, up, jn}, ups...)
+}
+
+// clusterEntry is cn=cluster below the monitor: the node's state as its
+// source describes it, attributes in name order.
+func clusterEntry(attrs map[string][]string) *entry {
+	e := &entry{dn: "cn=cluster," + monitorDN}
+	e.add("objectClass", "top", "extensibleObject")
+	e.add("cn", "cluster")
+	names := make([]string, 0, len(attrs))
+	for name := range attrs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		e.add(name, attrs[name]...)
+	}
+	return e
 }
 
 // needsBase64 reports whether an LDIF value must be base64-encoded

@@ -138,9 +138,7 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request) {
 	stop, forget := s.startSearch(searchKey{conn: r.ConnectionID(), msg: m.GetID()})
 	defer forget()
 	q := query{scope: int(m.Scope), filter: filter, sizeLimit: m.SizeLimit, paging: paging, stop: stop}
-	if m.TimeLimit > 0 {
-		q.deadline = time.Now().Add(time.Duration(m.TimeLimit) * time.Second)
-	}
+	q.deadline, q.timeLimitMsg = s.deadline(time.Now(), m.TimeLimit)
 	var res result
 	if walksChangelog(m.BaseDN, q.scope) {
 		res = s.walkChangelog(q, send)
@@ -173,14 +171,33 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request) {
 	finish(res.code, "", res.msg)
 }
 
+// deadline is when a search that starts at now stops: at the client's
+// time limit (seconds; 0 asks for none) or at the server's cap, whichever
+// comes first, with the diagnostic that says which.
+func (s *Server) deadline(now time.Time, clientSeconds int64) (time.Time, string) {
+	var at time.Time
+	msg := ""
+	if clientSeconds > 0 {
+		at = now.Add(time.Duration(clientSeconds) * time.Second)
+	}
+	if limit := s.cfg.SearchTimeLimit; limit > 0 && (at.IsZero() || now.Add(limit).Before(at)) {
+		at = now.Add(limit)
+		msg = fmt.Sprintf("ldapgate: the search ran past the gateway's time limit of %s for its own subtree; "+
+			"ask for pages (paged results) or bound it by changeNumber", limit)
+	}
+	return at, msg
+}
+
 // query is a search's conditions: what it matches and where it stops.
 type query struct {
 	scope     int
 	filter    *ber.Packet
 	sizeLimit int64
 	deadline  time.Time // zero: no time limit
-	paging    *gldap.ControlPaging
-	stop      *atomic.Bool // set when the client abandons the search
+	// timeLimitMsg is the diagnostic of a search stopped at deadline.
+	timeLimitMsg string
+	paging       *gldap.ControlPaging
+	stop         *atomic.Bool // set when the client abandons the search
 }
 
 // result is how a search ended.
@@ -237,7 +254,7 @@ func (q query) run(src source, send func(*entry) bool) result {
 			return result{gone: true} // abandoned: nothing more is sent
 		}
 		if !q.deadline.IsZero() && time.Now().After(q.deadline) {
-			return result{code: gldap.ResultTimeLimitExceeded}
+			return result{code: gldap.ResultTimeLimitExceeded, msg: q.timeLimitMsg}
 		}
 		e, pos, ok, err := next()
 		if err != nil {
@@ -391,6 +408,9 @@ func (s *Server) candidates(base string, scope int, filter *ber.Packet) ([]*entr
 			health = s.cfg.UpstreamHealth()
 		}
 		all := monitorEntries(s.cfg.GatewayStats(), health, js, jsErr)
+		if s.cfg.Cluster != nil {
+			all = append(all, clusterEntry(s.cfg.Cluster()))
+		}
 		return inScope(all, dn, scope, monitorDN)
 	}
 	return nil, &searchError{code: gldap.ResultNoSuchObject, msg: "ldapgate: not in the gateway's subtree"}

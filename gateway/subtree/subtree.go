@@ -88,9 +88,23 @@ type Config struct {
 	// UpstreamHealth returns each upstream's state for cn=monitor
 	// (gateway.UpstreamSet.Health); nil shows none.
 	UpstreamHealth func() []gateway.UpstreamHealth
+	// Cluster, on a clustered gateway, returns the node's state for
+	// cn=cluster,cn=ldapgate,cn=monitor as attribute values (role, term,
+	// indexes, each node's lag, the fence); nil: no such entry.
+	Cluster func() map[string][]string
 	// Logger receives the server's warnings (nil: discarded).
 	Logger *slog.Logger
+	// SearchTimeLimit caps how long one search request runs, whatever
+	// time limit the client asks for, none included: a walk of a long
+	// journal whose filter matches little cannot hold a connection and a
+	// core for ever. The search then ends with timeLimitExceeded (3); a
+	// paged search gets the cap per page. 0 means DefaultSearchTimeLimit;
+	// negative, no cap.
+	SearchTimeLimit time.Duration
 }
+
+// DefaultSearchTimeLimit is Config.SearchTimeLimit's default.
+const DefaultSearchTimeLimit = 60 * time.Second
 
 // internalBindDN is the identity each connection binds with, its
 // password a one-time token.
@@ -133,6 +147,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SearchTimeLimit == 0 {
+		cfg.SearchTimeLimit = DefaultSearchTimeLimit
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {

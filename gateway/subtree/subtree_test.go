@@ -41,6 +41,12 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
+	return newStackWith(t, nil)
+}
+
+// newStackWith is newStack with the subtree's Config changed by tune.
+func newStackWith(t *testing.T, tune func(*Config)) *stack {
+	t.Helper()
 	up := slapd.StartT(t, slapd.Options{})
 	j := openJournal(t)
 	st := &stack{journal: j, seqs: map[string]uint64{}, upstrm: up}
@@ -68,9 +74,13 @@ func newStack(t *testing.T) *stack {
 			{URL: "ldap://127.0.0.1:1", Up: false, Since: since, LastError: "connection refused"},
 		}
 	}
+	cfg := Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() }, UpstreamHealth: health,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if tune != nil {
+		tune(&cfg)
+	}
 	var err error
-	st.sub, err = New(Config{Journal: j, GatewayStats: func() gateway.Stats { return st.gw.Stats() }, UpstreamHealth: health,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	st.sub, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -717,5 +727,29 @@ func TestChangelogStreamsAcrossJournalPages(t *testing.T) {
 		0, 0, false, "(objectClass=*)", nil, []ldap.Control{forged}))
 	if resultCode(err) != ldap.LDAPResultProtocolError {
 		t.Fatalf("forged cookie: %v, want protocolError", err)
+	}
+}
+
+// A search of cn=changelog without a time limit of its own stops at the
+// server's cap with timeLimitExceeded and a diagnostic naming the cap; one
+// of cn=monitor too. The cap is far below any walk's duration here, so
+// the stream stops before its first entry.
+func TestChangelogSearchStopsAtTheServerTimeLimit(t *testing.T) {
+	st := newStackWith(t, func(c *Config) { c.SearchTimeLimit = time.Nanosecond })
+	c := st.conn(t, adminDN, adminPW)
+	for _, base := range []string{"cn=changelog", "cn=ldapgate,cn=monitor"} {
+		res, err := search(c, base, ldap.ScopeWholeSubtree, "(objectClass=*)", "1.1")
+		if resultCode(err) != ldap.LDAPResultTimeLimitExceeded || !strings.Contains(err.Error(), "gateway's time limit of 1ns") {
+			t.Errorf("search of %s under a 1ns cap: %v, want timeLimitExceeded (3) naming the cap", base, err)
+		}
+		if res != nil && len(res.Entries) != 0 {
+			t.Errorf("search of %s under a 1ns cap sent %d entries", base, len(res.Entries))
+		}
+	}
+	// A paged search gets the cap per page, and stops just as well.
+	_, err := c.SearchWithPaging(ldap.NewSearchRequest("cn=changelog", ldap.ScopeSingleLevel, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"1.1"}, nil), 2)
+	if resultCode(err) != ldap.LDAPResultTimeLimitExceeded {
+		t.Errorf("paged search under a 1ns cap: %v, want timeLimitExceeded (3)", err)
 	}
 }

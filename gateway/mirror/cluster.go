@@ -1,0 +1,76 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// In a cluster of gateways every gateway intercepts and journals writes,
+// but only the leader delivers (RunTerm): it alone talks to Axigen, so
+// two deliveries of one entry never cross. Whatever must happen once for
+// the cluster (settling records a failed gateway left prepared, the
+// delete-after grace, scheduled resyncs) runs on the leader too.
+
+// RunTerm is Run for the leader of a gateway cluster in term (the journal
+// is replicated): each record is delivered only after guard said this
+// gateway still leads, and its outcome is stored under term, so that a
+// gateway that lost its leadership neither writes to Axigen nor records
+// what it did. It returns when ctx ends (the leadership is lost).
+func (m *Mirror) RunTerm(ctx context.Context, term uint64, guard func(context.Context) error) error {
+	if m.cfg.Journal == nil {
+		return errors.New("mirror: no journal to deliver from")
+	}
+	if guard == nil {
+		return errors.New("mirror: a cluster's delivery needs a leadership guard")
+	}
+	return m.cfg.Journal.RunTerm(ctx, term, m.cfg.Workers, fencedDeliverer{deliverer{m}, guard})
+}
+
+// fencedDeliverer delivers while its guard allows it.
+type fencedDeliverer struct {
+	deliverer
+	guard func(context.Context) error
+}
+
+// Deliver checks the guard before the record's first Axigen command.
+func (d fencedDeliverer) Deliver(ctx context.Context, rec *store.Record) error {
+	if err := d.guard(ctx); err != nil {
+		return fmt.Errorf("not delivered: this gateway no longer leads the cluster: %w", err)
+	}
+	return d.deliverer.Deliver(ctx, rec)
+}
+
+// SettleOrphans settles the records prepared more than age ago: in a
+// cluster, the gateway that prepared one may have failed before the
+// directory answered it, and no gateway restart will settle it (Recover
+// settles only at a lone gateway's start). age must exceed the longest a
+// live gateway waits for the directory's answer, so that a write still
+// under way is never settled under it.
+func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration) (int, error) {
+	if m.cfg.Journal == nil {
+		return 0, errors.New("mirror: no journal")
+	}
+	recs, err := m.cfg.Journal.Prepared()
+	if err != nil {
+		return 0, fmt.Errorf("read prepared records: %w", err)
+	}
+	cutoff := time.Now().Add(-age)
+	n := 0
+	for _, rec := range recs {
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		if rec.Time.After(cutoff) {
+			continue
+		}
+		m.log.Warn("settling a record a gateway left prepared", "seq", rec.Seq, "dn", rec.DN, "op", rec.Op,
+			"prepared", rec.Time.Format(time.RFC3339))
+		m.resolve(ctx, rec)
+		n++
+	}
+	return n, nil
+}
