@@ -16,6 +16,7 @@ func TestClusterCheckerFindsViolations(t *testing.T) {
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	fence := 2 * time.Second
 	leaders := []leadership{
+		{Node: "n4", Term: 1, Elected: at(-5), Delivered: at(-5)}, // the first leader: no fence to wait
 		{Node: "n1", Term: 2, Elected: at(0), Delivered: at(2)},
 		{Node: "n2", Term: 3, Elected: at(10), Delivered: at(12)},
 		{Node: "n3", Term: 4, Elected: at(20), Delivered: at(20.5)}, // delivers before its fence
@@ -31,6 +32,7 @@ func TestClusterCheckerFindsViolations(t *testing.T) {
 				Account: &axigensim.AccountState{Name: "u1", Contact: map[string]string{"phone": "initial"}}}}
 	}
 	cmds := []axigensim.Command{
+		change("n4", -4),   // the first leader, at once: fine
 		change("n1", 5),    // its term: fine
 		change("n1", 10.5), // a newer election, within the fence: allowed
 		change("n1", 12.5), // after n2's fence: stale

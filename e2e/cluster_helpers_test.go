@@ -42,6 +42,9 @@ import (
 	"github.com/ldapgate/ldapgate/internal/testenv/netproxy"
 )
 
+// clusterOrphanAge is the gateways' --cluster-orphan-age in these tests.
+const clusterOrphanAge = 10 * time.Second
+
 // clusterOptions shape a clusterEnv.
 type clusterOptions struct {
 	Nodes int // gateways started at first (3)
@@ -63,6 +66,7 @@ type clusterEnv struct {
 	mu     sync.Mutex
 	nodes  []*gwNode // every node ever added, in order
 	events []faultEvent
+	w      *workload // the writers, once started
 }
 
 // gwNode is one gateway of the cluster.
@@ -162,6 +166,13 @@ func newClusterEnv(t *testing.T, opts clusterOptions) *clusterEnv {
 // addNode prepares node name: its ports, proxy, simulator listener and
 // data folder with the shared journal key. It is not started.
 func (c *clusterEnv) addNode(name string) *gwNode {
+	return c.newNode(name, true)
+}
+
+// newNode is addNode; a node not proxied is named by its own cluster
+// address (a node that joins a running cluster advertises that address,
+// since it is absent from its own peer list).
+func (c *clusterEnv) newNode(name string, proxied bool) *gwNode {
 	c.t.Helper()
 	ports := freeLoopbackPorts(c.t, 2)
 	n := &gwNode{
@@ -180,8 +191,11 @@ func (c *clusterEnv) addNode(name string) *gwNode {
 		c.t.Fatal(err)
 	}
 	var err error
-	if n.peerAddr, err = c.net.Add(name, n.listen); err != nil {
-		c.t.Fatal(err)
+	n.peerAddr = n.listen
+	if proxied {
+		if n.peerAddr, err = c.net.Add(name, n.listen); err != nil {
+			c.t.Fatal(err)
+		}
 	}
 	if n.axigen, err = c.e.sim.Listen(name); err != nil {
 		c.t.Fatal(err)
@@ -262,7 +276,17 @@ func (c *clusterEnv) args(n *gwNode) []string {
 		"--axigen", n.axigen,
 		"--log-level", "info", "--log-format", "json",
 		"--node-id", n.name, "--cluster-listen", n.listen,
-		"--cluster-fence-delay", c.fence.String())
+		"--cluster-fence-delay", c.fence.String(),
+		// The fence delay must cover the leader lease (500ms) and one
+		// Axigen command: the simulator answers at once.
+		"--axigen-command-timeout", (c.fence - 500*time.Millisecond).String(),
+		// A record a gateway left prepared (it died, or its Commit was
+		// lost with the leader) blocks its entry's later records until the
+		// leader settles it, after --cluster-orphan-age (default
+		// --op-timeout + 1m = 3m): short here, so that a round's faults
+		// settle within the test. The write of a record in flight on the
+		// directory lasts at most --op-timeout.
+		"--op-timeout", "5s", "--cluster-orphan-age", clusterOrphanAge.String())
 	for _, p := range n.peers {
 		args = append(args, "--cluster-peer", p)
 	}
@@ -599,4 +623,35 @@ func (c *clusterEnv) logFailure() {
 	for _, n := range c.allNodes() {
 		c.t.Logf("gateway %s log (tail):\n%s", n.name, tailFile(n.logPath, 6000))
 	}
+	// The whole logs outlive the test's temporary folder.
+	keep, err := os.MkdirTemp("", "ldapgate-cluster-logs-")
+	if err != nil {
+		return
+	}
+	for _, n := range c.allNodes() {
+		if b, err := os.ReadFile(n.logPath); err == nil {
+			_ = os.WriteFile(filepath.Join(keep, n.name+".log"), b, 0o600)
+		}
+	}
+	var cmds strings.Builder
+	for _, cmd := range c.e.sim.Commands() {
+		fmt.Fprintf(&cmds, "%s %s s%d %s %q ok=%v", cmd.At.Format("15:04:05.000000"), cmd.Label, cmd.Session, cmd.Context, cmd.Line, cmd.OK)
+		if ch := cmd.Change; ch != nil && ch.Account != nil {
+			fmt.Fprintf(&cmds, " -> change %d %s phone=%q", ch.Seq, ch.Name, ch.Account.Contact["phone"])
+		}
+		cmds.WriteString("\n")
+	}
+	_ = os.WriteFile(filepath.Join(keep, "axigen-commands.log"), []byte(cmds.String()), 0o600)
+	c.mu.Lock()
+	w := c.w
+	c.mu.Unlock()
+	if w != nil {
+		var b strings.Builder
+		for _, cw := range w.all() {
+			fmt.Fprintf(&b, "%s %s c%d %s %s=%q sent=%v %s code=%d %v\n", cw.Start.Format("15:04:05.000000"), cw.End.Format("15:04:05.000000"),
+				cw.Client, cw.Node, cw.Key, cw.Value, cw.Sent, cw.Outcome, cw.Code, cw.Err)
+		}
+		_ = os.WriteFile(filepath.Join(keep, "writes.log"), []byte(b.String()), 0o600)
+	}
+	c.t.Logf("the gateways' logs and the Axigen command log are kept in %s", keep)
 }
