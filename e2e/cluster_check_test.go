@@ -102,9 +102,13 @@ func (w *workload) all() []clusterWrite {
 	return slices.Clone(w.writes)
 }
 
-// opTimeout bounds a client's wait for one answer: a write still
-// unanswered then is of unknown outcome (a frozen gateway).
-const clusterOpTimeout = 5 * time.Second
+// clusterOpTimeout bounds a client's wait for one answer: a write still
+// unanswered then is of unknown outcome (a frozen gateway). A gateway
+// answers a write it cannot journal within its propose time-out (2s), so
+// 3s leaves the refusals their answer; it also bounds how long clients
+// stay stuck on a frozen gateway, which the SIGSTOP round's first
+// acknowledgement includes.
+const clusterOpTimeout = 3 * time.Second
 
 // writer writes to account i until ctx ends, each write through a gateway
 // picked at random among the members, alternating its phone number and
@@ -173,15 +177,19 @@ func (w *workload) conn(conns map[string]*ldap.Conn, node *gwNode) (*ldap.Conn, 
 	if c := conns[node.name]; c != nil {
 		return c, nil
 	}
+	// A gateway that does not answer a connection and a bind within a
+	// second is taken for down (a frozen one accepts connections: the
+	// kernel does).
 	c, err := ldap.DialURL(node.url, ldap.DialWithDialer(&net.Dialer{Timeout: time.Second}))
 	if err != nil {
 		return nil, err
 	}
-	c.SetTimeout(clusterOpTimeout)
+	c.SetTimeout(time.Second)
 	if err := c.Bind(mirrorAdminDN, w.c.e.dir.RootPW); err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.SetTimeout(clusterOpTimeout)
 	conns[node.name] = c
 	return c, nil
 }
@@ -307,6 +315,8 @@ type clusterFigures struct {
 	// FirstAck and FirstDelivery per round: fault → first acknowledged
 	// write, fault → first Axigen change by the leader of a new term.
 	FirstAck, FirstDelivery []time.Duration
+	// FirstLeader per round with an election: fault → a new leader.
+	FirstLeader []time.Duration
 	// AckToAxigen per acknowledged write: from its acknowledgement to the
 	// first Axigen change that holds its value or a later one.
 	AckToAxigen []time.Duration
@@ -334,6 +344,8 @@ func (f clusterFigures) String() string {
 	fmt.Fprintf(&b, "  ... of them from a SIGSTOPped gateway: %d (%d changes)\n", f.StalePausedCommands, f.StalePausedMutations)
 	fmt.Fprintf(&b, "  old leader's changes within the fence window: %d; a new leader's changes before its fence: %d\n", f.InFenceWindow, f.EarlyMutations)
 	fmt.Fprintf(&b, "  entries diverged: %d; delivery order violations: %d; refused writes delivered: %d\n", f.Diverged, f.OrderViolations, f.RefusedDelivered)
+	fmt.Fprintf(&b, "  fault -> a new leader elected: p50 %v p99 %v max %v (%d rounds with an election)\n",
+		quantile(f.FirstLeader, .5).Round(time.Millisecond), quantile(f.FirstLeader, .99).Round(time.Millisecond), quantile(f.FirstLeader, 1).Round(time.Millisecond), len(f.FirstLeader))
 	fmt.Fprintf(&b, "  fault -> first acknowledged write: p50 %v p99 %v max %v (target p99 <= 3s)\n",
 		quantile(f.FirstAck, .5).Round(time.Millisecond), quantile(f.FirstAck, .99).Round(time.Millisecond), quantile(f.FirstAck, 1).Round(time.Millisecond))
 	fmt.Fprintf(&b, "  fault -> first Axigen delivery: p50 %v p99 %v max %v (target p99 <= 3s + fence delay)",
@@ -443,6 +455,7 @@ func (c *clusterEnv) check(kind string, w *workload, rounds []faultRound, diverg
 			// Where the time went: the election, the fence, the first command.
 			for _, l := range leaders {
 				if l.Elected.After(r.T0) {
+					f.FirstLeader = append(f.FirstLeader, l.Elected.Sub(r.T0))
 					fd.note("round %s at %s: %s elected in term %d after %v, delivering after %v, first Axigen change after %v, first acknowledged write after %v",
 						r.Kind, r.T0.Format("15:04:05.000"), l.Node, l.Term, l.Elected.Sub(r.T0).Round(time.Millisecond),
 						l.Delivered.Sub(r.T0).Round(time.Millisecond), d.Round(time.Millisecond), firstAck.Sub(r.T0).Round(time.Millisecond))

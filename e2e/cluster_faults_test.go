@@ -64,9 +64,10 @@ func TestClusterFaults(t *testing.T) {
 		var b strings.Builder
 		var acks, deliveries []time.Duration
 		for _, f := range all {
-			fmt.Fprintf(&b, "\n  %-15s rounds %3d  acked %5d refused %4d unknown %3d  lost %d minority %d stale %d (paused %d) diverged %d order %d  ack p99 %v  delivery p99 %v",
+			fmt.Fprintf(&b, "\n  %-15s rounds %3d  acked %5d refused %4d unknown %3d  lost %d minority %d stale %d (paused %d) diverged %d order %d  leader p99 %v  ack p99 %v  delivery p99 %v  ack->Axigen max %v",
 				f.Kind, f.Rounds, f.Acked, f.Refused, f.Unknown, f.AckedLost, f.MinorityAcks, f.StaleMutations, f.StalePausedMutations,
-				f.Diverged, f.OrderViolations, quantile(f.FirstAck, .99).Round(time.Millisecond), quantile(f.FirstDelivery, .99).Round(time.Millisecond))
+				f.Diverged, f.OrderViolations, quantile(f.FirstLeader, .99).Round(time.Millisecond), quantile(f.FirstAck, .99).Round(time.Millisecond),
+				quantile(f.FirstDelivery, .99).Round(time.Millisecond), quantile(f.AckToAxigen, 1).Round(time.Millisecond))
 			acks = append(acks, f.FirstAck...)
 			deliveries = append(deliveries, f.FirstDelivery...)
 		}

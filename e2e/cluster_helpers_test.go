@@ -154,6 +154,8 @@ func newClusterEnv(t *testing.T, opts clusterOptions) *clusterEnv {
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.logFailure()
+		} else if os.Getenv("LDAPGATE_CLUSTER_KEEP") != "" {
+			c.keepLogs()
 		}
 	})
 	for _, n := range c.nodes {
@@ -511,11 +513,13 @@ func (c *clusterEnv) waitCaughtUp(d time.Duration) {
 	})
 }
 
-// clusterCLI runs `ldapgate cluster <args> --data-dir <n's>`.
+// clusterCLI runs `ldapgate cluster <command> --data-dir <n's> <args>`.
 func (c *clusterEnv) clusterCLI(n *gwNode, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	full := append(append([]string{"cluster"}, args...), "--data-dir", n.dataDir)
+	// The flag before the arguments: urfave/cli stops reading flags at
+	// the first argument.
+	full := append([]string{"cluster", args[0], "--data-dir", n.dataDir}, args[1:]...)
 	cmd := exec.CommandContext(ctx, gatewayBin, full...)
 	cmd.Env = withoutLDAPGateEnv(os.Environ())
 	out, err := cmd.CombinedOutput()
@@ -623,7 +627,12 @@ func (c *clusterEnv) logFailure() {
 	for _, n := range c.allNodes() {
 		c.t.Logf("gateway %s log (tail):\n%s", n.name, tailFile(n.logPath, 6000))
 	}
-	// The whole logs outlive the test's temporary folder.
+	c.keepLogs()
+}
+
+// keepLogs copies the gateways' logs, the Axigen command log and the
+// writes out of the test's temporary folder, and says where.
+func (c *clusterEnv) keepLogs() {
 	keep, err := os.MkdirTemp("", "ldapgate-cluster-logs-")
 	if err != nil {
 		return
