@@ -255,8 +255,12 @@ type noAckWindow struct {
 // error) and notes (logged).
 type findings struct{ errs, notes []string }
 
-func (fd *findings) fail(format string, a ...any) { fd.errs = append(fd.errs, fmt.Sprintf(format, a...)) }
-func (fd *findings) note(format string, a ...any) { fd.notes = append(fd.notes, fmt.Sprintf(format, a...)) }
+func (fd *findings) fail(format string, a ...any) {
+	fd.errs = append(fd.errs, fmt.Sprintf(format, a...))
+}
+func (fd *findings) note(format string, a ...any) {
+	fd.notes = append(fd.notes, fmt.Sprintf(format, a...))
+}
 
 // report passes the findings to t, the first 40 of each.
 func (fd *findings) report(t testing.TB) {
