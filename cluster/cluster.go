@@ -19,7 +19,9 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,13 +57,35 @@ type Config struct {
 	// a cluster of this node alone, which elects itself at once.
 	Peers []Peer
 
-	// Stream carries the Raft traffic between nodes: a listener for this
-	// node's address that also dials the others. Mutual TLS plugs in here.
-	// Nil: plain TCP on Listen (tests and loopback-only clusters).
-	Stream raft.StreamLayer
-	// Listen is the address the plain TCP transport listens on, and the
-	// one the others reach this node at, when Stream is nil.
+	// Listen is this node's cluster port (host:port): Raft's traffic and
+	// the gateway's RPC (forwarded proposals, status, membership) share
+	// it. The others reach the node at its address in Peers (Listen may
+	// be on every interface).
 	Listen string
+	// Listener, when set, is the cluster port already open (Listen is
+	// then ignored): tests, and a port handed over by the service manager.
+	Listener net.Listener
+	// TLS is the mutual TLS of the cluster port, for accepting and for
+	// dialling (see TLSConfig). Nil: plain TCP, allowed only when the
+	// listening address and every peer's are loopback.
+	TLS *tls.Config
+
+	// Witness makes this node a witness: a voter that stores the log and
+	// applies it to its journal (which needs no key), takes no proposal
+	// of its own, never delivers, and hands the leadership to another
+	// voter whenever it is elected.
+	Witness bool
+
+	// ProposeTimeout bounds how long Propose looks for a leader that
+	// takes the proposal before it fails with ErrNoQuorum (2s).
+	ProposeTimeout time.Duration
+	// FenceDelay is how long a new leader waits, after fencing the
+	// journal to its term, before Deliver's run starts: long enough for a
+	// previous leader to notice it lost the leadership (its lease) and
+	// for its last Axigen command to end (LeaderLeaseTimeout + 10s;
+	// serve sets the lease plus the Axigen command timeout). Negative:
+	// no delay (tests).
+	FenceDelay time.Duration
 
 	// Timing; zero values take hashicorp/raft's defaults (1s heartbeat and
 	// election timeouts, 500ms leader lease).
@@ -84,34 +108,6 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Errors callers may test with errors.Is.
-var (
-	// ErrNotLeader: only the leader takes proposals (see NotLeaderError).
-	ErrNotLeader = errors.New("this node is not the cluster's leader")
-	// ErrNoQuorum: no leader is known, the cluster has no quorum now.
-	ErrNoQuorum = errors.New("the cluster has no leader: no quorum of its nodes is reachable")
-	// ErrLeadershipLost: the leader lost its leadership before a quorum
-	// stored the entry. The change is not applied now; a later leader
-	// that holds the entry may still apply it (a prepared record the
-	// directory never saw is settled as after a crash).
-	ErrLeadershipLost = errors.New("leadership lost before a quorum stored the change")
-	// ErrClosed: the node is shut down.
-	ErrClosed = errors.New("cluster node is shut down")
-)
-
-// NotLeaderError is a proposal made on a node that is not the leader. It
-// names the leader, when one is known, for the proposal to go there.
-type NotLeaderError struct {
-	LeaderID, LeaderAddr string
-}
-
-func (e *NotLeaderError) Error() string {
-	return fmt.Sprintf("this node is not the cluster's leader (the leader is %s at %s)", e.LeaderID, e.LeaderAddr)
-}
-
-// Is makes errors.Is(err, ErrNotLeader) true.
-func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
-
 // Node is one member of the cluster: a Raft node whose state machine is
 // the journal. Its methods are safe for concurrent use.
 type Node struct {
@@ -119,21 +115,38 @@ type Node struct {
 	log   *slog.Logger
 	raft  *raft.Raft
 	trans *raft.NetworkTransport
+	mux   *mux
+	peers *peerConns
 	logs  *raftboltdb.BoltStore
+
+	// watch wakes those waiting for a change of role or leader.
+	watch    watch
+	observer *raft.Observer
 
 	proposals chan *proposal
 	quit      chan struct{}
 	done      chan struct{} // the proposer goroutines have ended
+	bg        sync.WaitGroup
+
+	// fenceMu serialises fence; fencedTerm is the last term this node
+	// fenced the journal to as leader, priorTerm the journal's delivery
+	// term just before.
+	fenceMu    sync.Mutex
+	fencedTerm uint64
+	priorTerm  uint64
+
+	deliver  deliverState
+	verifier verifier
 
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
 
 // Start opens the node's Raft log in cfg.Dir, restores the journal from
-// the last snapshot if it is behind it, replays the log and joins the
-// cluster. A node without Raft state bootstraps the cluster with cfg.Peers
-// (or itself alone): every node of a new cluster does so with the same
-// list, which Raft allows.
+// the last snapshot if it is behind it, replays the log, listens on the
+// cluster port and joins the cluster. A node without Raft state
+// bootstraps the cluster with cfg.Peers (or itself alone): every node of
+// a new cluster does so with the same list, which Raft allows.
 func Start(cfg Config) (*Node, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("cluster: a node needs an ID")
@@ -150,30 +163,61 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ProposeTimeout <= 0 {
+		cfg.ProposeTimeout = 2 * time.Second
+	}
+	if cfg.FenceDelay == 0 {
+		cfg.FenceDelay = cmp.Or(cfg.LeaderLeaseTimeout, raft.DefaultConfig().LeaderLeaseTimeout) + 10*time.Second
+	}
 	log := cfg.Logger.With("component", "cluster", "node", cfg.NodeID)
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	rlog := raftLogger(log)
 
-	stream := cfg.Stream
-	if stream == nil {
-		if cfg.Listen == "" {
-			return nil, errors.New("cluster: a node needs a stream layer or an address to listen on")
+	// This node's address as the others know it.
+	advertise := ""
+	for _, p := range cfg.Peers {
+		if p.ID == cfg.NodeID {
+			advertise = p.Addr
 		}
-		ln, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
+	}
+	ln := cfg.Listener
+	if cfg.TLS == nil {
+		addrs := []string{cfg.Listen}
+		if ln != nil {
+			addrs[0] = ln.Addr().String()
+		}
+		for _, p := range cfg.Peers {
+			addrs = append(addrs, p.Addr)
+		}
+		if err := checkPlain(addrs...); err != nil {
+			return nil, err
+		}
+	}
+	if ln == nil {
+		if cfg.Listen == "" {
+			return nil, errors.New("cluster: a node needs an address to listen on")
+		}
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("cluster: listen: %w", err)
 		}
-		stream = TCPStream(ln)
+	}
+	m, err := newMux(ln, advertise, cfg.TLS, log)
+	if err != nil {
+		ln.Close()
+		return nil, err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  stream,
+		Stream:  raftStream{m},
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  rlog.Named("transport"),
 	})
-	n := &Node{cfg: cfg, log: log, trans: trans, proposals: make(chan *proposal, 1024), quit: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, trans: trans, mux: m, proposals: make(chan *proposal, 1024), quit: make(chan struct{}), done: make(chan struct{})}
+	n.watch.init()
+	n.peers = newPeerConns(func(ctx context.Context, addr string) (net.Conn, error) { return m.dial(ctx, addr, kindRPC) })
 	if err := n.open(rlog); err != nil {
 		trans.Close()
 		if n.logs != nil {
@@ -181,7 +225,30 @@ func Start(cfg Config) (*Node, error) {
 		}
 		return nil, err
 	}
+	obs := make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.RaftState, raft.LeaderObservation:
+			return true
+		}
+		return false
+	})
+	n.raft.RegisterObserver(n.observer)
+	n.bg.Go(func() {
+		for {
+			select {
+			case <-obs:
+				n.watch.notify()
+			case <-n.quit:
+				return
+			}
+		}
+	})
+	m.start(n.serveRPC)
 	go n.propose()
+	if cfg.Witness {
+		n.bg.Go(n.handOver)
+	}
 	return n, nil
 }
 
@@ -324,8 +391,11 @@ func (n *Node) Shutdown() error {
 	n.shutdownOnce.Do(func() {
 		close(n.quit)
 		<-n.done
+		n.bg.Wait()
+		n.raft.DeregisterObserver(n.observer)
 		err := n.raft.Shutdown().Error()
-		if cerr := n.trans.Close(); err == nil && cerr != nil {
+		n.peers.close()
+		if cerr := n.trans.Close(); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = cerr
 		}
 		if cerr := n.logs.Close(); err == nil && cerr != nil {
@@ -359,6 +429,29 @@ func (n *Node) raftErr(err error) error {
 		return ErrClosed
 	}
 	return err
+}
+
+// watch wakes the goroutines waiting for a change of this node's role or
+// of the leader it knows: wait returns a channel that is closed at the
+// next change.
+type watch struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (w *watch) init() { w.ch = make(chan struct{}) }
+
+func (w *watch) wait() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ch
+}
+
+func (w *watch) notify() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	close(w.ch)
+	w.ch = make(chan struct{})
 }
 
 // notLeader is the error for a proposal this node cannot take.

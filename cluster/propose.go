@@ -47,14 +47,10 @@ const (
 	readyTimeout   = 10 * time.Second
 )
 
-// Propose has the cluster apply cmds to every node's journal, in order,
-// and returns once this node (the leader) has applied them: a quorum of
-// the nodes has them in its log, so no later leader can lose them. It
-// fails with a NotLeaderError on a follower (ErrNoQuorum when no leader
-// is known), and with ErrLeadershipLost when this node stops being the
-// leader before a quorum stored them. A command's Time, a Prepare's
-// sequence number and sealed secret are the leader's to choose (see
-// store.Journal.Stamp); the caller's commands are not changed.
+// proposeLocal is Propose on the leader: it fails with a NotLeaderError
+// on a follower (ErrNoQuorum when no leader is known), with ErrWitness on
+// a witness, and with ErrLeadershipLost when this node stops being the
+// leader before a quorum stored the commands.
 //
 // The commands of the proposals waiting at the same moment go into one
 // log entry, so that concurrent proposers share its round trip and fsync.
@@ -62,7 +58,7 @@ const (
 // the wait; a proposal whose ctx ends after it was queued may still be
 // applied. ErrClosed (the node shut down) means the proposal never
 // reached the log: it may be made again elsewhere.
-func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, error) {
+func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command) ([]Result, error) {
 	if len(cmds) == 0 {
 		return nil, nil
 	}
@@ -70,6 +66,9 @@ func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, err
 	case <-n.quit:
 		return nil, ErrClosed
 	default:
+	}
+	if n.cfg.Witness {
+		return nil, ErrWitness
 	}
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
@@ -202,34 +201,57 @@ func (n *Node) propose() {
 	}
 }
 
-// ready checks that this node leads and, in a term it has not led in
-// yet, catches up first: every entry of the previous leaders is applied
-// (Barrier), so that its sequence numbers continue theirs, and the
-// journal is fenced to the new term, so that outcomes of deliveries made
-// under an older term are refused from now on.
+// ready checks that this node leads and, in a term the pipeline has not
+// led in yet, catches up first (fence): every entry of the previous
+// leaders is applied, so that its sequence numbers continue theirs.
 func (n *Node) ready(term, lastSeq *uint64) error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
-	t := n.raft.CurrentTerm()
-	if t == *term {
+	if n.raft.CurrentTerm() == *term {
 		return nil
 	}
-	if err := n.raft.Barrier(readyTimeout).Error(); err != nil {
-		return n.raftErr(err)
+	t, err := n.fence()
+	if err != nil {
+		return err
 	}
 	st, err := n.cfg.Journal.Stats()
 	if err != nil {
 		return err
 	}
 	*lastSeq = max(*lastSeq, st.LastSeq)
-	fence := []store.Command{{Op: store.CmdFence, Term: t, Time: n.cfg.Now()}}
-	if err := n.raft.Apply(store.EncodeCommands(fence), readyTimeout).Error(); err != nil {
-		return n.raftErr(err)
-	}
 	*term = t
-	n.log.Info("leading the cluster", "term", t, "lastSeq", *lastSeq)
+	n.log.Info("taking proposals as the leader", "term", t, "lastSeq", *lastSeq)
 	return nil
+}
+
+// fence makes this node ready to lead in its current term, once per term:
+// every entry committed by the previous leaders is applied (Barrier), and
+// the journal is fenced to the term (CmdFence), so that outcomes of
+// deliveries made under an older term are refused from then on. It
+// returns the term, and is shared by the proposal pipeline and Deliver.
+func (n *Node) fence() (uint64, error) {
+	n.fenceMu.Lock()
+	defer n.fenceMu.Unlock()
+	if n.raft.State() != raft.Leader {
+		return 0, n.notLeader()
+	}
+	t := n.raft.CurrentTerm()
+	if t == n.fencedTerm {
+		return t, nil
+	}
+	if err := n.raft.Barrier(readyTimeout).Error(); err != nil {
+		return 0, n.raftErr(err)
+	}
+	n.priorTerm = n.cfg.Journal.DeliveryTerm()
+	cmd := []store.Command{{Op: store.CmdFence, Term: t, Time: n.cfg.Now()}}
+	if err := n.raft.Apply(store.EncodeCommands(cmd), readyTimeout).Error(); err != nil {
+		return 0, n.raftErr(err)
+	}
+	// Raft's term may have moved meanwhile: the fence is for t.
+	n.fencedTerm = t
+	n.log.Info("journal fenced to this leader's term", "term", t, "previous", n.priorTerm)
+	return t, nil
 }
 
 // wait answers the proposers of each entry, in log order, once it is

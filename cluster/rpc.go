@@ -1,0 +1,359 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// The gateway's RPC runs on connections of kind 'P' of the cluster port.
+// Both directions carry frames: a header (the payload's length, uint32;
+// the request's id, uint64; the request's kind, or the answer's status:
+// 0 for success, else an error code, see errorCodes) and the payload. A
+// connection carries many requests at once; answers come back in any
+// order, matched by id.
+const (
+	rpcPropose      byte = 1 // forwarded commands (see encodeForward)
+	rpcPeer         byte = 2 // this node's own view (PeerStatus, JSON)
+	rpcStatus       byte = 3 // Node.Status of the node asked (JSON)
+	rpcAddVoter     byte = 4 // membershipRequest (JSON)
+	rpcRemoveServer byte = 5 // membershipRequest (JSON)
+)
+
+const (
+	frameHeader = 4 + 8 + 1
+	// maxFrame bounds a frame: a forwarded proposal is at most
+	// store.MaxEntryBytes of commands (refused before it is sent
+	// otherwise), and its encoding is below its size hint.
+	maxFrame = 2*store.MaxEntryBytes + 64<<10
+	// rpcWriteTimeout bounds the write of one frame.
+	rpcWriteTimeout = 10 * time.Second
+	// maxServing bounds the requests of one connection served at once:
+	// past it the server reads no more from the connection.
+	maxServing = 256
+)
+
+type frame struct {
+	id      uint64
+	kind    byte // a request's kind, an answer's status
+	payload []byte
+}
+
+func writeFrame(w io.Writer, f frame) error {
+	if len(f.payload) > maxFrame {
+		return fmt.Errorf("a frame of %d bytes is over the limit (%d): %w", len(f.payload), maxFrame, store.ErrTooLarge)
+	}
+	buf := make([]byte, frameHeader, frameHeader+len(f.payload))
+	binary.BigEndian.PutUint32(buf, uint32(len(f.payload)))
+	binary.BigEndian.PutUint64(buf[4:], f.id)
+	buf[12] = f.kind
+	buf = append(buf, f.payload...)
+	_, err := w.Write(buf)
+	// The payload may hold a plaintext secret (a forwarded Prepare).
+	clear(buf)
+	return err
+}
+
+func readFrame(r io.Reader) (frame, error) {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return frame{}, err
+	}
+	n := binary.BigEndian.Uint32(h[:])
+	if n > maxFrame {
+		return frame{}, fmt.Errorf("a frame of %d bytes is over the limit (%d)", n, maxFrame)
+	}
+	f := frame{id: binary.BigEndian.Uint64(h[4:]), kind: h[12], payload: make([]byte, n)}
+	if _, err := io.ReadFull(r, f.payload); err != nil {
+		return frame{}, err
+	}
+	return f, nil
+}
+
+// errorPayload is an error answer's payload: its message.
+func errorFrame(id uint64, err error) frame {
+	return frame{id: id, kind: errorCode(err), payload: []byte(err.Error())}
+}
+
+// rpcConn is the calling end of an RPC connection.
+type rpcConn struct {
+	c   net.Conn
+	wmu sync.Mutex
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan frame
+	err     error         // why the connection ended
+	done    chan struct{} // closed when it ended
+}
+
+func newRPCConn(c net.Conn) *rpcConn {
+	rc := &rpcConn{c: c, pending: map[uint64]chan frame{}, done: make(chan struct{})}
+	go rc.read()
+	return rc
+}
+
+func (rc *rpcConn) read() {
+	for {
+		f, err := readFrame(rc.c)
+		if err != nil {
+			rc.fail(err)
+			return
+		}
+		rc.mu.Lock()
+		ch := rc.pending[f.id]
+		delete(rc.pending, f.id)
+		rc.mu.Unlock()
+		if ch != nil {
+			ch <- f
+		}
+	}
+}
+
+// fail ends the connection: every call waiting fails.
+func (rc *rpcConn) fail(err error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.err != nil {
+		return
+	}
+	rc.err = err
+	rc.c.Close()
+	close(rc.done)
+}
+
+func (rc *rpcConn) close() { rc.fail(net.ErrClosed) }
+
+// broken reports whether the connection has ended.
+func (rc *rpcConn) broken() bool {
+	select {
+	case <-rc.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// errConnLost: the connection ended after the request was sent, before
+// its answer came.
+var errConnLost = errors.New("the connection to the node was lost before its answer")
+
+// call sends a request and waits for its answer. An error wrapping
+// errNotSent means the request never left whole; after it left, the
+// answer may not come: ctx ended (ctx.Err()) or the connection ended
+// (errConnLost). An error answer is returned re-created (errorOf).
+func (rc *rpcConn) call(ctx context.Context, kind byte, payload []byte) ([]byte, error) {
+	ch := make(chan frame, 1)
+	rc.mu.Lock()
+	if rc.err != nil {
+		rc.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", errNotSent, rc.err)
+	}
+	rc.next++
+	id := rc.next
+	rc.pending[id] = ch
+	rc.mu.Unlock()
+	forget := func() {
+		rc.mu.Lock()
+		delete(rc.pending, id)
+		rc.mu.Unlock()
+	}
+
+	rc.wmu.Lock()
+	rc.c.SetWriteDeadline(time.Now().Add(rpcWriteTimeout))
+	err := writeFrame(rc.c, frame{id: id, kind: kind, payload: payload})
+	rc.wmu.Unlock()
+	if err != nil {
+		forget()
+		if !errors.Is(err, store.ErrTooLarge) {
+			// A frame cut short is never acted on, but the frames after
+			// it would be read out of step: the connection is done.
+			rc.fail(err)
+		}
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	select {
+	case f := <-ch:
+		if f.kind != 0 {
+			return nil, errorOf(f.kind, string(f.payload))
+		}
+		return f.payload, nil
+	case <-rc.done:
+		forget()
+		select {
+		case f := <-ch: // the answer came just before the end
+			if f.kind != 0 {
+				return nil, errorOf(f.kind, string(f.payload))
+			}
+			return f.payload, nil
+		default:
+		}
+		return nil, fmt.Errorf("%w (%v)", errConnLost, rc.err)
+	case <-ctx.Done():
+		forget()
+		return nil, ctx.Err()
+	}
+}
+
+// peerConns keeps one RPC connection to each node this one calls.
+type peerConns struct {
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+
+	mu    sync.Mutex
+	peers map[string]*peerConn
+	quit  chan struct{}
+}
+
+type peerConn struct {
+	mu sync.Mutex // held while dialling
+	rc *rpcConn
+}
+
+func newPeerConns(dial func(ctx context.Context, addr string) (net.Conn, error)) *peerConns {
+	return &peerConns{dial: dial, peers: map[string]*peerConn{}, quit: make(chan struct{})}
+}
+
+// get returns the connection to addr, dialling it when there is none or
+// it broke. A failure to connect wraps errNotSent.
+func (p *peerConns) get(ctx context.Context, addr string) (*rpcConn, error) {
+	p.mu.Lock()
+	select {
+	case <-p.quit:
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", errNotSent, ErrClosed)
+	default:
+	}
+	pc := p.peers[addr]
+	if pc == nil {
+		pc = &peerConn{}
+		p.peers[addr] = pc
+	}
+	p.mu.Unlock()
+
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.rc != nil && !pc.rc.broken() {
+		return pc.rc, nil
+	}
+	c, err := p.dial(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect to %s: %w", errNotSent, addr, err)
+	}
+	pc.rc = newRPCConn(c)
+	p.mu.Lock()
+	closed := false
+	select {
+	case <-p.quit:
+		closed = true
+	default:
+	}
+	p.mu.Unlock()
+	if closed {
+		pc.rc.close()
+		return nil, fmt.Errorf("%w: %w", errNotSent, ErrClosed)
+	}
+	return pc.rc, nil
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	close(p.quit)
+	peers := p.peers
+	p.mu.Unlock()
+	for _, pc := range peers {
+		pc.mu.Lock()
+		if pc.rc != nil {
+			pc.rc.close()
+		}
+		pc.mu.Unlock()
+	}
+}
+
+// serveRPC answers the requests of one RPC connection until it ends.
+func (n *Node) serveRPC(c net.Conn) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer c.Close()
+	var (
+		wmu  sync.Mutex
+		wg   sync.WaitGroup
+		slot = make(chan struct{}, maxServing)
+	)
+	defer wg.Wait()
+	for {
+		f, err := readFrame(c)
+		if err != nil {
+			return
+		}
+		slot <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slot }()
+			answer := n.answer(ctx, f)
+			wmu.Lock()
+			c.SetWriteDeadline(time.Now().Add(rpcWriteTimeout))
+			err := writeFrame(c, answer)
+			wmu.Unlock()
+			if err != nil {
+				c.Close()
+			}
+		}()
+	}
+}
+
+// answer serves one request.
+func (n *Node) answer(ctx context.Context, f frame) frame {
+	ok := func(payload []byte) frame { return frame{id: f.id, payload: payload} }
+	switch f.kind {
+	case rpcPropose:
+		timeout, cmds, err := decodeForward(f.payload)
+		clear(f.payload) // plaintext secrets
+		if err != nil {
+			return errorFrame(f.id, err)
+		}
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		res, err := n.proposeLocal(ctx, cmds)
+		if err != nil {
+			return errorFrame(f.id, err)
+		}
+		return ok(encodeResults(res))
+	case rpcPeer:
+		return jsonAnswer(f.id, n.peerStatus(), nil)
+	case rpcStatus:
+		ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		defer cancel()
+		st, err := n.Status(ctx)
+		return jsonAnswer(f.id, st, err)
+	case rpcAddVoter, rpcRemoveServer:
+		var req membershipRequest
+		if err := unmarshal(f.payload, &req); err != nil {
+			return errorFrame(f.id, err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, membershipTimeout)
+		defer cancel()
+		var err error
+		switch {
+		case f.kind == rpcRemoveServer:
+			err = n.removeServer(ctx, req.ID, req.Forwarded)
+		default:
+			err = n.addVoter(ctx, req.ID, req.Addr, req.Forwarded)
+		}
+		if err != nil {
+			return errorFrame(f.id, err)
+		}
+		return ok(nil)
+	}
+	return errorFrame(f.id, fmt.Errorf("unknown request %d", f.kind))
+}
