@@ -114,10 +114,10 @@ func (c *testCluster) start(n *testNode) {
 		c.t.Fatalf("listen for %s: %v", n.id, err)
 	}
 	cfg := cluster.Config{
-		NodeID:  n.id,
-		Dir:     filepath.Join(n.dir, "raft"),
-		Journal: j,
-		Peers:   c.peers,
+		NodeID:   n.id,
+		Dir:      filepath.Join(n.dir, "raft"),
+		Journal:  j,
+		Peers:    c.peers,
 		Listener: ln,
 		// Raft's default timing (1s heartbeat and election timeouts, 500ms
 		// lease): shorter ones make a loaded test machine hold elections

@@ -47,7 +47,9 @@ func (e *NotLeaderError) Error() string {
 
 // Is makes errors.Is(err, ErrNotLeader) and errors.Is(err, ErrUnavailable)
 // true.
-func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader || target == errUnavailable }
+func (e *NotLeaderError) Is(target error) bool {
+	return target == ErrNotLeader || target == errUnavailable
+}
 
 // An error crosses the network as a code and its message; the code
 // re-creates the sentinel it wrapped, so that errors.Is works on the
