@@ -46,15 +46,19 @@ type Peer struct {
 
 // Config configures a Node.
 type Config struct {
-	// NodeID names this node; it must be one of Peers when Peers is set.
+	// NodeID names this node, unique in the cluster.
 	NodeID string
 	// Dir holds the Raft log and snapshots (DATA_DIR/raft).
 	Dir string
 	// Journal is the state machine, opened with store.Options.Replicated.
 	// The node does not close it.
 	Journal *store.Journal
-	// Peers are the cluster's voters, the same list on every node. Empty:
-	// a cluster of this node alone, which elects itself at once.
+	// Peers are the cluster's voters, the same list on every node; a new
+	// cluster bootstraps with them. Empty: a cluster of this node alone,
+	// which elects itself at once. A list without this node: the node
+	// joins the running cluster of those peers once one of them adds it
+	// (Node.AddVoter), bootstrapping nothing. Peers counts only at the
+	// first start: after it, the members are those of the Raft log.
 	Peers []Peer
 
 	// Listen is this node's cluster port (host:port): Raft's traffic and
@@ -182,6 +186,13 @@ func Start(cfg Config) (*Node, error) {
 			advertise = p.Addr
 		}
 	}
+	if advertise == "" && cfg.Listener == nil {
+		if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" {
+			if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+				advertise = cfg.Listen
+			}
+		}
+	}
 	ln := cfg.Listener
 	if cfg.TLS == nil {
 		addrs := []string{cfg.Listen}
@@ -289,11 +300,16 @@ func (n *Node) open(rlog hclog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	var servers []raft.Server
 	if !existing {
-		servers, err := n.servers()
-		if err != nil {
+		if servers, err = n.servers(); err != nil {
 			return err
 		}
+		if servers == nil {
+			n.log.Info("joining a cluster: waiting to be added as a voter", "peers", len(n.cfg.Peers))
+		}
+	}
+	if !existing && servers != nil {
 		if err := raft.BootstrapCluster(rc, cached, logs, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
 			return fmt.Errorf("cluster: bootstrap: %w", err)
 		}
@@ -315,7 +331,9 @@ func setIf[T comparable](dst *T, v T) {
 	}
 }
 
-// servers is the bootstrap configuration: the peers, or this node alone.
+// servers is the bootstrap configuration: the peers, or this node alone;
+// nil when the peers do not list this node: it joins their cluster, once
+// one of them adds it (Node.AddVoter), and bootstraps nothing.
 func (n *Node) servers() ([]raft.Server, error) {
 	self := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.NodeID), Address: n.trans.LocalAddr()}
 	if len(n.cfg.Peers) == 0 {
@@ -334,7 +352,7 @@ func (n *Node) servers() ([]raft.Server, error) {
 		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 	}
 	if !seen[n.cfg.NodeID] {
-		return nil, fmt.Errorf("cluster: this node (%s) is not among the peers", n.cfg.NodeID)
+		return nil, nil
 	}
 	return servers, nil
 }

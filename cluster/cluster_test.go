@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,8 @@ type testNode struct {
 	ln            net.Listener // held from the cluster's making to the first start
 	j             *store.Journal
 	n             *cluster.Node
+	witness       bool        // started as a witness, its journal without a key
+	tls           *tls.Config // the cluster port's TLS (nil: plain loopback)
 }
 
 type testCluster struct {
@@ -89,8 +92,12 @@ func (c *testCluster) startAll() {
 // start opens the node's journal and starts its Raft node.
 func (c *testCluster) start(n *testNode) {
 	c.t.Helper()
+	keyFile := filepath.Join(n.dir, "journal.key")
+	if n.witness {
+		keyFile = ""
+	}
 	j, err := store.Open(filepath.Join(n.dir, "journal"), store.Options{
-		KeyFile:              filepath.Join(n.dir, "journal.key"),
+		KeyFile:              keyFile,
 		Replicated:           true,
 		HousekeepingInterval: -1,
 		Logger:               c.logger,
@@ -119,6 +126,8 @@ func (c *testCluster) start(n *testNode) {
 		Journal:  j,
 		Peers:    c.peers,
 		Listener: ln,
+		TLS:      n.tls,
+		Witness:  n.witness,
 		// Raft's default timing (1s heartbeat and election timeouts, 500ms
 		// lease): shorter ones make a loaded test machine hold elections
 		// it does not need.
@@ -177,12 +186,15 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 
 // leader waits until one running node leads and every running node knows
 // it.
-func (c *testCluster) leader() *testNode {
+func (c *testCluster) leader() *testNode { return c.leaderAmong(c.running()) }
+
+// leaderAmong waits until one of nodes leads and all of them know it.
+func (c *testCluster) leaderAmong(nodes []*testNode) *testNode {
 	c.t.Helper()
 	var lead *testNode
 	waitFor(c.t, "a leader every running node knows", 20*time.Second, func() bool {
 		lead = nil
-		for _, n := range c.running() {
+		for _, n := range nodes {
 			if n.n.State() == raft.Leader {
 				lead = n
 			}
@@ -190,7 +202,7 @@ func (c *testCluster) leader() *testNode {
 		if lead == nil {
 			return false
 		}
-		for _, n := range c.running() {
+		for _, n := range nodes {
 			if id, _ := n.n.Leader(); id != lead.id {
 				return false
 			}
@@ -249,15 +261,17 @@ func stateOf(t testing.TB, j *store.Journal) state {
 
 // converge waits until every running node has applied what the leader
 // has, then checks that their journals are the same, and returns it.
-func (c *testCluster) converge() state {
+func (c *testCluster) converge() state { return c.convergeAmong(c.running()) }
+
+func (c *testCluster) convergeAmong(nodes []*testNode) state {
 	c.t.Helper()
-	lead := c.leader()
+	lead := c.leaderAmong(nodes)
 	if err := lead.n.Barrier(context.Background()); err != nil {
 		c.t.Fatalf("barrier: %v", err)
 	}
 	target := lead.j.AppliedIndex()
 	waitFor(c.t, fmt.Sprintf("every node to apply entry %d", target), 20*time.Second, func() bool {
-		for _, n := range c.running() {
+		for _, n := range nodes {
 			if n.j.AppliedIndex() < target {
 				return false
 			}
@@ -265,7 +279,7 @@ func (c *testCluster) converge() state {
 		return true
 	})
 	want := stateOf(c.t, lead.j)
-	for _, n := range c.running() {
+	for _, n := range nodes {
 		if got := stateOf(c.t, n.j); !reflect.DeepEqual(got, want) {
 			c.t.Fatalf("journal of %s differs from the leader's (%s):\n%+v\nwant\n%+v", n.id, lead.id, got, want)
 		}
