@@ -302,15 +302,21 @@ func (vr *verifier) get(n *Node) *verification {
 }
 
 // handOver is a witness's watch: whenever it leads, it transfers the
-// leadership to the most up-to-date other voter (Raft waits until that
-// voter has the whole log), and tries again until one takes it.
+// leadership to another voter (Raft waits until that voter has the whole
+// log), and tries again until one takes it.
 func (n *Node) handOver() {
 	t := time.NewTicker(leaderCheck)
 	defer t.Stop()
 	for {
 		changed := n.watch.wait()
 		if n.raft.State() == raft.Leader {
-			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			var err error
+			if id, addr := n.handOverTarget(); id != "" {
+				err = n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+			} else {
+				err = n.raft.LeadershipTransfer().Error()
+			}
+			if err != nil {
 				n.log.Debug("witness: leadership transfer failed, will retry", "err", err)
 			} else {
 				n.log.Info("witness: handed the leadership over")
@@ -323,4 +329,31 @@ func (n *Node) handOver() {
 			return
 		}
 	}
+}
+
+// handOverTarget is the voter a witness hands the leadership to: of the
+// other voters that answer and are not witnesses, the one that applied
+// the most. None: Raft picks.
+func (n *Node) handOverTarget() (id, addr string) {
+	future := n.raft.GetConfiguration()
+	if future.Error() != nil {
+		return "", ""
+	}
+	var best uint64
+	for _, s := range future.Configuration().Servers {
+		if s.Suffrage != raft.Voter || string(s.ID) == n.cfg.NodeID {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		var ps PeerStatus
+		err := n.call(ctx, string(s.Address), rpcPeer, nil, &ps)
+		cancel()
+		if err != nil || ps.Witness || ps.ID != string(s.ID) {
+			continue
+		}
+		if id == "" || ps.AppliedIndex > best {
+			id, addr, best = string(s.ID), string(s.Address), ps.AppliedIndex
+		}
+	}
+	return id, addr
 }
