@@ -521,6 +521,7 @@ func TestClusterLateNodeGetsSnapshot(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *cluster.Config) {
 		cfg.TrailingLogs = 8
 		cfg.SnapshotThreshold = 16
+		cluster.SmallLogSegments(cfg)
 	})
 	late := c.nodes[2]
 	c.start(c.nodes[0])
