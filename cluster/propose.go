@@ -287,4 +287,3 @@ func (n *Node) wait(flights <-chan *inFlight, slots <-chan struct{}, done chan<-
 		}
 	}
 }
-
