@@ -86,6 +86,12 @@ func disabledEntryKey(key string) []byte {
 // PutDisabled records (or replaces) a disabled account; it returns once
 // the change is on disk.
 func (j *Journal) PutDisabled(ctx context.Context, d DisabledAccount) error {
+	if p := j.proposer(); p != nil {
+		if d.Name == "" {
+			return errors.New("disabled account without a name")
+		}
+		return j.proposeChange(ctx, p, "record disabled account "+d.Name, Command{Op: CmdPutDisabled, Disabled: d})
+	}
 	if err := j.recs.local; err != nil {
 		return err
 	}
@@ -153,6 +159,9 @@ func (b *batch) getDisabled(name string) (DisabledAccount, bool, error) {
 // RemoveDisabled forgets a disabled account (enabled again or removed); it
 // is not an error when there is none.
 func (j *Journal) RemoveDisabled(ctx context.Context, name string) error {
+	if p := j.proposer(); p != nil {
+		return j.proposeChange(ctx, p, "forget disabled account "+name, Command{Op: CmdRemoveDisabled, Name: name})
+	}
 	if err := j.recs.local; err != nil {
 		return err
 	}

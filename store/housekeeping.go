@@ -20,13 +20,16 @@ const housekeepingChunk = 256
 // Badger's value-log garbage collection, every HousekeepingInterval in the
 // background and whenever Journal.Housekeep asks. It holds no lock: what it
 // removes it removes through writer mutations, which check again that each
-// record may go.
+// record may go. A replicated journal's purges are commands (CmdPurge),
+// proposed by the node that delivers (RunTerm) and applied by every node;
+// its value-log garbage collection is each node's own.
 type housekeeper struct {
-	db   *badger.DB
-	w    *writer
-	feed *Feed
-	opts Options
-	log  *slog.Logger
+	db    *badger.DB
+	w     *writer
+	feed  *Feed
+	sched *scheduler // what delivers on this node (a replicated journal's purges)
+	opts  Options
+	log   *slog.Logger
 
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
@@ -77,10 +80,8 @@ type HousekeepResult struct {
 func (h *housekeeper) run(ctx context.Context) (HousekeepResult, error) {
 	var res HousekeepResult
 	cutoff := h.opts.Now().Add(-h.opts.Retention)
-	// A follower applies its primary's purges, a replicated journal its
-	// leader's (CmdPurge).
-	if !h.opts.Follower && !h.opts.Replicated {
-		n, err := inChunks(func() (int, error) { return h.purgeDelivered(ctx, cutoff) })
+	if purge := h.purger(); purge != nil {
+		n, err := inChunks(func() (int, error) { return h.purgeDelivered(ctx, cutoff, purge) })
 		res.Purged = n
 		if err != nil {
 			return res, err
@@ -117,7 +118,33 @@ func inChunks(step func() (int, error)) (int, error) {
 	}
 }
 
-func (h *housekeeper) purgeDelivered(ctx context.Context, cutoff time.Time) (int, error) {
+// purgeFunc removes those of records seqs delivered before cutoff and
+// says how many it removed.
+type purgeFunc func(ctx context.Context, seqs []uint64, cutoff time.Time) (int, error)
+
+// purger is how this journal purges its delivered records: through the
+// writer (a journal of its own), through the cluster (a replicated
+// journal on the node that delivers), or not at all (nil: a follower
+// applies its primary's purges, the other nodes of a cluster the
+// deliverer's).
+func (h *housekeeper) purger() purgeFunc {
+	switch {
+	case h.opts.Follower:
+		return nil
+	case h.opts.Replicated:
+		p := h.sched.delivering()
+		if p == nil {
+			return nil
+		}
+		return func(ctx context.Context, seqs []uint64, cutoff time.Time) (int, error) {
+			return h.proposePurge(ctx, p, seqs, cutoff)
+		}
+	default:
+		return h.writePurge
+	}
+}
+
+func (h *housekeeper) purgeDelivered(ctx context.Context, cutoff time.Time, purge purgeFunc) (int, error) {
 	var seqs []uint64
 	err := h.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDelivered})
@@ -135,14 +162,45 @@ func (h *housekeeper) purgeDelivered(ctx context.Context, cutoff time.Time) (int
 	if err != nil || len(seqs) == 0 {
 		return 0, err
 	}
-	purged := 0
-	err = h.w.submitLazy(ctx, func(b *batch) error {
-		var err error
-		purged, err = b.purge(seqs, cutoff)
-		return err
-	})
+	purged, err := purge(ctx, seqs, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("purge delivered records: %w", err)
 	}
 	return purged, nil
+}
+
+func (h *housekeeper) writePurge(ctx context.Context, seqs []uint64, cutoff time.Time) (int, error) {
+	purged := 0
+	err := h.w.submitLazy(ctx, func(b *batch) error {
+		var err error
+		purged, err = b.purge(seqs, cutoff)
+		return err
+	})
+	return purged, err
+}
+
+// proposePurge proposes the purge and counts the records gone from this
+// node's journal once the proposal returned (the proposer applied it).
+func (h *housekeeper) proposePurge(ctx context.Context, p Proposer, seqs []uint64, cutoff time.Time) (int, error) {
+	a, err := proposeOne(ctx, p, Command{Op: CmdPurge, Time: cutoff, Seqs: seqs})
+	if err == nil {
+		err = a.Err
+	}
+	if err != nil {
+		return 0, err
+	}
+	gone := 0
+	err = h.db.View(func(txn *badger.Txn) error {
+		for _, seq := range seqs {
+			_, err := txn.Get(numKey(prefixRecord, seq))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				gone++
+			case err != nil:
+				return err
+			}
+		}
+		return nil
+	})
+	return gone, err
 }

@@ -33,8 +33,12 @@
 // cluster (package cluster): it changes only by applying batches of
 // Commands in log order (Apply), each batch with its log index in the same
 // transaction, and is copied whole by Snapshot and Restore (see
-// command.go, apply.go, snapshot.go). The changes of a record's life are
-// the same code for both kinds of journal (commitRecord, recordOutcome...).
+// command.go, apply.go, snapshot.go). Its own writers propose commands
+// through the cluster (Proposer, propose.go), the leader delivers
+// (RunTerm) and a single gateway's journal becomes one by MakeReplicated
+// (convert.go). The changes of a record's life are the same code for both
+// kinds of journal (commitRecord, recordOutcome...), and so is the
+// scheduling of deliveries.
 //
 // Secrets (passwords) are stored apart from the record, AES-256-GCM
 // encrypted with the key in Options.KeyFile, and deleted once delivered or
@@ -116,8 +120,12 @@ type Options struct {
 	// Replicated opens a Raft cluster's copy (see Command): it changes only
 	// through Apply and Restore, in the order of the Raft log, and keeps
 	// no change log of its own (the Raft log is one). Prepare, Commit and
-	// the other local changes return ErrReplicated, and so does Run until
-	// the cluster delivers through the leader (issue 18).
+	// the other changes go through the cluster once a Proposer is set
+	// (SetProposer; without one they return ErrReplicated), and delivery
+	// is RunTerm's (Run returns ErrReplicated). A single gateway's journal
+	// must be converted first (MakeReplicated): Open refuses it
+	// (ErrNotReplicated), and refuses a cluster's journal opened without
+	// Replicated (ErrReplicated).
 	Replicated bool
 	// MustExist refuses to create a journal (or a key) that is not there.
 	MustExist bool
@@ -190,6 +198,8 @@ type Journal struct {
 	keeper *housekeeper
 
 	closing atomic.Bool // Close has begun
+	// prop is a replicated journal's Proposer (SetProposer).
+	prop atomic.Pointer[proposerRef]
 }
 
 // Open opens (creating it unless opts.MustExist) the journal in dir.
@@ -245,7 +255,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		w:      w,
 		sched:  sched,
 		feed:   feed,
-		keeper: &housekeeper{db: db, w: w, feed: feed, opts: opts, log: log},
+		keeper: &housekeeper{db: db, w: w, feed: feed, sched: sched, opts: opts, log: log},
 	}
 	w.start()
 	j.keeper.start()
@@ -293,7 +303,13 @@ func (j *Journal) Position() uint64 {
 // Attempts and the delivery fields are set by the journal, and r.Secret (if
 // any) is stored encrypted. ctx bounds the wait for a place in the write
 // queue; once queued, Prepare waits for the disk.
+//
+// A replicated journal with a Proposer proposes the record to the cluster
+// and returns once a quorum holds it and this node has applied it.
 func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
+	if p := j.proposer(); p != nil {
+		return j.proposePrepare(ctx, p, r)
+	}
 	return j.recs.prepare(ctx, r)
 }
 
@@ -301,23 +317,44 @@ func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
 // which makes it deliverable. entryKey, when not empty, sets the entry's
 // stable key (known only now for an added entry).
 func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error {
+	if p := j.proposer(); p != nil {
+		return j.proposeChange(ctx, p, "commit", Command{Op: CmdCommit, Seq: seq, EntryKey: entryKey})
+	}
 	return j.recs.commit(ctx, seq, entryKey)
 }
 
 // Abort removes a prepared record whose write the upstream refused.
 func (j *Journal) Abort(ctx context.Context, seq uint64) error {
+	if p := j.proposer(); p != nil {
+		return j.proposeChange(ctx, p, "abort", Command{Op: CmdAbort, Seq: seq})
+	}
 	return j.recs.abort(ctx, seq)
 }
 
 // Retry makes a dead record deliverable again with a fresh count of
 // attempts, or a committed record waiting out a backoff deliverable now.
 func (j *Journal) Retry(ctx context.Context, seq uint64) error {
+	if p := j.proposer(); p != nil {
+		// Only the delivering node knows what is in flight; elsewhere a
+		// retry of a record being delivered only moves its next attempt.
+		if j.sched.inFlight(seq) {
+			return fmt.Errorf("retry: record %d: %w", seq, ErrInFlight)
+		}
+		return j.proposeChange(ctx, p, "retry", Command{Op: CmdRetry, Seq: seq})
+	}
 	return j.recs.retry(ctx, seq, j.sched.inFlight)
 }
 
 // Drop removes a record that is not delivered (a dead letter, usually),
 // with its secret. Delivered records are history and are only purged.
 func (j *Journal) Drop(ctx context.Context, seq uint64) error {
+	if p := j.proposer(); p != nil {
+		if err := j.proposeChange(ctx, p, "drop", Command{Op: CmdDrop, Seq: seq}); err != nil {
+			return err
+		}
+		j.recs.log.Info("record dropped", "seq", seq)
+		return nil
+	}
 	return j.recs.drop(ctx, seq)
 }
 
@@ -361,9 +398,10 @@ func (j *Journal) Run(ctx context.Context, workers int, d Deliverer) error {
 }
 
 // Housekeep purges the delivered records older than Retention (a follower
-// leaves that to its primary, whose purges it applies), trims the change log
-// to Retention and runs Badger's value-log garbage collection. Open runs it
-// every HousekeepingInterval.
+// leaves that to its primary, whose purges it applies; a replicated
+// journal proposes them only on the node that delivers, RunTerm), trims the
+// change log to Retention and runs Badger's value-log garbage collection.
+// Open runs it every HousekeepingInterval.
 func (j *Journal) Housekeep(ctx context.Context) (HousekeepResult, error) {
 	return j.keeper.run(ctx)
 }

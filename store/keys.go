@@ -18,6 +18,9 @@ var (
 	metaKey     = []byte("m/keycheck")
 	metaApplied = []byte("m/applied") // a replicated journal's last applied Raft index
 	metaTerm    = []byte("m/term")    // a replicated journal's delivery term
+	// metaReplicated marks a cluster's journal (Options.Replicated), so that
+	// neither kind is opened as the other (see MakeReplicated).
+	metaReplicated = []byte("m/replicated")
 
 	prefixRecord    = []byte("r/")
 	prefixSecret    = []byte("s/")

@@ -108,6 +108,9 @@ type loaded struct {
 // the records not yet delivered.
 func load(db *badger.DB, dir string, opts Options) (loaded, error) {
 	st := loaded{idx: newIndex()}
+	if err := checkKind(db, dir, opts); err != nil {
+		return st, err
+	}
 	var keyCheck []byte
 	err := db.View(func(txn *badger.Txn) error {
 		var err error

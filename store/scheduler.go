@@ -34,6 +34,7 @@ type scheduler struct {
 	running   bool
 	stopRun   context.CancelFunc
 	runDone   chan struct{}
+	term      *termRun // the replicated delivery running (RunTerm), if any
 }
 
 func newScheduler(idx *index, delivered int, opts Options, log *slog.Logger) *scheduler {
@@ -150,6 +151,13 @@ func (s *scheduler) shutdown() {
 	}
 }
 
+// recordFunc records what a delivery of record rec, dispatched as d, came
+// to (derr nil: delivered, with the records covered along) and ends the
+// delivery once the index holds the record's new version. An error means
+// the outcome could not be recorded; d is then still the caller's to
+// release. secret is the record's secret, for the error text to hide.
+type recordFunc func(d dispatched, rec *Record, derr error, covered []uint64, secret []byte) error
+
 // run delivers committed records until ctx is done (see Journal.Run).
 func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) error {
 	if s.opts.Follower {
@@ -158,6 +166,14 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 	if s.opts.Replicated {
 		return ErrReplicated
 	}
+	return s.deliverLoop(ctx, workers, deliver, nil, s.writeOutcome)
+}
+
+// deliverLoop runs the deliveries until ctx is done, each outcome
+// recorded by record. term, when set, is the replicated delivery this
+// run is (RunTerm): once its term is found over, the run ends with the
+// reason.
+func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Deliverer, term *termRun, record recordFunc) error {
 	var covers func(*Record) bool
 	if c, ok := deliver.(Coverer); ok {
 		covers = c.Covers
@@ -177,11 +193,11 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 		return ErrRunning
 	}
 	done := make(chan struct{})
-	s.running, s.stopRun, s.runDone = true, cancel, done
+	s.running, s.stopRun, s.runDone, s.term = true, cancel, done, term
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.running, s.stopRun, s.runDone = false, nil, nil
+		s.running, s.stopRun, s.runDone, s.term = false, nil, nil, nil
 		s.mu.Unlock()
 		close(done)
 	}()
@@ -192,7 +208,7 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 		go func() {
 			defer func() { finished <- struct{}{} }()
 			for d := range work {
-				s.deliverOne(ctx, d, deliver, covers)
+				s.deliverOne(ctx, d, deliver, covers, record)
 			}
 		}()
 	}
@@ -203,7 +219,16 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 		}
 	}()
 
+	var stopped <-chan struct{} // a replicated run's term is over
+	if term != nil {
+		stopped = term.stopped
+	}
 	for {
+		select {
+		case <-stopped:
+			return term.err()
+		default:
+		}
 		now := s.opts.Now()
 		s.mu.Lock()
 		items, next := s.idx.due(now, workers)
@@ -212,12 +237,11 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 			select {
 			case work <- d:
 			case <-ctx.Done():
-				s.mu.Lock()
-				for _, d := range items[i:] {
-					s.idx.release(d)
-				}
-				s.mu.Unlock()
+				s.releaseAll(items[i:])
 				return nil
+			case <-stopped:
+				s.releaseAll(items[i:])
+				return term.err()
 			}
 		}
 		if len(items) > 0 {
@@ -235,6 +259,11 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 				timer.Stop()
 			}
 			return nil
+		case <-stopped:
+			if timer != nil {
+				timer.Stop()
+			}
+			return term.err()
 		case <-s.wake:
 		case <-fire:
 		}
@@ -244,7 +273,16 @@ func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) err
 	}
 }
 
-func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Deliverer, covers func(*Record) bool) {
+// releaseAll gives back deliveries taken but not started.
+func (s *scheduler) releaseAll(items []dispatched) {
+	s.mu.Lock()
+	for _, d := range items {
+		s.idx.release(d)
+	}
+	s.mu.Unlock()
+}
+
+func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Deliverer, covers func(*Record) bool, record recordFunc) {
 	rec, err := s.recs.getWithSecret(d.seq)
 	var derr error
 	var covered []uint64 // delivered along with it (a Coverer)
@@ -273,28 +311,14 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 	}
 	secret := rec.Secret
 	rec.Secret = nil
-	err = s.w.submitLazy(context.Background(), func(b *batch) error {
-		b.effects = append(b.effects, effect{release: &d})
-		old, err := b.get(d.seq)
-		if err != nil || old.State != StateCommitted {
-			// Dropped (or otherwise settled) while it was being delivered.
-			return nil
-		}
-		o := Outcome{Delivered: derr == nil, Covered: covered}
-		if derr != nil {
-			attempts := old.Attempts + 1
-			o.LastError = errorText(derr, secret)
-			if IsPermanent(derr) || attempts >= s.opts.MaxAttempts {
-				o.Dead = true
-			} else {
-				o.NextAttempt = b.now.Add(backoff(attempts, s.opts.BackoffBase, s.opts.BackoffCap, rand.Float64()))
-			}
-		}
-		return b.recordOutcome(old, o, b.now)
-	})
+	err = record(d, rec, derr, covered, secret)
 	clear(secret)
 	if err != nil {
-		s.log.Error("journal: recording a delivery failed", "seq", d.seq, "err", err)
+		level := slog.LevelError
+		if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "journal: recording a delivery failed", "seq", d.seq, "err", err)
 		s.releaseDelivery(d, s.opts.Now().Add(s.opts.BackoffBase))
 		return
 	}
@@ -305,6 +329,37 @@ func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Delive
 	default:
 		s.log.Warn("delivery failed", "seq", d.seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", errorText(derr, nil))
 	}
+}
+
+// outcome is what a delivery came to, for a record delivered attempts
+// times before: delivered (with the records it covered), or a failure
+// with the next attempt after a backoff from now, or dead.
+func (s *scheduler) outcome(derr error, covered []uint64, attempts int, secret []byte, now time.Time) Outcome {
+	if derr == nil {
+		return Outcome{Delivered: true, Covered: covered}
+	}
+	o := Outcome{LastError: errorText(derr, secret)}
+	attempts++
+	if IsPermanent(derr) || attempts >= s.opts.MaxAttempts {
+		o.Dead = true
+	} else {
+		o.NextAttempt = now.Add(backoff(attempts, s.opts.BackoffBase, s.opts.BackoffCap, rand.Float64()))
+	}
+	return o
+}
+
+// writeOutcome records a delivery's outcome through the writer (a
+// journal of its own), which releases d with the record's new version.
+func (s *scheduler) writeOutcome(d dispatched, _ *Record, derr error, covered []uint64, secret []byte) error {
+	return s.w.submitLazy(context.Background(), func(b *batch) error {
+		b.effects = append(b.effects, effect{release: &d})
+		old, err := b.get(d.seq)
+		if err != nil || old.State != StateCommitted {
+			// Dropped (or otherwise settled) while it was being delivered.
+			return nil
+		}
+		return b.recordOutcome(old, s.outcome(derr, covered, old.Attempts, secret, b.now), b.now)
+	})
 }
 
 // maxCovered bounds the records one delivery settles along with its own.
