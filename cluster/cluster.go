@@ -143,8 +143,10 @@ type Node struct {
 	peers *peerConns
 	logs  logStore
 
-	// watch wakes those waiting for a change of role or leader.
+	// watch wakes those waiting for a change of role or leader, applied
+	// those waiting for the journal to apply more entries.
 	watch    watch
+	applied  watch
 	observer *raft.Observer
 
 	proposals chan *proposal
@@ -250,6 +252,7 @@ func Start(cfg Config) (*Node, error) {
 	})
 	n := &Node{cfg: cfg, log: log, trans: trans, mux: m, proposals: make(chan *proposal, 1024), quit: make(chan struct{}), done: make(chan struct{})}
 	n.watch.init()
+	n.applied.init()
 	n.peers = newPeerConns(func(ctx context.Context, addr string) (net.Conn, error) { return m.dial(ctx, addr, kindRPC) })
 	if err := n.open(rlog); err != nil {
 		trans.Close()
@@ -316,7 +319,7 @@ func (n *Node) open(rlog hclog.Logger) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	machine := &fsm{j: cfg.Journal, log: n.log, fail: n.fail}
+	machine := &fsm{j: cfg.Journal, log: n.log, fail: n.fail, applied: n.applied.notify}
 
 	existing, err := raft.HasExistingState(cached, logs, snaps)
 	if err != nil {
