@@ -19,9 +19,9 @@ var _ store.Proposer = (*Node)(nil)
 
 // proposal is one Propose call on its way through the leader's pipeline.
 type proposal struct {
-	cmds []store.Command
-	size int // the commands' SizeHint
-	off  int // where its commands start in the entry
+	cmds  []store.Command
+	size  int // the commands' SizeHint
+	off   int // where its commands start in the entry
 	res   []Result
 	index uint64 // the entry's, once applied
 	err   error
