@@ -740,3 +740,48 @@ func benchThroughput(b *testing.B, writers, per int, spread bool) {
 		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 	}
 }
+
+// TestJournalThroughAFollower: a follower's journal, with its node as
+// proposer, takes the gateway's writes as a lone journal would: its
+// Prepare returns a number the journal already holds, a refusal keeps its
+// sentinel, and without a quorum the write is refused as unavailable.
+func TestJournalThroughAFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	lead := c.leader()
+	for _, n := range c.nodes {
+		n.j.SetProposer(n.n)
+	}
+	var f *testNode
+	for _, n := range c.nodes {
+		if n != lead {
+			f = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r := account("journal")
+	r.Op, r.Changes, r.Secret = store.OpPassword, nil, []byte("pw")
+	seq, err := f.j.Prepare(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.j.Get(seq); err != nil || got.State != store.StatePrepared {
+		t.Fatalf("record %d on the follower: %v %+v", seq, err, got)
+	}
+	if err := f.j.Commit(ctx, seq, "key"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.j.Abort(ctx, seq); !errors.Is(err, store.ErrState) {
+		t.Fatalf("abort of a committed record: %v", err)
+	}
+	c.converge()
+	for _, n := range c.nodes {
+		if n != f {
+			c.stop(n)
+		}
+	}
+	if _, err := f.j.Prepare(ctx, account("minority")); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("prepare without a quorum: %v", err)
+	}
+}
