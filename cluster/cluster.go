@@ -209,6 +209,9 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	ln := cfg.Listener
+	if ln == nil && cfg.Listen == "" {
+		return nil, errors.New("cluster: a node needs an address to listen on")
+	}
 	if cfg.TLS == nil {
 		addrs := []string{cfg.Listen}
 		if ln != nil {
@@ -222,9 +225,6 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	if ln == nil {
-		if cfg.Listen == "" {
-			return nil, errors.New("cluster: a node needs an address to listen on")
-		}
 		var err error
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("cluster: listen: %w", err)
