@@ -246,7 +246,7 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 		return nil, nil, err
 	}
 	if !witness {
-		j.SetProposer(proposer{n})
+		j.SetProposer(n)
 	}
 	log.Info("cluster node started", "node", cc.NodeID, "listen", cc.Listen, "peers", cc.Peers, "fenceDelay", fence,
 		"tls", tlsCfg != nil, "witness", witness)
@@ -256,26 +256,6 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 // leaderLease is hashicorp/raft's default leader lease: a leader cut off
 // from the quorum steps down within it.
 const leaderLease = 500 * time.Millisecond
-
-// proposer hands the journal's changes to the node, and says "the
-// cluster cannot take it now" in the journal's words (store.ErrUnavailable)
-// when there is no quorum or the leadership moved.
-type proposer struct{ n *cluster.Node }
-
-func (p proposer) Propose(ctx context.Context, cmds []store.Command) ([]store.Applied, error) {
-	res, err := p.n.Propose(ctx, cmds)
-	if err != nil {
-		if errors.Is(err, cluster.ErrNoQuorum) || errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrLeadershipLost) {
-			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
-		}
-		return nil, err
-	}
-	out := make([]store.Applied, len(res))
-	for i, r := range res {
-		out[i] = store.Applied{Seq: r.Seq, Err: r.Err}
-	}
-	return out, nil
-}
 
 // defaultFenceDelay covers a deposed leader's last Axigen command: it may
 // still be leading for a lease, then finishing a command for at most the
