@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -211,6 +212,14 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 		return nil, nil, err
 	}
 	dir := journalDir(cfg.DataDir)
+	if !witness {
+		// A node with a key of its own would seal passwords the others
+		// cannot open, and find out only as dead letters once it leads.
+		if _, err := os.Stat(opts.KeyFile); err != nil {
+			return nil, nil, fmt.Errorf("every gateway of a cluster needs the same journal key, and %s is missing: copy it from a gateway of the cluster (a lone gateway creates one at its first start), or for a new cluster create one (`openssl rand -hex 32 > %s; chmod 600 %s`) and copy it to every gateway: %w",
+				opts.KeyFile, opts.KeyFile, opts.KeyFile, err)
+		}
+	}
 	opts.Replicated = true
 	j, err := store.Open(dir, opts)
 	if errors.Is(err, store.ErrNotReplicated) {
