@@ -6,16 +6,30 @@
 //
 // The journal (store.Journal opened with Options.Replicated) is the state
 // machine; each log entry is a batch of journal commands (store.Command).
-// The Raft log and its terms live in DATA_DIR/raft (raft-boltdb, with the
-// snapshots beside it), apart from the journal's Badger. The leader
-// gathers the commands proposed at the same moment into one entry, and
-// chooses what every node must apply alike: sequence numbers, times,
-// sealed secrets (see Node.Propose).
+// The Raft log and its terms live in DATA_DIR/raft/wal (raft-wal, one
+// fsync per append; the snapshots beside it), apart from the journal's
+// Badger. The leader gathers the commands proposed at the same moment
+// into one entry, and chooses what every node must apply alike: sequence
+// numbers, times, sealed secrets.
 //
-// Not here yet (issue 18): forwarding a follower's proposals to the
-// leader over mutual TLS (Config.Stream is the seam for the transport),
-// delivery by the leader alone behind a fence, membership changes at run
-// time, and the serve command's flags.
+// Each node has one cluster port (Config.Listen). Raft's traffic and the
+// gateway's own RPC share it, told apart by the first byte the dialler
+// writes; with Config.TLS (TLSConfig) both go over mutual TLS, any
+// certificate of the cluster's CA being a member, and without it every
+// address must be on loopback. Over the RPC a follower forwards its
+// proposals to the leader (Node.Propose works on every node; a Prepare's
+// plaintext secret travels only inside that connection and the leader
+// seals it), and nodes answer Status and membership changes (AddVoter,
+// RemoveServer, also from a Client that is not a node: Dial).
+//
+// Only the leader delivers to Axigen: Node.Deliver runs the delivery while
+// this node leads, after fencing the journal to its term (CmdFence:
+// outcomes of older terms are refused) and waiting Config.FenceDelay, and
+// cancels it as soon as the leadership is lost; the deliverer checks
+// Node.StillLeader before each Axigen write. A witness (Config.Witness)
+// votes and keeps the log and journal but takes no proposal of its own,
+// never delivers, and hands the leadership over when elected, so that 2
+// gateways and a witness survive the loss of any one of them.
 package cluster
 
 import (
@@ -33,7 +47,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/ldapgate/ldapgate/store"
 )
@@ -110,6 +125,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the leader's clock for the commands' times (time.Now).
 	Now func() time.Time
+
+	// logSegment is the size of the Raft log's segment files (raft-wal's
+	// default, 64 MiB): tests make it small, so that compaction drops
+	// whole segments.
+	logSegment int
 }
 
 // Node is one member of the cluster: a Raft node whose state machine is
@@ -121,10 +141,12 @@ type Node struct {
 	trans *raft.NetworkTransport
 	mux   *mux
 	peers *peerConns
-	logs  *raftboltdb.BoltStore
+	logs  logStore
 
-	// watch wakes those waiting for a change of role or leader.
+	// watch wakes those waiting for a change of role or leader, applied
+	// those waiting for the journal to apply more entries.
 	watch    watch
+	applied  watch
 	observer *raft.Observer
 
 	proposals chan *proposal
@@ -186,14 +208,10 @@ func Start(cfg Config) (*Node, error) {
 			advertise = p.Addr
 		}
 	}
-	if advertise == "" && cfg.Listener == nil {
-		if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" {
-			if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
-				advertise = cfg.Listen
-			}
-		}
-	}
 	ln := cfg.Listener
+	if ln == nil && cfg.Listen == "" {
+		return nil, errors.New("cluster: a node needs an address to listen on")
+	}
 	if cfg.TLS == nil {
 		addrs := []string{cfg.Listen}
 		if ln != nil {
@@ -207,12 +225,18 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 	if ln == nil {
-		if cfg.Listen == "" {
-			return nil, errors.New("cluster: a node needs an address to listen on")
-		}
 		var err error
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("cluster: listen: %w", err)
+		}
+	}
+	if advertise == "" && cfg.Listener == nil {
+		// Not among the peers (alone, or joining): the host it listens
+		// on, unless that is every interface, with the port it got.
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+			advertise = net.JoinHostPort(host, port)
 		}
 	}
 	m, err := newMux(ln, advertise, cfg.TLS, log)
@@ -228,6 +252,7 @@ func Start(cfg Config) (*Node, error) {
 	})
 	n := &Node{cfg: cfg, log: log, trans: trans, mux: m, proposals: make(chan *proposal, 1024), quit: make(chan struct{}), done: make(chan struct{})}
 	n.watch.init()
+	n.applied.init()
 	n.peers = newPeerConns(func(ctx context.Context, addr string) (net.Conn, error) { return m.dial(ctx, addr, kindRPC) })
 	if err := n.open(rlog); err != nil {
 		trans.Close()
@@ -265,7 +290,7 @@ func Start(cfg Config) (*Node, error) {
 
 func (n *Node) open(rlog hclog.Logger) error {
 	cfg := n.cfg
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	logs, err := openLog(cfg.Dir, cfg.logSegment, rlog)
 	if err != nil {
 		return fmt.Errorf("cluster: open the raft log: %w", err)
 	}
@@ -294,7 +319,7 @@ func (n *Node) open(rlog hclog.Logger) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	machine := &fsm{j: cfg.Journal, log: n.log, fail: n.fail}
+	machine := &fsm{j: cfg.Journal, log: n.log, fail: n.fail, applied: n.applied.notify}
 
 	existing, err := raft.HasExistingState(cached, logs, snaps)
 	if err != nil {
@@ -321,6 +346,41 @@ func (n *Node) open(rlog hclog.Logger) error {
 	}
 	n.raft = r
 	return nil
+}
+
+// logStore is the Raft log and its stable store (terms, votes).
+type logStore interface {
+	raft.LogStore
+	raft.StableStore
+	Close() error
+}
+
+// openLog opens the Raft log in dir/wal: hashicorp/raft-wal, segment
+// files appended to with one fsync per append (raft-boltdb, tried first,
+// made two per append and a third of the throughput).
+func openLog(dir string, segment int, rlog hclog.Logger) (logStore, error) {
+	wdir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(wdir, 0o700); err != nil {
+		return nil, err
+	}
+	// The WAL does not close its metadata database: the node does, or a
+	// restart in the same process would wait for the file's lock.
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(wdir, wal.WithLogger(rlog.Named("wal")), wal.WithMetaStore(meta), wal.WithSegmentSize(segment))
+	if err != nil {
+		meta.Close()
+		return nil, err
+	}
+	return walStore{w, meta}, nil
+}
+
+type walStore struct {
+	*wal.WAL
+	meta *metadb.BoltMetaDB
+}
+
+func (s walStore) Close() error {
+	return errors.Join(s.WAL.Close(), s.meta.Close())
 }
 
 // setIf sets *dst to v unless v is the zero value.

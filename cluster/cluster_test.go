@@ -330,13 +330,19 @@ func TestClusterReplicatesToEveryNode(t *testing.T) {
 				if i%3 == 0 {
 					r.Op, r.Changes, r.Secret = store.OpPassword, nil, []byte(fmt.Sprintf("pw-%d-%d", w, i))
 				}
-				on := nodes[(w+i)%len(nodes)].n
+				tn := nodes[(w+i)%len(nodes)]
+				on := tn.n
 				res, err := on.Propose(context.Background(), []store.Command{prepare(r)})
 				if err != nil || res[0].Err != nil {
 					t.Errorf("prepare: %v %v", err, res)
 					return
 				}
 				seq := res[0].Seq
+				// The proposing node reads its own change at once.
+				if got, err := tn.j.Get(seq); err != nil || got.DN != r.DN {
+					t.Errorf("%s right after proposing record %d: %v %+v", tn.id, seq, err, got)
+					return
+				}
 				seqs[w] = append(seqs[w], seq)
 				if len(r.Secret) > 0 {
 					continue // left prepared: Prepared shows its secret
@@ -521,6 +527,7 @@ func TestClusterLateNodeGetsSnapshot(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *cluster.Config) {
 		cfg.TrailingLogs = 8
 		cfg.SnapshotThreshold = 16
+		cluster.SmallLogSegments(cfg)
 	})
 	late := c.nodes[2]
 	c.start(c.nodes[0])

@@ -1,38 +1,37 @@
 package cluster
 
 import (
-	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/ldapgate/ldapgate/store"
 )
 
-// errUnavailable stands for store.ErrUnavailable until package store has
-// it: every error of a cluster that cannot take a write now wraps it.
-var errUnavailable = errors.New("the gateway cluster is unavailable")
-
+// Every error of a cluster that cannot take a proposal now wraps
+// store.ErrUnavailable: the gateway answers those with LDAP's
+// "unavailable" and does not relay the write.
 // Errors callers may test with errors.Is.
 var (
 	// ErrNotLeader: only the leader takes proposals of its own (see
 	// NotLeaderError); Node.Propose forwards them to the leader.
-	ErrNotLeader = fmt.Errorf("this node is not the cluster's leader: %w", errUnavailable)
+	ErrNotLeader = fmt.Errorf("this node is not the cluster's leader: %w", store.ErrUnavailable)
 	// ErrNoQuorum: no leader is known, the cluster has no quorum now.
-	ErrNoQuorum = fmt.Errorf("the cluster has no leader, no quorum of its nodes is reachable: %w", errUnavailable)
+	ErrNoQuorum = fmt.Errorf("the cluster has no leader, no quorum of its nodes is reachable: %w", store.ErrUnavailable)
 	// ErrLeadershipLost: the leader lost its leadership before a quorum
 	// stored the entry. The change is not applied now; a later leader
 	// that holds the entry may still apply it (a prepared record the
 	// directory never saw is settled as after a crash).
-	ErrLeadershipLost = fmt.Errorf("leadership lost before a quorum stored the change: %w", errUnavailable)
+	ErrLeadershipLost = fmt.Errorf("leadership lost before a quorum stored the change: %w", store.ErrUnavailable)
 	// ErrOutcomeUnknown: a proposal reached the leader, but its answer did
 	// not come back (the connection broke, the leader changed). As with
 	// ErrLeadershipLost, it may still be applied.
-	ErrOutcomeUnknown = fmt.Errorf("the proposal reached the leader but its outcome is unknown: %w", errUnavailable)
+	ErrOutcomeUnknown = fmt.Errorf("the proposal reached the leader but its outcome is unknown: %w", store.ErrUnavailable)
 	// ErrClosed: the node is shut down.
-	ErrClosed = fmt.Errorf("cluster node is shut down: %w", errUnavailable)
+	ErrClosed = fmt.Errorf("cluster node is shut down: %w", store.ErrUnavailable)
 	// ErrWitness: a witness neither takes proposals of its own, nor
 	// delivers.
-	ErrWitness = fmt.Errorf("this node is a witness: %w", errUnavailable)
+	ErrWitness = fmt.Errorf("this node is a witness: %w", store.ErrUnavailable)
 )
 
 // NotLeaderError is a proposal made on a node that is not the leader. It
@@ -45,54 +44,51 @@ func (e *NotLeaderError) Error() string {
 	return fmt.Sprintf("this node is not the cluster's leader (the leader is %s at %s)", e.LeaderID, e.LeaderAddr)
 }
 
-// Is makes errors.Is(err, ErrNotLeader) and errors.Is(err, ErrUnavailable)
-// true.
+// Is makes errors.Is(err, ErrNotLeader) and errors.Is(err,
+// store.ErrUnavailable) true.
 func (e *NotLeaderError) Is(target error) bool {
-	return target == ErrNotLeader || target == errUnavailable
+	return target == ErrNotLeader || target == store.ErrUnavailable
 }
 
 // An error crosses the network as a code and its message; the code
 // re-creates the sentinel it wrapped, so that errors.Is works on the
-// receiving side. The codes travel between nodes of different versions:
-// never reuse or renumber one; add new ones at the end.
-var errorCodes = []error{
-	1:  nil, // an error without a known sentinel
-	2:  ErrNotLeader,
-	3:  ErrNoQuorum,
-	4:  ErrLeadershipLost,
-	5:  ErrOutcomeUnknown,
-	6:  ErrClosed,
-	7:  ErrWitness,
-	8:  store.ErrNotFound,
-	9:  store.ErrState,
-	10: store.ErrTooLarge,
-	11: store.ErrSeq,
-	12: store.ErrStaleTerm,
-	13: store.ErrReplicated,
-	14: store.ErrNoKey,
-	15: store.ErrClosed,
-	16: store.ErrInFlight,
-	17: context.DeadlineExceeded,
-	18: context.Canceled,
-	19: errUnavailable,
+// receiving side: this package's errors by clusterCodes, store's by
+// store.RefusalCode and RefusalError. The codes travel between nodes of
+// different versions: never change one.
+var clusterCodes = [...]struct {
+	code string
+	err  error
+}{
+	{"not-leader", ErrNotLeader},
+	{"no-quorum", ErrNoQuorum},
+	{"leadership-lost", ErrLeadershipLost},
+	{"outcome-unknown", ErrOutcomeUnknown},
+	{"node-closed", ErrClosed},
+	{"witness", ErrWitness},
 }
 
-// errorCode is the code of err's sentinel: the first one of errorCodes
-// that err wraps, 1 for none, 0 for no error.
-func errorCode(err error) byte {
-	if err == nil {
-		return 0
-	}
-	for code, sentinel := range errorCodes {
-		if sentinel != nil && errors.Is(err, sentinel) {
-			return byte(code)
+// errorCode is the code of the sentinel err wraps ("" for none).
+func errorCode(err error) string {
+	for _, c := range clusterCodes {
+		if errors.Is(err, c.err) {
+			return c.code
 		}
 	}
-	return 1
+	return store.RefusalCode(err)
 }
 
-// remoteError is an error that came over the network: its message, and
-// the sentinel its code names.
+// errorOf re-creates an error from its code and message.
+func errorOf(code, msg string) error {
+	for _, c := range clusterCodes {
+		if c.code == code {
+			return &remoteError{msg: msg, sentinel: c.err}
+		}
+	}
+	return store.RefusalError(code, msg)
+}
+
+// remoteError is an error of this package that came over the network:
+// its message, and the sentinel its code names.
 type remoteError struct {
 	msg      string
 	sentinel error
@@ -101,16 +97,28 @@ type remoteError struct {
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.sentinel }
 
-// errorOf re-creates an error from its code and message (nil for code 0).
-func errorOf(code byte, msg string) error {
-	if code == 0 {
+// appendError appends err: a flag byte (0: no error, nothing follows),
+// then its code and its message, each with its length.
+func appendError(buf []byte, err error) []byte {
+	if err == nil {
+		return append(buf, 0)
+	}
+	buf = append(buf, 1)
+	buf = appendString(buf, errorCode(err))
+	return appendString(buf, err.Error())
+}
+
+func (r *reader) error() error {
+	if r.byte() == 0 {
 		return nil
 	}
-	var sentinel error
-	if int(code) < len(errorCodes) {
-		sentinel = errorCodes[code]
-	}
-	return &remoteError{msg: msg, sentinel: sentinel}
+	code := string(r.bytes())
+	return errorOf(code, string(r.bytes()))
+}
+
+func appendString(buf []byte, s string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	return append(buf, s...)
 }
 
 // notApplied reports whether err means that a proposal certainly did not

@@ -28,7 +28,7 @@ import (
 // reached the log is never made again: its outcome is then unknown
 // (ErrLeadershipLost, ErrOutcomeUnknown), as when ctx ends after it was
 // sent. Every error for a cluster that cannot take the proposal wraps
-// store.ErrUnavailable (errUnavailable until store has it).
+// store.ErrUnavailable.
 //
 // A command's Time, a Prepare's sequence number and sealed secret are the
 // leader's to choose (see store.Journal.Stamp); the caller's commands are
@@ -60,7 +60,7 @@ func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, err
 		addr, id := n.raft.LeaderWithID()
 		switch {
 		case n.raft.State() == raft.Leader && !n.cfg.Witness:
-			res, err = n.proposeLocal(ctx, cmds)
+			res, _, err = n.proposeLocal(ctx, cmds)
 		case id != "" && string(id) != n.cfg.NodeID:
 			res, err = n.forward(ctx, string(id), string(addr), cmds)
 		default:
@@ -116,10 +116,11 @@ func (n *Node) forward(ctx context.Context, id, addr string, cmds []store.Comman
 	answer, err := rc.call(wctx, rpcPropose, payload)
 	switch {
 	case err == nil:
-		res, err := decodeResults(answer, len(cmds))
+		res, index, err := decodeResults(answer, len(cmds))
 		if err != nil {
 			return nil, fmt.Errorf("%w: the leader's answer: %v", ErrOutcomeUnknown, err)
 		}
+		n.awaitApplied(ctx, index)
 		return res, nil
 	case errors.Is(err, errNotSent):
 		return nil, err
@@ -236,39 +237,54 @@ func decodeForward(b []byte) (time.Duration, []store.Command, error) {
 	return time.Duration(ms) * time.Millisecond, cmds, nil
 }
 
-// encodeResults is an rpcPropose answer: for each command its Seq, its
-// refusal's code and, with one, the refusal's message.
-func encodeResults(res []Result) []byte {
-	buf := binary.AppendUvarint(nil, uint64(len(res)))
+// awaitApplied waits until this node's journal has applied the entry at
+// index, so that a forwarded proposal's caller reads its own change here,
+// or until ctx ends or the node shuts down: the change is the cluster's
+// by then, only not yet this node's.
+func (n *Node) awaitApplied(ctx context.Context, index uint64) {
+	for {
+		changed := n.applied.wait()
+		if n.cfg.Journal.AppliedIndex() >= index {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		case <-n.quit:
+			return
+		}
+	}
+}
+
+// encodeResults is an rpcPropose answer: the index of the entry that
+// holds the commands, then for each command its Seq and its refusal
+// (appendError).
+func encodeResults(res []Result, index uint64) []byte {
+	buf := binary.AppendUvarint(nil, index)
+	buf = binary.AppendUvarint(buf, uint64(len(res)))
 	for _, r := range res {
 		buf = binary.AppendUvarint(buf, r.Seq)
-		code := errorCode(r.Err)
-		buf = append(buf, code)
-		if code != 0 {
-			msg := r.Err.Error()
-			buf = binary.AppendUvarint(buf, uint64(len(msg)))
-			buf = append(buf, msg...)
-		}
+		buf = appendError(buf, r.Err)
 	}
 	return buf
 }
 
-func decodeResults(b []byte, want int) ([]Result, error) {
+func decodeResults(b []byte, want int) ([]Result, uint64, error) {
 	r := reader{b: b}
+	index := r.uvarint()
 	if n := r.uvarint(); n != uint64(want) {
-		return nil, fmt.Errorf("%d results for %d commands", n, want)
+		return nil, 0, fmt.Errorf("%d results for %d commands", n, want)
 	}
 	res := make([]Result, want)
 	for i := range res {
 		res[i].Seq = r.uvarint()
-		if code := r.byte(); code != 0 {
-			res[i].Err = errorOf(code, string(r.bytes()))
-		}
+		res[i].Err = r.error()
 	}
 	if r.err != nil || len(r.b) != 0 {
-		return nil, errors.New("malformed results")
+		return nil, 0, errors.New("malformed results")
 	}
-	return res, nil
+	return res, index, nil
 }
 
 // reader reads uvarints and length-prefixed bytes; the first failure

@@ -23,9 +23,10 @@ import (
 // matter: its state would no longer follow the log, so the node stops
 // (fail) rather than go on as a member that has silently diverged.
 type fsm struct {
-	j    *store.Journal
-	log  *slog.Logger
-	fail func(error)
+	j       *store.Journal
+	log     *slog.Logger
+	fail    func(error)
+	applied func() // the journal applied more entries (nil: no one asks)
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -65,6 +66,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			resp[i] = results[k]
 		}
 	}
+	if f.applied != nil {
+		f.applied()
+	}
 	return resp
 }
 
@@ -78,7 +82,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return f.j.Restore(rc)
+	err := f.j.Restore(rc)
+	if err == nil && f.applied != nil {
+		f.applied()
+	}
+	return err
 }
 
 // fsmSnapshot writes a journal snapshot into Raft's snapshot store; Raft

@@ -12,24 +12,20 @@ import (
 )
 
 // Result is what became of one proposed command.
-type Result struct {
-	// Seq is the command's record: for a Prepare, the sequence number the
-	// leader gave it.
-	Seq uint64
-	// Err is why the journal refused the command (nil: applied), the same
-	// on every node: a Commit of a record no longer prepared, an outcome
-	// of a fenced-off term...
-	Err error
-}
+type Result = store.Applied
+
+// Node is the journal's proposer.
+var _ store.Proposer = (*Node)(nil)
 
 // proposal is one Propose call on its way through the leader's pipeline.
 type proposal struct {
-	cmds []store.Command
-	size int // the commands' SizeHint
-	off  int // where its commands start in the entry
-	res  []Result
-	err  error
-	done chan struct{}
+	cmds  []store.Command
+	size  int // the commands' SizeHint
+	off   int // where its commands start in the entry
+	res   []Result
+	index uint64 // the entry's, once applied
+	err   error
+	done  chan struct{}
 }
 
 // inFlight is a log entry handed to Raft, waiting for a quorum.
@@ -41,7 +37,10 @@ type inFlight struct {
 // enqueueTimeout bounds the wait for a place in Raft's queue, and
 // readyTimeout a new leader's catching up (Barrier, fence).
 const (
-	// maxInFlight bounds the entries of one leader in flight at once.
+	// maxInFlight bounds the entries of one leader in flight at once:
+	// one more lets a round start while the last one's apply ends; more
+	// make smaller entries for the same writers, which cost more than
+	// they overlap (BenchmarkClusterThroughput).
 	maxInFlight    = 2
 	enqueueTimeout = 5 * time.Second
 	readyTimeout   = 10 * time.Second
@@ -57,48 +56,49 @@ const (
 // A proposal's commands are applied together, in one entry. ctx bounds
 // the wait; a proposal whose ctx ends after it was queued may still be
 // applied. ErrClosed (the node shut down) means the proposal never
-// reached the log: it may be made again elsewhere.
-func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command) ([]Result, error) {
+// reached the log: it may be made again elsewhere. It also returns the
+// index of the entry that holds the commands.
+func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command) ([]Result, uint64, error) {
 	if len(cmds) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	select {
 	case <-n.quit:
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	default:
 	}
 	if n.cfg.Witness {
-		return nil, ErrWitness
+		return nil, 0, ErrWitness
 	}
 	if n.raft.State() != raft.Leader {
-		return nil, n.notLeader()
+		return nil, 0, n.notLeader()
 	}
 	p := &proposal{cmds: slices.Clone(cmds), done: make(chan struct{})}
 	for i := range p.cmds {
 		p.size += p.cmds[i].SizeHint()
 	}
 	if p.size > store.MaxEntryBytes {
-		return nil, fmt.Errorf("a proposal of about %d bytes does not fit in one log entry (%d): %w", p.size, store.MaxEntryBytes, store.ErrTooLarge)
+		return nil, 0, fmt.Errorf("a proposal of about %d bytes does not fit in one log entry (%d): %w", p.size, store.MaxEntryBytes, store.ErrTooLarge)
 	}
 	select {
 	case n.proposals <- p:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	case <-n.quit:
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	select {
 	case <-p.done:
-		return p.res, p.err
+		return p.res, p.index, p.err
 	case <-n.done:
 		select {
 		case <-p.done:
-			return p.res, p.err
+			return p.res, p.index, p.err
 		default:
-			return nil, ErrClosed
+			return nil, 0, ErrClosed
 		}
 	case <-ctx.Done():
-		return nil, fmt.Errorf("the proposal may still be applied: %w", ctx.Err())
+		return nil, 0, fmt.Errorf("the proposal may still be applied: %w", ctx.Err())
 	}
 }
 
@@ -275,7 +275,10 @@ func (n *Node) wait(flights <-chan *inFlight, slots <-chan struct{}, done chan<-
 		for _, p := range f.taken {
 			if err != nil {
 				p.res, p.err = nil, err
-			} else if refusals != nil {
+			} else {
+				p.index = f.future.Index()
+			}
+			if err == nil && refusals != nil {
 				for i := range p.res {
 					p.res[i].Err = refusals[p.off+i]
 				}

@@ -16,7 +16,7 @@ import (
 // The gateway's RPC runs on connections of kind 'P' of the cluster port.
 // Both directions carry frames: a header (the payload's length, uint32;
 // the request's id, uint64; the request's kind, or the answer's status:
-// 0 for success, else an error code, see errorCodes) and the payload. A
+// 0 for success, 1 for an error, see appendError) and the payload. A
 // connection carries many requests at once; answers come back in any
 // order, matched by id.
 const (
@@ -77,9 +77,22 @@ func readFrame(r io.Reader) (frame, error) {
 	return f, nil
 }
 
-// errorPayload is an error answer's payload: its message.
+// errorFrame is an error answer.
 func errorFrame(id uint64, err error) frame {
-	return frame{id: id, kind: errorCode(err), payload: []byte(err.Error())}
+	return frame{id: id, kind: 1, payload: appendError(nil, err)}
+}
+
+// answerOf is the payload of answer f, or its error.
+func answerOf(f frame) ([]byte, error) {
+	if f.kind == 0 {
+		return f.payload, nil
+	}
+	r := reader{b: f.payload}
+	err := r.error()
+	if r.err != nil || err == nil {
+		return nil, fmt.Errorf("a malformed error answer (status %d)", f.kind)
+	}
+	return nil, err
 }
 
 // rpcConn is the calling end of an RPC connection.
@@ -181,18 +194,12 @@ func (rc *rpcConn) call(ctx context.Context, kind byte, payload []byte) ([]byte,
 	}
 	select {
 	case f := <-ch:
-		if f.kind != 0 {
-			return nil, errorOf(f.kind, string(f.payload))
-		}
-		return f.payload, nil
+		return answerOf(f)
 	case <-rc.done:
 		forget()
 		select {
 		case f := <-ch: // the answer came just before the end
-			if f.kind != 0 {
-				return nil, errorOf(f.kind, string(f.payload))
-			}
-			return f.payload, nil
+			return answerOf(f)
 		default:
 		}
 		return nil, fmt.Errorf("%w (%v)", errConnLost, rc.err)
@@ -324,11 +331,11 @@ func (n *Node) answer(ctx context.Context, f frame) frame {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		res, err := n.proposeLocal(ctx, cmds)
+		res, index, err := n.proposeLocal(ctx, cmds)
 		if err != nil {
 			return errorFrame(f.id, err)
 		}
-		return ok(encodeResults(res))
+		return ok(encodeResults(res, index))
 	case rpcPeer:
 		return jsonAnswer(f.id, n.peerStatus(), nil)
 	case rpcStatus:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -211,6 +212,14 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 		return nil, nil, err
 	}
 	dir := journalDir(cfg.DataDir)
+	if !witness {
+		// A node with a key of its own would seal passwords the others
+		// cannot open, and find out only as dead letters once it leads.
+		if _, err := os.Stat(opts.KeyFile); err != nil {
+			return nil, nil, fmt.Errorf("every gateway of a cluster needs the same journal key, and %s is missing: copy it from a gateway of the cluster (a lone gateway creates one at its first start), or for a new cluster create one (`openssl rand -hex 32 > %s; chmod 600 %s`) and copy it to every gateway: %w",
+				opts.KeyFile, opts.KeyFile, opts.KeyFile, err)
+		}
+	}
 	opts.Replicated = true
 	j, err := store.Open(dir, opts)
 	if errors.Is(err, store.ErrNotReplicated) {
@@ -246,7 +255,7 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 		return nil, nil, err
 	}
 	if !witness {
-		j.SetProposer(proposer{n})
+		j.SetProposer(n)
 	}
 	log.Info("cluster node started", "node", cc.NodeID, "listen", cc.Listen, "peers", cc.Peers, "fenceDelay", fence,
 		"tls", tlsCfg != nil, "witness", witness)
@@ -256,26 +265,6 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 // leaderLease is hashicorp/raft's default leader lease: a leader cut off
 // from the quorum steps down within it.
 const leaderLease = 500 * time.Millisecond
-
-// proposer hands the journal's changes to the node, and says "the
-// cluster cannot take it now" in the journal's words (store.ErrUnavailable)
-// when there is no quorum or the leadership moved.
-type proposer struct{ n *cluster.Node }
-
-func (p proposer) Propose(ctx context.Context, cmds []store.Command) ([]store.Applied, error) {
-	res, err := p.n.Propose(ctx, cmds)
-	if err != nil {
-		if errors.Is(err, cluster.ErrNoQuorum) || errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrLeadershipLost) {
-			return nil, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
-		}
-		return nil, err
-	}
-	out := make([]store.Applied, len(res))
-	for i, r := range res {
-		out[i] = store.Applied{Seq: r.Seq, Err: r.Err}
-	}
-	return out, nil
-}
 
 // defaultFenceDelay covers a deposed leader's last Axigen command: it may
 // still be leading for a lease, then finishing a command for at most the

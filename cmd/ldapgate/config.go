@@ -212,7 +212,7 @@ func serveSettings() []setting {
 			func(c *Config) *string { return &c.AdminListen }),
 		stringSetting("addr-file", "ADDR_FILE", "once listening, write the listener URLs (actual ports) to this file, one per line (file: addrFile)",
 			func(c *Config) *string { return &c.AddrFile }),
-	}, mirrorSettings()...)
+	}, append(mirrorSettings(), clusterSettings()...)...)
 }
 
 func configFlag() cli.Flag {

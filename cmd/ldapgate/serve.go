@@ -33,7 +33,7 @@ func journalKeyFile(dataDir string) string { return filepath.Join(dataDir, "jour
 const shutdownGrace = 10 * time.Second
 
 func serveCommand() *cli.Command {
-	settings := append(serveSettings(), clusterSettings()...)
+	settings := serveSettings()
 	flags := []cli.Flag{configFlag()}
 	for _, s := range settings {
 		flags = append(flags, s.flag)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -383,8 +384,8 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		m.settling.Add(1)
 		go func() {
 			defer m.settling.Done()
-			if err := fn(); err != nil {
-				m.log.Error("cannot "+what+" a journal record; it will be settled at the next start", "seq", rec.Seq, "err", err)
+			if err := settleRetrying(ctx, fn); err != nil {
+				m.log.Error("cannot "+what+" a journal record; it will be settled as after a crash", "seq", rec.Seq, "err", err)
 			}
 		}()
 	}
@@ -413,6 +414,39 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
+	}
+}
+
+// settleRetryFor bounds how long a commit or abort is tried again.
+const settleRetryFor = 20 * time.Second
+
+// settleRetrying runs a commit or abort, again while it fails for a reason
+// that may pass: in a cluster, the leader it went to may have failed with
+// the change on its way (a later leader may or may not have it), or there
+// is no quorum for a moment. Done twice, the second finds the record
+// settled already (ErrState), which is success. What still fails is left
+// prepared and settled as after a crash (the leader settles records left
+// prepared).
+func settleRetrying(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(settleRetryFor)
+	wait := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		switch {
+		case err == nil:
+			return nil
+		case attempt > 0 && errors.Is(err, store.ErrState):
+			return nil
+		case errors.Is(err, store.ErrState), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed),
+			time.Now().Add(wait).After(deadline):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
 }
 

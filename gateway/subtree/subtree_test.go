@@ -753,3 +753,30 @@ func TestChangelogSearchStopsAtTheServerTimeLimit(t *testing.T) {
 		t.Errorf("paged search under a 1ns cap: %v, want timeLimitExceeded (3)", err)
 	}
 }
+
+// A clustered gateway's node shows as cn=cluster under the monitor, its
+// attributes in name order, each value as the source gave it.
+func TestMonitorShowsTheCluster(t *testing.T) {
+	state := map[string][]string{
+		"role": {"leader"}, "term": {"7"}, "delivering": {"true"},
+		"node": {"a 127.0.0.1:7001 applied=40 lag=0", "b 127.0.0.1:7002 unreachable: refused"},
+	}
+	st := newStackWith(t, func(c *Config) { c.Cluster = func() map[string][]string { return state } })
+	c := st.conn(t, adminDN, adminPW)
+	res, err := search(c, "cn=cluster,cn=ldapgate,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)")
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("search cn=cluster: %v, %v", err, res)
+	}
+	e := res.Entries[0]
+	if e.GetAttributeValue("role") != "leader" || e.GetAttributeValue("term") != "7" || e.GetAttributeValue("delivering") != "true" {
+		t.Errorf("cn=cluster: %v", e.Attributes)
+	}
+	if got := e.GetAttributeValues("node"); len(got) != 2 || !strings.Contains(got[1], "unreachable") {
+		t.Errorf("node values %q", got)
+	}
+	// A lone gateway has no such entry.
+	lone := newStack(t).conn(t, adminDN, adminPW)
+	if _, err := search(lone, "cn=cluster,cn=ldapgate,cn=monitor", ldap.ScopeBaseObject, "(objectClass=*)"); resultCode(err) != ldap.LDAPResultNoSuchObject {
+		t.Errorf("a lone gateway's cn=cluster: %v, want noSuchObject", err)
+	}
+}
