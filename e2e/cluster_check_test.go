@@ -194,6 +194,17 @@ func (w *workload) conn(conns map[string]*ldap.Conn, node *gwNode) (*ldap.Conn, 
 	return c, nil
 }
 
+// directoryValue reads a crash key's value from slapd directly.
+func (c *clusterEnv) directoryValue(key string) string {
+	kind, name, _ := strings.Cut(key, ":")
+	attr := map[string]string{"phone": "telephoneNumber", "password": "userPassword"}[kind]
+	en := c.e.directoryEntry(userDN(name), attr)
+	if en == nil {
+		return ""
+	}
+	return en.GetAttributeValue(attr)
+}
+
 // waitAcked waits until a write that started at or after from has been
 // acknowledged, and returns when the first was.
 func (w *workload) waitAcked(t testing.TB, from time.Time, d time.Duration, what string) time.Time {
@@ -236,14 +247,10 @@ type faultRound struct {
 	// T0 is the origin of the latency figures: the fault, or the restart
 	// for faults that leave no quorum until it.
 	T0 time.Time
-	// End is when the round was over (the next one may start).
-	End time.Time
 	// NoAck: writes through these gateways that started within the
 	// window must not be acknowledged within it (they are on a side
 	// without quorum).
 	NoAck []noAckWindow
-	// Paused is the gateway SIGSTOPped in this round, if any.
-	Paused string
 }
 
 type noAckWindow struct {
@@ -288,12 +295,14 @@ type clusterFigures struct {
 	Acked, Refused, Unknown, Unsent int
 	// RefusedBy counts the refusals by LDAP result code.
 	RefusedBy map[uint16]int
-	// AckedLost: keys whose final value in Axigen is neither their last
-	// acknowledged value nor a later write of unknown outcome.
+	// AckedLost: keys whose final value in Axigen differs from the
+	// directory's, or is neither their last acknowledged value nor a write
+	// of unknown outcome.
 	AckedLost int
-	// LateUnknown: keys whose final value is a write of unknown outcome
-	// made before their last acknowledged one (a frozen gateway relayed
-	// it after its client gave up); not a loss by the gateway.
+	// LateUnknown: keys whose final value, in the directory and Axigen
+	// alike, is a write of unknown outcome made before their last
+	// acknowledged one: a frozen gateway relayed it to the directory after
+	// its client gave up, overwriting later acknowledged writes.
 	LateUnknown int
 	// MinorityAcks: writes acknowledged by a gateway without quorum.
 	MinorityAcks int
@@ -342,7 +351,7 @@ func (f clusterFigures) String() string {
 	fmt.Fprintf(&b, "cluster fault %q, %d rounds:\n", f.Kind, f.Rounds)
 	fmt.Fprintf(&b, "  writes: %d acknowledged, %d refused (by result code: %v), %d unknown, %d not sent (gateway down)\n",
 		f.Acked, f.Refused, f.RefusedBy, f.Unknown, f.Unsent)
-	fmt.Fprintf(&b, "  acknowledged writes lost: %d (late writes of unknown outcome: %d)\n", f.AckedLost, f.LateUnknown)
+	fmt.Fprintf(&b, "  acknowledged writes lost: %d (overwritten in the directory by a late write of unknown outcome: %d)\n", f.AckedLost, f.LateUnknown)
 	fmt.Fprintf(&b, "  writes acknowledged on a minority side: %d\n", f.MinorityAcks)
 	fmt.Fprintf(&b, "  Axigen commands from a stale leader after the fence delay: %d (%d changes)\n", f.StaleCommands, f.StaleMutations)
 	fmt.Fprintf(&b, "  ... of them from a SIGSTOPped gateway: %d (%d changes)\n", f.StalePausedCommands, f.StalePausedMutations)
@@ -419,19 +428,25 @@ func (c *clusterEnv) check(kind string, w *workload, rounds []faultRound, diverg
 		}
 	}
 
-	// Every acknowledged write is in Axigen (or a later unknown one).
+	// Every acknowledged write is in Axigen (or a later unknown one), and
+	// Axigen holds what the directory holds.
 	for key, ws := range w.ledger.writes {
-		got := c.e.axigenValue(key)
-		if slices.Contains(w.ledger.allowed(key), got) {
-			continue
-		}
-		if slices.ContainsFunc(ws, func(x crashWrite) bool { return x.outcome == unknown && x.value == got }) {
+		got, dir := c.e.axigenValue(key), c.directoryValue(key)
+		allowed := w.ledger.allowed(key)
+		switch {
+		case got != dir:
+			f.AckedLost++
+			fd.fail("%s is %q in Axigen and %q in the directory; allowed: %q (writes: %s)", key, got, dir, allowed, describeWrites(ws))
+		case slices.Contains(allowed, got):
+		case slices.ContainsFunc(ws, func(x crashWrite) bool { return x.outcome == unknown && x.value == got }):
+			// The directory itself went back: a gateway relayed a write
+			// after its client had given up on it (a frozen gateway).
 			f.LateUnknown++
-			fd.note("%s is %q in Axigen: a write of unknown outcome older than the last acknowledged one (%s)", key, got, describeWrites(ws))
-			continue
+			fd.note("%s is %q in the directory and Axigen: a write of unknown outcome older than the last acknowledged one (%s)", key, got, describeWrites(ws))
+		default:
+			f.AckedLost++
+			fd.fail("%s is %q in Axigen and the directory; allowed: %q (writes: %s)", key, got, allowed, describeWrites(ws))
 		}
-		f.AckedLost++
-		fd.fail("%s is %q in Axigen; allowed: %q (writes: %s)", key, got, w.ledger.allowed(key), describeWrites(ws))
 	}
 
 	auditMinority(&f, &fd, writes, rounds)

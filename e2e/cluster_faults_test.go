@@ -128,7 +128,7 @@ func killLeaderRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) faul
 	w.waitAcked(c.t, t0, 30*time.Second, "after kill -9 of leader "+leader.name)
 	c.start(leader)
 	w.waitAckedVia(c.t, leader.name, time.Now(), 30*time.Second)
-	return faultRound{Kind: "kill-leader", T0: t0, End: time.Now()}
+	return faultRound{Kind: "kill-leader", T0: t0}
 }
 
 // kill -9 of the leader and a follower: the survivor has no quorum and
@@ -160,7 +160,7 @@ func killTwoRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) faultRo
 	c.spawn(other)
 	c.start2(leader, other)
 	w.waitAcked(c.t, t0, 30*time.Second, "after the restart of "+leader.name+" and "+other.name)
-	return faultRound{Kind: "kill-two", T0: t0, End: time.Now(),
+	return faultRound{Kind: "kill-two", T0: t0,
 		NoAck: []noAckWindow{{Nodes: []string{survivor.name}, From: tk, To: t0}}}
 }
 
@@ -199,7 +199,7 @@ func killAllRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) faultRo
 	}
 	c.start2(ms...)
 	w.waitAcked(c.t, t0, 30*time.Second, "after the restart of all")
-	return faultRound{Kind: "kill-all", T0: t0, End: time.Now()}
+	return faultRound{Kind: "kill-all", T0: t0}
 }
 
 // SIGSTOP of the leader for 2–5 s (2–30 s in a soak), then SIGCONT: it
@@ -220,7 +220,7 @@ func sigstopLeaderRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) f
 	time.Sleep(time.Until(t0.Add(d)))
 	tr := c.resume(leader)
 	w.waitAckedVia(c.t, leader.name, tr, 30*time.Second)
-	return faultRound{Kind: "sigstop-leader", T0: t0, End: time.Now(), Paused: leader.name}
+	return faultRound{Kind: "sigstop-leader", T0: t0}
 }
 
 // A partition isolating the leader (both ways, every link): the majority
@@ -244,7 +244,7 @@ func isolateLeaderRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) f
 	th := c.note("heal", "")
 	c.net.HealAll()
 	w.waitAckedVia(c.t, leader.name, th, 30*time.Second)
-	return faultRound{Kind: "isolate-leader", T0: t0, End: time.Now(),
+	return faultRound{Kind: "isolate-leader", T0: t0,
 		NoAck: []noAckWindow{{Nodes: []string{leader.name}, From: t0, To: th}}}
 }
 
@@ -265,7 +265,7 @@ func bridgeRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) faultRou
 	th := c.note("heal", "")
 	c.net.HealAll()
 	w.waitAckedVia(c.t, cut.name, th, 30*time.Second)
-	return faultRound{Kind: "bridge", T0: t0, End: time.Now()}
+	return faultRound{Kind: "bridge", T0: t0}
 }
 
 // A membership change under load: a new gateway is started with the
@@ -312,7 +312,7 @@ func membershipRound(c *clusterEnv, w *workload, rng *rand.Rand, round int) faul
 	w.waitAcked(c.t, t0, 30*time.Second, "after removing "+gone.name)
 	c.waitLeader(30 * time.Second)
 	c.stop(gone)
-	return faultRound{Kind: "membership", T0: t0, End: time.Now()}
+	return faultRound{Kind: "membership", T0: t0}
 }
 
 // setMember says whether n is in the cluster's configuration (the writers

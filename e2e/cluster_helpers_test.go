@@ -353,9 +353,8 @@ func (c *clusterEnv) spawn(n *gwNode) {
 				c.t.Errorf("gateway %s exited with %d on SIGTERM", n.name, code)
 			}
 		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-g.exited
-			c.t.Errorf("gateway %s did not stop within 20s of SIGTERM", n.name)
+			c.dumpAndKill(n.name, g)
+			c.t.Errorf("gateway %s did not stop within 20s of SIGTERM (its goroutines are in its log)", n.name)
 		}
 	})
 }
@@ -380,10 +379,22 @@ func (c *clusterEnv) stop(n *gwNode) {
 			c.t.Errorf("gateway %s exited with %d on SIGTERM", n.name, code)
 		}
 	case <-time.After(20 * time.Second):
-		_ = n.gw.cmd.Process.Kill()
-		<-n.gw.exited
-		c.t.Errorf("gateway %s did not stop within 20s of SIGTERM", n.name)
+		c.dumpAndKill(n.name, n.gw)
+		c.t.Errorf("gateway %s did not stop within 20s of SIGTERM (its goroutines are in its log)", n.name)
 	}
+}
+
+// dumpAndKill makes a gateway that does not stop print its goroutines
+// (SIGQUIT: the Go runtime writes them to its log) and kills it.
+func (c *clusterEnv) dumpAndKill(name string, g *mirrorGateway) {
+	_ = g.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-g.exited:
+	case <-time.After(5 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.exited
+	}
+	c.note("killed (hung)", name)
 }
 
 // pause freezes node n (SIGSTOP); resume thaws it.
