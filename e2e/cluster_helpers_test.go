@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -33,6 +34,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -176,7 +178,7 @@ func (c *clusterEnv) addNode(name string) *gwNode {
 // since it is absent from its own peer list).
 func (c *clusterEnv) newNode(name string, proxied bool) *gwNode {
 	c.t.Helper()
-	ports := freeLoopbackPorts(c.t, 2)
+	ports := stablePorts(c.t, 2)
 	n := &gwNode{
 		name:     name,
 		dataDir:  filepath.Join(c.root, name, "data"),
@@ -607,6 +609,39 @@ func parseLeaderships(node, path string) []leadership {
 		out = append(out, *l)
 	}
 	return out
+}
+
+// stablePorts picks n free loopback ports below the kernel's ephemeral
+// range: a gateway listens on the same port across restarts, and a port
+// the OS chose (127.0.0.1:0) would be handed to some outgoing connection
+// while the gateway is down.
+func stablePorts(t testing.TB, n int) []int {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	if low <= 11000 {
+		return freeLoopbackPorts(t, n)
+	}
+	var ports []int
+	for len(ports) < n {
+		p := 10000 + mathrand.IntN(low-11000)
+		if slices.Contains(ports, p) {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // taken
+		}
+		ln.Close()
+		ports = append(ports, p)
+	}
+	return ports
 }
 
 func tailFile(path string, n int) string {
