@@ -19,7 +19,8 @@
 // ratios issue 19 sets targets for.
 //
 // -compare BINARY measures a second gateway binary as path gateway-b in the
-// same rounds, for an A/B of a change under the same machine load.
+// same rounds (in the mirror suite: gateway-b-disk, its journal on disk),
+// for an A/B of a change under the same machine load.
 //
 // Workloads:
 //   - search-N: N clients, each one bound connection searching for a random

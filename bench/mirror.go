@@ -91,7 +91,12 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 	defer sim.stop()
 
 	paths := []mirrorPath{{name: "direct", addr: strings.TrimPrefix(dir.URL, "ldap://")}}
-	journals := []struct{ name, parent string }{{"gateway-disk", o.diskDir}, {"gateway-tmpfs", o.tmpfsDir}}
+	journals := []struct{ name, bin, parent string }{{"gateway-disk", gatewayBin, o.diskDir}, {"gateway-tmpfs", gatewayBin, o.tmpfsDir}}
+	if o.compare != "" {
+		// -compare: the second binary with its journal on disk, for an A/B
+		// of a change under the same machine load.
+		journals = append(journals, struct{ name, bin, parent string }{"gateway-b-disk", o.compare, o.diskDir})
+	}
 	for _, j := range journals {
 		if j.parent == "" {
 			continue
@@ -103,7 +108,7 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 		defer os.RemoveAll(parent)
 		data := filepath.Join(parent, "data")
 		addr, pid, stopGW, err := startChild(ctx, tmp, j.name, func(addrFile string) *exec.Cmd {
-			return exec.Command(gatewayBin, "serve", "--listen", "ldap://127.0.0.1:0", "--upstream", dir.URL,
+			return exec.Command(j.bin, "serve", "--listen", "ldap://127.0.0.1:0", "--upstream", dir.URL,
 				"--data-dir", data, "--addr-file", addrFile, "--log-level", "warn", "--max-bind-failures", "0",
 				"--axigen", sim.addr, "--axigen-user", benchAxigenAdmin, "--axigen-password-file", axFile,
 				"--axigen-domain", benchDomain, "--dialect", "openldap",
@@ -378,6 +383,11 @@ func reportMirror(out io.Writer, o options, paths []mirrorPath, runs map[string]
 		check("gateway CPU per write / slapd CPU per direct write", per(disk, 1)/slapdDirect, per(disk, 1)/slapdDirect <= 1.0, "<= 1.00")
 		check("slapd CPU per write through the gateway / direct", per(disk, 0)/slapdDirect, per(disk, 0)/slapdDirect <= 1.15, "<= 1.15")
 		fmt.Fprintf(out, "%-58s %6.2f\n", "gateway writes/s (disk) / direct", median(disk.rates)/median(direct.rates))
+	}
+	if b := runs["gateway-b-disk"]; b != nil && disk != nil && direct != nil {
+		fmt.Fprintf(out, "%-58s %6.2f\n", "gateway-b (-compare) CPU per write / slapd CPU per direct write", per(b, 1)/per(direct, 0))
+		fmt.Fprintf(out, "%-58s %6.2f\n", "slapd CPU per write through gateway-b / direct", per(b, 0)/per(direct, 0))
+		fmt.Fprintf(out, "%-58s %6.2f\n", "gateway CPU per write / gateway-b's", per(disk, 1)/per(b, 1))
 	}
 	if disk != nil && tmpfs != nil {
 		x := median(disk.rates) / median(tmpfs.rates)
