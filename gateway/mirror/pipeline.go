@@ -44,6 +44,11 @@ type write struct {
 	entry   *schema.Entry // the target before the change; nil for an add
 	kind    schema.Kind   // KindNone: relayed with no journal record
 	stale   []string      // canonical DNs whose cached entries the write makes stale
+	// unread: the target was not read (postread.go); kind is what its DN
+	// makes it if it is an account or group at all, and the directory's
+	// post-read on the write itself tells which it is.
+	unread bool
+	gen    uint64 // the entry cache's generation before an unread write
 
 	// decide
 	verdict decision
@@ -84,6 +89,15 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if w.kind == schema.KindNone {
 		return m.relayAsIs(w), nil // not an account or group, or Axigen's own write
 	}
+	if w.unread && !m.kindFree(ctx, w) {
+		// The verdict depends on what the entry is: read it.
+		if answer := m.readTarget(ctx, w); answer != nil {
+			return nil, answer
+		}
+		if w.kind == schema.KindNone {
+			return m.relayAsIs(w), nil
+		}
+	}
 	if answer := m.decide(ctx, w); answer != nil {
 		return nil, answer
 	}
@@ -92,6 +106,10 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	}
 	if answer := m.prepare(ctx, w); answer != nil {
 		return nil, answer
+	}
+	if w.unread {
+		// The directory says, with its answer, what the entry is.
+		req.Append = append(req.Append, m.postReadControl())
 	}
 	// relay: the gateway sends the write to the directory and hands its
 	// answer to settle before the client hears it.
@@ -186,6 +204,21 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		return nil
 	}
 	if cur == nil {
+		if kind := m.unreadKind(ctx, w); kind != schema.KindNone {
+			w.kind, w.unread, w.gen = kind, true, m.entries.generation()
+			return nil
+		}
+	}
+	w.entry = cur
+	return m.readTarget(ctx, w)
+}
+
+// readTarget reads the entry a write targets (w.entry, when classify has
+// it already) and classifies it: an account, a group or neither.
+func (m *Mirror) readTarget(ctx context.Context, w *write) *gateway.Result {
+	mp, cur := m.mapping(), w.entry
+	w.unread = false
+	if cur == nil {
 		var err error
 		if cur, err = m.readEntry(ctx, w.target); err != nil {
 			m.log.Warn("cannot read the entry a write targets", "dn", w.target, "err", err)
@@ -193,6 +226,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		}
 	}
 	if cur == nil {
+		w.kind = schema.KindNone
 		return nil // the directory will answer noSuchObject
 	}
 	w.entry = cur
@@ -279,6 +313,10 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	}
 	if w.who.axigen {
 		w.audit = w.audit.With("connector", "axigen")
+	}
+	if w.unread {
+		// The kind is the DN's; the directory's answer confirms it (settle).
+		w.audit = w.audit.With("entryRead", false)
 	}
 	noOp, answer := checkControls(w.req.Controls)
 	if w.refused != nil {
@@ -419,6 +457,9 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		// The new entry's stable key exists only now; the journal keeps its
 		// history under it.
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
+	case w.unread:
+		// What the entry is, and its key, come with the answer.
+		background("commit", func() error { return m.settleUnread(ctx, w, res) })
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
 	}

@@ -43,7 +43,13 @@ type pipelineRig struct {
 
 func newPipelineRig(t *testing.T) *pipelineRig {
 	t.Helper()
-	r := &pipelineRig{dir: slapd.StartT(t, slapd.Options{})}
+	return newPipelineRigWith(t, slapd.Options{})
+}
+
+// newPipelineRigWith is newPipelineRig with slapd started with opts.
+func newPipelineRigWith(t *testing.T, opts slapd.Options) *pipelineRig {
+	t.Helper()
+	r := &pipelineRig{dir: slapd.StartT(t, opts)}
 	r.sim = axigensim.New(axigensim.Options{Admins: map[string]string{pipeAxAdmin: pipeAxPW}, Domains: []string{pipeDomain}})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := r.sim.Start(ctx); err != nil {
