@@ -169,6 +169,14 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 				"writes", res.writes, "cpu", fmt.Sprint(used))
 		}
 	}
+	if dir := os.Getenv("LDAPGATE_BENCH_PROFILE"); dir != "" {
+		for _, p := range paths[1:] {
+			path := filepath.Join(dir, p.name+"-allocs.pprof")
+			if err := gatewayGet(filepath.Join(p.dataDir, "admin.sock"), "/debug/pprof/allocs", path); err != nil {
+				log.Warn("allocation profile", "path", p.name, "err", err)
+			}
+		}
+	}
 	return reportMirror(out, o, paths, runs), nil
 }
 
@@ -462,19 +470,25 @@ func startMirrorProfiles(p mirrorPath, round int, d time.Duration) func() error 
 // gatewayProfile writes to path a CPU profile of a running gateway over d,
 // taken from its admin socket.
 func gatewayProfile(sock, path string, d time.Duration) error {
+	secs := max(1, int(d.Round(time.Second).Seconds()))
+	return gatewayGet(sock, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), path)
+}
+
+// gatewayGet writes to path what a gateway's admin socket answers to a GET
+// of uri.
+func gatewayGet(sock, uri, path string) error {
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var dl net.Dialer
 		return dl.DialContext(ctx, "unix", sock)
 	}}}
 	defer client.CloseIdleConnections()
-	secs := max(1, int(d.Round(time.Second).Seconds()))
-	resp, err := client.Get(fmt.Sprintf("http://gateway/debug/pprof/profile?seconds=%d", secs))
+	resp, err := client.Get("http://gateway" + uri)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", uri, resp.Status)
 	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {

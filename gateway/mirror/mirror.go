@@ -175,7 +175,7 @@ func (m *Mirror) Close() { m.settling.Wait() }
 // CheckService reads the account base with the service identity, proving
 // the directory is reachable and the service bind works.
 func (m *Mirror) CheckService(ctx context.Context) error {
-	for _, base := range m.mapping().Config().AccountBase {
+	for _, base := range m.mapping().AccountBases() {
 		e, err := m.cfg.Directory.Read(ctx, base, []string{"1.1"})
 		if err != nil {
 			return err
