@@ -130,9 +130,6 @@ func (p *refParser) attrType() (string, matchRule, error) {
 	return canonicalName(aliases{}, lt), matchOther, nil
 }
 
-
-
-
 // value reads an attribute value (string, quoted string or #hex) and
 // returns its bytes, unescaped.
 func (p *refParser) value() (string, error) {
@@ -222,8 +219,6 @@ func (p *refParser) escape() (byte, error) {
 	return c, nil
 }
 
-
-
 // normalize applies the value's equality rule: both case-ignoring rules
 // fold case and insignificant blanks. A value the gateway cannot be sure
 // of is marked unsure and only lower-cased.
@@ -262,7 +257,6 @@ func refEscapeValue(v string) string {
 	}
 	return b.String()
 }
-
 
 // FuzzDNParserMatchesReference: the parser gives what the reference gives
 // (the canonical string, whether the DN is unsure, the first RDN's end),
