@@ -102,6 +102,7 @@ type Mirror struct {
 	identities map[string]cachedIdentity
 
 	entries *entryCache
+	images  *images
 }
 
 // entryCacheLimit bounds the entries remembered for classification.
@@ -134,7 +135,7 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = slog.New(slog.DiscardHandler)
 	}
-	m := &Mirror{cfg: cfg, log: cfg.Logger, entries: newEntryCache(cfg.EntryCacheTTL, entryCacheLimit)}
+	m := &Mirror{cfg: cfg, log: cfg.Logger, entries: newEntryCache(cfg.EntryCacheTTL, entryCacheLimit), images: newImages()}
 	m.policy.Store(&Policy{Mapping: cfg.Mapping, AdminDNs: cfg.AdminDNs, AdminGroup: cfg.AdminGroup, AxigenBindDN: cfg.AxigenBindDN})
 	m.admins.Store(NewAdmins(cfg.AdminDNs, cfg.AdminGroup, cfg.Directory, cfg.AdminCacheTTL))
 	return m, nil
@@ -150,6 +151,7 @@ func (m *Mirror) SetPolicy(p Policy) error {
 	// A new Admins: the admin group may have changed, its members are read again.
 	m.admins.Store(NewAdmins(p.AdminDNs, p.AdminGroup, m.cfg.Directory, m.cfg.AdminCacheTTL))
 	m.entries.forgetAll() // the attributes that classify may have changed
+	m.images.reset()      // and those delivery reads
 	return nil
 }
 

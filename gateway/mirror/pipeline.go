@@ -49,6 +49,10 @@ type write struct {
 	// post-read on the write itself tells which it is.
 	unread bool
 	gen    uint64 // the entry cache's generation before an unread write
+	// scoped: the write names an entry of the account or group bases
+	// (images.go follows it); image: it asks for its entry's image.
+	scoped, image bool
+	iw            imageWrite
 
 	// decide
 	verdict decision
@@ -107,10 +111,17 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if answer := m.prepare(ctx, w); answer != nil {
 		return nil, answer
 	}
-	if w.unread {
+	switch {
+	case m.wantsImage(ctx, w):
+		// The directory says, with its answer, what the entry is now:
+		// delivery need not read it (images.go).
+		w.image = true
+		req.Append = append(req.Append, postReadOf(m.imageAttributes()))
+	case w.unread:
 		// The directory says, with its answer, what the entry is.
 		req.Append = append(req.Append, m.postReadControl())
 	}
+	m.beginRelay(w)
 	// relay: the gateway sends the write to the directory and hands its
 	// answer to settle before the client hears it.
 	return func(ctx context.Context, res gateway.Result) { m.settle(ctx, w, res) }, nil
@@ -194,6 +205,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	if !inScope(w.target) && !inScope(w.newDN) {
 		return nil
 	}
+	w.scoped = true
 	// A write that may change what classifies its entry drops the entry
 	// from the cache now, and again once the directory has it.
 	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
@@ -401,10 +413,20 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 // relayAsIs is the Completion of a write relayed with no journal record:
 // it only drops the cache entries the write makes stale (nil when none).
 func (m *Mirror) relayAsIs(w *write) gateway.Completion {
-	if w.stale == nil {
+	// Of the writes Axigen is not told of, those that change its entry's
+	// kind, key or name, and Axigen's own, change what a delivery of the
+	// entry would read: the images follow them (images.go).
+	w.scoped = w.scoped && (w.stale != nil || w.who.axigen)
+	m.beginRelay(w)
+	if w.stale == nil && !w.scoped {
 		return nil
 	}
-	return func(_ context.Context, res gateway.Result) { m.dropStale(w.stale, res) }
+	return func(_ context.Context, res gateway.Result) {
+		if w.stale != nil {
+			m.dropStale(w.stale, res)
+		}
+		m.endRelay(w, res)
+	}
 }
 
 // settle settles a journaled write on the directory's answer: commit on
@@ -420,6 +442,7 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	if w.stale != nil {
 		m.dropStale(w.stale, res)
 	}
+	m.endRelay(w, res) // before the commit below makes the record deliverable
 	// The journal must settle even if the client has gone.
 	ctx = context.WithoutCancel(ctx)
 	j := m.cfg.Journal

@@ -3,12 +3,18 @@ package mirror
 import (
 	"context"
 	"errors"
-	"strconv"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
 	"github.com/ldapgate/ldapgate/store"
 )
@@ -73,25 +79,56 @@ func readAttr(t *testing.T, dir *slapd.Server, dn, attr string) string {
 	return res.Entries[0].GetAttributeValue(attr)
 }
 
-// searchCount is how many searches slapd has completed (cn=Monitor).
-func searchCount(t *testing.T, dir *slapd.Server) int {
-	t.Helper()
-	conn, err := dir.AdminConn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	res, err := conn.Search(ldap.NewSearchRequest("cn=Search,cn=Operations,cn=Monitor", ldap.ScopeBaseObject,
-		ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"monitorOpCompleted"}, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("read slapd's search count: %v", err)
-	}
-	n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("monitorOpCompleted"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+// searchCounter relays the Mirror's own directory connections to slapd
+// and counts the searches they send.
+type searchCounter struct {
+	ln       net.Listener
+	searches atomic.Int64
 }
+
+func newSearchCounter(t *testing.T, dir *slapd.Server) *searchCounter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &searchCounter{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	upstream := strings.TrimPrefix(dir.URL, "ldap://")
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				conn.Close()
+				continue
+			}
+			go func() {
+				defer up.Close()
+				r := ldapwire.NewReader(conn, 1<<20)
+				for {
+					m, err := r.Next()
+					if err != nil {
+						return
+					}
+					if m.Op == ldapwire.TagSearchRequest {
+						c.searches.Add(1)
+					}
+					if _, err := up.Write(m.Raw); err != nil {
+						return
+					}
+				}
+			}()
+			go func() { defer conn.Close(); _, _ = io.Copy(conn, up) }()
+		}
+	}()
+	return c
+}
+
+func (c *searchCounter) url() string { return "ldap://" + c.ln.Addr().String() }
 
 // An admin's change of an account's contact info is judged and journaled
 // without reading the account: the directory's post-read on the write
@@ -100,13 +137,15 @@ func searchCount(t *testing.T, dir *slapd.Server) int {
 // the account's entryUUID.
 func TestUnreadWriteIsKeyedByThePostRead(t *testing.T) {
 	rig := newPipelineRig(t)
+	counter := newSearchCounter(t, rig.dir)
+	rig.dirURL = counter.url()
 	m, j, audit := rig.mirror(t)
 	ctx := context.Background()
 	alice := pipeUser("alice")
 	if _, err := m.cfg.Directory.SupportsControl(ctx, oidPostRead); err != nil { // read once, before counting
 		t.Fatal(err)
 	}
-	before := searchCount(t, rig.dir)
+	before := counter.searches.Load()
 	req := replace(alice, "telephoneNumber", "+1 555 0199")
 	done, answer := intercept(ctx, m, pipeAdminDN, req)
 	if answer != nil || done == nil {
@@ -120,11 +159,10 @@ func TestUnreadWriteIsKeyedByThePostRead(t *testing.T) {
 		t.Fatalf("prepared %+v, %v; want one record without a key yet", prepared, err)
 	}
 	res := relayAsDirectory(t, rig.dir, req)
-	after := searchCount(t, rig.dir) // the test's own monitor read counts one
 	done(ctx, res)
 	m.Close()
-	if n := searchCount(t, rig.dir) - after - 1; after-before-1 != 0 || n != 0 {
-		t.Errorf("the directory served %d searches before the answer and %d after it, want none", after-before-1, n)
+	if n := counter.searches.Load() - before; n != 0 {
+		t.Errorf("the gateway sent the directory %d searches for the write, want none", n)
 	}
 	rec, err := j.Get(prepared[0].Seq)
 	if err != nil || rec.State != store.StateCommitted {
@@ -175,4 +213,94 @@ func TestKindDependentWriteIsRead(t *testing.T) {
 	}
 	assertNoRecordEver(t, j)
 	assertDecisions(t, decisions(t, audit), []string{"refused"})
+}
+
+// deliveredPhone runs the Mirror's delivery until Axigen's alice has
+// phone, or fails the test.
+func deliveredPhone(t *testing.T, m *Mirror, rig *pipelineRig, phone string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	delivering := make(chan error, 1)
+	go func() { delivering <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-delivering; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if a, ok := rig.sim.Account(pipeDomain, "alice"); ok && a.Contact["phone"] == phone {
+			return
+		}
+		if time.Now().After(deadline) {
+			a, _ := rig.sim.Account(pipeDomain, "alice")
+			t.Fatalf("Axigen's alice has phone %q, want %q", a.Contact["phone"], phone)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval for the simulator's state
+	}
+}
+
+// The service identity's change of an account is delivered from the
+// entry's state its write brought back: the gateway sends the directory
+// no search for the write, nor for its delivery.
+func TestImageServesTheDelivery(t *testing.T) {
+	rig := newPipelineRig(t)
+	rig.sim.PutAccount(pipeDomain, axigensim.AccountState{Name: "alice", Contact: map[string]string{"phone": "+1 555 0101"}})
+	counter := newSearchCounter(t, rig.dir)
+	rig.dirURL = counter.url()
+	m, _, _ := rig.mirror(t)
+	ctx := context.Background()
+	if _, err := m.cfg.Directory.SupportsControl(ctx, oidPostRead); err != nil {
+		t.Fatal(err)
+	}
+	before := counter.searches.Load()
+	req := replace(pipeUser("alice"), "telephoneNumber", "+1 555 0177")
+	done, answer := intercept(ctx, m, pipeAdminDN, req)
+	if answer != nil || done == nil {
+		t.Fatalf("Intercept: %+v, Completion %v", answer, done != nil)
+	}
+	done(ctx, relayAsDirectory(t, rig.dir, req))
+	deliveredPhone(t, m, rig, "+1 555 0177")
+	if n := counter.searches.Load() - before; n != 0 {
+		t.Errorf("the gateway sent the directory %d searches for the write and its delivery, want none", n)
+	}
+}
+
+// Another writer's change of the entry while the service identity's is
+// on its way leaves no image: the delivery reads the entry, and Axigen
+// gets both changes.
+func TestAnotherWriterDropsTheImage(t *testing.T) {
+	rig := newPipelineRig(t)
+	m, _, _ := rig.mirror(t)
+	ctx := context.Background()
+	alice := pipeUser("alice")
+	svc := replace(alice, "telephoneNumber", "+1 555 0188")
+	doneSvc, answer := intercept(ctx, m, pipeAdminDN, svc)
+	if answer != nil || doneSvc == nil {
+		t.Fatalf("Intercept: %+v", answer)
+	}
+	own := replace(alice, "displayName", "Ally")
+	doneOwn, answer := intercept(ctx, m, alice, own)
+	if answer != nil || doneOwn == nil {
+		t.Fatalf("Intercept of the owner's write: %+v", answer)
+	}
+	// The directory applies the owner's write after the service's, and
+	// answers the service's last: its image lacks the owner's change.
+	resSvc := relayAsDirectory(t, rig.dir, svc)
+	resOwn := relayAsDirectory(t, rig.dir, own)
+	doneOwn(ctx, resOwn)
+	doneSvc(ctx, resSvc)
+	deliveredPhone(t, m, rig, "+1 555 0188")
+	waitFor := time.Now().Add(10 * time.Second)
+	for {
+		a, _ := rig.sim.Account(pipeDomain, "alice")
+		if a.Contact["nickName"] == "Ally" && a.Contact["phone"] == "+1 555 0188" {
+			break
+		}
+		if time.Now().After(waitFor) {
+			t.Fatalf("Axigen's alice: %+v, want both changes", a.Contact)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval for the simulator's state
+	}
 }
