@@ -62,6 +62,7 @@ type mirrorPath struct {
 	pid     int
 	dataDir string
 	fsType  string
+	rate    float64 // writes/s the clients keep to (0: as fast as they can)
 }
 
 // mirrorRun is what one path measured over the rounds.
@@ -128,9 +129,23 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 		}
 	}
 	runs := map[string]*mirrorRun{}
+	// paced is direct at the rate the gateway-disk path made in the same
+	// round: slapd's CPU per write depends on how busy it is, so the
+	// gateway's cost to slapd is compared at the gateway's own rate too.
+	paced := mirrorPath{name: "direct-paced", addr: paths[0].addr}
 	for r := range o.rounds {
+		order := make([]mirrorPath, 0, len(paths)+1)
 		for k := range paths {
-			p := paths[(k+r)%len(paths)]
+			order = append(order, paths[(k+r)%len(paths)])
+		}
+		if slices.ContainsFunc(paths, func(p mirrorPath) bool { return p.name == "gateway-disk" }) {
+			order = append(order, paced)
+		}
+		for _, p := range order {
+			if p.name == paced.name {
+				rates := runs["gateway-disk"].rates
+				p.rate = rates[len(rates)-1]
+			}
 			pids := []int{dir.PID(), p.pid, 0, os.Getpid()}
 			if p.pid != 0 {
 				pids[2] = sim.pid
@@ -176,6 +191,9 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 				log.Warn("allocation profile", "path", p.name, "err", err)
 			}
 		}
+	}
+	if runs[paced.name] != nil {
+		paths = append(paths, paced)
 	}
 	return reportMirror(out, o, paths, runs), nil
 }
@@ -239,7 +257,17 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 			// clients), picked at random, so writes to one user are never
 			// concurrent and their order is the order sent.
 			share := (o.users - c + o.clients - 1) / o.clients
+			var interval time.Duration // a paced client's time between writes
+			next := start
+			if p.rate > 0 {
+				interval = time.Duration(float64(o.clients) / p.rate * float64(time.Second))
+				next = start.Add(interval * time.Duration(c) / time.Duration(o.clients))
+			}
 			for n := 0; time.Now().Before(deadline) && ctx.Err() == nil; n++ {
+				if interval > 0 {
+					time.Sleep(time.Until(next)) // pacing, not synchronisation
+					next = next.Add(interval)
+				}
 				i := c + o.clients*rng.IntN(share)
 				uid := slapd.UserUID(i)
 				value := fmt.Sprintf("bench %s %s %d %d", tag, p.name, c, n)
@@ -326,8 +354,11 @@ func reportMirror(out io.Writer, o options, paths []mirrorPath, runs map[string]
 	fmt.Fprintf(out, "\nmirrored writes: %d clients replacing %s (mirrored as %s) on random users of %d, %d round(s) of %v per path\n",
 		o.clients, benchAttr, benchField, o.users, o.rounds, o.duration)
 	for _, p := range paths[1:] {
-		fmt.Fprintf(out, "  %s: journal in %s (%s)\n", p.name, p.dataDir, p.fsType)
+		if p.pid != 0 {
+			fmt.Fprintf(out, "  %s: journal in %s (%s)\n", p.name, p.dataDir, p.fsType)
+		}
 	}
+	fmt.Fprintln(out, "  direct-paced: direct, each round at the rate gateway-disk made in it")
 	fmt.Fprintf(out, "\n%-26s", "per write")
 	for _, p := range paths {
 		fmt.Fprintf(out, " %16s", p.name)
@@ -375,7 +406,7 @@ func reportMirror(out io.Writer, o options, paths []mirrorPath, runs map[string]
 	row("success→Axigen p99", lat(0.99))
 	row("success→Axigen max", lat(1))
 
-	direct := runs["direct"]
+	direct, paced := runs["direct"], runs["direct-paced"]
 	disk, tmpfs := runs["gateway-disk"], runs["gateway-tmpfs"]
 	missed := false
 	check := func(label string, x float64, ok bool, target string) {
@@ -391,6 +422,10 @@ func reportMirror(out io.Writer, o options, paths []mirrorPath, runs map[string]
 		check("gateway CPU per write / slapd CPU per direct write", per(disk, 1)/slapdDirect, per(disk, 1)/slapdDirect <= 1.0, "<= 1.00")
 		check("slapd CPU per write through the gateway / direct", per(disk, 0)/slapdDirect, per(disk, 0)/slapdDirect <= 1.15, "<= 1.15")
 		fmt.Fprintf(out, "%-58s %6.2f\n", "gateway writes/s (disk) / direct", median(disk.rates)/median(direct.rates))
+	}
+	if paced != nil && disk != nil {
+		fmt.Fprintf(out, "%-58s %6.2f\n", "slapd CPU per write through the gateway / direct-paced", per(disk, 0)/per(paced, 0))
+		fmt.Fprintf(out, "%-58s %6.2f\n", "gateway CPU per write / slapd CPU per direct-paced write", per(disk, 1)/per(paced, 0))
 	}
 	if b := runs["gateway-b-disk"]; b != nil && disk != nil && direct != nil {
 		fmt.Fprintf(out, "%-58s %6.2f\n", "gateway-b (-compare) CPU per write / slapd CPU per direct write", per(b, 1)/per(direct, 0))

@@ -212,11 +212,35 @@ func (im *images) pruneLocked(now time.Time) {
 	}
 }
 
-// imageAttributes is what a write asking for an image reads back: what
-// delivery reads of an account, what classifies it, and entryCSN, which
-// orders the images of one entry.
-func (m *Mirror) imageAttributes() []string {
-	return dedupFold(slices.Concat(m.readAttributes(), m.mapping().AccountAttributes(), []string{"entryCSN"}))
+// attrLists is what the write path asks of entries under one mapping,
+// worked out once per mapping rather than per write.
+type attrLists struct {
+	mp *schema.Mapping
+	// read is what classifies an entry (read before a write).
+	read []string
+	// readCtl is a post-read control asking for read; imageCtl one asking
+	// for what delivery reads of an account (AccountAttributes, which
+	// classify it too) and entryCSN, which orders the images of one entry.
+	readCtl, imageCtl gateway.Control
+}
+
+func newAttrLists(mp *schema.Mapping) *attrLists {
+	read := dedupFold([]string{"objectClass", mp.KeyAttribute(), mp.NameAttribute(), mp.GroupNameAttribute(), mp.MemberMailAttribute()})
+	image := dedupFold(slices.Concat(mp.AccountAttributes(), []string{"entryCSN"}))
+	return &attrLists{mp: mp, read: read, readCtl: postReadOf(read), imageCtl: postReadOf(image)}
+}
+
+// attrLists returns the lists of the mapping in force, worked out anew
+// after a policy change (two goroutines may both do it: the lists are the
+// same).
+func (m *Mirror) attrLists() *attrLists {
+	mp := m.mapping()
+	if l := m.lists.Load(); l != nil && l.mp == mp {
+		return l
+	}
+	l := newAttrLists(mp)
+	m.lists.Store(l)
+	return l
 }
 
 // postReadOf returns a post-read control asking for attrs.

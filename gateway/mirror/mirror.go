@@ -103,6 +103,7 @@ type Mirror struct {
 
 	entries *entryCache
 	images  *images
+	lists   atomic.Pointer[attrLists] // of the mapping in force
 }
 
 // entryCacheLimit bounds the entries remembered for classification.

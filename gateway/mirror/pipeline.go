@@ -116,7 +116,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		// The directory says, with its answer, what the entry is now:
 		// delivery need not read it (images.go).
 		w.image = true
-		req.Append = append(req.Append, postReadOf(m.imageAttributes()))
+		req.Append = append(req.Append, m.attrLists().imageCtl)
 	case w.unread:
 		// The directory says, with its answer, what the entry is.
 		req.Append = append(req.Append, m.postReadControl())

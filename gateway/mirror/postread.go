@@ -96,13 +96,7 @@ func (m *Mirror) kindFree(ctx context.Context, w *write) bool {
 
 // postReadControl asks the directory for what classifies the entry, as the
 // write leaves it.
-func (m *Mirror) postReadControl() gateway.Control {
-	var sel []byte
-	for _, a := range m.readAttributes() {
-		sel = ldapwire.AppendTLV(sel, ldapwire.TagOctetString, []byte(a))
-	}
-	return gateway.Control{OID: oidPostRead, Value: ldapwire.AppendTLV(nil, ldapwire.TagSequence, sel), HasValue: true}
-}
+func (m *Mirror) postReadControl() gateway.Control { return m.attrLists().readCtl }
 
 // postReadEntry is the entry of a post-read response control among
 // controls, or nil.
