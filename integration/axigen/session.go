@@ -2,6 +2,7 @@ package axigen
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -84,6 +85,7 @@ type Session struct {
 	enteredDomain time.Time
 	broken        error
 	out           []byte // the lines being sent
+	line          []byte // the line being read
 }
 
 // Dial connects, reads the banner and logs in. The session starts at the
@@ -314,7 +316,12 @@ func (s *Session) fail(err error) error {
 func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (*Response, error) {
 	ans := &Response{}
 	statusSeen := false // the last complete line was a status line
-	var line []byte
+	line := s.line[:0]  // the line being read, in a buffer kept for the next answers
+	defer func() {
+		if cap(line) <= maxKeptLine {
+			s.line = line[:0]
+		}
+	}()
 	total := 0
 	for {
 		c, err := s.r.ReadByte()
@@ -332,7 +339,7 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 		}
 		line = append(line, c)
 		if c == '\n' {
-			text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+			text := string(bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}))
 			line = line[:0]
 			if statusSeen {
 				// What looked like the status line was output after all.
@@ -346,7 +353,7 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 			}
 			continue
 		}
-		if c == ' ' && (statusSeen || bare) && (more || s.r.Buffered() == 0) {
+		if c == ' ' && (statusSeen || bare) && (more || s.r.Buffered() == 0) && maybePrompt(line) {
 			if path, ok := parsePrompt(string(line)); ok {
 				if statusSeen {
 					ans.Status, ans.OK = parseStatus(ans.Status)
@@ -359,6 +366,15 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 		}
 	}
 }
+
+// maybePrompt is parsePrompt's first check, on bytes: the shape "<...> ".
+func maybePrompt(line []byte) bool {
+	n := len(line)
+	return n >= 4 && line[0] == '<' && line[n-2] == '>' && line[n-1] == ' '
+}
+
+// maxKeptLine bounds the line buffer a session keeps between answers.
+const maxKeptLine = 64 << 10
 
 func isStatusLine(text string) bool {
 	return strings.HasPrefix(text, "+OK") || strings.HasPrefix(text, "-ERR")
