@@ -18,6 +18,10 @@
 // the time from each write's success to the change in Axigen, and the
 // ratios issue 19 sets targets for.
 //
+// LDAPGATE_BENCH_PROFILE=DIR writes, for the mirror suite, CPU profiles of
+// each gateway round (from the gateway's admin socket) and of the clients,
+// the simulator's over the run, and each gateway's allocation profile.
+//
 // -compare BINARY measures a second gateway binary as path gateway-b in the
 // same rounds (in the mirror suite: gateway-b-disk, its journal on disk),
 // for an A/B of a change under the same machine load.
