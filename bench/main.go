@@ -1,13 +1,30 @@
-// Command bench measures, side by side in one run, four ways for LDAP
-// clients to reach one slapd holding -users users: directly, through a plain
-// TCP byte pipe, through slapd's own back-ldap proxy, and through the
-// ldapgate binary. Rounds are interleaved (every path in every round, in a
-// rotating order) so drift in the machine's load hits all paths alike.
+// Command bench measures, side by side in one run, the ways for LDAP
+// clients to reach one slapd holding -users users. Rounds are interleaved
+// (every path in every round, in a rotating order) so drift in the
+// machine's load hits all paths alike.
 //
-//	go run ./bench [-users 10000] [-duration 3s] [-rounds 3] [-clients 8] [-quick]
+//	go run ./bench [-users 10000] [-duration 3s] [-rounds 3] [-clients 8] [-quick] [-suites relay,mirror]
+//
+// Suite relay: reads and binds directly, through a plain TCP byte pipe,
+// through slapd's own back-ldap proxy, and through the ldapgate binary
+// (mirroring off).
+//
+// Suite mirror (mirror.go): -clients clients replacing displayName on
+// random users, directly and through a gateway that journals each write
+// and mirrors it into the Axigen simulator, once with the journal on disk
+// (-journal-disk, the temporary folder by default) and once on tmpfs
+// (-journal-tmpfs, /dev/shm). It prints the CPU time per write of slapd,
+// the gateway, the simulator and the clients (from /proc), the writes/s,
+// the time from each write's success to the change in Axigen, and the
+// ratios issue 19 sets targets for.
+//
+// LDAPGATE_BENCH_PROFILE=DIR writes, for the mirror suite, CPU profiles of
+// each gateway round (from the gateway's admin socket) and of the clients,
+// the simulator's over the run, and each gateway's allocation profile.
 //
 // -compare BINARY measures a second gateway binary as path gateway-b in the
-// same rounds, for an A/B of a change under the same machine load.
+// same rounds (in the mirror suite: gateway-b-disk, its journal on disk),
+// for an A/B of a change under the same machine load.
 //
 // Workloads:
 //   - search-N: N clients, each one bound connection searching for a random
@@ -58,6 +75,9 @@ type options struct {
 	work     string
 	strict   bool
 	verbose  bool
+	suites   string
+	diskDir  string
+	tmpfsDir string
 }
 
 func main() {
@@ -66,6 +86,14 @@ func main() {
 	if len(os.Args) == 4 && os.Args[1] == "pipe" {
 		if err := runPipe(os.Args[2], os.Args[3]); err != nil {
 			fmt.Fprintln(os.Stderr, "bench pipe:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	// Re-executed as the Axigen simulator of the mirror suite.
+	if len(os.Args) == 6 && os.Args[1] == "axigen-sim" {
+		if err := runSim(os.Args[2], os.Args[3], os.Args[4]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench axigen-sim:", err)
 			os.Exit(1)
 		}
 		return
@@ -84,6 +112,9 @@ func main() {
 	flag.BoolVar(&quick, "quick", false, "1 s measurements, 1 round, unless -duration/-rounds/-warmup say otherwise (proves the bench runs)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed")
 	flag.BoolVar(&o.verbose, "v", false, "log set-up steps")
+	flag.StringVar(&o.suites, "suites", "relay,mirror", "suites to run: relay (reads and binds), mirror (mirrored writes)")
+	flag.StringVar(&o.diskDir, "journal-disk", os.TempDir(), "folder for the journal of the gateway-disk path of the mirror suite (\"\": skip that path)")
+	flag.StringVar(&o.tmpfsDir, "journal-tmpfs", "/dev/shm", "folder (tmpfs) for the journal of the gateway-tmpfs path of the mirror suite (\"\": skip that path)")
 	flag.Parse()
 	if quick { // shorter defaults; flags given explicitly still win
 		set := map[string]bool{}
@@ -142,15 +173,43 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	wantPaths := strings.Split(o.paths, ",")
-	want := func(name string) bool { return slices.Contains(wantPaths, name) }
-
 	log.Info("starting slapd", "users", o.users)
 	dir, err := slapd.Start(ctx, slapd.Options{Users: o.users})
 	if err != nil {
 		return err
 	}
 	defer dir.Stop()
+	suites := strings.Split(o.suites, ",")
+	missed := false
+	if slices.Contains(suites, "relay") {
+		m, err := runRelay(ctx, o, log, dir, tmp, out)
+		if err != nil {
+			return err
+		}
+		missed = missed || m
+	}
+	if slices.Contains(suites, "mirror") {
+		bin, err := gatewayBinary(o.gateway, tmp)
+		if err != nil {
+			return err
+		}
+		m, err := runMirror(ctx, o, log, dir, tmp, bin, out)
+		if err != nil {
+			return err
+		}
+		missed = missed || m
+	}
+	if missed && o.strict {
+		return errTargetMissed
+	}
+	return nil
+}
+
+// runRelay measures the relay suite and prints its tables; it reports
+// whether a target was missed.
+func runRelay(ctx context.Context, o options, log *slog.Logger, dir *slapd.Server, tmp string, out io.Writer) (bool, error) {
+	wantPaths := strings.Split(o.paths, ",")
+	want := func(name string) bool { return slices.Contains(wantPaths, name) }
 	upstream := strings.TrimPrefix(dir.URL, "ldap://")
 	paths := []path{{"direct", upstream, 0}}
 
@@ -160,7 +219,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return exec.Command(self, "pipe", upstream, addrFile)
 		})
 		if err != nil {
-			return fmt.Errorf("byte pipe: %w", err)
+			return false, fmt.Errorf("byte pipe: %w", err)
 		}
 		defer stopPipe()
 		paths = append(paths, path{"pipe", addr, pid})
@@ -168,7 +227,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if want("back-ldap") {
 		proxy, err := slapd.Start(ctx, slapd.Options{ProxyTo: dir.URL})
 		if err != nil {
-			return fmt.Errorf("back-ldap proxy: %w", err)
+			return false, fmt.Errorf("back-ldap proxy: %w", err)
 		}
 		defer proxy.Stop()
 		paths = append(paths, path{"back-ldap", strings.TrimPrefix(proxy.URL, "ldap://"), proxy.PID()})
@@ -177,7 +236,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if want("gateway") {
 		bin, err := gatewayBinary(o.gateway, tmp)
 		if err != nil {
-			return err
+			return false, err
 		}
 		gateways["gateway"] = bin
 	}
@@ -195,7 +254,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				"--log-level", "warn", "--max-bind-failures", "0")
 		})
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return false, fmt.Errorf("%s: %w", name, err)
 		}
 		defer stopGW()
 		paths = append(paths, path{name, addr, pid})
@@ -211,7 +270,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	for _, p := range paths { // warm caches and connection set-up paths
 		if _, err := measure(ctx, p, works[0], o.warmup, o.users); err != nil {
-			return fmt.Errorf("warm-up of %s: %w", p.name, err)
+			return false, fmt.Errorf("warm-up of %s: %w", p.name, err)
 		}
 	}
 
@@ -230,7 +289,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				before := proccpu.Take(pids...)
 				res, err := measure(ctx, p, w, o.duration, o.users)
 				if err != nil {
-					return fmt.Errorf("round %d, %s via %s: %w", r+1, w.name, p.name, err)
+					return false, fmt.Errorf("round %d, %s via %s: %w", r+1, w.name, p.name, err)
 				}
 				u := cpu[w.name][p.name]
 				if u == nil {
@@ -246,10 +305,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	missed := report(out, o, paths, works, results)
 	reportCPU(out, paths, works, cpu)
-	if missed && o.strict {
-		return errTargetMissed
-	}
-	return nil
+	return missed, nil
 }
 
 // measure runs one workload over one path for d and returns ops/s.

@@ -94,3 +94,30 @@ func (c *conn) searchOne(base, attr, value string) error {
 func (c *conn) unbind() error {
 	return c.send([]byte{ldapwire.TagUnbindRequest, 0x00})
 }
+
+// replace replaces attr of the entry dn with the one value and checks the
+// directory answered success.
+func (c *conn) replace(dn, attr, value string) error {
+	val := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(value))
+	part := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(attr))
+	part = ldapwire.AppendTLV(part, ldapwire.TagSet, val)
+	change := ldapwire.AppendInt(nil, ldapwire.TagEnumerated, 2) // replace
+	change = ldapwire.AppendTLV(change, ldapwire.TagSequence, part)
+	changes := ldapwire.AppendTLV(nil, ldapwire.TagSequence, change)
+	body := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(dn))
+	body = ldapwire.AppendTLV(body, ldapwire.TagSequence, changes)
+	if err := c.send(ldapwire.AppendTLV(nil, ldapwire.TagModifyRequest, body)); err != nil {
+		return err
+	}
+	m, err := c.r.Next()
+	if err != nil {
+		return err
+	}
+	if m.Op != ldapwire.TagModifyResponse {
+		return fmt.Errorf("modify answered with op 0x%02x", m.Op)
+	}
+	if code, ok := ldapwire.ResultCode(m.OpContent); !ok || code != 0 {
+		return fmt.Errorf("modify of %s: result %d", dn, code)
+	}
+	return nil
+}

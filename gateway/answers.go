@@ -117,10 +117,17 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			s.completing--
 			s.mu.Unlock()
 		}
+		raw := m.Raw
+		if found && len(op.strip) > 0 {
+			// The controls the interceptor asked for are not the client's.
+			if raw, err = withoutControls(m, op.strip); err != nil {
+				raw = m.Raw // unreadable controls: decodeResult said so to the Completion
+			}
+		}
 		// A client that has gone gets nothing more, but the answers to its
 		// intercepted writes are still read until the session closes the
 		// upstream connection (close waits for them).
-		_ = s.writeClient(m.Raw, up.r.Buffered() == 0)
+		_ = s.writeClient(raw, up.r.Buffered() == 0)
 		up.r.Release()
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
@@ -103,6 +104,14 @@ type WriteRequest struct {
 	OldPassword []byte
 	NewPassword []byte
 	Controls    []Control
+	// Append holds request controls the Interceptor adds before the
+	// request goes upstream (RFC 4527's post-read, say, to learn the entry
+	// as the write left it). The relay sends them after the client's own;
+	// the directory's response controls of the same types reach the
+	// Completion (Result.Controls) and are taken out of the answer the
+	// client gets, which never asked for them. A control type the request
+	// carries already must not be appended.
+	Append []Control
 }
 
 // bindRequest is the part of a bind the session needs to know.
@@ -446,4 +455,65 @@ func decodeResult(m ldapwire.Message, passwordModify bool) (Result, error) {
 		return Result{}, err
 	}
 	return r, nil
+}
+
+// appendControl appends one Control (RFC 4511 section 4.1.11).
+func appendControl(b []byte, c Control) []byte {
+	body := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(c.OID))
+	if c.Critical {
+		body = append(body, ldapwire.TagBoolean, 1, 0xff)
+	}
+	if c.HasValue {
+		body = ldapwire.AppendTLV(body, ldapwire.TagOctetString, c.Value)
+	}
+	return ldapwire.AppendTLV(b, ldapwire.TagSequence, body)
+}
+
+// withControls re-encodes m with the controls extra after its own.
+func withControls(m ldapwire.Message, extra []Control) []byte {
+	ctl := append([]byte(nil), m.Controls...)
+	for _, c := range extra {
+		ctl = appendControl(ctl, c)
+	}
+	return encodeMessage(m.ID, m.Op, m.OpContent, ctl)
+}
+
+// withoutControls re-encodes m without the controls whose type is one of
+// oids; it returns m.Raw when m has none of them.
+func withoutControls(m ldapwire.Message, oids []string) ([]byte, error) {
+	if m.Controls == nil {
+		return m.Raw, nil
+	}
+	items, err := splitElements(m.Controls)
+	if err != nil {
+		return nil, err
+	}
+	var kept []byte
+	dropped := false
+	for _, it := range items {
+		oid := ""
+		if parts, err := splitElements(it.content); err == nil && len(parts) > 0 {
+			oid = string(parts[0].content)
+		}
+		if slices.Contains(oids, oid) {
+			dropped = true
+			continue
+		}
+		kept = ldapwire.AppendTLV(kept, it.tag, it.content)
+	}
+	if !dropped {
+		return m.Raw, nil
+	}
+	return encodeMessage(m.ID, m.Op, m.OpContent, kept), nil
+}
+
+// encodeMessage encodes an LDAPMessage; controls is the content of its
+// Controls element, left out when empty.
+func encodeMessage(id int64, op byte, opContent, controls []byte) []byte {
+	body := ldapwire.AppendInt(make([]byte, 0, len(opContent)+len(controls)+16), ldapwire.TagInteger, id)
+	body = ldapwire.AppendTLV(body, op, opContent)
+	if len(controls) > 0 {
+		body = ldapwire.AppendTLV(body, ldapwire.TagControls, controls)
+	}
+	return ldapwire.AppendTLV(make([]byte, 0, len(body)+6), ldapwire.TagSequence, body)
 }

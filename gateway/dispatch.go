@@ -357,6 +357,12 @@ func (s *session) write(m ldapwire.Message) bool {
 	}
 	op.after = after
 	op.passwordModify = req.Op == OpPasswordModify
+	if len(req.Append) > 0 {
+		for _, c := range req.Append {
+			op.strip = append(op.strip, c.OID)
+		}
+		m.Raw = withControls(m, req.Append)
+	}
 	return s.forward(m, op)
 }
 

@@ -18,6 +18,9 @@ type pendingOp struct {
 	saslMechanism  string
 	passwordModify bool
 	after          Completion
+	// strip names the response controls the interceptor asked for
+	// (WriteRequest.Append), taken out of the answer the client gets.
+	strip []string
 	// abandoned says the client abandoned the operation; its ID stays
 	// reserved until the directory's final answer.
 	abandoned bool

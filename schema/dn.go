@@ -76,9 +76,14 @@ func CanonicalDN(dn string) string {
 // EqualDN reports whether a and b name the same entry by CanonicalDN's
 // rules. A DN that does not parse is equal to nothing, itself included.
 func EqualDN(a, b string) bool {
+	if a == b {
+		// One spelling is one entry, if it parses at all.
+		_, err := parseDN(a)
+		return err == nil
+	}
 	pa, erra := parseDN(a)
 	pb, errb := parseDN(b)
-	return erra == nil && errb == nil && pa.String() == pb.String()
+	return erra == nil && errb == nil && pa.equal(pb)
 }
 
 // ParentDN splits dn into its first RDN and its parent ("" for a
@@ -115,11 +120,32 @@ type dnName struct {
 }
 
 func (d dnName) String() string {
-	parts := make([]string, len(d.rdns))
-	for i, r := range d.rdns {
-		parts[i] = strings.Join(r, "+")
+	n := 0
+	for _, r := range d.rdns {
+		for _, ava := range r {
+			n += len(ava) + 1
+		}
 	}
-	return strings.Join(parts, ",")
+	var b strings.Builder
+	b.Grow(n)
+	for i, r := range d.rdns {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		for j, ava := range r {
+			if j > 0 {
+				b.WriteByte('+')
+			}
+			b.WriteString(ava)
+		}
+	}
+	return b.String()
+}
+
+// equal reports whether d and o have the same canonical form: values are
+// escaped there, so the RDNs are equal exactly when the strings are.
+func (d dnName) equal(o dnName) bool {
+	return slices.EqualFunc(d.rdns, o.rdns, slices.Equal)
 }
 
 // under reports whether d lies strictly below base.
@@ -193,7 +219,6 @@ func (p *dnParser) setUnsure(why string) {
 // rdn reads one RDN: type=value pairs joined by '+', sorted.
 func (p *dnParser) rdn() ([]string, error) {
 	var avas []string
-	types := map[string]bool{}
 	for {
 		typ, rule, err := p.attrType()
 		if err != nil {
@@ -209,10 +234,10 @@ func (p *dnParser) rdn() ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if types[typ] {
+		// Canonical type names hold no '=': "typ=" starts only its own AVAs.
+		if slices.ContainsFunc(avas, func(a string) bool { return len(a) > len(typ) && a[len(typ)] == '=' && a[:len(typ)] == typ }) {
 			p.setUnsure("an RDN that names " + typ + " twice")
 		}
-		types[typ] = true
 		avas = append(avas, typ+"="+escapeValue(p.normalize(typ, rule, raw)))
 		p.blanks()
 		if p.i < len(p.s) && p.s[p.i] == '+' {
@@ -220,7 +245,9 @@ func (p *dnParser) rdn() ([]string, error) {
 			p.blanks()
 			continue
 		}
-		slices.Sort(avas)
+		if len(avas) > 1 {
+			slices.Sort(avas)
+		}
 		return avas, nil
 	}
 }
@@ -320,8 +347,30 @@ func (p *dnParser) value() (string, error) {
 			}
 		}
 	}
+	// Most values have no escape: they are a piece of the input as it is.
+	start, trail := p.i, 0
+scan:
+	for p.i < len(p.s) {
+		switch c := p.s[p.i]; c {
+		case ',', ';', '+':
+			return p.s[start : p.i-trail], nil
+		case '\\':
+			break scan
+		case '"', '<', '>', '=':
+			p.setUnsure(fmt.Sprintf("an unescaped %q in a value", c))
+			trail = 0
+		case ' ':
+			trail++
+		default:
+			trail = 0
+		}
+		p.i++
+	}
+	if p.i == len(p.s) {
+		return p.s[start : p.i-trail], nil
+	}
 	var b strings.Builder
-	trail := 0 // unescaped blanks at the end, which are not part of the value
+	b.WriteString(p.s[start:p.i])
 	for p.i < len(p.s) {
 		c := p.s[p.i]
 		switch c {
@@ -397,6 +446,9 @@ func (p *dnParser) normalize(typ string, rule matchRule, v string) string {
 	if rule == matchOther {
 		return strings.ToLower(v)
 	}
+	if isFolded(v) {
+		return v // lower case already, with single inner blanks and none around
+	}
 	v = strings.Join(strings.Fields(strings.ToLower(v)), " ")
 	if v == "" {
 		p.setUnsure("an empty value of " + typ)
@@ -404,21 +456,46 @@ func (p *dnParser) normalize(typ string, rule matchRule, v string) string {
 	return v
 }
 
+// isFolded reports whether v is as normalize leaves a printable ASCII
+// value: no upper case, no blank at either end, no two blanks in a row.
+func isFolded(v string) bool {
+	if v == "" || v[0] == ' ' || v[len(v)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c >= 'A' && c <= 'Z' || c == ' ' && v[i-1] == ' ' {
+			return false
+		}
+	}
+	return true
+}
+
 // escapeValue renders a normalised value for the canonical string: every
 // character that could separate or end a value, and every byte outside
 // printable ASCII, as \HH, so that the canonical form is one string per DN
 // and parses back as RFC 4514.
 func escapeValue(v string) string {
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
+	special := func(i int) bool {
 		c := v[i]
-		special := strings.IndexByte(`"+,;<>\=`, c) >= 0 || c < 0x20 || c > 0x7e ||
+		return strings.IndexByte(`"+,;<>\=`, c) >= 0 || c < 0x20 || c > 0x7e ||
 			(c == '#' && i == 0) || (c == ' ' && (i == 0 || i == len(v)-1))
-		if special {
-			fmt.Fprintf(&b, `\%02x`, c)
+	}
+	i := 0
+	for i < len(v) && !special(i) {
+		i++
+	}
+	if i == len(v) {
+		return v // nothing to escape, as in most DNs
+	}
+	var b strings.Builder
+	b.WriteString(v[:i])
+	for ; i < len(v); i++ {
+		if special(i) {
+			fmt.Fprintf(&b, `\%02x`, v[i])
 			continue
 		}
-		b.WriteByte(c)
+		b.WriteByte(v[i])
 	}
 	return b.String()
 }

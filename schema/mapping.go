@@ -146,6 +146,20 @@ func (m *Mapping) Config() Config {
 	return c
 }
 
+// AccountBases returns the account bases: Config().AccountBase without
+// copying the rest of the configuration (the write path asks per write).
+func (m *Mapping) AccountBases() []string { return slices.Clone(m.cfg.AccountBase) }
+
+// GroupBases returns the group bases, as AccountBases.
+func (m *Mapping) GroupBases() []string { return slices.Clone(m.cfg.GroupBase) }
+
+// KeyFormat returns how the key attribute's values are rendered (KeyText
+// or KeyGUID).
+func (m *Mapping) KeyFormat() string { return m.cfg.KeyFormat }
+
+// NameFromAddress reports whether account names come from the mail address.
+func (m *Mapping) NameFromAddress() bool { return m.cfg.NameFromAddress }
+
 // Dialect returns the directory dialect.
 func (m *Mapping) Dialect() Dialect { return m.cfg.Dialect }
 

@@ -10,23 +10,16 @@ import (
 	"unicode/utf8"
 )
 
-// The journal stores records and change-log events in a compact binary
-// encoding: encoding/json's reflection cost more CPU than anything else on
-// the write path but the fsync. Journals written before it hold JSON, which
-// is still read: a JSON value starts with '{', a binary one with its
-// format byte.
+// The journal stores records in a compact binary encoding: encoding/json's
+// reflection cost more CPU than anything else on the write path but the
+// fsync. Journals written before it hold JSON, which is still read: a
+// JSON value starts with '{', a binary one with its format byte.
 //
 // Record, format 1: the format byte, then the fields in declaration order
 // (Secret excepted, it is never stored): numbers as varints, strings and
 // lists as a length followed by their content, times as described at
 // appendTime.
-//
-// Event, format 1: the format byte, position, time, type, sequence number,
-// then a 0 byte (no record) or a 1 byte followed by the record's encoding.
-const (
-	recordFormat1 byte = 1
-	eventFormat1  byte = 1
-)
+const recordFormat1 byte = 1
 
 var errCorrupt = errors.New("truncated or corrupt value")
 
@@ -282,92 +275,6 @@ func (d *decoder) record() *Record {
 	return r
 }
 
-// appendEvent encodes a change-log entry. rec is the record's encoding
-// (nil for a delete): the event carries the record without encoding it
-// again.
-func appendEvent(buf []byte, pos uint64, at time.Time, typ EventType, seq uint64, rec []byte) []byte {
-	buf = append(buf, eventFormat1)
-	buf = binary.AppendUvarint(buf, pos)
-	buf = appendTime(buf, at)
-	buf = appendString(buf, string(typ))
-	buf = binary.AppendUvarint(buf, seq)
-	if rec == nil {
-		return append(buf, 0)
-	}
-	buf = append(buf, 1)
-	return append(buf, rec...)
-}
-
-// maxEventHeader bounds the encoding of an event's position, time, type
-// (of up to 16 bytes) and sequence number.
-const maxEventHeader = 10 + 24 + 1 + 16 + 10
-
-// eventSize is the size of appendEvent's encoding, at most.
-func eventSize(rec []byte) int {
-	return 1 + maxEventHeader + 1 + len(rec)
-}
-
-// decodeEvent reads a change-log entry, binary or JSON.
-func decodeEvent(b []byte) (Event, error) {
-	if len(b) > 0 && b[0] == '{' {
-		var ev Event
-		if err := json.Unmarshal(b, &ev); err != nil {
-			return Event{}, fmt.Errorf("decode change: %w", err)
-		}
-		return ev, nil
-	}
-	ev, rest, err := decodeEventHeader(b)
-	if err != nil {
-		return Event{}, err
-	}
-	switch {
-	case len(rest) == 1 && rest[0] == 0:
-	case len(rest) > 1 && rest[0] == 1:
-		if ev.Record, err = decodeRecord(rest[1:]); err != nil {
-			return Event{}, fmt.Errorf("decode change %d: %w", ev.Pos, err)
-		}
-	default:
-		return Event{}, fmt.Errorf("decode change %d: %w", ev.Pos, errCorrupt)
-	}
-	return ev, nil
-}
-
-// decodeEventHeader reads a binary change-log entry but its record, and
-// returns what follows.
-func decodeEventHeader(b []byte) (Event, []byte, error) {
-	if len(b) == 0 || b[0] != eventFormat1 {
-		return Event{}, nil, fmt.Errorf("decode change: unknown format")
-	}
-	// Copy only the header, not the record after it: the header's one text
-	// is the event type, a short word.
-	d := decoder{s: string(b[1:min(len(b), 1+maxEventHeader)])}
-	var ev Event
-	ev.Pos = d.uvarint()
-	ev.Time = d.time()
-	ev.Type = EventType(d.string())
-	ev.Seq = d.uvarint()
-	if d.err != nil {
-		return Event{}, nil, fmt.Errorf("decode change: %w", d.err)
-	}
-	return ev, b[1+d.off:], nil
-}
-
-// eventPosTime reads just the position and time of a change-log entry.
-func eventPosTime(b []byte) (uint64, time.Time, error) {
-	if len(b) > 0 && b[0] == '{' {
-		var ev struct {
-			Pos  uint64    `json:"pos"`
-			Time time.Time `json:"time"`
-		}
-		if err := json.Unmarshal(b, &ev); err != nil {
-			return 0, time.Time{}, fmt.Errorf("decode change: %w", err)
-		}
-		return ev.Pos, ev.Time, nil
-	}
-	ev, _, err := decodeEventHeader(b)
-	return ev.Pos, ev.Time, err
-}
-
 // validText is s as encoding/json carries it: each byte that is not part
 // of valid UTF-8 becomes U+FFFD.
 func validText(s string) string {
@@ -415,9 +322,11 @@ func (r *Record) isValidText() bool {
 }
 
 // makeValidText turns r's texts into what a JSON round trip makes of them
-// (see validText). The replication feed carries records as JSON, so a
-// record stored exactly as given could differ from a follower's copy. The
-// lists are replaced, not changed: record versions share them.
+// (see validText), as the journal has always stored them (the former
+// standby feed carried records as JSON): a record then reads the same
+// wherever it goes out as JSON or LDAP text (the admin socket, the CLI,
+// the changelog). The lists are replaced, not changed: record versions
+// share them.
 func (r *Record) makeValidText() {
 	if r.isValidText() {
 		return

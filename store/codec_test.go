@@ -113,7 +113,7 @@ func TestBinaryTimeKeepsLocalZone(t *testing.T) {
 	}
 }
 
-func TestOldJSONRecordsAndEventsStillDecode(t *testing.T) {
+func TestOldJSONRecordsStillDecode(t *testing.T) {
 	in := fullRecord()
 	in.Secret = nil
 	in.Changes[1].Values = []string{"binary"} // JSON cannot carry invalid UTF-8
@@ -126,43 +126,13 @@ func TestOldJSONRecordsAndEventsStillDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameRecord(t, out, in)
-
-	at := time.Date(2026, 11, 28, 12, 0, 0, 5, time.UTC)
-	jsonEvent := fmt.Sprintf(`{"pos":42,"time":"%s","type":"put","seq":%d,"record":%s}`, at.Format(time.RFC3339Nano), in.Seq, js)
-	for name, enc := range map[string][]byte{
-		"json":   []byte(jsonEvent),
-		"binary": appendEvent(nil, 42, at, EventPut, in.Seq, encodeRecord(in)),
-	} {
-		ev, err := decodeEvent(enc)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if ev.Pos != 42 || !ev.Time.Equal(at) || ev.Type != EventPut || ev.Seq != in.Seq || ev.Record == nil {
-			t.Fatalf("%s: got %+v", name, ev)
-		}
-		sameRecord(t, ev.Record, in)
-		pos, when, err := eventPosTime(enc)
-		if err != nil || pos != 42 || !when.Equal(at) {
-			t.Fatalf("%s: position and time %d %v %v", name, pos, when, err)
-		}
-	}
-	del, err := decodeEvent(appendEvent(nil, 43, at, EventDelete, 9, nil))
-	if err != nil || del.Type != EventDelete || del.Seq != 9 || del.Record != nil {
-		t.Fatalf("delete: %+v, %v", del, err)
-	}
 }
 
 func TestCorruptValuesAreErrorsNotPanics(t *testing.T) {
 	rec := encodeRecord(fullRecord())
-	ev := appendEvent(nil, 7, time.Now(), EventPut, 3, rec)
 	for n := range len(rec) {
 		if _, err := decodeRecord(rec[:n]); err == nil {
 			t.Fatalf("record cut to %d of %d bytes decoded", n, len(rec))
-		}
-	}
-	for n := range len(ev) {
-		if _, err := decodeEvent(ev[:n]); err == nil {
-			t.Fatalf("event cut to %d of %d bytes decoded", n, len(ev))
 		}
 	}
 	if _, err := decodeRecord(append(rec[:len(rec):len(rec)], 0)); err == nil {
@@ -182,8 +152,8 @@ func TestCorruptValuesAreErrorsNotPanics(t *testing.T) {
 	}
 }
 
-// A journal written before the binary encoding (JSON records and change
-// log) opens, serves its records and feed, and takes new changes.
+// A journal written before the binary encoding (JSON records) opens,
+// serves its records and takes new changes.
 func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 	dir := t.TempDir()
 	o := testOptions(dir)
@@ -195,43 +165,29 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rewrite every record and change-log entry as the JSON encoder did.
+	// Rewrite every record as the JSON encoder did.
 	err = j.db.Update(func(txn *badger.Txn) error {
-		for _, p := range [][]byte{prefixRecord, prefixEvent} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
-			var keys, vals [][]byte
-			for it.Rewind(); it.Valid(); it.Next() {
-				v, err := it.Item().ValueCopy(nil)
-				if err != nil {
-					return err
-				}
-				var js []byte
-				if bytes.Equal(p, prefixRecord) {
-					r, err := decodeRecord(v)
-					if err != nil {
-						return err
-					}
-					js, err = json.Marshal(r)
-					if err != nil {
-						return err
-					}
-				} else {
-					ev, err := decodeEvent(v)
-					if err != nil {
-						return err
-					}
-					js, err = json.Marshal(ev)
-					if err != nil {
-						return err
-					}
-				}
-				keys, vals = append(keys, it.Item().KeyCopy(nil)), append(vals, js)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
+		var keys, vals [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
 			}
-			it.Close()
-			for i := range keys {
-				if err := txn.Set(keys[i], vals[i]); err != nil {
-					return err
-				}
+			r, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			js, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			keys, vals = append(keys, it.Item().KeyCopy(nil)), append(vals, js)
+		}
+		it.Close()
+		for i := range keys {
+			if err := txn.Set(keys[i], vals[i]); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -240,14 +196,13 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = j.db.View(func(txn *badger.Txn) error {
-		for _, k := range [][]byte{numKey(prefixRecord, old), numKey(prefixEvent, 1)} {
-			item, err := txn.Get(k)
-			if err != nil {
-				return err
-			}
-			if v, _ := item.ValueCopy(nil); !bytes.HasPrefix(v, []byte("{")) {
-				return fmt.Errorf("%q is not JSON: %q", k, v)
-			}
+		k := numKey(prefixRecord, old)
+		item, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		if v, _ := item.ValueCopy(nil); !bytes.HasPrefix(v, []byte("{")) {
+			return fmt.Errorf("%q is not JSON: %q", k, v)
 		}
 		return nil
 	})
@@ -272,68 +227,46 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 		t.Fatalf("commit an old record: %v", err)
 	}
 	mustPrepareCommit(t, j, accountRecord("uid=new,ou=people,dc=example,dc=org"), "")
-
-	// The change log mixes both encodings; a follower replays it whole.
-	dst := openFollower(t, j)
-	evs := feedUntil(t, j, 0, func(ev Event) bool { return ev.Type == EventReady })
-	if err := dst.Feed().ApplyAll(ctx, evs); err != nil {
-		t.Fatal(err)
+	if r, err := j.Get(pending); err != nil || r.State != StateCommitted {
+		t.Fatalf("old record after commit: %+v, %v", r, err)
 	}
-	if log := feedUntil(t, j, 1, func(ev Event) bool { return ev.Pos == j.Position() }); len(log) != int(j.Position()-1) {
-		t.Fatalf("change log from position 2: %d changes", len(log))
-	}
-	assertSameJournal(t, j, dst)
 	if _, err := j.Housekeep(ctx); err != nil {
-		t.Fatalf("housekeeping over JSON change-log entries: %v", err)
+		t.Fatalf("housekeeping over JSON records: %v", err)
 	}
 }
 
 // Texts that are not valid UTF-8 are stored as a JSON round trip makes
-// them, as they always were: the replication feed carries records as JSON,
-// and a follower's copy must equal the primary's.
-func TestInvalidUTF8IsStoredAsTheFeedCarriesIt(t *testing.T) {
+// them, as they always were (the former standby feed carried records as
+// JSON), by a journal of its own and by a replicated one alike, and the
+// caller's record is left as it was.
+func TestInvalidUTF8IsStoredAsValidText(t *testing.T) {
 	dir := t.TempDir()
 	o := testOptions(dir)
 	o.Now = newFakeClock().Now
-	src := openTest(t, dir, o)
-	dst := openFollower(t, src)
+	j := openTest(t, dir, o)
+	repl := openReplicated(t, t.TempDir(), j.opts.KeyFile)
 	ctx := context.Background()
 	r := accountRecord("uid=\xffbad,ou=people,dc=example,dc=org")
 	r.Changes = append(r.Changes, Change{Op: "add", Attr: "cn", Values: []string{"caf\xe9", "ok"}})
 	r.Groups = []string{"cn=\xc3,dc=x"}
-	seq := mustPrepareCommit(t, src, r, "")
-	got, err := src.Get(seq)
-	if err != nil {
+	seq := mustPrepareCommit(t, j, r, "")
+	var next uint64
+	if _, err := repl.Apply(ctx, 1, stamped(t, repl, &next, o.Now(), Command{Op: CmdPrepare, Record: r})); err != nil {
 		t.Fatal(err)
 	}
-	if got.DN != "uid=\uFFFDbad,ou=people,dc=example,dc=org" || got.Changes[1].Values[0] != "caf\uFFFD" || got.Groups[0] != "cn=\uFFFD,dc=x" {
-		t.Fatalf("stored %q %q %q", got.DN, got.Changes[1].Values, got.Groups)
+	for name, got := range map[string]func() (*Record, error){
+		"local":      func() (*Record, error) { return j.Get(seq) },
+		"replicated": func() (*Record, error) { return repl.Get(next) },
+	} {
+		got, err := got()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.DN != "uid=\uFFFDbad,ou=people,dc=example,dc=org" || got.Changes[1].Values[0] != "caf\uFFFD" || got.Groups[0] != "cn=\uFFFD,dc=x" {
+			t.Fatalf("%s: stored %q %q %q", name, got.DN, got.Changes[1].Values, got.Groups)
+		}
 	}
 	if r.DN != "uid=\xffbad,ou=people,dc=example,dc=org" || r.Changes[1].Values[0] != "caf\xe9" {
 		t.Fatal("Prepare changed the caller's record")
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	err = src.Feed().Stream(fctx, 0, func(ev Event) error {
-		// As the replica sends it.
-		b, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		var wire Event
-		if err := json.Unmarshal(b, &wire); err != nil {
-			return err
-		}
-		if err := dst.Feed().Apply(ctx, wire); err != nil {
-			return err
-		}
-		if ev.Pos == src.Position() && ev.Type != EventReset {
-			cancel()
-		}
-		return nil
-	})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	assertSameJournal(t, src, dst)
 }

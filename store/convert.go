@@ -8,11 +8,11 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// A journal is of one kind for life: a single gateway's (or a standby's)
-// or a cluster's (Options.Replicated, marked by metaReplicated). Opening
-// one as the other is refused: a cluster's journal changed by a gateway
-// started alone would fork from the cluster's, and a gateway's journal
-// taken as a cluster's state would be applied to without the conversion.
+// A journal is of one kind for life: a single gateway's or a cluster's
+// (Options.Replicated, marked by metaReplicated). Opening one as the other
+// is refused: a cluster's journal changed by a gateway started alone would
+// fork from the cluster's, and a gateway's journal taken as a cluster's
+// state would be applied to without the conversion.
 
 // ErrNotReplicated: a single gateway's journal opened as a cluster's.
 var ErrNotReplicated = errors.New("journal is a single gateway's, not a cluster's: convert it first (store.MakeReplicated, which a gateway's first start with --cluster-peer does)")
@@ -76,13 +76,13 @@ func isBlank(txn *badger.Txn) (bool, error) {
 // first node's state when a gateway becomes a cluster. Its records (in
 // whatever state: prepared ones are settled afterwards as after a crash),
 // their secrets, the key check and the disabled-accounts table are kept;
-// the change log of the replication feed and its counters go (the Raft
-// log takes over), and the applied Raft index and the delivery term start
-// at 0. It runs with the journal closed (it takes the journal's lock) and
-// is a single step as far as Open can tell: cut short, it leaves a
-// journal of its own kind, to convert again. A journal already a
-// cluster's, or a folder without one, is left as it is. opts gives the
-// logger (the key is not needed).
+// the former standby's change log, which a journal written before the
+// cluster may still hold, goes with its counters (see dropChangeLog), and
+// the applied Raft index and the delivery term start at 0. It runs with
+// the journal closed (it takes the journal's lock) and is a single step as
+// far as Open can tell: cut short, it leaves a journal of its own kind, to
+// convert again. A journal already a cluster's, or a folder without one,
+// is left as it is. opts gives the logger (the key is not needed).
 func MakeReplicated(dir string, opts Options) (err error) {
 	opts = opts.withDefaults()
 	if _, err := os.Stat(dir); err != nil {
@@ -129,6 +129,7 @@ func MakeReplicated(dir string, opts Options) (err error) {
 	case replicated:
 		return nil
 	case loading:
+		// Left by the former standby feed (before the Raft cluster).
 		return fmt.Errorf("convert journal %s: it is a standby's copy cut short in the middle of a snapshot, not a journal's state", dir)
 	}
 	// The change log first: the mark, written last with the counters,

@@ -331,7 +331,8 @@ func checkAfterCrash(t *testing.T, dir string, acks *crashAcks) {
 }
 
 // checkConsistent checks the journal's invariants: counters ahead of the
-// data, a change log without holes, an index entry for each record.
+// data, an index entry for each record, no change log (the former
+// standby's is written no more).
 func checkConsistent(t *testing.T, j *Journal) {
 	t.Helper()
 	counters := j.w.current()
@@ -369,19 +370,12 @@ func checkConsistent(t *testing.T, j *Journal) {
 		if active != notDelivered {
 			t.Errorf("active index has %d entries for %d records not delivered", active, notDelivered)
 		}
-		next := counters.horizon
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: prefixEvent})
-		for it.Rewind(); it.Valid(); it.Next() {
-			if pos := keyNum(prefixEvent, it.Item().Key()); pos != next {
-				t.Errorf("change log: %d where %d was expected", pos, next)
-				next = pos
-			}
-			next++
+		it.Rewind()
+		if it.Valid() {
+			t.Errorf("change-log entry %d written", keyNum(prefixEvent, it.Item().Key()))
 		}
 		it.Close()
-		if next != counters.pos+1 {
-			t.Errorf("change log ends at %d, position counter %d", next-1, counters.pos)
-		}
 		return nil
 	})
 	if err != nil {

@@ -19,9 +19,7 @@ import (
 // The table lives in the journal's Badger, beside the records, because it
 // is the same kind of state: what the gateway owes Axigen. It is written
 // through the journal's one writer (durable on return, like Prepare), so it
-// survives restarts and crashes. It is not part of the replication feed: a
-// standby does not hold it (a promoted standby re-learns disabled accounts
-// only from later deletes). A replicated journal (Options.Replicated)
+// survives restarts and crashes. A replicated journal (Options.Replicated)
 // changes it through commands (CmdPutDisabled, CmdRemoveDisabled) and
 // carries it in its snapshots.
 type DisabledAccount struct {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -61,18 +60,6 @@ func TestDisabledAccountsSurviveRestart(t *testing.T) {
 	}
 }
 
-// A standby's copy refuses the table's changes, as it does records.
-func TestDisabledAccountsFollowerRefuses(t *testing.T) {
-	dir := t.TempDir()
-	opts := testOptions(dir)
-	opts.Follower = true
-	j := openTest(t, dir, opts)
-	err := j.PutDisabled(context.Background(), DisabledAccount{Name: "bob", Reason: DisabledGone})
-	if !errors.Is(err, ErrFollower) {
-		t.Fatalf("PutDisabled on a follower: %v, want ErrFollower", err)
-	}
-}
-
 // TestDisabledAccountRemovedRightAfterPut: a removal reads the account
 // the batch before wrote, even while that batch's transaction is newer
 // than the one the removal's batch reads from.
@@ -93,50 +80,6 @@ func TestDisabledAccountRemovedRightAfterPut(t *testing.T) {
 		if d, ok, err := j.DisabledByKey("KEY-" + name); err != nil || ok {
 			t.Fatalf("%s's key still finds it: %+v, %v", name, d, err)
 		}
-	}
-}
-
-// A former primary that rejoins as a follower and is sent a snapshot
-// forgets its table of disabled accounts: the table is not in the feed,
-// and rows left from its time as primary would be acted on (removed at
-// the end of a grace, enabled) after it takes over again.
-func TestFollowerResetDropsDisabledAccounts(t *testing.T) {
-	src, _ := newTestJournal(t)
-	mustPrepareCommit(t, src, accountRecord("uid=a,ou=people,dc=example,dc=org"), "")
-
-	dir := t.TempDir()
-	o := testOptions(dir)
-	o.KeyFile = src.opts.KeyFile
-	former := openTest(t, dir, o)
-	ctx := context.Background()
-	if err := former.PutDisabled(ctx, DisabledAccount{Name: "stale", EntryKey: "k-stale", Reason: DisabledGone, Since: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := former.Close(); err != nil {
-		t.Fatal(err)
-	}
-	o.Follower = true
-	follower := openTest(t, dir, o)
-	streamCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- src.Feed().Stream(streamCtx, 0, func(ev Event) error { return follower.Feed().Apply(streamCtx, ev) })
-	}()
-	waitFor(t, "the follower to catch up", 10*time.Second, func() bool { return follower.Position() == src.Position() })
-	cancel()
-	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-		t.Fatalf("feed: %v", err)
-	}
-	if err := follower.Close(); err != nil {
-		t.Fatal(err)
-	}
-	o.Follower = false
-	promoted := openTest(t, dir, o)
-	if all, err := promoted.DisabledAccounts(); err != nil || len(all) != 0 {
-		t.Fatalf("after the snapshot and a takeover: %+v, %v; want no disabled account", all, err)
-	}
-	if _, ok, err := promoted.DisabledByKey("k-stale"); err != nil || ok {
-		t.Fatalf("the stale row's key is still found: %v, %v", ok, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // fakeClock is a settable clock for Options.Now.
@@ -124,22 +127,64 @@ func startRun(t *testing.T, j *Journal, workers int, deliver DeliverFunc) {
 	})
 }
 
-// feedUntil collects what j.Feed().Stream sends after position after, up to the
-// first event stop accepts.
-func feedUntil(t *testing.T, j *Journal, after uint64, stop func(Event) bool) []Event {
+// dump is every record a journal holds, as JSON, secrets decrypted.
+func dump(t *testing.T, j *Journal) map[uint64]string {
 	t.Helper()
-	var evs []Event
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	err := j.Feed().Stream(ctx, after, func(ev Event) error {
-		evs = append(evs, ev)
-		if stop(ev) {
-			cancel()
+	out := map[uint64]string{}
+	recs, err := j.List(Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		b, _ := json.Marshal(r)
+		s := string(b)
+		if r.SecretState == SecretEncrypted {
+			full, err := j.recs.getWithSecret(r.Seq)
+			if err != nil {
+				t.Fatalf("secret of %d: %v", r.Seq, err)
+			}
+			s += " secret=" + string(full.Secret)
+		}
+		out[r.Seq] = s
+	}
+	return out
+}
+
+// indexKeys lists the index and secret keys, so that two states are
+// compared index and all.
+func indexKeys(t *testing.T, j *Journal) []string {
+	t.Helper()
+	var keys []string
+	err := j.db.View(func(txn *badger.Txn) error {
+		for _, p := range [][]byte{prefixActive, prefixDelivered, prefixSecret} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+			for it.Rewind(); it.Valid(); it.Next() {
+				keys = append(keys, fmt.Sprintf("%x", it.Item().Key()))
+			}
+			it.Close()
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return evs
+	return keys
+}
+
+// countKeys counts the keys under prefix.
+func countKeys(t *testing.T, j *Journal, prefix []byte) int {
+	t.Helper()
+	n := 0
+	err := j.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

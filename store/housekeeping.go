@@ -16,8 +16,8 @@ import (
 const housekeepingChunk = 256
 
 // housekeeper keeps the journal's size in check: it purges the delivered
-// records older than Retention, has the feed trim its change log and runs
-// Badger's value-log garbage collection, every HousekeepingInterval in the
+// records older than Retention and runs Badger's value-log garbage
+// collection, every HousekeepingInterval in the
 // background and whenever Journal.Housekeep asks. It holds no lock: what it
 // removes it removes through writer mutations, which check again that each
 // record may go. A replicated journal's purges are commands (CmdPurge),
@@ -26,7 +26,6 @@ const housekeepingChunk = 256
 type housekeeper struct {
 	db    *badger.DB
 	w     *writer
-	feed  *Feed
 	sched *scheduler // what delivers on this node (a replicated journal's purges)
 	opts  Options
 	log   *slog.Logger
@@ -71,9 +70,8 @@ func (h *housekeeper) loop(ctx context.Context) {
 
 // HousekeepResult says what one Housekeep pass removed.
 type HousekeepResult struct {
-	Purged  int // delivered records older than Retention
-	Trimmed int // change-log entries older than Retention
-	GCRuns  int // value-log files rewritten
+	Purged int // delivered records older than Retention
+	GCRuns int // value-log files rewritten
 }
 
 // run is one housekeeping pass (see Journal.Housekeep).
@@ -86,11 +84,6 @@ func (h *housekeeper) run(ctx context.Context) (HousekeepResult, error) {
 		if err != nil {
 			return res, err
 		}
-	}
-	n, err := inChunks(func() (int, error) { return h.feed.trim(ctx, cutoff) })
-	res.Trimmed = n
-	if err != nil {
-		return res, err
 	}
 	for ctx.Err() == nil {
 		err := h.db.RunValueLogGC(0.5)
@@ -124,13 +117,10 @@ type purgeFunc func(ctx context.Context, seqs []uint64, cutoff time.Time) (int, 
 
 // purger is how this journal purges its delivered records: through the
 // writer (a journal of its own), through the cluster (a replicated
-// journal on the node that delivers), or not at all (nil: a follower
-// applies its primary's purges, the other nodes of a cluster the
-// deliverer's).
+// journal on the node that delivers), or not at all (nil: the other nodes
+// of a cluster apply the deliverer's purges).
 func (h *housekeeper) purger() purgeFunc {
 	switch {
-	case h.opts.Follower:
-		return nil
 	case h.opts.Replicated:
 		p := h.sched.delivering()
 		if p == nil {

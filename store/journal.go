@@ -15,19 +15,15 @@
 // waiting at that moment into a single Badger transaction, so concurrent
 // writers share one fsync (group commit); while Badger writes and syncs one
 // batch, it builds the next and takes in what arrives until Badger is free.
-// Prepare, Retry, Drop and a standby's Apply return once their change is on
-// disk (fsync). Commit, Abort, a delivery's outcome and housekeeping return
-// once Badger has the change (a process crash loses none of them) and reach
-// the disk with the next durable batch (or, if Badger started a new
-// memtable in between, when it flushes the previous one to a table, soon
-// after): losing one to a power cut is harmless by design, since a record
-// still prepared is settled at start-up as after a crash, and a delivery
-// that was done again is state-based. Not syncing them on their own spares
-// the disk two of every three syncs. The writer numbers the changes in the
-// order they reach the disk. That numbering (the position) is the
-// replication feed: Feed().Stream sends every change from a position,
-// Feed().Apply replays it on a standby's journal, which then holds an exact
-// copy.
+// Prepare, Retry and Drop return once their change is on disk (fsync).
+// Commit, Abort, a delivery's outcome and housekeeping return once Badger
+// has the change (a process crash loses none of them) and reach the disk
+// with the next durable batch (or, if Badger started a new memtable in
+// between, when it flushes the previous one to a table, soon after):
+// losing one to a power cut is harmless by design, since a record still
+// prepared is settled at start-up as after a crash, and a delivery that was
+// done again is state-based. Not syncing them on their own spares the disk
+// two of every three syncs.
 //
 // A replicated journal (Options.Replicated) is the state machine of a Raft
 // cluster (package cluster): it changes only by applying batches of
@@ -48,12 +44,16 @@
 // On disk, a gateway's data folder DATA_DIR holds the journal in
 // DATA_DIR/journal (Badger files plus ldapgate.lock, held while the journal
 // is open) and its key in DATA_DIR/journal.key (64 hex digits, mode 0600,
-// created on first start). A standby needs a copy of the key file.
+// created on first start). Every node of a cluster needs a copy of the
+// same key file.
 //
 // Badger keys: "m/..." counters, "r/"+seq the record (see codec.go), "s/"+seq the
 // sealed secret, "a/"+seq the index of records not delivered, "d/"+time+seq
-// the index of delivered records by delivery time, "e/"+pos the change log.
-// Numbers are big-endian so that keys sort in numeric order.
+// the index of delivered records by delivery time, "x/..." the disabled
+// accounts (see disabled.go). Numbers are big-endian so that keys sort in
+// numeric order. Journals written before the Raft cluster also hold the
+// standby's change log ("e/"+pos, "m/pos", "m/horizon"): Open removes it
+// (see dropChangeLog).
 package store
 
 import (
@@ -78,7 +78,6 @@ var (
 	ErrNoKey     = errors.New("journal has no key to encrypt secrets")
 	ErrWrongKey  = errors.New("journal key does not match the key the journal was written with")
 	ErrTooLarge  = errors.New("record too large")
-	ErrFollower  = errors.New("journal is a follower: it only applies the primary's changes")
 	ErrInFlight  = errors.New("record is being delivered")
 	ErrRunning   = errors.New("delivery is already running")
 )
@@ -109,21 +108,17 @@ type Options struct {
 	// from BackoffBase with each failure up to BackoffCap (1s, 10m), then a
 	// random part of up to half of it is taken off (jitter).
 	BackoffBase, BackoffCap time.Duration
-	// Retention is how long delivered records are kept (30 days). It also
-	// bounds the change log a standby can catch up from without a snapshot.
+	// Retention is how long delivered records are kept (30 days).
 	Retention time.Duration
 	// HousekeepingInterval is how often the background purge and value-log
 	// garbage collection run (10m). Negative: never (callers run Housekeep).
 	HousekeepingInterval time.Duration
-	// Follower opens a standby's copy: it accepts only Feed().Apply.
-	Follower bool
 	// Replicated opens a Raft cluster's copy (see Command): it changes only
-	// through Apply and Restore, in the order of the Raft log, and keeps
-	// no change log of its own (the Raft log is one). Prepare, Commit and
-	// the other changes go through the cluster once a Proposer is set
-	// (SetProposer; without one they return ErrReplicated), and delivery
-	// is RunTerm's (Run returns ErrReplicated). A single gateway's journal
-	// must be converted first (MakeReplicated): Open refuses it
+	// through Apply and Restore, in the order of the Raft log. Prepare,
+	// Commit and the other changes go through the cluster once a Proposer
+	// is set (SetProposer; without one they return ErrReplicated), and
+	// delivery is RunTerm's (Run returns ErrReplicated). A single gateway's
+	// journal must be converted first (MakeReplicated): Open refuses it
 	// (ErrNotReplicated), and refuses a cluster's journal opened without
 	// Replicated (ErrReplicated).
 	Replicated bool
@@ -176,12 +171,12 @@ func (o Options) withDefaults() Options {
 //   - records (records.go, codec.go): Prepare, Commit, Abort, Retry, Drop,
 //     Get, List; no lock of its own, its changes go through the writer.
 //   - writer (writer.go): the one goroutine that writes, with group
-//     commit; it owns the counters (sequence, position) under its mutex.
+//     commit; it owns the counters (sequence, applied index, term) under
+//     its mutex.
 //   - scheduler (scheduler.go, index.go): which records are due and the
 //     deliveries (Run); it owns the index of the records not yet delivered
 //     under its mutex, kept in step by the writer.
-//   - Feed (feed.go): the replication feed, reached with Feed.
-//   - housekeeper (housekeeping.go): purges, change-log trims, value-log GC.
+//   - housekeeper (housekeeping.go): purges, value-log GC.
 //
 // Journal opens Badger, wires the parts and closes them in order; its
 // methods are safe for concurrent use.
@@ -194,7 +189,6 @@ type Journal struct {
 	recs   *records
 	w      *writer
 	sched  *scheduler
-	feed   *Feed
 	keeper *housekeeper
 
 	closing atomic.Bool // Close has begun
@@ -205,9 +199,6 @@ type Journal struct {
 // Open opens (creating it unless opts.MustExist) the journal in dir.
 func Open(dir string, opts Options) (*Journal, error) {
 	opts = opts.withDefaults()
-	if opts.Follower && opts.Replicated {
-		return nil, errors.New("open journal: a journal is a follower or replicated, not both")
-	}
 	if _, err := os.Stat(dir); err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("journal %s: %w", dir, err)
@@ -238,14 +229,10 @@ func Open(dir string, opts Options) (*Journal, error) {
 	sched := newScheduler(st.idx, st.delivered, opts, log)
 	w := newWriter(db, opts, log, st.counters, sched)
 	recs := &records{db: db, w: w, seal: st.seal, log: log}
-	switch {
-	case opts.Follower:
-		recs.local = ErrFollower
-	case opts.Replicated:
+	if opts.Replicated {
 		recs.local = ErrReplicated
 	}
 	sched.recs, sched.w = recs, w
-	feed := &Feed{db: db, w: w, sched: sched, opts: opts, log: log}
 	j := &Journal{
 		dir:    dir,
 		opts:   opts,
@@ -254,8 +241,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 		recs:   recs,
 		w:      w,
 		sched:  sched,
-		feed:   feed,
-		keeper: &housekeeper{db: db, w: w, feed: feed, sched: sched, opts: opts, log: log},
+		keeper: &housekeeper{db: db, w: w, sched: sched, opts: opts, log: log},
 	}
 	w.start()
 	j.keeper.start()
@@ -284,19 +270,6 @@ func (j *Journal) Close() error {
 
 // Dir is the folder the journal lives in.
 func (j *Journal) Dir() string { return j.dir }
-
-// Feed is the journal's replication feed.
-func (j *Journal) Feed() *Feed { return j.feed }
-
-// Position is the position of the last change in the journal: a follower
-// passes it to the primary's Feed().Stream to continue where it stopped.
-func (j *Journal) Position() uint64 {
-	st := j.w.current()
-	if st.loading {
-		return 0
-	}
-	return st.pos
-}
 
 // Prepare journals a write before it goes upstream and returns its sequence
 // number once the record is on disk. Only r's content counts: Seq, State,
@@ -397,10 +370,9 @@ func (j *Journal) Run(ctx context.Context, workers int, d Deliverer) error {
 	return j.sched.run(ctx, workers, d)
 }
 
-// Housekeep purges the delivered records older than Retention (a follower
-// leaves that to its primary, whose purges it applies; a replicated
-// journal proposes them only on the node that delivers, RunTerm), trims the
-// change log to Retention and runs Badger's value-log garbage collection.
+// Housekeep purges the delivered records older than Retention (a
+// replicated journal proposes them only on the node that delivers,
+// RunTerm) and runs Badger's value-log garbage collection.
 // Open runs it every HousekeepingInterval.
 func (j *Journal) Housekeep(ctx context.Context) (HousekeepResult, error) {
 	return j.keeper.run(ctx)
@@ -421,7 +393,6 @@ type Stats struct {
 	OldestPending    time.Duration `json:"oldestPendingNanos"`
 	OldestPendingSeq uint64        `json:"oldestPendingSeq,omitempty"`
 	LastSeq          uint64        `json:"lastSeq"`
-	Position         uint64        `json:"position"`
 }
 
 // Stats counts the records per state and measures the backlog.
@@ -431,6 +402,6 @@ func (j *Journal) Stats() (Stats, error) {
 	// batch's counters are published, so it is at least as new as them.
 	st := j.w.current()
 	s := j.sched.stats(now)
-	s.LastSeq, s.Position = st.seq, st.pos
+	s.LastSeq = st.seq
 	return s, nil
 }

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 func TestPrepareCommitAbortLifecycle(t *testing.T) {
@@ -85,24 +88,13 @@ func TestPrepareRejectsBadRecords(t *testing.T) {
 		rec  *Record
 		want error
 	}{
-		"no DN":          {&Record{Kind: KindAccount, Op: OpModify}, nil},
-		"bad kind":       {&Record{Kind: "printer", Op: OpModify, DN: "cn=x"}, nil},
-		"rename no DN":   {&Record{Kind: KindAccount, Op: OpRename, DN: "cn=x"}, nil},
-		"bad change":     {&Record{Kind: KindAccount, Op: OpModify, DN: "cn=x", Changes: []Change{{Op: "frob", Attr: "a"}}}, nil},
-		"too large":      {huge, ErrTooLarge},
-		"follower write": {accountRecord("cn=x"), nil},
+		"no DN":        {&Record{Kind: KindAccount, Op: OpModify}, nil},
+		"bad kind":     {&Record{Kind: "printer", Op: OpModify, DN: "cn=x"}, nil},
+		"rename no DN": {&Record{Kind: KindAccount, Op: OpRename, DN: "cn=x"}, nil},
+		"bad change":   {&Record{Kind: KindAccount, Op: OpModify, DN: "cn=x", Changes: []Change{{Op: "frob", Attr: "a"}}}, nil},
+		"too large":    {huge, ErrTooLarge},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if name == "follower write" {
-				dir := t.TempDir()
-				o := testOptions(dir)
-				o.Follower = true
-				f := openTest(t, dir, o)
-				if _, err := f.Prepare(ctx, tc.rec); !errors.Is(err, ErrFollower) {
-					t.Fatalf("prepare on follower: %v, want ErrFollower", err)
-				}
-				return
-			}
 			_, err := j.Prepare(ctx, tc.rec)
 			if err == nil {
 				t.Fatal("prepare accepted a bad record")
@@ -237,26 +229,21 @@ func TestStatsCountsStatesAndBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Stats{Prepared: 1, Committed: 2, Delivered: 1, Dead: 1, Backlog: 2, OldestPending: 2 * time.Minute,
-		OldestPendingSeq: oldest, LastSeq: 5, Position: s.Position}
+		OldestPendingSeq: oldest, LastSeq: 5}
 	if s != want {
 		t.Fatalf("stats = %+v\nwant    %+v", s, want)
-	}
-	if s.Position < 10 {
-		t.Fatalf("position %d: every change should have one", s.Position)
 	}
 }
 
 // Many writers at once: their changes share batches (a batch waiting for
-// Badger takes in what arrives), yet each caller's outcome, the numbering
-// of the change log and a follower's copy are as if they ran one by one.
+// Badger takes in what arrives), yet each caller's outcome and the journal
+// as reopened from disk are as if they ran one by one.
 func TestConcurrentWritersShareBatchesAndKeepEveryGuarantee(t *testing.T) {
 	dir := t.TempDir()
 	o := testOptions(dir)
 	o.NoSync = false
 	o.Now = newFakeClock().Now
 	src := openTest(t, dir, o)
-	dst := openFollower(t, src)
-	follow(t, src, dst)
 	startRun(t, src, 4, func(context.Context, *Record) error { return nil })
 	ctx := context.Background()
 	const writers, each = 16, 25
@@ -312,17 +299,114 @@ func TestConcurrentWritersShareBatchesAndKeepEveryGuarantee(t *testing.T) {
 			waitState(t, src, seq, StateDelivered)
 		}
 	}
-	waitFor(t, "the follower to catch up", 30*time.Second, func() bool { return dst.Position() == src.Position() })
-	assertSameJournal(t, src, dst)
-	log := feedUntil(t, src, 1, func(ev Event) bool { return ev.Pos == src.Position() })
-	for i, ev := range log {
-		if ev.Pos != uint64(i)+2 {
-			t.Fatalf("change log: position %d at index %d", ev.Pos, i)
-		}
-	}
 	batches, mutations := src.w.stats.batches.Load(), src.w.stats.mutations.Load()
 	t.Logf("%d mutations in %d batches", mutations, batches)
 	if mutations <= batches {
 		t.Fatalf("%d mutations in %d batches: concurrent writers never shared a batch", mutations, batches)
+	}
+	// What the writers saw is what the disk holds, indexes and all.
+	recs, keys := dump(t, src), indexKeys(t, src)
+	stats, _ := src.Stats()
+	if len(recs) != writers*each-writers*((each+2)/3) {
+		t.Fatalf("%d records, want those not aborted", len(recs))
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	src = openTest(t, dir, o)
+	if got := dump(t, src); !reflect.DeepEqual(got, recs) {
+		t.Fatalf("reopened journal differs:\nbefore %v\nafter  %v", recs, got)
+	}
+	if got := indexKeys(t, src); !slices.Equal(got, keys) {
+		t.Fatalf("reopened index keys differ:\nbefore %v\nafter  %v", keys, got)
+	}
+	if got, _ := src.Stats(); got != stats {
+		t.Fatalf("reopened stats %+v, want %+v", got, stats)
+	}
+}
+
+// A journal written before the Raft cluster holds the change log it kept
+// for the former standby ("e/"+pos, with "m/pos" and "m/horizon"), more
+// than one housekeeping chunk of it: it opens, the old log and its
+// counters are gone, its records are intact and it takes new changes,
+// which write no change log.
+func TestJournalWithOldChangeLogOpensAndWorks(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.Now = newFakeClock().Now // Stats (compared) measure ages with it
+	j := openTest(t, dir, o)
+	ctx := context.Background()
+	pw := accountRecord("uid=pw,ou=people,dc=example,dc=org")
+	pw.Op, pw.Changes, pw.Secret = OpPassword, nil, []byte("old-secret")
+	pending, err := j.Prepare(ctx, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := mustPrepareCommit(t, j, accountRecord("uid=done,ou=people,dc=example,dc=org"), "key-done")
+	// The change log as the former writer left it: an entry per change
+	// (the old encodings: JSON, then binary), the position counter, the
+	// horizon of what housekeeping had trimmed.
+	const entries = 3*housekeepingChunk + 7
+	err = j.db.Update(func(txn *badger.Txn) error {
+		for pos := uint64(100); pos < 100+entries; pos++ {
+			v := []byte(fmt.Sprintf(`{"pos":%d,"time":"2026-11-28T12:00:00Z","type":"delete","seq":%d}`, pos, pos))
+			if pos%2 == 0 {
+				v = append([]byte{1}, v...)
+			}
+			if err := txn.Set(numKey(prefixEvent, pos), v); err != nil {
+				return err
+			}
+		}
+		return errors.Join(txn.Set(metaPos, encodeNum(99+entries)), txn.Set(metaHorizon, encodeNum(100)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, keys := dump(t, j), indexKeys(t, j)
+	stats, _ := j.Stats()
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	j = openTest(t, dir, o)
+	if n := countKeys(t, j, prefixEvent); n != 0 {
+		t.Fatalf("%d change-log entries left after opening", n)
+	}
+	for _, k := range [][]byte{metaPos, metaHorizon} {
+		if n := countKeys(t, j, k); n != 0 {
+			t.Fatalf("%s left after opening", k)
+		}
+	}
+	if got := dump(t, j); !reflect.DeepEqual(got, before) {
+		t.Fatalf("reopened journal differs:\nbefore %v\nafter  %v", before, got)
+	}
+	if got := indexKeys(t, j); !slices.Equal(got, keys) {
+		t.Fatalf("reopened index keys differ:\nbefore %v\nafter  %v", keys, got)
+	}
+	if got, _ := j.Stats(); got != stats {
+		t.Fatalf("reopened stats %+v, want %+v", got, stats)
+	}
+	prepared, err := j.Prepared()
+	if err != nil || len(prepared) != 1 || prepared[0].Seq != pending || string(prepared[0].Secret) != "old-secret" {
+		t.Fatalf("prepared after reopening: %+v, %v", prepared, err)
+	}
+	if err := j.Commit(ctx, pending, ""); err != nil {
+		t.Fatal(err)
+	}
+	next := mustPrepareCommit(t, j, accountRecord("uid=new,ou=people,dc=example,dc=org"), "")
+	if next != done+1 {
+		t.Fatalf("new record numbered %d after %d", next, done)
+	}
+	startRun(t, j, 2, func(context.Context, *Record) error { return nil })
+	for _, seq := range []uint64{pending, done, next} {
+		waitState(t, j, seq, StateDelivered)
+	}
+	if _, err := j.Housekeep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{prefixEvent, metaPos, metaHorizon} {
+		if n := countKeys(t, j, p); n != 0 {
+			t.Fatalf("new changes wrote %d keys under %q", n, p)
+		}
 	}
 }

@@ -12,9 +12,7 @@ import (
 // Keys.
 var (
 	metaSeq     = []byte("m/seq")
-	metaPos     = []byte("m/pos")
-	metaHorizon = []byte("m/horizon")
-	metaLoading = []byte("m/loading")
+	metaLoading = []byte("m/loading") // a replicated journal half restored (see Restore)
 	metaKey     = []byte("m/keycheck")
 	metaApplied = []byte("m/applied") // a replicated journal's last applied Raft index
 	metaTerm    = []byte("m/term")    // a replicated journal's delivery term
@@ -26,7 +24,13 @@ var (
 	prefixSecret    = []byte("s/")
 	prefixActive    = []byte("a/")
 	prefixDelivered = []byte("d/")
-	prefixEvent     = []byte("e/")
+
+	// The change log a journal kept for the former standby, before the Raft
+	// cluster, and its counters: still found in journals written then,
+	// removed by Open (dropChangeLog) and MakeReplicated.
+	prefixEvent = []byte("e/")
+	metaPos     = []byte("m/pos")
+	metaHorizon = []byte("m/horizon")
 )
 
 func numKey(prefix []byte, n uint64) []byte {

@@ -22,9 +22,7 @@ type records struct {
 	seal *sealer // nil without a key
 	log  *slog.Logger
 	// local is why the journal takes no change of its own (nil: it does):
-	// ErrFollower for a standby's copy (changes come only from its
-	// primary), ErrReplicated for a cluster's (changes come only through
-	// Apply).
+	// ErrReplicated for a cluster's (changes come only through Apply).
 	local error
 }
 

@@ -61,7 +61,8 @@ func (s *scheduler) apply(effects []effect) {
 	s.kick()
 }
 
-// reset forgets every record: a follower's copy is about to be replaced.
+// reset forgets every record: the journal is about to be restored from a
+// snapshot.
 func (s *scheduler) reset() {
 	s.mu.Lock()
 	s.idx = newIndex()
@@ -160,9 +161,6 @@ type recordFunc func(d dispatched, rec *Record, derr error, covered []uint64, se
 
 // run delivers committed records until ctx is done (see Journal.Run).
 func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) error {
-	if s.opts.Follower {
-		return ErrFollower
-	}
 	if s.opts.Replicated {
 		return ErrReplicated
 	}

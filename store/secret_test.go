@@ -245,9 +245,6 @@ func TestRetentionPurgesOldDeliveredRecords(t *testing.T) {
 	if st.Delivered != 1 || st.Prepared != 1 {
 		t.Fatalf("stats after purge: %+v", st)
 	}
-	if res.Trimmed == 0 {
-		t.Fatal("the change log was not trimmed")
-	}
 	// A second pass finds nothing more.
 	if res, err := j.Housekeep(ctx); err != nil || res.Purged != 0 {
 		t.Fatalf("second pass: %+v, %v", res, err)

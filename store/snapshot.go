@@ -56,7 +56,7 @@ func (j *Journal) Snapshot() (*Snapshot, error) {
 	if !j.opts.Replicated {
 		return nil, errors.New("snapshot: journal is not replicated")
 	}
-	txn, err := j.feed.settledView()
+	txn, err := j.w.settledView()
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
@@ -70,6 +70,19 @@ func (j *Journal) Snapshot() (*Snapshot, error) {
 		return nil, errors.New("snapshot: the journal is half restored")
 	}
 	return &Snapshot{txn: txn, applied: applied}, nil
+}
+
+// settledView opens a read transaction that holds only settled changes.
+// Badger shows a batch's changes as soon as it has written them, before the
+// batch is synced and settled (and its callers answered): the writer opens
+// this one between batches, once every batch handed to Badger is settled.
+func (w *writer) settledView() (*badger.Txn, error) {
+	var txn *badger.Txn
+	err := w.enqueue(context.Background(), &mutation{
+		exclusive: func() error { txn = w.db.NewTransaction(false); return nil },
+		done:      make(chan error, 1),
+	})
+	return txn, err
 }
 
 // AppliedIndex is the Raft index the snapshot is at.
@@ -234,12 +247,12 @@ func (j *Journal) Restore(r io.Reader) error {
 // restore runs on the writer goroutine with no batch open.
 func (j *Journal) restore(hdr snapshotHeader, r *bufio.Reader) error {
 	db := j.db
-	j.w.setState(writerState{loading: true, horizon: 1})
+	j.w.setState(writerState{loading: true})
 	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(metaLoading, []byte{1}) }); err != nil {
 		return err
 	}
 	j.sched.reset()
-	if err := db.DropPrefix(prefixRecord, prefixSecret, prefixActive, prefixDelivered, prefixEvent, prefixDisabledName, prefixDisabledKey); err != nil {
+	if err := db.DropPrefix(prefixRecord, prefixSecret, prefixActive, prefixDelivered, prefixDisabledName, prefixDisabledKey); err != nil {
 		return err
 	}
 	wb := db.NewWriteBatch()
@@ -318,8 +331,6 @@ func (j *Journal) finishRestore(hdr snapshotHeader, wb *badger.WriteBatch) error
 			txn.Set(metaSeq, encodeNum(hdr.seq)),
 			txn.Set(metaApplied, encodeNum(hdr.applied)),
 			txn.Set(metaTerm, encodeNum(hdr.term)),
-			txn.Set(metaPos, encodeNum(0)),
-			txn.Set(metaHorizon, encodeNum(1)),
 			txn.Delete(metaLoading),
 		)
 		if err == nil && len(hdr.check) > 0 {
@@ -346,7 +357,7 @@ func (j *Journal) finishRestore(hdr snapshotHeader, wb *badger.WriteBatch) error
 		return err
 	}
 	j.sched.replace(idx, delivered)
-	j.w.setState(writerState{seq: hdr.seq, applied: hdr.applied, term: hdr.term, horizon: 1})
+	j.w.setState(writerState{seq: hdr.seq, applied: hdr.applied, term: hdr.term})
 	return nil
 }
 

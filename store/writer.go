@@ -21,14 +21,14 @@ import (
 // order once they are on disk.
 //
 // It owns the request queue, the batches in flight and the journal's
-// counters (last sequence number, position, change-log horizon, a
-// follower's loading flag). Locking: mu guards only the counters as
-// settled, the broadcast of settled changes and the failure; closeMu guards
-// closed against a mutation being queued while the writer stops. The
-// in-memory index is not the writer's: once a batch is settled, the
-// completer hands the batch's effects to the indexer (the scheduler) before
-// it publishes the counters, so whoever sees a position also sees the index
-// that goes with it. The writer never holds mu while calling out.
+// counters (last sequence number, a replicated journal's applied index,
+// term and restore flag). Locking: mu guards only the counters as settled
+// and the failure; closeMu guards closed against a mutation being queued
+// while the writer stops. The in-memory index is not the writer's: once a
+// batch is settled, the completer hands the batch's effects to the indexer
+// (the scheduler) before it publishes the counters, so whoever sees the
+// counters also sees the index that goes with them. The writer never holds
+// mu while calling out.
 type writer struct {
 	db    *badger.DB
 	opts  Options
@@ -44,10 +44,9 @@ type writer struct {
 	closeMu sync.RWMutex
 	closed  bool // no new mutation
 
-	mu      sync.Mutex
-	state   writerState   // the counters as of the last settled batch
-	changed chan struct{} // closed and replaced after each settled change (feed waiters)
-	failed  error         // a write failed: no more changes until reopened
+	mu     sync.Mutex
+	state  writerState // the counters as of the last settled batch
+	failed error       // a write failed: no more changes until reopened
 }
 
 // An indexer keeps an in-memory view of the records in step with the
@@ -59,15 +58,14 @@ type indexer interface {
 
 func newWriter(db *badger.DB, opts Options, log *slog.Logger, state writerState, index indexer) *writer {
 	return &writer{
-		db:      db,
-		opts:    opts,
-		log:     log,
-		index:   index,
-		reqs:    make(chan *mutation, 1024),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		state:   state,
-		changed: make(chan struct{}),
+		db:    db,
+		opts:  opts,
+		log:   log,
+		index: index,
+		reqs:  make(chan *mutation, 1024),
+		quit:  make(chan struct{}),
+		done:  make(chan struct{}),
+		state: state,
 	}
 }
 
@@ -91,16 +89,8 @@ func (w *writer) current() writerState {
 	return w.state
 }
 
-// changes returns a channel closed at the next settled change (a Prepare,
-// Commit, ... or the end of a follower's snapshot).
-func (w *writer) changes() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.changed
-}
-
-// setState replaces the counters; only for a follower's reset, which runs
-// alone on the writer goroutine.
+// setState replaces the counters; only for a restore (Journal.Restore),
+// which runs alone on the writer goroutine.
 func (w *writer) setState(st writerState) {
 	w.mu.Lock()
 	w.state = st
@@ -117,7 +107,7 @@ type mutation struct {
 	// an fsync of its own: it reaches the disk with the next durable batch.
 	lazy bool
 	// exclusive, when set instead of run, runs alone between batches
-	// (a follower's reset, which drops whole key ranges).
+	// (a restore, which drops whole key ranges, or a settled view).
 	exclusive func() error
 	done      chan error
 }
@@ -135,36 +125,30 @@ type batch struct {
 	txn     *badger.Txn
 	now     time.Time
 	seq     uint64 // last sequence number, advanced by Prepare
-	pos     uint64 // last change position
-	horizon uint64
-	loading bool
+	loading bool   // a replicated journal half restored (see Restore)
 	applied uint64 // a replicated journal's last applied Raft index
 	term    uint64 // a replicated journal's delivery term (see CmdFence)
 	metaSet bool
-	// unlogged: no change log (a replicated journal: the Raft log is its
-	// change log).
-	unlogged bool
-	size     int
-	writes   int
-	broken   error
-	local    map[uint64]*Record // records written by this batch (nil: deleted)
-	recent   *recentCache
+	size    int
+	writes  int
+	broken  error
+	local   map[uint64]*Record // records written by this batch (nil: deleted)
+	recent  *recentCache
 	// disabled holds the disabled accounts this batch wrote (nil:
 	// removed), by lower-case name; recentDisabled those of the batches
 	// still on their way to the disk (see recentCache).
 	disabled       map[string]*DisabledAccount
 	recentDisabled map[string]recentDisabled
 	effects        []effect // in-memory updates, for the indexer once settled
-	changed        bool     // something a feed follower waits for
 }
 
 // writerState is the journal's counters: as settled (writer.state), or as
 // the writer goroutine has written them, including batches still on their
 // way to the disk (writerRun.state).
 type writerState struct {
-	seq, pos, horizon uint64
-	loading           bool
-	applied, term     uint64 // a replicated journal's (see batch)
+	seq           uint64
+	loading       bool
+	applied, term uint64 // a replicated journal's (see batch)
 }
 
 // recentDisabled is a disabled account written by a batch not yet known
@@ -234,7 +218,6 @@ type flight struct {
 	taken   []*mutation
 	errs    []error
 	effects []effect
-	changed bool
 	wrote   bool // the batch went to Badger
 	// inBadger, when set, is the writer's slot for the batch in Badger,
 	// freed once the batch is settled.
@@ -428,8 +411,8 @@ func (w *writerRun) process(ms []*mutation) {
 			f.effects = b.effects
 			f.result <- nil
 		default:
-			f.effects, f.changed, f.wrote = b.effects, b.changed, true
-			f.state = writerState{seq: b.seq, pos: b.pos, horizon: b.horizon, loading: b.loading, applied: b.applied, term: b.term}
+			f.effects, f.wrote = b.effects, true
+			f.state = writerState{seq: b.seq, loading: b.loading, applied: b.applied, term: b.term}
 			for seq, r := range b.local {
 				w.recent.put(seq, r, f.id)
 			}
@@ -561,12 +544,9 @@ func (w *writerRun) newBatch() *batch {
 		txn:            txn,
 		now:            wr.opts.Now(),
 		seq:            w.state.seq,
-		pos:            w.state.pos,
-		horizon:        w.state.horizon,
 		loading:        w.state.loading,
 		applied:        w.state.applied,
 		term:           w.state.term,
-		unlogged:       wr.opts.Replicated,
 		local:          make(map[uint64]*Record, w.sizeHint),
 		recent:         w.recent,
 		recentDisabled: w.disabled,
@@ -607,7 +587,7 @@ func (w *writer) completer(flights <-chan *flight, done chan<- struct{}) {
 				w.index.apply(f.effects)
 			}
 			if f.wrote {
-				w.publish(f.state, f.changed)
+				w.publish(f.state)
 			}
 		}
 		w.settled.Store(f.id)
@@ -624,16 +604,11 @@ func (w *writer) completer(flights <-chan *flight, done chan<- struct{}) {
 	}
 }
 
-// publish makes a settled batch's counters current and, if it changed
-// something a feed follower waits for, wakes the feed's waiters.
-func (w *writer) publish(st writerState, changed bool) {
+// publish makes a settled batch's counters current.
+func (w *writer) publish(st writerState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.state = st
-	if changed {
-		close(w.changed)
-		w.changed = make(chan struct{})
-	}
 }
 
 func (w *writer) fail(err error) {
@@ -677,12 +652,6 @@ func (b *batch) writeMeta(was writerState) error {
 	var err error
 	if b.seq != was.seq {
 		err = errors.Join(err, b.txn.Set(metaSeq, encodeNum(b.seq)))
-	}
-	if b.pos != was.pos {
-		err = errors.Join(err, b.txn.Set(metaPos, encodeNum(b.pos)))
-	}
-	if b.horizon != was.horizon {
-		err = errors.Join(err, b.txn.Set(metaHorizon, encodeNum(b.horizon)))
 	}
 	if b.applied != was.applied {
 		err = errors.Join(err, b.txn.Set(metaApplied, encodeNum(b.applied)))
@@ -733,25 +702,17 @@ func (b *batch) get(seq uint64) (*Record, error) {
 	return getRecord(b.txn, seq)
 }
 
-// putRecord writes a new version of a record (old is nil for a new one),
-// keeps the indexes and the sealed secret in step with its state, and logs
-// the change. sealed, when not nil, is the record's new sealed secret;
-// tokens, when not nil, are the record's order tokens (see orderTokens).
+// putRecord writes a new version of a record (old is nil for a new one)
+// and keeps the indexes and the sealed secret in step with its state.
+// sealed, when not nil, is the record's new sealed secret; tokens, when not
+// nil, are the record's order tokens (see orderTokens).
 func (b *batch) putRecord(old, rec *Record, sealed []byte, tokens []string) error {
-	enc, err := b.storeRecord(old, rec, sealed, tokens)
-	if err != nil {
-		return err
-	}
-	return b.logEvent(b.now, EventPut, rec.Seq, enc)
+	_, err := b.storeRecord(old, rec, sealed, tokens)
+	return err
 }
 
-// deleteRecord removes a record, its secret and its index keys, and logs it.
-func (b *batch) deleteRecord(old *Record) error {
-	if err := b.removeRecord(old); err != nil {
-		return err
-	}
-	return b.logEvent(b.now, EventDelete, old.Seq, nil)
-}
+// deleteRecord removes a record, its secret and its index keys.
+func (b *batch) deleteRecord(old *Record) error { return b.removeRecord(old) }
 
 // storeRecord writes a record version and its index keys, and returns its
 // encoding.

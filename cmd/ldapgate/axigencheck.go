@@ -70,6 +70,22 @@ func axigenCheck(ctx context.Context, ac AxigenConfig, out io.Writer) error {
 			fmt.Fprintf(out, "      | %s\n", l)
 		}
 	}
+	if !ac.NoPipelining {
+		// Deliveries send an entry's commands together: does this server
+		// read them so?
+		rc, err := axigen.NewClient(pool).CheckPipelining(ctx, ac.Domain)
+		checks = append(checks, rc)
+		switch {
+		case err != nil:
+			failed++
+			fmt.Fprintf(out, "FAIL  commands sent together: %v (set --axigen-no-pipelining)\n", err)
+		case rc.OK:
+			fmt.Fprintf(out, "ok    commands sent together: %s\n", rc.Detail)
+		default:
+			failed++
+			fmt.Fprintf(out, "FAIL  commands sent together: %s (set --axigen-no-pipelining)\n", rc.Detail)
+		}
+	}
 	if failed > 0 {
 		return cli.Exit(fmt.Sprintf("%d of %d answers not understood", failed, len(checks)), 1)
 	}
@@ -84,7 +100,8 @@ func (ac AxigenConfig) clientConfig(log *slog.Logger) (axigen.Config, error) {
 	if err != nil {
 		return axigen.Config{}, fmt.Errorf("invalid setting mirror.axigen.passwordFile: %w", err)
 	}
-	cfg := axigen.Config{Addr: ac.Addr, User: ac.User, Password: pw, Logger: log}
+	cfg := axigen.Config{Addr: ac.Addr, User: ac.User, Password: pw, CommandTimeout: ac.CommandTimeout,
+		NoPipelining: ac.NoPipelining, Logger: log}
 	if !ac.TLS {
 		return cfg, nil
 	}

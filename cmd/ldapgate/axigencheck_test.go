@@ -45,7 +45,7 @@ func TestAxigenCheckUnderstandsTheSimulator(t *testing.T) {
 		"ok    SHOW RegistryInformation:",
 		"ok    SHOW: ",
 		`ok    LIST Addresses: 1 addresses in group "team"`,
-		"all 8 answers understood",
+		"all 9 answers understood",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())

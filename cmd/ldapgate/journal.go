@@ -410,7 +410,6 @@ type statsJSON struct {
 	OldestPendingSeconds float64 `json:"oldestPendingSeconds"`
 	OldestPendingSeq     uint64  `json:"oldestPendingSeq,omitempty"`
 	LastSeq              uint64  `json:"lastSeq"`
-	Position             uint64  `json:"position"`
 }
 
 func journalStats(c *cli.Context) error {
@@ -423,7 +422,7 @@ func journalStats(c *cli.Context) error {
 			return writeJSON(c.App.Writer, statsJSON{
 				Prepared: st.Prepared, Committed: st.Committed, Delivered: st.Delivered, Dead: st.Dead,
 				Backlog: st.Backlog, OldestPendingSeconds: st.OldestPending.Seconds(), OldestPendingSeq: st.OldestPendingSeq,
-				LastSeq: st.LastSeq, Position: st.Position,
+				LastSeq: st.LastSeq,
 			})
 		}
 		tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)

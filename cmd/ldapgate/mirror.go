@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -78,6 +76,10 @@ type AxigenConfig struct {
 	// CommandTimeout bounds each CLI command's answer; in a cluster the
 	// fence delay covers it.
 	CommandTimeout time.Duration `yaml:"commandTimeout"`
+	// NoPipelining sends each CLI command only once the previous one is
+	// answered, for a server that does not read commands sent ahead of
+	// their turn (`ldapgate axigen-check` tells).
+	NoPipelining bool `yaml:"noPipelining"`
 }
 
 func defaultMirrorConfig() MirrorConfig {
@@ -110,6 +112,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *string { return &c.Mirror.Axigen.CA }),
 		intSetting("axigen-sessions", "AXIGEN_SESSIONS", "CLI sessions kept open (file: mirror.axigen.sessions)",
 			func(c *Config) *int { return &c.Mirror.Axigen.Sessions }),
+		boolSetting("axigen-no-pipelining", "AXIGEN_NO_PIPELINING", "send each CLI command only once the previous one is answered (for a server that does not read commands sent ahead of their turn: `ldapgate axigen-check` tells) (file: mirror.axigen.noPipelining)",
+			func(c *Config) *bool { return &c.Mirror.Axigen.NoPipelining }),
 		durationSetting("axigen-command-timeout", "AXIGEN_COMMAND_TIMEOUT", "longest wait for the answer to one CLI command; then the session is closed and the delivery retried (file: mirror.axigen.commandTimeout)",
 			func(c *Config) *time.Duration { return &c.Mirror.Axigen.CommandTimeout }),
 		{
@@ -273,29 +277,13 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observ
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid setting mirror.%w", err)
 	}
-	axPassword, err := readSecretFile(mc.Axigen.PasswordFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("invalid setting mirror.axigen.passwordFile: %w", err)
-	}
 	svcPassword, err := readSecretFile(mc.ServicePasswordFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid setting mirror.servicePasswordFile: %w", err)
 	}
-	axCfg := axigen.Config{Addr: mc.Axigen.Addr, User: mc.Axigen.User, Password: axPassword,
-		CommandTimeout: mc.Axigen.CommandTimeout, Logger: log}
-	if mc.Axigen.TLS {
-		axCfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
-		if mc.Axigen.CA != "" {
-			pem, err := os.ReadFile(mc.Axigen.CA)
-			if err != nil {
-				return nil, nil, fmt.Errorf("invalid setting mirror.axigen.ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, nil, fmt.Errorf("invalid setting mirror.axigen.ca: no PEM certificate in %s", mc.Axigen.CA)
-			}
-			axCfg.TLS.RootCAs = pool
-		}
+	axCfg, err := mc.Axigen.clientConfig(log)
+	if err != nil {
+		return nil, nil, err
 	}
 	deletes, err := mc.deletes()
 	if err != nil {

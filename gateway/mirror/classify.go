@@ -67,12 +67,9 @@ func (m *Mirror) dropStale(dns []string, res gateway.Result) {
 	m.entries.forget(dns...)
 }
 
-// readAttributes is what the gateway reads of an entry before a write.
-func (m *Mirror) readAttributes() []string {
-	mp := m.mapping()
-	attrs := []string{"objectClass", mp.KeyAttribute(), mp.NameAttribute(), mp.GroupNameAttribute(), mp.MemberMailAttribute()}
-	return dedupFold(attrs)
-}
+// readAttributes is what the gateway reads of an entry before a write
+// (shared: not to be modified).
+func (m *Mirror) readAttributes() []string { return m.attrLists().read }
 
 func dedupFold(in []string) []string {
 	seen := map[string]bool{}

@@ -300,6 +300,9 @@ var errPasswordHeld = errors.New("the account is disabled in the directory: its 
 // the account that the DN still names. A delete's record is about the
 // entry it deleted only.
 func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string, attrs []string) (*schema.Entry, error) {
+	if e := m.accountImage(rec); e != nil {
+		return e, nil // the write brought the entry's state (images.go)
+	}
 	mp := m.mapping()
 	if rec.EntryKey != "" {
 		value := ldap.EscapeFilter(rec.EntryKey)

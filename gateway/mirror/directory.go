@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,8 @@ type Directory struct {
 	pool  chan *ldap.Conn
 	reads chan *readConn
 	urls  atomic.Pointer[[]string]
+	// controls is the root DSE's supportedControl, once read (nil: not yet).
+	controls atomic.Pointer[[]string]
 }
 
 // NewDirectory returns a Directory; it connects lazily.
@@ -60,6 +63,27 @@ func NewDirectory(cfg DirectoryConfig) *Directory {
 func (d *Directory) SetURLs(urls []string) {
 	u := append([]string(nil), urls...)
 	d.urls.Store(&u)
+	d.controls.Store(nil) // another directory may support other controls
+}
+
+// SupportsControl reports whether the directory lists the control oid in
+// its root DSE's supportedControl; the list is read once (again after
+// SetURLs).
+func (d *Directory) SupportsControl(ctx context.Context, oid string) (bool, error) {
+	ctls := d.controls.Load()
+	if ctls == nil {
+		e, err := d.Read(ctx, "", []string{"supportedControl"})
+		if err != nil {
+			return false, err
+		}
+		var list []string
+		if e != nil {
+			list = e.Get("supportedControl")
+		}
+		ctls = &list
+		d.controls.Store(ctls)
+	}
+	return slices.Contains(*ctls, oid), nil
 }
 
 // Close closes the pooled connections.

@@ -91,6 +91,14 @@ func (c *entryCache) evictLocked(now time.Time) {
 	}
 }
 
+// generation is the count of forgets so far: an entry learnt after it (an
+// unread write's post-read) is stored only if no forget came between.
+func (c *entryCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
 // forget drops the entries of the given DNs ("" ignored).
 func (c *entryCache) forget(dns ...string) {
 	c.mu.Lock()

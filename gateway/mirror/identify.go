@@ -115,7 +115,7 @@ type cachedIdentity struct {
 // part), where users and administrators alike live.
 func namingContexts(mp *schema.Mapping) []string {
 	var out []string
-	for _, base := range mp.Config().AccountBase {
+	for _, base := range mp.AccountBases() {
 		dn, err := ldap.ParseDN(base)
 		if err != nil {
 			continue

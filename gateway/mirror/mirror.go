@@ -89,6 +89,8 @@ type Mirror struct {
 	domains    adDomainCache // AD's domain names, for bind names (adnames.go)
 
 	entries *entryCache
+	images  *images
+	lists   atomic.Pointer[attrLists] // of the mapping in force
 }
 
 // entryCacheLimit bounds the entries remembered for classification.
@@ -121,7 +123,7 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = slog.New(slog.DiscardHandler)
 	}
-	m := &Mirror{cfg: cfg, log: cfg.Logger, entries: newEntryCache(cfg.EntryCacheTTL, entryCacheLimit)}
+	m := &Mirror{cfg: cfg, log: cfg.Logger, entries: newEntryCache(cfg.EntryCacheTTL, entryCacheLimit), images: newImages()}
 	m.policy.Store(&Policy{Mapping: cfg.Mapping, AdminDNs: cfg.AdminDNs, AdminGroup: cfg.AdminGroup, AxigenBindDN: cfg.AxigenBindDN})
 	m.admins.Store(NewAdmins(cfg.AdminDNs, cfg.AdminGroup, cfg.Directory, cfg.AdminCacheTTL))
 	return m, nil
@@ -137,6 +139,7 @@ func (m *Mirror) SetPolicy(p Policy) error {
 	// A new Admins: the admin group may have changed, its members are read again.
 	m.admins.Store(NewAdmins(p.AdminDNs, p.AdminGroup, m.cfg.Directory, m.cfg.AdminCacheTTL))
 	m.entries.forgetAll() // the attributes that classify may have changed
+	m.images.reset()      // and those delivery reads
 	return nil
 }
 
@@ -162,7 +165,7 @@ func (m *Mirror) Close() { m.settling.Wait() }
 // CheckService reads the account base with the service identity, proving
 // the directory is reachable and the service bind works.
 func (m *Mirror) CheckService(ctx context.Context) error {
-	for _, base := range m.mapping().Config().AccountBase {
+	for _, base := range m.mapping().AccountBases() {
 		e, err := m.cfg.Directory.Read(ctx, base, []string{"1.1"})
 		if err != nil {
 			return err

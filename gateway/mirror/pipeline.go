@@ -45,6 +45,15 @@ type write struct {
 	entry   *schema.Entry // the target before the change; nil for an add
 	kind    schema.Kind   // KindNone: relayed with no journal record
 	stale   []string      // canonical DNs whose cached entries the write makes stale
+	// unread: the target was not read (postread.go); kind is what its DN
+	// makes it if it is an account or group at all, and the directory's
+	// post-read on the write itself tells which it is.
+	unread bool
+	gen    uint64 // the entry cache's generation before an unread write
+	// scoped: the write names an entry of the account or group bases
+	// (images.go follows it); image: it asks for its entry's image.
+	scoped, image bool
+	iw            imageWrite
 
 	// decide
 	verdict decision
@@ -85,6 +94,15 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if w.kind == schema.KindNone {
 		return m.relayAsIs(w), nil // not an account or group, or Axigen's own write
 	}
+	if w.unread && !m.kindFree(ctx, w) {
+		// The verdict depends on what the entry is: read it.
+		if answer := m.readTarget(ctx, w); answer != nil {
+			return nil, answer
+		}
+		if w.kind == schema.KindNone {
+			return m.relayAsIs(w), nil
+		}
+	}
 	if answer := m.decide(ctx, w); answer != nil {
 		return nil, answer
 	}
@@ -94,6 +112,17 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if answer := m.prepare(ctx, w); answer != nil {
 		return nil, answer
 	}
+	switch {
+	case m.wantsImage(ctx, w):
+		// The directory says, with its answer, what the entry is now:
+		// delivery need not read it (images.go).
+		w.image = true
+		req.Append = append(req.Append, m.attrLists().imageCtl)
+	case w.unread:
+		// The directory says, with its answer, what the entry is.
+		req.Append = append(req.Append, m.postReadControl())
+	}
+	m.beginRelay(w)
 	// relay: the gateway sends the write to the directory and hands its
 	// answer to settle before the client hears it.
 	return func(ctx context.Context, res gateway.Result) { m.settle(ctx, w, res) }, nil
@@ -177,6 +206,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	if !inScope(w.target) && !inScope(w.newDN) {
 		return nil
 	}
+	w.scoped = true
 	// A write that may change what classifies its entry drops the entry
 	// from the cache now, and again once the directory has it.
 	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
@@ -187,6 +217,21 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		return nil
 	}
 	if cur == nil {
+		if kind := m.unreadKind(ctx, w); kind != schema.KindNone {
+			w.kind, w.unread, w.gen = kind, true, m.entries.generation()
+			return nil
+		}
+	}
+	w.entry = cur
+	return m.readTarget(ctx, w)
+}
+
+// readTarget reads the entry a write targets (w.entry, when classify has
+// it already) and classifies it: an account, a group or neither.
+func (m *Mirror) readTarget(ctx context.Context, w *write) *gateway.Result {
+	mp, cur := m.mapping(), w.entry
+	w.unread = false
+	if cur == nil {
 		var err error
 		if cur, err = m.readEntry(ctx, w.target); err != nil {
 			m.log.Warn("cannot read the entry a write targets", "dn", w.target, "err", err)
@@ -194,6 +239,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		}
 	}
 	if cur == nil {
+		w.kind = schema.KindNone
 		return nil // the directory will answer noSuchObject
 	}
 	w.entry = cur
@@ -281,6 +327,10 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	if w.who.axigen {
 		w.audit = w.audit.With("connector", "axigen")
 	}
+	if w.unread {
+		// The kind is the DN's; the directory's answer confirms it (settle).
+		w.audit = w.audit.With("entryRead", false)
+	}
 	noOp, answer := checkControls(w.req.Controls)
 	if w.refused != nil {
 		answer = w.refused
@@ -358,10 +408,20 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 // relayAsIs is the Completion of a write relayed with no journal record:
 // it only drops the cache entries the write makes stale (nil when none).
 func (m *Mirror) relayAsIs(w *write) gateway.Completion {
-	if w.stale == nil {
+	// Of the writes Axigen is not told of, those that change its entry's
+	// kind, key or name, and Axigen's own, change what a delivery of the
+	// entry would read: the images follow them (images.go).
+	w.scoped = w.scoped && (w.stale != nil || w.who.axigen)
+	m.beginRelay(w)
+	if w.stale == nil && !w.scoped {
 		return nil
 	}
-	return func(_ context.Context, res gateway.Result) { m.dropStale(w.stale, res) }
+	return func(_ context.Context, res gateway.Result) {
+		if w.stale != nil {
+			m.dropStale(w.stale, res)
+		}
+		m.endRelay(w, res)
+	}
 }
 
 // settle settles a journaled write on the directory's answer: commit on
@@ -377,6 +437,7 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	if w.stale != nil {
 		m.dropStale(w.stale, res)
 	}
+	m.endRelay(w, res) // before the commit below makes the record deliverable
 	// The journal must settle even if the client has gone.
 	ctx = context.WithoutCancel(ctx)
 	j := m.cfg.Journal
@@ -412,6 +473,9 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		// The new entry's stable key exists only now; the journal keeps its
 		// history under it.
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
+	case w.unread:
+		// What the entry is, and its key, come with the answer.
+		background("commit", func() error { return m.settleUnread(ctx, w, res) })
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
 	}

@@ -113,7 +113,7 @@ func (m *Mirror) entryKey(e schema.Entry) (string, error) {
 	if !ok {
 		return "", nil
 	}
-	if m.mapping().Config().KeyFormat == schema.KeyGUID {
+	if m.mapping().KeyFormat() == schema.KeyGUID {
 		return schema.FormatGUID([]byte(v))
 	}
 	return v, nil

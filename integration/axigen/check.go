@@ -27,8 +27,9 @@ type ReadCheck struct {
 // CheckReads runs only read commands in domain — LIST Accounts, LIST
 // Groups, SHOW RegistryInformation and SHOW of one account's contact info,
 // LIST Addresses of one group — and reports for each whether the client
-// parses its answer. Every context it enters is left with BACK, so nothing
-// is changed. The error is for a session that could not be used at all.
+// parses its answer. Every context it enters is left with BACK, so
+// nothing is changed. The error is for a session that could not be used
+// at all.
 func (c *Client) CheckReads(ctx context.Context, domain string) ([]ReadCheck, error) {
 	var out []ReadCheck
 	err := c.inDomain(ctx, "check reads in "+display(domain), domain, func(s *Session) error {
@@ -156,6 +157,90 @@ func (s *Session) checkAccount(ctx context.Context, name string, run func(Comman
 		}
 	}
 	return true
+}
+
+// CheckPipelining reads domain's postmaster account twice, with only read
+// commands: sent one by one, then sent together in one write (pipelining,
+// docs/axigen-cli.md), and reports whether the server answered them alike,
+// that is whether it reads commands sent ahead of their turn, as the
+// client's deliveries need unless Config.NoPipelining is set. Nothing is
+// changed. The error is for a session that could not be used at all.
+func (c *Client) CheckPipelining(ctx context.Context, domain string) (ReadCheck, error) {
+	var rc ReadCheck
+	err := c.inDomain(ctx, "check pipelining in "+display(domain), domain, func(s *Session) error {
+		list := mustKeywords("LIST Accounts")
+		rows, err := s.list(ctx, list, ctxDomain)
+		if err != nil {
+			return err
+		}
+		name, ok := findIn(rows, "postmaster")
+		if !ok {
+			rc = ReadCheck{Command: list.masked, Detail: "no postmaster account to read", Raw: rows}
+			return nil
+		}
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", name))
+		if err != nil {
+			return err
+		}
+		if !s.checkPipelined(ctx, enter, func(r ReadCheck) { rc = r }) {
+			return errCheckStopped
+		}
+		return nil
+	})
+	if errors.Is(err, errCheckStopped) {
+		return rc, nil // the failed check says why
+	}
+	return rc, err
+}
+
+// checkPipelined reads the account entered with enter twice, its commands
+// sent one by one and then all together, and reports whether the server
+// answered them alike: whether it reads commands sent ahead of their turn.
+// A server that does not would leave the second read waiting for the
+// command timeout; Config.NoPipelining is then the setting to use.
+func (s *Session) checkPipelined(ctx context.Context, enter Command, report func(ReadCheck)) bool {
+	cmds := []Command{enter, mustKeywords("SHOW RegistryInformation"), cmdConfigContact, cmdShow, cmdBack, cmdBack}
+	expect := []string{ctxAccount, ctxAccount, ctxContact, ctxContact, ctxAccount, ctxDomain}
+	read := func(pipelined bool) ([][]string, error) {
+		ans, err := s.doAll(ctx, cmds, pipelined)
+		if err != nil {
+			return nil, err
+		}
+		var out [][]string
+		for i, a := range ans {
+			if !strings.EqualFold(a.Context, expect[i]) {
+				return nil, s.fail(&Error{Kind: KindProtocol, Cmd: cmds[i].masked,
+					Err: errorf("context %q after the command where %q was expected", a.Context, expect[i])})
+			}
+			out = append(out, a.Lines)
+		}
+		return out, nil
+	}
+	names := make([]string, len(cmds))
+	for i, c := range cmds {
+		names[i] = c.masked
+	}
+	rc := ReadCheck{Command: "sent together: " + strings.Join(names, "; ")}
+	one, err := read(false)
+	if err != nil {
+		rc.Detail = "sent one by one: " + err.Error()
+		report(rc)
+		return false
+	}
+	all, err := read(true)
+	switch {
+	case err != nil:
+		rc.Detail = err.Error() + " (a server that does not read commands sent ahead of their turn needs Config.NoPipelining)"
+	case !slices.EqualFunc(one, all, slices.Equal):
+		rc.Detail = "the answers differ from those to the commands sent one by one"
+		for _, lines := range all {
+			rc.Raw = append(rc.Raw, lines...)
+		}
+	default:
+		rc.OK, rc.Detail = true, "answered as when sent one by one"
+	}
+	report(rc)
+	return rc.OK
 }
 
 // namesPlain reports whether every name is one the client could send back.

@@ -131,15 +131,56 @@ func randomPassword() (string, error) {
 
 // step runs cmd and checks that the prompt shows the expected context.
 func (s *Session) step(ctx context.Context, cmd Command, expect string) (*Response, error) {
-	ans, err := s.Do(ctx, cmd)
+	ans, err := s.steps(ctx, []Command{cmd}, []string{expect})
+	if len(ans) == 0 {
+		return nil, err
+	}
+	return ans[0], err
+}
+
+// steps runs cmds in one round trip (Session.DoAll) and checks that each
+// prompt shows the context expected after its command. A "-ERR" answer is
+// the error, as for step; the later commands ran all the same.
+func (s *Session) steps(ctx context.Context, cmds []Command, expect []string) ([]*Response, error) {
+	ans, err := s.DoAll(ctx, cmds)
 	if err != nil {
 		return ans, err
 	}
-	if !strings.EqualFold(ans.Context, expect) {
-		return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked,
-			Err: errorf("context %q after the command where %q was expected", ans.Context, expect)})
+	for i, a := range ans {
+		if !strings.EqualFold(a.Context, expect[i]) {
+			return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmds[i].masked,
+				Err: errorf("context %q after the command where %q was expected", a.Context, expect[i])})
+		}
 	}
 	return ans, nil
+}
+
+// runGrouped runs commands, each leading to the context in expect, in as
+// few round trips as is safe: commands that stay in the context they run
+// in go together with the next one, which may change it (a failed SET
+// leaves the later SETs and the DONE harmless: nothing is written before
+// COMMIT, and a failed operation's session is backed out with BACK); a
+// command that changes the context ends a round trip, since the next ones
+// would run elsewhere if it failed; COMMIT, which writes, goes alone, only
+// after everything before it succeeded.
+func (s *Session) runGrouped(ctx context.Context, cmds []Command, expect []string) error {
+	for i := 0; i < len(cmds); {
+		j, cur := i, s.Context()
+		for j < len(cmds) {
+			if cmds[j].line == cmdCommit.line && j > i {
+				break
+			}
+			j++
+			if cmds[j-1].line == cmdCommit.line || !strings.EqualFold(expect[j-1], cur) {
+				break
+			}
+		}
+		if _, err := s.steps(ctx, cmds[i:j], expect[i:j]); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
 }
 
 // enterDomain brings the session into domain's context: a session the pool
@@ -209,36 +250,25 @@ func (s *Session) readAccountIn(ctx context.Context, name string, stay bool) (Ac
 	if err != nil {
 		return st, false, err
 	}
-	if _, err := s.step(ctx, enter, ctxAccount); err != nil {
-		return st, false, err
+	// One round trip: the account was just listed, so UPDATE fails only if
+	// it went meanwhile, and the reads after it change nothing wherever
+	// they run (the failed operation's session is backed out).
+	cmds := []Command{enter, mustKeywords("SHOW RegistryInformation"), cmdConfigContact, cmdShow}
+	expect := []string{ctxAccount, ctxAccount, ctxContact, ctxContact}
+	if !stay {
+		cmds, expect = append(cmds, cmdBack, cmdBack), append(expect, ctxAccount, ctxDomain)
 	}
-	reg, err := s.step(ctx, mustKeywords("SHOW RegistryInformation"), ctxAccount)
+	ans, err := s.steps(ctx, cmds, expect)
 	if err != nil {
 		return st, false, err
 	}
-	fields := ParseShow(reg.Lines)
+	fields := ParseShow(ans[1].Lines)
 	st.LDAPID, _ = showValue(fields, "Associated LDAP ID")
 	st.DN, _ = showValue(fields, "Associated LDAP DN")
-	if _, err := s.step(ctx, cmdConfigContact, ctxContact); err != nil {
-		return st, false, err
-	}
-	show, err := s.step(ctx, cmdShow, ctxContact)
-	if err != nil {
-		return st, false, err
-	}
-	for _, f := range ParseShow(show.Lines) {
+	for _, f := range ParseShow(ans[3].Lines) {
 		if f.Value != "" {
 			st.Contact[f.Name] = f.Value
 		}
-	}
-	if stay {
-		return st, true, nil
-	}
-	if _, err := s.step(ctx, cmdBack, ctxAccount); err != nil {
-		return st, false, err
-	}
-	if _, err := s.step(ctx, cmdBack, ctxDomain); err != nil {
-		return st, false, err
 	}
 	return st, true, nil
 }
@@ -262,13 +292,13 @@ func (s *Session) readGroupIn(ctx context.Context, name string) (GroupState, boo
 	if err != nil {
 		return st, false, err
 	}
-	if _, err := s.step(ctx, enter, ctxGroup); err != nil {
-		return st, false, err
-	}
-	members, err := s.list(ctx, mustKeywords("LIST Addresses"), ctxGroup)
+	// One round trip, as for an account; the listing comes last, where its
+	// answer must be all the server has sent.
+	ans, err := s.steps(ctx, []Command{enter, mustKeywords("LIST Addresses")}, []string{ctxGroup, ctxGroup})
 	if err != nil {
 		return st, false, err
 	}
+	members := ParseList(ans[1].Lines).Rows
 	st.Members = append([]string{}, members...)
 	slices.Sort(st.Members)
 	if _, err := s.step(ctx, cmdBack, ctxDomain); err != nil {
@@ -287,12 +317,7 @@ func (s *Session) leaveDomain(ctx context.Context) error {
 
 // run sends a plan's commands from the domain context.
 func (s *Session) run(ctx context.Context, p *Plan) error {
-	for i, cmd := range p.Commands {
-		if _, err := s.step(ctx, cmd, p.expect[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.runGrouped(ctx, p.Commands, p.expect)
 }
 
 // applyInContact sends a plan for an existing account from that account's
@@ -301,12 +326,7 @@ func (s *Session) run(ctx context.Context, p *Plan) error {
 // not sent again, which spares four round trips per delivery.
 func (s *Session) applyInContact(ctx context.Context, p *Plan) error {
 	if p.Empty() {
-		for _, to := range []string{ctxAccount, ctxDomain} {
-			if _, err := s.step(ctx, cmdBack, to); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.backTo(ctx, ctxAccount, ctxDomain)
 	}
 	// planAccount opens an existing account's plan with UPDATE Account, then
 	// CONFIG ContactInfo when it sets contact fields.
@@ -316,12 +336,7 @@ func (s *Session) applyInContact(ctx context.Context, p *Plan) error {
 	} else if _, err := s.step(ctx, cmdBack, ctxAccount); err != nil {
 		return err
 	}
-	for i, cmd := range cmds {
-		if _, err := s.step(ctx, cmd, expect[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.runGrouped(ctx, cmds, expect)
 }
 
 // inDomain runs fn in domain's context on a pooled session; fn must return
@@ -687,18 +702,12 @@ func (c *Client) SetAccountEnabled(ctx context.Context, domain, name string, ena
 		if err != nil {
 			return err
 		}
-		for _, step := range []struct {
-			cmd    Command
-			expect string
-		}{{enter, ctxAccount}, {cmdConfigLimits, ctxLimits}} {
-			if _, err := s.step(ctx, step.cmd, step.expect); err != nil {
-				return err
-			}
-		}
-		show, err := s.step(ctx, cmdShow, ctxLimits)
+		// One round trip, as readAccountIn's.
+		ans, err := s.steps(ctx, []Command{enter, cmdConfigLimits, cmdShow}, []string{ctxAccount, ctxLimits, ctxLimits})
 		if err != nil {
 			return err
 		}
+		show := ans[2]
 		change := cmdDisableServices
 		if enabled {
 			change = cmdResetServices
@@ -738,14 +747,15 @@ func servicesAre(fields []Field, enabled bool) bool {
 	return false
 }
 
-// backTo sends BACK for each context in turn.
+// backTo sends BACK for each context in turn, in one round trip: BACK
+// only discards.
 func (s *Session) backTo(ctx context.Context, contexts ...string) error {
-	for _, to := range contexts {
-		if _, err := s.step(ctx, cmdBack, to); err != nil {
-			return err
-		}
+	cmds := make([]Command, len(contexts))
+	for i := range cmds {
+		cmds[i] = cmdBack
 	}
-	return nil
+	_, err := s.steps(ctx, cmds, contexts)
+	return err
 }
 
 // DeleteAccount removes an account; it sends no REMOVE when there is none.

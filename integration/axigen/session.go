@@ -2,6 +2,7 @@ package axigen
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,6 +30,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// CommandTimeout bounds each command's answer (30 s if 0).
 	CommandTimeout time.Duration
+	// NoPipelining sends each command only once the answer to the one
+	// before it has come, for a server that does not read commands sent
+	// ahead of their turn (docs/axigen-cli.md, "Pipelining").
+	NoPipelining bool
 	// Logger gets one debug record per command, passwords masked.
 	Logger *slog.Logger
 }
@@ -79,6 +84,8 @@ type Session struct {
 	// enteredDomain is when the session entered that domain's context.
 	enteredDomain time.Time
 	broken        error
+	out           []byte // the lines being sent
+	line          []byte // the line being read
 }
 
 // Dial connects, reads the banner and logs in. The session starts at the
@@ -121,7 +128,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 func (s *Session) login(ctx context.Context) error {
 	stop := s.arm(ctx, s.cfg.dialTimeout())
 	defer stop()
-	banner, err := s.readAnswer(ctx, "", true)
+	banner, err := s.readAnswer(ctx, "", true, false)
 	if err != nil {
 		return err
 	}
@@ -137,7 +144,7 @@ func (s *Session) login(ctx context.Context) error {
 		return err
 	}
 	// Whether a "+OK" comes before "<password> " is unconfirmed: accept both.
-	ans, err := s.readAnswer(ctx, user.masked, true)
+	ans, err := s.readAnswer(ctx, user.masked, true, false)
 	if err != nil {
 		return err
 	}
@@ -151,7 +158,7 @@ func (s *Session) login(ctx context.Context) error {
 	if err := s.send(ctx, pw); err != nil {
 		return err
 	}
-	ans, err = s.readAnswer(ctx, pw.masked, false)
+	ans, err = s.readAnswer(ctx, pw.masked, false, false)
 	if err != nil {
 		// A server past maxAuthErrors answers -ERR and closes: that is
 		// still a refused login, not a network fault.
@@ -193,34 +200,77 @@ func (s *Session) Close() error {
 // Response together with an *Error of KindServer; the session stays usable
 // (the prompt says where it is). Any other error breaks the session.
 func (s *Session) Do(ctx context.Context, cmd Command) (*Response, error) {
-	if cmd.IsZero() {
-		return nil, &Error{Kind: KindProtocol, Err: errorf("empty command")}
+	ans, err := s.DoAll(ctx, []Command{cmd})
+	if len(ans) == 0 {
+		return nil, err
+	}
+	return ans[0], err
+}
+
+// DoAll sends cmds in one write and reads their answers in turn
+// (pipelining, docs/axigen-cli.md): one round trip instead of one per
+// command. The server runs every command, whatever the answers to those
+// before it, so callers send together only commands whose failure does not
+// make the later ones harmful. It returns the answers read; the error is
+// the first "-ERR" (an *Error of KindServer, the session still usable), or
+// an error that broke the session. With Config.NoPipelining the commands
+// go one round trip each, and the first "-ERR" stops them.
+func (s *Session) DoAll(ctx context.Context, cmds []Command) ([]*Response, error) {
+	return s.doAll(ctx, cmds, !s.cfg.NoPipelining)
+}
+
+// doAll is DoAll, pipelined or not as asked.
+func (s *Session) doAll(ctx context.Context, cmds []Command, pipelined bool) ([]*Response, error) {
+	if !pipelined && len(cmds) > 1 {
+		out := make([]*Response, 0, len(cmds))
+		for _, cmd := range cmds {
+			ans, err := s.doAll(ctx, []Command{cmd}, true)
+			out = append(out, ans...)
+			if err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	for _, cmd := range cmds {
+		if cmd.IsZero() {
+			return nil, &Error{Kind: KindProtocol, Err: errorf("empty command")}
+		}
+	}
+	if len(cmds) == 0 {
+		return nil, nil
 	}
 	if s.broken != nil {
-		return nil, &Error{Kind: KindConnection, Cmd: cmd.masked, Temporary: true, Err: s.broken}
+		return nil, &Error{Kind: KindConnection, Cmd: cmds[0].masked, Temporary: true, Err: s.broken}
 	}
 	if ctx.Err() != nil {
 		// Nothing sent yet: the session stays usable.
-		return nil, ioError(ctx, "", cmd.masked, ctx.Err())
+		return nil, ioError(ctx, "", cmds[0].masked, ctx.Err())
 	}
-	stop := s.arm(ctx, s.cfg.commandTimeout())
+	// Each answer has the command timeout, as if the commands went one by one.
+	stop := s.arm(ctx, time.Duration(len(cmds))*s.cfg.commandTimeout())
 	defer stop()
-	if err := s.send(ctx, cmd); err != nil {
+	if err := s.send(ctx, cmds...); err != nil {
 		return nil, err
 	}
-	ans, err := s.readAnswer(ctx, cmd.masked, false)
-	if err != nil {
-		return nil, err
+	out := make([]*Response, 0, len(cmds))
+	var refused error
+	for i, cmd := range cmds {
+		ans, err := s.readAnswer(ctx, cmd.masked, false, i < len(cmds)-1)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ans)
+		s.context = ans.Context
+		if ans.Context == "" {
+			s.domain = ""
+		}
+		s.log.Debug("axigen command", "addr", s.cfg.Addr, "cmd", cmd.masked, "ok", ans.OK, "status", ans.Status, "context", ans.Context)
+		if !ans.OK && refused == nil {
+			refused = &Error{Kind: KindServer, Cmd: cmd.masked, Status: ans.Status}
+		}
 	}
-	s.context = ans.Context
-	if ans.Context == "" {
-		s.domain = ""
-	}
-	s.log.Debug("axigen command", "addr", s.cfg.Addr, "cmd", cmd.masked, "ok", ans.OK, "status", ans.Status, "context", ans.Context)
-	if !ans.OK {
-		return ans, &Error{Kind: KindServer, Cmd: cmd.masked, Status: ans.Status}
-	}
-	return ans, nil
+	return out, refused
 }
 
 // arm bounds the coming I/O by timeout and by ctx; the returned func disarms.
@@ -229,13 +279,20 @@ func (s *Session) arm(ctx context.Context, timeout time.Duration) func() {
 	return disarm
 }
 
-func (s *Session) send(ctx context.Context, cmd Command) error {
+// send writes the command lines in one write.
+func (s *Session) send(ctx context.Context, cmds ...Command) error {
 	if n := s.r.Buffered(); n > 0 {
 		// Bytes nobody asked for: the conversation is out of step.
-		return s.fail(&Error{Kind: KindProtocol, Cmd: cmd.masked, Err: errorf("%d unexpected bytes before the command", n)})
+		return s.fail(&Error{Kind: KindProtocol, Cmd: cmds[0].masked, Err: errorf("%d unexpected bytes before the command", n)})
 	}
-	if _, err := io.WriteString(s.conn, cmd.line+"\r\n"); err != nil {
-		return s.fail(ioError(ctx, "", cmd.masked, err))
+	s.out = s.out[:0]
+	for _, cmd := range cmds {
+		s.out = append(append(s.out, cmd.line...), '\r', '\n')
+	}
+	_, err := s.conn.Write(s.out)
+	clear(s.out) // a password may be among the lines
+	if err != nil {
+		return s.fail(ioError(ctx, "", cmds[0].masked, err))
 	}
 	return nil
 }
@@ -254,10 +311,17 @@ func (s *Session) fail(err error) error {
 // set: the banner and USER may end in a prompt alone), only when it is all
 // the server has sent, and only in the shape "<path> ": so an output line
 // that happens to look like a status line or a prompt is still output.
-func (s *Session) readAnswer(ctx context.Context, cmd string, bare bool) (*Response, error) {
+// With more set, answers to later commands sent with this one (DoAll) may
+// follow the prompt at once, so it need not be all the server has sent.
+func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (*Response, error) {
 	ans := &Response{}
 	statusSeen := false // the last complete line was a status line
-	var line []byte
+	line := s.line[:0]  // the line being read, in a buffer kept for the next answers
+	defer func() {
+		if cap(line) <= maxKeptLine {
+			s.line = line[:0]
+		}
+	}()
 	total := 0
 	for {
 		c, err := s.r.ReadByte()
@@ -275,7 +339,7 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare bool) (*Respo
 		}
 		line = append(line, c)
 		if c == '\n' {
-			text := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+			text := string(bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}))
 			line = line[:0]
 			if statusSeen {
 				// What looked like the status line was output after all.
@@ -289,7 +353,7 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare bool) (*Respo
 			}
 			continue
 		}
-		if c == ' ' && (statusSeen || bare) && s.r.Buffered() == 0 {
+		if c == ' ' && (statusSeen || bare) && (more || s.r.Buffered() == 0) && maybePrompt(line) {
 			if path, ok := parsePrompt(string(line)); ok {
 				if statusSeen {
 					ans.Status, ans.OK = parseStatus(ans.Status)
@@ -302,6 +366,15 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare bool) (*Respo
 		}
 	}
 }
+
+// maybePrompt is parsePrompt's first check, on bytes: the shape "<...> ".
+func maybePrompt(line []byte) bool {
+	n := len(line)
+	return n >= 4 && line[0] == '<' && line[n-2] == '>' && line[n-1] == ' '
+}
+
+// maxKeptLine bounds the line buffer a session keeps between answers.
+const maxKeptLine = 64 << 10
 
 func isStatusLine(text string) bool {
 	return strings.HasPrefix(text, "+OK") || strings.HasPrefix(text, "-ERR")

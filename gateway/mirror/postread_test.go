@@ -1,0 +1,306 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// lobby is an entry of the account base that is not an account: a role
+// with a phone number, which the mapping mirrors for accounts.
+const lobbyLDIF = `dn: cn=lobby,ou=people,dc=example,dc=com
+objectClass: organizationalRole
+cn: lobby
+telephoneNumber: +1 555 0100
+`
+
+// relayAsDirectory does what the gateway's relay does with an intercepted
+// write: it sends it to the directory, with the controls Intercept
+// appended, as the bound identity (here the root DN), and hands the answer,
+// with its controls, to the Completion.
+func relayAsDirectory(t *testing.T, dir *slapd.Server, req *gateway.WriteRequest) gateway.Result {
+	t.Helper()
+	conn, err := dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var ctls []ldap.Control
+	for _, c := range req.Append {
+		ctls = append(ctls, ldap.NewControlString(c.OID, c.Critical, string(c.Value)))
+	}
+	mod := ldap.NewModifyRequest(req.DN, ctls)
+	for _, c := range req.Changes {
+		var vals []string
+		for _, v := range c.Values {
+			vals = append(vals, string(v))
+		}
+		mod.Replace(c.Type, vals)
+	}
+	res, err := conn.ModifyWithResult(mod)
+	if err != nil {
+		t.Fatalf("the directory refuses the modify: %v", err)
+	}
+	out := gateway.Result{Code: ldap.LDAPResultSuccess}
+	for _, c := range res.Controls {
+		if cs, ok := c.(*ldap.ControlString); ok {
+			out.Controls = append(out.Controls, gateway.Control{OID: cs.ControlType, Value: []byte(cs.ControlValue), HasValue: true})
+		}
+	}
+	return out
+}
+
+// readAttr reads one value of an entry straight from slapd.
+func readAttr(t *testing.T, dir *slapd.Server, dn, attr string) string {
+	t.Helper()
+	conn, err := dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{attr}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("read %s of %s: %v", attr, dn, err)
+	}
+	return res.Entries[0].GetAttributeValue(attr)
+}
+
+// searchCounter relays the Mirror's own directory connections to slapd
+// and counts the searches they send.
+type searchCounter struct {
+	ln       net.Listener
+	searches atomic.Int64
+}
+
+func newSearchCounter(t *testing.T, dir *slapd.Server) *searchCounter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &searchCounter{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	upstream := strings.TrimPrefix(dir.URL, "ldap://")
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				conn.Close()
+				continue
+			}
+			go func() {
+				defer up.Close()
+				r := ldapwire.NewReader(conn, 1<<20)
+				for {
+					m, err := r.Next()
+					if err != nil {
+						return
+					}
+					if m.Op == ldapwire.TagSearchRequest {
+						c.searches.Add(1)
+					}
+					if _, err := up.Write(m.Raw); err != nil {
+						return
+					}
+				}
+			}()
+			go func() { defer conn.Close(); _, _ = io.Copy(conn, up) }()
+		}
+	}()
+	return c
+}
+
+func (c *searchCounter) url() string { return "ldap://" + c.ln.Addr().String() }
+
+// An admin's change of an account's contact info is judged and journaled
+// without reading the account: the directory's post-read on the write
+// itself says what the entry is and gives the record its key. The
+// directory serves no search for it, and the record is committed under
+// the account's entryUUID.
+func TestUnreadWriteIsKeyedByThePostRead(t *testing.T) {
+	rig := newPipelineRig(t)
+	counter := newSearchCounter(t, rig.dir)
+	rig.dirURL = counter.url()
+	m, j, audit := rig.mirror(t)
+	ctx := context.Background()
+	alice := pipeUser("alice")
+	if _, err := m.cfg.Directory.SupportsControl(ctx, oidPostRead); err != nil { // read once, before counting
+		t.Fatal(err)
+	}
+	before := counter.searches.Load()
+	req := replace(alice, "telephoneNumber", "+1 555 0199")
+	done, answer := intercept(ctx, m, pipeAdminDN, req)
+	if answer != nil || done == nil {
+		t.Fatalf("Intercept: %+v, Completion %v", answer, done != nil)
+	}
+	if len(req.Append) != 1 || req.Append[0].OID != oidPostRead {
+		t.Fatalf("appended controls %+v, want the post-read", req.Append)
+	}
+	prepared, err := j.Prepared()
+	if err != nil || len(prepared) != 1 || prepared[0].EntryKey != "" {
+		t.Fatalf("prepared %+v, %v; want one record without a key yet", prepared, err)
+	}
+	res := relayAsDirectory(t, rig.dir, req)
+	done(ctx, res)
+	m.Close()
+	if n := counter.searches.Load() - before; n != 0 {
+		t.Errorf("the gateway sent the directory %d searches for the write, want none", n)
+	}
+	rec, err := j.Get(prepared[0].Seq)
+	if err != nil || rec.State != store.StateCommitted {
+		t.Fatalf("record: %+v, %v; want committed", rec, err)
+	}
+	if want := readAttr(t, rig.dir, alice, "entryUUID"); rec.EntryKey != want {
+		t.Errorf("record keyed %q, want alice's entryUUID %q", rec.EntryKey, want)
+	}
+	assertDecisions(t, decisions(t, audit), []string{"allowed"})
+}
+
+// An admin's change of a mirrored attribute of an entry of the account
+// base that is no account is journaled unread, as an account's, and the
+// record is dropped once the directory's answer shows what the entry is:
+// relayed, not mirrored, as when it is read first.
+func TestUnreadWriteToANonAccountIsDropped(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: []string{lobbyLDIF}})
+	m, j, _ := rig.mirror(t)
+	ctx := context.Background()
+	req := replace("cn=lobby,ou=people,"+pipeSuffix, "telephoneNumber", "+1 555 0111")
+	done, answer := intercept(ctx, m, pipeAdminDN, req)
+	if answer != nil || done == nil {
+		t.Fatalf("Intercept: %+v, Completion %v", answer, done != nil)
+	}
+	prepared, err := j.Prepared()
+	if err != nil || len(prepared) != 1 {
+		t.Fatalf("prepared: %d, %v; want 1", len(prepared), err)
+	}
+	done(ctx, relayAsDirectory(t, rig.dir, req))
+	m.Close()
+	if rec, err := j.Get(prepared[0].Seq); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("record: %+v, %v; want it dropped", rec, err)
+	}
+}
+
+// A write whose verdict depends on what the entry is (a user changing
+// another's phone: refused for an account, the directory's to judge
+// otherwise) has its entry read first, and is refused.
+func TestKindDependentWriteIsRead(t *testing.T) {
+	rig := newPipelineRig(t)
+	m, j, audit := rig.mirror(t)
+	ctx := context.Background()
+	req := replace(pipeUser("alice"), "telephoneNumber", "+1 555 0666")
+	_, answer := intercept(ctx, m, pipeUser("bob"), req)
+	wantAnswer(t, answer, ldap.LDAPResultInsufficientAccessRights, ruleContact)
+	if len(req.Append) != 0 {
+		t.Errorf("appended %+v to a refused write", req.Append)
+	}
+	assertNoRecordEver(t, j)
+	assertDecisions(t, decisions(t, audit), []string{"refused"})
+}
+
+// deliveredPhone runs the Mirror's delivery until Axigen's alice has
+// phone, or fails the test.
+func deliveredPhone(t *testing.T, m *Mirror, rig *pipelineRig, phone string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	delivering := make(chan error, 1)
+	go func() { delivering <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-delivering; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if a, ok := rig.sim.Account(pipeDomain, "alice"); ok && a.Contact["phone"] == phone {
+			return
+		}
+		if time.Now().After(deadline) {
+			a, _ := rig.sim.Account(pipeDomain, "alice")
+			t.Fatalf("Axigen's alice has phone %q, want %q", a.Contact["phone"], phone)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval for the simulator's state
+	}
+}
+
+// The service identity's change of an account is delivered from the
+// entry's state its write brought back: the gateway sends the directory
+// no search for the write, nor for its delivery.
+func TestImageServesTheDelivery(t *testing.T) {
+	rig := newPipelineRig(t)
+	rig.sim.PutAccount(pipeDomain, axigensim.AccountState{Name: "alice", Contact: map[string]string{"phone": "+1 555 0101"}})
+	counter := newSearchCounter(t, rig.dir)
+	rig.dirURL = counter.url()
+	m, _, _ := rig.mirror(t)
+	ctx := context.Background()
+	if _, err := m.cfg.Directory.SupportsControl(ctx, oidPostRead); err != nil {
+		t.Fatal(err)
+	}
+	before := counter.searches.Load()
+	req := replace(pipeUser("alice"), "telephoneNumber", "+1 555 0177")
+	done, answer := intercept(ctx, m, pipeAdminDN, req)
+	if answer != nil || done == nil {
+		t.Fatalf("Intercept: %+v, Completion %v", answer, done != nil)
+	}
+	done(ctx, relayAsDirectory(t, rig.dir, req))
+	deliveredPhone(t, m, rig, "+1 555 0177")
+	if n := counter.searches.Load() - before; n != 0 {
+		t.Errorf("the gateway sent the directory %d searches for the write and its delivery, want none", n)
+	}
+}
+
+// Another writer's change of the entry while the service identity's is
+// on its way leaves no image: the delivery reads the entry, and Axigen
+// gets both changes.
+func TestAnotherWriterDropsTheImage(t *testing.T) {
+	rig := newPipelineRig(t)
+	m, _, _ := rig.mirror(t)
+	ctx := context.Background()
+	alice := pipeUser("alice")
+	svc := replace(alice, "telephoneNumber", "+1 555 0188")
+	doneSvc, answer := intercept(ctx, m, pipeAdminDN, svc)
+	if answer != nil || doneSvc == nil {
+		t.Fatalf("Intercept: %+v", answer)
+	}
+	own := replace(alice, "displayName", "Ally")
+	doneOwn, answer := intercept(ctx, m, alice, own)
+	if answer != nil || doneOwn == nil {
+		t.Fatalf("Intercept of the owner's write: %+v", answer)
+	}
+	// The directory applies the owner's write after the service's, and
+	// answers the service's last: its image lacks the owner's change.
+	resSvc := relayAsDirectory(t, rig.dir, svc)
+	resOwn := relayAsDirectory(t, rig.dir, own)
+	doneOwn(ctx, resOwn)
+	doneSvc(ctx, resSvc)
+	deliveredPhone(t, m, rig, "+1 555 0188")
+	waitFor := time.Now().Add(10 * time.Second)
+	for {
+		a, _ := rig.sim.Account(pipeDomain, "alice")
+		if a.Contact["nickName"] == "Ally" && a.Contact["phone"] == "+1 555 0188" {
+			break
+		}
+		if time.Now().After(waitFor) {
+			t.Fatalf("Axigen's alice: %+v, want both changes", a.Contact)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval for the simulator's state
+	}
+}
