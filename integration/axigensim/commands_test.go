@@ -3,6 +3,7 @@ package axigensim
 import (
 	"bufio"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +48,13 @@ func TestLabelledListenersShareStateAndLogCommands(t *testing.T) {
 	b.do(`REMOVE Account name "nobody"`, "<domain#> ")
 	b.do(`REMOVE Account name "john"`, "<domain#> ")
 
-	if tr := s.Transcripts(); len(tr) != 2 || tr[0].Label != "n1" || tr[1].Label != "n2" {
-		t.Fatalf("transcripts' labels: %v", tr)
+	// The two sessions were accepted in either order.
+	var labels []string
+	for _, tr := range s.Transcripts() {
+		labels = append(labels, tr.Label)
+	}
+	if slices.Sort(labels); !slices.Equal(labels, []string{"n1", "n2"}) {
+		t.Fatalf("transcripts' labels: %q", labels)
 	}
 	var changes []*Change
 	for _, c := range s.Commands() {
