@@ -18,6 +18,7 @@ import (
 	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/cluster"
 	"github.com/ldapgate/ldapgate/gateway/mirror"
+	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -303,15 +304,19 @@ func (c *clusterNode) deliver(ctx context.Context, cfg Config, m *mirror.Mirror)
 		defer wg.Wait()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		// Everything the leader does is checked against its leadership,
+		// its Axigen commands included (before each round trip).
+		guard := func(ctx context.Context) error { return c.node.StillLeader(ctx, term) }
+		gctx := axigen.WithGuard(ctx, guard)
 		wg.Add(1)
-		go func() { defer wg.Done(); settleOrphans(ctx, m, orphanAge, c.log) }()
+		go func() { defer wg.Done(); settleOrphans(gctx, m, orphanAge, guard, c.log) }()
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = m.Sweep(ctx) }()
+		go func() { defer wg.Done(); _ = m.Sweep(gctx) }()
 		if iv := cfg.Mirror.ResyncInterval; iv > 0 {
 			wg.Add(1)
-			go func() { defer wg.Done(); scheduledResync(ctx, m, iv, c.log) }()
+			go func() { defer wg.Done(); scheduledResync(gctx, m, iv, c.log) }()
 		}
-		err := m.RunTerm(ctx, term, func(ctx context.Context) error { return c.node.StillLeader(ctx, term) })
+		err := m.RunTerm(ctx, term, guard)
 		c.log.Info("no longer delivering to Axigen", "term", term)
 		return err
 	})
@@ -322,11 +327,11 @@ func (c *clusterNode) deliver(ctx context.Context, cfg Config, m *mirror.Mirror)
 
 // settleOrphans settles, now and every half orphan age, the records
 // gateways left prepared.
-func settleOrphans(ctx context.Context, m *mirror.Mirror, age time.Duration, log *slog.Logger) {
+func settleOrphans(ctx context.Context, m *mirror.Mirror, age time.Duration, guard func(context.Context) error, log *slog.Logger) {
 	t := time.NewTicker(max(age/2, time.Second))
 	defer t.Stop()
 	for {
-		if n, err := m.SettleOrphans(ctx, age); err != nil && ctx.Err() == nil {
+		if n, err := m.SettleOrphans(ctx, age, guard); err != nil && ctx.Err() == nil {
 			log.Error("settling records left prepared", "err", err)
 		} else if n > 0 {
 			log.Info("settled records left prepared", "records", n)

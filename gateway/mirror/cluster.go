@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -36,12 +37,14 @@ type fencedDeliverer struct {
 	guard func(context.Context) error
 }
 
-// Deliver checks the guard before the record's first Axigen command.
+// Deliver checks the guard before the record's delivery and again before
+// each of its Axigen round trips: a leader frozen mid-delivery (a paused
+// VM, SIGSTOP) and deposed meanwhile sends nothing more when it wakes.
 func (d fencedDeliverer) Deliver(ctx context.Context, rec *store.Record) error {
 	if err := d.guard(ctx); err != nil {
 		return fmt.Errorf("not delivered: this gateway no longer leads the cluster: %w", err)
 	}
-	return d.deliverer.Deliver(ctx, rec)
+	return d.deliverer.Deliver(axigen.WithGuard(ctx, d.guard), rec)
 }
 
 // SettleOrphans settles the records prepared more than age ago: in a
@@ -50,7 +53,9 @@ func (d fencedDeliverer) Deliver(ctx context.Context, rec *store.Record) error {
 // settles only at a lone gateway's start). age must exceed the longest a
 // live gateway waits for the directory's answer, so that a write still
 // under way is never settled under it.
-func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration) (int, error) {
+// guard, when not nil, is asked before each record: a deposed leader
+// stops at once.
+func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration, guard func(context.Context) error) (int, error) {
 	if m.cfg.Journal == nil {
 		return 0, errors.New("mirror: no journal")
 	}
@@ -66,6 +71,11 @@ func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration) (int, err
 		}
 		if rec.Time.After(cutoff) {
 			continue
+		}
+		if guard != nil {
+			if err := guard(ctx); err != nil {
+				return n, err
+			}
 		}
 		m.log.Warn("settling a record a gateway left prepared", "seq", rec.Seq, "dn", rec.DN, "op", rec.Op,
 			"prepared", rec.Time.Format(time.RFC3339))

@@ -83,6 +83,7 @@ type Mirror struct {
 	admins atomic.Pointer[Admins]
 
 	settling sync.WaitGroup // commits and aborts on their way to the journal
+	closing  atomic.Bool    // Close began: settling stops trying again
 
 	idMu       sync.Mutex
 	identities map[string]cachedIdentity
@@ -160,7 +161,12 @@ func (m *Mirror) IsAdmin(ctx context.Context, dn string) (bool, error) {
 // Close waits until every write the Mirror saw is settled in the journal.
 // Call it after the gateway stopped accepting writes, before the journal
 // closes.
-func (m *Mirror) Close() { m.settling.Wait() }
+// A commit or abort still being tried again then (a cluster without a
+// quorum) gives up: its record is settled as after a crash.
+func (m *Mirror) Close() {
+	m.closing.Store(true)
+	m.settling.Wait()
+}
 
 // CheckService reads the account base with the service identity, proving
 // the directory is reachable and the service bind works.

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -445,8 +446,8 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		m.settling.Add(1)
 		go func() {
 			defer m.settling.Done()
-			if err := settleRetrying(ctx, fn); err != nil {
-				m.log.Error("cannot "+what+" a journal record; it will be settled as after a crash", "seq", rec.Seq, "err", err)
+			if err := settleRetrying(ctx, &m.closing, fn); err != nil {
+				m.log.Error("cannot "+what+" a journal record; it will be settled as after a crash (at the next start, or in a cluster by the leader once it is --cluster-orphan-age old)", "seq", rec.Seq, "err", err)
 			}
 		}()
 	}
@@ -482,16 +483,17 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 }
 
 // settleRetryFor bounds how long a commit or abort is tried again.
-const settleRetryFor = 20 * time.Second
+const settleRetryFor = 2 * time.Minute
 
 // settleRetrying runs a commit or abort, again while it fails for a reason
 // that may pass: in a cluster, the leader it went to may have failed with
 // the change on its way (a later leader may or may not have it), or there
-// is no quorum for a moment. Done twice, the second finds the record
-// settled already (ErrState), which is success. What still fails is left
-// prepared and settled as after a crash (the leader settles records left
-// prepared).
-func settleRetrying(ctx context.Context, fn func() error) error {
+// is no quorum for a while. Done twice, the second finds the record
+// settled already (ErrState), which is success. What still fails, or is
+// still being tried when the gateway stops (closing), is left prepared and
+// settled as after a crash: by the next start of a lone gateway, by the
+// cluster's leader once the record is --cluster-orphan-age old.
+func settleRetrying(ctx context.Context, closing *atomic.Bool, fn func() error) error {
 	deadline := time.Now().Add(settleRetryFor)
 	wait := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -502,7 +504,7 @@ func settleRetrying(ctx context.Context, fn func() error) error {
 		case attempt > 0 && errors.Is(err, store.ErrState):
 			return nil
 		case errors.Is(err, store.ErrState), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed),
-			time.Now().Add(wait).After(deadline):
+			closing.Load(), time.Now().Add(wait).After(deadline):
 			return err
 		}
 		select {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -246,6 +247,12 @@ func (s *Session) doAll(ctx context.Context, cmds []Command, pipelined bool) ([]
 	if ctx.Err() != nil {
 		// Nothing sent yet: the session stays usable.
 		return nil, ioError(ctx, "", cmds[0].masked, ctx.Err())
+	}
+	if guard := guardOf(ctx); guard != nil {
+		if err := guard(ctx); err != nil {
+			// Nothing sent: the session stays usable.
+			return nil, &Error{Kind: KindConnection, Cmd: cmds[0].masked, Temporary: true, Err: fmt.Errorf("%w: %w", ErrGuard, err)}
+		}
 	}
 	// Each answer has the command timeout, as if the commands went one by one.
 	stop := s.arm(ctx, time.Duration(len(cmds))*s.cfg.commandTimeout())
