@@ -57,7 +57,7 @@ demo: deps build
 	./$(BIN) demo $(if $(AD),--ad)
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./schema/... ./integration/axigen/...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./store/... ./schema/... ./integration/axigen/... ./cluster/
 	$(GO) run ./bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench MirrorModify -benchtime 1x -timeout 10m ./e2e/
 

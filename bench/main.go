@@ -3,7 +3,7 @@
 // (every path in every round, in a rotating order) so drift in the
 // machine's load hits all paths alike.
 //
-//	go run ./bench [-users 10000] [-duration 3s] [-rounds 3] [-clients 8] [-quick] [-suites relay,mirror]
+//	go run ./bench [-users 10000] [-duration 3s] [-rounds 3] [-clients 8] [-quick] [-suites relay,mirror,cluster]
 //
 // Suite relay: reads and binds directly, through a plain TCP byte pipe,
 // through slapd's own back-ldap proxy, and through the ldapgate binary
@@ -17,6 +17,11 @@
 // the gateway, the simulator and the clients (from /proc), the writes/s,
 // the time from each write's success to the change in Axigen, and the
 // ratios issue 19 sets targets for.
+//
+// Suite cluster (cluster.go): the mirror suite's writes through one lone
+// gateway and through three gateways clustered over Raft on loopback (the
+// clients spread over them), in the same rounds: writes/s, each write's
+// time (p50, p99) and what the cluster adds to it, CPU time per write.
 //
 // LDAPGATE_BENCH_PROFILE=DIR writes, for the mirror suite, CPU profiles of
 // each gateway round (from the gateway's admin socket) and of the clients,
@@ -112,7 +117,7 @@ func main() {
 	flag.BoolVar(&quick, "quick", false, "1 s measurements, 1 round, unless -duration/-rounds/-warmup say otherwise (proves the bench runs)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed")
 	flag.BoolVar(&o.verbose, "v", false, "log set-up steps")
-	flag.StringVar(&o.suites, "suites", "relay,mirror", "suites to run: relay (reads and binds), mirror (mirrored writes)")
+	flag.StringVar(&o.suites, "suites", "relay,mirror,cluster", "suites to run: relay (reads and binds), mirror (mirrored writes), cluster (mirrored writes through a lone gateway and a 3-gateway Raft cluster)")
 	flag.StringVar(&o.diskDir, "journal-disk", os.TempDir(), "folder for the journal of the gateway-disk path of the mirror suite (\"\": skip that path)")
 	flag.StringVar(&o.tmpfsDir, "journal-tmpfs", "/dev/shm", "folder (tmpfs) for the journal of the gateway-tmpfs path of the mirror suite (\"\": skip that path)")
 	flag.Parse()
@@ -194,6 +199,17 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 		m, err := runMirror(ctx, o, log, dir, tmp, bin, out)
+		if err != nil {
+			return err
+		}
+		missed = missed || m
+	}
+	if slices.Contains(suites, "cluster") {
+		bin, err := gatewayBinary(o.gateway, tmp)
+		if err != nil {
+			return err
+		}
+		m, err := runCluster(ctx, o, log, dir, tmp, bin, out)
 		if err != nil {
 			return err
 		}

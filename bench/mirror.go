@@ -59,6 +59,7 @@ const (
 type mirrorPath struct {
 	name    string
 	addr    string
+	addrs   []string // several gateways: client c writes through addrs[c%len(addrs)] (addr unused)
 	pid     int
 	dataDir string
 	fsType  string
@@ -77,17 +78,9 @@ type mirrorRun struct {
 // runMirror measures the mirrored-write suite against dir and prints its
 // table. It reports whether a target was missed.
 func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Server, tmp, gatewayBin string, out io.Writer) (bool, error) {
-	pwFile := filepath.Join(tmp, "root.pw")
-	axFile := filepath.Join(tmp, "axigen.pw")
-	for path, pw := range map[string]string{pwFile: dir.RootPW, axFile: benchAxigenPW} {
-		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-			return false, err
-		}
-	}
-	log.Info("starting the Axigen simulator, seeded from slapd")
-	sim, err := startSim(tmp, dir.URL, dir.RootDN, pwFile)
+	sim, pwFile, axFile, err := startMirrorSim(tmp, dir, log)
 	if err != nil {
-		return false, fmt.Errorf("axigen simulator: %w", err)
+		return false, err
 	}
 	defer sim.stop()
 
@@ -109,12 +102,7 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 		defer os.RemoveAll(parent)
 		data := filepath.Join(parent, "data")
 		addr, pid, stopGW, err := startChild(ctx, tmp, j.name, func(addrFile string) *exec.Cmd {
-			return exec.Command(j.bin, "serve", "--listen", "ldap://127.0.0.1:0", "--upstream", dir.URL,
-				"--data-dir", data, "--addr-file", addrFile, "--log-level", "warn", "--max-bind-failures", "0",
-				"--axigen", sim.addr, "--axigen-user", benchAxigenAdmin, "--axigen-password-file", axFile,
-				"--axigen-domain", benchDomain, "--dialect", "openldap",
-				"--account-base", benchAccountBase, "--group-base", benchGroupBase,
-				"--service-dn", dir.RootDN, "--service-password-file", pwFile, "--admin-dn", dir.RootDN)
+			return exec.Command(j.bin, mirrorServeArgs(dir, sim, data, addrFile, pwFile, axFile)...)
 		})
 		if err != nil {
 			return false, fmt.Errorf("%s: %w", j.name, err)
@@ -198,11 +186,40 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 	return reportMirror(out, o, paths, runs), nil
 }
 
+// startMirrorSim writes the password files the gateways read (slapd's
+// root, the simulator's admin) and starts the simulator, seeded from dir.
+func startMirrorSim(tmp string, dir *slapd.Server, log *slog.Logger) (sim *simProc, pwFile, axFile string, err error) {
+	pwFile = filepath.Join(tmp, "root.pw")
+	axFile = filepath.Join(tmp, "axigen.pw")
+	for path, pw := range map[string]string{pwFile: dir.RootPW, axFile: benchAxigenPW} {
+		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
+			return nil, "", "", err
+		}
+	}
+	log.Info("starting the Axigen simulator, seeded from slapd")
+	if sim, err = startSim(tmp, dir.URL, dir.RootDN, pwFile); err != nil {
+		return nil, "", "", fmt.Errorf("axigen simulator: %w", err)
+	}
+	return sim, pwFile, axFile, nil
+}
+
+// mirrorServeArgs are the serve flags of a gateway that mirrors the
+// clients' writes to dir into the simulator, its journal in data.
+func mirrorServeArgs(dir *slapd.Server, sim *simProc, data, addrFile, pwFile, axFile string) []string {
+	return []string{"serve", "--listen", "ldap://127.0.0.1:0", "--upstream", dir.URL,
+		"--data-dir", data, "--addr-file", addrFile, "--log-level", "warn", "--max-bind-failures", "0",
+		"--axigen", sim.addr, "--axigen-user", benchAxigenAdmin, "--axigen-password-file", axFile,
+		"--axigen-domain", benchDomain, "--dialect", "openldap",
+		"--account-base", benchAccountBase, "--group-base", benchGroupBase,
+		"--service-dn", dir.RootDN, "--service-password-file", pwFile, "--admin-dn", dir.RootDN}
+}
+
 // roundResult is one path's measurement.
 type roundResult struct {
 	writes  int64
 	elapsed time.Duration
 	latency []time.Duration
+	took    []time.Duration // each write's own time, request to response
 }
 
 // sentWrite is one acknowledged write, for the latency to Axigen.
@@ -229,6 +246,7 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 		wg       sync.WaitGroup
 		byUser   = map[string][]*sentWrite{} // writes of one user, in order
 		total    int64
+		tookAll  []time.Duration
 	)
 	start := time.Now()
 	deadline := start.Add(d)
@@ -236,7 +254,11 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cn, err := dial(p.addr)
+			addr := p.addr
+			if len(p.addrs) > 0 {
+				addr = p.addrs[c%len(p.addrs)]
+			}
+			cn, err := dial(addr)
 			if err == nil {
 				err = cn.bind(rootDN, rootPW)
 			}
@@ -253,6 +275,7 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 				uid string
 				w   *sentWrite
 			}
+			var took []time.Duration
 			// Each client writes its own share of the users (i ≡ c mod
 			// clients), picked at random, so writes to one user are never
 			// concurrent and their order is the order sent.
@@ -271,6 +294,7 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 				i := c + o.clients*rng.IntN(share)
 				uid := slapd.UserUID(i)
 				value := fmt.Sprintf("bench %s %s %d %d", tag, p.name, c, n)
+				t0 := time.Now()
 				if err := cn.replace("uid="+uid+","+benchAccountBase, benchAttr, value); err != nil {
 					mu.Lock()
 					firstErr = cmpErr(firstErr, err)
@@ -278,12 +302,15 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 					cancel()
 					return
 				}
+				ack := time.Now()
+				took = append(took, ack.Sub(t0))
 				mine = append(mine, struct {
 					uid string
 					w   *sentWrite
-				}{uid, &sentWrite{value: value, ack: time.Now()}})
+				}{uid, &sentWrite{value: value, ack: ack}})
 			}
 			mu.Lock()
+			tookAll = append(tookAll, took...)
 			for _, s := range mine {
 				byUser[s.uid] = append(byUser[s.uid], s.w)
 			}
@@ -292,7 +319,7 @@ func mirrorRound(ctx context.Context, o options, p mirrorPath, sim *simProc, roo
 		}()
 	}
 	wg.Wait()
-	res := roundResult{writes: total, elapsed: time.Since(start)}
+	res := roundResult{writes: total, elapsed: time.Since(start), took: tookAll}
 	if firstErr != nil {
 		return res, firstErr
 	}
@@ -512,6 +539,15 @@ func gatewayProfile(sock, path string, d time.Duration) error {
 // gatewayGet writes to path what a gateway's admin socket answers to a GET
 // of uri.
 func gatewayGet(sock, uri, path string) error {
+	body, err := adminGet(sock, uri)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, body, 0o644)
+}
+
+// adminGet is what a gateway's admin socket answers to a GET of uri.
+func adminGet(sock, uri string) ([]byte, error) {
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var dl net.Dialer
 		return dl.DialContext(ctx, "unix", sock)
@@ -519,17 +555,17 @@ func gatewayGet(sock, uri, path string) error {
 	defer client.CloseIdleConnections()
 	resp, err := client.Get("http://gateway" + uri)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", uri, resp.Status)
-	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(path, body, 0o644)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", uri, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
 }
 
 // slapdOps reads how many operations of each type slapd has completed

@@ -200,3 +200,18 @@ func orderTokens(r *Record) []string {
 	}
 	return toks
 }
+
+// rekeyTokens is orderTokens of a record whose DNs are those toks were
+// made of and whose entry key is key, without canonicalising the DNs
+// again. toks is left as it was.
+func rekeyTokens(toks []string, key string) []string {
+	dns := toks
+	if len(dns) > 0 && strings.HasPrefix(dns[0], "k:") {
+		dns = dns[1:]
+	}
+	out := make([]string, 0, len(dns)+1)
+	if key != "" {
+		out = append(out, "k:"+key)
+	}
+	return append(out, dns...)
+}

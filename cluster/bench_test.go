@@ -1,0 +1,127 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// BenchmarkClusterRecords is issue 18's journal throughput figure: a
+// 3-node loopback cluster, 32 writers spread over the three nodes (the
+// followers forward to the leader), each journaling its records as the
+// write path does — a proposal of Prepares, then one of their Commits
+// (with the entry key, as a delivered write's Commit carries) — with
+// "records" records per proposal: 1 is one intercepted write per writer,
+// 8 and 16 a writer that gathers writes into its proposals.
+//
+// Besides records/s (one record = its Prepare and its Commit) it reports
+// the CPU time of the whole process per record (the three nodes and the
+// writers, from getrusage), and what that CPU time would allow if the
+// box's 2 cores were the benchmark's alone (records/s-2cores): on a box
+// shared with other work, records/s says how much CPU the benchmark got
+// as much as what the cluster costs. commands/entry is how many commands
+// the leader gathered into each Raft log entry; p50-ms and p99-ms the
+// time of a writer's Prepare+Commit round.
+func BenchmarkClusterRecords(b *testing.B) {
+	for _, per := range []int{1, 8, 16} {
+		b.Run(fmt.Sprintf("writers=32/records=%d", per), func(b *testing.B) { benchRecords(b, 32, per) })
+	}
+}
+
+func benchRecords(b *testing.B, writers, per int) {
+	c := newCluster(b, 3, nil)
+	c.startAll()
+	lead := c.leader()
+	c.write("warm-up")
+	firstIndex := lead.n.AppliedIndex()
+	rounds := (b.N + per - 1) / per
+	var left atomic.Int64
+	left.Store(int64(rounds))
+	latencies := make([][]time.Duration, writers)
+	b.ReportAllocs()
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range writers {
+		on := c.nodes[w%len(c.nodes)].n
+		wg.Go(func() {
+			cmds := make([]store.Command, per)
+			uids := make([]string, per)
+			for i := 0; left.Add(-1) >= 0; i++ {
+				t0 := time.Now()
+				for k := range cmds {
+					uids[k] = fmt.Sprintf("b%d-%d-%d", w, i, k)
+					cmds[k] = prepare(account(uids[k]))
+				}
+				res, err := on.Propose(context.Background(), cmds)
+				if err == nil {
+					err = firstRefusal(res)
+				}
+				if err != nil {
+					b.Errorf("prepare: %v", err)
+					return
+				}
+				for k := range cmds {
+					cmds[k] = store.Command{Op: store.CmdCommit, Seq: res[k].Seq, EntryKey: "key-" + uids[k]}
+				}
+				res, err = on.Propose(context.Background(), cmds)
+				if err == nil {
+					err = firstRefusal(res)
+				}
+				if err != nil {
+					b.Errorf("commit: %v", err)
+					return
+				}
+				latencies[w] = append(latencies[w], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu := cpuTime(b) - cpu0
+	records := float64(rounds * per)
+	b.ReportMetric(records/elapsed.Seconds(), "records/s")
+	b.ReportMetric(float64(cpu.Microseconds())/records, "cpu-µs/record")
+	if cpu > 0 {
+		b.ReportMetric(2*records/cpu.Seconds(), "records/s-2cores")
+	}
+	if entries := lead.n.AppliedIndex() - firstIndex; entries > 0 {
+		b.ReportMetric(2*records/float64(entries), "commands/entry")
+	}
+	var all []time.Duration
+	for _, l := range latencies {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	}
+}
+
+func firstRefusal(res []store.Applied) error {
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
