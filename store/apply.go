@@ -162,7 +162,7 @@ func (b *batch) applyCommand(c *Command) error {
 	case CmdPrepare:
 		return b.applyPrepare(c)
 	case CmdCommit:
-		return b.applyTo(c.Seq, func(old *Record) error { return b.commitRecord(old, c.EntryKey, c.Time) })
+		return b.applyTo(c.Seq, func(old *Record) error { return b.commitRecord(old, c.EntryKey, c.Name, c.Time) })
 	case CmdAbort:
 		return b.applyTo(c.Seq, b.abortRecord)
 	case CmdOutcome:
@@ -240,7 +240,7 @@ func (b *batch) applyPrepare(c *Command) error {
 // the record as the batch sees it, checks, then writes.
 
 // commitRecord commits a prepared record, due at.
-func (b *batch) commitRecord(old *Record, entryKey string, at time.Time) error {
+func (b *batch) commitRecord(old *Record, entryKey, name string, at time.Time) error {
 	if old.State != StatePrepared {
 		return fmt.Errorf("record %d is %s: %w", old.Seq, old.State, ErrState)
 	}
@@ -249,6 +249,9 @@ func (b *batch) commitRecord(old *Record, entryKey string, at time.Time) error {
 	rec.NextAttempt = at
 	if entryKey != "" {
 		rec.EntryKey = entryKey
+	}
+	if name != "" && rec.Name == "" {
+		rec.Name = name
 	}
 	return b.putRecord(old, rec, nil, nil)
 }

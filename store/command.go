@@ -28,7 +28,8 @@ const (
 	// secret, if any.
 	CmdPrepare CommandOp = 1
 	// CmdCommit commits prepared record Seq; EntryKey, when set, becomes
-	// its stable key. Time is when it becomes due.
+	// its stable key, and Name its name when it has none. Time is when it
+	// becomes due.
 	CmdCommit CommandOp = 2
 	// CmdAbort removes prepared record Seq.
 	CmdAbort CommandOp = 3

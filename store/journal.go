@@ -290,10 +290,17 @@ func (j *Journal) Prepare(ctx context.Context, r *Record) (uint64, error) {
 // which makes it deliverable. entryKey, when not empty, sets the entry's
 // stable key (known only now for an added entry).
 func (j *Journal) Commit(ctx context.Context, seq uint64, entryKey string) error {
+	return j.CommitNamed(ctx, seq, entryKey, "")
+}
+
+// CommitNamed is Commit for a record prepared before its entry was read:
+// name, the entry's name in Axigen as the write found it, becomes the
+// record's Name when it has none (a Command's Name, on a cluster).
+func (j *Journal) CommitNamed(ctx context.Context, seq uint64, entryKey, name string) error {
 	if p := j.proposer(); p != nil {
-		return j.proposeChange(ctx, p, "commit", Command{Op: CmdCommit, Seq: seq, EntryKey: entryKey})
+		return j.proposeChange(ctx, p, "commit", Command{Op: CmdCommit, Seq: seq, EntryKey: entryKey, Name: name})
 	}
-	return j.recs.commit(ctx, seq, entryKey)
+	return j.recs.commit(ctx, seq, entryKey, name)
 }
 
 // Abort removes a prepared record whose write the upstream refused.

@@ -89,9 +89,9 @@ func (rs *records) preparedCopy(r *Record) (*Record, error) {
 	return rec, nil
 }
 
-func (rs *records) commit(ctx context.Context, seq uint64, entryKey string) error {
+func (rs *records) commit(ctx context.Context, seq uint64, entryKey, name string) error {
 	return rs.change(ctx, "commit", true, seq, func(b *batch, old *Record) error {
-		return b.commitRecord(old, entryKey, b.now)
+		return b.commitRecord(old, entryKey, name, b.now)
 	})
 }
 

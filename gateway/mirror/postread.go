@@ -56,6 +56,14 @@ func (m *Mirror) unreadKind(ctx context.Context, w *write) schema.Kind {
 	if e, _ := m.entries.get(mp.CanonicalDN(w.target), time.Now()); e != nil {
 		return schema.KindNone // read lately: the cache tells
 	}
+	// The record must name the entry's account or group as it was before
+	// the write (delivery renames from it); the post-read tells that name
+	// only when the write leaves it as it was.
+	if slices.ContainsFunc(req.Changes, func(c gateway.Modification) bool {
+		return mp.SameAttribute(c.Type, mp.NameAttribute()) || mp.SameAttribute(c.Type, mp.GroupNameAttribute())
+	}) {
+		return schema.KindNone
+	}
 	kind := schema.KindNone
 	switch account, group := mp.UnderAccountBase(w.target), mp.UnderGroupBase(w.target); {
 	case account && !group:
@@ -152,5 +160,7 @@ func (m *Mirror) settleUnread(ctx context.Context, w *write, res gateway.Result)
 	if err != nil {
 		key = ""
 	}
-	return j.Commit(ctx, rec.Seq, key)
+	// The write left the name as it was (unreadKind): the post-read's is
+	// the name before it, which delivery renames from.
+	return j.CommitNamed(ctx, rec.Seq, key, mp.EntryName(*e, kind))
 }
