@@ -304,3 +304,26 @@ func TestAnotherWriterDropsTheImage(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling interval for the simulator's state
 	}
 }
+
+// A write near the directory's limit on a message's size gets no control
+// from the gateway, which could push it over (the directory would drop the
+// connection): its entry is read first, as before post-reads, by the
+// owner's and by the service identity's write alike.
+func TestLargeWriteGetsNoAppendedControl(t *testing.T) {
+	rig := newPipelineRig(t)
+	m, _, _ := rig.mirror(t)
+	ctx := context.Background()
+	alice := pipeUser("alice")
+	for _, bound := range []string{alice, pipeAdminDN} {
+		req := replace(alice, "telephoneNumber", "+1 555 0123")
+		req.Changes = append(req.Changes, replace(alice, "description", strings.Repeat("d", appendLimit)).Changes...)
+		done, answer := intercept(ctx, m, bound, req)
+		if answer != nil || done == nil {
+			t.Fatalf("Intercept as %s: %+v", bound, answer)
+		}
+		if len(req.Append) != 0 {
+			t.Errorf("as %s: appended %d controls to a write of %d bytes", bound, len(req.Append), appendLimit)
+		}
+		done(ctx, relayAsDirectory(t, rig.dir, req))
+	}
+}

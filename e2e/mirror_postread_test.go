@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/internal/ldapwire"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+)
+
+// Attacks on the writes the gateway relays with a control of its own
+// (RFC 4527's post-read, gateway/mirror/postread.go and images.go).
+
+// rawLDAP is a client connection to the gateway that writes LDAP messages
+// as bytes, to control their exact size and controls.
+type rawLDAP struct {
+	t    *testing.T
+	conn net.Conn
+	r    *ldapwire.Reader
+}
+
+func dialRawLDAP(t *testing.T, url string) *rawLDAP {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "ldap://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	return &rawLDAP{t: t, conn: conn, r: ldapwire.NewReader(conn, 1<<20)}
+}
+
+// message encodes an LDAPMessage with op (a whole protocolOp TLV) and the
+// content of its Controls (none when empty).
+func message(id int64, op, controls []byte) []byte {
+	body := ldapwire.AppendInt(nil, 0x02, id)
+	body = append(body, op...)
+	if len(controls) > 0 {
+		body = ldapwire.AppendTLV(body, ldapwire.TagControls, controls)
+	}
+	return ldapwire.AppendTLV(nil, ldapwire.TagSequence, body)
+}
+
+// roundTrip sends one message and returns the answer to it.
+func (c *rawLDAP) roundTrip(msg []byte) ldapwire.Message {
+	c.t.Helper()
+	if _, err := c.conn.Write(msg); err != nil {
+		c.t.Fatal(err)
+	}
+	m, err := c.r.Next()
+	if err != nil {
+		c.t.Fatalf("no answer: %v", err)
+	}
+	return m
+}
+
+func (c *rawLDAP) bind(dn, pw string) {
+	c.t.Helper()
+	m := c.roundTrip(message(1, ldapwire.AppendBindRequest(nil, dn, []byte(pw)), nil))
+	if code, _ := ldapwire.ResultCode(m.OpContent); code != 0 {
+		c.t.Fatalf("bind as %s: result %d", dn, code)
+	}
+}
+
+// modifyOp is a ModifyRequest replacing each attribute with its value.
+func modifyOp(dn string, replace ...[2]string) []byte {
+	var changes []byte
+	for _, r := range replace {
+		vals := ldapwire.AppendTLV(nil, ldapwire.TagSet, ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(r[1])))
+		part := append(ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(r[0])), vals...)
+		change := append(ldapwire.AppendInt(nil, ldapwire.TagEnumerated, 2), ldapwire.AppendTLV(nil, ldapwire.TagSequence, part)...)
+		changes = ldapwire.AppendTLV(changes, ldapwire.TagSequence, change)
+	}
+	body := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(dn))
+	body = ldapwire.AppendTLV(body, ldapwire.TagSequence, changes)
+	return ldapwire.AppendTLV(nil, ldapwire.TagModifyRequest, body)
+}
+
+// readControl is an RFC 4527 read entry control asking for attrs.
+func readControl(oid string, critical bool, attrs ...string) []byte {
+	var sel []byte
+	for _, a := range attrs {
+		sel = ldapwire.AppendTLV(sel, ldapwire.TagOctetString, []byte(a))
+	}
+	body := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(oid))
+	if critical {
+		body = append(body, 0x01, 1, 0xff)
+	}
+	body = ldapwire.AppendTLV(body, ldapwire.TagOctetString, ldapwire.AppendTLV(nil, ldapwire.TagSequence, sel))
+	return ldapwire.AppendTLV(nil, ldapwire.TagSequence, body)
+}
+
+// contentLength is the length of a message's outer SEQUENCE's content,
+// what slapd compares with sockbuf_max_incoming_auth.
+func contentLength(msg []byte) int {
+	_, content, _, err := ldapwire.Next(msg)
+	if err != nil {
+		panic(err)
+	}
+	return len(content)
+}
+
+// slapdMaxIncomingAuth is slapd's default limit on an authenticated
+// client's PDU (sockbuf_max_incoming_auth, 16 MiB - 1), about the
+// gateway's own default (--max-message-size, 16 MiB).
+const slapdMaxIncomingAuth = 1<<24 - 1
+
+// A write the directory takes from a client directly is taken through the
+// gateway as well: a modify just under slapd's limit on a message's size
+// is not pushed over it by a control the gateway appends (the directory
+// would drop the connection: the client's valid write fails, every time).
+func TestMirrorUnreadWriteNearTheDirectorysSizeLimit(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{})
+	alice := userDN("alice")
+	build := func(n int) []byte {
+		return message(2, modifyOp(alice, [2]string{"telephoneNumber", "+1 555 4242"},
+			[2]string{"description", strings.Repeat("d", n)}), nil)
+	}
+	n := slapdMaxIncomingAuth - 12 - contentLength(build(0))
+	msg := build(n)
+	for contentLength(msg) > slapdMaxIncomingAuth-12 { // lengths of lengths
+		n--
+		msg = build(n)
+	}
+	// Straight to slapd, as alice, the write is taken.
+	direct := dialRawLDAP(t, e.dir.URL)
+	direct.bind(alice, slapd.AlicePassword)
+	if m := direct.roundTrip(message(2, modifyOp(alice, [2]string{"description", "x"}), nil)); m.Op != ldapwire.TagModifyResponse {
+		t.Fatalf("direct modify: answer %#x", m.Op)
+	}
+	if m := direct.roundTrip(msg); m.Op != ldapwire.TagModifyResponse {
+		t.Fatalf("direct modify near the limit: answer %#x", m.Op)
+	} else if code, _ := ldapwire.ResultCode(m.OpContent); code != 0 {
+		t.Fatalf("direct modify near the limit: result %d", code)
+	}
+	// Through the gateway: the same write, with another phone.
+	msg = bytes.Replace(msg, []byte("+1 555 4242"), []byte("+1 555 4343"), 1)
+	c := dialRawLDAP(t, e.gw.URL)
+	c.bind(alice, slapd.AlicePassword)
+	m := c.roundTrip(msg)
+	code, _ := ldapwire.ResultCode(m.OpContent)
+	if m.Op != ldapwire.TagModifyResponse || code != 0 {
+		t.Fatalf("modify near the directory's limit through the gateway: answer %#x, result %d\n%s", m.Op, code, e.logTail(2000))
+	}
+	e.waitAccount("alice", "her phone", func(a axigensim.AccountState, ok bool) bool { return ok && a.Contact["phone"] == "+1 555 4343" })
+}
