@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
@@ -147,4 +149,28 @@ func TestMirrorUnreadWriteNearTheDirectorysSizeLimit(t *testing.T) {
 		t.Fatalf("modify near the directory's limit through the gateway: answer %#x, result %d\n%s", m.Op, code, e.logTail(2000))
 	}
 	e.waitAccount("alice", "her phone", func(a axigensim.AccountState, ok bool) bool { return ok && a.Contact["phone"] == "+1 555 4343" })
+}
+
+// A no-op control the directory does not support, sent not critical, is
+// ignored by the directory, which applies the write (Debian's slapd has no
+// no-op): the gateway must not take it for a write that changes nothing.
+// Afterwards the directory and Axigen agree on alice's phone and password.
+func TestMirrorNonCriticalNoOpIsNoBypass(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	alice := userDN("alice")
+	c := bindConn(t, e.gw.URL, alice, slapd.AlicePassword)
+	defer c.Close()
+	noOp := ldap.NewControlString("1.3.6.1.4.1.4203.1.10.2", false, "")
+	m := ldap.NewModifyRequest(alice, []ldap.Control{noOp})
+	m.Replace("telephoneNumber", []string{"+1 555 1299"})
+	err := c.Modify(m)
+	t.Logf("alice's non-critical no-op of her phone: %v", err)
+	pw := ldap.NewModifyRequest(alice, []ldap.Control{noOp})
+	pw.Replace("userPassword", []string{"alice-noop-pw"})
+	if err := c.Modify(pw); err == nil {
+		e.setKnownPassword("alice", "alice-noop-pw")
+	} else {
+		t.Logf("alice's non-critical no-op of her password: %v", err)
+	}
+	e.waitMirrored(20*time.Second, false)
 }
