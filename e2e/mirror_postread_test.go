@@ -174,3 +174,123 @@ func TestMirrorNonCriticalNoOpIsNoBypass(t *testing.T) {
 	}
 	e.waitMirrored(20*time.Second, false)
 }
+
+// answerControls decodes the Controls of an answer: OID -> value.
+func answerControls(t *testing.T, m ldapwire.Message) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	rest := m.Controls
+	for len(rest) > 0 {
+		_, ctl, next, err := ldapwire.Next(rest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest = next
+		_, oid, more, err := ldapwire.Next(ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var value []byte
+		for len(more) > 0 {
+			tag, content, after, err := ldapwire.Next(more)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tag == ldapwire.TagOctetString {
+				value = content
+			}
+			more = after
+		}
+		out[string(oid)] = value
+	}
+	return out
+}
+
+// entryAttributes lists the attribute types of a read entry control's
+// SearchResultEntry.
+func entryAttributes(t *testing.T, value []byte) []string {
+	t.Helper()
+	_, entry, _, err := ldapwire.Next(value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, rest, err := ldapwire.Next(entry) // the DN
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, attrs, _, err := ldapwire.Next(rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for len(attrs) > 0 {
+		_, attr, next, err := ldapwire.Next(attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		attrs = next
+		_, typ, _, err := ldapwire.Next(attr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(typ))
+	}
+	return out
+}
+
+// A client's own read entry controls (RFC 4527) on the writes the gateway
+// would add a post-read to — the owner's (judged unread) and the service
+// identity's (delivered from an image) — critical or not: the client gets
+// the controls it asked for, with the attributes it asked for, and never
+// the gateway's; the write is mirrored all the same.
+func TestMirrorClientReadControlsOnUnreadWrites(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	alice := userDN("alice")
+	const (
+		preRead  = "1.3.6.1.1.13.1"
+		postRead = "1.3.6.1.1.13.2"
+	)
+	writers := []struct{ name, dn, pw string }{
+		{"the owner", alice, slapd.AlicePassword},
+		{"the service identity", mirrorAdminDN, e.dir.RootPW},
+	}
+	n := 0
+	for _, w := range writers {
+		c := dialRawLDAP(t, e.gw.URL)
+		c.bind(w.dn, w.pw)
+		for _, ctls := range [][]string{{postRead}, {preRead}, {preRead, postRead}} {
+			for _, critical := range []bool{false, true} {
+				n++
+				phone := "+1 555 31" + string(rune('0'+n/10)) + string(rune('0'+n%10))
+				var controls []byte
+				for _, oid := range ctls {
+					controls = append(controls, readControl(oid, critical, "telephoneNumber")...)
+				}
+				m := c.roundTrip(message(int64(1+n), modifyOp(alice, [2]string{"telephoneNumber", phone}), controls))
+				what := w.name + " with " + strings.Join(ctls, "+")
+				if critical {
+					what += " (critical)"
+				}
+				if code, _ := ldapwire.ResultCode(m.OpContent); m.Op != ldapwire.TagModifyResponse || code != 0 {
+					t.Fatalf("%s: answer %#x, result %d", what, m.Op, code)
+				}
+				got := answerControls(t, m)
+				if len(got) != len(ctls) {
+					t.Errorf("%s: the answer has controls %v, want %v", what, got, ctls)
+				}
+				for _, oid := range ctls {
+					v, ok := got[oid]
+					if !ok {
+						t.Errorf("%s: no %s control in the answer", what, oid)
+						continue
+					}
+					if attrs := entryAttributes(t, v); len(attrs) != 1 || !strings.EqualFold(attrs[0], "telephoneNumber") {
+						t.Errorf("%s: the %s entry has %v, want only the telephoneNumber the client asked for", what, oid, attrs)
+					}
+				}
+				e.waitAccount("alice", what, func(a axigensim.AccountState, ok bool) bool { return ok && a.Contact["phone"] == phone })
+			}
+		}
+	}
+	e.waitMirrored(20*time.Second, false)
+}

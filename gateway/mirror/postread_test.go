@@ -327,3 +327,55 @@ func TestLargeWriteGetsNoAppendedControl(t *testing.T) {
 		done(ctx, relayAsDirectory(t, rig.dir, req))
 	}
 }
+
+// A directory that ignores the post-read (Active Directory, a proxy, a
+// slapd whose ACLs hide the entry from the writer) answers the write with
+// no post-read, or one without what classifies the entry: the unread
+// write's record is settled on the service identity's read all the same —
+// committed under the account's key, dropped for an entry that is no
+// account — and the gateway's control never reaches the client.
+func TestUnreadWriteSettledWithoutThePostRead(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: []string{lobbyLDIF}})
+	m, j, _ := rig.mirror(t)
+	ctx := context.Background()
+	alice, lobby := pipeUser("alice"), "cn=lobby,ou=people,"+pipeSuffix
+	partial := gateway.Control{OID: oidPostRead, HasValue: true, Value: ldapwire.AppendTLV(nil, tagSearchEntry,
+		append(ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(alice)), ldapwire.AppendTLV(nil, ldapwire.TagSequence, nil)...))}
+	cases := []struct {
+		name, dn  string
+		controls  []gateway.Control
+		committed bool
+	}{
+		{"an account, no post-read", alice, nil, true},
+		{"an account, an empty post-read", alice, []gateway.Control{partial}, true},
+		{"no account, no post-read", lobby, nil, false},
+		{"no account, an empty post-read", lobby, []gateway.Control{partial}, false},
+	}
+	for _, c := range cases {
+		req := replace(c.dn, "telephoneNumber", "+1 555 0142")
+		done, answer := intercept(ctx, m, pipeAdminDN, req)
+		if answer != nil || done == nil || len(req.Append) != 1 {
+			t.Fatalf("%s: Intercept %+v, Completion %v, appended %d", c.name, answer, done != nil, len(req.Append))
+		}
+		prepared, err := j.Prepared()
+		if err != nil || len(prepared) != 1 {
+			t.Fatalf("%s: prepared %d, %v", c.name, len(prepared), err)
+		}
+		req.Append = nil // the directory ignores it
+		relayAsDirectory(t, rig.dir, req)
+		done(ctx, gateway.Result{Code: ldap.LDAPResultSuccess, Controls: c.controls})
+		m.Close() // waits for the settling
+		rec, err := j.Get(prepared[0].Seq)
+		switch {
+		case c.committed && (err != nil || rec.State != store.StateCommitted || rec.EntryKey != readAttr(t, rig.dir, alice, "entryUUID")):
+			t.Errorf("%s: record %+v, %v; want it committed under alice's entryUUID", c.name, rec, err)
+		case !c.committed && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("%s: record %+v, %v; want it dropped", c.name, rec, err)
+		}
+		if c.committed {
+			if err := j.Drop(ctx, rec.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
