@@ -16,6 +16,7 @@ import (
 	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -373,6 +374,102 @@ func TestUnreadWriteSettledWithoutThePostRead(t *testing.T) {
 			t.Errorf("%s: record %+v, %v; want it dropped", c.name, rec, err)
 		}
 		if c.committed {
+			if err := j.Drop(ctx, rec.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// lobbyWithPasswordLDIF is an entry of the account base that is no account
+// but can bind: a role with a password.
+const lobbyWithPasswordLDIF = `dn: cn=lobby,ou=people,dc=example,dc=com
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: lobby
+telephoneNumber: +1 555 0100
+userPassword: lobby-pw
+`
+
+// The owner shortcut (a write judged without reading its entry) under
+// odd spellings and odd owners: the owner is judged on the canonical
+// identity of the bound DN and of the target; a user is never the owner of
+// another's entry through a respelling; an "owner" bound as an entry of
+// the base that is no account has its write, its password included,
+// dropped from the journal once the directory's answer shows what the
+// entry is; deletes and renames are always read first.
+func TestUnreadShortcutEdges(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: []string{lobbyWithPasswordLDIF}})
+	m, j, _ := rig.mirror(t)
+	ctx := context.Background()
+	lobby := "cn=lobby,ou=people," + pipeSuffix
+	pw := func(dn, value string) *gateway.WriteRequest {
+		req := replace(dn, "telephoneNumber", "+1 555 0155")
+		req.Changes = append(req.Changes, replace(dn, "userPassword", value).Changes...)
+		return req
+	}
+	cases := []struct {
+		name, bound string
+		req         *gateway.WriteRequest
+		code        int    // the gateway's answer; 0: relayed
+		appended    bool   // with the gateway's post-read
+		key         string // the committed record's key; "": none kept
+	}{
+		{"bob, bound in capitals, his own phone through an OID type", "UID=BOB,OU=People,DC=example,DC=com",
+			replace("uid=bob,2.5.4.11=people,dc=example,dc=com", "telephoneNumber", "+1 555 0150"), 0, true, pipeUser("bob")},
+		{"carol, bound through an OID type, her own phone", "0.9.2342.19200300.100.1.1=carol,ou=people,dc=example,dc=com",
+			replace(pipeUser("carol"), "telephoneNumber", "+1 555 0151"), 0, true, pipeUser("carol")},
+		{"bob, bound in capitals, alice's phone through an OID type", "UID=BOB,OU=People,DC=example,DC=com",
+			replace("uid=alice,2.5.4.11=people,dc=example,dc=com", "telephoneNumber", "+1 555 0152"), 50, false, ""},
+		{"bob, alice's phone through an escaped spelling", pipeUser("bob"),
+			replace(`uid=\61lice,ou=people,dc=example,dc=com`, "telephoneNumber", "+1 555 0153"), 50, false, ""},
+		{"the lobby, its own phone and password", lobby, pw(lobby, "lobby-new-pw"), 0, true, ""},
+		{"the admin deletes bob", pipeAdminDN, &gateway.WriteRequest{Op: gateway.OpDelete, DN: pipeUser("bob")}, 0, false, pipeUser("bob")},
+	}
+	for _, c := range cases {
+		var key string
+		if c.key != "" {
+			key = readAttr(t, rig.dir, c.key, "entryUUID")
+		}
+		done, answer := intercept(ctx, m, c.bound, c.req)
+		switch {
+		case c.code != 0 && (answer == nil || answer.Code != c.code):
+			t.Fatalf("%s: answer %+v, want %d", c.name, answer, c.code)
+		case c.code != 0:
+			continue
+		case answer != nil || done == nil:
+			t.Fatalf("%s: answer %+v, Completion %v", c.name, answer, done != nil)
+		}
+		if got := len(c.req.Append) > 0; got != c.appended {
+			t.Errorf("%s: appended %+v", c.name, c.req.Append)
+		}
+		prepared, err := j.Prepared()
+		if err != nil || len(prepared) != 1 {
+			t.Fatalf("%s: prepared %d, %v", c.name, len(prepared), err)
+		}
+		var res gateway.Result
+		if c.req.Op == gateway.OpModify {
+			c.req.DN = schema.CanonicalDN(c.req.DN)
+			res = relayAsDirectory(t, rig.dir, c.req)
+		} else {
+			conn, err := rig.dir.AdminConn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.Del(ldap.NewDelRequest(c.req.DN, nil)); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+		}
+		done(ctx, res)
+		m.Close()
+		rec, err := j.Get(prepared[0].Seq)
+		switch {
+		case key == "" && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("%s: record %+v, %v; want it dropped", c.name, rec, err)
+		case key != "" && (err != nil || rec.State != store.StateCommitted || rec.EntryKey != key):
+			t.Errorf("%s: record %+v, %v; want it committed under %s", c.name, rec, err, key)
+		case key != "":
 			if err := j.Drop(ctx, rec.Seq); err != nil {
 				t.Fatal(err)
 			}
