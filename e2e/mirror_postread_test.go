@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -293,4 +294,47 @@ func TestMirrorClientReadControlsOnUnreadWrites(t *testing.T) {
 		}
 	}
 	e.waitMirrored(20*time.Second, false)
+}
+
+// A client that sends a second write under the message ID of its first,
+// still outstanding, is disconnected; the second write, journaled before
+// the gateway saw the clash, must not stay prepared: every later write to
+// the entry (here the admin's) still reaches Axigen, and no record is left
+// unsettled.
+func TestMirrorReusedMessageIDDoesNotFreezeTheEntry(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	bob := userDN("bob")
+	c := dialRawLDAP(t, e.gw.URL)
+	c.bind(bob, slapd.BobPassword)
+	first := message(7, modifyOp(bob, [2]string{"telephoneNumber", "+1 555 7001"}), nil)
+	second := message(7, modifyOp(bob, [2]string{"telephoneNumber", "+1 555 7002"}), nil)
+	if _, err := c.conn.Write(append(first, second...)); err != nil {
+		t.Fatal(err)
+	}
+	for { // until the gateway ends the session
+		if _, err := c.r.Next(); err != nil {
+			break
+		}
+	}
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	defer admin.Close()
+	m := ldap.NewModifyRequest(bob, nil)
+	m.Replace("telephoneNumber", []string{"+1 555 7003"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAccount("bob", "the admin's change after the clash", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["phone"] == "+1 555 7003"
+	})
+	e.waitMirrored(20*time.Second, false)
+	waitFor(t, 10*time.Second, "no record left prepared", func() error {
+		st, err := e.runningStats()
+		if err != nil {
+			return err
+		}
+		if st.Prepared != 0 {
+			return fmt.Errorf("%d records prepared", st.Prepared)
+		}
+		return nil
+	})
 }
