@@ -409,6 +409,12 @@ func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 		if err != nil {
 			s.mu.Unlock()
 			s.ops.unreserve()
+			if op.after != nil {
+				// Not relayed: the Completion hears so, or an intercepted
+				// write's record would stay unsettled (and hold its entry).
+				op.after(s.ctx, Result{Code: ldap.LDAPResultProtocolError,
+					Diagnostic: fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID)})
+			}
 			s.notice(ldap.LDAPResultProtocolError, fmt.Sprintf("ldapgate: message ID %d is already in use", m.ID))
 			return false
 		}

@@ -31,7 +31,9 @@ const (
 	// bound identity the gateway did not judge.
 	ctlProxy
 	// ctlNoMirror: the directory does not apply the write (no-op): judged
-	// as usual, relayed with no journal record.
+	// as usual, relayed with no journal record; only a critical control is
+	// accepted, so that a directory that ignores it cannot apply the write
+	// unmirrored.
 	ctlNoMirror
 	// ctlRefuse: refused on writes to accounts and groups.
 	ctlRefuse
@@ -95,6 +97,11 @@ func checkControls(ctls []gateway.Control) (noOp bool, answer *gateway.Result) {
 		case k.treat == ctlRefuse:
 			return false, &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
 				"ldapgate: the %s control (%s) is refused on writes to accounts and groups: %s", k.name, c.OID, k.why)}
+		case k.treat == ctlNoMirror && !c.Critical:
+			// A directory without the control ignores it and applies the
+			// write, which the gateway would then not mirror.
+			return false, &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
+				"ldapgate: the %s control (%s) must be critical on a write to an account or group: a directory that does not support it would make the change, unmirrored", k.name, c.OID)}
 		case k.treat == ctlNoMirror:
 			noOp = true
 		}

@@ -263,7 +263,8 @@ func (m *Mirror) wantsImage(ctx context.Context, w *write) bool {
 		m.cfg.Journal.Replicated() || !schema.EqualDN(w.who.dn, m.cfg.Directory.cfg.ServiceDN) {
 		return false
 	}
-	if slices.ContainsFunc(req.Controls, func(c gateway.Control) bool { return c.OID == oidPreRead || c.OID == oidPostRead }) {
+	if slices.ContainsFunc(req.Controls, func(c gateway.Control) bool { return c.OID == oidPreRead || c.OID == oidPostRead }) ||
+		!appendable(req) {
 		return false
 	}
 	ok, err := m.cfg.Directory.SupportsControl(ctx, oidPostRead)

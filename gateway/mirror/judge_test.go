@@ -75,6 +75,8 @@ func TestInterceptJudgesTheEntryTheDirectoryMeans(t *testing.T) {
 			withControls(replace(alice, "telephoneNumber", "3"), gateway.Control{OID: oidNoOp, Critical: true}), 50, ruleContact, false},
 		{"an allowed no-op is not mirrored", alice,
 			withControls(replace(alice, "telephoneNumber", "3"), gateway.Control{OID: oidNoOp, Critical: true}), 0, "", false},
+		{"a no-op not marked critical, which a directory without it ignores", alice,
+			withControls(replace(alice, "telephoneNumber", "3"), gateway.Control{OID: oidNoOp}), 53, "must be critical", false},
 		{"proxied authorization v2: the authorized identity is judged", pipeAdminDN,
 			withControls(replace(alice, "mail", "a@example.com"), proxy("dn:"+bob, true)), 50, "by " + schema.CanonicalDN(bob), false},
 		{"proxied authorization v2 as the owner", pipeAdminDN,

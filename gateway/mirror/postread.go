@@ -53,6 +53,9 @@ func (m *Mirror) unreadKind(ctx context.Context, w *write) schema.Kind {
 	if slices.ContainsFunc(req.Controls, func(c gateway.Control) bool { return c.OID == oidPreRead || c.OID == oidPostRead }) {
 		return schema.KindNone // the client's own read entry control: not ours to take
 	}
+	if !appendable(req) {
+		return schema.KindNone
+	}
 	if e, _ := m.entries.get(mp.CanonicalDN(w.target), time.Now()); e != nil {
 		return schema.KindNone // read lately: the cache tells
 	}
@@ -77,6 +80,31 @@ func (m *Mirror) unreadKind(ctx context.Context, w *write) schema.Kind {
 		return schema.KindNone
 	}
 	return kind
+}
+
+// appendLimit bounds the size of the requests the gateway adds a control
+// to. The directory drops the connection of a client whose message is
+// over its limit (slapd's sockbuf_max_incoming_auth, 16 MiB - 1 by
+// default, about the gateway's own --max-message-size): a write just
+// under it, which the directory takes from the client, must not be pushed
+// over it by the gateway's control. A write this large costs the directory
+// far more than the read the control spares.
+const appendLimit = 64 << 10
+
+// appendable reports whether req is small enough for the gateway to add a
+// control to it (appendLimit).
+func appendable(req *gateway.WriteRequest) bool {
+	n := len(req.DN)
+	for _, c := range req.Changes {
+		n += len(c.Type) + 16
+		for _, v := range c.Values {
+			n += len(v) + 8
+		}
+	}
+	for _, c := range req.Controls {
+		n += len(c.OID) + len(c.Value) + 16
+	}
+	return n <= appendLimit
 }
 
 // kindFree reports whether an unread write's verdict is the same whether

@@ -16,6 +16,7 @@ import (
 	"github.com/ldapgate/ldapgate/integration/axigensim"
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
 	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -302,5 +303,176 @@ func TestAnotherWriterDropsTheImage(t *testing.T) {
 			t.Fatalf("Axigen's alice: %+v, want both changes", a.Contact)
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval for the simulator's state
+	}
+}
+
+// A write near the directory's limit on a message's size gets no control
+// from the gateway, which could push it over (the directory would drop the
+// connection): its entry is read first, as before post-reads, by the
+// owner's and by the service identity's write alike.
+func TestLargeWriteGetsNoAppendedControl(t *testing.T) {
+	rig := newPipelineRig(t)
+	m, _, _ := rig.mirror(t)
+	ctx := context.Background()
+	alice := pipeUser("alice")
+	for _, bound := range []string{alice, pipeAdminDN} {
+		req := replace(alice, "telephoneNumber", "+1 555 0123")
+		req.Changes = append(req.Changes, replace(alice, "description", strings.Repeat("d", appendLimit)).Changes...)
+		done, answer := intercept(ctx, m, bound, req)
+		if answer != nil || done == nil {
+			t.Fatalf("Intercept as %s: %+v", bound, answer)
+		}
+		if len(req.Append) != 0 {
+			t.Errorf("as %s: appended %d controls to a write of %d bytes", bound, len(req.Append), appendLimit)
+		}
+		done(ctx, relayAsDirectory(t, rig.dir, req))
+	}
+}
+
+// A directory that ignores the post-read (Active Directory, a proxy, a
+// slapd whose ACLs hide the entry from the writer) answers the write with
+// no post-read, or one without what classifies the entry: the unread
+// write's record is settled on the service identity's read all the same —
+// committed under the account's key, dropped for an entry that is no
+// account — and the gateway's control never reaches the client.
+func TestUnreadWriteSettledWithoutThePostRead(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: []string{lobbyLDIF}})
+	m, j, _ := rig.mirror(t)
+	ctx := context.Background()
+	alice, lobby := pipeUser("alice"), "cn=lobby,ou=people,"+pipeSuffix
+	partial := gateway.Control{OID: oidPostRead, HasValue: true, Value: ldapwire.AppendTLV(nil, tagSearchEntry,
+		append(ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte(alice)), ldapwire.AppendTLV(nil, ldapwire.TagSequence, nil)...))}
+	cases := []struct {
+		name, dn  string
+		controls  []gateway.Control
+		committed bool
+	}{
+		{"an account, no post-read", alice, nil, true},
+		{"an account, an empty post-read", alice, []gateway.Control{partial}, true},
+		{"no account, no post-read", lobby, nil, false},
+		{"no account, an empty post-read", lobby, []gateway.Control{partial}, false},
+	}
+	for _, c := range cases {
+		req := replace(c.dn, "telephoneNumber", "+1 555 0142")
+		done, answer := intercept(ctx, m, pipeAdminDN, req)
+		if answer != nil || done == nil || len(req.Append) != 1 {
+			t.Fatalf("%s: Intercept %+v, Completion %v, appended %d", c.name, answer, done != nil, len(req.Append))
+		}
+		prepared, err := j.Prepared()
+		if err != nil || len(prepared) != 1 {
+			t.Fatalf("%s: prepared %d, %v", c.name, len(prepared), err)
+		}
+		req.Append = nil // the directory ignores it
+		relayAsDirectory(t, rig.dir, req)
+		done(ctx, gateway.Result{Code: ldap.LDAPResultSuccess, Controls: c.controls})
+		m.Close() // waits for the settling
+		rec, err := j.Get(prepared[0].Seq)
+		switch {
+		case c.committed && (err != nil || rec.State != store.StateCommitted || rec.EntryKey != readAttr(t, rig.dir, alice, "entryUUID")):
+			t.Errorf("%s: record %+v, %v; want it committed under alice's entryUUID", c.name, rec, err)
+		case !c.committed && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("%s: record %+v, %v; want it dropped", c.name, rec, err)
+		}
+		if c.committed {
+			if err := j.Drop(ctx, rec.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// lobbyWithPasswordLDIF is an entry of the account base that is no account
+// but can bind: a role with a password.
+const lobbyWithPasswordLDIF = `dn: cn=lobby,ou=people,dc=example,dc=com
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: lobby
+telephoneNumber: +1 555 0100
+userPassword: lobby-pw
+`
+
+// The owner shortcut (a write judged without reading its entry) under
+// odd spellings and odd owners: the owner is judged on the canonical
+// identity of the bound DN and of the target; a user is never the owner of
+// another's entry through a respelling; an "owner" bound as an entry of
+// the base that is no account has its write, its password included,
+// dropped from the journal once the directory's answer shows what the
+// entry is; deletes and renames are always read first.
+func TestUnreadShortcutEdges(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: []string{lobbyWithPasswordLDIF}})
+	m, j, _ := rig.mirror(t)
+	ctx := context.Background()
+	lobby := "cn=lobby,ou=people," + pipeSuffix
+	pw := func(dn, value string) *gateway.WriteRequest {
+		req := replace(dn, "telephoneNumber", "+1 555 0155")
+		req.Changes = append(req.Changes, replace(dn, "userPassword", value).Changes...)
+		return req
+	}
+	cases := []struct {
+		name, bound string
+		req         *gateway.WriteRequest
+		code        int    // the gateway's answer; 0: relayed
+		appended    bool   // with the gateway's post-read
+		key         string // the committed record's key; "": none kept
+	}{
+		{"bob, bound in capitals, his own phone through an OID type", "UID=BOB,OU=People,DC=example,DC=com",
+			replace("uid=bob,2.5.4.11=people,dc=example,dc=com", "telephoneNumber", "+1 555 0150"), 0, true, pipeUser("bob")},
+		{"carol, bound through an OID type, her own phone", "0.9.2342.19200300.100.1.1=carol,ou=people,dc=example,dc=com",
+			replace(pipeUser("carol"), "telephoneNumber", "+1 555 0151"), 0, true, pipeUser("carol")},
+		{"bob, bound in capitals, alice's phone through an OID type", "UID=BOB,OU=People,DC=example,DC=com",
+			replace("uid=alice,2.5.4.11=people,dc=example,dc=com", "telephoneNumber", "+1 555 0152"), 50, false, ""},
+		{"bob, alice's phone through an escaped spelling", pipeUser("bob"),
+			replace(`uid=\61lice,ou=people,dc=example,dc=com`, "telephoneNumber", "+1 555 0153"), 50, false, ""},
+		{"the lobby, its own phone and password", lobby, pw(lobby, "lobby-new-pw"), 0, true, ""},
+		{"the admin deletes bob", pipeAdminDN, &gateway.WriteRequest{Op: gateway.OpDelete, DN: pipeUser("bob")}, 0, false, pipeUser("bob")},
+	}
+	for _, c := range cases {
+		var key string
+		if c.key != "" {
+			key = readAttr(t, rig.dir, c.key, "entryUUID")
+		}
+		done, answer := intercept(ctx, m, c.bound, c.req)
+		switch {
+		case c.code != 0 && (answer == nil || answer.Code != c.code):
+			t.Fatalf("%s: answer %+v, want %d", c.name, answer, c.code)
+		case c.code != 0:
+			continue
+		case answer != nil || done == nil:
+			t.Fatalf("%s: answer %+v, Completion %v", c.name, answer, done != nil)
+		}
+		if got := len(c.req.Append) > 0; got != c.appended {
+			t.Errorf("%s: appended %+v", c.name, c.req.Append)
+		}
+		prepared, err := j.Prepared()
+		if err != nil || len(prepared) != 1 {
+			t.Fatalf("%s: prepared %d, %v", c.name, len(prepared), err)
+		}
+		var res gateway.Result
+		if c.req.Op == gateway.OpModify {
+			c.req.DN = schema.CanonicalDN(c.req.DN)
+			res = relayAsDirectory(t, rig.dir, c.req)
+		} else {
+			conn, err := rig.dir.AdminConn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.Del(ldap.NewDelRequest(c.req.DN, nil)); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+		}
+		done(ctx, res)
+		m.Close()
+		rec, err := j.Get(prepared[0].Seq)
+		switch {
+		case key == "" && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("%s: record %+v, %v; want it dropped", c.name, rec, err)
+		case key != "" && (err != nil || rec.State != store.StateCommitted || rec.EntryKey != key):
+			t.Errorf("%s: record %+v, %v; want it committed under %s", c.name, rec, err, key)
+		case key != "":
+			if err := j.Drop(ctx, rec.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }

@@ -207,3 +207,86 @@ func TestCheckPipelining(t *testing.T) {
 		t.Errorf("against a server that drops commands sent ahead: %+v", rc)
 	}
 }
+
+// newTricklingProxy relays TCP connections to addr, passing the server's
+// answers on one byte per write: every answer is split across reads.
+func newTricklingProxy(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); defer up.Close(); _, _ = io.Copy(up, c) }()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := up.Read(buf)
+					for i := 0; i < n; i++ {
+						if _, werr := c.Write(buf[i : i+1]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestPipelinedAnswersSplitAcrossReads: answers that reach the client a
+// byte at a time (a slow link, a proxy) are read as whole answers, in step
+// with their commands: an update and a refused update of an existing
+// account end as they do in one piece, and the session stays usable.
+func TestPipelinedAnswersSplitAcrossReads(t *testing.T) {
+	e := newEnv(t, 1)
+	putJohn(e.sim)
+	cfg := e.cfg
+	cfg.Addr = newTricklingProxy(t, e.sim.Addr())
+	pool := NewPool(cfg, 1)
+	t.Cleanup(func() { pool.Close() })
+	client := NewClient(pool)
+	ctx := testCtx(t)
+	desired := withoutPassword(john)
+	desired.Contact = maps.Clone(john.Contact)
+	desired.Contact["phone"] = "+40 21 997"
+	desired.Contact["nickName"] = "Jo"
+	if _, err := client.ApplyAccount(ctx, testDomain, desired, ""); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := e.sim.Account(testDomain, "john"); a.Contact["phone"] != "+40 21 997" || a.Contact["nickName"] != "Jo" {
+		t.Fatalf("contact %+v", a.Contact)
+	}
+	e.sim.FailMatching(regexp.MustCompile(`^SET phone`), "Permission denied")
+	desired.Contact["phone"], desired.Contact["nickName"] = "+40 21 996", "Johnny"
+	if _, err := client.ApplyAccount(ctx, testDomain, desired, ""); KindOf(err) != KindServer {
+		t.Fatalf("got %v, want the server's refusal", err)
+	}
+	if a, _ := e.sim.Account(testDomain, "john"); a.Contact["nickName"] != "Jo" {
+		t.Errorf("a refused apply saved part of the change: %+v", a.Contact)
+	}
+	st, found, err := client.ReadAccount(ctx, testDomain, "john")
+	if err != nil || !found || st.Contact["phone"] != "+40 21 997" {
+		t.Fatalf("read after the refusal: %+v, %v, %v", st, found, err)
+	}
+}
