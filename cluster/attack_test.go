@@ -2,8 +2,11 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,5 +100,69 @@ func TestConvertedJournalReachesEveryNode(t *testing.T) {
 	if n, err := other.startErr(other.nodes[0]); err == nil {
 		n.Shutdown()
 		t.Fatal("a node with a converted journal joined a cluster")
+	}
+}
+
+// TestLeaderRemovesItselfUnderLoad: the leader removed from the cluster
+// while proposals flow steps down and stays a working node: its Shutdown
+// returns, its proposals fail as unavailable (not hang), and the cluster
+// keeps every acknowledged write.
+func TestLeaderRemovesItselfUnderLoad(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	lead := c.leader()
+	var (
+		acked atomic.Int64
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				res, err := lead.n.Propose(ctx, []store.Command{prepare(account(fmt.Sprintf("r-%d-%d", w, i)))})
+				cancel()
+				if err == nil && res[0].Err == nil {
+					acked.Add(1)
+				}
+			}
+		})
+	}
+	waitFor(t, "writes before the removal", 30*time.Second, func() bool { return acked.Load() > 100 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := lead.n.RemoveServer(ctx, lead.id); err != nil {
+		t.Fatalf("the leader removes itself: %v", err)
+	}
+	var rest []*testNode
+	for _, n := range c.nodes {
+		if n != lead {
+			rest = append(rest, n)
+		}
+	}
+	c.leaderAmong(rest)
+	// The writers through the removed node end.
+	done := make(chan struct{})
+	go func() { close(stop); wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("proposals on the removed leader hang")
+	}
+	stopped := make(chan struct{})
+	go func() { lead.n.Shutdown(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the removed leader's Shutdown hangs")
+	}
+	c.stop(lead)
+	if st := c.convergeAmong(rest); int64(len(st.Records)) < acked.Load() {
+		t.Fatalf("%d records, %d acknowledged", len(st.Records), acked.Load())
 	}
 }
