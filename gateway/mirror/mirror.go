@@ -83,6 +83,7 @@ type Mirror struct {
 	admins atomic.Pointer[Admins]
 
 	settling sync.WaitGroup // commits and aborts on their way to the journal
+	orphans  orphanWatch    // records seen prepared (SettleOrphans)
 
 	idMu       sync.Mutex
 	identities map[string]cachedIdentity
