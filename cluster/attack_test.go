@@ -2,8 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,5 +169,89 @@ func TestLeaderRemovesItselfUnderLoad(t *testing.T) {
 	c.stop(lead)
 	if st := c.convergeAmong(rest); int64(len(st.Records)) < acked.Load() {
 		t.Fatalf("%d records, %d acknowledged", len(st.Records), acked.Load())
+	}
+}
+
+// TestClusterPortGarbage: what a peer sends on the cluster port costs the
+// node no more memory than it sent, and a frame announced but not sent is
+// given up: a first byte of no kind, Raft messages that claim huge
+// lengths, RPC frames that claim the largest size and send nothing (each
+// held a buffer of that size for as long as the connection stayed open:
+// a few thousand of them took the gateway's memory). The node still leads
+// and takes proposals after them.
+func TestClusterPortGarbage(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.peers = nil
+	n := c.nodes[0]
+	c.start(n)
+	c.leader()
+	dial := func(b []byte) net.Conn {
+		conn, err := net.Dial("tcp", n.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+	for _, b := range [][]byte{
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		{0},
+		// AppendEntries whose Entries claim 2^32-1 elements; a
+		// RequestVote and an InstallSnapshot with a 2 GiB field.
+		append([]byte{'R', 0, 0x81, 0xa7}, append([]byte("Entries"), 0xdd, 0xff, 0xff, 0xff, 0xff)...),
+		append([]byte{'R', 1, 0x81, 0xa9}, append([]byte("Candidate"), 0xc6, 0x7f, 0xff, 0xff, 0xff)...),
+		append([]byte{'R', 2, 0x81, 0xa4}, append([]byte("Data"), 0xc6, 0x7f, 0xff, 0xff, 0xff)...),
+		// An RPC frame of an unknown kind, and one of a malformed proposal.
+		append([]byte{'P'}, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 99, 'x'),
+		append([]byte{'P'}, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0xff, 0xff, 0xff),
+	} {
+		conn := dial(b)
+		if b[0] == 'P' {
+			// An error answer, on a connection that stays open.
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			h := make([]byte, 13)
+			if _, err := io.ReadFull(conn, h); err != nil || h[12] != 1 {
+				t.Fatalf("answer to a bad request %q: %v %v", b, h, err)
+			}
+		} else {
+			conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			io.Copy(io.Discard, conn)
+		}
+		conn.Close()
+	}
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const silent = 100
+	var conns []net.Conn
+	for range silent {
+		h := make([]byte, 14)
+		h[0] = 'P'
+		binary.BigEndian.PutUint32(h[1:], 1<<20)
+		h[13] = 1
+		conns = append(conns, dial(h))
+	}
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	// Each node reads its header, then waits for the payload.
+	time.Sleep(500 * time.Millisecond) // pacing: no event says the headers were read
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 32<<20 {
+		t.Fatalf("%d connections that announced 1 MiB frames and sent none hold %d MiB", silent, grown>>20)
+	}
+	// A frame announced and never finished is given up.
+	conns[0].SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conns[0].Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("a connection stuck in a frame: %v", err)
+	}
+	if _, err := n.n.Propose(context.Background(), []store.Command{prepare(account("after-garbage"))}); err != nil {
+		t.Fatalf("propose after the garbage: %v", err)
 	}
 }
