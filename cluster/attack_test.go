@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -253,5 +255,39 @@ func TestClusterPortGarbage(t *testing.T) {
 	}
 	if _, err := n.n.Propose(context.Background(), []store.Command{prepare(account("after-garbage"))}); err != nil {
 		t.Fatalf("propose after the garbage: %v", err)
+	}
+}
+
+// TestRemovedLeaderRejoins: a leader removed from the cluster (it steps
+// down, as RemoveServer says) can be added again without a restart, and
+// then follows the log like any voter. (Raft's default shut the removed
+// leader's Raft down: the gateway went on running with a node that could
+// never take part again until restarted.)
+func TestRemovedLeaderRejoins(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	lead := c.leader()
+	c.write("before")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := lead.n.RemoveServer(ctx, lead.id); err != nil {
+		t.Fatalf("the leader removes itself: %v", err)
+	}
+	var rest []*testNode
+	for _, n := range c.nodes {
+		if n != lead {
+			rest = append(rest, n)
+		}
+	}
+	next := c.leaderAmong(rest)
+	if st := lead.n.State(); st == raft.Shutdown || st == raft.Leader {
+		t.Fatalf("the removed leader is %s", st)
+	}
+	if err := next.n.AddVoter(ctx, lead.id, lead.addr); err != nil {
+		t.Fatalf("add the removed node again: %v", err)
+	}
+	c.write("after")
+	if st := c.converge(); len(st.Records) != 2 {
+		t.Fatalf("%d records", len(st.Records))
 	}
 }

@@ -309,6 +309,10 @@ func (n *Node) open(rlog hclog.Logger) error {
 	// Batches of log entries reach the journal in one group commit.
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
+	// A leader that removes itself steps down and stays a working node:
+	// added again, it follows the log (Raft's default shuts its Raft down
+	// for good, under a gateway that goes on running).
+	rc.ShutdownOnRemove = false
 	// Raft's defaults, unless set (ValidateConfig refuses what does not fit).
 	setIf(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
 	setIf(&rc.ElectionTimeout, cfg.ElectionTimeout)
