@@ -291,3 +291,4 @@ func TestRemovedLeaderRejoins(t *testing.T) {
 		t.Fatalf("%d records", len(st.Records))
 	}
 }
+
