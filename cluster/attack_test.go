@@ -291,4 +291,3 @@ func TestRemovedLeaderRejoins(t *testing.T) {
 		t.Fatalf("%d records", len(st.Records))
 	}
 }
-
