@@ -345,9 +345,9 @@ func (n *Node) open(rlog hclog.Logger) error {
 		}
 		switch {
 		case own && servers == nil:
-			return errors.New("cluster: this node's journal holds records of its own (a lone gateway's, converted), and a node joining a cluster receives the cluster's: start it with an empty data folder (its journal.key only)")
+			return errors.New("cluster: this node has no Raft state but its journal holds records (a lone gateway's, converted, or a node's whose raft folder was lost), and a node joining a cluster receives the cluster's: start it with an empty data folder (its journal.key only)")
 		case own && len(servers) > 1:
-			return errors.New("cluster: this node's journal holds a lone gateway's records (converted for the cluster), which the other peers do not have: were they to elect one of them, the records would be lost. Start this node first with only itself as --cluster-peer, then start the others without themselves in their --cluster-peer list and add them (`ldapgate cluster add`): they receive the journal from it")
+			return errors.New("cluster: this node has no Raft state but its journal holds records, which the other peers do not have: were they to elect one of them, the records would be lost. A lone gateway's journal (converted for the cluster): start this node first with only itself as --cluster-peer, then start the others without themselves in their --cluster-peer list and add them (`ldapgate cluster add`): they receive the journal from it. A node of a running cluster whose raft folder was lost: start it with an empty data folder (its journal.key only)")
 		case own:
 			if err := n.bootstrapFromJournal(snaps, servers); err != nil {
 				return fmt.Errorf("cluster: bootstrap from the journal: %w", err)
