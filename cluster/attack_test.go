@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ldapgate/ldapgate/cluster"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -290,4 +291,61 @@ func TestRemovedLeaderRejoins(t *testing.T) {
 	if st := c.converge(); len(st.Records) != 2 {
 		t.Fatalf("%d records", len(st.Records))
 	}
+}
+
+// TestAddVoterThatDoesNotAnswer: adding a voter that does not run (a
+// typo in its address, a node not started yet) is refused, and a node
+// that leads a cluster of its own too: added, the first would have cost
+// a one-node cluster its quorum for good (the change needs the new
+// voter's vote to commit, and without it nothing can remove it again),
+// the second would have merged two clusters' different journals.
+func TestAddVoterThatDoesNotAnswer(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.peers = nil
+	n := c.nodes[0]
+	c.start(n)
+	c.leader()
+	c.write("first")
+	nowhere := loopbackAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.n.AddVoter(ctx, "b", nowhere); err == nil {
+		t.Fatal("a voter that does not answer was added")
+	}
+	// Another lone cluster's node.
+	other := newCluster(t, 1, nil)
+	other.peers = nil
+	other.nodes[0].id = "b"
+	other.start(other.nodes[0])
+	other.leader()
+	if err := n.n.AddVoter(ctx, "b", other.nodes[0].addr); err == nil {
+		t.Fatal("the leader of another cluster was added")
+	}
+	// The node still takes writes.
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer pcancel()
+	if res, err := n.n.Propose(pctx, []store.Command{prepare(account("after"))}); err != nil || res[0].Err != nil {
+		t.Fatalf("propose after the refused additions: %v %+v", err, res)
+	}
+	// A node started to join, at the right address, is added.
+	joiner := newCluster(t, 1, nil)
+	joiner.peers = []cluster.Peer{{ID: n.id, Addr: n.addr}}
+	joiner.nodes[0].id = "c"
+	joiner.start(joiner.nodes[0])
+	if err := n.n.AddVoter(ctx, "c", joiner.nodes[0].addr); err != nil {
+		t.Fatalf("add a joining node: %v", err)
+	}
+	c.nodes = append(c.nodes, joiner.nodes[0])
+	c.write("joined")
+	c.converge()
+}
+
+// loopbackAddr is a loopback address nothing listens on.
+func loopbackAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
