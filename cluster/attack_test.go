@@ -349,3 +349,85 @@ func loopbackAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// TestShutdownWithProposalsInFlight: a node shut down (SIGTERM) while
+// proposals are in flight, its own and forwarded ones, on a leader cut off
+// from the others or not, stops within a bounded time, every Propose
+// returns, and none acknowledged is lost.
+func TestShutdownWithProposalsInFlight(t *testing.T) {
+	for _, cut := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cut-off=%v", cut), func(t *testing.T) {
+			c := newCluster(t, 3, nil)
+			c.startAll()
+			lead := c.leader()
+			var follower *testNode
+			for _, n := range c.nodes {
+				if n != lead {
+					follower = n
+				}
+			}
+			var (
+				acked    sync.Map
+				returned sync.WaitGroup
+				started  atomic.Int64
+			)
+			for w := range 16 {
+				on := lead
+				if w%2 == 1 {
+					on = follower
+				}
+				node := on.n
+				returned.Go(func() {
+					for i := 0; ; i++ {
+						uid := fmt.Sprintf("s-%d-%d", w, i)
+						started.Add(1)
+						res, err := node.Propose(context.Background(), []store.Command{prepare(account(uid))})
+						if err != nil {
+							return
+						}
+						if res[0].Err == nil {
+							acked.Store(account(uid).DN, true)
+						}
+					}
+				})
+			}
+			waitFor(t, "proposals under way", 30*time.Second, func() bool { return started.Load() > 200 })
+			if cut {
+				cluster.Isolate(lead.n, true)
+			}
+			stopped := make(chan struct{})
+			go func() {
+				lead.n.Shutdown()
+				follower.n.Shutdown()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Shutdown with proposals in flight hangs")
+			}
+			done := make(chan struct{})
+			go func() { returned.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("proposals on shut-down nodes hang")
+			}
+			c.stop(lead)
+			c.stop(follower)
+			c.start(lead)
+			c.start(follower)
+			st := c.converge()
+			have := map[string]bool{}
+			for _, r := range st.Records {
+				have[r.DN] = true
+			}
+			acked.Range(func(k, _ any) bool {
+				if !have[k.(string)] {
+					t.Errorf("acknowledged %s lost", k)
+				}
+				return true
+			})
+		})
+	}
+}
