@@ -102,3 +102,21 @@ func TestLoneJournalConvertedOnlyAlone(t *testing.T) {
 		t.Fatalf("converted journal: %d records, %v", len(recs), err)
 	}
 }
+
+// Without an op time-out a write may wait for the directory without
+// bound, so the default orphan age (the op time-out plus a minute: one
+// minute) would settle a write still under way: a cluster node then needs
+// an orphan age of its own.
+func TestOrphanAgeWithoutOpTimeout(t *testing.T) {
+	node := []string{"--upstream", "ldap://127.0.0.1:389", "--node-id", "a", "--cluster-listen", "127.0.0.1:7001",
+		"--cluster-peer", "a@127.0.0.1:7001", "--op-timeout", "0"}
+	if _, err := runConfig(t, node...); err == nil || !strings.Contains(err.Error(), "--cluster-orphan-age") {
+		t.Fatalf("a cluster node without an op time-out nor an orphan age: %v", err)
+	}
+	if _, err := runConfig(t, append(node, "--cluster-orphan-age", "1h")...); err != nil {
+		t.Fatalf("with an orphan age: %v", err)
+	}
+	if _, err := runConfig(t, "--upstream", "ldap://127.0.0.1:389", "--op-timeout", "0"); err != nil {
+		t.Fatalf("a lone gateway without an op time-out: %v", err)
+	}
+}
