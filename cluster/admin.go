@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -273,6 +274,14 @@ func (n *Node) removeServer(ctx context.Context, id string, forwarded bool) erro
 		return errors.New("cluster: which server to remove?")
 	}
 	return n.membership(ctx, rpcRemoveServer, membershipRequest{ID: id}, forwarded, func(timeout time.Duration) raft.Future {
+		// Raft takes the removal of an unknown ID (a typo) as done.
+		future := n.raft.GetConfiguration()
+		if err := future.Error(); err != nil {
+			return errorFuture{err}
+		}
+		if !slices.ContainsFunc(future.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+			return errorFuture{fmt.Errorf("cluster: no server %q in the cluster", id)}
+		}
 		return n.raft.RemoveServer(raft.ServerID(id), 0, timeout)
 	})
 }

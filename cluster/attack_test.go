@@ -431,3 +431,18 @@ func TestShutdownWithProposalsInFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveUnknownServer: removing an ID the cluster does not have (a
+// typo) is an error, not a success that leaves the intended voter in.
+func TestRemoveUnknownServer(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.peers = nil
+	n := c.nodes[0]
+	c.start(n)
+	c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.n.RemoveServer(ctx, "gw9"); err == nil || !strings.Contains(err.Error(), "gw9") {
+		t.Fatalf("removing an unknown server: %v", err)
+	}
+}
