@@ -446,3 +446,47 @@ func TestRemoveUnknownServer(t *testing.T) {
 		t.Fatalf("removing an unknown server: %v", err)
 	}
 }
+
+// TestForwardedProposalReturnsWhenCutOff: a follower whose proposal the
+// leader took, and which is cut off before it applied the entry, returns
+// once it has lost the leader: its caller (the gateway's commit, which
+// the mirror waits for at shutdown) does not wait for the partition to
+// heal. (It waited for its own journal to apply the entry, without bound:
+// SIGTERM then hung in the mirror's settling.)
+func TestForwardedProposalReturnsWhenCutOff(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.startAll()
+	lead := c.leader()
+	var follower *testNode
+	for _, n := range c.nodes {
+		if n != lead {
+			follower = n
+		}
+	}
+	var (
+		returned sync.WaitGroup
+		started  atomic.Int64
+		stop     atomic.Bool
+	)
+	for w := range 16 {
+		returned.Go(func() {
+			for i := 0; !stop.Load(); i++ {
+				started.Add(1)
+				if _, err := follower.n.Propose(context.Background(), []store.Command{prepare(account(fmt.Sprintf("f-%d-%d", w, i)))}); err != nil {
+					return
+				}
+			}
+		})
+	}
+	waitFor(t, "proposals under way", 30*time.Second, func() bool { return started.Load() > 300 })
+	cluster.Isolate(follower.n, true)
+	stop.Store(true)
+	done := make(chan struct{})
+	go func() { returned.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("forwarded proposals of a follower cut off do not return")
+	}
+	cluster.Isolate(follower.n, false)
+}
