@@ -433,7 +433,8 @@ func TestShutdownWithProposalsInFlight(t *testing.T) {
 }
 
 // TestRemoveUnknownServer: removing an ID the cluster does not have (a
-// typo) is an error, not a success that leaves the intended voter in.
+// typo) is an error, not a success that leaves the intended voter in; the
+// last voter cannot be removed.
 func TestRemoveUnknownServer(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	c.peers = nil
@@ -445,6 +446,11 @@ func TestRemoveUnknownServer(t *testing.T) {
 	if err := n.n.RemoveServer(ctx, "gw9"); err == nil || !strings.Contains(err.Error(), "gw9") {
 		t.Fatalf("removing an unknown server: %v", err)
 	}
+	// Nor can the last voter go.
+	if err := n.n.RemoveServer(ctx, n.id); err == nil {
+		t.Fatal("the last voter was removed")
+	}
+	c.write("still")
 }
 
 // TestForwardedProposalReturnsWhenCutOff: a follower whose proposal the
