@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -211,9 +213,54 @@ func (n *Node) addVoter(ctx context.Context, id, addr string, forwarded bool) er
 		}
 	}
 	return n.membership(ctx, rpcAddVoter, membershipRequest{ID: id, Addr: addr}, forwarded, func(timeout time.Duration) raft.Future {
+		if err := n.checkNewVoter(ctx, id, addr); err != nil {
+			return errorFuture{err}
+		}
 		return n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
 	})
 }
+
+// newVoterTimeout bounds the question to a voter about to be added.
+const newVoterTimeout = 5 * time.Second
+
+// checkNewVoter, on the leader, refuses a voter (or a voter's new
+// address) that no node answers at as id, or whose node follows or leads
+// another cluster: the configuration counts a voter in the quorum as soon
+// as it is added, so one that never answers can cost a small cluster its
+// quorum for good (nothing can then be committed, not even its removal),
+// and a node of another cluster holds another journal.
+func (n *Node) checkNewVoter(ctx context.Context, id, addr string) error {
+	future := n.raft.GetConfiguration()
+	if err := future.Error(); err != nil {
+		return err
+	}
+	members := map[string]bool{}
+	for _, s := range future.Configuration().Servers {
+		if string(s.ID) == id && string(s.Address) == addr {
+			return nil // no change
+		}
+		members[string(s.ID)] = true
+	}
+	pctx, cancel := context.WithTimeout(ctx, newVoterTimeout)
+	defer cancel()
+	var ps PeerStatus
+	if err := n.call(pctx, addr, rpcPeer, nil, &ps); err != nil {
+		return fmt.Errorf("cluster: no node answers at %s (%v): start %s there first, with the cluster's nodes as its peers and without itself", addr, err, id)
+	}
+	switch {
+	case ps.ID != id:
+		return fmt.Errorf("cluster: the node at %s is %q, not %q", addr, ps.ID, id)
+	case ps.Role == raft.Leader.String() || (ps.LeaderID != "" && !members[ps.LeaderID]):
+		return fmt.Errorf("cluster: %s at %s is a node of another cluster (its leader: %s): a node joins with an empty data folder", id, addr, cmp.Or(ps.LeaderID, id))
+	}
+	return nil
+}
+
+// errorFuture is a membership change refused before Raft saw it.
+type errorFuture struct{ err error }
+
+func (f errorFuture) Error() error  { return f.err }
+func (f errorFuture) Index() uint64 { return 0 }
 
 // RemoveServer removes node id from the cluster, on the leader: a
 // follower forwards the change to it. A leader that removes itself steps
@@ -227,6 +274,14 @@ func (n *Node) removeServer(ctx context.Context, id string, forwarded bool) erro
 		return errors.New("cluster: which server to remove?")
 	}
 	return n.membership(ctx, rpcRemoveServer, membershipRequest{ID: id}, forwarded, func(timeout time.Duration) raft.Future {
+		// Raft takes the removal of an unknown ID (a typo) as done.
+		future := n.raft.GetConfiguration()
+		if err := future.Error(); err != nil {
+			return errorFuture{err}
+		}
+		if !slices.ContainsFunc(future.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+			return errorFuture{fmt.Errorf("cluster: no server %q in the cluster", id)}
+		}
 		return n.raft.RemoveServer(raft.ServerID(id), 0, timeout)
 	})
 }

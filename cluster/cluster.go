@@ -306,6 +306,10 @@ func (n *Node) open(rlog hclog.Logger) error {
 	// Batches of log entries reach the journal in one group commit.
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
+	// A leader that removes itself steps down and stays a working node:
+	// added again, it follows the log (Raft's default shuts its Raft down
+	// for good, under a gateway that goes on running).
+	rc.ShutdownOnRemove = false
 	// Raft's defaults, unless set (ValidateConfig refuses what does not fit).
 	setIf(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
 	setIf(&rc.ElectionTimeout, cfg.ElectionTimeout)
@@ -331,11 +335,27 @@ func (n *Node) open(rlog hclog.Logger) error {
 			n.log.Info("joining a cluster: waiting to be added as a voter", "peers", len(n.cfg.Peers))
 		}
 	}
-	if !existing && servers != nil {
-		if err := raft.BootstrapCluster(rc, cached, logs, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
-			return fmt.Errorf("cluster: bootstrap: %w", err)
+	if !existing {
+		own, err := ownState(cfg.Journal)
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
 		}
-		n.log.Info("cluster bootstrapped", "voters", len(servers))
+		switch {
+		case own && servers == nil:
+			return errors.New("cluster: this node has no Raft state but its journal holds records (a lone gateway's, converted, or a node's whose raft folder was lost), and a node joining a cluster receives the cluster's: start it with an empty data folder (its journal.key only)")
+		case own && len(servers) > 1:
+			return errors.New("cluster: this node has no Raft state but its journal holds records, which the other peers do not have: were they to elect one of them, the records would be lost. A lone gateway's journal (converted for the cluster): start this node first with only itself as --cluster-peer, then start the others without themselves in their --cluster-peer list and add them (`ldapgate cluster add`): they receive the journal from it. A node of a running cluster whose raft folder was lost: start it with an empty data folder (its journal.key only)")
+		case own:
+			if err := n.bootstrapFromJournal(snaps, servers); err != nil {
+				return fmt.Errorf("cluster: bootstrap from the journal: %w", err)
+			}
+			n.log.Info("cluster bootstrapped from this node's journal", "voters", len(servers))
+		case servers != nil:
+			if err := raft.BootstrapCluster(rc, cached, logs, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+				return fmt.Errorf("cluster: bootstrap: %w", err)
+			}
+			n.log.Info("cluster bootstrapped", "voters", len(servers))
+		}
 	}
 	r, err := raft.NewRaft(rc, machine, cached, logs, snaps, n.trans)
 	if err != nil {
@@ -343,6 +363,48 @@ func (n *Node) open(rlog hclog.Logger) error {
 	}
 	n.raft = r
 	return nil
+}
+
+// ownState reports whether the journal holds state that no Raft log
+// carries: a lone gateway's journal, converted (store.MakeReplicated).
+func ownState(j *store.Journal) (bool, error) {
+	st, err := j.Stats()
+	if err != nil {
+		return false, err
+	}
+	if st.LastSeq > 0 {
+		return true, nil
+	}
+	dis, err := j.DisabledAccounts()
+	return len(dis) > 0, err
+}
+
+// bootstrapFromJournal makes the journal the state of a new cluster of
+// servers: the first Raft snapshot (index 1, which the journal counts as
+// applied) rather than a first log entry. A node that joins later then
+// receives the journal as that snapshot: with a first log entry, it would
+// replay the log from it onto an empty journal, without the records that
+// no entry carries. The snapshot, written whole or not at all, is the
+// node's Raft state: cut short, this runs again at the next start.
+func (n *Node) bootstrapFromJournal(snaps raft.SnapshotStore, servers []raft.Server) error {
+	j := n.cfg.Journal
+	if _, err := j.ApplyEntries(context.Background(), []store.Entry{{Index: 1}}); err != nil {
+		return err
+	}
+	s, err := j.Snapshot()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	sink, err := snaps.Create(raft.SnapshotVersionMax, 1, 1, raft.Configuration{Servers: servers}, 1, n.trans)
+	if err != nil {
+		return err
+	}
+	if _, err := s.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
 }
 
 // logStore is the Raft log and its stable store (terms, votes).

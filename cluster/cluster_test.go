@@ -92,6 +92,14 @@ func (c *testCluster) startAll() {
 // start opens the node's journal and starts its Raft node.
 func (c *testCluster) start(n *testNode) {
 	c.t.Helper()
+	if _, err := c.startErr(n); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// startErr is start, returning the node's failure to start.
+func (c *testCluster) startErr(n *testNode) (*cluster.Node, error) {
+	c.t.Helper()
 	keyFile := filepath.Join(n.dir, "journal.key")
 	if n.witness {
 		keyFile = ""
@@ -103,7 +111,7 @@ func (c *testCluster) start(n *testNode) {
 		Logger:               c.logger,
 	})
 	if err != nil {
-		c.t.Fatalf("open journal of %s: %v", n.id, err)
+		return nil, fmt.Errorf("open journal of %s: %w", n.id, err)
 	}
 	ln := n.ln
 	n.ln = nil
@@ -118,7 +126,7 @@ func (c *testCluster) start(n *testNode) {
 	}
 	if err != nil {
 		j.Close()
-		c.t.Fatalf("listen for %s: %v", n.id, err)
+		return nil, fmt.Errorf("listen for %s: %w", n.id, err)
 	}
 	cfg := cluster.Config{
 		NodeID:   n.id,
@@ -140,9 +148,10 @@ func (c *testCluster) start(n *testNode) {
 	if err != nil {
 		ln.Close()
 		j.Close()
-		c.t.Fatalf("start %s: %v", n.id, err)
+		return nil, fmt.Errorf("start %s: %w", n.id, err)
 	}
 	n.j, n.n = j, node
+	return node, nil
 }
 
 // stop shuts the node down and closes its journal.

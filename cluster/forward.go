@@ -120,7 +120,9 @@ func (n *Node) forward(ctx context.Context, id, addr string, cmds []store.Comman
 		if err != nil {
 			return nil, fmt.Errorf("%w: the leader's answer: %v", ErrOutcomeUnknown, err)
 		}
-		n.awaitApplied(ctx, index)
+		// Bounded by the leader watch too: cut off from the leader, this
+		// node may not apply the entry before the partition heals.
+		n.awaitApplied(wctx, index)
 		return res, nil
 	case errors.Is(err, errNotSent):
 		return nil, err
@@ -237,18 +239,12 @@ func decodeForward(b []byte) (time.Duration, []store.Command, error) {
 	return time.Duration(ms) * time.Millisecond, cmds, nil
 }
 
-// awaitAppliedLimit bounds awaitApplied: a node cut off from the leader,
-// or removed from the cluster, may never apply the entry, and its caller
-// (a write settling while the gateway stops, say) must not wait forever.
-const awaitAppliedLimit = 5 * time.Second
-
 // awaitApplied waits until this node's journal has applied the entry at
 // index, so that a forwarded proposal's caller reads its own change here,
-// or until ctx ends, the node shuts down or awaitAppliedLimit passes: the
-// change is the cluster's by then, only not yet this node's.
+// or until ctx ends (forward's: also when this node has lost the leader)
+// or the node shuts down: the change is the cluster's by then, only not
+// yet this node's.
 func (n *Node) awaitApplied(ctx context.Context, index uint64) {
-	ctx, cancel := context.WithTimeout(ctx, awaitAppliedLimit)
-	defer cancel()
 	for {
 		changed := n.applied.wait()
 		if n.cfg.Journal.AppliedIndex() >= index {

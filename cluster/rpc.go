@@ -70,11 +70,44 @@ func readFrame(r io.Reader) (frame, error) {
 	if n > maxFrame {
 		return frame{}, fmt.Errorf("a frame of %d bytes is over the limit (%d)", n, maxFrame)
 	}
-	f := frame{id: binary.BigEndian.Uint64(h[4:]), kind: h[12], payload: make([]byte, n)}
-	if _, err := io.ReadFull(r, f.payload); err != nil {
+	f := frame{id: binary.BigEndian.Uint64(h[4:]), kind: h[12]}
+	// The writer sends a frame in one write, within rpcWriteTimeout: a
+	// frame begun must end as soon, or the connection is given up.
+	if c, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		c.SetReadDeadline(time.Now().Add(rpcWriteTimeout))
+		defer c.SetReadDeadline(time.Time{})
+	}
+	var err error
+	if f.payload, err = readPayload(r, int(n)); err != nil {
 		return frame{}, err
 	}
 	return f, nil
+}
+
+// readPayload reads n bytes into a buffer that grows as they arrive, not
+// to the length the header claims: a peer that announces large frames and
+// sends nothing holds no memory for them. A buffer outgrown is cleared
+// (a forwarded Prepare holds a plaintext secret).
+func readPayload(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, 64<<10))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			next := make([]byte, len(buf), min(n, 2*cap(buf)))
+			copy(next, buf)
+			clear(buf)
+			buf = next
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil && len(buf) < n {
+			clear(buf)
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 // errorFrame is an error answer.

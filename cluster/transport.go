@@ -382,5 +382,14 @@ func (s slogSink) Accept(name string, level hclog.Level, msg string, args ...any
 	case level == hclog.Info:
 		l = slog.LevelInfo
 	}
+	for i, a := range args {
+		// Raft formats some values with hclog.Fmt, which slog would print
+		// as the slice of the format and its arguments.
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				args[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
 	s.log.Log(context.Background(), l, msg, append(args, "logger", name)...)
 }

@@ -224,7 +224,17 @@ func startNode(cfg Config, opts store.Options, witness bool, log *slog.Logger) (
 	opts.Replicated = true
 	j, err := store.Open(dir, opts)
 	if errors.Is(err, store.ErrNotReplicated) {
-		// A lone gateway's journal becomes the first node's state.
+		// A lone gateway's journal becomes the first node's state, which
+		// only a node alone in its peer list can make it (cluster.Start
+		// refuses the others): refused before the conversion, the gateway
+		// can still start alone as it was.
+		switch {
+		case witness:
+			return nil, nil, fmt.Errorf("%s holds a lone gateway's journal: a witness starts with a data folder of its own", cfg.DataDir)
+		case len(peers) != 1 || peers[0].ID != cc.NodeID:
+			return nil, nil, fmt.Errorf("%s holds a lone gateway's journal, which becomes the cluster's at this gateway's first start as a node alone in its --cluster-peer list (--cluster-peer %s@HOST:PORT alone): start it so, then start the others without themselves in their list and add them (`ldapgate cluster add`); they receive the journal from it",
+				cfg.DataDir, cc.NodeID)
+		}
 		log.Warn("converting this gateway's journal for the cluster (once)", "dir", dir)
 		local := opts
 		local.Replicated = false

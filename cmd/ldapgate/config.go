@@ -316,6 +316,9 @@ func (cfg *Config) validate() error {
 		if least := leaderLease + cfg.Mirror.Axigen.CommandTimeout; cc.FenceDelay != 0 && cc.FenceDelay < least {
 			return bad("cluster.fenceDelay (--cluster-fence-delay)", "%s is shorter than the leader lease plus the Axigen command time-out (%s): a deposed leader's last command could reach Axigen after the new leader's first", cc.FenceDelay, least)
 		}
+		if cc.OrphanAge == 0 && l.OpTimeout == 0 {
+			return bad("cluster.orphanAge (--cluster-orphan-age)", "without --op-timeout a write may wait for the directory without bound, and the default orphan age (--op-timeout plus a minute) would settle one still under way: set it longer than the directory may take")
+		}
 		if cc.OrphanAge != 0 && l.OpTimeout > 0 && cc.OrphanAge <= l.OpTimeout {
 			return bad("cluster.orphanAge (--cluster-orphan-age)", "%s is not longer than --op-timeout (%s): a write still waiting for the directory could be settled under it", cc.OrphanAge, l.OpTimeout)
 		}

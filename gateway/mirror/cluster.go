@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/ldapgate/ldapgate/integration/axigen"
@@ -53,8 +55,13 @@ func (d fencedDeliverer) Deliver(ctx context.Context, rec *store.Record) error {
 // settles only at a lone gateway's start). age must exceed the longest a
 // live gateway waits for the directory's answer, so that a write still
 // under way is never settled under it.
-// guard, when not nil, is asked before each record: a deposed leader
-// stops at once.
+//
+// A record's Time is the clock of the leader that stamped it, which may
+// be behind this gateway's (another node, or this one's clock stepped
+// forward since): a record is old enough only once this gateway has also
+// seen it prepared for age, on its own monotonic clock. So a new leader
+// settles nothing younger than age after its first call. guard, when not
+// nil, is asked before each record: a deposed leader stops at once.
 func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration, guard func(context.Context) error) (int, error) {
 	if m.cfg.Journal == nil {
 		return 0, errors.New("mirror: no journal")
@@ -63,13 +70,15 @@ func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration, guard fun
 	if err != nil {
 		return 0, fmt.Errorf("read prepared records: %w", err)
 	}
-	cutoff := time.Now().Add(-age)
+	now := time.Now()
+	cutoff := now.Add(-age)
+	seen := m.orphans.see(recs, now)
 	n := 0
 	for _, rec := range recs {
 		if ctx.Err() != nil {
 			return n, ctx.Err()
 		}
-		if rec.Time.After(cutoff) {
+		if rec.Time.After(cutoff) || now.Sub(seen[rec.Seq]) < age {
 			continue
 		}
 		if guard != nil {
@@ -83,4 +92,28 @@ func (m *Mirror) SettleOrphans(ctx context.Context, age time.Duration, guard fun
 		n++
 	}
 	return n, nil
+}
+
+// orphanWatch remembers when this gateway first saw each record prepared
+// (SettleOrphans), by its monotonic clock.
+type orphanWatch struct {
+	mu   sync.Mutex
+	seen map[uint64]time.Time
+}
+
+// see notes the records prepared now, forgets those no longer prepared,
+// and returns when each was first seen.
+func (w *orphanWatch) see(recs []*store.Record, now time.Time) map[uint64]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := make(map[uint64]time.Time, len(recs))
+	for _, rec := range recs {
+		first, ok := w.seen[rec.Seq]
+		if !ok {
+			first = now
+		}
+		seen[rec.Seq] = first
+	}
+	w.seen = seen
+	return maps.Clone(seen)
 }

@@ -84,6 +84,7 @@ type Mirror struct {
 
 	settling sync.WaitGroup // commits and aborts on their way to the journal
 	closing  atomic.Bool    // Close began: settling stops trying again
+	orphans  orphanWatch    // records seen prepared (SettleOrphans)
 
 	idMu       sync.Mutex
 	identities map[string]cachedIdentity

@@ -42,6 +42,8 @@ type pipelineRig struct {
 	// dirURL, when set, is where the Mirrors' own directory connections
 	// go instead of dir.URL (a test's relay in front of slapd).
 	dirURL string
+	// journalNow, when set, is the journals' clock (time.Now).
+	journalNow func() time.Time
 }
 
 func newPipelineRig(t *testing.T) *pipelineRig {
@@ -78,7 +80,7 @@ func (r *pipelineRig) mirror(t *testing.T) (*Mirror, *store.Journal, *bytes.Buff
 	t.Helper()
 	dir := t.TempDir()
 	j, err := store.Open(filepath.Join(dir, "journal"), store.Options{KeyFile: filepath.Join(dir, "journal.key"),
-		NoSync: true, HousekeepingInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+		NoSync: true, HousekeepingInterval: -1, Logger: slog.New(slog.DiscardHandler), Now: r.journalNow})
 	if err != nil {
 		t.Fatal(err)
 	}
