@@ -336,6 +336,7 @@ func TestPasswordRemovalScrambles(t *testing.T) {
 	if a, ok := r.account("alicia"); !ok || a.Enabled || a.Password == "alice-old" {
 		t.Fatalf("after a rename: %+v, %v; want still disabled, the old password gone", a, ok)
 	}
+	r.ldif("dn: " + pipeUser("alicia") + "\nchangetype: modify\nreplace: userPassword\nuserPassword: fresh\n")
 	r.mustDeliver("a new password", &store.Record{Op: store.OpPassword, DN: pipeUser("alicia"), EntryKey: key, Name: "alicia", Secret: []byte("fresh")})
 	if a, ok := r.account("alicia"); !ok || !a.Enabled || a.Password != "fresh" {
 		t.Fatalf("after a new password: %+v, %v; want enabled with it", a, ok)
@@ -348,6 +349,7 @@ func TestSettleEnablesOnlyHeldAccounts(t *testing.T) {
 	r := newDeleteRig(t, Deletes{})
 	r.putAccount("alice", "alice-old", false)
 	key := r.key(pipeUser("alice"))
+	r.ldif("dn: " + pipeUser("alice") + "\nchangetype: modify\nreplace: userPassword\nuserPassword: fresh\n")
 	r.mustDeliver("a new password", &store.Record{Op: store.OpPassword, DN: pipeUser("alice"), EntryKey: key, Name: "alice", Secret: []byte("fresh")})
 	if a, ok := r.account("alice"); !ok || a.Enabled || a.Password != "fresh" {
 		t.Fatalf("after a new password: %+v, %v; want the password set, still disabled", a, ok)
@@ -488,5 +490,20 @@ func TestAddWaitsForEarlierDeleteOfTheName(t *testing.T) {
 	// account gets one nobody knows, never the old one.)
 	if a, ok := r.account("alice"); !ok || !a.Enabled || a.Password == "alice-old" || a.Contact["lastName"] != "Newcomer" {
 		t.Fatalf("alice's account at the end: %+v, %v; want it handed over, enabled, not with the old password", a, ok)
+	}
+}
+
+// Two password writes to one entry that reached the directory in another
+// order than the journal's: the record whose password the directory no
+// longer holds sends none, whatever order the records are delivered in.
+func TestSupersededPasswordIsNotSent(t *testing.T) {
+	r := newDeleteRig(t, Deletes{})
+	r.putAccount("alice", "alice-old", true)
+	key := r.key(pipeUser("alice"))
+	r.ldif("dn: " + pipeUser("alice") + "\nchangetype: modify\nreplace: userPassword\nuserPassword: second\n")
+	r.mustDeliver("the directory's last password", &store.Record{Op: store.OpPassword, DN: pipeUser("alice"), EntryKey: key, Name: "alice", Secret: []byte("second")})
+	r.mustDeliver("the one it replaced, delivered last", &store.Record{Op: store.OpPassword, DN: pipeUser("alice"), EntryKey: key, Name: "alice", Secret: []byte("first")})
+	if a, ok := r.account("alice"); !ok || a.Password != "second" || !a.Enabled {
+		t.Fatalf("Axigen has %+v, %v; want the directory's password, second", a, ok)
 	}
 }

@@ -133,6 +133,25 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
 	desired.InitialPassword, desired.Password = desired.Password, secret
+	superseded := false
+	if secret != "" && !desired.Disabled {
+		// Two password writes to one entry may reach the directory in
+		// another order than the journal's (two sessions, two gateways of
+		// a cluster, a gateway frozen between its journal and its relay):
+		// the password the directory holds is the last word. One it no
+		// longer holds is not sent; the record that set the current one
+		// carries it. (A disabled account's bind proves nothing: its
+		// password waits, below.)
+		ok, err := m.cfg.Directory.CheckPassword(ctx, e.DN, secret)
+		if err != nil {
+			return fmt.Errorf("confirm the record's password with the directory: %w", err)
+		}
+		if !ok {
+			m.cfg.Audit.Info("password not sent", "seq", rec.Seq, "dn", e.DN, "reason", "the directory no longer holds it: a later change replaced it")
+			m.log.Info("a record's password is not sent: the directory no longer holds it", "seq", rec.Seq, "dn", e.DN)
+			secret, desired.Password, superseded = "", "", true
+		}
+	}
 	key := m.keyFor(rec, *e)
 	disabled, handover, err := m.heldFor(ctx, rec, key, desired.Name, e.DN)
 	if err != nil {
@@ -170,6 +189,9 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		desired.Disabled = false
 	}
 	pc := m.passwordChangeOf(rec)
+	if superseded {
+		pc = passwordKept // as far as this record goes: a later one set it
+	}
 	delivered := secret != ""
 	passwordWaits := false
 	switch {
