@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 # Packages whose code is concurrent run under the race detector.
-RACE_PKGS := ./gateway/... ./internal/... ./store/... ./cluster/... ./replica/... ./admin/... ./integration/axigen/... ./integration/axigensim/...
+RACE_PKGS := ./gateway/... ./internal/... ./store/... ./cluster/... ./admin/... ./integration/axigen/... ./integration/axigensim/...
 
 .PHONY: all build test test-unit test-e2e demo bench soak fmt vet deps clean
 
