@@ -495,6 +495,12 @@ func (c *clusterEnv) waitLeader(d time.Duration) *gwNode {
 		if leader == nil {
 			return errors.New("no member is running")
 		}
+		// Members go on naming a leader that removed itself (or was
+		// stopped) until their election time-out: wait for one that runs
+		// and is a member.
+		if !slices.Contains(c.members(), leader) || leader.gw == nil || !leader.gw.alive() || leader.paused {
+			return fmt.Errorf("the members still follow %s, which is no running member", leader.name)
+		}
 		return nil
 	})
 	return leader
