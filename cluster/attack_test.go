@@ -119,44 +119,27 @@ func TestLeaderRemovesItselfUnderLoad(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.startAll()
 	lead := c.leader()
-	var (
-		acked atomic.Int64
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-	)
-	for w := range 8 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				res, err := lead.n.Propose(ctx, []store.Command{prepare(account(fmt.Sprintf("r-%d-%d", w, i)))})
-				cancel()
-				if err == nil && res[0].Err == nil {
-					acked.Add(1)
-				}
-			}
-		})
-	}
+	var acked atomic.Int64
+	stopWriters := keepWriting(8, func(w, i int) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := lead.n.Propose(ctx, []store.Command{prepare(account(fmt.Sprintf("r-%d-%d", w, i)))})
+		cancel()
+		if err == nil && res[0].Err == nil {
+			acked.Add(1)
+		}
+		return true
+	})
 	waitFor(t, "writes before the removal", 30*time.Second, func() bool { return acked.Load() > 100 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := lead.n.RemoveServer(ctx, lead.id); err != nil {
 		t.Fatalf("the leader removes itself: %v", err)
 	}
-	var rest []*testNode
-	for _, n := range c.nodes {
-		if n != lead {
-			rest = append(rest, n)
-		}
-	}
+	rest := c.others(lead)
 	c.leaderAmong(rest)
 	// The writers through the removed node end.
 	done := make(chan struct{})
-	go func() { close(stop); wg.Wait(); close(done) }()
+	go func() { stopWriters(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
@@ -274,12 +257,7 @@ func TestRemovedLeaderRejoins(t *testing.T) {
 	if err := lead.n.RemoveServer(ctx, lead.id); err != nil {
 		t.Fatalf("the leader removes itself: %v", err)
 	}
-	var rest []*testNode
-	for _, n := range c.nodes {
-		if n != lead {
-			rest = append(rest, n)
-		}
-	}
+	rest := c.others(lead)
 	next := c.leaderAmong(rest)
 	if st := lead.n.State(); st == raft.Shutdown || st == raft.Leader {
 		t.Fatalf("the removed leader is %s", st)
@@ -360,12 +338,7 @@ func TestShutdownWithProposalsInFlight(t *testing.T) {
 			c := newCluster(t, 3, nil)
 			c.startAll()
 			lead := c.leader()
-			var follower *testNode
-			for _, n := range c.nodes {
-				if n != lead {
-					follower = n
-				}
-			}
+			follower := c.others(lead)[1]
 			var (
 				acked    sync.Map
 				returned sync.WaitGroup
@@ -463,12 +436,7 @@ func TestForwardedProposalReturnsWhenCutOff(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.startAll()
 	lead := c.leader()
-	var follower *testNode
-	for _, n := range c.nodes {
-		if n != lead {
-			follower = n
-		}
-	}
+	follower := c.others(lead)[1]
 	var (
 		returned sync.WaitGroup
 		started  atomic.Int64

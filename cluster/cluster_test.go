@@ -25,6 +25,41 @@ import (
 	"github.com/ldapgate/ldapgate/store"
 )
 
+// keepWriting runs n writers, each calling write with its number and its
+// count of writes until write returns false or stop is called; stop
+// returns once every writer has ended.
+func keepWriting(n int, write func(w, i int) bool) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-quit:
+					return
+				default:
+				}
+				if !write(w, i) {
+					return
+				}
+			}
+		})
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(quit) }); wg.Wait() }
+}
+
+// others are the cluster's nodes but n.
+func (c *testCluster) others(n *testNode) []*testNode {
+	var out []*testNode
+	for _, o := range c.nodes {
+		if o != n {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // testNode is one gateway of a test cluster: its data folder, its
 // journal and its Raft node, on a fixed loopback address so that it can
 // restart where the others expect it.
@@ -452,42 +487,29 @@ func TestClusterKeepsAcknowledgedWrites(t *testing.T) {
 		acked   = map[string]uint64{} // DN -> sequence number
 		unknown int                   // outcomes the writer cannot know
 		count   atomic.Int64
-		stop    = make(chan struct{})
-		wg      sync.WaitGroup
 	)
-	for w := range 8 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r := account(fmt.Sprintf("ack-%d-%d", w, i))
-				res, err := proposeAnywhere(nodes, r)
-				mu.Lock()
-				switch {
-				case err == nil:
-					acked[r.DN] = res.Seq
-					count.Add(1)
-				case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrOutcomeUnknown):
-					unknown++
-				default:
-					t.Errorf("propose: %v", err)
-				}
-				mu.Unlock()
-				if err != nil && !errors.Is(err, cluster.ErrLeadershipLost) && !errors.Is(err, cluster.ErrOutcomeUnknown) {
-					return
-				}
-			}
-		})
-	}
+	stopWriters := keepWriting(8, func(w, i int) bool {
+		r := account(fmt.Sprintf("ack-%d-%d", w, i))
+		res, err := proposeAnywhere(nodes, r)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			acked[r.DN] = res.Seq
+			count.Add(1)
+		case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrOutcomeUnknown):
+			unknown++
+		default:
+			t.Errorf("propose: %v", err)
+			return false
+		}
+		return true
+	})
 	waitFor(t, "100 acknowledged writes", 30*time.Second, func() bool { return count.Load() >= 100 })
 	old := c.leader()
 	c.stop(old)
 	waitFor(t, "100 more acknowledged writes after the failover", 30*time.Second, func() bool { return count.Load() >= 200 })
-	close(stop)
-	wg.Wait()
+	stopWriters()
 	if t.Failed() {
 		t.FailNow()
 	}

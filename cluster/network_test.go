@@ -160,58 +160,39 @@ func TestFollowerProposalsSurviveLeaderLoss(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	c.startAll()
 	lead := c.leader()
-	var followers []*testNode
-	for _, n := range c.nodes {
-		if n != lead {
-			followers = append(followers, n)
-		}
-	}
+	followers := c.others(lead)
 	var (
 		mu      sync.Mutex
 		acked   = map[string]uint64{}
 		refused = map[string]bool{}
 		unknown int
 		count   atomic.Int64
-		stop    = make(chan struct{})
-		wg      sync.WaitGroup
 	)
-	for w := range 8 {
+	stopWriters := keepWriting(8, func(w, i int) bool {
 		on := followers[w%2].n
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r := account(fmt.Sprintf("fw-%d-%d", w, i))
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := on.Propose(ctx, []store.Command{prepare(r)})
-				cancel()
-				mu.Lock()
-				switch {
-				case err == nil && res[0].Err == nil:
-					acked[r.DN] = res[0].Seq
-					count.Add(1)
-				case errors.Is(err, cluster.ErrNoQuorum):
-					refused[r.DN] = true
-				case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrOutcomeUnknown):
-					unknown++
-				default:
-					t.Errorf("propose on a follower: %v %+v", err, res)
-				}
-				mu.Unlock()
-				if t.Failed() {
-					return
-				}
-			}
-		})
-	}
+		r := account(fmt.Sprintf("fw-%d-%d", w, i))
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := on.Propose(ctx, []store.Command{prepare(r)})
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil && res[0].Err == nil:
+			acked[r.DN] = res[0].Seq
+			count.Add(1)
+		case errors.Is(err, cluster.ErrNoQuorum):
+			refused[r.DN] = true
+		case errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrOutcomeUnknown):
+			unknown++
+		default:
+			t.Errorf("propose on a follower: %v %+v", err, res)
+		}
+		return !t.Failed()
+	})
 	waitFor(t, "100 acknowledged writes", 30*time.Second, func() bool { return count.Load() >= 100 })
 	c.stop(lead)
 	waitFor(t, "100 more acknowledged writes after the leader stopped", 60*time.Second, func() bool { return count.Load() >= 200 })
-	close(stop)
-	wg.Wait()
+	stopWriters()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -538,30 +519,18 @@ func TestMembershipChangeUnderProposals(t *testing.T) {
 	}
 	writer, victim, newcomer := followers[0], followers[1], c.nodes[3]
 
-	var (
-		count atomic.Int64
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-	)
-	for w := range 4 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := writer.n.Propose(ctx, []store.Command{prepare(account(fmt.Sprintf("m-%d-%d", w, i)))})
-				cancel()
-				if err != nil || res[0].Err != nil {
-					t.Errorf("propose during membership changes: %v %+v", err, res)
-					return
-				}
-				count.Add(1)
-			}
-		})
-	}
+	var count atomic.Int64
+	stopWriters := keepWriting(4, func(w, i int) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := writer.n.Propose(ctx, []store.Command{prepare(account(fmt.Sprintf("m-%d-%d", w, i)))})
+		cancel()
+		if err != nil || res[0].Err != nil {
+			t.Errorf("propose during membership changes: %v %+v", err, res)
+			return false
+		}
+		count.Add(1)
+		return true
+	})
 	more := func(what string, n int64) {
 		target := count.Load() + n
 		waitFor(t, what, 30*time.Second, func() bool { return count.Load() >= target || t.Failed() })
@@ -589,8 +558,7 @@ func TestMembershipChangeUnderProposals(t *testing.T) {
 	}
 	c.stop(victim)
 	more("writes after the removal", 50)
-	close(stop)
-	wg.Wait()
+	stopWriters()
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -93,9 +93,9 @@ func verifyPeer(pool *x509.CertPool) func(tls.ConnectionState) error {
 	}
 }
 
-// isLoopback reports whether addr (host:port) names this machine's
+// IsLoopback reports whether addr (host:port) names this machine's
 // loopback interface: an address plain TCP may use.
-func isLoopback(addr string) bool {
+func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -111,7 +111,7 @@ func isLoopback(addr string) bool {
 // loopback: the cluster port carries the journal, secrets included.
 func checkPlain(addrs ...string) error {
 	for _, a := range addrs {
-		if !isLoopback(a) {
+		if !IsLoopback(a) {
 			return fmt.Errorf("cluster: %s is not a loopback address: a cluster reached over the network needs mutual TLS (--cluster-tls-cert, --cluster-tls-key, --cluster-ca)", a)
 		}
 	}

@@ -25,10 +25,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	mathrand "math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -437,30 +435,7 @@ func (c *clusterEnv) status(n *gwNode) (nodeStatus, error) {
 	if n.gw == nil || !n.gw.alive() || n.paused {
 		return st, fmt.Errorf("gateway %s is not running", n.name)
 	}
-	client := &http.Client{
-		Timeout: 3 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", filepath.Join(n.dataDir, "admin.sock"))
-		}},
-	}
-	defer client.CloseIdleConnections()
-	resp, err := client.Get("http://gateway/cluster/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return st, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /cluster/status: %s: %s", resp.Status, body)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("decode /cluster/status: %w: %s", err, body)
-	}
-	return st, nil
+	return st, adminJSON(n.dataDir, "/cluster/status", 3*time.Second, &st)
 }
 
 // waitLeader waits until one member leads and every running member

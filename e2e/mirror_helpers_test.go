@@ -820,30 +820,44 @@ var errNotYet = errors.New("not yet")
 // in its data folder) for the journal's counts.
 func (e *mirrorEnv) runningStats() (store.Stats, error) {
 	var st store.Stats
-	client := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return st, adminJSON(e.dataDir, "/journal/stats", 5*time.Second, &st)
+}
+
+// readAdmin reads path from the admin endpoint (the Unix socket in the
+// data folder dataDir) of a running gateway.
+func readAdmin(dataDir, path string, timeout time.Duration) ([]byte, error) {
+	// No keep-alive: an idle admin connection is a goroutine in the gateway.
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", filepath.Join(e.dataDir, "admin.sock"))
-		}},
-	}
-	defer client.CloseIdleConnections()
-	resp, err := client.Get("http://gateway/journal/stats")
+			return d.DialContext(ctx, "unix", filepath.Join(dataDir, "admin.sock"))
+		}}}
+	resp, err := client.Get("http://gateway" + path)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /journal/stats: %s: %s", resp.Status, body)
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
 	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("decode /journal/stats: %w: %s", err, body)
+	return body, nil
+}
+
+// adminJSON reads path from a running gateway's admin endpoint into out.
+func adminJSON(dataDir, path string, timeout time.Duration, out any) error {
+	body, err := readAdmin(dataDir, path, timeout)
+	if err != nil {
+		return err
 	}
-	return st, nil
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decode %s: %w: %s", path, err, body)
+	}
+	return nil
 }
 
 // waitDrained waits until the running gateway has no record left to

@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,22 +25,9 @@ import (
 // its socket in the data folder.
 func adminGet(t *testing.T, dataDir, path string) []byte {
 	t.Helper()
-	sock := filepath.Join(dataDir, "admin.sock")
-	// No keep-alive: an idle admin connection is a goroutine in the gateway.
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}}}
-	resp, err := c.Get("http://ldapgate" + path)
+	b, err := readAdmin(dataDir, path, 10*time.Second)
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %s\n%s", path, resp.Status, b)
+		t.Fatal(err)
 	}
 	return b
 }

@@ -111,7 +111,7 @@ func (cc ClusterConfig) validate() error {
 			addrs = append(addrs, p.Addr)
 		}
 		for _, a := range addrs {
-			if !isLoopback(a) {
+			if !cluster.IsLoopback(a) {
 				return bad("cluster.tlsCert/tlsKey/ca (--cluster-tls-cert/--cluster-tls-key/--cluster-ca)",
 					"%s is not a loopback address: the nodes must authenticate each other with mutual TLS", a)
 			}
@@ -121,19 +121,6 @@ func (cc ClusterConfig) validate() error {
 		return bad("cluster.fenceDelay/orphanAge", "must not be negative")
 	}
 	return nil
-}
-
-// isLoopback reports whether addr (HOST:PORT) is on this machine only.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // tlsConfig loads the nodes' mutual TLS, nil when not configured.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,7 +49,20 @@ func newRemoteJournal(dataDir string) (*remoteJournal, bool) {
 }
 
 func (r *remoteJournal) call(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://ldapgate"+path, nil)
+	return r.send(ctx, method, path, nil, out)
+}
+
+// send is call with a JSON request body (in; nil: none).
+func (r *remoteJournal) send(ctx context.Context, method, path string, in, out any) error {
+	var reqBody io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		reqBody = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://ldapgate"+path, reqBody)
 	if err != nil {
 		return err
 	}

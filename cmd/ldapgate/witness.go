@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/admin"
 	"github.com/ldapgate/ldapgate/cluster"
+	"github.com/ldapgate/ldapgate/store"
 )
 
 // witnessCommand is `ldapgate witness`: a voter that keeps the cluster's
@@ -132,13 +131,18 @@ func adminClusterStatus(ctx context.Context, dataDir string) (cluster.Status, er
 	if err != nil {
 		return st, err
 	}
-	if err := r.call(ctx, http.MethodGet, "/cluster/status", &st); err != nil {
-		if strings.Contains(err.Error(), "404 page not found") {
-			return st, errors.New("this gateway runs alone, not in a cluster (no --cluster-peer)")
-		}
-		return st, err
+	return st, clusterAnswer(r.call(ctx, http.MethodGet, "/cluster/status", &st))
+}
+
+// errAlone is the answer of a lone gateway, which serves no /cluster/.
+var errAlone = errors.New("this gateway runs alone, not in a cluster (no --cluster-peer)")
+
+// clusterAnswer names a lone gateway's 404 for what it is.
+func clusterAnswer(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return errAlone
 	}
-	return st, nil
+	return err
 }
 
 func adminClusterChange(ctx context.Context, dataDir, action, id, addr string) error {
@@ -146,19 +150,8 @@ func adminClusterChange(ctx context.Context, dataDir, action, id, addr string) e
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(admin.ClusterChange{ID: id, Addr: addr})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://ldapgate/cluster/"+action, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("the running gateway's admin endpoint: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("cluster %s %s: %s", action, id, strings.TrimSpace(string(msg)))
+	if err := clusterAnswer(r.send(ctx, http.MethodPost, "/cluster/"+action, admin.ClusterChange{ID: id, Addr: addr}, nil)); err != nil {
+		return fmt.Errorf("cluster %s %s: %w", action, id, err)
 	}
 	return nil
 }
