@@ -398,6 +398,10 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 	seq, err := m.cfg.Journal.Prepare(ctx, rec)
 	if err != nil {
 		m.log.Error("cannot journal a write; refusing it", "dn", w.target, "err", err)
+		var unknown *store.UnknownPrepareError
+		if errors.As(err, &unknown) {
+			m.abortUnknown(ctx, unknown.Token, w.target)
+		}
 		return journalRefusal(err)
 	}
 	rec.Seq = seq
@@ -480,6 +484,27 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
 	}
+}
+
+// abortUnknown aborts, in the background, the record of a refused write
+// whose Prepare's outcome is unknown (a cluster's leader failed with it):
+// the write is not relayed, but its record may be in the log, prepared,
+// and would hold back the entry's later records until the leader settled
+// it as an orphan (--cluster-orphan-age). The abort names the record by
+// its Prepare's token, and is tried again as a commit is; what cannot be
+// proposed within that time is still settled as an orphan.
+func (m *Mirror) abortUnknown(ctx context.Context, tok store.PrepareToken, dn string) {
+	ctx = context.WithoutCancel(ctx)
+	m.settling.Add(1)
+	go func() {
+		defer m.settling.Done()
+		err := settleRetrying(ctx, &m.closing, func() error { return m.cfg.Journal.AbortToken(ctx, tok) })
+		if err != nil {
+			m.log.Error("cannot abort the record of a refused write whose journaling may have happened; the leader settles it once it is --cluster-orphan-age old", "dn", dn, "token", tok.String(), "err", err)
+			return
+		}
+		m.log.Info("aborted the record of a refused write whose journaling may have happened", "dn", dn, "token", tok.String())
+	}()
 }
 
 // settleRetryFor bounds how long a commit or abort is tried again.
