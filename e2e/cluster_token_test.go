@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,8 +83,8 @@ func TestClusterLostPrepareAnswerDoesNotHoldTheEntry(t *testing.T) {
 		t.Fatal("the write whose answer was lost is not answered 30s after the leader's death")
 	}
 	var le *ldap.Error
-	if !errors.As(err, &le) || le.ResultCode != ldap.LDAPResultUnavailable {
-		t.Fatalf("the write whose answer was lost: %v, want unavailable (52)", err)
+	if !errors.As(err, &le) || le.ResultCode != ldap.LDAPResultUnavailable || !strings.Contains(err.Error(), "leader failed while the change was being journaled") {
+		t.Fatalf("the write whose answer was lost: %v, want unavailable (52) saying the leader failed", err)
 	}
 	t.Logf("refused %v after the leader's death: %v", time.Since(killed).Round(time.Millisecond), err)
 	c.net.HealAll()

@@ -586,8 +586,14 @@ func (m *Mirror) Run(ctx context.Context) error {
 
 // journalRefusal is the answer to a write whose record the journal did not
 // take: unavailable (52), the write is not relayed. A cluster without a
-// quorum says so, for the client to try again later or elsewhere.
+// quorum says so, for the client to try again later or elsewhere; so does
+// one whose leader failed while it journaled the write.
 func journalRefusal(err error) *gateway.Result {
+	var unknown *store.UnknownPrepareError
+	if errors.As(err, &unknown) {
+		return &gateway.Result{Code: ldap.LDAPResultUnavailable,
+			Diagnostic: "ldapgate: the gateway cluster's leader failed while the change was being journaled; the change is not made (try again): " + err.Error()}
+	}
 	if errors.Is(err, store.ErrUnavailable) {
 		return &gateway.Result{Code: ldap.LDAPResultUnavailable,
 			Diagnostic: "ldapgate: the gateway cluster has no quorum, so no change to accounts or groups can be journaled now; the change is not made (try again later): " + err.Error()}
