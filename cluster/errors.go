@@ -20,8 +20,8 @@ var (
 	ErrNoQuorum = fmt.Errorf("the cluster has no leader, no quorum of its nodes is reachable: %w", store.ErrUnavailable)
 	// ErrLeadershipLost: the leader lost its leadership before a quorum
 	// stored the entry. The change is not applied now; a later leader
-	// that holds the entry may still apply it (a prepared record the
-	// directory never saw is settled as after a crash).
+	// that holds the entry may still apply it (a Prepare's proposer
+	// aborts it by its token, see store.PrepareToken).
 	ErrLeadershipLost = fmt.Errorf("leadership lost before a quorum stored the change: %w (%w)", store.ErrUnavailable, store.ErrOutcomeUnknown)
 	// ErrOutcomeUnknown: a proposal reached the leader, but its answer did
 	// not come back (the connection broke, the leader changed). As with
