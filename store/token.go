@@ -175,7 +175,7 @@ func decodeTombstones(b []byte) ([]tombstone, error) {
 }
 
 // applyAbortToken applies CmdAbortToken: the prepared record holding the
-// token is aborted; with none, the token is tombstoned. Either way the
+// token is aborted; with none, the token is tombstoned, and the
 // tombstones expired at the command's time are dropped.
 func (b *batch) applyAbortToken(c *Command) error {
 	if c.Token.IsZero() {
