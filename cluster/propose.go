@@ -98,7 +98,7 @@ func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command) ([]Result
 			return nil, 0, ErrClosed
 		}
 	case <-ctx.Done():
-		return nil, 0, fmt.Errorf("the proposal may still be applied: %w", ctx.Err())
+		return nil, 0, fmt.Errorf("the proposal may still be applied: %w (%w)", ctx.Err(), store.ErrOutcomeUnknown)
 	}
 }
 

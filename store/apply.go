@@ -85,6 +85,7 @@ func (j *Journal) ApplyEntries(ctx context.Context, entries []Entry) ([][]error,
 	var first error
 	for i, e := range entries {
 		m := &mutation{lazy: true, done: make(chan error, 1), run: func(b *batch) error {
+			b.preparedSeqs = j.sched.prepared
 			res, err := b.applyEntry(e)
 			results[i] = res
 			return err
@@ -189,6 +190,8 @@ func (b *batch) applyCommand(c *Command) error {
 		return b.putDisabled(d, value)
 	case CmdRemoveDisabled:
 		return b.dropDisabled(c.Name)
+	case CmdAbortToken:
+		return b.applyAbortToken(c)
 	case CmdFence:
 		if c.Term > b.term {
 			b.term = c.Term
@@ -215,6 +218,9 @@ func (b *batch) applyPrepare(c *Command) error {
 	}
 	if c.Seq <= b.seq {
 		return fmt.Errorf("prepare %d after %d: %w", c.Seq, b.seq, ErrSeq)
+	}
+	if t := c.Record.Token; !t.IsZero() && tombstoned(b.aborted, t) {
+		return fmt.Errorf("prepare with token %s: %w", t, ErrAborted)
 	}
 	rec := c.Record.next()
 	rec.Seq = c.Seq

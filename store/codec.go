@@ -18,7 +18,7 @@ import (
 // Record, format 1: the format byte, then the fields in declaration order
 // (Secret excepted, it is never stored): numbers as varints, strings and
 // lists as a length followed by their content, times as described at
-// appendTime.
+// appendTime. Token, last, is written only when set.
 const recordFormat1 byte = 1
 
 var errCorrupt = errors.New("truncated or corrupt value")
@@ -32,7 +32,7 @@ func encodeRecord(r *Record) []byte {
 // record with no unusually large numbers, so that encoding it allocates
 // once.
 func (r *Record) encodedSizeHint() int {
-	n := 96 + len(r.Actor) + len(r.ClientAddr) + len(r.Kind) + len(r.Op) + len(r.DN) + len(r.NewDN) +
+	n := 96 + len(r.Token) + len(r.Actor) + len(r.ClientAddr) + len(r.Kind) + len(r.Op) + len(r.DN) + len(r.NewDN) +
 		len(r.EntryKey) + len(r.Name) + len(r.SecretState) + len(r.State) + len(r.LastError) + len(r.Note)
 	for _, g := range r.Groups {
 		n += 3 + len(g)
@@ -78,6 +78,11 @@ func appendRecord(buf []byte, r *Record) []byte {
 	buf = appendString(buf, r.LastError)
 	buf = appendTime(buf, r.DeliveredAt)
 	buf = appendString(buf, r.Note)
+	if !r.Token.IsZero() {
+		// Optional, last: records without a token (a lone journal's, and
+		// every record written before tokens) keep their encoding.
+		buf = appendString(buf, string(r.Token[:]))
+	}
 	return buf
 }
 
@@ -269,6 +274,14 @@ func (d *decoder) record() *Record {
 	r.LastError = d.string()
 	r.DeliveredAt = d.time()
 	r.Note = d.string()
+	if d.off < len(d.s) {
+		// The optional token: the decoder spans the record alone.
+		if t := d.string(); len(t) == len(r.Token) {
+			copy(r.Token[:], t)
+		} else {
+			d.fail()
+		}
+	}
 	if d.err != nil {
 		return nil
 	}
