@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -269,6 +270,11 @@ func (n *Node) wait(flights <-chan *inFlight, slots <-chan struct{}, done chan<-
 			case error:
 				err = r
 			}
+		} else if errors.Is(err, raft.ErrRaftShutdown) {
+			// Handed to Raft before the shutdown: the entry may be in
+			// this node's log and a quorum's, and a later leader may
+			// apply it. Not ErrClosed, which re-sends the proposal.
+			err = fmt.Errorf("%w (the node shut down after taking it)", ErrOutcomeUnknown)
 		} else {
 			err = n.raftErr(err)
 		}
