@@ -15,7 +15,7 @@
 // waiting at that moment into a single Badger transaction, so concurrent
 // writers share one fsync (group commit); while Badger writes and syncs one
 // batch, it builds the next and takes in what arrives until Badger is free,
-// and, when writers come together, a little longer (GroupCommitDelay).
+// and, while other writes are open, a little longer (GroupCommitDelay).
 // Prepare, Retry and Drop return once their change is on disk (fsync).
 // Commit, Abort, a delivery's outcome and housekeeping return once Badger
 // has the change (a process crash loses none of them) and reach the disk
@@ -103,10 +103,11 @@ type Options struct {
 	// NoSync skips the fsync on each group commit. A process crash loses
 	// nothing; a power loss may. For tests and benchmarks only.
 	NoSync bool
-	// GroupCommitDelay is how long a durable batch (a Prepare's) may wait
-	// for as many changes as the last one took, to share its fsync, when
-	// that was more than one: concurrent writers (see writerRun.absorb). A
-	// lone writer never waits (1ms; negative: never wait).
+	// GroupCommitDelay is how long a durable batch (a Prepare's) may wait,
+	// while other writes are open (prepared, not yet committed or
+	// aborted), for one more change per open write, to share its fsync
+	// (see writerRun.absorb). A lone writer never waits (1ms; negative:
+	// never wait).
 	GroupCommitDelay time.Duration
 	// MaxAttempts is how many deliveries fail before a record is dead (25).
 	MaxAttempts int

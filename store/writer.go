@@ -132,6 +132,7 @@ type batch struct {
 	size    int
 	writes  int
 	broken  error
+	opened  int                // records it prepared, less those it settled (see writerRun.open)
 	local   map[uint64]*Record // records written by this batch (nil: deleted)
 	recent  *recentCache
 	// disabled holds the disabled accounts this batch wrote (nil:
@@ -346,10 +347,11 @@ type writerRun struct {
 	// sizeHint is the size of the last batch, to size the next one's
 	// slices and map.
 	sizeHint int
-	// lastDurable is how many mutations the last durable batch took:
-	// more than one, changes come from concurrent callers, and the next
-	// durable batch waits a little for as many (see absorb).
-	lastDurable int
+	// open counts the records prepared and not yet settled (committed or
+	// aborted), as the writer has written them: writes whose callers are
+	// waiting for the directory's answer, and who, if they write again,
+	// will send their next Prepare soon (see absorb).
+	open int
 }
 
 func (w *writerRun) openNext() {
@@ -372,6 +374,7 @@ func (w *writerRun) process(ms []*mutation) {
 			w.discardNext()
 			ms[0].done <- ms[0].exclusive()
 			w.state = wr.current()
+			w.open = 0
 			w.recent.clear()
 			clear(w.disabled)
 			ms = ms[1:]
@@ -394,9 +397,6 @@ func (w *writerRun) process(ms []*mutation) {
 			ms, inBadger = w.absorb(b, f, durable, ms)
 		}
 		w.sizeHint = len(f.taken) + 1
-		if durable {
-			w.lastDurable = len(f.taken)
-		}
 		w.flightID++
 		f.id = w.flightID
 		if err := b.writeMeta(w.state); err != nil && b.broken == nil {
@@ -428,6 +428,7 @@ func (w *writerRun) process(ms []*mutation) {
 				w.disabled[name] = recentDisabled{d: d, flight: f.id}
 			}
 			w.state = f.state
+			w.open = max(0, w.open+b.opened)
 			// One batch at a time in Badger: it syncs each request of a
 			// write group on its own, so two queued batches would cost two
 			// fsyncs. Building this batch overlapped the previous one's.
@@ -470,17 +471,16 @@ func (w *writerRun) process(ms []*mutation) {
 // joins this batch instead of the one after, which would hold it up by
 // another write and fsync.
 //
-// Then a durable batch that has fewer mutations than the last durable
-// batch, when that one took more than one, waits for as many, for up to
-// Options.GroupCommitDelay: writers come together, another Prepare is
-// likely to come, and sharing the fsync is worth the wait. Each fsync
-// costs the process far more CPU time than its system call (issue 19
-// measured a third of the extra CPU time of a journal on disk in the
-// syncs themselves, two thirds in the scheduler's wake-ups around them),
-// and a machine short of CPU makes fewer writes a second for it. A lone
-// writer's batches take one mutation each, so its Prepares never wait;
-// and under a load that fills each batch while the previous one syncs,
-// none waits either (the disk does not sit idle).
+// Then, while other writes are open (prepared, waiting for the
+// directory's answer), a durable batch waits, for up to
+// Options.GroupCommitDelay, for one more mutation per open write: their
+// callers are likely to write again soon, and sharing the fsync is worth
+// the wait. Each fsync costs the process far more CPU time than its
+// system call (issue 19 measured a third of the extra CPU time of a
+// journal on disk in the syncs themselves, two thirds in the scheduler's
+// wake-ups around them), and a machine short of CPU makes fewer writes a
+// second for it. A lone writer has no other write open when it sends the
+// next (its last one was settled), so its Prepares never wait.
 func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([]*mutation, bool) {
 	// take runs m in the batch if it may join it; false: stop absorbing.
 	take := func(m *mutation) bool {
@@ -516,8 +516,8 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 					}
 				}
 			}
-			if durable && w.lastDurable > 1 && len(f.taken) < w.lastDurable && w.w.opts.GroupCommitDelay > 0 {
-				if !w.linger(b, f, w.lastDurable, take) {
+			if durable && w.open > 0 && w.w.opts.GroupCommitDelay > 0 {
+				if !w.linger(b, f, len(f.taken)+w.open, take) {
 					return ms, true
 				}
 			}
@@ -807,6 +807,11 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 			return nil, err
 		}
 	}
+	if rec.State == StatePrepared && (old == nil || old.State != StatePrepared) {
+		b.opened++
+	} else if rec.State != StatePrepared && old != nil && old.State == StatePrepared {
+		b.opened--
+	}
 	b.seq = max(b.seq, seq)
 	b.local[seq] = rec
 	delta := 0
@@ -835,6 +840,9 @@ func (b *batch) removeRecord(old *Record) error {
 		}
 	} else if err := b.delete(numKey(prefixActive, seq)); err != nil {
 		return err
+	}
+	if old.State == StatePrepared {
+		b.opened--
 	}
 	b.local[seq] = nil
 	e := effect{remove: true, seq: seq}

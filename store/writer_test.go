@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 )
@@ -40,72 +39,56 @@ func TestLoneWriterDoesNotWaitForCompany(t *testing.T) {
 	}
 }
 
-// TestConcurrentWritersShareALaterSync: once writers are seen to come
-// together (a durable batch took more than one Prepare), the next durable
-// batch waits for more, and a Prepare sent while it waits shares its sync.
-func TestConcurrentWritersShareALaterSync(t *testing.T) {
+// TestOpenWritesMakeAPrepareWaitForCompany: while another write is open
+// (prepared, waiting for the directory), a Prepare waits for one more
+// (Options.GroupCommitDelay), and the Prepare that comes shares its sync
+// and ends the wait.
+func TestOpenWritesMakeAPrepareWaitForCompany(t *testing.T) {
 	dir := t.TempDir()
 	o := testOptions(dir)
-	o.GroupCommitDelay = 2 * time.Second
-	var mu sync.Mutex
-	var release chan struct{} // set: the next batch is held before its sync
-	held := make(chan struct{}, 1)
-	o.beforeSync = func() {
-		mu.Lock()
-		r := release
-		release = nil
-		mu.Unlock()
-		if r != nil {
-			held <- struct{}{}
-			<-r
-		}
-	}
+	o.GroupCommitDelay = 10 * time.Second
 	j := openTest(t, dir, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	errs := make(chan error, 4)
-	prepare := func(dn string) {
-		_, err := j.Prepare(ctx, accountRecord(dn))
-		errs <- err
+	if _, err := j.Prepare(ctx, accountRecord("uid=a,dc=x")); err != nil {
+		t.Fatal(err) // a stays open: never committed
 	}
-	wait := func(n int) {
-		t.Helper()
-		for range n {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-
-	// A batch held before its sync lets the next two Prepares gather in
-	// one batch: company. (They may miss each other, then try again.)
-	company := false
-	for try := 0; try < 10 && !company; try++ {
-		r := make(chan struct{})
-		mu.Lock()
-		release = r
-		mu.Unlock()
-		before := j.w.stats.syncs.Load()
-		go prepare(fmt.Sprintf("uid=a%d,dc=x", try))
-		<-held
-		go prepare(fmt.Sprintf("uid=b%d,dc=x", try))
-		go prepare(fmt.Sprintf("uid=c%d,dc=x", try))
-		waitFor(t, "b and c taken", 10*time.Second, func() bool { return len(j.w.reqs) == 0 })
-		close(r)
-		wait(3)
-		company = j.w.stats.syncs.Load()-before == 2
-	}
-	if !company {
-		t.Fatal("concurrent Prepares never shared a batch")
-	}
-
-	// Now a Prepare alone waits for company, and one sent meanwhile joins it.
 	before := j.w.stats.syncs.Load()
-	go prepare("uid=d,dc=x")
-	waitFor(t, "d taken", 10*time.Second, func() bool { return len(j.w.reqs) == 0 })
-	go prepare("uid=e,dc=x")
-	wait(2)
+
+	// b is queued as Prepare queues it, so that the test knows when the
+	// writer has taken it.
+	rec, err := j.recs.preparedCopy(accountRecord("uid=b,dc=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &mutation{done: make(chan error, 1), run: func(b *batch) error {
+		b.seq++
+		rec.Seq, rec.Time = b.seq, b.now
+		return b.putRecord(nil, rec, nil, nil)
+	}}
+	if err := j.w.queue(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b taken", 10*time.Second, func() bool { return len(j.w.reqs) == 0 })
+	// Proving that something does not happen takes a wait: b alone would
+	// be settled in microseconds.
+	select {
+	case err := <-b.done:
+		t.Fatalf("b settled alone (%v) while a was open", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	sent := time.Now()
+	if _, err := j.Prepare(ctx, accountRecord("uid=c,dc=x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-b.done; err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(sent); took > 5*time.Second {
+		t.Errorf("c took %v: the wait did not end when it came", took)
+	}
 	if got := j.w.stats.syncs.Load() - before; got != 1 {
-		t.Errorf("durable batches for d and e = %d, want 1", got)
+		t.Errorf("durable batches for b and c = %d, want 1", got)
 	}
 }

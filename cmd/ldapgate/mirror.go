@@ -169,7 +169,7 @@ func mirrorSettings() []setting {
 			func(c *Config) *[]string { return &c.Mirror.ProtectedAccounts }),
 		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
 			func(c *Config) *time.Duration { return &c.Mirror.Retention }),
-		durationSetting("group-commit-delay", "GROUP_COMMIT_DELAY", "how long a journal write waits for concurrent writes to share its fsync, once writes are seen to come together; a lone writer never waits; 0 never (file: mirror.groupCommitDelay)",
+		durationSetting("group-commit-delay", "GROUP_COMMIT_DELAY", "how long a journal write may wait for concurrent writes to share its fsync, while others wait for the directory's answer; a lone writer never waits; 0 never (file: mirror.groupCommitDelay)",
 			func(c *Config) *time.Duration { return &c.Mirror.GroupCommitDelay }),
 	}
 }
