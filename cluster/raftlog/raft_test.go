@@ -27,7 +27,7 @@ func (f *countFSM) Apply(l *raft.Log) any {
 	return nil
 }
 func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, fmt.Errorf("no snapshots here") }
-func (f *countFSM) Restore(io.ReadCloser) error        { return fmt.Errorf("no snapshots here") }
+func (f *countFSM) Restore(io.ReadCloser) error         { return fmt.Errorf("no snapshots here") }
 
 func (f *countFSM) applied() []string {
 	f.mu.Lock()
