@@ -99,6 +99,8 @@ func TestCrashKill9(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// A failed round must not leave its child appending.
+		t.Cleanup(func() { cmd.Process.Kill() })
 		// Kill after a random number of acknowledged batches, at a random
 		// point of the next write: from the moment the wanted ack is read,
 		// the child is already on its next batch.
