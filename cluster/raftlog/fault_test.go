@@ -269,3 +269,70 @@ func TestFaultSegments(t *testing.T) {
 		}
 	})
 }
+
+func TestStableFaults(t *testing.T) {
+	orig := t.TempDir()
+	s := openT(t, orig, 0)
+	for term := uint64(1); term <= 3; term++ {
+		if err := s.SetUint64([]byte("CurrentTerm"), term); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(orig, stableName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := int64(len(stableRecord(nil, []byte("CurrentTerm"), make([]byte, 8))))
+	size := int64(len(b))
+	term := func(dir string) (uint64, error) {
+		s, err := Open(context.Background(), dir, Options{Logger: quiet()})
+		if err != nil {
+			return 0, err
+		}
+		defer s.Close()
+		return s.GetUint64([]byte("CurrentTerm"))
+	}
+	// A Set cut short or garbled at the end was never acknowledged.
+	for at := size - rec; at < size; at++ {
+		dir := copyDir(t, orig)
+		if err := os.Truncate(filepath.Join(dir, stableName), at); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := term(dir); err != nil || v != 2 {
+			t.Fatalf("cut at %d: term %d, %v; want 2", at, v, err)
+		}
+		dir = copyDir(t, orig)
+		flip(t, filepath.Join(dir, stableName), at)
+		if v, err := term(dir); err != nil || v != 2 {
+			t.Fatalf("byte %d flipped: term %d, %v; want 2", at, v, err)
+		}
+	}
+	// An acknowledged one garbled, with a later one intact, is an error.
+	dir := copyDir(t, orig)
+	flip(t, filepath.Join(dir, stableName), size-2*rec+frameHeader+3)
+	if _, err := term(dir); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%s at offset %d", filepath.Join(dir, stableName), size-2*rec)) {
+		t.Fatalf("open = %v; want an error naming the record", err)
+	}
+
+	// Many Sets: the file is rewritten, not grown without end.
+	s = openT(t, orig, 0)
+	for i := range 5000 {
+		if err := s.Set([]byte("LastVoteCand"), []byte(fmt.Sprintf("node-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Size() > stableCompactAt+100 {
+		t.Fatalf("stable file after 5000 Sets: %v, %v", fi.Size(), err)
+	}
+	s = openT(t, orig, 0)
+	defer s.Close()
+	if v, err := s.Get([]byte("LastVoteCand")); err != nil || string(v) != "node-4999" {
+		t.Fatalf("LastVoteCand = %q, %v after compactions", v, err)
+	}
+	if v, err := s.GetUint64([]byte("CurrentTerm")); err != nil || v != 3 {
+		t.Fatalf("CurrentTerm = %d, %v after compactions", v, err)
+	}
+}

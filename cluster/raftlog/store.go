@@ -8,7 +8,7 @@
 //	00000000000000000001.seg  a segment: a header, then records (record.go)
 //	                          from the index in its name, in order
 //	head                      after a compaction: the first index kept
-//	stable                    the StableStore's keys (term, vote)
+//	stable                    the StableStore's keys (term, vote), appended
 //
 // Every segment but the last is sealed; only the last is appended to, and
 // a new one is started once the last passes Options.SegmentSize. What is
@@ -105,6 +105,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 	if err := s.load(ctx); err != nil {
 		s.closeFiles()
+		s.stable.close()
 		return nil, err
 	}
 	return s, nil
@@ -493,7 +494,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	return s.closeFiles()
+	s.stable.mu.Lock()
+	defer s.stable.mu.Unlock()
+	return errors.Join(s.closeFiles(), s.stable.close())
 }
 
 func (s *Store) closeFiles() error {
