@@ -46,8 +46,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/ldapgate/ldapgate/cluster/raftlog"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -124,8 +124,8 @@ type Config struct {
 	// Now is the leader's clock for the commands' times (time.Now).
 	Now func() time.Time
 
-	// logSegment was the size of raft-wal's segment files; the bolt log
-	// compacts entry by entry and ignores it (tests still set it).
+	// logSegment is the size of the Raft log's segment files (0:
+	// raftlog.DefaultSegmentSize); tests make it small to rotate often.
 	logSegment int
 }
 
@@ -287,7 +287,7 @@ func Start(cfg Config) (*Node, error) {
 
 func (n *Node) open(rlog hclog.Logger) error {
 	cfg := n.cfg
-	logs, err := openLog(cfg.Dir, cfg.logSegment, rlog)
+	logs, err := openLog(cfg.Dir, cfg.logSegment, n.log)
 	if err != nil {
 		return fmt.Errorf("cluster: open the raft log: %w", err)
 	}
@@ -414,14 +414,25 @@ type logStore interface {
 	Close() error
 }
 
-// openLog opens the Raft log in dir/raft.db: hashicorp/raft-boltdb/v2
-// (bbolt), the log store Consul and Nomad run. raft-wal v0.4.0 was tried
-// and gave twice the records/s, but its latest release cannot reopen a log
-// after some kill -9 sequences (a sealed segment without its index block:
-// hashicorp/raft-wal#31, fixed after v0.4.0), which the cluster's crash
-// tests hit; a node that cannot restart loses the cluster a voter.
-func openLog(dir string, _ int, _ hclog.Logger) (logStore, error) {
-	return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+// openLog opens the Raft log in dir/log: raftlog, segment files of
+// CRC-framed records written for ldapgate, one write and one fdatasync per
+// batch of entries (raft-boltdb paid for B+tree pages, two fdatasyncs and
+// msgpack on each; raft-wal v0.4.0 cannot reopen a log after some kill -9
+// sequences, hashicorp/raft-wal#31). A node upgraded from raft-boltdb
+// copies dir/raft.db into the new log once, and keeps it as
+// raft.db.migrated. segment is the segment size (0: raftlog's default).
+func openLog(dir string, segment int, log *slog.Logger) (logStore, error) {
+	ctx := context.Background()
+	opts := raftlog.Options{SegmentSize: int64(segment), Logger: log}
+	logDir := filepath.Join(dir, "log")
+	migrated, err := raftlog.MigrateBolt(ctx, filepath.Join(dir, "raft.db"), logDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	if migrated {
+		log.Info("cluster: copied the bolt Raft log into the new log store", "dir", logDir)
+	}
+	return raftlog.Open(ctx, logDir, opts)
 }
 
 // setIf sets *dst to v unless v is the zero value.

@@ -1,0 +1,338 @@
+package raftlog
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+// writeLogs stores from..to, batch logs per StoreLogs call, in a new
+// store in dir, and returns the store's segments' state on close.
+func writeLogs(t *testing.T, dir string, seg int64, from, to uint64, batch int) {
+	t.Helper()
+	s := openT(t, dir, seg)
+	defer s.Close()
+	for i := from; i <= to; {
+		var logs []*raft.Log
+		for k := 0; k < batch && i <= to; k++ {
+			logs = append(logs, mkLog(i, 0))
+			i++
+		}
+		if err := s.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// recordAt is where index i's record lies: its file and byte range.
+func recordAt(t *testing.T, dir string, i uint64) (path string, off, end int64) {
+	t.Helper()
+	s := openT(t, dir, 0)
+	defer s.Close()
+	seg := s.segs[s.segFor(i)]
+	off = seg.offs[i-seg.base]
+	end = seg.size
+	if int(i-seg.base)+1 < len(seg.offs) {
+		end = seg.offs[i-seg.base+1]
+	}
+	return seg.path, off, end
+}
+
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func flip(t *testing.T, path string, at int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x5a
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reopenHolds opens dir and checks it holds exactly first..last of
+// mkLog's logs, then that an append at last+1 goes on from there.
+func reopenHolds(t *testing.T, dir string, first, last uint64, when string) {
+	t.Helper()
+	s, err := Open(context.Background(), dir, Options{Logger: quiet()})
+	if err != nil {
+		t.Fatalf("%s: open: %v", when, err)
+	}
+	defer s.Close()
+	m := newModel()
+	for i := first; i <= last; i++ {
+		m.store(mkLog(i, 0))
+	}
+	check(t, s, m, when)
+	next := mkLog(last+1, 5)
+	if err := s.StoreLog(next); err != nil {
+		t.Fatalf("%s: append after the repair: %v", when, err)
+	}
+	m.store(next)
+	check(t, s, m, when+", appended")
+}
+
+func TestFaultTornLastRecord(t *testing.T) {
+	orig := t.TempDir()
+	const n = 30
+	writeLogs(t, orig, 0, 1, n, 1)
+	path, off, end := recordAt(t, orig, n)
+	for cut := off; cut < end; cut++ {
+		dir := copyDir(t, orig)
+		if err := os.Truncate(filepath.Join(dir, filepath.Base(path)), cut); err != nil {
+			t.Fatal(err)
+		}
+		reopenHolds(t, dir, 1, n-1, fmt.Sprintf("cut at %d of %d..%d", cut, off, end))
+	}
+}
+
+func TestFaultCorruptLastRecord(t *testing.T) {
+	orig := t.TempDir()
+	const n = 30
+	writeLogs(t, orig, 0, 1, n, 1)
+	path, off, end := recordAt(t, orig, n)
+	for at := off; at < end; at++ {
+		dir := copyDir(t, orig)
+		flip(t, filepath.Join(dir, filepath.Base(path)), at)
+		reopenHolds(t, dir, 1, n-1, fmt.Sprintf("byte %d of %d..%d flipped", at, off, end))
+	}
+}
+
+// An acknowledged record that went bad, with intact records after it, is
+// never cut away: Open names the file and offset.
+func TestFaultCorruptEarlierRecord(t *testing.T) {
+	cases := []struct {
+		name  string
+		seg   int64
+		batch int
+		index uint64 // the record to corrupt
+	}{
+		{name: "last segment, the record before the last", batch: 1, index: 29},
+		{name: "last segment, the first record", batch: 1, index: 1},
+		{name: "an earlier batch", batch: 4, index: 22},
+		{name: "a sealed segment", seg: 1024, batch: 1, index: 3},
+		{name: "a sealed segment's last record", seg: 1024, batch: 1, index: 0}, // found below
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := t.TempDir()
+			writeLogs(t, orig, tc.seg, 1, 30, tc.batch)
+			index := tc.index
+			if index == 0 {
+				bases, err := listSegments(orig)
+				if err != nil || len(bases) < 3 {
+					t.Fatalf("segments %v, %v", bases, err)
+				}
+				index = bases[1] - 1
+			}
+			path, off, end := recordAt(t, orig, index)
+			for _, at := range []int64{off, off + 3, off + 4, off + frameHeader, off + frameHeader + 9, end - 1} {
+				dir := copyDir(t, orig)
+				file := filepath.Join(dir, filepath.Base(path))
+				flip(t, file, at)
+				s, err := Open(context.Background(), dir, Options{Logger: quiet()})
+				if err == nil {
+					last, _ := s.LastIndex()
+					s.Close()
+					t.Fatalf("byte %d of index %d's record flipped: open succeeded with last index %d", at, index, last)
+				}
+				if want := fmt.Sprintf("%s at offset %d", file, off); !strings.Contains(err.Error(), want) {
+					t.Fatalf("byte %d flipped: %v; want an error naming %q", at, err, want)
+				}
+			}
+		})
+	}
+}
+
+// A power cut may keep a later page of the write in flight and lose an
+// earlier one: a bad record followed only by intact records of its own
+// batch is that write, never acknowledged, and is cut off.
+func TestFaultTornBatch(t *testing.T) {
+	orig := t.TempDir()
+	writeLogs(t, orig, 0, 1, 20, 5)
+	_, off, _ := recordAt(t, orig, 18) // the last batch is 16..20
+	path, _, _ := recordAt(t, orig, 18)
+	dir := copyDir(t, orig)
+	flip(t, filepath.Join(dir, filepath.Base(path)), off+frameHeader+2)
+	reopenHolds(t, dir, 1, 17, "a record in the middle of the last batch flipped")
+
+	// The same in the batch before it is an acknowledged record.
+	_, off, _ = recordAt(t, orig, 13)
+	dir = copyDir(t, orig)
+	flip(t, filepath.Join(dir, filepath.Base(path)), off+frameHeader+2)
+	if s, err := Open(context.Background(), dir, Options{Logger: quiet()}); err == nil {
+		s.Close()
+		t.Fatal("a bad record of an acknowledged batch followed by a later batch: open succeeded")
+	}
+}
+
+func TestFaultSegments(t *testing.T) {
+	orig := t.TempDir()
+	writeLogs(t, orig, 1024, 1, 100, 1)
+	bases, err := listSegments(orig)
+	if err != nil || len(bases) < 4 {
+		t.Fatalf("segments %v, %v", bases, err)
+	}
+	last := bases[len(bases)-1]
+
+	t.Run("a missing middle segment is a gap", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		os.Remove(filepath.Join(dir, segName(bases[1])))
+		_, err := Open(context.Background(), dir, Options{Logger: quiet()})
+		if err == nil || !strings.Contains(err.Error(), "gap") {
+			t.Fatalf("open = %v; want a gap error", err)
+		}
+	})
+	t.Run("a torn new segment is removed", func(t *testing.T) {
+		for _, size := range []int{0, 5, segHeaderSize - 1, segHeaderSize} {
+			dir := copyDir(t, orig)
+			h := segHeader(101)
+			if size == segHeaderSize {
+				h[10] ^= 1 // complete but garbled
+			}
+			if err := os.WriteFile(filepath.Join(dir, segName(101)), h[:size], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			reopenHolds(t, dir, 1, 100, fmt.Sprintf("a new segment of %d bytes", size))
+		}
+	})
+	t.Run("an empty new segment is kept", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		if err := os.WriteFile(filepath.Join(dir, segName(101)), segHeader(101), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		reopenHolds(t, dir, 1, 100, "an empty new segment")
+	})
+	t.Run("a sealed segment's bad header", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		flip(t, filepath.Join(dir, segName(bases[1])), 3)
+		_, err := Open(context.Background(), dir, Options{Logger: quiet()})
+		if err == nil || !strings.Contains(err.Error(), segName(bases[1])+" at offset 0") {
+			t.Fatalf("open = %v; want an error naming the header", err)
+		}
+	})
+	t.Run("the last segment cut to its header", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		if err := os.Truncate(filepath.Join(dir, segName(last)), segHeaderSize); err != nil {
+			t.Fatal(err)
+		}
+		reopenHolds(t, dir, 1, last-1, "last segment cut to its header")
+	})
+	t.Run("a compaction cut short", func(t *testing.T) {
+		// The head file written, the segments below not yet removed.
+		dir := copyDir(t, orig)
+		if err := writeHead(dir, head{segBase: bases[2], first: bases[2] + 1}); err != nil {
+			t.Fatal(err)
+		}
+		reopenHolds(t, dir, bases[2]+1, 100, "head file ahead of the segments")
+		left, err := listSegments(dir)
+		if err != nil || left[0] != bases[2] {
+			t.Fatalf("segments after the repair %v, %v; want those below %d gone", left, err, bases[2])
+		}
+	})
+	t.Run("a head naming a missing segment", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		if err := writeHead(dir, head{segBase: 7777, first: 7777}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(context.Background(), dir, Options{Logger: quiet()}); err == nil || !strings.Contains(err.Error(), headFile) {
+			t.Fatalf("open = %v; want an error naming the head file", err)
+		}
+	})
+}
+
+func TestStableFaults(t *testing.T) {
+	orig := t.TempDir()
+	s := openT(t, orig, 0)
+	for term := uint64(1); term <= 3; term++ {
+		if err := s.SetUint64([]byte("CurrentTerm"), term); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(orig, stableName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := int64(len(stableRecord(nil, []byte("CurrentTerm"), make([]byte, 8))))
+	size := int64(len(b))
+	term := func(dir string) (uint64, error) {
+		s, err := Open(context.Background(), dir, Options{Logger: quiet()})
+		if err != nil {
+			return 0, err
+		}
+		defer s.Close()
+		return s.GetUint64([]byte("CurrentTerm"))
+	}
+	// A Set cut short or garbled at the end was never acknowledged.
+	for at := size - rec; at < size; at++ {
+		dir := copyDir(t, orig)
+		if err := os.Truncate(filepath.Join(dir, stableName), at); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := term(dir); err != nil || v != 2 {
+			t.Fatalf("cut at %d: term %d, %v; want 2", at, v, err)
+		}
+		dir = copyDir(t, orig)
+		flip(t, filepath.Join(dir, stableName), at)
+		if v, err := term(dir); err != nil || v != 2 {
+			t.Fatalf("byte %d flipped: term %d, %v; want 2", at, v, err)
+		}
+	}
+	// An acknowledged one garbled, with a later one intact, is an error.
+	dir := copyDir(t, orig)
+	flip(t, filepath.Join(dir, stableName), size-2*rec+frameHeader+3)
+	if _, err := term(dir); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%s at offset %d", filepath.Join(dir, stableName), size-2*rec)) {
+		t.Fatalf("open = %v; want an error naming the record", err)
+	}
+
+	// Many Sets: the file is rewritten, not grown without end.
+	s = openT(t, orig, 0)
+	for i := range 5000 {
+		if err := s.Set([]byte("LastVoteCand"), []byte(fmt.Sprintf("node-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Size() > stableCompactAt+100 {
+		t.Fatalf("stable file after 5000 Sets: %v, %v", fi.Size(), err)
+	}
+	s = openT(t, orig, 0)
+	defer s.Close()
+	if v, err := s.Get([]byte("LastVoteCand")); err != nil || string(v) != "node-4999" {
+		t.Fatalf("LastVoteCand = %q, %v after compactions", v, err)
+	}
+	if v, err := s.GetUint64([]byte("CurrentTerm")); err != nil || v != 3 {
+		t.Fatalf("CurrentTerm = %d, %v after compactions", v, err)
+	}
+}

@@ -1,0 +1,508 @@
+// Package raftlog is the cluster's Raft log and stable store: segment
+// files of appended, CRC-framed records, written for ldapgate so that a
+// StoreLogs call costs one write and one fdatasync (the bolt store it
+// replaces paid for B+tree pages, two fdatasyncs and msgpack per call).
+//
+// Layout of its directory:
+//
+//	00000000000000000001.seg  a segment: a header, then records (record.go)
+//	                          from the index in its name, in order
+//	head                      after a compaction: the first index kept
+//	stable                    the StableStore's keys (term, vote), appended
+//
+// Every segment but the last is sealed; only the last is appended to, and
+// a new one is started once the last passes Options.SegmentSize. What is
+// acknowledged is on disk: a record is written and fdatasynced before
+// StoreLogs returns, a new segment's header and directory entry before
+// any record goes in it, a truncated tail before DeleteRange returns.
+//
+// After a crash, Open cuts off a torn write at the end of the last segment
+// (the one batch that was in flight); a bad record anywhere else, or a gap
+// between segments, is an error naming the file and offset: the node stops
+// rather than run on a log with a hole.
+package raftlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// DefaultSegmentSize is the size past which the log starts a new segment.
+const DefaultSegmentSize = 64 << 20
+
+// Options configure a Store; the zero value is usable.
+type Options struct {
+	// SegmentSize is the size past which a new segment is started
+	// (DefaultSegmentSize); a batch is never split, so a segment may pass
+	// it by one batch.
+	SegmentSize int64
+	// Logger receives what Open repairs (slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store is a raft.LogStore, raft.StableStore and raft.MonotonicLogStore.
+// Its methods are safe for concurrent use: readers (GetLog) run while a
+// StoreLogs call waits for its fdatasync.
+type Store struct {
+	dir     string
+	segSize int64
+	log     *slog.Logger
+
+	// wmu orders the writers (StoreLogs, DeleteRange, Close); it is held
+	// across their disk I/O. mu guards the fields below for readers and is
+	// held only briefly, or across a GetLog's pread.
+	wmu    sync.Mutex
+	buf    []byte // StoreLogs' encoding buffer, under wmu
+	failed error  // set once a write or sync failed: the disk state is unknown
+
+	mu          sync.RWMutex
+	segs        []*segment
+	first, last uint64 // 0, 0 when empty
+	closed      bool
+
+	stable *stableFile
+}
+
+var (
+	_ raft.LogStore          = (*Store)(nil)
+	_ raft.StableStore       = (*Store)(nil)
+	_ raft.MonotonicLogStore = (*Store)(nil)
+)
+
+// errClosed is returned by a closed Store.
+var errClosed = errors.New("raftlog: store is closed")
+
+// Open opens the store in dir, creating it if needed, and checks every
+// record (see the package comment for what it repairs and what it
+// refuses).
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	s := &Store{dir: dir, segSize: opts.SegmentSize, log: opts.Logger}
+	if s.segSize <= 0 {
+		s.segSize = DefaultSegmentSize
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftlog: %w", err)
+	}
+	if err := removeTemps(dir); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.stable, err = loadStable(dir); err != nil {
+		return nil, err
+	}
+	if err := s.load(ctx); err != nil {
+		s.closeFiles()
+		s.stable.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// segName is a segment's file name: its base index, zero-padded so that
+// names sort as indexes do.
+func segName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
+
+func listSegments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("raftlog: %w", err)
+	}
+	var bases []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok {
+			continue
+		}
+		base, err := strconv.ParseUint(name, 10, 64)
+		if err != nil || base == 0 || segName(base) != e.Name() {
+			return nil, fmt.Errorf("raftlog: %s: not a segment name", filepath.Join(dir, e.Name()))
+		}
+		bases = append(bases, base)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	return bases, nil
+}
+
+// load opens and checks the segments and sets first and last.
+func (s *Store) load(ctx context.Context) error {
+	bases, err := listSegments(s.dir)
+	if err != nil {
+		return err
+	}
+	for i, base := range bases {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		seg, err := openSegment(s.dir, base, i == len(bases)-1, s.log)
+		if err != nil {
+			return err
+		}
+		if seg == nil { // a torn new segment, removed
+			continue
+		}
+		if n := len(s.segs); n > 0 {
+			prev := s.segs[n-1]
+			if len(prev.offs) == 0 {
+				seg.f.Close()
+				return fmt.Errorf("raftlog: %s: an empty segment before %s", prev.path, seg.path)
+			}
+			if seg.base != prev.lastIndex()+1 {
+				seg.f.Close()
+				return fmt.Errorf("raftlog: gap in the log: %s ends at index %d, %s starts at %d", prev.path, prev.lastIndex(), seg.path, seg.base)
+			}
+		}
+		s.segs = append(s.segs, seg)
+	}
+	if len(s.segs) == 0 {
+		return nil
+	}
+	lastSeg := s.segs[len(s.segs)-1]
+	if len(lastSeg.offs) == 0 && len(s.segs) == 1 {
+		// A first segment created and never written: an empty log.
+		s.segs = nil
+		lastSeg.f.Close()
+		if err := os.Remove(lastSeg.path); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+		return syncDir(s.dir)
+	}
+	s.first = s.segs[0].base
+	s.last = lastSeg.base + uint64(len(lastSeg.offs)) - 1
+	h, ok, err := loadHead(s.dir)
+	if err != nil || !ok {
+		return err
+	}
+	k := -1
+	for i, seg := range s.segs {
+		if seg.base == h.segBase {
+			k = i
+		}
+	}
+	if k < 0 || h.first < h.segBase || h.first > s.last {
+		return fmt.Errorf("raftlog: %s says the log starts at index %d in segment %s, but the segments hold %d to %d",
+			filepath.Join(s.dir, headFile), h.first, segName(h.segBase), s.first, s.last)
+	}
+	if k > 0 {
+		// A compaction that stopped after it wrote the head file: finish it.
+		if err := s.removeSegments(s.segs[:k]); err != nil {
+			return err
+		}
+		s.segs = s.segs[k:]
+	}
+	s.first = h.first
+	return nil
+}
+
+// IsMonotonic tells Raft that this log holds no gaps: after installing a
+// snapshot it deletes the whole log rather than leaving old entries below
+// a gap, and StoreLogs refuses an index other than LastIndex+1 (or any
+// index on an empty log). A dense log lets the index be a slice of
+// offsets, and makes a hole after a crash an error instead of a state.
+func (s *Store) IsMonotonic() bool { return true }
+
+// FirstIndex returns the first index held, 0 when the log is empty.
+func (s *Store) FirstIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, errClosed
+	}
+	return s.first, nil
+}
+
+// LastIndex returns the last index held, 0 when the log is empty.
+func (s *Store) LastIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, errClosed
+	}
+	return s.last, nil
+}
+
+// GetLog reads the log at index: one pread, and a CRC check.
+func (s *Store) GetLog(index uint64, l *raft.Log) error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return errClosed
+	}
+	if s.last == 0 || index < s.first || index > s.last {
+		s.mu.RUnlock()
+		return raft.ErrLogNotFound
+	}
+	seg := s.segs[s.segFor(index)]
+	i := index - seg.base
+	off := seg.offs[i]
+	end := seg.size
+	if i+1 < uint64(len(seg.offs)) {
+		end = seg.offs[i+1]
+	}
+	rec := make([]byte, end-off)
+	_, err := seg.f.ReadAt(rec, off)
+	s.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("raftlog: read index %d from %s at offset %d: %w", index, seg.path, off, err)
+	}
+	if err := decodeRecord(rec, l); err != nil {
+		return fmt.Errorf("raftlog: %s at offset %d (index %d): %w", seg.path, off, index, err)
+	}
+	if l.Index != index {
+		return fmt.Errorf("raftlog: %s at offset %d holds index %d, not %d", seg.path, off, l.Index, index)
+	}
+	return nil
+}
+
+// segFor is the position in segs of the segment holding index, which
+// must be held; under mu.
+func (s *Store) segFor(index uint64) int {
+	return sort.Search(len(s.segs), func(i int) bool { return s.segs[i].base > index }) - 1
+}
+
+// StoreLog appends one log.
+func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs appends logs, which must follow LastIndex without a gap (any
+// first index on an empty log), in one write and one fdatasync.
+func (s *Store) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	last := s.last
+	var active *segment
+	if n := len(s.segs); n > 0 {
+		active = s.segs[n-1]
+	}
+	s.mu.RUnlock()
+	start := logs[0].Index
+	if start == 0 || (last != 0 && start != last+1) {
+		return fmt.Errorf("raftlog: append index %d after %d: the log holds no gaps", start, last)
+	}
+	for i, l := range logs {
+		if l.Index != start+uint64(i) {
+			return fmt.Errorf("raftlog: append index %d at position %d of a batch from %d: the log holds no gaps", l.Index, i, start)
+		}
+	}
+	if active == nil || active.size >= s.segSize {
+		seg, err := createSegment(s.dir, start)
+		if err != nil {
+			return s.fail(err)
+		}
+		s.mu.Lock()
+		s.segs = append(s.segs, seg)
+		s.mu.Unlock()
+		active = seg
+	}
+
+	buf := s.buf[:0]
+	offs := make([]int64, len(logs))
+	for i, l := range logs {
+		if recordSize(l)-frameHeader > maxPayload {
+			return fmt.Errorf("raftlog: log %d of %d bytes is too large", l.Index, len(l.Data)+len(l.Extensions))
+		}
+		offs[i] = active.size + int64(len(buf))
+		buf = appendRecord(buf, l, uint32(i))
+	}
+	if cap(buf) <= 4<<20 {
+		s.buf = buf // keep an ordinary batch's buffer, not a huge one
+	}
+	if _, err := active.f.WriteAt(buf, active.size); err != nil {
+		// Cut off what part of it was written, so that the next append
+		// follows the last acknowledged record.
+		if terr := active.f.Truncate(active.size); terr != nil {
+			return s.fail(fmt.Errorf("raftlog: write %s: %w (and truncating it: %v)", active.path, err, terr))
+		}
+		return fmt.Errorf("raftlog: write %s: %w", active.path, err)
+	}
+	if err := datasync(active.f); err != nil {
+		return s.fail(fmt.Errorf("raftlog: sync %s: %w", active.path, err))
+	}
+	s.mu.Lock()
+	active.offs = append(active.offs, offs...)
+	active.size += int64(len(buf))
+	if s.last == 0 {
+		s.first = start
+	}
+	s.last = logs[len(logs)-1].Index
+	s.mu.Unlock()
+	return nil
+}
+
+// DeleteRange deletes the logs min to max, inclusive, which must reach
+// one end of the log (Raft deletes its head after a snapshot, and a
+// follower its tail when the leader's entries conflict with it). What is
+// already gone is ignored.
+func (s *Store) DeleteRange(min, max uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	first, last := s.first, s.last
+	s.mu.RUnlock()
+	switch {
+	case last == 0 || min > max || max < first || min > last:
+		return nil
+	case min <= first && max >= last:
+		return s.deleteAll()
+	case min <= first:
+		return s.deleteHead(max + 1)
+	case max >= last:
+		return s.deleteTail(min)
+	default:
+		return fmt.Errorf("raftlog: delete %d to %d from the middle of a log of %d to %d", min, max, first, last)
+	}
+}
+
+// deleteHead makes first the first index: the head file says so first,
+// then whole segments below it go.
+func (s *Store) deleteHead(first uint64) error {
+	s.mu.RLock()
+	k := s.segFor(first)
+	base := s.segs[k].base
+	s.mu.RUnlock()
+	if err := writeHead(s.dir, head{segBase: base, first: first}); err != nil {
+		return s.fail(err)
+	}
+	s.mu.Lock()
+	gone := s.segs[:k:k]
+	s.segs = s.segs[k:]
+	s.first = first
+	s.mu.Unlock()
+	return s.fail(s.removeSegments(gone))
+}
+
+// deleteTail cuts the log before index min (min > first): later segments
+// are removed, the last directory entry synced, then the segment holding
+// min is truncated and synced; a crash in between leaves a shorter but
+// contiguous log.
+func (s *Store) deleteTail(min uint64) error {
+	s.mu.Lock()
+	k := s.segFor(min)
+	seg := s.segs[k]
+	var gone []*segment
+	if min == seg.base {
+		gone = append(gone, s.segs[k:]...)
+		s.segs = s.segs[:k]
+		seg = nil
+	} else {
+		gone = append(gone, s.segs[k+1:]...)
+		s.segs = s.segs[:k+1]
+	}
+	var cut int64
+	if seg != nil {
+		cut = seg.offs[min-seg.base]
+		seg.offs = seg.offs[:min-seg.base]
+		seg.size = cut
+	}
+	s.last = min - 1
+	s.mu.Unlock()
+	if err := s.removeSegments(gone); err != nil {
+		return s.fail(err)
+	}
+	if seg == nil {
+		return nil
+	}
+	if err := seg.f.Truncate(cut); err != nil {
+		return s.fail(fmt.Errorf("raftlog: truncate %s: %w", seg.path, err))
+	}
+	if err := seg.f.Sync(); err != nil {
+		return s.fail(fmt.Errorf("raftlog: sync %s: %w", seg.path, err))
+	}
+	return nil
+}
+
+// deleteAll empties the log; the head file is reset before the segments
+// go, so that it never names a later log's segment.
+func (s *Store) deleteAll() error {
+	if err := writeHead(s.dir, head{}); err != nil {
+		return s.fail(err)
+	}
+	s.mu.Lock()
+	gone := s.segs
+	s.segs = nil
+	s.first, s.last = 0, 0
+	s.mu.Unlock()
+	return s.fail(s.removeSegments(gone))
+}
+
+// removeSegments closes and removes segs, last first, and syncs the
+// directory. The caller has taken them out of s.segs.
+func (s *Store) removeSegments(segs []*segment) error {
+	if len(segs) == 0 {
+		return nil
+	}
+	for i := len(segs) - 1; i >= 0; i-- {
+		segs[i].f.Close()
+		if err := os.Remove(segs[i].path); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+	}
+	return syncDir(s.dir)
+}
+
+// usable returns why the store takes no more writes; under wmu.
+func (s *Store) usable() error {
+	if s.failed != nil {
+		return s.failed
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errClosed
+	}
+	return nil
+}
+
+// fail records err, if any, as the reason the store takes no more writes:
+// after a failed sync the kernel may have dropped the dirty pages, so
+// what is on disk is unknown until the store is opened again; under wmu.
+func (s *Store) fail(err error) error {
+	if err != nil && s.failed == nil {
+		s.failed = fmt.Errorf("raftlog: the store failed a write and must be reopened: %w", err)
+	}
+	return err
+}
+
+// Close closes the files; everything acknowledged is already on disk.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.stable.mu.Lock()
+	defer s.stable.mu.Unlock()
+	return errors.Join(s.closeFiles(), s.stable.close())
+}
+
+func (s *Store) closeFiles() error {
+	var errs []error
+	for _, seg := range s.segs {
+		errs = append(errs, seg.f.Close())
+	}
+	return errors.Join(errs...)
+}
