@@ -51,6 +51,7 @@ test: deps build vet alerts-check
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime 100000x ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime 100000x ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime 100000x ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzRecordDecode$$' -fuzztime 20000x ./cluster/raftlog
 
 # make demo AD=1 runs it against a Samba AD domain controller instead of slapd.
 demo: deps build
@@ -62,13 +63,14 @@ bench: deps build
 	$(GO) test -run '^$$' -bench MirrorModify -benchtime 1x -timeout 10m ./e2e/
 
 soak: deps build
-	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./e2e/...
+	LDAPGATE_CRASH_ROUNDS=$${ROUNDS:-200} $(GO) test -count=1 -timeout 60m -run Crash ./store/... ./cluster/... ./e2e/...
 	LDAPGATE_FINISH_ROUNDS=$${ROUNDS:-2000} $(GO) test -count=1 -timeout 30m -run TestRelayInterceptedWriteFinishes ./e2e/
 	LDAPGATE_MSGID_ROUNDS=$${ROUNDS:-3000} $(GO) test -count=1 -timeout 30m -run TestRelayMessageIDReuseAfterAbandonGainsNoIdentity ./e2e/
 	LDAPGATE_CLUSTER_ROUNDS=$${CLUSTER_ROUNDS:-100} $(GO) test -count=1 -v -timeout 10h -run '^TestCluster' ./e2e/
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime $${FUZZTIME:-5m} ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime $${FUZZTIME:-5m} ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalDN$$' -fuzztime $${FUZZTIME:-5m} ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzRecordDecode$$' -fuzztime $${FUZZTIME:-5m} ./cluster/raftlog
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
