@@ -259,6 +259,23 @@ func TestFaultSegments(t *testing.T) {
 			t.Fatalf("segments after the repair %v, %v; want those below %d gone", left, err, bases[2])
 		}
 	})
+	t.Run("a compaction cut short after removing some segments", func(t *testing.T) {
+		// The head file written, then killed while removing the segments
+		// below it: one of them gone, an earlier one left — a gap below
+		// the head, not in the log.
+		dir := copyDir(t, orig)
+		if err := writeHead(dir, head{segBase: bases[2], first: bases[2]}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, segName(bases[1]))); err != nil {
+			t.Fatal(err)
+		}
+		reopenHolds(t, dir, bases[2], 100, "segments below the head partly removed")
+		left, err := listSegments(dir)
+		if err != nil || left[0] != bases[2] {
+			t.Fatalf("segments after the repair %v, %v; want those below %d gone", left, err, bases[2])
+		}
+	})
 	t.Run("a head naming a missing segment", func(t *testing.T) {
 		dir := copyDir(t, orig)
 		if err := writeHead(dir, head{segBase: 7777, first: 7777}); err != nil {

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -142,6 +143,28 @@ func (s *Store) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h, compacted, err := loadHead(s.dir)
+	if err != nil {
+		return err
+	}
+	if compacted {
+		// A compaction that stopped after it wrote the head file left
+		// segments below the one it names, maybe not a contiguous run of
+		// them (any may have been removed already): finish it before
+		// the others are checked for gaps. A head naming no segment is
+		// an error: nothing is removed on its word.
+		if !slices.Contains(bases, h.segBase) {
+			return fmt.Errorf("raftlog: %s says the log starts in segment %s, which is missing",
+				filepath.Join(s.dir, headFile), segName(h.segBase))
+		}
+		var below []uint64
+		for len(bases) > 0 && bases[0] < h.segBase {
+			below, bases = append(below, bases[0]), bases[1:]
+		}
+		if err := s.removeBelow(below); err != nil {
+			return err
+		}
+	}
 	for i, base := range bases {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -181,29 +204,31 @@ func (s *Store) load(ctx context.Context) error {
 	}
 	s.first = s.segs[0].base
 	s.last = lastSeg.base + uint64(len(lastSeg.offs)) - 1
-	h, ok, err := loadHead(s.dir)
-	if err != nil || !ok {
-		return err
+	if !compacted {
+		return nil
 	}
-	k := -1
-	for i, seg := range s.segs {
-		if seg.base == h.segBase {
-			k = i
-		}
-	}
-	if k < 0 || h.first < h.segBase || h.first > s.last {
+	if s.segs[0].base != h.segBase || h.first < h.segBase || h.first > s.last {
 		return fmt.Errorf("raftlog: %s says the log starts at index %d in segment %s, but the segments hold %d to %d",
 			filepath.Join(s.dir, headFile), h.first, segName(h.segBase), s.first, s.last)
 	}
-	if k > 0 {
-		// A compaction that stopped after it wrote the head file: finish it.
-		if err := s.removeSegments(s.segs[:k]); err != nil {
-			return err
-		}
-		s.segs = s.segs[k:]
-	}
 	s.first = h.first
 	return nil
+}
+
+// removeBelow removes the segment files of bases, left below the head
+// by a compaction cut short, without reading them.
+func (s *Store) removeBelow(bases []uint64) error {
+	if len(bases) == 0 {
+		return nil
+	}
+	for _, base := range bases {
+		path := filepath.Join(s.dir, segName(base))
+		s.log.Warn("raftlog: removing a segment a compaction left below the log's head", "file", path)
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("raftlog: %w", err)
+		}
+	}
+	return syncDir(s.dir)
 }
 
 // IsMonotonic tells Raft that this log holds no gaps: after installing a
