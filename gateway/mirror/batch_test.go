@@ -58,6 +58,9 @@ func TestDeliverBatchGivesEachRecordItsOwnOutcome(t *testing.T) {
 	if n := len(r.rig.sim.Commands()) - before; n != 0 {
 		t.Errorf("a refusing guard let %d commands through", n)
 	}
+	if lines := deliveryLines(r.audit.String()); len(lines) != 0 {
+		t.Errorf("deliveries the guard refused were audited as attempts: %v", lines)
+	}
 
 	errs := deliverer{r.m}.DeliverBatch(context.Background(), recs)
 	if errs[0] != nil || errs[1] != nil {

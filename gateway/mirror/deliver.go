@@ -55,11 +55,12 @@ func (d deliverer) deliverBatch(ctx context.Context, recs []*store.Record, guard
 	start := time.Now()
 	errs := make([]error, len(recs))
 	var applies []*accountApply
-	var at []int // the record of each apply
+	var at []int              // the record of each apply
+	refused := map[int]bool{} // not delivered at all: the guard said no
 	for i, rec := range recs {
 		if guard != nil {
 			if err := guard(ctx); err != nil {
-				errs[i] = notLeading(err)
+				errs[i], refused[i] = notLeading(err), true
 				continue
 			}
 		}
@@ -81,7 +82,9 @@ func (d deliverer) deliverBatch(ctx context.Context, recs []*store.Record, guard
 		}
 	}
 	for i, rec := range recs {
-		d.report(rec, errs[i], start)
+		if !refused[i] {
+			d.report(rec, errs[i], start)
+		}
 	}
 	return errs
 }
