@@ -74,7 +74,7 @@ func (d deliverer) deliverBatch(ctx context.Context, recs []*store.Record, guard
 	if len(applies) > 0 {
 		reqs := make([]axigen.AccountApply, len(applies))
 		for k, a := range applies {
-			reqs[k] = axigen.AccountApply{Desired: a.desired, PreviousName: a.previous}
+			reqs[k] = a.request()
 		}
 		res := m.cfg.Axigen.ApplyAccounts(ctx, m.cfg.Domain, reqs)
 		for k, a := range applies {
@@ -135,8 +135,15 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if err != nil || a == nil {
 		return err
 	}
-	plan, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, a.desired, a.previous)
-	return m.finish(ctx, a, plan, err)
+	res := m.cfg.Axigen.ApplyAccounts(ctx, m.cfg.Domain, []axigen.AccountApply{a.request()})
+	return m.finish(ctx, a, res[0].Plan, res[0].Err)
+}
+
+// request is the apply of a's account. An account whose entry was added
+// before this record is expected to exist in Axigen (its reads then go
+// with its LIST: axigen.AccountApply.Exists).
+func (a *accountApply) request() axigen.AccountApply {
+	return axigen.AccountApply{Desired: a.desired, PreviousName: a.previous, Exists: a.rec.Op != store.OpAdd}
 }
 
 // accountApply is a delivery prepared up to the apply of its account to

@@ -13,6 +13,12 @@ import (
 type AccountApply struct {
 	Desired      schema.Account
 	PreviousName string
+	// Exists says the caller expects the account to exist already (its
+	// entry was mirrored before), so that its reads may go in the same
+	// exchange as its LIST: one round trip less. Should the LIST not find
+	// it, those reads ran for nothing (reads only, refused with -ERR), the
+	// session is dropped and the account applied again without the hint.
+	Exists bool
 }
 
 // AccountResult is what ApplyAccounts did for one account: the plan it
@@ -63,7 +69,7 @@ func (c *Client) ApplyAccounts(ctx context.Context, domain string, reqs []Accoun
 		}
 		todo = append(todo, i)
 	}
-	if c.pool.cfg.NoPipelining || len(todo) < 2 {
+	if c.pool.cfg.NoPipelining || len(todo) == 0 || len(todo) == 1 && !speculable(reqs[todo[0]]) {
 		alone, todo = append(todo, alone...), nil
 	}
 	if err := checkValue("domain", domain); err != nil || domain == "" {
@@ -75,13 +81,14 @@ func (c *Client) ApplyAccounts(ctx context.Context, domain string, reqs []Accoun
 		}
 		todo = nil
 	}
+	noHint := map[int]bool{} // accounts whose hint proved wrong
 	for len(todo) > 0 {
 		var rest []int
 		err := c.pool.With(ctx, func(s *Session) error {
 			if err := s.enterDomain(ctx, domain); err != nil {
 				return err
 			}
-			rest = s.applyAccounts(ctx, c, domain, reqs, todo, out)
+			rest = s.applyAccounts(ctx, c, domain, reqs, todo, out, noHint)
 			return nil
 		})
 		if err != nil {
@@ -100,6 +107,11 @@ func (c *Client) ApplyAccounts(ctx context.Context, domain string, reqs []Accoun
 	return out
 }
 
+// speculable reports whether r's reads may go with its LIST (Exists).
+func speculable(r AccountApply) bool {
+	return r.Exists && len(accountNames(r)) == 1
+}
+
 func applyOp(name, domain string) string {
 	return "apply account " + display(name) + "@" + display(domain)
 }
@@ -116,9 +128,10 @@ type pending struct {
 // the domain's context, and writes their results into out. It returns the
 // accounts it did not get to: the session went wrong (and is dropped) and
 // they are to be applied on a fresh one. It always settles the first
-// account's result, so that a caller repeating it on what is returned
-// comes to an end.
-func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, reqs []AccountApply, todo []int, out []AccountResult) (rest []int) {
+// account's result, or (once) notes in noHint that its Exists hint was
+// wrong, so that a caller repeating it on what is returned comes to an
+// end.
+func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, reqs []AccountApply, todo []int, out []AccountResult, noHint map[int]bool) (rest []int) {
 	fail := func(i int, err error) {
 		out[i].Plan, out[i].Err = nil, withOp(err, applyOp(reqs[i].Desired.Name, domain))
 	}
@@ -142,7 +155,25 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 			lists, listExpect = append(lists, cmd), append(listExpect, ctxDomain)
 		}
 	}
-	ans, err := s.DoAll(ctx, lists)
+	// The first account's reads go with the LISTs when it is expected to
+	// exist: UPDATE, SHOW and CONFIG change nothing, wherever they run.
+	first := todo[0]
+	spec := speculable(reqs[first]) && !noHint[first]
+	var firstReads []Command
+	if spec {
+		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", reqs[first].Desired.Name))
+		if err != nil { // checked by checkAccount
+			fail(first, err)
+			return stop(err, 1)
+		}
+		firstReads = accountReads(enter)
+	}
+	ans, err := s.DoAll(ctx, append(append([]Command{}, lists...), firstReads...))
+	var firstAns []*Response // the answers to firstReads
+	firstErr := err
+	if spec && len(ans) > len(lists) {
+		ans, firstAns = ans[:len(lists)], ans[len(lists):]
+	}
 	if err := unexpected(ans, lists, err, listExpect); err != nil {
 		// A LIST refused or the connection lost: the first account has
 		// the error, the others are listed again.
@@ -159,6 +190,17 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 			}
 		}
 		k += len(names)
+	}
+
+	// wrongHint ends a round whose first account was not as its hint said:
+	// its reads ran for nothing; it goes again without the hint.
+	wrongHint := func() []int {
+		noHint[first] = true
+		s.fail(errorf("account %q was not where expected", reqs[first].Desired.Name))
+		return todo
+	}
+	if spec && found[0] == "" {
+		return wrongHint()
 	}
 
 	tail := pending{owner: -1}
@@ -204,10 +246,15 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 			fail(i, err)
 			return stop(err, n+1)
 		}
-		reads := []Command{enter, mustKeywords("SHOW RegistryInformation"), cmdConfigContact, cmdShow}
+		reads := accountReads(enter)
 		readExpect := []string{ctxAccount, ctxAccount, ctxContact, ctxContact}
-		cmds := append(append([]Command{}, tail.cmds...), reads...)
-		ans, err := s.DoAll(ctx, cmds)
+		var ans []*Response
+		if n == 0 && spec {
+			ans, err = firstAns, firstErr
+		} else {
+			cmds := append(append([]Command{}, tail.cmds...), reads...)
+			ans, err = s.DoAll(ctx, cmds)
+		}
 		if len(tail.cmds) > 0 {
 			terr := unexpected(ans, tail.cmds, err, tail.expect)
 			if terr != nil {
@@ -225,6 +272,10 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 		}
 		tail = pending{owner: -1}
 		if err := unexpected(ans, reads, err, readExpect); err != nil {
+			if n == 0 && spec && found[0] != r.Desired.Name && KindOf(err) != KindConnection && KindOf(err) != KindTimeout {
+				// Spelt otherwise: its reads asked for the wrong spelling.
+				return wrongHint()
+			}
 			fail(i, err)
 			return stop(err, n+1)
 		}
@@ -272,6 +323,12 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 	}
 	flushTail() // a failure settles the owner's result; nothing is left
 	return nil
+}
+
+// accountReads are an account's reads from the domain's context, ending
+// in its contact info, where its plan goes on (as readAccountIn's).
+func accountReads(enter Command) []Command {
+	return []Command{enter, mustKeywords("SHOW RegistryInformation"), cmdConfigContact, cmdShow}
 }
 
 // accountNames are the names an apply looks for: the desired one, then

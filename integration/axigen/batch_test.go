@@ -199,3 +199,61 @@ func TestApplyAccountsCreatesAndRenames(t *testing.T) {
 		t.Errorf("u1: nickName %q, want the later request's", got)
 	}
 }
+
+// TestApplyAccountsExistsHint: an account expected to exist has its reads
+// sent with its LIST: one account's update takes three round trips, four
+// accounts' 2n+1; an account the hint was wrong about (absent, or spelt
+// otherwise in Axigen) is still applied, on a fresh session, and nothing
+// runs where it should not.
+func TestApplyAccountsExistsHint(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		trips int64
+	}{{1, 3}, {4, 2*4 + 1}} {
+		t.Run(fmt.Sprint(tc.n), func(t *testing.T) {
+			e, proxy, client := batchEnv(t, tc.n, false)
+			ctx := testCtx(t)
+			if _, _, err := client.ReadAccount(ctx, testDomain, "u0"); err != nil { // logs in, enters the domain
+				t.Fatal(err)
+			}
+			reqs := nickRequests(tc.n, "new")
+			for i := range reqs {
+				reqs[i].Exists = true
+			}
+			before := proxy.writes.Load()
+			for i, r := range client.ApplyAccounts(ctx, testDomain, reqs) {
+				if r.Err != nil || nickOf(t, e, fmt.Sprintf("u%d", i)) != fmt.Sprintf("new%d", i) {
+					t.Fatalf("account %d: %v", i, r.Err)
+				}
+			}
+			if n := proxy.writes.Load() - before; n != tc.trips {
+				t.Errorf("%d round trips, want %d", n, tc.trips)
+			}
+		})
+	}
+	t.Run("wrong", func(t *testing.T) {
+		e, _, client := batchEnv(t, 2, false)
+		e.sim.PutAccount(testDomain, axigensim.AccountState{Name: "mixed", Password: "pw", Contact: map[string]string{"nickName": "old"}})
+		ctx := testCtx(t)
+		for _, reqs := range [][]AccountApply{
+			{{Desired: schema.Account{Name: "ghost", Contact: map[string]string{"nickName": "g"}}, Exists: true},
+				{Desired: schema.Account{Name: "u1", Contact: map[string]string{"firstName": "User", "nickName": "n1"}}, Exists: true}},
+			{{Desired: schema.Account{Name: "Mixed", Contact: map[string]string{"nickName": "m"}}, Exists: true}},
+			{{Desired: schema.Account{Name: "ghost2", Contact: map[string]string{"nickName": "g2"}}, Exists: true}},
+		} {
+			for i, r := range client.ApplyAccounts(ctx, testDomain, reqs) {
+				if r.Err != nil {
+					t.Errorf("%s: %v", reqs[i].Desired.Name, r.Err)
+				}
+			}
+		}
+		for name, nick := range map[string]string{"ghost": "g", "u1": "n1", "ghost2": "g2", "mixed": "m"} {
+			if got := nickOf(t, e, name); got != nick {
+				t.Errorf("%s: nickName %q, want %q", name, got, nick)
+			}
+		}
+		if s := e.sim.DomainSettings(testDomain); len(s) != 0 {
+			t.Errorf("the domain's own settings changed: %v", s)
+		}
+	})
+}
