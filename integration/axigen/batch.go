@@ -127,8 +127,8 @@ type pending struct {
 // applyAccounts applies the accounts todo (indices into reqs) on s, from
 // the domain's context, and writes their results into out. It returns the
 // accounts it did not get to: the session went wrong (and is dropped) and
-// they are to be applied on a fresh one. It always settles the first
-// account's result, or (once) notes in noHint that its Exists hint was
+// they are to be applied on a fresh one. It always settles one account's
+// result, or (once) notes in noHint that the first one's Exists hint was
 // wrong, so that a caller repeating it on what is returned comes to an
 // end.
 func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, reqs []AccountApply, todo []int, out []AccountResult, noHint map[int]bool) (rest []int) {
@@ -175,10 +175,20 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 		ans, firstAns = ans[:len(lists)], ans[len(lists):]
 	}
 	if err := unexpected(ans, lists, err, listExpect); err != nil {
-		// A LIST refused or the connection lost: the first account has
-		// the error, the others are listed again.
-		fail(todo[0], err)
-		return stop(err, 1)
+		// A LIST refused: its account has the error; the connection lost:
+		// the first one has. The others are listed again.
+		at := 0
+		for n, k := 0, 0; n < len(todo); n++ {
+			names := len(accountNames(reqs[todo[n]]))
+			if k+names <= len(ans) && unexpected(ans[k:k+names], lists[k:k+names], nil, listExpect[k:k+names]) != nil {
+				at = n
+				break
+			}
+			k += names
+		}
+		fail(todo[at], err)
+		s.fail(err)
+		return append(append([]int{}, todo[:at]...), todo[at+1:]...)
 	}
 	found := make([]string, len(todo)) // the account each one applies to, as Axigen spells it; "" to create
 	k := 0

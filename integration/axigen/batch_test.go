@@ -108,7 +108,7 @@ func TestApplyAccountsSharesRoundTrips(t *testing.T) {
 }
 
 // TestApplyAccountsFailureMidBatch: whatever command of one account fails
-// in the middle of a batch — its UPDATE (the account went), a SET, its
+// in the middle of a batch — its LIST, its UPDATE (the account went), a SET, its
 // COMMIT (whose exchange carries the next account's reads) — only that
 // account fails; no later command runs in another context than its own
 // (nothing lands on the domain's own settings, no account gets another's
@@ -118,6 +118,9 @@ func TestApplyAccountsFailureMidBatch(t *testing.T) {
 		name string
 		fail func(sim *axigensim.Server)
 	}{
+		{"list refused", func(sim *axigensim.Server) {
+			sim.FailMatching(regexp.MustCompile(`^LIST Accounts "u2"$`), "Permission denied")
+		}},
 		{"update refused", func(sim *axigensim.Server) {
 			sim.FailMatching(regexp.MustCompile(`^UPDATE Account name "u2"$`), "Account does not exist")
 		}},
