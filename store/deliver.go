@@ -32,6 +32,24 @@ type Coverer interface {
 	Covers(r *Record) bool
 }
 
+// A BatchDeliverer is a Deliverer that can also deliver several records of
+// different entries at once (the mirror sends their Axigen commands in one
+// exchange on one session). The journal's workers hand it up to MaxBatch
+// records that are ready at the same time, never two of one entry, and
+// never wait for more to come: a lone record is delivered with Deliver.
+// Each record has its own outcome, recorded as Deliver's would be, and
+// the order of each entry's records is kept, since a record's successor
+// becomes ready only once its outcome is recorded.
+type BatchDeliverer interface {
+	Deliverer
+	// MaxBatch is the most records DeliverBatch takes at once; below 2 the
+	// journal delivers one record at a time.
+	MaxBatch() int
+	// DeliverBatch delivers recs and returns one error per record, in
+	// their order (nil: delivered), with the meaning of Deliver's.
+	DeliverBatch(ctx context.Context, recs []*Record) []error
+}
+
 // DeliverFunc adapts a function to a Deliverer that covers nothing.
 type DeliverFunc func(ctx context.Context, r *Record) error
 
@@ -102,6 +120,29 @@ func callDeliver(ctx context.Context, deliver Deliverer, r *Record) (err error) 
 		}
 	}()
 	return deliver.Deliver(ctx, r)
+}
+
+// callDeliverBatch is callDeliver for a batch: a panic fails every record
+// of it.
+func callDeliverBatch(ctx context.Context, deliver BatchDeliverer, recs []*Record) (errs []error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("delivery panicked: %v\n%s", p, debug.Stack())
+			errs = make([]error, len(recs))
+			for i := range errs {
+				errs[i] = err
+			}
+		}
+	}()
+	errs = deliver.DeliverBatch(ctx, recs)
+	if len(errs) != len(recs) {
+		err := fmt.Errorf("the deliverer answered %d outcomes for %d records", len(errs), len(recs))
+		errs = make([]error, len(recs))
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs
 }
 
 func errorText(err error, secret []byte) string {

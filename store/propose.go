@@ -258,25 +258,41 @@ func (t *termRun) err() error { return t.stale }
 const outcomeTimeout = 30 * time.Second
 
 // proposeOutcome records the outcomes of term run t through its
-// proposer; the delivery is released once the proposal has returned, by
-// when this node's journal has applied the outcome and its index holds
-// the record's new version.
+// proposer, those of one batch of deliveries in one proposal (one Raft
+// round for all of them: a worker waits for it before it takes its next
+// records); each delivery is released once the proposal has returned, by
+// when this node's journal has applied the outcomes and its index holds
+// the records' new versions.
 func (s *scheduler) proposeOutcome(ctx context.Context, t *termRun) recordFunc {
-	return func(d dispatched, rec *Record, derr error, covered []uint64, secret []byte) error {
-		o := s.outcome(derr, covered, rec.Attempts, secret, s.opts.Now())
+	return func(items []finished) []error {
+		now := s.opts.Now()
+		cmds := make([]Command, len(items))
+		for i, f := range items {
+			o := s.outcome(f.derr, f.covered, f.rec.Attempts, f.secret, now)
+			cmds[i] = Command{Op: CmdOutcome, Seq: f.d.seq, Term: t.term, Outcome: o}
+		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
-		a, err := proposeOne(pctx, t.p, Command{Op: CmdOutcome, Seq: d.seq, Term: t.term, Outcome: o})
+		res, err := t.p.Propose(pctx, cmds)
 		cancel()
+		if err == nil && len(res) != len(cmds) {
+			err = fmt.Errorf("the proposer answered %d results for %d commands", len(res), len(cmds))
+		}
 		if err != nil {
-			return fmt.Errorf("outcome of record %d in term %d: %w", d.seq, t.term, err)
-		}
-		if a.Err != nil {
-			s.log.Info("delivery outcome refused", "seq", d.seq, "term", t.term, "err", a.Err)
-			if errors.Is(a.Err, ErrStaleTerm) {
-				t.stop(fmt.Errorf("delivery in term %d: a newer leader fenced it off: %w", t.term, ErrStaleTerm))
+			errs := make([]error, len(items))
+			for i, f := range items {
+				errs[i] = fmt.Errorf("outcome of record %d in term %d: %w", f.d.seq, t.term, err)
 			}
+			return errs
 		}
-		s.releaseDelivery(d, time.Time{})
+		for i, f := range items {
+			if a := res[i]; a.Err != nil {
+				s.log.Info("delivery outcome refused", "seq", f.d.seq, "term", t.term, "err", a.Err)
+				if errors.Is(a.Err, ErrStaleTerm) {
+					t.stop(fmt.Errorf("delivery in term %d: a newer leader fenced it off: %w", t.term, ErrStaleTerm))
+				}
+			}
+			s.releaseDelivery(f.d, time.Time{})
+		}
 		return nil
 	}
 }

@@ -152,19 +152,29 @@ func (s *scheduler) shutdown() {
 	}
 }
 
-// recordFunc records what a delivery of record rec, dispatched as d, came
-// to (derr nil: delivered, with the records covered along) and ends the
-// delivery once the index holds the record's new version. An error means
-// the outcome could not be recorded; d is then still the caller's to
-// release. secret is the record's secret, for the error text to hide.
-type recordFunc func(d dispatched, rec *Record, derr error, covered []uint64, secret []byte) error
+// finished is a delivery of record rec, dispatched as d, ready to be
+// recorded: derr nil means delivered, with the records covered along.
+// secret is the record's secret, for the error text to hide.
+type finished struct {
+	d       dispatched
+	rec     *Record
+	derr    error
+	covered []uint64
+	secret  []byte
+}
+
+// recordFunc records what the deliveries of a batch came to and ends each
+// delivery once the index holds its record's new version. It returns one
+// error per delivery (or nil for none): a delivery whose outcome could not
+// be recorded is still the caller's to release.
+type recordFunc func(items []finished) []error
 
 // run delivers committed records until ctx is done (see Journal.Run).
 func (s *scheduler) run(ctx context.Context, workers int, deliver Deliverer) error {
 	if s.opts.Replicated {
 		return ErrReplicated
 	}
-	return s.deliverLoop(ctx, workers, deliver, nil, s.writeOutcome)
+	return s.deliverLoop(ctx, workers, deliver, nil, s.writeOutcomes)
 }
 
 // deliverLoop runs the deliveries until ctx is done, each outcome
@@ -200,20 +210,59 @@ func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Delive
 		close(done)
 	}()
 
-	work := make(chan dispatched)
-	finished := make(chan struct{}, workers)
+	batch := 1
+	batcher, _ := deliver.(BatchDeliverer)
+	if batcher != nil {
+		batch = min(max(batcher.MaxBatch(), 1), maxBatch)
+	}
+	if batch < 2 {
+		batcher = nil
+	}
+	// A worker takes every record ready when it is free (up to batch, of
+	// different entries: due never hands out two of one history), so that
+	// a backlog is delivered in batches and a lone record at once. The
+	// dispatcher hands out work only while a worker is idle, so that the
+	// records ready meanwhile join the next batch rather than queue one by
+	// one behind busy workers. With batches, a record that becomes ready
+	// while another batch is being delivered (for less than batchHold)
+	// waits for it to end rather than start a delivery of its own, unless
+	// a whole batch is ready: a steady trickle of writes is then delivered
+	// in batches too, at the cost of at most one batch's time; a batch
+	// stuck longer (a slow Axigen) holds nothing back.
+	work := make(chan []dispatched, workers)
+	idle := make(chan struct{}, workers)
+	quit := make(chan struct{}) // the dispatcher has returned: start nothing more
+	var fl flights
+	progress := make(chan struct{}, 1) // a batch's deliveries are over
+	finishedWorkers := make(chan struct{}, workers)
 	for range workers {
+		idle <- struct{}{}
 		go func() {
-			defer func() { finished <- struct{}{} }()
-			for d := range work {
-				s.deliverOne(ctx, d, deliver, covers, record)
+			defer func() { finishedWorkers <- struct{}{} }()
+			for items := range work {
+				select {
+				case <-quit:
+					s.releaseAll(items)
+					continue
+				default:
+				}
+				id := fl.start()
+				s.deliverBatch(ctx, items, deliver, batcher, covers, record, func() {
+					fl.end(id)
+					select {
+					case progress <- struct{}{}:
+					default:
+					}
+				})
+				idle <- struct{}{}
 			}
 		}()
 	}
 	defer func() {
+		close(quit)
 		close(work)
 		for range workers {
-			<-finished
+			<-finishedWorkers
 		}
 	}()
 
@@ -225,51 +274,116 @@ func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Delive
 		select {
 		case <-stopped:
 			return term.err()
-		default:
+		case <-ctx.Done():
+			return nil
+		case <-idle:
 		}
 		now := s.opts.Now()
 		s.mu.Lock()
-		items, next := s.idx.due(now, workers)
+		items, next := s.idx.due(now, batch)
 		s.mu.Unlock()
-		for i, d := range items {
-			select {
-			case work <- d:
-			case <-ctx.Done():
-				s.releaseAll(items[i:])
-				return nil
-			case <-stopped:
-				s.releaseAll(items[i:])
-				return term.err()
+		var hold <-chan time.Time // the youngest batch in flight turns batchHold old
+		var holdTimer *time.Timer
+		if len(items) > 0 && len(items) < batch && batcher != nil {
+			if young := fl.youngest(); !young.IsZero() {
+				if wait := batchHold - time.Since(young); wait > 0 {
+					s.releaseAll(items)
+					items = nil
+					holdTimer = time.NewTimer(wait)
+					hold = holdTimer.C
+				}
 			}
 		}
 		if len(items) > 0 {
+			work <- items // never blocks: a worker is idle, and work holds one batch per worker
 			continue
 		}
+		idle <- struct{}{}
 		var timer *time.Timer
 		var fire <-chan time.Time
-		if !next.IsZero() {
+		if !next.IsZero() && hold == nil {
 			timer = time.NewTimer(max(next.Sub(now), time.Millisecond))
 			fire = timer.C
+		}
+		var moved <-chan struct{}
+		if hold != nil {
+			moved = progress
 		}
 		select {
 		case <-ctx.Done():
 			if timer != nil {
 				timer.Stop()
 			}
+			if holdTimer != nil {
+				holdTimer.Stop()
+			}
 			return nil
 		case <-stopped:
 			if timer != nil {
 				timer.Stop()
 			}
+			if holdTimer != nil {
+				holdTimer.Stop()
+			}
 			return term.err()
 		case <-s.wake:
 		case <-fire:
+		case <-hold:
+		case <-moved:
 		}
 		if timer != nil {
 			timer.Stop()
 		}
+		if holdTimer != nil {
+			holdTimer.Stop()
+		}
 	}
 }
+
+// batchHold bounds how long records ready while a batch is delivered wait
+// for it (see deliverLoop).
+const batchHold = 20 * time.Millisecond
+
+// flights are the batches being delivered, by when each began (the
+// monotonic clock: this is scheduling, not the journal's time).
+type flights struct {
+	mu     sync.Mutex
+	next   uint64
+	starts map[uint64]time.Time
+}
+
+func (f *flights) start() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.starts == nil {
+		f.starts = map[uint64]time.Time{}
+	}
+	f.next++
+	f.starts[f.next] = time.Now()
+	return f.next
+}
+
+func (f *flights) end(id uint64) {
+	f.mu.Lock()
+	delete(f.starts, id)
+	f.mu.Unlock()
+}
+
+// youngest is when the latest batch in flight began (zero: none).
+func (f *flights) youngest() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var y time.Time
+	for _, t := range f.starts {
+		if t.After(y) {
+			y = t
+		}
+	}
+	return y
+}
+
+// maxBatch bounds the records one worker delivers at once.
+const maxBatch = 64
 
 // releaseAll gives back deliveries taken but not started.
 func (s *scheduler) releaseAll(items []dispatched) {
@@ -280,54 +394,95 @@ func (s *scheduler) releaseAll(items []dispatched) {
 	s.mu.Unlock()
 }
 
-func (s *scheduler) deliverOne(ctx context.Context, d dispatched, deliver Deliverer, covers func(*Record) bool, record recordFunc) {
-	rec, err := s.recs.getWithSecret(d.seq)
-	var derr error
-	var covered []uint64 // delivered along with it (a Coverer)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		s.releaseDelivery(d, time.Time{})
+// deliverBatch delivers the records of items (of different entries),
+// together when batcher is set and more than one can go, and records
+// each one's outcome.
+//
+// delivered is called once the deliveries are over, before their outcomes
+// are recorded.
+func (s *scheduler) deliverBatch(ctx context.Context, items []dispatched, deliver Deliverer, batcher BatchDeliverer, covers func(*Record) bool, record recordFunc, delivered func()) {
+	var ready, done []finished // to deliver; settled without a delivery
+	for _, d := range items {
+		if ctx.Err() != nil {
+			s.releaseDelivery(d, time.Time{})
+			continue
+		}
+		rec, err := s.recs.getWithSecret(d.seq)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			s.releaseDelivery(d, time.Time{})
+		case err != nil:
+			// A secret that cannot be decrypted will not become readable later.
+			derr := Permanent(err)
+			if rec, err = s.recs.get(d.seq); err != nil {
+				s.log.Error("journal record unreadable", "seq", d.seq, "err", err)
+				s.releaseDelivery(d, s.opts.Now().Add(s.opts.BackoffCap))
+				continue
+			}
+			done = append(done, finished{d: d, rec: rec, derr: derr})
+		default:
+			f := finished{d: d, rec: rec}
+			if covers != nil {
+				f.covered = s.coveredBy(d.seq, covers)
+			}
+			ready = append(ready, f)
+		}
+	}
+	if batcher != nil && len(ready) > 1 {
+		recs := make([]*Record, len(ready))
+		for i := range ready {
+			recs[i] = ready[i].rec
+		}
+		for i, err := range callDeliverBatch(ctx, batcher, recs) {
+			ready[i].derr = err
+		}
+	} else {
+		for i := range ready {
+			ready[i].derr = callDeliver(ctx, deliver, ready[i].rec)
+		}
+	}
+	delivered()
+	for _, f := range ready {
+		if f.derr != nil && ctx.Err() != nil {
+			// Cut short by the run's end: not an attempt.
+			clear(f.rec.Secret)
+			s.releaseDelivery(f.d, time.Time{})
+			continue
+		}
+		done = append(done, f)
+	}
+	if len(done) == 0 {
 		return
-	case err != nil:
-		// A secret that cannot be decrypted will not become readable later.
-		derr = Permanent(err)
-		rec, err = s.recs.get(d.seq)
+	}
+	for i := range done {
+		done[i].secret, done[i].rec.Secret = done[i].rec.Secret, nil
+	}
+	errs := record(done)
+	for i, f := range done {
+		clear(f.secret)
+		var err error
+		if errs != nil {
+			err = errs[i]
+		}
 		if err != nil {
-			s.log.Error("journal record unreadable", "seq", d.seq, "err", err)
-			s.releaseDelivery(d, s.opts.Now().Add(s.opts.BackoffCap))
-			return
+			level := slog.LevelError
+			if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+				level = slog.LevelWarn
+			}
+			s.log.Log(context.Background(), level, "journal: recording a delivery failed", "seq", f.d.seq, "err", err)
+			s.releaseDelivery(f.d, s.opts.Now().Add(s.opts.BackoffBase))
+			continue
 		}
-	default:
-		if covers != nil {
-			covered = s.coveredBy(d.seq, covers)
+		rec, derr := f.rec, f.derr
+		switch {
+		case derr == nil:
+		case IsIncomplete(derr):
+			s.log.Warn("delivered in part", "seq", rec.Seq, "dn", rec.DN, "skipped", errorText(derr, nil))
+		case IsPermanent(derr):
+			s.log.Warn("delivery failed for good: record is dead", "seq", rec.Seq, "dn", rec.DN, "err", errorText(derr, nil))
+		default:
+			s.log.Warn("delivery failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", errorText(derr, nil))
 		}
-		derr = callDeliver(ctx, deliver, rec)
-	}
-	if derr != nil && ctx.Err() != nil {
-		s.releaseDelivery(d, time.Time{})
-		return
-	}
-	secret := rec.Secret
-	rec.Secret = nil
-	err = record(d, rec, derr, covered, secret)
-	clear(secret)
-	if err != nil {
-		level := slog.LevelError
-		if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
-			level = slog.LevelWarn
-		}
-		s.log.Log(context.Background(), level, "journal: recording a delivery failed", "seq", d.seq, "err", err)
-		s.releaseDelivery(d, s.opts.Now().Add(s.opts.BackoffBase))
-		return
-	}
-	switch {
-	case derr == nil:
-	case IsIncomplete(derr):
-		s.log.Warn("delivered in part", "seq", d.seq, "dn", rec.DN, "skipped", errorText(derr, nil))
-	case IsPermanent(derr):
-		s.log.Warn("delivery failed for good: record is dead", "seq", d.seq, "dn", rec.DN, "err", errorText(derr, nil))
-	default:
-		s.log.Warn("delivery failed", "seq", d.seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", errorText(derr, nil))
 	}
 }
 
@@ -352,18 +507,34 @@ func (s *scheduler) outcome(derr error, covered []uint64, attempts int, secret [
 	return o
 }
 
-// writeOutcome records a delivery's outcome through the writer (a
-// journal of its own), which releases d with the record's new version.
-func (s *scheduler) writeOutcome(d dispatched, _ *Record, derr error, covered []uint64, secret []byte) error {
-	return s.w.submitLazy(context.Background(), func(b *batch) error {
-		b.effects = append(b.effects, effect{release: &d})
-		old, err := b.get(d.seq)
-		if err != nil || old.State != StateCommitted {
-			// Dropped (or otherwise settled) while it was being delivered.
-			return nil
+// writeOutcomes records deliveries' outcomes through the writer (a
+// journal of its own), which releases each delivery with its record's
+// new version. Each outcome is a change of its own, as it would be alone,
+// queued before any is waited for, so that they share a batch.
+func (s *scheduler) writeOutcomes(items []finished) []error {
+	muts := make([]*mutation, len(items))
+	errs := make([]error, len(items))
+	for i, f := range items {
+		d, derr, covered, secret := f.d, f.derr, f.covered, f.secret
+		muts[i] = &mutation{lazy: true, done: make(chan error, 1), run: func(b *batch) error {
+			b.effects = append(b.effects, effect{release: &d})
+			old, err := b.get(d.seq)
+			if err != nil || old.State != StateCommitted {
+				// Dropped (or otherwise settled) while it was being delivered.
+				return nil
+			}
+			return b.recordOutcome(old, s.outcome(derr, covered, old.Attempts, secret, b.now), b.now)
+		}}
+		if errs[i] = s.w.queue(context.Background(), muts[i]); errs[i] != nil {
+			muts[i] = nil
 		}
-		return b.recordOutcome(old, s.outcome(derr, covered, old.Attempts, secret, b.now), b.now)
-	})
+	}
+	for i, m := range muts {
+		if m != nil {
+			errs[i] = <-m.done
+		}
+	}
+	return errs
 }
 
 // maxCovered bounds the records one delivery settles along with its own.

@@ -84,11 +84,23 @@ type AxigenConfig struct {
 	// answered, for a server that does not read commands sent ahead of
 	// their turn (`ldapgate axigen-check` tells).
 	NoPipelining bool `yaml:"noPipelining"`
+	// Batch is the most records of different entries a delivery worker
+	// sends to Axigen in one session's shared round trips (1: one at a
+	// time; with NoPipelining there is no batching either).
+	Batch int `yaml:"batch"`
+}
+
+// batch is the delivery batch in effect: none without pipelining.
+func (a AxigenConfig) batch() int {
+	if a.NoPipelining {
+		return 1
+	}
+	return a.Batch
 }
 
 func defaultMirrorConfig() MirrorConfig {
 	return MirrorConfig{
-		Axigen:      AxigenConfig{User: "admin", Sessions: 8, CommandTimeout: 30 * time.Second},
+		Axigen:      AxigenConfig{User: "admin", Sessions: 8, CommandTimeout: 30 * time.Second, Batch: 16},
 		Schema:      schema.Config{Dialect: schema.OpenLDAP},
 		Workers:     8,
 		MaxAttempts: 25,
@@ -120,6 +132,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *int { return &c.Mirror.Axigen.Sessions }),
 		boolSetting("axigen-no-pipelining", "AXIGEN_NO_PIPELINING", "send each CLI command only once the previous one is answered (for a server that does not read commands sent ahead of their turn: `ldapgate axigen-check` tells) (file: mirror.axigen.noPipelining)",
 			func(c *Config) *bool { return &c.Mirror.Axigen.NoPipelining }),
+		intSetting("axigen-batch", "AXIGEN_BATCH", "most ready records of different entries a delivery worker sends to Axigen together, sharing one session's round trips; 1 delivers one at a time, as does --axigen-no-pipelining (file: mirror.axigen.batch)",
+			func(c *Config) *int { return &c.Mirror.Axigen.Batch }),
 		durationSetting("axigen-command-timeout", "AXIGEN_COMMAND_TIMEOUT", "longest wait for the answer to one CLI command; then the session is closed and the delivery retried (file: mirror.axigen.commandTimeout)",
 			func(c *Config) *time.Duration { return &c.Mirror.Axigen.CommandTimeout }),
 		{
@@ -207,6 +221,8 @@ func (mc *MirrorConfig) validate() error {
 		return bad("mirror.axigen.sessions (--axigen-sessions)", "must be at least 1")
 	case mc.Axigen.CommandTimeout < 0:
 		return bad("mirror.axigen.commandTimeout (--axigen-command-timeout)", "must not be negative")
+	case mc.Axigen.Batch < 1 || mc.Axigen.Batch > 64:
+		return bad("mirror.axigen.batch (--axigen-batch)", "must be between 1 and 64")
 	case mc.DeleteAfter < 0:
 		return bad("mirror.deleteAfter (--delete-after)", "must not be negative")
 	case len(mc.AdminDNs) == 0 && mc.AdminGroup == "":
@@ -328,6 +344,7 @@ func (cfg *Config) buildMirror(j *store.Journal, log, audit *slog.Logger, observ
 		AdminGroup:   mc.AdminGroup,
 		AxigenBindDN: mc.AxigenBindDN,
 		Workers:      mc.Workers,
+		Batch:        mc.Axigen.batch(),
 		Logger:       log,
 		Audit:        audit,
 		Observer:     observer,

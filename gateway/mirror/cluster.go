@@ -44,9 +44,21 @@ type fencedDeliverer struct {
 // VM, SIGSTOP) and deposed meanwhile sends nothing more when it wakes.
 func (d fencedDeliverer) Deliver(ctx context.Context, rec *store.Record) error {
 	if err := d.guard(ctx); err != nil {
-		return fmt.Errorf("not delivered: this gateway no longer leads the cluster: %w", err)
+		return notLeading(err)
 	}
 	return d.deliverer.Deliver(axigen.WithGuard(ctx, d.guard), rec)
+}
+
+// DeliverBatch is Deliver for a batch: the guard is asked before each
+// record's delivery and before each Axigen round trip of the batch.
+func (d fencedDeliverer) DeliverBatch(ctx context.Context, recs []*store.Record) []error {
+	return d.deliverer.deliverBatch(axigen.WithGuard(ctx, d.guard), recs, d.guard)
+}
+
+// notLeading is the error of a delivery not made: the guard said this
+// gateway no longer leads.
+func notLeading(err error) error {
+	return fmt.Errorf("not delivered: this gateway no longer leads the cluster: %w", err)
 }
 
 // SettleOrphans settles the records prepared more than age ago: in a

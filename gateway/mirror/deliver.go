@@ -23,15 +23,76 @@ import (
 type deliverer struct{ m *Mirror }
 
 var (
-	_ store.Deliverer = deliverer{}
-	_ store.Coverer   = deliverer{}
+	_ store.Deliverer      = deliverer{}
+	_ store.Coverer        = deliverer{}
+	_ store.BatchDeliverer = deliverer{}
 )
 
 // Deliver delivers one record and tells the audit log and the observer.
 func (d deliverer) Deliver(ctx context.Context, rec *store.Record) error {
+	start := time.Now()
+	err := d.m.deliver(ctx, rec)
+	d.report(rec, err, start)
+	return err
+}
+
+// MaxBatch is the most records DeliverBatch takes at once (Config.Batch).
+func (d deliverer) MaxBatch() int { return d.m.cfg.Batch }
+
+// DeliverBatch delivers records of different entries: each is prepared as
+// Deliver's (the directory read, the password check...), then the accounts
+// among them are applied to Axigen together (axigen.Client.ApplyAccounts:
+// one session, shared round trips), and each delivery ends on its own.
+// Each record has its own outcome, audit line and observation.
+func (d deliverer) DeliverBatch(ctx context.Context, recs []*store.Record) []error {
+	return d.deliverBatch(ctx, recs, nil)
+}
+
+// deliverBatch is DeliverBatch; guard, when set, is asked before each
+// record's delivery begins.
+func (d deliverer) deliverBatch(ctx context.Context, recs []*store.Record, guard func(context.Context) error) []error {
 	m := d.m
 	start := time.Now()
-	err := m.deliver(ctx, rec)
+	errs := make([]error, len(recs))
+	var applies []*accountApply
+	var at []int              // the record of each apply
+	refused := map[int]bool{} // not delivered at all: the guard said no
+	for i, rec := range recs {
+		if guard != nil {
+			if err := guard(ctx); err != nil {
+				errs[i], refused[i] = notLeading(err), true
+				continue
+			}
+		}
+		a, err := m.prepareDelivery(ctx, rec)
+		if err != nil || a == nil {
+			errs[i] = err
+			continue
+		}
+		applies, at = append(applies, a), append(at, i)
+	}
+	if len(applies) > 0 {
+		reqs := make([]axigen.AccountApply, len(applies))
+		for k, a := range applies {
+			reqs[k] = a.request()
+		}
+		res := m.cfg.Axigen.ApplyAccounts(ctx, m.cfg.Domain, reqs)
+		for k, a := range applies {
+			errs[at[k]] = m.finish(ctx, a, res[k].Plan, res[k].Err)
+		}
+	}
+	for i, rec := range recs {
+		if !refused[i] {
+			d.report(rec, errs[i], start)
+		}
+	}
+	return errs
+}
+
+// report tells the audit log and the observer what a delivery of rec,
+// begun at start, came to.
+func (d deliverer) report(rec *store.Record, err error, start time.Time) {
+	m := d.m
 	incomplete := store.IsIncomplete(err)
 	if m.cfg.Observer != nil {
 		observed := err
@@ -52,7 +113,6 @@ func (d deliverer) Deliver(ctx context.Context, rec *store.Record) error {
 		m.cfg.Audit.Info("delivery", "seq", rec.Seq, "outcome", "delivered", "attempt", rec.Attempts+1,
 			"ms", time.Since(start).Milliseconds())
 	}
-	return err
 }
 
 // Covers reports whether delivering an earlier record of the same entry
@@ -71,6 +131,40 @@ func (m *Mirror) covered(rec *store.Record) bool {
 // deliver brings Axigen in line with the directory's current state of the
 // record's entry. It is idempotent: replays and retries are harmless.
 func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
+	a, err := m.prepareDelivery(ctx, rec)
+	if err != nil || a == nil {
+		return err
+	}
+	res := m.cfg.Axigen.ApplyAccounts(ctx, m.cfg.Domain, []axigen.AccountApply{a.request()})
+	return m.finish(ctx, a, res[0].Plan, res[0].Err)
+}
+
+// request is the apply of a's account. An account whose entry was added
+// before this record is expected to exist in Axigen (its reads then go
+// with its LIST: axigen.AccountApply.Exists).
+func (a *accountApply) request() axigen.AccountApply {
+	return axigen.AccountApply{Desired: a.desired, PreviousName: a.previous, Exists: a.rec.Op != store.OpAdd}
+}
+
+// accountApply is a delivery prepared up to the apply of its account to
+// Axigen (prepareDelivery), with what its end (finish) needs.
+type accountApply struct {
+	rec           *store.Record
+	entry         schema.Entry
+	desired       schema.Account
+	previous      string
+	disabled      *store.DisabledAccount
+	pc            passwordChange
+	delivered     bool // the record's password is sent
+	replaced      bool
+	passwordWaits bool
+	skipped       []*schema.ValueError
+}
+
+// prepareDelivery does a record's delivery up to the apply of its account to
+// Axigen, which it returns; nil when the delivery needed none (a group, an
+// entry gone) and is over, err saying how it went.
+func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accountApply, error) {
 	kind := schema.KindAccount
 	bases := m.mapping().Config().AccountBase
 	attrs := m.mapping().AccountAttributes()
@@ -79,7 +173,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	}
 	e, err := m.current(ctx, rec, bases, attrs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	gone := "entry deleted in the directory"
 	if e != nil && m.mapping().ClassifyEntry(*e) != kind {
@@ -90,7 +184,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		// An account held without a key (disabled by a resync) goes to an
 		// entry of its name that came before its grace ended.
 		if e, err = m.findByName(ctx, rec.Name, bases, attrs); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	previous, secret := rec.Name, string(rec.Secret)
@@ -102,7 +196,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		// the gone entry's account goes unless the newcomer has its name.
 		if rec.Name != "" && !strings.EqualFold(rec.Name, m.mapping().EntryName(*e, kind)) {
 			if err := m.removeOrRetire(ctx, kind, rec, "entry replaced by another at its DN"); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		previous, secret = "", ""
@@ -110,25 +204,25 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	if e == nil {
 		if rec.Name != "" {
 			if err := m.removeOrRetire(ctx, kind, rec, gone); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if kind == schema.KindAccount {
 			// Groups still naming the gone entry lose its address; those
 			// the directory already cleaned (refint) were noted at the delete.
 			if err := m.refreshGroups(ctx, rec.Groups); err != nil {
-				return err
+				return nil, err
 			}
-			return m.refreshGroupsOf(ctx, rec.DN, rec.NewDN)
+			return nil, m.refreshGroupsOf(ctx, rec.DN, rec.NewDN)
 		}
-		return nil
+		return nil, nil
 	}
 	if kind == schema.KindGroup {
-		return m.applyGroup(ctx, *e, previous)
+		return nil, m.applyGroup(ctx, *e, previous)
 	}
 	desired, skipped, err := m.desiredAccount(*e)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
@@ -144,7 +238,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		// password waits, below.)
 		ok, err := m.cfg.Directory.CheckPassword(ctx, e.DN, secret)
 		if err != nil {
-			return fmt.Errorf("confirm the record's password with the directory: %w", err)
+			return nil, fmt.Errorf("confirm the record's password with the directory: %w", err)
 		}
 		if !ok {
 			m.cfg.Audit.Info("password not sent", "seq", rec.Seq, "dn", e.DN, "reason", "the directory no longer holds it: a later change replaced it")
@@ -155,7 +249,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 	key := m.keyFor(rec, *e)
 	disabled, handover, err := m.heldFor(ctx, rec, key, desired.Name, e.DN)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if handover {
 		// The held mailbox goes to the re-added entry: the old password
@@ -164,13 +258,13 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		desired.InitialPassword = ""
 		if desired.Password == "" {
 			if desired.Password, err = unknowablePassword(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	if disabled == nil {
 		if err := m.waitForEarlierDelete(rec, key, desired.Name); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if disabled != nil && disabled.Reason == store.DisabledGone && previous == "" {
@@ -207,7 +301,7 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		desired.Password = ""
 		if rec.Op == store.OpAdd || m.touchesDisabled(rec) || pc == passwordRemoved {
 			if desired.Password, err = unknowablePassword(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	case pc == passwordRemoved && !m.cfg.Deletes.protects(desired.Name):
@@ -216,28 +310,35 @@ func (m *Mirror) deliver(ctx context.Context, rec *store.Record) error {
 		// password delivered through the gateway enables the account again.
 		desired.InitialPassword = ""
 		if desired.Password, err = unknowablePassword(); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	plan, err := m.cfg.Axigen.ApplyAccount(ctx, m.cfg.Domain, desired, previous)
+	return &accountApply{rec: rec, entry: *e, desired: desired, previous: previous, disabled: disabled, pc: pc,
+		delivered: delivered, replaced: replaced, passwordWaits: passwordWaits, skipped: skipped}, nil
+}
+
+// finish ends a delivery prepareDelivery left at the apply of its account, which
+// sent plan or failed with err.
+func (m *Mirror) finish(ctx context.Context, a *accountApply, plan *axigen.Plan, err error) error {
+	rec := a.rec
 	if err != nil {
 		return classify(err)
 	}
 	if renamedAccount(plan) {
-		m.auditAccount("renamed", desired.Name, "name changed in the directory", "from", previous, "seq", rec.Seq)
+		m.auditAccount("renamed", a.desired.Name, "name changed in the directory", "from", a.previous, "seq", rec.Seq)
 	}
-	if err := m.settleEnabled(ctx, rec, desired, disabled, pc, delivered); err != nil {
+	if err := m.settleEnabled(ctx, rec, a.desired, a.disabled, a.pc, a.delivered); err != nil {
 		return err
 	}
-	if m.touchesAddress(rec) || replaced {
-		if err := m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, e.DN); err != nil {
+	if m.touchesAddress(rec) || a.replaced {
+		if err := m.refreshGroupsOf(ctx, rec.DN, rec.NewDN, a.entry.DN); err != nil {
 			return err
 		}
 	}
-	if passwordWaits {
+	if a.passwordWaits {
 		return errPasswordHeld
 	}
-	return skippedValues(skipped)
+	return skippedValues(a.skipped)
 }
 
 // desiredAccount is the state Axigen should hold for the account entry e,

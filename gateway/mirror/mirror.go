@@ -48,7 +48,11 @@ type Config struct {
 	AxigenBindDN string
 	// Workers deliver different entries in parallel.
 	Workers int
-	Logger  *slog.Logger
+	// Batch is the most records of different entries one worker delivers
+	// together, their Axigen commands sharing one session's round trips
+	// (axigen.Client.ApplyAccounts); below 2, one record at a time.
+	Batch  int
+	Logger *slog.Logger
 	// Audit, when set, gets one record per decision, directory result and
 	// delivery attempt of an intercepted write (never a password).
 	Audit *slog.Logger

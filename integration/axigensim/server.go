@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"regexp"
 	"slices"
@@ -76,11 +77,18 @@ type domainState struct {
 	name     string
 	accounts map[string]*AccountState // keyed by lower-case name
 	groups   map[string]*GroupState   // keyed by lower-case name
+	// settings are the domain's own settings a SET in its context changed
+	// and a COMMIT saved (a real domain context has many: the simulator
+	// keeps any name), so that a test sees a SET that ran in the domain's
+	// context instead of an account's.
+	settings map[string]string
 }
 
 type failRule struct {
 	re      *regexp.Regexp
 	errText string
+	skip    int  // matching commands still run before the rule fires
+	once    bool // the rule goes once it has fired
 }
 
 // Server is the simulator. Create it with New, then Start it.
@@ -350,6 +358,15 @@ func (s *Server) FailMatching(re *regexp.Regexp, errText string) {
 	s.mu.Unlock()
 }
 
+// FailNth makes the command after the first skip lines matching re (over
+// all sessions) fail with "-ERR: errText" without running, once: a refused
+// COMMIT of one account among several, say.
+func (s *Server) FailNth(re *regexp.Regexp, skip int, errText string) {
+	s.mu.Lock()
+	s.failRules = append(s.failRules, failRule{re: re, errText: errText, skip: skip, once: true})
+	s.mu.Unlock()
+}
+
 // ClearFaults removes latency, drop and -ERR faults (not SetDown).
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
@@ -406,6 +423,18 @@ func (s *Server) Account(domain, name string) (AccountState, bool) {
 		return AccountState{}, false
 	}
 	return a.clone(), true
+}
+
+// DomainSettings returns a copy of the settings SET in the domain's own
+// context and saved with COMMIT (values as sent, passwords included).
+func (s *Server) DomainSettings(domain string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.domains[strings.ToLower(domain)]
+	if d == nil {
+		return nil
+	}
+	return maps.Clone(d.settings)
 }
 
 // Accounts returns copies of a domain's accounts, sorted by name.
@@ -530,10 +559,20 @@ func (s *Server) faultFor(line string) (drop bool, errText string, failed bool) 
 	if s.dropAfter > 0 {
 		s.dropAfter--
 	}
-	for _, r := range s.failRules {
-		if r.re.MatchString(line) {
-			return false, r.errText, true
+	for i := range s.failRules {
+		r := &s.failRules[i]
+		if !r.re.MatchString(line) {
+			continue
 		}
+		if r.skip > 0 {
+			r.skip--
+			continue
+		}
+		text := r.errText
+		if r.once {
+			s.failRules = append(s.failRules[:i], s.failRules[i+1:]...)
+		}
+		return false, text, true
 	}
 	return false, "", false
 }

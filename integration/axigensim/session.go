@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -24,6 +25,8 @@ type frame struct {
 	// inherited.
 	services []string
 	group    *groupDraft
+	// settings is the domain context's draft of its own settings.
+	settings map[string]string
 }
 
 // accountDraft is an account being edited: it reaches the domain on COMMIT.
@@ -534,7 +537,22 @@ func (s *session) inDomain(f *frame, toks []token) {
 		s.srv.mu.Unlock()
 		s.out.WriteString(listing(listTitleGroups, listHeaderName, names))
 		s.ok(statusOK)
+	case len(toks) == 3 && toks[0].isKeyword("set"):
+		// A domain's own setting: kept in the context until COMMIT.
+		if f.settings == nil {
+			f.settings = map[string]string{}
+		}
+		f.settings[toks[1].text] = toks[2].text
+		s.ok(statusOK)
 	case len(toks) == 1 && toks[0].isKeyword("commit"):
+		if len(f.settings) > 0 {
+			s.srv.mu.Lock()
+			if d.settings == nil {
+				d.settings = map[string]string{}
+			}
+			maps.Copy(d.settings, f.settings)
+			s.srv.mu.Unlock()
+		}
 		s.pop()
 		s.ok(statusCommit)
 	case len(toks) == 1 && toks[0].isKeyword("back"):
