@@ -241,9 +241,33 @@ func (x *index) eligible(e *entry) bool {
 // its next attempt). Stale heap items are skipped when popped.
 func (x *index) consider(e *entry) {
 	if x.eligible(e) && !(e.inHeap && e.heapAt.Equal(e.next)) {
+		if len(x.ready) >= 2*len(x.recs)+minStaleItems {
+			x.dropStale()
+		}
 		heap.Push(&x.ready, readyItem{at: e.next, seq: e.seq})
 		e.inHeap, e.heapAt = true, e.next
 	}
+}
+
+// minStaleItems is how many stale items the ready heap may hold beyond
+// two per record before they are dropped.
+const minStaleItems = 1024
+
+// dropStale rebuilds the ready heap without its stale items (records
+// gone, or due at another time since). Popping them is what normally
+// drops them, but a node that does not deliver (a cluster's follower)
+// never pops: without this its heap would grow by a record's item for
+// every record delivered by the leader.
+func (x *index) dropStale() {
+	live := x.ready[:0]
+	for _, it := range x.ready {
+		if e := x.recs[it.seq]; e != nil && e.inHeap && e.heapAt.Equal(it.at) {
+			live = append(live, it)
+		}
+	}
+	clear(x.ready[len(live):])
+	x.ready = live
+	heap.Init(&x.ready)
 }
 
 // dispatched is a delivery handed to a worker: the tokens it holds busy.
