@@ -40,7 +40,49 @@ func encodeRecord(r *Record) []byte {
 
 // encodeStoredRecord returns r as the journal stores it (format 2).
 func encodeStoredRecord(r *Record) []byte {
-	return appendStoredRecord(make([]byte, 0, r.encodedSizeHint()), r)
+	return appendStoredRecord(make([]byte, 0, r.storedSizeHint()), r)
+}
+
+// storedSizeHint is about the size of r's format 2 encoding: a little
+// more for a record of usual times and texts of less than 16 KiB, so that
+// its buffer is allocated once and not much larger (encodedSizeHint's
+// bound would be half again as large as a usual record).
+func (r *Record) storedSizeHint() int {
+	n := 32 + len(r.DN) // format, flags, sequence number, codes, attempts
+	for _, s := range [...]string{r.Actor, r.ClientAddr, r.EntryKey, r.NewDN, r.Name, r.LastError, r.Note} {
+		if s != "" {
+			n += 2 + len(s)
+		}
+	}
+	for _, t := range [...]time.Time{r.Time, r.NextAttempt, r.DeliveredAt} {
+		if !t.IsZero() {
+			n += 14
+		}
+	}
+	for _, s := range [...]string{string(r.Kind), string(r.Op), string(r.State), string(r.SecretState)} {
+		if len(s) > len(StateCommitted) {
+			n += 2 + len(s) // not one the codes know
+		}
+	}
+	if len(r.Groups) > 0 {
+		n += 2
+		for _, g := range r.Groups {
+			n += 2 + len(g)
+		}
+	}
+	if len(r.Changes) > 0 {
+		n += 2
+		for _, c := range r.Changes {
+			n += 5 + len(c.Attr)
+			if len(c.Op) > len("increment") {
+				n += 2 + len(c.Op)
+			}
+			for _, v := range c.Values {
+				n += 2 + len(v)
+			}
+		}
+	}
+	return n
 }
 
 // Which of a record's optional fields a format 2 encoding holds; a field

@@ -120,8 +120,8 @@ func TestStoredRecordRoundTrips(t *testing.T) {
 		if enc[0] != recordFormat2 {
 			t.Fatalf("%s: encoding starts with %#x, want format 2", name, enc[0])
 		}
-		if n := in.encodedSizeHint(); len(enc) > n {
-			t.Errorf("%s: encoding is %d bytes, more than the hint %d", name, len(enc), n)
+		if n := in.storedSizeHint(); len(enc) > n || n > len(enc)+64 {
+			t.Errorf("%s: encoding is %d bytes, the hint %d", name, len(enc), n)
 		}
 		got, err := decodeRecord(enc)
 		if err != nil {
@@ -150,6 +150,9 @@ func TestStoredRecordRoundTrips(t *testing.T) {
 	for _, v := range []*Record{r, c, d} {
 		one, two := len(encodeRecord(v)), len(encodeStoredRecord(v))
 		t.Logf("%s: %d bytes in format 1, %d in format 2", v.State, one, two)
+		if n := v.storedSizeHint(); n < two || n > two+64 {
+			t.Errorf("%s: %d bytes, the hint %d", v.State, two, n)
+		}
 		if two >= one*85/100 {
 			t.Errorf("%s: %d bytes in format 2, not much below format 1's %d", v.State, two, one)
 		}
