@@ -805,3 +805,44 @@ func benchPropose(b *testing.B, proposers, per int) {
 		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 	}
 }
+
+// A proposal the leader handed to Raft before shutting down may be in a
+// quorum's logs and applied by the next leader: its proposer must learn
+// "outcome unknown" (and abort a Prepare by its token), never "not
+// applied", which would have it proposed again — a second record for one
+// write.
+func TestShutdownWithAProposalInFlightIsOutcomeUnknown(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *cluster.Config) {
+		cfg.LeaderLeaseTimeout, cfg.HeartbeatTimeout, cfg.ElectionTimeout = 2*time.Second, 2*time.Second, 2*time.Second
+	})
+	c.startAll()
+	c.write("first")
+	c.converge()
+	lead := c.leader()
+	for _, n := range c.others(lead) {
+		c.stop(n)
+	}
+	lastIndex := func() uint64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		st, _ := lead.n.Status(ctx) // its own view comes without the others
+		return st.LastLogIndex
+	}
+	before := lastIndex()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := lead.n.Propose(context.Background(), []store.Command{prepare(account("in-flight"))})
+		errc <- err
+	}()
+	waitFor(t, "the proposal in the leader's log", 5*time.Second, func() bool { return lastIndex() > before })
+	c.stop(lead)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, store.ErrOutcomeUnknown) || errors.Is(err, cluster.ErrClosed) {
+			t.Fatalf("a proposal in the log of a leader that shut down: %v, want outcome unknown", err)
+		}
+		t.Logf("in flight at shutdown: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the proposal did not end with its node")
+	}
+}

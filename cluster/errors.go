@@ -20,13 +20,13 @@ var (
 	ErrNoQuorum = fmt.Errorf("the cluster has no leader, no quorum of its nodes is reachable: %w", store.ErrUnavailable)
 	// ErrLeadershipLost: the leader lost its leadership before a quorum
 	// stored the entry. The change is not applied now; a later leader
-	// that holds the entry may still apply it (a prepared record the
-	// directory never saw is settled as after a crash).
-	ErrLeadershipLost = fmt.Errorf("leadership lost before a quorum stored the change: %w", store.ErrUnavailable)
+	// that holds the entry may still apply it (a Prepare's proposer
+	// aborts it by its token, see store.PrepareToken).
+	ErrLeadershipLost = fmt.Errorf("leadership lost before a quorum stored the change: %w (%w)", store.ErrUnavailable, store.ErrOutcomeUnknown)
 	// ErrOutcomeUnknown: a proposal reached the leader, but its answer did
 	// not come back (the connection broke, the leader changed). As with
 	// ErrLeadershipLost, it may still be applied.
-	ErrOutcomeUnknown = fmt.Errorf("the proposal reached the leader but its outcome is unknown: %w", store.ErrUnavailable)
+	ErrOutcomeUnknown = fmt.Errorf("the proposal reached the leader but its outcome is unknown: %w (%w)", store.ErrUnavailable, store.ErrOutcomeUnknown)
 	// ErrClosed: the node is shut down.
 	ErrClosed = fmt.Errorf("cluster node is shut down: %w", store.ErrUnavailable)
 	// ErrWitness: a witness neither takes proposals of its own, nor

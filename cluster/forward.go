@@ -129,7 +129,7 @@ func (n *Node) forward(ctx context.Context, id, addr string, cmds []store.Comman
 	case errors.Is(err, errConnLost):
 		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("the proposal may still be applied: %w", ctx.Err())
+		return nil, fmt.Errorf("the proposal may still be applied: %w (%w)", ctx.Err(), store.ErrOutcomeUnknown)
 	case wctx.Err() != nil:
 		return nil, fmt.Errorf("%w: leader %s is no longer this node's leader", ErrOutcomeUnknown, id)
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -104,7 +105,7 @@ func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command, owned boo
 			return nil, 0, ErrClosed
 		}
 	case <-ctx.Done():
-		return nil, 0, fmt.Errorf("the proposal may still be applied: %w", ctx.Err())
+		return nil, 0, fmt.Errorf("the proposal may still be applied: %w (%w)", ctx.Err(), store.ErrOutcomeUnknown)
 	}
 }
 
@@ -275,6 +276,11 @@ func (n *Node) wait(flights <-chan *inFlight, slots <-chan struct{}, done chan<-
 			case error:
 				err = r
 			}
+		} else if errors.Is(err, raft.ErrRaftShutdown) {
+			// Handed to Raft before the shutdown: the entry may be in
+			// this node's log and a quorum's, and a later leader may
+			// apply it. Not ErrClosed, which re-sends the proposal.
+			err = fmt.Errorf("%w (the node shut down after taking it)", ErrOutcomeUnknown)
 		} else {
 			err = n.raftErr(err)
 		}

@@ -551,5 +551,22 @@ func adPolicyBindNames(t *testing.T, dc *samba.Server) {
 		}
 		alice.Close()
 	}
+	// The gateway's own subtree knows a session as the policy does: the
+	// Administrator by UPN or down-level name reads cn=changelog, alice by
+	// hers may not.
+	changelog := ldap.NewSearchRequest("cn=changelog", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"lastChangeNumber"}, nil)
+	for _, name := range []string{dc.AdminUPN, `EXAMPLE\Administrator`} {
+		c := e.gwConn(name, dc.AdminPassword)
+		if res, err := c.Search(changelog); err != nil || len(res.Entries) != 1 {
+			t.Errorf("the Administrator bound as %s reads cn=changelog: %v", name, err)
+		}
+		c.Close()
+	}
+	alice := e.gwConn("alice@example.test", "Alice-Passw0rd!")
+	if _, err := alice.Search(changelog); ldapCode(err) != ldap.LDAPResultInsufficientAccessRights {
+		t.Errorf("alice bound by UPN reads cn=changelog: %v, want 50", err)
+	}
+	alice.Close()
 	e.waitAD(20 * time.Second)
 }

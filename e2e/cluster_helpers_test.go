@@ -51,17 +51,20 @@ type clusterOptions struct {
 	Users int // generated accounts, one writer each (16)
 	// FenceDelay is --cluster-fence-delay (2s).
 	FenceDelay time.Duration
+	// OrphanAge is --cluster-orphan-age (clusterOrphanAge).
+	OrphanAge time.Duration
 }
 
 // clusterEnv is slapd, the simulator and a cluster of gateways.
 type clusterEnv struct {
-	t     *testing.T
-	e     *mirrorEnv // slapd, the simulator, the mapping, the checker
-	root  string
-	base  []string // serve flags every node shares (slapd, Axigen login, schema)
-	key   string   // the journal key every node shares (hex)
-	fence time.Duration
-	net   *netproxy.Network
+	t      *testing.T
+	e      *mirrorEnv // slapd, the simulator, the mapping, the checker
+	root   string
+	base   []string // serve flags every node shares (slapd, Axigen login, schema)
+	key    string   // the journal key every node shares (hex)
+	fence  time.Duration
+	orphan time.Duration
+	net    *netproxy.Network
 
 	mu     sync.Mutex
 	nodes  []*gwNode // every node ever added, in order
@@ -121,11 +124,14 @@ func newClusterEnv(t *testing.T, opts clusterOptions) *clusterEnv {
 	if opts.FenceDelay == 0 {
 		opts.FenceDelay = 2 * time.Second
 	}
+	if opts.OrphanAge == 0 {
+		opts.OrphanAge = clusterOrphanAge
+	}
 	e := newMirrorEnv(t, mirrorOptions{Users: opts.Users, Groups: 1, LogLevel: "info"})
 	e.stop()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	c := &clusterEnv{t: t, e: e, root: t.TempDir(), key: hex.EncodeToString(key), fence: opts.FenceDelay,
+	c := &clusterEnv{t: t, e: e, root: t.TempDir(), key: hex.EncodeToString(key), fence: opts.FenceDelay, orphan: opts.OrphanAge,
 		net: netproxy.NewNetwork()}
 	t.Cleanup(c.net.Close)
 	// The flags of e's gateway (slapd, Axigen login, schema), without its
@@ -288,7 +294,7 @@ func (c *clusterEnv) args(n *gwNode) []string {
 		// --op-timeout + 1m = 3m): short here, so that a round's faults
 		// settle within the test. The write of a record in flight on the
 		// directory lasts at most --op-timeout.
-		"--op-timeout", "5s", "--cluster-orphan-age", clusterOrphanAge.String())
+		"--op-timeout", "5s", "--cluster-orphan-age", c.orphan.String())
 	for _, p := range n.peers {
 		args = append(args, "--cluster-peer", p)
 	}

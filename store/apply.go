@@ -107,6 +107,7 @@ func (j *Journal) ApplyEntries(ctx context.Context, entries []Entry) ([][]error,
 		}
 		g := &group{from: from, to: to, failed: entries[from].Index}
 		g.m = &mutation{lazy: true, done: make(chan error, 1), run: func(b *batch) error {
+			b.preparedSeqs = j.sched.prepared
 			for i := g.from; i < g.to; i++ {
 				res, err := b.applyEntry(entries[i], sizes[i])
 				if err != nil {
@@ -230,6 +231,8 @@ func (b *batch) applyCommand(c *Command) error {
 		return b.putDisabled(d, value)
 	case CmdRemoveDisabled:
 		return b.dropDisabled(c.Name)
+	case CmdAbortToken:
+		return b.applyAbortToken(c)
 	case CmdFence:
 		if c.Term > b.term {
 			b.term = c.Term
@@ -256,6 +259,9 @@ func (b *batch) applyPrepare(c *Command) error {
 	}
 	if c.Seq <= b.seq {
 		return fmt.Errorf("prepare %d after %d: %w", c.Seq, b.seq, ErrSeq)
+	}
+	if t := c.Record.Token; !t.IsZero() && tombstoned(b.aborted, t) {
+		return fmt.Errorf("prepare with token %s: %w", t, ErrAborted)
 	}
 	// Apply owns the record (decoded from the log): it is journaled as it
 	// is, not copied.

@@ -18,7 +18,8 @@ import (
 // Record, format 1: the format byte, then the fields in declaration order
 // (Secret excepted, it is never stored): numbers as varints, strings and
 // lists as a length followed by their content, times as described at
-// appendTime. Commands carry records in this format (see appendCommand):
+// appendTime. Token, last, is written only when set. Commands carry
+// records in this format (see appendCommand):
 // the Raft log stays readable by the nodes of the previous version while
 // a cluster is upgraded one node at a time.
 //
@@ -59,6 +60,9 @@ func (r *Record) storedSizeHint() int {
 			n += 14
 		}
 	}
+	if !r.Token.IsZero() {
+		n += len(r.Token)
+	}
 	for _, s := range [...]string{string(r.Kind), string(r.Op), string(r.State), string(r.SecretState)} {
 		if len(s) > len(StateCommitted) {
 			n += 2 + len(s) // not one the codes know
@@ -95,6 +99,7 @@ const (
 	hasEntryKey
 	hasChanges
 	hasNextAttempt
+	hasToken // a cluster's records
 	hasAttempts
 	hasNewDN
 	hasName
@@ -125,8 +130,8 @@ func changeCodes() [4]string { return [...]string{"add", "delete", "replace", "i
 // and secret state as codes (appendCode), the DN, then the optional
 // fields the flags name, in the order of the flags: times as at appendTime
 // but without the leading byte, the times after the record's own with
-// their seconds counted from its seconds; a change is its operation as a
-// code, its attribute and its values.
+// their seconds counted from its seconds, the token as its 16 bytes; a
+// change is its operation as a code, its attribute and its values.
 func appendStoredRecord(buf []byte, r *Record) []byte {
 	var flags uint64
 	for _, f := range [...]struct {
@@ -135,7 +140,7 @@ func appendStoredRecord(buf []byte, r *Record) []byte {
 	}{
 		{!r.Time.IsZero(), hasTime}, {r.Actor != "", hasActor}, {r.ClientAddr != "", hasClientAddr},
 		{r.EntryKey != "", hasEntryKey}, {len(r.Changes) > 0, hasChanges}, {!r.NextAttempt.IsZero(), hasNextAttempt},
-		{r.Attempts != 0, hasAttempts}, {r.NewDN != "", hasNewDN}, {r.Name != "", hasName},
+		{!r.Token.IsZero(), hasToken}, {r.Attempts != 0, hasAttempts}, {r.NewDN != "", hasNewDN}, {r.Name != "", hasName},
 		{len(r.Groups) > 0, hasGroups}, {r.LastError != "", hasLastError}, {!r.DeliveredAt.IsZero(), hasDeliveredAt},
 		{r.Note != "", hasNote},
 	} {
@@ -180,6 +185,9 @@ func appendStoredRecord(buf []byte, r *Record) []byte {
 	}
 	if flags&hasNextAttempt != 0 {
 		buf = appendTimeFrom(buf, r.NextAttempt, base)
+	}
+	if flags&hasToken != 0 {
+		buf = append(buf, r.Token[:]...)
 	}
 	if flags&hasAttempts != 0 {
 		buf = binary.AppendVarint(buf, int64(r.Attempts))
@@ -232,7 +240,7 @@ func appendTimeFrom(buf []byte, t time.Time, base int64) []byte {
 // record with no unusually large numbers, so that encoding it allocates
 // once.
 func (r *Record) encodedSizeHint() int {
-	n := 96 + len(r.Actor) + len(r.ClientAddr) + len(r.Kind) + len(r.Op) + len(r.DN) + len(r.NewDN) +
+	n := 96 + len(r.Token) + len(r.Actor) + len(r.ClientAddr) + len(r.Kind) + len(r.Op) + len(r.DN) + len(r.NewDN) +
 		len(r.EntryKey) + len(r.Name) + len(r.SecretState) + len(r.State) + len(r.LastError) + len(r.Note)
 	for _, g := range r.Groups {
 		n += 3 + len(g)
@@ -278,6 +286,11 @@ func appendRecord(buf []byte, r *Record) []byte {
 	buf = appendString(buf, r.LastError)
 	buf = appendTime(buf, r.DeliveredAt)
 	buf = appendString(buf, r.Note)
+	if !r.Token.IsZero() {
+		// Optional, last: records without a token (a lone journal's, and
+		// every record written before tokens) keep their encoding.
+		buf = appendString(buf, string(r.Token[:]))
+	}
 	return buf
 }
 
@@ -479,6 +492,14 @@ func (d *decoder) record() *Record {
 	r.LastError = d.string()
 	r.DeliveredAt = d.time()
 	r.Note = d.string()
+	if d.off < len(d.s) {
+		// The optional token: the decoder spans the record alone.
+		if t := d.string(); len(t) == len(r.Token) {
+			copy(r.Token[:], t)
+		} else {
+			d.fail()
+		}
+	}
 	if d.err != nil {
 		return nil
 	}
@@ -528,6 +549,13 @@ func (d *decoder) storedRecord() *Record {
 	}
 	if flags&hasNextAttempt != 0 {
 		r.NextAttempt = d.timeFrom(base)
+	}
+	if flags&hasToken != 0 {
+		if len(d.s)-d.off < len(r.Token) {
+			d.fail()
+		} else {
+			d.off += copy(r.Token[:], d.s[d.off:])
+		}
 	}
 	if flags&hasAttempts != 0 {
 		attempts := d.varint()

@@ -105,6 +105,7 @@ func TestBinaryRecordRoundTripsEveryField(t *testing.T) {
 func TestStoredRecordRoundTrips(t *testing.T) {
 	full := fullRecord()
 	full.Secret = nil
+	full.Token = PrepareToken{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0xff}
 	odd := fullRecord()
 	odd.Secret = nil
 	odd.Kind, odd.Op, odd.State, odd.SecretState = "printer", "compare", "lost", "hashed"
@@ -143,6 +144,7 @@ func TestStoredRecordRoundTrips(t *testing.T) {
 	// The write path's records: each version is smaller than in format 1.
 	r := accountRecord("uid=b12-345-6,ou=people,dc=example,dc=org")
 	r.Seq, r.Time, r.State = 123456, time.Date(2026, 12, 7, 1, 2, 3, 456789123, time.UTC), StatePrepared
+	r.Token = PrepareToken{0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	c := r.next()
 	c.State, c.EntryKey, c.NextAttempt = StateCommitted, "key-b12-345-6", r.Time.Add(time.Millisecond)
 	d := c.next()
@@ -160,7 +162,9 @@ func TestStoredRecordRoundTrips(t *testing.T) {
 }
 
 func TestCorruptStoredRecordsAreErrors(t *testing.T) {
-	enc := encodeStoredRecord(fullRecord())
+	rec := fullRecord()
+	rec.Token = PrepareToken{1}
+	enc := encodeStoredRecord(rec)
 	for n := range len(enc) {
 		if _, err := decodeRecord(enc[:n]); err == nil {
 			t.Fatalf("record cut to %d of %d bytes decoded", n, len(enc))

@@ -26,7 +26,8 @@ type CommandOp uint8
 const (
 	// CmdPrepare journals Record (state prepared) under Seq, which must be
 	// above every sequence number applied before; Sealed is its sealed
-	// secret, if any.
+	// secret, if any. A Prepare whose Record.Token was aborted before it
+	// (CmdAbortToken) is refused (ErrAborted).
 	CmdPrepare CommandOp = 1
 	// CmdCommit commits prepared record Seq; EntryKey, when set, becomes
 	// its stable key, and Name its name when it has none. Time is when it
@@ -51,6 +52,11 @@ const (
 	// deliveries made under an older term are refused from then on. A new
 	// leader proposes it before it delivers.
 	CmdFence CommandOp = 10
+	// CmdAbortToken aborts the prepared record whose Prepare carried
+	// Token, or, when none is prepared, tombstones Token so that its
+	// Prepare is refused if it comes later (see PrepareToken). Time
+	// dates the tombstone.
+	CmdAbortToken CommandOp = 11
 )
 
 func (op CommandOp) String() string {
@@ -75,6 +81,8 @@ func (op CommandOp) String() string {
 		return "remove-disabled"
 	case CmdFence:
 		return "fence"
+	case CmdAbortToken:
+		return "abort-token"
 	}
 	return fmt.Sprintf("command(%d)", uint8(op))
 }
@@ -103,6 +111,7 @@ type Command struct {
 	Seqs     []uint64
 	Disabled DisabledAccount // PutDisabled
 	Name     string          // RemoveDisabled
+	Token    PrepareToken    // AbortToken
 }
 
 // Outcome is what a delivery came to, as the leader decided it.
@@ -135,6 +144,9 @@ func (c *Command) SizeHint() int {
 	if c.Record != nil {
 		n += c.Record.encodedSizeHint() + len(c.Record.Secret) + 32
 	}
+	if !c.Token.IsZero() {
+		n += 1 + len(c.Token)
+	}
 	return n
 }
 
@@ -155,7 +167,16 @@ var (
 // none, the outcome's flags as a byte). Every field is written for every
 // op: a batch's size is dominated by its records, and one layout is one
 // decoder to get right.
-const commandFormat1 byte = 1
+//
+// Format 2 is format 1 with one more field after each command's: its
+// Token, as a string (empty for none). A batch is written in format 2 only
+// when one of its commands has a token (an AbortToken; a Prepare's token
+// travels in its record), so the batches of the write path keep format 1,
+// and entries written before tokens read as they were.
+const (
+	commandFormat1 byte = 1
+	commandFormat2 byte = 2
+)
 
 const (
 	outcomeDelivered byte = 1 << iota
@@ -169,11 +190,25 @@ func EncodeCommands(cmds []Command) []byte {
 	for i := range cmds {
 		size += cmds[i].SizeHint()
 	}
+	format := commandFormat1
+	for i := range cmds {
+		if !cmds[i].Token.IsZero() {
+			format = commandFormat2
+			break
+		}
+	}
 	buf := make([]byte, 0, size)
-	buf = append(buf, commandFormat1)
+	buf = append(buf, format)
 	buf = binary.AppendUvarint(buf, uint64(len(cmds)))
 	for i := range cmds {
 		buf = appendCommand(buf, &cmds[i])
+		if format == commandFormat2 {
+			var tok string
+			if !cmds[i].Token.IsZero() {
+				tok = string(cmds[i].Token[:])
+			}
+			buf = appendString(buf, tok)
+		}
 	}
 	return buf
 }
@@ -236,7 +271,7 @@ func DecodeCommands(b []byte) ([]Command, error) { return AppendDecodedCommands(
 // caller that decodes entry after entry (a node's state machine) reuses
 // one slice's storage; dst is returned as it was on an error.
 func AppendDecodedCommands(dst []Command, b []byte) ([]Command, error) {
-	if len(b) == 0 || b[0] != commandFormat1 {
+	if len(b) == 0 || (b[0] != commandFormat1 && b[0] != commandFormat2) {
 		return dst, errors.New("decode commands: unknown format")
 	}
 	d := decoder{s: string(b[1:])}
@@ -246,6 +281,15 @@ func AppendDecodedCommands(dst []Command, b []byte) ([]Command, error) {
 	clear(cmds)
 	for i := range cmds {
 		d.command(&cmds[i])
+		if b[0] == commandFormat2 {
+			switch t := d.string(); len(t) {
+			case 0:
+			case len(cmds[i].Token):
+				copy(cmds[i].Token[:], t)
+			default:
+				d.fail()
+			}
+		}
 	}
 	if d.err != nil {
 		return dst, fmt.Errorf("decode commands: %w", d.err)

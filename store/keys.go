@@ -16,6 +16,7 @@ var (
 	metaKey     = []byte("m/keycheck")
 	metaApplied = []byte("m/applied") // a replicated journal's last applied Raft index
 	metaTerm    = []byte("m/term")    // a replicated journal's delivery term
+	metaAborted = []byte("m/aborted") // a replicated journal's tombstones (see PrepareToken)
 	// metaReplicated marks a cluster's journal (Options.Replicated), so that
 	// neither kind is opened as the other (see MakeReplicated).
 	metaReplicated = []byte("m/replicated")

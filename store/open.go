@@ -127,6 +127,9 @@ func load(db *badger.DB, dir string, opts Options) (loaded, error) {
 		if st.counters.term, _, err = getNum(txn, metaTerm); err != nil {
 			return err
 		}
+		if st.counters.aborted, err = getTombstones(txn); err != nil {
+			return err
+		}
 		if _, err := txn.Get(metaLoading); err == nil {
 			st.counters.loading = true
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {

@@ -43,7 +43,9 @@ type Applied struct {
 // proposer wraps ErrUnavailable in the error when the cluster cannot
 // take changes now: no quorum, no leader known, leadership lost before a
 // quorum stored the entry. Callers answer those with "unavailable"
-// rather than as a failure of the journal.
+// rather than as a failure of the journal. It wraps ErrOutcomeUnknown
+// when the commands may still be applied (sent, but the answer was
+// lost): a Prepare's proposer then aborts it by its token (AbortToken).
 type Proposer interface {
 	Propose(ctx context.Context, cmds []Command) ([]Applied, error)
 }
@@ -101,13 +103,24 @@ func (j *Journal) proposeChange(ctx context.Context, p Proposer, what string, c 
 	return a.Err
 }
 
-// proposePrepare is Prepare on a replicated journal.
+// proposePrepare is Prepare on a replicated journal. The record carries
+// a new token; a failure whose outcome is unknown is an
+// *UnknownPrepareError with it, for the caller to abort the record
+// (AbortToken) in case it is in the log.
 func (j *Journal) proposePrepare(ctx context.Context, p Proposer, r *Record) (uint64, error) {
 	// A copy: a proposal whose ctx ends may still be stamped later, and the
 	// caller may clear its secret as soon as Prepare returns.
 	rec := r.clone()
 	rec.Secret = bytes.Clone(r.Secret)
+	tok, err := NewPrepareToken()
+	if err != nil {
+		return 0, fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, err)
+	}
+	rec.Token = tok
 	a, err := proposeOne(ctx, p, Command{Op: CmdPrepare, Record: rec})
+	if err != nil && errors.Is(err, ErrOutcomeUnknown) {
+		return 0, &UnknownPrepareError{Token: tok, Err: fmt.Errorf("prepare %s of %s: %w", r.Op, r.DN, err)}
+	}
 	if err == nil {
 		err = a.Err
 	}
@@ -116,6 +129,20 @@ func (j *Journal) proposePrepare(ctx context.Context, p Proposer, r *Record) (ui
 	}
 	clear(rec.Secret) // stamped (sealed) by now
 	return a.Seq, nil
+}
+
+// AbortToken aborts the record a replicated Prepare journaled with token
+// tok, if it is prepared, or makes sure that Prepare is refused if it is
+// applied later (CmdAbortToken). It is for a Prepare whose outcome is
+// unknown (UnknownPrepareError): made again after an unknown outcome of
+// its own, it changes nothing more. A journal of its own knows its
+// outcomes and gives no tokens: it refuses.
+func (j *Journal) AbortToken(ctx context.Context, tok PrepareToken) error {
+	p := j.proposer()
+	if p == nil {
+		return fmt.Errorf("abort by token %s: the journal is not a cluster's, or has no proposer", tok)
+	}
+	return j.proposeChange(ctx, p, "abort by token "+tok.String(), Command{Op: CmdAbortToken, Token: tok})
 }
 
 // RefusalCode names the well-known error err wraps, for a node that
@@ -165,6 +192,8 @@ var refusals = [...]struct {
 	{"wrong-key", ErrWrongKey},
 	{"replicated", ErrReplicated},
 	{"closed", ErrClosed},
+	{"aborted", ErrAborted},
+	{"outcome-unknown", ErrOutcomeUnknown},
 	{"canceled", context.Canceled},
 	{"deadline", context.DeadlineExceeded},
 }

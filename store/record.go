@@ -112,6 +112,9 @@ type Record struct {
 	DeliveredAt time.Time   `json:"deliveredAt,omitzero"`
 	// Note is free text for operators, e.g. "password skipped: pre-hashed".
 	Note string `json:"note,omitempty"`
+	// Token names the Prepare that journaled the record in a cluster (see
+	// PrepareToken); zero elsewhere.
+	Token PrepareToken `json:"-"`
 }
 
 // maxRecordBytes bounds one encoded record, so that a record, its event and

@@ -26,7 +26,9 @@ import (
 //	    (uvarints), the key check (a string: length and bytes)
 //	'r' a record: its stored encoding and its sealed secret (two strings)
 //	'x' a disabled account: its JSON
-//	'z' the end: the number of 'r' and 'x' frames (uvarint)
+//	't' the tombstones of aborted Prepare tokens (encodeTombstones), only
+//	    when there are some: a snapshot without them reads as before
+//	'z' the end: the number of 'r', 'x' and 't' frames (uvarint)
 //
 // The end frame tells a complete snapshot from a truncated one.
 var snapshotMagic = []byte("LGJS")
@@ -37,6 +39,7 @@ const (
 	frameHeader   byte = 'h'
 	frameRecord   byte = 'r'
 	frameDisabled byte = 'x'
+	frameAborted  byte = 't'
 	frameEnd      byte = 'z'
 
 	// maxFrameBytes bounds a frame: a record and its secret.
@@ -160,6 +163,14 @@ func (s *Snapshot) write(w *bufio.Writer) error {
 		writeFrame(w, frameDisabled, v)
 		frames++
 	}
+	aborted, err := getTombstones(txn)
+	if err != nil {
+		return err
+	}
+	if len(aborted) > 0 {
+		writeFrame(w, frameAborted, encodeTombstones(aborted))
+		frames++
+	}
 	return writeFrame(w, frameEnd, binary.AppendUvarint(nil, frames))
 }
 
@@ -258,6 +269,7 @@ func (j *Journal) restore(hdr snapshotHeader, r *bufio.Reader) error {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	var frames uint64
+	var aborted []tombstone
 	for {
 		tag, payload, err := readFrame(r)
 		if err != nil {
@@ -281,12 +293,16 @@ func (j *Journal) restore(hdr snapshotHeader, r *bufio.Reader) error {
 					return err
 				}
 			}
+		case frameAborted:
+			if aborted, err = decodeTombstones(payload); err != nil {
+				return err
+			}
 		case frameEnd:
 			d := decoder{s: string(payload)}
 			if n := d.uvarint(); d.err != nil || n != frames {
 				return fmt.Errorf("snapshot holds %d items, its end says %d: %w", frames, n, errCorrupt)
 			}
-			return j.finishRestore(hdr, wb)
+			return j.finishRestore(hdr, aborted, wb)
 		default:
 			return fmt.Errorf("snapshot frame %q: %w", tag, errCorrupt)
 		}
@@ -321,7 +337,7 @@ func restoreRecord(wb *badger.WriteBatch, payload []byte) error {
 
 // finishRestore writes the snapshot's counters, which ends the restore,
 // and rebuilds the in-memory index.
-func (j *Journal) finishRestore(hdr snapshotHeader, wb *badger.WriteBatch) error {
+func (j *Journal) finishRestore(hdr snapshotHeader, aborted []tombstone, wb *badger.WriteBatch) error {
 	if err := wb.Flush(); err != nil {
 		return err
 	}
@@ -335,6 +351,13 @@ func (j *Journal) finishRestore(hdr snapshotHeader, wb *badger.WriteBatch) error
 		)
 		if err == nil && len(hdr.check) > 0 {
 			err = txn.Set(metaKey, hdr.check)
+		}
+		if err == nil {
+			if len(aborted) > 0 {
+				err = txn.Set(metaAborted, encodeTombstones(aborted))
+			} else {
+				err = txn.Delete(metaAborted)
+			}
 		}
 		return err
 	})
@@ -357,7 +380,7 @@ func (j *Journal) finishRestore(hdr snapshotHeader, wb *badger.WriteBatch) error
 		return err
 	}
 	j.sched.replace(idx, delivered)
-	j.w.setState(writerState{seq: hdr.seq, applied: hdr.applied, term: hdr.term})
+	j.w.setState(writerState{seq: hdr.seq, applied: hdr.applied, term: hdr.term, aborted: aborted})
 	return nil
 }
 

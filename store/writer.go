@@ -140,6 +140,11 @@ type batch struct {
 	disabled       map[string]*DisabledAccount
 	recentDisabled map[string]recentDisabled
 	effects        []effect // in-memory updates, for the indexer once settled
+	// aborted are a replicated journal's tombstones (see PrepareToken),
+	// replaced whole when they change; preparedSeqs, when set, lists the
+	// records the index holds prepared (see preparedWithToken).
+	aborted      []tombstone
+	preparedSeqs func() []uint64
 }
 
 // writerState is the journal's counters: as settled (writer.state), or as
@@ -148,7 +153,8 @@ type batch struct {
 type writerState struct {
 	seq           uint64
 	loading       bool
-	applied, term uint64 // a replicated journal's (see batch)
+	applied, term uint64      // a replicated journal's (see batch)
+	aborted       []tombstone // a replicated journal's; never changed in place
 }
 
 // recentDisabled is a disabled account written by a batch not yet known
@@ -412,7 +418,7 @@ func (w *writerRun) process(ms []*mutation) {
 			f.result <- nil
 		default:
 			f.effects, f.wrote = b.effects, true
-			f.state = writerState{seq: b.seq, loading: b.loading, applied: b.applied, term: b.term}
+			f.state = writerState{seq: b.seq, loading: b.loading, applied: b.applied, term: b.term, aborted: b.aborted}
 			for seq, r := range b.local {
 				w.recent.put(seq, r, f.id)
 			}
@@ -547,6 +553,7 @@ func (w *writerRun) newBatch() *batch {
 		loading:        w.state.loading,
 		applied:        w.state.applied,
 		term:           w.state.term,
+		aborted:        w.state.aborted,
 		local:          make(map[uint64]*Record, w.sizeHint),
 		recent:         w.recent,
 		recentDisabled: w.disabled,
@@ -658,6 +665,15 @@ func (b *batch) writeMeta(was writerState) error {
 	}
 	if b.term != was.term {
 		err = errors.Join(err, b.txn.Set(metaTerm, encodeNum(b.term)))
+	}
+	if len(b.aborted) > 0 || len(was.aborted) > 0 {
+		if len(b.aborted) != len(was.aborted) || &b.aborted[0] != &was.aborted[0] {
+			if len(b.aborted) == 0 {
+				err = errors.Join(err, b.txn.Delete(metaAborted))
+			} else {
+				err = errors.Join(err, b.txn.Set(metaAborted, encodeTombstones(b.aborted)))
+			}
+		}
 	}
 	if b.loading != was.loading {
 		if b.loading {

@@ -158,14 +158,14 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	// One admin check for the subtree and the write path: the mirror's
 	// (admin DNs and group, reloadable), or without mirroring the admin DNs
 	// alone (there is no directory client to read a group with).
-	var admins interface {
-		IsAdmin(ctx context.Context, dn string) (bool, error)
-	} = mirror.NewAdmins(cfg.Mirror.AdminDNs, "", nil, 0)
+	// The mirror knows a session as its write path does (an AD logon name
+	// is the entry it resolves to).
+	isAdminName := mirror.NewAdmins(cfg.Mirror.AdminDNs, "", nil, 0).IsAdmin
 	if mirrorRef != nil {
-		admins = mirrorRef
+		isAdminName = mirrorRef.IsAdminSession
 	}
 	isAdmin := func(si gateway.SessionInfo) bool {
-		ok, err := admins.IsAdmin(context.Background(), si.BoundDN)
+		ok, err := isAdminName(context.Background(), si.BoundDN)
 		return err == nil && ok
 	}
 	local, stopLocal, err := newSubtree(journal, stats, upstreams.Health, node.monitor(), isAdmin, cfg.Limits.ChangelogTimeLimit, log)

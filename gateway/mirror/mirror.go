@@ -159,6 +159,20 @@ func (m *Mirror) IsAdmin(ctx context.Context, dn string) (bool, error) {
 	return m.admins.Load().IsAdmin(ctx, dn)
 }
 
+// IsAdminSession reports whether a session bound with name is an admin,
+// knowing the name as the write path does (identity): an AD logon name
+// (user@domain, DOMAIN\user) or a DN spelled otherwise than the admin
+// list means the entry the directory resolves it to, so that the subtree
+// and the policy never disagree on who an admin is. A name that resolves
+// to no entry is no admin.
+func (m *Mirror) IsAdminSession(ctx context.Context, name string) (bool, error) {
+	dn, sure, err := m.identity(ctx, name)
+	if err != nil || !sure || dn == "" {
+		return false, err
+	}
+	return m.IsAdmin(ctx, dn)
+}
+
 // Close waits until every write the Mirror saw is settled in the journal.
 // Call it after the gateway stopped accepting writes, before the journal
 // closes.
