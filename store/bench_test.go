@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -91,3 +92,63 @@ func (c *stallCounter) Handle(_ context.Context, r slog.Record) error {
 }
 func (c *stallCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
 func (c *stallCounter) WithGroup(string) slog.Handler      { return c }
+
+// BenchmarkGroupCommitDelay journals b.N records (Prepare, then Commit)
+// from 8 writers, as the mirror benchmark's clients make them, with and
+// without the durable batches' wait for company (Options.GroupCommitDelay),
+// and reports the process's CPU time and the fsyncs per record.
+func BenchmarkGroupCommitDelay(b *testing.B) {
+	for _, delay := range []time.Duration{-1, time.Millisecond} {
+		b.Run(fmt.Sprintf("delay=%v", max(delay, 0)), func(b *testing.B) { benchGroupCommitDelay(b, delay) })
+	}
+}
+
+func benchGroupCommitDelay(b *testing.B, delay time.Duration) {
+	dir := b.TempDir()
+	j, err := Open(filepath.Join(dir, "journal"), Options{
+		KeyFile:              filepath.Join(dir, "journal.key"),
+		HousekeepingInterval: -1,
+		Logger:               quietLogger(),
+		GroupCommitDelay:     delay,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	cpu0 := processCPU()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+				seq, err := j.Prepare(ctx, accountRecord(fmt.Sprintf("uid=user%d,ou=people,dc=example,dc=org", i%1000)))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := j.Commit(ctx, seq, ""); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cpu := processCPU() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/record")
+	b.ReportMetric(float64(j.w.stats.syncs.Load())/float64(b.N), "syncs/record")
+}
+
+// processCPU is the CPU time the process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

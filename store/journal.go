@@ -14,7 +14,8 @@
 // Durability: one goroutine writes the journal. It gathers every mutation
 // waiting at that moment into a single Badger transaction, so concurrent
 // writers share one fsync (group commit); while Badger writes and syncs one
-// batch, it builds the next and takes in what arrives until Badger is free.
+// batch, it builds the next and takes in what arrives until Badger is free,
+// and, while other writes are open, a little longer (GroupCommitDelay).
 // Prepare, Retry and Drop return once their change is on disk (fsync).
 // Commit, Abort, a delivery's outcome and housekeeping return once Badger
 // has the change (a process crash loses none of them) and reach the disk
@@ -102,6 +103,12 @@ type Options struct {
 	// NoSync skips the fsync on each group commit. A process crash loses
 	// nothing; a power loss may. For tests and benchmarks only.
 	NoSync bool
+	// GroupCommitDelay is how long a durable batch (a Prepare's) may wait,
+	// while other writes are open (prepared, not yet committed or
+	// aborted), for one more change per open write, to share its fsync
+	// (see writerRun.absorb). A lone writer never waits (1ms; negative:
+	// never wait).
+	GroupCommitDelay time.Duration
 	// MaxAttempts is how many deliveries fail before a record is dead (25).
 	MaxAttempts int
 	// BackoffBase and BackoffCap bound the wait before a retry: it doubles
@@ -155,6 +162,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HousekeepingInterval == 0 {
 		o.HousekeepingInterval = 10 * time.Minute
+	}
+	if o.GroupCommitDelay == 0 {
+		o.GroupCommitDelay = time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,6 +37,9 @@ type MirrorConfig struct {
 	MaxAttempts int `yaml:"maxAttempts"`
 	// Retention keeps delivered records (the audit trail) this long.
 	Retention time.Duration `yaml:"retention"`
+	// GroupCommitDelay is how long a journal write waits for concurrent
+	// ones to share its fsync (store.Options.GroupCommitDelay); 0 never.
+	GroupCommitDelay time.Duration `yaml:"groupCommitDelay"`
 	// AuditLog receives a JSON line per decision, result and delivery of an
 	// intercepted write: a file path, or "-" for standard error.
 	AuditLog string `yaml:"auditLog"`
@@ -89,6 +93,8 @@ func defaultMirrorConfig() MirrorConfig {
 		Workers:     8,
 		MaxAttempts: 25,
 		Retention:   30 * 24 * time.Hour,
+
+		GroupCommitDelay: time.Millisecond,
 
 		OnAccountDelete:     string(mirror.DeleteDisables),
 		ProtectedAccounts:   []string{mirror.Postmaster},
@@ -163,6 +169,8 @@ func mirrorSettings() []setting {
 			func(c *Config) *[]string { return &c.Mirror.ProtectedAccounts }),
 		durationSetting("retention", "RETENTION", "how long delivered records are kept as the audit trail (file: mirror.retention)",
 			func(c *Config) *time.Duration { return &c.Mirror.Retention }),
+		durationSetting("group-commit-delay", "GROUP_COMMIT_DELAY", "how long a journal write may wait for concurrent writes to share its fsync, while others wait for the directory's answer; a lone writer never waits; 0 never (file: mirror.groupCommitDelay)",
+			func(c *Config) *time.Duration { return &c.Mirror.GroupCommitDelay }),
 	}
 }
 
@@ -191,6 +199,8 @@ func (mc *MirrorConfig) validate() error {
 		return bad("mirror.workers (--delivery-workers)", "must be at least 1")
 	case mc.MaxAttempts < 1:
 		return bad("mirror.maxAttempts (--max-attempts)", "must be at least 1")
+	case mc.GroupCommitDelay < 0 || mc.GroupCommitDelay > time.Second:
+		return bad("mirror.groupCommitDelay (--group-commit-delay)", "must be from 0 to 1s")
 	case mc.ResyncInterval < 0:
 		return bad("mirror.resyncInterval (--resync-interval)", "must not be negative")
 	case mc.Axigen.Sessions < 1:
@@ -262,6 +272,8 @@ func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
 		MaxAttempts: cfg.Mirror.MaxAttempts,
 		Retention:   cfg.Mirror.Retention,
 		Logger:      log,
+		// The store's zero is its default; the setting's is never.
+		GroupCommitDelay: cmp.Or(cfg.Mirror.GroupCommitDelay, -1),
 	}
 }
 

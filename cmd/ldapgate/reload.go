@@ -220,9 +220,9 @@ func restartOnly(old, next Config) []string {
 	diff("upstream TLS settings", oldUp, nextUp)
 	diff("mirror.axigen", old.Mirror.Axigen, next.Mirror.Axigen)
 	diff("mirror.serviceDN", old.Mirror.ServiceDN+old.Mirror.ServicePasswordFile, next.Mirror.ServiceDN+next.Mirror.ServicePasswordFile)
-	diff("mirror.workers/maxAttempts/retention/auditLog/resyncInterval",
-		[]any{old.Mirror.Workers, old.Mirror.MaxAttempts, old.Mirror.Retention, old.Mirror.AuditLog, old.Mirror.ResyncInterval},
-		[]any{next.Mirror.Workers, next.Mirror.MaxAttempts, next.Mirror.Retention, next.Mirror.AuditLog, next.Mirror.ResyncInterval})
+	diff("mirror.workers/maxAttempts/retention/auditLog/resyncInterval/groupCommitDelay",
+		[]any{old.Mirror.Workers, old.Mirror.MaxAttempts, old.Mirror.Retention, old.Mirror.AuditLog, old.Mirror.ResyncInterval, old.Mirror.GroupCommitDelay},
+		[]any{next.Mirror.Workers, next.Mirror.MaxAttempts, next.Mirror.Retention, next.Mirror.AuditLog, next.Mirror.ResyncInterval, next.Mirror.GroupCommitDelay})
 	diff("mirror.onAccountDelete/deleteAfter/protectedAccounts/maxRemovalsPerSweep",
 		[]any{old.Mirror.OnAccountDelete, old.Mirror.DeleteAfter, old.Mirror.ProtectedAccounts, old.Mirror.MaxRemovalsPerSweep},
 		[]any{next.Mirror.OnAccountDelete, next.Mirror.DeleteAfter, next.Mirror.ProtectedAccounts, next.Mirror.MaxRemovalsPerSweep})
