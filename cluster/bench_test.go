@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ldapgate/ldapgate/cluster"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -35,9 +36,48 @@ func BenchmarkClusterRecords(b *testing.B) {
 	}
 }
 
-func benchRecords(b *testing.B, writers, per int) {
-	c := newCluster(b, 3, nil)
+// BenchmarkClusterRecordsDelivered is BenchmarkClusterRecords with the
+// records delivered as well, by the leader (to a deliverer that takes
+// everything at once), as a cluster that mirrors to Axigen delivers
+// them: each record then also costs its outcome's command, and the
+// journal's index holds only the records on their way instead of every
+// record written. The figures count each record's delivery: the clock
+// stops once every node has applied every outcome.
+func BenchmarkClusterRecordsDelivered(b *testing.B) {
+	for _, per := range []int{1, 16} {
+		b.Run(fmt.Sprintf("writers=32/records=%d", per), func(b *testing.B) { benchRecordsOpts(b, 32, per, true) })
+	}
+}
+
+func benchRecords(b *testing.B, writers, per int) { benchRecordsOpts(b, writers, per, false) }
+
+// instant is a deliverer for which every delivery succeeds at once.
+type instant struct{}
+
+func (instant) Deliver(context.Context, *store.Record) error { return nil }
+
+func benchRecordsOpts(b *testing.B, writers, per int, deliver bool) {
+	var tune func(*cluster.Config)
+	if deliver {
+		// No leader delivered before: no previous one to wait out.
+		tune = func(cfg *cluster.Config) { cfg.FenceDelay = time.Millisecond }
+	}
+	c := newCluster(b, 3, tune)
 	c.startAll()
+	if deliver {
+		for _, n := range c.nodes {
+			n.j.SetProposer(n.n)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			b.Cleanup(func() { cancel(); <-done })
+			go func() {
+				defer close(done)
+				n.n.Deliver(ctx, func(ctx context.Context, term uint64) error {
+					return n.j.RunTerm(ctx, term, 8, instant{})
+				})
+			}()
+		}
+	}
 	lead := c.leader()
 	c.write("warm-up")
 	firstIndex := lead.n.AppliedIndex()
@@ -85,6 +125,16 @@ func benchRecords(b *testing.B, writers, per int) {
 		})
 	}
 	wg.Wait()
+	if deliver {
+		waitFor(b, "every record delivered on every node", 5*time.Minute, func() bool {
+			for _, n := range c.nodes {
+				if st, err := n.j.Stats(); err != nil || st.Prepared+st.Committed > 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cpu := cpuTime(b) - cpu0

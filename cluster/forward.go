@@ -60,7 +60,7 @@ func (n *Node) Propose(ctx context.Context, cmds []store.Command) ([]Result, err
 		addr, id := n.raft.LeaderWithID()
 		switch {
 		case n.raft.State() == raft.Leader && !n.cfg.Witness:
-			res, _, err = n.proposeLocal(ctx, cmds)
+			res, _, err = n.proposeLocal(ctx, cmds, false)
 		case id != "" && string(id) != n.cfg.NodeID:
 			res, err = n.forward(ctx, string(id), string(addr), cmds)
 		default:

@@ -58,8 +58,11 @@ const (
 // the wait; a proposal whose ctx ends after it was queued may still be
 // applied. ErrClosed (the node shut down) means the proposal never
 // reached the log: it may be made again elsewhere. It also returns the
-// index of the entry that holds the commands.
-func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command) ([]Result, uint64, error) {
+// index of the entry that holds the commands. owned says the caller hands
+// cmds over (a forwarded proposal, decoded for this call): the pipeline
+// then reads them without a copy, which a caller that may reuse them once
+// its ctx ends needs.
+func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command, owned bool) ([]Result, uint64, error) {
 	if len(cmds) == 0 {
 		return nil, 0, nil
 	}
@@ -74,7 +77,10 @@ func (n *Node) proposeLocal(ctx context.Context, cmds []store.Command) ([]Result
 	if n.raft.State() != raft.Leader {
 		return nil, 0, n.notLeader()
 	}
-	p := &proposal{cmds: slices.Clone(cmds), done: make(chan struct{})}
+	if !owned {
+		cmds = slices.Clone(cmds)
+	}
+	p := &proposal{cmds: cmds, done: make(chan struct{})}
 	for i := range p.cmds {
 		p.size += p.cmds[i].SizeHint()
 	}

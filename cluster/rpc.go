@@ -364,7 +364,7 @@ func (n *Node) answer(ctx context.Context, f frame) frame {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
-		res, index, err := n.proposeLocal(ctx, cmds)
+		res, index, err := n.proposeLocal(ctx, cmds, true)
 		if err != nil {
 			return errorFrame(f.id, err)
 		}

@@ -81,27 +81,72 @@ func (j *Journal) ApplyEntries(ctx context.Context, entries []Entry) ([][]error,
 		return nil, errors.New("apply commands: journal is not replicated")
 	}
 	results := make([][]error, len(entries))
-	queued := make([]*mutation, 0, len(entries))
+	sizes := make([]int, len(entries))
+	for i := range entries {
+		sizes[i] = entrySize(entries[i])
+	}
+	// Consecutive entries go to the writer together, as one mutation of at
+	// most maxGroupCommands commands and MaxEntryBytes (or one entry): a
+	// mutation costs a channel round trip and a closure, and Raft hands
+	// over many small entries at once (one per round of proposals the
+	// leader gathered). Each entry is still applied whole or refused
+	// whole, with its own applied index.
+	type group struct {
+		from, to int    // entries[from:to]
+		failed   uint64 // the index of the entry that failed to apply, if any
+		m        *mutation
+	}
+	var groups []*group
 	var first error
-	for i, e := range entries {
-		m := &mutation{lazy: true, done: make(chan error, 1), run: func(b *batch) error {
+	for from := 0; from < len(entries); {
+		to, size, count := from+1, sizes[from], len(entries[from].Commands)
+		for to < len(entries) && size+sizes[to] <= MaxEntryBytes && count+len(entries[to].Commands) <= maxGroupCommands {
+			size += sizes[to]
+			count += len(entries[to].Commands)
+			to++
+		}
+		g := &group{from: from, to: to, failed: entries[from].Index}
+		g.m = &mutation{lazy: true, done: make(chan error, 1), run: func(b *batch) error {
 			b.preparedSeqs = j.sched.prepared
-			res, err := b.applyEntry(e)
-			results[i] = res
-			return err
+			for i := g.from; i < g.to; i++ {
+				res, err := b.applyEntry(entries[i], sizes[i])
+				if err != nil {
+					g.failed = entries[i].Index
+					return err
+				}
+				results[i] = res
+			}
+			return nil
 		}}
-		if err := j.w.queue(ctx, m); err != nil {
-			first = fmt.Errorf("apply entry %d: %w", e.Index, err)
+		if err := j.w.queue(ctx, g.m); err != nil {
+			first = fmt.Errorf("apply entry %d: %w", entries[from].Index, err)
 			break
 		}
-		queued = append(queued, m)
+		groups = append(groups, g)
+		from = to
 	}
-	for i, m := range queued {
-		if err := <-m.done; err != nil && first == nil {
-			first = fmt.Errorf("apply entry %d: %w", entries[i].Index, err)
+	for _, g := range groups {
+		if err := <-g.m.done; err != nil && first == nil {
+			first = fmt.Errorf("apply entry %d: %w", g.failed, err)
 		}
 	}
 	return results, first
+}
+
+// maxGroupCommands bounds the commands of the entries ApplyEntries hands
+// the writer as one mutation: as many as the leader puts in one entry by
+// default (cluster.Config.MaxBatch), so that a group writes no more in one
+// Badger transaction than such an entry (a Commit's SizeHint is far below
+// what it writes: the whole record again).
+const maxGroupCommands = 256
+
+// entrySize is about the size of an entry's commands (see MaxEntryBytes).
+func entrySize(e Entry) int {
+	size := 0
+	for i := range e.Commands {
+		size += e.Commands[i].SizeHint()
+	}
+	return size
 }
 
 // Replicated reports whether the journal was opened as a cluster's copy
@@ -116,8 +161,8 @@ func (j *Journal) AppliedIndex() uint64 { return j.w.current().applied }
 // (CmdFence): outcomes of older terms are refused.
 func (j *Journal) DeliveryTerm() uint64 { return j.w.current().term }
 
-// applyEntry applies one entry's commands in batch b.
-func (b *batch) applyEntry(e Entry) ([]error, error) {
+// applyEntry applies one entry's commands, of size entrySize, in batch b.
+func (b *batch) applyEntry(e Entry, size int) ([]error, error) {
 	if b.loading {
 		return nil, fmt.Errorf("entry %d: the journal is half restored from a snapshot", e.Index)
 	}
@@ -125,10 +170,6 @@ func (b *batch) applyEntry(e Entry) ([]error, error) {
 		return nil, nil
 	}
 	res := make([]error, len(e.Commands))
-	size := 0
-	for i := range e.Commands {
-		size += e.Commands[i].SizeHint()
-	}
 	if size > MaxEntryBytes {
 		// Refused whole, alike everywhere: it could not be written in one
 		// transaction.
@@ -222,7 +263,10 @@ func (b *batch) applyPrepare(c *Command) error {
 	if t := c.Record.Token; !t.IsZero() && tombstoned(b.aborted, t) {
 		return fmt.Errorf("prepare with token %s: %w", t, ErrAborted)
 	}
-	rec := c.Record.next()
+	// Apply owns the record (decoded from the log): it is journaled as it
+	// is, not copied.
+	rec := c.Record
+	rec.Secret = nil
 	rec.Seq = c.Seq
 	rec.State = StatePrepared
 	rec.Attempts, rec.NextAttempt, rec.LastError, rec.DeliveredAt = 0, time.Time{}, "", time.Time{}

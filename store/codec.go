@@ -18,14 +18,222 @@ import (
 // Record, format 1: the format byte, then the fields in declaration order
 // (Secret excepted, it is never stored): numbers as varints, strings and
 // lists as a length followed by their content, times as described at
-// appendTime. Token, last, is written only when set.
-const recordFormat1 byte = 1
+// appendTime. Token, last, is written only when set. Commands carry
+// records in this format (see appendCommand):
+// the Raft log stays readable by the nodes of the previous version while
+// a cluster is upgraded one node at a time.
+//
+// Record, format 2, what the journal stores in Badger since: the same
+// record in fewer bytes, so that each of a record's versions (its Prepare,
+// its Commit, its outcome) costs Badger's log, memtable and tables less.
+// See appendStoredRecord.
+const (
+	recordFormat1 byte = 1
+	recordFormat2 byte = 2
+)
 
 var errCorrupt = errors.New("truncated or corrupt value")
 
-// encodeRecord returns the stored encoding of r.
+// encodeRecord returns r in format 1, as commands carry it.
 func encodeRecord(r *Record) []byte {
 	return appendRecord(make([]byte, 0, r.encodedSizeHint()), r)
+}
+
+// encodeStoredRecord returns r as the journal stores it (format 2).
+func encodeStoredRecord(r *Record) []byte {
+	return appendStoredRecord(make([]byte, 0, r.storedSizeHint()), r)
+}
+
+// storedSizeHint is about the size of r's format 2 encoding: a little
+// more for a record of usual times and texts of less than 16 KiB, so that
+// its buffer is allocated once and not much larger (encodedSizeHint's
+// bound would be half again as large as a usual record).
+func (r *Record) storedSizeHint() int {
+	n := 32 + len(r.DN) // format, flags, sequence number, codes, attempts
+	for _, s := range [...]string{r.Actor, r.ClientAddr, r.EntryKey, r.NewDN, r.Name, r.LastError, r.Note} {
+		if s != "" {
+			n += 2 + len(s)
+		}
+	}
+	for _, t := range [...]time.Time{r.Time, r.NextAttempt, r.DeliveredAt} {
+		if !t.IsZero() {
+			n += 14
+		}
+	}
+	if !r.Token.IsZero() {
+		n += len(r.Token)
+	}
+	for _, s := range [...]string{string(r.Kind), string(r.Op), string(r.State), string(r.SecretState)} {
+		if len(s) > len(StateCommitted) {
+			n += 2 + len(s) // not one the codes know
+		}
+	}
+	if len(r.Groups) > 0 {
+		n += 2
+		for _, g := range r.Groups {
+			n += 2 + len(g)
+		}
+	}
+	if len(r.Changes) > 0 {
+		n += 2
+		for _, c := range r.Changes {
+			n += 5 + len(c.Attr)
+			if len(c.Op) > len("increment") {
+				n += 2 + len(c.Op)
+			}
+			for _, v := range c.Values {
+				n += 2 + len(v)
+			}
+		}
+	}
+	return n
+}
+
+// Which of a record's optional fields a format 2 encoding holds; a field
+// left out is empty (zero). The common ones come first, so that the
+// flags of most records take one byte.
+const (
+	hasTime uint64 = 1 << iota
+	hasActor
+	hasClientAddr
+	hasEntryKey
+	hasChanges
+	hasNextAttempt
+	hasToken // a cluster's records
+	hasAttempts
+	hasNewDN
+	hasName
+	hasGroups
+	hasLastError
+	hasDeliveredAt
+	hasNote
+	hasAll = hasNote<<1 - 1
+)
+
+// The codes of the texts a record takes from a short list (see
+// appendCode): the values stored, never reorder or reuse one. Arrays, so
+// that the lists cost no allocation.
+func kindCodes() [2]string { return [...]string{string(KindAccount), string(KindGroup)} }
+func opCodes() [5]string {
+	return [...]string{string(OpAdd), string(OpModify), string(OpDelete), string(OpRename), string(OpPassword)}
+}
+func stateCodes() [4]string {
+	return [...]string{string(StatePrepared), string(StateCommitted), string(StateDelivered), string(StateDead)}
+}
+func secretCodes() [3]string {
+	return [...]string{string(SecretNone), string(SecretEncrypted), string(SecretErased)}
+}
+func changeCodes() [4]string { return [...]string{"add", "delete", "replace", "increment"} }
+
+// appendStoredRecord appends r in format 2: the format byte, the flags
+// (a uvarint, has...), the sequence number, the kind, operation, state
+// and secret state as codes (appendCode), the DN, then the optional
+// fields the flags name, in the order of the flags: times as at appendTime
+// but without the leading byte, the times after the record's own with
+// their seconds counted from its seconds, the token as its 16 bytes; a
+// change is its operation as a code, its attribute and its values.
+func appendStoredRecord(buf []byte, r *Record) []byte {
+	var flags uint64
+	for _, f := range [...]struct {
+		set  bool
+		flag uint64
+	}{
+		{!r.Time.IsZero(), hasTime}, {r.Actor != "", hasActor}, {r.ClientAddr != "", hasClientAddr},
+		{r.EntryKey != "", hasEntryKey}, {len(r.Changes) > 0, hasChanges}, {!r.NextAttempt.IsZero(), hasNextAttempt},
+		{!r.Token.IsZero(), hasToken}, {r.Attempts != 0, hasAttempts}, {r.NewDN != "", hasNewDN}, {r.Name != "", hasName},
+		{len(r.Groups) > 0, hasGroups}, {r.LastError != "", hasLastError}, {!r.DeliveredAt.IsZero(), hasDeliveredAt},
+		{r.Note != "", hasNote},
+	} {
+		if f.set {
+			flags |= f.flag
+		}
+	}
+	buf = append(buf, recordFormat2)
+	buf = binary.AppendUvarint(buf, flags)
+	buf = binary.AppendUvarint(buf, r.Seq)
+	kinds, ops, states, secrets := kindCodes(), opCodes(), stateCodes(), secretCodes()
+	buf = appendCode(buf, string(r.Kind), kinds[:])
+	buf = appendCode(buf, string(r.Op), ops[:])
+	buf = appendCode(buf, string(r.State), states[:])
+	buf = appendCode(buf, string(r.SecretState), secrets[:])
+	buf = appendString(buf, r.DN)
+	var base int64 // the seconds the later times count from
+	if flags&hasTime != 0 {
+		base = r.Time.Unix()
+		buf = appendTimeFrom(buf, r.Time, 0)
+	}
+	if flags&hasActor != 0 {
+		buf = appendString(buf, r.Actor)
+	}
+	if flags&hasClientAddr != 0 {
+		buf = appendString(buf, r.ClientAddr)
+	}
+	if flags&hasEntryKey != 0 {
+		buf = appendString(buf, r.EntryKey)
+	}
+	if flags&hasChanges != 0 {
+		changes := changeCodes()
+		buf = binary.AppendUvarint(buf, uint64(len(r.Changes)))
+		for _, c := range r.Changes {
+			buf = appendCode(buf, c.Op, changes[:])
+			buf = appendString(buf, c.Attr)
+			buf = binary.AppendUvarint(buf, uint64(len(c.Values)))
+			for _, v := range c.Values {
+				buf = appendString(buf, v)
+			}
+		}
+	}
+	if flags&hasNextAttempt != 0 {
+		buf = appendTimeFrom(buf, r.NextAttempt, base)
+	}
+	if flags&hasToken != 0 {
+		buf = append(buf, r.Token[:]...)
+	}
+	if flags&hasAttempts != 0 {
+		buf = binary.AppendVarint(buf, int64(r.Attempts))
+	}
+	if flags&hasNewDN != 0 {
+		buf = appendString(buf, r.NewDN)
+	}
+	if flags&hasName != 0 {
+		buf = appendString(buf, r.Name)
+	}
+	if flags&hasGroups != 0 {
+		buf = binary.AppendUvarint(buf, uint64(len(r.Groups)))
+		for _, g := range r.Groups {
+			buf = appendString(buf, g)
+		}
+	}
+	if flags&hasLastError != 0 {
+		buf = appendString(buf, r.LastError)
+	}
+	if flags&hasDeliveredAt != 0 {
+		buf = appendTimeFrom(buf, r.DeliveredAt, base)
+	}
+	if flags&hasNote != 0 {
+		buf = appendString(buf, r.Note)
+	}
+	return buf
+}
+
+// appendCode appends s as one byte, its place in codes counted from 1,
+// or, for a text not in codes, a 0 byte and the text.
+func appendCode(buf []byte, s string, codes []string) []byte {
+	for i, c := range codes {
+		if s == c {
+			return append(buf, byte(i+1))
+		}
+	}
+	return appendString(append(buf, 0), s)
+}
+
+// appendTimeFrom appends a time that is not zero as appendTime does but
+// without the leading byte, its seconds counted from base.
+func appendTimeFrom(buf []byte, t time.Time, base int64) []byte {
+	_, offset := t.Zone()
+	buf = binary.AppendVarint(buf, t.Unix()-base)
+	buf = binary.AppendUvarint(buf, uint64(t.Nanosecond()))
+	return binary.AppendVarint(buf, int64(offset))
 }
 
 // encodedSizeHint is at least the size of the record's encoding for a
@@ -115,13 +323,18 @@ func decodeRecord(b []byte) (*Record, error) {
 		}
 		return &r, nil
 	}
-	if len(b) == 0 || b[0] != recordFormat1 {
+	if len(b) == 0 || (b[0] != recordFormat1 && b[0] != recordFormat2) {
 		return nil, fmt.Errorf("decode record: unknown format")
 	}
 	// One string holds every text of the record: one allocation instead of
 	// one per field.
 	d := decoder{s: string(b[1:])}
-	r := d.record()
+	var r *Record
+	if b[0] == recordFormat2 {
+		r = d.storedRecord()
+	} else {
+		r = d.record()
+	}
 	if d.err != nil {
 		return nil, fmt.Errorf("decode record: %w", d.err)
 	}
@@ -221,7 +434,12 @@ func (d *decoder) time() time.Time {
 		d.fail()
 		return time.Time{}
 	}
-	sec := d.varint()
+	return d.timeFrom(0)
+}
+
+// timeFrom reads what appendTimeFrom wrote.
+func (d *decoder) timeFrom(base int64) time.Time {
+	sec := d.varint() + base
 	nsec := d.uvarint()
 	offset := d.varint()
 	if d.err != nil || nsec >= 1e9 || offset != int64(int32(offset)) {
@@ -286,6 +504,101 @@ func (d *decoder) record() *Record {
 		return nil
 	}
 	return r
+}
+
+// storedRecord reads a record in format 2 (see appendStoredRecord).
+func (d *decoder) storedRecord() *Record {
+	r := &Record{}
+	flags := d.uvarint()
+	if flags&^hasAll != 0 {
+		d.fail()
+		return nil
+	}
+	r.Seq = d.uvarint()
+	kinds, ops, states, secrets := kindCodes(), opCodes(), stateCodes(), secretCodes()
+	r.Kind = Kind(d.code(kinds[:]))
+	r.Op = Op(d.code(ops[:]))
+	r.State = State(d.code(states[:]))
+	r.SecretState = SecretState(d.code(secrets[:]))
+	r.DN = d.string()
+	var base int64
+	if flags&hasTime != 0 {
+		r.Time = d.timeFrom(0)
+		base = r.Time.Unix()
+	}
+	if flags&hasActor != 0 {
+		r.Actor = d.string()
+	}
+	if flags&hasClientAddr != 0 {
+		r.ClientAddr = d.string()
+	}
+	if flags&hasEntryKey != 0 {
+		r.EntryKey = d.string()
+	}
+	if flags&hasChanges != 0 {
+		if n := d.count(); n > 0 {
+			changes := changeCodes()
+			r.Changes = make([]Change, n)
+			for i := range r.Changes {
+				c := &r.Changes[i]
+				c.Op = d.code(changes[:])
+				c.Attr = d.string()
+				c.Values = d.strings()
+			}
+		}
+	}
+	if flags&hasNextAttempt != 0 {
+		r.NextAttempt = d.timeFrom(base)
+	}
+	if flags&hasToken != 0 {
+		if len(d.s)-d.off < len(r.Token) {
+			d.fail()
+		} else {
+			d.off += copy(r.Token[:], d.s[d.off:])
+		}
+	}
+	if flags&hasAttempts != 0 {
+		attempts := d.varint()
+		if attempts != int64(int(attempts)) {
+			d.fail()
+		}
+		r.Attempts = int(attempts)
+	}
+	if flags&hasNewDN != 0 {
+		r.NewDN = d.string()
+	}
+	if flags&hasName != 0 {
+		r.Name = d.string()
+	}
+	if flags&hasGroups != 0 {
+		r.Groups = d.strings()
+	}
+	if flags&hasLastError != 0 {
+		r.LastError = d.string()
+	}
+	if flags&hasDeliveredAt != 0 {
+		r.DeliveredAt = d.timeFrom(base)
+	}
+	if flags&hasNote != 0 {
+		r.Note = d.string()
+	}
+	if d.err != nil {
+		return nil
+	}
+	return r
+}
+
+// code reads what appendCode wrote.
+func (d *decoder) code(codes []string) string {
+	c := d.byte()
+	switch {
+	case c == 0:
+		return d.string()
+	case int(c) <= len(codes):
+		return codes[c-1]
+	}
+	d.fail()
+	return ""
 }
 
 // validText is s as encoding/json carries it: each byte that is not part

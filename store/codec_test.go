@@ -3,9 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -99,6 +99,97 @@ func TestBinaryRecordRoundTripsEveryField(t *testing.T) {
 	}
 }
 
+// Format 2 (what the journal stores) reads back as the same record as
+// format 1 (what commands carry), texts outside its codes and times in
+// other zones, before 1970 or with a zero record time included.
+func TestStoredRecordRoundTrips(t *testing.T) {
+	full := fullRecord()
+	full.Secret = nil
+	full.Token = PrepareToken{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0xff}
+	odd := fullRecord()
+	odd.Secret = nil
+	odd.Kind, odd.Op, odd.State, odd.SecretState = "printer", "compare", "lost", "hashed"
+	odd.Changes = []Change{{Op: "frobnicate", Attr: "x"}, {Op: "", Attr: "", Values: []string{""}}}
+	odd.Time, odd.Attempts = time.Time{}, -3
+	local := accountRecord("uid=l,dc=x")
+	local.Seq, local.State = 9, StateCommitted
+	local.Time = time.Date(2026, 6, 1, 8, 0, 0, 1, time.Local)
+	local.NextAttempt = local.Time.Add(-90 * time.Minute)
+	min := &Record{Seq: 1, Kind: KindAccount, Op: OpDelete, DN: "uid=a,dc=x", State: StatePrepared}
+	for name, in := range map[string]*Record{"full": full, "odd": odd, "local": local, "min": min, "zero": {}} {
+		enc := encodeStoredRecord(in)
+		if enc[0] != recordFormat2 {
+			t.Fatalf("%s: encoding starts with %#x, want format 2", name, enc[0])
+		}
+		if n := in.storedSizeHint(); len(enc) > n || n > len(enc)+64 {
+			t.Errorf("%s: encoding is %d bytes, the hint %d", name, len(enc), n)
+		}
+		got, err := decodeRecord(enc)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, err := decodeRecord(encodeRecord(in))
+		if err != nil {
+			t.Fatalf("%s in format 1: %v", name, err)
+		}
+		sameRecord(t, got, want)
+		if !reflect.DeepEqual(got, want) && name != "local" && name != "full" {
+			// No zone to tell apart: the records are equal whole.
+			t.Errorf("%s: got %#v, want %#v", name, got, want)
+		}
+		if got.Time.String() != want.Time.String() || got.NextAttempt.String() != want.NextAttempt.String() || got.DeliveredAt.String() != want.DeliveredAt.String() {
+			t.Errorf("%s: times print %v %v %v, want %v %v %v", name, got.Time, got.NextAttempt, got.DeliveredAt, want.Time, want.NextAttempt, want.DeliveredAt)
+		}
+	}
+	// The write path's records: each version is smaller than in format 1.
+	r := accountRecord("uid=b12-345-6,ou=people,dc=example,dc=org")
+	r.Seq, r.Time, r.State = 123456, time.Date(2026, 12, 7, 1, 2, 3, 456789123, time.UTC), StatePrepared
+	r.Token = PrepareToken{0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	c := r.next()
+	c.State, c.EntryKey, c.NextAttempt = StateCommitted, "key-b12-345-6", r.Time.Add(time.Millisecond)
+	d := c.next()
+	d.State, d.DeliveredAt, d.NextAttempt, d.Attempts = StateDelivered, c.NextAttempt.Add(time.Second), time.Time{}, 1
+	for _, v := range []*Record{r, c, d} {
+		one, two := len(encodeRecord(v)), len(encodeStoredRecord(v))
+		t.Logf("%s: %d bytes in format 1, %d in format 2", v.State, one, two)
+		if n := v.storedSizeHint(); n < two || n > two+64 {
+			t.Errorf("%s: %d bytes, the hint %d", v.State, two, n)
+		}
+		if two >= one*85/100 {
+			t.Errorf("%s: %d bytes in format 2, not much below format 1's %d", v.State, two, one)
+		}
+	}
+}
+
+func TestCorruptStoredRecordsAreErrors(t *testing.T) {
+	rec := fullRecord()
+	rec.Token = PrepareToken{1}
+	enc := encodeStoredRecord(rec)
+	for n := range len(enc) {
+		if _, err := decodeRecord(enc[:n]); err == nil {
+			t.Fatalf("record cut to %d of %d bytes decoded", n, len(enc))
+		}
+	}
+	if _, err := decodeRecord(append(enc[:len(enc):len(enc)], 0)); err == nil {
+		t.Fatal("a record with a byte left over decoded")
+	}
+	// Flags a later format might add, and codes beyond the lists.
+	for _, bad := range [][]byte{
+		binary.AppendUvarint([]byte{recordFormat2}, hasAll+1),
+		{recordFormat2, 0, 1, 3, 1, 1, 1, 0},
+		{recordFormat2, 0, 1, 1, 6, 1, 1, 0},
+		{recordFormat2, 0, 1, 1, 1, 5, 1, 0},
+		{recordFormat2, 0, 1, 1, 1, 1, 4, 0},
+	} {
+		if _, err := decodeRecord(bad); !errors.Is(err, errCorrupt) {
+			t.Errorf("%x: %v", bad, err)
+		}
+	}
+	if _, err := decodeRecord([]byte{recordFormat2, 0, 1, 1, 1, 1, 1, 0}); err != nil {
+		t.Errorf("the least record: %v", err)
+	}
+}
+
 func TestBinaryTimeKeepsLocalZone(t *testing.T) {
 	in := time.Date(2026, 6, 1, 8, 0, 0, 1, time.Local)
 	d := decoder{s: string(appendTime(nil, in))}
@@ -152,9 +243,19 @@ func TestCorruptValuesAreErrorsNotPanics(t *testing.T) {
 	}
 }
 
-// A journal written before the binary encoding (JSON records) opens,
-// serves its records and takes new changes.
-func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
+// A journal written before the binary encoding (JSON records), or before
+// format 2 (format 1 records), opens, serves its records and takes new
+// changes, which it writes in format 2.
+func TestJournalWithOldValuesKeepsWorking(t *testing.T) {
+	for name, encode := range map[string]func(*Record) ([]byte, error){
+		"json":     func(r *Record) ([]byte, error) { return json.Marshal(r) },
+		"format 1": func(r *Record) ([]byte, error) { return encodeRecord(r), nil },
+	} {
+		t.Run(name, func(t *testing.T) { journalWithOldValues(t, encode) })
+	}
+}
+
+func journalWithOldValues(t *testing.T, encode func(*Record) ([]byte, error)) {
 	dir := t.TempDir()
 	o := testOptions(dir)
 	o.Now = newFakeClock().Now // Stats (compared) measure ages with it
@@ -165,7 +266,7 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rewrite every record as the JSON encoder did.
+	// Rewrite every record as the old encoder did.
 	err = j.db.Update(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
 		var keys, vals [][]byte
@@ -178,11 +279,11 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			js, err := json.Marshal(r)
+			old, err := encode(r)
 			if err != nil {
 				return err
 			}
-			keys, vals = append(keys, it.Item().KeyCopy(nil)), append(vals, js)
+			keys, vals = append(keys, it.Item().KeyCopy(nil)), append(vals, old)
 		}
 		it.Close()
 		for i := range keys {
@@ -195,19 +296,28 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = j.db.View(func(txn *badger.Txn) error {
-		k := numKey(prefixRecord, old)
-		item, err := txn.Get(k)
-		if err != nil {
+	stored := func(seq uint64) []byte {
+		t.Helper()
+		var v []byte
+		err := j.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(numKey(prefixRecord, seq))
+			if err != nil {
+				return err
+			}
+			v, err = item.ValueCopy(nil)
 			return err
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if v, _ := item.ValueCopy(nil); !bytes.HasPrefix(v, []byte("{")) {
-			return fmt.Errorf("%q is not JSON: %q", k, v)
-		}
-		return nil
-	})
+		return v
+	}
+	want, err := j.Get(old)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if enc, _ := encode(want); !bytes.Equal(stored(old), enc) {
+		t.Fatalf("record %d is stored as %q, not in the old encoding", old, stored(old))
 	}
 	before := dump(t, j)
 	if !strings.Contains(before[old], `"entryKey":"key-old"`) {
@@ -229,6 +339,9 @@ func TestJournalWithOldJSONValuesKeepsWorking(t *testing.T) {
 	mustPrepareCommit(t, j, accountRecord("uid=new,ou=people,dc=example,dc=org"), "")
 	if r, err := j.Get(pending); err != nil || r.State != StateCommitted {
 		t.Fatalf("old record after commit: %+v, %v", r, err)
+	}
+	if v := stored(pending); v[0] != recordFormat2 {
+		t.Fatalf("the commit of an old record wrote %q, not format 2", v)
 	}
 	if _, err := j.Housekeep(ctx); err != nil {
 		t.Fatalf("housekeeping over JSON records: %v", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -264,13 +265,20 @@ func appendNums(buf []byte, ns []uint64) []byte {
 }
 
 // DecodeCommands reads a batch written by EncodeCommands.
-func DecodeCommands(b []byte) ([]Command, error) {
+func DecodeCommands(b []byte) ([]Command, error) { return AppendDecodedCommands(nil, b) }
+
+// AppendDecodedCommands is DecodeCommands appending to dst, so that a
+// caller that decodes entry after entry (a node's state machine) reuses
+// one slice's storage; dst is returned as it was on an error.
+func AppendDecodedCommands(dst []Command, b []byte) ([]Command, error) {
 	if len(b) == 0 || (b[0] != commandFormat1 && b[0] != commandFormat2) {
-		return nil, errors.New("decode commands: unknown format")
+		return dst, errors.New("decode commands: unknown format")
 	}
 	d := decoder{s: string(b[1:])}
 	n := d.count()
-	cmds := make([]Command, n)
+	all := slices.Grow(dst, n)[:len(dst)+n]
+	cmds := all[len(dst):]
+	clear(cmds)
 	for i := range cmds {
 		d.command(&cmds[i])
 		if b[0] == commandFormat2 {
@@ -284,12 +292,12 @@ func DecodeCommands(b []byte) ([]Command, error) {
 		}
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("decode commands: %w", d.err)
+		return dst, fmt.Errorf("decode commands: %w", d.err)
 	}
 	if d.off != len(d.s) {
-		return nil, fmt.Errorf("decode commands: %d bytes left over: %w", len(d.s)-d.off, errCorrupt)
+		return dst, fmt.Errorf("decode commands: %d bytes left over: %w", len(d.s)-d.off, errCorrupt)
 	}
-	return cmds, nil
+	return all, nil
 }
 
 func (d *decoder) command(c *Command) {

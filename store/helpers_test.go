@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -187,4 +188,14 @@ func countKeys(t *testing.T, j *Journal, prefix []byte) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// histories is the index's histories as sequence numbers, for the tests
+// that compare two indexes.
+func (x *index) histories() map[string][]uint64 {
+	m := make(map[string][]uint64, len(x.queues))
+	for t, q := range x.queues {
+		m[t] = slices.Clone(q.seqs)
+	}
+	return m
 }

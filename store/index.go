@@ -18,9 +18,76 @@ import (
 // is not known yet); dead records do not (they no longer hold the line).
 type index struct {
 	recs   map[uint64]*entry
-	queues map[string][]uint64 // token -> unfinished records, ascending
-	busy   map[string]uint64   // token -> record being delivered
+	queues map[string]*queue // token -> unfinished records
+	busy   map[string]uint64 // token -> record being delivered
 	ready  readyHeap
+	spare  []*queue // emptied queues, for the next histories to start
+}
+
+// queue is one history's unfinished records, in ascending order. Records
+// join a history in the order they are applied, which is the order of
+// their sequence numbers, so joining is an append, but for a record whose
+// Commit names its entry key (it joins the key's history late); they
+// leave it at the head when delivered, elsewhere only when aborted,
+// dropped or rekeyed out of turn.
+type queue struct {
+	seqs []uint64
+	// first backs seqs while the history holds one record, as most do
+	// (one write of an entry at a time): a history then costs no
+	// allocation of its own, and an emptied queue is kept for the next.
+	first [1]uint64
+}
+
+// maxSpareQueues bounds the emptied queues an index keeps for reuse.
+const maxSpareQueues = 1024
+
+// head is the oldest unfinished record of history t (ok false: none).
+func (x *index) head(t string) (seq uint64, ok bool) {
+	if q := x.queues[t]; q != nil && len(q.seqs) > 0 {
+		return q.seqs[0], true
+	}
+	return 0, false
+}
+
+// join adds record seq to history t.
+func (x *index) join(t string, seq uint64) {
+	q := x.queues[t]
+	if q == nil {
+		if n := len(x.spare); n > 0 {
+			q, x.spare = x.spare[n-1], x.spare[:n-1]
+		} else {
+			q = &queue{}
+		}
+		q.seqs = q.first[:0]
+		x.queues[t] = q
+	}
+	if n := len(q.seqs); n == 0 || q.seqs[n-1] < seq {
+		q.seqs = append(q.seqs, seq)
+		return
+	}
+	if i, found := slices.BinarySearch(q.seqs, seq); !found {
+		q.seqs = slices.Insert(q.seqs, i, seq)
+	}
+}
+
+// leave takes record seq out of history t.
+func (x *index) leave(t string, seq uint64) {
+	q := x.queues[t]
+	if q == nil {
+		return
+	}
+	if len(q.seqs) > 0 && q.seqs[0] == seq {
+		q.seqs = q.seqs[1:]
+	} else if i, found := slices.BinarySearch(q.seqs, seq); found {
+		q.seqs = slices.Delete(q.seqs, i, i+1)
+	}
+	if len(q.seqs) == 0 {
+		delete(x.queues, t)
+		if len(x.spare) < maxSpareQueues {
+			q.seqs = nil
+			x.spare = append(x.spare, q)
+		}
+	}
 }
 
 type entry struct {
@@ -40,7 +107,7 @@ type entry struct {
 }
 
 func newIndex() *index {
-	return &index{recs: map[uint64]*entry{}, queues: map[string][]uint64{}, busy: map[string]uint64{}}
+	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}}
 }
 
 func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
@@ -81,25 +148,40 @@ func (x *index) put(r *Record, tokens []string) {
 	} else {
 		tokens = e.tokens
 	}
-	wasQueued := unfinished(e.state)
-	sameTokens := slices.Equal(e.tokens, tokens)
-	var touched []string
-	if wasQueued && (!unfinished(r.State) || !sameTokens) {
-		x.dequeue(e)
-		touched = append(touched, e.tokens...)
+	wasQueued, isQueued := unfinished(e.state), unfinished(r.State)
+	// left: the histories the record leaves. Only a record leaving a
+	// history can let another one go ahead; joining one (or committing)
+	// concerns the record alone. A history it stays in keeps the record
+	// where it stands: a Commit that names the entry key only joins the
+	// key's history.
+	var left []string
+	was := e.tokens
+	e.tokens = tokens
+	switch {
+	case wasQueued && !isQueued:
+		for _, t := range was {
+			x.leave(t, e.seq)
+		}
+		left = was
+	case wasQueued && !slices.Equal(was, tokens):
+		for _, t := range was {
+			if !slices.Contains(tokens, t) {
+				x.leave(t, e.seq)
+				left = append(left, t)
+			}
+		}
+		for _, t := range tokens {
+			if !slices.Contains(was, t) {
+				x.join(t, e.seq)
+			}
+		}
+	case !wasQueued && isQueued:
+		x.enqueue(e)
 	}
 	e.state, e.time, e.next = r.State, r.Time, r.NextAttempt
 	e.coverable = r.Op == OpModify && r.SecretState == SecretNone && len(r.Secret) == 0
-	if !wasQueued || !sameTokens || !unfinished(r.State) {
-		e.tokens = tokens
-		if unfinished(r.State) {
-			x.enqueue(e)
-		}
-	}
-	// Only a record leaving a history can let another one go ahead; joining
-	// one (or committing) concerns the record alone.
 	x.consider(e)
-	x.considerHeads(touched, e.seq)
+	x.considerHeads(left, e.seq)
 }
 
 // remove forgets a record (aborted, dropped, purged or delivered). A
@@ -118,23 +200,13 @@ func (x *index) remove(seq uint64) {
 
 func (x *index) enqueue(e *entry) {
 	for _, t := range e.tokens {
-		q := x.queues[t]
-		i, _ := slices.BinarySearch(q, e.seq)
-		x.queues[t] = slices.Insert(q, i, e.seq)
+		x.join(t, e.seq)
 	}
 }
 
 func (x *index) dequeue(e *entry) {
 	for _, t := range e.tokens {
-		q := x.queues[t]
-		if i, ok := slices.BinarySearch(q, e.seq); ok {
-			q = slices.Delete(q, i, i+1)
-		}
-		if len(q) == 0 {
-			delete(x.queues, t)
-		} else {
-			x.queues[t] = q
-		}
+		x.leave(t, e.seq)
 	}
 }
 
@@ -142,8 +214,8 @@ func (x *index) dequeue(e *entry) {
 // (just considered by the caller).
 func (x *index) considerHeads(tokens []string, skip uint64) {
 	for _, t := range tokens {
-		if q := x.queues[t]; len(q) > 0 && q[0] != skip {
-			if e := x.recs[q[0]]; e != nil {
+		if h, ok := x.head(t); ok && h != skip {
+			if e := x.recs[h]; e != nil {
 				x.consider(e)
 			}
 		}
@@ -155,7 +227,7 @@ func (x *index) eligible(e *entry) bool {
 		return false
 	}
 	for _, t := range e.tokens {
-		if q := x.queues[t]; len(q) == 0 || q[0] != e.seq {
+		if h, ok := x.head(t); !ok || h != e.seq {
 			return false
 		}
 		if _, ok := x.busy[t]; ok {
@@ -169,9 +241,33 @@ func (x *index) eligible(e *entry) bool {
 // its next attempt). Stale heap items are skipped when popped.
 func (x *index) consider(e *entry) {
 	if x.eligible(e) && !(e.inHeap && e.heapAt.Equal(e.next)) {
+		if len(x.ready) >= 2*len(x.recs)+minStaleItems {
+			x.dropStale()
+		}
 		heap.Push(&x.ready, readyItem{at: e.next, seq: e.seq})
 		e.inHeap, e.heapAt = true, e.next
 	}
+}
+
+// minStaleItems is how many stale items the ready heap may hold beyond
+// two per record before they are dropped.
+const minStaleItems = 1024
+
+// dropStale rebuilds the ready heap without its stale items (records
+// gone, or due at another time since). Popping them is what normally
+// drops them, but a node that does not deliver (a cluster's follower)
+// never pops: without this its heap would grow by a record's item for
+// every record delivered by the leader.
+func (x *index) dropStale() {
+	live := x.ready[:0]
+	for _, it := range x.ready {
+		if e := x.recs[it.seq]; e != nil && e.inHeap && e.heapAt.Equal(it.at) {
+			live = append(live, it)
+		}
+	}
+	clear(x.ready[len(live):])
+	x.ready = live
+	heap.Init(&x.ready)
 }
 
 // dispatched is a delivery handed to a worker: the tokens it holds busy.
@@ -239,24 +335,25 @@ func (x *index) covered(seq uint64, limit int) []uint64 {
 	// A delivery in flight heads each of its histories; next[k] is where
 	// the record after it and those it covers stands in history k.
 	next := make([]int, len(h.tokens))
+	qs := make([][]uint64, len(h.tokens))
 	for k, t := range h.tokens {
-		if q := x.queues[t]; len(q) == 0 || q[0] != seq {
+		q := x.queues[t]
+		if q == nil || len(q.seqs) == 0 || q.seqs[0] != seq {
 			return nil
 		}
-		next[k] = 1
+		qs[k], next[k] = q.seqs, 1
 	}
 	var out []uint64
-	q0 := x.queues[h.tokens[0]]
-	for len(out) < limit && next[0] < len(q0) {
-		s := q0[next[0]]
+	for len(out) < limit && next[0] < len(qs[0]) {
+		s := qs[0][next[0]]
 		e := x.recs[s]
 		if e == nil || e.state != StateCommitted || !e.coverable || e.inflight || !slices.Equal(e.tokens, h.tokens) {
 			break
 		}
 		// In every history nothing but the delivery and the records it
 		// covers may come before this one.
-		for k, t := range h.tokens {
-			if q := x.queues[t]; next[k] >= len(q) || q[next[k]] != s {
+		for k, q := range qs {
+			if next[k] >= len(q) || q[next[k]] != s {
 				return out
 			}
 		}

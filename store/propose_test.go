@@ -281,7 +281,7 @@ func indexMatchesDisk(t *testing.T, j *Journal) {
 		for seq, e := range x.recs {
 			m[seq] = view{e.state, e.tokens, e.time, e.next, e.coverable}
 		}
-		return m, x.queues
+		return m, x.histories()
 	}
 	j.sched.mu.Lock()
 	mem, memQueues := flat(j.sched.idx)

@@ -784,7 +784,7 @@ func (b *batch) deleteRecord(old *Record) error { return b.removeRecord(old) }
 // encoding.
 func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([]byte, error) {
 	rec.makeValidText()
-	enc := encodeRecord(rec)
+	enc := encodeStoredRecord(rec)
 	if len(enc) > maxRecordBytes {
 		return nil, fmt.Errorf("record %d: %d bytes: %w", rec.Seq, len(enc), ErrTooLarge)
 	}

@@ -1,0 +1,136 @@
+package store
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestIndexMatchesRebuild changes records at random — Prepares with and
+// without an entry key, renames, Commits that name the key, aborts,
+// deliveries, dead records and their retries — and checks after each
+// change that the index kept up step by step is the one built afresh from
+// the records as they stand (as Open builds it): the same histories, in
+// the same order, and the same records free to go.
+func TestIndexMatchesRebuild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	dns := []string{"uid=a,dc=x", "UID=A,DC=X", "uid=b,dc=x", "uid=c,dc=x", "uid=d,dc=x"}
+	keys := []string{"", "", "k1", "k2", "k3"}
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	x := newIndex()
+	live := map[uint64]*Record{}
+	var next uint64
+	pick := func(states ...State) *Record {
+		var seqs []uint64
+		for seq, r := range live {
+			if slices.Contains(states, r.State) {
+				seqs = append(seqs, seq)
+			}
+		}
+		if len(seqs) == 0 {
+			return nil
+		}
+		slices.Sort(seqs)
+		return live[seqs[rng.IntN(len(seqs))]]
+	}
+	for step := range 5000 {
+		switch op := rng.IntN(6); {
+		case op <= 1 || len(live) == 0:
+			next++
+			r := accountRecord(dns[rng.IntN(len(dns))])
+			r.Seq, r.Time, r.State, r.EntryKey = next, at, StatePrepared, keys[rng.IntN(len(keys))]
+			if rng.IntN(5) == 0 {
+				r.Op, r.NewDN = OpRename, dns[rng.IntN(len(dns))]
+			}
+			live[r.Seq] = r
+			x.put(r, nil)
+		case op == 2:
+			if old := pick(StatePrepared); old != nil {
+				r := old.next()
+				r.State, r.NextAttempt = StateCommitted, at.Add(time.Duration(step)*time.Second)
+				// A Commit's entry key replaces the Prepare's (see
+				// commitRecord).
+				if k := keys[rng.IntN(len(keys))]; k != "" {
+					r.EntryKey = k
+				}
+				live[r.Seq] = r
+				x.put(r, nil)
+			}
+		case op == 3:
+			if old := pick(StatePrepared, StateDead); old != nil {
+				delete(live, old.Seq)
+				x.remove(old.Seq)
+			}
+		case op == 4:
+			if old := pick(StateCommitted); old != nil {
+				r := old.next()
+				r.State, r.DeliveredAt = StateDelivered, at
+				delete(live, r.Seq)
+				x.put(r, nil)
+			}
+		default:
+			if old := pick(StateCommitted, StateDead); old != nil {
+				r := old.next()
+				if old.State == StateDead {
+					r.State = StateCommitted
+				} else {
+					r.State = StateDead
+				}
+				live[r.Seq] = r
+				x.put(r, nil)
+			}
+		}
+		fresh := newIndex()
+		seqs := make([]uint64, 0, len(live))
+		for seq := range live {
+			seqs = append(seqs, seq)
+		}
+		slices.Sort(seqs)
+		for _, seq := range seqs {
+			fresh.put(live[seq], nil)
+		}
+		if got, want := x.histories(), fresh.histories(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: histories\n%v\nwant\n%v", step, got, want)
+		}
+		for _, seq := range seqs {
+			e, f := x.recs[seq], fresh.recs[seq]
+			if e == nil || !slices.Equal(e.tokens, f.tokens) || e.state != f.state || x.eligible(e) != fresh.eligible(f) {
+				t.Fatalf("step %d: record %d: %+v, want %+v", step, seq, e, f)
+			}
+			// Nothing is taken off the heap here: every record free to
+			// go must be on it, due at its next attempt.
+			if x.eligible(e) && !(e.inHeap && e.heapAt.Equal(e.next)) {
+				t.Fatalf("step %d: record %d may go but is not on the ready heap", step, seq)
+			}
+		}
+		if len(x.recs) != len(live) {
+			t.Fatalf("step %d: %d records in the index, want %d", step, len(x.recs), len(live))
+		}
+	}
+}
+
+// TestIndexReadyHeapStaysBounded: a node that never delivers (a cluster's
+// follower) still lets go of the records the leader delivered.
+func TestIndexReadyHeapStaysBounded(t *testing.T) {
+	x := newIndex()
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for seq := uint64(1); seq <= 20000; seq++ {
+		r := accountRecord("uid=a,dc=x")
+		r.Seq, r.Time, r.State = seq, at, StatePrepared
+		x.put(r, nil)
+		c := r.next()
+		c.State, c.EntryKey, c.NextAttempt = StateCommitted, "k", at
+		x.put(c, nil)
+		d := c.next()
+		d.State, d.DeliveredAt = StateDelivered, at
+		x.put(d, nil)
+	}
+	if len(x.recs) != 0 || len(x.queues) != 0 {
+		t.Fatalf("%d records, %d histories left", len(x.recs), len(x.queues))
+	}
+	if n := len(x.ready); n > minStaleItems+1 {
+		t.Fatalf("%d items on the ready heap of an index of no record", n)
+	}
+}
