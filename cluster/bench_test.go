@@ -51,10 +51,16 @@ func BenchmarkClusterRecordsDelivered(b *testing.B) {
 
 func benchRecords(b *testing.B, writers, per int) { benchRecordsOpts(b, writers, per, false) }
 
-// instant is a deliverer for which every delivery succeeds at once.
+// instant is a deliverer for which every delivery succeeds at once; it
+// takes records in batches of up to 16, as the gateway's mirror does
+// (--axigen-batch), so that a batch's outcomes share one proposal.
 type instant struct{}
 
 func (instant) Deliver(context.Context, *store.Record) error { return nil }
+func (instant) MaxBatch() int                                { return 16 }
+func (instant) DeliverBatch(_ context.Context, recs []*store.Record) []error {
+	return make([]error, len(recs))
+}
 
 func benchRecordsOpts(b *testing.B, writers, per int, deliver bool) {
 	var tune func(*cluster.Config)
