@@ -253,8 +253,20 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 		}
 		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", found[n]))
 		if err != nil {
+			// The row cannot be sent back (the server spells it with what
+			// a value may not hold): this account fails alone, and the
+			// previous one's COMMIT, which was to go with its reads, goes
+			// now, or that account would be reported applied unsaved.
 			fail(i, err)
-			return stop(err, n+1)
+			if n == 0 && spec {
+				// Its reads went with the LISTs: the session is where
+				// they left it.
+				return stop(err, 1)
+			}
+			if !flushTail() {
+				return todo[n+1:]
+			}
+			continue
 		}
 		reads := accountReads(enter)
 		readExpect := []string{ctxAccount, ctxAccount, ctxContact, ctxContact}

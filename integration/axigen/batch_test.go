@@ -260,3 +260,54 @@ func TestApplyAccountsExistsHint(t *testing.T) {
 		}
 	})
 }
+
+// TestApplyAccountsUnsendableRowKeepsTheCommit: an account whose LIST row
+// cannot be sent back (here invalid UTF-8, which Go's case folding takes
+// for the U+FFFD the request names) fails on its own; the previous
+// account's COMMIT, left to go with that account's reads, is still sent,
+// and is not reported done when it was not.
+func TestApplyAccountsUnsendableRowKeepsTheCommit(t *testing.T) {
+	e, _, client := batchEnv(t, 1, false)
+	e.sim.PutAccount(testDomain, axigensim.AccountState{Name: "\xff", Password: "pw", Contact: map[string]string{"nickName": "old"}})
+	ctx := testCtx(t)
+	reqs := []AccountApply{
+		{Desired: schema.Account{Name: "u0", Contact: map[string]string{"firstName": "User", "nickName": "new0"}}},
+		{Desired: schema.Account{Name: "\uFFFD", Contact: map[string]string{"nickName": "x"}}},
+	}
+	res := client.ApplyAccounts(ctx, testDomain, reqs)
+	if res[1].Err == nil {
+		t.Error("the unsendable account: no error")
+	}
+	if got := nickOf(t, e, "u0"); res[0].Err == nil && got != "new0" {
+		t.Errorf("u0 reported applied, nickName %q: its COMMIT never ran", got)
+	}
+	if got := nickOf(t, e, "u0"); got != "new0" {
+		t.Errorf("u0: nickName %q, err %v", got, res[0].Err)
+	}
+}
+
+// TestApplyAccountsUnsendableRowFirstWithHint: the same row for the first
+// account of a batch, expected to exist (its reads went with the LISTs):
+// it fails alone and the next account is applied where it should be.
+func TestApplyAccountsUnsendableRowFirstWithHint(t *testing.T) {
+	e, _, client := batchEnv(t, 1, false)
+	e.sim.PutAccount(testDomain, axigensim.AccountState{Name: "\xff", Password: "pw", Contact: map[string]string{"nickName": "old"}})
+	ctx := testCtx(t)
+	reqs := []AccountApply{
+		{Desired: schema.Account{Name: "\uFFFD", Contact: map[string]string{"nickName": "x"}}, Exists: true},
+		{Desired: schema.Account{Name: "u0", Contact: map[string]string{"firstName": "User", "nickName": "new0"}}, Exists: true},
+	}
+	res := client.ApplyAccounts(ctx, testDomain, reqs)
+	if res[0].Err == nil {
+		t.Error("the unsendable account: no error")
+	}
+	if got := nickOf(t, e, "u0"); res[1].Err != nil || got != "new0" {
+		t.Errorf("u0: nickName %q, err %v", got, res[1].Err)
+	}
+	if got := nickOf(t, e, "\xff"); got != "old" {
+		t.Errorf("the unsendable account changed: nickName %q", got)
+	}
+	if s := e.sim.DomainSettings(testDomain); len(s) != 0 {
+		t.Errorf("the domain's own settings changed: %v", s)
+	}
+}
