@@ -278,7 +278,15 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 			ans, err = s.DoAll(ctx, cmds)
 		}
 		if len(tail.cmds) > 0 {
-			terr := unexpected(ans, tail.cmds, err, tail.expect)
+			terr := tailError(ans, tail, err)
+			if terr == nil && err != nil && KindOf(err) != KindServer {
+				// The previous account's commands all answered as
+				// expected (its COMMIT ran: it is applied), then the
+				// session broke on this one's reads: this one is redone
+				// on a fresh session.
+				s.fail(err)
+				return todo[n:]
+			}
 			if terr != nil {
 				// The previous account's COMMIT failed, or its answer was
 				// lost: that account has the error; this one's reads ran
@@ -345,6 +353,17 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 	}
 	flushTail() // a failure settles the owner's result; nothing is left
 	return nil
+}
+
+// tailError is unexpected for the commands a pending left, sent first in
+// an exchange whose answers (and DoAll's error) are ans and err: when all
+// of theirs came, they are judged by them alone, whatever became of the
+// later commands of the exchange.
+func tailError(ans []*Response, tail pending, err error) error {
+	if len(ans) >= len(tail.cmds) {
+		return unexpected(ans[:len(tail.cmds)], tail.cmds, nil, tail.expect)
+	}
+	return unexpected(ans, tail.cmds, err, tail.expect)
 }
 
 // accountReads are an account's reads from the domain's context, ending

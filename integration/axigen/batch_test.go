@@ -311,3 +311,35 @@ func TestApplyAccountsUnsendableRowFirstWithHint(t *testing.T) {
 		t.Errorf("the domain's own settings changed: %v", s)
 	}
 }
+
+// TestApplyAccountsCommitAnsweredThenDropped: the connection breaks after
+// an account's COMMIT answered +OK, on the next account's reads sent with
+// it: the committed account is reported applied (not failed, to be
+// replayed: a replay's plan no longer shows its rename, say), and the
+// next one is applied on a fresh session.
+func TestApplyAccountsCommitAnsweredThenDropped(t *testing.T) {
+	dry, _, dryClient := batchEnv(t, 2, false)
+	ctx := testCtx(t)
+	for i, r := range dryClient.ApplyAccounts(ctx, testDomain, nickRequests(2, "dry")) {
+		if r.Err != nil {
+			t.Fatalf("dry run, account %d: %v", i, r.Err)
+		}
+	}
+	at := slices.Index(dry.sim.Transcripts()[0].Commands(), `UPDATE Account name "u1"`)
+	if at < 0 {
+		t.Fatal("the dry run did not read u1")
+	}
+
+	e, _, client := batchEnv(t, 2, false)
+	e.sim.DropAfter(at) // cut on u1's reads, once u0's COMMIT is answered
+	res := client.ApplyAccounts(ctx, testDomain, nickRequests(2, "new"))
+	for i, r := range res {
+		name := fmt.Sprintf("u%d", i)
+		got := nickOf(t, e, name)
+		if got != fmt.Sprintf("new%d", i) {
+			t.Errorf("%s: nickName %q, err %v", name, got, r.Err)
+		} else if r.Err != nil {
+			t.Errorf("%s: reported failed although its COMMIT ran: %v", name, r.Err)
+		}
+	}
+}
