@@ -1,9 +1,12 @@
 package axigen
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
@@ -340,6 +343,65 @@ func TestApplyAccountsCommitAnsweredThenDropped(t *testing.T) {
 			t.Errorf("%s: nickName %q, err %v", name, got, r.Err)
 		} else if r.Err != nil {
 			t.Errorf("%s: reported failed although its COMMIT ran: %v", name, r.Err)
+		}
+	}
+}
+
+// TestApplyAccountsOutcomesMatchAxigenWhereverCut: a batch cut at every
+// point — the connection dropped before the k-th command, or the guard
+// refusing the k-th exchange (a leader deposed mid-batch) — reports an
+// account applied exactly when Axigen holds its change: no account is
+// reported applied whose COMMIT never ran, none reported failed whose
+// COMMIT ran and answered, and no account holds another's value.
+func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
+	const n = 4
+	for _, exists := range []bool{false, true} {
+		reqs := nickRequests(n, "new")
+		for i := range reqs {
+			reqs[i].Exists = exists
+		}
+		reqs[2].Desired.Password = "secret-2" // a password in the middle
+		check := func(t *testing.T, e *env, res []AccountResult) {
+			t.Helper()
+			for i, r := range res {
+				name := fmt.Sprintf("u%d", i)
+				a, _ := e.sim.Account(testDomain, name)
+				changed := a.Contact["nickName"] == fmt.Sprintf("new%d", i)
+				if changed != (r.Err == nil) {
+					t.Errorf("%s: nickName %q, err %v", name, a.Contact["nickName"], r.Err)
+				}
+				if a.Contact["nickName"] != "old" && !changed {
+					t.Errorf("%s holds another's nickName %q", name, a.Contact["nickName"])
+				}
+				if wantPW := "pw-" + name; a.Password != wantPW && !(i == 2 && a.Password == "secret-2" && changed) {
+					t.Errorf("%s: password %q", name, a.Password)
+				}
+			}
+			if s := e.sim.DomainSettings(testDomain); len(s) != 0 {
+				t.Errorf("the domain's own settings changed: %v", s)
+			}
+		}
+		for k := 0; k < 48; k++ { // past the last command of the batch
+			t.Run(fmt.Sprintf("exists=%v/drop=%d", exists, k), func(t *testing.T) {
+				e, _, client := batchEnv(t, n, false)
+				ctx := testCtx(t)
+				if _, _, err := client.ReadAccount(ctx, testDomain, "u0"); err != nil { // logs in first
+					t.Fatal(err)
+				}
+				e.sim.DropAfter(k)
+				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
+			})
+			t.Run(fmt.Sprintf("exists=%v/guard=%d", exists, k), func(t *testing.T) {
+				e, _, client := batchEnv(t, n, false)
+				var exchanges atomic.Int64
+				ctx := WithGuard(testCtx(t), func(context.Context) error {
+					if exchanges.Add(1) > int64(k) {
+						return errors.New("deposed")
+					}
+					return nil
+				})
+				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
+			})
 		}
 	}
 }
