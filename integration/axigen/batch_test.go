@@ -348,7 +348,8 @@ func TestApplyAccountsCommitAnsweredThenDropped(t *testing.T) {
 }
 
 // TestApplyAccountsOutcomesMatchAxigenWhereverCut: a batch cut at every
-// point — the connection dropped before the k-th command, or the guard
+// point — the connection dropped before the k-th command, the k-th
+// command refused with -ERR, or the guard
 // refusing the k-th exchange (a leader deposed mid-batch) — reports an
 // account applied exactly when Axigen holds its change: no account is
 // reported applied whose COMMIT never ran, none reported failed whose
@@ -389,6 +390,15 @@ func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
 					t.Fatal(err)
 				}
 				e.sim.DropAfter(k)
+				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
+			})
+			t.Run(fmt.Sprintf("exists=%v/refused=%d", exists, k), func(t *testing.T) {
+				e, _, client := batchEnv(t, n, false)
+				ctx := testCtx(t)
+				if _, _, err := client.ReadAccount(ctx, testDomain, "u0"); err != nil {
+					t.Fatal(err)
+				}
+				e.sim.FailNth(regexp.MustCompile(``), k, "Refused")
 				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
 			})
 			t.Run(fmt.Sprintf("exists=%v/guard=%d", exists, k), func(t *testing.T) {
