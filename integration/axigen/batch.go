@@ -174,6 +174,14 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 	if spec && len(ans) > len(lists) {
 		ans, firstAns = ans[:len(lists)], ans[len(lists):]
 	}
+	if len(ans) == len(lists) {
+		// Every LIST answered: they are judged by their answers alone,
+		// whatever became of the first account's reads after them (a
+		// wrong hint's refused reads may reach the server's maxErrors,
+		// and it closes the session: the hint is then found wrong below,
+		// not the account failed).
+		err = nil
+	}
 	if err := unexpected(ans, lists, err, listExpect); err != nil {
 		// A LIST refused: its account has the error; the connection lost:
 		// the first one has. The others are listed again.

@@ -415,3 +415,29 @@ func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyAccountsWrongHintOnATiredSession: the reads sent on a wrong
+// Exists hint are refused (four -ERRs); on a session that earned -ERRs
+// before, the server reaches maxErrors among them and closes the session.
+// The LISTs had all answered and shown the account absent: it is applied
+// again without the hint, not failed (a server with a low maxErrors would
+// otherwise fail such an account on every attempt, until it is dead).
+func TestApplyAccountsWrongHintOnATiredSession(t *testing.T) {
+	e, _, client := batchEnv(t, 1, false)
+	ctx := testCtx(t)
+	e.sim.FailMatching(regexp.MustCompile(`^SET nickName "refused0"$`), "Invalid value")
+	for range 7 { // seven -ERRs on the pool's one session; the simulator closes at ten
+		if r := client.ApplyAccounts(ctx, testDomain, nickRequests(1, "refused")); r[0].Err == nil {
+			t.Fatal("an apply whose SET fails succeeded")
+		}
+	}
+	e.sim.ClearFaults()
+	res := client.ApplyAccounts(ctx, testDomain, []AccountApply{
+		{Desired: schema.Account{Name: "ghost", Contact: map[string]string{"nickName": "g"}}, Exists: true}})
+	if res[0].Err != nil {
+		t.Fatalf("ghost: %v", res[0].Err)
+	}
+	if got := nickOf(t, e, "ghost"); got != "g" {
+		t.Errorf("ghost: nickName %q", got)
+	}
+}
