@@ -362,9 +362,16 @@ func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
 			reqs[i].Exists = exists
 		}
 		reqs[2].Desired.Password = "secret-2" // a password in the middle
+		// A new account the hint is wrong about comes first.
+		ghost := AccountApply{Desired: schema.Account{Name: "ghost", Contact: map[string]string{"nickName": "g"}}, Exists: exists}
+		reqs = append([]AccountApply{ghost}, reqs...)
 		check := func(t *testing.T, e *env, res []AccountResult) {
 			t.Helper()
-			for i, r := range res {
+			g, _ := e.sim.Account(testDomain, "ghost")
+			if (g.Contact["nickName"] == "g") != (res[0].Err == nil) {
+				t.Errorf("ghost: %+v, err %v", g, res[0].Err)
+			}
+			for i, r := range res[1:] {
 				name := fmt.Sprintf("u%d", i)
 				a, _ := e.sim.Account(testDomain, name)
 				changed := a.Contact["nickName"] == fmt.Sprintf("new%d", i)
@@ -382,7 +389,7 @@ func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
 				t.Errorf("the domain's own settings changed: %v", s)
 			}
 		}
-		for k := 0; k < 48; k++ { // past the last command of the batch
+		for k := 0; k < 64; k++ { // past the last command of the batch
 			t.Run(fmt.Sprintf("exists=%v/drop=%d", exists, k), func(t *testing.T) {
 				e, _, client := batchEnv(t, n, false)
 				ctx := testCtx(t)
@@ -390,7 +397,11 @@ func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
 					t.Fatal(err)
 				}
 				e.sim.DropAfter(k)
-				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
+				res := client.ApplyAccounts(ctx, testDomain, reqs)
+				check(t, e, res)
+				if k == 63 && len(e.sim.Commands()) > k {
+					t.Errorf("%d commands: the cuts do not reach past the batch's last one", len(e.sim.Commands()))
+				}
 			})
 			t.Run(fmt.Sprintf("exists=%v/refused=%d", exists, k), func(t *testing.T) {
 				e, _, client := batchEnv(t, n, false)
