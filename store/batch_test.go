@@ -161,3 +161,83 @@ func TestRunTermProposesABatchsOutcomesTogether(t *testing.T) {
 		t.Errorf("outcomes per proposal %v, want the batch of 4 in one", cp.outcomes)
 	}
 }
+
+// stuckDeliverer is a BatchDeliverer whose deliveries of the DN stuck
+// block until release is closed; it notes every record delivered.
+type stuckDeliverer struct {
+	stuck    string
+	release  chan struct{}
+	inFlight chan struct{} // closed once the stuck delivery began
+	once     sync.Once
+	mu       sync.Mutex
+	done     map[uint64]time.Time
+}
+
+func (d *stuckDeliverer) MaxBatch() int { return 4 }
+
+func (d *stuckDeliverer) Deliver(ctx context.Context, r *Record) error {
+	return d.DeliverBatch(ctx, []*Record{r})[0]
+}
+
+func (d *stuckDeliverer) DeliverBatch(ctx context.Context, recs []*Record) []error {
+	for _, r := range recs {
+		if r.DN == d.stuck {
+			d.once.Do(func() { close(d.inFlight) })
+			select {
+			case <-d.release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	d.mu.Lock()
+	for _, r := range recs {
+		d.done[r.Seq] = time.Now()
+	}
+	d.mu.Unlock()
+	return make([]error, len(recs))
+}
+
+// TestBatchHoldDoesNotWaitForAStuckBatch: records that become ready while
+// a batch is being delivered wait for it at most batchHold, not for as
+// long as it takes (a slow Axigen), and under a steady trickle of writes
+// every record is delivered within a bounded time.
+func TestBatchHoldDoesNotWaitForAStuckBatch(t *testing.T) {
+	j, _ := newTestJournal(t)
+	d := &stuckDeliverer{stuck: "uid=stuck,dc=example,dc=org", release: make(chan struct{}),
+		inFlight: make(chan struct{}), done: map[uint64]time.Time{}}
+	r := accountRecord(d.stuck)
+	r.Op = OpAdd
+	mustPrepareCommit(t, j, r, "stuck")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx, 3, d) }()
+	t.Cleanup(func() {
+		close(d.release)
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	select {
+	case <-d.inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stuck record was not delivered")
+	}
+	committed := map[uint64]bool{}
+	for i := range 40 {
+		key := fmt.Sprintf("e%d", i%5)
+		r := accountRecord("uid=" + key + ",dc=example,dc=org")
+		r.Op = OpAdd
+		committed[mustPrepareCommit(t, j, r, key)] = true
+	}
+	waitFor(t, "the records behind the stuck batch", 20*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for seq := range committed {
+			if _, ok := d.done[seq]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -174,6 +174,14 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 	if spec && len(ans) > len(lists) {
 		ans, firstAns = ans[:len(lists)], ans[len(lists):]
 	}
+	if len(ans) == len(lists) {
+		// Every LIST answered: they are judged by their answers alone,
+		// whatever became of the first account's reads after them (a
+		// wrong hint's refused reads may reach the server's maxErrors,
+		// and it closes the session: the hint is then found wrong below,
+		// not the account failed).
+		err = nil
+	}
 	if err := unexpected(ans, lists, err, listExpect); err != nil {
 		// A LIST refused: its account has the error; the connection lost:
 		// the first one has. The others are listed again.
@@ -253,8 +261,20 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 		}
 		enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", found[n]))
 		if err != nil {
+			// The row cannot be sent back (the server spells it with what
+			// a value may not hold): this account fails alone, and the
+			// previous one's COMMIT, which was to go with its reads, goes
+			// now, or that account would be reported applied unsaved.
 			fail(i, err)
-			return stop(err, n+1)
+			if n == 0 && spec {
+				// Its reads went with the LISTs: the session is where
+				// they left it.
+				return stop(err, 1)
+			}
+			if !flushTail() {
+				return todo[n+1:]
+			}
+			continue
 		}
 		reads := accountReads(enter)
 		readExpect := []string{ctxAccount, ctxAccount, ctxContact, ctxContact}
@@ -266,7 +286,15 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 			ans, err = s.DoAll(ctx, cmds)
 		}
 		if len(tail.cmds) > 0 {
-			terr := unexpected(ans, tail.cmds, err, tail.expect)
+			terr := tailError(ans, tail, err)
+			if terr == nil && err != nil && KindOf(err) != KindServer {
+				// The previous account's commands all answered as
+				// expected (its COMMIT ran: it is applied), then the
+				// session broke on this one's reads: this one is redone
+				// on a fresh session.
+				s.fail(err)
+				return todo[n:]
+			}
 			if terr != nil {
 				// The previous account's COMMIT failed, or its answer was
 				// lost: that account has the error; this one's reads ran
@@ -333,6 +361,17 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 	}
 	flushTail() // a failure settles the owner's result; nothing is left
 	return nil
+}
+
+// tailError is unexpected for the commands a pending left, sent first in
+// an exchange whose answers (and DoAll's error) are ans and err: when all
+// of theirs came, they are judged by them alone, whatever became of the
+// later commands of the exchange.
+func tailError(ans []*Response, tail pending, err error) error {
+	if len(ans) >= len(tail.cmds) {
+		return unexpected(ans[:len(tail.cmds)], tail.cmds, nil, tail.expect)
+	}
+	return unexpected(ans, tail.cmds, err, tail.expect)
 }
 
 // accountReads are an account's reads from the domain's context, ending

@@ -1,9 +1,12 @@
 package axigen
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
@@ -259,4 +262,193 @@ func TestApplyAccountsExistsHint(t *testing.T) {
 			t.Errorf("the domain's own settings changed: %v", s)
 		}
 	})
+}
+
+// TestApplyAccountsUnsendableRowKeepsTheCommit: an account whose LIST row
+// cannot be sent back (here invalid UTF-8, which Go's case folding takes
+// for the U+FFFD the request names) fails on its own; the previous
+// account's COMMIT, left to go with that account's reads, is still sent,
+// and is not reported done when it was not.
+func TestApplyAccountsUnsendableRowKeepsTheCommit(t *testing.T) {
+	e, _, client := batchEnv(t, 1, false)
+	e.sim.PutAccount(testDomain, axigensim.AccountState{Name: "\xff", Password: "pw", Contact: map[string]string{"nickName": "old"}})
+	ctx := testCtx(t)
+	reqs := []AccountApply{
+		{Desired: schema.Account{Name: "u0", Contact: map[string]string{"firstName": "User", "nickName": "new0"}}},
+		{Desired: schema.Account{Name: "\uFFFD", Contact: map[string]string{"nickName": "x"}}},
+	}
+	res := client.ApplyAccounts(ctx, testDomain, reqs)
+	if res[1].Err == nil {
+		t.Error("the unsendable account: no error")
+	}
+	if got := nickOf(t, e, "u0"); res[0].Err == nil && got != "new0" {
+		t.Errorf("u0 reported applied, nickName %q: its COMMIT never ran", got)
+	}
+	if got := nickOf(t, e, "u0"); got != "new0" {
+		t.Errorf("u0: nickName %q, err %v", got, res[0].Err)
+	}
+}
+
+// TestApplyAccountsUnsendableRowFirstWithHint: the same row for the first
+// account of a batch, expected to exist (its reads went with the LISTs):
+// it fails alone and the next account is applied where it should be.
+func TestApplyAccountsUnsendableRowFirstWithHint(t *testing.T) {
+	e, _, client := batchEnv(t, 1, false)
+	e.sim.PutAccount(testDomain, axigensim.AccountState{Name: "\xff", Password: "pw", Contact: map[string]string{"nickName": "old"}})
+	ctx := testCtx(t)
+	reqs := []AccountApply{
+		{Desired: schema.Account{Name: "\uFFFD", Contact: map[string]string{"nickName": "x"}}, Exists: true},
+		{Desired: schema.Account{Name: "u0", Contact: map[string]string{"firstName": "User", "nickName": "new0"}}, Exists: true},
+	}
+	res := client.ApplyAccounts(ctx, testDomain, reqs)
+	if res[0].Err == nil {
+		t.Error("the unsendable account: no error")
+	}
+	if got := nickOf(t, e, "u0"); res[1].Err != nil || got != "new0" {
+		t.Errorf("u0: nickName %q, err %v", got, res[1].Err)
+	}
+	if got := nickOf(t, e, "\xff"); got != "old" {
+		t.Errorf("the unsendable account changed: nickName %q", got)
+	}
+	if s := e.sim.DomainSettings(testDomain); len(s) != 0 {
+		t.Errorf("the domain's own settings changed: %v", s)
+	}
+}
+
+// TestApplyAccountsCommitAnsweredThenDropped: the connection breaks after
+// an account's COMMIT answered +OK, on the next account's reads sent with
+// it: the committed account is reported applied (not failed, to be
+// replayed: a replay's plan no longer shows its rename, say), and the
+// next one is applied on a fresh session.
+func TestApplyAccountsCommitAnsweredThenDropped(t *testing.T) {
+	dry, _, dryClient := batchEnv(t, 2, false)
+	ctx := testCtx(t)
+	for i, r := range dryClient.ApplyAccounts(ctx, testDomain, nickRequests(2, "dry")) {
+		if r.Err != nil {
+			t.Fatalf("dry run, account %d: %v", i, r.Err)
+		}
+	}
+	at := slices.Index(dry.sim.Transcripts()[0].Commands(), `UPDATE Account name "u1"`)
+	if at < 0 {
+		t.Fatal("the dry run did not read u1")
+	}
+
+	e, _, client := batchEnv(t, 2, false)
+	e.sim.DropAfter(at) // cut on u1's reads, once u0's COMMIT is answered
+	res := client.ApplyAccounts(ctx, testDomain, nickRequests(2, "new"))
+	for i, r := range res {
+		name := fmt.Sprintf("u%d", i)
+		got := nickOf(t, e, name)
+		if got != fmt.Sprintf("new%d", i) {
+			t.Errorf("%s: nickName %q, err %v", name, got, r.Err)
+		} else if r.Err != nil {
+			t.Errorf("%s: reported failed although its COMMIT ran: %v", name, r.Err)
+		}
+	}
+}
+
+// TestApplyAccountsOutcomesMatchAxigenWhereverCut: a batch cut at every
+// point — the connection dropped before the k-th command, the k-th
+// command refused with -ERR, or the guard
+// refusing the k-th exchange (a leader deposed mid-batch) — reports an
+// account applied exactly when Axigen holds its change: no account is
+// reported applied whose COMMIT never ran, none reported failed whose
+// COMMIT ran and answered, and no account holds another's value.
+func TestApplyAccountsOutcomesMatchAxigenWhereverCut(t *testing.T) {
+	const n = 4
+	for _, exists := range []bool{false, true} {
+		reqs := nickRequests(n, "new")
+		for i := range reqs {
+			reqs[i].Exists = exists
+		}
+		reqs[2].Desired.Password = "secret-2" // a password in the middle
+		// A new account the hint is wrong about comes first.
+		ghost := AccountApply{Desired: schema.Account{Name: "ghost", Contact: map[string]string{"nickName": "g"}}, Exists: exists}
+		reqs = append([]AccountApply{ghost}, reqs...)
+		check := func(t *testing.T, e *env, res []AccountResult) {
+			t.Helper()
+			g, _ := e.sim.Account(testDomain, "ghost")
+			if (g.Contact["nickName"] == "g") != (res[0].Err == nil) {
+				t.Errorf("ghost: %+v, err %v", g, res[0].Err)
+			}
+			for i, r := range res[1:] {
+				name := fmt.Sprintf("u%d", i)
+				a, _ := e.sim.Account(testDomain, name)
+				changed := a.Contact["nickName"] == fmt.Sprintf("new%d", i)
+				if changed != (r.Err == nil) {
+					t.Errorf("%s: nickName %q, err %v", name, a.Contact["nickName"], r.Err)
+				}
+				if a.Contact["nickName"] != "old" && !changed {
+					t.Errorf("%s holds another's nickName %q", name, a.Contact["nickName"])
+				}
+				if wantPW := "pw-" + name; a.Password != wantPW && !(i == 2 && a.Password == "secret-2" && changed) {
+					t.Errorf("%s: password %q", name, a.Password)
+				}
+			}
+			if s := e.sim.DomainSettings(testDomain); len(s) != 0 {
+				t.Errorf("the domain's own settings changed: %v", s)
+			}
+		}
+		for k := 0; k < 64; k++ { // past the last command of the batch
+			t.Run(fmt.Sprintf("exists=%v/drop=%d", exists, k), func(t *testing.T) {
+				e, _, client := batchEnv(t, n, false)
+				ctx := testCtx(t)
+				if _, _, err := client.ReadAccount(ctx, testDomain, "u0"); err != nil { // logs in first
+					t.Fatal(err)
+				}
+				e.sim.DropAfter(k)
+				res := client.ApplyAccounts(ctx, testDomain, reqs)
+				check(t, e, res)
+				if k == 63 && len(e.sim.Commands()) > k {
+					t.Errorf("%d commands: the cuts do not reach past the batch's last one", len(e.sim.Commands()))
+				}
+			})
+			t.Run(fmt.Sprintf("exists=%v/refused=%d", exists, k), func(t *testing.T) {
+				e, _, client := batchEnv(t, n, false)
+				ctx := testCtx(t)
+				if _, _, err := client.ReadAccount(ctx, testDomain, "u0"); err != nil {
+					t.Fatal(err)
+				}
+				e.sim.FailNth(regexp.MustCompile(``), k, "Refused")
+				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
+			})
+			t.Run(fmt.Sprintf("exists=%v/guard=%d", exists, k), func(t *testing.T) {
+				e, _, client := batchEnv(t, n, false)
+				var exchanges atomic.Int64
+				ctx := WithGuard(testCtx(t), func(context.Context) error {
+					if exchanges.Add(1) > int64(k) {
+						return errors.New("deposed")
+					}
+					return nil
+				})
+				check(t, e, client.ApplyAccounts(ctx, testDomain, reqs))
+			})
+		}
+	}
+}
+
+// TestApplyAccountsWrongHintOnATiredSession: the reads sent on a wrong
+// Exists hint are refused (four -ERRs); on a session that earned -ERRs
+// before, the server reaches maxErrors among them and closes the session.
+// The LISTs had all answered and shown the account absent: it is applied
+// again without the hint, not failed (a server with a low maxErrors would
+// otherwise fail such an account on every attempt, until it is dead).
+func TestApplyAccountsWrongHintOnATiredSession(t *testing.T) {
+	e, _, client := batchEnv(t, 1, false)
+	ctx := testCtx(t)
+	e.sim.FailMatching(regexp.MustCompile(`^SET nickName "refused0"$`), "Invalid value")
+	for range 7 { // seven -ERRs on the pool's one session; the simulator closes at ten
+		if r := client.ApplyAccounts(ctx, testDomain, nickRequests(1, "refused")); r[0].Err == nil {
+			t.Fatal("an apply whose SET fails succeeded")
+		}
+	}
+	e.sim.ClearFaults()
+	res := client.ApplyAccounts(ctx, testDomain, []AccountApply{
+		{Desired: schema.Account{Name: "ghost", Contact: map[string]string{"nickName": "g"}}, Exists: true}})
+	if res[0].Err != nil {
+		t.Fatalf("ghost: %v", res[0].Err)
+	}
+	if got := nickOf(t, e, "ghost"); got != "g" {
+		t.Errorf("ghost: nickName %q", got)
+	}
 }
