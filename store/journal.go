@@ -105,9 +105,9 @@ type Options struct {
 	NoSync bool
 	// GroupCommitDelay is how long a durable batch (a Prepare's) may wait,
 	// while other writes are open (prepared, not yet committed or
-	// aborted), for one more change per open write, to share its fsync
-	// (see writerRun.absorb). A lone writer never waits (1ms; negative:
-	// never wait).
+	// aborted, and for less than 5s), for one more change per open
+	// write, to share its fsync (see writerRun.absorb). A lone writer
+	// never waits (1ms; negative: never wait).
 	GroupCommitDelay time.Duration
 	// MaxAttempts is how many deliveries fail before a record is dead (25).
 	MaxAttempts int
@@ -139,6 +139,9 @@ type Options struct {
 	// uncompressed turns off Badger's table compression, so that a test's
 	// search of the files for a plaintext cannot miss a compressed copy.
 	uncompressed bool
+	// openHorizon is how long a prepared record counts as an open write
+	// (see writerRun.open): 5s; tests shorten it.
+	openHorizon time.Duration
 	// beforeSync, when set, is called with each batch Badger has written,
 	// before it is synced: tests hold a batch there.
 	beforeSync func()
@@ -165,6 +168,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.GroupCommitDelay == 0 {
 		o.GroupCommitDelay = time.Millisecond
+	}
+	if o.openHorizon <= 0 {
+		o.openHorizon = 5 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

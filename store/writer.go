@@ -132,7 +132,7 @@ type batch struct {
 	size    int
 	writes  int
 	broken  error
-	opened  int                // records it prepared, less those it settled (see writerRun.open)
+	opened  map[uint64]bool    // records it prepared (true) or settled (false) (see writerRun.open)
 	local   map[uint64]*Record // records written by this batch (nil: deleted)
 	recent  *recentCache
 	// disabled holds the disabled accounts this batch wrote (nil:
@@ -285,7 +285,7 @@ func (w *writer) loop() {
 	flights := make(chan *flight, maxFlights)
 	completerDone := make(chan struct{})
 	go w.completer(flights, completerDone)
-	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), disabled: map[string]recentDisabled{}, inBadger: make(chan struct{}, 1)}
+	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), disabled: map[string]recentDisabled{}, inBadger: make(chan struct{}, 1), open: map[uint64]time.Time{}}
 	defer func() {
 		r.discardNext()
 		close(flights)
@@ -353,11 +353,26 @@ type writerRun struct {
 	// sizeHint is the size of the last batch, to size the next one's
 	// slices and map.
 	sizeHint int
-	// open counts the records prepared and not yet settled (committed or
-	// aborted), as the writer has written them: writes whose callers are
-	// waiting for the directory's answer, and who, if they write again,
-	// will send their next Prepare soon (see absorb).
-	open int
+	// open holds the records prepared and not yet settled (committed or
+	// aborted), as the writer has written them, with when: writes whose
+	// callers are waiting for the directory's answer, and who, if they
+	// write again, will send their next Prepare soon (see absorb). One
+	// open for longer than Options.openHorizon is not counted (and
+	// forgotten): a record left prepared by a settle that failed (a
+	// commit that could not be made, a password the directory could not
+	// confirm) stays so until the next start, and would otherwise make
+	// every Prepare of a lone writer wait for company it does not have.
+	open map[uint64]time.Time
+}
+
+// openWrites counts the open writes (see open) at now.
+func (w *writerRun) openWrites(now time.Time) int {
+	for seq, at := range w.open {
+		if now.Sub(at) > w.w.opts.openHorizon {
+			delete(w.open, seq)
+		}
+	}
+	return len(w.open)
 }
 
 func (w *writerRun) openNext() {
@@ -380,7 +395,7 @@ func (w *writerRun) process(ms []*mutation) {
 			w.discardNext()
 			ms[0].done <- ms[0].exclusive()
 			w.state = wr.current()
-			w.open = 0
+			clear(w.open)
 			w.recent.clear()
 			clear(w.disabled)
 			ms = ms[1:]
@@ -434,7 +449,14 @@ func (w *writerRun) process(ms []*mutation) {
 				w.disabled[name] = recentDisabled{d: d, flight: f.id}
 			}
 			w.state = f.state
-			w.open = max(0, w.open+b.opened)
+			now := time.Now() // not Options.Now: a test's clock may stand still
+			for seq, open := range b.opened {
+				if open {
+					w.open[seq] = now
+				} else {
+					delete(w.open, seq)
+				}
+			}
 			// One batch at a time in Badger: it syncs each request of a
 			// write group on its own, so two queued batches would cost two
 			// fsyncs. Building this batch overlapped the previous one's.
@@ -522,8 +544,8 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 					}
 				}
 			}
-			if durable && w.open > 0 && w.w.opts.GroupCommitDelay > 0 {
-				if !w.linger(b, f, len(f.taken)+w.open, take) {
+			if durable && w.w.opts.GroupCommitDelay > 0 {
+				if open := w.openWrites(time.Now()); open > 0 && !w.linger(b, f, len(f.taken)+open, take) {
 					return ms, true
 				}
 			}
@@ -824,9 +846,9 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 		}
 	}
 	if rec.State == StatePrepared && (old == nil || old.State != StatePrepared) {
-		b.opened++
+		b.markOpen(seq, true)
 	} else if rec.State != StatePrepared && old != nil && old.State == StatePrepared {
-		b.opened--
+		b.markOpen(seq, false)
 	}
 	b.seq = max(b.seq, seq)
 	b.local[seq] = rec
@@ -838,6 +860,14 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 	}
 	b.effects = append(b.effects, effect{put: rec, tokens: tokens, delta: delta})
 	return enc, nil
+}
+
+// markOpen notes that record seq was prepared (open) or settled.
+func (b *batch) markOpen(seq uint64, open bool) {
+	if b.opened == nil {
+		b.opened = map[uint64]bool{}
+	}
+	b.opened[seq] = open
 }
 
 func (b *batch) removeRecord(old *Record) error {
@@ -858,7 +888,7 @@ func (b *batch) removeRecord(old *Record) error {
 		return err
 	}
 	if old.State == StatePrepared {
-		b.opened--
+		b.markOpen(seq, false)
 	}
 	b.local[seq] = nil
 	e := effect{remove: true, seq: seq}

@@ -92,3 +92,39 @@ func TestOpenWritesMakeAPrepareWaitForCompany(t *testing.T) {
 		t.Errorf("durable batches for b and c = %d, want 1", got)
 	}
 }
+
+// TestOrphanStopsCountingAsOpen: a record left prepared (its settle
+// failed: it stays so until the next start) is an open write only for a
+// while; after that a lone writer's Prepares no longer wait for company.
+func TestOrphanStopsCountingAsOpen(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.GroupCommitDelay = time.Hour
+	o.openHorizon = 50 * time.Millisecond
+	j := openTest(t, dir, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := j.Prepare(ctx, accountRecord("uid=orphan,dc=x")); err != nil {
+		t.Fatal(err) // never settled
+	}
+	// The horizon is what is tested: let it pass.
+	time.Sleep(2 * o.openHorizon)
+	for i := range 5 {
+		done := make(chan error, 1)
+		go func() {
+			seq, err := j.Prepare(ctx, accountRecord(fmt.Sprintf("uid=u%d,dc=x", i)))
+			if err == nil {
+				err = j.Commit(ctx, seq, "")
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("write %d waited for the orphan's company", i)
+		}
+	}
+}

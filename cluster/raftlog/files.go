@@ -48,9 +48,13 @@ func writeFileAtomic(dir, name string, data []byte) error {
 		return fmt.Errorf("raftlog: write %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("%w: %w", errUnsynced, err)
+	}
+	return nil
 }
 
 // readFileChecked reads a file written by writeFileAtomic; ok is false if

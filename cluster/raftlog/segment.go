@@ -51,16 +51,19 @@ func createSegment(dir string, base uint64) (*segment, error) {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	if _, err := f.WriteAt(segHeader(base), 0); err != nil {
+		// Nothing refers to it yet; if its removal is lost in a crash,
+		// Open removes a last segment with a torn header.
 		f.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("raftlog: write %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("raftlog: sync %s: %w", path, err)
+		return nil, fmt.Errorf("raftlog: sync %s: %w: %w", path, errUnsynced, err)
 	}
 	if err := syncDir(dir); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errUnsynced, err)
 	}
 	return &segment{base: base, path: path, f: f, size: segHeaderSize}, nil
 }

@@ -233,8 +233,8 @@ func (s *Store) removeBelow(bases []uint64) error {
 
 // IsMonotonic tells Raft that this log holds no gaps: after installing a
 // snapshot it deletes the whole log rather than leaving old entries below
-// a gap, and StoreLogs refuses an index other than LastIndex+1 (or any
-// index on an empty log). A dense log lets the index be a slice of
+// a gap, and StoreLogs refuses an index at or below LastIndex (an append
+// past LastIndex+1 replaces the log: see StoreLogs). A dense log lets the index be a slice of
 // offsets, and makes a hole after a crash an error instead of a state.
 func (s *Store) IsMonotonic() bool { return true }
 
@@ -301,7 +301,9 @@ func (s *Store) segFor(index uint64) int {
 func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
 // StoreLogs appends logs, which must follow LastIndex without a gap (any
-// first index on an empty log), in one write and one fdatasync.
+// first index on an empty log), in one write and one fdatasync. Logs
+// starting past LastIndex+1 replace the log: Raft sends them after a
+// snapshot whose removal of the old log did not happen.
 func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
@@ -312,14 +314,14 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		return err
 	}
 	s.mu.RLock()
-	last := s.last
+	first, last := s.first, s.last
 	var active *segment
 	if n := len(s.segs); n > 0 {
 		active = s.segs[n-1]
 	}
 	s.mu.RUnlock()
 	start := logs[0].Index
-	if start == 0 || (last != 0 && start != last+1) {
+	if start == 0 || (last != 0 && start <= last) {
 		return fmt.Errorf("raftlog: append index %d after %d: the log holds no gaps", start, last)
 	}
 	for i, l := range logs {
@@ -327,10 +329,39 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			return fmt.Errorf("raftlog: append index %d at position %d of a batch from %d: the log holds no gaps", l.Index, i, start)
 		}
 	}
+	if last != 0 && start > last+1 {
+		// Raft appends past the end of the log only when a snapshot holds
+		// what lies between: the node installed one past its log and
+		// stopped (or failed to delete) before Raft removed the old log,
+		// which it does after the FSM's restore and only once (a failure
+		// is logged). Refused, that append would be refused for good,
+		// restarts included, and the node would take no entry until its
+		// leader sent another snapshot; the old log is what Raft meant to
+		// remove, all of it below the snapshot.
+		s.log.Warn("raftlog: an append past the end of the log: removing the log a snapshot replaced",
+			"first", first, "last", last, "append", start)
+		if err := s.deleteAll(); err != nil {
+			return err
+		}
+		last, active = 0, nil
+	}
+	if last == 0 && active != nil && active.base != start {
+		// An empty log's segment, created for an append that was then
+		// refused (a write that failed, a log too large), and Raft now
+		// appends from another index (it installed a snapshot since): a
+		// segment's records start at the index in its name, so it goes.
+		s.mu.Lock()
+		s.segs = nil
+		s.mu.Unlock()
+		if err := s.removeSegments([]*segment{active}); err != nil {
+			return s.fail(err)
+		}
+		active = nil
+	}
 	if active == nil || active.size >= s.segSize {
 		seg, err := createSegment(s.dir, start)
 		if err != nil {
-			return s.fail(err)
+			return s.failIfUnknown(err)
 		}
 		s.mu.Lock()
 		s.segs = append(s.segs, seg)
@@ -407,7 +438,7 @@ func (s *Store) deleteHead(first uint64) error {
 	base := s.segs[k].base
 	s.mu.RUnlock()
 	if err := writeHead(s.dir, head{segBase: base, first: first}); err != nil {
-		return s.fail(err)
+		return s.failIfUnknown(err)
 	}
 	s.mu.Lock()
 	gone := s.segs[:k:k]
@@ -461,7 +492,7 @@ func (s *Store) deleteTail(min uint64) error {
 // go, so that it never names a later log's segment.
 func (s *Store) deleteAll() error {
 	if err := writeHead(s.dir, head{}); err != nil {
-		return s.fail(err)
+		return s.failIfUnknown(err)
 	}
 	s.mu.Lock()
 	gone := s.segs
@@ -505,6 +536,20 @@ func (s *Store) usable() error {
 func (s *Store) fail(err error) error {
 	if err != nil && s.failed == nil {
 		s.failed = fmt.Errorf("raftlog: the store failed a write and must be reopened: %w", err)
+	}
+	return err
+}
+
+// errUnsynced marks a failure after which what the disk holds is unknown:
+// a failed sync, or one that failed after a rename. Other failures of
+// createSegment and writeHead (a file that cannot be created or written:
+// EMFILE, ENOSPC) leave the store as it was, and refuse that call only.
+var errUnsynced = errors.New("not synced")
+
+// failIfUnknown is fail for an error marked errUnsynced; under wmu.
+func (s *Store) failIfUnknown(err error) error {
+	if errors.Is(err, errUnsynced) {
+		return s.fail(err)
 	}
 	return err
 }
