@@ -22,6 +22,9 @@ type index struct {
 	busy   map[string]uint64 // token -> record being delivered
 	ready  readyHeap
 	spare  []*queue // emptied queues, for the next histories to start
+	// names gives the Axigen account names of a record (Options.AccountNames;
+	// nil: none), each an order token.
+	names func(*Record) []string
 }
 
 // queue is one history's unfinished records, in ascending order. Records
@@ -96,6 +99,7 @@ type entry struct {
 	tokens   []string
 	key, dn  string // what the tokens were made of
 	newDN    string
+	name     string    // the record's Name, which its account tokens follow
 	time     time.Time // the record's time, for the backlog's age
 	next     time.Time // next delivery attempt
 	inflight bool
@@ -106,8 +110,8 @@ type entry struct {
 	heapAt    time.Time
 }
 
-func newIndex() *index {
-	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}}
+func newIndex(names func(*Record) []string) *index {
+	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}, names: names}
 }
 
 func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
@@ -126,7 +130,7 @@ func (x *index) put(r *Record, tokens []string) {
 		e = &entry{seq: r.Seq}
 		x.recs[r.Seq] = e
 	}
-	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || e.tokens == nil {
+	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || e.tokens == nil || (x.names != nil && e.name != r.Name) {
 		sameDNs := e.tokens != nil && e.dn == r.DN && e.newDN == r.NewDN
 		if tokens == nil {
 			if sameDNs {
@@ -134,14 +138,17 @@ func (x *index) put(r *Record, tokens []string) {
 				// Canonicalising the DNs again cost each node of a
 				// cluster as much as its Prepare's (3% of
 				// BenchmarkClusterRecords' CPU).
-				tokens = rekeyTokens(e.tokens, r.EntryKey)
+				// A Commit naming the account's name (a record prepared
+				// before its entry was read) gives it that name's token.
+				tokens = rekeyTokens(e.tokens, r.EntryKey, r, x.names)
 			} else {
-				tokens = orderTokens(r)
+				tokens = orderTokens(r, x.names)
 			}
 		}
 		// Copies: a decoded record's texts share one string, which the
 		// index would otherwise keep whole for as long as the record waits.
 		e.key = strings.Clone(r.EntryKey)
+		e.name = strings.Clone(r.Name)
 		if !sameDNs {
 			e.dn, e.newDN = strings.Clone(r.DN), strings.Clone(r.NewDN)
 		}

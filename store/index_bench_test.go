@@ -19,7 +19,7 @@ func BenchmarkIndexPrepareCommit(b *testing.B) {
 			name = fmt.Sprintf("backlog=%d", backlog)
 		}
 		b.Run(name, func(b *testing.B) {
-			x := newIndex()
+			x := newIndex(nil)
 			at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 			recs := make([]*Record, b.N)
 			for i := range recs {

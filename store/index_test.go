@@ -19,7 +19,7 @@ func TestIndexMatchesRebuild(t *testing.T) {
 	dns := []string{"uid=a,dc=x", "UID=A,DC=X", "uid=b,dc=x", "uid=c,dc=x", "uid=d,dc=x"}
 	keys := []string{"", "", "k1", "k2", "k3"}
 	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
-	x := newIndex()
+	x := newIndex(nil)
 	live := map[uint64]*Record{}
 	var next uint64
 	pick := func(states ...State) *Record {
@@ -82,7 +82,7 @@ func TestIndexMatchesRebuild(t *testing.T) {
 				x.put(r, nil)
 			}
 		}
-		fresh := newIndex()
+		fresh := newIndex(nil)
 		seqs := make([]uint64, 0, len(live))
 		for seq := range live {
 			seqs = append(seqs, seq)
@@ -114,7 +114,7 @@ func TestIndexMatchesRebuild(t *testing.T) {
 // TestIndexReadyHeapStaysBounded: a node that never delivers (a cluster's
 // follower) still lets go of the records the leader delivered.
 func TestIndexReadyHeapStaysBounded(t *testing.T) {
-	x := newIndex()
+	x := newIndex(nil)
 	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 	for seq := uint64(1); seq <= 20000; seq++ {
 		r := accountRecord("uid=a,dc=x")

@@ -263,7 +263,7 @@ func indexMatchesDisk(t *testing.T, j *Journal) {
 	)
 	err := j.db.View(func(txn *badger.Txn) error {
 		var err error
-		disk, delivered, err = readIndex(txn)
+		disk, delivered, err = readIndex(txn, nil)
 		return err
 	})
 	if err != nil {

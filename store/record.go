@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -185,13 +186,16 @@ func (r *Record) validate() error {
 	return nil
 }
 
-// orderTokens names the histories a record belongs to: its stable entry key
-// and every DN it touches. Records sharing a token are delivered one at a
-// time in sequence order, so a rename joins the history of the old and the
-// new DN, and a record whose entry key is not known yet still queues behind
-// (and ahead of) the records of the same DN.
-func orderTokens(r *Record) []string {
-	toks := make([]string, 0, 3)
+// orderTokens names the histories a record belongs to: its stable entry key,
+// every DN it touches and every Axigen account name its delivery may touch
+// (names, when not nil: see Options.AccountNames). Records sharing a token
+// are delivered one at a time in sequence order, so a rename joins the
+// history of the old and the new DN, a record whose entry key is not known
+// yet still queues behind (and ahead of) the records of the same DN, and
+// an entry that takes an account name another entry gives up waits for
+// that entry's rename (or delete) to reach Axigen first.
+func orderTokens(r *Record, names func(*Record) []string) []string {
+	toks := make([]string, 0, 4)
 	if r.EntryKey != "" {
 		toks = append(toks, "k:"+r.EntryKey)
 	}
@@ -201,13 +205,31 @@ func orderTokens(r *Record) []string {
 			toks = append(toks, n)
 		}
 	}
+	return appendAccountTokens(toks, r, names)
+}
+
+// appendAccountTokens appends an "a:" token for each account name names
+// gives for r, lower-cased as Axigen compares account names, once each.
+func appendAccountTokens(toks []string, r *Record, names func(*Record) []string) []string {
+	if names == nil {
+		return toks
+	}
+	for _, n := range names(r) {
+		if n == "" {
+			continue
+		}
+		if t := "a:" + strings.ToLower(n); !slices.Contains(toks, t) {
+			toks = append(toks, t)
+		}
+	}
 	return toks
 }
 
 // rekeyTokens is orderTokens of a record whose DNs are those toks were
 // made of and whose entry key is key, without canonicalising the DNs
-// again. toks is left as it was.
-func rekeyTokens(toks []string, key string) []string {
+// again; its account tokens are names' for r (toks' own when names is
+// nil: they are kept). toks is left as it was.
+func rekeyTokens(toks []string, key string, r *Record, names func(*Record) []string) []string {
 	dns := toks
 	if len(dns) > 0 && strings.HasPrefix(dns[0], "k:") {
 		dns = dns[1:]
@@ -216,5 +238,13 @@ func rekeyTokens(toks []string, key string) []string {
 	if key != "" {
 		out = append(out, "k:"+key)
 	}
-	return append(out, dns...)
+	if names == nil {
+		return append(out, dns...)
+	}
+	for _, t := range dns {
+		if strings.HasPrefix(t, "d:") {
+			out = append(out, t)
+		}
+	}
+	return appendAccountTokens(out, r, names)
 }

@@ -24,6 +24,8 @@ type records struct {
 	// local is why the journal takes no change of its own (nil: it does):
 	// ErrReplicated for a cluster's (changes come only through Apply).
 	local error
+	// names is Options.AccountNames.
+	names func(*Record) []string
 }
 
 func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
@@ -36,7 +38,7 @@ func (rs *records) prepare(ctx context.Context, r *Record) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	tokens := orderTokens(rec)
+	tokens := orderTokens(rec, rs.names)
 	var seq uint64
 	err = rs.w.submit(ctx, func(b *batch) error {
 		b.seq++
