@@ -223,17 +223,13 @@ func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Delive
 	// a backlog is delivered in batches and a lone record at once. The
 	// dispatcher hands out work only while a worker is idle, so that the
 	// records ready meanwhile join the next batch rather than queue one by
-	// one behind busy workers. With batches, a record that becomes ready
-	// while another batch is being delivered (for less than batchHold)
-	// waits for it to end rather than start a delivery of its own, unless
-	// a whole batch is ready: a steady trickle of writes is then delivered
-	// in batches too, at the cost of at most one batch's time; a batch
-	// stuck longer (a slow Axigen) holds nothing back.
+	// one behind busy workers. No record waits for company: holding the
+	// records ready while another batch was delivered (up to 20 ms) saved
+	// no CPU measurably and put success→Axigen p50 in a 3-node cluster at
+	// 46 ms instead of 12 (`go run ./bench -suites cluster`).
 	work := make(chan []dispatched, workers)
 	idle := make(chan struct{}, workers)
 	quit := make(chan struct{}) // the dispatcher has returned: start nothing more
-	var fl flights
-	progress := make(chan struct{}, 1) // a batch's deliveries are over
 	finishedWorkers := make(chan struct{}, workers)
 	for range workers {
 		idle <- struct{}{}
@@ -246,14 +242,7 @@ func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Delive
 					continue
 				default:
 				}
-				id := fl.start()
-				s.deliverBatch(ctx, items, deliver, batcher, covers, record, func() {
-					fl.end(id)
-					select {
-					case progress <- struct{}{}:
-					default:
-					}
-				})
+				s.deliverBatch(ctx, items, deliver, batcher, covers, record)
 				idle <- struct{}{}
 			}
 		}()
@@ -282,18 +271,6 @@ func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Delive
 		s.mu.Lock()
 		items, next := s.idx.due(now, batch)
 		s.mu.Unlock()
-		var hold <-chan time.Time // the youngest batch in flight turns batchHold old
-		var holdTimer *time.Timer
-		if len(items) > 0 && len(items) < batch && batcher != nil {
-			if young := fl.youngest(); !young.IsZero() {
-				if wait := batchHold - time.Since(young); wait > 0 {
-					s.releaseAll(items)
-					items = nil
-					holdTimer = time.NewTimer(wait)
-					hold = holdTimer.C
-				}
-			}
-		}
 		if len(items) > 0 {
 			work <- items // never blocks: a worker is idle, and work holds one batch per worker
 			continue
@@ -301,85 +278,28 @@ func (s *scheduler) deliverLoop(ctx context.Context, workers int, deliver Delive
 		idle <- struct{}{}
 		var timer *time.Timer
 		var fire <-chan time.Time
-		if !next.IsZero() && hold == nil {
+		if !next.IsZero() {
 			timer = time.NewTimer(max(next.Sub(now), time.Millisecond))
 			fire = timer.C
-		}
-		var moved <-chan struct{}
-		if hold != nil {
-			moved = progress
 		}
 		select {
 		case <-ctx.Done():
 			if timer != nil {
 				timer.Stop()
 			}
-			if holdTimer != nil {
-				holdTimer.Stop()
-			}
 			return nil
 		case <-stopped:
 			if timer != nil {
 				timer.Stop()
 			}
-			if holdTimer != nil {
-				holdTimer.Stop()
-			}
 			return term.err()
 		case <-s.wake:
 		case <-fire:
-		case <-hold:
-		case <-moved:
 		}
 		if timer != nil {
 			timer.Stop()
 		}
-		if holdTimer != nil {
-			holdTimer.Stop()
-		}
 	}
-}
-
-// batchHold bounds how long records ready while a batch is delivered wait
-// for it (see deliverLoop).
-const batchHold = 20 * time.Millisecond
-
-// flights are the batches being delivered, by when each began (the
-// monotonic clock: this is scheduling, not the journal's time).
-type flights struct {
-	mu     sync.Mutex
-	next   uint64
-	starts map[uint64]time.Time
-}
-
-func (f *flights) start() uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.starts == nil {
-		f.starts = map[uint64]time.Time{}
-	}
-	f.next++
-	f.starts[f.next] = time.Now()
-	return f.next
-}
-
-func (f *flights) end(id uint64) {
-	f.mu.Lock()
-	delete(f.starts, id)
-	f.mu.Unlock()
-}
-
-// youngest is when the latest batch in flight began (zero: none).
-func (f *flights) youngest() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var y time.Time
-	for _, t := range f.starts {
-		if t.After(y) {
-			y = t
-		}
-	}
-	return y
 }
 
 // maxBatch bounds the records one worker delivers at once.
@@ -397,10 +317,7 @@ func (s *scheduler) releaseAll(items []dispatched) {
 // deliverBatch delivers the records of items (of different entries),
 // together when batcher is set and more than one can go, and records
 // each one's outcome.
-//
-// delivered is called once the deliveries are over, before their outcomes
-// are recorded.
-func (s *scheduler) deliverBatch(ctx context.Context, items []dispatched, deliver Deliverer, batcher BatchDeliverer, covers func(*Record) bool, record recordFunc, delivered func()) {
+func (s *scheduler) deliverBatch(ctx context.Context, items []dispatched, deliver Deliverer, batcher BatchDeliverer, covers func(*Record) bool, record recordFunc) {
 	var ready, done []finished // to deliver; settled without a delivery
 	for _, d := range items {
 		if ctx.Err() != nil {
@@ -441,7 +358,6 @@ func (s *scheduler) deliverBatch(ctx context.Context, items []dispatched, delive
 			ready[i].derr = callDeliver(ctx, deliver, ready[i].rec)
 		}
 	}
-	delivered()
 	for _, f := range ready {
 		if f.derr != nil && ctx.Err() != nil {
 			// Cut short by the run's end: not an attempt.
