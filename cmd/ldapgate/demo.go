@@ -131,7 +131,10 @@ func runDemo(ctx context.Context, out io.Writer, listen, axigenListen string, ve
 	if verbose {
 		cfg.Log.Level = "debug"
 	}
-	cfg.Mirror.Axigen = AxigenConfig{Addr: sim.Addr(), User: "admin", PasswordFile: write("axigen.pw", axPassword), Domain: domain, Sessions: 2}
+	// The defaults' Axigen settings (command time-out, batch), with the
+	// simulator's address and credentials.
+	ax := &cfg.Mirror.Axigen
+	ax.Addr, ax.User, ax.PasswordFile, ax.Domain, ax.Sessions = sim.Addr(), "admin", write("axigen.pw", axPassword), domain, 2
 	cfg.Mirror.Schema = schema.Config{Dialect: schema.OpenLDAP,
 		AccountBase: schema.DNList{"ou=people,dc=example,dc=com"}, GroupBase: schema.DNList{"ou=groups,dc=example,dc=com"}}
 	cfg.Mirror.ServiceDN = dirSrv.RootDN

@@ -77,7 +77,10 @@ func runDemoAD(ctx context.Context, out io.Writer, listen, axigenListen string, 
 	if verbose {
 		cfg.Log.Level = "debug"
 	}
-	cfg.Mirror.Axigen = AxigenConfig{Addr: sim.Addr(), User: "admin", PasswordFile: write("axigen.pw", axPassword), Domain: domain, Sessions: 2}
+	// The defaults' Axigen settings (command time-out, batch), with the
+	// simulator's address and credentials.
+	ax := &cfg.Mirror.Axigen
+	ax.Addr, ax.User, ax.PasswordFile, ax.Domain, ax.Sessions = sim.Addr(), "admin", write("axigen.pw", axPassword), domain, 2
 	cfg.Mirror.Schema = schema.Config{Dialect: schema.ActiveDirectory,
 		AccountBase: schema.DNList{people}, GroupBase: schema.DNList{groups}}
 	cfg.Mirror.ServiceDN = dc.AdminDN
