@@ -22,7 +22,7 @@ type index struct {
 	busy   map[string]uint64 // token -> record being delivered
 	ready  readyHeap
 	spare  []*queue // emptied queues, for the next histories to start
-	// names gives the Axigen account names of a record (Options.AccountNames;
+	// names gives the Axigen account or group names of a record (Options.DeliveryNames;
 	// nil: none), each an order token.
 	names func(*Record) []string
 }
@@ -99,7 +99,7 @@ type entry struct {
 	tokens   []string
 	key, dn  string // what the tokens were made of
 	newDN    string
-	name     string    // the record's Name, which its account tokens follow
+	name     string    // the record's Name, which its name tokens follow
 	time     time.Time // the record's time, for the backlog's age
 	next     time.Time // next delivery attempt
 	inflight bool

@@ -135,17 +135,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (time.Now); tests set it.
 	Now func() time.Time
-	// AccountNames, when set, lists the Axigen account names a record's
-	// delivery may touch (its account's name before the write, the names
-	// the write gives it). Each is an order token (compared lower-cased):
-	// records sharing one are delivered in sequence order, though their
-	// entries differ, so that an entry taking the name another entry gives
-	// up (a rename of its name attribute, a delete) waits for that entry's
-	// record to reach Axigen, instead of updating the account that entry
-	// still holds there. It is called on the write path and by the
-	// delivery scheduler, with the record's texts only: it must be quick,
-	// read nothing and keep nothing of the record.
-	AccountNames func(r *Record) []string
+	// DeliveryNames, when set, lists the Axigen names a record's delivery
+	// may touch: an account record's account names, a group record's group
+	// names (its name before the write, the names the write gives it).
+	// Each is an order token (compared lower-cased; accounts' and groups'
+	// apart): records sharing one are delivered in sequence order, though
+	// their entries differ, so that an entry taking the name another entry
+	// gives up (a rename of its name attribute, a delete) waits for that
+	// entry's record to reach Axigen, instead of updating the account or
+	// group that entry still holds there. It is called on the write path
+	// and by the delivery scheduler, with the record's texts only: it must
+	// be quick, read nothing and keep nothing of the record.
+	DeliveryNames func(r *Record) []string
 
 	// uncompressed turns off Badger's table compression, so that a test's
 	// search of the files for a plaintext cannot miss a compressed copy.
@@ -255,7 +256,7 @@ func Open(dir string, opts Options) (*Journal, error) {
 	}
 	sched := newScheduler(st.idx, st.delivered, opts, log)
 	w := newWriter(db, opts, log, st.counters, sched)
-	recs := &records{db: db, w: w, seal: st.seal, log: log, names: opts.AccountNames}
+	recs := &records{db: db, w: w, seal: st.seal, log: log, names: opts.DeliveryNames}
 	if opts.Replicated {
 		recs.local = ErrReplicated
 	}

@@ -108,7 +108,7 @@ type loaded struct {
 // load reads the counters, checks the key and builds the in-memory index of
 // the records not yet delivered.
 func load(db *badger.DB, dir string, opts Options) (loaded, error) {
-	st := loaded{idx: newIndex(opts.AccountNames)}
+	st := loaded{idx: newIndex(opts.DeliveryNames)}
 	if err := checkKind(db, dir, opts); err != nil {
 		return st, err
 	}
@@ -142,7 +142,7 @@ func load(db *badger.DB, dir string, opts Options) (loaded, error) {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		st.idx, st.delivered, err = readIndex(txn, opts.AccountNames)
+		st.idx, st.delivered, err = readIndex(txn, opts.DeliveryNames)
 		return err
 	})
 	if err != nil {
@@ -199,7 +199,7 @@ func dropChangeLog(db *badger.DB, dir string, log *slog.Logger) error {
 }
 
 // readIndex builds the in-memory index of the records not yet delivered
-// and counts the delivered ones; names is Options.AccountNames.
+// and counts the delivered ones; names is Options.DeliveryNames.
 func readIndex(txn *badger.Txn, names func(*Record) []string) (*index, int, error) {
 	idx := newIndex(names)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive})

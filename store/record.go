@@ -187,13 +187,14 @@ func (r *Record) validate() error {
 }
 
 // orderTokens names the histories a record belongs to: its stable entry key,
-// every DN it touches and every Axigen account name its delivery may touch
-// (names, when not nil: see Options.AccountNames). Records sharing a token
-// are delivered one at a time in sequence order, so a rename joins the
-// history of the old and the new DN, a record whose entry key is not known
-// yet still queues behind (and ahead of) the records of the same DN, and
-// an entry that takes an account name another entry gives up waits for
-// that entry's rename (or delete) to reach Axigen first.
+// every DN it touches and every Axigen account or group name its delivery
+// may touch (names, when not nil: see Options.DeliveryNames). Records
+// sharing a token are delivered one at a time in sequence order, so a
+// rename joins the history of the old and the new DN, a record whose entry
+// key is not known yet still queues behind (and ahead of) the records of
+// the same DN, and an entry that takes an account or group name another
+// entry gives up waits for that entry's rename (or delete) to reach Axigen
+// first.
 func orderTokens(r *Record, names func(*Record) []string) []string {
 	toks := make([]string, 0, 4)
 	if r.EntryKey != "" {
@@ -205,20 +206,29 @@ func orderTokens(r *Record, names func(*Record) []string) []string {
 			toks = append(toks, n)
 		}
 	}
-	return appendAccountTokens(toks, r, names)
+	return appendNameTokens(toks, r, names)
 }
 
-// appendAccountTokens appends an "a:" token for each account name names
-// gives for r, lower-cased as Axigen compares account names, once each.
-func appendAccountTokens(toks []string, r *Record, names func(*Record) []string) []string {
+// appendNameTokens appends a token for each name names gives for r,
+// lower-cased as Axigen compares names, once each: "a:" for an account
+// record's, "g:" for a group record's. The two are apart because a group's
+// delivery (LIST Groups, UPDATE Group) never reads or writes an account, nor
+// an account's a group, so neither can take over the other's state; should
+// Axigen refuse an account and a group of one name, the later ADD fails and
+// is retried, writing nothing of the other's.
+func appendNameTokens(toks []string, r *Record, names func(*Record) []string) []string {
 	if names == nil {
 		return toks
+	}
+	prefix := "a:"
+	if r.Kind == KindGroup {
+		prefix = "g:"
 	}
 	for _, n := range names(r) {
 		if n == "" {
 			continue
 		}
-		if t := "a:" + strings.ToLower(n); !slices.Contains(toks, t) {
+		if t := prefix + strings.ToLower(n); !slices.Contains(toks, t) {
 			toks = append(toks, t)
 		}
 	}
@@ -227,7 +237,7 @@ func appendAccountTokens(toks []string, r *Record, names func(*Record) []string)
 
 // rekeyTokens is orderTokens of a record whose DNs are those toks were
 // made of and whose entry key is key, without canonicalising the DNs
-// again; its account tokens are names' for r (toks' own when names is
+// again; its name tokens are names' for r (toks' own when names is
 // nil: they are kept). toks is left as it was.
 func rekeyTokens(toks []string, key string, r *Record, names func(*Record) []string) []string {
 	dns := toks
@@ -246,5 +256,5 @@ func rekeyTokens(toks []string, key string, r *Record, names func(*Record) []str
 			out = append(out, t)
 		}
 	}
-	return appendAccountTokens(out, r, names)
+	return appendNameTokens(out, r, names)
 }

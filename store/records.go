@@ -24,7 +24,7 @@ type records struct {
 	// local is why the journal takes no change of its own (nil: it does):
 	// ErrReplicated for a cluster's (changes come only through Apply).
 	local error
-	// names is Options.AccountNames.
+	// names is Options.DeliveryNames.
 	names func(*Record) []string
 }
 

@@ -373,7 +373,7 @@ func (j *Journal) finishRestore(hdr snapshotHeader, aborted []tombstone, wb *bad
 	)
 	err = db.View(func(txn *badger.Txn) error {
 		var err error
-		idx, delivered, err = readIndex(txn, j.opts.AccountNames)
+		idx, delivered, err = readIndex(txn, j.opts.DeliveryNames)
 		return err
 	})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// uidNames is an Options.AccountNames for tests: the record's name and
+// uidNames is an Options.DeliveryNames for tests: the record's name and
 // the uid values it adds or sets.
 func uidNames(r *Record) []string {
 	names := []string{r.Name}
@@ -36,6 +36,7 @@ func TestRekeyTokensIsOrderTokens(t *testing.T) {
 		{DN: "cn=k:x,ou=groups,dc=example,dc=org", EntryKey: "k:y"},
 		{DN: "cn=Ivy,ou=people,dc=example,dc=org", Name: "ivy", Changes: uid},
 		{DN: "cn=Ivy,ou=people,dc=example,dc=org", EntryKey: "old", Changes: uid},
+		{Kind: KindGroup, DN: "ou=A,ou=groups,dc=example,dc=org", Name: "ivy", Changes: uid},
 	}
 	for _, names := range []func(*Record) []string{nil, uidNames} {
 		for _, r := range records {
@@ -57,8 +58,8 @@ func TestRekeyTokensIsOrderTokens(t *testing.T) {
 	}
 }
 
-// TestAccountTokens: a record's account names are order tokens, lower-cased
-// and named once; without Options.AccountNames there are none.
+// TestAccountTokens: a record's account (or group) names are order tokens,
+// lower-cased and named once; without Options.DeliveryNames there are none.
 func TestAccountTokens(t *testing.T) {
 	r := &Record{DN: "cn=Ivy,ou=people,dc=example,dc=org", EntryKey: "k1", Name: "Ivy",
 		Changes: []Change{{Op: "replace", Attr: "uid", Values: []string{"ivy2", "IVY"}}}}
@@ -68,7 +69,19 @@ func TestAccountTokens(t *testing.T) {
 		t.Errorf("tokens %q, want %q", got, want)
 	}
 	if got := orderTokens(r, nil); slices.ContainsFunc(got, func(t string) bool { return strings.HasPrefix(t, "a:") }) {
-		t.Errorf("tokens without AccountNames %q hold an account name", got)
+		t.Errorf("tokens without DeliveryNames %q hold an account name", got)
+	}
+	// A group's names are group tokens, apart from the accounts': Axigen
+	// keeps accounts and groups apart.
+	g := &Record{Kind: KindGroup, DN: "ou=A,ou=groups,dc=example,dc=org", EntryKey: "k2", Name: "Ivy",
+		Changes: []Change{{Op: "replace", Attr: "uid", Values: []string{"ivy2", "IVY"}}}}
+	got = orderTokens(g, uidNames)
+	want = []string{"k:k2", "d:ou=a,ou=groups,dc=example,dc=org", "g:ivy", "g:ivy2"}
+	if !slices.Equal(got, want) {
+		t.Errorf("group tokens %q, want %q", got, want)
+	}
+	if got := rekeyTokens(got, "k3", g, uidNames); !slices.Equal(got, []string{"k:k3", "d:ou=a,ou=groups,dc=example,dc=org", "g:ivy", "g:ivy2"}) {
+		t.Errorf("group tokens rekeyed %q", got)
 	}
 }
 
@@ -81,7 +94,7 @@ func TestAccountTokens(t *testing.T) {
 func TestAccountNameOrdersDifferentEntries(t *testing.T) {
 	dir := t.TempDir()
 	opts := testOptions(dir)
-	opts.AccountNames = uidNames
+	opts.DeliveryNames = uidNames
 	opts.BackoffBase, opts.BackoffCap = 5*time.Millisecond, 10*time.Millisecond
 	j := openTest(t, dir, opts)
 	ctx := context.Background()

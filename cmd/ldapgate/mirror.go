@@ -283,20 +283,20 @@ func readSecretFile(path string) (string, error) {
 
 // journalOptions are the journal settings serve uses.
 func (cfg *Config) journalOptions(log *slog.Logger) store.Options {
-	// The account names order the deliveries of different entries that
-	// touch one Axigen account. A mapping that does not build leaves them
+	// The account and group names order the deliveries of different
+	// entries that touch one Axigen account or group. A mapping that does not build leaves them
 	// out: buildMirror refuses it anyway. A reloaded mapping counts from
 	// the next start.
 	var names func(*store.Record) []string
 	if mp, err := schema.NewMapping(cfg.Mirror.Schema); err == nil {
-		names = mirror.AccountNames(mp)
+		names = mirror.DeliveryNames(mp)
 	}
 	return store.Options{
-		AccountNames: names,
-		KeyFile:      journalKeyFile(cfg.DataDir),
-		MaxAttempts:  cfg.Mirror.MaxAttempts,
-		Retention:    cfg.Mirror.Retention,
-		Logger:       log,
+		DeliveryNames: names,
+		KeyFile:       journalKeyFile(cfg.DataDir),
+		MaxAttempts:   cfg.Mirror.MaxAttempts,
+		Retention:     cfg.Mirror.Retention,
+		Logger:        log,
 		// The store's zero is its default; the setting's is never.
 		GroupCommitDelay: cmp.Or(cfg.Mirror.GroupCommitDelay, -1),
 	}

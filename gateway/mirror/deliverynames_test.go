@@ -8,11 +8,12 @@ import (
 	"github.com/ldapgate/ldapgate/store"
 )
 
-// TestAccountNames: the account names a record's delivery may touch, by
-// which the journal orders the records of different entries.
-func TestAccountNames(t *testing.T) {
+// TestDeliveryNames: the account or group names a record's delivery may
+// touch, by which the journal orders the records of different entries.
+func TestDeliveryNames(t *testing.T) {
 	base := schema.DNList{"ou=people,dc=example,dc=com"}
-	uid, err := schema.NewMapping(schema.Config{Dialect: schema.OpenLDAP, AccountBase: base})
+	groups := schema.DNList{"ou=groups,dc=example,dc=com"}
+	uid, err := schema.NewMapping(schema.Config{Dialect: schema.OpenLDAP, AccountBase: base, GroupBase: groups})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,6 +22,7 @@ func TestAccountNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	dn := func(rdn string) string { return rdn + ",ou=people,dc=example,dc=com" }
+	gdn := func(rdn string) string { return rdn + ",ou=groups,dc=example,dc=com" }
 	for _, c := range []struct {
 		what string
 		mp   *schema.Mapping
@@ -62,12 +64,33 @@ func TestAccountNames(t *testing.T) {
 			mail, store.Record{Kind: store.KindAccount, Op: store.OpModify, DN: dn("uid=bob"), Name: "bob",
 				Changes: []store.Change{{Op: "replace", Attr: "mail", Values: []string{"robert@example.com"}}, {Op: "replace", Attr: "uid", Values: []string{"x"}}}},
 			[]string{"bob", "robert"}},
-		{"a group: none",
-			uid, store.Record{Kind: store.KindGroup, Op: store.OpModify, DN: "cn=staff,ou=groups,dc=example,dc=com", Name: "staff",
-				Changes: []store.Change{{Op: "replace", Attr: "cn", Values: []string{"team"}}}},
-			nil},
+		{"a group's modify of its name attribute: the old name and the new",
+			uid, store.Record{Kind: store.KindGroup, Op: store.OpModify, DN: gdn("ou=A"), Name: "staff",
+				Changes: []store.Change{{Op: "replace", Attr: "cn", Values: []string{"team"}}, {Op: "replace", Attr: "uid", Values: []string{"x"}}}},
+			[]string{"staff", "team"}},
+		{"a group's member change: its name alone",
+			uid, store.Record{Kind: store.KindGroup, Op: store.OpModify, DN: gdn("cn=staff"), Name: "staff",
+				Changes: []store.Change{{Op: "add", Attr: "member", Values: []string{dn("uid=bob")}}}},
+			[]string{"staff"}},
+		{"a group's add: its name attribute's values, through an alias",
+			uid, store.Record{Kind: store.KindGroup, Op: store.OpAdd, DN: gdn("ou=B"),
+				Changes: []store.Change{{Op: "add", Attr: "commonName", Values: []string{"team"}}, {Op: "add", Attr: "ou", Values: []string{"B"}}}},
+			[]string{"team"}},
+		{"a group's rename through the RDN",
+			uid, store.Record{Kind: store.KindGroup, Op: store.OpRename, DN: gdn("cn=staff"), NewDN: gdn("cn=squad"), Name: "staff"},
+			[]string{"staff", "squad"}},
+		{"a group's rename, not read: both RDNs",
+			uid, store.Record{Kind: store.KindGroup, Op: store.OpRename, DN: gdn("cn=staff"), NewDN: gdn("cn=squad")},
+			[]string{"squad", "staff"}},
+		{"a group's delete, not read: its RDN's",
+			uid, store.Record{Kind: store.KindGroup, Op: store.OpDelete, DN: gdn("cn=staff")},
+			[]string{"staff"}},
+		{"a group's uid is no name, an account's cn none either",
+			uid, store.Record{Kind: store.KindAccount, Op: store.OpModify, DN: dn("uid=bob"), Name: "bob",
+				Changes: []store.Change{{Op: "replace", Attr: "cn", Values: []string{"staff"}}}},
+			[]string{"bob"}},
 	} {
-		if got := AccountNames(c.mp)(&c.rec); !slices.Equal(got, c.want) {
+		if got := DeliveryNames(c.mp)(&c.rec); !slices.Equal(got, c.want) {
 			t.Errorf("%s: %q, want %q", c.what, got, c.want)
 		}
 	}
