@@ -118,6 +118,9 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 		}
 		fmt.Fprintf(out, "account no longer disabled or locked in the directory, %s: %s\n", note, a)
 	}
+	for _, f := range rep.Incomplete {
+		fmt.Fprintf(out, "synced but for a value: %s\n", f)
+	}
 	for _, f := range rep.Failed {
 		fmt.Fprintf(out, "not synced: %s\n", f)
 	}

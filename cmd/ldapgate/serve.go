@@ -384,7 +384,7 @@ func scheduledResync(ctx context.Context, m *mirror.Mirror, interval time.Durati
 			continue
 		}
 		log.Info("scheduled resync", "accounts", rep.Accounts, "groups", rep.Groups, "changed", rep.Changed,
-			"failed", len(rep.Failed), "extraAccounts", len(rep.ExtraAccounts), "took", time.Since(start).Round(time.Millisecond))
+			"failed", len(rep.Failed), "incomplete", len(rep.Incomplete), "extraAccounts", len(rep.ExtraAccounts), "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
 )
 
@@ -385,8 +386,8 @@ func TestResyncKeepsAccountOfUnmappableEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Failed) == 0 {
-		t.Fatalf("the unmappable entry is not reported: %+v", rep)
+	if len(rep.Failed)+len(rep.Incomplete) == 0 {
+		t.Fatalf("the entry with a value Axigen cannot take is not reported: %+v", rep)
 	}
 	for _, a := range rep.ExtraAccounts {
 		if a == "alice" {
@@ -395,6 +396,33 @@ func TestResyncKeepsAccountOfUnmappableEntry(t *testing.T) {
 	}
 	if a, ok := r.account("alice"); !ok || !a.Enabled {
 		t.Fatalf("alice after resync --remove-extra: %+v, %v; want present and enabled", a, ok)
+	}
+}
+
+// A resync brings in line an entry holding a value Axigen cannot take
+// (written in the directory behind the gateway's back) as a delivery does:
+// the value is left out (Axigen keeps its own), everything else is sent,
+// and the report names the entry as synced but for that value, not as
+// failed.
+func TestResyncLeavesOutAValueAxigenCannotTake(t *testing.T) {
+	r := newDeleteRig(t, Deletes{})
+	r.rig.sim.PutAccount(pipeDomain, axigensim.AccountState{Name: "alice", Password: "alice-pw",
+		Contact: map[string]string{"nickName": "Al", "phone": "+1 555 0101"}})
+	r.ldif("dn: " + pipeUser("alice") + "\nchangetype: modify\nreplace: displayName\ndisplayName: " + strings.Repeat("x", schema.MaxShortValue+45) +
+		"\n-\nreplace: telephoneNumber\ntelephoneNumber: +1 555 0142\n")
+	rep, err := r.m.Resync(context.Background(), ResyncOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failed) != 0 {
+		t.Errorf("failed: %v; want none", rep.Failed)
+	}
+	if len(rep.Incomplete) != 1 || !strings.Contains(rep.Incomplete[0], pipeUser("alice")) || !strings.Contains(rep.Incomplete[0], "displayName") {
+		t.Errorf("incomplete: %q; want alice's displayName named", rep.Incomplete)
+	}
+	a, ok := r.account("alice")
+	if !ok || a.Contact["phone"] != "+1 555 0142" || a.Contact["nickName"] != "Al" {
+		t.Errorf("alice in Axigen after the resync: %+v, %v; want the new phone and her own nickName kept", a, ok)
 	}
 }
 

@@ -35,6 +35,10 @@ type ResyncReport struct {
 	Plans []*axigen.Plan
 	// Failed lists entries that could not be brought in line, with why.
 	Failed []string
+	// Incomplete lists entries brought in line but for values Axigen
+	// cannot take (written in the directory behind the gateway's back),
+	// left out as a delivery leaves them out: Axigen keeps its own.
+	Incomplete []string
 	// Extra are Axigen accounts and groups the directory does not have;
 	// Removed says whether they were acted upon (RemoveExtra, not DryRun).
 	ExtraAccounts, ExtraGroups []string
@@ -129,6 +133,8 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		// held for its lock and no longer locked, enabled by lockPlan.
 		locked, unlocked bool
 		lockPlan         *axigen.Plan
+		// skipped: values left out (desiredAccount).
+		skipped []*schema.ValueError
 	}
 	results := make([]result, len(items))
 	var (
@@ -150,7 +156,8 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 					if v, ok := it.entry.First(mp.NameAttribute()); ok {
 						r.rawName = v
 					}
-					desired, err := mp.AccountState(it.entry)
+					desired, skipped, err := m.desiredAccount(it.entry)
+					r.skipped = skipped
 					if err == nil {
 						r.name = desired.Name
 						err = m.heldForOther(it.entry, desired.Name)
@@ -228,6 +235,11 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		switch {
 		case r.err != nil:
 			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", r.dn, r.err))
+		case len(r.skipped) > 0:
+			rep.Incomplete = append(rep.Incomplete, fmt.Sprintf("%s: %v", r.dn, skippedValues(r.skipped)))
+		}
+		switch {
+		case r.err != nil:
 		case r.plan != nil && !r.plan.Empty():
 			rep.Changed++
 			rep.Plans = append(rep.Plans, r.plan)
@@ -260,6 +272,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	sort.Strings(rep.ExtraAccounts)
 	sort.Strings(rep.ExtraGroups)
 	sort.Strings(rep.Failed)
+	sort.Strings(rep.Incomplete)
 	sort.Strings(rep.Locked)
 	sort.Strings(rep.Unlocked)
 	if opts.RemoveExtra {
