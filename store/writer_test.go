@@ -17,22 +17,7 @@ func TestLoneWriterDoesNotWaitForCompany(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range 20 {
-		done := make(chan error, 1)
-		go func() {
-			seq, err := j.Prepare(ctx, accountRecord(fmt.Sprintf("uid=u%d,dc=x", i)))
-			if err == nil {
-				err = j.Commit(ctx, seq, "")
-			}
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("write %d waited for company it did not have", i)
-		}
+		writeAlone(ctx, t, j, i, "company it did not have")
 	}
 	if got := j.w.stats.syncs.Load(); got != 20 {
 		t.Errorf("durable batches = %d, want one per Prepare (20)", got)
@@ -110,21 +95,29 @@ func TestOrphanStopsCountingAsOpen(t *testing.T) {
 	// The horizon is what is tested: let it pass.
 	time.Sleep(2 * o.openHorizon)
 	for i := range 5 {
-		done := make(chan error, 1)
-		go func() {
-			seq, err := j.Prepare(ctx, accountRecord(fmt.Sprintf("uid=u%d,dc=x", i)))
-			if err == nil {
-				err = j.Commit(ctx, seq, "")
-			}
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("write %d waited for the orphan's company", i)
+		writeAlone(ctx, t, j, i, "the orphan's company")
+	}
+}
+
+// writeAlone prepares and commits write i while no other write of the
+// test is open, and fails the test if it takes 10 s: a group commit
+// waiting for what (the company it would wait for).
+func writeAlone(ctx context.Context, t *testing.T, j *Journal, i int, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		seq, err := j.Prepare(ctx, accountRecord(fmt.Sprintf("uid=u%d,dc=x", i)))
+		if err == nil {
+			err = j.Commit(ctx, seq, "")
 		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("write %d waited for %s", i, what)
 	}
 }

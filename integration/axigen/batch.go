@@ -317,15 +317,7 @@ func (s *Session) applyAccounts(ctx context.Context, c *Client, domain string, r
 			fail(i, err)
 			return stop(err, n+1)
 		}
-		cur := AccountState{Name: found[n], Contact: map[string]string{}}
-		fields := ParseShow(ans[1].Lines)
-		cur.LDAPID, _ = showValue(fields, "Associated LDAP ID")
-		cur.DN, _ = showValue(fields, "Associated LDAP DN")
-		for _, f := range ParseShow(ans[3].Lines) {
-			if f.Value != "" {
-				cur.Contact[f.Name] = f.Value
-			}
-		}
+		cur := accountFromReads(found[n], ans)
 		leave := pending{cmds: []Command{cmdBack, cmdBack}, expect: []string{ctxAccount, ctxDomain}, owner: -1}
 		if associated(cur.LDAPID) && associated(r.Desired.LDAPID) && !strings.EqualFold(cur.LDAPID, r.Desired.LDAPID) {
 			fail(i, &Error{Kind: KindConflict, Err: errorf("account %q is associated with LDAP ID %q, not %q", cur.Name, cur.LDAPID, r.Desired.LDAPID)})
@@ -378,6 +370,22 @@ func tailError(ans []*Response, tail pending, err error) error {
 // in its contact info, where its plan goes on (as readAccountIn's).
 func accountReads(enter Command) []Command {
 	return []Command{enter, mustKeywords("SHOW RegistryInformation"), cmdConfigContact, cmdShow}
+}
+
+// accountFromReads is the state of account name from the answers to its
+// accountReads, in their order: its LDAP association from the registry
+// information, its contact fields (those set) from the contact info.
+func accountFromReads(name string, ans []*Response) AccountState {
+	st := AccountState{Name: name, Contact: map[string]string{}}
+	fields := ParseShow(ans[1].Lines)
+	st.LDAPID, _ = showValue(fields, "Associated LDAP ID")
+	st.DN, _ = showValue(fields, "Associated LDAP DN")
+	for _, f := range ParseShow(ans[3].Lines) {
+		if f.Value != "" {
+			st.Contact[f.Name] = f.Value
+		}
+	}
+	return st
 }
 
 // accountNames are the names an apply looks for: the desired one, then

@@ -245,32 +245,23 @@ func (s *Session) readAccountIn(ctx context.Context, name string, stay bool) (Ac
 	if !ok {
 		return AccountState{}, false, nil
 	}
-	st := AccountState{Name: found, Contact: map[string]string{}}
 	enter, err := NewCommand(Keyword("UPDATE Account name"), Value("account name", found))
 	if err != nil {
-		return st, false, err
+		return AccountState{}, false, err
 	}
 	// One round trip: the account was just listed, so UPDATE fails only if
 	// it went meanwhile, and the reads after it change nothing wherever
 	// they run (the failed operation's session is backed out).
-	cmds := []Command{enter, mustKeywords("SHOW RegistryInformation"), cmdConfigContact, cmdShow}
+	cmds := accountReads(enter)
 	expect := []string{ctxAccount, ctxAccount, ctxContact, ctxContact}
 	if !stay {
 		cmds, expect = append(cmds, cmdBack, cmdBack), append(expect, ctxAccount, ctxDomain)
 	}
 	ans, err := s.steps(ctx, cmds, expect)
 	if err != nil {
-		return st, false, err
+		return AccountState{}, false, err
 	}
-	fields := ParseShow(ans[1].Lines)
-	st.LDAPID, _ = showValue(fields, "Associated LDAP ID")
-	st.DN, _ = showValue(fields, "Associated LDAP DN")
-	for _, f := range ParseShow(ans[3].Lines) {
-		if f.Value != "" {
-			st.Contact[f.Name] = f.Value
-		}
-	}
-	return st, true, nil
+	return accountFromReads(found, ans), true, nil
 }
 
 // readGroupIn reads a group from the domain context, back to it.
