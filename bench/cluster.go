@@ -159,7 +159,26 @@ type clusterNode struct {
 // each with the serve flags base gives for its data folder and address
 // file, plus the cluster's. Every data folder gets the same journal key
 // first, as a cluster needs. stop ends those started, also on an error.
+//
+// The ports are chosen free and then let go before the gateways bind them,
+// so another process may take one in between: a start that fails on a port
+// in use is made again on fresh ports and fresh data folders.
 func startClusterNodes(ctx context.Context, tmp, parent, gatewayBin string, base func(data, addrFile string) []string) ([]*clusterNode, func(), error) {
+	for attempt := 1; ; attempt++ {
+		nodes, stop, err := startClusterNodesOnce(ctx, tmp, parent, gatewayBin, base)
+		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			return nodes, stop, err
+		}
+		stop()
+		for i := range clusterNodes {
+			if err := os.RemoveAll(filepath.Join(parent, fmt.Sprintf("n%d", i+1))); err != nil {
+				return nil, func() {}, err
+			}
+		}
+	}
+}
+
+func startClusterNodesOnce(ctx context.Context, tmp, parent, gatewayBin string, base func(data, addrFile string) []string) ([]*clusterNode, func(), error) {
 	var stops []func()
 	stop := func() {
 		for _, s := range slices.Backward(stops) {
