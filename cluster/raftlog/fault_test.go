@@ -148,7 +148,7 @@ func TestFaultCorruptEarlierRecord(t *testing.T) {
 			writeLogs(t, orig, tc.seg, 1, 30, tc.batch)
 			index := tc.index
 			if index == 0 {
-				bases, err := listSegments(orig)
+				bases, err := listSegments(osFS{}, orig)
 				if err != nil || len(bases) < 3 {
 					t.Fatalf("segments %v, %v", bases, err)
 				}
@@ -198,7 +198,7 @@ func TestFaultTornBatch(t *testing.T) {
 func TestFaultSegments(t *testing.T) {
 	orig := t.TempDir()
 	writeLogs(t, orig, 1024, 1, 100, 1)
-	bases, err := listSegments(orig)
+	bases, err := listSegments(osFS{}, orig)
 	if err != nil || len(bases) < 4 {
 		t.Fatalf("segments %v, %v", bases, err)
 	}
@@ -250,11 +250,11 @@ func TestFaultSegments(t *testing.T) {
 	t.Run("a compaction cut short", func(t *testing.T) {
 		// The head file written, the segments below not yet removed.
 		dir := copyDir(t, orig)
-		if err := writeHead(dir, head{segBase: bases[2], first: bases[2] + 1}); err != nil {
+		if err := writeHead(osFS{}, dir, head{segBase: bases[2], first: bases[2] + 1}); err != nil {
 			t.Fatal(err)
 		}
 		reopenHolds(t, dir, bases[2]+1, 100, "head file ahead of the segments")
-		left, err := listSegments(dir)
+		left, err := listSegments(osFS{}, dir)
 		if err != nil || left[0] != bases[2] {
 			t.Fatalf("segments after the repair %v, %v; want those below %d gone", left, err, bases[2])
 		}
@@ -264,21 +264,21 @@ func TestFaultSegments(t *testing.T) {
 		// below it: one of them gone, an earlier one left — a gap below
 		// the head, not in the log.
 		dir := copyDir(t, orig)
-		if err := writeHead(dir, head{segBase: bases[2], first: bases[2]}); err != nil {
+		if err := writeHead(osFS{}, dir, head{segBase: bases[2], first: bases[2]}); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Remove(filepath.Join(dir, segName(bases[1]))); err != nil {
 			t.Fatal(err)
 		}
 		reopenHolds(t, dir, bases[2], 100, "segments below the head partly removed")
-		left, err := listSegments(dir)
+		left, err := listSegments(osFS{}, dir)
 		if err != nil || left[0] != bases[2] {
 			t.Fatalf("segments after the repair %v, %v; want those below %d gone", left, err, bases[2])
 		}
 	})
 	t.Run("a head naming a missing segment", func(t *testing.T) {
 		dir := copyDir(t, orig)
-		if err := writeHead(dir, head{segBase: 7777, first: 7777}); err != nil {
+		if err := writeHead(osFS{}, dir, head{segBase: 7777, first: 7777}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := Open(context.Background(), dir, Options{Logger: quiet()}); err == nil || !strings.Contains(err.Error(), headFile) {

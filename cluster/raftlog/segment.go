@@ -26,7 +26,7 @@ const (
 type segment struct {
 	base uint64
 	path string
-	f    *os.File
+	f    file
 	offs []int64 // offs[i] is the offset of the record of index base+i
 	size int64   // the end of its last record
 }
@@ -44,9 +44,9 @@ func segHeader(base uint64) []byte {
 
 // createSegment creates the segment for base with its header, and syncs
 // it and its directory entry before any record goes in it.
-func createSegment(dir string, base uint64) (*segment, error) {
+func createSegment(fsys fileSys, dir string, base uint64) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
@@ -54,14 +54,14 @@ func createSegment(dir string, base uint64) (*segment, error) {
 		// Nothing refers to it yet; if its removal is lost in a crash,
 		// Open removes a last segment with a torn header.
 		f.Close()
-		os.Remove(path)
+		fsys.Remove(path)
 		return nil, fmt.Errorf("raftlog: write %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("raftlog: sync %s: %w: %w", path, errUnsynced, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(fsys, dir); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: %w", errUnsynced, err)
 	}
@@ -72,9 +72,9 @@ func createSegment(dir string, base uint64) (*segment, error) {
 // write, which it truncates away; it returns nil, nil for a last segment
 // whose header was never completed (a crash while creating it: nothing
 // was written in it), after removing it.
-func openSegment(dir string, base uint64, last bool, log *slog.Logger) (*segment, error) {
+func openSegment(fsys fileSys, dir string, base uint64, last bool, log *slog.Logger) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
@@ -83,10 +83,10 @@ func openSegment(dir string, base uint64, last bool, log *slog.Logger) (*segment
 		f.Close()
 		if errors.Is(err, errTornHeader) {
 			log.Warn("raftlog: removing a segment whose creation was cut short", "file", path)
-			if err := os.Remove(path); err != nil {
+			if err := fsys.Remove(path); err != nil {
 				return nil, fmt.Errorf("raftlog: %w", err)
 			}
-			return nil, syncDir(dir)
+			return nil, syncDir(fsys, dir)
 		}
 		return nil, err
 	}
@@ -97,11 +97,10 @@ var errTornHeader = errors.New("torn segment header")
 
 // scan reads every record, filling offs and size.
 func (g *segment) scan(last bool, log *slog.Logger) error {
-	fi, err := g.f.Stat()
+	size, err := g.f.Size()
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	size := fi.Size()
 	hdr := make([]byte, segHeaderSize)
 	if _, err := g.f.ReadAt(hdr, 0); err != nil || string(hdr) != string(segHeader(g.base)) {
 		if last && size <= segHeaderSize {

@@ -29,9 +29,10 @@ var ErrKeyNotFound = errors.New("not found")
 // an append to the log (an election sets the term and the vote).
 type stableFile struct {
 	mu     sync.Mutex
+	fs     fileSys
 	dir    string
 	path   string
-	f      *os.File
+	f      file
 	size   int64
 	keys   map[string][]byte
 	failed error
@@ -92,9 +93,9 @@ func stableAt(b []byte, p int) ([]byte, bool) {
 
 // loadStable opens the stable file, creating it, and cuts off a torn Set
 // at its end.
-func loadStable(dir string) (*stableFile, error) {
-	st := &stableFile{dir: dir, path: filepath.Join(dir, stableName), keys: map[string][]byte{}}
-	b, err := os.ReadFile(st.path)
+func loadStable(fsys fileSys, dir string) (*stableFile, error) {
+	st := &stableFile{fs: fsys, dir: dir, path: filepath.Join(dir, stableName), keys: map[string][]byte{}}
+	b, err := readFile(fsys, st.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return st, st.rewrite()
 	}
@@ -108,7 +109,7 @@ func loadStable(dir string) (*stableFile, error) {
 	if corrupt {
 		return nil, fmt.Errorf("raftlog: %s at offset %d: corrupt record followed by intact records", st.path, end)
 	}
-	if st.f, err = os.OpenFile(st.path, os.O_RDWR, 0); err != nil {
+	if st.f, err = fsys.OpenFile(st.path, os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	st.size = int64(end)
@@ -140,22 +141,23 @@ func (st *stableFile) rewrite() error {
 		b = stableRecord(b, []byte(k), st.keys[k])
 	}
 	tmp := st.path + tempSuffix
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("raftlog: %w", err)
-	}
-	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	f, err := st.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("raftlog: write %s: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("raftlog: sync %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, st.path); err != nil {
+	if err := st.fs.Rename(tmp, st.path); err != nil {
 		f.Close()
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	if err := syncDir(st.dir); err != nil {
+	if err := syncDir(st.fs, st.dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -199,7 +201,7 @@ func (s *Store) Set(key, val []byte) error {
 		}
 		return fmt.Errorf("raftlog: write %s: %w", st.path, err)
 	}
-	if err := datasync(st.f); err != nil {
+	if err := st.f.Datasync(); err != nil {
 		// What the disk holds is unknown until the store is reopened.
 		st.failed = fmt.Errorf("raftlog: sync %s: %w", st.path, err)
 		return st.failed

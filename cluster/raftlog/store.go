@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -56,6 +55,7 @@ type Options struct {
 // StoreLogs call waits for its fdatasync.
 type Store struct {
 	dir     string
+	fs      fileSys
 	segSize int64
 	log     *slog.Logger
 
@@ -87,21 +87,26 @@ var errClosed = errors.New("raftlog: store is closed")
 // record (see the package comment for what it repairs and what it
 // refuses).
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
-	s := &Store{dir: dir, segSize: opts.SegmentSize, log: opts.Logger}
+	return open(ctx, dir, opts, osFS{})
+}
+
+// open is Open on fsys.
+func open(ctx context.Context, dir string, opts Options, fsys fileSys) (*Store, error) {
+	s := &Store{dir: dir, fs: fsys, segSize: opts.SegmentSize, log: opts.Logger}
 	if s.segSize <= 0 {
 		s.segSize = DefaultSegmentSize
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("raftlog: %w", err)
+	if err := makeDir(fsys, dir); err != nil {
+		return nil, err
 	}
-	if err := removeTemps(dir); err != nil {
+	if err := removeTemps(fsys, dir); err != nil {
 		return nil, err
 	}
 	var err error
-	if s.stable, err = loadStable(dir); err != nil {
+	if s.stable, err = loadStable(fsys, dir); err != nil {
 		return nil, err
 	}
 	if err := s.load(ctx); err != nil {
@@ -116,20 +121,20 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 // names sort as indexes do.
 func segName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
 
-func listSegments(dir string) ([]uint64, error) {
-	ents, err := os.ReadDir(dir)
+func listSegments(fsys fileSys, dir string) ([]uint64, error) {
+	names, err := fsys.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	var bases []uint64
-	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".seg")
+	for _, file := range names {
+		name, ok := strings.CutSuffix(file, ".seg")
 		if !ok {
 			continue
 		}
 		base, err := strconv.ParseUint(name, 10, 64)
-		if err != nil || base == 0 || segName(base) != e.Name() {
-			return nil, fmt.Errorf("raftlog: %s: not a segment name", filepath.Join(dir, e.Name()))
+		if err != nil || base == 0 || segName(base) != file {
+			return nil, fmt.Errorf("raftlog: %s: not a segment name", filepath.Join(dir, file))
 		}
 		bases = append(bases, base)
 	}
@@ -139,11 +144,11 @@ func listSegments(dir string) ([]uint64, error) {
 
 // load opens and checks the segments and sets first and last.
 func (s *Store) load(ctx context.Context) error {
-	bases, err := listSegments(s.dir)
+	bases, err := listSegments(s.fs, s.dir)
 	if err != nil {
 		return err
 	}
-	h, compacted, err := loadHead(s.dir)
+	h, compacted, err := loadHead(s.fs, s.dir)
 	if err != nil {
 		return err
 	}
@@ -169,7 +174,7 @@ func (s *Store) load(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		seg, err := openSegment(s.dir, base, i == len(bases)-1, s.log)
+		seg, err := openSegment(s.fs, s.dir, base, i == len(bases)-1, s.log)
 		if err != nil {
 			return err
 		}
@@ -197,10 +202,10 @@ func (s *Store) load(ctx context.Context) error {
 		// A first segment created and never written: an empty log.
 		s.segs = nil
 		lastSeg.f.Close()
-		if err := os.Remove(lastSeg.path); err != nil {
+		if err := s.fs.Remove(lastSeg.path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
-		return syncDir(s.dir)
+		return syncDir(s.fs, s.dir)
 	}
 	s.first = s.segs[0].base
 	s.last = lastSeg.base + uint64(len(lastSeg.offs)) - 1
@@ -224,11 +229,11 @@ func (s *Store) removeBelow(bases []uint64) error {
 	for _, base := range bases {
 		path := filepath.Join(s.dir, segName(base))
 		s.log.Warn("raftlog: removing a segment a compaction left below the log's head", "file", path)
-		if err := os.Remove(path); err != nil {
+		if err := s.fs.Remove(path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
 	}
-	return syncDir(s.dir)
+	return syncDir(s.fs, s.dir)
 }
 
 // IsMonotonic tells Raft that this log holds no gaps: after installing a
@@ -359,7 +364,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		active = nil
 	}
 	if active == nil || active.size >= s.segSize {
-		seg, err := createSegment(s.dir, start)
+		seg, err := createSegment(s.fs, s.dir, start)
 		if err != nil {
 			return s.failIfUnknown(err)
 		}
@@ -389,7 +394,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		}
 		return fmt.Errorf("raftlog: write %s: %w", active.path, err)
 	}
-	if err := datasync(active.f); err != nil {
+	if err := active.f.Datasync(); err != nil {
 		return s.fail(fmt.Errorf("raftlog: sync %s: %w", active.path, err))
 	}
 	s.mu.Lock()
@@ -437,7 +442,7 @@ func (s *Store) deleteHead(first uint64) error {
 	k := s.segFor(first)
 	base := s.segs[k].base
 	s.mu.RUnlock()
-	if err := writeHead(s.dir, head{segBase: base, first: first}); err != nil {
+	if err := writeHead(s.fs, s.dir, head{segBase: base, first: first}); err != nil {
 		return s.failIfUnknown(err)
 	}
 	s.mu.Lock()
@@ -491,7 +496,7 @@ func (s *Store) deleteTail(min uint64) error {
 // deleteAll empties the log; the head file is reset before the segments
 // go, so that it never names a later log's segment.
 func (s *Store) deleteAll() error {
-	if err := writeHead(s.dir, head{}); err != nil {
+	if err := writeHead(s.fs, s.dir, head{}); err != nil {
 		return s.failIfUnknown(err)
 	}
 	s.mu.Lock()
@@ -510,11 +515,11 @@ func (s *Store) removeSegments(segs []*segment) error {
 	}
 	for i := len(segs) - 1; i >= 0; i-- {
 		segs[i].f.Close()
-		if err := os.Remove(segs[i].path); err != nil {
+		if err := s.fs.Remove(segs[i].path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
 	}
-	return syncDir(s.dir)
+	return syncDir(s.fs, s.dir)
 }
 
 // usable returns why the store takes no more writes; under wmu.
