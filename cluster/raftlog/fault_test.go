@@ -115,6 +115,9 @@ func TestFaultTornLastRecord(t *testing.T) {
 	}
 }
 
+// A bit flipped anywhere in the last record, a whole one, is not what a
+// crash leaves (see tornWrite): it was acknowledged, and Open refuses
+// rather than cut it away as a torn write.
 func TestFaultCorruptLastRecord(t *testing.T) {
 	orig := t.TempDir()
 	const n = 30
@@ -122,8 +125,67 @@ func TestFaultCorruptLastRecord(t *testing.T) {
 	path, off, end := recordAt(t, orig, n)
 	for at := off; at < end; at++ {
 		dir := copyDir(t, orig)
-		flip(t, filepath.Join(dir, filepath.Base(path)), at)
-		reopenHolds(t, dir, 1, n-1, fmt.Sprintf("byte %d of %d..%d flipped", at, off, end))
+		file := filepath.Join(dir, filepath.Base(path))
+		flip(t, file, at)
+		wantRefused(t, dir, fmt.Sprintf("%s at offset %d", file, off), fmt.Sprintf("byte %d of %d..%d flipped", at, off, end))
+	}
+}
+
+// wantRefused checks that Open refuses dir with an error holding want.
+func wantRefused(t *testing.T, dir, want, when string) {
+	t.Helper()
+	s, err := Open(context.Background(), dir, Options{Logger: quiet()})
+	if err == nil {
+		last, _ := s.LastIndex()
+		s.Close()
+		t.Fatalf("%s: open succeeded with last index %d", when, last)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("%s: %v; want an error naming %q", when, err, want)
+	}
+}
+
+// A power cut that extended the file but did not write its blocks leaves
+// zeros: after the last record, or over part of it.
+func TestFaultZeroedTail(t *testing.T) {
+	orig := t.TempDir()
+	const n = 30
+	writeLogs(t, orig, 0, 1, n, 1)
+	path, off, end := recordAt(t, orig, n)
+	for _, tc := range []struct {
+		name     string
+		from, to int64 // the zeroed bytes
+	}{
+		{"zeros after the last record", end, end + 4096},
+		// The sector holding the last record's start was written again
+		// by its write, which was lost: the disk holds the sector as the
+		// write before left it, zeros after that write's end.
+		{"zeros over the last record", off, end},
+		{"zeros over the last record and past the end", off, end + 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, orig)
+			file := filepath.Join(dir, filepath.Base(path))
+			f, err := os.OpenFile(file, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(make([]byte, tc.to-tc.from), tc.from); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			// Kept: the records that end before the zeros.
+			var last uint64
+			for i := uint64(1); i <= n; i++ {
+				if _, _, e := recordAt(t, orig, i); e <= tc.from {
+					last = i
+				}
+			}
+			if last == 0 || (tc.from < end && last == n) {
+				t.Fatalf("zeros %d..%d: keeps %d", tc.from, tc.to, last)
+			}
+			reopenHolds(t, dir, 1, last, tc.name)
+		})
 	}
 }
 
@@ -174,24 +236,45 @@ func TestFaultCorruptEarlierRecord(t *testing.T) {
 }
 
 // A power cut may keep a later page of the write in flight and lose an
-// earlier one: a bad record followed only by intact records of its own
-// batch is that write, never acknowledged, and is cut off.
+// earlier one: a bad record where a sector reads as zeros, followed only
+// by intact records of its own batch, is that write, never acknowledged,
+// and is cut off. A bit flipped in the middle of that last batch, with no
+// lost sector, is an acknowledged record gone bad: Open refuses.
 func TestFaultTornBatch(t *testing.T) {
 	orig := t.TempDir()
-	writeLogs(t, orig, 0, 1, 20, 5)
-	_, off, _ := recordAt(t, orig, 18) // the last batch is 16..20
-	path, _, _ := recordAt(t, orig, 18)
+	writeLogs(t, orig, 0, 1, 20, 5) // the last batch is 16..20
+	path, off16, _ := recordAt(t, orig, 16)
+	_, _, end := recordAt(t, orig, 20)
+	sector := (off16 + sectorSize) &^ (sectorSize - 1)
+	if sector+sectorSize >= end {
+		t.Fatalf("the last batch %d..%d holds no whole sector", off16, end)
+	}
 	dir := copyDir(t, orig)
-	flip(t, filepath.Join(dir, filepath.Base(path)), off+frameHeader+2)
-	reopenHolds(t, dir, 1, 17, "a record in the middle of the last batch flipped")
+	file := filepath.Join(dir, filepath.Base(path))
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, sectorSize), sector); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	keep := uint64(15)
+	for i := uint64(16); i <= 20; i++ {
+		if _, off, _ := recordAt(t, orig, i); off <= sector {
+			keep = i - 1
+		}
+	}
+	reopenHolds(t, dir, 1, keep, "a sector in the middle of the last batch lost")
 
-	// The same in the batch before it is an acknowledged record.
-	_, off, _ = recordAt(t, orig, 13)
-	dir = copyDir(t, orig)
-	flip(t, filepath.Join(dir, filepath.Base(path)), off+frameHeader+2)
-	if s, err := Open(context.Background(), dir, Options{Logger: quiet()}); err == nil {
-		s.Close()
-		t.Fatal("a bad record of an acknowledged batch followed by a later batch: open succeeded")
+	// A bit flipped in the middle of the last batch, and in the batch
+	// before it: acknowledged records.
+	for _, i := range []uint64{18, 13} {
+		_, off, _ := recordAt(t, orig, i)
+		dir := copyDir(t, orig)
+		file := filepath.Join(dir, filepath.Base(path))
+		flip(t, file, off+frameHeader+2)
+		wantRefused(t, dir, fmt.Sprintf("%s at offset %d", file, off), fmt.Sprintf("a byte of index %d flipped", i))
 	}
 }
 
@@ -311,7 +394,8 @@ func TestStableFaults(t *testing.T) {
 		defer s.Close()
 		return s.GetUint64([]byte("CurrentTerm"))
 	}
-	// A Set cut short or garbled at the end was never acknowledged.
+	// A Set cut short at the end was never acknowledged; a whole one
+	// garbled was, and may be the vote Raft relies on: an error.
 	for at := size - rec; at < size; at++ {
 		dir := copyDir(t, orig)
 		if err := os.Truncate(filepath.Join(dir, stableName), at); err != nil {
@@ -322,12 +406,23 @@ func TestStableFaults(t *testing.T) {
 		}
 		dir = copyDir(t, orig)
 		flip(t, filepath.Join(dir, stableName), at)
-		if v, err := term(dir); err != nil || v != 2 {
-			t.Fatalf("byte %d flipped: term %d, %v; want 2", at, v, err)
+		if v, err := term(dir); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%s at offset %d", filepath.Join(dir, stableName), size-rec)) {
+			t.Fatalf("byte %d flipped: term %d, %v; want an error naming the record", at, v, err)
 		}
 	}
-	// An acknowledged one garbled, with a later one intact, is an error.
+	// Zeros after the last Set: the file was extended, not written.
 	dir := copyDir(t, orig)
+	if f, err := os.OpenFile(filepath.Join(dir, stableName), os.O_WRONLY|os.O_APPEND, 0); err != nil {
+		t.Fatal(err)
+	} else {
+		f.Write(make([]byte, 600))
+		f.Close()
+	}
+	if v, err := term(dir); err != nil || v != 3 {
+		t.Fatalf("zeros after the last Set: term %d, %v; want 3", v, err)
+	}
+	// An acknowledged one garbled, with a later one intact, is an error.
+	dir = copyDir(t, orig)
 	flip(t, filepath.Join(dir, stableName), size-2*rec+frameHeader+3)
 	if _, err := term(dir); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%s at offset %d", filepath.Join(dir, stableName), size-2*rec)) {
 		t.Fatalf("open = %v; want an error naming the record", err)

@@ -149,12 +149,14 @@ func (g *segment) scan(last bool, log *slog.Logger) error {
 }
 
 // cutTail handles a bad record at off in the last segment, where the
-// record of index expect belongs. A torn write is the batch in flight:
-// if no intact record from a later batch follows, the bad record and what
-// follows it were never acknowledged and are truncated away (after a
-// power cut the disk may have kept a later page of that write but not an
-// earlier one, so intact records of the same batch may follow). An intact
-// record of a later batch means an acknowledged record went bad: an error.
+// record of index expect belongs. Only the batch in flight at a crash may
+// be cut off, and only what a crash leaves (see tornWrite): a file that
+// ends inside it, or sectors of it that read as zeros. After a power cut
+// the disk may have kept a later page of that write but not an earlier
+// one, so intact records of the same batch may follow a torn one. An
+// intact record of a later batch means an acknowledged record went bad,
+// and so does a whole record whose checksum fails with no lost sector to
+// explain it: both are errors, never cut.
 func (g *segment) cutTail(off, size int64, expect uint64, log *slog.Logger) error {
 	rest := make([]byte, size-off)
 	if _, err := g.f.ReadAt(rest, off); err != nil {
@@ -163,6 +165,10 @@ func (g *segment) cutTail(off, size int64, expect uint64, log *slog.Logger) erro
 	if at, ok := laterBatch(rest, expect); ok {
 		return fmt.Errorf("raftlog: %s at offset %d (index %d): corrupt record followed by intact records (from offset %d)",
 			g.path, off, expect, off+int64(at))
+	}
+	if torn, why := tornLogWrite(rest, off, expect); !torn {
+		return fmt.Errorf("raftlog: %s at offset %d (index %d): corrupt record in the last batch, not a torn write: %s",
+			g.path, off, expect, why)
 	}
 	log.Warn("raftlog: cutting off a torn write at the end of the log", "file", g.path, "offset", off, "index", expect, "bytes", len(rest))
 	if err := g.f.Truncate(off); err != nil {
@@ -175,23 +181,40 @@ func (g *segment) cutTail(off, size int64, expect uint64, log *slog.Logger) erro
 	return nil
 }
 
+// tornLogWrite is tornWrite for the log's records.
+func tornLogWrite(rest []byte, off int64, expect uint64) (bool, string) {
+	return tornWrite(rest, off, recordMin, func(p int) bool {
+		_, ok := intactRecordAt(rest, p, expect)
+		return ok
+	})
+}
+
+// intactRecordAt returns the intact record at rest[p:], if one starts
+// there whose index could follow expect's.
+func intactRecordAt(rest []byte, p int, expect uint64) ([]byte, bool) {
+	n, ok := frameLen(rest[p:])
+	if !ok || p+frameHeader+n > len(rest) {
+		return nil, false
+	}
+	rec := rest[p : p+frameHeader+n]
+	// Cheap filters before the CRC: a plausible index.
+	idx := binary.LittleEndian.Uint64(rec[frameHeader:])
+	if idx <= expect || idx > expect+uint64(len(rest)/recordMin) || !checkRecord(rec) {
+		return nil, false
+	}
+	return rec, true
+}
+
 // laterBatch looks in rest, the bytes from a bad record where index
 // expect belongs, for an intact record written by a later StoreLogs call
 // than the one that wrote expect, and returns its position.
 func laterBatch(rest []byte, expect uint64) (int, bool) {
-	maxIndex := expect + uint64(len(rest)/recordMin)
 	for p := 1; p+recordMin <= len(rest); p++ {
-		n, ok := frameLen(rest[p:])
-		if !ok || p+frameHeader+n > len(rest) {
+		rec, ok := intactRecordAt(rest, p, expect)
+		if !ok {
 			continue
 		}
-		rec := rest[p : p+frameHeader+n]
-		// Cheap filters before the CRC: a plausible index.
-		idx := binary.LittleEndian.Uint64(rec[frameHeader:])
-		if idx <= expect || idx > maxIndex || !checkRecord(rec) {
-			continue
-		}
-		_, batch := recordIndex(rec)
+		idx, batch := recordIndex(rec)
 		if idx-uint64(batch) > expect {
 			return p, true
 		}

@@ -53,7 +53,8 @@ func stableRecord(buf []byte, key, val []byte) []byte {
 
 // parseStable reads the records of b (after the magic) into keys; it
 // returns the end of the last intact record, and whether a bad record
-// there is followed by an intact one (corruption, not a torn Set).
+// there is corruption rather than a torn Set: an intact record follows
+// it, or it is whole (see tornWrite).
 func parseStable(b []byte, keys map[string][]byte) (end int, corrupt bool) {
 	p := len(stableMagic)
 	for p < len(b) {
@@ -64,7 +65,13 @@ func parseStable(b []byte, keys map[string][]byte) (end int, corrupt bool) {
 					return p, true
 				}
 			}
-			return p, false
+			// Only a Set cut short by a crash is cut off: a whole
+			// record gone bad may be the vote Raft relies on.
+			torn, _ := tornWrite(b[p:], int64(p), frameHeader+4, func(q int) bool {
+				_, ok := stableAt(b, p+q)
+				return ok
+			})
+			return p, !torn
 		}
 		kl := binary.LittleEndian.Uint32(rec)
 		keys[string(rec[4:4+kl])] = append([]byte{}, rec[4+kl:]...)
@@ -107,7 +114,7 @@ func loadStable(fsys fileSys, dir string) (*stableFile, error) {
 	}
 	end, corrupt := parseStable(b, st.keys)
 	if corrupt {
-		return nil, fmt.Errorf("raftlog: %s at offset %d: corrupt record followed by intact records", st.path, end)
+		return nil, fmt.Errorf("raftlog: %s at offset %d: corrupt record, not a Set cut short by a crash", st.path, end)
 	}
 	if st.f, err = fsys.OpenFile(st.path, os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)

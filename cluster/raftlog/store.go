@@ -19,7 +19,23 @@
 // After a crash, Open cuts off a torn write at the end of the last segment
 // (the one batch that was in flight); a bad record anywhere else, or a gap
 // between segments, is an error naming the file and offset: the node stops
-// rather than run on a log with a hole.
+// rather than run on a log with a hole. A torn write is told from an
+// acknowledged record gone bad by what a crash can leave (torn.go): the
+// file ends inside the bad record and nothing intact follows it, or the
+// bad record lies in a sector that reads as zeros (blocks never written);
+// intact records after it must all be of its own batch (each record holds
+// its offset in its batch). A whole record whose checksum fails — a bit
+// flip, even in the last batch — an intact record of a later batch, or a
+// length field that went bad (another length makes the checksum match)
+// are corruption: Open refuses, naming the file and offset, rather than
+// drop acknowledged entries. The stable file follows the same rule.
+//
+// Directory entries are synced in an order that no power cut can undo in
+// part (any subset of the unsynced ones may survive): a new segment's
+// entry, the log's directory's in its parent, before any record in it is
+// acknowledged; a head file before the segments below it are removed;
+// and segments removed from the end one at a time, the last first, so
+// that what survives is always a contiguous log.
 package raftlog
 
 import (
