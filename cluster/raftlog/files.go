@@ -16,8 +16,17 @@ const tempSuffix = ".tmp"
 // temporary file written and synced, renamed over name, the directory
 // synced. A crash leaves the old file or the new one.
 func writeFileAtomic(fsys fileSys, dir, name string, data []byte) error {
-	path := filepath.Join(dir, name)
-	tmp := path + tempSuffix
+	if err := stageFile(fsys, dir, name, data); err != nil {
+		return err
+	}
+	return commitFile(fsys, dir, name)
+}
+
+// stageFile is writeFileAtomic's first half, the one that may run out of
+// space: the temporary file written and synced. It changes nothing a
+// reader of dir sees.
+func stageFile(fsys fileSys, dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, name) + tempSuffix
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
@@ -34,6 +43,14 @@ func writeFileAtomic(fsys fileSys, dir, name string, data []byte) error {
 		fsys.Remove(tmp)
 		return fmt.Errorf("raftlog: write %s: %w", tmp, err)
 	}
+	return nil
+}
+
+// commitFile is writeFileAtomic's second half: the staged file renamed
+// into place and the directory synced.
+func commitFile(fsys fileSys, dir, name string) error {
+	path := filepath.Join(dir, name)
+	tmp := path + tempSuffix
 	if err := fsys.Rename(tmp, path); err != nil {
 		fsys.Remove(tmp)
 		return fmt.Errorf("raftlog: %w", err)
@@ -85,9 +102,12 @@ const headFile = "head"
 type head struct{ segBase, first uint64 }
 
 func writeHead(fsys fileSys, dir string, h head) error {
+	return writeFileAtomic(fsys, dir, headFile, h.encode())
+}
+
+func (h head) encode() []byte {
 	b := binary.LittleEndian.AppendUint64(nil, h.segBase)
-	b = binary.LittleEndian.AppendUint64(b, h.first)
-	return writeFileAtomic(fsys, dir, headFile, b)
+	return binary.LittleEndian.AppendUint64(b, h.first)
 }
 
 func loadHead(fsys fileSys, dir string) (head, bool, error) {

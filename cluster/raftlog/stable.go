@@ -202,8 +202,13 @@ func (s *Store) Set(key, val []byte) error {
 	}
 	rec := stableRecord(nil, key, val)
 	if _, err := st.f.WriteAt(rec, st.size); err != nil {
+		// As in StoreLogs: the refused Set must not come back.
 		if terr := st.f.Truncate(st.size); terr != nil {
 			st.failed = fmt.Errorf("raftlog: write %s: %w (and truncating it: %v)", st.path, err, terr)
+			return st.failed
+		}
+		if serr := st.f.Datasync(); serr != nil {
+			st.failed = fmt.Errorf("raftlog: write %s: %w (and syncing its truncation: %v)", st.path, err, serr)
 			return st.failed
 		}
 		return fmt.Errorf("raftlog: write %s: %w", st.path, err)

@@ -80,6 +80,7 @@ type Store struct {
 	// held only briefly, or across a GetLog's pread.
 	wmu    sync.Mutex
 	buf    []byte // StoreLogs' encoding buffer, under wmu
+	head   head   // what the head file holds, under wmu
 	failed error  // set once a write or sync failed: the disk state is unknown
 
 	mu          sync.RWMutex
@@ -174,6 +175,14 @@ func (s *Store) load(ctx context.Context) error {
 		// them (any may have been removed already): finish it before
 		// the others are checked for gaps. A head naming no segment is
 		// an error: nothing is removed on its word.
+		if len(bases) == 0 {
+			// An emptied log (deleteAll) whose head file was not reset
+			// before a crash: reset it before a new segment takes the
+			// name it holds.
+			s.log.Warn("raftlog: resetting the head file of an emptied log", "file", filepath.Join(s.dir, headFile))
+			return writeHead(s.fs, s.dir, head{})
+		}
+		s.head = h
 		if !slices.Contains(bases, h.segBase) {
 			return fmt.Errorf("raftlog: %s says the log starts in segment %s, which is missing",
 				filepath.Join(s.dir, headFile), segName(h.segBase))
@@ -374,7 +383,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		s.mu.Lock()
 		s.segs = nil
 		s.mu.Unlock()
-		if err := s.removeSegments([]*segment{active}); err != nil {
+		if err := s.removeSegments([]*segment{active}, true); err != nil {
 			return s.fail(err)
 		}
 		active = nil
@@ -403,10 +412,15 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		s.buf = buf // keep an ordinary batch's buffer, not a huge one
 	}
 	if _, err := active.f.WriteAt(buf, active.size); err != nil {
-		// Cut off what part of it was written, so that the next append
-		// follows the last acknowledged record.
+		// Cut off what part of it was written (ENOSPC part of the way),
+		// so that the next append follows the last acknowledged record,
+		// and sync the cut: a part written back before it would come
+		// back after a power cut, records Raft was told were refused.
 		if terr := active.f.Truncate(active.size); terr != nil {
 			return s.fail(fmt.Errorf("raftlog: write %s: %w (and truncating it: %v)", active.path, err, terr))
+		}
+		if serr := active.f.Datasync(); serr != nil {
+			return s.fail(fmt.Errorf("raftlog: write %s: %w (and syncing its truncation: %v)", active.path, err, serr))
 		}
 		return fmt.Errorf("raftlog: write %s: %w", active.path, err)
 	}
@@ -458,15 +472,19 @@ func (s *Store) deleteHead(first uint64) error {
 	k := s.segFor(first)
 	base := s.segs[k].base
 	s.mu.RUnlock()
-	if err := writeHead(s.fs, s.dir, head{segBase: base, first: first}); err != nil {
+	h := head{segBase: base, first: first}
+	if err := writeHead(s.fs, s.dir, h); err != nil {
 		return s.failIfUnknown(err)
 	}
+	s.head = h
 	s.mu.Lock()
 	gone := s.segs[:k:k]
 	s.segs = s.segs[k:]
 	s.first = first
 	s.mu.Unlock()
-	return s.fail(s.removeSegments(gone))
+	// The head file, synced, names the first segment kept: those below
+	// it go at the next Open if a power cut keeps some of them.
+	return s.fail(s.removeSegments(gone, false))
 }
 
 // deleteTail cuts the log before index min (min > first): later segments
@@ -494,7 +512,7 @@ func (s *Store) deleteTail(min uint64) error {
 	}
 	s.last = min - 1
 	s.mu.Unlock()
-	if err := s.removeSegments(gone); err != nil {
+	if err := s.removeSegments(gone, true); err != nil {
 		return s.fail(err)
 	}
 	if seg == nil {
@@ -509,23 +527,45 @@ func (s *Store) deleteTail(min uint64) error {
 	return nil
 }
 
-// deleteAll empties the log; the head file is reset before the segments
-// go, so that it never names a later log's segment.
+// deleteAll empties the log: the segments go, the last first and each
+// removal synced, so that a power cut leaves a contiguous part of the log
+// under the head file (whose segment, the first, goes last); then the
+// head file, if there is one, is reset, before any segment of a later log
+// can take the name it holds (a head file naming a segment when none is
+// left is an empty log to Open). The new head file is written and synced
+// first, so that running out of space refuses the call before anything
+// changed.
 func (s *Store) deleteAll() error {
-	if err := writeHead(s.fs, s.dir, head{}); err != nil {
-		return s.failIfUnknown(err)
+	compacted := s.head.segBase != 0
+	if compacted {
+		if err := stageFile(s.fs, s.dir, headFile, head{}.encode()); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	gone := s.segs
 	s.segs = nil
 	s.first, s.last = 0, 0
 	s.mu.Unlock()
-	return s.fail(s.removeSegments(gone))
+	if err := s.removeSegments(gone, true); err != nil {
+		return s.fail(err)
+	}
+	if !compacted {
+		return nil
+	}
+	if err := commitFile(s.fs, s.dir, headFile); err != nil {
+		return s.fail(err)
+	}
+	s.head = head{}
+	return nil
 }
 
 // removeSegments closes and removes segs, last first, and syncs the
-// directory. The caller has taken them out of s.segs.
-func (s *Store) removeSegments(segs []*segment) error {
+// directory; each removal on its own if each: a power cut may keep any
+// subset of unsynced removals, and segments removed from the end must
+// leave a contiguous log whichever survive. The caller has taken them
+// out of s.segs.
+func (s *Store) removeSegments(segs []*segment, each bool) error {
 	if len(segs) == 0 {
 		return nil
 	}
@@ -533,6 +573,11 @@ func (s *Store) removeSegments(segs []*segment) error {
 		segs[i].f.Close()
 		if err := s.fs.Remove(segs[i].path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
+		}
+		if each && i > 0 {
+			if err := syncDir(s.fs, s.dir); err != nil {
+				return err
+			}
 		}
 	}
 	return syncDir(s.fs, s.dir)
