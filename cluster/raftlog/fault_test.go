@@ -448,3 +448,60 @@ func TestStableFaults(t *testing.T) {
 		t.Fatalf("CurrentTerm = %d, %v after compactions", v, err)
 	}
 }
+
+// Files that no crash leaves, only damage: Open refuses them, naming the
+// file, rather than guess.
+func TestFaultDamagedFiles(t *testing.T) {
+	orig := t.TempDir()
+	writeLogs(t, orig, 1024, 1, 100, 1)
+	s := openT(t, orig, 1024)
+	if err := s.DeleteRange(1, 20); err != nil { // a head file
+		t.Fatal(err)
+	}
+	s.Close()
+	bases, err := listSegments(osFS{}, orig)
+	if err != nil || len(bases) < 4 {
+		t.Fatalf("segments %v, %v", bases, err)
+	}
+	last := bases[len(bases)-1]
+	rename := func(dir string, from, to uint64) {
+		if err := os.Rename(filepath.Join(dir, segName(from)), filepath.Join(dir, segName(to))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(dir string)
+		want   string // in the error
+	}{
+		{"the head file garbled", func(dir string) { flip(t, filepath.Join(dir, headFile), 3) }, headFile + ": checksum mismatch"},
+		{"the head file empty", func(dir string) { os.Truncate(filepath.Join(dir, headFile), 0) }, headFile + ": checksum mismatch"},
+		{"the stable file empty", func(dir string) { os.Truncate(filepath.Join(dir, stableName), 0) }, stableName + " at offset 0"},
+		{"the stable file missing", func(dir string) { os.Remove(filepath.Join(dir, stableName)) }, stableName + " is missing"},
+		{"a sealed segment empty", func(dir string) { os.Truncate(filepath.Join(dir, segName(bases[2])), 0) }, segName(bases[2]) + " at offset 0"},
+		{"the last segment renamed", func(dir string) { rename(dir, last, last+1) }, segName(last+1) + " at offset 0"},
+		{"a sealed segment renamed", func(dir string) { rename(dir, bases[2], bases[2]+1) }, segName(bases[2]+1) + " at offset 0"},
+		{"a segment whose first record is not its name's", func(dir string) {
+			// A header that matches the name, records that do not.
+			path := filepath.Join(dir, segName(last))
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(path)
+			b = append(segHeader(last+1), b[segHeaderSize:]...)
+			if err := os.WriteFile(filepath.Join(dir, segName(last+1)), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, fmt.Sprintf("%s at offset %d: record of index %d where %d belongs", segName(last+1), segHeaderSize, last, last+1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, orig)
+			tc.damage(dir)
+			_, err := Open(context.Background(), dir, Options{SegmentSize: 1024, Logger: quiet()})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("open = %v; want an error holding %q", err, tc.want)
+			}
+		})
+	}
+}

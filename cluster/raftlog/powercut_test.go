@@ -58,7 +58,7 @@ func (pc *powerCut) cut(at string) {
 	}
 	for k, cs := range pc.fs.crashStates() {
 		pc.cuts++
-		if err := pc.recovered(pc.fs.crashed(cs)); err != nil {
+		if err := pc.recovered(pc.fs.crashed(cs), true); err != nil {
 			pc.failed = true
 			pc.t.Errorf("power cut in %s, before %s (state %d): %v", pc.step, at, k, err)
 			return
@@ -66,9 +66,28 @@ func (pc *powerCut) cut(at string) {
 	}
 }
 
-// recovered opens what a power cut left and checks it.
-func (pc *powerCut) recovered(fs *memFS) error {
+// recovered opens what a power cut left and checks it; again, if again,
+// after every power cut during that Open's repairs.
+func (pc *powerCut) recovered(fs *memFS, again bool) error {
+	var errAgain error
+	if again {
+		fs.hook = func(op, path string) {
+			for k, cs := range fs.crashStates() {
+				if errAgain != nil {
+					return
+				}
+				pc.cuts++
+				if err := pc.recovered(fs.crashed(cs), false); err != nil {
+					errAgain = fmt.Errorf("a second power cut, in Open before %s %s (state %d): %w", op, path, k, err)
+				}
+			}
+		}
+	}
 	s, err := open(context.Background(), pc.dir, pc.opts, fs)
+	fs.hook = nil
+	if errAgain != nil {
+		return errAgain
+	}
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}

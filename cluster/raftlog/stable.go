@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -104,6 +105,18 @@ func loadStable(fsys fileSys, dir string) (*stableFile, error) {
 	st := &stableFile{fs: fsys, dir: dir, path: filepath.Join(dir, stableName), keys: map[string][]byte{}}
 	b, err := readFile(fsys, st.path)
 	if errors.Is(err, os.ErrNotExist) {
+		// Open creates the stable file, synced, before any segment: a log
+		// without one lost it, and with it the term and the vote, which
+		// a fresh one would let this node cast twice.
+		names, err := fsys.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("raftlog: %w", err)
+		}
+		for _, name := range names {
+			if strings.HasSuffix(name, ".seg") || name == headFile {
+				return nil, fmt.Errorf("raftlog: %s is missing, but %s holds a log (%s)", st.path, dir, name)
+			}
+		}
 		return st, st.rewrite()
 	}
 	if err != nil {
