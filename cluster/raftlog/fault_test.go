@@ -295,17 +295,36 @@ func TestFaultSegments(t *testing.T) {
 			t.Fatalf("open = %v; want a gap error", err)
 		}
 	})
-	t.Run("a torn new segment is removed", func(t *testing.T) {
+	t.Run("a segment being created is removed", func(t *testing.T) {
+		// Its header is written under a temporary name: a crash leaves
+		// that file, of any size, which is not part of the log.
 		for _, size := range []int{0, 5, segHeaderSize - 1, segHeaderSize} {
 			dir := copyDir(t, orig)
-			h := segHeader(101)
-			if size == segHeaderSize {
-				h[10] ^= 1 // complete but garbled
-			}
-			if err := os.WriteFile(filepath.Join(dir, segName(101)), h[:size], 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, segName(101)+tempSuffix), segHeader(101)[:size], 0o600); err != nil {
 				t.Fatal(err)
 			}
-			reopenHolds(t, dir, 1, 100, fmt.Sprintf("a new segment of %d bytes", size))
+			reopenHolds(t, dir, 1, 100, fmt.Sprintf("a new segment's temporary file of %d bytes", size))
+			if _, err := os.Stat(filepath.Join(dir, segName(101)+tempSuffix)); !os.IsNotExist(err) {
+				t.Fatalf("the temporary file is left: %v", err)
+			}
+		}
+	})
+	t.Run("a segment without its whole header is damage", func(t *testing.T) {
+		// No crash leaves one (see createSegment): the last segment
+		// emptied lost acknowledged records, which Open must not drop
+		// as a creation cut short.
+		for _, size := range []int{0, 5, segHeaderSize - 1, segHeaderSize} {
+			dir := copyDir(t, orig)
+			file := filepath.Join(dir, segName(last))
+			if size == segHeaderSize {
+				flip(t, file, 10) // whole but garbled
+			}
+			if size < segHeaderSize {
+				if err := os.Truncate(file, int64(size)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wantRefused(t, dir, file+" at offset 0", fmt.Sprintf("the last segment's header cut to %d bytes", size))
 		}
 	})
 	t.Run("an empty new segment is kept", func(t *testing.T) {

@@ -3,7 +3,6 @@ package raftlog
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -43,23 +42,30 @@ func segHeader(base uint64) []byte {
 }
 
 // createSegment creates the segment for base with its header, and syncs
-// it and its directory entry before any record goes in it.
+// it and its directory entry before any record goes in it. The header is
+// written and synced under a temporary name, renamed into place: a file
+// with a segment's name always has its whole header, so a segment found
+// empty or with a bad header is damage, never a creation cut short (Open
+// removes the temporary file of one).
 func createSegment(fsys fileSys, dir string, base uint64) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
-	f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	tmp := path + tempSuffix
+	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	if _, err := f.WriteAt(segHeader(base), 0); err != nil {
-		// Nothing refers to it yet; if its removal is lost in a crash,
-		// Open removes a last segment with a torn header.
-		f.Close()
-		fsys.Remove(path)
-		return nil, fmt.Errorf("raftlog: write %s: %w", path, err)
+	_, err = f.WriteAt(segHeader(base), 0)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
+	if err == nil {
+		err = fsys.Rename(tmp, path)
+	}
+	if err != nil {
+		// Nothing refers to it: the call is refused, the store unchanged.
 		f.Close()
-		return nil, fmt.Errorf("raftlog: sync %s: %w: %w", path, errUnsynced, err)
+		fsys.Remove(tmp)
+		return nil, fmt.Errorf("raftlog: create %s: %w", path, err)
 	}
 	if err := syncDir(fsys, dir); err != nil {
 		f.Close()
@@ -69,9 +75,7 @@ func createSegment(fsys fileSys, dir string, base uint64) (*segment, error) {
 }
 
 // openSegment opens and checks a segment. The last one may end in a torn
-// write, which it truncates away; it returns nil, nil for a last segment
-// whose header was never completed (a crash while creating it: nothing
-// was written in it), after removing it.
+// write, which it truncates away.
 func openSegment(fsys fileSys, dir string, base uint64, last bool, log *slog.Logger) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
 	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
@@ -81,19 +85,10 @@ func openSegment(fsys fileSys, dir string, base uint64, last bool, log *slog.Log
 	seg := &segment{base: base, path: path, f: f}
 	if err := seg.scan(last, log); err != nil {
 		f.Close()
-		if errors.Is(err, errTornHeader) {
-			log.Warn("raftlog: removing a segment whose creation was cut short", "file", path)
-			if err := fsys.Remove(path); err != nil {
-				return nil, fmt.Errorf("raftlog: %w", err)
-			}
-			return nil, syncDir(fsys, dir)
-		}
 		return nil, err
 	}
 	return seg, nil
 }
-
-var errTornHeader = errors.New("torn segment header")
 
 // scan reads every record, filling offs and size.
 func (g *segment) scan(last bool, log *slog.Logger) error {
@@ -103,9 +98,6 @@ func (g *segment) scan(last bool, log *slog.Logger) error {
 	}
 	hdr := make([]byte, segHeaderSize)
 	if _, err := g.f.ReadAt(hdr, 0); err != nil || string(hdr) != string(segHeader(g.base)) {
-		if last && size <= segHeaderSize {
-			return errTornHeader
-		}
 		return fmt.Errorf("raftlog: %s at offset 0: not the header of a segment from index %d", g.path, g.base)
 	}
 	r := bufio.NewReaderSize(io.NewSectionReader(g.f, segHeaderSize, size-segHeaderSize), 1<<20)

@@ -28,12 +28,16 @@
 // flip, even in the last batch — an intact record of a later batch, or a
 // length field that went bad (another length makes the checksum match)
 // are corruption: Open refuses, naming the file and offset, rather than
-// drop acknowledged entries. The stable file follows the same rule.
+// drop acknowledged entries. The stable file follows the same rule. Not
+// told apart: acknowledged sectors a file system lost to zeros, and a
+// last segment cut back to its header (a torn first batch looks alike).
 //
 // Directory entries are synced in an order that no power cut can undo in
 // part (any subset of the unsynced ones may survive): a new segment's
 // entry, the log's directory's in its parent, before any record in it is
-// acknowledged; a head file before the segments below it are removed;
+// acknowledged (its header written and synced under a temporary name
+// first, so that a segment file without its whole header is damage, not
+// a creation cut short); a head file before the segments below it go;
 // and segments removed from the end one at a time, the last first, so
 // that what survives is always a contiguous log.
 package raftlog
@@ -202,9 +206,6 @@ func (s *Store) load(ctx context.Context) error {
 		seg, err := openSegment(s.fs, s.dir, base, i == len(bases)-1, s.log)
 		if err != nil {
 			return err
-		}
-		if seg == nil { // a torn new segment, removed
-			continue
 		}
 		if n := len(s.segs); n > 0 {
 			prev := s.segs[n-1]
