@@ -524,3 +524,28 @@ func TestFaultDamagedFiles(t *testing.T) {
 		})
 	}
 }
+
+// A log whose only segment, the one the head file names, was cut back to
+// its header is an empty log: the head file is reset with it, so that it
+// does not apply to a new segment that takes the same name.
+func TestFaultHeadSegmentCutToHeader(t *testing.T) {
+	dir := t.TempDir()
+	writeLogs(t, dir, 0, 1, 20, 1)
+	s := openT(t, dir, 0)
+	if err := s.DeleteRange(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Truncate(filepath.Join(dir, segName(1)), segHeaderSize); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, 0)
+	m := newModel()
+	check(t, s, m, "the head's segment cut to its header")
+	if err := s.StoreLog(mkLog(1, 0)); err != nil { // a segment of that name
+		t.Fatal(err)
+	}
+	s.Close()
+	m.store(mkLog(1, 0))
+	reopenHolds(t, dir, 1, 1, "a new log in a segment of the same name")
+}

@@ -231,6 +231,12 @@ func (s *Store) load(ctx context.Context) error {
 		if err := s.fs.Remove(lastSeg.path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
+		if compacted {
+			// The head file named that segment: reset it, as for any
+			// emptied log, before a new segment takes the name.
+			s.head = head{}
+			return writeHead(s.fs, s.dir, head{})
+		}
 		return syncDir(s.fs, s.dir)
 	}
 	s.first = s.segs[0].base
