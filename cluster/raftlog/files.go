@@ -10,33 +10,29 @@ import (
 	"strings"
 )
 
-// syncDir makes dir's entries (created, renamed, removed files) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("raftlog: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("raftlog: sync %s: %w", dir, err)
-	}
-	return nil
-}
-
 const tempSuffix = ".tmp"
 
 // writeFileAtomic replaces dir/name by data, framed with a CRC32-C: a
 // temporary file written and synced, renamed over name, the directory
 // synced. A crash leaves the old file or the new one.
-func writeFileAtomic(dir, name string, data []byte) error {
-	path := filepath.Join(dir, name)
-	tmp := path + tempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+func writeFileAtomic(fsys fileSys, dir, name string, data []byte) error {
+	if err := stageFile(fsys, dir, name, data); err != nil {
+		return err
+	}
+	return commitFile(fsys, dir, name)
+}
+
+// stageFile is writeFileAtomic's first half, the one that may run out of
+// space: the temporary file written and synced. It changes nothing a
+// reader of dir sees.
+func stageFile(fsys fileSys, dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, name) + tempSuffix
+	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
 	}
 	framed := binary.LittleEndian.AppendUint32(append([]byte(nil), data...), crc32.Checksum(data, castagnoli))
-	_, err = f.Write(framed)
+	_, err = f.WriteAt(framed, 0)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -44,14 +40,22 @@ func writeFileAtomic(dir, name string, data []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(tmp)
+		fsys.Remove(tmp)
 		return fmt.Errorf("raftlog: write %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	return nil
+}
+
+// commitFile is writeFileAtomic's second half: the staged file renamed
+// into place and the directory synced.
+func commitFile(fsys fileSys, dir, name string) error {
+	path := filepath.Join(dir, name)
+	tmp := path + tempSuffix
+	if err := fsys.Rename(tmp, path); err != nil {
+		fsys.Remove(tmp)
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(fsys, dir); err != nil {
 		return fmt.Errorf("%w: %w", errUnsynced, err)
 	}
 	return nil
@@ -59,9 +63,9 @@ func writeFileAtomic(dir, name string, data []byte) error {
 
 // readFileChecked reads a file written by writeFileAtomic; ok is false if
 // there is none.
-func readFileChecked(dir, name string) (data []byte, ok bool, err error) {
+func readFileChecked(fsys fileSys, dir, name string) (data []byte, ok bool, err error) {
 	path := filepath.Join(dir, name)
-	b, err := os.ReadFile(path)
+	b, err := readFile(fsys, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, false, nil
 	}
@@ -75,14 +79,14 @@ func readFileChecked(dir, name string) (data []byte, ok bool, err error) {
 }
 
 // removeTemps removes what an interrupted writeFileAtomic left.
-func removeTemps(dir string) error {
-	ents, err := os.ReadDir(dir)
+func removeTemps(fsys fileSys, dir string) error {
+	names, err := fsys.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), tempSuffix) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+	for _, name := range names {
+		if strings.HasSuffix(name, tempSuffix) {
+			if err := fsys.Remove(filepath.Join(dir, name)); err != nil {
 				return fmt.Errorf("raftlog: %w", err)
 			}
 		}
@@ -97,14 +101,17 @@ const headFile = "head"
 // the first segment's base is the first index.
 type head struct{ segBase, first uint64 }
 
-func writeHead(dir string, h head) error {
-	b := binary.LittleEndian.AppendUint64(nil, h.segBase)
-	b = binary.LittleEndian.AppendUint64(b, h.first)
-	return writeFileAtomic(dir, headFile, b)
+func writeHead(fsys fileSys, dir string, h head) error {
+	return writeFileAtomic(fsys, dir, headFile, h.encode())
 }
 
-func loadHead(dir string) (head, bool, error) {
-	b, ok, err := readFileChecked(dir, headFile)
+func (h head) encode() []byte {
+	b := binary.LittleEndian.AppendUint64(nil, h.segBase)
+	return binary.LittleEndian.AppendUint64(b, h.first)
+}
+
+func loadHead(fsys fileSys, dir string) (head, bool, error) {
+	b, ok, err := readFileChecked(fsys, dir, headFile)
 	if err != nil || !ok {
 		return head{}, false, err
 	}

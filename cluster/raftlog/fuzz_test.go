@@ -9,7 +9,7 @@ import (
 )
 
 // FuzzRecordDecode feeds the record decoder, the torn-tail search and
-// the stable file's parser
+// rule and the stable file's parser
 // arbitrary bytes: none may panic, and a record that decodes encodes
 // back to the same bytes (nothing in a checked record is ignored).
 func FuzzRecordDecode(f *testing.F) {
@@ -31,8 +31,10 @@ func FuzzRecordDecode(f *testing.F) {
 		}
 		parseStable(append([]byte(stableMagic), b...), map[string][]byte{})
 		laterBatch(b, 0)
+		tornLogWrite(b, 0, 0)
 		if len(b) > 8 {
 			laterBatch(b[8:], uint64(b[0]))
+			tornLogWrite(b[8:], int64(b[1])<<8, uint64(b[0]))
 		}
 	})
 }

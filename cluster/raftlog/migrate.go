@@ -49,7 +49,7 @@ func MigrateBolt(ctx context.Context, boltPath, dir string, opts Options) (bool,
 	if err := os.Rename(tmp, dir); err != nil {
 		return false, fmt.Errorf("raftlog: %w", err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := syncDir(osFS{}, parent); err != nil {
 		return false, err
 	}
 	return true, retire(boltPath, parent)
@@ -59,7 +59,7 @@ func retire(boltPath, parent string) error {
 	if err := os.Rename(boltPath, boltPath+".migrated"); err != nil {
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	return syncDir(parent)
+	return syncDir(osFS{}, parent)
 }
 
 func copyBolt(ctx context.Context, boltPath, dir string, opts Options) error {

@@ -27,7 +27,7 @@ import (
 // All integers are little-endian. The CRC covers the length, so a flipped
 // length byte is caught like any other. batch tells, after a crash, which
 // records one write carried: a torn write is one batch, and only the batch
-// in flight may be cut off (see scanSegment).
+// in flight may be cut off (see cutTail).
 const (
 	frameHeader = 8
 	payloadMin  = 8 + 8 + 4 + 1 + 8 + 4 + 4 + 4

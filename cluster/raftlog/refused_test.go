@@ -73,25 +73,44 @@ func TestCreateFailureIsNotFatal(t *testing.T) {
 	m.store(mkLog(4, 0))
 	check(t, s, m, "after a failed segment creation")
 
+	// A compaction, so that emptying the log must reset the head file.
+	if err := s.DeleteRange(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	m.del(1, 1)
 	unblock = block(headFile + tempSuffix)
-	if err := s.DeleteRange(1, 2); err == nil {
+	if err := s.DeleteRange(2, 2); err == nil {
 		t.Fatal("compacted without a head file")
 	}
 	check(t, s, m, "after a failed compaction")
 	if err := s.DeleteRange(1, 4); err == nil {
-		t.Fatal("emptied without a head file")
+		t.Fatal("emptied without resetting the head file")
 	}
 	check(t, s, m, "after a failed reset")
 	unblock()
-	if err := s.DeleteRange(1, 2); err != nil {
+	if err := s.DeleteRange(2, 2); err != nil {
 		t.Fatalf("compaction once the head can be written: %v", err)
 	}
-	m.del(1, 2)
+	m.del(2, 2)
 	if err := s.StoreLog(mkLog(5, 0)); err != nil {
 		t.Fatal(err)
 	}
 	m.store(mkLog(5, 0))
 	check(t, s, m, "after a compaction")
+	if err := s.DeleteRange(1, 5); err != nil {
+		t.Fatalf("emptying once the head can be written: %v", err)
+	}
+	m.del(1, 5)
+	check(t, s, m, "emptied")
+	if err := s.StoreLog(mkLog(9, 0)); err != nil {
+		t.Fatal(err)
+	}
+	m.store(mkLog(9, 0))
+	check(t, s, m, "after emptying")
+	s.Close()
+	s = openT(t, dir, 1)
+	defer s.Close()
+	check(t, s, m, "reopened")
 }
 
 // A node that installed a snapshot past its log and stopped before Raft

@@ -3,7 +3,6 @@ package raftlog
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -26,7 +25,7 @@ const (
 type segment struct {
 	base uint64
 	path string
-	f    *os.File
+	f    file
 	offs []int64 // offs[i] is the offset of the record of index base+i
 	size int64   // the end of its last record
 }
@@ -43,25 +42,32 @@ func segHeader(base uint64) []byte {
 }
 
 // createSegment creates the segment for base with its header, and syncs
-// it and its directory entry before any record goes in it.
-func createSegment(dir string, base uint64) (*segment, error) {
+// it and its directory entry before any record goes in it. The header is
+// written and synced under a temporary name, renamed into place: a file
+// with a segment's name always has its whole header, so a segment found
+// empty or with a bad header is damage, never a creation cut short (Open
+// removes the temporary file of one).
+func createSegment(fsys fileSys, dir string, base uint64) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	tmp := path + tempSuffix
+	f, err := fsys.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
-	if _, err := f.WriteAt(segHeader(base), 0); err != nil {
-		// Nothing refers to it yet; if its removal is lost in a crash,
-		// Open removes a last segment with a torn header.
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("raftlog: write %s: %w", path, err)
+	_, err = f.WriteAt(segHeader(base), 0)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("raftlog: sync %s: %w: %w", path, errUnsynced, err)
+	if err == nil {
+		err = fsys.Rename(tmp, path)
 	}
-	if err := syncDir(dir); err != nil {
+	if err != nil {
+		// Nothing refers to it: the call is refused, the store unchanged.
+		f.Close()
+		fsys.Remove(tmp)
+		return nil, fmt.Errorf("raftlog: create %s: %w", path, err)
+	}
+	if err := syncDir(fsys, dir); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w: %w", errUnsynced, err)
 	}
@@ -69,44 +75,29 @@ func createSegment(dir string, base uint64) (*segment, error) {
 }
 
 // openSegment opens and checks a segment. The last one may end in a torn
-// write, which it truncates away; it returns nil, nil for a last segment
-// whose header was never completed (a crash while creating it: nothing
-// was written in it), after removing it.
-func openSegment(dir string, base uint64, last bool, log *slog.Logger) (*segment, error) {
+// write, which it truncates away.
+func openSegment(fsys fileSys, dir string, base uint64, last bool, log *slog.Logger) (*segment, error) {
 	path := filepath.Join(dir, segName(base))
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	seg := &segment{base: base, path: path, f: f}
 	if err := seg.scan(last, log); err != nil {
 		f.Close()
-		if errors.Is(err, errTornHeader) {
-			log.Warn("raftlog: removing a segment whose creation was cut short", "file", path)
-			if err := os.Remove(path); err != nil {
-				return nil, fmt.Errorf("raftlog: %w", err)
-			}
-			return nil, syncDir(dir)
-		}
 		return nil, err
 	}
 	return seg, nil
 }
 
-var errTornHeader = errors.New("torn segment header")
-
 // scan reads every record, filling offs and size.
 func (g *segment) scan(last bool, log *slog.Logger) error {
-	fi, err := g.f.Stat()
+	size, err := g.f.Size()
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	size := fi.Size()
 	hdr := make([]byte, segHeaderSize)
 	if _, err := g.f.ReadAt(hdr, 0); err != nil || string(hdr) != string(segHeader(g.base)) {
-		if last && size <= segHeaderSize {
-			return errTornHeader
-		}
 		return fmt.Errorf("raftlog: %s at offset 0: not the header of a segment from index %d", g.path, g.base)
 	}
 	r := bufio.NewReaderSize(io.NewSectionReader(g.f, segHeaderSize, size-segHeaderSize), 1<<20)
@@ -150,12 +141,14 @@ func (g *segment) scan(last bool, log *slog.Logger) error {
 }
 
 // cutTail handles a bad record at off in the last segment, where the
-// record of index expect belongs. A torn write is the batch in flight:
-// if no intact record from a later batch follows, the bad record and what
-// follows it were never acknowledged and are truncated away (after a
-// power cut the disk may have kept a later page of that write but not an
-// earlier one, so intact records of the same batch may follow). An intact
-// record of a later batch means an acknowledged record went bad: an error.
+// record of index expect belongs. Only the batch in flight at a crash may
+// be cut off, and only what a crash leaves (see tornWrite): a file that
+// ends inside it, or sectors of it that read as zeros. After a power cut
+// the disk may have kept a later page of that write but not an earlier
+// one, so intact records of the same batch may follow a torn one. An
+// intact record of a later batch means an acknowledged record went bad,
+// and so does a whole record whose checksum fails with no lost sector to
+// explain it: both are errors, never cut.
 func (g *segment) cutTail(off, size int64, expect uint64, log *slog.Logger) error {
 	rest := make([]byte, size-off)
 	if _, err := g.f.ReadAt(rest, off); err != nil {
@@ -164,6 +157,10 @@ func (g *segment) cutTail(off, size int64, expect uint64, log *slog.Logger) erro
 	if at, ok := laterBatch(rest, expect); ok {
 		return fmt.Errorf("raftlog: %s at offset %d (index %d): corrupt record followed by intact records (from offset %d)",
 			g.path, off, expect, off+int64(at))
+	}
+	if torn, why := tornLogWrite(rest, off, expect); !torn {
+		return fmt.Errorf("raftlog: %s at offset %d (index %d): corrupt record in the last batch, not a torn write: %s",
+			g.path, off, expect, why)
 	}
 	log.Warn("raftlog: cutting off a torn write at the end of the log", "file", g.path, "offset", off, "index", expect, "bytes", len(rest))
 	if err := g.f.Truncate(off); err != nil {
@@ -176,23 +173,40 @@ func (g *segment) cutTail(off, size int64, expect uint64, log *slog.Logger) erro
 	return nil
 }
 
+// tornLogWrite is tornWrite for the log's records.
+func tornLogWrite(rest []byte, off int64, expect uint64) (bool, string) {
+	return tornWrite(rest, off, recordMin, func(p int) bool {
+		_, ok := intactRecordAt(rest, p, expect)
+		return ok
+	})
+}
+
+// intactRecordAt returns the intact record at rest[p:], if one starts
+// there whose index could follow expect's.
+func intactRecordAt(rest []byte, p int, expect uint64) ([]byte, bool) {
+	n, ok := frameLen(rest[p:])
+	if !ok || p+frameHeader+n > len(rest) {
+		return nil, false
+	}
+	rec := rest[p : p+frameHeader+n]
+	// Cheap filters before the CRC: a plausible index.
+	idx := binary.LittleEndian.Uint64(rec[frameHeader:])
+	if idx <= expect || idx > expect+uint64(len(rest)/recordMin) || !checkRecord(rec) {
+		return nil, false
+	}
+	return rec, true
+}
+
 // laterBatch looks in rest, the bytes from a bad record where index
 // expect belongs, for an intact record written by a later StoreLogs call
 // than the one that wrote expect, and returns its position.
 func laterBatch(rest []byte, expect uint64) (int, bool) {
-	maxIndex := expect + uint64(len(rest)/recordMin)
 	for p := 1; p+recordMin <= len(rest); p++ {
-		n, ok := frameLen(rest[p:])
-		if !ok || p+frameHeader+n > len(rest) {
+		rec, ok := intactRecordAt(rest, p, expect)
+		if !ok {
 			continue
 		}
-		rec := rest[p : p+frameHeader+n]
-		// Cheap filters before the CRC: a plausible index.
-		idx := binary.LittleEndian.Uint64(rec[frameHeader:])
-		if idx <= expect || idx > maxIndex || !checkRecord(rec) {
-			continue
-		}
-		_, batch := recordIndex(rec)
+		idx, batch := recordIndex(rec)
 		if idx-uint64(batch) > expect {
 			return p, true
 		}

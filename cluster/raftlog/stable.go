@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -29,9 +30,10 @@ var ErrKeyNotFound = errors.New("not found")
 // an append to the log (an election sets the term and the vote).
 type stableFile struct {
 	mu     sync.Mutex
+	fs     fileSys
 	dir    string
 	path   string
-	f      *os.File
+	f      file
 	size   int64
 	keys   map[string][]byte
 	failed error
@@ -52,7 +54,8 @@ func stableRecord(buf []byte, key, val []byte) []byte {
 
 // parseStable reads the records of b (after the magic) into keys; it
 // returns the end of the last intact record, and whether a bad record
-// there is followed by an intact one (corruption, not a torn Set).
+// there is corruption rather than a torn Set: an intact record follows
+// it, or it is whole (see tornWrite).
 func parseStable(b []byte, keys map[string][]byte) (end int, corrupt bool) {
 	p := len(stableMagic)
 	for p < len(b) {
@@ -63,7 +66,13 @@ func parseStable(b []byte, keys map[string][]byte) (end int, corrupt bool) {
 					return p, true
 				}
 			}
-			return p, false
+			// Only a Set cut short by a crash is cut off: a whole
+			// record gone bad may be the vote Raft relies on.
+			torn, _ := tornWrite(b[p:], int64(p), frameHeader+4, func(q int) bool {
+				_, ok := stableAt(b, p+q)
+				return ok
+			})
+			return p, !torn
 		}
 		kl := binary.LittleEndian.Uint32(rec)
 		keys[string(rec[4:4+kl])] = append([]byte{}, rec[4+kl:]...)
@@ -92,10 +101,22 @@ func stableAt(b []byte, p int) ([]byte, bool) {
 
 // loadStable opens the stable file, creating it, and cuts off a torn Set
 // at its end.
-func loadStable(dir string) (*stableFile, error) {
-	st := &stableFile{dir: dir, path: filepath.Join(dir, stableName), keys: map[string][]byte{}}
-	b, err := os.ReadFile(st.path)
+func loadStable(fsys fileSys, dir string) (*stableFile, error) {
+	st := &stableFile{fs: fsys, dir: dir, path: filepath.Join(dir, stableName), keys: map[string][]byte{}}
+	b, err := readFile(fsys, st.path)
 	if errors.Is(err, os.ErrNotExist) {
+		// Open creates the stable file, synced, before any segment: a log
+		// without one lost it, and with it the term and the vote, which
+		// a fresh one would let this node cast twice.
+		names, err := fsys.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("raftlog: %w", err)
+		}
+		for _, name := range names {
+			if strings.HasSuffix(name, ".seg") || name == headFile {
+				return nil, fmt.Errorf("raftlog: %s is missing, but %s holds a log (%s)", st.path, dir, name)
+			}
+		}
 		return st, st.rewrite()
 	}
 	if err != nil {
@@ -106,9 +127,9 @@ func loadStable(dir string) (*stableFile, error) {
 	}
 	end, corrupt := parseStable(b, st.keys)
 	if corrupt {
-		return nil, fmt.Errorf("raftlog: %s at offset %d: corrupt record followed by intact records", st.path, end)
+		return nil, fmt.Errorf("raftlog: %s at offset %d: corrupt record, not a Set cut short by a crash", st.path, end)
 	}
-	if st.f, err = os.OpenFile(st.path, os.O_RDWR, 0); err != nil {
+	if st.f, err = fsys.OpenFile(st.path, os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	st.size = int64(end)
@@ -140,22 +161,23 @@ func (st *stableFile) rewrite() error {
 		b = stableRecord(b, []byte(k), st.keys[k])
 	}
 	tmp := st.path + tempSuffix
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("raftlog: %w", err)
-	}
-	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	f, err := st.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("raftlog: %w", err)
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("raftlog: write %s: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("raftlog: sync %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, st.path); err != nil {
+	if err := st.fs.Rename(tmp, st.path); err != nil {
 		f.Close()
 		return fmt.Errorf("raftlog: %w", err)
 	}
-	if err := syncDir(st.dir); err != nil {
+	if err := syncDir(st.fs, st.dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -193,13 +215,18 @@ func (s *Store) Set(key, val []byte) error {
 	}
 	rec := stableRecord(nil, key, val)
 	if _, err := st.f.WriteAt(rec, st.size); err != nil {
+		// As in StoreLogs: the refused Set must not come back.
 		if terr := st.f.Truncate(st.size); terr != nil {
 			st.failed = fmt.Errorf("raftlog: write %s: %w (and truncating it: %v)", st.path, err, terr)
 			return st.failed
 		}
+		if serr := st.f.Datasync(); serr != nil {
+			st.failed = fmt.Errorf("raftlog: write %s: %w (and syncing its truncation: %v)", st.path, err, serr)
+			return st.failed
+		}
 		return fmt.Errorf("raftlog: write %s: %w", st.path, err)
 	}
-	if err := datasync(st.f); err != nil {
+	if err := st.f.Datasync(); err != nil {
 		// What the disk holds is unknown until the store is reopened.
 		st.failed = fmt.Errorf("raftlog: sync %s: %w", st.path, err)
 		return st.failed

@@ -19,7 +19,27 @@
 // After a crash, Open cuts off a torn write at the end of the last segment
 // (the one batch that was in flight); a bad record anywhere else, or a gap
 // between segments, is an error naming the file and offset: the node stops
-// rather than run on a log with a hole.
+// rather than run on a log with a hole. A torn write is told from an
+// acknowledged record gone bad by what a crash can leave (torn.go): the
+// file ends inside the bad record and nothing intact follows it, or the
+// bad record lies in a sector that reads as zeros (blocks never written);
+// intact records after it must all be of its own batch (each record holds
+// its offset in its batch). A whole record whose checksum fails — a bit
+// flip, even in the last batch — an intact record of a later batch, or a
+// length field that went bad (another length makes the checksum match)
+// are corruption: Open refuses, naming the file and offset, rather than
+// drop acknowledged entries. The stable file follows the same rule. Not
+// told apart: acknowledged sectors a file system lost to zeros, and a
+// last segment cut back to its header (a torn first batch looks alike).
+//
+// Directory entries are synced in an order that no power cut can undo in
+// part (any subset of the unsynced ones may survive): a new segment's
+// entry, the log's directory's in its parent, before any record in it is
+// acknowledged (its header written and synced under a temporary name
+// first, so that a segment file without its whole header is damage, not
+// a creation cut short); a head file before the segments below it go;
+// and segments removed from the end one at a time, the last first, so
+// that what survives is always a contiguous log.
 package raftlog
 
 import (
@@ -27,7 +47,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -56,6 +75,7 @@ type Options struct {
 // StoreLogs call waits for its fdatasync.
 type Store struct {
 	dir     string
+	fs      fileSys
 	segSize int64
 	log     *slog.Logger
 
@@ -64,6 +84,7 @@ type Store struct {
 	// held only briefly, or across a GetLog's pread.
 	wmu    sync.Mutex
 	buf    []byte // StoreLogs' encoding buffer, under wmu
+	head   head   // what the head file holds, under wmu
 	failed error  // set once a write or sync failed: the disk state is unknown
 
 	mu          sync.RWMutex
@@ -87,21 +108,26 @@ var errClosed = errors.New("raftlog: store is closed")
 // record (see the package comment for what it repairs and what it
 // refuses).
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
-	s := &Store{dir: dir, segSize: opts.SegmentSize, log: opts.Logger}
+	return open(ctx, dir, opts, osFS{})
+}
+
+// open is Open on fsys.
+func open(ctx context.Context, dir string, opts Options, fsys fileSys) (*Store, error) {
+	s := &Store{dir: dir, fs: fsys, segSize: opts.SegmentSize, log: opts.Logger}
 	if s.segSize <= 0 {
 		s.segSize = DefaultSegmentSize
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("raftlog: %w", err)
+	if err := makeDir(fsys, dir); err != nil {
+		return nil, err
 	}
-	if err := removeTemps(dir); err != nil {
+	if err := removeTemps(fsys, dir); err != nil {
 		return nil, err
 	}
 	var err error
-	if s.stable, err = loadStable(dir); err != nil {
+	if s.stable, err = loadStable(fsys, dir); err != nil {
 		return nil, err
 	}
 	if err := s.load(ctx); err != nil {
@@ -116,20 +142,20 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 // names sort as indexes do.
 func segName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
 
-func listSegments(dir string) ([]uint64, error) {
-	ents, err := os.ReadDir(dir)
+func listSegments(fsys fileSys, dir string) ([]uint64, error) {
+	names, err := fsys.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
 	}
 	var bases []uint64
-	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".seg")
+	for _, file := range names {
+		name, ok := strings.CutSuffix(file, ".seg")
 		if !ok {
 			continue
 		}
 		base, err := strconv.ParseUint(name, 10, 64)
-		if err != nil || base == 0 || segName(base) != e.Name() {
-			return nil, fmt.Errorf("raftlog: %s: not a segment name", filepath.Join(dir, e.Name()))
+		if err != nil || base == 0 || segName(base) != file {
+			return nil, fmt.Errorf("raftlog: %s: not a segment name", filepath.Join(dir, file))
 		}
 		bases = append(bases, base)
 	}
@@ -139,11 +165,11 @@ func listSegments(dir string) ([]uint64, error) {
 
 // load opens and checks the segments and sets first and last.
 func (s *Store) load(ctx context.Context) error {
-	bases, err := listSegments(s.dir)
+	bases, err := listSegments(s.fs, s.dir)
 	if err != nil {
 		return err
 	}
-	h, compacted, err := loadHead(s.dir)
+	h, compacted, err := loadHead(s.fs, s.dir)
 	if err != nil {
 		return err
 	}
@@ -153,6 +179,14 @@ func (s *Store) load(ctx context.Context) error {
 		// them (any may have been removed already): finish it before
 		// the others are checked for gaps. A head naming no segment is
 		// an error: nothing is removed on its word.
+		if len(bases) == 0 {
+			// An emptied log (deleteAll) whose head file was not reset
+			// before a crash: reset it before a new segment takes the
+			// name it holds.
+			s.log.Warn("raftlog: resetting the head file of an emptied log", "file", filepath.Join(s.dir, headFile))
+			return writeHead(s.fs, s.dir, head{})
+		}
+		s.head = h
 		if !slices.Contains(bases, h.segBase) {
 			return fmt.Errorf("raftlog: %s says the log starts in segment %s, which is missing",
 				filepath.Join(s.dir, headFile), segName(h.segBase))
@@ -169,12 +203,9 @@ func (s *Store) load(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		seg, err := openSegment(s.dir, base, i == len(bases)-1, s.log)
+		seg, err := openSegment(s.fs, s.dir, base, i == len(bases)-1, s.log)
 		if err != nil {
 			return err
-		}
-		if seg == nil { // a torn new segment, removed
-			continue
 		}
 		if n := len(s.segs); n > 0 {
 			prev := s.segs[n-1]
@@ -197,10 +228,16 @@ func (s *Store) load(ctx context.Context) error {
 		// A first segment created and never written: an empty log.
 		s.segs = nil
 		lastSeg.f.Close()
-		if err := os.Remove(lastSeg.path); err != nil {
+		if err := s.fs.Remove(lastSeg.path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
-		return syncDir(s.dir)
+		if compacted {
+			// The head file named that segment: reset it, as for any
+			// emptied log, before a new segment takes the name.
+			s.head = head{}
+			return writeHead(s.fs, s.dir, head{})
+		}
+		return syncDir(s.fs, s.dir)
 	}
 	s.first = s.segs[0].base
 	s.last = lastSeg.base + uint64(len(lastSeg.offs)) - 1
@@ -224,11 +261,11 @@ func (s *Store) removeBelow(bases []uint64) error {
 	for _, base := range bases {
 		path := filepath.Join(s.dir, segName(base))
 		s.log.Warn("raftlog: removing a segment a compaction left below the log's head", "file", path)
-		if err := os.Remove(path); err != nil {
+		if err := s.fs.Remove(path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
 	}
-	return syncDir(s.dir)
+	return syncDir(s.fs, s.dir)
 }
 
 // IsMonotonic tells Raft that this log holds no gaps: after installing a
@@ -353,13 +390,13 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		s.mu.Lock()
 		s.segs = nil
 		s.mu.Unlock()
-		if err := s.removeSegments([]*segment{active}); err != nil {
+		if err := s.removeSegments([]*segment{active}, true); err != nil {
 			return s.fail(err)
 		}
 		active = nil
 	}
 	if active == nil || active.size >= s.segSize {
-		seg, err := createSegment(s.dir, start)
+		seg, err := createSegment(s.fs, s.dir, start)
 		if err != nil {
 			return s.failIfUnknown(err)
 		}
@@ -382,14 +419,19 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		s.buf = buf // keep an ordinary batch's buffer, not a huge one
 	}
 	if _, err := active.f.WriteAt(buf, active.size); err != nil {
-		// Cut off what part of it was written, so that the next append
-		// follows the last acknowledged record.
+		// Cut off what part of it was written (ENOSPC part of the way),
+		// so that the next append follows the last acknowledged record,
+		// and sync the cut: a part written back before it would come
+		// back after a power cut, records Raft was told were refused.
 		if terr := active.f.Truncate(active.size); terr != nil {
 			return s.fail(fmt.Errorf("raftlog: write %s: %w (and truncating it: %v)", active.path, err, terr))
 		}
+		if serr := active.f.Datasync(); serr != nil {
+			return s.fail(fmt.Errorf("raftlog: write %s: %w (and syncing its truncation: %v)", active.path, err, serr))
+		}
 		return fmt.Errorf("raftlog: write %s: %w", active.path, err)
 	}
-	if err := datasync(active.f); err != nil {
+	if err := active.f.Datasync(); err != nil {
 		return s.fail(fmt.Errorf("raftlog: sync %s: %w", active.path, err))
 	}
 	s.mu.Lock()
@@ -437,15 +479,19 @@ func (s *Store) deleteHead(first uint64) error {
 	k := s.segFor(first)
 	base := s.segs[k].base
 	s.mu.RUnlock()
-	if err := writeHead(s.dir, head{segBase: base, first: first}); err != nil {
+	h := head{segBase: base, first: first}
+	if err := writeHead(s.fs, s.dir, h); err != nil {
 		return s.failIfUnknown(err)
 	}
+	s.head = h
 	s.mu.Lock()
 	gone := s.segs[:k:k]
 	s.segs = s.segs[k:]
 	s.first = first
 	s.mu.Unlock()
-	return s.fail(s.removeSegments(gone))
+	// The head file, synced, names the first segment kept: those below
+	// it go at the next Open if a power cut keeps some of them.
+	return s.fail(s.removeSegments(gone, false))
 }
 
 // deleteTail cuts the log before index min (min > first): later segments
@@ -473,7 +519,7 @@ func (s *Store) deleteTail(min uint64) error {
 	}
 	s.last = min - 1
 	s.mu.Unlock()
-	if err := s.removeSegments(gone); err != nil {
+	if err := s.removeSegments(gone, true); err != nil {
 		return s.fail(err)
 	}
 	if seg == nil {
@@ -488,33 +534,60 @@ func (s *Store) deleteTail(min uint64) error {
 	return nil
 }
 
-// deleteAll empties the log; the head file is reset before the segments
-// go, so that it never names a later log's segment.
+// deleteAll empties the log: the segments go, the last first and each
+// removal synced, so that a power cut leaves a contiguous part of the log
+// under the head file (whose segment, the first, goes last); then the
+// head file, if there is one, is reset, before any segment of a later log
+// can take the name it holds (a head file naming a segment when none is
+// left is an empty log to Open). The new head file is written and synced
+// first, so that running out of space refuses the call before anything
+// changed.
 func (s *Store) deleteAll() error {
-	if err := writeHead(s.dir, head{}); err != nil {
-		return s.failIfUnknown(err)
+	compacted := s.head.segBase != 0
+	if compacted {
+		if err := stageFile(s.fs, s.dir, headFile, head{}.encode()); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	gone := s.segs
 	s.segs = nil
 	s.first, s.last = 0, 0
 	s.mu.Unlock()
-	return s.fail(s.removeSegments(gone))
+	if err := s.removeSegments(gone, true); err != nil {
+		return s.fail(err)
+	}
+	if !compacted {
+		return nil
+	}
+	if err := commitFile(s.fs, s.dir, headFile); err != nil {
+		return s.fail(err)
+	}
+	s.head = head{}
+	return nil
 }
 
 // removeSegments closes and removes segs, last first, and syncs the
-// directory. The caller has taken them out of s.segs.
-func (s *Store) removeSegments(segs []*segment) error {
+// directory; each removal on its own if each: a power cut may keep any
+// subset of unsynced removals, and segments removed from the end must
+// leave a contiguous log whichever survive. The caller has taken them
+// out of s.segs.
+func (s *Store) removeSegments(segs []*segment, each bool) error {
 	if len(segs) == 0 {
 		return nil
 	}
 	for i := len(segs) - 1; i >= 0; i-- {
 		segs[i].f.Close()
-		if err := os.Remove(segs[i].path); err != nil {
+		if err := s.fs.Remove(segs[i].path); err != nil {
 			return fmt.Errorf("raftlog: %w", err)
 		}
+		if each && i > 0 {
+			if err := syncDir(s.fs, s.dir); err != nil {
+				return err
+			}
+		}
 	}
-	return syncDir(s.dir)
+	return syncDir(s.fs, s.dir)
 }
 
 // usable returns why the store takes no more writes; under wmu.

@@ -244,7 +244,7 @@ func TestSegmentFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bases, err := listSegments(dir)
+	bases, err := listSegments(osFS{}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestSegmentFiles(t *testing.T) {
 	if err := s.DeleteRange(1, 60); err != nil {
 		t.Fatal(err)
 	}
-	after, err := listSegments(dir)
+	after, err := listSegments(osFS{}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
