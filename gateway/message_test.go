@@ -63,20 +63,65 @@ func FuzzMessageDecoders(f *testing.F) {
 func TestBindLimiter(t *testing.T) {
 	l := newBindLimiter(3, time.Minute)
 	now := time.Unix(1000, 0)
+	// A bind that succeeds gives its count back.
+	tk, ok, _ := l.admit("10.0.0.1:5000", now)
+	if !ok {
+		t.Fatal("first bind refused")
+	}
+	l.settle(tk, false)
 	for i := 0; i < 3; i++ {
-		if b, _ := l.blocked("10.0.0.1:5000", now); b {
-			t.Fatalf("blocked after %d failures", i)
+		tk, ok, _ := l.admit("10.0.0.1:5000", now)
+		if !ok {
+			t.Fatalf("refused after %d failures", i)
 		}
-		l.failed("10.0.0.1:5000", now)
+		l.settle(tk, true)
 	}
-	if b, wait := l.blocked("10.0.0.1:6000", now.Add(10*time.Second)); !b || wait != 50*time.Second {
-		t.Fatalf("after 3 failures: blocked=%v wait=%v, want blocked for 50s (any port of the same host)", b, wait)
+	if _, ok, wait := l.admit("10.0.0.1:6000", now.Add(10*time.Second)); ok || wait != 50*time.Second {
+		t.Fatalf("after 3 failures: admitted=%v wait=%v, want refused for 50s (any port of the same host)", ok, wait)
 	}
-	if b, _ := l.blocked("10.0.0.2:5000", now); b {
-		t.Fatal("another address is blocked too")
+	if _, ok, _ := l.admit("10.0.0.2:5000", now); !ok {
+		t.Fatal("another address is refused too")
 	}
-	if b, _ := l.blocked("10.0.0.1:5000", now.Add(time.Minute)); b {
-		t.Fatal("still blocked after the window")
+	if _, ok, _ := l.admit("10.0.0.1:5000", now.Add(time.Minute)); !ok {
+		t.Fatal("still refused after the window")
+	}
+}
+
+// Binds admitted together count before their answers: three outstanding
+// binds fill a limit of three, and an answer from a past window gives
+// nothing back to the present one.
+func TestBindLimiterCountsOutstandingBinds(t *testing.T) {
+	l := newBindLimiter(3, time.Minute)
+	now := time.Unix(1000, 0)
+	var tickets []bindTicket
+	for i := 0; i < 3; i++ {
+		tk, ok, _ := l.admit("10.0.0.1:5000", now)
+		if !ok {
+			t.Fatalf("bind %d refused", i)
+		}
+		tickets = append(tickets, tk)
+	}
+	if _, ok, _ := l.admit("10.0.0.1:5001", now); ok {
+		t.Fatal("a fourth bind admitted while three are outstanding")
+	}
+	l.settle(tickets[0], false)
+	if _, ok, _ := l.admit("10.0.0.1:5001", now); !ok {
+		t.Fatal("refused after an outstanding bind succeeded")
+	}
+	later := now.Add(time.Minute)
+	if _, ok, _ := l.admit("10.0.0.1:5002", later); !ok {
+		t.Fatal("refused in a new window")
+	}
+	for i := 0; i < 2; i++ {
+		l.settle(tickets[1+i], false) // answers of the old window
+	}
+	for i := 0; i < 2; i++ {
+		if _, ok, _ := l.admit("10.0.0.1:5003", later); !ok {
+			t.Fatalf("bind %d of the new window refused", i)
+		}
+	}
+	if _, ok, _ := l.admit("10.0.0.1:5003", later); ok {
+		t.Fatal("the old window's answers gave counts back to the new one")
 	}
 }
 
