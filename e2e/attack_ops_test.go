@@ -6,6 +6,8 @@ package e2e
 // reload and the logs. Each test drives the built binary over real sockets.
 
 import (
+	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -141,6 +143,83 @@ func TestAttackOpsParallelBindsStayWithinTheFailureLimit(t *testing.T) {
 	}
 	if codes[ldap.LDAPResultInvalidCredentials]+codes[ldap.LDAPResultUnwillingToPerform] != conns {
 		t.Errorf("codes %v: want only 49 and 53", codes)
+	}
+	g.requireAlive(t)
+}
+
+// Connections over the limits must not cost the gateway what the limits
+// bound. A client turned away on the ldaps:// port is owed a TLS handshake
+// before it can read the busy notice; one that never starts the handshake
+// must not keep a descriptor (and a goroutine) for the whole handshake
+// time-out each, or a flood of such connections from one address runs the
+// gateway out of descriptors and nobody, the admin included, gets in.
+func TestAttackOpsRejectedTLSConnectionsDoNotHoldDescriptors(t *testing.T) {
+	const flood = 600
+	raiseFileLimit(t, 4*flood)
+	s := slapd.StartT(t, slapd.Options{})
+	g := startGateway(t, "--upstream", s.URL, "--log-level", "info",
+		"--max-connections-per-address", "4", "--handshake-timeout", "30s")
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Fatal(err)
+	}
+	base := openFDs(t, g.PID)
+	addr := strings.TrimPrefix(g.LDAPSURL, "ldaps://")
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range flood {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %d: %v", len(held)+1, err)
+		}
+		held = append(held, c)
+	}
+	// Every one of them has been accepted (and most turned away) once the
+	// gateway counts them; then what it still holds is what counts.
+	waitFor(t, 20*time.Second, "the flood accepted", func() error {
+		if n := metric(scrape(t, g.DataDir), "ldapgate_connections_accepted_total"); n < flood {
+			return fmt.Errorf("%v accepted", n)
+		}
+		return nil
+	})
+	if n := openFDs(t, g.PID); n > base+200 {
+		t.Errorf("the gateway holds %d descriptors (%d before) for %d connections over a per-address limit of 4", n, base, flood)
+	}
+	// A client from another address is served meanwhile.
+	other := dialFrom(t, g.URL, "127.0.0.2")
+	other.send(t, bindRequest(1, adminDN, adminPW))
+	other.expectResult(t, 1, ldap.LDAPResultSuccess)
+
+	// Once the flood is gone, a TLS client over the limit that does its
+	// handshake still learns why it is turned away.
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	waitFor(t, 20*time.Second, "the flood's places freed", func() error {
+		if n := openFDs(t, g.PID); n > base+10 {
+			return fmt.Errorf("%d descriptors", n)
+		}
+		return nil
+	})
+	for range 4 {
+		c, err := tls.Dial("tcp", addr, testPKI.TLSConfig())
+		if err != nil {
+			t.Fatalf("ldaps connection within the limit: %v", err)
+		}
+		held = append(held, c)
+	}
+	over, err := tls.Dial("tcp", addr, testPKI.TLSConfig())
+	if err != nil {
+		t.Fatalf("ldaps connection over the limit: %v", err)
+	}
+	defer over.Close()
+	msgs, err := (&rawConn{over}).drain(10 * time.Second)
+	if len(msgs) != 1 || !msgs[0].isNoticeOfDisconnection() || msgs[0].ResultCode != ldap.LDAPResultBusy {
+		t.Errorf("ldaps connection over the limit: %v, %v; want a busy notice of disconnection", msgs, err)
 	}
 	g.requireAlive(t)
 }
