@@ -8,6 +8,7 @@ package e2e
 import (
 	"crypto/tls"
 	"fmt"
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"net"
 	"strings"
 	"sync"
@@ -222,4 +223,246 @@ func TestAttackOpsRejectedTLSConnectionsDoNotHoldDescriptors(t *testing.T) {
 		t.Errorf("ldaps connection over the limit: %v, %v; want a busy notice of disconnection", msgs, err)
 	}
 	g.requireAlive(t)
+}
+
+// rawSearch is a search request with every field under the test's control.
+type rawSearch struct {
+	base               string
+	scope, deref       int64
+	sizeLimit, timeLim int64
+	typesOnly          bool
+	filter             string      // compiled with go-ldap unless filterPacket is set
+	filterPacket       *ber.Packet // a filter go-ldap would not compile
+	attrs              []string
+	controls           []*ber.Packet
+}
+
+func (r rawSearch) encode(t *testing.T, id int64) []byte {
+	t.Helper()
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "search")
+	op.AppendChild(octets(r.base))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, r.scope, "scope"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, r.deref, "deref"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, r.sizeLimit, "sizeLimit"))
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, r.timeLim, "timeLimit"))
+	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, r.typesOnly, "typesOnly"))
+	f := r.filterPacket
+	if f == nil {
+		filter := r.filter
+		if filter == "" {
+			filter = "(objectClass=*)"
+		}
+		var err error
+		if f, err = ldap.CompileFilter(filter); err != nil {
+			t.Fatalf("compile filter %s: %v", filter, err)
+		}
+	}
+	op.AppendChild(f)
+	as := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attributes")
+	for _, a := range r.attrs {
+		as.AppendChild(octets(a))
+	}
+	op.AppendChild(as)
+	return envelope(id, op, r.controls...)
+}
+
+// searchAnswer is what a search got: its entries (DN -> attribute names
+// -> values) in order, and its final result.
+type searchAnswer struct {
+	dns     []string
+	entries map[string]map[string][]string
+	done    ldapMessage
+	cookie  []byte // the paged results control's cookie in the result, if any
+}
+
+// search sends r and reads its answers up to its SearchResultDone.
+func (c *rawConn) search(t *testing.T, id int64, r rawSearch) searchAnswer {
+	t.Helper()
+	c.send(t, r.encode(t, id))
+	ans := searchAnswer{entries: map[string]map[string][]string{}}
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		p, err := ber.ReadPacket(c)
+		if err != nil {
+			t.Fatalf("search %+v: reading its answers: %v (entries so far %v)", r, err, ans.dns)
+		}
+		if len(p.Children) < 2 {
+			t.Fatalf("search %+v: LDAPMessage with %d elements", r, len(p.Children))
+		}
+		mid, _ := p.Children[0].Value.(int64)
+		op := p.Children[1]
+		if mid == 0 {
+			t.Fatalf("search %+v: unsolicited message (tag %d) %v", r, op.Tag, p)
+		}
+		if mid != id {
+			continue
+		}
+		switch op.Tag {
+		case ldap.ApplicationSearchResultEntry:
+			dn := op.Children[0].Data.String()
+			attrs := map[string][]string{}
+			for _, a := range op.Children[1].Children {
+				var vals []string
+				if len(a.Children) > 1 {
+					for _, v := range a.Children[1].Children {
+						vals = append(vals, v.Data.String())
+					}
+				}
+				attrs[strings.ToLower(a.Children[0].Data.String())] = vals
+			}
+			ans.dns = append(ans.dns, dn)
+			ans.entries[dn] = attrs
+		case ldap.ApplicationSearchResultReference:
+		case ldap.ApplicationSearchResultDone:
+			m := ldapMessage{ID: mid, Op: op.Tag, ResultCode: -1}
+			if code, ok := op.Children[0].Value.(int64); ok {
+				m.ResultCode = code
+			}
+			if len(op.Children) > 2 {
+				m.Diagnostic = op.Children[2].Data.String()
+			}
+			ans.done = m
+			if len(p.Children) > 2 {
+				for _, ctl := range p.Children[2].Children {
+					if len(ctl.Children) >= 2 && ctl.Children[0].Data.String() == ldap.ControlTypePaging {
+						v := ber.DecodePacket(ctl.Children[len(ctl.Children)-1].Data.Bytes())
+						if len(v.Children) == 2 {
+							ans.cookie = v.Children[1].Data.Bytes()
+						}
+					}
+				}
+			}
+			return ans
+		default:
+			t.Fatalf("search %+v: unexpected answer tag %d", r, op.Tag)
+		}
+	}
+}
+
+// changeNumbers lists the change numbers of a changelog search's entries.
+func (a searchAnswer) changeNumbers() []string {
+	var out []string
+	for _, dn := range a.dns {
+		if v, ok := strings.CutPrefix(dn, "changeNumber="); ok {
+			out = append(out, strings.TrimSuffix(v, ",cn=changelog"))
+		}
+	}
+	return out
+}
+
+// pagingControl is the paged results request control.
+func pagingControl(size int64, cookie []byte, critical bool) *ber.Packet {
+	v := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "paging")
+	v.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, size, "size"))
+	v.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, string(cookie), "cookie"))
+	return control(ldap.ControlTypePaging, critical, v.Bytes())
+}
+
+// The gateway's own subtree under odd searches: every one gets a proper
+// result on a session that stays usable, and the results are those of
+// the filter's meaning (integer order for change numbers, however large
+// the number asked for).
+func TestAttackOpsSubtreeOddSearches(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	for i := range 12 {
+		if err := setPhone(admin, userDN("alice"), fmt.Sprintf("+1 555 %04d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitDrained(20*time.Second, false)
+
+	c := dialRaw(t, e.gw.URL)
+	c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
+	c.expectResult(t, 1, ldap.LDAPResultSuccess)
+	id := int64(1)
+	do := func(r rawSearch) searchAnswer {
+		t.Helper()
+		id++
+		return c.search(t, id, r)
+	}
+	one := func(r rawSearch) rawSearch { r.scope = ldap.ScopeSingleLevel; return r }
+	all := do(one(rawSearch{base: "cn=changelog"}))
+	if all.done.ResultCode != 0 || len(all.dns) < 12 {
+		t.Fatalf("cn=changelog's children: %d entries, %v", len(all.dns), all.done)
+	}
+	n := len(all.dns)
+	last := all.changeNumbers()[n-1]
+
+	cases := []struct {
+		name  string
+		r     rawSearch
+		code  int64
+		count int // -1: do not check
+	}{
+		{"changeNumber>=0", one(rawSearch{base: "cn=changelog", filter: "(changeNumber>=0)"}), 0, n},
+		{"changeNumber>=-5", one(rawSearch{base: "cn=changelog", filter: "(changeNumber>=-5)"}), 0, n},
+		{"changeNumber<=-1", one(rawSearch{base: "cn=changelog", filter: "(changeNumber<=-1)"}), 0, 0},
+		{"changeNumber>=2^64", one(rawSearch{base: "cn=changelog", filter: "(changeNumber>=18446744073709551616)"}), 0, 0},
+		{"changeNumber>=2^64-1", one(rawSearch{base: "cn=changelog", filter: "(changeNumber>=18446744073709551615)"}), 0, 0},
+		{"changeNumber<=2^64", one(rawSearch{base: "cn=changelog", filter: "(changeNumber<=18446744073709551616)"}), 0, n},
+		{"changeNumber<=10^30", one(rawSearch{base: "cn=changelog", filter: "(changeNumber<=1000000000000000000000000000000)"}), 0, n},
+		{"changeNumber=last", one(rawSearch{base: "cn=changelog", filter: "(changeNumber=" + last + ")"}), 0, 1},
+		{"changeNumber=0last", one(rawSearch{base: "cn=changelog", filter: "(changeNumber=0" + last + ")"}), 0, 1},
+		{"changeNumber>=abc", one(rawSearch{base: "cn=changelog", filter: "(changeNumber>=abc)"}), 0, 0},
+		{"changeNumber<=abc", one(rawSearch{base: "cn=changelog", filter: "(changeNumber<=abc)"}), 0, 0},
+		{"changeNumber substring", one(rawSearch{base: "cn=changelog", filter: "(changeNumber=" + last + "*)"}), 0, -1},
+		{"approx targetDN", one(rawSearch{base: "cn=changelog", filter: "(targetDN~=" + userDN("alice") + ")"}), 0, n},
+		{"extensible", one(rawSearch{base: "cn=changelog", filter: "(changeNumber:integerMatch:=1)"}), 0, 0},
+		{"presence of a password", one(rawSearch{base: "cn=changelog", filter: "(userPassword=*)"}), 0, 0},
+		{"unknown attribute", one(rawSearch{base: "cn=changelog", filter: "(noSuchAttribute=x)"}), 0, 0},
+		{"size limit", one(rawSearch{base: "cn=changelog", sizeLimit: 3}), ldap.LDAPResultSizeLimitExceeded, 3},
+		{"negative size limit", one(rawSearch{base: "cn=changelog", sizeLimit: -1}), -2, -1},
+		{"time limit beyond maxInt", one(rawSearch{base: "cn=changelog", timeLim: 1 << 40}), -2, -1},
+		{"negative time limit", one(rawSearch{base: "cn=changelog", timeLim: -1}), -2, -1},
+		{"attrs 1.1", one(rawSearch{base: "cn=changelog", attrs: []string{"1.1"}}), 0, n},
+		{"attrs +", one(rawSearch{base: "cn=changelog", attrs: []string{"+"}}), 0, n},
+		{"scope children", rawSearch{base: "cn=changelog", scope: 3}, -2, -1},
+		{"scope 9", rawSearch{base: "cn=changelog", scope: 9}, -2, -1},
+		{"deref 9", one(rawSearch{base: "cn=changelog", deref: 9}), -2, -1},
+		{"base changeNumber=0", rawSearch{base: "changeNumber=0,cn=changelog"}, ldap.LDAPResultNoSuchObject, 0},
+		{"base changeNumber=-1", rawSearch{base: "changeNumber=-1,cn=changelog"}, ldap.LDAPResultNoSuchObject, 0},
+		{"base changeNumber=abc", rawSearch{base: "changeNumber=abc,cn=changelog"}, ldap.LDAPResultNoSuchObject, 0},
+		{"base changeNumber=2^64", rawSearch{base: "changeNumber=18446744073709551616,cn=changelog"}, ldap.LDAPResultNoSuchObject, 0},
+		{"base multi-valued RDN", rawSearch{base: "changeNumber=1+cn=x,cn=changelog"}, ldap.LDAPResultNoSuchObject, 0},
+		{"base below a change", rawSearch{base: "cn=x,changeNumber=1,cn=changelog"}, ldap.LDAPResultNoSuchObject, 0},
+		{"base monitor child", rawSearch{base: "cn=nothing,cn=ldapgate,cn=monitor"}, ldap.LDAPResultNoSuchObject, 0},
+		{"monitor subtree", rawSearch{base: "CN=LDAPGATE,CN=MONITOR", scope: ldap.ScopeWholeSubtree}, 0, -1},
+		{"critical sort control", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{
+			control("1.2.840.113556.1.4.473", true, []byte{0x30, 0x0e, 0x30, 0x0c, 0x04, 0x0a, 'c', 'h', 'a', 'n', 'g', 'e', 'T', 'y', 'p', 'e'})}}),
+			ldap.LDAPResultUnavailableCriticalExtension, 0},
+		{"non-critical sort control", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{
+			control("1.2.840.113556.1.4.473", false, []byte{0x30, 0x0e, 0x30, 0x0c, 0x04, 0x0a, 'c', 'h', 'a', 'n', 'g', 'e', 'T', 'y', 'p', 'e'})}}),
+			0, n},
+		{"paging size 0", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(0, nil, false)}}), 0, 0},
+		{"paging bad cookie", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(5, []byte("garbage"), true)}}), -2, 0},
+		{"paging far cookie", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(5, []byte("18446744073709551615:0"), true)}}), 0, 0},
+		{"paging negative size", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(-1, nil, true)}}), -2, -1},
+	}
+	for _, tc := range cases {
+		a := do(tc.r)
+		switch {
+		case tc.code == -2 && (a.done.ResultCode == 0 || a.done.ResultCode == ldap.LDAPResultProtocolError ||
+			a.done.ResultCode == ldap.LDAPResultUnwillingToPerform || a.done.ResultCode == ldap.LDAPResultTimeLimitExceeded && tc.name != "time limit beyond maxInt"):
+		case tc.code >= 0 && a.done.ResultCode == tc.code:
+		default:
+			t.Errorf("%s: result %d %q, want %d", tc.name, a.done.ResultCode, a.done.Diagnostic, tc.code)
+		}
+		if tc.count >= 0 && len(a.dns) != tc.count {
+			t.Errorf("%s: %d entries (%v), want %d", tc.name, len(a.dns), a.changeNumbers(), tc.count)
+		}
+		if tc.name == "attrs 1.1" || tc.name == "attrs +" {
+			for dn, attrs := range a.entries {
+				if len(attrs) > 0 {
+					t.Errorf("%s: %s came with attributes %v", tc.name, dn, attrs)
+					break
+				}
+			}
+		}
+	}
+	// The session is still whole, and so is the gateway.
+	if a := do(rawSearch{base: "cn=changelog"}); a.done.ResultCode != 0 || len(a.dns) != 1 {
+		t.Errorf("after the odd searches, a base read of cn=changelog: %v %v", a.dns, a.done)
+	}
+	e.requireAlive()
 }
