@@ -466,3 +466,134 @@ func TestAttackOpsSubtreeOddSearches(t *testing.T) {
 	}
 	e.requireAlive()
 }
+
+// compareRequest is a Compare of dn's attr with value.
+func compareRequest(id int64, dn, attr, value string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationCompareRequest, nil, "compare")
+	op.AppendChild(octets(dn))
+	ava := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "ava")
+	ava.AppendChild(octets(attr))
+	ava.AppendChild(octets(value))
+	op.AppendChild(ava)
+	return envelope(id, op)
+}
+
+func deleteRequest(id int64, dn string) []byte {
+	return envelope(id, ber.NewString(ber.ClassApplication, ber.TypePrimitive, ldap.ApplicationDelRequest, dn, "delete"))
+}
+
+func modifyRequest(id int64, dn, attr, value string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "modify")
+	op.AppendChild(octets(dn))
+	changes := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "changes")
+	ch := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "change")
+	ch.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(2), "replace"))
+	pa := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "modification")
+	pa.AppendChild(octets(attr))
+	set := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "values")
+	set.AppendChild(octets(value))
+	pa.AppendChild(set)
+	ch.AppendChild(pa)
+	changes.AppendChild(ch)
+	op.AppendChild(changes)
+	return envelope(id, op)
+}
+
+func modDNRequest(id int64, dn, newRDN, newSuperior string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyDNRequest, nil, "moddn")
+	op.AppendChild(octets(dn))
+	op.AppendChild(octets(newRDN))
+	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, true, "deleteoldrdn"))
+	if newSuperior != "" {
+		op.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, newSuperior, "newSuperior"))
+	}
+	return envelope(id, op)
+}
+
+// Who may read the gateway's own subtree, and that nobody writes it: an
+// anonymous client, a user, a client that named the admin without its
+// password, and one whose admin bind failed get 50 for searches and
+// compares alike; every write, the admin's included, gets 53 and changes
+// nothing; a change's values never include a password.
+func TestAttackOpsSubtreeAccessAndWrites(t *testing.T) {
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "info"})
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	if err := setPhone(admin, userDN("alice"), "+1 555 7777"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(20*time.Second, false)
+
+	reads := func(t *testing.T, c *rawConn, want int64) {
+		t.Helper()
+		for i, base := range []string{"cn=changelog", "changeNumber=1,cn=changelog", "cn=ldapgate,cn=monitor",
+			"cn=journal,cn=ldapgate,cn=monitor", "CN=ChangeLog"} {
+			a := c.search(t, int64(100+i), rawSearch{base: base, scope: ldap.ScopeWholeSubtree})
+			if a.done.ResultCode != want || (want != 0 && len(a.dns) > 0) {
+				t.Errorf("search of %s: result %d %q, %d entries; want %d", base, a.done.ResultCode, a.done.Diagnostic, len(a.dns), want)
+			}
+		}
+		c.send(t, compareRequest(200, "changeNumber=1,cn=changelog", "changeType", "modify"))
+		m, err := c.next(10 * time.Second)
+		if err != nil || (want != 0 && m.ResultCode != want) || (want == 0 && m.ResultCode != ldap.LDAPResultCompareTrue) {
+			t.Errorf("compare of change 1: %v %v; want %d", m, err, want)
+		}
+	}
+	anon := dialRaw(t, e.gw.URL)
+	t.Run("anonymous", func(t *testing.T) { reads(t, anon, ldap.LDAPResultInsufficientAccessRights) })
+	t.Run("unauthenticated bind as the admin", func(t *testing.T) {
+		c := dialRaw(t, e.gw.URL)
+		c.send(t, bindRequest(1, mirrorAdminDN, ""))
+		// slapd refuses unauthenticated binds (53); either way the session
+		// is not the admin's.
+		if m, err := c.next(10 * time.Second); err != nil || m.ResultCode != 0 && m.ResultCode != ldap.LDAPResultUnwillingToPerform {
+			t.Fatalf("unauthenticated bind: %v %v", m, err)
+		}
+		reads(t, c, ldap.LDAPResultInsufficientAccessRights)
+	})
+	t.Run("failed admin bind after a good one", func(t *testing.T) {
+		c := dialRaw(t, e.gw.URL)
+		c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
+		c.expectResult(t, 1, ldap.LDAPResultSuccess)
+		c.send(t, bindRequest(2, mirrorAdminDN, "wrong"))
+		c.expectResult(t, 2, ldap.LDAPResultInvalidCredentials)
+		reads(t, c, ldap.LDAPResultInsufficientAccessRights)
+	})
+	t.Run("user", func(t *testing.T) {
+		c := dialRaw(t, e.gw.URL)
+		c.send(t, bindRequest(1, userDN("alice"), slapd.AlicePassword))
+		c.expectResult(t, 1, ldap.LDAPResultSuccess)
+		reads(t, c, ldap.LDAPResultInsufficientAccessRights)
+	})
+	t.Run("admin", func(t *testing.T) {
+		c := dialRaw(t, e.gw.URL)
+		c.send(t, bindRequest(1, strings.ToUpper(mirrorAdminDN), e.dir.RootPW))
+		c.expectResult(t, 1, ldap.LDAPResultSuccess)
+		reads(t, c, 0)
+		writes := map[string][]byte{
+			"add a change":         addRequest(10, "changeNumber=999,cn=changelog", map[string][]string{"objectClass": {"changeLogEntry"}, "changeNumber": {"999"}}),
+			"add the changelog":    addRequest(11, "cn=changelog", map[string][]string{"objectClass": {"top"}}),
+			"delete a change":      deleteRequest(12, "changeNumber=1,cn=changelog"),
+			"delete the monitor":   deleteRequest(13, "cn=ldapgate,cn=monitor"),
+			"modify a change":      modifyRequest(14, "changeNumber=1,cn=changelog", "deliveryState", "dead"),
+			"modify the journal":   modifyRequest(15, "cn=journal,cn=ldapgate,cn=monitor", "backlog", "0"),
+			"rename a change":      modDNRequest(16, "changeNumber=1,cn=changelog", "changeNumber=1000", ""),
+			"move a change":        modDNRequest(17, "changeNumber=1,cn=changelog", "uid=x", mirrorAccountBase),
+			"modify, spaced DN":    modifyRequest(18, "changeNumber = 1 , CN = changelog", "deliveryState", "dead"),
+			"delete, DN with case": deleteRequest(19, "CHANGENUMBER=1,CN=CHANGELOG"),
+		}
+		id := int64(10)
+		for name, req := range writes {
+			c.send(t, req)
+			m, err := c.next(10 * time.Second)
+			if err != nil || m.ResultCode != ldap.LDAPResultUnwillingToPerform {
+				t.Errorf("%s: %v %v; want 53", name, m, err)
+			}
+			id++
+		}
+		a := c.search(t, 300, rawSearch{base: "changeNumber=1,cn=changelog"})
+		if got := a.entries["changeNumber=1,cn=changelog"]["deliverystate"]; len(got) != 1 || got[0] != "delivered" {
+			t.Errorf("change 1 after the writes: %v", a.entries)
+		}
+	})
+	e.requireAlive()
+}
