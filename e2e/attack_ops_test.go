@@ -6,10 +6,17 @@ package e2e
 // reload and the logs. Each test drives the built binary over real sockets.
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	ber "github.com/go-asn1-ber/asn1-ber"
+	"io/fs"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +25,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+	"github.com/ldapgate/ldapgate/store"
 )
 
 // bindResults sends n binds of dn with pw on one connection, all in one
@@ -596,4 +604,167 @@ func TestAttackOpsSubtreeAccessAndWrites(t *testing.T) {
 		}
 	})
 	e.requireAlive()
+}
+
+// ljournal runs `ldapgate journal ARGS...` (flags where the caller puts
+// them) and returns its output, stdout then stderr, and exit code.
+func ljournal(t *testing.T, args ...string) toolResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gatewayBin, append([]string{"journal"}, args...)...)
+	cmd.Env = withoutLDAPGateEnv(os.Environ())
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		code = exitErr.ExitCode()
+	case err != nil:
+		t.Fatalf("ldapgate journal %v: %v", args, err)
+	}
+	return toolResult{Out: out.String() + errOut.String(), Code: code}
+}
+
+// filesContaining lists the files under dir whose bytes contain s.
+func filesContaining(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var hits []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Type()&fs.ModeSocket != 0 {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			hits = append(hits, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hits
+}
+
+// The journal commands as documented, against a running and a stopped
+// gateway: flags after the record number work, bad numbers get a clear
+// error and change nothing, commands racing on one dead letter leave it
+// retried or dropped (not both, not broken), and no output, log line,
+// audit line or journal file holds the password of a dead letter.
+func TestAttackOpsJournalCommands(t *testing.T) {
+	root := t.TempDir()
+	audit := filepath.Join(root, "audit.log")
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "debug", Extra: []string{"--max-attempts", "1", "--audit-log", audit}})
+	const secret = "Attack-0ps-Secret-pw"
+	if err := e.sim.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	e.asAdmin("", "ldappasswd", "-s", secret, userDN("alice"))
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	if err := setPhone(admin, userDN("bob"), "+1 555 0808"); err != nil {
+		t.Fatal(err)
+	}
+	var dead []store.Record
+	waitFor(t, 30*time.Second, "two dead letters", func() error {
+		dead = runningRecords(t, e.dataDir, "dead")
+		if len(dead) != 2 {
+			return fmt.Errorf("%d dead", len(dead))
+		}
+		return nil
+	})
+	pwSeq, phoneSeq := dead[0].Seq, dead[1].Seq
+	if dead[0].Op != store.OpPassword {
+		pwSeq, phoneSeq = phoneSeq, pwSeq
+	}
+	dd := "--data-dir=" + e.dataDir
+	ok := func(r toolResult, what string) string {
+		t.Helper()
+		if r.Code != 0 {
+			t.Fatalf("%s: exit %d:\n%s", what, r.Code, r.Out)
+		}
+		if strings.Contains(r.Out, secret) {
+			t.Errorf("%s prints the password:\n%s", what, r.Out)
+		}
+		return r.Out
+	}
+	// The documented forms, flags after the number included.
+	out := ok(ljournal(t, "show", fmt.Sprint(pwSeq), "--json", dd), "journal show SEQ --json (running)")
+	if !strings.Contains(out, `"seq": `+fmt.Sprint(pwSeq)) {
+		t.Errorf("journal show --json:\n%s", out)
+	}
+	ok(ljournal(t, dd, "ls", "--dead"), "journal ls --dead")
+	ok(ljournal(t, "ls", "--state", "dead,committed", "--limit", "0", "--json", dd), "journal ls --state a,b")
+	ok(ljournal(t, "stats", dd, "--json"), "journal stats")
+
+	before := runningRecords(t, e.dataDir, "dead")
+	for _, bad := range [][]string{
+		{"show", "0"}, {"show", "abc"}, {"show", "-1"}, {"show", "18446744073709551616"}, {"show", "99999"},
+		{"show", "1", "2"}, {"show"}, {"retry"}, {"retry", "0"}, {"retry", "99999"}, {"drop"}, {"drop", "x"},
+		{"drop", "99999"}, {"ls", "extra"}, {"ls", "--limit", "-3"}, {"ls", "--state", "bogus"},
+		{"show", "1", "--no-such-flag"}, {"retry", "1", "--limit"},
+	} {
+		r := ljournal(t, append(bad, dd)...)
+		if r.Code == 0 {
+			t.Errorf("journal %v: exit 0:\n%s", bad, r.Out)
+		}
+		if strings.Contains(r.Out, "panic") || strings.TrimSpace(r.Out) == "" {
+			t.Errorf("journal %v: no clear error:\n%s", bad, r.Out)
+		}
+	}
+	if after := runningRecords(t, e.dataDir, "dead"); len(after) != len(before) {
+		t.Fatalf("bad commands changed the dead letters: %d, then %d", len(before), len(after))
+	}
+	// A delivered record is history: drop refuses it.
+	e.requireAlive()
+
+	// Retry and drop race on the password's dead letter.
+	var wg sync.WaitGroup
+	results := make([]toolResult, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			verb := "retry"
+			if i%2 == 1 {
+				verb = "drop"
+			}
+			results[i] = ljournal(t, verb, fmt.Sprint(pwSeq), dd)
+		}()
+	}
+	wg.Wait()
+	for _, r := range results {
+		if strings.Contains(r.Out, "panic") || strings.Contains(r.Out, secret) {
+			t.Errorf("racing journal commands:\n%s", r.Out)
+		}
+	}
+	var rec store.Record
+	if err := adminJSON(e.dataDir, fmt.Sprintf("/journal/records/%d", pwSeq), 5*time.Second, &rec); err == nil {
+		if rec.State == store.StateDelivered {
+			t.Errorf("record %d delivered while Axigen is down: %+v", pwSeq, rec)
+		}
+	}
+	if err := e.sim.SetDown(false); err != nil {
+		t.Fatal(err)
+	}
+	ok(ljournal(t, "retry", "--all-dead", dd), "journal retry --all-dead")
+	e.waitDrained(30*time.Second, false)
+	r := ljournal(t, "drop", fmt.Sprint(phoneSeq), dd)
+	if r.Code == 0 || !strings.Contains(r.Out, "record") {
+		t.Errorf("dropping a delivered record: exit %d:\n%s", r.Code, r.Out)
+	}
+
+	// Stopped: the same commands open the journal directly.
+	e.stop()
+	ok(ljournal(t, "show", fmt.Sprint(phoneSeq), "--json", dd), "journal show SEQ --json (stopped)")
+	ok(ljournal(t, "ls", "--limit", "0", dd), "journal ls (stopped)")
+	for _, dir := range []string{e.dataDir, filepath.Dir(audit)} {
+		if hits := filesContaining(t, dir, secret); len(hits) > 0 {
+			t.Errorf("the password is in %v", hits)
+		}
+	}
+	if strings.Contains(e.logTail(1<<30), secret) {
+		t.Error("the password is in the gateway's log")
+	}
 }

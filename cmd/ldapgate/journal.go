@@ -146,8 +146,12 @@ func withJournal(c *cli.Context, fn func(j journalAPI, live bool) error) (err er
 }
 
 func journalLs(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("ls takes no arguments (got %q); filter with --state or --dead", c.Args().First())
+	args, err := positionalArgs(c)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		return fmt.Errorf("ls takes no arguments (got %q); filter with --state or --dead", args[0])
 	}
 	var states []store.State
 	if c.Bool("dead") {
@@ -260,8 +264,12 @@ func oneLine(s string, width int) string {
 }
 
 func parseSeqs(c *cli.Context) ([]uint64, error) {
+	args, err := positionalArgs(c)
+	if err != nil {
+		return nil, err
+	}
 	var seqs []uint64
-	for _, a := range c.Args().Slice() {
+	for _, a := range args {
 		n, err := strconv.ParseUint(strings.TrimPrefix(a, "#"), 10, 64)
 		if err != nil || n == 0 {
 			return nil, fmt.Errorf("%q is not a record's sequence number", a)
