@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -766,5 +767,189 @@ func TestAttackOpsJournalCommands(t *testing.T) {
 	}
 	if strings.Contains(e.logTail(1<<30), secret) {
 		t.Error("the password is in the gateway's log")
+	}
+}
+
+// startWithConfig runs `ldapgate serve --config FILE` with nothing else
+// but the data folder and the address file, so that every setting a
+// reload may change comes from the file.
+func startWithConfig(t *testing.T, cfgFile string, extra ...string) (*gatewayProc, string) {
+	t.Helper()
+	dir := t.TempDir()
+	addrFile := filepath.Join(dir, "addr")
+	args := append([]string{"serve", "--config", cfgFile, "--data-dir", filepath.Join(dir, "data"), "--addr-file", addrFile}, extra...)
+	cmd := exec.Command(gatewayBin, args...)
+	cmd.Env = withoutLDAPGateEnv(os.Environ())
+	g := &gatewayProc{cmd: cmd, exited: make(chan struct{}), log: &lockedBuffer{}, DataDir: filepath.Join(dir, "data")}
+	cmd.Stdout, cmd.Stderr = g.log, g.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.PID = cmd.Process.Pid
+	go func() { _ = cmd.Wait(); close(g.exited) }()
+	t.Cleanup(func() { g.stop(t) })
+	waitFor(t, 20*time.Second, "the address file", func() error {
+		if !g.alive() {
+			t.Fatalf("gateway exited: %v\n%s", cmd.ProcessState, g.log.String())
+		}
+		b, err := os.ReadFile(addrFile)
+		if err != nil {
+			return err
+		}
+		g.URL = strings.Fields(string(b))[0]
+		return nil
+	})
+	return g, addrFile
+}
+
+// hup sends SIGHUP and waits for the reload's verdict in the log (the
+// n-th such line).
+func (g *gatewayProc) hup(t *testing.T, n int) string {
+	t.Helper()
+	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var verdict string
+	waitFor(t, 10*time.Second, "the reload's verdict", func() error {
+		g.requireAlive(t)
+		var vs []string
+		for _, l := range lines(g.log.String()) {
+			if strings.Contains(l, "configuration reload") || strings.Contains(l, "configuration reloaded") {
+				vs = append(vs, l)
+			}
+		}
+		if len(vs) < n {
+			return fmt.Errorf("%d verdicts", len(vs))
+		}
+		verdict = vs[n-1]
+		return nil
+	})
+	return verdict
+}
+
+// SIGHUP with a broken configuration: each is refused with a reason, the
+// gateway keeps serving on the old one (its listener too), and a good one
+// afterwards is applied. A listener that cannot open leaves the others
+// unopened. A burst of reloads under load drops nobody.
+func TestAttackOpsReloadWithBrokenConfigurations(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "ldapgate.yaml")
+	good := fmt.Sprintf("listen:\n  - ldap://127.0.0.1:0\nupstream:\n  urls:\n    - %s\nlog:\n  level: info\n", s.URL)
+	if err := os.WriteFile(cfgFile, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, addrFile := startWithConfig(t, cfgFile)
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	free := freeLoopbackPorts(t, 1)[0]
+
+	broken := []struct{ name, yaml, why string }{
+		{"not YAML", "listen: [ldap://127.0.0.1:0\nupstream: {", ""},
+		{"unknown key", good + "bogus: 1\n", "bogus"},
+		{"upstream scheme", strings.Replace(good, s.URL, "http://127.0.0.1:1", 1), "upstream"},
+		{"no upstream", "listen:\n  - ldap://127.0.0.1:0\n", "upstream"},
+		{"zero connections", good + "limits:\n  maxConnections: 0\n", "maxConnections"},
+		{"negative window", good + "limits:\n  bindFailureWindow: -1s\n", "bindFailureWindow"},
+		{"bad duration", good + "limits:\n  idleTimeout: soon\n", "idleTimeout"},
+		{"listen taken", fmt.Sprintf("listen:\n  - ldap://127.0.0.1:0\n  - ldap://127.0.0.1:%d\n  - ldap://%s\nupstream:\n  urls:\n    - %s\n",
+			free, held.Addr(), s.URL), "listen"},
+		{"ldaps without a certificate", strings.Replace(good, "ldap://127.0.0.1:0", "ldaps://127.0.0.1:0", 1), "ldaps"},
+		{"TLS switched on", good + "tls:\n  cert: /nonexistent/cert.pem\n  key: /nonexistent/key.pem\n", ""},
+		{"mirroring switched on", good + "mirror:\n  axigen:\n    addr: 127.0.0.1:1\n", ""},
+		{"empty file", "", ""},
+	}
+	n := 0
+	for _, b := range broken {
+		if err := os.WriteFile(cfgFile, []byte(b.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		v := g.hup(t, n)
+		if !strings.Contains(v, "configuration reload refused; the running configuration stays") || !strings.Contains(v, b.why) {
+			t.Errorf("%s: the reload's verdict is %q", b.name, v)
+		}
+		if err := gatewayServes(t, g.URL); err != nil {
+			t.Fatalf("%s: the gateway stopped serving on its listener: %v", b.name, err)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", free), time.Second); err == nil {
+		c.Close()
+		t.Errorf("a refused reload opened a listener on port %d", free)
+	}
+	// The file gone.
+	if err := os.Remove(cfgFile); err != nil {
+		t.Fatal(err)
+	}
+	n++
+	if v := g.hup(t, n); !strings.Contains(v, "refused") {
+		t.Errorf("reload of a missing file: %q", v)
+	}
+
+	// A good one is applied: a second listener opens.
+	next := fmt.Sprintf("listen:\n  - ldap://127.0.0.1:0\n  - ldap://127.0.0.1:%d\nupstream:\n  urls:\n    - %s\nlog:\n  level: info\n", free, s.URL)
+	if err := os.WriteFile(cfgFile, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n++
+	if v := g.hup(t, n); !strings.Contains(v, "configuration reloaded") {
+		t.Fatalf("a good reload: %q", v)
+	}
+	if err := gatewayServes(t, fmt.Sprintf("ldap://127.0.0.1:%d", free)); err != nil {
+		t.Errorf("the reloaded listener: %v", err)
+	}
+	if b, _ := os.ReadFile(addrFile); !strings.Contains(string(b), fmt.Sprint(free)) {
+		t.Errorf("the address file after the reload: %q", b)
+	}
+
+	// A burst of reloads while a client works.
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		c, err := ldap.DialURL(g.URL)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetTimeout(10 * time.Second)
+		if err := c.Bind(aliceDN, slapd.AlicePassword); err != nil {
+			errc <- err
+			return
+		}
+		for {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			if _, err := c.Search(ldap.NewSearchRequest(suffix, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+				"(uid=bob)", []string{"mail"}, nil)); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	for range 50 {
+		_ = g.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	waitFor(t, 20*time.Second, "the burst of reloads handled", func() error {
+		g.requireAlive(t)
+		if c := strings.Count(g.log.String(), "configuration reloaded"); c < 2 {
+			return fmt.Errorf("%d reloads", c)
+		}
+		return gatewayServes(t, g.URL)
+	})
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Errorf("a session during the reloads: %v", err)
 	}
 }
