@@ -953,3 +953,92 @@ func TestAttackOpsReloadWithBrokenConfigurations(t *testing.T) {
 		t.Errorf("a session during the reloads: %v", err)
 	}
 }
+
+// addOfSize is an add request of exactly n bytes of content (the length
+// the limit is checked against: the LDAPMessage's, after its header).
+func addOfSize(t *testing.T, id int64, uid string, n int) []byte {
+	t.Helper()
+	pad := n
+	for range 64 {
+		msg := addRequest(id, "uid="+uid+","+people, map[string][]string{
+			"objectClass": {"inetOrgPerson"}, "uid": {uid}, "cn": {uid}, "sn": {uid},
+			"description": {strings.Repeat("x", max(pad, 1))},
+		})
+		p := ber.DecodePacket(msg)
+		content := len(p.Data.Bytes())
+		if content == n {
+			return msg
+		}
+		pad += n - content
+	}
+	t.Fatalf("cannot build an add of %d bytes", n)
+	return nil
+}
+
+// The message size limit is exact: a request of exactly --max-message-size
+// bytes is served, one byte more ends the session with protocolError and
+// a diagnostic, and the gateway serves the next client.
+func TestAttackOpsMessageSizeLimitIsExact(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	const limit = 64 << 10
+	g := startGateway(t, "--upstream", s.URL, "--log-level", "info", "--max-message-size", fmt.Sprint(limit))
+
+	c := dialRaw(t, g.URL)
+	c.send(t, bindRequest(1, adminDN, adminPW))
+	c.expectResult(t, 1, ldap.LDAPResultSuccess)
+	c.send(t, addOfSize(t, 2, "atlimit", limit))
+	c.expectResult(t, 2, ldap.LDAPResultSuccess)
+
+	over := dialRaw(t, g.URL)
+	over.send(t, bindRequest(1, adminDN, adminPW))
+	over.expectResult(t, 1, ldap.LDAPResultSuccess)
+	over.send(t, addOfSize(t, 2, "overlimit", limit+1))
+	msgs, err := over.drain(10 * time.Second)
+	if !isClosed(err) || len(msgs) != 1 || !msgs[0].isNoticeOfDisconnection() || msgs[0].ResultCode != ldap.LDAPResultProtocolError ||
+		!strings.Contains(msgs[0].Diagnostic, "size limit") {
+		t.Errorf("one byte over the limit: %v, %v; want a protocolError notice naming the size limit", msgs, err)
+	}
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An entry the directory holds that is larger than --max-message-size (a
+// photo, say): the relay cannot read past it, so the session ends, but
+// the client and the log must learn why; "the upstream directory closed
+// the connection" sent an operator after a healthy directory.
+func TestAttackOpsUpstreamAnswerOverTheSizeLimit(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	const limit = 64 << 10
+	g := startGateway(t, "--upstream", s.URL, "--log-level", "info", "--max-message-size", fmt.Sprint(limit))
+	direct, err := s.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	m := ldap.NewModifyRequest(bobDN, nil)
+	m.Replace("description", []string{strings.Repeat("y", 2*limit)})
+	if err := direct.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, g.URL)
+	c.send(t, bindRequest(1, aliceDN, slapd.AlicePassword))
+	c.expectResult(t, 1, ldap.LDAPResultSuccess)
+	c.send(t, searchRequest(t, 2, bobDN, "(objectClass=*)", "description"))
+	msgs, _ := c.drain(10 * time.Second)
+	answered := false
+	for _, m := range msgs {
+		if m.ID == 2 && m.ResultCode >= 0 {
+			answered = true
+			if !strings.Contains(m.Diagnostic, "message size limit") {
+				t.Errorf("the search's result does not say the answer was over the size limit: %v", m)
+			}
+		}
+	}
+	if !answered {
+		t.Errorf("the search got no result: %v", msgs)
+	}
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -178,8 +178,13 @@ func (s *session) upstreamLost(up *upstreamConn, err error) {
 	s.wakeLocked()
 	s.mu.Unlock()
 	reason := "ldapgate: the upstream directory closed the connection"
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		reason = "ldapgate: the upstream directory did not answer within the operation timeout"
+	case errors.Is(err, ldapwire.ErrMessageTooLarge):
+		// The directory is fine; its answer (a large entry, say) is over
+		// the limit, and the rest of the stream cannot be read without it.
+		reason = "ldapgate: an answer of the upstream directory exceeds the gateway's message size limit (--max-message-size)"
 	}
 	if closing {
 		// The client has gone or unbound: only the Completions of its
