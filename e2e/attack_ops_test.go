@@ -6,12 +6,14 @@ package e2e
 // reload and the logs. Each test drives the built binary over real sockets.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	ber "github.com/go-asn1-ber/asn1-ber"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -1041,4 +1043,104 @@ func TestAttackOpsUpstreamAnswerOverTheSizeLimit(t *testing.T) {
 	if err := gatewayServes(t, g.URL); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// httpRaw sends a raw HTTP request to addr and returns the status line.
+func httpRaw(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		return "write failed: " + err.Error()
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "read failed: " + err.Error()
+	}
+	return strings.TrimSpace(line)
+}
+
+// The admin endpoint on TCP (--admin-listen) serves the probes and the
+// metrics only, whatever the method, path spelling or header size, and a
+// flood of idle connections to it cannot take the descriptors the LDAP
+// listeners need.
+func TestAttackOpsAdminEndpointOverTCP(t *testing.T) {
+	const flood = 400
+	raiseFileLimit(t, 4*flood)
+	s := slapd.StartT(t, slapd.Options{})
+	port := freeLoopbackPorts(t, 1)[0]
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	g := startGateway(t, "--upstream", s.URL, "--log-level", "info", "--admin-listen", addr)
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) string {
+		return httpRaw(t, addr, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	}
+	for path, want := range map[string]string{
+		"/metrics": "200", "/healthz": "200", "/readyz": "200",
+		"/journal/stats": "403", "/journal/records": "403", "/debug/pprof/": "403", "/debug/pprof/profile?seconds=30": "403",
+		"/metrics/../journal/stats": "403", "//journal/stats": "403", "/%6aournal/stats": "403", "/METRICS": "403",
+		"/journal/records/1/drop": "403", "/cluster/status": "403",
+	} {
+		if got := get(path); !strings.Contains(got, " "+want+" ") {
+			t.Errorf("GET %s over TCP: %q, want %s", path, got, want)
+		}
+	}
+	for _, req := range []string{
+		"POST /journal/records/1/drop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+		"DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	} {
+		if got := httpRaw(t, addr, req); strings.Contains(got, " 200 ") {
+			t.Errorf("%q over TCP: %q", strings.SplitN(req, "\r", 2)[0], got)
+		}
+	}
+	huge := "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\nConnection: close\r\n\r\n"
+	if got := httpRaw(t, addr, huge); strings.Contains(got, " 200 ") {
+		t.Errorf("a 2 MiB header: %q", got)
+	}
+
+	base := openFDs(t, g.PID)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range flood {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("admin connection %d: %v", len(held)+1, err)
+		}
+		held = append(held, c)
+	}
+	waitFor(t, 10*time.Second, "the gateway to take what it takes of the flood", func() error {
+		n := openFDs(t, g.PID)
+		time.Sleep(200 * time.Millisecond) // polling: the count must settle
+		if m := openFDs(t, g.PID); m != n {
+			return fmt.Errorf("%d then %d descriptors", n, m)
+		}
+		return nil
+	})
+	if n := openFDs(t, g.PID); n > base+100 {
+		t.Errorf("%d idle admin connections hold %d descriptors of the gateway (%d before)", flood, n-base, base)
+	}
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Errorf("LDAP during the admin flood: %v", err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	waitFor(t, 20*time.Second, "/metrics after the flood", func() error {
+		if got := get("/metrics"); !strings.Contains(got, " 200 ") {
+			return fmt.Errorf("%q", got)
+		}
+		return nil
+	})
+	g.requireAlive(t)
 }
