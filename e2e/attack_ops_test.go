@@ -1144,3 +1144,113 @@ func TestAttackOpsAdminEndpointOverTCP(t *testing.T) {
 	})
 	g.requireAlive(t)
 }
+
+// saslPlainBind is a SASL PLAIN bind (authzid NUL authcid NUL password).
+func saslPlainBind(id int64, authcid, pw string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationBindRequest, nil, "bind")
+	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(3), "version"))
+	op.AppendChild(octets(""))
+	sasl := ber.Encode(ber.ClassContext, ber.TypeConstructed, 3, nil, "sasl")
+	sasl.AppendChild(octets("PLAIN"))
+	sasl.AppendChild(octets("\x00" + authcid + "\x00" + pw))
+	op.AppendChild(sasl)
+	return envelope(id, op)
+}
+
+// No secret anywhere an operator or an attacker may look: every way a
+// password passes the gateway (binds right and wrong, SASL PLAIN, the
+// password modify operation, an add, a replace, a refused write, a write
+// the directory fails, a delivery Axigen fails) leaves it out of the debug
+// log, the audit log, the journal's files, `ldapgate journal` and
+// cn=changelog.
+func TestAttackOpsNoSecretAnywhere(t *testing.T) {
+	root := t.TempDir()
+	audit := filepath.Join(root, "audit.log")
+	e := newMirrorEnv(t, mirrorOptions{LogLevel: "debug", Extra: []string{"--audit-log", audit, "--max-attempts", "1"}})
+	secrets := map[string]string{}
+	secret := func(what string) string {
+		s := fmt.Sprintf("S3cr3t-%d-%s", len(secrets), strings.ReplaceAll(what, " ", "-"))
+		secrets[s] = what
+		return s
+	}
+
+	c := dialRaw(t, e.gw.URL)
+	c.send(t, bindRequest(1, userDN("alice"), secret("wrong bind")))
+	c.expectResult(t, 1, ldap.LDAPResultInvalidCredentials)
+	c.send(t, saslPlainBind(2, "alice", secret("sasl plain")))
+	if _, err := c.next(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	alicePW := secret("self password modify")
+	e.mustTool("", "ldappasswd", userDN("alice"), slapd.AlicePassword, "-a", slapd.AlicePassword, "-s", alicePW)
+	e.asAdmin(fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: userPassword\nuserPassword: %s\n", userDN("bob"), secret("admin replace")), "ldapmodify")
+	e.asAdmin(fmt.Sprintf("dn: %s\nobjectClass: inetOrgPerson\nuid: zed\ncn: Zed\nsn: Z\nmail: zed@example.com\nuserPassword: %s\n",
+		userDN("zed"), secret("add")), "ldapadd")
+	refused := e.tool(fmt.Sprintf("dn: %s\nchangetype: modify\nreplace: userPassword\nuserPassword: %s\n", userDN("zed"), secret("refused write")),
+		"ldapmodify", userDN("alice"), alicePW)
+	if refused.Code != ldap.LDAPResultInsufficientAccessRights {
+		t.Fatalf("alice changing zed's password: exit %d\n%s", refused.Code, refused.Out)
+	}
+	failed := e.tool(fmt.Sprintf("dn: %s\nobjectClass: inetOrgPerson\nuid: zed\ncn: Zed\nsn: Z\nuserPassword: %s\n", userDN("zed"), secret("failing add")),
+		"ldapadd", mirrorAdminDN, e.dir.RootPW)
+	if failed.Code != ldap.LDAPResultEntryAlreadyExists {
+		t.Errorf("adding zed again: exit %d\n%s", failed.Code, failed.Out)
+	}
+	if err := e.sim.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	e.asAdmin("", "ldappasswd", "-s", secret("undelivered"), userDN("zed"))
+	waitFor(t, 30*time.Second, "the undelivered password dead", func() error {
+		if len(runningRecords(t, e.dataDir, "dead")) == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	if err := e.sim.SetDown(false); err != nil {
+		t.Fatal(err)
+	}
+
+	var seen []string
+	look := func(where, text string) {
+		for s, what := range secrets {
+			if strings.Contains(text, s) {
+				seen = append(seen, fmt.Sprintf("the %s password is in %s", what, where))
+			}
+		}
+	}
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	res, err := admin.Search(ldap.NewSearchRequest("cn=changelog", ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"*", "+"}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dump strings.Builder
+	for _, en := range res.Entries {
+		for _, a := range en.Attributes {
+			fmt.Fprintf(&dump, "%s: %s\n", a.Name, strings.Join(a.Values, " | "))
+		}
+	}
+	look("cn=changelog", dump.String())
+	dd := "--data-dir=" + e.dataDir
+	look("journal ls", ljournal(t, "ls", "--limit", "0", dd).Out)
+	look("journal ls --json", ljournal(t, "ls", "--limit", "0", "--json", dd).Out)
+	for _, r := range runningRecords(t, e.dataDir, "dead") {
+		look("journal show", ljournal(t, "show", fmt.Sprint(r.Seq), dd).Out)
+	}
+	look("/metrics", scrape(t, e.dataDir))
+	e.stop()
+	look("the gateway's log", e.logTail(1<<30))
+	for s, what := range secrets {
+		for _, dir := range []string{e.dataDir, root} {
+			for _, f := range filesContaining(t, dir, s) {
+				seen = append(seen, fmt.Sprintf("the %s password is in %s", what, f))
+			}
+		}
+	}
+	if b, err := os.ReadFile(audit); err != nil || !bytes.Contains(b, []byte(`"decision":"refused"`)) || !bytes.Contains(b, []byte(`"outcome":"failed"`)) {
+		t.Errorf("the audit log %s lacks the refusal or the failed delivery (%v):\n%s", audit, err, b)
+	}
+	for _, s := range seen {
+		t.Error(s)
+	}
+}
