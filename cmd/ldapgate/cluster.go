@@ -142,7 +142,7 @@ func clusterSettings() []setting {
 			func(c *Config) *string { return &c.Cluster.NodeID }),
 		stringSetting("cluster-listen", "CLUSTER_LISTEN", "HOST:PORT of this node's cluster port (Raft and the gateways' own requests) (file: cluster.listen)",
 			func(c *Config) *string { return &c.Cluster.Listen }),
-		sliceSetting("cluster-peer", "CLUSTER_PEER", "a voter of the cluster as ID@HOST:PORT, repeatable; the same list on every node of a new cluster, this one included; a node not in its list joins the running cluster of those peers once `ldapgate cluster add` adds it; none: the gateway runs alone (file: cluster.peers)",
+		sliceSetting("cluster-peer", "CLUSTER_PEER", "a voter of the cluster as ID@HOST:PORT, repeatable; the same list on every node of a new cluster, this one included; a node not in its list joins the running cluster of those peers once ldapgate cluster add adds it; none: the gateway runs alone (file: cluster.peers)",
 			func(c *Config) *[]string { return &c.Cluster.Peers }),
 		stringSetting("cluster-tls-cert", "CLUSTER_TLS_CERT", "PEM certificate this node presents to the others (mutual TLS; required unless every cluster address is loopback) (file: cluster.tlsCert)",
 			func(c *Config) *string { return &c.Cluster.TLSCert }),

@@ -146,3 +146,30 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Errorf("example config: %+v", cfg)
 	}
 }
+
+// urfave/cli takes the first `quoted` words of a flag's usage for the
+// name of its value: `ldapgate cluster add` in --cluster-peer's made
+// --help print "--cluster-peer ldapgate cluster add", and a boolean flag
+// seem to take a value.
+func TestFlagUsagesHaveNoQuotedPlaceholders(t *testing.T) {
+	for _, s := range serveSettings() {
+		usage := s.flag.(cli.DocGenerationFlag).GetUsage()
+		name := ""
+		if _, rest, ok := strings.Cut(usage, "`"); ok {
+			name, _, _ = strings.Cut(rest, "`")
+		}
+		if _, isBool := s.flag.(*cli.BoolFlag); (isBool && name != "") || strings.Contains(name, " ") {
+			t.Errorf("--%s: its usage makes --help name its value %q", s.flag.Names()[0], name)
+		}
+	}
+}
+
+// A value of the wrong type in the file names its setting, as every other
+// bad setting's message does.
+func TestWrongTypeInTheFileIsNamed(t *testing.T) {
+	path := writeConfig(t, "upstream:\n  urls:\n    - ldap://127.0.0.1:389\nlimits:\n  maxConnections: 10\n  idleTimeout: soon\n")
+	_, err := runConfig(t, "--config", path)
+	if err == nil || !strings.Contains(err.Error(), "invalid setting limits.idleTimeout") {
+		t.Errorf("loading a duration of %q: %v", "soon", err)
+	}
+}
