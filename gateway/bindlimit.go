@@ -36,6 +36,23 @@ func hostOf(addr string) string {
 	return addr
 }
 
+// guesserOf is who the failed-bind limit counts for a client address: the
+// IP address, or for IPv6 its /64 network. One IPv6 host commonly holds a
+// whole /64 and may pick a fresh address for each connection; counted per
+// address, its guesses would never reach the limit, and enough fresh
+// addresses would also flush the limiter's table of everyone's failures.
+func guesserOf(addr string) string {
+	host := hostOf(addr)
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return host
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String() // an IPv4-mapped IPv6 address too
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
 // bindTicket is a bind admitted by the limiter and counted, until its
 // answer comes, as a failure of its address's window (since). The zero
 // ticket stands for a bind nothing was counted for.
@@ -57,7 +74,7 @@ func (l *bindLimiter) admit(addr string, now time.Time) (bindTicket, bool, time.
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	host := hostOf(addr)
+	host := guesserOf(addr)
 	f := l.fails[host]
 	if f == nil || now.Sub(f.since) >= l.window {
 		if len(l.fails) >= maxTrackedAddresses {

@@ -87,6 +87,36 @@ func TestBindLimiter(t *testing.T) {
 	}
 }
 
+// An IPv6 client is counted by its /64: fresh addresses of one host do
+// not get it fresh guesses. IPv4 addresses are counted one by one.
+func TestBindLimiterCountsIPv6ByNetwork(t *testing.T) {
+	l := newBindLimiter(2, time.Minute)
+	now := time.Unix(1000, 0)
+	for _, a := range []string{"[2001:db8:1:2::1]:5000", "[2001:db8:1:2:ffff::9]:5001"} {
+		tk, ok, _ := l.admit(a, now)
+		if !ok {
+			t.Fatalf("%s refused", a)
+		}
+		l.settle(tk, true)
+	}
+	if _, ok, _ := l.admit("[2001:db8:1:2:abcd::1]:6000", now); ok {
+		t.Error("a third address of the same /64 admitted after two failures")
+	}
+	if _, ok, _ := l.admit("[2001:db8:1:3::1]:6000", now); !ok {
+		t.Error("another /64 refused")
+	}
+	for _, a := range []string{"10.0.0.1:1", "10.0.0.1:2"} {
+		tk, _, _ := l.admit(a, now)
+		l.settle(tk, true)
+	}
+	if _, ok, _ := l.admit("10.0.0.2:1", now); !ok {
+		t.Error("an IPv4 neighbour refused")
+	}
+	if _, ok, _ := l.admit("[::ffff:10.0.0.1]:3", now); ok {
+		t.Error("an IPv4-mapped address escapes its IPv4 address's count")
+	}
+}
+
 // Binds admitted together count before their answers: three outstanding
 // binds fill a limit of three, and an answer from a past window gives
 // nothing back to the present one.
