@@ -762,6 +762,25 @@ func TestAttackOpsJournalCommands(t *testing.T) {
 	e.stop()
 	ok(ljournal(t, "show", fmt.Sprint(phoneSeq), "--json", dd), "journal show SEQ --json (stopped)")
 	ok(ljournal(t, "ls", "--limit", "0", dd), "journal ls (stopped)")
+	// Commands at once on a stopped gateway's folder: each succeeds or says
+	// another process holds the journal (not "stop the gateway"), and the
+	// journal stays whole.
+	var racing sync.WaitGroup
+	outs := make([]toolResult, 6)
+	for i := range outs {
+		racing.Add(1)
+		go func() {
+			defer racing.Done()
+			outs[i] = ljournal(t, "stats", dd)
+		}()
+	}
+	racing.Wait()
+	for _, r := range outs {
+		if r.Code != 0 && (!strings.Contains(r.Out, "another process") || strings.Contains(r.Out, "stop the gateway")) {
+			t.Errorf("journal stats racing another: exit %d:\n%s", r.Code, r.Out)
+		}
+	}
+	ok(ljournal(t, "stats", dd), "journal stats after the race")
 	for _, dir := range []string{e.dataDir, filepath.Dir(audit)} {
 		if hits := filesContaining(t, dir, secret); len(hits) > 0 {
 			t.Errorf("the password is in %v", hits)

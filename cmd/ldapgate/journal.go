@@ -114,7 +114,12 @@ func openJournal(c *cli.Context) (*store.Journal, error) {
 	if err != nil {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
-			return nil, fmt.Errorf("%w; its admin socket %s is missing, so stop the gateway first", locked, adminSocket(dataDir(c)))
+			// Without the socket the holder is a gateway still starting
+			// or stopping, or another `ldapgate journal` command on a
+			// stopped gateway's folder: waiting is the remedy, not a stop.
+			return nil, fmt.Errorf("the %w (%s) and no gateway answers on %s: "+
+				"a gateway starting or stopping, or another ldapgate journal command; try again in a moment",
+				store.ErrLocked, locked.Dir, adminSocket(dataDir(c)))
 		}
 		if errors.Is(err, store.ErrNoJournal) {
 			return nil, fmt.Errorf("%w (set --data-dir or LDAPGATE_DATA_DIR to the gateway's data folder)", err)
