@@ -1406,3 +1406,56 @@ func pipelinedMix(t *testing.T, maxOps string) {
 	}
 	e.requireAlive()
 }
+
+// ldapgateCmd runs the binary with args and returns its output and code.
+func ldapgateCmd(t *testing.T, args ...string) toolResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gatewayBin, args...)
+	cmd.Env = withoutLDAPGateEnv(os.Environ())
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		code = exitErr.ExitCode()
+	case err != nil:
+		t.Fatalf("ldapgate %v: %v", args, err)
+	}
+	return toolResult{Out: string(out), Code: code}
+}
+
+// The cluster commands against a lone gateway, running or stopped, and
+// with bad input: each fails with a message that says why, and the gateway
+// goes on.
+func TestAttackOpsClusterCommandsOnALoneGateway(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	g := startGateway(t, "--upstream", s.URL, "--log-level", "info")
+	dd := "--data-dir=" + g.DataDir
+	for _, args := range [][]string{
+		{"cluster", "status", dd},
+		{"cluster", "add", dd, "d@127.0.0.1:1"},
+		{"cluster", "remove", dd, "d"},
+		{"cluster", "add", dd, "d@"},
+		{"cluster", "add", dd, "@127.0.0.1:1"},
+		{"cluster", "add", dd, "nonsense"},
+		{"cluster", "add", dd},
+		{"cluster", "remove", dd},
+		{"cluster", "remove", dd, "a", "b"},
+		{"cluster", "status", "--data-dir", t.TempDir()},
+	} {
+		r := ldapgateCmd(t, args...)
+		out := strings.TrimSpace(r.Out)
+		if r.Code == 0 || out == "" || strings.Contains(out, "panic") || len(out) > 400 {
+			t.Errorf("ldapgate %v: exit %d:\n%s", args, r.Code, out)
+		}
+		t.Logf("ldapgate %v: %s", args[:2], out)
+	}
+	if r := ldapgateCmd(t, "cluster", "status", dd); !strings.Contains(strings.ToLower(r.Out), "cluster") {
+		t.Errorf("cluster status on a lone gateway does not say it is not clustered:\n%s", r.Out)
+	}
+	if err := gatewayServes(t, g.URL); err != nil {
+		t.Fatal(err)
+	}
+}
