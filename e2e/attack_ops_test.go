@@ -445,6 +445,10 @@ func TestAttackOpsSubtreeOddSearches(t *testing.T) {
 		{"non-critical sort control", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{
 			control("1.2.840.113556.1.4.473", false, []byte{0x30, 0x0e, 0x30, 0x0c, 0x04, 0x0a, 'c', 'h', 'a', 'n', 'g', 'e', 'T', 'y', 'p', 'e'})}}),
 			0, n},
+		{"absolute true (&)", rawSearch{base: "cn=changelog", filterPacket: ber.Encode(ber.ClassContext, ber.TypeConstructed, ldap.FilterAnd, nil, "and")}, -2, -1},
+		{"absolute false (|)", rawSearch{base: "cn=changelog", filterPacket: ber.Encode(ber.ClassContext, ber.TypeConstructed, ldap.FilterOr, nil, "or")}, -2, 0},
+		{"filter nested 900 deep", one(rawSearch{base: "cn=changelog", filterPacket: nestedNot(900)}), -2, -1},
+		{"filter nested 5000 deep", one(rawSearch{base: "cn=changelog", filterPacket: nestedNot(5000)}), -2, -1},
 		{"paging size 0", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(0, nil, false)}}), 0, 0},
 		{"paging bad cookie", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(5, []byte("garbage"), true)}}), -2, 0},
 		{"paging far cookie", one(rawSearch{base: "cn=changelog", controls: []*ber.Packet{pagingControl(5, []byte("18446744073709551615:0"), true)}}), 0, 0},
@@ -1458,4 +1462,15 @@ func TestAttackOpsClusterCommandsOnALoneGateway(t *testing.T) {
 	if err := gatewayServes(t, g.URL); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// nestedNot is (!(!(...(objectClass=*)...))) depth deep.
+func nestedNot(depth int) *ber.Packet {
+	f := ber.NewString(ber.ClassContext, ber.TypePrimitive, ldap.FilterPresent, "objectClass", "present")
+	for range depth {
+		not := ber.Encode(ber.ClassContext, ber.TypeConstructed, ldap.FilterNot, nil, "not")
+		not.AppendChild(f)
+		f = not
+	}
+	return f
 }
