@@ -890,6 +890,7 @@ func TestAttackOpsReloadWithBrokenConfigurations(t *testing.T) {
 		{"TLS switched on", good + "tls:\n  cert: /nonexistent/cert.pem\n  key: /nonexistent/key.pem\n", ""},
 		{"mirroring switched on", good + "mirror:\n  axigen:\n    addr: 127.0.0.1:1\n", ""},
 		{"empty file", "", ""},
+		{"password in the upstream URL", strings.Replace(good, s.URL, strings.Replace(s.URL, "ldap://", "ldap://u:Hunter2-Reload@", 1), 1), "upstream"},
 	}
 	n := 0
 	for _, b := range broken {
@@ -904,6 +905,9 @@ func TestAttackOpsReloadWithBrokenConfigurations(t *testing.T) {
 		if err := gatewayServes(t, g.URL); err != nil {
 			t.Fatalf("%s: the gateway stopped serving on its listener: %v", b.name, err)
 		}
+	}
+	if strings.Contains(g.log.String(), "Hunter2-Reload") {
+		t.Error("the password of a refused upstream URL is in the log")
 	}
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", free), time.Second); err == nil {
 		c.Close()

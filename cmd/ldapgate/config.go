@@ -249,6 +249,21 @@ func (cfg *Config) validate() error {
 	if len(cfg.Listen) == 0 {
 		return bad("listen (--listen)", "at least one listener is needed")
 	}
+	// A user or password in a URL means nothing to LDAP, and the URLs are
+	// logged, labelled in /metrics and shown in cn=monitor: refuse one,
+	// without repeating it.
+	for _, list := range []struct {
+		setting string
+		urls    []string
+	}{{"listen (--listen)", cfg.Listen}, {"upstream.urls (--upstream)", cfg.Upstream.URLs}} {
+		for _, raw := range list.urls {
+			if u, err := url.Parse(raw); err == nil && u.User != nil {
+				u.User = url.User("xxxxx")
+				return bad(list.setting, "%s: a user or password in the URL is not allowed (the URLs are logged and shown in "+
+					"/metrics and cn=monitor; the gateway's own identity is --service-dn with --service-password-file)", u.Redacted())
+			}
+		}
+	}
 	for _, l := range cfg.Listen {
 		u, err := url.Parse(l)
 		if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "" {

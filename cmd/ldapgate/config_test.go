@@ -173,3 +173,19 @@ func TestWrongTypeInTheFileIsNamed(t *testing.T) {
 		t.Errorf("loading a duration of %q: %v", "soon", err)
 	}
 }
+
+// A password in an upstream or listener URL would be logged, labelled in
+// /metrics and shown in cn=monitor: it is refused, and the refusal does
+// not repeat it.
+func TestURLsWithAPasswordAreRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--upstream", "ldap://admin:hunter2@127.0.0.1:389"},
+		{"--upstream", "ldap://127.0.0.1:389", "--upstream", "ldaps://cn=admin:hunter2@dir.example.com"},
+		{"--upstream", "ldap://127.0.0.1:389", "--listen", "ldap://x:hunter2@127.0.0.1:3389"},
+	} {
+		_, err := runConfig(t, args...)
+		if err == nil || !strings.Contains(err.Error(), "a user or password in the URL is not allowed") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
