@@ -1478,3 +1478,34 @@ func nestedNot(depth int) *ber.Packet {
 	}
 	return f
 }
+
+// Binds the directory never answers (it is down) are no failed guesses:
+// however many a client sends during an outage, its right password works
+// as soon as the directory is back.
+func TestAttackOpsBindsDuringAnOutageDoNotLockOut(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	dead := freeLoopbackPorts(t, 1)[0]
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "ldapgate.yaml")
+	conf := func(upstream string) string {
+		return fmt.Sprintf("listen:\n  - ldap://127.0.0.1:0\nupstream:\n  urls:\n    - %s\nlimits:\n  maxBindFailures: 3\n  dialTimeout: 1s\n", upstream)
+	}
+	if err := os.WriteFile(cfgFile, []byte(conf(fmt.Sprintf("ldap://127.0.0.1:%d", dead))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := startWithConfig(t, cfgFile)
+	c := dialRaw(t, g.URL)
+	for i := int64(1); i <= 8; i++ {
+		c.send(t, bindRequest(i, aliceDN, slapd.AlicePassword))
+		c.expectResult(t, i, ldap.LDAPResultUnavailable)
+	}
+	if err := os.WriteFile(cfgFile, []byte(conf(s.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.hup(t, 1); !strings.Contains(v, "configuration reloaded") {
+		t.Fatalf("reload: %q", v)
+	}
+	after := dialRaw(t, g.URL)
+	after.send(t, bindRequest(1, aliceDN, slapd.AlicePassword))
+	after.expectResult(t, 1, ldap.LDAPResultSuccess)
+}

@@ -246,6 +246,8 @@ const OutcomeUnknown = "; the operation may or may not have been applied"
 // nothing (it has gone, or is being told otherwise).
 func (s *session) completeUnanswered(pending map[int64]pendingOp, reason string) {
 	for _, op := range pending {
+		// A bind the directory never judged is no failed guess.
+		s.srv.binds.settle(op.bindTicket, false)
 		if op.after != nil {
 			op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: true})
 		}
@@ -257,6 +259,7 @@ func (s *session) completeUnanswered(pending map[int64]pendingOp, reason string)
 // An operation the client abandoned gets no answer, but its Completion
 // still learns the outcome is unknown.
 func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
+	s.srv.binds.settle(op.bindTicket, false) // a bind the directory never judged is no failed guess
 	if op.after != nil {
 		op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: sent})
 	}
