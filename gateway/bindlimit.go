@@ -36,12 +36,13 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// guesserOf is who the failed-bind limit counts for a client address: the
-// IP address, or for IPv6 its /64 network. One IPv6 host commonly holds a
-// whole /64 and may pick a fresh address for each connection; counted per
-// address, its guesses would never reach the limit, and enough fresh
-// addresses would also flush the limiter's table of everyone's failures.
-func guesserOf(addr string) string {
+// clientOf is who the per-client limits (failed binds, connections per
+// address) count for a client address: the IP address, or for IPv6 its
+// /64 network. One IPv6 host commonly holds a whole /64 and may pick a
+// fresh address for each connection; counted per address, its guesses and
+// connections would never reach a limit, and enough fresh addresses would
+// also flush the limiter's table of everyone's failures.
+func clientOf(addr string) string {
 	host := hostOf(addr)
 	ip := net.ParseIP(host)
 	if ip == nil {
@@ -74,7 +75,7 @@ func (l *bindLimiter) admit(addr string, now time.Time) (bindTicket, bool, time.
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	host := guesserOf(addr)
+	host := clientOf(addr)
 	f := l.fails[host]
 	if f == nil || now.Sub(f.since) >= l.window {
 		if len(l.fails) >= maxTrackedAddresses {

@@ -117,6 +117,26 @@ func TestBindLimiterCountsIPv6ByNetwork(t *testing.T) {
 	}
 }
 
+// The per-address connection limit counts an IPv6 client by its /64 too.
+func TestConnectionLimitCountsIPv6ByNetwork(t *testing.T) {
+	a := addrCounts{limit: 2, open: map[string]int{}}
+	for _, addr := range []string{"[2001:db8::1]:1000", "[2001:db8::2]:1000"} {
+		if !a.take(clientOf(addr)) {
+			t.Fatalf("%s refused", addr)
+		}
+	}
+	if a.take(clientOf("[2001:db8::ffff:3]:1000")) {
+		t.Error("a third connection from the same /64 taken at a limit of 2")
+	}
+	if !a.take(clientOf("[2001:db8:0:1::1]:1000")) {
+		t.Error("another /64 refused")
+	}
+	a.give(clientOf("[2001:db8::1]:1000"))
+	if !a.take(clientOf("[2001:db8::5]:1000")) {
+		t.Error("a place given back is not free")
+	}
+}
+
 // Binds admitted together count before their answers: three outstanding
 // binds fill a limit of three, and an answer from a past window gives
 // nothing back to the present one.

@@ -351,7 +351,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		}
 		backoff = 0
 		s.stats.accepted.Add(1)
-		addr := hostOf(conn.RemoteAddr().String())
+		addr := clientOf(conn.RemoteAddr().String())
 		if !s.perAddr.take(addr) {
 			s.stats.rejected.Add(1)
 			s.turnAway(conn, implicitTLS, "ldapgate: too many connections from this address; try again later")
