@@ -1145,11 +1145,18 @@ func TestAttackOpsAdminEndpointOverTCP(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	waitFor(t, 10*time.Second, "the gateway to take what it takes of the flood", func() error {
+	// The gateway has taken what it takes of the flood once its count of
+	// descriptors holds still over several polls.
+	prev, still := -1, 0
+	waitFor(t, 10*time.Second, "the gateway's descriptors to settle", func() error {
 		n := openFDs(t, g.PID)
-		time.Sleep(200 * time.Millisecond) // polling: the count must settle
-		if m := openFDs(t, g.PID); m != n {
-			return fmt.Errorf("%d then %d descriptors", n, m)
+		if n == prev {
+			still++
+		} else {
+			prev, still = n, 0
+		}
+		if still < 8 {
+			return fmt.Errorf("%d descriptors", n)
 		}
 		return nil
 	})
