@@ -178,8 +178,13 @@ func (s *session) upstreamLost(up *upstreamConn, err error) {
 	s.wakeLocked()
 	s.mu.Unlock()
 	reason := "ldapgate: the upstream directory closed the connection"
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		reason = "ldapgate: the upstream directory did not answer within the operation timeout"
+	case errors.Is(err, ldapwire.ErrMessageTooLarge):
+		// The directory is fine; its answer (a large entry, say) is over
+		// the limit, and the rest of the stream cannot be read without it.
+		reason = "ldapgate: an answer of the upstream directory exceeds the gateway's message size limit (--max-message-size)"
 	}
 	if closing {
 		// The client has gone or unbound: only the Completions of its
@@ -241,6 +246,8 @@ const OutcomeUnknown = "; the operation may or may not have been applied"
 // nothing (it has gone, or is being told otherwise).
 func (s *session) completeUnanswered(pending map[int64]pendingOp, reason string) {
 	for _, op := range pending {
+		// A bind the directory never judged is no failed guess.
+		s.srv.binds.settle(op.bindTicket, false)
 		if op.after != nil {
 			op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: true})
 		}
@@ -252,6 +259,7 @@ func (s *session) completeUnanswered(pending map[int64]pendingOp, reason string)
 // An operation the client abandoned gets no answer, but its Completion
 // still learns the outcome is unknown.
 func (s *session) failOp(id int64, op pendingOp, reason string, sent bool) {
+	s.srv.binds.settle(op.bindTicket, false) // a bind the directory never judged is no failed guess
 	if op.after != nil {
 		op.after(s.ctx, Result{Code: ldap.LDAPResultUnavailable, Diagnostic: reason, Unanswered: sent})
 	}

@@ -49,16 +49,20 @@ func (s *session) bind(m ldapwire.Message) bool {
 		}
 		op.saslMechanism = b.mechanism
 	}
-	if blocked, wait := s.srv.binds.blocked(s.remote, time.Now()); blocked && !anonymous {
-		s.log().Warn("bind refused: too many failed binds from this address")
-		s.respond(m, ldap.LDAPResultUnwillingToPerform, fmt.Sprintf(
-			"ldapgate: too many failed binds from this address; try again in %s", wait.Round(time.Second)))
-		return true
-	}
 	if s.srv.cfg.ConfidentialityRequired && !isTLS && !anonymous {
 		s.respond(m, ldap.LDAPResultConfidentialityRequired,
 			"ldapgate: binding requires a TLS-protected connection; use StartTLS or ldaps://")
 		return true
+	}
+	if !anonymous {
+		ticket, ok, wait := s.srv.binds.admit(s.remote, time.Now())
+		if !ok {
+			s.log().Warn("bind refused: too many failed binds from this address")
+			s.respond(m, ldap.LDAPResultUnwillingToPerform, fmt.Sprintf(
+				"ldapgate: too many failed binds from this address; try again in %s", wait.Round(time.Second)))
+			return true
+		}
+		op.bindTicket = ticket
 	}
 	// A bind makes the directory abandon what is outstanding (RFC 4511
 	// section 4.2.1 lets it): the intercepted writes get their answers
@@ -73,9 +77,7 @@ func (s *session) bind(m ldapwire.Message) bool {
 func (s *session) noteBindLocked(m ldapwire.Message, op pendingOp) {
 	code, ok := ldapwire.ResultCode(m.OpContent)
 	s.boundDN, s.saslMechanism = "", ""
-	if ok && code == ldap.LDAPResultInvalidCredentials {
-		s.srv.binds.failed(s.remote, time.Now())
-	}
+	s.srv.binds.settle(op.bindTicket, ok && code == ldap.LDAPResultInvalidCredentials)
 	if ok && code == ldap.LDAPResultSuccess {
 		if op.saslMechanism != "" {
 			s.saslMechanism = op.saslMechanism

@@ -63,20 +63,115 @@ func FuzzMessageDecoders(f *testing.F) {
 func TestBindLimiter(t *testing.T) {
 	l := newBindLimiter(3, time.Minute)
 	now := time.Unix(1000, 0)
+	// A bind that succeeds gives its count back.
+	tk, ok, _ := l.admit("10.0.0.1:5000", now)
+	if !ok {
+		t.Fatal("first bind refused")
+	}
+	l.settle(tk, false)
 	for i := 0; i < 3; i++ {
-		if b, _ := l.blocked("10.0.0.1:5000", now); b {
-			t.Fatalf("blocked after %d failures", i)
+		tk, ok, _ := l.admit("10.0.0.1:5000", now)
+		if !ok {
+			t.Fatalf("refused after %d failures", i)
 		}
-		l.failed("10.0.0.1:5000", now)
+		l.settle(tk, true)
 	}
-	if b, wait := l.blocked("10.0.0.1:6000", now.Add(10*time.Second)); !b || wait != 50*time.Second {
-		t.Fatalf("after 3 failures: blocked=%v wait=%v, want blocked for 50s (any port of the same host)", b, wait)
+	if _, ok, wait := l.admit("10.0.0.1:6000", now.Add(10*time.Second)); ok || wait != 50*time.Second {
+		t.Fatalf("after 3 failures: admitted=%v wait=%v, want refused for 50s (any port of the same host)", ok, wait)
 	}
-	if b, _ := l.blocked("10.0.0.2:5000", now); b {
-		t.Fatal("another address is blocked too")
+	if _, ok, _ := l.admit("10.0.0.2:5000", now); !ok {
+		t.Fatal("another address is refused too")
 	}
-	if b, _ := l.blocked("10.0.0.1:5000", now.Add(time.Minute)); b {
-		t.Fatal("still blocked after the window")
+	if _, ok, _ := l.admit("10.0.0.1:5000", now.Add(time.Minute)); !ok {
+		t.Fatal("still refused after the window")
+	}
+}
+
+// An IPv6 client is counted by its /64: fresh addresses of one host do
+// not get it fresh guesses. IPv4 addresses are counted one by one.
+func TestBindLimiterCountsIPv6ByNetwork(t *testing.T) {
+	l := newBindLimiter(2, time.Minute)
+	now := time.Unix(1000, 0)
+	for _, a := range []string{"[2001:db8:1:2::1]:5000", "[2001:db8:1:2:ffff::9]:5001"} {
+		tk, ok, _ := l.admit(a, now)
+		if !ok {
+			t.Fatalf("%s refused", a)
+		}
+		l.settle(tk, true)
+	}
+	if _, ok, _ := l.admit("[2001:db8:1:2:abcd::1]:6000", now); ok {
+		t.Error("a third address of the same /64 admitted after two failures")
+	}
+	if _, ok, _ := l.admit("[2001:db8:1:3::1]:6000", now); !ok {
+		t.Error("another /64 refused")
+	}
+	for _, a := range []string{"10.0.0.1:1", "10.0.0.1:2"} {
+		tk, _, _ := l.admit(a, now)
+		l.settle(tk, true)
+	}
+	if _, ok, _ := l.admit("10.0.0.2:1", now); !ok {
+		t.Error("an IPv4 neighbour refused")
+	}
+	if _, ok, _ := l.admit("[::ffff:10.0.0.1]:3", now); ok {
+		t.Error("an IPv4-mapped address escapes its IPv4 address's count")
+	}
+}
+
+// The per-address connection limit counts an IPv6 client by its /64 too.
+func TestConnectionLimitCountsIPv6ByNetwork(t *testing.T) {
+	a := addrCounts{limit: 2, open: map[string]int{}}
+	for _, addr := range []string{"[2001:db8::1]:1000", "[2001:db8::2]:1000"} {
+		if !a.take(clientOf(addr)) {
+			t.Fatalf("%s refused", addr)
+		}
+	}
+	if a.take(clientOf("[2001:db8::ffff:3]:1000")) {
+		t.Error("a third connection from the same /64 taken at a limit of 2")
+	}
+	if !a.take(clientOf("[2001:db8:0:1::1]:1000")) {
+		t.Error("another /64 refused")
+	}
+	a.give(clientOf("[2001:db8::1]:1000"))
+	if !a.take(clientOf("[2001:db8::5]:1000")) {
+		t.Error("a place given back is not free")
+	}
+}
+
+// Binds admitted together count before their answers: three outstanding
+// binds fill a limit of three, and an answer from a past window gives
+// nothing back to the present one.
+func TestBindLimiterCountsOutstandingBinds(t *testing.T) {
+	l := newBindLimiter(3, time.Minute)
+	now := time.Unix(1000, 0)
+	var tickets []bindTicket
+	for i := 0; i < 3; i++ {
+		tk, ok, _ := l.admit("10.0.0.1:5000", now)
+		if !ok {
+			t.Fatalf("bind %d refused", i)
+		}
+		tickets = append(tickets, tk)
+	}
+	if _, ok, _ := l.admit("10.0.0.1:5001", now); ok {
+		t.Fatal("a fourth bind admitted while three are outstanding")
+	}
+	l.settle(tickets[0], false)
+	if _, ok, _ := l.admit("10.0.0.1:5001", now); !ok {
+		t.Fatal("refused after an outstanding bind succeeded")
+	}
+	later := now.Add(time.Minute)
+	if _, ok, _ := l.admit("10.0.0.1:5002", later); !ok {
+		t.Fatal("refused in a new window")
+	}
+	for i := 0; i < 2; i++ {
+		l.settle(tickets[1+i], false) // answers of the old window
+	}
+	for i := 0; i < 2; i++ {
+		if _, ok, _ := l.admit("10.0.0.1:5003", later); !ok {
+			t.Fatalf("bind %d of the new window refused", i)
+		}
+	}
+	if _, ok, _ := l.admit("10.0.0.1:5003", later); ok {
+		t.Fatal("the old window's answers gave counts back to the new one")
 	}
 }
 

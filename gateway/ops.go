@@ -11,11 +11,14 @@ import (
 
 // pendingOp is an operation relayed upstream and not yet finished.
 type pendingOp struct {
-	tag            byte
-	start          time.Time
-	local          bool // answered by the gateway's own subtree
-	bindDN         string
-	saslMechanism  string
+	tag           byte
+	start         time.Time
+	local         bool // answered by the gateway's own subtree
+	bindDN        string
+	saslMechanism string
+	// bindTicket is a bind's count in the failed-bind limiter, settled
+	// by its answer.
+	bindTicket     bindTicket
 	passwordModify bool
 	after          Completion
 	// strip names the response controls the interceptor asked for

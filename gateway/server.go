@@ -127,8 +127,11 @@ type Server struct {
 	stop    context.CancelFunc
 	nextID  atomic.Uint64
 	connSem chan struct{}
-	perAddr addrCounts
-	binds   *bindLimiter
+	// rejecting holds a place per ldaps:// client being turned away
+	// (turnAway).
+	rejecting chan struct{}
+	perAddr   addrCounts
+	binds     *bindLimiter
 	// earlyDials counts the sessions' early upstream dials in flight or
 	// unused (Config.EarlyDials).
 	earlyDials atomic.Int64
@@ -202,6 +205,7 @@ func NewServer(cfg Config) (*Server, error) {
 		baseCtx:    ctx,
 		stop:       cancel,
 		connSem:    make(chan struct{}, cfg.MaxConnections),
+		rejecting:  make(chan struct{}, maxRejecting),
 		perAddr:    addrCounts{limit: cfg.MaxConnsPerAddress, open: make(map[string]int)},
 		binds:      newBindLimiter(cfg.MaxBindFailures, cfg.BindFailureWindow),
 		spares:     newSpareConns(cfg.SpareConns, spareHold),
@@ -347,10 +351,10 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		}
 		backoff = 0
 		s.stats.accepted.Add(1)
-		addr := hostOf(conn.RemoteAddr().String())
+		addr := clientOf(conn.RemoteAddr().String())
 		if !s.perAddr.take(addr) {
 			s.stats.rejected.Add(1)
-			go s.reject(conn, implicitTLS, "ldapgate: too many connections from this address; try again later")
+			s.turnAway(conn, implicitTLS, "ldapgate: too many connections from this address; try again later")
 			continue
 		}
 		select {
@@ -358,7 +362,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		default:
 			s.perAddr.give(addr)
 			s.stats.rejected.Add(1)
-			go s.reject(conn, implicitTLS, "ldapgate: too many connections; try again later")
+			s.turnAway(conn, implicitTLS, "ldapgate: too many connections; try again later")
 			continue
 		}
 		s.wg.Add(1)
@@ -369,18 +373,44 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}
 }
 
-// reject tells a client over a connection limit why it is turned away.
-func (s *Server) reject(conn net.Conn, implicitTLS bool, diagnostic string) {
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	if implicitTLS {
+// Turning a client away over a connection limit must not cost what the
+// limits bound. On ldap:// the busy notice is written at once (a few bytes
+// into a fresh socket's empty buffer never wait). On ldaps:// the client is
+// owed a TLS handshake first: at most maxRejecting of them run at once, each
+// for at most rejectHandshake, and beyond that a client is closed without a
+// word; otherwise a flood of connections that never begin their handshake,
+// each held for the whole handshake time-out, would run the gateway out of
+// descriptors whatever the limits say.
+const (
+	maxRejecting    = 64
+	rejectHandshake = 2 * time.Second
+)
+
+// turnAway tells a client over a connection limit why it is turned away,
+// if it can do so cheaply, and closes its connection.
+func (s *Server) turnAway(conn net.Conn, implicitTLS bool, diagnostic string) {
+	if !implicitTLS {
+		_ = conn.SetWriteDeadline(time.Now().Add(rejectHandshake))
+		_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, diagnostic))
+		conn.Close()
+		return
+	}
+	select {
+	case s.rejecting <- struct{}{}:
+	default:
+		conn.Close()
+		return
+	}
+	go func() {
+		defer func() { <-s.rejecting }()
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(min(s.cfg.HandshakeTimeout, rejectHandshake)))
 		tc := tls.Server(conn, s.cfg.TLS)
 		if tc.Handshake() != nil {
 			return
 		}
-		conn = tc
-	}
-	_, _ = conn.Write(ldapwire.Notice(ldap.LDAPResultBusy, diagnostic))
+		_, _ = tc.Write(ldapwire.Notice(ldap.LDAPResultBusy, diagnostic))
+	}()
 }
 
 // addrCounts counts the client connections open per IP address, up to a

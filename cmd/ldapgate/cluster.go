@@ -142,7 +142,7 @@ func clusterSettings() []setting {
 			func(c *Config) *string { return &c.Cluster.NodeID }),
 		stringSetting("cluster-listen", "CLUSTER_LISTEN", "HOST:PORT of this node's cluster port (Raft and the gateways' own requests) (file: cluster.listen)",
 			func(c *Config) *string { return &c.Cluster.Listen }),
-		sliceSetting("cluster-peer", "CLUSTER_PEER", "a voter of the cluster as ID@HOST:PORT, repeatable; the same list on every node of a new cluster, this one included; a node not in its list joins the running cluster of those peers once `ldapgate cluster add` adds it; none: the gateway runs alone (file: cluster.peers)",
+		sliceSetting("cluster-peer", "CLUSTER_PEER", "a voter of the cluster as ID@HOST:PORT, repeatable; the same list on every node of a new cluster, this one included; a node not in its list joins the running cluster of those peers once ldapgate cluster add adds it; none: the gateway runs alone (file: cluster.peers)",
 			func(c *Config) *[]string { return &c.Cluster.Peers }),
 		stringSetting("cluster-tls-cert", "CLUSTER_TLS_CERT", "PEM certificate this node presents to the others (mutual TLS; required unless every cluster address is loopback) (file: cluster.tlsCert)",
 			func(c *Config) *string { return &c.Cluster.TLSCert }),
@@ -384,8 +384,12 @@ data folder; membership changes go to the cluster's leader.`,
 				ArgsUsage: "ID@HOST:PORT",
 				Flags:     []cli.Flag{dataDir},
 				Action: func(c *cli.Context) error {
-					id, addr, ok := strings.Cut(c.Args().First(), "@")
-					if c.NArg() != 1 || !ok || id == "" || addr == "" {
+					args, err := positionalArgs(c)
+					if err != nil {
+						return cli.Exit(err.Error(), 2)
+					}
+					id, addr, ok := strings.Cut(strings.Join(args, " "), "@")
+					if len(args) != 1 || !ok || id == "" || addr == "" {
 						return cli.Exit("usage: ldapgate cluster add ID@HOST:PORT", 2)
 					}
 					if err := adminClusterChange(c.Context, c.String("data-dir"), "add", id, addr); err != nil {
@@ -401,13 +405,17 @@ data folder; membership changes go to the cluster's leader.`,
 				ArgsUsage: "ID",
 				Flags:     []cli.Flag{dataDir},
 				Action: func(c *cli.Context) error {
-					if c.NArg() != 1 || c.Args().First() == "" {
+					args, err := positionalArgs(c)
+					if err != nil {
+						return cli.Exit(err.Error(), 2)
+					}
+					if len(args) != 1 || args[0] == "" {
 						return cli.Exit("usage: ldapgate cluster remove ID", 2)
 					}
-					if err := adminClusterChange(c.Context, c.String("data-dir"), "remove", c.Args().First(), ""); err != nil {
+					if err := adminClusterChange(c.Context, c.String("data-dir"), "remove", args[0], ""); err != nil {
 						return err
 					}
-					fmt.Fprintf(c.App.Writer, "%s is no longer in the cluster\n", c.Args().First())
+					fmt.Fprintf(c.App.Writer, "%s is no longer in the cluster\n", args[0])
 					return nil
 				},
 			},

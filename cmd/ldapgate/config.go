@@ -231,7 +231,7 @@ func loadConfig(c *cli.Context, settings []setting) (Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return Config{}, fmt.Errorf("configuration file %s: %w", path, err)
+			return Config{}, fmt.Errorf("configuration file %s: %w", path, nameSettings(data, err))
 		}
 	}
 	for _, s := range settings {
@@ -248,6 +248,21 @@ func (cfg *Config) validate() error {
 	}
 	if len(cfg.Listen) == 0 {
 		return bad("listen (--listen)", "at least one listener is needed")
+	}
+	// A user or password in a URL means nothing to LDAP, and the URLs are
+	// logged, labelled in /metrics and shown in cn=monitor: refuse one,
+	// without repeating it.
+	for _, list := range []struct {
+		setting string
+		urls    []string
+	}{{"listen (--listen)", cfg.Listen}, {"upstream.urls (--upstream)", cfg.Upstream.URLs}} {
+		for _, raw := range list.urls {
+			if u, err := url.Parse(raw); err == nil && u.User != nil {
+				u.User = url.User("xxxxx")
+				return bad(list.setting, "%s: a user or password in the URL is not allowed (the URLs are logged and shown in "+
+					"/metrics and cn=monitor; the gateway's own identity is --service-dn with --service-password-file)", u.Redacted())
+			}
+		}
 	}
 	for _, l := range cfg.Listen {
 		u, err := url.Parse(l)
@@ -389,4 +404,52 @@ func (cfg *Config) upstreams() ([]gateway.Upstream, error) {
 		ups = append(ups, u)
 	}
 	return ups, nil
+}
+
+// nameSettings adds to each of a YAML type error's lines ("line 9: cannot
+// unmarshal !!str `soon` into time.Duration") the setting written on that
+// line (limits.idleTimeout), so the message names it as every other bad
+// setting's does.
+func nameSettings(data []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return err
+	}
+	keys := map[int]string{} // line -> the setting whose value is written there
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.SequenceNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				name := n.Content[i].Value
+				if path != "" {
+					name = path + "." + name
+				}
+				// A nested value is written after its parent's: the
+				// deepest key on a line is the one its value belongs to.
+				keys[n.Content[i+1].Line] = name
+				walk(n.Content[i+1], name)
+			}
+		}
+	}
+	walk(&root, "")
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		var line int
+		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr == nil {
+			if name, ok := keys[line]; ok {
+				msgs[i] = "invalid setting " + name + ": " + m
+			}
+		}
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }

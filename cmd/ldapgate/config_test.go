@@ -146,3 +146,46 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Errorf("example config: %+v", cfg)
 	}
 }
+
+// urfave/cli takes the first `quoted` words of a flag's usage for the
+// name of its value: `ldapgate cluster add` in --cluster-peer's made
+// --help print "--cluster-peer ldapgate cluster add", and a boolean flag
+// seem to take a value.
+func TestFlagUsagesHaveNoQuotedPlaceholders(t *testing.T) {
+	for _, s := range serveSettings() {
+		usage := s.flag.(cli.DocGenerationFlag).GetUsage()
+		name := ""
+		if _, rest, ok := strings.Cut(usage, "`"); ok {
+			name, _, _ = strings.Cut(rest, "`")
+		}
+		if _, isBool := s.flag.(*cli.BoolFlag); (isBool && name != "") || strings.Contains(name, " ") {
+			t.Errorf("--%s: its usage makes --help name its value %q", s.flag.Names()[0], name)
+		}
+	}
+}
+
+// A value of the wrong type in the file names its setting, as every other
+// bad setting's message does.
+func TestWrongTypeInTheFileIsNamed(t *testing.T) {
+	path := writeConfig(t, "upstream:\n  urls:\n    - ldap://127.0.0.1:389\nlimits:\n  maxConnections: 10\n  idleTimeout: soon\n")
+	_, err := runConfig(t, "--config", path)
+	if err == nil || !strings.Contains(err.Error(), "invalid setting limits.idleTimeout") {
+		t.Errorf("loading a duration of %q: %v", "soon", err)
+	}
+}
+
+// A password in an upstream or listener URL would be logged, labelled in
+// /metrics and shown in cn=monitor: it is refused, and the refusal does
+// not repeat it.
+func TestURLsWithAPasswordAreRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--upstream", "ldap://admin:hunter2@127.0.0.1:389"},
+		{"--upstream", "ldap://127.0.0.1:389", "--upstream", "ldaps://cn=admin:hunter2@dir.example.com"},
+		{"--upstream", "ldap://127.0.0.1:389", "--listen", "ldap://x:hunter2@127.0.0.1:3389"},
+	} {
+		_, err := runConfig(t, args...)
+		if err == nil || !strings.Contains(err.Error(), "a user or password in the URL is not allowed") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}

@@ -114,7 +114,12 @@ func openJournal(c *cli.Context) (*store.Journal, error) {
 	if err != nil {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
-			return nil, fmt.Errorf("%w; its admin socket %s is missing, so stop the gateway first", locked, adminSocket(dataDir(c)))
+			// Without the socket the holder is a gateway still starting
+			// or stopping, or another `ldapgate journal` command on a
+			// stopped gateway's folder: waiting is the remedy, not a stop.
+			return nil, fmt.Errorf("the %w (%s) and no gateway answers on %s: "+
+				"a gateway starting or stopping, or another ldapgate journal command; try again in a moment",
+				store.ErrLocked, locked.Dir, adminSocket(dataDir(c)))
 		}
 		if errors.Is(err, store.ErrNoJournal) {
 			return nil, fmt.Errorf("%w (set --data-dir or LDAPGATE_DATA_DIR to the gateway's data folder)", err)
@@ -146,8 +151,12 @@ func withJournal(c *cli.Context, fn func(j journalAPI, live bool) error) (err er
 }
 
 func journalLs(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return fmt.Errorf("ls takes no arguments (got %q); filter with --state or --dead", c.Args().First())
+	args, err := positionalArgs(c)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		return fmt.Errorf("ls takes no arguments (got %q); filter with --state or --dead", args[0])
 	}
 	var states []store.State
 	if c.Bool("dead") {
@@ -260,8 +269,12 @@ func oneLine(s string, width int) string {
 }
 
 func parseSeqs(c *cli.Context) ([]uint64, error) {
+	args, err := positionalArgs(c)
+	if err != nil {
+		return nil, err
+	}
 	var seqs []uint64
-	for _, a := range c.Args().Slice() {
+	for _, a := range args {
 		n, err := strconv.ParseUint(strings.TrimPrefix(a, "#"), 10, 64)
 		if err != nil || n == 0 {
 			return nil, fmt.Errorf("%q is not a record's sequence number", a)

@@ -130,7 +130,7 @@ func mirrorSettings() []setting {
 			func(c *Config) *string { return &c.Mirror.Axigen.CA }),
 		intSetting("axigen-sessions", "AXIGEN_SESSIONS", "CLI sessions kept open (file: mirror.axigen.sessions)",
 			func(c *Config) *int { return &c.Mirror.Axigen.Sessions }),
-		boolSetting("axigen-no-pipelining", "AXIGEN_NO_PIPELINING", "send each CLI command only once the previous one is answered (for a server that does not read commands sent ahead of their turn: `ldapgate axigen-check` tells) (file: mirror.axigen.noPipelining)",
+		boolSetting("axigen-no-pipelining", "AXIGEN_NO_PIPELINING", "send each CLI command only once the previous one is answered (for a server that does not read commands sent ahead of their turn: ldapgate axigen-check tells) (file: mirror.axigen.noPipelining)",
 			func(c *Config) *bool { return &c.Mirror.Axigen.NoPipelining }),
 		intSetting("axigen-batch", "AXIGEN_BATCH", "most ready records of different entries a delivery worker sends to Axigen together, sharing one session's round trips; 1 delivers one at a time, as does --axigen-no-pipelining (file: mirror.axigen.batch)",
 			func(c *Config) *int { return &c.Mirror.Axigen.Batch }),

@@ -319,7 +319,9 @@ func serveAdmin(cfg Config, local, network http.Handler, log *slog.Logger) (func
 		return nil, fmt.Errorf("admin socket %s: %w", sock, err)
 	}
 	_ = os.Chmod(sock, 0o600)
-	servers := []*http.Server{{Handler: local, ReadHeaderTimeout: 10 * time.Second}}
+	// An idle keep-alive connection is closed after a while: each is a
+	// descriptor and a goroutine, and on TCP a place of maxAdminConns.
+	servers := []*http.Server{{Handler: local, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}}
 	lns := []net.Listener{uln}
 	if cfg.AdminListen != "" {
 		tln, err := net.Listen("tcp", cfg.AdminListen)
@@ -328,8 +330,8 @@ func serveAdmin(cfg Config, local, network http.Handler, log *slog.Logger) (func
 			return nil, fmt.Errorf("invalid setting adminListen (--admin-listen): %w", err)
 		}
 		// Over TCP only what is safe to expose: probes, metrics, replication.
-		servers = append(servers, &http.Server{Handler: network, ReadHeaderTimeout: 10 * time.Second})
-		lns = append(lns, tln)
+		servers = append(servers, &http.Server{Handler: network, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute})
+		lns = append(lns, newLimitListener(tln, maxAdminConns))
 		log.Info("admin endpoint", "addr", "http://"+tln.Addr().String())
 	}
 	for i, ln := range lns {

@@ -234,7 +234,7 @@ func (s *Server) compare(m ldapwire.Message) (code int, matched, msg string) {
 		return ldap.LDAPResultNoSuchAttribute, "", ""
 	}
 	for _, v := range values {
-		if compareValues(v, value) == 0 || isDN(v, value) || strings.EqualFold(v, value) {
+		if c, ok := compareValues(v, value); ok && c == 0 || isDN(v, value) || strings.EqualFold(v, value) {
 			return ldap.LDAPResultCompareTrue, "", ""
 		}
 	}

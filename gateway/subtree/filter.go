@@ -2,7 +2,6 @@ package subtree
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
@@ -96,8 +95,16 @@ func eval(f *ber.Packet, e *entry) truth {
 			return isFalse
 		}
 		want := f.Children[1].Data.String()
+		result := isFalse
 		for _, v := range values {
-			c := compareValues(v, want)
+			c, ok := compareValues(v, want)
+			if !ok {
+				// An integer attribute asked about a value that is no
+				// integer (changeNumber<=abc): the assertion is invalid
+				// for the attribute's syntax, so Undefined.
+				result = undefined
+				continue
+			}
 			switch {
 			case f.Tag == ldap.FilterGreaterOrEqual && c >= 0,
 				f.Tag == ldap.FilterLessOrEqual && c <= 0,
@@ -105,7 +112,7 @@ func eval(f *ber.Packet, e *entry) truth {
 				return isTrue
 			}
 		}
-		return isFalse
+		return result
 	case ldap.FilterSubstrings:
 		if len(f.Children) != 2 {
 			return undefined
@@ -125,21 +132,66 @@ func eval(f *ber.Packet, e *entry) truth {
 	return undefined
 }
 
-// compareValues orders two values: as integers when both are, otherwise as
-// case-folded strings (which also orders GeneralizedTime correctly).
-func compareValues(a, b string) int {
-	if x, err := strconv.ParseInt(a, 10, 64); err == nil {
-		if y, err := strconv.ParseInt(b, 10, 64); err == nil {
-			switch {
-			case x < y:
-				return -1
-			case x > y:
-				return 1
-			}
-			return 0
+// compareValues orders an entry's value against an assertion value: as
+// integers when the entry's value is one (of any length: a change number
+// asked for beyond 2^64 is still a number, larger than every one there
+// is), otherwise as case-folded strings (which also orders GeneralizedTime
+// correctly). ok is false when the entry's value is an integer and the
+// assertion's is not: they cannot be compared.
+func compareValues(v, assertion string) (c int, ok bool) {
+	if isInteger(v) {
+		if !isInteger(assertion) {
+			return 0, false
+		}
+		return compareIntegers(v, assertion), true
+	}
+	return strings.Compare(strings.ToLower(v), strings.ToLower(assertion)), true
+}
+
+// isInteger reports whether s is an INTEGER of RFC 4517: an optional minus
+// sign and decimal digits.
+func isInteger(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
 		}
 	}
-	return strings.Compare(strings.ToLower(a), strings.ToLower(b))
+	return true
+}
+
+// compareIntegers orders two values isInteger accepts, whatever their
+// length.
+func compareIntegers(a, b string) int {
+	negA, negB := strings.HasPrefix(a, "-"), strings.HasPrefix(b, "-")
+	a = strings.TrimLeft(strings.TrimPrefix(a, "-"), "0")
+	b = strings.TrimLeft(strings.TrimPrefix(b, "-"), "0")
+	if a == "" {
+		negA = false // -0 is 0
+	}
+	if b == "" {
+		negB = false
+	}
+	if negA != negB {
+		if negA {
+			return -1
+		}
+		return 1
+	}
+	c := len(a) - len(b)
+	if c == 0 {
+		c = strings.Compare(a, b)
+	}
+	switch {
+	case c < 0 && !negA, c > 0 && negA:
+		return -1
+	case c == 0:
+		return 0
+	}
+	return 1
 }
 
 func substringsMatch(v string, parts []*ber.Packet) bool {

@@ -178,7 +178,9 @@ func (s *Server) deadline(now time.Time, clientSeconds int64) (time.Time, string
 	var at time.Time
 	msg := ""
 	if clientSeconds > 0 {
-		at = now.Add(time.Duration(clientSeconds) * time.Second)
+		// RFC 4511 bounds the time limit by maxInt (2^31-1 s); a larger
+		// one would overflow a Duration and end the search at once.
+		at = now.Add(time.Duration(min(clientSeconds, math.MaxInt32)) * time.Second)
 	}
 	if limit := s.cfg.SearchTimeLimit; limit > 0 && (at.IsZero() || now.Add(limit).Before(at)) {
 		at = now.Add(limit)
@@ -493,8 +495,21 @@ func changeNumberRange(f *ber.Packet) (lo, hi uint64, ok bool) {
 		if it.ClassType != ber.ClassContext || len(it.Children) != 2 || !strings.EqualFold(it.Children[0].Data.String(), "changeNumber") {
 			continue
 		}
-		n, err := strconv.ParseUint(it.Children[1].Data.String(), 10, 64)
+		v := it.Children[1].Data.String()
+		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
+			if !isInteger(v) {
+				continue
+			}
+			// An integer out of a change number's range: below zero or
+			// beyond 2^64-1. What it bounds, it bounds to nothing.
+			negative := strings.HasPrefix(v, "-")
+			if negative && it.Tag == ldap.FilterGreaterOrEqual || !negative && it.Tag == ldap.FilterLessOrEqual {
+				continue // no bound at all
+			}
+			if it.Tag == ldap.FilterGreaterOrEqual || it.Tag == ldap.FilterLessOrEqual || it.Tag == ldap.FilterEqualityMatch {
+				lo, hi, ok = math.MaxUint64, 0, true
+			}
 			continue
 		}
 		switch it.Tag {
