@@ -159,6 +159,47 @@ func TestAttackOpsParallelBindsStayWithinTheFailureLimit(t *testing.T) {
 	g.requireAlive(t)
 }
 
+// The limit counts guesses, not binds: a busy client (a mail server
+// authenticating its users on many connections at once) may have more
+// binds awaiting their answer than the limit of failures. Those beyond it
+// wait for room instead of being refused: every one of them succeeds.
+func TestAttackOpsParallelGoodBindsBeyondTheFailureLimitSucceed(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{})
+	const conns = 40
+	g := startGateway(t, "--upstream", s.URL, "--log-level", "info", "--max-bind-failures", "5")
+	var cs []*rawConn
+	for range conns {
+		cs = append(cs, dialRaw(t, g.URL))
+	}
+	var mu sync.Mutex
+	codes := map[int64]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, c := range cs {
+		wg.Go(func() {
+			<-start
+			for id := range int64(3) {
+				_, _ = c.Write(bindRequest(id+1, aliceDN, slapd.AlicePassword))
+				m, err := c.next(20 * time.Second)
+				mu.Lock()
+				if err != nil {
+					codes[-2]++
+				} else {
+					codes[m.ResultCode]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if codes[ldap.LDAPResultSuccess] != 3*conns {
+		t.Errorf("%d parallel binds with the right password from one address under a failure limit of 5: %v, want all %d answered success",
+			3*conns, codes, 3*conns)
+	}
+	g.requireAlive(t)
+}
+
 // Connections over the limits must not cost the gateway what the limits
 // bound. A client turned away on the ldaps:// port is owed a TLS handshake
 // before it can read the busy notice; one that never starts the handshake

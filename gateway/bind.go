@@ -55,7 +55,13 @@ func (s *session) bind(m ldapwire.Message) bool {
 		return true
 	}
 	if !anonymous {
-		ticket, ok, wait := s.srv.binds.admit(s.remote, time.Now())
+		ticket, ok, busy, wait := s.srv.binds.admitWait(s.ctx, s.remote)
+		if busy {
+			s.log().Warn("bind refused: too many binds from this address awaiting the directory's answer")
+			s.respond(m, ldap.LDAPResultBusy,
+				"ldapgate: too many binds from this address are awaiting the directory's answer; try again")
+			return true
+		}
 		if !ok {
 			s.log().Warn("bind refused: too many failed binds from this address")
 			s.respond(m, ldap.LDAPResultUnwillingToPerform, fmt.Sprintf(

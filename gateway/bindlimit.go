@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"sync"
 	"time"
@@ -18,9 +19,17 @@ type bindLimiter struct {
 }
 
 type bindFailures struct {
-	count int
+	count int // failed binds of the window, and binds awaiting their answer
 	since time.Time
+	// pending is how many of count await their answer; wake is closed (and
+	// replaced) when one of them gets it, for the binds waiting for room.
+	pending int
+	wake    chan struct{}
 }
+
+// maxBindWait bounds how long a bind waits for room among the binds of its
+// address still awaiting their answers; then it is answered busy.
+const maxBindWait = 10 * time.Second
 
 // maxTrackedAddresses bounds the limiter's memory under a spray of addresses.
 const maxTrackedAddresses = 100_000
@@ -55,11 +64,10 @@ func clientOf(addr string) string {
 }
 
 // bindTicket is a bind admitted by the limiter and counted, until its
-// answer comes, as a failure of its address's window (since). The zero
-// ticket stands for a bind nothing was counted for.
+// answer comes, as a failure of its address's window. The zero ticket
+// stands for a bind nothing was counted for.
 type bindTicket struct {
-	host  string
-	since time.Time
+	f *bindFailures
 }
 
 // admit decides whether a bind from addr may go to the directory now and,
@@ -67,11 +75,46 @@ type bindTicket struct {
 // many connections at the same moment) cannot all pass the check before
 // the first answer arrives: the limit bounds the guesses the directory
 // sees, answered or not. settle gives the count back unless the bind
-// failed. A bind whose answer never comes (its connection lost) stays
-// counted until its window passes. Refused, it reports how long to wait.
+// failed. Refused, it reports how long to wait (zero: only until binds of
+// the address awaiting their answers get them, see admitWait).
 func (l *bindLimiter) admit(addr string, now time.Time) (bindTicket, bool, time.Duration) {
+	t, ok, wait, _ := l.try(addr, now)
+	return t, ok, wait
+}
+
+// admitWait is admit for a bind that may wait: a bind held back only by
+// binds of its address still awaiting their answers waits for them, at
+// most maxBindWait, rather than being refused. A busy client (a mail
+// server authenticating its users on many connections) may have more binds
+// in flight than the limit of failures; refusing them would lock out its
+// users for no failure at all, while letting them all through would let
+// guesses sent together pass the limit. busy says the wait ran out.
+func (l *bindLimiter) admitWait(ctx context.Context, addr string) (t bindTicket, ok, busy bool, wait time.Duration) {
+	var timer *time.Timer
+	for {
+		t, ok, wait, wake := l.try(addr, time.Now())
+		if ok || wake == nil {
+			return t, ok, false, wait
+		}
+		if timer == nil {
+			timer = time.NewTimer(maxBindWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			return bindTicket{}, false, true, 0
+		case <-ctx.Done():
+			return bindTicket{}, false, true, 0
+		}
+	}
+}
+
+// try is admit that also returns, when the bind is held back only by binds
+// awaiting their answers, a channel closed when one of them gets it.
+func (l *bindLimiter) try(addr string, now time.Time) (bindTicket, bool, time.Duration, <-chan struct{}) {
 	if l == nil || l.max <= 0 {
-		return bindTicket{}, true, 0
+		return bindTicket{}, true, 0, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -85,22 +128,38 @@ func (l *bindLimiter) admit(addr string, now time.Time) (bindTicket, bool, time.
 		l.fails[host] = f
 	}
 	if f.count >= l.max {
-		return bindTicket{}, false, l.window - now.Sub(f.since)
+		if failed := f.count - f.pending; failed < l.max && f.pending > 0 {
+			if f.wake == nil {
+				f.wake = make(chan struct{})
+			}
+			return bindTicket{}, false, 0, f.wake
+		}
+		return bindTicket{}, false, l.window - now.Sub(f.since), nil
 	}
 	f.count++
-	return bindTicket{host: host, since: f.since}, true, 0
+	f.pending++
+	return bindTicket{f: f}, true, 0, nil
 }
 
 // settle records the answer to an admitted bind: a failure stays counted,
-// anything else is given back (unless its window has passed meanwhile).
+// anything else is given back. A window that has passed meanwhile no
+// longer counts (its entry is replaced), whatever settle does to it.
 func (l *bindLimiter) settle(t bindTicket, failed bool) {
-	if l == nil || t.host == "" || failed {
+	if l == nil || t.f == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if f := l.fails[t.host]; f != nil && f.since.Equal(t.since) && f.count > 0 {
-		f.count--
+	f := t.f
+	if f.pending > 0 {
+		f.pending--
+		if !failed && f.count > 0 {
+			f.count--
+		}
+	}
+	if f.wake != nil {
+		close(f.wake)
+		f.wake = nil
 	}
 }
 
