@@ -862,6 +862,25 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 	return enc, nil
 }
 
+// storeCommit writes rec, the committed version of prepared record old,
+// as what the Commit changed (see encodeCommit): the record stays as its
+// Prepare stored it.
+func (b *batch) storeCommit(old, rec *Record) error {
+	rec.makeValidText()
+	commit := encodeCommit(old, rec)
+	if n := rec.storedSizeHint() + len(commit); n > maxRecordBytes {
+		return fmt.Errorf("record %d: about %d bytes: %w", rec.Seq, n, ErrTooLarge)
+	}
+	seq := rec.Seq
+	if err := b.set(numKey(prefixActive, seq), commit); err != nil {
+		return err
+	}
+	b.markOpen(seq, false)
+	b.local[seq] = rec
+	b.effects = append(b.effects, effect{put: rec})
+	return nil
+}
+
 // markOpen notes that record seq was prepared (open) or settled.
 func (b *batch) markOpen(seq uint64, open bool) {
 	if b.opened == nil {
