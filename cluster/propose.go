@@ -131,6 +131,9 @@ func (n *Node) propose() {
 		lastSeq uint64 // the last sequence number handed out
 		pending []*proposal
 		next    *proposal // taken, but for the entry after this one
+		// cmds is the storage of each entry's stamped commands, reused:
+		// an entry's commands are encoded, then no longer needed.
+		cmds []store.Command
 	)
 	for {
 		if next != nil {
@@ -173,7 +176,11 @@ func (n *Node) propose() {
 			continue
 		}
 		now := n.cfg.Now()
-		cmds := make([]store.Command, 0, count)
+		clear(cmds) // the last entry's records
+		if cap(cmds) > maxKeptCommands {
+			cmds = nil
+		}
+		cmds = slices.Grow(cmds[:0], count)
 		taken := make([]*proposal, 0, len(pending))
 		for _, p := range pending {
 			p.off = len(cmds)

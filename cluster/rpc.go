@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -46,24 +48,116 @@ type frame struct {
 	payload []byte
 }
 
-func writeFrame(w io.Writer, f frame) error {
+func appendFrame(buf []byte, f frame) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(f.payload)))
+	buf = binary.BigEndian.AppendUint64(buf, f.id)
+	buf = append(buf, f.kind)
+	return append(buf, f.payload...)
+}
+
+// frameWriter writes the frames of one connection. Frames queued while
+// another goroutine writes go out together in the next write: one system
+// call for the answers of one log entry, or for the proposals their
+// callers send next, instead of one each (BenchmarkClusterRecords with
+// one record per proposal spent a tenth of its CPU time in the RPC's
+// reads and writes).
+type frameWriter struct {
+	c    net.Conn
+	mu   sync.Mutex
+	cond sync.Cond // signalled when a write ends
+	// queue holds the frames for write number writes+1; spare is a
+	// written buffer, for the next queue.
+	queue, spare []byte
+	writing      bool   // a write is under way, without mu
+	writes       uint64 // writes started
+	written      uint64 // the last write done whole
+	// failed is the number of the write that failed, err its error,
+	// sent the bytes it wrote: the connection is done.
+	failed uint64
+	sent   int
+	err    error
+}
+
+func newFrameWriter(c net.Conn) *frameWriter {
+	w := &frameWriter{c: c}
+	w.cond.L = &w.mu
+	return w
+}
+
+// write sends frame f and returns once it left whole; an error means it
+// did not (f was too large, or the connection failed before its last
+// byte: the other end cannot have acted on it). A failed write fails the
+// frames after it too.
+func (w *frameWriter) write(f frame) error {
 	if len(f.payload) > maxFrame {
 		return fmt.Errorf("a frame of %d bytes is over the limit (%d): %w", len(f.payload), maxFrame, store.ErrTooLarge)
 	}
-	buf := make([]byte, frameHeader, frameHeader+len(f.payload))
-	binary.BigEndian.PutUint32(buf, uint32(len(f.payload)))
-	binary.BigEndian.PutUint64(buf[4:], f.id)
-	buf[12] = f.kind
-	buf = append(buf, f.payload...)
-	_, err := w.Write(buf)
-	// The payload may hold a plaintext secret (a forwarded Prepare).
-	clear(buf)
-	return err
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	w.queue = appendFrame(w.queue, f)
+	mine, end := w.writes+1, len(w.queue)
+	for {
+		switch {
+		case w.written >= mine:
+			return nil
+		case w.err != nil && w.failed < mine:
+			return w.err
+		case w.err != nil:
+			if end <= w.sent {
+				return nil // before the cut: sent whole
+			}
+			return w.err
+		case !w.writing:
+			w.flush()
+		default:
+			w.cond.Wait()
+		}
+	}
 }
 
-func readFrame(r io.Reader) (frame, error) {
+// flush writes the queued frames, with mu held (released meanwhile).
+func (w *frameWriter) flush() {
+	// Let the goroutines woken with this one (the answers of one log
+	// entry) queue their frames first: they go out in this write.
+	w.writing = true
+	w.mu.Unlock()
+	runtime.Gosched()
+	w.mu.Lock()
+	buf := w.queue
+	w.queue = w.spare[:0]
+	w.writes++
+	n := w.writes
+	w.writing = true
+	w.mu.Unlock()
+	w.c.SetWriteDeadline(time.Now().Add(rpcWriteTimeout))
+	sent, err := w.c.Write(buf)
+	// The frames may hold plaintext secrets (forwarded Prepares).
+	clear(buf)
+	w.mu.Lock()
+	w.writing = false
+	if cap(buf) <= 64<<10 {
+		w.spare = buf[:0]
+	}
+	if err != nil {
+		// Whatever follows would be read out of step: the connection
+		// is done, for its reader too.
+		w.c.Close()
+		w.failed, w.sent, w.err = n, sent, err
+		clear(w.queue)
+		w.queue = nil
+	} else {
+		w.written = n
+	}
+	w.cond.Broadcast()
+}
+
+// readFrame reads the next frame from br, which reads c.
+func readFrame(br *bufio.Reader, c net.Conn) (frame, error) {
 	var h [frameHeader]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	if _, err := io.ReadFull(br, h[:]); err != nil {
 		return frame{}, err
 	}
 	n := binary.BigEndian.Uint32(h[:])
@@ -72,17 +166,22 @@ func readFrame(r io.Reader) (frame, error) {
 	}
 	f := frame{id: binary.BigEndian.Uint64(h[4:]), kind: h[12]}
 	// The writer sends a frame in one write, within rpcWriteTimeout: a
-	// frame begun must end as soon, or the connection is given up.
-	if c, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+	// frame begun must end as soon, or the connection is given up. A
+	// frame already read whole needs no deadline.
+	if br.Buffered() < int(n) {
 		c.SetReadDeadline(time.Now().Add(rpcWriteTimeout))
 		defer c.SetReadDeadline(time.Time{})
 	}
 	var err error
-	if f.payload, err = readPayload(r, int(n)); err != nil {
+	if f.payload, err = readPayload(br, int(n)); err != nil {
 		return frame{}, err
 	}
 	return f, nil
 }
+
+// rpcReadBuffer is the read buffer of an RPC connection: a burst of
+// frames (the answers of one log entry) is read in one system call.
+const rpcReadBuffer = 32 << 10
 
 // readPayload reads n bytes into a buffer that grows as they arrive, not
 // to the length the header claims: a peer that announces large frames and
@@ -130,8 +229,8 @@ func answerOf(f frame) ([]byte, error) {
 
 // rpcConn is the calling end of an RPC connection.
 type rpcConn struct {
-	c   net.Conn
-	wmu sync.Mutex
+	c net.Conn
+	w *frameWriter
 
 	mu      sync.Mutex
 	next    uint64
@@ -141,14 +240,15 @@ type rpcConn struct {
 }
 
 func newRPCConn(c net.Conn) *rpcConn {
-	rc := &rpcConn{c: c, pending: map[uint64]chan frame{}, done: make(chan struct{})}
+	rc := &rpcConn{c: c, w: newFrameWriter(c), pending: map[uint64]chan frame{}, done: make(chan struct{})}
 	go rc.read()
 	return rc
 }
 
 func (rc *rpcConn) read() {
+	br := bufio.NewReaderSize(rc.c, rpcReadBuffer)
 	for {
-		f, err := readFrame(rc.c)
+		f, err := readFrame(br, rc.c)
 		if err != nil {
 			rc.fail(err)
 			return
@@ -212,11 +312,7 @@ func (rc *rpcConn) call(ctx context.Context, kind byte, payload []byte) ([]byte,
 		rc.mu.Unlock()
 	}
 
-	rc.wmu.Lock()
-	rc.c.SetWriteDeadline(time.Now().Add(rpcWriteTimeout))
-	err := writeFrame(rc.c, frame{id: id, kind: kind, payload: payload})
-	rc.wmu.Unlock()
-	if err != nil {
+	if err := rc.w.write(frame{id: id, kind: kind, payload: payload}); err != nil {
 		forget()
 		if !errors.Is(err, store.ErrTooLarge) {
 			// A frame cut short is never acted on, but the frames after
@@ -322,13 +418,14 @@ func (n *Node) serveRPC(c net.Conn) {
 	defer cancel()
 	defer c.Close()
 	var (
-		wmu  sync.Mutex
+		w    = newFrameWriter(c)
+		br   = bufio.NewReaderSize(c, rpcReadBuffer)
 		wg   sync.WaitGroup
 		slot = make(chan struct{}, maxServing)
 	)
 	defer wg.Wait()
 	for {
-		f, err := readFrame(c)
+		f, err := readFrame(br, c)
 		if err != nil {
 			return
 		}
@@ -337,12 +434,7 @@ func (n *Node) serveRPC(c net.Conn) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slot }()
-			answer := n.answer(ctx, f)
-			wmu.Lock()
-			c.SetWriteDeadline(time.Now().Add(rpcWriteTimeout))
-			err := writeFrame(c, answer)
-			wmu.Unlock()
-			if err != nil {
+			if err := w.write(n.answer(ctx, f)); err != nil {
 				c.Close()
 			}
 		}()

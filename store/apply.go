@@ -303,7 +303,7 @@ func (b *batch) commitRecord(old *Record, entryKey, name string, at time.Time) e
 	if name != "" && rec.Name == "" {
 		rec.Name = name
 	}
-	return b.putRecord(old, rec, nil, nil)
+	return b.storeCommit(old, rec)
 }
 
 // abortRecord removes a prepared record.

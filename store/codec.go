@@ -682,3 +682,77 @@ func (r *Record) makeValidText() {
 		r.Changes = changes
 	}
 }
+
+// A record's Commit is stored as what it changed, not as the whole record
+// again: the value of the record's "a/" key (empty until then) holds the
+// commit, and a record stored prepared ("r/") with a commit beside it
+// reads as committed (mergeCommit). The record's later versions (its
+// outcome, a retry) are written whole, in another state, and a commit left
+// beside them is ignored. Each version of a record costs Badger its log,
+// its memtable and its tables on every node of a cluster; a Commit used to
+// write the whole record (about 200 bytes for a usual modify) to change
+// its state, due time and entry key.
+//
+// Commit, format 1: the format byte, a flags byte (commitKey, commitName),
+// the due time as at appendTime, then the entry key and the name, each
+// only when its flag is set (set: the Commit replaced it).
+const commitFormat1 byte = 1
+
+const (
+	commitKey byte = 1 << iota
+	commitName
+)
+
+// encodeCommit returns what a Commit changed of prepared record old to
+// make rec.
+func encodeCommit(old, rec *Record) []byte {
+	var flags byte
+	if rec.EntryKey != old.EntryKey {
+		flags |= commitKey
+	}
+	if rec.Name != old.Name {
+		flags |= commitName
+	}
+	buf := make([]byte, 0, 24+len(rec.EntryKey)+len(rec.Name))
+	buf = append(buf, commitFormat1, flags)
+	buf = appendTime(buf, rec.NextAttempt)
+	if flags&commitKey != 0 {
+		buf = appendString(buf, rec.EntryKey)
+	}
+	if flags&commitName != 0 {
+		buf = appendString(buf, rec.Name)
+	}
+	return buf
+}
+
+// mergeCommitValue makes prepared record r the committed record the
+// commit v (encodeCommit) says.
+func mergeCommitValue(r *Record, v []byte) error {
+	if len(v) == 0 || v[0] != commitFormat1 {
+		return fmt.Errorf("decode commit: unknown format")
+	}
+	d := decoder{s: string(v[1:])}
+	flags := d.byte()
+	at := d.time()
+	var key, name string
+	if flags&commitKey != 0 {
+		key = d.string()
+	}
+	if flags&commitName != 0 {
+		name = d.string()
+	}
+	if d.err == nil && (flags&^(commitKey|commitName) != 0 || d.off != len(d.s)) {
+		d.err = errCorrupt
+	}
+	if d.err != nil {
+		return fmt.Errorf("decode commit: %w", d.err)
+	}
+	r.State, r.NextAttempt = StateCommitted, at
+	if flags&commitKey != 0 {
+		r.EntryKey = key
+	}
+	if flags&commitName != 0 {
+		r.Name = name
+	}
+	return nil
+}

@@ -266,16 +266,14 @@ func journalWithOldValues(t *testing.T, encode func(*Record) ([]byte, error)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rewrite every record as the old encoder did.
+	// Rewrite every record as the old encoder did: whole, its commit
+	// merged (the old journal wrote a Commit as the whole record; see
+	// encodeCommit) and the "a/" key empty.
 	err = j.db.Update(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
 		var keys, vals [][]byte
 		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			r, err := decodeRecord(v)
+			r, err := storedRecord(txn, it.Item(), prefixRecord)
 			if err != nil {
 				return err
 			}
@@ -284,6 +282,9 @@ func journalWithOldValues(t *testing.T, encode func(*Record) ([]byte, error)) {
 				return err
 			}
 			keys, vals = append(keys, it.Item().KeyCopy(nil)), append(vals, old)
+			if r.State != StateDelivered {
+				keys, vals = append(keys, numKey(prefixActive, r.Seq)), append(vals, nil)
+			}
 		}
 		it.Close()
 		for i := range keys {
@@ -340,8 +341,16 @@ func journalWithOldValues(t *testing.T, encode func(*Record) ([]byte, error)) {
 	if r, err := j.Get(pending); err != nil || r.State != StateCommitted {
 		t.Fatalf("old record after commit: %+v, %v", r, err)
 	}
+	// A Commit leaves the record as its Prepare stored it (see
+	// encodeCommit); its next version is written whole, in format 2.
+	if err := j.Retry(ctx, pending); err != nil {
+		t.Fatalf("retry an old record: %v", err)
+	}
+	if r, err := j.Get(pending); err != nil || r.State != StateCommitted {
+		t.Fatalf("old record after retry: %+v, %v", r, err)
+	}
 	if v := stored(pending); v[0] != recordFormat2 {
-		t.Fatalf("the commit of an old record wrote %q, not format 2", v)
+		t.Fatalf("the retry of an old record wrote %q, not format 2", v)
 	}
 	if _, err := j.Housekeep(ctx); err != nil {
 		t.Fatalf("housekeeping over JSON records: %v", err)

@@ -200,8 +200,9 @@ func EncodeCommands(cmds []Command) []byte {
 	buf := make([]byte, 0, size)
 	buf = append(buf, format)
 	buf = binary.AppendUvarint(buf, uint64(len(cmds)))
+	var scratch []byte // a record's encoding, before its length
 	for i := range cmds {
-		buf = appendCommand(buf, &cmds[i])
+		buf, scratch = appendCommand(buf, scratch, &cmds[i])
 		if format == commandFormat2 {
 			var tok string
 			if !cmds[i].Token.IsZero() {
@@ -213,16 +214,18 @@ func EncodeCommands(cmds []Command) []byte {
 	return buf
 }
 
-func appendCommand(buf []byte, c *Command) []byte {
+// appendCommand appends c, using scratch for its record's encoding, and
+// returns scratch for the next command.
+func appendCommand(buf, scratch []byte, c *Command) ([]byte, []byte) {
 	buf = append(buf, byte(c.Op))
 	buf = binary.AppendUvarint(buf, c.Seq)
 	buf = appendTime(buf, c.Time)
 	if c.Record == nil {
 		buf = append(buf, 0)
 	} else {
-		rec := encodeRecord(c.Record)
-		buf = binary.AppendUvarint(buf, uint64(len(rec)))
-		buf = append(buf, rec...)
+		scratch = appendRecord(scratch[:0], c.Record)
+		buf = binary.AppendUvarint(buf, uint64(len(scratch)))
+		buf = append(buf, scratch...)
 	}
 	buf = appendString(buf, string(c.Sealed))
 	buf = appendString(buf, c.EntryKey)
@@ -253,7 +256,7 @@ func appendCommand(buf []byte, c *Command) []byte {
 	}
 	buf = append(buf, scrambled)
 	buf = binary.AppendUvarint(buf, d.RemovalSeq)
-	return appendString(buf, c.Name)
+	return appendString(buf, c.Name), scratch
 }
 
 func appendNums(buf []byte, ns []uint64) []byte {

@@ -193,6 +193,7 @@ func countKeys(t *testing.T, j *Journal, prefix []byte) int {
 // histories is the index's histories as sequence numbers, for the tests
 // that compare two indexes.
 func (x *index) histories() map[string][]uint64 {
+	x.activate() // a passive index's histories are its records'
 	m := make(map[string][]uint64, len(x.queues))
 	for t, q := range x.queues {
 		m[t] = slices.Clone(q.seqs)

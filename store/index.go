@@ -11,6 +11,15 @@ import (
 // decides what may be delivered next. It is the scheduler's, guarded by
 // scheduler.mu.
 //
+// An index that has never been asked what is due (passive: a cluster's
+// follower, a journal not delivering yet) keeps only its records, with
+// their order tokens: the histories and the ready heap serve delivery
+// alone, and keeping them for every record cost a 3-node cluster about a
+// fifth of its CPU time (BenchmarkClusterRecords) on the nodes that never
+// deliver. The first due builds them from the records (activate), which
+// gives the histories the records' order of sequence numbers, as a put
+// per change would.
+//
 // Ordering: every record belongs to the histories named by its order tokens
 // (entry key, DNs). A committed record may be delivered when it is the
 // oldest unfinished record of each of its histories and none of them has a
@@ -25,6 +34,8 @@ type index struct {
 	// names gives the Axigen account or group names of a record (Options.DeliveryNames;
 	// nil: none), each an order token.
 	names func(*Record) []string
+	// passive: queues, busy and ready are not kept yet (see activate).
+	passive bool
 }
 
 // queue is one history's unfinished records, in ascending order. Records
@@ -114,6 +125,36 @@ func newIndex(names func(*Record) []string) *index {
 	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}, names: names}
 }
 
+// newPassiveIndex is newIndex for a journal that may never deliver (see
+// index).
+func newPassiveIndex(names func(*Record) []string) *index {
+	x := newIndex(names)
+	x.passive = true
+	return x
+}
+
+// activate builds the histories and the ready heap of a passive index
+// from its records, once: from then on every change keeps them.
+func (x *index) activate() {
+	if !x.passive {
+		return
+	}
+	x.passive = false
+	seqs := make([]uint64, 0, len(x.recs))
+	for seq, e := range x.recs {
+		if unfinished(e.state) {
+			seqs = append(seqs, seq)
+		}
+	}
+	sortSeqs(seqs)
+	for _, seq := range seqs {
+		x.enqueue(x.recs[seq])
+	}
+	for _, seq := range seqs {
+		x.consider(x.recs[seq])
+	}
+}
+
 func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
 
 // put records a record's new version. tokens, when not nil, are its order
@@ -164,6 +205,11 @@ func (x *index) put(r *Record, tokens []string) {
 	var left []string
 	was := e.tokens
 	e.tokens = tokens
+	if x.passive {
+		e.state, e.time, e.next = r.State, r.Time, r.NextAttempt
+		e.coverable = r.Op == OpModify && r.SecretState == SecretNone && len(r.Secret) == 0
+		return
+	}
 	switch {
 	case wasQueued && !isQueued:
 		for _, t := range was {
@@ -199,7 +245,7 @@ func (x *index) remove(seq uint64) {
 		return
 	}
 	delete(x.recs, seq)
-	if unfinished(e.state) {
+	if unfinished(e.state) && !x.passive {
 		x.dequeue(e)
 		x.considerHeads(e.tokens, 0)
 	}
@@ -286,6 +332,7 @@ type dispatched struct {
 // due takes the records whose attempt is due at now, marking them in
 // flight, and says when the next one falls due (zero: none waiting).
 func (x *index) due(now time.Time, limit int) ([]dispatched, time.Time) {
+	x.activate()
 	var out []dispatched
 	for x.ready.Len() > 0 && len(out) < limit {
 		top := x.ready[0]
@@ -335,6 +382,7 @@ func (x *index) release(d dispatched) {
 // and with the same histories (no rename between). It stops at the first
 // record that is not, which keeps the order of everything after.
 func (x *index) covered(seq uint64, limit int) []uint64 {
+	x.activate()
 	h := x.recs[seq]
 	if h == nil || len(h.tokens) == 0 {
 		return nil

@@ -13,13 +13,20 @@ import (
 // deliveries, dead records and their retries — and checks after each
 // change that the index kept up step by step is the one built afresh from
 // the records as they stand (as Open builds it): the same histories, in
-// the same order, and the same records free to go.
+// the same order, and the same records free to go. A passive index (a
+// follower's) takes the same changes and is activated half way: from then
+// on it must be the index kept step by step too.
 func TestIndexMatchesRebuild(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	dns := []string{"uid=a,dc=x", "UID=A,DC=X", "uid=b,dc=x", "uid=c,dc=x", "uid=d,dc=x"}
 	keys := []string{"", "", "k1", "k2", "k3"}
 	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 	x := newIndex(nil)
+	passive := newPassiveIndex(nil)
+	put := func(r *Record) {
+		x.put(r, nil)
+		passive.put(r, nil)
+	}
 	live := map[uint64]*Record{}
 	var next uint64
 	pick := func(states ...State) *Record {
@@ -45,7 +52,7 @@ func TestIndexMatchesRebuild(t *testing.T) {
 				r.Op, r.NewDN = OpRename, dns[rng.IntN(len(dns))]
 			}
 			live[r.Seq] = r
-			x.put(r, nil)
+			put(r)
 		case op == 2:
 			if old := pick(StatePrepared); old != nil {
 				r := old.next()
@@ -56,19 +63,20 @@ func TestIndexMatchesRebuild(t *testing.T) {
 					r.EntryKey = k
 				}
 				live[r.Seq] = r
-				x.put(r, nil)
+				put(r)
 			}
 		case op == 3:
 			if old := pick(StatePrepared, StateDead); old != nil {
 				delete(live, old.Seq)
 				x.remove(old.Seq)
+				passive.remove(old.Seq)
 			}
 		case op == 4:
 			if old := pick(StateCommitted); old != nil {
 				r := old.next()
 				r.State, r.DeliveredAt = StateDelivered, at
 				delete(live, r.Seq)
-				x.put(r, nil)
+				put(r)
 			}
 		default:
 			if old := pick(StateCommitted, StateDead); old != nil {
@@ -79,7 +87,7 @@ func TestIndexMatchesRebuild(t *testing.T) {
 					r.State = StateDead
 				}
 				live[r.Seq] = r
-				x.put(r, nil)
+				put(r)
 			}
 		}
 		fresh := newIndex(nil)
@@ -108,6 +116,27 @@ func TestIndexMatchesRebuild(t *testing.T) {
 		if len(x.recs) != len(live) {
 			t.Fatalf("step %d: %d records in the index, want %d", step, len(x.recs), len(live))
 		}
+		if step == 2500 {
+			passive.activate()
+		}
+		if !passive.passive {
+			if got, want := passive.histories(), x.histories(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("step %d: histories of the activated index\n%v\nwant\n%v", step, got, want)
+			}
+		}
+		for _, seq := range seqs {
+			e, p := x.recs[seq], passive.recs[seq]
+			if p == nil || !slices.Equal(e.tokens, p.tokens) || e.state != p.state || !e.next.Equal(p.next) ||
+				(!passive.passive && (x.eligible(e) != passive.eligible(p) || passive.eligible(p) && !(p.inHeap && p.heapAt.Equal(p.next)))) {
+				t.Fatalf("step %d: record %d in the passive index: %+v, want %+v", step, seq, p, e)
+			}
+		}
+		if len(passive.recs) != len(live) {
+			t.Fatalf("step %d: %d records in the passive index, want %d", step, len(passive.recs), len(live))
+		}
+	}
+	if passive.passive || len(passive.ready) == 0 {
+		t.Fatalf("the activated index has no ready heap")
 	}
 }
 

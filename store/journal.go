@@ -49,7 +49,9 @@
 // same key file.
 //
 // Badger keys: "m/..." counters, "r/"+seq the record (see codec.go), "s/"+seq the
-// sealed secret, "a/"+seq the index of records not delivered, "d/"+time+seq
+// sealed secret, "a/"+seq the index of records not delivered (holding, for
+// a record committed since its Prepare, what the Commit changed: see
+// encodeCommit), "d/"+time+seq
 // the index of delivered records by delivery time, "x/..." the disabled
 // accounts (see disabled.go). Numbers are big-endian so that keys sort in
 // numeric order. Journals written before the Raft cluster also hold the

@@ -201,7 +201,7 @@ func dropChangeLog(db *badger.DB, dir string, log *slog.Logger) error {
 // readIndex builds the in-memory index of the records not yet delivered
 // and counts the delivered ones; names is Options.DeliveryNames.
 func readIndex(txn *badger.Txn, names func(*Record) []string) (*index, int, error) {
-	idx := newIndex(names)
+	idx := newPassiveIndex(names)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {

@@ -238,7 +238,7 @@ func (rs *records) list(f Filter) ([]*Record, error) {
 			if activeOnly {
 				r, err = getRecord(txn, keyNum(prefix, it.Item().Key()))
 			} else {
-				r, err = itemRecord(it.Item())
+				r, err = storedRecord(txn, it.Item(), prefix)
 			}
 			if err != nil {
 				return err
@@ -271,7 +271,7 @@ func (rs *records) rangeFrom(from uint64, limit, maxBytes int) ([]*Record, error
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord})
 		defer it.Close()
 		for it.Seek(numKey(prefixRecord, from)); it.ValidForPrefix(prefixRecord); it.Next() {
-			r, err := itemRecord(it.Item())
+			r, err := storedRecord(txn, it.Item(), prefixRecord)
 			if err != nil {
 				return err
 			}
@@ -325,6 +325,44 @@ func getRecord(txn *badger.Txn, seq uint64) (*Record, error) {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}
 	r, err := itemRecord(item)
+	if err == nil {
+		err = mergeCommit(txn, seq, r)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record %d: %w", seq, err)
+	}
+	return r, nil
+}
+
+// mergeCommit makes record seq, r as stored, what its Commit made it, if
+// r is stored prepared and was committed since (see encodeCommit).
+func mergeCommit(txn *badger.Txn, seq uint64, r *Record) error {
+	if r.State != StatePrepared {
+		return nil
+	}
+	item, err := txn.Get(numKey(prefixActive, seq))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(v []byte) error {
+		if len(v) == 0 {
+			return nil // not committed
+		}
+		return mergeCommitValue(r, v)
+	})
+}
+
+// storedRecord is the record whose "r/" item an iterator of txn is at,
+// its commit merged (see mergeCommit).
+func storedRecord(txn *badger.Txn, item *badger.Item, prefix []byte) (*Record, error) {
+	seq := keyNum(prefix, item.Key())
+	r, err := itemRecord(item)
+	if err == nil {
+		err = mergeCommit(txn, seq, r)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record %d: %w", seq, err)
 	}

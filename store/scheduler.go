@@ -65,7 +65,7 @@ func (s *scheduler) apply(effects []effect) {
 // snapshot.
 func (s *scheduler) reset() {
 	s.mu.Lock()
-	s.idx = newIndex(s.idx.names)
+	s.idx = newPassiveIndex(s.idx.names)
 	s.delivered = 0
 	s.mu.Unlock()
 }

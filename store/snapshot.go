@@ -133,6 +133,13 @@ func (s *Snapshot) write(w *bufio.Writer) error {
 	hdr = binary.AppendUvarint(hdr, term)
 	hdr = appendString(hdr, string(check))
 	writeFrame(w, frameHeader, hdr)
+	// A record committed since its Prepare goes out whole, its commit
+	// merged (see encodeCommit): a snapshot holds records as a node of
+	// the previous version reads them.
+	commits, err := readCommits(txn)
+	if err != nil {
+		return err
+	}
 	var frames uint64
 	var frame []byte
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixRecord, PrefetchValues: true, PrefetchSize: 64})
@@ -144,6 +151,18 @@ func (s *Snapshot) write(w *bufio.Writer) error {
 			return err
 		}
 		err = it.Item().Value(func(enc []byte) error {
+			if commit, ok := commits[seq]; ok {
+				r, err := decodeRecord(enc)
+				if err != nil {
+					return err
+				}
+				if r.State == StatePrepared {
+					if err := mergeCommitValue(r, commit); err != nil {
+						return err
+					}
+					enc = encodeStoredRecord(r)
+				}
+			}
 			frame = appendString(appendString(frame[:0], string(enc)), string(sealed))
 			return nil
 		})
@@ -172,6 +191,26 @@ func (s *Snapshot) write(w *bufio.Writer) error {
 		frames++
 	}
 	return writeFrame(w, frameEnd, binary.AppendUvarint(nil, frames))
+}
+
+// readCommits returns the commits stored beside the records (see
+// encodeCommit), by sequence number.
+func readCommits(txn *badger.Txn) (map[uint64][]byte, error) {
+	commits := map[uint64][]byte{}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixActive, PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		if item.ValueSize() == 0 {
+			continue
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return nil, err
+		}
+		commits[keyNum(prefixActive, item.Key())] = v
+	}
+	return commits, nil
 }
 
 // writeFrame writes one frame; bufio.Writer keeps the first error, which

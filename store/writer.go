@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,6 +142,7 @@ type batch struct {
 	disabled       map[string]*DisabledAccount
 	recentDisabled map[string]recentDisabled
 	effects        []effect // in-memory updates, for the indexer once settled
+	keys           []byte   // the chunk the batch's keys are cut from (see key)
 	// aborted are a replicated journal's tombstones (see PrepareToken),
 	// replaced whole when they change; preparedSeqs, when set, lists the
 	// records the index holds prepared (see preparedWithToken).
@@ -353,6 +355,7 @@ type writerRun struct {
 	// sizeHint is the size of the last batch, to size the next one's
 	// slices and map.
 	sizeHint int
+	keys     []byte // the chunk the next batch cuts its keys from (see batch.key)
 	// open holds the records prepared and not yet settled (committed or
 	// aborted), as the writer has written them, with when: writes whose
 	// callers are waiting for the directory's answer, and who, if they
@@ -418,6 +421,7 @@ func (w *writerRun) process(ms []*mutation) {
 			ms, inBadger = w.absorb(b, f, durable, ms)
 		}
 		w.sizeHint = len(f.taken) + 1
+		w.keys = b.keys
 		w.flightID++
 		f.id = w.flightID
 		if err := b.writeMeta(w.state); err != nil && b.broken == nil {
@@ -629,6 +633,7 @@ func (w *writerRun) newBatch() *batch {
 		local:          make(map[uint64]*Record, w.sizeHint),
 		recent:         w.recent,
 		recentDisabled: w.disabled,
+		keys:           w.keys,
 	}
 }
 
@@ -704,6 +709,23 @@ func (w *writer) failure() error {
 	defer w.mu.Unlock()
 	return w.failed
 }
+
+// key is numKey(prefix, n) for a write of this batch: the keys of the
+// batches are cut from shared chunks rather than allocated one by one
+// (three or four per record, on every node of a cluster), the next batch
+// going on with the last one's chunk. Badger holds them until their
+// batch is committed; no part of a chunk is written twice.
+func (b *batch) key(prefix []byte, n uint64) []byte {
+	if cap(b.keys)-len(b.keys) < len(prefix)+8 {
+		b.keys = make([]byte, 0, keyChunk)
+	}
+	from := len(b.keys)
+	b.keys = binary.BigEndian.AppendUint64(append(b.keys, prefix...), n)
+	return b.keys[from:len(b.keys):len(b.keys)]
+}
+
+// keyChunk is the size of the chunks a batch cuts its keys from.
+const keyChunk = 4 << 10
 
 func (b *batch) set(key, value []byte) error {
 	b.writes++
@@ -811,27 +833,27 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 		return nil, fmt.Errorf("record %d: %d bytes: %w", rec.Seq, len(enc), ErrTooLarge)
 	}
 	seq := rec.Seq
-	if err := b.set(numKey(prefixRecord, seq), enc); err != nil {
+	if err := b.set(b.key(prefixRecord, seq), enc); err != nil {
 		return nil, err
 	}
 	if sealed != nil {
-		if err := b.set(numKey(prefixSecret, seq), sealed); err != nil {
+		if err := b.set(b.key(prefixSecret, seq), sealed); err != nil {
 			return nil, err
 		}
 	} else if rec.SecretState != SecretEncrypted && old != nil && old.SecretState == SecretEncrypted {
-		if err := b.delete(numKey(prefixSecret, seq)); err != nil {
+		if err := b.delete(b.key(prefixSecret, seq)); err != nil {
 			return nil, err
 		}
 	}
 	wasDelivered := old != nil && old.State == StateDelivered
 	isDelivered := rec.State == StateDelivered
 	if !isDelivered && (old == nil || wasDelivered) {
-		if err := b.set(numKey(prefixActive, seq), nil); err != nil {
+		if err := b.set(b.key(prefixActive, seq), nil); err != nil {
 			return nil, err
 		}
 	}
 	if isDelivered && old != nil && !wasDelivered {
-		if err := b.delete(numKey(prefixActive, seq)); err != nil {
+		if err := b.delete(b.key(prefixActive, seq)); err != nil {
 			return nil, err
 		}
 	}
@@ -862,6 +884,25 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 	return enc, nil
 }
 
+// storeCommit writes rec, the committed version of prepared record old,
+// as what the Commit changed (see encodeCommit): the record stays as its
+// Prepare stored it.
+func (b *batch) storeCommit(old, rec *Record) error {
+	rec.makeValidText()
+	commit := encodeCommit(old, rec)
+	if n := rec.storedSizeHint() + len(commit); n > maxRecordBytes {
+		return fmt.Errorf("record %d: about %d bytes: %w", rec.Seq, n, ErrTooLarge)
+	}
+	seq := rec.Seq
+	if err := b.set(b.key(prefixActive, seq), commit); err != nil {
+		return err
+	}
+	b.markOpen(seq, false)
+	b.local[seq] = rec
+	b.effects = append(b.effects, effect{put: rec})
+	return nil
+}
+
 // markOpen notes that record seq was prepared (open) or settled.
 func (b *batch) markOpen(seq uint64, open bool) {
 	if b.opened == nil {
@@ -872,11 +913,11 @@ func (b *batch) markOpen(seq uint64, open bool) {
 
 func (b *batch) removeRecord(old *Record) error {
 	seq := old.Seq
-	if err := b.delete(numKey(prefixRecord, seq)); err != nil {
+	if err := b.delete(b.key(prefixRecord, seq)); err != nil {
 		return err
 	}
 	if old.SecretState == SecretEncrypted {
-		if err := b.delete(numKey(prefixSecret, seq)); err != nil {
+		if err := b.delete(b.key(prefixSecret, seq)); err != nil {
 			return err
 		}
 	}
@@ -884,7 +925,7 @@ func (b *batch) removeRecord(old *Record) error {
 		if err := b.delete(deliveredKey(old.DeliveredAt, seq)); err != nil {
 			return err
 		}
-	} else if err := b.delete(numKey(prefixActive, seq)); err != nil {
+	} else if err := b.delete(b.key(prefixActive, seq)); err != nil {
 		return err
 	}
 	if old.State == StatePrepared {
