@@ -15,10 +15,10 @@ import (
 // disk with a write cache a cache flush: issue 19 measured a third of
 // the CPU time and twice the wall time of each group commit's sync in
 // that second, useless, sync. So a durable batch is synced by fdatasync
-// on the memtable write-ahead files alone, unless the value log may hold
-// something not yet synced; then by DB.Sync, as before. Where the
-// write-ahead files cannot be followed (walsync_other.go, or inotify
-// unavailable), every sync is DB.Sync.
+// on the memtable write-ahead files alone, and on the value-log files too
+// only when the value log may hold something not yet synced. Where the
+// files cannot be followed (walsync_other.go, or inotify unavailable),
+// every sync is DB.Sync.
 //
 // Why this is as safe as DB.Sync: a write is in Badger once it is in the
 // memtable's write-ahead file (and, for a value from ValueThreshold up,
@@ -27,14 +27,18 @@ import (
 // is an fsync of the mapped range, and the pages written through a
 // shared mapping are already known to the page cache as dirty (from
 // their write fault), so fdatasync on the file writes back the same
-// pages. The value log is synced (DB.Sync) whenever it may hold
-// something unsynced:
-//   - a batch since the last DB.Sync was big enough to hold a value of
+// pages. Every write-ahead file that may hold unsynced writes is synced
+// (the newest one synced last and those created since: a memtable
+// rotated out between two syncs is covered too, which DB.Sync, syncing
+// the active memtable alone, does not). The value-log files are synced
+// the same way (the newest one synced last and those created since)
+// whenever the value log may hold something unsynced:
+//   - a batch since the last such sync was big enough to hold a value of
 //     ValueThreshold or more (the batch's keys and values add up to that
-//     much: a bound, so a large batch of small values is synced whole);
+//     much: a bound, so a large batch of small values syncs it too);
 //   - a value-log file was created (the log grew) or removed (Badger's
 //     garbage collection moved the live values of an old file into the
-//     current one, then removed the old one) since the last DB.Sync.
+//     current one, then removed the old one) since.
 //
 // Against a process crash (kill -9) none of this matters: what Badger
 // wrote is in the page cache, which outlives the process
@@ -45,7 +49,8 @@ type walSync struct {
 	follower  walFollower
 	noFollow  bool // following failed: DB.Sync every time
 	threshold int
-	// walSyncs and fullSyncs count the syncs of each kind (the tests').
+	// walSyncs and fullSyncs count the syncs of the write-ahead files
+	// alone, and those of the value log too or DB.Sync (the tests').
 	walSyncs, fullSyncs int
 }
 
@@ -80,6 +85,14 @@ func (s *walSync) sync(db *badger.DB) error {
 		return db.Sync()
 	}
 	full, err := s.follower.sync()
+	if err == nil && (full || s.dirty) {
+		s.fullSyncs++
+		if err = s.follower.syncValueLog(); err == nil {
+			s.dirty = false
+		}
+	} else if err == nil {
+		s.walSyncs++
+	}
 	if err != nil {
 		// The files could not be followed or synced: DB.Sync from now
 		// on, which reports a write-back error of the same pages too.
@@ -88,15 +101,6 @@ func (s *walSync) sync(db *badger.DB) error {
 		s.fullSyncs++
 		return db.Sync()
 	}
-	if !full && !s.dirty {
-		s.walSyncs++
-		return nil
-	}
-	s.fullSyncs++
-	if err := db.Sync(); err != nil {
-		return err
-	}
-	s.dirty = false
 	return nil
 }
 
@@ -114,7 +118,10 @@ func (s *walSync) close() {
 type walFollower interface {
 	// sync fdatasyncs the write-ahead files that may hold writes not yet
 	// synced: the newest one synced last and those created since. full
-	// says the value log changed meanwhile, so that a DB.Sync is needed.
+	// says the value log changed meanwhile: it is to be synced too.
 	sync() (full bool, err error)
+	// syncValueLog fdatasyncs the value-log files that may hold writes
+	// not yet synced, as sync the write-ahead files.
+	syncValueLog() error
 	close()
 }

@@ -13,26 +13,80 @@ import (
 )
 
 // Badger names its memtable write-ahead files %05d.mem and its value-log
-// files %06d.vlog, in its folder, and numbers each new memtable one more
-// than the last (badger v4 memtable.go, value.go). The folder is watched
-// with inotify, so that a new memtable (a full one was rotated out) or a
-// value-log file created or removed is known at the next sync, whatever
-// happened in between. A memtable file removed before it was seen was
-// flushed to a table Badger synced: nothing of it is lost.
-const (
-	walExt  = ".mem"
-	vlogExt = ".vlog"
-)
+// files %06d.vlog, in its folder, and numbers each new file of a kind one
+// more than the last (badger v4 memtable.go, value.go). The folder is
+// watched with inotify, so that a new memtable (a full one was rotated
+// out) or a value-log file created or removed is known at the next sync,
+// whatever happened in between. A memtable file removed before it was
+// synced was flushed to a table Badger synced; a value-log file removed
+// was emptied by Badger's garbage collection into a later one: nothing of
+// either is lost.
 
 // inotifyFollower is the walFollower of a Badger folder on Linux.
 type inotifyFollower struct {
-	dir    string
-	fd     int      // the inotify instance, non-blocking
-	cur    *os.File // the newest write-ahead file known
-	curFid int
-	newer  []int // write-ahead files created since the last sync
-	full   bool  // the value log changed, or the watch lost track
-	buf    []byte
+	dir  string
+	fd   int // the inotify instance, non-blocking
+	wal  fileSeries
+	vlog fileSeries
+	full bool // the value log changed, or the watch lost track
+	buf  []byte
+}
+
+// fileSeries is one kind of Badger's numbered files: the newest one known
+// (open, for its syncs) and those created since the last sync.
+type fileSeries struct {
+	ext, format string
+	cur         *os.File
+	curID       int
+	newer       []int
+}
+
+// note records a file of the series found in the folder.
+func (fs *fileSeries) note(name string) bool {
+	id, ok := fileID(name, fs.ext)
+	if ok && id > fs.curID && !slices.Contains(fs.newer, id) {
+		fs.newer = append(fs.newer, id)
+	}
+	return ok
+}
+
+// sync fdatasyncs the newest file synced last and those created since,
+// in the order Badger made them (each may hold writes made before the
+// next one was), and keeps the newest open.
+func (fs *fileSeries) sync(dir string) error {
+	if fs.cur != nil {
+		if err := syscall.Fdatasync(int(fs.cur.Fd())); err != nil {
+			return fmt.Errorf("sync %s: %w", fs.cur.Name(), err)
+		}
+	}
+	slices.Sort(fs.newer)
+	for len(fs.newer) > 0 {
+		id := fs.newer[0]
+		file, err := os.Open(filepath.Join(dir, fmt.Sprintf(fs.format, id)))
+		if errors.Is(err, os.ErrNotExist) {
+			fs.newer = fs.newer[1:] // removed: its writes are elsewhere, synced
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := syscall.Fdatasync(int(file.Fd())); err != nil {
+			file.Close()
+			return fmt.Errorf("sync %s: %w", file.Name(), err)
+		}
+		if fs.cur != nil {
+			fs.cur.Close()
+		}
+		fs.cur, fs.curID, fs.newer = file, id, fs.newer[1:]
+	}
+	return nil
+}
+
+func (fs *fileSeries) close() {
+	if fs.cur != nil {
+		fs.cur.Close()
+		fs.cur = nil
+	}
 }
 
 func followWALs(dir string) (walFollower, error) {
@@ -43,14 +97,17 @@ func followWALs(dir string) (walFollower, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inotify: %w", err)
 	}
-	f := &inotifyFollower{dir: dir, fd: fd, curFid: -1, buf: make([]byte, 16<<10)}
+	f := &inotifyFollower{dir: dir, fd: fd, buf: make([]byte, 16<<10),
+		wal:  fileSeries{ext: ".mem", format: "%05d.mem", curID: -1},
+		vlog: fileSeries{ext: ".vlog", format: "%06d.vlog", curID: -1},
+	}
 	mask := uint32(syscall.IN_CREATE | syscall.IN_MOVED_TO | syscall.IN_DELETE | syscall.IN_MOVED_FROM)
 	if _, err := syscall.InotifyAddWatch(fd, dir, mask); err != nil {
 		syscall.Close(fd)
 		return nil, fmt.Errorf("inotify watch %s: %w", dir, err)
 	}
-	// Files created from here on are reported; the newest one already
-	// there is where Badger writes now.
+	// Files created from here on are reported; the newest ones already
+	// there are where Badger writes now.
 	if err := f.rescan(); err != nil {
 		f.close()
 		return nil, err
@@ -58,16 +115,14 @@ func followWALs(dir string) (walFollower, error) {
 	return f, nil
 }
 
-// rescan finds the newest write-ahead file by listing the folder.
+// rescan notes the files in the folder.
 func (f *inotifyFollower) rescan() error {
 	ents, err := os.ReadDir(f.dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
-		if fid, ok := fileID(e.Name(), walExt); ok && fid > f.curFid && !slices.Contains(f.newer, fid) {
-			f.newer = append(f.newer, fid)
-		}
+		_ = f.wal.note(e.Name()) || f.vlog.note(e.Name())
 	}
 	return nil
 }
@@ -115,12 +170,12 @@ func (f *inotifyFollower) drain() error {
 				if err := f.rescan(); err != nil {
 					return err
 				}
-			case strings.HasSuffix(name, vlogExt):
-				f.full = true
 			case ev.Mask&(syscall.IN_CREATE|syscall.IN_MOVED_TO) != 0:
-				if fid, ok := fileID(name, walExt); ok && fid > f.curFid && !slices.Contains(f.newer, fid) {
-					f.newer = append(f.newer, fid)
+				if !f.wal.note(name) && f.vlog.note(name) {
+					f.full = true
 				}
+			case strings.HasSuffix(name, f.vlog.ext):
+				f.full = true // removed
 			}
 		}
 	}
@@ -130,43 +185,21 @@ func (f *inotifyFollower) sync() (bool, error) {
 	if err := f.drain(); err != nil {
 		return true, err
 	}
-	if f.cur != nil {
-		if err := syscall.Fdatasync(int(f.cur.Fd())); err != nil {
-			return true, fmt.Errorf("sync %s: %w", f.cur.Name(), err)
-		}
-	}
-	// Newer files in the order Badger made them: each may hold writes
-	// made before the next one was.
-	slices.Sort(f.newer)
-	for len(f.newer) > 0 {
-		fid := f.newer[0]
-		file, err := os.Open(filepath.Join(f.dir, fmt.Sprintf("%05d%s", fid, walExt)))
-		if errors.Is(err, os.ErrNotExist) {
-			f.newer = f.newer[1:] // flushed into a synced table already
-			continue
-		}
-		if err != nil {
-			return true, err
-		}
-		if err := syscall.Fdatasync(int(file.Fd())); err != nil {
-			file.Close()
-			return true, fmt.Errorf("sync %s: %w", file.Name(), err)
-		}
-		if f.cur != nil {
-			f.cur.Close()
-		}
-		f.cur, f.curFid, f.newer = file, fid, f.newer[1:]
+	if err := f.wal.sync(f.dir); err != nil {
+		return true, err
 	}
 	full := f.full
 	f.full = false
 	return full, nil
 }
 
+func (f *inotifyFollower) syncValueLog() error {
+	return f.vlog.sync(f.dir)
+}
+
 func (f *inotifyFollower) close() {
-	if f.cur != nil {
-		f.cur.Close()
-		f.cur = nil
-	}
+	f.wal.close()
+	f.vlog.close()
 	if f.fd >= 0 {
 		syscall.Close(f.fd)
 		f.fd = -1

@@ -14,13 +14,19 @@ import (
 // newestWAL is the highest-numbered memtable write-ahead file in dir.
 func newestWAL(t *testing.T, dir string) int {
 	t.Helper()
+	return newestFile(t, dir, ".mem")
+}
+
+// newestFile is the highest-numbered Badger file of extension ext in dir.
+func newestFile(t *testing.T, dir, ext string) int {
+	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	newest := -1
 	for _, e := range ents {
-		if fid, ok := fileID(e.Name(), walExt); ok && fid > newest {
+		if fid, ok := fileID(e.Name(), ext); ok && fid > newest {
 			newest = fid
 		}
 	}
@@ -29,8 +35,8 @@ func newestWAL(t *testing.T, dir string) int {
 
 // TestWALSyncFollowsMemtables: a group commit of small values is synced
 // through the write-ahead file Badger writes into, also once Badger has
-// rotated its memtables; a value from the value threshold up, a new
-// value-log file, makes the sync a whole DB.Sync.
+// rotated its memtables; a value from the value threshold up, or a new
+// value-log file, makes the sync take in the value log's files.
 func TestWALSyncFollowsMemtables(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("write-ahead files are followed on Linux only")
@@ -63,8 +69,8 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 	for i := 1; i <= 4<<10; i++ {
 		write(i, 1000)
 		f := s.follower.(*inotifyFollower)
-		if want := newestWAL(t, dir); f.curFid != want {
-			t.Fatalf("after write %d the sync follows write-ahead file %d, Badger writes into %d", i, f.curFid, want)
+		if want := newestWAL(t, dir); f.wal.curID != want {
+			t.Fatalf("after write %d the sync follows write-ahead file %d, Badger writes into %d", i, f.wal.curID, want)
 		}
 	}
 	if newestWAL(t, dir) == first {
@@ -95,6 +101,9 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 	write(-3, 100) // not noted as large: only the watch knows
 	if s.fullSyncs != full+1 {
 		t.Fatalf("value-log files created behind its back: %d whole syncs, want %d", s.fullSyncs, full+1)
+	}
+	if got, want := s.follower.(*inotifyFollower).vlog.curID, newestFile(t, dir, ".vlog"); got != want || want < 1 {
+		t.Fatalf("the value-log sync follows file %d, Badger writes into %d", got, want)
 	}
 }
 
