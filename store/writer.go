@@ -36,6 +36,7 @@ type writer struct {
 	log   *slog.Logger
 	index indexer
 
+	wal     walSync // makes the durable batches durable
 	reqs    chan *mutation
 	settled atomic.Uint64 // last batch settled by the completer
 	stats   writerStats
@@ -81,6 +82,7 @@ func (w *writer) stop() {
 	w.closeMu.Unlock()
 	close(w.quit)
 	<-w.done
+	w.wal.close()
 }
 
 // current is the journal's counters as of the last settled batch.
@@ -471,6 +473,9 @@ func (w *writerRun) process(ms []*mutation) {
 			w.openNext()
 			wr.stats.batches.Add(1)
 			wr.stats.mutations.Add(uint64(len(f.taken)))
+			// What the batch may put in the value log (walSync): its keys
+			// and values, and at most this much of counters.
+			written := b.size + 128 + 24*len(b.aborted)
 			b.txn.CommitWith(func(err error) {
 				// Badger writes without syncing; a batch with a durable
 				// change is synced here, before the next batch enters
@@ -479,10 +484,11 @@ func (w *writerRun) process(ms []*mutation) {
 				if wr.opts.beforeSync != nil {
 					wr.opts.beforeSync()
 				}
+				wr.wal.wrote(wr.db, written)
 				if err == nil && durable {
 					wr.stats.syncs.Add(1) // or would, without NoSync
 					if !wr.opts.NoSync {
-						err = wr.db.Sync()
+						err = wr.wal.sync(wr.db)
 					}
 				}
 				f.result <- err

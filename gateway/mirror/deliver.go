@@ -165,18 +165,19 @@ type accountApply struct {
 // Axigen, which it returns; nil when the delivery needed none (a group, an
 // entry gone) and is over, err saying how it went.
 func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accountApply, error) {
-	kind := schema.KindAccount
-	bases := m.mapping().Config().AccountBase
-	attrs := m.mapping().AccountAttributes()
+	// The bases and attributes alone, not Config(): it copies the whole
+	// configuration, a dozen slices and a map, and this runs per record.
+	mp := m.mapping()
+	kind, bases, attrs := schema.KindAccount, mp.AccountBases(), mp.AccountAttributes()
 	if rec.Kind == store.KindGroup {
-		kind, bases, attrs = schema.KindGroup, m.mapping().Config().GroupBase, m.mapping().GroupAttributes()
+		kind, bases, attrs = schema.KindGroup, mp.GroupBases(), mp.GroupAttributes()
 	}
 	e, err := m.current(ctx, rec, bases, attrs)
 	if err != nil {
 		return nil, err
 	}
 	gone := "entry deleted in the directory"
-	if e != nil && m.mapping().ClassifyEntry(*e) != kind {
+	if e != nil && mp.ClassifyEntry(*e) != kind {
 		e = nil // moved out of scope or no longer an account/group
 		gone = "entry moved out of the account base or no longer an account"
 	}
@@ -429,7 +430,7 @@ func (m *Mirror) current(ctx context.Context, rec *store.Record, bases []string,
 	mp := m.mapping()
 	if rec.EntryKey != "" {
 		value := ldap.EscapeFilter(rec.EntryKey)
-		if mp.Config().KeyFormat == schema.KeyGUID {
+		if mp.KeyFormat() == schema.KeyGUID {
 			raw, err := schema.ParseGUID(rec.EntryKey)
 			if err != nil {
 				return nil, store.Permanent(fmt.Errorf("journal record's entry key: %w", err))
@@ -479,7 +480,7 @@ func (m *Mirror) keyFor(rec *store.Record, e schema.Entry) string {
 
 // findByName finds the account entry named name in the account base.
 func (m *Mirror) findByName(ctx context.Context, name string, bases, attrs []string) (*schema.Entry, error) {
-	if name == "" || m.mapping().Config().NameFromAddress {
+	if name == "" || m.mapping().NameFromAddress() {
 		return nil, nil
 	}
 	filter := fmt.Sprintf("(%s=%s)", m.mapping().NameAttribute(), ldap.EscapeFilter(name))
@@ -563,7 +564,7 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 
 // groupsOf lists the groups that name one of dns as a member now.
 func (m *Mirror) groupsOf(ctx context.Context, dns ...string) ([]string, error) {
-	bases := m.mapping().Config().GroupBase
+	bases := m.mapping().GroupBases()
 	if len(bases) == 0 {
 		return nil, nil
 	}

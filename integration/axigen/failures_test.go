@@ -357,3 +357,54 @@ func TestSetAccountEnabled(t *testing.T) {
 		t.Errorf("missing account: found %v, %v", found, err)
 	}
 }
+
+// TestContextWatchedAcrossExchanges: a session watches its caller's
+// context across the caller's exchanges, and no longer once the pool has
+// it back: a cancellation racing the end of an operation leaves the
+// session sound for the next caller; one within an operation, between two
+// exchanges, ends the next exchange at once.
+func TestContextWatchedAcrossExchanges(t *testing.T) {
+	e := newEnv(t, 1)
+	for i := range 100 {
+		ctx, cancel := context.WithCancel(context.Background())
+		if _, _, err := e.client.ReadAccount(ctx, testDomain, "john"); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		go cancel() // racing the session's return to the pool
+		if _, _, err := e.client.ReadAccount(testCtx(t), testDomain, "john"); err != nil {
+			t.Fatalf("read %d after a cancelled caller's: %v", i, err)
+		}
+	}
+	if n := len(e.sim.Transcripts()); n != 1 {
+		t.Errorf("%d sessions, want 1: a late cancellation broke one", n)
+	}
+
+	// Within one caller's operation: the session stays with the caller
+	// between exchanges, still watching its context.
+	ctx, cancel := context.WithCancel(context.Background())
+	err := e.pool.With(ctx, func(s *Session) error {
+		if _, err := s.Do(ctx, cmdList(t)); err != nil {
+			return err
+		}
+		e.sim.SetLatency(5 * time.Second)
+		time.AfterFunc(100*time.Millisecond, cancel)
+		start := time.Now()
+		_, err := s.Do(ctx, cmdList(t))
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("cancel took %v", d)
+		}
+		return err
+	})
+	if KindOf(err) != KindCanceled {
+		t.Errorf("cancelled between two exchanges: got %v, want KindCanceled", err)
+	}
+}
+
+func cmdList(t *testing.T) Command {
+	t.Helper()
+	cmd, err := NewCommand(Keyword("LIST Accounts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}

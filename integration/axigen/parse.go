@@ -21,7 +21,7 @@ type Field struct {
 // quote (a server that does not escape). A trailing "[...]" is the
 // annotation.
 func ParseShow(lines []string) []Field {
-	var out []Field
+	out := make([]Field, 0, len(lines))
 	for _, l := range lines {
 		i := strings.Index(l, " = ")
 		if i <= 0 || strings.HasPrefix(l, " ") {
@@ -67,6 +67,11 @@ func parseShowValue(raw string) (value, annotation string) {
 // unescapeQuoted reads a double-quoted value with '\"' and '\\' escapes at
 // the start of raw, returning it and what follows the closing quote.
 func unescapeQuoted(raw string) (string, string, bool) {
+	// Most values hold no escape: they are the text up to the next quote,
+	// taken without a copy (an account's reads parse a score of them).
+	if k := strings.IndexAny(raw[1:], `"\`); k >= 0 && raw[1+k] == '"' {
+		return raw[1 : 1+k], raw[2+k:], true
+	}
 	var b strings.Builder
 	for i := 1; i < len(raw); i++ {
 		switch raw[i] {

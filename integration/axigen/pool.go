@@ -103,6 +103,8 @@ func (p *Pool) release(s *Session, ok bool) {
 	if s.Broken() || closed {
 		s.Close()
 		s = nil
+	} else {
+		s.unwatchContext() // the caller's context is done with it
 	}
 	p.slots <- s
 }

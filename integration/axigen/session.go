@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ldapgate/ldapgate/internal/deadline"
 	"github.com/ldapgate/ldapgate/internal/rawsock"
 )
 
@@ -87,6 +86,13 @@ type Session struct {
 	broken        error
 	out           []byte // the lines being sent
 	line          []byte // the line being read
+	// watching is the Done channel of the context whose cancellation
+	// breaks off the session's I/O (arm); one watch serves every exchange
+	// of a caller, so that each exchange costs a deadline, not a new
+	// watch. unwatch and watchFired are its context.AfterFunc's.
+	watching   <-chan struct{}
+	unwatch    func() bool
+	watchFired chan struct{}
 }
 
 // Dial connects, reads the banner and logs in. The session starts at the
@@ -119,7 +125,9 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	conn = rawsock.Wrap(conn)
 	s := &Session{cfg: cfg, log: log, conn: conn, r: bufio.NewReader(conn)}
-	if err := s.login(ctx); err != nil {
+	err = s.login(ctx)
+	s.unwatchContext() // ctx ends here
+	if err != nil {
 		conn.Close()
 		return nil, withOp(err, "login to "+cfg.Addr)
 	}
@@ -127,8 +135,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 }
 
 func (s *Session) login(ctx context.Context) error {
-	stop := s.arm(ctx, s.cfg.dialTimeout())
-	defer stop()
+	s.arm(ctx, s.cfg.dialTimeout())
 	banner, err := s.readAnswer(ctx, "", true, false)
 	if err != nil {
 		return err
@@ -188,6 +195,7 @@ func (s *Session) Broken() bool { return s.broken != nil }
 
 // Close ends the session, saying EXIT when the connection is still sound.
 func (s *Session) Close() error {
+	s.unwatchContext()
 	if s.broken == nil {
 		_ = s.conn.SetDeadline(time.Now().Add(time.Second))
 		_, _ = io.WriteString(s.conn, "EXIT\r\n")
@@ -255,13 +263,15 @@ func (s *Session) doAll(ctx context.Context, cmds []Command, pipelined bool) ([]
 		}
 	}
 	// Each answer has the command timeout, as if the commands went one by one.
-	stop := s.arm(ctx, time.Duration(len(cmds))*s.cfg.commandTimeout())
-	defer stop()
+	s.arm(ctx, time.Duration(len(cmds))*s.cfg.commandTimeout())
 	if err := s.send(ctx, cmds...); err != nil {
 		return nil, err
 	}
 	out := make([]*Response, 0, len(cmds))
 	var refused error
+	// Checked once: a record's arguments would be made (and allocated) for
+	// each command even when the logger drops them.
+	debug := s.log.Enabled(ctx, slog.LevelDebug)
 	for i, cmd := range cmds {
 		ans, err := s.readAnswer(ctx, cmd.masked, false, i < len(cmds)-1)
 		if err != nil {
@@ -272,7 +282,9 @@ func (s *Session) doAll(ctx context.Context, cmds []Command, pipelined bool) ([]
 		if ans.Context == "" {
 			s.domain = ""
 		}
-		s.log.Debug("axigen command", "addr", s.cfg.Addr, "cmd", cmd.masked, "ok", ans.OK, "status", ans.Status, "context", ans.Context)
+		if debug {
+			s.log.Debug("axigen command", "addr", s.cfg.Addr, "cmd", cmd.masked, "ok", ans.OK, "status", ans.Status, "context", ans.Context)
+		}
 		if !ans.OK && refused == nil {
 			refused = &Error{Kind: KindServer, Cmd: cmd.masked, Status: ans.Status}
 		}
@@ -280,10 +292,47 @@ func (s *Session) doAll(ctx context.Context, cmds []Command, pipelined bool) ([]
 	return out, refused
 }
 
-// arm bounds the coming I/O by timeout and by ctx; the returned func disarms.
-func (s *Session) arm(ctx context.Context, timeout time.Duration) func() {
-	disarm, _ := deadline.Arm(ctx, s.conn, timeout) // a failure shows in the I/O it bounds
-	return disarm
+// arm bounds the coming I/O by timeout and by ctx (as deadline.Arm): the
+// connection's deadline is set, and ctx's cancellation sets it in the
+// past. The watch on ctx stays for the next exchanges of the same context
+// (an apply's several), until one of another context comes or the pool
+// takes the session back (unwatchContext).
+func (s *Session) arm(ctx context.Context, timeout time.Duration) {
+	d := time.Now().Add(timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		d = cd
+	}
+	done := ctx.Done()
+	if done != s.watching {
+		s.unwatchContext()
+	}
+	// A failure shows in the I/O it bounds.
+	_ = s.conn.SetDeadline(d)
+	switch {
+	case done == nil:
+	case s.unwatch != nil:
+		// Watched already: a cancellation before the deadline above was
+		// set has moved it in the past, and was overwritten.
+		if ctx.Err() != nil {
+			_ = s.conn.SetDeadline(time.Unix(1, 0))
+		}
+	default:
+		fired, conn := make(chan struct{}), s.conn
+		s.unwatch = context.AfterFunc(ctx, func() {
+			defer close(fired)
+			_ = conn.SetDeadline(time.Unix(1, 0))
+		})
+		s.watching, s.watchFired = done, fired
+	}
+}
+
+// unwatchContext ends arm's watch; once it returns, the context's
+// cancellation no longer touches the connection.
+func (s *Session) unwatchContext() {
+	if s.unwatch != nil && !s.unwatch() {
+		<-s.watchFired
+	}
+	s.watching, s.unwatch, s.watchFired = nil, nil, nil
 }
 
 // send writes the command lines in one write.
@@ -331,46 +380,70 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 	}()
 	total := 0
 	for {
-		c, err := s.r.ReadByte()
-		if err != nil {
-			if statusSeen {
-				ans.Status, ans.OK = parseStatus(ans.Status)
-			} else {
-				ans.Status = ""
-			}
-			return ans, s.fail(ioError(ctx, "", cmd, err))
-		}
-		total++
-		if total > maxAnswer {
-			return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmd, Err: errorf("answer longer than %d bytes", maxAnswer)})
-		}
-		line = append(line, c)
-		if c == '\n' {
-			text := string(bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}))
-			line = line[:0]
-			if statusSeen {
-				// What looked like the status line was output after all.
-				ans.Lines = append(ans.Lines, ans.Status)
-			}
-			statusSeen = isStatusLine(text)
-			if statusSeen {
-				ans.Status = text
-			} else {
-				ans.Lines = append(ans.Lines, text)
-			}
-			continue
-		}
-		if c == ' ' && (statusSeen || bare) && (more || s.r.Buffered() == 0) && maybePrompt(line) {
-			if path, ok := parsePrompt(string(line)); ok {
+		// The bytes the reader holds are scanned in place, a line (or a
+		// prompt's candidate) at a time: reading them byte by byte cost a
+		// call per byte, a sizeable share of a delivery's CPU time.
+		if s.r.Buffered() == 0 {
+			if _, err := s.r.Peek(1); err != nil {
 				if statusSeen {
 					ans.Status, ans.OK = parseStatus(ans.Status)
 				} else {
-					ans.Status, ans.OK = "", true
+					ans.Status = ""
 				}
-				ans.Context = path
-				return ans, nil
+				return ans, s.fail(ioError(ctx, "", cmd, err))
 			}
 		}
+		chunk, _ := s.r.Peek(s.r.Buffered())
+		rest, used := chunk, 0
+		for len(rest) > 0 {
+			// Only a line's end matters, and a space while a prompt may
+			// come (it ends in one).
+			var j int
+			if statusSeen || bare {
+				j = bytes.IndexAny(rest, " \n")
+			} else {
+				j = bytes.IndexByte(rest, '\n')
+			}
+			if j < 0 {
+				j = len(rest) - 1
+			}
+			c := rest[j]
+			line = append(line, rest[:j+1]...)
+			rest, used, total = rest[j+1:], used+j+1, total+j+1
+			if total > maxAnswer {
+				_, _ = s.r.Discard(used)
+				return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmd, Err: errorf("answer longer than %d bytes", maxAnswer)})
+			}
+			if c == '\n' {
+				text := string(bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}))
+				line = line[:0]
+				if statusSeen {
+					// What looked like the status line was output after all.
+					ans.Lines = append(ans.Lines, ans.Status)
+				}
+				statusSeen = isStatusLine(text)
+				if statusSeen {
+					ans.Status = text
+				} else {
+					ans.Lines = append(ans.Lines, text)
+				}
+				continue
+			}
+			// rest is empty when the reader holds nothing after c.
+			if c == ' ' && (statusSeen || bare) && (more || len(rest) == 0) && maybePrompt(line) {
+				if path, ok := parsePrompt(string(line)); ok {
+					_, _ = s.r.Discard(used)
+					if statusSeen {
+						ans.Status, ans.OK = parseStatus(ans.Status)
+					} else {
+						ans.Status, ans.OK = "", true
+					}
+					ans.Context = path
+					return ans, nil
+				}
+			}
+		}
+		_, _ = s.r.Discard(used)
 	}
 }
 
