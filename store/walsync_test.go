@@ -33,77 +33,52 @@ func newestFile(t *testing.T, dir, ext string) int {
 	return newest
 }
 
-// TestWALSyncFollowsMemtables: a group commit of small values is synced
-// through the write-ahead file Badger writes into, also once Badger has
-// rotated its memtables; a value from the value threshold up, or a new
-// value-log file, makes the sync take in the value log's files.
+// TestWALSyncFollowsMemtables: a group commit is synced through the
+// write-ahead and value-log files Badger writes into, also once Badger has
+// rotated its memtables and value-log files.
 func TestWALSyncFollowsMemtables(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("write-ahead files are followed on Linux only")
-	}
-	dir := t.TempDir()
-	db, err := badger.Open(badgerOptions(dir, Options{}, quietLogger()).WithMemTableSize(1 << 20).WithValueLogFileSize(1 << 20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, dir := openSyncTestDB(t)
 	var s walSync
 	defer s.close()
 	write := func(i, size int) {
 		t.Helper()
-		err := db.Update(func(txn *badger.Txn) error { return txn.Set(fmt.Appendf(nil, "k%06d", i), make([]byte, size)) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.wrote(db, size+16)
+		set(t, db, fmt.Sprintf("k%06d", i), size)
 		if err := s.sync(db); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(0, 100)
-	if s.fullSyncs != 1 {
-		t.Fatalf("first sync: %d whole syncs, want 1 (what was written before the files were followed)", s.fullSyncs)
+	follows := func(when string) {
+		t.Helper()
+		f := s.follower.(*inotifyFollower)
+		if want := newestWAL(t, dir); f.wal.curID != want {
+			t.Fatalf("%s: the sync follows write-ahead file %d, Badger writes into %d", when, f.wal.curID, want)
+		}
+		if want := newestFile(t, dir, ".vlog"); f.vlog.curID != want {
+			t.Fatalf("%s: the sync follows value-log file %d, Badger writes into %d", when, f.vlog.curID, want)
+		}
 	}
+	write(0, 100)
 	first := newestWAL(t, dir)
 	// 4 MiB of small values: several memtables of 1 MiB.
 	for i := 1; i <= 4<<10; i++ {
 		write(i, 1000)
-		f := s.follower.(*inotifyFollower)
-		if want := newestWAL(t, dir); f.wal.curID != want {
-			t.Fatalf("after write %d the sync follows write-ahead file %d, Badger writes into %d", i, f.wal.curID, want)
-		}
+		follows(fmt.Sprintf("after write %d", i))
 	}
 	if newestWAL(t, dir) == first {
 		t.Fatal("the memtables never rotated: the test proves nothing")
 	}
-	if s.fullSyncs != 1 || s.walSyncs != 4<<10 {
-		t.Fatalf("%d whole syncs and %d of the write-ahead files alone, want 1 and %d", s.fullSyncs, s.walSyncs, 4<<10)
-	}
-	// A value for the value log: the next sync is whole; the one after
-	// is not.
-	write(-1, 20<<10)
-	if s.fullSyncs != 2 {
-		t.Fatalf("a value of 20 KiB: %d whole syncs, want 2", s.fullSyncs)
-	}
-	write(-2, 100)
-	if s.fullSyncs != 2 {
-		t.Fatalf("a small value after a large one: %d whole syncs, want 2", s.fullSyncs)
-	}
-	// Values that fill value-log files of 1 MiB: new files are created,
-	// each noted by the watch and synced whole.
+	// Values that fill value-log files of 1 MiB, written behind its back.
+	firstVlog := newestFile(t, dir, ".vlog")
 	for i := range 200 {
-		err := db.Update(func(txn *badger.Txn) error { return txn.Set(fmt.Appendf(nil, "v%06d", i), make([]byte, 20<<10)) })
-		if err != nil {
-			t.Fatal(err)
-		}
+		set(t, db, fmt.Sprintf("v%06d", i), 20<<10)
 	}
-	full := s.fullSyncs
-	write(-3, 100) // not noted as large: only the watch knows
-	if s.fullSyncs != full+1 {
-		t.Fatalf("value-log files created behind its back: %d whole syncs, want %d", s.fullSyncs, full+1)
+	write(-1, 100)
+	follows("after value-log files were created")
+	if newestFile(t, dir, ".vlog") == firstVlog {
+		t.Fatal("the value log never rotated: the test proves nothing")
 	}
-	if got, want := s.follower.(*inotifyFollower).vlog.curID, newestFile(t, dir, ".vlog"); got != want || want < 1 {
-		t.Fatalf("the value-log sync follows file %d, Badger writes into %d", got, want)
+	if s.fallbacks != 0 || s.followed != 4<<10+2 {
+		t.Fatalf("%d syncs through the files followed and %d whole, want %d and 0", s.followed, s.fallbacks, 4<<10+2)
 	}
 }
 
@@ -143,7 +118,6 @@ func BenchmarkGroupCommitSync(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				s.wrote(db, 3*620)
 				start := threadCPU()
 				if err := sync(); err != nil {
 					b.Fatal(err)

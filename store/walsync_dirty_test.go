@@ -1,0 +1,149 @@
+package store
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// dirtyMapped is, per file of dir with extension .mem or .vlog that this
+// process maps, how many kB of the mapping the kernel still counts dirty:
+// written through the mapping and not yet written back. Right after a
+// sync that made everything Badger wrote durable, every count is zero (a
+// page written back is cleaned and write-protected, so a later write
+// dirties it again). Files already removed are left out: a removed
+// write-ahead file was flushed to a synced table, a removed value-log file
+// emptied into a later one.
+func dirtyMapped(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no smaps: %v", err)
+	}
+	defer f.Close()
+	dirty := map[string]int{}
+	cur := ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(fields[0], ":") { // a mapping's header line
+			cur = ""
+			if len(fields) == 6 && filepath.Dir(fields[5]) == dir {
+				if ext := filepath.Ext(fields[5]); ext == ".mem" || ext == ".vlog" {
+					cur = filepath.Base(fields[5])
+				}
+			}
+			continue
+		}
+		if cur != "" && (fields[0] == "Shared_Dirty:" || fields[0] == "Private_Dirty:") && len(fields) >= 2 {
+			kb, err := strconv.Atoi(fields[1])
+			if err != nil {
+				t.Fatalf("smaps: %q: %v", line, err)
+			}
+			dirty[cur] += kb
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return dirty
+}
+
+// assertClean fails the test if a write-ahead or value-log file of dir
+// holds pages not written back.
+func assertClean(t *testing.T, dir, when string) {
+	t.Helper()
+	for name, kb := range dirtyMapped(t, dir) {
+		if kb != 0 {
+			t.Errorf("%s: %s has %d kB not written back: a power cut now loses what the journal acknowledged", when, name, kb)
+		}
+	}
+}
+
+// openSyncTestDB opens a Badger folder with the journal's options and
+// small memtables and value-log files, so that both rotate quickly.
+func openSyncTestDB(t *testing.T) (*badger.DB, string) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("smaps is Linux's")
+	}
+	dir, err := filepath.Abs(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := badger.Open(badgerOptions(dir, Options{}, quietLogger()).WithMemTableSize(1 << 20).WithValueLogFileSize(1 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, dir
+}
+
+func set(t *testing.T, db *badger.DB, key string, size int) {
+	t.Helper()
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), make([]byte, size)) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWALSyncLeavesNothingDirty: after each sync, no page Badger wrote
+// into a write-ahead or value-log file is left to write back, whoever
+// wrote it: the journal's batches (announced to wrote), through memtable
+// and value-log rotations, and a value of the value log written by
+// another of Badger's writers (value-log GC rewrites the live values of a
+// file into the current one, in a batch of its own, while the journal
+// goes on; a journal sync in between makes the pointers to them durable in
+// the write-ahead file), and after DropAll, which starts the value log
+// again at file 1.
+func TestWALSyncLeavesNothingDirty(t *testing.T) {
+	db, dir := openSyncTestDB(t)
+	var s walSync
+	defer s.close()
+	sync := func(when string) {
+		t.Helper()
+		if err := s.sync(db); err != nil {
+			t.Fatal(err)
+		}
+		assertClean(t, dir, when)
+	}
+	set(t, db, "first", 100)
+	sync("first sync")
+	for i := range 3 << 10 { // 3 MiB: memtables of 1 MiB rotate
+		set(t, db, fmt.Sprintf("k%06d", i), 1000)
+		if i%97 == 0 {
+			sync(fmt.Sprintf("small write %d", i))
+		}
+	}
+	sync("after the small writes")
+	set(t, db, "big", 20<<10)
+	sync("a value of 20 KiB")
+	for i := range 3 {
+		set(t, db, fmt.Sprintf("gc%d", i), 20<<10) // not announced: as the GC's rewrite
+		set(t, db, fmt.Sprintf("small%d", i), 100)
+		sync(fmt.Sprintf("a value of 20 KiB written by another writer (%d)", i))
+	}
+	for i := range 120 { // value-log files of 1 MiB rotate
+		set(t, db, fmt.Sprintf("v%06d", i), 20<<10)
+		if i%7 == 0 {
+			sync(fmt.Sprintf("large write %d", i))
+		}
+	}
+	sync("after the large writes")
+	if err := db.DropAll(); err != nil {
+		t.Fatal(err)
+	}
+	set(t, db, "after DropAll", 20<<10)
+	sync("a value of 20 KiB after DropAll")
+}
