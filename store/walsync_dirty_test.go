@@ -2,12 +2,14 @@ package store
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -146,4 +148,102 @@ func TestWALSyncLeavesNothingDirty(t *testing.T) {
 	}
 	set(t, db, "after DropAll", 20<<10)
 	sync("a value of 20 KiB after DropAll")
+}
+
+// rotate writes small values without a sync until Badger has rotated its
+// memtable: the rotated one's write-ahead file holds unsynced writes.
+func rotate(t *testing.T, db *badger.DB, dir, prefix string) {
+	t.Helper()
+	before := newestWAL(t, dir)
+	for i := 0; newestWAL(t, dir) == before; i++ {
+		if i > 8<<10 {
+			t.Fatal("the memtable never rotated")
+		}
+		set(t, db, fmt.Sprintf("%s%06d", prefix, i), 1000)
+	}
+	set(t, db, prefix+"-last", 1000)
+}
+
+// TestWALSyncFallbackSyncsRotatedMemtables: when the watch breaks, the
+// sync falls back on syncing the whole folder, which takes in a memtable
+// rotated out since the last sync (DB.Sync alone would not), and the next
+// sync follows the files again.
+func TestWALSyncFallbackSyncsRotatedMemtables(t *testing.T) {
+	for _, fault := range []string{"watch closed", "queue overflow"} {
+		t.Run(fault, func(t *testing.T) {
+			db, dir := openSyncTestDB(t)
+			var s walSync
+			defer s.close()
+			set(t, db, "first", 100)
+			if err := s.sync(db); err != nil {
+				t.Fatal(err)
+			}
+			rotate(t, db, dir, "k")
+			switch fault {
+			case "watch closed":
+				f := s.follower.(*inotifyFollower)
+				syscall.Close(f.fd)
+				f.fd = -1
+			case "queue overflow":
+				max, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+				if err != nil {
+					t.Skip(err)
+				}
+				n, err := strconv.Atoi(strings.TrimSpace(string(max)))
+				if err != nil || n > 1<<16 {
+					t.Skipf("max_queued_events %q: too many files to make", max)
+				}
+				for i := range n + 1 {
+					if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("x%06d", i)), nil, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := s.sync(db); err != nil {
+				t.Fatal(err)
+			}
+			assertClean(t, dir, "after the fallback")
+			if s.fallbacks != 1 || s.follower != nil {
+				t.Fatalf("%d whole syncs, follower %v: want 1 and none", s.fallbacks, s.follower)
+			}
+			rotate(t, db, dir, "m")
+			if err := s.sync(db); err != nil {
+				t.Fatal(err)
+			}
+			assertClean(t, dir, "following again")
+			if s.followed != 2 || s.follower == nil {
+				t.Fatalf("%d syncs through the files followed, want 2 (it follows them again)", s.followed)
+			}
+		})
+	}
+}
+
+// TestWALSyncReportsWriteBackError: an fdatasync that fails (EIO from
+// the disk) fails the sync, although the fallback's DB.Sync, which does
+// not sync the rotated memtable, would succeed.
+func TestWALSyncReportsWriteBackError(t *testing.T) {
+	for _, series := range []string{".mem", ".vlog"} {
+		t.Run(series, func(t *testing.T) {
+			db, dir := openSyncTestDB(t)
+			var s walSync
+			defer s.close()
+			set(t, db, "first", 100)
+			if err := s.sync(db); err != nil {
+				t.Fatal(err)
+			}
+			rotate(t, db, dir, "k")
+			f := s.follower.(*inotifyFollower)
+			fs := &f.wal
+			if series == ".vlog" {
+				fs = &f.vlog
+			}
+			fs.fdatasync = func(int) error { return syscall.EIO }
+			if err := s.sync(db); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("sync with a failing fdatasync of the %s files: %v, want EIO", series, err)
+			}
+			if err := s.sync(db); err != nil {
+				t.Fatalf("the sync after: %v", err)
+			}
+		})
+	}
 }

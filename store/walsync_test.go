@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -134,4 +135,49 @@ func threadCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(1, &ru) // RUSAGE_THREAD
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// inotifyFDs counts this process's open inotify instances.
+func inotifyFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestJournalReopenReleasesWatch: a journal closed releases the watch on
+// its folder (and the files it held open for their syncs), however often
+// it is opened again.
+func TestJournalReopenReleasesWatch(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("write-ahead files are followed on Linux only")
+	}
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.NoSync = false
+	before := inotifyFDs(t)
+	for i := range 5 {
+		j, err := Open(filepath.Join(dir, "journal"), opts)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		mustPrepareCommit(t, j, accountRecord(fmt.Sprintf("uid=u%d,dc=example,dc=org", i)), "")
+		if n := inotifyFDs(t); n != before+1 {
+			t.Errorf("open %d: %d inotify instances, want %d", i, n, before+1)
+		}
+		if err := j.Close(); err != nil {
+			t.Fatalf("close %d: %v", i, err)
+		}
+		if n := inotifyFDs(t); n != before {
+			t.Fatalf("closed %d times: %d inotify instances, want %d", i+1, n, before)
+		}
+	}
 }
