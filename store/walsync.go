@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,8 +40,9 @@ import (
 // so fdatasync on the file writes back the same pages.
 //
 // Where the files cannot be followed (walsync_other.go, inotify
-// unavailable, the watch lost), a sync fsyncs every write-ahead file in
-// the folder and then calls DB.Sync (syncAll). A failed write-back is
+// unavailable, the watch lost), a sync finds the files by a scan of the
+// folder (syncAll), not by DB.Sync, which would miss a memtable or a
+// value-log file rotated out since the last sync. A failed write-back is
 // always reported: the batch is not durable, whatever a later sync says.
 //
 // Against a process crash (kill -9) none of this matters: what Badger
@@ -50,6 +52,7 @@ type walSync struct {
 	mu       sync.Mutex
 	follower walFollower
 	noFollow bool // following cannot start: syncAll every time
+	vlogFrom int  // syncAll's: the newest value-log file it synced
 	// followed and fallbacks count the syncs through the files followed,
 	// and those by syncAll (the tests').
 	followed, fallbacks int
@@ -64,7 +67,12 @@ func (s *walSync) sync(db *badger.DB) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.noFollow && s.follower == nil {
-		f, err := followWALs(db.Opts().Dir)
+		opts := db.Opts()
+		f, err := followWALs(opts.Dir)
+		if err == nil && opts.ValueDir != opts.Dir {
+			f.close() // the value log is elsewhere: not watched
+			err = errors.New("value log outside the journal's folder")
+		}
 		if err != nil {
 			s.noFollow = true
 		} else {
@@ -73,7 +81,7 @@ func (s *walSync) sync(db *badger.DB) error {
 	}
 	if s.follower == nil {
 		s.fallbacks++
-		return syncAll(db)
+		return syncAll(db, &s.vlogFrom)
 	}
 	err := s.follower.sync()
 	if err == nil {
@@ -83,50 +91,95 @@ func (s *walSync) sync(db *badger.DB) error {
 	// The watch lost track, or a file could not be synced: sync the
 	// whole folder now and follow it anew at the next sync (whose first
 	// pass syncs every file present). A write-back error stands even if
-	// syncAll succeeds: the write-back error of a file is reported once
-	// per open file, and DB.Sync does not sync a rotated memtable's file.
+	// syncAll succeeds: the kernel reports a file's write-back error to
+	// the open files that existed when it happened, not to those syncAll
+	// opens after.
 	s.follower.close()
 	s.follower = nil
 	s.fallbacks++
-	serr := syncAll(db)
+	s.vlogFrom = 0 // what the watch may have missed
+	serr := syncAll(db, &s.vlogFrom)
 	if errors.Is(err, errWriteBack) {
 		return errors.Join(err, serr)
 	}
 	return serr
 }
 
-// syncAll syncs every memtable write-ahead file in Badger's folder, those
-// rotated out and not yet flushed included, then what DB.Sync syncs.
-func syncAll(db *badger.DB) error {
+// syncAll syncs, by a scan of Badger's folders, the value-log files that
+// may hold writes not yet synced (the newest one synced last and those
+// after it: Badger does not sync a value-log file it rotates out, nor does
+// DB.Sync), then every memtable write-ahead file, those rotated out and
+// not yet flushed included. vlogFrom is the newest value-log file synced
+// by the last scan (0: none), updated.
+func syncAll(db *badger.DB, vlogFrom *int) error {
 	opts := db.Opts()
 	if opts.InMemory || opts.ReadOnly || opts.Dir == "" {
-		return db.Sync()
+		return db.Sync() // nothing of Badger's to sync
 	}
-	ents, err := os.ReadDir(opts.Dir)
+	vlogs, err := numbered(opts.ValueDir, ".vlog")
 	if err != nil {
-		return fmt.Errorf("sync journal: %w", err)
+		return err
+	}
+	if len(vlogs) > 0 && vlogs[len(vlogs)-1] < *vlogFrom {
+		*vlogFrom = 0 // DropAll started the value log again at 1
 	}
 	var errs []error
-	for _, e := range ents {
-		if _, ok := fileID(e.Name(), ".mem"); !ok {
-			continue
-		}
-		f, err := os.OpenFile(filepath.Join(opts.Dir, e.Name()), os.O_RDWR, 0)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // flushed to a table Badger synced, then removed
-		}
-		if err == nil {
-			err = f.Sync()
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sync %s: %w", e.Name(), err))
+	for _, id := range vlogs {
+		if id >= *vlogFrom {
+			errs = append(errs, fsyncFile(filepath.Join(opts.ValueDir, fmt.Sprintf("%06d.vlog", id))))
 		}
 	}
-	errs = append(errs, db.Sync())
-	return errors.Join(errs...)
+	mems, err := numbered(opts.Dir, ".mem")
+	if err != nil {
+		return err
+	}
+	for _, id := range mems {
+		errs = append(errs, fsyncFile(filepath.Join(opts.Dir, fmt.Sprintf("%05d.mem", id))))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(vlogs) > 0 {
+		*vlogFrom = vlogs[len(vlogs)-1]
+	}
+	return nil
+}
+
+// numbered lists, in order, the numbers of Badger's files of extension ext
+// in dir.
+func numbered(dir, ext string) ([]int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sync journal: %w", err)
+	}
+	var ids []int
+	for _, e := range ents {
+		if id, ok := fileID(e.Name(), ext); ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// fsyncFile fsyncs the file at path, if it is still there: a memtable file
+// removed was flushed to a table Badger synced, a value-log file removed
+// was emptied into a later one or dropped.
+func fsyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
 
 // close releases the files followed.

@@ -109,9 +109,17 @@ func set(t *testing.T, db *badger.DB, key string, size int) {
 // goes on; a journal sync in between makes the pointers to them durable in
 // the write-ahead file), and after DropAll, which starts the value log
 // again at file 1.
+// Also when the files are found by a scan of the folder at each sync
+// (inotify unavailable).
 func TestWALSyncLeavesNothingDirty(t *testing.T) {
+	for _, mode := range []string{"followed", "scanned"} {
+		t.Run(mode, func(t *testing.T) { testWALSyncLeavesNothingDirty(t, mode == "scanned") })
+	}
+}
+
+func testWALSyncLeavesNothingDirty(t *testing.T, scanned bool) {
 	db, dir := openSyncTestDB(t)
-	var s walSync
+	s := walSync{noFollow: scanned}
 	defer s.close()
 	sync := func(when string) {
 		t.Helper()
@@ -148,6 +156,9 @@ func TestWALSyncLeavesNothingDirty(t *testing.T) {
 	}
 	set(t, db, "after DropAll", 20<<10)
 	sync("a value of 20 KiB after DropAll")
+	if scanned && (s.followed != 0 || s.fallbacks == 0) || !scanned && (s.followed == 0 || s.fallbacks != 0) {
+		t.Fatalf("%d syncs through the files followed, %d by a scan", s.followed, s.fallbacks)
+	}
 }
 
 // rotate writes small values without a sync until Badger has rotated its
