@@ -34,55 +34,6 @@ func newestFile(t *testing.T, dir, ext string) int {
 	return newest
 }
 
-// TestWALSyncFollowsMemtables: a group commit is synced through the
-// write-ahead and value-log files Badger writes into, also once Badger has
-// rotated its memtables and value-log files.
-func TestWALSyncFollowsMemtables(t *testing.T) {
-	db, dir := openSyncTestDB(t)
-	var s walSync
-	defer s.close()
-	write := func(i, size int) {
-		t.Helper()
-		set(t, db, fmt.Sprintf("k%06d", i), size)
-		if err := s.sync(db); err != nil {
-			t.Fatal(err)
-		}
-	}
-	follows := func(when string) {
-		t.Helper()
-		f := s.follower.(*inotifyFollower)
-		if want := newestWAL(t, dir); f.wal.curID != want {
-			t.Fatalf("%s: the sync follows write-ahead file %d, Badger writes into %d", when, f.wal.curID, want)
-		}
-		if want := newestFile(t, dir, ".vlog"); f.vlog.curID != want {
-			t.Fatalf("%s: the sync follows value-log file %d, Badger writes into %d", when, f.vlog.curID, want)
-		}
-	}
-	write(0, 100)
-	first := newestWAL(t, dir)
-	// 4 MiB of small values: several memtables of 1 MiB.
-	for i := 1; i <= 4<<10; i++ {
-		write(i, 1000)
-		follows(fmt.Sprintf("after write %d", i))
-	}
-	if newestWAL(t, dir) == first {
-		t.Fatal("the memtables never rotated: the test proves nothing")
-	}
-	// Values that fill value-log files of 1 MiB, written behind its back.
-	firstVlog := newestFile(t, dir, ".vlog")
-	for i := range 200 {
-		set(t, db, fmt.Sprintf("v%06d", i), 20<<10)
-	}
-	write(-1, 100)
-	follows("after value-log files were created")
-	if newestFile(t, dir, ".vlog") == firstVlog {
-		t.Fatal("the value log never rotated: the test proves nothing")
-	}
-	if s.fallbacks != 0 || s.followed != 4<<10+2 {
-		t.Fatalf("%d syncs through the files followed and %d whole, want %d and 0", s.followed, s.fallbacks, 4<<10+2)
-	}
-}
-
 // BenchmarkGroupCommitSync compares, for a batch of three small records,
 // the sync of badger.DB.Sync with walSync's: wall time per op, and the
 // syncing thread's CPU time (cpu-ns/op).
