@@ -1,105 +1,183 @@
 package store
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// walSync makes the journal's group commits durable at less cost than
+// walSync makes the journal's group commits durable, and more surely than
 // badger.DB.Sync, which syncs the active memtable's write-ahead file and
-// then the value log's current file, every time. The journal's values go
-// to the value log only from Badger's ValueThreshold up (16 KiB: a large
-// attribute value, a long member list), so nearly every batch leaves the
-// value log as it was; syncing it anyway still costs an fsync, and on a
-// disk with a write cache a cache flush: issue 19 measured a third of
-// the CPU time and twice the wall time of each group commit's sync in
-// that second, useless, sync. So a durable batch is synced by fdatasync
-// on the memtable write-ahead files alone, and on the value-log files too
-// only when the value log may hold something not yet synced. Where the
-// files cannot be followed (walsync_other.go, or inotify unavailable),
-// every sync is DB.Sync.
+// the value log's current file only: a memtable Badger rotated out
+// between two syncs (ensureRoomForWrite, also in the middle of a write
+// group) keeps unsynced writes in its write-ahead file until it is
+// flushed to a table, and DB.Sync does not sync that file. So a durable
+// batch is synced by fdatasync on every write-ahead file that may hold
+// unsynced writes (followed with inotify: the newest one synced last and
+// those created since) and on the value-log files the same way.
 //
-// Why this is as safe as DB.Sync: a write is in Badger once it is in the
-// memtable's write-ahead file (and, for a value from ValueThreshold up,
-// in the value log, which the file then points to). Badger writes both
-// through shared mappings; on Linux msync(MS_SYNC), which DB.Sync uses,
-// is an fsync of the mapped range, and the pages written through a
-// shared mapping are already known to the page cache as dirty (from
-// their write fault), so fdatasync on the file writes back the same
-// pages. Every write-ahead file that may hold unsynced writes is synced
-// (the newest one synced last and those created since: a memtable
-// rotated out between two syncs is covered too, which DB.Sync, syncing
-// the active memtable alone, does not). The value-log files are synced
-// the same way (the newest one synced last and those created since)
-// whenever the value log may hold something unsynced:
-//   - a batch since the last such sync was big enough to hold a value of
-//     ValueThreshold or more (the batch's keys and values add up to that
-//     much: a bound, so a large batch of small values syncs it too);
-//   - a value-log file was created (the log grew) or removed (Badger's
-//     garbage collection moved the live values of an old file into the
-//     current one, then removed the old one) since.
+// The value log is synced at every sync, as DB.Sync does, although the
+// journal's own batches put something there only from ValueThreshold up:
+// other writers do too, behind the journal's back. Value-log GC rewrites
+// the live values of an old file into the current one in a batch of its
+// own (no sync) and removes the old file; a journal sync in between makes
+// the write-ahead file's pointers to the moved values durable, and the
+// values must be too (TestWALSyncLeavesNothingDirty). An fdatasync of a
+// file with nothing to write back costs little (issue 19's profile: the
+// value log's sync was a tenth of DB.Sync's time).
+//
+// Why fdatasync is as good as DB.Sync's msync: Badger writes both kinds
+// of files through shared mappings; on Linux msync(MS_SYNC) is an fsync
+// of the mapped range, and the pages written through a shared mapping
+// are already known to the page cache as dirty (from their write fault),
+// so fdatasync on the file writes back the same pages.
+//
+// Where the files cannot be followed (walsync_other.go, inotify
+// unavailable, the watch lost), a sync finds the files by a scan of the
+// folder (syncAll), not by DB.Sync, which would miss a memtable or a
+// value-log file rotated out since the last sync. A failed write-back is
+// always reported: the batch is not durable, whatever a later sync says.
 //
 // Against a process crash (kill -9) none of this matters: what Badger
 // wrote is in the page cache, which outlives the process
 // (store/crash_test.go); the syncs are what a power cut needs.
 type walSync struct {
-	mu        sync.Mutex
-	dirty     bool // the value log may hold unsynced data
-	follower  walFollower
-	noFollow  bool // following failed: DB.Sync every time
-	threshold int
-	// walSyncs and fullSyncs count the syncs of the write-ahead files
-	// alone, and those of the value log too or DB.Sync (the tests').
-	walSyncs, fullSyncs int
+	mu       sync.Mutex
+	follower walFollower
+	noFollow bool // following cannot start: syncAll every time
+	vlogFrom int  // syncAll's: the newest value-log file it synced
+	// followed and fallbacks count the syncs through the files followed,
+	// and those by syncAll (the tests').
+	followed, fallbacks int
 }
 
-// wrote notes a batch Badger has written, of about n bytes of keys and
-// values (including what its counters add).
-func (s *walSync) wrote(db *badger.DB, n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.threshold == 0 {
-		s.threshold = int(db.Opts().ValueThreshold)
-	}
-	if n >= s.threshold {
-		s.dirty = true
-	}
-}
+// errWriteBack marks the error of a file's fdatasync, or of opening a file
+// to be synced: writes Badger made may not be durable.
+var errWriteBack = errors.New("write-back failed")
 
 // sync makes everything Badger has written so far durable.
 func (s *walSync) sync(db *badger.DB) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.noFollow && s.follower == nil {
-		f, err := followWALs(db.Opts().Dir)
+		opts := db.Opts()
+		f, err := followWALs(opts.Dir)
+		if err == nil && opts.ValueDir != opts.Dir {
+			f.close() // the value log is elsewhere: not watched
+			err = errors.New("value log outside the journal's folder")
+		}
 		if err != nil {
 			s.noFollow = true
 		} else {
 			s.follower = f
-			s.dirty = true // what was written before the files were followed
 		}
 	}
 	if s.follower == nil {
-		s.fullSyncs++
-		return db.Sync()
+		s.fallbacks++
+		return syncAll(db, &s.vlogFrom)
 	}
-	full, err := s.follower.sync()
-	if err == nil && (full || s.dirty) {
-		s.fullSyncs++
-		if err = s.follower.syncValueLog(); err == nil {
-			s.dirty = false
+	err := s.follower.sync()
+	if err == nil {
+		s.followed++
+		return nil
+	}
+	// The watch lost track, or a file could not be synced: sync the
+	// whole folder now and follow it anew at the next sync (whose first
+	// pass syncs every file present). A write-back error stands even if
+	// syncAll succeeds: the kernel reports a file's write-back error to
+	// the open files that existed when it happened, not to those syncAll
+	// opens after.
+	s.follower.close()
+	s.follower = nil
+	s.fallbacks++
+	s.vlogFrom = 0 // what the watch may have missed
+	serr := syncAll(db, &s.vlogFrom)
+	if errors.Is(err, errWriteBack) {
+		return errors.Join(err, serr)
+	}
+	return serr
+}
+
+// syncAll syncs, by a scan of Badger's folders, the value-log files that
+// may hold writes not yet synced (the newest one synced last and those
+// after it: Badger does not sync a value-log file it rotates out, nor does
+// DB.Sync), then every memtable write-ahead file, those rotated out and
+// not yet flushed included. vlogFrom is the newest value-log file synced
+// by the last scan (0: none), updated.
+func syncAll(db *badger.DB, vlogFrom *int) error {
+	opts := db.Opts()
+	if opts.InMemory || opts.ReadOnly || opts.Dir == "" {
+		return db.Sync() // nothing of Badger's to sync
+	}
+	vlogs, err := numbered(opts.ValueDir, ".vlog")
+	if err != nil {
+		return err
+	}
+	if len(vlogs) > 0 && vlogs[len(vlogs)-1] < *vlogFrom {
+		*vlogFrom = 0 // DropAll started the value log again at 1
+	}
+	var errs []error
+	for _, id := range vlogs {
+		if id >= *vlogFrom {
+			errs = append(errs, fsyncFile(filepath.Join(opts.ValueDir, fmt.Sprintf("%06d.vlog", id))))
 		}
-	} else if err == nil {
-		s.walSyncs++
+	}
+	mems, err := numbered(opts.Dir, ".mem")
+	if err != nil {
+		return err
+	}
+	for _, id := range mems {
+		errs = append(errs, fsyncFile(filepath.Join(opts.Dir, fmt.Sprintf("%05d.mem", id))))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(vlogs) > 0 {
+		*vlogFrom = vlogs[len(vlogs)-1]
+	}
+	return nil
+}
+
+// numbered lists, in order, the numbers of Badger's files of extension ext
+// in dir.
+func numbered(dir, ext string) ([]int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sync journal: %w", err)
+	}
+	var ids []int
+	for _, e := range ents {
+		if id, ok := fileID(e.Name(), ext); ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// fsyncFile fsyncs the file at path, if it is still there: a memtable file
+// removed was flushed to a table Badger synced, a value-log file removed
+// was emptied into a later one or dropped.
+func fsyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
-		// The files could not be followed or synced: DB.Sync from now
-		// on, which reports a write-back error of the same pages too.
-		s.follower.close()
-		s.follower, s.noFollow = nil, true
-		s.fullSyncs++
-		return db.Sync()
+		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
 	}
 	return nil
 }
@@ -114,14 +192,23 @@ func (s *walSync) close() {
 	}
 }
 
-// A walFollower knows Badger's memtable write-ahead files as they come.
+// A walFollower knows Badger's memtable write-ahead and value-log files as
+// they come.
 type walFollower interface {
-	// sync fdatasyncs the write-ahead files that may hold writes not yet
-	// synced: the newest one synced last and those created since. full
-	// says the value log changed meanwhile: it is to be synced too.
-	sync() (full bool, err error)
-	// syncValueLog fdatasyncs the value-log files that may hold writes
-	// not yet synced, as sync the write-ahead files.
-	syncValueLog() error
+	// sync fdatasyncs the value-log files that may hold writes not yet
+	// synced (the newest one synced last and those created since), then
+	// the write-ahead files likewise. An error wraps errWriteBack if a file
+	// could not be synced.
+	sync() error
 	close()
+}
+
+// fileID parses Badger's numbered file name with extension ext.
+func fileID(name, ext string) (int, bool) {
+	num, ok := strings.CutSuffix(name, ext)
+	if !ok || num == "" {
+		return 0, false
+	}
+	id, err := strconv.Atoi(num)
+	return id, err == nil && id >= 0
 }

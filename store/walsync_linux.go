@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -14,13 +13,14 @@ import (
 
 // Badger names its memtable write-ahead files %05d.mem and its value-log
 // files %06d.vlog, in its folder, and numbers each new file of a kind one
-// more than the last (badger v4 memtable.go, value.go). The folder is
-// watched with inotify, so that a new memtable (a full one was rotated
-// out) or a value-log file created or removed is known at the next sync,
-// whatever happened in between. A memtable file removed before it was
-// synced was flushed to a table Badger synced; a value-log file removed
-// was emptied by Badger's garbage collection into a later one: nothing of
-// either is lost.
+// more than the last (badger v4 memtable.go, value.go), except that
+// DropAll starts the value log again at 1. The folder is watched with
+// inotify, so that a new memtable (a full one was rotated out) or a new
+// value-log file is known at the next sync, whatever happened in between.
+// A memtable file removed before it was synced was flushed to a table
+// Badger synced; a value-log file removed was emptied by Badger's garbage
+// collection into the current one (synced at every sync) or dropped:
+// nothing of either is lost.
 
 // inotifyFollower is the walFollower of a Badger folder on Linux.
 type inotifyFollower struct {
@@ -28,7 +28,6 @@ type inotifyFollower struct {
 	fd   int // the inotify instance, non-blocking
 	wal  fileSeries
 	vlog fileSeries
-	full bool // the value log changed, or the watch lost track
 	buf  []byte
 }
 
@@ -39,12 +38,25 @@ type fileSeries struct {
 	cur         *os.File
 	curID       int
 	newer       []int
+	// fdatasync is syscall.Fdatasync, or a test's fault.
+	fdatasync func(fd int) error
 }
 
-// note records a file of the series found in the folder.
+// note records a file of the series found in the folder by a scan: one
+// older than the newest known is no news.
 func (fs *fileSeries) note(name string) bool {
 	id, ok := fileID(name, fs.ext)
 	if ok && id > fs.curID && !slices.Contains(fs.newer, id) {
+		fs.newer = append(fs.newer, id)
+	}
+	return ok
+}
+
+// created records a file of the series the watch saw created: whatever its
+// number (after DropAll the value log starts again at 1), it is new.
+func (fs *fileSeries) created(name string) bool {
+	id, ok := fileID(name, fs.ext)
+	if ok && id != fs.curID && !slices.Contains(fs.newer, id) {
 		fs.newer = append(fs.newer, id)
 	}
 	return ok
@@ -55,8 +67,8 @@ func (fs *fileSeries) note(name string) bool {
 // next one was), and keeps the newest open.
 func (fs *fileSeries) sync(dir string) error {
 	if fs.cur != nil {
-		if err := syscall.Fdatasync(int(fs.cur.Fd())); err != nil {
-			return fmt.Errorf("sync %s: %w", fs.cur.Name(), err)
+		if err := fs.fdatasync(int(fs.cur.Fd())); err != nil {
+			return fmt.Errorf("sync %s: %w: %w", fs.cur.Name(), errWriteBack, err)
 		}
 	}
 	slices.Sort(fs.newer)
@@ -68,11 +80,11 @@ func (fs *fileSeries) sync(dir string) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errWriteBack, err)
 		}
-		if err := syscall.Fdatasync(int(file.Fd())); err != nil {
+		if err := fs.fdatasync(int(file.Fd())); err != nil {
 			file.Close()
-			return fmt.Errorf("sync %s: %w", file.Name(), err)
+			return fmt.Errorf("sync %s: %w: %w", file.Name(), errWriteBack, err)
 		}
 		if fs.cur != nil {
 			fs.cur.Close()
@@ -98,46 +110,30 @@ func followWALs(dir string) (walFollower, error) {
 		return nil, fmt.Errorf("inotify: %w", err)
 	}
 	f := &inotifyFollower{dir: dir, fd: fd, buf: make([]byte, 16<<10),
-		wal:  fileSeries{ext: ".mem", format: "%05d.mem", curID: -1},
-		vlog: fileSeries{ext: ".vlog", format: "%06d.vlog", curID: -1},
+		wal:  fileSeries{ext: ".mem", format: "%05d.mem", curID: -1, fdatasync: syscall.Fdatasync},
+		vlog: fileSeries{ext: ".vlog", format: "%06d.vlog", curID: -1, fdatasync: syscall.Fdatasync},
 	}
-	mask := uint32(syscall.IN_CREATE | syscall.IN_MOVED_TO | syscall.IN_DELETE | syscall.IN_MOVED_FROM)
+	mask := uint32(syscall.IN_CREATE | syscall.IN_MOVED_TO)
 	if _, err := syscall.InotifyAddWatch(fd, dir, mask); err != nil {
 		syscall.Close(fd)
 		return nil, fmt.Errorf("inotify watch %s: %w", dir, err)
 	}
-	// Files created from here on are reported; the newest ones already
-	// there are where Badger writes now.
-	if err := f.rescan(); err != nil {
-		f.close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// rescan notes the files in the folder.
-func (f *inotifyFollower) rescan() error {
+	// Files created from here on are reported; those already there are
+	// all synced at the first sync.
 	ents, err := os.ReadDir(f.dir)
 	if err != nil {
-		return err
+		f.close()
+		return nil, err
 	}
 	for _, e := range ents {
 		_ = f.wal.note(e.Name()) || f.vlog.note(e.Name())
 	}
-	return nil
+	return f, nil
 }
 
-// fileID parses Badger's numbered file name with extension ext.
-func fileID(name, ext string) (int, bool) {
-	num, ok := strings.CutSuffix(name, ext)
-	if !ok || num == "" {
-		return 0, false
-	}
-	id, err := strconv.Atoi(num)
-	return id, err == nil && id >= 0
-}
-
-// drain reads the events the folder had since the last call.
+// drain reads the events the folder had since the last call. Lost events
+// (IN_Q_OVERFLOW) or a watch removed (IN_IGNORED: the folder is gone) are
+// an error: the caller syncs the whole folder and follows it anew.
 func (f *inotifyFollower) drain() error {
 	for {
 		n, err := syscall.Read(f.fd, f.buf)
@@ -155,46 +151,32 @@ func (f *inotifyFollower) drain() error {
 			nameAt := off + syscall.SizeofInotifyEvent
 			end := nameAt + int(ev.Len)
 			if end > n {
-				break
+				return errors.New("inotify: event cut short")
 			}
 			name := strings.TrimRight(string(f.buf[nameAt:end]), "\x00")
 			off = end
 			switch {
-			case ev.Mask&(syscall.IN_Q_OVERFLOW|syscall.IN_IGNORED) != 0:
-				// Events were lost (or the folder is gone): sync whole and
-				// find the newest file again.
-				f.full = true
-				if ev.Mask&syscall.IN_IGNORED != 0 {
-					return errors.New("journal folder no longer watched")
-				}
-				if err := f.rescan(); err != nil {
-					return err
-				}
+			case ev.Mask&syscall.IN_Q_OVERFLOW != 0:
+				return errors.New("inotify: events lost (queue overflow)")
+			case ev.Mask&syscall.IN_IGNORED != 0:
+				return errors.New("journal folder no longer watched")
 			case ev.Mask&(syscall.IN_CREATE|syscall.IN_MOVED_TO) != 0:
-				if !f.wal.note(name) && f.vlog.note(name) {
-					f.full = true
-				}
-			case strings.HasSuffix(name, f.vlog.ext):
-				f.full = true // removed
+				_ = f.wal.created(name) || f.vlog.created(name)
 			}
 		}
 	}
 }
 
-func (f *inotifyFollower) sync() (bool, error) {
+func (f *inotifyFollower) sync() error {
 	if err := f.drain(); err != nil {
-		return true, err
+		return err
 	}
-	if err := f.wal.sync(f.dir); err != nil {
-		return true, err
+	// The value log first: a pointer in a write-ahead file is then never
+	// durable before the value it points to (one moved by GC, say).
+	if err := f.vlog.sync(f.dir); err != nil {
+		return err
 	}
-	full := f.full
-	f.full = false
-	return full, nil
-}
-
-func (f *inotifyFollower) syncValueLog() error {
-	return f.vlog.sync(f.dir)
+	return f.wal.sync(f.dir)
 }
 
 func (f *inotifyFollower) close() {

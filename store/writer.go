@@ -473,9 +473,6 @@ func (w *writerRun) process(ms []*mutation) {
 			w.openNext()
 			wr.stats.batches.Add(1)
 			wr.stats.mutations.Add(uint64(len(f.taken)))
-			// What the batch may put in the value log (walSync): its keys
-			// and values, and at most this much of counters.
-			written := b.size + 128 + 24*len(b.aborted)
 			b.txn.CommitWith(func(err error) {
 				// Badger writes without syncing; a batch with a durable
 				// change is synced here, before the next batch enters
@@ -484,7 +481,6 @@ func (w *writerRun) process(ms []*mutation) {
 				if wr.opts.beforeSync != nil {
 					wr.opts.beforeSync()
 				}
-				wr.wal.wrote(wr.db, written)
 				if err == nil && durable {
 					wr.stats.syncs.Add(1) // or would, without NoSync
 					if !wr.opts.NoSync {
