@@ -123,9 +123,20 @@ func (d deliverer) Covers(rec *store.Record) bool { return d.m.covered(rec) }
 // delivers this modify too: delivery applies the entry's state, except for
 // what a change does by itself — disabling the account scrambles its
 // password, a new address refreshes its groups.
+//
+// A record taken along drops its entry's image (images.forget): the
+// delivery then reads the entry, after the record was committed, so that
+// the state it delivers holds the record's write whatever the images knew
+// (an image served while a later write was committed delivered the earlier
+// state and settled the later record with it: TestRelayInterceptedWriteFinishes
+// under load).
 func (m *Mirror) covered(rec *store.Record) bool {
-	return rec.Op == store.OpModify && len(rec.Secret) == 0 && !m.touchesDisabled(rec) && !m.touchesAddress(rec) &&
+	ok := rec.Op == store.OpModify && len(rec.Secret) == 0 && !m.touchesDisabled(rec) && !m.touchesAddress(rec) &&
 		m.passwordChangeOf(rec) == passwordKept
+	if ok {
+		m.images.forget(rec.DN)
+	}
+	return ok
 }
 
 // deliver brings Axigen in line with the directory's current state of the

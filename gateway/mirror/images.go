@@ -167,6 +167,27 @@ func (im *images) take(rec *store.Record, dn string) *schema.Entry {
 	return &out
 }
 
+// forget drops the image of the entry at dn (however its DN is spelled).
+// A delivery that takes later records along (store.Coverer) must deliver
+// a state that holds their writes; an image learnt before one of them
+// would not, so once a record is taken along, the delivery reads.
+func (im *images) forget(dn string) {
+	if im == nil {
+		return
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if len(im.m) == 0 {
+		return
+	}
+	for k, st := range im.m {
+		if st.entry != nil && (k == dn || schema.EqualDN(k, dn)) {
+			st.entry, st.seqs = nil, nil
+			im.tidyLocked(k, st)
+		}
+	}
+}
+
 // reset drops every image (the policy changed); writes on their way are
 // still counted.
 func (im *images) reset() {
