@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -36,21 +37,37 @@ func (m *Mirror) checkValues(w *write) *gateway.Result {
 		for _, a := range w.req.Attributes {
 			check(a.Type, a.Values)
 		}
+		if err == nil {
+			err = mp.CheckName(addedEntry(w.req), w.kind)
+		}
 	case gateway.OpModify:
 		for _, c := range w.req.Changes {
 			if c.Op != gateway.ModDelete {
 				check(c.Type, c.Values)
 			}
 		}
+		if e, touched := m.nameAfterModify(w); err == nil && touched {
+			err = mp.CheckName(e, w.kind)
+		}
 	case gateway.OpModifyDN:
 		if e := schema.ValidateValue(schema.FieldDN, w.newDN); e != nil {
 			err = e
 		}
-		// The new RDN's value of the name attribute is the new name.
-		if rdn, e := ldap.ParseDN(w.req.NewRDN); e == nil && len(rdn.RDNs) == 1 {
-			for _, ava := range rdn.RDNs[0].Attributes {
-				check(ava.Type, [][]byte{[]byte(ava.Value)})
-			}
+		// The new RDN's values are the entry's (its name's, when it names
+		// the entry by the name attribute). It is read as the gateway reads
+		// DNs: go-ldap's parser refuses a quoted value slapd takes, which
+		// let `uid="a b"` past this check.
+		avas, e := schema.FirstRDN(w.req.NewRDN)
+		if e != nil {
+			err = &schema.ValueError{Attr: "RDN", Field: schema.FieldDN,
+				Reason: "the gateway cannot read the new RDN " + quoteDN(w.req.NewRDN) + ": " + e.Error()}
+			break
+		}
+		for _, ava := range avas {
+			check(ava.Type, [][]byte{[]byte(ava.Value)})
+		}
+		if e, ok := m.nameAfterRename(w, avas); err == nil && ok {
+			err = mp.CheckName(e, w.kind)
 		}
 	case gateway.OpPasswordModify:
 		if len(w.req.NewPassword) > 0 {
@@ -65,6 +82,9 @@ func (m *Mirror) checkValues(w *write) *gateway.Result {
 	var ve *schema.ValueError
 	if errors.As(err, &ve) {
 		ve.DN = w.target
+		if ve.Reason == "missing" {
+			ve.Reason = "missing: the change would leave the entry without a name for Axigen"
+		}
 	}
 	return &gateway.Result{Code: ldap.LDAPResultConstraintViolation,
 		Diagnostic: "ldapgate: Axigen cannot take this value, so the change is not made: " + err.Error()}
@@ -114,4 +134,143 @@ func (m *Mirror) checkAttribute(mp *schema.Mapping, kind schema.Kind, attr strin
 		return named(field, values[0])
 	}
 	return nil
+}
+
+// The name a write leaves its entry: an account or group whose name
+// attribute a write empties (a modify deleting its values, a rename
+// dropping the old RDN's value when the new RDN names the entry by
+// another attribute) or fills with a first value Axigen cannot take has
+// no name Axigen can take, and its delivery would fail for good with the
+// change in the directory. So decide works the name out from the entry
+// as the write leaves it (schema.Mapping.CheckName, what delivery maps).
+
+// addedEntry is the entry an add creates, as far as its name goes.
+func addedEntry(req *gateway.WriteRequest) schema.Entry {
+	e := schema.Entry{DN: req.DN, Attrs: map[string][]string{}}
+	for _, a := range req.Attributes {
+		for _, v := range a.Values {
+			e.Attrs[a.Type] = append(e.Attrs[a.Type], string(v))
+		}
+	}
+	return e
+}
+
+// nameAttributeOf is the attribute that names an entry of kind.
+func nameAttributeOf(mp *schema.Mapping, kind schema.Kind) string {
+	if kind == schema.KindGroup {
+		return mp.GroupNameAttribute()
+	}
+	return mp.NameAttribute()
+}
+
+// nameValues copies e with only its name attribute's values (under one
+// description), so that a write's changes can be applied to them.
+func nameValues(mp *schema.Mapping, e schema.Entry, attr string) (schema.Entry, []string) {
+	var values []string
+	for desc, v := range e.Attrs {
+		if mp.SameAttribute(desc, attr) && !strings.Contains(desc, ";") {
+			values = append(values, v...)
+		}
+	}
+	return schema.Entry{DN: e.DN, Attrs: map[string][]string{}}, values
+}
+
+// sameName compares two values of a name attribute as the directory does
+// (case and blanks ignored: uid, cn, mail and sAMAccountName alike).
+func sameName(a, b string) bool {
+	return strings.EqualFold(strings.Join(strings.Fields(a), " "), strings.Join(strings.Fields(b), " "))
+}
+
+func withoutName(values []string, drop string) []string {
+	out := values[:0:0]
+	for _, v := range values {
+		if !sameName(v, drop) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// nameAfterModify is the entry (its name attribute) as a modify leaves
+// it, and whether the modify touches the name at all; only a modify of an
+// entry read before it (w.entry) is worked out.
+func (m *Mirror) nameAfterModify(w *write) (schema.Entry, bool) {
+	mp := m.mapping()
+	attr := nameAttributeOf(mp, w.kind)
+	if w.entry == nil || attr == "" {
+		return schema.Entry{}, false
+	}
+	e, values := nameValues(mp, *w.entry, attr)
+	touched := false
+	for _, c := range w.req.Changes {
+		if !mp.SameAttribute(c.Type, attr) {
+			continue
+		}
+		if strings.Contains(c.Type, ";") {
+			// A tagged value (uid;lang-fr) is a subtype of its own: the
+			// name is read from the attribute without options.
+			continue
+		}
+		touched = true
+		switch c.Op {
+		case gateway.ModReplace:
+			values = nil
+			fallthrough
+		case gateway.ModAdd:
+			for _, v := range c.Values {
+				if !contains(values, string(v)) {
+					values = append(values, string(v))
+				}
+			}
+		case gateway.ModDelete:
+			if len(c.Values) == 0 {
+				values = nil
+			}
+			for _, v := range c.Values {
+				values = withoutName(values, string(v))
+			}
+		}
+	}
+	e.Attrs[attr] = values
+	return e, touched
+}
+
+// nameAfterRename is the entry (its name attribute) as a modify DN to the
+// new RDN avas leaves it: the new RDN's values are added, and with
+// deleteoldrdn the old RDN's are removed.
+func (m *Mirror) nameAfterRename(w *write, avas []schema.AVA) (schema.Entry, bool) {
+	mp := m.mapping()
+	attr := nameAttributeOf(mp, w.kind)
+	if w.entry == nil || attr == "" {
+		return schema.Entry{}, false
+	}
+	e, values := nameValues(mp, *w.entry, attr)
+	if w.req.DeleteOldRDN {
+		old, err := schema.FirstRDN(w.entry.DN)
+		if err != nil {
+			return schema.Entry{}, false
+		}
+		for _, ava := range old {
+			if mp.SameAttribute(ava.Type, attr) {
+				values = withoutName(values, ava.Value)
+			}
+		}
+	}
+	for _, ava := range avas {
+		if mp.SameAttribute(ava.Type, attr) && !contains(values, ava.Value) {
+			values = append(values, ava.Value)
+		}
+	}
+	e.DN = w.req.NewRDN
+	e.Attrs[attr] = values
+	return e, true
+}
+
+func contains(values []string, v string) bool {
+	for _, x := range values {
+		if sameName(x, v) {
+			return true
+		}
+	}
+	return false
 }

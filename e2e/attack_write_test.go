@@ -1,0 +1,147 @@
+package e2e
+
+// Attacks on the write path with real clients against the built gateway,
+// real slapd and the Axigen simulator: each write is judged, journaled,
+// relayed and mirrored, or refused with a standard result code and a
+// diagnostic that says why, and the directory and Axigen never disagree
+// because of it (docs/architecture.md, "The write path", "Who may change
+// what", "The default attribute mapping").
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+	"github.com/ldapgate/ldapgate/internal/testenv/slapd"
+	"github.com/ldapgate/ldapgate/schema"
+)
+
+// newAttackEnv is newMirrorEnv with slapd configuration of its own
+// (authz-policy for proxied authorization, say), logging at info.
+func newAttackEnv(t *testing.T, extraConfig string, ldif []string, extra ...string) *mirrorEnv {
+	t.Helper()
+	e, root := newEnv(t)
+	e.dir = slapd.StartT(t, slapd.Options{LDIF: ldif, ExtraConfig: extraConfig})
+	e.startMirroring(root, mirrorSetup{
+		dialect:     schema.OpenLDAP,
+		accountBase: mirrorAccountBase,
+		groupBase:   mirrorGroupBase,
+		serviceDN:   mirrorAdminDN,
+		servicePW:   e.dir.RootPW,
+		upstream:    []string{"--upstream", e.dir.URL},
+		logLevel:    "info",
+		extra:       extra,
+	}, e.seed)
+	return e
+}
+
+// cnPerson is the LDIF of an account named by cn, with the given uids.
+func cnPerson(cn string, uids ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dn: cn=%s,%s\nobjectClass: inetOrgPerson\ncn: %s\nsn: %s\n", cn, mirrorAccountBase, cn, cn)
+	for _, u := range uids {
+		fmt.Fprintf(&b, "uid: %s\n", u)
+	}
+	fmt.Fprintf(&b, "mail: %s@example.com\nuserPassword: %s-pw\n", uids[0], uids[0])
+	return b.String()
+}
+
+// wantRefused fails unless err is the gateway's own refusal with code,
+// its diagnostic holding every one of parts.
+func wantRefused(t *testing.T, what string, err error, code int, parts ...string) {
+	t.Helper()
+	if resultCode(err) != code || !strings.Contains(err.Error(), "ldapgate: ") {
+		t.Errorf("%s: %v, want the gateway's refusal (%d)", what, err, code)
+		return
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: the diagnostic %q does not say %q", what, err, p)
+		}
+	}
+}
+
+// A write that would leave an account or group without a name Axigen can
+// take was made in the directory and became a dead letter: Axigen kept the
+// old account, enabled, with the old password, while the directory had
+// renamed it or taken its name away. Each is now refused (19) before the
+// directory sees it; the directory, the journal and Axigen stay as they were.
+//   - an add whose RDN names it by one of two uids, one Axigen cannot take
+//     (the checks skipped a name attribute with several values);
+//   - a modify DN to a quoted value (uid="c c"): go-ldap's DN parser
+//     refuses quotes, and the check of the new RDN was skipped;
+//   - a modify DN to another attribute with deleteoldrdn (uid gone);
+//   - a modify deleting (or replacing with nothing) the uid of an account
+//     named by cn, or deleting the first of its uids, the second one a
+//     name Axigen cannot take.
+func TestAttackWriteLeavesNoNameAxigenCannotTake(t *testing.T) {
+	e := newAttackEnv(t, "", []string{cnPerson("Ivy Irons", "ivy"), cnPerson("Kim Kent", "kim", "k m")})
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	ivy, kim := "cn=Ivy Irons,"+mirrorAccountBase, "cn=Kim Kent,"+mirrorAccountBase
+	before := e.sim.Accounts(mirrorDomain)
+
+	a := accountAdd("uid=p1 x,"+mirrorAccountBase, "p1")
+	a.Attributes[1].Vals = []string{"p1 x", "p1x"}
+	wantRefused(t, "add of uid=p1 x with uids [p1 x, p1x]", admin.Add(a), ldap.LDAPResultConstraintViolation, "attribute uid (Axigen name)", "not allowed in a name")
+	a = accountAdd("cn=P Two,"+mirrorAccountBase, "p2")
+	a.Attributes[1].Vals = []string{"bad name", "p2"}
+	wantRefused(t, "add of cn=P Two with uids [bad name, p2]", admin.Add(a), ldap.LDAPResultConstraintViolation, "attribute uid (Axigen name)")
+
+	for _, rdn := range []string{`uid="c c"`, `uid=#0403632063`, `UID = " c c "`} {
+		wantRefused(t, "rename of carol to "+rdn, admin.ModifyDN(ldap.NewModifyDNRequest(userDN("carol"), rdn, true, "")),
+			ldap.LDAPResultConstraintViolation, "attribute uid (Axigen name)")
+	}
+	wantRefused(t, "rename of alice to cn=Alice Liddell, dropping her uid",
+		admin.ModifyDN(ldap.NewModifyDNRequest(userDN("alice"), "cn=Alice Liddell", true, "")),
+		ldap.LDAPResultConstraintViolation, "without a name")
+	m := ldap.NewModifyRequest(ivy, nil)
+	m.Delete("uid", nil)
+	wantRefused(t, "delete of ivy's uid", admin.Modify(m), ldap.LDAPResultConstraintViolation, "without a name")
+	m = ldap.NewModifyRequest(ivy, nil)
+	m.Replace("uid", nil)
+	wantRefused(t, "replace of ivy's uid with nothing", admin.Modify(m), ldap.LDAPResultConstraintViolation, "without a name")
+	m = ldap.NewModifyRequest(kim, nil)
+	m.Delete("uid", []string{"KIM"})
+	wantRefused(t, "delete of kim's first uid", admin.Modify(m), ldap.LDAPResultConstraintViolation, "not allowed in a name")
+
+	// Nothing reached the directory or Axigen.
+	for _, dn := range []string{"uid=p1 x," + mirrorAccountBase, "cn=P Two," + mirrorAccountBase, "uid=c c," + mirrorAccountBase, "cn=Alice Liddell," + mirrorAccountBase} {
+		if e.directoryEntry(dn) != nil {
+			t.Errorf("slapd holds %s", dn)
+		}
+	}
+	if got := e.directoryEntry(ivy, "uid").GetAttributeValues("uid"); len(got) != 1 {
+		t.Errorf("slapd's uids of ivy: %v", got)
+	}
+	if got := e.directoryEntry(kim, "uid").GetAttributeValues("uid"); len(got) != 2 {
+		t.Errorf("slapd's uids of kim: %v", got)
+	}
+	if got := e.sim.Accounts(mirrorDomain); len(got) != len(before) {
+		t.Errorf("Axigen's accounts: %+v, want as before %+v", got, before)
+	}
+
+	// What a name Axigen can take is still allowed, and mirrored: a rename
+	// to a quoted uid, one keeping the old RDN value, a uid added
+	// beside the RDN's.
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN("carol"), `uid="carol2"`, true, "")); err != nil {
+		t.Fatalf("rename of carol to a quoted uid=\"carol2\": %v", err)
+	}
+	e.waitAccount("carol2", "renamed from carol", func(a axigensim.AccountState, ok bool) bool { return ok && a.Password == "carol-pw" })
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN("alice"), "cn=Alice Liddell", false, "")); err != nil {
+		t.Fatalf("rename of alice to cn=Alice Liddell, keeping her uid: %v", err)
+	}
+	m = ldap.NewModifyRequest(userDN("bob"), nil)
+	m.Add("uid", []string{"bobby"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatalf("a second uid for bob: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, true)
+	if _, ok := e.sim.Account(mirrorDomain, "alice"); !ok {
+		t.Error("alice's account is gone from Axigen after a rename that kept her uid")
+	}
+}
