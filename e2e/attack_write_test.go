@@ -145,3 +145,68 @@ func TestAttackWriteLeavesNoNameAxigenCannotTake(t *testing.T) {
 		t.Error("alice's account is gone from Axigen after a rename that kept her uid")
 	}
 }
+
+// A modify DN of an organizational unit moves every entry below it in one
+// operation (back-mdb renames non-leaf entries). The gateway judged only
+// the unit, no account or group, and relayed it unjournaled: carol, a
+// directory administrator (cn=admins) but no gateway admin, created an
+// account the policy refuses her by adding it outside the bases and
+// moving its unit into ou=people, took dan out of scope by moving his unit
+// out, and renamed the group base; Axigen saw none of it. Such moves are
+// now refused (53) naming the entries, for everyone; a move that keeps
+// every account under the same base, or carries none, is still made.
+func TestAttackWriteSubtreeMoveCannotCarryAccounts(t *testing.T) {
+	const stage, sub = "ou=stage,dc=example,dc=com", "ou=sub," + mirrorAccountBase
+	e := newAttackEnv(t, "", []string{
+		"dn: " + sub + "\nobjectClass: organizationalUnit\nou: sub\n",
+		"dn: uid=dan," + sub + "\nobjectClass: inetOrgPerson\nuid: dan\ncn: Dan\nsn: D\nmail: dan@example.com\nuserPassword: dan-pw\n",
+		"dn: ou=devices,dc=example,dc=com\nobjectClass: organizationalUnit\nou: devices\n",
+		"dn: cn=printer,ou=devices,dc=example,dc=com\nobjectClass: device\ncn: printer\n",
+	})
+	carol := bindConn(t, e.gw.URL, userDN("carol"), slapd.CarolPassword)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+
+	ou := ldap.NewAddRequest(stage, nil)
+	ou.Attribute("objectClass", []string{"organizationalUnit"})
+	ou.Attribute("ou", []string{"stage"})
+	if err := carol.Add(ou); err != nil {
+		t.Fatal(err)
+	}
+	if err := carol.Add(accountAdd("uid=eve,"+stage, "eve")); err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, "carol moving ou=stage (holding eve) into ou=people",
+		carol.ModifyDN(ldap.NewModifyDNRequest(stage, "ou=stage", true, mirrorAccountBase)),
+		ldap.LDAPResultUnwillingToPerform, "uid=eve,ou=stage")
+	wantRefused(t, "carol moving ou=sub (holding dan) out of ou=people",
+		carol.ModifyDN(ldap.NewModifyDNRequest(sub, "ou=sub", true, mirrorSuffix)),
+		ldap.LDAPResultUnwillingToPerform, "uid=dan,ou=sub")
+	wantRefused(t, "the admin renaming the group base",
+		admin.ModifyDN(ldap.NewModifyDNRequest(mirrorGroupBase, "ou=groups2", true, "")),
+		ldap.LDAPResultUnwillingToPerform, "cn=staff")
+	wantRefused(t, "the admin renaming the account base through another spelling",
+		admin.ModifyDN(ldap.NewModifyDNRequest("OU=People, DC=Example,DC=com", "ou=people2", true, "")),
+		ldap.LDAPResultUnwillingToPerform, "uid=")
+	if e.directoryEntry("uid=eve,ou=stage,"+mirrorAccountBase) != nil || e.directoryEntry("uid=dan,"+sub) == nil ||
+		e.directoryEntry(groupDN("staff")) == nil || e.directoryEntry(userDN("bob")) == nil {
+		t.Error("slapd made a refused move")
+	}
+
+	// Moves that change no account's scope are made.
+	if err := carol.ModifyDN(ldap.NewModifyDNRequest(sub, "ou=sub2", true, "")); err != nil {
+		t.Errorf("renaming ou=sub inside ou=people: %v", err)
+	}
+	if err := carol.ModifyDN(ldap.NewModifyDNRequest("ou=devices,dc=example,dc=com", "ou=devices", true, mirrorAccountBase)); err != nil {
+		t.Errorf("moving ou=devices (no account) into ou=people: %v", err)
+	}
+	// eve is created the way the policy allows: by the admin, one entry.
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest("uid=eve,"+stage, "uid=eve", true, mirrorAccountBase)); err != nil {
+		t.Fatalf("the admin moving eve into ou=people: %v", err)
+	}
+	e.waitAccount("eve", "moved into ou=people by the admin", func(a axigensim.AccountState, ok bool) bool { return ok })
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+	if _, ok := e.sim.Account(mirrorDomain, "dan"); !ok {
+		t.Error("dan's account is gone after his unit was renamed inside ou=people")
+	}
+}

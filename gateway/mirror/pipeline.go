@@ -202,6 +202,9 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 			return answer
 		}
 		w.newDN = newDN
+		if answer := m.movedSubtree(ctx, w); answer != nil {
+			return answer
+		}
 	}
 	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
 	if !inScope(w.target) && !inScope(w.newDN) {
