@@ -78,6 +78,20 @@ type writer struct {
 	// axigen: Axigen's own connector, which may write what Axigen's
 	// "Axigen to LDAP" synchronisation writes; never mirrored back.
 	axigen bool
+	// sasl is the mechanism of a session's SASL bind: whom it
+	// authenticated only the directory knows (sure is false).
+	sasl string
+}
+
+// actor names the writer in a refusal.
+func (wr writer) actor() string {
+	switch {
+	case wr.sasl != "" && wr.dn == "":
+		return "a session bound with SASL " + wr.sasl + " (an identity only the directory knows; the gateway judges simple binds)"
+	case wr.dn == "":
+		return "an anonymous session"
+	}
+	return wr.dn
 }
 
 // Intercept implements gateway.Interceptor: the write path up to the relay.
@@ -150,6 +164,13 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 		return unreachable("cannot resolve the bound identity to check the change")
 	}
 	w.who = writer{dn: dn, sure: sure, addr: s.RemoteAddr}
+	if s.SASLMechanism != "" && !proxied {
+		// A SASL bind leaves no DN with the session (BoundDN is empty): the
+		// writer is not anonymous but someone the gateway cannot name. As
+		// anonymous, its own password change (a password modify naming no
+		// entry) was relayed unjudged and never reached Axigen.
+		w.who = writer{sure: false, addr: s.RemoteAddr, sasl: s.SASLMechanism}
+	}
 	if proxied && answer == nil {
 		w.who.bound = s.BoundDN
 	}
@@ -331,6 +352,9 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	if w.who.axigen {
 		w.audit = w.audit.With("connector", "axigen")
 	}
+	if w.who.sasl != "" {
+		w.audit = w.audit.With("sasl", w.who.sasl)
+	}
 	if w.unread {
 		// The kind is the DN's; the directory's answer confirms it (settle).
 		w.audit = w.audit.With("entryRead", false)
@@ -360,7 +384,7 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	}
 	if w.verdict.refuse != "" {
 		w.audit.Info("decision", "decision", "refused", "rule", w.verdict.refuse)
-		return refusal(w.verdict.refuse, w.target, w.who.dn)
+		return refusal(w.verdict.refuse, w.target, w.who.actor())
 	}
 	if w.verdict.mirror {
 		if answer := m.checkValues(w); answer != nil {
@@ -607,13 +631,9 @@ func journalRefusal(err error) *gateway.Result {
 
 // refusal is the answer to a write the policy does not allow.
 func refusal(rule, dn, actor string) *gateway.Result {
-	who := actor
-	if who == "" {
-		who = "an anonymous session"
-	}
 	return &gateway.Result{
 		Code:       ldap.LDAPResultInsufficientAccessRights,
-		Diagnostic: fmt.Sprintf("ldapgate: policy rule %q refuses this change of %s by %s", rule, dn, who),
+		Diagnostic: fmt.Sprintf("ldapgate: policy rule %q refuses this change of %s by %s", rule, dn, actor),
 	}
 }
 
