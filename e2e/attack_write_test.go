@@ -210,3 +210,68 @@ func TestAttackWriteSubtreeMoveCannotCarryAccounts(t *testing.T) {
 		t.Error("dan's account is gone after his unit was renamed inside ou=people")
 	}
 }
+
+// Axigen has one account per name. A second entry with alice's uid, added
+// in another unit of the account base, took over alice's Axigen account:
+// its password replaced hers (her directory password no longer opened her
+// mail, the newcomer's did). A rename of bob onto carol's uid overwrote
+// carol's contact info with bob's and left bob's account behind. Each
+// write that would give an account (or group) the Axigen name of another
+// entry of its kind is now refused (19) naming that entry.
+func TestAttackWriteNameOfAnotherEntry(t *testing.T) {
+	const sub, subGroups = "ou=sub," + mirrorAccountBase, "ou=sub," + mirrorGroupBase
+	e := newAttackEnv(t, "", []string{
+		"dn: " + sub + "\nobjectClass: organizationalUnit\nou: sub\n",
+		"dn: " + subGroups + "\nobjectClass: organizationalUnit\nou: sub\n",
+		cnPerson("Ivy Irons", "ivy"),
+	})
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+
+	a := accountAdd("uid=alice,"+sub, "alice")
+	a.Attributes[6].Vals = []string{"not-alices-pw"}
+	wantRefused(t, "a second alice in ou=sub", admin.Add(a), ldap.LDAPResultConstraintViolation,
+		`account name "alice" is already that of "uid=alice,ou=people,dc=example,dc=com"`)
+	a = accountAdd("cn=Alice Two,"+mirrorAccountBase, "ALICE")
+	wantRefused(t, "an entry named by cn whose uid is ALICE", admin.Add(a), ldap.LDAPResultConstraintViolation, `"uid=alice,`)
+	wantRefused(t, "a rename of bob onto carol's uid in ou=sub",
+		admin.ModifyDN(ldap.NewModifyDNRequest(userDN("bob"), "uid=carol", true, sub)), ldap.LDAPResultConstraintViolation, `"uid=carol,`)
+	m := ldap.NewModifyRequest("cn=Ivy Irons,"+mirrorAccountBase, nil)
+	m.Replace("uid", []string{"bob"})
+	wantRefused(t, "ivy's uid made bob", admin.Modify(m), ldap.LDAPResultConstraintViolation, `"uid=bob,`)
+	g := ldap.NewAddRequest("cn=staff,"+subGroups, nil)
+	g.Attribute("objectClass", []string{"groupOfNames"})
+	g.Attribute("cn", []string{"staff"})
+	g.Attribute("member", []string{userDN("carol")})
+	wantRefused(t, "a second staff group", admin.Add(g), ldap.LDAPResultConstraintViolation, `group name "staff"`)
+
+	for _, dn := range []string{"uid=alice," + sub, "cn=Alice Two," + mirrorAccountBase, "uid=carol," + sub, "cn=staff," + subGroups} {
+		if e.directoryEntry(dn) != nil {
+			t.Errorf("slapd holds %s", dn)
+		}
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+	if a, _ := e.sim.Account(mirrorDomain, "alice"); a.Password != slapd.AlicePassword {
+		t.Errorf("alice's Axigen password is %q", a.Password)
+	}
+
+	// A name nobody else has, or one its entry had already, is taken.
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN("bob"), "uid=bob", true, sub)); err != nil {
+		t.Errorf("moving bob into ou=sub under his own name: %v", err)
+	}
+	m = ldap.NewModifyRequest("cn=Ivy Irons,"+mirrorAccountBase, nil)
+	m.Replace("uid", []string{"ivy2"})
+	if err := admin.Modify(m); err != nil {
+		t.Errorf("ivy's uid made ivy2: %v", err)
+	}
+	// The usual repair of a mistaken delete: the name is free again.
+	if err := admin.Del(ldap.NewDelRequest(userDN("carol"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Add(accountAdd("uid=carol,"+sub, "carol")); err != nil {
+		t.Errorf("carol added again in ou=sub once the first carol is gone: %v", err)
+	}
+	e.waitAccount("ivy2", "renamed", func(a axigensim.AccountState, ok bool) bool { return ok })
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+}

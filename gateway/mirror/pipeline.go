@@ -391,6 +391,10 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 			w.audit.Info("decision", "decision", "refused", "rule", "value Axigen cannot take", "diagnostic", answer.Diagnostic)
 			return answer
 		}
+		if answer := m.checkNameFree(ctx, w); answer != nil {
+			w.audit.Info("decision", "decision", "refused", "rule", "name of another entry", "diagnostic", answer.Diagnostic)
+			return answer
+		}
 	}
 	// Axigen's own writes are never mirrored back; nor is a no-op, which
 	// the directory does not apply.

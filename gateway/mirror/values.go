@@ -1,7 +1,9 @@
 package mirror
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
@@ -273,4 +275,77 @@ func contains(values []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// resultingEntry is the entry (its DN and name attribute) as an add,
+// rename or modify of the name leaves it; ok is false for a write that
+// names the entry as before, or whose entry was not read.
+func (m *Mirror) resultingEntry(w *write) (e schema.Entry, ok bool) {
+	switch w.req.Op {
+	case gateway.OpAdd:
+		return addedEntry(w.req), true
+	case gateway.OpModify:
+		return m.nameAfterModify(w)
+	case gateway.OpModifyDN:
+		avas, err := schema.FirstRDN(w.req.NewRDN)
+		if err != nil {
+			return schema.Entry{}, false
+		}
+		return m.nameAfterRename(w, avas)
+	}
+	return schema.Entry{}, false
+}
+
+// checkNameFree refuses (19) a write that gives an account or group the
+// Axigen name of another entry of its kind: Axigen has one account (one
+// group) per name, and delivery applied the newcomer's state to the
+// account the other entry has — a second "uid=alice" added in another
+// unit of the account base took over alice's mailbox with its own
+// password; a rename onto carol's name overwrote her contact info and
+// left the renamed account behind. The directory is asked (the account
+// or group bases, the name attribute) for entries of the kind that name
+// the same account; only adds, renames and modifies of the name ask.
+// Two such writes racing each other are not caught: the directory's own
+// uniqueness (slapd's unique overlay, AD's sAMAccountName) is what holds
+// then.
+func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
+	e, ok := m.resultingEntry(w)
+	if !ok {
+		return nil
+	}
+	mp := m.mapping()
+	name := mp.EntryName(e, w.kind)
+	if name == "" || (w.entry != nil && strings.EqualFold(mp.EntryName(*w.entry, w.kind), name)) {
+		return nil // no name, or the one the entry has already
+	}
+	cfg := mp.Config()
+	attr, bases, classes, what := mp.NameAttribute(), mp.AccountBases(), cfg.AccountClasses, "account"
+	value := ldap.EscapeFilter(name)
+	if cfg.NameFromAddress {
+		value += "@*"
+	}
+	if w.kind == schema.KindGroup {
+		attr, bases, classes, what = mp.GroupNameAttribute(), mp.GroupBases(), cfg.GroupClasses, "group"
+		value = ldap.EscapeFilter(name)
+	}
+	var terms []string
+	for _, c := range classes {
+		terms = append(terms, "(objectClass="+ldap.EscapeFilter(c)+")")
+	}
+	filter := "(&(|" + strings.Join(terms, "") + ")(" + attr + "=" + value + "))"
+	found, err := m.cfg.Directory.SearchAll(ctx, bases, filter, m.readAttributes())
+	if err != nil {
+		m.log.Warn("cannot look for another entry with an account or group name", "name", name, "err", err)
+		return unreachable("cannot check that no other entry has the name " + fmt.Sprintf("%q", name))
+	}
+	for _, other := range found {
+		if schema.EqualDN(other.DN, w.target) || mp.ClassifyEntry(other) != w.kind ||
+			!strings.EqualFold(mp.EntryName(other, w.kind), name) {
+			continue
+		}
+		return &gateway.Result{Code: ldap.LDAPResultConstraintViolation, Diagnostic: fmt.Sprintf(
+			"ldapgate: the %s name %q is already that of %s in Axigen (one %s per name), so the change of %s is not made; give it another name",
+			what, name, quoteDN(other.DN), what, quoteDN(w.target))}
+	}
+	return nil
 }
