@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/integration/axigensim"
@@ -273,5 +274,93 @@ func TestAttackWriteNameOfAnotherEntry(t *testing.T) {
 	}
 	e.waitAccount("ivy2", "renamed", func(a axigensim.AccountState, ok bool) bool { return ok })
 	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+}
+
+// berBoolean is a BOOLEAN with the content octets given: BER lets it be
+// longer than one octet, and slapd reads any non-zero content as TRUE.
+func berBoolean(content ...byte) *ber.Packet {
+	p := ber.Encode(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, nil, "")
+	p.Data.Write(content)
+	return p
+}
+
+// modDNRequest is a modify DN request whose deleteoldrdn is the BOOLEAN
+// deleteOld, encoded as the test chooses.
+func modDNRequest(id int64, dn, newRDN string, deleteOld *ber.Packet) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyDNRequest, nil, "modDN")
+	op.AppendChild(octets(dn))
+	op.AppendChild(octets(newRDN))
+	op.AppendChild(deleteOld)
+	return envelope(id, op)
+}
+
+// The gateway read a BOOLEAN as TRUE only when it was one octet; slapd
+// reads {00 01} as TRUE. A modify DN whose deleteoldrdn was so encoded
+// went through the gateway as keeping alice's uid, and slapd deleted it:
+// the account lost its name in the directory, and its record was a dead
+// letter. The gateway now reads BOOLEANs as slapd does, and refuses it.
+func TestAttackWriteBooleanReadAsTheDirectoryReadsIt(t *testing.T) {
+	e := newAttackEnv(t, "", nil)
+	c := dialRaw(t, e.gw.URL)
+	c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
+	c.expectResult(t, 1, 0)
+	c.send(t, modDNRequest(2, userDN("alice"), "cn=Alice Liddell", berBoolean(0, 1)))
+	msgs := c.expectResult(t, 2, ldap.LDAPResultConstraintViolation)
+	if d := msgs[len(msgs)-1].Diagnostic; !strings.Contains(d, "without a name") {
+		t.Errorf("diagnostic %q does not say the rename leaves alice without a name", d)
+	}
+	if e.directoryEntry(userDN("alice")) == nil {
+		t.Fatal("slapd renamed alice")
+	}
+	// Kept (all-zero content), the rename is made and mirrored.
+	c.send(t, modDNRequest(3, userDN("alice"), "cn=Alice Liddell", berBoolean(0, 0)))
+	c.expectResult(t, 3, 0)
+	if got := e.directoryEntry("cn=Alice Liddell,"+mirrorAccountBase, "uid").GetAttributeValues("uid"); len(got) != 1 || got[0] != "alice" {
+		t.Errorf("slapd's uid of the renamed alice: %v", got)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+}
+
+// Attribute options and odd values on an owner's writes: a tagged mail or
+// uid is still the mail or the name (admin only); a tagged contact value
+// is the owner's; a tagged password is no password the directory binds
+// with, so Axigen keeps the one it has; values Axigen cannot take are
+// refused (19) whatever their attribute's spelling.
+func TestAttackWriteOptionsAndValues(t *testing.T) {
+	e := newAttackEnv(t, "", nil)
+	bob := bindConn(t, e.gw.URL, userDN("bob"), slapd.BobPassword)
+	mod := func(op, attr string, values ...string) error {
+		m := ldap.NewModifyRequest(userDN("bob"), nil)
+		switch op {
+		case "add":
+			m.Add(attr, values)
+		case "replace":
+			m.Replace(attr, values)
+		}
+		return bob.Modify(m)
+	}
+	wantRefused(t, "bob adding mail;lang-fr", mod("add", "mail;lang-fr", "boss@example.com"), ldap.LDAPResultInsufficientAccessRights, "account mail address")
+	wantRefused(t, "bob adding RFC822MAILBOX", mod("add", "RFC822MAILBOX", "boss@example.com"), ldap.LDAPResultInsufficientAccessRights, "account mail address")
+	wantRefused(t, "bob adding uid;lang-fr", mod("add", "uid;lang-fr", "bobfr"), ldap.LDAPResultInsufficientAccessRights, "rename account")
+	wantRefused(t, "bob adding 0.9.2342.19200300.100.1.1", mod("add", "0.9.2342.19200300.100.1.1", "bobby"), ldap.LDAPResultInsufficientAccessRights, "rename account")
+	for _, v := range []string{"a\r\nb", "a\nb", "a\x00b", "tab\there", "del\x7f", strings.Repeat("x", 256), "bad\xffutf8"} {
+		wantRefused(t, fmt.Sprintf("bob's displayName;lang-fr %q", v), mod("replace", "displayName;lang-fr", v), ldap.LDAPResultConstraintViolation, "Axigen cannot take this value")
+		wantRefused(t, fmt.Sprintf("bob's 2.16.840.1.113730.3.1.241 %q", v), mod("replace", "2.16.840.1.113730.3.1.241", v), ldap.LDAPResultConstraintViolation, "Axigen cannot take this value")
+	}
+	if err := mod("replace", "userPassword;lang-fr", "tagged-pw"); err != nil {
+		t.Errorf("bob's userPassword;lang-fr: %v", err)
+	}
+	if err := mod("replace", "DisplayName", `Bob "The Builder" O'Neil, été`); err != nil {
+		t.Fatalf("bob's displayName with quotes, a comma and UTF-8: %v", err)
+	}
+	e.waitAccount("bob", "his display name", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["nickName"] == `Bob "The Builder" O'Neil, été`
+	})
+	e.waitDrained(20*time.Second, false)
+	if a, _ := e.sim.Account(mirrorDomain, "bob"); a.Password != slapd.BobPassword {
+		t.Errorf("bob's Axigen password is %q after a tagged userPassword slapd does not bind with", a.Password)
+	}
 	e.waitMirrored(20*time.Second, false)
 }
