@@ -8,8 +8,10 @@ package e2e
 // what", "The default attribute mapping").
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,4 +365,245 @@ func TestAttackWriteOptionsAndValues(t *testing.T) {
 		t.Errorf("bob's Axigen password is %q after a tagged userPassword slapd does not bind with", a.Password)
 	}
 	e.waitMirrored(20*time.Second, false)
+}
+
+// Proxied authorization (RFC 4370) against real slapd, which lets bob act
+// as the admin (authzTo) and nobody else act as anyone: the gateway judges
+// the identity the control names, slapd decides whether the bound user
+// may take it, and whatever either refuses leaves the directory, the
+// journal and Axigen as they were. A wrapped (BER) identity, a u: one, a
+// control that is not critical or named twice are refused; the anonymous
+// identity is no one.
+func TestAttackWriteProxiedAuthorization(t *testing.T) {
+	e := newAttackEnv(t, "authz-policy to\n", nil)
+	root, err := e.dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	m := ldap.NewModifyRequest(userDN("bob"), nil)
+	m.Add("authzTo", []string{"dn.exact:" + mirrorAdminDN})
+	if err := root.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	bob := bindConn(t, e.gw.URL, userDN("bob"), slapd.BobPassword)
+	alice := bindConn(t, e.gw.URL, userDN("alice"), slapd.AlicePassword)
+	proxied := func(critical bool, ids ...string) []ldap.Control {
+		var out []ldap.Control
+		for _, id := range ids {
+			out = append(out, ldap.NewControlString("2.16.840.1.113730.3.4.18", critical, id))
+		}
+		return out
+	}
+	phone := func(c *ldap.Conn, dn, value string, ctls []ldap.Control) error {
+		m := ldap.NewModifyRequest(dn, ctls)
+		m.Replace("telephoneNumber", []string{value})
+		return c.Modify(m)
+	}
+	admin := "dn:" + mirrorAdminDN
+	wrapped := string([]byte{0x04, byte(len(admin))}) + admin
+
+	// Judged as the identity named; slapd refuses what the bound user may
+	// not take.
+	if err := phone(alice, userDN("bob"), "+1 555 3001", proxied(true, admin)); resultCode(err) != ldap.LDAPResultAuthorizationDenied {
+		t.Errorf("alice acting as the admin (no authzTo): %v, want slapd's 123", err)
+	}
+	if err := phone(bob, userDN("alice"), "+1 555 3002", proxied(true, "dn:"+userDN("alice"))); resultCode(err) != ldap.LDAPResultAuthorizationDenied {
+		t.Errorf("bob acting as alice on her phone (allowed by the policy, not by slapd): %v, want slapd's 123", err)
+	}
+	wantRefused(t, "bob acting as alice on his own mail", func() error {
+		m := ldap.NewModifyRequest(userDN("bob"), proxied(true, "DN: "+strings.ToUpper(userDN("alice"))))
+		m.Replace("mail", []string{"boss@example.com"})
+		return bob.Modify(m)
+	}(), ldap.LDAPResultInsufficientAccessRights, "by uid=alice,ou=people,dc=example,dc=com")
+	wantRefused(t, "bob acting as anonymous", phone(bob, userDN("bob"), "+1 555 3003", proxied(true, "")), ldap.LDAPResultInsufficientAccessRights, "anonymous")
+	wantRefused(t, "bob acting as u:admin", phone(bob, userDN("bob"), "+1 555 3004", proxied(true, "u:admin")), ldap.LDAPResultUnwillingToPerform, "dn: authorization identity")
+	wantRefused(t, "bob acting as the admin, not critical", phone(bob, userDN("alice"), "+1 555 3005", proxied(false, admin)), ldap.LDAPResultUnwillingToPerform, "critical")
+	wantRefused(t, "two proxied identities", phone(bob, userDN("alice"), "+1 555 3006", proxied(true, admin, "dn:"+userDN("bob"))), ldap.LDAPResultUnwillingToPerform, "more than one")
+	if err := phone(bob, userDN("alice"), "+1 555 3007", proxied(true, wrapped)); resultCode(err) != ldap.LDAPResultAuthorizationDenied {
+		t.Errorf("bob acting as a BER-wrapped admin identity: %v, want slapd's 123 (it reads no such identity)", err)
+	}
+	for _, who := range []string{"alice", "bob"} {
+		if got := e.directoryEntry(userDN(who), "telephoneNumber", "mail"); got.GetAttributeValue("telephoneNumber") != map[string]string{"alice": "+1 555 0101", "bob": "+1 555 0102"}[who] ||
+			got.GetAttributeValue("mail") != who+"@example.com" {
+			t.Errorf("slapd's %s after refused writes: phone %q mail %q", who, got.GetAttributeValue("telephoneNumber"), got.GetAttributeValue("mail"))
+		}
+	}
+
+	// bob may act as the admin: judged as the admin, mirrored.
+	m = ldap.NewModifyRequest(userDN("alice"), proxied(true, admin))
+	m.Replace("mail", []string{"alice.l@example.com"})
+	if err := bob.Modify(m); err != nil {
+		t.Fatalf("bob acting as the admin on alice's mail: %v", err)
+	}
+	e.waitAccount("alice", "her new address", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Contact["businessEmail"] == "alice.l@example.com"
+	})
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+	if n := changelogCount(t, e, "bob"); n != 0 {
+		t.Errorf("cn=changelog holds %d records about bob", n)
+	}
+}
+
+// Writes racing each other on one entry, from several connections: password
+// changes (modify and password modify), and modifies racing deletes (and
+// password resets) or renames of the same account. Whatever order the
+// directory applies them in, Axigen ends as the directory: each account's
+// Axigen password is one the directory binds with.
+func TestAttackWriteRacesOnOneEntry(t *testing.T) {
+	e := newAttackEnv(t, "", nil)
+	var conns []*ldap.Conn
+	for range 4 {
+		conns = append(conns, bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW))
+	}
+	const accounts = 6
+	for k := range accounts {
+		uid := fmt.Sprintf("r%d", k)
+		if err := conns[0].Add(accountAdd(userDN(uid), uid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				pw := fmt.Sprintf("race-%d-%d", i, j)
+				var err error
+				if (i+j)%2 == 0 {
+					m := ldap.NewModifyRequest(userDN("bob"), nil)
+					m.Replace("userPassword", []string{pw})
+					err = c.Modify(m)
+				} else {
+					_, err = c.PasswordModify(ldap.NewPasswordModifyRequest(userDN("bob"), "", pw))
+				}
+				if err != nil {
+					t.Errorf("bob's password %s: %v", pw, err)
+				}
+			}
+		}()
+	}
+	for k := range accounts {
+		uid := fmt.Sprintf("r%d", k)
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			m := ldap.NewModifyRequest(userDN(uid), nil)
+			m.Replace("telephoneNumber", []string{"+1 555 77" + uid[1:]})
+			_ = conns[1].Modify(m) // may find the entry gone or renamed
+		}()
+		go func() {
+			defer wg.Done()
+			var err error
+			if k%2 == 0 {
+				err = conns[2].Del(ldap.NewDelRequest(userDN(uid), nil))
+			} else {
+				err = conns[2].ModifyDN(ldap.NewModifyDNRequest(userDN(uid), "uid="+uid+"x", true, ""))
+			}
+			if err != nil {
+				t.Errorf("delete or rename of %s: %v", uid, err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if k%2 == 1 {
+				// A password racing a rename: TestAttackWritePasswordRacingARename.
+				m := ldap.NewModifyRequest(userDN(uid), nil)
+				m.Replace("mobile", []string{"+1 555 88" + uid[1:]})
+				_ = conns[3].Modify(m)
+				return
+			}
+			_, _ = conns[3].PasswordModify(ldap.NewPasswordModifyRequest(userDN(uid), "", "new-pw-"+uid))
+		}()
+	}
+	wg.Wait()
+	e.waitDrained(60*time.Second, false)
+	e.waitMirrored(30*time.Second, false)
+	direct, err := e.dir.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	for _, a := range e.sim.Accounts(mirrorDomain) {
+		dn := userDN(a.Name)
+		if e.directoryEntry(dn) == nil {
+			continue // the checker reported it
+		}
+		if err := direct.Bind(dn, a.Password); err != nil {
+			t.Errorf("account %s: Axigen's password is not one the directory binds with: %v", a.Name, err)
+		}
+	}
+}
+
+// An admin resetting a password with a pre-hashed value ({SSHA}, as
+// slappasswd prints it, or an LDIF import): Axigen cannot be given the
+// password, and keeps the old one, which the directory no longer takes —
+// so the old password still opens the mailbox after a reset meant to shut
+// it out. Delivery should make Axigen's password one nobody knows (as it
+// does for a removed password, without disabling the account).
+func TestAttackWriteHashedPasswordLeavesTheOldOneWorking(t *testing.T) {
+	t.Skip("bug (delivery, gateway/mirror/deliver.go): a pre-hashed userPassword leaves the old password working in Axigen")
+	e := newAttackEnv(t, "", nil)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m := ldap.NewModifyRequest(userDN("alice"), nil)
+	m.Replace("userPassword", []string{"{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="})
+	if err := admin.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitAccount("alice", "a password other than the old one", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Enabled && a.Password != slapd.AlicePassword
+	})
+}
+
+// A password reset racing a rename of the same account: delivery reads the
+// entry (at its old DN), the rename lands, and the bind that is to confirm
+// the record's password with the directory goes to the old DN and fails;
+// the password is taken for one a later change replaced and is not sent,
+// and the rename's record carries none. Axigen keeps the old password; the
+// directory has the new one. Delivery should confirm the password at the
+// entry's DN as it is at the bind (found by its key), or try again.
+func TestAttackWritePasswordRacingARename(t *testing.T) {
+	t.Skip("bug (delivery, gateway/mirror/deliver.go CheckPassword at e.DN): a password racing a rename of its entry is dropped as superseded")
+	e := newAttackEnv(t, "", nil)
+	const rounds = 20
+	var pws, rens []*ldap.Conn
+	for k := range rounds {
+		pws = append(pws, bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW))
+		rens = append(rens, bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW))
+		uid := fmt.Sprintf("q%d", k)
+		if err := pws[k].Add(accountAdd(userDN(uid), uid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitDrained(30*time.Second, false)
+	var wg sync.WaitGroup
+	for k := range rounds {
+		uid, pw, ren := fmt.Sprintf("q%d", k), pws[k], rens[k]
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, _ = pw.PasswordModify(ldap.NewPasswordModifyRequest(userDN(uid), "", "new-pw-"+uid))
+		}()
+		go func() {
+			defer wg.Done()
+			_ = ren.ModifyDN(ldap.NewModifyDNRequest(userDN(uid), "uid="+uid+"x", true, ""))
+		}()
+	}
+	wg.Wait()
+	e.waitDrained(60*time.Second, false)
+	direct, err := e.dir.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	for _, a := range e.sim.Accounts(mirrorDomain) {
+		if dn := userDN(a.Name); e.directoryEntry(dn) != nil {
+			if err := direct.Bind(dn, a.Password); err != nil {
+				t.Errorf("account %s: Axigen's password is not the directory's: %v", a.Name, err)
+			}
+		}
+	}
 }
