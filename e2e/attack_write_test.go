@@ -607,3 +607,29 @@ func TestAttackWritePasswordRacingARename(t *testing.T) {
 		}
 	}
 }
+
+// An account's mail is also the address its groups list in Axigen, which
+// takes a plain local@domain only. A mail Axigen took as businessEmail but
+// not as a member address ("Alice Liddell <alice@example.com>", a common
+// slip) was allowed: alice's record and every later change of her groups
+// (carol added to staff) became dead letters. It is now refused (19).
+func TestAttackWriteMailThatNoGroupCanList(t *testing.T) {
+	e := newAttackEnv(t, "", nil)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	for _, v := range []string{"Alice Liddell <alice@example.com>", "alice@exämple.com", "alice", "al ice@example.com"} {
+		m := ldap.NewModifyRequest(userDN("alice"), nil)
+		m.Replace("mail", []string{v})
+		wantRefused(t, fmt.Sprintf("alice's mail %q", v), admin.Modify(m), ldap.LDAPResultConstraintViolation, "Axigen member")
+	}
+	a := accountAdd(userDN("dora"), "dora")
+	a.Attributes[4].Vals = []string{"Dora <dora@example.com>"}
+	wantRefused(t, "an account added with mail Dora <dora@example.com>", admin.Add(a), ldap.LDAPResultConstraintViolation, "Axigen member")
+	m := ldap.NewModifyRequest(groupDN("staff"), nil)
+	m.Add("member", []string{userDN("carol")})
+	if err := admin.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGroup("staff", "carol added", func(g axigensim.GroupState, ok bool) bool { return ok && len(g.Members) == 3 })
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+}

@@ -108,6 +108,17 @@ func (m *Mirror) checkAttribute(mp *schema.Mapping, kind schema.Kind, attr strin
 		}
 		return nil
 	}
+	if mail := mp.MemberMailAttribute(); kind == schema.KindAccount && mail != "" && mp.SameAttribute(attr, mail) {
+		// The address is also what the account's groups list in Axigen,
+		// which takes a plain local@domain only: a businessEmail Axigen
+		// takes ("Alice <alice@example.com>") made every later change of
+		// the account and of its groups a dead letter.
+		for _, v := range values {
+			if err := named(schema.FieldMember, v); err != nil {
+				return err
+			}
+		}
+	}
 	switch mp.AttrClass(attr, kind) {
 	case schema.AttrPassword:
 		for _, v := range values {
