@@ -633,3 +633,35 @@ func TestAttackWriteMailThatNoGroupCanList(t *testing.T) {
 	e.waitDrained(20*time.Second, false)
 	e.waitMirrored(20*time.Second, false)
 }
+
+// A member of a group that is no account (an entry outside the bases, its
+// writes relayed unjudged) may write its own mail as the directory's ACLs
+// let it: "Ext Person <ext@example.com>" made the group's mapping fail, and
+// every later change of the group (bob added by the admin) was a dead
+// letter. The member is now left out (logged), as one without a mail is,
+// and the group's changes go on.
+func TestAttackWriteMemberOutsideTheBasesCannotHoldUpItsGroup(t *testing.T) {
+	const ext = "uid=ext,ou=contacts,dc=example,dc=com"
+	e := newAttackEnv(t, "", []string{
+		"dn: ou=contacts,dc=example,dc=com\nobjectClass: organizationalUnit\nou: contacts\n",
+		"dn: " + ext + "\nobjectClass: inetOrgPerson\nuid: ext\ncn: Ext\nsn: Person\nmail: ext@example.com\nuserPassword: ext-pw\n",
+		"dn: cn=partners," + mirrorGroupBase + "\nobjectClass: groupOfNames\ncn: partners\nmember: " + userDN("alice") + "\nmember: " + ext + "\n",
+	})
+	self := bindConn(t, e.gw.URL, ext, "ext-pw")
+	m := ldap.NewModifyRequest(ext, nil)
+	m.Replace("mail", []string{"Ext Person <ext@example.com>"})
+	if err := self.Modify(m); err != nil {
+		t.Fatalf("ext writing its own mail (no account: the directory's ACLs decide): %v", err)
+	}
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m = ldap.NewModifyRequest("cn=partners,"+mirrorGroupBase, nil)
+	m.Add("member", []string{userDN("bob")})
+	if err := admin.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	e.waitGroup("partners", "bob added, ext left out", func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, []string{"alice@example.com", "bob@example.com"})
+	})
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+}

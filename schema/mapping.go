@@ -640,11 +640,18 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 				continue
 			}
 			if err := ValidateValue(FieldMember, addr); err != nil {
+				// The member's address is another entry's value, which the
+				// group's writes do not govern (an entry outside the bases
+				// writes its own mail unjudged): left out, as a member
+				// without one is, so that it does not hold up every change
+				// of the group.
 				var ve *ValueError
+				reason := err.Error()
 				if errors.As(err, &ve) {
-					ve.Attr, ve.DN = m.cfg.MemberMailAttribute, dnText
+					reason = ve.Reason
 				}
-				return Group{}, fmt.Errorf("group %q: %w", e.DN, err)
+				g.Skipped = append(g.Skipped, SkippedMember{DN: dnText, Reason: m.cfg.MemberMailAttribute + " is not an address Axigen can list: " + reason})
+				continue
 			}
 			key := strings.ToLower(addr)
 			if prev, dup := byKey[key]; !dup || addr < prev {
