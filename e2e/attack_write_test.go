@@ -665,3 +665,45 @@ func TestAttackWriteMemberOutsideTheBasesCannotHoldUpItsGroup(t *testing.T) {
 	e.waitDrained(20*time.Second, false)
 	e.waitMirrored(20*time.Second, false)
 }
+
+// What the gateway read of an entry is reused for a few seconds, and
+// dropped by the writes that change it; a modify DN of a unit changes the
+// DNs of every entry below it, which no write names. carol (a directory
+// administrator, no gateway admin) had the gateway read a non-account
+// entry at uid=dan,ou=a (a cosine account, no inetOrgPerson), moved ou=a
+// away and ou=b, holding the account dan, to ou=a — inside the account
+// base, so allowed — and changed dan's phone at once: the gateway judged it
+// by the stale read, as no account, and relayed it unjudged. A modify DN
+// now drops what the gateway read below the entry it moves.
+func TestAttackWriteMovedUnitLeavesNoStaleRead(t *testing.T) {
+	const ouA, ouB = "ou=a," + mirrorAccountBase, "ou=b," + mirrorAccountBase
+	e := newAttackEnv(t, "", []string{
+		"dn: " + ouA + "\nobjectClass: organizationalUnit\nou: a\n",
+		"dn: uid=dan," + ouA + "\nobjectClass: account\nuid: dan\n",
+		"dn: " + ouB + "\nobjectClass: organizationalUnit\nou: b\n",
+		"dn: uid=dan," + ouB + "\nobjectClass: inetOrgPerson\nuid: dan\ncn: Dan\nsn: D\nmail: dan@example.com\nuserPassword: dan-pw\n",
+	})
+	carol := bindConn(t, e.gw.URL, userDN("carol"), slapd.CarolPassword)
+	// A post-read control of the client's own makes the gateway read the
+	// entry before the write (and keep what it read).
+	postRead := ldap.NewControlString("1.3.6.1.1.13.2", false, "\x30\x00")
+	m := ldap.NewModifyRequest("uid=dan,"+ouA, []ldap.Control{postRead})
+	m.Replace("description", []string{"a device"})
+	if err := carol.Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := carol.ModifyDN(ldap.NewModifyDNRequest(ouA, "ou=a-old", true, "")); err != nil {
+		t.Fatalf("moving ou=a away: %v", err)
+	}
+	if err := carol.ModifyDN(ldap.NewModifyDNRequest(ouB, "ou=a", true, "")); err != nil {
+		t.Fatalf("renaming ou=b to ou=a: %v", err)
+	}
+	m = ldap.NewModifyRequest("uid=dan,"+ouA, nil)
+	m.Replace("telephoneNumber", []string{"+1 555 6666"})
+	wantRefused(t, "carol changing dan's phone at uid=dan,ou=a", carol.Modify(m), ldap.LDAPResultInsufficientAccessRights, "contact info")
+	if got := e.directoryEntry("uid=dan,"+ouA, "telephoneNumber").GetAttributeValue("telephoneNumber"); got != "" {
+		t.Errorf("slapd's phone of dan is %q", got)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+}

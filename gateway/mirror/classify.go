@@ -61,7 +61,12 @@ func (m *Mirror) identityChange(req *gateway.WriteRequest, target, newDN string)
 
 // dropStale drops a write's stale cache entries once the directory has
 // answered it, whoever made it and whether or not it is mirrored.
-func (m *Mirror) dropStale(dns []string, res gateway.Result) {
+func (m *Mirror) dropStale(dns []string, subtree bool, res gateway.Result) {
+	if subtree {
+		// A modify DN moved what lies below too; reads of it made while
+		// the move was on its way may have cached the old state.
+		m.entries.forgetUnder(dns...)
+	}
 	if res.Unanswered {
 		// The directory may still apply it: keep those entries out of the
 		// cache as long as one read could stay in it.

@@ -226,6 +226,9 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		if answer := m.movedSubtree(ctx, w); answer != nil {
 			return answer
 		}
+		// Whatever its scope, a move changes the DNs below it, which the
+		// entry cache knows entries by.
+		m.entries.forgetUnder(m.mapping().CanonicalDN(w.target), m.mapping().CanonicalDN(w.newDN))
 	}
 	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
 	if !inScope(w.target) && !inScope(w.newDN) {
@@ -235,7 +238,11 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	// A write that may change what classifies its entry drops the entry
 	// from the cache now, and again once the directory has it.
 	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
-		m.entries.forget(w.stale...)
+		if req.Op == gateway.OpModifyDN {
+			m.entries.forgetUnder(w.stale...) // the entries below move too
+		} else {
+			m.entries.forget(w.stale...)
+		}
 	}
 	if req.Op == gateway.OpAdd {
 		w.kind = mp.Classify(w.target, attributeValues(mp, req.Attributes, "objectClass"))
@@ -454,7 +461,7 @@ func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 	}
 	return func(_ context.Context, res gateway.Result) {
 		if w.stale != nil {
-			m.dropStale(w.stale, res)
+			m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 		}
 		m.endRelay(w, res)
 	}
@@ -471,7 +478,7 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	rec, req := w.rec, w.req
 	m.cfg.Audit.Info("directory result", "seq", rec.Seq, "result", res.Code, "unanswered", res.Unanswered)
 	if w.stale != nil {
-		m.dropStale(w.stale, res)
+		m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 	}
 	m.endRelay(w, res) // before the commit below makes the record deliverable
 	// The journal must settle even if the client has gone.
