@@ -364,6 +364,18 @@ func TestAttackWriteOptionsAndValues(t *testing.T) {
 	if a, _ := e.sim.Account(mirrorDomain, "bob"); a.Password != slapd.BobPassword {
 		t.Errorf("bob's Axigen password is %q after a tagged userPassword slapd does not bind with", a.Password)
 	}
+	// What a CLI line could take for its own syntax reaches Axigen as it is.
+	odd := ` pa ss "q" 'x' \ $HOME {x} ;# `
+	if _, err := bob.PasswordModify(ldap.NewPasswordModifyRequest("", slapd.BobPassword, odd)); err != nil {
+		t.Fatalf("bob's own password %q: %v", odd, err)
+	}
+	e.setKnownPassword("bob", odd)
+	if err := mod("replace", "homePostalAddress", `1 Main St $ Flat "B" {2} $ Town`); err != nil {
+		t.Fatalf("bob's home address: %v", err)
+	}
+	e.waitAccount("bob", "the odd password and address", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Password == odd && a.Contact["homeAddress"] == `1 Main St $ Flat "B" {2} $ Town`
+	})
 	e.waitMirrored(20*time.Second, false)
 }
 
