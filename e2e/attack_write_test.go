@@ -719,3 +719,66 @@ func TestAttackWriteMovedUnitLeavesNoStaleRead(t *testing.T) {
 	e.waitDrained(20*time.Second, false)
 	e.waitMirrored(20*time.Second, false)
 }
+
+// modifyReplace is a modify request replacing attr of dn with value.
+func modifyReplace(id int64, dn, attr, value string) []byte {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "modify")
+	op.AppendChild(octets(dn))
+	changes := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "changes")
+	change := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "change")
+	change.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(2), "replace"))
+	a := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attribute")
+	a.AppendChild(octets(attr))
+	set := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "values")
+	set.AppendChild(octets(value))
+	a.AppendChild(set)
+	change.AppendChild(a)
+	changes.AppendChild(change)
+	op.AppendChild(changes)
+	return envelope(id, op)
+}
+
+// Writes the client gives up on: abandoned in the same packet, or left by
+// a client that closes its connection at once, one after another on one
+// entry. Whatever the directory made of each, Axigen ends as the
+// directory, and the entry takes the next write at once (an abandoned
+// write froze its entry once).
+func TestAttackWriteAbandonedAndDroppedWrites(t *testing.T) {
+	e := newAttackEnv(t, "", nil)
+	for i := range 6 {
+		c := dialRaw(t, e.gw.URL)
+		c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
+		c.expectResult(t, 1, 0)
+		phone := fmt.Sprintf("+1 555 90%02d", i)
+		msg := modifyReplace(2, userDN("alice"), "telephoneNumber", phone)
+		if i%2 == 0 {
+			msg = append(msg, abandonRequest(3, 2)...)
+		}
+		if i%3 == 2 {
+			// a rename, given up on the same way
+			msg = append(modDNRequest(2, userDN("bob"), "uid=bob", berBoolean(0xff)), abandonRequest(3, 2)...)
+		}
+		c.send(t, msg)
+		c.Close()
+	}
+	// Each write is journaled before the directory sees it (the abandon
+	// comes after): wait for all six, or the next write would race them.
+	waitFor(t, 20*time.Second, "the six writes journaled", func() error {
+		st, err := e.runningStats()
+		if err == nil && st.LastSeq < 6 {
+			err = fmt.Errorf("last seq %d", st.LastSeq)
+		}
+		return err
+	})
+	e.waitDrained(30*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m := ldap.NewModifyRequest(userDN("alice"), nil)
+	m.Replace("telephoneNumber", []string{"+1 555 9999"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatalf("the next write to alice: %v", err)
+	}
+	e.waitAccount("alice", "the next write", func(a axigensim.AccountState, ok bool) bool { return ok && a.Contact["phone"] == "+1 555 9999" })
+	e.waitDrained(20*time.Second, false)
+	e.requireAlive()
+}
