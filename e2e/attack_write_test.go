@@ -782,3 +782,59 @@ func TestAttackWriteAbandonedAndDroppedWrites(t *testing.T) {
 	e.waitDrained(20*time.Second, false)
 	e.requireAlive()
 }
+
+// Two adds of one account name racing from two connections, into two
+// units of the account base: the directory shows neither while both are on
+// their way, so both passed the gateway's search for the name, and the
+// second took over the first's Axigen account. One of each pair is now
+// refused (busy or the name's owner named) and Axigen's account is the
+// survivor's, with its password.
+func TestAttackWriteRacingAddsOfOneName(t *testing.T) {
+	const sub = "ou=sub," + mirrorAccountBase
+	e := newAttackEnv(t, "", []string{"dn: " + sub + "\nobjectClass: organizationalUnit\nou: sub\n"})
+	a := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	b := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	const rounds = 10
+	for k := range rounds {
+		uid := fmt.Sprintf("w%d", k)
+		var wg sync.WaitGroup
+		for _, side := range []struct {
+			c      *ldap.Conn
+			parent string
+		}{{a, mirrorAccountBase}, {b, sub}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				add := accountAdd("uid="+uid+","+side.parent, uid)
+				add.Attributes[6].Vals = []string{"pw-" + uid + "-" + side.parent[:6]}
+				if err := side.c.Add(add); err != nil && resultCode(err) != ldap.LDAPResultBusy &&
+					resultCode(err) != ldap.LDAPResultConstraintViolation {
+					t.Errorf("add of %s under %s: %v", uid, side.parent, err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	e.waitDrained(30*time.Second, false)
+	c, err := e.dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for k := range rounds {
+		uid := fmt.Sprintf("w%d", k)
+		res, err := c.Search(ldap.NewSearchRequest(mirrorAccountBase, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+			"(uid="+uid+")", []string{"userPassword"}, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Entries) != 1 {
+			t.Errorf("%d entries named %s in the directory, want one", len(res.Entries), uid)
+			continue
+		}
+		if got, _ := e.sim.Account(mirrorDomain, uid); got.Password != res.Entries[0].GetAttributeValue("userPassword") {
+			t.Errorf("Axigen's %s has password %q, the directory's entry %s", uid, got.Password, res.Entries[0].DN)
+		}
+	}
+	e.waitMirrored(20*time.Second, false)
+}

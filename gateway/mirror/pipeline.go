@@ -60,6 +60,10 @@ type write struct {
 	verdict decision
 	audit   *slog.Logger // the write's audit lines, with who, what and where
 
+	// claim is the name the write gives an account or group, held from
+	// decide until the directory answers (values.go).
+	claim string
+
 	// prepare
 	rec *store.Record // prepared, on disk
 }
@@ -122,9 +126,11 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		return nil, answer
 	}
 	if !w.verdict.mirror {
+		m.claims.release(w.claim)  // a no-op or Axigen's own: no name given
 		return m.relayAsIs(w), nil // allowed, and nothing Axigen holds changes
 	}
 	if answer := m.prepare(ctx, w); answer != nil {
+		m.claims.release(w.claim)
 		return nil, answer
 	}
 	switch {
@@ -476,6 +482,8 @@ func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 // (Prepare's), not two.
 func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	rec, req := w.rec, w.req
+	// The directory has the name now, or will not: its own search shows.
+	m.claims.release(w.claim)
 	m.cfg.Audit.Info("directory result", "seq", rec.Seq, "result", res.Code, "unanswered", res.Unanswered)
 	if w.stale != nil {
 		m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -358,5 +359,44 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 			"ldapgate: the %s name %q is already that of %s in Axigen (one %s per name), so the change of %s is not made; give it another name",
 			what, name, quoteDN(other.DN), what, quoteDN(w.target))}
 	}
+	// The directory cannot show a write still on its way: two writes
+	// giving one name, racing each other, would both pass the search.
+	key := what + ":" + strings.ToLower(name)
+	if !m.claims.take(key) {
+		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
+			"ldapgate: another write giving an %s the name %q is on its way to the directory; try again once it is answered", what, name)}
+	}
+	w.claim = key
 	return nil
+}
+
+// nameClaims are the account and group names that allowed writes on their
+// way to the directory give (checkNameFree), until the directory answers.
+type nameClaims struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// take claims key; false when a write on its way holds it.
+func (c *nameClaims) take(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[key] {
+		return false
+	}
+	if c.m == nil {
+		c.m = map[string]bool{}
+	}
+	c.m[key] = true
+	return true
+}
+
+// release drops a claim ("" ignored).
+func (c *nameClaims) release(key string) {
+	if key == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
 }
