@@ -26,7 +26,7 @@ func TestNameClaimedByAWriteOnItsWay(t *testing.T) {
 	second := addAccount("dave")
 	second.DN = "cn=Dave Two,ou=people," + pipeSuffix
 	_, answer = intercept(ctx, m, pipeAdminDN, second)
-	wantAnswer(t, answer, ldap.LDAPResultBusy, `the name "dave" is on its way`)
+	wantAnswer(t, answer, ldap.LDAPResultBusy, `the account name "dave" is on its way`)
 
 	// The first was refused by the directory: the name is free again.
 	first(ctx, gateway.Result{Code: ldap.LDAPResultEntryAlreadyExists})

@@ -364,7 +364,7 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 	key := what + ":" + strings.ToLower(name)
 	if !m.claims.take(key) {
 		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
-			"ldapgate: another write giving an %s the name %q is on its way to the directory; try again once it is answered", what, name)}
+			"ldapgate: another write giving the %s name %q is on its way to the directory; try again once it is answered", what, name)}
 	}
 	w.claim = key
 	return nil
