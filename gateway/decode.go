@@ -175,7 +175,7 @@ func decodeControls(content []byte) ([]Control, error) {
 		for _, p := range parts[1:] {
 			switch p.tag {
 			case ldapwire.TagBoolean:
-				c.Critical = len(p.content) == 1 && p.content[0] != 0
+				c.Critical = berBool(p.content)
 			case ldapwire.TagOctetString:
 				c.Value, c.HasValue = copyBytes(p.content), true
 			default:
@@ -185,6 +185,19 @@ func decodeControls(content []byte) ([]Control, error) {
 		controls = append(controls, c)
 	}
 	return controls, nil
+}
+
+// berBool reads a BOOLEAN's content as the directory does: BER lets it
+// be longer than one octet, and liblber (slapd) reads any non-zero value
+// as TRUE. Reading {00 01} as FALSE let a modify DN through the gateway
+// as keeping its old RDN value while slapd deleted it.
+func berBool(content []byte) bool {
+	for _, b := range content {
+		if b != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeWrite decodes a write request. It returns (nil, nil) for a message
@@ -333,7 +346,7 @@ func decodeModDN(req *WriteRequest, content []byte) error {
 	}
 	req.DN = string(parts[0].content)
 	req.NewRDN = string(parts[1].content)
-	req.DeleteOldRDN = len(parts[2].content) == 1 && parts[2].content[0] != 0
+	req.DeleteOldRDN = berBool(parts[2].content)
 	if len(parts) == 4 {
 		if parts[3].tag != 0x80 {
 			return errors.New("newSuperior must be context tag [0]")

@@ -515,3 +515,90 @@ type dnType struct {
 	name  string
 	match matchRule
 }
+
+// AVA is one attribute-value pair of an RDN as a client wrote it: the
+// type's canonical name and the value decoded (escapes, quotes and a BER
+// string's encoding undone) but not normalised.
+type AVA struct {
+	Type, Value string
+}
+
+// FirstRDN returns the pairs of dn's first RDN, parsed as ExactDN parses
+// it (quoted values, escapes, blanks and the other forms slapd takes), so
+// that a check of the value a write gives an RDN sees the value the
+// directory stores. A "#..." value is decoded when it is a BER string
+// (OCTET STRING, UTF8String, PrintableString, IA5String, T61String); any
+// other BER value is an error, since only the directory could read it.
+func FirstRDN(dn string) ([]AVA, error) {
+	p := &dnParser{s: dn}
+	p.blanks()
+	var out []AVA
+	for {
+		typ, _, err := p.attrType()
+		if err != nil {
+			return nil, err
+		}
+		p.blanks()
+		if p.i == len(p.s) || p.s[p.i] != '=' {
+			return nil, fmt.Errorf("no '=' after the attribute type at byte %d", p.i)
+		}
+		p.i++
+		p.blanks()
+		ber := p.i < len(p.s) && p.s[p.i] == '#'
+		v, err := p.value()
+		if err != nil {
+			return nil, err
+		}
+		if ber {
+			if v, err = berString(v[1:]); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, AVA{Type: typ, Value: v})
+		p.blanks()
+		if p.i < len(p.s) && p.s[p.i] == '+' {
+			p.i++
+			p.blanks()
+			continue
+		}
+		return out, nil
+	}
+}
+
+// berString decodes the hex of a "#..." DN value holding one BER string.
+func berString(hexValue string) (string, error) {
+	b := make([]byte, 0, len(hexValue)/2)
+	if len(hexValue)%2 != 0 {
+		return "", errors.New("a BER value with an odd number of hex digits")
+	}
+	for i := 0; i < len(hexValue); i += 2 {
+		if !isHex(hexValue[i]) || !isHex(hexValue[i+1]) {
+			return "", errors.New("a BER value that is not hex")
+		}
+		b = append(b, unhex(hexValue[i])<<4|unhex(hexValue[i+1]))
+	}
+	if len(b) < 2 {
+		return "", errors.New("a BER value too short to hold a string")
+	}
+	switch b[0] {
+	case 0x04, 0x0c, 0x13, 0x14, 0x16:
+	default:
+		return "", fmt.Errorf("a BER value of tag 0x%02x, not a string", b[0])
+	}
+	n, body := int(b[1]), b[2:]
+	if n >= 0x80 {
+		k := n & 0x7f
+		if k == 0 || k > 3 || len(body) < k {
+			return "", errors.New("a BER value with a bad length")
+		}
+		n = 0
+		for _, c := range body[:k] {
+			n = n<<8 | int(c)
+		}
+		body = body[k:]
+	}
+	if n != len(body) {
+		return "", errors.New("a BER value whose length does not match its content")
+	}
+	return string(body), nil
+}

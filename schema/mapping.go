@@ -342,13 +342,21 @@ func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string)
 func (m *Mapping) naming(e Entry, attr string) (string, bool) {
 	values, _ := m.lookup(e, attr)
 	if len(values) > 1 {
-		if dn, err := ldap.ParseDN(e.DN); err == nil && len(dn.RDNs) > 0 {
-			for _, ava := range dn.RDNs[0].Attributes {
+		// The RDN is read as the gateway reads every DN (a quoted or BER
+		// value included); its value matches the attribute's as the
+		// directory matches names, ignoring case.
+		if avas, err := FirstRDN(e.DN); err == nil {
+			for _, ava := range avas {
 				if m.canonical(ava.Type) != m.canonical(attr) {
 					continue
 				}
 				for _, v := range values {
 					if v == ava.Value {
+						return v, true
+					}
+				}
+				for _, v := range values {
+					if strings.EqualFold(v, ava.Value) {
 						return v, true
 					}
 				}
@@ -381,6 +389,55 @@ func (m *Mapping) EntryName(e Entry, kind Kind) string {
 		}
 	}
 	return v
+}
+
+// CheckName returns the *ValueError that AccountState or GroupState (by
+// kind) would give for e's name: missing, or one Axigen cannot take. The
+// write path asks it of the entry a write would leave, so that a write
+// which leaves an account or group without a name Axigen can take is
+// refused, not made in the directory alone.
+func (m *Mapping) CheckName(e Entry, kind Kind) error {
+	var err error
+	switch kind {
+	case KindAccount:
+		_, err = m.accountName(e)
+	case KindGroup:
+		_, err = m.groupEntryName(e)
+	}
+	return err
+}
+
+// accountName is the name of an account entry in Axigen, checked.
+func (m *Mapping) accountName(e Entry) (string, error) {
+	raw, ok := m.naming(e, m.cfg.NameAttribute)
+	if !ok {
+		return "", &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN, Reason: "missing"}
+	}
+	name := raw
+	if m.cfg.NameFromAddress {
+		at := strings.LastIndexByte(raw, '@')
+		if at <= 0 {
+			return "", &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN,
+				Reason: "not an e-mail address, so it has no local part to name the account"}
+		}
+		name = raw[:at]
+	}
+	if err := checked(e, m.cfg.NameAttribute, FieldName, name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// groupEntryName is the name of a group entry in Axigen, checked.
+func (m *Mapping) groupEntryName(e Entry) (string, error) {
+	name, ok := m.naming(e, m.cfg.GroupNameAttribute)
+	if !ok {
+		return "", &ValueError{Attr: m.cfg.GroupNameAttribute, Field: FieldGroupName, DN: e.DN, Reason: "missing"}
+	}
+	if err := checked(e, m.cfg.GroupNameAttribute, FieldGroupName, name); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 func (m *Mapping) first(e Entry, attr string) (string, bool) {
@@ -436,20 +493,8 @@ func (m *Mapping) AccountState(e Entry) (Account, error) {
 	if err := checked(e, "", FieldDN, e.DN); err != nil {
 		return Account{}, err
 	}
-	raw, ok := m.naming(e, m.cfg.NameAttribute)
-	if !ok {
-		return Account{}, &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN, Reason: "missing"}
-	}
-	name := raw
-	if m.cfg.NameFromAddress {
-		at := strings.LastIndexByte(raw, '@')
-		if at <= 0 {
-			return Account{}, &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN,
-				Reason: "not an e-mail address, so it has no local part to name the account"}
-		}
-		name = raw[:at]
-	}
-	if err := checked(e, m.cfg.NameAttribute, FieldName, name); err != nil {
+	name, err := m.accountName(e)
+	if err != nil {
 		return Account{}, err
 	}
 	acct.Name = name
@@ -548,11 +593,8 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 	if err := checked(e, "", FieldDN, e.DN); err != nil {
 		return Group{}, err
 	}
-	name, ok := m.naming(e, m.cfg.GroupNameAttribute)
-	if !ok {
-		return Group{}, &ValueError{Attr: m.cfg.GroupNameAttribute, Field: FieldGroupName, DN: e.DN, Reason: "missing"}
-	}
-	if err := checked(e, m.cfg.GroupNameAttribute, FieldGroupName, name); err != nil {
+	name, err := m.groupEntryName(e)
+	if err != nil {
 		return Group{}, err
 	}
 	g.Name = name
@@ -598,11 +640,18 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 				continue
 			}
 			if err := ValidateValue(FieldMember, addr); err != nil {
+				// The member's address is another entry's value, which the
+				// group's writes do not govern (an entry outside the bases
+				// writes its own mail unjudged): left out, as a member
+				// without one is, so that it does not hold up every change
+				// of the group.
 				var ve *ValueError
+				reason := err.Error()
 				if errors.As(err, &ve) {
-					ve.Attr, ve.DN = m.cfg.MemberMailAttribute, dnText
+					reason = ve.Reason
 				}
-				return Group{}, fmt.Errorf("group %q: %w", e.DN, err)
+				g.Skipped = append(g.Skipped, SkippedMember{DN: dnText, Reason: m.cfg.MemberMailAttribute + " is not an address Axigen can list: " + reason})
+				continue
 			}
 			key := strings.ToLower(addr)
 			if prev, dup := byKey[key]; !dup || addr < prev {

@@ -2,8 +2,12 @@ package mirror
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/schema"
@@ -57,7 +61,12 @@ func (m *Mirror) identityChange(req *gateway.WriteRequest, target, newDN string)
 
 // dropStale drops a write's stale cache entries once the directory has
 // answered it, whoever made it and whether or not it is mirrored.
-func (m *Mirror) dropStale(dns []string, res gateway.Result) {
+func (m *Mirror) dropStale(dns []string, subtree bool, res gateway.Result) {
+	if subtree {
+		// A modify DN moved what lies below too; reads of it made while
+		// the move was on its way may have cached the old state.
+		m.entries.forgetUnder(dns...)
+	}
 	if res.Unanswered {
 		// The directory may still apply it: keep those entries out of the
 		// cache as long as one read could stay in it.
@@ -111,4 +120,61 @@ func attributeValues(mp *schema.Mapping, attrs []gateway.Attribute, name string)
 		}
 	}
 	return out
+}
+
+// movedSubtree refuses a modify DN that would carry accounts or groups
+// below its entry into, out of or between the account and group bases (or
+// rename a base, or an entry above one): the directory moves a whole
+// subtree in one operation (back-mdb renames non-leaf entries), and the
+// gateway would see one write, of an organizational unit it does not
+// judge, for every account it creates or takes out of scope. A directory
+// administrator who is no gateway admin could so create accounts the
+// policy refuses her, unjournaled and never in Axigen. A move that keeps
+// every entry below it under the same bases is left alone: no account
+// changes scope.
+func (m *Mirror) movedSubtree(ctx context.Context, w *write) *gateway.Result {
+	mp := m.mapping()
+	from, to := w.target, w.newDN
+	if from == "" || to == "" {
+		return nil
+	}
+	bases := append(mp.AccountBases(), mp.GroupBases()...)
+	touches, same := false, true
+	for _, b := range bases {
+		above := func(dn string) bool { return schema.EqualDN(dn, b) || schema.UnderDN(dn, b) }
+		if above(from) || above(to) {
+			touches, same = true, false
+			break
+		}
+		inFrom, inTo := schema.UnderDN(b, from), schema.UnderDN(b, to)
+		touches = touches || inFrom || inTo
+		same = same && inFrom == inTo
+	}
+	if !touches || same {
+		return nil
+	}
+	var terms []string
+	cfg := mp.Config()
+	for _, c := range append(slices.Clone(cfg.AccountClasses), cfg.GroupClasses...) {
+		terms = append(terms, "(objectClass="+ldap.EscapeFilter(c)+")")
+	}
+	if len(terms) == 0 {
+		return nil
+	}
+	below, more, err := m.cfg.Directory.Below(ctx, w.target, "(|"+strings.Join(terms, "")+")", 3)
+	if err != nil {
+		m.log.Warn("cannot read what a modify DN moves", "dn", w.target, "err", err)
+		return unreachable("cannot read the entries below " + quoteDN(w.target) + " to check the move")
+	}
+	if len(below) == 0 {
+		return nil
+	}
+	list := strings.Join(below, "; ")
+	if more {
+		list += "; and more"
+	}
+	return &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
+		"ldapgate: this modify DN of %s would move the accounts or groups below it (%s) into, out of or between the account and group bases in one operation, "+
+			"which the gateway cannot judge and mirror entry by entry; move (or add, or delete) those entries one at a time",
+		quoteDN(w.target), list)}
 }

@@ -279,6 +279,39 @@ func (d *Directory) searchOne(ctx context.Context, base string, scope int, filte
 	return out, nil
 }
 
+// Below returns the DNs of up to limit entries strictly below dn that
+// match filter (more may exist: more is true then); none when dn does not
+// exist.
+func (d *Directory) Below(ctx context.Context, dn, filter string, limit int) (dns []string, more bool, err error) {
+	err = d.withRead(ctx, func(c *readConn) error {
+		// One more than limit, as the entry dn itself may match.
+		entries, err := c.search(ctx, dn, ldap.ScopeWholeSubtree, limit+2, filter, []string{"1.1"})
+		switch {
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
+			return nil
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
+			more = true
+		case err != nil:
+			return err
+		}
+		for _, e := range entries {
+			if schema.EqualDN(e.DN, dn) {
+				continue
+			}
+			if len(dns) == limit {
+				more = true
+				break
+			}
+			dns = append(dns, e.DN)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("search below %s: %w", dn, err)
+	}
+	return dns, more, nil
+}
+
 // CheckPassword reports whether dn binds with password, on a connection of
 // its own so the service connections keep their identity.
 func (d *Directory) CheckPassword(ctx context.Context, dn, password string) (bool, error) {

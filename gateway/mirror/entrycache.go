@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -107,6 +108,26 @@ func (c *entryCache) forget(dns ...string) {
 	for _, dn := range dns {
 		if dn != "" {
 			delete(c.entries, dn)
+		}
+	}
+}
+
+// forgetUnder drops the entries of the given DNs and of every DN below
+// them: a modify DN moves its entry's whole subtree, and an entry read at
+// a DN below it would otherwise be taken, for the rest of its time, for
+// the one the move has put there.
+func (c *entryCache) forgetUnder(dns ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for key := range c.entries {
+		for _, dn := range dns {
+			// Canonical DNs escape every ',' inside a value: a suffix
+			// after a ',' is a parent.
+			if dn != "" && (key == dn || strings.HasSuffix(key, ","+dn)) {
+				delete(c.entries, key)
+				break
+			}
 		}
 	}
 }

@@ -97,6 +97,7 @@ type Mirror struct {
 	entries *entryCache
 	images  *images
 	lists   atomic.Pointer[attrLists] // of the mapping in force
+	claims  nameClaims                // names given by writes on their way (values.go)
 }
 
 // entryCacheLimit bounds the entries remembered for classification.

@@ -60,6 +60,10 @@ type write struct {
 	verdict decision
 	audit   *slog.Logger // the write's audit lines, with who, what and where
 
+	// claim is the name the write gives an account or group, held from
+	// decide until the directory answers (values.go).
+	claim string
+
 	// prepare
 	rec *store.Record // prepared, on disk
 }
@@ -78,6 +82,20 @@ type writer struct {
 	// axigen: Axigen's own connector, which may write what Axigen's
 	// "Axigen to LDAP" synchronisation writes; never mirrored back.
 	axigen bool
+	// sasl is the mechanism of a session's SASL bind: whom it
+	// authenticated only the directory knows (sure is false).
+	sasl string
+}
+
+// actor names the writer in a refusal.
+func (wr writer) actor() string {
+	switch {
+	case wr.sasl != "" && wr.dn == "":
+		return "a session bound with SASL " + wr.sasl + " (an identity only the directory knows; the gateway judges simple binds)"
+	case wr.dn == "":
+		return "an anonymous session"
+	}
+	return wr.dn
 }
 
 // Intercept implements gateway.Interceptor: the write path up to the relay.
@@ -108,9 +126,11 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		return nil, answer
 	}
 	if !w.verdict.mirror {
+		m.claims.release(w.claim)  // a no-op or Axigen's own: no name given
 		return m.relayAsIs(w), nil // allowed, and nothing Axigen holds changes
 	}
 	if answer := m.prepare(ctx, w); answer != nil {
+		m.claims.release(w.claim)
 		return nil, answer
 	}
 	switch {
@@ -150,6 +170,13 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 		return unreachable("cannot resolve the bound identity to check the change")
 	}
 	w.who = writer{dn: dn, sure: sure, addr: s.RemoteAddr}
+	if s.SASLMechanism != "" && !proxied {
+		// A SASL bind leaves no DN with the session (BoundDN is empty): the
+		// writer is not anonymous but someone the gateway cannot name. As
+		// anonymous, its own password change (a password modify naming no
+		// entry) was relayed unjudged and never reached Axigen.
+		w.who = writer{sure: false, addr: s.RemoteAddr, sasl: s.SASLMechanism}
+	}
 	if proxied && answer == nil {
 		w.who.bound = s.BoundDN
 	}
@@ -202,6 +229,12 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 			return answer
 		}
 		w.newDN = newDN
+		if answer := m.movedSubtree(ctx, w); answer != nil {
+			return answer
+		}
+		// Whatever its scope, a move changes the DNs below it, which the
+		// entry cache knows entries by.
+		m.entries.forgetUnder(m.mapping().CanonicalDN(w.target), m.mapping().CanonicalDN(w.newDN))
 	}
 	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
 	if !inScope(w.target) && !inScope(w.newDN) {
@@ -211,7 +244,11 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	// A write that may change what classifies its entry drops the entry
 	// from the cache now, and again once the directory has it.
 	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
-		m.entries.forget(w.stale...)
+		if req.Op == gateway.OpModifyDN {
+			m.entries.forgetUnder(w.stale...) // the entries below move too
+		} else {
+			m.entries.forget(w.stale...)
+		}
 	}
 	if req.Op == gateway.OpAdd {
 		w.kind = mp.Classify(w.target, attributeValues(mp, req.Attributes, "objectClass"))
@@ -328,6 +365,9 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	if w.who.axigen {
 		w.audit = w.audit.With("connector", "axigen")
 	}
+	if w.who.sasl != "" {
+		w.audit = w.audit.With("sasl", w.who.sasl)
+	}
 	if w.unread {
 		// The kind is the DN's; the directory's answer confirms it (settle).
 		w.audit = w.audit.With("entryRead", false)
@@ -357,11 +397,15 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 	}
 	if w.verdict.refuse != "" {
 		w.audit.Info("decision", "decision", "refused", "rule", w.verdict.refuse)
-		return refusal(w.verdict.refuse, w.target, w.who.dn)
+		return refusal(w.verdict.refuse, w.target, w.who.actor())
 	}
 	if w.verdict.mirror {
 		if answer := m.checkValues(w); answer != nil {
 			w.audit.Info("decision", "decision", "refused", "rule", "value Axigen cannot take", "diagnostic", answer.Diagnostic)
+			return answer
+		}
+		if answer := m.checkNameFree(ctx, w); answer != nil {
+			w.audit.Info("decision", "decision", "refused", "rule", "name of another entry", "diagnostic", answer.Diagnostic)
 			return answer
 		}
 	}
@@ -423,7 +467,7 @@ func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 	}
 	return func(_ context.Context, res gateway.Result) {
 		if w.stale != nil {
-			m.dropStale(w.stale, res)
+			m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 		}
 		m.endRelay(w, res)
 	}
@@ -438,9 +482,11 @@ func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 // (Prepare's), not two.
 func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	rec, req := w.rec, w.req
+	// The directory has the name now, or will not: its own search shows.
+	m.claims.release(w.claim)
 	m.cfg.Audit.Info("directory result", "seq", rec.Seq, "result", res.Code, "unanswered", res.Unanswered)
 	if w.stale != nil {
-		m.dropStale(w.stale, res)
+		m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 	}
 	m.endRelay(w, res) // before the commit below makes the record deliverable
 	// The journal must settle even if the client has gone.
@@ -604,13 +650,9 @@ func journalRefusal(err error) *gateway.Result {
 
 // refusal is the answer to a write the policy does not allow.
 func refusal(rule, dn, actor string) *gateway.Result {
-	who := actor
-	if who == "" {
-		who = "an anonymous session"
-	}
 	return &gateway.Result{
 		Code:       ldap.LDAPResultInsufficientAccessRights,
-		Diagnostic: fmt.Sprintf("ldapgate: policy rule %q refuses this change of %s by %s", rule, dn, who),
+		Diagnostic: fmt.Sprintf("ldapgate: policy rule %q refuses this change of %s by %s", rule, dn, actor),
 	}
 }
 
