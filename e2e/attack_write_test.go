@@ -289,7 +289,7 @@ func berBoolean(content ...byte) *ber.Packet {
 
 // modDNRequest is a modify DN request whose deleteoldrdn is the BOOLEAN
 // deleteOld, encoded as the test chooses.
-func modDNRequest(id int64, dn, newRDN string, deleteOld *ber.Packet) []byte {
+func modDNRequestRaw(id int64, dn, newRDN string, deleteOld *ber.Packet) []byte {
 	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyDNRequest, nil, "modDN")
 	op.AppendChild(octets(dn))
 	op.AppendChild(octets(newRDN))
@@ -307,7 +307,7 @@ func TestAttackWriteBooleanReadAsTheDirectoryReadsIt(t *testing.T) {
 	c := dialRaw(t, e.gw.URL)
 	c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
 	c.expectResult(t, 1, 0)
-	c.send(t, modDNRequest(2, userDN("alice"), "cn=Alice Liddell", berBoolean(0, 1)))
+	c.send(t, modDNRequestRaw(2, userDN("alice"), "cn=Alice Liddell", berBoolean(0, 1)))
 	msgs := c.expectResult(t, 2, ldap.LDAPResultConstraintViolation)
 	if d := msgs[len(msgs)-1].Diagnostic; !strings.Contains(d, "without a name") {
 		t.Errorf("diagnostic %q does not say the rename leaves alice without a name", d)
@@ -316,7 +316,7 @@ func TestAttackWriteBooleanReadAsTheDirectoryReadsIt(t *testing.T) {
 		t.Fatal("slapd renamed alice")
 	}
 	// Kept (all-zero content), the rename is made and mirrored.
-	c.send(t, modDNRequest(3, userDN("alice"), "cn=Alice Liddell", berBoolean(0, 0)))
+	c.send(t, modDNRequestRaw(3, userDN("alice"), "cn=Alice Liddell", berBoolean(0, 0)))
 	c.expectResult(t, 3, 0)
 	if got := e.directoryEntry("cn=Alice Liddell,"+mirrorAccountBase, "uid").GetAttributeValues("uid"); len(got) != 1 || got[0] != "alice" {
 		t.Errorf("slapd's uid of the renamed alice: %v", got)
@@ -756,7 +756,7 @@ func TestAttackWriteAbandonedAndDroppedWrites(t *testing.T) {
 		}
 		if i%3 == 2 {
 			// a rename, given up on the same way
-			msg = append(modDNRequest(2, userDN("bob"), "uid=bob", berBoolean(0xff)), abandonRequest(3, 2)...)
+			msg = append(modDNRequestRaw(2, userDN("bob"), "uid=bob", berBoolean(0xff)), abandonRequest(3, 2)...)
 		}
 		c.send(t, msg)
 		c.Close()
