@@ -370,7 +370,7 @@ func (s *session) write(m ldapwire.Message) bool {
 // expects an answer.
 func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	expectsAnswer := ldapwire.ResponseTag(m.Op) != 0
-	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushUpstream, clientProbeInterval, s.clientPresent) {
+	if expectsAnswer && !s.ops.reserve(s.ctx, s.flushRelayed, clientProbeInterval, s.clientPresent) {
 		s.failOp(m.ID, op, "ldapgate: session closed", false)
 		return false
 	}
@@ -433,17 +433,6 @@ func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	}
 	s.cr.Release()
 	return true
-}
-
-// flushUpstream sends the requests buffered for the upstream, whose
-// answers free room in the table of outstanding operations.
-func (s *session) flushUpstream() {
-	s.mu.Lock()
-	up := s.up
-	s.mu.Unlock()
-	if up != nil {
-		_ = up.w.Flush()
-	}
 }
 
 // startTLS answers a StartTLS request and upgrades the client connection.
