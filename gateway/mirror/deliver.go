@@ -249,6 +249,15 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		// carries it. (A disabled account's bind proves nothing: its
 		// password waits, below.)
 		ok, err := m.cfg.Directory.CheckPassword(ctx, e.DN, secret)
+		if err == nil && !ok && rec.EntryKey != "" {
+			// The entry may have been renamed since it was read (a rename
+			// racing the password): the bind went to a DN it no longer
+			// has. Found again by its key at another DN, the password is
+			// confirmed there.
+			if now, rerr := m.current(ctx, rec, bases, attrs); rerr == nil && now != nil && !schema.EqualDN(now.DN, e.DN) {
+				ok, err = m.cfg.Directory.CheckPassword(ctx, now.DN, secret)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("confirm the record's password with the directory: %w", err)
 		}
