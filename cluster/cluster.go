@@ -241,12 +241,7 @@ func Start(cfg Config) (*Node, error) {
 		ln.Close()
 		return nil, err
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  raftStream{m},
-		MaxPool: 4,
-		Timeout: 10 * time.Second,
-		Logger:  rlog.Named("transport"),
-	})
+	trans := raft.NewNetworkTransportWithConfig(transportConfig(raftStream{m}, rlog.Named("transport")))
 	n := &Node{cfg: cfg, log: log, trans: trans, mux: m, proposals: make(chan *proposal, 1024), quit: make(chan struct{}), done: make(chan struct{})}
 	n.watch.init()
 	n.applied.init()
@@ -599,4 +594,23 @@ func timeoutOf(ctx context.Context) time.Duration {
 		return max(time.Until(d), time.Millisecond)
 	}
 	return 0
+}
+
+// transportConfig is the Raft transport's configuration over stream.
+func transportConfig(stream raft.StreamLayer, logger hclog.Logger) *raft.NetworkTransportConfig {
+	return &raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 4,
+		// No pipelined replication: hashicorp/raft v1.7.2's pipeline
+		// deadlocks when a follower's answer ends it (a higher term, a
+		// refused append) while one more send is on its way: the sender
+		// parks on a queue nobody reads, the leader never replicates to
+		// that follower again (its heartbeats go on, so no election heals
+		// it) and the node's shutdown hangs for good (a leader SIGSTOPped
+		// and resumed did it in TestClusterFaults). One request at a time
+		// per follower, each carrying up to MaxAppendEntries entries.
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          logger,
+	}
 }
