@@ -556,7 +556,8 @@ func TestAttackWriteRacesOnOneEntry(t *testing.T) {
 // it out. Delivery should make Axigen's password one nobody knows (as it
 // does for a removed password, without disabling the account).
 func TestAttackWriteHashedPasswordLeavesTheOldOneWorking(t *testing.T) {
-	t.Skip("bug (delivery, gateway/mirror/deliver.go): a pre-hashed userPassword leaves the old password working in Axigen")
+	t.Skip("not decided: a pre-hashed password cannot be mirrored (docs/architecture.md) and Axigen keeps the old one; " +
+		"an unknowable one instead would lock out the sites whose Axigen authenticates by LDAP bind")
 	e := newAttackEnv(t, "", nil)
 	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
 	m := ldap.NewModifyRequest(userDN("alice"), nil)
