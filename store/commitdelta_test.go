@@ -482,3 +482,80 @@ func TestAFollowerTurnedLeaderKeepsEachHistoryInOrder(t *testing.T) {
 	}
 	indexMatchesDisk(t, j)
 }
+
+// TestASnapshotWrittenAfterMoreCommitsHoldsItsIndex: Raft writes a
+// snapshot (Persist) while the journal goes on applying: the records it
+// sends, commits merged, are those of its applied index, not the
+// commits, outcomes and aborts applied after it was taken.
+func TestASnapshotWrittenAfterMoreCommitsHoldsItsIndex(t *testing.T) {
+	a, b, _ := replicatedPair(t)
+	at := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
+	var next uint64
+	dn := func(uid string) string { return "uid=" + uid + ",ou=people,dc=example,dc=org" }
+	applyBoth(t, 1, stamped(t, a, &next, at,
+		Command{Op: CmdPrepare, Record: passwordRecord(dn("ann"), "pw-ann")},
+		Command{Op: CmdPrepare, Record: accountRecord(dn("bob"))},
+		Command{Op: CmdPrepare, Record: accountRecord(dn("cid"))},
+		Command{Op: CmdFence, Term: 1}), a, b)
+	applyBoth(t, 2, stamped(t, a, &next, at.Add(time.Second),
+		Command{Op: CmdCommit, Seq: 1, EntryKey: "k-ann"},
+		Command{Op: CmdCommit, Seq: 2, EntryKey: "k-bob"}), a, b)
+	s, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Applied by a alone, after the snapshot was taken.
+	if res, err := a.Apply(context.Background(), 3, stamped(t, a, &next, at.Add(2*time.Second),
+		Command{Op: CmdOutcome, Seq: 1, Term: 1, Outcome: Outcome{Delivered: true}},
+		Command{Op: CmdOutcome, Seq: 2, Term: 1, Outcome: Outcome{LastError: "busy", NextAttempt: at.Add(time.Hour)}},
+		Command{Op: CmdCommit, Seq: 3, EntryKey: "k-cid"})); err != nil || slices.ContainsFunc(res, func(e error) bool { return e != nil }) {
+		t.Fatalf("apply 3: %v, %v", res, err)
+	}
+	var buf bytes.Buffer
+	if _, err := s.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	c := openReplicated(t, t.TempDir(), a.opts.KeyFile)
+	if err := c.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, b, c)
+	if r, err := c.Get(1); err != nil || r.State != StateCommitted || r.SecretState != SecretEncrypted {
+		t.Fatalf("record 1 restored: %+v, %v", r, err)
+	}
+}
+
+// TestBatchKeysAreNeverWrittenTwice: the keys a batch cuts from the
+// shared chunk (batch.key) stay as they were while the next batches cut
+// theirs from the same chunk and beyond it, and appending to one cannot
+// spill into the next: Badger holds a batch's keys until its commit.
+func TestBatchKeysAreNeverWrittenTwice(t *testing.T) {
+	var chunk []byte
+	type cut struct {
+		key, want []byte
+	}
+	var cuts []cut
+	for batchNo := range 50 {
+		b := &batch{keys: chunk}
+		for i := range 100 {
+			n := uint64(batchNo*1000 + i)
+			prefix := [][]byte{prefixRecord, prefixSecret, prefixActive}[i%3]
+			k := b.key(prefix, n)
+			want := numKey(prefix, n)
+			if !bytes.Equal(k, want) || cap(k) != len(k) {
+				t.Fatalf("key %x (cap %d), want %x", k, cap(k), want)
+			}
+			if len(cuts) > 0 {
+				_ = append(cuts[len(cuts)-1].key, 0xff) // must not reach k
+			}
+			cuts = append(cuts, cut{k, want})
+		}
+		chunk = b.keys // as writerRun.process hands it on
+	}
+	for i, c := range cuts {
+		if !bytes.Equal(c.key, c.want) {
+			t.Fatalf("key %d became %x, was %x", i, c.key, c.want)
+		}
+	}
+}
