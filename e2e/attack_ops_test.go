@@ -55,6 +55,40 @@ func bindResults(t *testing.T, c *rawConn, n int, dn, pw string) map[int64]int {
 	return codes
 }
 
+// parallelBindResults binds on conns connections at once, rounds binds one
+// after the other on each, and counts the answers by result code (-2: no
+// answer).
+func parallelBindResults(t *testing.T, url string, conns, rounds int, dn, pw string) map[int64]int {
+	t.Helper()
+	var cs []*rawConn
+	for range conns {
+		cs = append(cs, dialRaw(t, url))
+	}
+	var mu sync.Mutex
+	codes := map[int64]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, c := range cs {
+		wg.Go(func() {
+			<-start
+			for id := range int64(rounds) {
+				_, _ = c.Write(bindRequest(id+1, dn, pw))
+				m, err := c.next(20 * time.Second)
+				mu.Lock()
+				if err != nil {
+					codes[-2]++
+				} else {
+					codes[m.ResultCode]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return codes
+}
+
 // dialFrom opens a raw connection to the gateway from a given loopback
 // address, so tests can play several client addresses.
 func dialFrom(t *testing.T, url, from string) *rawConn {
@@ -123,32 +157,7 @@ func TestAttackOpsParallelBindsStayWithinTheFailureLimit(t *testing.T) {
 	s := slapd.StartT(t, slapd.Options{})
 	const limit, conns = 5, 40
 	g := startGateway(t, "--upstream", s.URL, "--log-level", "info", "--max-bind-failures", "5")
-	var cs []*rawConn
-	for range conns {
-		cs = append(cs, dialRaw(t, g.URL))
-	}
-	var mu sync.Mutex
-	codes := map[int64]int{}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			_, _ = c.Write(bindRequest(1, aliceDN, "guess"))
-			m, err := c.next(20 * time.Second)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				codes[-2]++
-				return
-			}
-			codes[m.ResultCode]++
-		}()
-	}
-	close(start)
-	wg.Wait()
+	codes := parallelBindResults(t, g.URL, conns, 1, aliceDN, "guess")
 	if codes[ldap.LDAPResultInvalidCredentials] > limit {
 		t.Errorf("%d of %d parallel guesses reached the directory (answered 49), limit %d: %v",
 			codes[ldap.LDAPResultInvalidCredentials], conns, limit, codes)
@@ -167,32 +176,7 @@ func TestAttackOpsParallelGoodBindsBeyondTheFailureLimitSucceed(t *testing.T) {
 	s := slapd.StartT(t, slapd.Options{})
 	const conns = 40
 	g := startGateway(t, "--upstream", s.URL, "--log-level", "info", "--max-bind-failures", "5")
-	var cs []*rawConn
-	for range conns {
-		cs = append(cs, dialRaw(t, g.URL))
-	}
-	var mu sync.Mutex
-	codes := map[int64]int{}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, c := range cs {
-		wg.Go(func() {
-			<-start
-			for id := range int64(3) {
-				_, _ = c.Write(bindRequest(id+1, aliceDN, slapd.AlicePassword))
-				m, err := c.next(20 * time.Second)
-				mu.Lock()
-				if err != nil {
-					codes[-2]++
-				} else {
-					codes[m.ResultCode]++
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
+	codes := parallelBindResults(t, g.URL, conns, 3, aliceDN, slapd.AlicePassword)
 	if codes[ldap.LDAPResultSuccess] != 3*conns {
 		t.Errorf("%d parallel binds with the right password from one address under a failure limit of 5: %v, want all %d answered success",
 			3*conns, codes, 3*conns)
@@ -658,22 +642,8 @@ func TestAttackOpsSubtreeAccessAndWrites(t *testing.T) {
 // them) and returns its output, stdout then stderr, and exit code.
 func ljournal(t *testing.T, args ...string) toolResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gatewayBin, append([]string{"journal"}, args...)...)
-	cmd.Env = withoutLDAPGateEnv(os.Environ())
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	var exitErr *exec.ExitError
-	switch {
-	case errors.As(err, &exitErr):
-		code = exitErr.ExitCode()
-	case err != nil:
-		t.Fatalf("ldapgate journal %v: %v", args, err)
-	}
-	return toolResult{Out: out.String() + errOut.String(), Code: code}
+	out, errOut, code := runJournal(t, args...)
+	return toolResult{Out: out + errOut, Code: code}
 }
 
 // filesContaining lists the files under dir whose bytes contain s.

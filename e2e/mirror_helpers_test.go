@@ -725,27 +725,33 @@ func (e *mirrorEnv) journal(args ...string) toolResult {
 	if e.gw != nil && e.gw.alive() {
 		e.t.Fatal("journal: stop the gateway first; the journal is locked while it runs")
 	}
+	full := append(append([]string{}, args...), "--data-dir", e.dataDir)
+	out, errOut, code := runJournal(e.t, full...)
+	if code != 0 {
+		e.t.Fatalf("ldapgate journal %v exited %d:\nstdout:\n%s\nstderr:\n%s", full, code, out, errOut)
+	}
+	return toolResult{Out: out, Code: code}
+}
+
+// runJournal runs `ldapgate journal ARGS...` and returns its stdout, its
+// stderr and its exit code.
+func runJournal(t testing.TB, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	full := append([]string{"journal"}, args...)
-	full = append(full, "--data-dir", e.dataDir)
-	cmd := exec.CommandContext(ctx, gatewayBin, full...)
+	cmd := exec.CommandContext(ctx, gatewayBin, append([]string{"journal"}, args...)...)
 	cmd.Env = withoutLDAPGateEnv(os.Environ())
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
-	code := 0
 	var exitErr *exec.ExitError
 	switch {
 	case errors.As(err, &exitErr):
 		code = exitErr.ExitCode()
 	case err != nil:
-		e.t.Fatalf("run ldapgate %v: %v", full, err)
+		t.Fatalf("ldapgate journal %v: %v", args, err)
 	}
-	if code != 0 {
-		e.t.Fatalf("ldapgate %v exited %d:\nstdout:\n%s\nstderr:\n%s", full, code, out.String(), errOut.String())
-	}
-	return toolResult{Out: out.String(), Code: code}
+	return out.String(), errOut.String(), code
 }
 
 // journalRecords lists the journal's records with `ldapgate journal ls

@@ -220,17 +220,7 @@ func (p *dnParser) setUnsure(why string) {
 func (p *dnParser) rdn() ([]string, error) {
 	var avas []string
 	for {
-		typ, rule, err := p.attrType()
-		if err != nil {
-			return nil, err
-		}
-		p.blanks()
-		if p.i == len(p.s) || p.s[p.i] != '=' {
-			return nil, fmt.Errorf("no '=' after the attribute type at byte %d", p.i)
-		}
-		p.i++
-		p.blanks()
-		raw, err := p.value()
+		typ, rule, raw, _, err := p.ava()
 		if err != nil {
 			return nil, err
 		}
@@ -250,6 +240,26 @@ func (p *dnParser) rdn() ([]string, error) {
 		}
 		return avas, nil
 	}
+}
+
+// ava reads one type=value pair of an RDN: the type's canonical name and
+// matching rule, the value as written (escapes undone), and whether it is
+// a "#..." BER value.
+func (p *dnParser) ava() (typ string, rule matchRule, raw string, ber bool, err error) {
+	if typ, rule, err = p.attrType(); err != nil {
+		return "", 0, "", false, err
+	}
+	p.blanks()
+	if p.i == len(p.s) || p.s[p.i] != '=' {
+		return "", 0, "", false, fmt.Errorf("no '=' after the attribute type at byte %d", p.i)
+	}
+	p.i++
+	p.blanks()
+	ber = p.i < len(p.s) && p.s[p.i] == '#'
+	if raw, err = p.value(); err != nil {
+		return "", 0, "", false, err
+	}
+	return typ, rule, raw, ber, nil
 }
 
 // attrType reads a descr or numeric OID and returns its canonical name and
@@ -534,18 +544,7 @@ func FirstRDN(dn string) ([]AVA, error) {
 	p.blanks()
 	var out []AVA
 	for {
-		typ, _, err := p.attrType()
-		if err != nil {
-			return nil, err
-		}
-		p.blanks()
-		if p.i == len(p.s) || p.s[p.i] != '=' {
-			return nil, fmt.Errorf("no '=' after the attribute type at byte %d", p.i)
-		}
-		p.i++
-		p.blanks()
-		ber := p.i < len(p.s) && p.s[p.i] == '#'
-		v, err := p.value()
+		typ, _, v, ber, err := p.ava()
 		if err != nil {
 			return nil, err
 		}
