@@ -70,19 +70,12 @@ type bindTicket struct {
 	f *bindFailures
 }
 
-// admit decides whether a bind from addr may go to the directory now and,
+// admitWait decides whether a bind from addr may go to the directory and,
 // if so, counts it as a failure at once, so that binds sent together (on
 // many connections at the same moment) cannot all pass the check before
 // the first answer arrives: the limit bounds the guesses the directory
 // sees, answered or not. settle gives the count back unless the bind
-// failed. Refused, it reports how long to wait (zero: only until binds of
-// the address awaiting their answers get them, see admitWait).
-func (l *bindLimiter) admit(addr string, now time.Time) (bindTicket, bool, time.Duration) {
-	t, ok, wait, _ := l.try(addr, now)
-	return t, ok, wait
-}
-
-// admitWait is admit for a bind that may wait: a bind held back only by
+// failed. Refused, it reports how long to wait. A bind held back only by
 // binds of its address still awaiting their answers waits for them, at
 // most maxBindWait, rather than being refused. A busy client (a mail
 // server authenticating its users on many connections) may have more binds
@@ -110,8 +103,9 @@ func (l *bindLimiter) admitWait(ctx context.Context, addr string) (t bindTicket,
 	}
 }
 
-// try is admit that also returns, when the bind is held back only by binds
-// awaiting their answers, a channel closed when one of them gets it.
+// try is admitWait's decision at now, without waiting: when the bind is
+// held back only by binds awaiting their answers, it returns a channel
+// closed when one of them gets it.
 func (l *bindLimiter) try(addr string, now time.Time) (bindTicket, bool, time.Duration, <-chan struct{}) {
 	if l == nil || l.max <= 0 {
 		return bindTicket{}, true, 0, nil

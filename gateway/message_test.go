@@ -182,3 +182,9 @@ func TestResetBindEncoding(t *testing.T) {
 		t.Fatalf("resetBind is %x, want %x", resetBind, want)
 	}
 }
+
+// admit is the limiter's decision without waiting (try without its channel).
+func (l *bindLimiter) admit(addr string, now time.Time) (bindTicket, bool, time.Duration) {
+	t, ok, wait, _ := l.try(addr, now)
+	return t, ok, wait
+}
