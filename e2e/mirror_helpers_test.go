@@ -152,6 +152,7 @@ func newEnv(t testing.TB) (e *mirrorEnv, root string) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway log (tail):\n%s", e.logTail(12000))
+			keepLog(t, e.logPath)
 			if crash := e.logCrash(12000); crash != "" {
 				t.Logf("gateway crash:\n%s", crash)
 			}
@@ -886,4 +887,31 @@ func (e *mirrorEnv) waitDrained(d time.Duration, deadOK bool) store.Stats {
 		e.t.Errorf("journal holds %d dead letters: %+v", st.Dead, st)
 	}
 	return st
+}
+
+// keepLog copies a failed test's whole gateway log into the folder named
+// by LDAPGATE_E2E_LOGS, when set: a failure seen once under load is read
+// in full there, not only its tail.
+func keepLog(t testing.TB, path string) {
+	dir := os.Getenv("LDAPGATE_E2E_LOGS")
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("keeping the gateway log: %v", err)
+		return
+	}
+	f, err := os.CreateTemp(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-*.log")
+	if err == nil {
+		_, err = f.Write(b)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Logf("keeping the gateway log: %v", err)
+		return
+	}
+	t.Logf("whole gateway log kept in %s", f.Name())
 }
