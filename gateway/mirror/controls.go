@@ -2,12 +2,14 @@ package mirror
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
+	"github.com/ldapgate/ldapgate/schema"
 )
 
 // The request controls of writes, and what the write path does with each
@@ -147,4 +149,37 @@ func proxiedIdentity(ctls []gateway.Control) (authz string, found bool, answer *
 		}
 	}
 	return authz, found, nil
+}
+
+// transactionWrite refuses a write inside an LDAP transaction (RFC 5805)
+// that names an entry in, at or above the account and group bases, whatever
+// the entry is. The gateway judges each write against the directory as it
+// is when the write arrives, and a transaction applies its writes only at
+// its end, together: writes that each look harmless when queued become an
+// account or a change no one judged once applied (an entry added below an
+// empty unit outside the bases, then the unit moved into them; two units
+// of the base swapped, then a write to the DN that names an account only
+// after the swap). Writes to accounts and groups refuse the control anyway
+// (checkControls); writes wholly outside the bases keep it, since what they
+// change is no account's or group's.
+func (m *Mirror) transactionWrite(w *write) *gateway.Result {
+	if !slices.ContainsFunc(w.req.Controls, func(c gateway.Control) bool { return c.OID == oidTxnSpec }) {
+		return nil
+	}
+	mp := m.mapping()
+	bases := append(mp.AccountBases(), mp.GroupBases()...)
+	for _, dn := range []string{w.target, w.newDN} {
+		if dn == "" {
+			continue
+		}
+		touches := mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn) ||
+			slices.ContainsFunc(bases, func(b string) bool { return schema.EqualDN(dn, b) || schema.UnderDN(dn, b) })
+		if touches {
+			return &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
+				"ldapgate: the %s control (%s) is refused on writes in, at or above the account and group bases (%s): "+
+					"the gateway judges each write against the directory as it is when the write arrives, and a transaction applies its writes only at its end",
+				writeControls[oidTxnSpec].name, oidTxnSpec, quoteDN(dn))}
+		}
+	}
+	return nil
 }

@@ -236,6 +236,9 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		// entry cache knows entries by.
 		m.entries.forgetUnder(m.mapping().CanonicalDN(w.target), m.mapping().CanonicalDN(w.newDN))
 	}
+	if answer := m.transactionWrite(w); answer != nil {
+		return answer
+	}
 	inScope := func(dn string) bool { return dn != "" && (mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn)) }
 	if !inScope(w.target) && !inScope(w.newDN) {
 		return nil
