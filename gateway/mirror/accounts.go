@@ -460,7 +460,19 @@ const (
 	passwordKept passwordChange = iota
 	passwordSet
 	passwordRemoved
+	// passwordValuesDeleted: values deleted by name, none added. The
+	// directory no longer takes them, and Axigen's password may be one of
+	// them: delivery sends a plaintext value the entry has left, or
+	// withdraws Axigen's (passwordWithdrawn) when none is left in clear.
+	passwordValuesDeleted
+	// passwordWithdrawn: what delivery makes of passwordValuesDeleted when
+	// the entry has no plaintext password left: as passwordRemoved.
+	passwordWithdrawn
 )
+
+// removes reports whether the change leaves Axigen's account with a
+// password nobody knows, disabled until a password is delivered.
+func (pc passwordChange) removes() bool { return pc == passwordRemoved || pc == passwordWithdrawn }
 
 // passwordChangeOf reads a record's password changes. A record never
 // holds password values (record.go): a change that named some holds
@@ -468,14 +480,19 @@ const (
 // replace that set a value left it in Secret or, for a value the gateway
 // cannot mirror, a note). The password is removed only when the modify
 // clears every password attribute of the mapping (deletes all its values,
-// or replaces them with none) and adds or replaces none: deleting one of
-// two values, adding a new one and deleting the old, or clearing AD's
-// userPassword while unicodePwd stays, leaves a password.
+// or replaces them with none) and adds or replaces none; adding a new one
+// and deleting the old sets one; clearing AD's userPassword while
+// unicodePwd stays keeps it. Deleting values by name alone leaves the
+// entry with a password or none, which only the entry tells at delivery
+// (passwordValuesDeleted): the value deleted may be the one Axigen has,
+// and a password the directory took back must not go on opening the
+// mailbox.
 func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
 	set := len(rec.Secret) > 0 || rec.Op == store.OpPassword
 	hadValues := len(rec.Secret) > 0 || rec.SecretState != store.SecretNone || strings.Contains(rec.Note, passwordNotMirroredNote)
 	mp := m.mapping()
 	var cleared []string
+	deleted := false // values deleted by name
 	for _, c := range rec.Changes {
 		if mp.AttrClass(c.Attr, schema.KindAccount) != schema.AttrPassword {
 			continue
@@ -486,16 +503,21 @@ func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
 			set = true
 		case c.Op == "replace" || (c.Op == "delete" && !named):
 			cleared = append(cleared, c.Attr)
+		case c.Op == "delete":
+			deleted = true
 		}
 	}
 	switch {
 	case set:
 		return passwordSet
-	case len(cleared) == 0:
+	case len(cleared) == 0 && !deleted:
 		return passwordKept
 	}
 	for _, a := range mp.Config().PasswordAttributes {
 		if !slices.ContainsFunc(cleared, func(c string) bool { return mp.SameAttribute(c, a) }) {
+			if deleted {
+				return passwordValuesDeleted
+			}
 			return passwordKept
 		}
 	}
@@ -520,12 +542,14 @@ func (m *Mirror) settleEnabled(ctx context.Context, rec *store.Record, a schema.
 	if held == nil && pc == passwordKept && !(locked && (m.touchesDisabled(rec) || rec.Op == store.OpAdd || rec.Op == store.OpRename)) {
 		return nil
 	}
-	needsPassword := pc == passwordRemoved || (held != nil && held.Scrambled && !delivered)
+	needsPassword := pc.removes() || (held != nil && held.Scrambled && !delivered)
 	enabled := !locked && !needsPassword
 	reason := "entry in the directory"
 	switch {
 	case pc == passwordRemoved:
 		reason = "password removed in the directory"
+	case pc == passwordWithdrawn:
+		reason = "password values deleted in the directory, none left in clear to send: Axigen's may have been one of them"
 	case locked:
 		reason = "account disabled or locked in the directory"
 	case needsPassword:

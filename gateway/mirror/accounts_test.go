@@ -71,7 +71,8 @@ func TestExtraActions(t *testing.T) {
 }
 
 // A record's effect on the password: deleting the attribute (or replacing
-// it with nothing) removes it; a new value or a password operation sets it.
+// it with nothing) removes it; a new value or a password operation sets it;
+// values deleted by name leave it to the entry to tell at delivery.
 func TestPasswordChangeOf(t *testing.T) {
 	mp, err := schema.NewMapping(schema.Config{Dialect: schema.OpenLDAP, AccountBase: schema.DNList{"ou=people,dc=example,dc=com"}})
 	if err != nil {
@@ -100,7 +101,10 @@ func TestPasswordChangeOf(t *testing.T) {
 			store.Change{Op: "delete", Attr: "userPassword"}, store.Change{Op: "add", Attr: "userPassword"}), passwordSet},
 		{"plaintext", rec(store.OpModify, "pw", store.Change{Op: "replace", Attr: "userPassword"}), passwordSet},
 		{"password operation", rec(store.OpPassword, ""), passwordSet},
-		{"delete one of two values", rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordKept},
+		{"delete one of two values", rec(store.OpModify, "", store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordValuesDeleted},
+		{"delete values, then the rest", rec(store.OpModify, "",
+			store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}},
+			store.Change{Op: "delete", Attr: "userPassword"}), passwordRemoved},
 		{"add the new, delete the old", rec(store.OpModify, "",
 			store.Change{Op: "add", Attr: "userPassword", Values: []string{passwordValuesNamed}},
 			store.Change{Op: "delete", Attr: "userPassword", Values: []string{passwordValuesNamed}}), passwordSet},

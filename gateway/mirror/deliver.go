@@ -308,6 +308,17 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		pc = passwordKept // as far as this record goes: a later one set it
 	}
 	delivered := secret != ""
+	if pc == passwordValuesDeleted {
+		// The directory took back values by name; what it holds now is
+		// the password. A plaintext value left is sent (the entry's, as
+		// read now); with none (or the account disabled), Axigen's is
+		// withdrawn, since it may be one the directory no longer takes.
+		if desired.InitialPassword != "" && !desired.Disabled {
+			desired.Password, delivered, pc = desired.InitialPassword, true, passwordSet
+		} else {
+			pc = passwordWithdrawn
+		}
+	}
 	passwordWaits := false
 	switch {
 	case desired.Disabled:
@@ -320,12 +331,12 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		desired.InitialPassword = ""
 		passwordWaits = desired.Password != ""
 		desired.Password = ""
-		if rec.Op == store.OpAdd || m.touchesDisabled(rec) || pc == passwordRemoved {
+		if rec.Op == store.OpAdd || m.touchesDisabled(rec) || pc.removes() {
 			if desired.Password, err = unknowablePassword(); err != nil {
 				return nil, err
 			}
 		}
-	case pc == passwordRemoved && !m.cfg.Deletes.protects(desired.Name):
+	case pc.removes() && !m.cfg.Deletes.protects(desired.Name):
 		// A removed password is removed in Axigen too: no later path (a
 		// rename, a move back, a re-add with a hash) brings it back; only a
 		// password delivered through the gateway enables the account again.

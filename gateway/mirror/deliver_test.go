@@ -86,8 +86,8 @@ func TestRecordPasswordValuesNamedNotKept(t *testing.T) {
 		t.Fatal("the record holds the password value")
 	}
 	rec.Changes = rec.Changes[:1]
-	if got := m.passwordChangeOf(rec); got != passwordKept {
-		t.Fatalf("a delete of one value: %v, want kept", got)
+	if got := m.passwordChangeOf(rec); got != passwordValuesDeleted {
+		t.Fatalf("a delete of one value: %v, want values deleted (the entry tells at delivery)", got)
 	}
 }
 
