@@ -229,12 +229,26 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		}
 		return nil, nil
 	}
+	// A later record of the entry, not delivered yet, may have given it
+	// the name it has now: that name is the later record's to give, in
+	// its turn among the records of the names involved (DeliveryNames).
+	// As of this record the account or group is named as the next record
+	// found it (an entry swapping names with another through a third
+	// name, delivered after an outage: each delivery would otherwise take
+	// over the other's account under the name the entry has now).
+	asOf := ""
+	if !replaced {
+		asOf, _ = m.cfg.Journal.NextName(rec.Seq)
+	}
 	if kind == schema.KindGroup {
-		return nil, m.applyGroup(ctx, *e, previous)
+		return nil, m.applyGroup(ctx, *e, previous, asOf)
 	}
 	desired, skipped, err := m.desiredAccount(*e)
 	if err != nil {
 		return nil, err
+	}
+	if asOf != "" {
+		desired.Name = asOf
 	}
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
@@ -522,10 +536,13 @@ func (m *Mirror) findByName(ctx context.Context, name string, bases, attrs []str
 	return e, nil
 }
 
-func (m *Mirror) applyGroup(ctx context.Context, e schema.Entry, previousName string) error {
+func (m *Mirror) applyGroup(ctx context.Context, e schema.Entry, previousName, name string) error {
 	desired, err := m.mapping().GroupState(e, m.memberAddress(ctx))
 	if err != nil {
 		return permanentIfValue(err)
+	}
+	if name != "" {
+		desired.Name = name // as of the record delivered (prepareDelivery)
 	}
 	for _, sk := range desired.Skipped {
 		m.log.Info("group member not mirrored", "group", e.DN, "member", sk.DN, "reason", sk.Reason)
@@ -626,7 +643,7 @@ func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 		if e == nil || m.mapping().ClassifyEntry(*e) != schema.KindGroup {
 			continue
 		}
-		if err := m.applyGroup(ctx, *e, ""); err != nil {
+		if err := m.applyGroup(ctx, *e, "", ""); err != nil {
 			return err
 		}
 	}
