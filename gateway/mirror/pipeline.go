@@ -111,7 +111,9 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		return nil, answer
 	}
 	if w.kind == schema.KindNone {
-		return m.relayAsIs(w), nil // not an account or group, or Axigen's own write
+		// Not an account or group: relayed unjudged, with records of the
+		// groups that list it when the write changes what they list.
+		return m.relayMember(ctx, w)
 	}
 	if w.unread && !m.kindFree(ctx, w) {
 		// The verdict depends on what the entry is: read it.
@@ -119,7 +121,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 			return nil, answer
 		}
 		if w.kind == schema.KindNone {
-			return m.relayAsIs(w), nil
+			return m.relayMember(ctx, w)
 		}
 	}
 	if answer := m.decide(ctx, w); answer != nil {
@@ -496,13 +498,7 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	ctx = context.WithoutCancel(ctx)
 	j := m.cfg.Journal
 	background := func(what string, fn func() error) {
-		m.settling.Add(1)
-		go func() {
-			defer m.settling.Done()
-			if err := settleRetrying(ctx, &m.closing, fn); err != nil {
-				m.log.Error("cannot "+what+" a journal record; it will be settled as after a crash (at the next start, or in a cluster by the leader once it is --cluster-orphan-age old)", "seq", rec.Seq, "err", err)
-			}
-		}()
+		m.settleInBackground(ctx, what, rec.Seq, func(context.Context) error { return fn() })
 	}
 	switch {
 	case res.Unanswered:
@@ -536,6 +532,19 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
 	}
+}
+
+// settleInBackground runs fn, a commit or abort (what) of record seq, in
+// the background, tried again as settleRetrying does; ctx must outlive the
+// client's request. What still fails is settled as after a crash.
+func (m *Mirror) settleInBackground(ctx context.Context, what string, seq uint64, fn func(context.Context) error) {
+	m.settling.Add(1)
+	go func() {
+		defer m.settling.Done()
+		if err := settleRetrying(ctx, &m.closing, func() error { return fn(ctx) }); err != nil {
+			m.log.Error("cannot "+what+" a journal record; it will be settled as after a crash (at the next start, or in a cluster by the leader once it is --cluster-orphan-age old)", "seq", seq, "err", err)
+		}
+	}()
 }
 
 // abortUnknown aborts, in the background, the record of a refused write

@@ -1,0 +1,238 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/gateway"
+	"github.com/ldapgate/ldapgate/schema"
+	"github.com/ldapgate/ldapgate/store"
+)
+
+// A group is listed in Axigen by its members' addresses (memberMailAttribute),
+// read from each member's entry at the group's delivery. A member that is
+// no account (an entry outside the bases, a contact, say) is judged by no
+// policy, and its writes are relayed with no record of their own; yet its
+// mail change, delete or rename changes what its groups list. Such a write
+// through the gateway journals one group record for each group of the
+// group base that lists the entry (memberGroupRecords): prepared before the
+// write is relayed, committed on the directory's success, aborted on its
+// failure, resolved (committed) when its outcome is unknown, as any record.
+// A group record delivers the group's current state, so a record whose
+// write did not happen delivers nothing new.
+
+// memberGroupsMax bounds the group records one write journals for the
+// groups its entry is a member of. A write whose entry is a member of more
+// is refused (unwillingToPerform), as a write the gateway cannot journal is
+// not made: journaling some would leave the others stale in Axigen until a
+// resync, with nothing telling which. The entry can leave some of its
+// groups first (group writes are journaled one by one).
+const memberGroupsMax = 256
+
+// changesMemberAddress reports whether w, a write to an entry that is no
+// account or group, may change what a group lists for the entry: a
+// modify of the member mail attribute, a delete, a modify DN. The
+// directory decides whether the writer may make it; a no-op it does not
+// apply, nor Axigen's own write, which is never mirrored back.
+func (m *Mirror) changesMemberAddress(w *write) bool {
+	if w.target == "" || w.who.axigen {
+		return false
+	}
+	if noOp, _ := checkControls(w.req.Controls); noOp {
+		return false
+	}
+	switch w.req.Op {
+	case gateway.OpDelete, gateway.OpModifyDN:
+		return true
+	case gateway.OpModify:
+		mp := m.mapping()
+		mail := mp.MemberMailAttribute()
+		if mail == "" {
+			return false
+		}
+		for _, c := range w.req.Changes {
+			if mp.SameAttribute(c.Type, mail) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// relayMember relays a write with no record of its own (relayAsIs) and,
+// when it may change what groups list for its entry (changesMemberAddress),
+// journals a record for each of those groups first and settles them on
+// the directory's answer.
+func (m *Mirror) relayMember(ctx context.Context, w *write) (gateway.Completion, *gateway.Result) {
+	if !m.changesMemberAddress(w) {
+		return m.relayAsIs(w), nil
+	}
+	recs, answer := m.memberGroupRecords(ctx, w)
+	if answer != nil {
+		return nil, answer
+	}
+	done := m.relayAsIs(w)
+	if len(recs) == 0 {
+		return done, nil
+	}
+	return func(ctx context.Context, res gateway.Result) {
+		if done != nil {
+			done(ctx, res)
+		}
+		m.settleGroupRecords(ctx, recs, res)
+	}, nil
+}
+
+// memberGroupRecords journals, prepared, a record of each group of the
+// group base that lists w's entry as a member now (before the write: a
+// delete or rename's refint changes the groups with it). None when no
+// group lists it. A write whose groups cannot be read, or cannot all be
+// journaled, is refused: it is not made.
+func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Record, *gateway.Result) {
+	groups, err := m.memberGroups(ctx, w.target)
+	if err != nil {
+		m.log.Warn("cannot list the groups of a member being changed", "dn", w.target, "err", err)
+		return nil, unreachable("cannot read the groups that list " + quoteDN(w.target))
+	}
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	if len(groups) > memberGroupsMax {
+		m.log.Warn("write refused: its entry is a member of more groups than one write journals",
+			"dn", w.target, "op", w.req.Op.String(), "groups", len(groups), "max", memberGroupsMax)
+		return nil, &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
+			"ldapgate: %s is a member of %d groups; this change of it changes what each lists in Axigen, "+
+				"and the gateway journals at most %d groups for one write; remove it from some groups first",
+			quoteDN(w.target), len(groups), memberGroupsMax)}
+	}
+	mp := m.mapping()
+	note := fmt.Sprintf("member %s: %s", w.target, w.req.Op.String())
+	if w.newDN != "" {
+		note += " to " + w.newDN
+	}
+	recs := make([]*store.Record, len(groups))
+	for i, g := range groups {
+		key, err := m.entryKey(g)
+		if err != nil {
+			return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: " + err.Error()}
+		}
+		recs[i] = &store.Record{
+			Time:       time.Now(),
+			Actor:      w.who.dn,
+			ClientAddr: w.who.addr,
+			Kind:       store.KindGroup,
+			Op:         store.OpModify,
+			DN:         g.DN,
+			EntryKey:   key,
+			Name:       mp.EntryName(g, schema.KindGroup),
+			Note:       note,
+		}
+	}
+	if answer := m.prepareAll(ctx, recs, w.target); answer != nil {
+		return nil, answer
+	}
+	seqs := make([]uint64, len(recs))
+	for i, r := range recs {
+		seqs[i] = r.Seq
+	}
+	m.cfg.Audit.Info("member's groups journaled", "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
+		"dn", w.target, "groups", len(recs), "seqs", seqs)
+	return recs, nil
+}
+
+// memberGroups reads the groups of the group base that list dn as a member
+// now, with what their records need (key, name).
+func (m *Mirror) memberGroups(ctx context.Context, dn string) ([]schema.Entry, error) {
+	mp := m.mapping()
+	bases := mp.GroupBases()
+	if len(bases) == 0 || dn == "" {
+		return nil, nil
+	}
+	var terms []string
+	for _, a := range mp.MemberAttributes() {
+		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
+	}
+	if len(terms) == 0 {
+		return nil, nil
+	}
+	found, err := m.cfg.Directory.SearchAll(ctx, bases, "(|"+strings.Join(terms, "")+")", m.readAttributes())
+	if err != nil {
+		return nil, err
+	}
+	groups := found[:0]
+	for _, e := range found {
+		if mp.ClassifyEntry(e) == schema.KindGroup {
+			groups = append(groups, e)
+		}
+	}
+	return groups, nil
+}
+
+// prepareAll prepares recs together (their fsyncs shared, as concurrent
+// writers' are), setting each one's Seq. If any cannot be journaled, those
+// that were are aborted (in the background) and the write is refused.
+func (m *Mirror) prepareAll(ctx context.Context, recs []*store.Record, dn string) *gateway.Result {
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	for i, r := range recs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seq, err := m.cfg.Journal.Prepare(ctx, r)
+			r.Seq, errs[i] = seq, err
+		}()
+	}
+	wg.Wait()
+	var first error
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		if first == nil {
+			first = err
+		}
+		var unknown *store.UnknownPrepareError
+		if errors.As(err, &unknown) {
+			m.abortUnknown(ctx, unknown.Token, recs[i].DN)
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	m.log.Error("cannot journal the groups of a member being changed; refusing the write", "dn", dn, "err", first)
+	for i, r := range recs {
+		if errs[i] == nil {
+			m.settleInBackground(context.WithoutCancel(ctx), "abort", r.Seq, func(ctx context.Context) error {
+				return m.cfg.Journal.Abort(ctx, r.Seq)
+			})
+		}
+	}
+	return journalRefusal(first)
+}
+
+// settleGroupRecords settles the group records of a member's write on the
+// directory's answer, as settle does a write's own record: commit on
+// success, abort on a failure, resolve (here: commit, since a group record
+// delivers the group as it is) when the answer never came.
+func (m *Mirror) settleGroupRecords(ctx context.Context, recs []*store.Record, res gateway.Result) {
+	ctx = context.WithoutCancel(ctx)
+	j := m.cfg.Journal
+	for _, rec := range recs {
+		m.cfg.Audit.Info("directory result", "seq", rec.Seq, "result", res.Code, "unanswered", res.Unanswered)
+		switch {
+		case res.Unanswered:
+			m.settling.Add(1)
+			go func() { defer m.settling.Done(); m.resolve(ctx, rec) }()
+		case res.Code != ldap.LDAPResultSuccess:
+			m.settleInBackground(ctx, "abort", rec.Seq, func(ctx context.Context) error { return j.Abort(ctx, rec.Seq) })
+		default:
+			m.settleInBackground(ctx, "commit", rec.Seq, func(ctx context.Context) error { return j.Commit(ctx, rec.Seq, "") })
+		}
+	}
+}
