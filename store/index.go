@@ -157,6 +157,21 @@ func (x *index) activate() {
 
 func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
 
+// waiting reports whether a committed record of the entry with key waits
+// for its delivery.
+func (x *index) waiting(key string) bool {
+	q := x.queues["k:"+key]
+	if q == nil {
+		return false
+	}
+	for _, seq := range q.seqs {
+		if e := x.recs[seq]; e != nil && e.state == StateCommitted {
+			return true
+		}
+	}
+	return false
+}
+
 // nextName is the Name of the record that follows seq in the history of
 // its entry key (ok false: seq has no key, or no record follows it).
 func (x *index) nextName(seq uint64) (name string, ok bool) {

@@ -196,3 +196,27 @@ func TestIndexNextName(t *testing.T) {
 		}
 	}
 }
+
+// waiting: a committed record of the key's history waits; a prepared one
+// alone does not (its write may still fail), nor does a passive index.
+func TestIndexWaiting(t *testing.T) {
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	rec := func(seq uint64, key string, st State) *Record {
+		r := accountRecord("cn=g,dc=x")
+		r.Seq, r.Time, r.State, r.EntryKey = seq, at, st, key
+		return r
+	}
+	x, passive := newIndex(nil), newPassiveIndex(nil)
+	for _, r := range []*Record{rec(1, "k1", StatePrepared), rec(2, "k2", StateCommitted)} {
+		x.put(r, nil)
+		passive.put(r, nil)
+	}
+	for key, want := range map[string]bool{"k1": false, "k2": true, "k3": false} {
+		if got := x.waiting(key); got != want {
+			t.Errorf("waiting(%s) = %v, want %v", key, got, want)
+		}
+		if passive.waiting(key) {
+			t.Errorf("passive: waiting(%s)", key)
+		}
+	}
+}

@@ -371,6 +371,18 @@ func (j *Journal) Drop(ctx context.Context, seq uint64) error {
 // Get returns one record (without its secret).
 func (j *Journal) Get(seq uint64) (*Record, error) { return j.recs.get(seq) }
 
+// Waiting reports whether a committed record of the entry with key (its
+// EntryKey) waits for its delivery: that delivery brings the entry's state
+// then, in its turn. False on a journal that is not delivering.
+func (j *Journal) Waiting(key string) bool {
+	if key == "" {
+		return false
+	}
+	j.sched.mu.Lock()
+	defer j.sched.mu.Unlock()
+	return j.sched.idx.waiting(key)
+}
+
 // NextName returns the Name of the record that follows seq in its entry's
 // history (by entry key) and is not delivered yet: the entry's name as
 // that record found it, that is as the records up to it left it. A

@@ -643,6 +643,13 @@ func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 		if e == nil || m.mapping().ClassifyEntry(*e) != schema.KindGroup {
 			continue
 		}
+		if key, err := m.entryKey(*e); err == nil && m.cfg.Journal.Waiting(key) {
+			// A record of the group waits: its delivery brings the group as
+			// it is then, under the name in its turn. Applied now, outside
+			// the group's records' order, a group renamed since would be
+			// created anew under its new name, and the old one left behind.
+			continue
+		}
 		if err := m.applyGroup(ctx, *e, "", ""); err != nil {
 			return err
 		}
