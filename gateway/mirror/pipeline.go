@@ -204,8 +204,9 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 // classify finds what the write is about: the canonical identity of its
 // target (a password modify without a DN targets the writer) and of a
 // rename's new DN, asking the directory when the spelling leaves the
-// gateway unsure (resolveDN); outside the account and group bases it
-// stops there. Otherwise it drops the cached entries the write makes
+// gateway unsure (resolveDN), and holds them until the directory answers
+// (onway.go: busy while a modify DN it would race is on its way); outside
+// the account and group bases it stops there. Otherwise it drops the cached entries the write makes
 // stale, whoever writes, and reads the target (from the entry cache when
 // a write read it lately) to tell an account, a group, or neither. A write
 // whose target it cannot identify is refused: it is never relayed
