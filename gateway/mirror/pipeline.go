@@ -205,12 +205,12 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 // target (a password modify without a DN targets the writer) and of a
 // rename's new DN, asking the directory when the spelling leaves the
 // gateway unsure (resolveDN), and holds them until the directory answers
-// (onway.go: busy while a modify DN it would race is on its way); outside
-// the account and group bases it stops there. Otherwise it drops the cached entries the write makes
-// stale, whoever writes, and reads the target (from the entry cache when
-// a write read it lately) to tell an account, a group, or neither. A write
-// whose target it cannot identify is refused: it is never relayed
-// unjudged.
+// (onway.go: busy while a modify DN it would race is on its way);
+// outside the account and group bases it stops there. Otherwise it drops
+// the cached entries the write makes stale, whoever writes, and reads the
+// target (from the entry cache when a write read it lately) to tell an
+// account, a group, or neither. A write whose target it cannot identify
+// is refused: it is never relayed unjudged.
 func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	req, mp := w.req, m.mapping()
 	raw := req.DN
@@ -484,7 +484,8 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 }
 
 // relayAsIs is the Completion of a write relayed with no journal record:
-// it only drops the cache entries the write makes stale (nil when none).
+// it only drops the cache entries the write makes stale and releases the
+// DNs the write holds (nil when there are none of either).
 func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 	// Of the writes Axigen is not told of, those that change its entry's
 	// kind, key or name, and Axigen's own, change what a delivery of the
