@@ -21,11 +21,19 @@ import (
 // add under a unit outside the bases, relayed unjudged, while the unit is
 // moved into the account base) would land unseen by that read: an account
 // in the base never judged, journaled or mirrored. So, from its check until
-// the directory's answer, a modify DN holds its entry's old and new DNs:
-// any write through this gateway whose target or new DN is at or below
-// either is answered busy (51), and a modify DN whose entry has a write on
-// its way at or below it (old or new DN) is answered busy. Writes made to
-// the directory directly, or through another gateway, are not seen.
+// the directory's answer, a modify DN holds the subtrees below its entry's
+// old and new DNs: any write through this gateway whose target or new DN is
+// below either is answered busy (51), and a modify DN with a write on its
+// way below its old or new DN is answered busy. A modify DN that takes its
+// entry into, out of or between the bases holds the entry itself too (at
+// its old and new DN): a write to it, judged by its scope before the move,
+// would be made to an entry of another scope (a unit outside the bases
+// given an account's classes, unjudged, while moved into the base). A
+// rename that keeps its entry in its scope does not: writes to the entry
+// are judged alike under either DN, and the journal orders them (two
+// renames of one account, or a rename and a modify of it, race as before).
+// Writes made to the directory directly, or through another gateway, are
+// not seen.
 //
 // Most writes are modifies of leaf entries, and modify DNs are rare: every
 // write adds its DNs to a map, and only while a modify DN is on its way
@@ -42,8 +50,10 @@ type onWay struct {
 	// writes counts, by DN, the writes on their way naming it (several
 	// modifies of one entry may be on their way together).
 	writes map[string]int
-	// moves counts, by DN, the modify DNs on their way from or to it.
-	moves map[string]int
+	// moves counts, by DN, the modify DNs on their way from or to it,
+	// which hold what is below it; entries those of them that hold the
+	// entry at that DN too.
+	moves, entries map[string]int
 	// movesEnded counts the modify DNs answered: a write that read its
 	// target before it held its DNs reads it again when a modify DN ended
 	// in between (what was at its DN may have moved away). Atomic: every
@@ -53,22 +63,26 @@ type onWay struct {
 
 // onWayHold is what a write holds in onWay, until release.
 type onWayHold struct {
-	dns  []string
-	move bool
+	dns          []string
+	move, entire bool
 }
 
-// take holds dns (canonical, "" ignored) for a write on its way; move says
-// the write is a modify DN, dns its old and new DN. It returns the hold,
-// or ok false and the DN that stands in the way: a modify DN on its way at
-// or above one of dns, or, for a move, a write on its way at or below one
-// of dns.
-func (o *onWay) take(dns []string, move bool) (h onWayHold, blocker string, ok bool) {
+// take holds dns (canonical, "" ignored) for a write on its way. move says
+// the write is a modify DN, dns its old and new DN, and entire that it
+// holds its entry too, not only what is below it. It returns the hold, or
+// ok false and the DN that stands in the way: a modify DN on its way above
+// one of dns (or at it, holding its entry), or, for a move, a write on its
+// way below one of dns (or at it, when either holds the entry).
+func (o *onWay) take(dns []string, move, entire bool) (h onWayHold, blocker string, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.moves) > 0 {
 		for _, dn := range dns {
 			if dn == "" {
 				continue
+			}
+			if o.entries[dn] > 0 {
+				return onWayHold{}, dn, false
 			}
 			if at, found := o.moveAboveLocked(dn); found {
 				return onWayHold{}, at, false
@@ -79,41 +93,44 @@ func (o *onWay) take(dns []string, move bool) (h onWayHold, blocker string, ok b
 		// Rare: every write on its way is looked at.
 		for w := range o.writes {
 			for _, dn := range dns {
-				if dn != "" && atOrBelow(w, dn) {
+				if dn != "" && (below(w, dn) || (entire && w == dn)) {
 					return onWayHold{}, w, false
 				}
 			}
 		}
 	}
 	if o.writes == nil {
-		o.writes, o.moves = map[string]int{}, map[string]int{}
+		o.writes, o.moves, o.entries = map[string]int{}, map[string]int{}, map[string]int{}
 	}
-	h = onWayHold{move: move}
+	h = onWayHold{move: move, entire: move && entire}
 	for _, dn := range dns {
 		if dn == "" {
 			continue
 		}
 		h.dns = append(h.dns, dn)
 		o.writes[dn]++
-		if move {
+		if h.move {
 			o.moves[dn]++
+		}
+		if h.entire {
+			o.entries[dn]++
 		}
 	}
 	return h, "", true
 }
 
-// moveAboveLocked finds a modify DN on its way from or to dn or one of its
-// ancestors.
+// moveAboveLocked finds a modify DN on its way from or to an ancestor of
+// dn.
 func (o *onWay) moveAboveLocked(dn string) (string, bool) {
 	for s := dn; ; {
-		if o.moves[s] > 0 {
-			return s, true
-		}
 		i := strings.IndexByte(s, ',')
 		if i < 0 {
 			return "", false
 		}
 		s = s[i+1:]
+		if o.moves[s] > 0 {
+			return s, true
+		}
 	}
 }
 
@@ -124,14 +141,18 @@ func (o *onWay) release(h onWayHold) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, dn := range h.dns {
-		if o.writes[dn]--; o.writes[dn] <= 0 {
-			delete(o.writes, dn)
+	drop := func(m map[string]int, dn string) {
+		if m[dn]--; m[dn] <= 0 {
+			delete(m, dn)
 		}
+	}
+	for _, dn := range h.dns {
+		drop(o.writes, dn)
 		if h.move {
-			if o.moves[dn]--; o.moves[dn] <= 0 {
-				delete(o.moves, dn)
-			}
+			drop(o.moves, dn)
+		}
+		if h.entire {
+			drop(o.entries, dn)
 		}
 	}
 	if h.move {
@@ -142,9 +163,9 @@ func (o *onWay) release(h onWayHold) {
 // ended is the count of modify DNs answered so far.
 func (o *onWay) ended() uint64 { return o.movesEnded.Load() }
 
-// atOrBelow reports whether the canonical DN dn is base or lies below it.
-func atOrBelow(dn, base string) bool {
-	return dn == base || (len(dn) > len(base) && dn[len(dn)-len(base)-1] == ',' && strings.HasSuffix(dn, base))
+// below reports whether the canonical DN dn lies strictly below base.
+func below(dn, base string) bool {
+	return len(dn) > len(base) && dn[len(dn)-len(base)-1] == ',' && strings.HasSuffix(dn, base)
 }
 
 // holdDNs holds the DNs a write names (its target, a modify DN's new DN)
@@ -152,17 +173,21 @@ func atOrBelow(dn, base string) bool {
 // it would race is on its way.
 func (m *Mirror) holdDNs(w *write) *gateway.Result {
 	move := w.req.Op == gateway.OpModifyDN
-	h, blocker, ok := m.onWay.take([]string{w.target, w.newDN}, move)
+	// A move that changes its entry's scope holds the entry itself too.
+	mp := m.mapping()
+	scope := func(dn string) [2]bool { return [2]bool{mp.UnderAccountBase(dn), mp.UnderGroupBase(dn)} }
+	entire := move && scope(w.target) != scope(w.newDN)
+	h, blocker, ok := m.onWay.take([]string{w.target, w.newDN}, move, entire)
 	if ok {
 		w.hold = h
 		return nil
 	}
 	if move {
 		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
-			"ldapgate: a write to %s is on its way to the directory, at or below the entry this modify DN moves or its new DN (or a modify DN above them); try again once it is answered",
+			"ldapgate: a write to %s is on its way to the directory, below the entry this modify DN moves or its new DN (or a modify DN above them); try again once it is answered",
 			quoteDN(blocker))}
 	}
 	return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
-		"ldapgate: a modify DN of %s (or to it) is on its way to the directory, and this write is at or below it; try again once it is answered",
+		"ldapgate: a modify DN of %s (or to it) is on its way to the directory, and this write is below it (or to the entry it moves into or out of the bases); try again once it is answered",
 		quoteDN(blocker))}
 }
