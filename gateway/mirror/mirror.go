@@ -98,6 +98,7 @@ type Mirror struct {
 	images  *images
 	lists   atomic.Pointer[attrLists] // of the mapping in force
 	claims  nameClaims                // names given by writes on their way (values.go)
+	onWay   onWay                     // DNs of writes on their way, for modify DNs (onway.go)
 }
 
 // entryCacheLimit bounds the entries remembered for classification.

@@ -63,6 +63,9 @@ type write struct {
 	// claim is the name the write gives an account or group, held from
 	// decide until the directory answers (values.go).
 	claim string
+	// hold is the DNs the write holds from classify until the directory
+	// answers, against modify DNs racing it (onway.go).
+	hold onWayHold
 
 	// prepare
 	rec *store.Record // prepared, on disk
@@ -104,6 +107,19 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
 	}
 	w := &write{req: req}
+	done, answer := m.intercept(ctx, w, s)
+	if done == nil {
+		// Not relayed (or relayed with no Completion, which holds nothing):
+		// the DNs the write held are free.
+		m.onWay.release(w.hold)
+	}
+	return done, answer
+}
+
+// intercept is Intercept's steps; a write that holds DNs (w.hold) and is
+// relayed always has a Completion, which releases them.
+func (m *Mirror) intercept(ctx context.Context, w *write, s gateway.SessionInfo) (gateway.Completion, *gateway.Result) {
+	req := w.req
 	if answer := m.identify(ctx, w, s); answer != nil {
 		return nil, answer
 	}
@@ -190,12 +206,13 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 // classify finds what the write is about: the canonical identity of its
 // target (a password modify without a DN targets the writer) and of a
 // rename's new DN, asking the directory when the spelling leaves the
-// gateway unsure (resolveDN); outside the account and group bases it
-// stops there. Otherwise it drops the cached entries the write makes
-// stale, whoever writes, and reads the target (from the entry cache when
-// a write read it lately) to tell an account, a group, or neither. A write
-// whose target it cannot identify is refused: it is never relayed
-// unjudged.
+// gateway unsure (resolveDN), and holds them until the directory answers
+// (onway.go: busy while a modify DN it would race is on its way);
+// outside the account and group bases it stops there. Otherwise it drops
+// the cached entries the write makes stale, whoever writes, and reads the
+// target (from the entry cache when a write read it lately) to tell an
+// account, a group, or neither. A write whose target it cannot identify
+// is refused: it is never relayed unjudged.
 func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	req, mp := w.req, m.mapping()
 	raw := req.DN
@@ -210,6 +227,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		raw = w.who.dn
 	}
 	var cur *schema.Entry
+	movesEnded := m.onWay.ended() // before cur may be read (targetIdentity)
 	if req.Op == gateway.OpAdd {
 		// The entry does not exist yet: its parent does.
 		target, answer := m.childIdentity(ctx, raw, "", "the new entry")
@@ -231,6 +249,17 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 			return answer
 		}
 		w.newDN = newDN
+	}
+	// Held before anything below the target is read (movedSubtree) or the
+	// target is (readTarget), until the directory answers: a modify DN
+	// racing the write would change what those reads show (onway.go).
+	if answer := m.holdDNs(w); answer != nil {
+		return answer
+	}
+	if cur != nil && m.onWay.ended() != movesEnded {
+		cur = nil // read before a modify DN ended, perhaps of its entry: read again
+	}
+	if req.Op == gateway.OpModifyDN {
 		if answer := m.movedSubtree(ctx, w); answer != nil {
 			return answer
 		}
@@ -460,14 +489,15 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 }
 
 // relayAsIs is the Completion of a write relayed with no journal record:
-// it only drops the cache entries the write makes stale (nil when none).
+// it only drops the cache entries the write makes stale and releases the
+// DNs the write holds (nil when there are none of either).
 func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 	// Of the writes Axigen is not told of, those that change its entry's
 	// kind, key or name, and Axigen's own, change what a delivery of the
 	// entry would read: the images follow them (images.go).
 	w.scoped = w.scoped && (w.stale != nil || w.who.axigen)
 	m.beginRelay(w)
-	if w.stale == nil && !w.scoped {
+	if w.stale == nil && !w.scoped && len(w.hold.dns) == 0 {
 		return nil
 	}
 	return func(_ context.Context, res gateway.Result) {
@@ -475,6 +505,9 @@ func (m *Mirror) relayAsIs(w *write) gateway.Completion {
 			m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 		}
 		m.endRelay(w, res)
+		// After the stale entries are dropped: a write let through now
+		// reads what the directory holds.
+		m.onWay.release(w.hold)
 	}
 }
 
@@ -494,6 +527,7 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 	}
 	m.endRelay(w, res) // before the commit below makes the record deliverable
+	m.onWay.release(w.hold)
 	// The journal must settle even if the client has gone.
 	ctx = context.WithoutCancel(ctx)
 	j := m.cfg.Journal
