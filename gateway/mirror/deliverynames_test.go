@@ -93,7 +93,7 @@ func TestDeliveryNames(t *testing.T) {
 		{"a group's rename to another attribute's RDN: the names it may reveal",
 			uid, store.Record{Kind: store.KindGroup, Op: store.OpRename, DN: gdn("cn=g1"), NewDN: gdn("ou=g1"), Name: "g1", MayTake: []string{"staff"}},
 			[]string{"g1", "staff"}},
-				{"a group's uid is no name, an account's cn none either",
+		{"a group's uid is no name, an account's cn none either",
 			uid, store.Record{Kind: store.KindAccount, Op: store.OpModify, DN: dn("uid=bob"), Name: "bob",
 				Changes: []store.Change{{Op: "replace", Attr: "cn", Values: []string{"staff"}}}},
 			[]string{"bob"}},
