@@ -137,6 +137,10 @@ func TestCommandsRoundTrip(t *testing.T) {
 	at := time.Date(2026, 12, 6, 21, 0, 0, 123, time.UTC)
 	rec := accountRecord("uid=ann,ou=people,dc=example,dc=org")
 	rec.Seq, rec.Time, rec.State, rec.Groups = 7, at, StatePrepared, []string{"cn=staff"}
+	// A record with names its write may reveal and no token: the token
+	// goes empty before them.
+	revealing := accountRecord("cn=multi,ou=people,dc=example,dc=org")
+	revealing.Seq, revealing.Time, revealing.State, revealing.Name, revealing.MayTake = 10, at, StatePrepared, "m1", []string{"carol", "dave"}
 	cmds := []Command{
 		{Op: CmdPrepare, Seq: 7, Time: at, Record: rec, Sealed: []byte{1, 2, 3}},
 		{Op: CmdCommit, Seq: 7, Time: at, EntryKey: "0f3c"},
@@ -147,6 +151,7 @@ func TestCommandsRoundTrip(t *testing.T) {
 		{Op: CmdRemoveDisabled, Name: "bob"},
 		{Op: CmdFence, Term: 5},
 		{Op: CmdAbort, Seq: 1 << 40},
+		{Op: CmdPrepare, Seq: 10, Time: at, Record: revealing},
 	}
 	got, err := DecodeCommands(EncodeCommands(cmds))
 	if err != nil {

@@ -18,10 +18,12 @@ import (
 // Record, format 1: the format byte, then the fields in declaration order
 // (Secret excepted, it is never stored): numbers as varints, strings and
 // lists as a length followed by their content, times as described at
-// appendTime. Token, last, is written only when set. Commands carry
+// appendTime. Token, last, is written only when set, or (empty) before
+// MayTake, which follows it only when the record has some. Commands carry
 // records in this format (see appendCommand):
 // the Raft log stays readable by the nodes of the previous version while
-// a cluster is upgraded one node at a time.
+// a cluster is upgraded one node at a time, but for the records with
+// MayTake (a write that may reveal a name), which they refuse.
 //
 // Record, format 2, what the journal stores in Badger since: the same
 // record in fewer bytes, so that each of a record's versions (its Prepare,
@@ -74,6 +76,12 @@ func (r *Record) storedSizeHint() int {
 			n += 2 + len(g)
 		}
 	}
+	if len(r.MayTake) > 0 {
+		n += 2
+		for _, g := range r.MayTake {
+			n += 2 + len(g)
+		}
+	}
 	if len(r.Changes) > 0 {
 		n += 2
 		for _, c := range r.Changes {
@@ -107,7 +115,8 @@ const (
 	hasLastError
 	hasDeliveredAt
 	hasNote
-	hasAll = hasNote<<1 - 1
+	hasMayTake // a record that may reveal a name (Record.MayTake)
+	hasAll     = hasMayTake<<1 - 1
 )
 
 // The codes of the texts a record takes from a short list (see
@@ -142,7 +151,7 @@ func appendStoredRecord(buf []byte, r *Record) []byte {
 		{r.EntryKey != "", hasEntryKey}, {len(r.Changes) > 0, hasChanges}, {!r.NextAttempt.IsZero(), hasNextAttempt},
 		{!r.Token.IsZero(), hasToken}, {r.Attempts != 0, hasAttempts}, {r.NewDN != "", hasNewDN}, {r.Name != "", hasName},
 		{len(r.Groups) > 0, hasGroups}, {r.LastError != "", hasLastError}, {!r.DeliveredAt.IsZero(), hasDeliveredAt},
-		{r.Note != "", hasNote},
+		{r.Note != "", hasNote}, {len(r.MayTake) > 0, hasMayTake},
 	} {
 		if f.set {
 			flags |= f.flag
@@ -213,6 +222,12 @@ func appendStoredRecord(buf []byte, r *Record) []byte {
 	if flags&hasNote != 0 {
 		buf = appendString(buf, r.Note)
 	}
+	if flags&hasMayTake != 0 {
+		buf = binary.AppendUvarint(buf, uint64(len(r.MayTake)))
+		for _, n := range r.MayTake {
+			buf = appendString(buf, n)
+		}
+	}
 	return buf
 }
 
@@ -243,6 +258,9 @@ func (r *Record) encodedSizeHint() int {
 	n := 96 + len(r.Token) + len(r.Actor) + len(r.ClientAddr) + len(r.Kind) + len(r.Op) + len(r.DN) + len(r.NewDN) +
 		len(r.EntryKey) + len(r.Name) + len(r.SecretState) + len(r.State) + len(r.LastError) + len(r.Note)
 	for _, g := range r.Groups {
+		n += 3 + len(g)
+	}
+	for _, g := range r.MayTake {
 		n += 3 + len(g)
 	}
 	for _, c := range r.Changes {
@@ -286,10 +304,22 @@ func appendRecord(buf []byte, r *Record) []byte {
 	buf = appendString(buf, r.LastError)
 	buf = appendTime(buf, r.DeliveredAt)
 	buf = appendString(buf, r.Note)
-	if !r.Token.IsZero() {
+	if !r.Token.IsZero() || len(r.MayTake) > 0 {
 		// Optional, last: records without a token (a lone journal's, and
-		// every record written before tokens) keep their encoding.
-		buf = appendString(buf, string(r.Token[:]))
+		// every record written before tokens) keep their encoding. A
+		// record with MayTake has it after the token, which is then
+		// written empty when the record has none.
+		var tok string
+		if !r.Token.IsZero() {
+			tok = string(r.Token[:])
+		}
+		buf = appendString(buf, tok)
+	}
+	if len(r.MayTake) > 0 {
+		buf = binary.AppendUvarint(buf, uint64(len(r.MayTake)))
+		for _, n := range r.MayTake {
+			buf = appendString(buf, n)
+		}
 	}
 	return buf
 }
@@ -494,9 +524,21 @@ func (d *decoder) record() *Record {
 	r.Note = d.string()
 	if d.off < len(d.s) {
 		// The optional token: the decoder spans the record alone.
-		if t := d.string(); len(t) == len(r.Token) {
+		switch t := d.string(); len(t) {
+		case len(r.Token):
 			copy(r.Token[:], t)
-		} else {
+		case 0:
+			// None, written before MayTake alone.
+			if d.off == len(d.s) {
+				d.fail()
+			}
+		default:
+			d.fail()
+		}
+	}
+	if d.off < len(d.s) {
+		// MayTake, written only when there are some.
+		if r.MayTake = d.strings(); len(r.MayTake) == 0 {
 			d.fail()
 		}
 	}
@@ -582,6 +624,9 @@ func (d *decoder) storedRecord() *Record {
 	if flags&hasNote != 0 {
 		r.Note = d.string()
 	}
+	if flags&hasMayTake != 0 {
+		r.MayTake = d.strings()
+	}
 	if d.err != nil {
 		return nil
 	}
@@ -634,6 +679,11 @@ func (r *Record) isValidText() bool {
 			return false
 		}
 	}
+	for _, n := range r.MayTake {
+		if !utf8.ValidString(n) {
+			return false
+		}
+	}
 	for _, c := range r.Changes {
 		if !utf8.ValidString(c.Op) || !utf8.ValidString(c.Attr) {
 			return false
@@ -667,6 +717,13 @@ func (r *Record) makeValidText() {
 			groups[i] = validText(g)
 		}
 		r.Groups = groups
+	}
+	if r.MayTake != nil {
+		names := make([]string, len(r.MayTake))
+		for i, n := range r.MayTake {
+			names[i] = validText(n)
+		}
+		r.MayTake = names
 	}
 	if r.Changes != nil {
 		changes := make([]Change, len(r.Changes))

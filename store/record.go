@@ -96,6 +96,15 @@ type Record struct {
 	// Name is the account's or group's name in Axigen before the change,
 	// when the entry existed: what a rename or a delete starts from.
 	Name string `json:"name,omitempty"`
+	// MayTake are the Axigen names a write may give the entry that neither
+	// its changes nor its new DN show: the names the values of its name
+	// attribute gave before a write that can change which of them names it
+	// (a delete of some of them; a rename whose new RDN is not of that
+	// attribute), as the entry was read before the write. The journal
+	// orders the record by them (Options.DeliveryNames), worked out once,
+	// before the record is journaled, so that every node of a cluster
+	// orders it alike.
+	MayTake []string `json:"mayTake,omitempty"`
 	// Groups are the DNs of the groups that listed the entry when it was
 	// deleted: the directory may drop it from them (refint) with no write
 	// the gateway sees, so delivery re-applies them.
@@ -127,6 +136,7 @@ const maxRecordBytes = 256 << 10
 func (r *Record) clone() *Record {
 	c := r.next()
 	c.Groups = append([]string(nil), r.Groups...)
+	c.MayTake = append([]string(nil), r.MayTake...)
 	c.Changes = make([]Change, len(r.Changes))
 	for i, ch := range r.Changes {
 		c.Changes[i] = Change{Op: ch.Op, Attr: ch.Attr, Values: append([]string(nil), ch.Values...)}
@@ -147,6 +157,9 @@ func (r *Record) next() *Record {
 func (r *Record) approxSize() int {
 	n := 512 + 2*(len(r.Actor)+len(r.ClientAddr)+len(r.DN)+len(r.NewDN)+len(r.EntryKey)+len(r.Name)+len(r.Note)+len(r.LastError))
 	for _, g := range r.Groups {
+		n += 4 + 2*len(g)
+	}
+	for _, g := range r.MayTake {
 		n += 4 + 2*len(g)
 	}
 	for _, c := range r.Changes {

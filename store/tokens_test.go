@@ -176,3 +176,49 @@ var errTestRetry = &retryError{}
 type retryError struct{}
 
 func (*retryError) Error() string { return "Axigen refused the COMMIT" }
+
+// TestMayTakeOrdersAfterRestart: the names a record carries (MayTake:
+// names its write may reveal) order it, as the journal stores them: B,
+// deleting its first uid m1 and so maybe taking ivy, waits for A's
+// rename ivy → ivy2, also after a restart, when the index is built from
+// the stored records.
+func TestMayTakeOrdersAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions(dir)
+	opts.DeliveryNames = func(r *Record) []string { return append(uidNames(r), r.MayTake...) }
+	j := openTest(t, dir, opts)
+	renameA := &Record{Kind: KindAccount, Op: OpModify, DN: "cn=Ivy Irons,ou=people,dc=example,dc=org", EntryKey: "kA", Name: "ivy",
+		Changes: []Change{{Op: "replace", Attr: "uid", Values: []string{"ivy2"}}}}
+	a := mustPrepareCommit(t, j, renameA, "kA")
+	revealB := &Record{Kind: KindAccount, Op: OpModify, DN: "cn=multi,ou=people,dc=example,dc=org", EntryKey: "kB", Name: "m1",
+		MayTake: []string{"IVY"}, Changes: []Change{{Op: "delete", Attr: "uid", Values: []string{"m1"}}}}
+	b := mustPrepareCommit(t, j, revealB, "kB")
+	for round := range 2 {
+		j.sched.mu.Lock()
+		due, _ := j.sched.idx.due(time.Now().Add(time.Hour), 10)
+		for _, d := range due {
+			j.sched.idx.release(d)
+		}
+		j.sched.mu.Unlock()
+		if len(due) != 1 || due[0].seq != a {
+			t.Fatalf("round %d: deliverable at first: %+v, want A's rename (%d) alone, not B (%d)", round, due, a, b)
+		}
+		if round == 0 {
+			if err := j.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if j, err = Open(filepath.Join(dir, "journal"), opts); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { j.Close() })
+		}
+	}
+	got, err := j.Get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.MayTake, []string{"IVY"}) {
+		t.Errorf("stored MayTake %q, want [IVY]", got.MayTake)
+	}
+}

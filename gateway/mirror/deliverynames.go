@@ -25,7 +25,10 @@ import (
 // attribute of its kind (an add's, a modify's; the directory refuses an
 // add without its RDN's values), and the name-attribute values of the RDN
 // of a rename's new DN (and of the old DN, or a delete's, when the entry
-// was not read). A superset does no harm beyond ordering two records that
+// was not read), and the names a write may reveal (Record.MayTake: the
+// other values of the name attribute, when the write can change which of
+// them names the entry: deleting the first uid of several names the entry
+// by the next, which another entry may be giving up). A superset does no harm beyond ordering two records that
 // need not be. The journal keeps an account's names and a group's apart.
 func DeliveryNames(mp *schema.Mapping) func(r *store.Record) []string {
 	return func(r *store.Record) []string {
@@ -50,6 +53,10 @@ func DeliveryNames(mp *schema.Mapping) func(r *store.Record) []string {
 				names = append(names, n)
 			}
 		}
+		// The names the write may reveal (a delete of the name attribute's
+		// value that named the entry, a rename dropping the RDN's value or
+		// naming it by another attribute), listed before it was journaled.
+		names = append(names, r.MayTake...)
 		for _, c := range r.Changes {
 			if c.Op == "add" || c.Op == "replace" {
 				for _, v := range c.Values {

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ func (m *Mirror) record(w *write, groups []string) (*store.Record, error) {
 		}
 		rec.EntryKey = key
 		rec.Name = m.mapping().EntryName(*cur, kind)
+		rec.MayTake = mayTake(mp, w.req, *cur, kind, rec.Name)
 	}
 	var notes []string
 	secret := func(attr string, value []byte) {
@@ -101,6 +103,65 @@ func (m *Mirror) record(w *write, groups []string) (*store.Record, error) {
 	}
 	rec.Note = strings.Join(notes, "; ")
 	return rec, nil
+}
+
+// mayTake lists the names (store.Record.MayTake) a write may reveal:
+// every name the entry cur's name attribute gives, read before the write,
+// when the write can change which of its values names the entry — a
+// delete or replace of values of the name attribute (the next value, or
+// one the directory orders first, becomes the name), or a modify DN that
+// drops the old RDN's value or whose new RDN is not of the name attribute
+// (the name is the RDN's value, when it is one of several: schema's
+// naming, and then the first value). The write's own values (added, set,
+// the new RDN's) are ordered by already (DeliveryNames), and so is name,
+// the entry's name before the write: neither is listed, so a record that
+// reveals nothing else carries none. Every value is listed, not the name
+// the gateway works out the write leaves (checkNameFree's): the directory
+// orders the values, and a superset only orders two records that need
+// not be. Such a write always has its entry read before it (classify;
+// unreadKind reads the target of any write to the name attribute), so
+// the values are known; the names are worked out here, once, before the
+// record is journaled, and every node of a cluster orders the record by
+// the same names.
+func mayTake(mp *schema.Mapping, req *gateway.WriteRequest, cur schema.Entry, kind schema.Kind, name string) []string {
+	attr := nameAttributeOf(mp, kind)
+	if attr == "" {
+		return nil
+	}
+	reveals := false
+	switch req.Op {
+	case gateway.OpModify:
+		for _, c := range req.Changes {
+			if mp.SameAttribute(c.Type, attr) && (c.Op == gateway.ModDelete || c.Op == gateway.ModReplace) {
+				reveals = true
+			}
+		}
+	case gateway.OpModifyDN:
+		reveals = req.DeleteOldRDN
+		avas, err := schema.FirstRDN(req.NewRDN)
+		if err != nil || !slices.ContainsFunc(avas, func(a schema.AVA) bool { return mp.SameAttribute(a.Type, attr) }) {
+			reveals = true
+		}
+	}
+	if !reveals {
+		return nil
+	}
+	var out []string
+	for desc, values := range cur.Attrs {
+		if !mp.SameAttribute(desc, attr) {
+			continue
+		}
+		for _, v := range values {
+			n := mp.EntryName(schema.Entry{Attrs: map[string][]string{attr: {v}}}, kind)
+			if n == "" || strings.EqualFold(n, name) || slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, n) }) {
+				continue
+			}
+			out = append(out, n)
+		}
+	}
+	// The attribute's descriptions come in map order: the names do not.
+	slices.SortFunc(out, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	return out
 }
 
 // passwordValuesNamed stands, in a record, for the values of a password
