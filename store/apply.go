@@ -332,8 +332,17 @@ func (b *batch) retryRecord(old *Record, at time.Time) error {
 
 // dropRecord removes a record that is not delivered.
 func (b *batch) dropRecord(old *Record) error {
-	if old.State == StateDelivered {
+	switch old.State {
+	case StateDelivered:
 		return fmt.Errorf("record %d is delivered: %w", old.Seq, ErrState)
+	case StatePrepared:
+		// Its write is on its way to the directory, or its outcome is not
+		// known yet: the directory may have made it, and the client may
+		// have been told so. Dropped, an acknowledged write would never
+		// reach Axigen. The gateway settles it (on the directory's answer,
+		// at its next start, or in a cluster as an orphan); drop it once
+		// committed or dead, if need be.
+		return fmt.Errorf("record %d is prepared: its write's outcome is not settled yet (the gateway settles it: on the directory's answer, at its next start, or as an orphan in a cluster); drop it once it is committed or dead: %w", old.Seq, ErrState)
 	}
 	return b.deleteRecord(old)
 }

@@ -442,3 +442,27 @@ func TestDropDuringDeliveryReleasesTheEntry(t *testing.T) {
 		t.Fatalf("dropped record: %v", err)
 	}
 }
+
+// A prepared record is never dropped: its write may be on its way, or made
+// and acknowledged with its outcome not settled yet; dropped, the write
+// would never reach Axigen. Once committed it may be.
+func TestDropRefusesAPreparedRecord(t *testing.T) {
+	j, _ := newTestJournal(t)
+	ctx := context.Background()
+	seq, err := j.Prepare(ctx, accountRecord("uid=alice,dc=example,dc=org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Drop(ctx, seq); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "prepared") {
+		t.Fatalf("drop of a prepared record: %v, want ErrState saying it is prepared", err)
+	}
+	if r, err := j.Get(seq); err != nil || r.State != StatePrepared {
+		t.Fatalf("after the refused drop: %+v, %v", r, err)
+	}
+	if err := j.Commit(ctx, seq, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Drop(ctx, seq); err != nil {
+		t.Fatalf("drop of the committed record: %v", err)
+	}
+}
