@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,13 @@ const memberGroupsMax = 256
 // apply, nor Axigen's own write, which is never mirrored back.
 func (m *Mirror) changesMemberAddress(w *write) bool {
 	if w.target == "" || w.who.axigen {
+		return false
+	}
+	if w.who.dn == "" && w.who.sasl == "" {
+		// An anonymous session: directories refuse its writes, and
+		// journaling (then aborting) a record per group for each of them
+		// would let anyone make the gateway write up to memberGroupsMax
+		// records per request.
 		return false
 	}
 	if noOp, _ := checkControls(w.req.Controls); noOp {
@@ -102,6 +110,14 @@ func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Rec
 	}
 	if len(groups) == 0 {
 		return nil, nil
+	}
+	if slices.ContainsFunc(w.req.Controls, func(c gateway.Control) bool { return c.OID == oidTxnSpec }) {
+		// The directory's answer to a write in a transaction says only that
+		// it is queued: the group records would be settled (and delivered)
+		// before the transaction applies the change.
+		return nil, &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
+			"ldapgate: the %s control (%s) is refused on this write: %s is a member of %d groups, whose lists in Axigen it changes, "+
+				"and a transaction applies the write only at its end", writeControls[oidTxnSpec].name, oidTxnSpec, quoteDN(w.target), len(groups))}
 	}
 	if len(groups) > memberGroupsMax {
 		m.log.Warn("write refused: its entry is a member of more groups than one write journals",
