@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
 	"github.com/ldapgate/ldapgate/integration/axigen"
 	"github.com/ldapgate/ldapgate/schema"
 	"github.com/ldapgate/ldapgate/store"
@@ -135,6 +136,9 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		lockPlan         *axigen.Plan
 		// skipped: values left out (desiredAccount).
 		skipped []*schema.ValueError
+		// skippedGone: the entry was gone (or no longer of its kind) when
+		// read again just before its apply.
+		skippedGone bool
 	}
 	results := make([]result, len(items))
 	var (
@@ -150,6 +154,28 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			for i := range next {
 				it := items[i]
 				r := result{dn: it.entry.DN, kind: it.kind}
+				if !opts.DryRun {
+					// Read again now: the search at the start is minutes old
+					// by the end of a large directory, and applying it would
+					// take back what the gateway delivered meanwhile.
+					fresh, gone, err := m.resyncReread(ctx, it)
+					switch {
+					case err != nil:
+						r.err = err
+						results[i] = r
+						m.resyncDone(&mu, &done, len(items), opts)
+						continue
+					case gone:
+						// Deleted, moved or no longer of its kind meanwhile:
+						// its journal record brings Axigen along. Its name is
+						// still seen, never taken for an extra one.
+						r.name, r.skippedGone = mp.EntryName(it.entry, it.kind), true
+						results[i] = r
+						m.resyncDone(&mu, &done, len(items), opts)
+						continue
+					}
+					it.entry = *fresh
+				}
 				if it.kind == schema.KindAccount {
 					// The name is seen even when the entry cannot be mapped:
 					// its account is never taken for an extra one.
@@ -196,12 +222,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 					r.err = err
 				}
 				results[i] = r
-				mu.Lock()
-				done++
-				if opts.Progress != nil {
-					opts.Progress(done, len(items))
-				}
-				mu.Unlock()
+				m.resyncDone(&mu, &done, len(items), opts)
 			}
 		}()
 	}
@@ -232,6 +253,9 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			rep.Groups++
 			seenGroups[strings.ToLower(r.name)] = true
 		}
+		if r.skippedGone {
+			continue
+		}
 		switch {
 		case r.err != nil:
 			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", r.dn, r.err))
@@ -261,13 +285,21 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	if err != nil {
 		return nil, err
 	}
-	rep.ExtraAccounts = append(rep.ExtraAccounts, unseen(existing, seenAccounts)...)
+	extra, err := m.stillExtra(ctx, schema.KindAccount, unseen(existing, seenAccounts))
+	if err != nil {
+		return nil, err
+	}
+	rep.ExtraAccounts = append(rep.ExtraAccounts, extra...)
 	if len(cfg.GroupBase) > 0 {
 		axGroups, err := m.cfg.Axigen.ListGroups(ctx, m.cfg.Domain)
 		if err != nil {
 			return nil, err
 		}
-		rep.ExtraGroups = append(rep.ExtraGroups, unseen(axGroups, seenGroups)...)
+		extra, err := m.stillExtra(ctx, schema.KindGroup, unseen(axGroups, seenGroups))
+		if err != nil {
+			return nil, err
+		}
+		rep.ExtraGroups = append(rep.ExtraGroups, extra...)
 	}
 	sort.Strings(rep.ExtraAccounts)
 	sort.Strings(rep.ExtraGroups)
@@ -420,4 +452,64 @@ func (m *Mirror) actOnExtra(ctx context.Context, a ExtraAction) error {
 		m.auditAccount("kept", a.Account, "resync: "+a.Reason)
 	}
 	return nil
+}
+
+// resyncDone counts one item of a resync done, for its progress report.
+func (m *Mirror) resyncDone(mu *sync.Mutex, done *int, total int, opts ResyncOptions) {
+	mu.Lock()
+	defer mu.Unlock()
+	*done++
+	if opts.Progress != nil {
+		opts.Progress(*done, total)
+	}
+}
+
+// resyncReread reads an item's entry again just before the resync applies
+// it; gone reports one deleted, moved out of its base or no longer of its
+// kind since the resync's search. A write made between this read and the
+// apply can still be taken back by the apply, until the entry's next
+// write or resync: the window is the apply's, not the whole run's.
+func (m *Mirror) resyncReread(ctx context.Context, it resyncItem) (e *schema.Entry, gone bool, err error) {
+	mp := m.mapping()
+	attrs := mp.AccountAttributes()
+	if it.kind == schema.KindGroup {
+		attrs = mp.GroupAttributes()
+	}
+	if e, err = m.cfg.Directory.Read(ctx, it.entry.DN, attrs); err != nil {
+		return nil, false, fmt.Errorf("read again before its apply: %w", err)
+	}
+	if e == nil || mp.ClassifyEntry(*e) != it.kind {
+		return nil, true, nil
+	}
+	e.DN = it.entry.DN
+	return e, false, nil
+}
+
+// stillExtra keeps, of the names Axigen holds that the resync's search did
+// not see, those no entry of the kind has in the directory now: one added
+// (through the gateway, whose delivery put it in Axigen) while the resync
+// ran is not extra.
+func (m *Mirror) stillExtra(ctx context.Context, kind schema.Kind, names []string) ([]string, error) {
+	if len(names) == 0 {
+		return names, nil
+	}
+	mp := m.mapping()
+	attr, bases := mp.NameAttribute(), mp.AccountBases()
+	if kind == schema.KindGroup {
+		attr, bases = mp.GroupNameAttribute(), mp.GroupBases()
+	}
+	if attr == "" || (kind == schema.KindAccount && mp.NameFromAddress()) {
+		return names, nil // named from another attribute: the search stands
+	}
+	var out []string
+	for _, n := range names {
+		e, err := m.cfg.Directory.Find(ctx, bases, fmt.Sprintf("(%s=%s)", attr, ldap.EscapeFilter(n)), []string{"objectClass"})
+		if err != nil {
+			return nil, fmt.Errorf("check extra %s %s in the directory: %w", kind, n, err)
+		}
+		if e == nil || mp.ClassifyEntry(*e) != kind {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
