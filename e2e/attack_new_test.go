@@ -246,14 +246,24 @@ func TestAttackNewMoveHoldOutlivesClientAndUpstream(t *testing.T) {
 	go func() {
 		done <- c.ModifyDN(ldap.NewModifyDNRequest(unit, "ou=stz2", true, ""))
 	}()
-	// Wait until the move holds the unit: a write below it is busy.
-	waitFor(t, 10*time.Second, "the move on its way", func() error {
+	// Wait until the move holds the unit: a write below it is busy. A probe
+	// that reaches the gateway before the move took its hold goes on to the
+	// frozen directory and holds the unit's subtree itself (the move is
+	// then the one answered busy): on a loaded machine the scenario may not
+	// happen, and the test says so rather than fail.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
 		err := probe.Add(accountAdd("uid=probe,"+unit, "probe"))
 		if ldap.IsErrorWithCode(err, ldap.LDAPResultBusy) {
-			return nil
+			break
 		}
-		return fmt.Errorf("add below: %v", err)
-	})
+		if ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {
+			t.Skipf("the probe's add reached the gateway before the move took its hold (%v): the scenario did not happen", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the move on its way: add below: %v", err)
+		}
+	}
 	c.Close()
 	if err := e.dir.Kill(); err != nil {
 		t.Fatal(err)
