@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -198,42 +197,10 @@ func (p *holdProxy) hold(on bool) {
 // differs from the directory for good.
 func TestAttackOps2ResyncRemoveExtraWhileWritesFlow(t *testing.T) {
 	e := newMirrorEnv(t, mirrorOptions{Users: 1500, LogLevel: "info"})
-	root := t.TempDir()
-	axPW, svcPW := filepath.Join(root, "axigen.pw"), filepath.Join(root, "service.pw")
-	for path, pw := range map[string]string{axPW: mirrorAxigenPW, svcPW: e.dir.RootPW} {
-		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Every Axigen answer a little slow: the resync's comparison of 1,500
 	// accounts takes seconds, a single delivery a fraction of one.
 	e.sim.SetLatency(3 * time.Millisecond)
-	base := e.sim.SessionCount()
-
-	args := []string{"resync", "--remove-extra", "--workers", "2", "--upstream", e.dir.URL, "--data-dir", filepath.Join(root, "data"),
-		"--axigen", e.sim.Addr(), "--axigen-user", mirrorAxigenAdmin, "--axigen-password-file", axPW,
-		"--axigen-domain", mirrorDomain, "--account-base", mirrorAccountBase, "--group-base", mirrorGroupBase,
-		"--service-dn", e.dir.RootDN, "--service-password-file", svcPW, "--admin-dn", e.dir.RootDN,
-		"--log-level", "warn"}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gatewayBin, args...)
-	cmd.Env = withoutLDAPGateEnv(os.Environ())
-	var outBuf lockedBuffer
-	cmd.Stdout, cmd.Stderr = &outBuf, &outBuf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	resyncDone := make(chan error, 1)
-	go func() { resyncDone <- cmd.Wait() }()
-
-	// The resync has read the directory once it talks to Axigen.
-	waitFor(t, 60*time.Second, "the resync's Axigen sessions", func() error {
-		if e.sim.SessionCount() <= base {
-			return errNotYet
-		}
-		return nil
-	})
+	wait := e.resyncInBackground(t, "--remove-extra")
 	e.asAdmin(fmt.Sprintf("dn: %s\nobjectClass: inetOrgPerson\nuid: ops2new\ncn: New\nsn: N\nmail: ops2new@example.com\n", userDN("ops2new")), "ldapadd")
 	e.asAdmin(fmt.Sprintf("dn: %s\nobjectClass: groupOfNames\ncn: ops2group\nmember: %s\n", groupDN("ops2group"), userDN("ops2new")), "ldapadd")
 	waitFor(t, 60*time.Second, "ops2new and ops2group in Axigen", func() error {
@@ -245,17 +212,12 @@ func TestAttackOps2ResyncRemoveExtraWhileWritesFlow(t *testing.T) {
 		}
 		return nil
 	})
-	var rerr error
-	select {
-	case rerr = <-resyncDone:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("resync hangs")
-	}
-	t.Logf("resync: %v\n%s", rerr, lastLines(outBuf.String(), 8))
+	rerr, out := wait()
+	t.Logf("resync: %v\n%s", rerr, lastLines(out, 8))
 	e.sim.SetLatency(0)
-	if strings.Contains(outBuf.String(), "ops2new") || strings.Contains(outBuf.String(), "ops2group") {
+	if strings.Contains(out, "ops2new") || strings.Contains(out, "ops2group") {
 		t.Errorf("FINDING: resync --remove-extra acted on entries added through the gateway while it ran:\n%s",
-			grepLines(outBuf.String(), "ops2"))
+			grepLines(out, "ops2"))
 	}
 	if a, ok := e.sim.Account(mirrorDomain, "ops2new"); !ok || !a.Enabled {
 		t.Errorf("FINDING: account ops2new (in the directory, enabled) is in Axigen: %v, enabled: %v", ok, a.Enabled)
@@ -334,37 +296,8 @@ func TestAttackOps2MessageSizeLimitOverTLS(t *testing.T) {
 func TestAttackOps2ResyncRevertsAWriteMadeWhileItRuns(t *testing.T) {
 	const users = 1500
 	e := newMirrorEnv(t, mirrorOptions{Users: users, LogLevel: "info"})
-	root := t.TempDir()
-	axPW, svcPW := filepath.Join(root, "axigen.pw"), filepath.Join(root, "service.pw")
-	for path, pw := range map[string]string{axPW: mirrorAxigenPW, svcPW: e.dir.RootPW} {
-		if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	e.sim.SetLatency(3 * time.Millisecond)
-	base := e.sim.SessionCount()
-	args := []string{"resync", "--workers", "2", "--upstream", e.dir.URL, "--data-dir", filepath.Join(root, "data"),
-		"--axigen", e.sim.Addr(), "--axigen-user", mirrorAxigenAdmin, "--axigen-password-file", axPW,
-		"--axigen-domain", mirrorDomain, "--account-base", mirrorAccountBase, "--group-base", mirrorGroupBase,
-		"--service-dn", e.dir.RootDN, "--service-password-file", svcPW, "--admin-dn", e.dir.RootDN,
-		"--log-level", "warn"}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gatewayBin, args...)
-	cmd.Env = withoutLDAPGateEnv(os.Environ())
-	var outBuf lockedBuffer
-	cmd.Stdout, cmd.Stderr = &outBuf, &outBuf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	resyncDone := make(chan error, 1)
-	go func() { resyncDone <- cmd.Wait() }()
-	waitFor(t, 60*time.Second, "the resync's Axigen sessions", func() error {
-		if e.sim.SessionCount() <= base {
-			return errNotYet
-		}
-		return nil
-	})
+	wait := e.resyncInBackground(t)
 	// Change a few accounts the resync reaches last (and, for good
 	// measure, some in the middle).
 	var uids []string
@@ -384,13 +317,8 @@ func TestAttackOps2ResyncRevertsAWriteMadeWhileItRuns(t *testing.T) {
 		}
 		return nil
 	})
-	var rerr error
-	select {
-	case rerr = <-resyncDone:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("resync hangs")
-	}
-	t.Logf("resync: %v\n%s", rerr, lastLines(outBuf.String(), 4))
+	rerr, out := wait()
+	t.Logf("resync: %v\n%s", rerr, lastLines(out, 4))
 	e.sim.SetLatency(0)
 	for _, uid := range uids {
 		if a, _ := e.sim.Account(mirrorDomain, uid); a.Contact["phone"] != "+1 555 0177" {
@@ -445,4 +373,40 @@ func TestAttackOps2ScheduledResyncRevertsAWriteMadeWhileItRuns(t *testing.T) {
 		}
 	}
 	t.Log(grepLines(e.logTail(1<<20), "scheduled resync"))
+}
+
+// resyncInBackground starts `ldapgate resync` with the gateway's own
+// settings (and extra flags) while the gateway serves, and returns once
+// the resync talks to Axigen (it has read the directory); wait returns the
+// resync's exit error and output.
+func (e *mirrorEnv) resyncInBackground(t *testing.T, extra ...string) (wait func() (error, string)) {
+	t.Helper()
+	base := e.sim.SessionCount()
+	args := append(append([]string{"resync"}, e.args[1:]...), append([]string{"--workers", "2"}, extra...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, gatewayBin, args...)
+	cmd.Env = withoutLDAPGateEnv(os.Environ())
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	waitFor(t, 60*time.Second, "the resync's Axigen sessions", func() error {
+		if e.sim.SessionCount() <= base {
+			return errNotYet
+		}
+		return nil
+	})
+	return func() (error, string) {
+		select {
+		case err := <-done:
+			return err, out.String()
+		case <-time.After(3 * time.Minute):
+			t.Fatal("resync hangs")
+			return nil, ""
+		}
+	}
 }
