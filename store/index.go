@@ -172,28 +172,6 @@ func (x *index) waiting(key string) bool {
 	return false
 }
 
-// nextName is the Name of the record that follows seq in the history of
-// its entry key (ok false: seq has no key, or no record follows it).
-func (x *index) nextName(seq uint64) (name string, ok bool) {
-	e := x.recs[seq] // a passive index has no histories: none follows
-	if e == nil || len(e.tokens) == 0 || !strings.HasPrefix(e.tokens[0], "k:") {
-		return "", false
-	}
-	q := x.queues[e.tokens[0]]
-	if q == nil {
-		return "", false
-	}
-	i, found := slices.BinarySearch(q.seqs, seq)
-	if !found || i+1 >= len(q.seqs) {
-		return "", false
-	}
-	next := x.recs[q.seqs[i+1]]
-	if next == nil || next.name == "" {
-		return "", false
-	}
-	return next.name, true
-}
-
 // put records a record's new version. tokens, when not nil, are its order
 // tokens, computed already.
 func (x *index) put(r *Record, tokens []string) {

@@ -164,39 +164,6 @@ func TestIndexReadyHeapStaysBounded(t *testing.T) {
 	}
 }
 
-// nextName: the Name of the record after seq in its entry key's history,
-// unfinished; none for the last record, a record without a key, or a
-// passive index (no histories).
-func TestIndexNextName(t *testing.T) {
-	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
-	rec := func(seq uint64, key, name string) *Record {
-		r := accountRecord("uid=a,dc=x")
-		r.Seq, r.Time, r.State, r.EntryKey, r.Name = seq, at, StateCommitted, key, name
-		return r
-	}
-	for _, passive := range []bool{false, true} {
-		x := newIndex(nil)
-		if passive {
-			x = newPassiveIndex(nil)
-		}
-		x.put(rec(1, "k1", "alice"), nil)
-		x.put(rec(2, "k2", "bob"), nil)
-		x.put(rec(3, "k1", "tmp"), nil)
-		x.put(rec(4, "", "carol"), nil)
-		x.put(rec(5, "", "carol2"), nil)
-		want := map[uint64]string{1: "tmp"}
-		if passive {
-			want = map[uint64]string{}
-		}
-		for seq := uint64(1); seq <= 5; seq++ {
-			got, ok := x.nextName(seq)
-			if w, wok := want[seq]; got != w || ok != wok {
-				t.Errorf("passive %v: nextName(%d) = %q, %v; want %q, %v", passive, seq, got, ok, w, wok)
-			}
-		}
-	}
-}
-
 // waiting: a committed record of the key's history waits; a prepared one
 // alone does not (its write may still fail), nor does a passive index.
 func TestIndexWaiting(t *testing.T) {

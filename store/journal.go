@@ -383,19 +383,6 @@ func (j *Journal) Waiting(key string) bool {
 	return j.sched.idx.waiting(key)
 }
 
-// NextName returns the Name of the record that follows seq in its entry's
-// history (by entry key) and is not delivered yet: the entry's name as
-// that record found it, that is as the records up to it left it. A
-// state-based delivery of seq reads the entry as it is now, which may
-// carry a name a later record gave it; the account is to have, as of seq,
-// the name the next record found (ok false: no record follows, or seq's
-// entry key is not known: the entry's current name stands).
-func (j *Journal) NextName(seq uint64) (name string, ok bool) {
-	j.sched.mu.Lock()
-	defer j.sched.mu.Unlock()
-	return j.sched.idx.nextName(seq)
-}
-
 // Prepared returns the records still prepared, with their secrets: at
 // start-up these are writes whose upstream outcome is unknown, for the
 // gateway to settle (Commit or Abort) before it accepts clients.

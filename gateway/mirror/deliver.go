@@ -229,26 +229,12 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		}
 		return nil, nil
 	}
-	// A later record of the entry, not delivered yet, may have given it
-	// the name it has now: that name is the later record's to give, in
-	// its turn among the records of the names involved (DeliveryNames).
-	// As of this record the account or group is named as the next record
-	// found it (an entry swapping names with another through a third
-	// name, delivered after an outage: each delivery would otherwise take
-	// over the other's account under the name the entry has now).
-	asOf := ""
-	if !replaced {
-		asOf, _ = m.cfg.Journal.NextName(rec.Seq)
-	}
 	if kind == schema.KindGroup {
-		return nil, m.applyGroup(ctx, *e, previous, asOf)
+		return nil, m.applyGroup(ctx, *e, previous, "")
 	}
 	desired, skipped, err := m.desiredAccount(*e)
 	if err != nil {
 		return nil, err
-	}
-	if asOf != "" {
-		desired.Name = asOf
 	}
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.
