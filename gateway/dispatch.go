@@ -330,7 +330,7 @@ func (s *session) cancelAwaited(m ldapwire.Message, value []byte) (answered, goO
 func (s *session) write(m ldapwire.Message) bool {
 	s.mu.Lock()
 	isTLS := s.tls
-	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls}
+	info := SessionInfo{ID: s.id, RemoteAddr: s.remote, BoundDN: s.boundDN, SASLMechanism: s.saslMechanism, TLS: s.tls, Flush: s.flushFn}
 	s.mu.Unlock()
 	if s.srv.cfg.ConfidentialityRequired && !isTLS {
 		s.respond(m, ldap.LDAPResultConfidentialityRequired,

@@ -21,6 +21,12 @@ type SessionInfo struct {
 	SASLMechanism string
 	// TLS reports whether the client connection is encrypted.
 	TLS bool
+	// Flush sends the requests the session relayed and still buffers (a
+	// pipelining client's earlier ones wait to go with the next); nil
+	// does nothing. An Interceptor that waits for the answer to an
+	// earlier write calls it first, or the write it waits for may be one
+	// that is not sent.
+	Flush func()
 }
 
 // Interceptor sees every decoded write before it goes upstream, in the way

@@ -66,6 +66,9 @@ type session struct {
 	readers []*ldapwire.Reader
 	writers []*bufio.Writer
 	relays  []chan struct{} // closed when each relaying goroutine ends
+	// flushFn is flushRelayed, made once for SessionInfo.Flush rather than
+	// a method value per write.
+	flushFn func()
 }
 
 func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
@@ -83,6 +86,7 @@ func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 	}
 	s.cr, s.cw = s.buffers(conn)
 	s.lastRead = time.Now()
+	s.flushFn = s.flushRelayed
 	return s
 }
 

@@ -114,6 +114,9 @@ type entry struct {
 	time     time.Time // the record's time, for the backlog's age
 	next     time.Time // next delivery attempt
 	inflight bool
+	// coveredTo is the last record the delivery in flight takes along
+	// (0: none), for nameAfter.
+	coveredTo uint64
 	// coverable: a modify without a secret, which a state-based delivery
 	// of an earlier record of its entry delivers too.
 	coverable bool

@@ -383,6 +383,24 @@ func (j *Journal) Waiting(key string) bool {
 	return j.sched.idx.waiting(key)
 }
 
+// NameAfter returns, for the delivery of record seq in flight, the name
+// its entry had once seq's write (and those of the records the delivery
+// takes along, see Coverer) were made: the Name of the record that
+// follows them in the entry's history (by entry key), not delivered yet.
+// A state-based delivery reads the entry as it is now, whose name may be
+// one a later record gave it; that name is the later record's to give, in
+// its turn among the records of the names involved (Options.DeliveryNames),
+// and as of seq the account or group has the name NameAfter returns. ok is
+// false when no record follows (the entry's current name is the one), or
+// when the record that follows does not know the name. Call it after the
+// delivery has read the entry: a record whose write the read shows is in
+// the history by then.
+func (j *Journal) NameAfter(seq uint64) (name string, ok bool) {
+	j.sched.mu.Lock()
+	defer j.sched.mu.Unlock()
+	return j.sched.idx.nameAfter(seq)
+}
+
 // Prepared returns the records still prepared, with their secrets: at
 // start-up these are writes whose upstream outcome is unknown, for the
 // gateway to settle (Commit or Abort) before it accepts clients.

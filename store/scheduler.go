@@ -342,6 +342,7 @@ func (s *scheduler) deliverBatch(ctx context.Context, items []dispatched, delive
 			if covers != nil {
 				f.covered = s.coveredBy(d.seq, covers)
 			}
+			s.noteCovered(d.seq, f.covered)
 			ready = append(ready, f)
 		}
 	}
@@ -473,6 +474,19 @@ func (s *scheduler) coveredBy(seq uint64, covers func(*Record) bool) []uint64 {
 		}
 	}
 	return candidates
+}
+
+// noteCovered notes the records the delivery of seq takes along, for
+// Journal.NameAfter.
+func (s *scheduler) noteCovered(seq uint64, covered []uint64) {
+	s.mu.Lock()
+	if e := s.idx.recs[seq]; e != nil {
+		e.coveredTo = 0
+		if len(covered) > 0 {
+			e.coveredTo = covered[len(covered)-1]
+		}
+	}
+	s.mu.Unlock()
 }
 
 // releaseDelivery ends a delivery that left no trace in the journal; a

@@ -229,12 +229,29 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		}
 		return nil, nil
 	}
+	// A later record of the entry, not delivered yet, may have given it
+	// the name it has now: that name is the later record's to give, in its
+	// turn among the records of the names involved (DeliveryNames). As of
+	// this record (and those its delivery takes along) the account or group
+	// has the name the next record found (an entry swapping names with
+	// another through a third, delivered after an outage: each delivery
+	// would otherwise take over the other's account under the name the
+	// entry has now). The write path keeps that name exact: a write that
+	// can change an entry's name is never on its way together with another
+	// write to the entry (onWay).
+	asOf := ""
+	if !replaced {
+		asOf, _ = m.cfg.Journal.NameAfter(rec.Seq)
+	}
 	if kind == schema.KindGroup {
-		return nil, m.applyGroup(ctx, *e, previous, "")
+		return nil, m.applyGroup(ctx, *e, previous, asOf)
 	}
 	desired, skipped, err := m.desiredAccount(*e)
 	if err != nil {
 		return nil, err
+	}
+	if asOf != "" {
+		desired.Name = asOf
 	}
 	// The directory's plaintext password seeds a new account; the record's
 	// password is what this change set.

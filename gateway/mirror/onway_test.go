@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -20,31 +21,31 @@ import (
 func TestOnWayRegistry(t *testing.T) {
 	const unit, moved = "ou=st,dc=x", "ou=st,ou=people,dc=x"
 	var o onWay
-	a, _, ok := o.take([]string{"uid=a,ou=people,dc=x", ""}, false, false)
+	a, _, _, ok := o.take([]string{"uid=a,ou=people,dc=x", ""}, false, false, false)
 	if !ok {
 		t.Fatal("a modify of a leaf waits with nothing on its way")
 	}
-	a2, _, ok := o.take([]string{"uid=a,ou=people,dc=x", ""}, false, false)
+	a2, _, _, ok := o.take([]string{"uid=a,ou=people,dc=x", ""}, false, false, false)
 	if !ok {
 		t.Fatal("a second modify of one leaf waits for the first")
 	}
-	mv, _, ok := o.take([]string{unit, moved}, true, true)
+	mv, _, _, ok := o.take([]string{unit, moved}, true, true, false)
 	if !ok {
 		t.Fatal("a move waits for a write outside its subtrees")
 	}
 	for _, dn := range []string{unit, "uid=r,ou=st,dc=x", "cn=deep,uid=r,ou=st,dc=x", moved, "uid=r," + moved} {
-		if _, blocker, ok := o.take([]string{dn, ""}, false, false); ok || blocker == "" {
+		if _, blocker, _, ok := o.take([]string{dn, ""}, false, false, false); ok || blocker == "" {
 			t.Errorf("a write to %s, with the move of %s on its way: let through (blocker %q)", dn, unit, blocker)
 		}
 		// Nor as the new DN of another move.
-		if _, _, ok := o.take([]string{"ou=other,dc=x", dn}, true, false); ok {
+		if _, _, _, ok := o.take([]string{"ou=other,dc=x", dn}, true, false, false); ok {
 			t.Errorf("a move to %s, with the move of %s on its way: let through", dn, unit)
 		}
 	}
 	// Above the moved entry, or beside it (a value ending like it, a ','
 	// escaped in the canonical form), no wait.
 	for _, dn := range []string{"dc=x", "ou=people,dc=x", "ou=st2,dc=x", `ou=a\2cou=st,dc=x`, "uid=b,ou=people,dc=x"} {
-		h, blocker, ok := o.take([]string{dn, ""}, false, false)
+		h, blocker, _, ok := o.take([]string{dn, ""}, false, false, false)
 		if !ok {
 			t.Errorf("a write to %s waits for %q", dn, blocker)
 		}
@@ -52,7 +53,7 @@ func TestOnWayRegistry(t *testing.T) {
 	}
 	// A move of an entry above the one moving, or of one below it, waits.
 	for _, move := range [][2]string{{"ou=people,dc=x", "ou=folk,dc=x"}, {"uid=r,ou=st,dc=x", "uid=r,dc=x"}, {"ou=y,dc=x", "ou=y,uid=r,ou=st,dc=x"}} {
-		if _, _, ok := o.take(move[:], true, false); ok {
+		if _, _, _, ok := o.take(move[:], true, false, false); ok {
 			t.Errorf("a move %s -> %s, with the move of %s on its way: let through", move[0], move[1], unit)
 		}
 	}
@@ -63,35 +64,67 @@ func TestOnWayRegistry(t *testing.T) {
 	}
 	// The move answered, a write below the unit goes; and a move of the
 	// unit now waits for it.
-	add, _, ok := o.take([]string{"uid=r,ou=st,dc=x", ""}, false, false)
+	add, _, _, ok := o.take([]string{"uid=r,ou=st,dc=x", ""}, false, false, false)
 	if !ok {
 		t.Fatal("a write below the unit waits once the move is answered")
 	}
-	if _, blocker, ok := o.take([]string{unit, moved}, true, false); ok || blocker != "uid=r,ou=st,dc=x" {
+	if _, blocker, _, ok := o.take([]string{unit, moved}, true, false, false); ok || blocker != "uid=r,ou=st,dc=x" {
 		t.Errorf("the move of %s with an add below it on its way: ok %v, blocker %q", unit, ok, blocker)
 	}
-	// A rename keeping its entry in scope does not wait for a modify of
-	// the entry, nor a modify for it, nor one rename for another of it;
-	// one taking the entry out of scope waits.
-	if _, _, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=out,dc=x"}, true, true); ok {
-		t.Errorf("a move of an account out of the base, with a modify of it on its way: let through")
+	// A move taking an account out of the base, with a modify of it on
+	// its way, is answered at once.
+	if _, _, wait, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=out,dc=x"}, true, true, false); ok || wait != nil {
+		t.Errorf("a move of an account out of the base, with a modify of it on its way: ok %v, waits %v", ok, wait != nil)
 	}
-	rn, blocker, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=a2,ou=people,dc=x"}, true, false)
+	// A rename, even in the base, waits for the modifies of its entry (an
+	// identity change goes alone); then a modify of the entry, or another
+	// rename of it, or a write to its new DN, waits for it.
+	_, blocker, wait, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=a2,ou=people,dc=x"}, true, false, true)
+	if ok || wait == nil || blocker != "uid=a,ou=people,dc=x" {
+		t.Fatalf("a rename with modifies of its entry on their way: ok %v, waits %v, blocker %q", ok, wait != nil, blocker)
+	}
+	o.release(a)
+	select {
+	case <-wait:
+	default:
+		t.Fatal("a release does not wake the rename waiting")
+	}
+	o.release(a2)
+	rn, blocker, _, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=a2,ou=people,dc=x"}, true, false, true)
 	if !ok {
-		t.Fatalf("a rename in the base waits for a modify of its entry (%q)", blocker)
+		t.Fatalf("a rename waits once the modifies of its entry are answered (%q)", blocker)
 	}
-	rn2, blocker, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=a,ou=people,dc=x"}, true, false)
+	for _, w := range []struct {
+		dns             []string
+		move, exclusive bool
+	}{
+		{[]string{"uid=a,ou=people,dc=x", ""}, false, false},
+		{[]string{"uid=a2,ou=people,dc=x", ""}, false, false},
+		{[]string{"uid=a,ou=people,dc=x", "uid=a3,ou=people,dc=x"}, true, true},
+		{[]string{"uid=a,ou=people,dc=x", ""}, false, true},
+	} {
+		if _, _, wait, ok := o.take(w.dns, w.move, false, w.exclusive); ok || wait == nil {
+			t.Errorf("%v with a rename of its entry on its way: ok %v, waits %v", w, ok, wait != nil)
+		}
+	}
+	// A modify of another entry goes.
+	m3, blocker, _, ok := o.take([]string{"uid=b,ou=people,dc=x", ""}, false, false, true)
 	if !ok {
-		t.Fatalf("a rename in the base waits for another of its entry (%q)", blocker)
+		t.Fatalf("a rename of another entry goes with a rename of uid=a (%q)", blocker)
 	}
-	m3, blocker, ok := o.take([]string{"uid=a,ou=people,dc=x", ""}, false, false)
+	ended = o.ended()
+	o.release(rn)
+	if o.ended() != ended+1 {
+		t.Errorf("the rename's end is not counted")
+	}
+	rn2, blocker, _, ok := o.take([]string{"uid=a,ou=people,dc=x", "uid=a,ou=people,dc=x"}, true, false, true)
 	if !ok {
-		t.Fatalf("a modify waits for a rename of its entry in the base (%q)", blocker)
+		t.Fatalf("a rename waits for another of its entry, answered (%q)", blocker)
 	}
-	for _, h := range []onWayHold{add, a, a2, rn, rn2, m3, {}} {
+	for _, h := range []onWayHold{add, rn2, m3, {}} {
 		o.release(h)
 	}
-	if len(o.writes) != 0 || len(o.moves) != 0 || len(o.entries) != 0 {
+	if len(o.writes) != 0 || len(o.moves) != 0 || len(o.entries) != 0 || len(o.exclusive) != 0 {
 		t.Errorf("released everything, the registry holds %v, %v, %v", o.writes, o.moves, o.entries)
 	}
 }
@@ -102,15 +135,15 @@ func TestOnWayRegistryConcurrent(t *testing.T) {
 	var o onWay
 	dns := []string{"dc=x", "ou=a,dc=x", "ou=b,dc=x", "uid=1,ou=a,dc=x", "uid=2,ou=a,dc=x", "uid=1,ou=b,dc=x", "cn=c,uid=1,ou=a,dc=x"}
 	type held struct {
-		dns          []string
-		move, entire bool
+		dns                     []string
+		move, entire, exclusive bool
 	}
 	var mu sync.Mutex
 	active := map[*held]bool{}
 	conflict := func(x, y *held) bool {
 		for _, p := range x.dns {
 			for _, q := range y.dns {
-				if (x.move && below(q, p)) || (y.move && below(p, q)) || ((x.entire || y.entire) && p == q) {
+				if (x.move && below(q, p)) || (y.move && below(p, q)) || ((x.entire || y.entire || x.exclusive || y.exclusive) && p == q) {
 					return true
 				}
 			}
@@ -130,7 +163,8 @@ func TestOnWayRegistryConcurrent(t *testing.T) {
 					h.dns = append(h.dns, dns[rnd.IntN(len(dns))])
 					h.entire = rnd.IntN(2) == 0
 				}
-				hold, _, ok := o.take(h.dns, h.move, h.entire)
+				h.exclusive = h.move || rnd.IntN(4) == 0
+				hold, _, _, ok := o.take(h.dns, h.move, h.entire, h.exclusive)
 				if !ok {
 					continue
 				}
@@ -157,7 +191,7 @@ func TestOnWayRegistryConcurrent(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	if len(o.writes) != 0 || len(o.moves) != 0 || len(o.entries) != 0 {
+	if len(o.writes) != 0 || len(o.moves) != 0 || len(o.entries) != 0 || len(o.exclusive) != 0 {
 		t.Errorf("released everything, the registry holds %v, %v, %v", o.writes, o.moves, o.entries)
 	}
 }
@@ -221,5 +255,67 @@ func TestMoveSerialisedWithAWriteBelow(t *testing.T) {
 	done(ctx, gateway.Result{Code: ldap.LDAPResultOther})
 	if len(m.onWay.writes) != 0 || len(m.onWay.moves) != 0 || len(m.onWay.entries) != 0 {
 		t.Errorf("every write answered, the registry holds %v, %v, %v", m.onWay.writes, m.onWay.moves, m.onWay.entries)
+	}
+}
+
+// hold waits for the writes an identity change must not go with: it sends
+// what the session buffers first (flush), goes once they are answered,
+// and gives up after its patience; a modify DN in the way answers at once.
+func TestOnWayHoldWaits(t *testing.T) {
+	var o onWay
+	const dn = "uid=a,ou=people,dc=x"
+	modify, _, _, ok := o.take([]string{dn, ""}, false, false, false)
+	if !ok {
+		t.Fatal("a modify of a leaf waits with nothing on its way")
+	}
+	flushed := make(chan struct{}, 4)
+	flush := func() { flushed <- struct{}{} }
+	got := make(chan onWayHold, 1)
+	go func() {
+		h, blocker, waited, ok := o.hold(context.Background(), []string{dn, "uid=a2,ou=people,dc=x"}, true, false, true, time.Minute, flush)
+		if !ok || waited {
+			t.Errorf("the rename, the modify answered: ok %v, waited in vain %v, blocker %q", ok, waited, blocker)
+		}
+		got <- h
+	}()
+	select {
+	case <-flushed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rename waits without sending what its session buffers")
+	}
+	select {
+	case <-got:
+		t.Fatal("the rename went with a modify of its entry on its way")
+	default:
+	}
+	o.release(modify)
+	var rename onWayHold
+	select {
+	case rename = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rename still waits once the modify is answered")
+	}
+	// The rename on its way: a modify of the entry waits, in vain here.
+	start := time.Now()
+	_, blocker, waited, ok := o.hold(context.Background(), []string{dn, ""}, false, false, false, 50*time.Millisecond, nil)
+	if ok || !waited || blocker != dn {
+		t.Errorf("a modify with the rename on its way: ok %v, waited %v, blocker %q", ok, waited, blocker)
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Errorf("gave up after %v, before its patience", d)
+	}
+	// A cancelled request waits no more.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, waited, ok := o.hold(ctx, []string{dn, ""}, false, false, false, time.Minute, nil); ok || !waited {
+		t.Errorf("a cancelled modify: ok %v, waited %v", ok, waited)
+	}
+	// Below the rename's entry, a write is answered at once (a move).
+	if _, _, waited, ok := o.hold(context.Background(), []string{"cn=x," + dn, ""}, false, false, false, time.Minute, flush); ok || waited {
+		t.Errorf("a write below the rename on its way: ok %v, waited %v", ok, waited)
+	}
+	o.release(rename)
+	if len(o.writes) != 0 || len(o.moves) != 0 || len(o.entries) != 0 || len(o.exclusive) != 0 {
+		t.Errorf("released everything, the registry holds %v, %v, %v, %v", o.writes, o.moves, o.entries, o.exclusive)
 	}
 }

@@ -31,6 +31,9 @@ import (
 // write is one intercepted write on its way through the steps.
 type write struct {
 	req *gateway.WriteRequest
+	// flush sends what the session relayed before this write and still
+	// buffers (gateway.SessionInfo.Flush), before the write waits for one.
+	flush func()
 
 	// identify
 	who writer
@@ -106,7 +109,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 	if m.cfg.Journal == nil {
 		return nil, &gateway.Result{Code: ldap.LDAPResultOther, Diagnostic: "ldapgate: mirroring is not set up (no journal)"}
 	}
-	w := &write{req: req}
+	w := &write{req: req, flush: s.Flush}
 	done, answer := m.intercept(ctx, w, s)
 	if done == nil {
 		// Not relayed (or relayed with no Completion, which holds nothing):
@@ -227,7 +230,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 		raw = w.who.dn
 	}
 	var cur *schema.Entry
-	movesEnded := m.onWay.ended() // before cur may be read (targetIdentity)
+	changesEnded := m.onWay.ended() // before cur may be read (targetIdentity)
 	if req.Op == gateway.OpAdd {
 		// The entry does not exist yet: its parent does.
 		target, answer := m.childIdentity(ctx, raw, "", "the new entry")
@@ -253,11 +256,12 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	// Held before anything below the target is read (movedSubtree) or the
 	// target is (readTarget), until the directory answers: a modify DN
 	// racing the write would change what those reads show (onway.go).
-	if answer := m.holdDNs(w); answer != nil {
+	changes := m.identityChange(req, w.target, w.newDN)
+	if answer := m.holdDNs(ctx, w, changes != nil); answer != nil {
 		return answer
 	}
-	if cur != nil && m.onWay.ended() != movesEnded {
-		cur = nil // read before a modify DN ended, perhaps of its entry: read again
+	if cur != nil && m.onWay.ended() != changesEnded {
+		cur = nil // read before a modify DN or a rename ended, perhaps of its entry: read again
 	}
 	if req.Op == gateway.OpModifyDN {
 		if answer := m.movedSubtree(ctx, w); answer != nil {
@@ -277,7 +281,7 @@ func (m *Mirror) classify(ctx context.Context, w *write) *gateway.Result {
 	w.scoped = true
 	// A write that may change what classifies its entry drops the entry
 	// from the cache now, and again once the directory has it.
-	if w.stale = m.identityChange(req, w.target, w.newDN); w.stale != nil {
+	if w.stale = changes; w.stale != nil {
 		if req.Op == gateway.OpModifyDN {
 			m.entries.forgetUnder(w.stale...) // the entries below move too
 		} else {
