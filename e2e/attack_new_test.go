@@ -41,15 +41,15 @@ func TestAttackNewTransactionMemberMailOutsideBases(t *testing.T) {
 	t.Logf("refused: %v", err)
 }
 
-// FINDING: a groupOfUniqueNames lists ext (outside the bases) with the
+// FIXED: a groupOfUniqueNames lists ext (outside the bases) with the
 // optional UID (uid=ext,...#'0101'B). The gateway maps the member (the
-// suffix stripped) into Axigen, but memberGroups searches
+// suffix stripped) into Axigen, but memberGroups searched
 // (uniqueMember=<dn>), which slapd's uniqueMemberMatch does not match
 // against a value carrying a UID (checked: 0 entries; with the UID in the
-// assertion, 1): ext's mail change journals no record of the group, and
-// Axigen keeps the old address.
+// assertion, 1): ext's mail change journaled no record of the group, and
+// Axigen kept the old address. The search now has (uniqueMember~=<dn>)
+// too, which slapd matches on the DN part alone.
 func TestAttackNewUniqueMemberUIDSuffixMailChange(t *testing.T) {
-	t.Skip("open (session 9 note): the groups of a member outside the bases are found by (uniqueMember=<dn>), which misses a value with the optional UID")
 	const grp = "cn=uniq," + mirrorGroupBase
 	ldif := append(outsideExtLDIF(),
 		"dn: "+grp+"\nobjectClass: groupOfUniqueNames\ncn: uniq\nuniqueMember: "+userDN("alice")+"\nuniqueMember: "+outsideExt+"#'0101'B\n")
@@ -63,6 +63,81 @@ func TestAttackNewUniqueMemberUIDSuffixMailChange(t *testing.T) {
 	}
 	e.waitDrained(20*time.Second, false)
 	e.waitMirrored(10*time.Second, false)
+}
+
+// uniqWithUIDLDIF: ext (outside the bases) listed by two groupOfUniqueNames
+// with a UID, spelled oddly in one (case, spaces) and both with and without
+// a UID (two values) in the other; bob listed with a UID by a third, alice
+// with a UID beside ext in the second.
+func uniqWithUIDLDIF() []string {
+	return append(outsideExtLDIF(),
+		"dn: cn=uniqodd,"+mirrorGroupBase+"\nobjectClass: groupOfUniqueNames\ncn: uniqodd\n"+
+			"uniqueMember: UID = Ext ,  OU=Contacts,DC=Example,dc=COM#'1'B\n",
+		"dn: cn=uniqboth,"+mirrorGroupBase+"\nobjectClass: groupOfUniqueNames\ncn: uniqboth\n"+
+			"uniqueMember: "+outsideExt+"\nuniqueMember: "+outsideExt+"#'0101'B\nuniqueMember: "+userDN("alice")+"#'01'B\n",
+		"dn: cn=uniqbob,"+mirrorGroupBase+"\nobjectClass: groupOfUniqueNames\ncn: uniqbob\n"+
+			"uniqueMember: "+userDN("bob")+"#'0101'B\nuniqueMember: "+userDN("carol")+"\n")
+}
+
+// ext, listed with UIDs and odd spellings, has its mail changed through the
+// gateway (the request spelling its DN oddly too), then is renamed: slapd
+// keeps the old DN in uniqueMember (its refint covers member only), which
+// now names no entry, so Axigen's groups drop ext's address each time.
+func TestAttackNewUniqueMemberUIDSpellingsMailThenRename(t *testing.T) {
+	e := newAttackEnv(t, "", uniqWithUIDLDIF())
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m := ldap.NewModifyRequest("UID=EXT, OU=Contacts, dc=example, DC=com", nil)
+	m.Replace("mail", []string{"ext.new@example.com"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatalf("admin changing ext's mail: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqodd", "ext.new@example.com")
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(outsideExt, "uid=ext2", true, "")); err != nil {
+		t.Fatalf("admin renaming ext: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqodd")
+}
+
+// ext, listed only with UIDs in uniqodd, is deleted through the gateway:
+// Axigen's groups drop its address.
+func TestAttackNewUniqueMemberUIDSuffixDeleted(t *testing.T) {
+	e := newAttackEnv(t, "", uniqWithUIDLDIF())
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	if err := admin.Del(ldap.NewDelRequest(outsideExt, nil)); err != nil {
+		t.Fatalf("admin deleting ext: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqodd")
+}
+
+// Accounts listed with a UID: alice's new mail reaches uniqboth (the
+// account's delivery re-applies its groups, groupsOf), and bob's delete
+// takes his address out of uniqbob (the groups noted at the delete).
+func TestAttackNewUniqueMemberUIDAccounts(t *testing.T) {
+	e := newAttackEnv(t, "", uniqWithUIDLDIF())
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m := ldap.NewModifyRequest(userDN("alice"), nil)
+	m.Replace("mail", []string{"alice.new@example.com"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatalf("admin changing alice's mail: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqboth", "alice.new@example.com", "ext@example.com")
+	if err := admin.Del(ldap.NewDelRequest(userDN("bob"), nil)); err != nil {
+		t.Fatalf("admin deleting bob: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqbob", "carol@example.com")
 }
 
 func attackNewDown(t *testing.T, e *mirrorEnv, down bool) {
@@ -533,4 +608,15 @@ func TestAttackNewConnectorChangesOutsideMemberMail(t *testing.T) {
 	}
 	e.waitDrained(20*time.Second, false)
 	e.waitMirrored(10*time.Second, false)
+}
+
+// waitGroupMembers waits until Axigen's group name lists exactly members
+// (compared without regard to case): waitMirrored compares with the
+// directory as the tests' own mapping reads it; this pins what the test
+// means.
+func (e *mirrorEnv) waitGroupMembers(name string, members ...string) {
+	e.t.Helper()
+	e.waitGroup(name, fmt.Sprintf("members %v", members), func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, members)
+	})
 }

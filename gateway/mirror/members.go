@@ -170,14 +170,11 @@ func (m *Mirror) memberGroups(ctx context.Context, dn string) ([]schema.Entry, e
 	if len(bases) == 0 || dn == "" {
 		return nil, nil
 	}
-	var terms []string
-	for _, a := range mp.MemberAttributes() {
-		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
-	}
-	if len(terms) == 0 {
+	filter := m.memberFilter(dn)
+	if filter == "" {
 		return nil, nil
 	}
-	found, err := m.cfg.Directory.SearchAll(ctx, bases, "(|"+strings.Join(terms, "")+")", m.readAttributes())
+	found, err := m.cfg.Directory.SearchAll(ctx, bases, filter, m.readAttributes())
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +185,50 @@ func (m *Mirror) memberGroups(ctx context.Context, dn string) ([]schema.Entry, e
 		}
 	}
 	return groups, nil
+}
+
+// memberFilter is the filter of the entries whose member attributes list
+// one of dns, "" when there is nothing to search for: (attr=<dn>) for each
+// member attribute and, for uniqueMember, (attr~=<dn>) as well.
+//
+// A uniqueMember value may carry the optional UID of RFC 4517's
+// NameAndOptionalUID (<dn>#'0101'B), which GroupState strips to find the
+// member. slapd's uniqueMemberMatch matches such a value only against an
+// assertion carrying the same UID, and the UIDs a group lists a DN with
+// are not known here, so (uniqueMember=<dn>) misses those groups. The
+// approximate match of uniqueMember (it has no approximate rule of its
+// own: slapd runs uniqueMemberMatch with its approximate flag) compares
+// the DN part alone when the assertion carries no UID, as DNs
+// (normalised: case, spaces, escaped characters), so it finds values with
+// any UID, or none. It costs what the equality term does: with no
+// approximate rule, back-mdb answers ~= from the attribute's equality
+// index, whose keys are the DN without its UID.
+//
+// The equality term stays for a directory whose approximate match is
+// something else: it then finds what it found before. A group a looser
+// approximate match finds besides is one more group record, which
+// delivers the group as the directory has it: nothing wrong in Axigen.
+func (m *Mirror) memberFilter(dns ...string) string {
+	mp := m.mapping()
+	var terms []string
+	seen := map[string]bool{}
+	for _, dn := range dns {
+		if dn == "" || seen[schema.CanonicalDN(dn)] {
+			continue
+		}
+		seen[schema.CanonicalDN(dn)] = true
+		value := ldap.EscapeFilter(dn)
+		for _, a := range mp.MemberAttributes() {
+			terms = append(terms, fmt.Sprintf("(%s=%s)", a, value))
+			if mp.SameAttribute(a, "uniqueMember") {
+				terms = append(terms, fmt.Sprintf("(%s~=%s)", a, value))
+			}
+		}
+	}
+	if len(terms) == 0 {
+		return ""
+	}
+	return "(|" + strings.Join(terms, "") + ")"
 }
 
 // prepareAll prepares recs together (their fsyncs shared, as concurrent
