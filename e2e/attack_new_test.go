@@ -579,13 +579,30 @@ func TestAttackNewRenameStormBelowAndAbove(t *testing.T) {
 	e.waitMirrored(15*time.Second, false)
 }
 
-// FINDING (minor): Axigen's connector (--axigen-bind-dn) changes the mail
+// FIXED (minor): Axigen's connector (--axigen-bind-dn) changes the mail
 // of a contact outside the bases that a group lists. changesMemberAddress
-// skips Axigen's own writes ("never mirrored back"), but Axigen holds no
-// object for the contact: only the group's member address, which stays
-// the old one.
+// skipped Axigen's own writes ("never mirrored back"), but Axigen holds no
+// object for the contact: only the group's member address, which stayed
+// the old one. The connector's change of such an entry's mail now
+// journals the groups' records, as anyone's does.
 func TestAttackNewConnectorChangesOutsideMemberMail(t *testing.T) {
-	t.Skip("open (session 9 note): the Axigen connector's writes journal no group records")
+	e := newConnectorAdminEnv(t)
+	ax := bindConn(t, e.gw.URL, policyAxigenDN, policyAxigenPW)
+	m := ldap.NewModifyRequest(outsideExt, nil)
+	m.Replace("mail", []string{"ext.byaxigen@example.com"})
+	if err := ax.Modify(m); err != nil {
+		t.Fatalf("connector changing ext's mail: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("partners", "alice@example.com", "ext.byaxigen@example.com")
+}
+
+// newConnectorAdminEnv: ext in partners (outside the bases), and Axigen's
+// connector made a directory admin behind the gateway's back (so slapd
+// lets it write ext), its group's record drained.
+func newConnectorAdminEnv(t *testing.T) *mirrorEnv {
+	t.Helper()
 	ldif := append(outsideExtLDIF(), "dn: "+policyAxigenDN+"\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: axigen\nuserPassword: "+policyAxigenPW+"\n")
 	e := newAttackEnv(t, "", ldif, "--axigen-bind-dn", policyAxigenDN)
 	e.waitMirrored(20*time.Second, false)
@@ -600,13 +617,59 @@ func TestAttackNewConnectorChangesOutsideMemberMail(t *testing.T) {
 	}
 	c.Close()
 	e.waitDrained(20*time.Second, false)
+	return e
+}
+
+// The connector's change of a contact's mail cannot start a loop: what
+// Axigen's own sync could write back after the group's delivery is either
+// refused (the group: connectors write only accounts' contact info and
+// passwords) or, the contact's mail written again with the value Axigen
+// already lists, journals the groups once more, whose delivery finds
+// Axigen's groups as the directory has them and changes nothing in Axigen
+// (so nothing there can prompt another write). Its delete or rename of the
+// contact stays unmirrored, as its other writes.
+func TestAttackNewConnectorOutsideMemberMailNoLoop(t *testing.T) {
+	e := newConnectorAdminEnv(t)
 	ax := bindConn(t, e.gw.URL, policyAxigenDN, policyAxigenPW)
-	m = ldap.NewModifyRequest(outsideExt, nil)
-	m.Replace("mail", []string{"ext.byaxigen@example.com"})
-	if err := ax.Modify(m); err != nil {
-		t.Fatalf("connector changing ext's mail: %v", err)
+	setMail := func() {
+		t.Helper()
+		m := ldap.NewModifyRequest(outsideExt, nil)
+		m.Replace("mail", []string{"ext.byaxigen@example.com"})
+		if err := ax.Modify(m); err != nil {
+			t.Fatalf("connector changing ext's mail: %v", err)
+		}
 	}
+	groupChanges := func() int {
+		n := 0
+		for _, c := range e.sim.Commands() {
+			if c.Change != nil && c.Change.Kind == "group" {
+				n++
+			}
+		}
+		return n
+	}
+	setMail()
 	e.waitDrained(20*time.Second, false)
+	e.waitGroupMembers("partners", "alice@example.com", "ext.byaxigen@example.com")
+	changed := groupChanges()
+
+	// What Axigen's sync could write back: the group's members...
+	g := ldap.NewModifyRequest(outsidePartners, nil)
+	g.Replace("member", []string{userDN("alice"), outsideExt})
+	wantRefused(t, "the connector writing the group", ax.Modify(g), ldap.LDAPResultInsufficientAccessRights, "Axigen's connector")
+	// ...and the contact's mail, as Axigen now lists it.
+	before, err := e.runningStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setMail()
+	st := e.waitDrained(20*time.Second, false)
+	if st.LastSeq <= before.LastSeq {
+		t.Fatalf("the connector's second write of ext's mail journaled nothing (journal before %+v, after %+v); want the group's record", before, st)
+	}
+	if n := groupChanges(); n != changed {
+		t.Fatalf("Axigen's groups changed %d more times after the same mail was written again; want none", n-changed)
+	}
 	e.waitMirrored(10*time.Second, false)
 }
 

@@ -40,9 +40,21 @@ const memberGroupsMax = 256
 // account or group, may change what a group lists for the entry: a
 // modify of the member mail attribute, a delete, a modify DN. The
 // directory decides whether the writer may make it; a no-op it does not
-// apply, nor Axigen's own write, which is never mirrored back.
+// apply.
+//
+// Axigen's own writes are never mirrored back, against a loop (Axigen
+// writes an account's value, the gateway delivers it to Axigen, whose
+// sync writes it again), except its change of such an entry's mail.
+// Axigen holds no object for the entry, only the address its groups
+// list, which nothing else would correct; and the group records cannot
+// start a loop: their delivery changes only the groups' member addresses,
+// and Axigen writing a group back is refused (judgeConnector), writing an
+// account is not mirrored, and the entry itself Axigen has nothing of to
+// write (were it to write the same mail again, the groups' records would
+// find Axigen's groups as the directory has them, and send nothing). Its
+// delete or rename of such an entry stays unmirrored, as its other writes.
 func (m *Mirror) changesMemberAddress(w *write) bool {
-	if w.target == "" || w.who.axigen {
+	if w.target == "" {
 		return false
 	}
 	if w.who.dn == "" && w.who.sasl == "" {
@@ -57,7 +69,7 @@ func (m *Mirror) changesMemberAddress(w *write) bool {
 	}
 	switch w.req.Op {
 	case gateway.OpDelete, gateway.OpModifyDN:
-		return true
+		return !w.who.axigen
 	case gateway.OpModify:
 		mp := m.mapping()
 		mail := mp.MemberMailAttribute()
@@ -157,7 +169,13 @@ func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Rec
 	for i, r := range recs {
 		seqs[i] = r.Seq
 	}
-	m.cfg.Audit.Info("member's groups journaled", "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
+	audit := m.cfg.Audit
+	if w.who.axigen {
+		// The one write of Axigen's connector that is mirrored
+		// (changesMemberAddress): say so, as decide's audit does.
+		audit = audit.With("connector", "axigen")
+	}
+	audit.Info("member's groups journaled", "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
 		"dn", w.target, "groups", len(recs), "seqs", seqs)
 	return recs, nil
 }

@@ -74,8 +74,13 @@ func TestInterceptMemberOutsideTheBases(t *testing.T) {
 		{name: "mail of an entry in no group: no record", bound: pipeAdminDN,
 			req: replace(memLone, "mail", "lone.new@example.com")},
 		{name: "a no-op: no record", bound: pipeAdminDN, req: noOp},
-		{name: "Axigen's own identity: no record", bound: pipeAxigenDN,
-			req: replace(memExt, "mail", "ext.new@example.com")},
+		{name: "mail changed by Axigen's connector: committed (Axigen has no object to correct it)", bound: pipeAxigenDN,
+			req: replace(memExt, "mail", "ext.new@example.com"), groups: true,
+			answer: gateway.Result{Code: ldap.LDAPResultSuccess}, state: store.StateCommitted},
+		{name: "deleted by Axigen's connector: no record", bound: pipeAxigenDN, req: del},
+		{name: "renamed by Axigen's connector: no record", bound: pipeAxigenDN, req: rename},
+		{name: "another attribute by Axigen's connector: no record", bound: pipeAxigenDN,
+			req: replace(memExt, "description", "x")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
