@@ -41,15 +41,15 @@ func TestAttackNewTransactionMemberMailOutsideBases(t *testing.T) {
 	t.Logf("refused: %v", err)
 }
 
-// FINDING: a groupOfUniqueNames lists ext (outside the bases) with the
+// FIXED: a groupOfUniqueNames lists ext (outside the bases) with the
 // optional UID (uid=ext,...#'0101'B). The gateway maps the member (the
-// suffix stripped) into Axigen, but memberGroups searches
+// suffix stripped) into Axigen, but memberGroups searched
 // (uniqueMember=<dn>), which slapd's uniqueMemberMatch does not match
 // against a value carrying a UID (checked: 0 entries; with the UID in the
-// assertion, 1): ext's mail change journals no record of the group, and
-// Axigen keeps the old address.
+// assertion, 1): ext's mail change journaled no record of the group, and
+// Axigen kept the old address. The search now has (uniqueMember~=<dn>)
+// too, which slapd matches on the DN part alone.
 func TestAttackNewUniqueMemberUIDSuffixMailChange(t *testing.T) {
-	t.Skip("open (session 9 note): the groups of a member outside the bases are found by (uniqueMember=<dn>), which misses a value with the optional UID")
 	const grp = "cn=uniq," + mirrorGroupBase
 	ldif := append(outsideExtLDIF(),
 		"dn: "+grp+"\nobjectClass: groupOfUniqueNames\ncn: uniq\nuniqueMember: "+userDN("alice")+"\nuniqueMember: "+outsideExt+"#'0101'B\n")
@@ -63,6 +63,81 @@ func TestAttackNewUniqueMemberUIDSuffixMailChange(t *testing.T) {
 	}
 	e.waitDrained(20*time.Second, false)
 	e.waitMirrored(10*time.Second, false)
+}
+
+// uniqWithUIDLDIF: ext (outside the bases) listed by two groupOfUniqueNames
+// with a UID, spelled oddly in one (case, spaces) and both with and without
+// a UID (two values) in the other; bob listed with a UID by a third, alice
+// with a UID beside ext in the second.
+func uniqWithUIDLDIF() []string {
+	return append(outsideExtLDIF(),
+		"dn: cn=uniqodd,"+mirrorGroupBase+"\nobjectClass: groupOfUniqueNames\ncn: uniqodd\n"+
+			"uniqueMember: UID = Ext ,  OU=Contacts,DC=Example,dc=COM#'1'B\n",
+		"dn: cn=uniqboth,"+mirrorGroupBase+"\nobjectClass: groupOfUniqueNames\ncn: uniqboth\n"+
+			"uniqueMember: "+outsideExt+"\nuniqueMember: "+outsideExt+"#'0101'B\nuniqueMember: "+userDN("alice")+"#'01'B\n",
+		"dn: cn=uniqbob,"+mirrorGroupBase+"\nobjectClass: groupOfUniqueNames\ncn: uniqbob\n"+
+			"uniqueMember: "+userDN("bob")+"#'0101'B\nuniqueMember: "+userDN("carol")+"\n")
+}
+
+// ext, listed with UIDs and odd spellings, has its mail changed through the
+// gateway (the request spelling its DN oddly too), then is renamed: slapd
+// keeps the old DN in uniqueMember (its refint covers member only), which
+// now names no entry, so Axigen's groups drop ext's address each time.
+func TestAttackNewUniqueMemberUIDSpellingsMailThenRename(t *testing.T) {
+	e := newAttackEnv(t, "", uniqWithUIDLDIF())
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m := ldap.NewModifyRequest("UID=EXT, OU=Contacts, dc=example, DC=com", nil)
+	m.Replace("mail", []string{"ext.new@example.com"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatalf("admin changing ext's mail: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqodd", "ext.new@example.com")
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(outsideExt, "uid=ext2", true, "")); err != nil {
+		t.Fatalf("admin renaming ext: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqodd")
+}
+
+// ext, listed only with UIDs in uniqodd, is deleted through the gateway:
+// Axigen's groups drop its address.
+func TestAttackNewUniqueMemberUIDSuffixDeleted(t *testing.T) {
+	e := newAttackEnv(t, "", uniqWithUIDLDIF())
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	if err := admin.Del(ldap.NewDelRequest(outsideExt, nil)); err != nil {
+		t.Fatalf("admin deleting ext: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqodd")
+}
+
+// Accounts listed with a UID: alice's new mail reaches uniqboth (the
+// account's delivery re-applies its groups, groupsOf), and bob's delete
+// takes his address out of uniqbob (the groups noted at the delete).
+func TestAttackNewUniqueMemberUIDAccounts(t *testing.T) {
+	e := newAttackEnv(t, "", uniqWithUIDLDIF())
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	m := ldap.NewModifyRequest(userDN("alice"), nil)
+	m.Replace("mail", []string{"alice.new@example.com"})
+	if err := admin.Modify(m); err != nil {
+		t.Fatalf("admin changing alice's mail: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqboth", "alice.new@example.com", "ext@example.com")
+	if err := admin.Del(ldap.NewDelRequest(userDN("bob"), nil)); err != nil {
+		t.Fatalf("admin deleting bob: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("uniqbob", "carol@example.com")
 }
 
 func attackNewDown(t *testing.T, e *mirrorEnv, down bool) {
@@ -504,13 +579,30 @@ func TestAttackNewRenameStormBelowAndAbove(t *testing.T) {
 	e.waitMirrored(15*time.Second, false)
 }
 
-// FINDING (minor): Axigen's connector (--axigen-bind-dn) changes the mail
+// FIXED (minor): Axigen's connector (--axigen-bind-dn) changes the mail
 // of a contact outside the bases that a group lists. changesMemberAddress
-// skips Axigen's own writes ("never mirrored back"), but Axigen holds no
-// object for the contact: only the group's member address, which stays
-// the old one.
+// skipped Axigen's own writes ("never mirrored back"), but Axigen holds no
+// object for the contact: only the group's member address, which stayed
+// the old one. The connector's change of such an entry's mail now
+// journals the groups' records, as anyone's does.
 func TestAttackNewConnectorChangesOutsideMemberMail(t *testing.T) {
-	t.Skip("open (session 9 note): the Axigen connector's writes journal no group records")
+	e := newConnectorAdminEnv(t)
+	ax := bindConn(t, e.gw.URL, policyAxigenDN, policyAxigenPW)
+	m := ldap.NewModifyRequest(outsideExt, nil)
+	m.Replace("mail", []string{"ext.byaxigen@example.com"})
+	if err := ax.Modify(m); err != nil {
+		t.Fatalf("connector changing ext's mail: %v", err)
+	}
+	e.waitDrained(20*time.Second, false)
+	e.waitMirrored(10*time.Second, false)
+	e.waitGroupMembers("partners", "alice@example.com", "ext.byaxigen@example.com")
+}
+
+// newConnectorAdminEnv: ext in partners (outside the bases), and Axigen's
+// connector made a directory admin behind the gateway's back (so slapd
+// lets it write ext), its group's record drained.
+func newConnectorAdminEnv(t *testing.T) *mirrorEnv {
+	t.Helper()
 	ldif := append(outsideExtLDIF(), "dn: "+policyAxigenDN+"\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: axigen\nuserPassword: "+policyAxigenPW+"\n")
 	e := newAttackEnv(t, "", ldif, "--axigen-bind-dn", policyAxigenDN)
 	e.waitMirrored(20*time.Second, false)
@@ -525,12 +617,69 @@ func TestAttackNewConnectorChangesOutsideMemberMail(t *testing.T) {
 	}
 	c.Close()
 	e.waitDrained(20*time.Second, false)
+	return e
+}
+
+// The connector's change of a contact's mail cannot start a loop: what
+// Axigen's own sync could write back after the group's delivery is either
+// refused (the group: connectors write only accounts' contact info and
+// passwords) or, the contact's mail written again with the value Axigen
+// already lists, journals the groups once more, whose delivery finds
+// Axigen's groups as the directory has them and changes nothing in Axigen
+// (so nothing there can prompt another write). Its delete or rename of the
+// contact stays unmirrored, as its other writes.
+func TestAttackNewConnectorOutsideMemberMailNoLoop(t *testing.T) {
+	e := newConnectorAdminEnv(t)
 	ax := bindConn(t, e.gw.URL, policyAxigenDN, policyAxigenPW)
-	m = ldap.NewModifyRequest(outsideExt, nil)
-	m.Replace("mail", []string{"ext.byaxigen@example.com"})
-	if err := ax.Modify(m); err != nil {
-		t.Fatalf("connector changing ext's mail: %v", err)
+	setMail := func() {
+		t.Helper()
+		m := ldap.NewModifyRequest(outsideExt, nil)
+		m.Replace("mail", []string{"ext.byaxigen@example.com"})
+		if err := ax.Modify(m); err != nil {
+			t.Fatalf("connector changing ext's mail: %v", err)
+		}
 	}
+	groupChanges := func() int {
+		n := 0
+		for _, c := range e.sim.Commands() {
+			if c.Change != nil && c.Change.Kind == "group" {
+				n++
+			}
+		}
+		return n
+	}
+	setMail()
 	e.waitDrained(20*time.Second, false)
+	e.waitGroupMembers("partners", "alice@example.com", "ext.byaxigen@example.com")
+	changed := groupChanges()
+
+	// What Axigen's sync could write back: the group's members...
+	g := ldap.NewModifyRequest(outsidePartners, nil)
+	g.Replace("member", []string{userDN("alice"), outsideExt})
+	wantRefused(t, "the connector writing the group", ax.Modify(g), ldap.LDAPResultInsufficientAccessRights, "Axigen's connector")
+	// ...and the contact's mail, as Axigen now lists it.
+	before, err := e.runningStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setMail()
+	st := e.waitDrained(20*time.Second, false)
+	if st.LastSeq <= before.LastSeq {
+		t.Fatalf("the connector's second write of ext's mail journaled nothing (journal before %+v, after %+v); want the group's record", before, st)
+	}
+	if n := groupChanges(); n != changed {
+		t.Fatalf("Axigen's groups changed %d more times after the same mail was written again; want none", n-changed)
+	}
 	e.waitMirrored(10*time.Second, false)
+}
+
+// waitGroupMembers waits until Axigen's group name lists exactly members
+// (compared without regard to case): waitMirrored compares with the
+// directory as the tests' own mapping reads it; this pins what the test
+// means.
+func (e *mirrorEnv) waitGroupMembers(name string, members ...string) {
+	e.t.Helper()
+	e.waitGroup(name, fmt.Sprintf("members %v", members), func(g axigensim.GroupState, ok bool) bool {
+		return ok && equalFoldSets(g.Members, members)
+	})
 }

@@ -613,27 +613,18 @@ func (m *Mirror) refreshGroupsOf(ctx context.Context, dns ...string) error {
 	return m.refreshGroups(ctx, groups)
 }
 
-// groupsOf lists the groups that name one of dns as a member now.
+// groupsOf lists the groups that name one of dns as a member now (a
+// uniqueMember value with a UID included: memberFilter).
 func (m *Mirror) groupsOf(ctx context.Context, dns ...string) ([]string, error) {
 	bases := m.mapping().GroupBases()
 	if len(bases) == 0 {
 		return nil, nil
 	}
-	var terms []string
-	seen := map[string]bool{}
-	for _, dn := range dns {
-		if dn == "" || seen[schema.CanonicalDN(dn)] {
-			continue
-		}
-		seen[schema.CanonicalDN(dn)] = true
-		for _, a := range m.mapping().MemberAttributes() {
-			terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
-		}
-	}
-	if len(terms) == 0 {
+	filter := m.memberFilter(dns...)
+	if filter == "" {
 		return nil, nil
 	}
-	return m.cfg.Directory.FindAll(ctx, bases, "(|"+strings.Join(terms, "")+")")
+	return m.cfg.Directory.FindAll(ctx, bases, filter)
 }
 
 // refreshGroups re-applies the groups at dns as the directory has them now.

@@ -40,9 +40,21 @@ const memberGroupsMax = 256
 // account or group, may change what a group lists for the entry: a
 // modify of the member mail attribute, a delete, a modify DN. The
 // directory decides whether the writer may make it; a no-op it does not
-// apply, nor Axigen's own write, which is never mirrored back.
+// apply.
+//
+// Axigen's own writes are never mirrored back, against a loop (Axigen
+// writes an account's value, the gateway delivers it to Axigen, whose
+// sync writes it again), except its change of such an entry's mail.
+// Axigen holds no object for the entry, only the address its groups
+// list, which nothing else would correct; and the group records cannot
+// start a loop: their delivery changes only the groups' member addresses,
+// and Axigen writing a group back is refused (judgeConnector), writing an
+// account is not mirrored, and the entry itself Axigen has nothing of to
+// write (were it to write the same mail again, the groups' records would
+// find Axigen's groups as the directory has them, and send nothing). Its
+// delete or rename of such an entry stays unmirrored, as its other writes.
 func (m *Mirror) changesMemberAddress(w *write) bool {
-	if w.target == "" || w.who.axigen {
+	if w.target == "" {
 		return false
 	}
 	if w.who.dn == "" && w.who.sasl == "" {
@@ -57,7 +69,7 @@ func (m *Mirror) changesMemberAddress(w *write) bool {
 	}
 	switch w.req.Op {
 	case gateway.OpDelete, gateway.OpModifyDN:
-		return true
+		return !w.who.axigen
 	case gateway.OpModify:
 		mp := m.mapping()
 		mail := mp.MemberMailAttribute()
@@ -157,7 +169,13 @@ func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Rec
 	for i, r := range recs {
 		seqs[i] = r.Seq
 	}
-	m.cfg.Audit.Info("member's groups journaled", "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
+	audit := m.cfg.Audit
+	if w.who.axigen {
+		// The one write of Axigen's connector that is mirrored
+		// (changesMemberAddress): say so, as decide's audit does.
+		audit = audit.With("connector", "axigen")
+	}
+	audit.Info("member's groups journaled", "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
 		"dn", w.target, "groups", len(recs), "seqs", seqs)
 	return recs, nil
 }
@@ -170,14 +188,11 @@ func (m *Mirror) memberGroups(ctx context.Context, dn string) ([]schema.Entry, e
 	if len(bases) == 0 || dn == "" {
 		return nil, nil
 	}
-	var terms []string
-	for _, a := range mp.MemberAttributes() {
-		terms = append(terms, fmt.Sprintf("(%s=%s)", a, ldap.EscapeFilter(dn)))
-	}
-	if len(terms) == 0 {
+	filter := m.memberFilter(dn)
+	if filter == "" {
 		return nil, nil
 	}
-	found, err := m.cfg.Directory.SearchAll(ctx, bases, "(|"+strings.Join(terms, "")+")", m.readAttributes())
+	found, err := m.cfg.Directory.SearchAll(ctx, bases, filter, m.readAttributes())
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +203,50 @@ func (m *Mirror) memberGroups(ctx context.Context, dn string) ([]schema.Entry, e
 		}
 	}
 	return groups, nil
+}
+
+// memberFilter is the filter of the entries whose member attributes list
+// one of dns, "" when there is nothing to search for: (attr=<dn>) for each
+// member attribute and, for uniqueMember, (attr~=<dn>) as well.
+//
+// A uniqueMember value may carry the optional UID of RFC 4517's
+// NameAndOptionalUID (<dn>#'0101'B), which GroupState strips to find the
+// member. slapd's uniqueMemberMatch matches such a value only against an
+// assertion carrying the same UID, and the UIDs a group lists a DN with
+// are not known here, so (uniqueMember=<dn>) misses those groups. The
+// approximate match of uniqueMember (it has no approximate rule of its
+// own: slapd runs uniqueMemberMatch with its approximate flag) compares
+// the DN part alone when the assertion carries no UID, as DNs
+// (normalised: case, spaces, escaped characters), so it finds values with
+// any UID, or none. It costs what the equality term does: with no
+// approximate rule, back-mdb answers ~= from the attribute's equality
+// index, whose keys are the DN without its UID.
+//
+// The equality term stays for a directory whose approximate match is
+// something else: it then finds what it found before. A group a looser
+// approximate match finds besides is one more group record, which
+// delivers the group as the directory has it: nothing wrong in Axigen.
+func (m *Mirror) memberFilter(dns ...string) string {
+	mp := m.mapping()
+	var terms []string
+	seen := map[string]bool{}
+	for _, dn := range dns {
+		if dn == "" || seen[schema.CanonicalDN(dn)] {
+			continue
+		}
+		seen[schema.CanonicalDN(dn)] = true
+		value := ldap.EscapeFilter(dn)
+		for _, a := range mp.MemberAttributes() {
+			terms = append(terms, fmt.Sprintf("(%s=%s)", a, value))
+			if mp.SameAttribute(a, "uniqueMember") {
+				terms = append(terms, fmt.Sprintf("(%s~=%s)", a, value))
+			}
+		}
+	}
+	if len(terms) == 0 {
+		return ""
+	}
+	return "(|" + strings.Join(terms, "") + ")"
 }
 
 // prepareAll prepares recs together (their fsyncs shared, as concurrent

@@ -74,8 +74,13 @@ func TestInterceptMemberOutsideTheBases(t *testing.T) {
 		{name: "mail of an entry in no group: no record", bound: pipeAdminDN,
 			req: replace(memLone, "mail", "lone.new@example.com")},
 		{name: "a no-op: no record", bound: pipeAdminDN, req: noOp},
-		{name: "Axigen's own identity: no record", bound: pipeAxigenDN,
-			req: replace(memExt, "mail", "ext.new@example.com")},
+		{name: "mail changed by Axigen's connector: committed (Axigen has no object to correct it)", bound: pipeAxigenDN,
+			req: replace(memExt, "mail", "ext.new@example.com"), groups: true,
+			answer: gateway.Result{Code: ldap.LDAPResultSuccess}, state: store.StateCommitted},
+		{name: "deleted by Axigen's connector: no record", bound: pipeAxigenDN, req: del},
+		{name: "renamed by Axigen's connector: no record", bound: pipeAxigenDN, req: rename},
+		{name: "another attribute by Axigen's connector: no record", bound: pipeAxigenDN,
+			req: replace(memExt, "description", "x")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,4 +258,84 @@ func TestMemberOfTooManyGroupsRefused(t *testing.T) {
 	}
 	m.Close()
 	assertNoRecordEver(t, j)
+}
+
+// The groups of a DN (memberGroups, for a member's write; groupsOf, for an
+// account's delivery) include those whose uniqueMember lists it with the
+// optional UID (<dn>#'0101'B), which slapd's uniqueMemberMatch does not
+// match against the DN alone, however the value spells the DN, and with
+// or without an equality index on uniqueMember (slapd answers the
+// approximate term from it). DNs that only look alike stay out.
+func TestMemberGroupsUniqueMemberWithUID(t *testing.T) {
+	const (
+		odd   = "cn=Ext\\, Partner+mail=odd@example.com," + memContacts // escaped comma, multi-valued RDN
+		child = "uid=x," + memExt
+	)
+	group := func(cn string, values ...string) string {
+		s := "dn: cn=" + cn + ",ou=groups," + pipeSuffix + "\nobjectClass: groupOfUniqueNames\ncn: " + cn + "\n"
+		for _, v := range values {
+			s += "uniqueMember: " + v + "\n"
+		}
+		return s
+	}
+	ldif := append(append([]string(nil), memberLDIF...),
+		"dn: "+odd+"\nobjectClass: inetOrgPerson\ncn: Ext, Partner\nsn: Partner\nmail: odd@example.com\n",
+		group("uid1", memExt+"#'0101'B"),
+		group("uidspelled", "UID = Ext ,  OU=Contacts,DC=Example,dc=COM#'1'B"),
+		group("uidtwice", memExt+"#'0'B", memExt+"#'1'B", pipeUser("alice")),
+		group("uidandplain", memExt, memExt+"#'0101'B"),
+		group("uidodd", "mail=odd@example.com+CN=ext\\2C partner,ou=contacts,"+pipeSuffix+"#'0101'B"),
+		group("lookalike", "uid=exte,"+memContacts+"#'0101'B", "uid=ext,ou=contacts2,"+pipeSuffix+"#'0101'B"),
+		group("below", child+"#'0101'B"),
+	)
+	wantExt := []string{"partners", "upartners", "uid1", "uidspelled", "uidtwice", "uidandplain"}
+	for _, index := range []string{"", "index uniqueMember eq"} {
+		t.Run("config "+fmt.Sprintf("%q", index), func(t *testing.T) {
+			rig := newPipelineRigWith(t, slapd.Options{LDIF: ldif, ExtraConfig: index})
+			m, _, _ := rig.mirror(t)
+			defer m.Close()
+			ctx := context.Background()
+			names := func(dns []string) []string {
+				var out []string
+				for _, dn := range dns {
+					p, err := ldap.ParseDN(dn)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out = append(out, p.RDNs[0].Attributes[0].Value)
+				}
+				return out
+			}
+			for _, tt := range []struct {
+				dn   string
+				want []string
+			}{
+				{memExt, wantExt},
+				{"UID=EXT, ou=contacts, dc=example, dc=com", wantExt},
+				{odd, []string{"uidodd"}},
+				{"cn=Ext\\2c Partner+mail=odd@example.com," + memContacts, []string{"uidodd"}},
+				{child, []string{"below"}},
+				{memLone, nil},
+			} {
+				entries, err := m.memberGroups(ctx, tt.dn)
+				if err != nil {
+					t.Fatalf("memberGroups(%s): %v", tt.dn, err)
+				}
+				var got []string
+				for _, e := range entries {
+					got = append(got, e.DN)
+				}
+				if !equalFold(names(got), tt.want) {
+					t.Errorf("memberGroups(%s) = %v, want %v", tt.dn, names(got), tt.want)
+				}
+				dns, err := m.groupsOf(ctx, tt.dn)
+				if err != nil {
+					t.Fatalf("groupsOf(%s): %v", tt.dn, err)
+				}
+				if !equalFold(names(dns), tt.want) {
+					t.Errorf("groupsOf(%s) = %v, want %v", tt.dn, names(dns), tt.want)
+				}
+			}
+		})
+	}
 }
