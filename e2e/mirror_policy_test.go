@@ -201,6 +201,30 @@ func TestMirrorPolicyAdminGroup(t *testing.T) {
 	e.waitDrained(10*time.Second, false)
 }
 
+// An --admin-group of class groupOfUniqueNames may list its members with
+// the optional UID (RFC 4517: "<dn>#'0101'B"), as the groups the gateway
+// mirrors may: carol so listed is an admin, and bob, listed only by a
+// look-alike DN, is not.
+func TestMirrorPolicyAdminGroupUniqueMemberWithUID(t *testing.T) {
+	const admins = "cn=uadmins,dc=example,dc=com"
+	e := newMirrorEnv(t, mirrorOptions{
+		LDIF: []string{"dn: " + admins + "\nobjectClass: groupOfUniqueNames\ncn: uadmins\n" +
+			"uniqueMember: UID=Carol, " + strings.TrimPrefix(userDN("carol"), "uid=carol,") + "#'0101'B\n" +
+			"uniqueMember: " + userDN("bobby") + "#'1'B\n"},
+		Extra: []string{"--admin-group", admins},
+	})
+	hank := "dn: " + userDN("hank") + "\nobjectClass: inetOrgPerson\nuid: hank\ncn: Hank\nsn: Hill\nmail: hank@example.com\nuserPassword: hank-pw\n"
+	r := e.tool(hank, "ldapadd", userDN("bob"), slapd.BobPassword)
+	if r.Code != 50 || !strings.Contains(r.Out, `"create account: admin only"`) {
+		t.Errorf("bob's ldapadd exited %d, want 50 naming the create-account rule:\n%s", r.Code, r.Out)
+	}
+	e.mustTool(hank, "ldapadd", userDN("carol"), slapd.CarolPassword)
+	e.waitAccount("hank", "created by carol, an admin through the group's uniqueMember with a UID", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Password == "hank-pw"
+	})
+	e.waitDrained(10*time.Second, false)
+}
+
 // The owner may not change its mail through another name of the attribute
 // either: rfc822Mailbox (its alias in OpenLDAP's schema) or its OID.
 func TestMirrorPolicyMailAliases(t *testing.T) {

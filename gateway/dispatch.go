@@ -459,6 +459,7 @@ func (s *session) startTLS(m ldapwire.Message) bool {
 	if s.cw == nil {
 		return false
 	}
+	s.armWriteLocked()
 	if _, err := s.cw.Write(encodeResponse(m.ID, ldapwire.TagExtendedResponse, ldap.LDAPResultSuccess, "", "", ldapwire.OIDStartTLS)); err != nil {
 		return false
 	}
@@ -473,7 +474,8 @@ func (s *session) startTLS(m ldapwire.Message) bool {
 		return false
 	}
 	s.cr, s.cw = s.buffers(tc)
-	s.readDeadline = time.Time{} // set again on the TLS connection
+	s.cwConn, s.cwDeadline = tc, time.Time{} // the handshake left its own deadline
+	s.readDeadline = time.Time{}             // set again on the TLS connection
 	s.mu.Lock()
 	s.client = tc
 	s.tls = true

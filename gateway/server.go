@@ -58,6 +58,13 @@ type Config struct {
 	// StallTimeout bounds how long a client may take to finish sending a
 	// message it has begun (default 1m; negative: only IdleTimeout).
 	StallTimeout time.Duration
+	// WriteTimeout bounds how long a client may leave the gateway's
+	// answers unread: a write to it blocked for between half of it and
+	// all of it ends the session (default 1m; negative: none). Until the
+	// session's answers are read past, the answers behind them on its
+	// upstream connection are not, and an intercepted write among them
+	// keeps holding what its Completion releases.
+	WriteTimeout time.Duration
 	// EarlyDials bounds the upstream connections opened when a client is
 	// accepted, before its first request, that are still dialling or not
 	// yet used, across all sessions (default 32; negative disables early
@@ -98,6 +105,7 @@ const (
 	DefaultMaxOpsPerConn    = 256
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultStallTimeout     = time.Minute
+	DefaultWriteTimeout     = time.Minute
 	DefaultEarlyDials       = 32
 	DefaultSpareConns       = 32
 )
@@ -175,6 +183,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.SpareConns == 0 {
 		cfg.SpareConns = DefaultSpareConns
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.StallTimeout == 0 {
 		cfg.StallTimeout = DefaultStallTimeout

@@ -30,6 +30,10 @@ type session struct {
 
 	cmu sync.Mutex
 	cw  *bufio.Writer
+	// cwConn is the connection cw writes to, whose write deadline bounds
+	// each write (Config.WriteTimeout); cwDeadline is that deadline.
+	cwConn     net.Conn
+	cwDeadline time.Time
 
 	mu            sync.Mutex
 	up            *upstreamConn
@@ -85,6 +89,7 @@ func newSession(srv *Server, id uint64, conn net.Conn, isTLS bool) *session {
 		reusable: true,
 	}
 	s.cr, s.cw = s.buffers(conn)
+	s.cwConn = conn
 	s.lastRead = time.Now()
 	s.flushFn = s.flushRelayed
 	return s
@@ -231,6 +236,7 @@ func (s *session) writeClient(raw []byte, flush bool) bool {
 	if s.cw == nil {
 		return false
 	}
+	s.armWriteLocked()
 	_, err := s.cw.Write(raw)
 	if err == nil && (flush || s.cw.Buffered() > 16<<10) {
 		err = s.cw.Flush()
@@ -249,6 +255,24 @@ func (s *session) writeClient(raw []byte, flush bool) bool {
 	return true
 }
 
+// armWriteLocked renews the client connection's write deadline before a
+// write (cmu held): a client that leaves its answers unread for
+// WriteTimeout loses its session, as one gone would. Renewed only once
+// half of it has passed, so that a stream of small answers does not pay
+// for a timer change each.
+func (s *session) armWriteLocked() {
+	t := s.srv.cfg.WriteTimeout
+	if t <= 0 {
+		return
+	}
+	now := time.Now()
+	if s.cwDeadline.Sub(now) >= t/2 {
+		return
+	}
+	s.cwDeadline = now.Add(t)
+	_ = s.cwConn.SetWriteDeadline(s.cwDeadline)
+}
+
 // close ends the session. The client connection closes at once; the
 // upstream connection stays open until every intercepted write on it has
 // its final answer (awaitWrites), so that each one's Completion commits or
@@ -264,6 +288,7 @@ func (s *session) close() {
 		s.mu.Unlock()
 		s.cmu.Lock()
 		if s.cw != nil {
+			s.armWriteLocked()
 			_ = s.cw.Flush()
 			s.cw = nil
 		}

@@ -575,6 +575,10 @@ type MemberResolver func(memberDN string) (addr string, ok bool, err error)
 // value (RFC 4517 NameAndOptionalUID).
 var uniqueMemberUID = regexp.MustCompile(`#'[01]*'B$`)
 
+// UniqueMemberDN is the DN part of a uniqueMember value: without its
+// optional UID (RFC 4517 NameAndOptionalUID, "<dn>#'0101'B").
+func UniqueMemberDN(value string) string { return uniqueMemberUID.ReplaceAllString(value, "") }
+
 // GroupState turns a group entry into the state Axigen should hold. Each
 // distinct member DN (compared as DNs, case folded) is resolved once;
 // members without an address, and values that are not DNs, are left out
@@ -616,7 +620,7 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 		for _, v := range values {
 			dnText := v
 			if m.canonical(attr) == "uniquemember" {
-				dnText = uniqueMemberUID.ReplaceAllString(v, "")
+				dnText = UniqueMemberDN(v)
 			}
 			if strings.TrimSpace(dnText) == "" {
 				g.Skipped = append(g.Skipped, SkippedMember{DN: v, Reason: "empty member value"})

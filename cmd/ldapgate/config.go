@@ -68,6 +68,7 @@ type LimitsConfig struct {
 	IdleTimeout         time.Duration `yaml:"idleTimeout"`
 	HandshakeTimeout    time.Duration `yaml:"handshakeTimeout"`
 	StallTimeout        time.Duration `yaml:"stallTimeout"`
+	WriteTimeout        time.Duration `yaml:"writeTimeout"`
 	DialTimeout         time.Duration `yaml:"dialTimeout"`
 	OpTimeout           time.Duration `yaml:"opTimeout"`
 	MaxBindFailures     int           `yaml:"maxBindFailures"`
@@ -95,6 +96,7 @@ func defaultConfig() Config {
 			IdleTimeout:         15 * time.Minute,
 			HandshakeTimeout:    gateway.DefaultHandshakeTimeout,
 			StallTimeout:        gateway.DefaultStallTimeout,
+			WriteTimeout:        gateway.DefaultWriteTimeout,
 			DialTimeout:         5 * time.Second,
 			OpTimeout:           2 * time.Minute,
 			ChangelogTimeLimit:  subtree.DefaultSearchTimeLimit,
@@ -194,6 +196,8 @@ func serveSettings() []setting {
 			func(c *Config) *time.Duration { return &c.Limits.HandshakeTimeout }),
 		durationSetting("stall-timeout", "STALL_TIMEOUT", "time a client has to finish sending a message it has begun; then the session ends with protocolError; 0 only --idle-timeout (file: limits.stallTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.StallTimeout }),
+		durationSetting("write-timeout", "WRITE_TIMEOUT", "time a client may leave the gateway's answers unread (a write to it blocked half of it to all of it) before its session ends; its intercepted writes still settle on the directory's answers; 0 none (file: limits.writeTimeout)",
+			func(c *Config) *time.Duration { return &c.Limits.WriteTimeout }),
 		durationSetting("dial-timeout", "DIAL_TIMEOUT", "time to connect (and TLS) to an upstream (file: limits.dialTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.DialTimeout }),
 		durationSetting("op-timeout", "OP_TIMEOUT", "upstream silence tolerated while a non-search operation waits; then the session ends with unavailable; 0 never (file: limits.opTimeout)",
@@ -297,6 +301,8 @@ func (cfg *Config) validate() error {
 		return bad("limits.maxConnectionsPerAddress (--max-connections-per-address)", "must not be negative")
 	case l.StallTimeout < 0:
 		return bad("limits.stallTimeout (--stall-timeout)", "must not be negative")
+	case l.WriteTimeout < 0:
+		return bad("limits.writeTimeout (--write-timeout)", "must not be negative")
 	case l.HandshakeTimeout <= 0:
 		return bad("limits.handshakeTimeout (--handshake-timeout)", "must be positive")
 	case l.MaxOpsPerConnection < 1:

@@ -185,6 +185,7 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 		MaxConnsPerAddress:      offIfZero(cfg.Limits.MaxConnsPerAddress),
 		HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
 		StallTimeout:            negativeIfZero(cfg.Limits.StallTimeout),
+		WriteTimeout:            negativeIfZero(cfg.Limits.WriteTimeout),
 		MaxOpsPerConn:           cfg.Limits.MaxOpsPerConnection,
 		EarlyDials:              offIfZero(cfg.Limits.EarlyDials),
 		SpareConns:              offIfZero(cfg.Limits.SpareConns),

@@ -68,10 +68,13 @@ func (a *Admins) groupMembers(ctx context.Context) (map[string]bool, error) {
 	}
 	members := map[string]bool{}
 	if e != nil {
-		for _, attr := range []string{"member", "uniqueMember"} {
-			for _, v := range e.Get(attr) {
-				members[schema.CanonicalDN(v)] = true
-			}
+		for _, v := range e.Get("member") {
+			members[schema.CanonicalDN(v)] = true
+		}
+		// A uniqueMember value may carry the optional UID, which names
+		// the same entry: the groups the mirror follows read it so too.
+		for _, v := range e.Get("uniqueMember") {
+			members[schema.CanonicalDN(schema.UniqueMemberDN(v))] = true
 		}
 	}
 	a.members, a.expires = members, time.Now().Add(a.ttl)
