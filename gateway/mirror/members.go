@@ -105,6 +105,7 @@ func (m *Mirror) relayMember(ctx context.Context, w *write) (gateway.Completion,
 		if done != nil {
 			done(ctx, res)
 		}
+		m.onWay.release(w.groupHold)
 		m.settleGroupRecords(ctx, recs, res)
 	}, nil
 }
@@ -114,14 +115,40 @@ func (m *Mirror) relayMember(ctx context.Context, w *write) (gateway.Completion,
 // delete or rename's refint changes the groups with it). None when no
 // group lists it. A write whose groups cannot be read, or cannot all be
 // journaled, is refused: it is not made.
+//
+// The groups are held (onWay) from before their names are read for the
+// records until the write is answered, as a write to each would be: a
+// record's Name must be the one the group's record before it left
+// (Journal.NameAfter), so a rename of a group, which goes alone, is never
+// on its way meanwhile. A search made while a rename (or another identity
+// change) ended is made again, once held.
 func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Record, *gateway.Result) {
-	groups, err := m.memberGroups(ctx, w.target)
-	if err != nil {
-		m.log.Warn("cannot list the groups of a member being changed", "dn", w.target, "err", err)
-		return nil, unreachable("cannot read the groups that list " + quoteDN(w.target))
-	}
-	if len(groups) == 0 {
-		return nil, nil
+	var groups []schema.Entry
+	for attempt := 0; ; attempt++ {
+		ended := m.onWay.ended()
+		var err error
+		if groups, err = m.memberGroups(ctx, w.target); err != nil {
+			m.log.Warn("cannot list the groups of a member being changed", "dn", w.target, "err", err)
+			return nil, unreachable("cannot read the groups that list " + quoteDN(w.target))
+		}
+		if len(groups) == 0 {
+			return nil, nil
+		}
+		if len(groups) > memberGroupsMax {
+			break // refused below
+		}
+		answer := m.holdGroups(ctx, w, groups)
+		if answer != nil {
+			return nil, answer
+		}
+		if m.onWay.ended() == ended || attempt == 2 {
+			// Three identity changes in a row between a search and its
+			// hold: the names may still be a step behind, which only
+			// orders the records by one more name.
+			break
+		}
+		m.onWay.release(w.groupHold)
+		w.groupHold = onWayHold{}
 	}
 	if slices.ContainsFunc(w.req.Controls, func(c gateway.Control) bool { return c.OID == oidTxnSpec }) {
 		// The directory's answer to a write in a transaction says only that
@@ -178,6 +205,24 @@ func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Rec
 	audit.Info("member's groups journaled", "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
 		"dn", w.target, "groups", len(recs), "seqs", seqs)
 	return recs, nil
+}
+
+// holdGroups holds the DNs of groups (in w.groupHold) as writes to them
+// would, or answers busy (holdDNs).
+func (m *Mirror) holdGroups(ctx context.Context, w *write, groups []schema.Entry) *gateway.Result {
+	mp := m.mapping()
+	dns := make([]string, len(groups))
+	for i, g := range groups {
+		dns[i] = mp.CanonicalDN(g.DN)
+	}
+	h, blocker, _, ok := m.onWay.hold(ctx, dns, false, false, false, holdPatience, w.flush)
+	if !ok {
+		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
+			"ldapgate: a change of the group %s (its name, or a modify DN above it) is on its way to the directory, and this write changes what it lists; try again once it is answered",
+			quoteDN(blocker))}
+	}
+	w.groupHold = h
+	return nil
 }
 
 // memberGroups reads the groups of the group base that list dn as a member

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -337,5 +338,82 @@ func TestMemberGroupsUniqueMemberWithUID(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A member's write journals its groups' records with the names the groups
+// have once a rename of one of them, on its way, is answered: it waits
+// for the rename (which goes alone), then searches again. Read before,
+// the record of partners would carry the name the rename gives up, and a
+// delivery naming the group as of the rename's record (Journal.NameAfter)
+// would give it back that name.
+func TestMemberGroupRecordsWaitForAGroupRename(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: memberLDIF})
+	m, j, _ := rig.mirror(t)
+	ctx := context.Background()
+	conn, err := rig.dir.AdminConn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	renaming, answer := intercept(ctx, m, pipeAdminDN, &gateway.WriteRequest{Op: gateway.OpModifyDN, DN: memPartners, NewRDN: "cn=partners2", DeleteOldRDN: true})
+	wantAnswer(t, answer, 0, "")
+	type result struct {
+		done   gateway.Completion
+		answer *gateway.Result
+	}
+	member := make(chan result, 1)
+	go func() {
+		done, answer := intercept(ctx, m, pipeAdminDN, replace(memExt, "mail", "ext.new@example.com"))
+		member <- result{done, answer}
+	}()
+	// The member's write waits for the rename (someone waits on the
+	// registry), and has journaled nothing yet.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m.onWay.mu.Lock()
+		waiting := m.onWay.freed != nil
+		m.onWay.mu.Unlock()
+		if waiting {
+			break
+		}
+		select {
+		case r := <-member:
+			t.Fatalf("the member's write went with the rename of its group on its way (answer %+v)", r.answer)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the member's write neither waits nor goes")
+		}
+		time.Sleep(time.Millisecond) // polling the registry, not ordering
+	}
+	if err := conn.ModifyDN(ldap.NewModifyDNRequest(memPartners, "cn=partners2", true, "")); err != nil {
+		t.Fatal(err)
+	}
+	renaming(ctx, gateway.Result{Code: ldap.LDAPResultSuccess})
+	var r result
+	select {
+	case r = <-member:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the member's write still waits once the rename is answered")
+	}
+	wantAnswer(t, r.answer, 0, "")
+	prepared, err := j.Prepared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, rec := range prepared {
+		if rec.Kind == store.KindGroup && rec.Op == store.OpModify {
+			names = append(names, rec.Name)
+		}
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"partners2", "upartners"}) {
+		t.Errorf("the member's group records name %v, want [partners2 upartners]", names)
+	}
+	r.done(ctx, gateway.Result{Code: ldap.LDAPResultSuccess})
+	if len(m.onWay.writes) != 0 || len(m.onWay.exclusive) != 0 {
+		t.Errorf("every write answered, the registry holds %v, %v", m.onWay.writes, m.onWay.exclusive)
 	}
 }

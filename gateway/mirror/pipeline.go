@@ -31,6 +31,9 @@ import (
 // write is one intercepted write on its way through the steps.
 type write struct {
 	req *gateway.WriteRequest
+	// groupHold holds the groups a write outside the bases journals
+	// records of (memberGroupRecords), until its answer.
+	groupHold onWayHold
 	// flush sends what the session relayed before this write and still
 	// buffers (gateway.SessionInfo.Flush), before the write waits for one.
 	flush func()
@@ -115,6 +118,7 @@ func (m *Mirror) Intercept(ctx context.Context, s gateway.SessionInfo, req *gate
 		// Not relayed (or relayed with no Completion, which holds nothing):
 		// the DNs the write held are free.
 		m.onWay.release(w.hold)
+		m.onWay.release(w.groupHold)
 	}
 	return done, answer
 }
