@@ -535,7 +535,15 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 	}
 	m.endRelay(w, res) // before the commit below makes the record deliverable
-	m.onWay.release(w.hold)
+	// A write journaled before its entry was read learns the entry's name
+	// at its commit, from the directory's answer or, when that is not
+	// whole, a read: it holds the entry until then, so that no rename of
+	// it is made between the write and that read (the record's Name is the
+	// name the next record's delivery names the account by).
+	holdToCommit := w.unread && !res.Unanswered && res.Code == ldap.LDAPResultSuccess
+	if !holdToCommit {
+		m.onWay.release(w.hold)
+	}
 	// The journal must settle even if the client has gone.
 	ctx = context.WithoutCancel(ctx)
 	j := m.cfg.Journal
@@ -570,7 +578,8 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, m.keyOf(ctx, rec.DN)) })
 	case w.unread:
 		// What the entry is, and its key, come with the answer.
-		background("commit", func() error { return m.settleUnread(ctx, w, res) })
+		m.settleInBackgroundThen(ctx, "commit", rec.Seq, func(ctx context.Context) error { return m.settleUnread(ctx, w, res) },
+			func() { m.onWay.release(w.hold) })
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
 	}
@@ -580,9 +589,18 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 // the background, tried again as settleRetrying does; ctx must outlive the
 // client's request. What still fails is settled as after a crash.
 func (m *Mirror) settleInBackground(ctx context.Context, what string, seq uint64, fn func(context.Context) error) {
+	m.settleInBackgroundThen(ctx, what, seq, fn, nil)
+}
+
+// settleInBackgroundThen is settleInBackground, running then (when not
+// nil) once fn has succeeded or been given up.
+func (m *Mirror) settleInBackgroundThen(ctx context.Context, what string, seq uint64, fn func(context.Context) error, then func()) {
 	m.settling.Add(1)
 	go func() {
 		defer m.settling.Done()
+		if then != nil {
+			defer then()
+		}
 		if err := settleRetrying(ctx, &m.closing, func() error { return fn(ctx) }); err != nil {
 			m.log.Error("cannot "+what+" a journal record; it will be settled as after a crash (at the next start, or in a cluster by the leader once it is --cluster-orphan-age old)", "seq", seq, "err", err)
 		}

@@ -366,6 +366,11 @@ func TestUnreadWriteSettledWithoutThePostRead(t *testing.T) {
 		relayAsDirectory(t, rig.dir, req)
 		done(ctx, gateway.Result{Code: ldap.LDAPResultSuccess, Controls: c.controls})
 		m.Close() // waits for the settling
+		// The write held its entry until its commit named the record (no
+		// rename in between), and not a moment longer.
+		if len(m.onWay.writes) != 0 {
+			t.Errorf("%s: settled, the registry still holds %v", c.name, m.onWay.writes)
+		}
 		rec, err := j.Get(prepared[0].Seq)
 		switch {
 		case c.committed && (err != nil || rec.State != store.StateCommitted || rec.EntryKey != readAttr(t, rig.dir, alice, "entryUUID")):
