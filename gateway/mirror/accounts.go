@@ -528,6 +528,26 @@ func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
 // value it could not mirror (a hash).
 const passwordNotMirroredNote = "password not mirrored"
 
+// replacedByHashes reports whether a record replaced the entry's password
+// with values none of which the gateway could send (pre-hashed, as
+// slappasswd prints them or an LDIF import carries them): it has no
+// secret, never had one, and a replace of a password attribute named
+// values. An added hash leaves the other values, Axigen's among them, as
+// they were.
+func (m *Mirror) replacedByHashes(rec *store.Record) bool {
+	if len(rec.Secret) > 0 || rec.SecretState != store.SecretNone || rec.Op != store.OpModify ||
+		!strings.Contains(rec.Note, passwordNotMirroredNote) {
+		return false
+	}
+	mp := m.mapping()
+	for _, c := range rec.Changes {
+		if c.Op == "replace" && len(c.Values) > 0 && mp.AttrClass(c.Attr, schema.KindAccount) == schema.AttrPassword {
+			return true
+		}
+	}
+	return false
+}
+
 // settleEnabled brings the account's enabled state in Axigen in line with
 // the directory's entry after its state was applied. The gateway disables
 // an account whose entry is locked (desired.Disabled) or whose password

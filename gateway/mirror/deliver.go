@@ -324,6 +324,14 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 	if superseded {
 		pc = passwordKept // as far as this record goes: a later one set it
 	}
+	if pc == passwordSet && !replaced && m.replacedByHashes(rec) {
+		// The directory holds only values the gateway could not send (a
+		// hash): Axigen's password is no longer one it takes, and must not
+		// go on opening the mailbox after a reset meant to shut it. As for
+		// values deleted by name: a plaintext value the entry has is sent,
+		// else Axigen's password is withdrawn until one is delivered.
+		pc = passwordValuesDeleted
+	}
 	delivered := secret != ""
 	if pc == passwordValuesDeleted {
 		// The directory took back values by name; what it holds now is
