@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ldapgate/ldapgate/gateway/mirror"
+	"github.com/ldapgate/ldapgate/store"
 )
 
 func resyncCommand() *cli.Command {
@@ -73,6 +74,9 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 	defer closeMirror()
 	p := newProgress(progressOut)
 	opts.Progress = p.update
+	if opts.Pending == nil {
+		opts.Pending = func(context.Context) ([]*store.Record, error) { return undelivered(cfg.DataDir, log) }
+	}
 	start := time.Now()
 	rep, err := m.Resync(ctx, opts)
 	p.finish()
@@ -100,6 +104,9 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 	}
 	for _, a := range rep.ExtraActions {
 		fmt.Fprintf(out, "extra account in Axigen, %s: %s (%s)\n", actionNote(a.Action, opts.DryRun), a.Account, a.Reason)
+	}
+	for _, e := range rep.Pending {
+		fmt.Fprintf(out, "left to the gateway's journal (a change not delivered yet brings it): %s\n", e)
 	}
 	for _, g := range rep.ExtraGroups {
 		fmt.Fprintf(out, "extra group in Axigen (not in the directory)%s: %s\n", removedNote(rep), g)
@@ -209,4 +216,34 @@ func (p *progress) finish() {
 	if p.tty && p.lastLine != "" {
 		fmt.Fprintln(p.w)
 	}
+}
+
+// undelivered lists the records the gateway whose data folder is dataDir
+// has not delivered yet (prepared, committed, dead): through its admin
+// socket while it runs (it holds the journal), else from its journal;
+// none when it has no journal yet. The resync leaves their entries to
+// them, and their names alone.
+func undelivered(dataDir string, log *slog.Logger) ([]*store.Record, error) {
+	states := store.Filter{States: []store.State{store.StatePrepared, store.StateCommitted, store.StateDead}}
+	opts := store.Options{MustExist: true, HousekeepingInterval: -1, Logger: log}
+	j, err := store.Open(journalDir(dataDir), opts)
+	if errors.Is(err, store.ErrReplicated) {
+		opts.Replicated = true
+		j, err = store.Open(journalDir(dataDir), opts)
+	}
+	switch {
+	case errors.Is(err, store.ErrNoJournal):
+		return nil, nil
+	case errors.Is(err, store.ErrLocked):
+		remote, ok := newRemoteJournal(dataDir)
+		if !ok {
+			return nil, fmt.Errorf("the journal in %s is in use and no gateway answers on %s: "+
+				"a gateway starting or stopping; try again in a moment", dataDir, adminSocket(dataDir))
+		}
+		return remote.List(states)
+	case err != nil:
+		return nil, err
+	}
+	defer j.Close()
+	return j.List(states)
 }

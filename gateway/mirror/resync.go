@@ -26,6 +26,16 @@ type ResyncOptions struct {
 	Workers int
 	// Progress, when set, hears how far the resync has come.
 	Progress func(done, total int)
+	// Pending lists the journal's records not delivered yet (prepared,
+	// committed or dead) of the gateway that mirrors these entries; nil:
+	// the Mirror's own journal, when it has one (serve's resync). Each
+	// such record brings its entry to Axigen in its turn, under the names
+	// of its turn (a rename waiting for Axigen): the resync leaves its
+	// entry alone, and never counts a name it involves as extra. Applied
+	// out of turn, the entry's current name would make a second account
+	// beside the one its rename is to carry over (the mailbox), and
+	// RemoveExtra would disable or remove that one.
+	Pending func(ctx context.Context) ([]*store.Record, error)
 }
 
 // ResyncReport says what a resync found and did.
@@ -40,6 +50,9 @@ type ResyncReport struct {
 	// cannot take (written in the directory behind the gateway's back),
 	// left out as a delivery leaves them out: Axigen keeps its own.
 	Incomplete []string
+	// Pending lists the entries left to journal records not delivered yet
+	// (ResyncOptions.Pending), with the record.
+	Pending []string
 	// Extra are Axigen accounts and groups the directory does not have;
 	// Removed says whether they were acted upon (RemoveExtra, not DryRun).
 	ExtraAccounts, ExtraGroups []string
@@ -121,6 +134,10 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	}
 
 	rep := &ResyncReport{}
+	pending, err := m.resyncPending(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
 	type result struct {
 		dn   string
 		plan *axigen.Plan
@@ -139,6 +156,8 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		// skippedGone: the entry was gone (or no longer of its kind) when
 		// read again just before its apply.
 		skippedGone bool
+		// pending: the journal record (its seq) the entry is left to.
+		pending uint64
 	}
 	results := make([]result, len(items))
 	var (
@@ -154,6 +173,13 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			for i := range next {
 				it := items[i]
 				r := result{dn: it.entry.DN, kind: it.kind}
+				if seq, ok := pending.holds(m, it.entry); ok {
+					// Its journal record brings it, in its turn.
+					r.name, r.pending = mp.EntryName(it.entry, it.kind), seq
+					results[i] = r
+					m.resyncDone(&mu, &done, len(items), opts)
+					continue
+				}
 				if !opts.DryRun {
 					// Read again now: the search at the start is minutes old
 					// by the end of a large directory, and applying it would
@@ -253,6 +279,10 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			rep.Groups++
 			seenGroups[strings.ToLower(r.name)] = true
 		}
+		if r.pending != 0 {
+			rep.Pending = append(rep.Pending, fmt.Sprintf("%s: journal record %d", r.dn, r.pending))
+			continue
+		}
 		if r.skippedGone {
 			continue
 		}
@@ -281,6 +311,17 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			rep.Unlocked = append(rep.Unlocked, r.name)
 		}
 	}
+	// The names of the records waiting now (some may have come while the
+	// resync ran) are not extra: their deliveries give or take them.
+	if pending, err = m.resyncPending(ctx, opts); err != nil {
+		return nil, err
+	}
+	for n := range pending.accounts {
+		seenAccounts[n] = true
+	}
+	for n := range pending.groups {
+		seenGroups[n] = true
+	}
 	existing, err := m.cfg.Axigen.ListAccounts(ctx, m.cfg.Domain)
 	if err != nil {
 		return nil, err
@@ -304,6 +345,7 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 	sort.Strings(rep.ExtraAccounts)
 	sort.Strings(rep.ExtraGroups)
 	sort.Strings(rep.Failed)
+	sort.Strings(rep.Pending)
 	sort.Strings(rep.Incomplete)
 	sort.Strings(rep.Locked)
 	sort.Strings(rep.Unlocked)
@@ -324,6 +366,71 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		rep.Removed = true
 	}
 	return rep, nil
+}
+
+// pendingRecords is what a resync knows of the journal's records not
+// delivered yet: the entries they bring (by key, and by DN for a record
+// without one), and the names they involve (DeliveryNames), lower-cased.
+type pendingRecords struct {
+	keys, dns        map[string]uint64
+	accounts, groups map[string]bool
+}
+
+// resyncPending lists the records not delivered yet (opts.Pending, or
+// the Mirror's journal).
+func (m *Mirror) resyncPending(ctx context.Context, opts ResyncOptions) (pendingRecords, error) {
+	p := pendingRecords{keys: map[string]uint64{}, dns: map[string]uint64{}, accounts: map[string]bool{}, groups: map[string]bool{}}
+	list := opts.Pending
+	if list == nil && m.cfg.Journal != nil {
+		list = func(context.Context) ([]*store.Record, error) {
+			return m.cfg.Journal.List(store.Filter{States: []store.State{store.StatePrepared, store.StateCommitted, store.StateDead}})
+		}
+	}
+	if list == nil {
+		return p, nil
+	}
+	recs, err := list(ctx)
+	if err != nil {
+		return p, fmt.Errorf("list the journal's records not delivered yet: %w", err)
+	}
+	mp := m.mapping()
+	names := DeliveryNames(mp)
+	for _, r := range recs {
+		if r.State != store.StatePrepared && r.State != store.StateCommitted && r.State != store.StateDead {
+			continue
+		}
+		if r.EntryKey != "" {
+			p.keys[strings.ToLower(r.EntryKey)] = r.Seq
+		}
+		for _, dn := range []string{r.DN, r.NewDN} {
+			if dn != "" {
+				p.dns[mp.CanonicalDN(dn)] = r.Seq
+			}
+		}
+		into := p.accounts
+		if r.Kind == store.KindGroup {
+			into = p.groups
+		}
+		for _, n := range names(r) {
+			into[strings.ToLower(n)] = true
+		}
+	}
+	return p, nil
+}
+
+// holds reports whether a record not delivered yet brings e (by its key,
+// or its DN), and which.
+func (p pendingRecords) holds(m *Mirror, e schema.Entry) (uint64, bool) {
+	if len(p.keys) == 0 && len(p.dns) == 0 {
+		return 0, false
+	}
+	if key, err := m.entryKey(e); err == nil && key != "" {
+		if seq, ok := p.keys[strings.ToLower(key)]; ok {
+			return seq, true
+		}
+	}
+	seq, ok := p.dns[m.mapping().CanonicalDN(e.DN)]
+	return seq, ok
 }
 
 // classFilter matches entries having any of the object classes.

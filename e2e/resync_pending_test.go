@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/integration/axigensim"
+)
+
+// A resync run while changes wait in the running gateway's journal (here a
+// rename whose SET name Axigen refuses a while: an outage, a busy Axigen)
+// leaves their entries to those records and their names alone. Before,
+// the resync applied alice's entry, now named alice2, as it is: it created
+// a second account alice2 beside alice (whose rename is to carry the
+// mailbox over), and with --remove-extra disabled alice, the mailbox, as
+// an account the directory no longer has; the rename then found alice2
+// taken. Now the resync reports the entry as left to the journal, alice
+// stays enabled, no account alice2 is created but by the rename, and once
+// Axigen takes it the one mailbox has the new name.
+func TestResyncLeavesEntriesWithChangesWaiting(t *testing.T) {
+	e := newAttackEnv(t, "", nil)
+	e.waitMirrored(20*time.Second, false)
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	e.sim.FailMatching(regexp.MustCompile(`(?i)^SET name "?alice2`), "temporary failure")
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN("alice"), "uid=alice2", true, "")); err != nil {
+		t.Fatal(err)
+	}
+	refused := func() error {
+		for _, c := range e.sim.Commands() {
+			if !c.OK && strings.Contains(strings.ToLower(c.Line), "set name") {
+				return nil
+			}
+		}
+		return errNotYet
+	}
+	waitFor(t, 20*time.Second, "the rename's SET name refused", refused)
+	out := runLdapgate(t, 2*time.Minute, append(append([]string{"resync"}, e.args[1:]...), "--remove-extra")...)
+	if !strings.Contains(out, "left to the gateway's journal") || !strings.Contains(out, "uid=alice2") {
+		t.Errorf("the resync does not say it left alice2 to the journal:\n%s", out)
+	}
+	if strings.Contains(out, "extra account in Axigen") {
+		t.Errorf("the resync took an account for extra:\n%s", out)
+	}
+	if a, ok := e.sim.Account(mirrorDomain, "alice"); !ok || !a.Enabled {
+		t.Errorf("alice's mailbox after the resync: %+v, %v; want it there, enabled, for its rename", a, ok)
+	}
+	if _, ok := e.sim.Account(mirrorDomain, "alice2"); ok {
+		t.Errorf("the resync made an account alice2 beside alice's, whose rename is waiting")
+	}
+	e.sim.ClearFaults()
+	e.waitDrained(60*time.Second, false)
+	e.waitMirrored(20*time.Second, false)
+	e.waitAccount("alice2", "alice's mailbox, renamed, with her password", func(a axigensim.AccountState, ok bool) bool {
+		return ok && a.Enabled && a.Password == "alice-pw"
+	})
+	for _, c := range e.sim.Commands() {
+		if c.Change != nil && c.Change.Kind == "account" && strings.EqualFold(c.Change.Name, "alice") && c.Change.Removed {
+			t.Errorf("alice's mailbox was removed (%s), not renamed", c.Line)
+		}
+	}
+}
