@@ -150,6 +150,9 @@ type batch struct {
 	// records the index holds prepared (see preparedWithToken).
 	aborted      []tombstone
 	preparedSeqs func() []uint64
+	// trackOpen: the batch notes the records it prepares and settles
+	// (opened), for writerRun.open; not a replicated journal's.
+	trackOpen bool
 }
 
 // writerState is the journal's counters: as settled (writer.state), or as
@@ -367,6 +370,12 @@ type writerRun struct {
 	// commit that could not be made, a password the directory could not
 	// confirm) stays so until the next start, and would otherwise make
 	// every Prepare of a lone writer wait for company it does not have.
+	//
+	// A replicated journal keeps none (see batch.trackOpen): its records
+	// are prepared and settled by Apply, whose batches are lazy and never
+	// wait for company (linger counts durable mutations only); keeping
+	// them cost two map writes per record in the batch and two here, on
+	// every node.
 	open map[uint64]time.Time
 }
 
@@ -636,6 +645,7 @@ func (w *writerRun) newBatch() *batch {
 		recent:         w.recent,
 		recentDisabled: w.disabled,
 		keys:           w.keys,
+		trackOpen:      !wr.opts.Replicated,
 	}
 }
 
@@ -911,6 +921,9 @@ func (b *batch) storeCommit(old, rec *Record) error {
 
 // markOpen notes that record seq was prepared (open) or settled.
 func (b *batch) markOpen(seq uint64, open bool) {
+	if !b.trackOpen {
+		return
+	}
 	if b.opened == nil {
 		b.opened = map[uint64]bool{}
 	}
