@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -223,4 +224,63 @@ func TestIndexWaiting(t *testing.T) {
 			t.Errorf("passive: waiting(%s)", key)
 		}
 	}
+}
+
+// TestIndexLookupIsRecs: the index finds a record through lately as in
+// recs, whatever the order of its changes and removals, and records that
+// share a slot of lately (sequence numbers latelySize apart) stay apart.
+func TestIndexLookupIsRecs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	x := newPassiveIndex(nil)
+	live := map[uint64]*Record{}
+	const n = 3 * latelySize
+	check := func(step int) {
+		for seq := uint64(0); seq <= n+1; seq++ {
+			if got, want := x.lookup(seq), x.recs[seq]; got != want {
+				t.Fatalf("step %d: lookup(%d) = %+v, want %+v", step, seq, got, want)
+			}
+			if (x.recs[seq] != nil) != (live[seq] != nil) {
+				t.Fatalf("step %d: record %d in the index: %v, want %v", step, seq, x.recs[seq] != nil, live[seq] != nil)
+			}
+		}
+	}
+	var next uint64
+	for step := range 20000 {
+		switch op := rng.IntN(4); {
+		case op == 0 && next < n:
+			next++
+			r := accountRecord(fmt.Sprintf("uid=u%d,dc=x", next))
+			r.Seq, r.Time, r.State = next, at, StatePrepared
+			live[r.Seq] = r
+			x.put(r, nil)
+		case op == 1 && next > 0:
+			seq := 1 + uint64(rng.IntN(int(next)))
+			if old := live[seq]; old != nil && old.State == StatePrepared {
+				r := old.next()
+				r.State, r.EntryKey = StateCommitted, fmt.Sprintf("k%d", seq)
+				live[seq] = r
+				x.put(r, nil)
+				if x.lookup(seq).key != r.EntryKey {
+					t.Fatalf("step %d: record %d not updated", step, seq)
+				}
+			}
+		case op == 2 && next > 0:
+			seq := 1 + uint64(rng.IntN(int(next)))
+			if old := live[seq]; old != nil {
+				delete(live, seq)
+				if old.State == StateCommitted && rng.IntN(2) == 0 {
+					r := old.next()
+					r.State, r.DeliveredAt = StateDelivered, at
+					x.put(r, nil)
+				} else {
+					x.remove(seq)
+				}
+			}
+		}
+		if step%1000 == 0 {
+			check(step)
+		}
+	}
+	check(20000)
 }
