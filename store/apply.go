@@ -281,7 +281,7 @@ func (b *batch) applyPrepare(c *Command) error {
 	if err := rec.validate(); err != nil {
 		return err
 	}
-	rec.makeValidText()
+	// putRecord makes its texts valid UTF-8 (see makeValidText).
 	return b.putRecord(nil, rec, sealed, nil)
 }
 

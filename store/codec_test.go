@@ -378,10 +378,14 @@ func TestInvalidUTF8IsStoredAsValidText(t *testing.T) {
 	r := accountRecord("uid=\xffbad,ou=people,dc=example,dc=org")
 	r.Changes = append(r.Changes, Change{Op: "add", Attr: "cn", Values: []string{"caf\xe9", "ok"}})
 	r.Groups = []string{"cn=\xc3,dc=x"}
-	seq := mustPrepareCommit(t, j, r, "")
+	seq := mustPrepareCommit(t, j, r, "k\xfe")
 	var next uint64
 	if _, err := repl.Apply(ctx, 1, stamped(t, repl, &next, o.Now(), Command{Op: CmdPrepare, Record: r})); err != nil {
 		t.Fatal(err)
+	}
+	// A Commit's texts too.
+	if res, err := repl.Apply(ctx, 2, []Command{{Op: CmdCommit, Seq: next, EntryKey: "k\xfe", Name: "n\xfd", Time: o.Now()}}); err != nil || res[0] != nil {
+		t.Fatal(err, res)
 	}
 	for name, got := range map[string]func() (*Record, error){
 		"local":      func() (*Record, error) { return j.Get(seq) },
@@ -393,6 +397,12 @@ func TestInvalidUTF8IsStoredAsValidText(t *testing.T) {
 		}
 		if got.DN != "uid=\uFFFDbad,ou=people,dc=example,dc=org" || got.Changes[1].Values[0] != "caf\uFFFD" || got.Groups[0] != "cn=\uFFFD,dc=x" {
 			t.Fatalf("%s: stored %q %q %q", name, got.DN, got.Changes[1].Values, got.Groups)
+		}
+		if got.State != StateCommitted || got.EntryKey != "k\uFFFD" {
+			t.Fatalf("%s: committed %s with entry key %q", name, got.State, got.EntryKey)
+		}
+		if name == "replicated" && got.Name != "n\uFFFD" {
+			t.Fatalf("%s: committed with name %q", name, got.Name)
 		}
 	}
 	if r.DN != "uid=\xffbad,ou=people,dc=example,dc=org" || r.Changes[1].Values[0] != "caf\xe9" {

@@ -13,12 +13,15 @@ import (
 //
 // An index that has never been asked what is due (passive: a cluster's
 // follower, a journal not delivering yet) keeps only its records, with
-// their order tokens: the histories and the ready heap serve delivery
-// alone, and keeping them for every record cost a 3-node cluster about a
-// fifth of its CPU time (BenchmarkClusterRecords) on the nodes that never
-// deliver. The first due builds them from the records (activate), which
-// gives the histories the records' order of sequence numbers, as a put
-// per change would.
+// what their order tokens are made of (entry key, DNs, name tokens): the
+// histories and the ready heap serve delivery alone, and keeping them for
+// every record cost a 3-node cluster about a fifth of its CPU time
+// (BenchmarkClusterRecords) on the nodes that never deliver; making the
+// tokens (canonicalising each record's DNs) cost another 8%, on every
+// node, for records that are most often delivered and gone before the
+// node ever delivers. The first due makes the tokens and builds the
+// histories from the records (activate), which gives the histories the
+// records' order of sequence numbers, as a put per change would.
 //
 // Ordering: every record belongs to the histories named by its order tokens
 // (entry key, DNs). A committed record may be delivered when it is the
@@ -36,6 +39,29 @@ type index struct {
 	names func(*Record) []string
 	// passive: queues, busy and ready are not kept yet (see activate).
 	passive bool
+	// lately holds the records put last, by sequence number modulo its
+	// size, which put finds there instead of in recs: a Commit follows its
+	// Prepare by a few hundred records at most, and looking records up in
+	// a map of every waiting record cost each node cache misses (4% of
+	// BenchmarkClusterRecords' CPU time; the Prepare's insertion still
+	// pays its own). A record above top, the highest sequence number put,
+	// is new: not looked up at all.
+	lately *[latelySize]*entry
+	top    uint64
+}
+
+// latelySize is the size of index.lately.
+const latelySize = 1024
+
+// lookup is recs[seq], through lately.
+func (x *index) lookup(seq uint64) *entry {
+	if seq > x.top {
+		return nil
+	}
+	if e := x.lately[seq%latelySize]; e != nil && e.seq == seq {
+		return e
+	}
+	return x.recs[seq]
 }
 
 // queue is one history's unfinished records, in ascending order. Records
@@ -107,8 +133,8 @@ func (x *index) leave(t string, seq uint64) {
 type entry struct {
 	seq      uint64
 	state    State
-	tokens   []string
-	key, dn  string // what the tokens were made of
+	tokens   []string // the record's order tokens (nil while lazy)
+	key, dn  string   // what the tokens were made of
 	newDN    string
 	name     string    // the record's Name, which its name tokens follow
 	time     time.Time // the record's time, for the backlog's age
@@ -122,10 +148,16 @@ type entry struct {
 	coverable bool
 	inHeap    bool // on the ready heap, due at heapAt
 	heapAt    time.Time
+
+	// lazy: the tokens are not made yet (a passive index's, see
+	// makeTokens); nameTokens are then the record's name tokens, which
+	// only its Record gives.
+	lazy       bool
+	nameTokens []string
 }
 
 func newIndex(names func(*Record) []string) *index {
-	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}, names: names}
+	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}, names: names, lately: new([latelySize]*entry)}
 }
 
 // newPassiveIndex is newIndex for a journal that may never deliver (see
@@ -145,6 +177,9 @@ func (x *index) activate() {
 	x.passive = false
 	seqs := make([]uint64, 0, len(x.recs))
 	for seq, e := range x.recs {
+		if e.lazy {
+			e.makeTokens()
+		}
 		if unfinished(e.state) {
 			seqs = append(seqs, seq)
 		}
@@ -156,6 +191,14 @@ func (x *index) activate() {
 	for _, seq := range seqs {
 		x.consider(x.recs[seq])
 	}
+}
+
+// makeTokens makes a lazy entry's order tokens: orderTokens of its
+// record, from what the entry kept of it.
+func (e *entry) makeTokens() {
+	toks := make([]string, 0, 3+len(e.nameTokens))
+	e.tokens = append(keyDNTokens(toks, e.key, e.dn, e.newDN), e.nameTokens...)
+	e.lazy, e.nameTokens = false, nil
 }
 
 func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted }
@@ -178,7 +221,7 @@ func (x *index) waiting(key string) bool {
 // put records a record's new version. tokens, when not nil, are its order
 // tokens, computed already.
 func (x *index) put(r *Record, tokens []string) {
-	e := x.recs[r.Seq]
+	e := x.lookup(r.Seq)
 	if r.State == StateDelivered {
 		if e != nil {
 			x.remove(r.Seq)
@@ -188,11 +231,23 @@ func (x *index) put(r *Record, tokens []string) {
 	if e == nil {
 		e = &entry{seq: r.Seq}
 		x.recs[r.Seq] = e
+		x.lately[r.Seq%latelySize] = e
+		x.top = max(x.top, r.Seq)
 	}
-	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || e.tokens == nil || (x.names != nil && e.name != r.Name) {
-		sameDNs := e.tokens != nil && e.dn == r.DN && e.newDN == r.NewDN
-		if tokens == nil {
-			if sameDNs {
+	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || (e.tokens == nil && !e.lazy) || (x.names != nil && e.name != r.Name) {
+		// sameDNs: the entry holds the record's DNs, and their tokens
+		// (made, or to be made).
+		sameDNs := (e.tokens != nil || e.lazy) && e.dn == r.DN && e.newDN == r.NewDN
+		switch {
+		case tokens == nil && x.passive:
+			// Made if the index is ever activated (see makeTokens), from
+			// the texts kept below; the name tokens need the record.
+			e.lazy, e.nameTokens = true, nil
+			if x.names != nil {
+				e.nameTokens = appendNameTokens(nil, r, x.names)
+			}
+		case tokens == nil:
+			if sameDNs && !e.lazy {
 				// A Commit naming the entry key: the DNs' tokens stand.
 				// Canonicalising the DNs again cost each node of a
 				// cluster as much as its Prepare's (3% of
@@ -203,6 +258,8 @@ func (x *index) put(r *Record, tokens []string) {
 			} else {
 				tokens = orderTokens(r, x.names)
 			}
+		default:
+			e.lazy, e.nameTokens = false, nil
 		}
 		// Copies: a decoded record's texts share one string, which the
 		// index would otherwise keep whole for as long as the record waits.
@@ -258,11 +315,14 @@ func (x *index) put(r *Record, tokens []string) {
 // remove forgets a record (aborted, dropped, purged or delivered). A
 // delivery in flight keeps its histories busy until it is released.
 func (x *index) remove(seq uint64) {
-	e := x.recs[seq]
+	e := x.lookup(seq)
 	if e == nil {
 		return
 	}
 	delete(x.recs, seq)
+	if x.lately[seq%latelySize] == e {
+		x.lately[seq%latelySize] = nil
+	}
 	if unfinished(e.state) && !x.passive {
 		x.dequeue(e)
 		x.considerHeads(e.tokens, 0)

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,15 +16,35 @@ import (
 // change that the index kept up step by step is the one built afresh from
 // the records as they stand (as Open builds it): the same histories, in
 // the same order, and the same records free to go. A passive index (a
-// follower's) takes the same changes and is activated half way: from then
-// on it must be the index kept step by step too.
+// follower's) takes the same changes and is activated half way: until
+// then it makes no order tokens (lazy), and the tokens it would make must
+// be the step-by-step index's; from then on it must be the index kept
+// step by step too. With and without delivery names
+// (Options.DeliveryNames), which a Commit may change (one naming the
+// account's name).
 func TestIndexMatchesRebuild(t *testing.T) {
+	t.Run("names=none", func(t *testing.T) { testIndexMatchesRebuild(t, nil) })
+	t.Run("names=some", func(t *testing.T) {
+		testIndexMatchesRebuild(t, func(r *Record) []string {
+			// The name, and one of the DN's first RDN (and of a rename's
+			// new DN's), as DeliveryNames gives for a rename.
+			names := []string{r.Name, strings.ToUpper(r.DN[4:5])}
+			if r.NewDN != "" {
+				names = append(names, r.NewDN[4:5])
+			}
+			return names
+		})
+	})
+}
+
+func testIndexMatchesRebuild(t *testing.T, names func(*Record) []string) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	dns := []string{"uid=a,dc=x", "UID=A,DC=X", "uid=b,dc=x", "uid=c,dc=x", "uid=d,dc=x"}
 	keys := []string{"", "", "k1", "k2", "k3"}
+	accountNames := []string{"", "", "n1", "N1", "n2"}
 	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
-	x := newIndex(nil)
-	passive := newPassiveIndex(nil)
+	x := newIndex(names)
+	passive := newPassiveIndex(names)
 	put := func(r *Record) {
 		x.put(r, nil)
 		passive.put(r, nil)
@@ -62,6 +84,9 @@ func TestIndexMatchesRebuild(t *testing.T) {
 				if k := keys[rng.IntN(len(keys))]; k != "" {
 					r.EntryKey = k
 				}
+				if n := accountNames[rng.IntN(len(accountNames))]; n != "" && r.Name == "" {
+					r.Name = n
+				}
 				live[r.Seq] = r
 				put(r)
 			}
@@ -90,7 +115,7 @@ func TestIndexMatchesRebuild(t *testing.T) {
 				put(r)
 			}
 		}
-		fresh := newIndex(nil)
+		fresh := newIndex(names)
 		seqs := make([]uint64, 0, len(live))
 		for seq := range live {
 			seqs = append(seqs, seq)
@@ -126,7 +151,10 @@ func TestIndexMatchesRebuild(t *testing.T) {
 		}
 		for _, seq := range seqs {
 			e, p := x.recs[seq], passive.recs[seq]
-			if p == nil || !slices.Equal(e.tokens, p.tokens) || e.state != p.state || !e.next.Equal(p.next) ||
+			if p != nil && p.lazy != passive.passive {
+				t.Fatalf("step %d: record %d in the index passive=%v: lazy=%v", step, seq, passive.passive, p.lazy)
+			}
+			if p == nil || !slices.Equal(e.tokens, p.madeTokens()) || e.state != p.state || !e.next.Equal(p.next) ||
 				(!passive.passive && (x.eligible(e) != passive.eligible(p) || passive.eligible(p) && !(p.inHeap && p.heapAt.Equal(p.next)))) {
 				t.Fatalf("step %d: record %d in the passive index: %+v, want %+v", step, seq, p, e)
 			}
@@ -138,6 +166,16 @@ func TestIndexMatchesRebuild(t *testing.T) {
 	if passive.passive || len(passive.ready) == 0 {
 		t.Fatalf("the activated index has no ready heap")
 	}
+}
+
+// madeTokens is e's order tokens, made now if lazy (e is left as it is).
+func (e *entry) madeTokens() []string {
+	if !e.lazy {
+		return e.tokens
+	}
+	c := *e
+	c.makeTokens()
+	return c.tokens
 }
 
 // TestIndexReadyHeapStaysBounded: a node that never delivers (a cluster's
@@ -186,4 +224,63 @@ func TestIndexWaiting(t *testing.T) {
 			t.Errorf("passive: waiting(%s)", key)
 		}
 	}
+}
+
+// TestIndexLookupIsRecs: the index finds a record through lately as in
+// recs, whatever the order of its changes and removals, and records that
+// share a slot of lately (sequence numbers latelySize apart) stay apart.
+func TestIndexLookupIsRecs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	x := newPassiveIndex(nil)
+	live := map[uint64]*Record{}
+	const n = 3 * latelySize
+	check := func(step int) {
+		for seq := uint64(0); seq <= n+1; seq++ {
+			if got, want := x.lookup(seq), x.recs[seq]; got != want {
+				t.Fatalf("step %d: lookup(%d) = %+v, want %+v", step, seq, got, want)
+			}
+			if (x.recs[seq] != nil) != (live[seq] != nil) {
+				t.Fatalf("step %d: record %d in the index: %v, want %v", step, seq, x.recs[seq] != nil, live[seq] != nil)
+			}
+		}
+	}
+	var next uint64
+	for step := range 20000 {
+		switch op := rng.IntN(4); {
+		case op == 0 && next < n:
+			next++
+			r := accountRecord(fmt.Sprintf("uid=u%d,dc=x", next))
+			r.Seq, r.Time, r.State = next, at, StatePrepared
+			live[r.Seq] = r
+			x.put(r, nil)
+		case op == 1 && next > 0:
+			seq := 1 + uint64(rng.IntN(int(next)))
+			if old := live[seq]; old != nil && old.State == StatePrepared {
+				r := old.next()
+				r.State, r.EntryKey = StateCommitted, fmt.Sprintf("k%d", seq)
+				live[seq] = r
+				x.put(r, nil)
+				if x.lookup(seq).key != r.EntryKey {
+					t.Fatalf("step %d: record %d not updated", step, seq)
+				}
+			}
+		case op == 2 && next > 0:
+			seq := 1 + uint64(rng.IntN(int(next)))
+			if old := live[seq]; old != nil {
+				delete(live, seq)
+				if old.State == StateCommitted && rng.IntN(2) == 0 {
+					r := old.next()
+					r.State, r.DeliveredAt = StateDelivered, at
+					x.put(r, nil)
+				} else {
+					x.remove(seq)
+				}
+			}
+		}
+		if step%1000 == 0 {
+			check(step)
+		}
+	}
+	check(20000)
 }

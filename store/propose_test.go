@@ -279,7 +279,7 @@ func indexMatchesDisk(t *testing.T, j *Journal) {
 	flat := func(x *index) (map[uint64]view, map[string][]uint64) {
 		m := map[uint64]view{}
 		for seq, e := range x.recs {
-			m[seq] = view{e.state, e.tokens, e.time, e.next, e.coverable}
+			m[seq] = view{e.state, e.madeTokens(), e.time, e.next, e.coverable}
 		}
 		return m, x.histories()
 	}

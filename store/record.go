@@ -209,17 +209,24 @@ func (r *Record) validate() error {
 // entry gives up waits for that entry's rename (or delete) to reach Axigen
 // first.
 func orderTokens(r *Record, names func(*Record) []string) []string {
-	toks := make([]string, 0, 4)
-	if r.EntryKey != "" {
-		toks = append(toks, "k:"+r.EntryKey)
+	return appendNameTokens(keyDNTokens(make([]string, 0, 4), r.EntryKey, r.DN, r.NewDN), r, names)
+}
+
+// keyDNTokens appends to toks the order tokens of an entry key and the DNs
+// of a record: all of orderTokens' but the name tokens, which come after
+// them and differ from them (their prefixes do).
+func keyDNTokens(toks []string, key, dn, newDN string) []string {
+	if key != "" {
+		toks = append(toks, "k:"+key)
 	}
-	toks = append(toks, "d:"+schema.CanonicalDN(r.DN))
-	if r.NewDN != "" {
-		if n := "d:" + schema.CanonicalDN(r.NewDN); n != toks[len(toks)-1] {
+	d := "d:" + schema.CanonicalDN(dn)
+	toks = append(toks, d)
+	if newDN != "" {
+		if n := "d:" + schema.CanonicalDN(newDN); n != d {
 			toks = append(toks, n)
 		}
 	}
-	return appendNameTokens(toks, r, names)
+	return toks
 }
 
 // appendNameTokens appends a token for each name names gives for r,

@@ -150,6 +150,9 @@ type batch struct {
 	// records the index holds prepared (see preparedWithToken).
 	aborted      []tombstone
 	preparedSeqs func() []uint64
+	// trackOpen: the batch notes the records it prepares and settles
+	// (opened), for writerRun.open; not a replicated journal's.
+	trackOpen bool
 }
 
 // writerState is the journal's counters: as settled (writer.state), or as
@@ -355,8 +358,12 @@ type writerRun struct {
 	next        *badger.Txn
 	nextSettled uint64
 	// sizeHint is the size of the last batch, to size the next one's
-	// slices and map.
+	// slices; recsHint the records it wrote, to size its map of them (a
+	// replicated journal's mutation is a group of Raft entries: hundreds
+	// of records, whose map grew step by step, at 1% of a cluster's CPU
+	// time).
 	sizeHint int
+	recsHint int
 	keys     []byte // the chunk the next batch cuts its keys from (see batch.key)
 	// open holds the records prepared and not yet settled (committed or
 	// aborted), as the writer has written them, with when: writes whose
@@ -367,6 +374,12 @@ type writerRun struct {
 	// commit that could not be made, a password the directory could not
 	// confirm) stays so until the next start, and would otherwise make
 	// every Prepare of a lone writer wait for company it does not have.
+	//
+	// A replicated journal keeps none (see batch.trackOpen): its records
+	// are prepared and settled by Apply, whose batches are lazy and never
+	// wait for company (linger counts durable mutations only); keeping
+	// them cost two map writes per record in the batch and two here, on
+	// every node.
 	open map[uint64]time.Time
 }
 
@@ -423,6 +436,7 @@ func (w *writerRun) process(ms []*mutation) {
 			ms, inBadger = w.absorb(b, f, durable, ms)
 		}
 		w.sizeHint = len(f.taken) + 1
+		w.recsHint = len(b.local) + 1
 		w.keys = b.keys
 		w.flightID++
 		f.id = w.flightID
@@ -632,10 +646,11 @@ func (w *writerRun) newBatch() *batch {
 		applied:        w.state.applied,
 		term:           w.state.term,
 		aborted:        w.state.aborted,
-		local:          make(map[uint64]*Record, w.sizeHint),
+		local:          make(map[uint64]*Record, w.recsHint),
 		recent:         w.recent,
 		recentDisabled: w.disabled,
 		keys:           w.keys,
+		trackOpen:      !wr.opts.Replicated,
 	}
 }
 
@@ -890,7 +905,11 @@ func (b *batch) storeRecord(old, rec *Record, sealed []byte, tokens []string) ([
 // as what the Commit changed (see encodeCommit): the record stays as its
 // Prepare stored it.
 func (b *batch) storeCommit(old, rec *Record) error {
-	rec.makeValidText()
+	// old is a stored version, whose texts are valid (storeRecord makes
+	// them so; records stored before that were JSON): only those the
+	// Commit gave may not be. Checking the whole record again cost a
+	// cluster's nodes 1% of their CPU time (BenchmarkClusterRecords).
+	rec.EntryKey, rec.Name = validText(rec.EntryKey), validText(rec.Name)
 	commit := encodeCommit(old, rec)
 	if n := rec.storedSizeHint() + len(commit); n > maxRecordBytes {
 		return fmt.Errorf("record %d: about %d bytes: %w", rec.Seq, n, ErrTooLarge)
@@ -907,6 +926,9 @@ func (b *batch) storeCommit(old, rec *Record) error {
 
 // markOpen notes that record seq was prepared (open) or settled.
 func (b *batch) markOpen(seq uint64, open bool) {
+	if !b.trackOpen {
+		return
+	}
 	if b.opened == nil {
 		b.opened = map[uint64]bool{}
 	}
