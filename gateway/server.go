@@ -59,8 +59,9 @@ type Config struct {
 	// message it has begun (default 1m; negative: only IdleTimeout).
 	StallTimeout time.Duration
 	// WriteTimeout bounds how long a client may leave the gateway's
-	// answers unread: a write to it blocked for between half of it and
-	// all of it ends the session (default 1m; negative: none). Until the
+	// answers unread: a write to it that makes no progress (64 KiB) for
+	// between half of it and all of it ends the session (default 1m;
+	// negative: none). Until the
 	// session's answers are read past, the answers behind them on its
 	// upstream connection are not, and an intercepted write among them
 	// keeps holding what its Completion releases.

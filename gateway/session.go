@@ -236,9 +236,17 @@ func (s *session) writeClient(raw []byte, flush bool) bool {
 	if s.cw == nil {
 		return false
 	}
-	s.armWriteLocked()
-	_, err := s.cw.Write(raw)
+	// In pieces, the deadline renewed as each goes: WriteTimeout bounds a
+	// client that reads nothing, not one reading a large answer slowly.
+	var err error
+	for len(raw) > 0 && err == nil {
+		n := min(len(raw), clientWriteChunk)
+		s.armWriteLocked()
+		_, err = s.cw.Write(raw[:n])
+		raw = raw[n:]
+	}
 	if err == nil && (flush || s.cw.Buffered() > 16<<10) {
+		s.armWriteLocked()
 		err = s.cw.Flush()
 	}
 	if err != nil {
@@ -254,6 +262,10 @@ func (s *session) writeClient(raw []byte, flush bool) bool {
 	}
 	return true
 }
+
+// clientWriteChunk is the most written to a client under one write
+// deadline.
+const clientWriteChunk = 64 << 10
 
 // armWriteLocked renews the client connection's write deadline before a
 // write (cmu held): a client that leaves its answers unread for

@@ -196,7 +196,7 @@ func serveSettings() []setting {
 			func(c *Config) *time.Duration { return &c.Limits.HandshakeTimeout }),
 		durationSetting("stall-timeout", "STALL_TIMEOUT", "time a client has to finish sending a message it has begun; then the session ends with protocolError; 0 only --idle-timeout (file: limits.stallTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.StallTimeout }),
-		durationSetting("write-timeout", "WRITE_TIMEOUT", "time a client may leave the gateway's answers unread (a write to it blocked half of it to all of it) before its session ends; its intercepted writes still settle on the directory's answers; 0 none (file: limits.writeTimeout)",
+		durationSetting("write-timeout", "WRITE_TIMEOUT", "time a client may leave the gateway's answers unread (64 KiB written to it making no progress for half of it to all of it) before its session ends; its intercepted writes still settle on the directory's answers; 0 none (file: limits.writeTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.WriteTimeout }),
 		durationSetting("dial-timeout", "DIAL_TIMEOUT", "time to connect (and TLS) to an upstream (file: limits.dialTimeout)",
 			func(c *Config) *time.Duration { return &c.Limits.DialTimeout }),

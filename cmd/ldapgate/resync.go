@@ -106,7 +106,7 @@ func runResync(ctx context.Context, cfg *Config, log *slog.Logger, out, progress
 		fmt.Fprintf(out, "extra account in Axigen, %s: %s (%s)\n", actionNote(a.Action, opts.DryRun), a.Account, a.Reason)
 	}
 	for _, e := range rep.Pending {
-		fmt.Fprintf(out, "left to the gateway's journal (a change not delivered yet brings it): %s\n", e)
+		fmt.Fprintf(out, "left to the gateway's journal (a change not delivered yet is to bring it): %s\n", e)
 	}
 	for _, g := range rep.ExtraGroups {
 		fmt.Fprintf(out, "extra group in Axigen (not in the directory)%s: %s\n", removedNote(rep), g)

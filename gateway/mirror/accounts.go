@@ -528,24 +528,35 @@ func (m *Mirror) passwordChangeOf(rec *store.Record) passwordChange {
 // value it could not mirror (a hash).
 const passwordNotMirroredNote = "password not mirrored"
 
-// replacedByHashes reports whether a record replaced the entry's password
-// with values none of which the gateway could send (pre-hashed, as
-// slappasswd prints them or an LDIF import carries them): it has no
-// secret, never had one, and a replace of a password attribute named
-// values. An added hash leaves the other values, Axigen's among them, as
-// they were.
+// replacedByHashes reports whether a record set the entry's password only
+// with values the gateway could not send (pre-hashed, as slappasswd prints
+// them or an LDIF import carries them) and took values away: a replace
+// naming values, or values added with a delete (named values, or all) or a
+// clearing replace in the same modify — the usual "delete the old, add
+// the new". It has no secret and never had one. Axigen's password may be
+// one the directory took away. An added hash alone leaves the other
+// values, Axigen's among them, as they were.
 func (m *Mirror) replacedByHashes(rec *store.Record) bool {
 	if len(rec.Secret) > 0 || rec.SecretState != store.SecretNone || rec.Op != store.OpModify ||
 		!strings.Contains(rec.Note, passwordNotMirroredNote) {
 		return false
 	}
 	mp := m.mapping()
+	added, removed := false, false
 	for _, c := range rec.Changes {
-		if c.Op == "replace" && len(c.Values) > 0 && mp.AttrClass(c.Attr, schema.KindAccount) == schema.AttrPassword {
+		if mp.AttrClass(c.Attr, schema.KindAccount) != schema.AttrPassword {
+			continue
+		}
+		switch {
+		case c.Op == "replace" && len(c.Values) > 0:
 			return true
+		case c.Op == "add" && len(c.Values) > 0:
+			added = true
+		case c.Op == "delete" || c.Op == "replace":
+			removed = true
 		}
 	}
-	return false
+	return added && removed
 }
 
 // settleEnabled brings the account's enabled state in Axigen in line with

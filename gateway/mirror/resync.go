@@ -156,8 +156,8 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 		// skippedGone: the entry was gone (or no longer of its kind) when
 		// read again just before its apply.
 		skippedGone bool
-		// pending: the journal record (its seq) the entry is left to.
-		pending uint64
+		// pending: the journal record the entry is left to.
+		pending *pendingRef
 	}
 	results := make([]result, len(items))
 	var (
@@ -173,9 +173,9 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			for i := range next {
 				it := items[i]
 				r := result{dn: it.entry.DN, kind: it.kind}
-				if seq, ok := pending.holds(m, it.entry); ok {
+				if ref, ok := pending.holds(m, it.entry); ok {
 					// Its journal record brings it, in its turn.
-					r.name, r.pending = mp.EntryName(it.entry, it.kind), seq
+					r.name, r.pending = mp.EntryName(it.entry, it.kind), &ref
 					results[i] = r
 					m.resyncDone(&mu, &done, len(items), opts)
 					continue
@@ -279,8 +279,8 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 			rep.Groups++
 			seenGroups[strings.ToLower(r.name)] = true
 		}
-		if r.pending != 0 {
-			rep.Pending = append(rep.Pending, fmt.Sprintf("%s: journal record %d", r.dn, r.pending))
+		if r.pending != nil {
+			rep.Pending = append(rep.Pending, fmt.Sprintf("%s: %s", r.dn, r.pending))
 			continue
 		}
 		if r.skippedGone {
@@ -372,14 +372,28 @@ func (m *Mirror) Resync(ctx context.Context, opts ResyncOptions) (*ResyncReport,
 // delivered yet: the entries they bring (by key, and by DN for a record
 // without one), and the names they involve (DeliveryNames), lower-cased.
 type pendingRecords struct {
-	keys, dns        map[string]uint64
+	keys, dns        map[string]pendingRef
 	accounts, groups map[string]bool
+}
+
+// pendingRef names the record a resync leaves an entry to.
+type pendingRef struct {
+	seq  uint64
+	dead bool
+}
+
+// String is how the report names the record.
+func (p pendingRef) String() string {
+	if p.dead {
+		return fmt.Sprintf("journal record %d, dead: delivered only once retried (ldapgate journal retry %d), or drop it", p.seq, p.seq)
+	}
+	return fmt.Sprintf("journal record %d", p.seq)
 }
 
 // resyncPending lists the records not delivered yet (opts.Pending, or
 // the Mirror's journal).
 func (m *Mirror) resyncPending(ctx context.Context, opts ResyncOptions) (pendingRecords, error) {
-	p := pendingRecords{keys: map[string]uint64{}, dns: map[string]uint64{}, accounts: map[string]bool{}, groups: map[string]bool{}}
+	p := pendingRecords{keys: map[string]pendingRef{}, dns: map[string]pendingRef{}, accounts: map[string]bool{}, groups: map[string]bool{}}
 	list := opts.Pending
 	if list == nil && m.cfg.Journal != nil {
 		list = func(context.Context) ([]*store.Record, error) {
@@ -399,12 +413,13 @@ func (m *Mirror) resyncPending(ctx context.Context, opts ResyncOptions) (pending
 		if r.State != store.StatePrepared && r.State != store.StateCommitted && r.State != store.StateDead {
 			continue
 		}
+		ref := pendingRef{seq: r.Seq, dead: r.State == store.StateDead}
 		if r.EntryKey != "" {
-			p.keys[strings.ToLower(r.EntryKey)] = r.Seq
+			p.keys[strings.ToLower(r.EntryKey)] = ref
 		}
 		for _, dn := range []string{r.DN, r.NewDN} {
 			if dn != "" {
-				p.dns[mp.CanonicalDN(dn)] = r.Seq
+				p.dns[mp.CanonicalDN(dn)] = ref
 			}
 		}
 		into := p.accounts
@@ -420,17 +435,17 @@ func (m *Mirror) resyncPending(ctx context.Context, opts ResyncOptions) (pending
 
 // holds reports whether a record not delivered yet brings e (by its key,
 // or its DN), and which.
-func (p pendingRecords) holds(m *Mirror, e schema.Entry) (uint64, bool) {
+func (p pendingRecords) holds(m *Mirror, e schema.Entry) (pendingRef, bool) {
 	if len(p.keys) == 0 && len(p.dns) == 0 {
-		return 0, false
+		return pendingRef{}, false
 	}
 	if key, err := m.entryKey(e); err == nil && key != "" {
-		if seq, ok := p.keys[strings.ToLower(key)]; ok {
-			return seq, true
+		if ref, ok := p.keys[strings.ToLower(key)]; ok {
+			return ref, true
 		}
 	}
-	seq, ok := p.dns[m.mapping().CanonicalDN(e.DN)]
-	return seq, ok
+	ref, ok := p.dns[m.mapping().CanonicalDN(e.DN)]
+	return ref, ok
 }
 
 // classFilter matches entries having any of the object classes.
