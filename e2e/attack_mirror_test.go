@@ -64,9 +64,7 @@ func TestAttackMirrorNameHandedOverWhileAnEarlierRecordWaits(t *testing.T) {
 	})
 	e.sim.ClearFaults()
 	e.waitDrained(60*time.Second, false)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 }
 
@@ -101,9 +99,7 @@ func TestAttackMirrorSwapTwoAccountsWhileAxigenIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitDrained(60*time.Second, false)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 }
 
@@ -114,9 +110,7 @@ func TestAttackMirrorSwapTwoAccounts(t *testing.T) {
 	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
 	mirrorAttackSwap(t, admin)
 	e.waitDrained(60*time.Second, false)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 }
 
@@ -129,9 +123,7 @@ func TestAttackMirrorSwapTwoAccountsWithSlowAxigen(t *testing.T) {
 	mirrorAttackSwap(t, admin)
 	e.waitDrained(60*time.Second, false)
 	e.sim.ClearFaults()
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 }
 
@@ -183,9 +175,7 @@ func TestAttackMirrorSwapTwoAccountsAfterOneTransientError(t *testing.T) {
 	e.sim.FailNth(regexp.MustCompile(`(?i)^SET name "?tmp`), 0, "temporary failure")
 	mirrorAttackSwap(t, admin)
 	e.waitDrained(60*time.Second, false)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 }
 
@@ -383,4 +373,13 @@ func TestAttackMirrorMailRemovedAndMultiValued(t *testing.T) {
 	step("mail in capitals", func(m *ldap.ModifyRequest) { m.Add("mail", []string{"BOB@EXAMPLE.COM"}) })
 	step("two mails", func(m *ldap.ModifyRequest) { m.Replace("mail", []string{"b1@example.com", "b2@example.com"}) })
 	step("first mail deleted", func(m *ldap.ModifyRequest) { m.Delete("mail", []string{"b1@example.com"}) })
+}
+
+// logAccounts logs Axigen's accounts, with what tells whose they are (a
+// failing swap test shows where each person ended up).
+func (e *mirrorEnv) logAccounts(t *testing.T) {
+	t.Helper()
+	for _, a := range e.sim.Accounts(mirrorDomain) {
+		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
+	}
 }

@@ -51,18 +51,7 @@ func TestAttackNamesStalledClientBlocksRenames(t *testing.T) {
 	e := newAttackEnv(t, "", nil, "--write-timeout", "3s")
 	e.waitMirrored(20*time.Second, false)
 	direct := bindConn(t, e.dir.URL, mirrorAdminDN, e.dir.RootPW)
-	big := "cn=big," + mirrorSuffix
-	add := ldap.NewAddRequest(big, nil)
-	add.Attribute("objectClass", []string{"device"})
-	add.Attribute("cn", []string{"big"})
-	var values []string
-	for i := range 8 {
-		values = append(values, fmt.Sprintf("%d", i)+strings.Repeat("x", 1<<20))
-	}
-	add.Attribute("description", values) // 8 MiB an answer
-	if err := direct.Add(add); err != nil {
-		t.Fatal(err)
-	}
+	big := addBigEntry(t, direct)
 	stalled := dialRaw(t, e.gw.URL)
 	stalled.send(t, bindRequest(1, userDN("bob"), slapd.BobPassword))
 	stalled.expectResult(t, 1, 0)
@@ -261,9 +250,7 @@ func TestAttackNamesRotationOfThreeWhileAxigenIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitDrained(60*time.Second, false)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 	if a, ok := e.sim.Account(mirrorDomain, "alice"); !ok || a.Password != "bob-now-alice-pw" {
 		t.Errorf("Axigen's alice (bob's entry): %+v, want the new password", a)
@@ -289,9 +276,7 @@ func TestAttackNamesRotationWithTransientErrors(t *testing.T) {
 	adminRename(t, admin, "tmp", "carol")
 	e.waitDrained(60*time.Second, false)
 	e.sim.ClearFaults()
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 	if a, ok := e.sim.Account(mirrorDomain, "alice"); !ok || a.Password != "bob-now-alice-pw" {
 		t.Errorf("Axigen's alice (bob's entry): %+v, want the new password", a)
@@ -370,9 +355,7 @@ func TestAttackNamesUIDSwapOnCNEntriesWithAnAbortedRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitDrained(60*time.Second, false)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 	if a, ok := e.sim.Account(mirrorDomain, "carl"); !ok || a.Password != "dave-now-carl-pw" {
 		t.Errorf("Axigen's carl (dave's entry): %+v, want the new password", a)
@@ -401,9 +384,7 @@ func TestAttackNamesDeleteThenNameTakenTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitDrained(60*time.Second, true)
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	e.waitMirrored(10*time.Second, false)
 	if a, ok := e.sim.Account(mirrorDomain, "alice2"); !ok || a.Password != "bob-now-alice-pw" {
 		t.Errorf("Axigen's alice2 (bob's entry): %+v, want the new password", a)
@@ -481,9 +462,7 @@ func TestAttackNamesSwapsRacingWritesOfTheSameEntries(t *testing.T) {
 	}
 	e.waitDrained(120*time.Second, false)
 	e.sim.ClearFaults()
-	for _, a := range e.sim.Accounts(mirrorDomain) {
-		t.Logf("Axigen account %s: password %q phone %q", a.Name, a.Password, a.Contact["phone"])
-	}
+	e.logAccounts(t)
 	for _, g := range e.sim.Groups(mirrorDomain) {
 		t.Logf("Axigen group %s: %v", g.Name, g.Members)
 	}
@@ -498,14 +477,7 @@ func TestAttackNamesSwapsRacingWritesOfTheSameEntries(t *testing.T) {
 // not take the session down with it.
 func TestAttackNamesPipelinedWithOneOpPerConnection(t *testing.T) {
 	e := newAttackEnv(t, "", nil, "--max-ops-per-conn", "1")
-	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
-	if err := admin.Add(accountAdd(userDN("pipe"), "pipe")); err != nil {
-		t.Fatal(err)
-	}
-	e.waitDrained(20*time.Second, false)
-	c := dialRaw(t, e.gw.URL)
-	c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
-	c.expectResult(t, 1, 0)
+	c := e.pipelineOnPipe(t)
 	for round := range 3 {
 		var burst []byte
 		burst = append(burst, modifyPhone(2, userDN("pipe2"), "+1 555 0100")...)
@@ -531,4 +503,24 @@ func TestAttackNamesPipelinedWithOneOpPerConnection(t *testing.T) {
 	}
 	e.waitDrained(30*time.Second, false)
 	e.waitMirrored(20*time.Second, false)
+}
+
+// addBigEntry adds, through conn, an entry outside the bases whose answer
+// is 8 MiB (8 values of 1 MiB), and returns its DN: a search of it fills a
+// client's socket buffers many times over.
+func addBigEntry(t *testing.T, conn *ldap.Conn) string {
+	t.Helper()
+	big := "cn=big," + mirrorSuffix
+	add := ldap.NewAddRequest(big, nil)
+	add.Attribute("objectClass", []string{"device"})
+	add.Attribute("cn", []string{"big"})
+	var values []string
+	for i := range 8 {
+		values = append(values, fmt.Sprintf("%d", i)+strings.Repeat("x", 1<<20))
+	}
+	add.Attribute("description", values)
+	if err := conn.Add(add); err != nil {
+		t.Fatal(err)
+	}
+	return big
 }

@@ -17,14 +17,7 @@ import (
 // name and phone.
 func TestRenamePipelinedWithWritesOfItsEntry(t *testing.T) {
 	e := newAttackEnv(t, "", nil)
-	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
-	if err := admin.Add(accountAdd(userDN("pipe"), "pipe")); err != nil {
-		t.Fatal(err)
-	}
-	e.waitDrained(20*time.Second, false)
-	c := dialRaw(t, e.gw.URL)
-	c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
-	c.expectResult(t, 1, 0)
+	c := e.pipelineOnPipe(t)
 	for round := range 3 {
 		var burst []byte
 		burst = append(burst, modifyPhone(2, userDN("pipe"), "+1 555 0100")...)
@@ -58,4 +51,20 @@ func TestRenamePipelinedWithWritesOfItsEntry(t *testing.T) {
 	if len(names) != 1 || names[0] != "pipe" {
 		t.Errorf("Axigen's accounts named pipe*: %v, want [pipe]", names)
 	}
+}
+
+// pipelineOnPipe adds the account pipe (mirrored), and returns a raw
+// connection to the gateway bound as the admin, for a test to pipeline
+// writes on.
+func (e *mirrorEnv) pipelineOnPipe(t *testing.T) *rawConn {
+	t.Helper()
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	if err := admin.Add(accountAdd(userDN("pipe"), "pipe")); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(20*time.Second, false)
+	c := dialRaw(t, e.gw.URL)
+	c.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
+	c.expectResult(t, 1, 0)
+	return c
 }

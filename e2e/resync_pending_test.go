@@ -39,18 +39,7 @@ func TestResyncLeavesEntriesWithChangesWaiting(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the rename's SET name refused", refused)
 	out := runLdapgate(t, 2*time.Minute, append(append([]string{"resync"}, e.args[1:]...), "--remove-extra")...)
-	if !strings.Contains(out, "left to the gateway's journal") || !strings.Contains(out, "uid=alice2") {
-		t.Errorf("the resync does not say it left alice2 to the journal:\n%s", out)
-	}
-	if strings.Contains(out, "extra account in Axigen") {
-		t.Errorf("the resync took an account for extra:\n%s", out)
-	}
-	if a, ok := e.sim.Account(mirrorDomain, "alice"); !ok || !a.Enabled {
-		t.Errorf("alice's mailbox after the resync: %+v, %v; want it there, enabled, for its rename", a, ok)
-	}
-	if _, ok := e.sim.Account(mirrorDomain, "alice2"); ok {
-		t.Errorf("the resync made an account alice2 beside alice's, whose rename is waiting")
-	}
+	e.checkResyncLeftRename(t, out, "alice", "alice2")
 	e.sim.ClearFaults()
 	e.waitDrained(60*time.Second, false)
 	e.waitMirrored(20*time.Second, false)
@@ -61,5 +50,25 @@ func TestResyncLeavesEntriesWithChangesWaiting(t *testing.T) {
 		if c.Change != nil && c.Change.Kind == "account" && strings.EqualFold(c.Change.Name, "alice") && c.Change.Removed {
 			t.Errorf("alice's mailbox was removed (%s), not renamed", c.Line)
 		}
+	}
+}
+
+// checkResyncLeftRename checks a resync's output and Axigen after it,
+// while the rename of from to to waited in the journal: the entry is
+// reported left to the journal, no account is extra, from's mailbox is
+// there and enabled for its rename, and no account to was made beside it.
+func (e *mirrorEnv) checkResyncLeftRename(t *testing.T, out, from, to string) {
+	t.Helper()
+	if !strings.Contains(out, "left to the gateway's journal") || !strings.Contains(out, "uid="+to) {
+		t.Errorf("the resync does not say it left %s to the journal:\n%s", to, out)
+	}
+	if strings.Contains(out, "extra account in Axigen") {
+		t.Errorf("the resync took an account for extra:\n%s", out)
+	}
+	if a, ok := e.sim.Account(mirrorDomain, from); !ok || !a.Enabled {
+		t.Errorf("%s's mailbox after the resync: %+v, %v; want it there, enabled, for its rename", from, a, ok)
+	}
+	if _, ok := e.sim.Account(mirrorDomain, to); ok {
+		t.Errorf("the resync made an account %s beside %s's, whose rename is waiting", to, from)
 	}
 }
