@@ -580,8 +580,14 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		// What the entry is, and its key, come with the answer.
 		m.settleInBackgroundThen(ctx, "commit", rec.Seq, func(ctx context.Context) error { return m.settleUnread(ctx, w, res) },
 			func() { m.onWay.release(w.hold) })
+		return
 	default:
 		background("commit", func() error { return j.Commit(ctx, rec.Seq, "") })
+	}
+	if holdToCommit {
+		// Settled by another branch (a generated password's): nothing
+		// waits to name the record.
+		m.onWay.release(w.hold)
 	}
 }
 
