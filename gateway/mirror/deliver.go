@@ -238,9 +238,14 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 	// would otherwise take over the other's account under the name the
 	// entry has now). The write path keeps that name exact: a write that
 	// can change an entry's name is never on its way together with another
-	// write to the entry (onWay).
+	// write to the entry (onWay). That hold is per gateway: in a cluster,
+	// writes to one entry through two gateways race, a record's Name may
+	// be stale, and a delivery named by it took a rename back or made a
+	// second, empty account beside the mailbox (TestAttackClusterRenameRaces
+	// WritesAcrossGateways); there the entry's current name stands, as
+	// before, until identity changes are ordered cluster-wide.
 	asOf := ""
-	if !replaced {
+	if !replaced && !m.cfg.Journal.Replicated() {
 		asOf, _ = m.cfg.Journal.NameAfter(rec.Seq)
 	}
 	if kind == schema.KindGroup {
