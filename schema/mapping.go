@@ -518,20 +518,24 @@ func (m *Mapping) AccountState(e Entry) (Account, error) {
 		}
 		acct.Contact[field] = v
 	}
+	// The first plaintext value of the first password attribute that has
+	// one: a hash before it (the directory keeps values in no particular
+	// order) must not hide it, or a delivery that is to send the password
+	// left in clear would find none and withdraw Axigen's.
+password:
 	for _, attr := range m.cfg.PasswordAttributes {
 		values, as := m.lookup(e, attr)
-		if len(values) == 0 {
-			continue
+		for _, v := range values {
+			pw, ok, _ := m.decodePassword(as, []byte(v))
+			if !ok {
+				continue // hashed or unreadable: nothing to mirror, not an error
+			}
+			if err := checked(e, as, FieldPassword, pw); err != nil {
+				return Account{}, err
+			}
+			acct.Password = pw
+			break password
 		}
-		pw, ok, _ := m.decodePassword(as, []byte(values[0]))
-		if !ok {
-			continue // hashed or unreadable: nothing to mirror, not an error
-		}
-		if err := checked(e, as, FieldPassword, pw); err != nil {
-			return Account{}, err
-		}
-		acct.Password = pw
-		break
 	}
 	disabled, err := m.isDisabled(e)
 	if err != nil {

@@ -38,7 +38,9 @@ const memberGroupsMax = 256
 
 // changesMemberAddress reports whether w, a write to an entry that is no
 // account or group, may change what a group lists for the entry: a
-// modify of the member mail attribute, a delete, a modify DN. The
+// modify of the member mail attribute, a delete, a modify DN (groups may
+// list its new DN already), an add with a mail (groups may list its DN
+// already). The
 // directory decides whether the writer may make it; a no-op it does not
 // apply.
 //
@@ -70,6 +72,12 @@ func (m *Mirror) changesMemberAddress(w *write) bool {
 	switch w.req.Op {
 	case gateway.OpDelete, gateway.OpModifyDN:
 		return !w.who.axigen
+	case gateway.OpAdd:
+		// A group may list the DN before the entry exists (a dangling
+		// member, skipped for want of an address): the entry added with
+		// a mail gives it one.
+		mail := m.mapping().MemberMailAttribute()
+		return !w.who.axigen && mail != "" && len(attributeValues(m.mapping(), w.req.Attributes, mail)) > 0
 	case gateway.OpModify:
 		mp := m.mapping()
 		mail := mp.MemberMailAttribute()
@@ -127,7 +135,9 @@ func (m *Mirror) memberGroupRecords(ctx context.Context, w *write) ([]*store.Rec
 	for attempt := 0; ; attempt++ {
 		ended := m.onWay.ended()
 		var err error
-		if groups, err = m.memberGroups(ctx, w.target); err != nil {
+		// A modify DN's new DN too: a group listing it already gains the
+		// entry's address.
+		if groups, err = m.memberGroups(ctx, w.target, w.newDN); err != nil {
 			m.log.Warn("cannot list the groups of a member being changed", "dn", w.target, "err", err)
 			return nil, unreachable("cannot read the groups that list " + quoteDN(w.target))
 		}
@@ -225,15 +235,15 @@ func (m *Mirror) holdGroups(ctx context.Context, w *write, groups []schema.Entry
 	return nil
 }
 
-// memberGroups reads the groups of the group base that list dn as a member
+// memberGroups reads the groups of the group base that list one of dns as a member
 // now, with what their records need (key, name).
-func (m *Mirror) memberGroups(ctx context.Context, dn string) ([]schema.Entry, error) {
+func (m *Mirror) memberGroups(ctx context.Context, dns ...string) ([]schema.Entry, error) {
 	mp := m.mapping()
 	bases := mp.GroupBases()
-	if len(bases) == 0 || dn == "" {
+	if len(bases) == 0 {
 		return nil, nil
 	}
-	filter := m.memberFilter(dn)
+	filter := m.memberFilter(dns...)
 	if filter == "" {
 		return nil, nil
 	}
