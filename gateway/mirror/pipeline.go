@@ -319,8 +319,15 @@ func (m *Mirror) readTarget(ctx context.Context, w *write) *gateway.Result {
 		}
 	}
 	if cur == nil {
-		w.kind = schema.KindNone
-		return nil // the directory will answer noSuchObject
+		// Answered here, not relayed: relayed unjudged, the write would
+		// land on an entry made or renamed to this DN in the meantime
+		// through another gateway of a cluster (or behind the gateway's
+		// back), with no judgement and no record — a password so set
+		// never reached Axigen. The directory would answer noSuchObject
+		// now; a client that tries again once the entry is there is
+		// judged as any write to it.
+		return &gateway.Result{Code: ldap.LDAPResultNoSuchObject, Diagnostic: fmt.Sprintf(
+			"ldapgate: there is no entry %s in the directory (as the gateway's service identity reads it)", quoteDN(w.target))}
 	}
 	w.entry = cur
 	w.kind = mp.Classify(w.target, cur.ObjectClasses())
