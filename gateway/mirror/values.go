@@ -345,8 +345,20 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 		terms = append(terms, "(objectClass="+ldap.EscapeFilter(c)+")")
 	}
 	filter := "(&(|" + strings.Join(terms, "") + ")(" + attr + "=" + value + "))"
+	// The directory cannot show a write still on its way: two writes
+	// giving one name, racing each other, would both pass the search. The
+	// name is claimed before the search, so that a write that gave it and
+	// was answered between the two is in what the search shows (claimed
+	// after, the second of two racing adds passed: two entries of one
+	// name, TestAttackWriteRacingAddsOfOneName).
+	key := what + ":" + strings.ToLower(name)
+	if !m.claims.take(key) {
+		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
+			"ldapgate: another write giving the %s name %q is on its way to the directory; try again once it is answered", what, name)}
+	}
 	found, err := m.cfg.Directory.SearchAll(ctx, bases, filter, m.readAttributes())
 	if err != nil {
+		m.claims.release(key)
 		m.log.Warn("cannot look for another entry with an account or group name", "name", name, "err", err)
 		return unreachable("cannot check that no other entry has the name " + fmt.Sprintf("%q", name))
 	}
@@ -355,16 +367,10 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 			!strings.EqualFold(mp.EntryName(other, w.kind), name) {
 			continue
 		}
+		m.claims.release(key)
 		return &gateway.Result{Code: ldap.LDAPResultConstraintViolation, Diagnostic: fmt.Sprintf(
 			"ldapgate: the %s name %q is already that of %s in Axigen (one %s per name), so the change of %s is not made; give it another name",
 			what, name, quoteDN(other.DN), what, quoteDN(w.target))}
-	}
-	// The directory cannot show a write still on its way: two writes
-	// giving one name, racing each other, would both pass the search.
-	key := what + ":" + strings.ToLower(name)
-	if !m.claims.take(key) {
-		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
-			"ldapgate: another write giving the %s name %q is on its way to the directory; try again once it is answered", what, name)}
 	}
 	w.claim = key
 	return nil
