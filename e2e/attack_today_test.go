@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -121,20 +120,7 @@ func TestAttackTodayLockedHashThenPlaintext(t *testing.T) {
 func TestAttackTodayResyncWhileStoppedWithCommittedRename(t *testing.T) {
 	e := newAttackEnv(t, "", nil)
 	e.waitMirrored(20*time.Second, false)
-	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
-	e.sim.FailMatching(regexp.MustCompile(`(?i)^SET name "?alice2`), "temporary failure")
-	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN("alice"), "uid=alice2", true, "")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "the rename's SET name refused", func() error {
-		for _, c := range e.sim.Commands() {
-			if !c.OK && strings.Contains(strings.ToLower(c.Line), "set name") {
-				return nil
-			}
-		}
-		return errNotYet
-	})
-	admin.Close()
+	e.renameRefusedByAxigen(t, "alice", "alice2")
 	e.stop()
 	dry := runLdapgate(t, 2*time.Minute, append(append([]string{"resync"}, e.args[1:]...), "--remove-extra", "--dry-run")...)
 	out := runLdapgate(t, 2*time.Minute, append(append([]string{"resync"}, e.args[1:]...), "--remove-extra")...)

@@ -24,20 +24,7 @@ import (
 func TestResyncLeavesEntriesWithChangesWaiting(t *testing.T) {
 	e := newAttackEnv(t, "", nil)
 	e.waitMirrored(20*time.Second, false)
-	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
-	e.sim.FailMatching(regexp.MustCompile(`(?i)^SET name "?alice2`), "temporary failure")
-	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN("alice"), "uid=alice2", true, "")); err != nil {
-		t.Fatal(err)
-	}
-	refused := func() error {
-		for _, c := range e.sim.Commands() {
-			if !c.OK && strings.Contains(strings.ToLower(c.Line), "set name") {
-				return nil
-			}
-		}
-		return errNotYet
-	}
-	waitFor(t, 20*time.Second, "the rename's SET name refused", refused)
+	e.renameRefusedByAxigen(t, "alice", "alice2")
 	out := runLdapgate(t, 2*time.Minute, append(append([]string{"resync"}, e.args[1:]...), "--remove-extra")...)
 	e.checkResyncLeftRename(t, out, "alice", "alice2")
 	e.sim.ClearFaults()
@@ -71,4 +58,25 @@ func (e *mirrorEnv) checkResyncLeftRename(t *testing.T, out, from, to string) {
 	if _, ok := e.sim.Account(mirrorDomain, to); ok {
 		t.Errorf("the resync made an account %s beside %s's, whose rename is waiting", to, from)
 	}
+}
+
+// renameRefusedByAxigen renames from to to through the gateway while
+// Axigen refuses every SET name of to (until ClearFaults), and waits for
+// the first refusal: the rename's record is committed and waits.
+func (e *mirrorEnv) renameRefusedByAxigen(t *testing.T, from, to string) {
+	t.Helper()
+	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
+	defer admin.Close() // a gateway stopped next has no session left
+	e.sim.FailMatching(regexp.MustCompile(`(?i)^SET name "?`+regexp.QuoteMeta(to)), "temporary failure")
+	if err := admin.ModifyDN(ldap.NewModifyDNRequest(userDN(from), "uid="+to, true, "")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the rename's SET name refused", func() error {
+		for _, c := range e.sim.Commands() {
+			if !c.OK && strings.Contains(strings.ToLower(c.Line), "set name") {
+				return nil
+			}
+		}
+		return errNotYet
+	})
 }

@@ -96,21 +96,24 @@ func dataDir(c *cli.Context) string {
 	return c.String("data-dir")
 }
 
+// openStoppedJournal opens the journal in dataDir as a command that reads
+// it does: it never creates one, runs no housekeeping, needs no key, and
+// opens a cluster node's copy as readable (its changes go through the
+// running cluster: Retry and Drop say so). The errors are store.Open's.
+func openStoppedJournal(dataDir string, log *slog.Logger) (*store.Journal, error) {
+	opts := store.Options{MustExist: true, HousekeepingInterval: -1, Logger: log}
+	j, err := store.Open(journalDir(dataDir), opts)
+	if errors.Is(err, store.ErrReplicated) {
+		opts.Replicated = true
+		j, err = store.Open(journalDir(dataDir), opts)
+	}
+	return j, err
+}
+
 // openJournal opens the journal of a stopped gateway. It never creates one
 // and needs no key: the CLI shows no secret.
 func openJournal(c *cli.Context) (*store.Journal, error) {
-	opts := store.Options{
-		MustExist:            true,
-		HousekeepingInterval: -1,
-		Logger:               slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	j, err := store.Open(journalDir(dataDir(c)), opts)
-	if errors.Is(err, store.ErrReplicated) {
-		// A cluster node's copy: readable; its changes go through the
-		// running cluster (Retry and Drop say so).
-		opts.Replicated = true
-		j, err = store.Open(journalDir(dataDir(c)), opts)
-	}
+	j, err := openStoppedJournal(dataDir(c), slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {

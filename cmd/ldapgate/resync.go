@@ -225,12 +225,7 @@ func (p *progress) finish() {
 // them, and their names alone.
 func undelivered(dataDir string, log *slog.Logger) ([]*store.Record, error) {
 	states := store.Filter{States: []store.State{store.StatePrepared, store.StateCommitted, store.StateDead}}
-	opts := store.Options{MustExist: true, HousekeepingInterval: -1, Logger: log}
-	j, err := store.Open(journalDir(dataDir), opts)
-	if errors.Is(err, store.ErrReplicated) {
-		opts.Replicated = true
-		j, err = store.Open(journalDir(dataDir), opts)
-	}
+	j, err := openStoppedJournal(dataDir, log)
 	switch {
 	case errors.Is(err, store.ErrNoJournal):
 		return nil, nil
