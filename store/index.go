@@ -206,16 +206,28 @@ func unfinished(s State) bool { return s == StatePrepared || s == StateCommitted
 // waiting reports whether a committed record of the entry with key waits
 // for its delivery.
 func (x *index) waiting(key string) bool {
+	committed, _ := x.unfinished(key)
+	return committed
+}
+
+// unfinished reports whether the key's history holds a committed record,
+// and whether it holds a prepared one.
+func (x *index) unfinished(key string) (committed, prepared bool) {
 	q := x.queues["k:"+key]
 	if q == nil {
-		return false
+		return false, false
 	}
 	for _, seq := range q.seqs {
-		if e := x.recs[seq]; e != nil && e.state == StateCommitted {
-			return true
+		if e := x.recs[seq]; e != nil {
+			switch e.state {
+			case StateCommitted:
+				committed = true
+			case StatePrepared:
+				prepared = true
+			}
 		}
 	}
-	return false
+	return committed, prepared
 }
 
 // put records a record's new version. tokens, when not nil, are its order

@@ -203,7 +203,8 @@ func TestIndexReadyHeapStaysBounded(t *testing.T) {
 }
 
 // waiting: a committed record of the key's history waits; a prepared one
-// alone does not (its write may still fail), nor does a passive index.
+// alone does not (its write may still fail: Journal.Settling says it is
+// on its way), nor does a passive index.
 func TestIndexWaiting(t *testing.T) {
 	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 	rec := func(seq uint64, key string, st State) *Record {
@@ -216,12 +217,20 @@ func TestIndexWaiting(t *testing.T) {
 		x.put(r, nil)
 		passive.put(r, nil)
 	}
-	for key, want := range map[string]bool{"k1": false, "k2": true, "k3": false} {
+	x.put(rec(3, "k4", StatePrepared), nil)
+	x.put(rec(4, "k4", StateCommitted), nil)
+	for key, want := range map[string]bool{"k1": false, "k2": true, "k3": false, "k4": true} {
 		if got := x.waiting(key); got != want {
 			t.Errorf("waiting(%s) = %v, want %v", key, got, want)
 		}
 		if passive.waiting(key) {
 			t.Errorf("passive: waiting(%s)", key)
+		}
+	}
+	// unfinished tells the prepared records apart (Journal.Settling).
+	for key, want := range map[string][2]bool{"k1": {false, true}, "k2": {true, false}, "k3": {}, "k4": {true, true}} {
+		if c, p := x.unfinished(key); c != want[0] || p != want[1] {
+			t.Errorf("unfinished(%s) = %v, %v, want %v", key, c, p, want)
 		}
 	}
 }

@@ -383,6 +383,21 @@ func (j *Journal) Waiting(key string) bool {
 	return j.sched.idx.waiting(key)
 }
 
+// Settling reports whether a prepared record of the entry with key (its
+// EntryKey) waits for its write's outcome, and no committed one waits for
+// its delivery: the write may have changed the entry already (a rename
+// the directory made, whose commit is a moment away), and what it becomes
+// of it is not known yet. False on a journal that is not delivering.
+func (j *Journal) Settling(key string) bool {
+	if key == "" {
+		return false
+	}
+	j.sched.mu.Lock()
+	defer j.sched.mu.Unlock()
+	committed, prepared := j.sched.idx.unfinished(key)
+	return prepared && !committed
+}
+
 // NameAfter returns, for the delivery of record seq in flight, the name
 // its entry had once seq's write (and those of the records the delivery
 // takes along, see Coverer) were made: the Name of the record that

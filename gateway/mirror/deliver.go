@@ -650,12 +650,21 @@ func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 		if e == nil || m.mapping().ClassifyEntry(*e) != schema.KindGroup {
 			continue
 		}
-		if key, err := m.entryKey(*e); err == nil && m.cfg.Journal.Waiting(key) {
+		key, err := m.entryKey(*e)
+		if err == nil && m.cfg.Journal.Waiting(key) {
 			// A record of the group waits: its delivery brings the group as
 			// it is then, under the name in its turn. Applied now, outside
 			// the group's records' order, a group renamed since would be
 			// created anew under its new name, and the old one left behind.
 			continue
+		}
+		if err == nil && m.cfg.Journal.Settling(key) {
+			// A write of the group is on its way (a rename the directory may
+			// have made, committed a moment from now): applied now, the
+			// group could be made under a name not its turn yet. Nor can it
+			// be skipped: the write may fail, and nothing would then bring
+			// this member's change. The delivery is tried again.
+			return fmt.Errorf("group %s has a write on its way to the directory: its members are brought to Axigen once that write is settled", quoteDN(g))
 		}
 		if err := m.applyGroup(ctx, *e, "", ""); err != nil {
 			return err

@@ -417,3 +417,103 @@ func TestMemberGroupRecordsWaitForAGroupRename(t *testing.T) {
 		t.Errorf("every write answered, the registry holds %v, %v", m.onWay.writes, m.onWay.exclusive)
 	}
 }
+
+// A member's delivery that finds one of its groups with a write on its way
+// (a rename the directory made, whose commit has not come yet) does not
+// apply the group then — it would be made under its new name before the
+// rename's record renames it, and the old one left behind — nor skip it:
+// it is tried again once the group's record is settled.
+func TestMemberDeliveryWaitsForAGroupWriteOnItsWay(t *testing.T) {
+	rig := newPipelineRigWith(t, slapd.Options{LDIF: memberLDIF})
+	m, j, _ := rig.mirror(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	delivering := make(chan error, 1)
+	go func() { delivering <- m.Run(ctx) }()
+	conn, err := rig.dir.AdminConn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Axigen has partners, with bob added.
+	done, answer := intercept(ctx, m, pipeAdminDN, &gateway.WriteRequest{Op: gateway.OpModify, DN: memPartners,
+		Changes: []gateway.Modification{{Op: gateway.ModAdd, Attribute: gateway.Attribute{Type: "member", Values: [][]byte{[]byte(pipeUser("bob"))}}}}})
+	wantAnswer(t, answer, 0, "")
+	add := ldap.NewModifyRequest(memPartners, nil)
+	add.Add("member", []string{pipeUser("bob")})
+	if err := conn.Modify(add); err != nil {
+		t.Fatal(err)
+	}
+	done(ctx, gateway.Result{Code: ldap.LDAPResultSuccess})
+	waitGroups := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				st, _ := j.Stats()
+				t.Fatalf("Axigen's groups: %+v (journal %+v), want %s", rig.sim.Groups(pipeDomain), st, what)
+			}
+			select {
+			case err := <-delivering:
+				t.Fatalf("delivery stopped: %v", err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitGroups("partners with bob", func() bool {
+		g, _ := rig.sim.Group(pipeDomain, "partners")
+		return equalFold(g.Members, []string{"alice@example.com", "bob@example.com", "ext@example.com"})
+	})
+	renaming, answer := intercept(ctx, m, pipeAdminDN, &gateway.WriteRequest{Op: gateway.OpModifyDN, DN: memPartners, NewRDN: "cn=partners2", DeleteOldRDN: true})
+	wantAnswer(t, answer, 0, "")
+	if err := conn.ModifyDN(ldap.NewModifyDNRequest(memPartners, "cn=partners2", true, "")); err != nil {
+		t.Fatal(err)
+	}
+	// alice's mail changes while the rename is answered by the directory
+	// but not settled in the journal yet.
+	done, answer = intercept(ctx, m, pipeAdminDN, replace(pipeUser("alice"), "mail", "alice.new@example.com"))
+	wantAnswer(t, answer, 0, "")
+	mod := ldap.NewModifyRequest(pipeUser("alice"), nil)
+	mod.Replace("mail", []string{"alice.new@example.com"})
+	if err := conn.Modify(mod); err != nil {
+		t.Fatal(err)
+	}
+	done(ctx, gateway.Result{Code: ldap.LDAPResultSuccess})
+	waitRecord := func(what string, ok func(*store.Record) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			recs, err := j.List(store.Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				if r.Kind == store.KindAccount && ok(r) {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice's record never %s: %+v", what, recs)
+			}
+			select {
+			case err := <-delivering:
+				t.Fatalf("delivery stopped: %v", err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitRecord("tried", func(r *store.Record) bool { return r.Attempts > 0 && r.DN == pipeUser("alice") })
+	if g, ok := rig.sim.Group(pipeDomain, "partners2"); ok {
+		t.Fatalf("Axigen has the group under its new name before the rename's record is settled (beside partners): %+v", g)
+	}
+	renaming(ctx, gateway.Result{Code: ldap.LDAPResultSuccess})
+	waitGroups("partners2 of alice.new, bob and ext, no partners, nothing waiting", func() bool {
+		st, err := j.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, ok := rig.sim.Group(pipeDomain, "partners2")
+		_, old := rig.sim.Group(pipeDomain, "partners")
+		return ok && !old && equalFold(g.Members, []string{"alice.new@example.com", "bob@example.com", "ext@example.com"}) && st.Prepared+st.Committed == 0
+	})
+}
