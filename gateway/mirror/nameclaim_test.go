@@ -27,6 +27,14 @@ func TestNameClaimedByAWriteOnItsWay(t *testing.T) {
 	second.DN = "cn=Dave Two,ou=people," + pipeSuffix
 	_, answer = intercept(ctx, m, pipeAdminDN, second)
 	wantAnswer(t, answer, ldap.LDAPResultBusy, `the account name "dave" is on its way`)
+	// A group of the name too: accounts and groups share Axigen's names.
+	group := &gateway.WriteRequest{Op: gateway.OpAdd, DN: "cn=dave,ou=groups," + pipeSuffix, Attributes: []gateway.Attribute{
+		{Type: "objectClass", Values: [][]byte{[]byte("groupOfNames")}},
+		{Type: "cn", Values: [][]byte{[]byte("dave")}},
+		{Type: "member", Values: [][]byte{[]byte(pipeUser("alice"))}},
+	}}
+	_, answer = intercept(ctx, m, pipeAdminDN, group)
+	wantAnswer(t, answer, ldap.LDAPResultBusy, `the group name "dave" is on its way`)
 
 	// The first was refused by the directory: the name is free again.
 	first(ctx, gateway.Result{Code: ldap.LDAPResultEntryAlreadyExists})

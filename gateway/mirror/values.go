@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -309,17 +310,20 @@ func (m *Mirror) resultingEntry(w *write) (e schema.Entry, ok bool) {
 }
 
 // checkNameFree refuses (19) a write that gives an account or group the
-// Axigen name of another entry of its kind: Axigen has one account (one
-// group) per name, and delivery applied the newcomer's state to the
-// account the other entry has — a second "uid=alice" added in another
-// unit of the account base took over alice's mailbox with its own
-// password; a rename onto carol's name overwrote her contact info and
-// left the renamed account behind. The directory is asked (the account
-// or group bases, the name attribute) for entries of the kind that name
-// the same account; only adds, renames and modifies of the name ask.
-// Two such writes racing each other are not caught: the directory's own
-// uniqueness (slapd's unique overlay, AD's sAMAccountName) is what holds
-// then.
+// Axigen name of another entry of its kind, or of an entry of the other
+// kind: Axigen has one account (one group) per name, and delivery applied
+// the newcomer's state to the account the other entry has — a second
+// "uid=alice" added in another unit of the account base took over alice's
+// mailbox with its own password; a rename onto carol's name overwrote her
+// contact info and left the renamed account behind. And an account and a
+// group are both addresses of the domain (name@domain): Axigen cannot hold
+// both under one name, so the second could never be delivered. The
+// directory is asked (the account and group bases, their name attributes)
+// for entries that name the same account or group; only adds, renames and
+// modifies of the name ask. Two such writes racing each other through
+// this gateway are held apart by the claim on the name; through another
+// gateway, or made directly, only the directory's own uniqueness (slapd's
+// unique overlay, AD's sAMAccountName) holds.
 func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 	e, ok := m.resultingEntry(w)
 	if !ok {
@@ -331,30 +335,40 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 		return nil // no name, or the one the entry has already
 	}
 	cfg := mp.Config()
-	attr, bases, classes, what := mp.NameAttribute(), mp.AccountBases(), cfg.AccountClasses, "account"
-	value := ldap.EscapeFilter(name)
-	if cfg.NameFromAddress {
-		value += "@*"
-	}
+	what := "account"
 	if w.kind == schema.KindGroup {
-		attr, bases, classes, what = mp.GroupNameAttribute(), mp.GroupBases(), cfg.GroupClasses, "group"
-		value = ldap.EscapeFilter(name)
+		what = "group"
 	}
-	var terms []string
-	for _, c := range classes {
-		terms = append(terms, "(objectClass="+ldap.EscapeFilter(c)+")")
+	classTerms := func(classes []string) string {
+		var terms []string
+		for _, c := range classes {
+			terms = append(terms, "(objectClass="+ldap.EscapeFilter(c)+")")
+		}
+		return "(|" + strings.Join(terms, "") + ")"
 	}
-	filter := "(&(|" + strings.Join(terms, "") + ")(" + attr + "=" + value + "))"
+	accountValue := ldap.EscapeFilter(name)
+	if cfg.NameFromAddress {
+		accountValue += "@*"
+	}
+	filter := "(|(&" + classTerms(cfg.AccountClasses) + "(" + mp.NameAttribute() + "=" + accountValue + "))" +
+		"(&" + classTerms(cfg.GroupClasses) + "(" + mp.GroupNameAttribute() + "=" + ldap.EscapeFilter(name) + ")))"
+	bases := mp.AccountBases()
+	for _, b := range mp.GroupBases() {
+		if !slices.ContainsFunc(bases, func(a string) bool { return schema.EqualDN(a, b) }) {
+			bases = append(bases, b)
+		}
+	}
 	// The directory cannot show a write still on its way: two writes
 	// giving one name, racing each other, would both pass the search. The
 	// name is claimed before the search, so that a write that gave it and
 	// was answered between the two is in what the search shows (claimed
 	// after, the second of two racing adds passed: two entries of one
-	// name, TestAttackWriteRacingAddsOfOneName).
-	key := what + ":" + strings.ToLower(name)
+	// name, TestAttackWriteRacingAddsOfOneName). Accounts and groups share
+	// the claims, as they share the names.
+	key := "name:" + strings.ToLower(name)
 	if !m.claims.take(key) {
 		return &gateway.Result{Code: ldap.LDAPResultBusy, Diagnostic: fmt.Sprintf(
-			"ldapgate: another write giving the %s name %q is on its way to the directory; try again once it is answered", what, name)}
+			"ldapgate: another write giving the %s name %q is on its way to the directory (or one giving it to the other kind: accounts and groups share names); try again once it is answered", what, name)}
 	}
 	found, err := m.cfg.Directory.SearchAll(ctx, bases, filter, m.readAttributes())
 	if err != nil {
@@ -363,11 +377,21 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 		return unreachable("cannot check that no other entry has the name " + fmt.Sprintf("%q", name))
 	}
 	for _, other := range found {
-		if schema.EqualDN(other.DN, w.target) || mp.ClassifyEntry(other) != w.kind ||
-			!strings.EqualFold(mp.EntryName(other, w.kind), name) {
+		kind := mp.ClassifyEntry(other)
+		if schema.EqualDN(other.DN, w.target) || (kind != schema.KindAccount && kind != schema.KindGroup) ||
+			!strings.EqualFold(mp.EntryName(other, kind), name) {
 			continue
 		}
 		m.claims.release(key)
+		if kind != w.kind {
+			otherKind := "group"
+			if kind == schema.KindAccount {
+				otherKind = "account"
+			}
+			return &gateway.Result{Code: ldap.LDAPResultConstraintViolation, Diagnostic: fmt.Sprintf(
+				"ldapgate: the name %q is already that of the %s %s in Axigen, and an account and a group are both addresses of the domain (one per name), so the change of %s is not made; give it another name",
+				name, otherKind, quoteDN(other.DN), quoteDN(w.target))}
+		}
 		return &gateway.Result{Code: ldap.LDAPResultConstraintViolation, Diagnostic: fmt.Sprintf(
 			"ldapgate: the %s name %q is already that of %s in Axigen (one %s per name), so the change of %s is not made; give it another name",
 			what, name, quoteDN(other.DN), what, quoteDN(w.target))}
