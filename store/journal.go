@@ -416,6 +416,22 @@ func (j *Journal) NameAfter(seq uint64) (name string, ok bool) {
 	return j.sched.idx.nameAfter(seq)
 }
 
+// RenameAfter returns, for the delivery of record seq in flight, the DN
+// the entry's next rename (past the records the delivery takes along)
+// moved it from: the DN, and so the name, the entry had once seq's write
+// was made. waiting says that rename is still prepared (its DN not
+// confirmed by the directory yet); ok is false when no rename follows. A
+// cluster's deliveries name accounts and groups by it where the name is
+// the DN's (see the mirror's delivery): a record's Name, read by one
+// gateway, may predate another gateway's rename, but a committed rename's
+// DN is the directory's own word. Call it after the delivery has read the
+// entry.
+func (j *Journal) RenameAfter(seq uint64) (dn string, waiting, ok bool) {
+	j.sched.mu.Lock()
+	defer j.sched.mu.Unlock()
+	return j.sched.idx.renameAfter(seq)
+}
+
 // Prepared returns the records still prepared, with their secrets: at
 // start-up these are writes whose upstream outcome is unknown, for the
 // gateway to settle (Commit or Abort) before it accepts clients.

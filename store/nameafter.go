@@ -33,3 +33,40 @@ func (x *index) nameAfter(seq uint64) (name string, ok bool) {
 	}
 	return next.name, true
 }
+
+// renameAfter finds the first rename (a record with a new DN) that follows
+// seq, and the records its delivery in flight takes along, in the history
+// of their entry key: dn is the DN that rename moved the entry from, which
+// the entry had once the writes before it were made. waiting says that
+// rename is still prepared: its DN is what its gateway read, which the
+// directory has not confirmed (it may yet refuse the rename because the
+// entry had moved). ok is false when no rename follows, when seq has no
+// entry key, or on a passive index.
+//
+// Unlike the Name a record found, which a gateway of a cluster may have
+// read before another gateway's rename of the entry, a committed rename's
+// DN is exact: the directory renamed the entry from it. And the renames of
+// one entry are in the journal in the directory's order: a gateway reads
+// a rename's target before journaling it, so a rename from a DN another
+// rename made is journaled after that one reached the directory.
+func (x *index) renameAfter(seq uint64) (dn string, waiting, ok bool) {
+	e := x.recs[seq]
+	if e == nil || len(e.tokens) == 0 || e.key == "" {
+		return "", false, false
+	}
+	q := x.queues["k:"+e.key]
+	if q == nil {
+		return "", false, false
+	}
+	last := max(seq, e.coveredTo)
+	i, found := slices.BinarySearch(q.seqs, last)
+	if found {
+		i++
+	}
+	for _, s := range q.seqs[i:] {
+		if next := x.recs[s]; next != nil && next.newDN != "" {
+			return next.dn, next.state == StatePrepared, true
+		}
+	}
+	return "", false, false
+}

@@ -112,3 +112,58 @@ func TestJournalNameAfterPastWhatADeliveryTakesAlong(t *testing.T) {
 		t.Errorf("names as of each delivery: %v, want %v", asOf, want)
 	}
 }
+
+// renameAfter: the DN of the first rename after seq (and the records its
+// delivery takes along) in its entry key's history, whether it is still
+// prepared; none after the last rename, for a record without a key, or on
+// a passive index.
+func TestIndexRenameAfter(t *testing.T) {
+	at := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	rec := func(seq uint64, key, dn, newDN string, st State) *Record {
+		r := accountRecord(dn)
+		r.Seq, r.Time, r.State, r.EntryKey = seq, at, st, key
+		if newDN != "" {
+			r.Op, r.NewDN = OpRename, newDN
+		}
+		return r
+	}
+	type found struct {
+		dn               string
+		waiting, present bool
+	}
+	for _, passive := range []bool{false, true} {
+		x := newIndex(nil)
+		if passive {
+			x = newPassiveIndex(nil)
+		}
+		x.put(rec(1, "k1", "uid=alice,dc=x", "", StateCommitted), nil)
+		x.put(rec(2, "k1", "uid=alice,dc=x", "uid=tmp,dc=x", StateCommitted), nil)
+		x.put(rec(3, "k2", "uid=bob,dc=x", "uid=alice,dc=x", StateCommitted), nil)
+		x.put(rec(4, "k1", "uid=tmp,dc=x", "", StateCommitted), nil)
+		x.put(rec(5, "k1", "uid=tmp,dc=x", "uid=carol,dc=x", StatePrepared), nil)
+		x.put(rec(6, "", "uid=dave,dc=x", "uid=eve,dc=x", StateCommitted), nil)
+		x.put(rec(7, "k1", "uid=carol,dc=x", "", StatePrepared), nil)
+		want := map[uint64]found{
+			1: {"uid=alice,dc=x", false, true},
+			2: {"uid=tmp,dc=x", true, true},
+			4: {"uid=tmp,dc=x", true, true},
+		}
+		if passive {
+			want = map[uint64]found{}
+		}
+		for seq := uint64(1); seq <= 7; seq++ {
+			dn, waiting, ok := x.renameAfter(seq)
+			if got := (found{dn, waiting, ok}); got != want[seq] {
+				t.Errorf("passive %v: renameAfter(%d) = %+v, want %+v", passive, seq, got, want[seq])
+			}
+		}
+		if passive {
+			continue
+		}
+		// A delivery that takes records along looks past them.
+		x.recs[4].coveredTo = 5
+		if dn, _, ok := x.renameAfter(4); ok {
+			t.Errorf("renameAfter(4), 5 taken along = %q, want none", dn)
+		}
+	}
+}

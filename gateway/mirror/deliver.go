@@ -238,15 +238,32 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 	// would otherwise take over the other's account under the name the
 	// entry has now). The write path keeps that name exact: a write that
 	// can change an entry's name is never on its way together with another
-	// write to the entry (onWay). That hold is per gateway: in a cluster,
-	// writes to one entry through two gateways race, a record's Name may
-	// be stale, and a delivery named by it took a rename back or made a
-	// second, empty account beside the mailbox (TestAttackClusterRenameRaces
-	// WritesAcrossGateways); there the entry's current name stands, as
-	// before, until identity changes are ordered cluster-wide.
+	// write to the entry (onWay).
+	//
+	// That hold is per gateway: in a cluster, writes to one entry through
+	// two gateways race, a record's Name may be stale, and a delivery named
+	// by it took a rename back or made a second, empty account beside the
+	// mailbox (TestAttackClusterRenameRacesWritesAcrossGateways). A
+	// cluster's delivery names the account or group by the DN its entry's
+	// next rename moved it from, where the name is the DN's (uid=alice for
+	// an account named by uid): that DN is the directory's own word, and
+	// renames of one entry are journaled in the directory's order
+	// (Journal.RenameAfter). A rename still on its way is waited for;
+	// elsewhere (an account named by its mail) the entry's current name
+	// stands (TestClusterRotationOfThreeWhileAxigenIsDown).
 	asOf := ""
-	if !replaced && !m.cfg.Journal.Replicated() {
-		asOf, _ = m.cfg.Journal.NameAfter(rec.Seq)
+	if !replaced {
+		if !m.cfg.Journal.Replicated() {
+			asOf, _ = m.cfg.Journal.NameAfter(rec.Seq)
+		} else if dn, waiting, ok := m.cfg.Journal.RenameAfter(rec.Seq); ok {
+			name, inDN := m.mapping().NameInDN(dn, kind)
+			switch {
+			case inDN && waiting:
+				return nil, fmt.Errorf("a rename of %s is on its way to the directory: the %s's name as of this change is known once it is settled", quoteDN(dn), kind)
+			case inDN:
+				asOf = name
+			}
+		}
 	}
 	if kind == schema.KindGroup {
 		return nil, m.applyGroup(ctx, *e, previous, asOf)
