@@ -393,7 +393,9 @@ func (b *batch) recordOutcome(old *Record, o Outcome, at time.Time) error {
 		}
 	}
 	r := old.next()
-	r.Attempts++
+	if !o.Postponed {
+		r.Attempts++
+	}
 	if o.Delivered {
 		// LastError of a delivered record: what an incomplete delivery skipped.
 		r.State, r.DeliveredAt, r.NextAttempt, r.LastError = StateDelivered, at, time.Time{}, o.LastError

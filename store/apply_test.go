@@ -146,6 +146,7 @@ func TestCommandsRoundTrip(t *testing.T) {
 		{Op: CmdCommit, Seq: 7, Time: at, EntryKey: "0f3c"},
 		{Op: CmdOutcome, Seq: 7, Time: at, Term: 4, Outcome: Outcome{Delivered: true, Covered: []uint64{8, 9}}},
 		{Op: CmdOutcome, Seq: 8, Time: at, Term: 4, Outcome: Outcome{LastError: "refused", Dead: true, NextAttempt: at}},
+		{Op: CmdOutcome, Seq: 9, Time: at, Term: 4, Outcome: Outcome{LastError: "put off", Postponed: true, NextAttempt: at}},
 		{Op: CmdPurge, Time: at, Seqs: []uint64{1, 2}},
 		{Op: CmdPutDisabled, Disabled: DisabledAccount{Name: "ann", EntryKey: "0f3c", DN: "uid=ann", Reason: DisabledNoPassword, Since: at, Seq: 7, GraceFrom: at.Add(time.Hour), Scrambled: true, RemovalSeq: 9}},
 		{Op: CmdRemoveDisabled, Name: "bob"},

@@ -126,6 +126,11 @@ type Outcome struct {
 	LastError   string
 	Dead        bool
 	NextAttempt time.Time
+	// Postponed: the failure is a delivery put off (Postpone), which does
+	// not count as an attempt. A node of an earlier version ignores the
+	// flag and counts it (the count only informs operators: the leader
+	// decides Dead).
+	Postponed bool
 }
 
 // MaxEntryBytes bounds the commands of one Raft log entry (the sum of
@@ -181,6 +186,7 @@ const (
 const (
 	outcomeDelivered byte = 1 << iota
 	outcomeDead
+	outcomePostponed
 )
 
 // EncodeCommands encodes a batch of commands for the Raft log. A command's
@@ -236,6 +242,9 @@ func appendCommand(buf, scratch []byte, c *Command) ([]byte, []byte) {
 	}
 	if c.Outcome.Dead {
 		flags |= outcomeDead
+	}
+	if c.Outcome.Postponed {
+		flags |= outcomePostponed
 	}
 	buf = append(buf, flags)
 	buf = appendNums(buf, c.Outcome.Covered)
@@ -328,6 +337,7 @@ func (d *decoder) command(c *Command) {
 	flags := d.byte()
 	c.Outcome.Delivered = flags&outcomeDelivered != 0
 	c.Outcome.Dead = flags&outcomeDead != 0
+	c.Outcome.Postponed = flags&outcomePostponed != 0
 	c.Outcome.Covered = d.nums()
 	c.Outcome.LastError = d.string()
 	c.Outcome.NextAttempt = d.time()

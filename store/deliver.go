@@ -99,6 +99,29 @@ func IsIncomplete(err error) bool {
 	return errors.As(err, &p)
 }
 
+type postponedError struct{ err error }
+
+func (e *postponedError) Error() string { return e.err.Error() }
+func (e *postponedError) Unwrap() error { return e.err }
+
+// Postpone marks a delivery that did not fail but cannot be made yet: what
+// it needs is on its way (a write of another entry the delivery depends
+// on, whose outcome the journal will know in a moment). The record is
+// tried again after Options.BackoffBase, and the attempt is not counted:
+// however long the wait, it never makes the record dead.
+func Postpone(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &postponedError{err: err}
+}
+
+// IsPostponed reports whether err was marked with Postpone.
+func IsPostponed(err error) bool {
+	var p *postponedError
+	return errors.As(err, &p)
+}
+
 // backoff is the wait before attempt n+1 after n failures: base doubled for
 // each failure up to max, less a random part of up to half (r in [0,1)).
 func backoff(failures int, base, limit time.Duration, r float64) time.Duration {

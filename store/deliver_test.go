@@ -316,6 +316,32 @@ func TestPermanentErrorKillsAtOnce(t *testing.T) {
 	}
 }
 
+// A delivery put off (Postpone) is tried again without counting: a journal
+// that makes a record dead after one failure puts it off many times, then
+// delivers it.
+func TestPostponedDeliveryIsNotAnAttempt(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.MaxAttempts, o.BackoffBase = 1, time.Millisecond
+	j, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	var tries atomic.Int64
+	startRun(t, j, 1, func(context.Context, *Record) error {
+		if tries.Add(1) <= 5 {
+			return Postpone(errors.New("a write of the group is on its way"))
+		}
+		return nil
+	})
+	seq := mustPrepareCommit(t, j, accountRecord("uid=ann,dc=example,dc=org"), "")
+	r := waitState(t, j, seq, StateDelivered)
+	if r.Attempts != 1 || tries.Load() != 6 {
+		t.Fatalf("delivered after %d tries with %d attempts counted; want 6 tries, 1 attempt", tries.Load(), r.Attempts)
+	}
+}
+
 // An incomplete delivery (the deliverer skipped a value) is a delivery:
 // the record is delivered at once, its secret erased, what was skipped in
 // its LastError; the entry's next record is delivered in turn.

@@ -397,6 +397,8 @@ func (s *scheduler) deliverBatch(ctx context.Context, items []dispatched, delive
 			s.log.Warn("delivered in part", "seq", rec.Seq, "dn", rec.DN, "skipped", errorText(derr, nil))
 		case IsPermanent(derr):
 			s.log.Warn("delivery failed for good: record is dead", "seq", rec.Seq, "dn", rec.DN, "err", errorText(derr, nil))
+		case IsPostponed(derr):
+			s.log.Info("delivery put off", "seq", rec.Seq, "dn", rec.DN, "why", errorText(derr, nil))
 		default:
 			s.log.Warn("delivery failed", "seq", rec.Seq, "dn", rec.DN, "attempt", rec.Attempts+1, "err", errorText(derr, nil))
 		}
@@ -415,6 +417,11 @@ func (s *scheduler) outcome(derr error, covered []uint64, attempts int, secret [
 		return Outcome{Delivered: true, Covered: covered, LastError: errorText(derr, secret)}
 	}
 	o := Outcome{LastError: errorText(derr, secret)}
+	if IsPostponed(derr) {
+		o.Postponed = true
+		o.NextAttempt = now.Add(s.opts.BackoffBase)
+		return o
+	}
 	attempts++
 	if IsPermanent(derr) || attempts >= s.opts.MaxAttempts {
 		o.Dead = true

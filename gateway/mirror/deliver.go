@@ -259,7 +259,7 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 			name, inDN := m.mapping().NameInDN(dn, kind)
 			switch {
 			case inDN && waiting:
-				return nil, fmt.Errorf("a rename of %s is on its way to the directory: the %s's name as of this change is known once it is settled", quoteDN(dn), kind)
+				return nil, store.Postpone(fmt.Errorf("a rename of %s is on its way to the directory: the %s's name as of this change is known once it is settled", quoteDN(dn), kind))
 			case inDN:
 				asOf = name
 			}
@@ -680,8 +680,10 @@ func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 			// have made, committed a moment from now): applied now, the
 			// group could be made under a name not its turn yet. Nor can it
 			// be skipped: the write may fail, and nothing would then bring
-			// this member's change. The delivery is tried again.
-			return fmt.Errorf("group %s has a write on its way to the directory: its members are brought to Axigen once that write is settled", quoteDN(g))
+			// this member's change. The delivery is tried again, as often as
+			// it takes (the attempt is not counted: the write is settled
+			// within --op-timeout, or as an orphan).
+			return store.Postpone(fmt.Errorf("group %s has a write on its way to the directory: its members are brought to Axigen once that write is settled", quoteDN(g)))
 		}
 		if err := m.applyGroup(ctx, *e, "", ""); err != nil {
 			return err

@@ -502,7 +502,14 @@ func TestMemberDeliveryWaitsForAGroupWriteOnItsWay(t *testing.T) {
 			}
 		}
 	}
-	waitRecord("tried", func(r *store.Record) bool { return r.Attempts > 0 && r.DN == pipeUser("alice") })
+	waitRecord("tried", func(r *store.Record) bool {
+		return r.DN == pipeUser("alice") && (r.Attempts > 0 || r.LastError != "")
+	})
+	for _, r := range mustList(t, j) {
+		if r.DN == pipeUser("alice") && r.State != store.StateDelivered && r.Attempts != 0 {
+			t.Errorf("alice's record put off with %d attempts counted, want none (%s)", r.Attempts, r.LastError)
+		}
+	}
 	if g, ok := rig.sim.Group(pipeDomain, "partners2"); ok {
 		t.Fatalf("Axigen has the group under its new name before the rename's record is settled (beside partners): %+v", g)
 	}
@@ -516,4 +523,13 @@ func TestMemberDeliveryWaitsForAGroupWriteOnItsWay(t *testing.T) {
 		_, old := rig.sim.Group(pipeDomain, "partners")
 		return ok && !old && equalFold(g.Members, []string{"alice.new@example.com", "bob@example.com", "ext@example.com"}) && st.Prepared+st.Committed == 0
 	})
+}
+
+func mustList(t *testing.T, j *store.Journal) []*store.Record {
+	t.Helper()
+	recs, err := j.List(store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }

@@ -331,8 +331,14 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 	}
 	mp := m.mapping()
 	name := mp.EntryName(e, w.kind)
-	if name == "" || (w.entry != nil && strings.EqualFold(mp.EntryName(*w.entry, w.kind), name)) {
-		return nil // no name, or the one the entry has already
+	if name == "" {
+		return nil
+	}
+	if w.entry != nil && mp.ClassifyEntry(*w.entry) == w.kind && strings.EqualFold(mp.EntryName(*w.entry, w.kind), name) {
+		// The name the entry has already, as an account (group) already:
+		// not one this write gives. An entry moved into the bases from
+		// outside them, its name kept, is given it now.
+		return nil
 	}
 	cfg := mp.Config()
 	what := "account"
