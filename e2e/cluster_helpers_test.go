@@ -304,17 +304,44 @@ func (c *clusterEnv) args(n *gwNode) []string {
 // start runs node n and waits until it listens for LDAP clients.
 func (c *clusterEnv) start(n *gwNode) {
 	c.t.Helper()
-	c.spawn(n)
-	waitFor(c.t, 30*time.Second, "gateway "+n.name+" listening", func() error {
-		if !n.gw.alive() {
-			c.t.Fatalf("gateway %s exited during start-up (%v):\n%s", n.name, n.gw.cmd.ProcessState, tailFile(n.logPath, 4000))
+	for attempt := 0; ; attempt++ {
+		c.spawn(n)
+		again := false
+		waitFor(c.t, 30*time.Second, "gateway "+n.name+" listening", func() error {
+			if !n.gw.alive() {
+				if attempt < 3 && c.moveClusterPort(n) {
+					again = true
+					return nil
+				}
+				c.t.Fatalf("gateway %s exited during start-up (%v):\n%s", n.name, n.gw.cmd.ProcessState, tailFile(n.logPath, 4000))
+			}
+			data, err := os.ReadFile(n.addrFile)
+			if err != nil || !strings.Contains(string(data), "ldap://") {
+				return errors.New("no address file yet")
+			}
+			return nil
+		})
+		if !again {
+			return
 		}
-		data, err := os.ReadFile(n.addrFile)
-		if err != nil || !strings.Contains(string(data), "ldap://") {
-			return errors.New("no address file yet")
-		}
-		return nil
-	})
+	}
+}
+
+// moveClusterPort gives a proxied node that could not listen on its
+// cluster port (another process took it while the node was down: the
+// ports are chosen free, then released) another one, where its proxy
+// forwards from now on; the other nodes name it by the proxy's address,
+// which stays. It reports whether it did.
+func (c *clusterEnv) moveClusterPort(n *gwNode) bool {
+	c.t.Helper()
+	log := tailFile(n.logPath, 600)
+	if n.peerAddr == n.listen || !strings.Contains(log, "cluster: listen:") || !strings.Contains(log, "address already in use") {
+		return false
+	}
+	n.listen = fmt.Sprintf("127.0.0.1:%d", stablePorts(c.t, 1)[0])
+	c.net.Proxy(n.name).SetTarget(n.listen)
+	c.note("moved to "+n.listen, n.name)
+	return true
 }
 
 // spawn starts node n's process without waiting for it.

@@ -111,7 +111,20 @@ func Listen(target string, opts Options) (*Proxy, error) {
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Target is the address the proxy forwards to.
-func (p *Proxy) Target() string { return p.target }
+func (p *Proxy) Target() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.target
+}
+
+// SetTarget makes the proxy forward the connections it accepts from now on
+// to addr (a node restarted on another port: the others still name it by
+// the proxy's address).
+func (p *Proxy) SetTarget(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = addr
+}
 
 // Stats returns the counts so far.
 func (p *Proxy) Stats() Stats {
@@ -272,7 +285,7 @@ func (p *Proxy) serve(l *link) {
 		return
 	}
 	p.mu.Unlock()
-	up, err := net.DialTimeout("tcp", p.target, p.opts.DialTimeout)
+	up, err := net.DialTimeout("tcp", p.Target(), p.opts.DialTimeout)
 	if err != nil {
 		return // the target is down: the sender sees the connection close
 	}
