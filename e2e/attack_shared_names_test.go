@@ -685,6 +685,9 @@ func (e *mirrorEnv) recordsIn(t *testing.T, state, dn string) []store.Record {
 // must not use up her attempts into a dead letter, and Axigen's staff
 // must end listing her new address.
 func TestAttackSharedNamesMemberPutOffPastMaxAttempts(t *testing.T) {
+	// Mostly waiting (a grace, a hold past holdPatience): alongside the
+	// other tests that mostly wait, at the end of the package's run.
+	t.Parallel()
 	e, px := newHeldEnv(t, nil, "--max-attempts", "3")
 	e.waitMirrored(20*time.Second, false)
 	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
@@ -740,6 +743,9 @@ func TestAttackSharedNamesMemberPutOffPastMaxAttempts(t *testing.T) {
 // started again. Every member's change must reach Axigen's staff, with no
 // dead letter, within a short time of the restart.
 func TestAttackSharedNamesManyMembersPutOffAcrossACrash(t *testing.T) {
+	// Mostly waiting (a grace, a hold past holdPatience): alongside the
+	// other tests that mostly wait, at the end of the package's run.
+	t.Parallel()
 	e, px := newHeldEnv(t, nil)
 	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
 	members := []string{"alice", "bob"}

@@ -700,6 +700,9 @@ func TestAttackWaitsRenamesChainedRound(t *testing.T) {
 // 0 once the directory resumes, and after a restart Axigen equals the
 // directory.
 func TestAttackWaitsPatienceRunsOutAndShutdown(t *testing.T) {
+	// Mostly waiting (a grace, a hold past holdPatience): alongside the
+	// other tests that mostly wait, at the end of the package's run.
+	t.Parallel()
 	e := newAttackEnv(t, "", nil)
 	admin := bindConn(t, e.gw.URL, mirrorAdminDN, e.dir.RootPW)
 	for _, uid := range []string{"p1", "p2"} {

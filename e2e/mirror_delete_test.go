@@ -212,6 +212,9 @@ sn: Postmaster
 // With the shortest grace, an account still absent when it ends is removed:
 // a journal record (actor "ldapgate: delete-after") and an audit line say so.
 func TestMirrorDeleteGraceExpires(t *testing.T) {
+	// Mostly waiting (a grace, a hold past holdPatience): alongside the
+	// other tests that mostly wait, at the end of the package's run.
+	t.Parallel()
 	e, audit := newDeleteEnv(t, "--delete-after", "1m") // the shortest grace accepted
 	addDave(e)
 	e.asAdmin("", "ldapdelete", userDN("dave"))

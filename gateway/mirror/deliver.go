@@ -192,6 +192,28 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		e = nil // moved out of scope or no longer an account/group
 		gone = "entry moved out of the account base or no longer an account"
 	}
+	inBases := mp.UnderAccountBase
+	if kind == schema.KindGroup {
+		inBases = mp.UnderGroupBase
+	}
+	// The entry's next rename, not delivered yet: the DN it moved the
+	// entry from is the DN the entry had once this record's write (and
+	// those its delivery takes along) were made. Asked once the entry is
+	// read.
+	nextDN, nextWaiting, nextRename := m.cfg.Journal.RenameAfter(rec.Seq)
+	if e != nil && nextRename && !inBases(nextDN) {
+		// As of this record the entry was out of the bases (a move out,
+		// and a later one back in, not delivered yet): its account goes
+		// now, as it went had the move out been delivered in its time;
+		// read as it is now, the entry would be mirrored onto the account
+		// this record's name has, which a later rename of another entry
+		// may be due to take (TestAttackLoneRotationThroughOutsideTheBases).
+		if nextWaiting {
+			return nil, store.Postpone(fmt.Errorf("a move of %s is on its way to the directory: whether the %s is in the bases as of this change is known once it is settled", quoteDN(nextDN), kind))
+		}
+		e = nil
+		gone = "entry moved out of the bases (and back in by a change not delivered yet)"
+	}
 	if e == nil && kind == schema.KindAccount && rec.Actor == expiryActor && rec.EntryKey == "" {
 		// An account held without a key (disabled by a resync) goes to an
 		// entry of its name that came before its grace ended.
@@ -200,6 +222,15 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 		}
 	}
 	previous, secret := rec.Name, string(rec.Secret)
+	if rec.DN != "" && !inBases(rec.DN) {
+		// The write found the entry out of the bases (a move in): the
+		// name it read was no account's or group's name in Axigen, and
+		// the account of that name, if any, is another entry's (an entry
+		// moved out, another renamed onto its name, then the first moved
+		// back in under the second's old name: renamed from its name, the
+		// other entry's mailbox went to the first).
+		previous = ""
+	}
 	replaced := e != nil && m.replaced(rec, *e)
 	if replaced {
 		// The record's entry is gone and another holds its DN (current):
@@ -255,11 +286,11 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 	if !replaced {
 		if !m.cfg.Journal.Replicated() {
 			asOf, _ = m.cfg.Journal.NameAfter(rec.Seq)
-		} else if dn, waiting, ok := m.cfg.Journal.RenameAfter(rec.Seq); ok {
-			name, inDN := m.mapping().NameInDN(dn, kind)
+		} else if nextRename {
+			name, inDN := m.mapping().NameInDN(nextDN, kind)
 			switch {
-			case inDN && waiting:
-				return nil, store.Postpone(fmt.Errorf("a rename of %s is on its way to the directory: the %s's name as of this change is known once it is settled", quoteDN(dn), kind))
+			case inDN && nextWaiting:
+				return nil, store.Postpone(fmt.Errorf("a rename of %s is on its way to the directory: the %s's name as of this change is known once it is settled", quoteDN(nextDN), kind))
 			case inDN:
 				asOf = name
 			}
