@@ -70,6 +70,8 @@ type Mapping struct {
 	// that sends ever new names.
 	canon     sync.Map // description -> canonical name
 	canonSize atomic.Int32
+	// dns remembers the parses of the DNs asked about lately (dncache.go).
+	dns dnCache
 }
 
 // maxCanonNames bounds Mapping.canon.
@@ -247,13 +249,13 @@ func under(bases []dnName, dn dnName) bool {
 // compared best effort: the write path resolves those through the
 // directory first.
 func (m *Mapping) UnderAccountBase(dn string) bool {
-	d, err := parseDN(dn)
+	d, err := m.dns.parse(dn)
 	return err == nil && under(m.accountBases, d)
 }
 
 // UnderGroupBase reports whether dn is strictly below a group base.
 func (m *Mapping) UnderGroupBase(dn string) bool {
-	d, err := parseDN(dn)
+	d, err := m.dns.parse(dn)
 	return err == nil && under(m.groupBases, d)
 }
 
@@ -262,18 +264,23 @@ func (m *Mapping) UnderGroupBase(dn string) bool {
 // subtree and it carries both kinds of classes) is an account: account
 // rules are the stricter ones to apply to it.
 func (m *Mapping) Classify(dn string, objectClasses []string) Kind {
-	d, err := parseDN(dn)
+	d, err := m.dns.parse(dn)
 	if err != nil {
 		return KindNone
 	}
-	classes := m.canonicalAll(objectClasses)
-	hasAny := func(want []string) bool {
-		return slices.ContainsFunc(classes, func(c string) bool { return slices.Contains(want, c) })
+	// One pass over the classes, each canonical name looked up once, and
+	// no list of them made: this runs on every write and delivery.
+	var account, excluded, group bool
+	for _, oc := range objectClasses {
+		c := m.canonical(oc)
+		account = account || slices.Contains(m.accountClasses, c)
+		excluded = excluded || slices.Contains(m.accountExclude, c)
+		group = group || slices.Contains(m.groupClasses, c)
 	}
-	if under(m.accountBases, d) && hasAny(m.accountClasses) && !hasAny(m.accountExclude) {
+	if account && !excluded && under(m.accountBases, d) {
 		return KindAccount
 	}
-	if under(m.groupBases, d) && hasAny(m.groupClasses) {
+	if group && under(m.groupBases, d) {
 		return KindGroup
 	}
 	return KindNone
@@ -370,9 +377,7 @@ func (m *Mapping) naming(e Entry, attr string) (string, bool) {
 // attribute, through aliases and OIDs (rfc822Mailbox is mail, 2.5.4.0 is
 // objectClass) and ignoring options such as ;lang-en.
 func (m *Mapping) SameAttribute(a, b string) bool {
-	ab, _ := splitOptions(a)
-	bb, _ := splitOptions(b)
-	return m.canonical(ab) == m.canonical(bb)
+	return m.canonical(baseName(a)) == m.canonical(baseName(b))
 }
 
 // EntryName is the name an account or group entry has in Axigen, as
@@ -676,8 +681,3 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 	})
 	return g, nil
 }
-
-// CanonicalDN is CanonicalDN: the types that name entries fold the same
-// way in both dialects (streetAddress, the one they disagree on, is left
-// to the directory).
-func (m *Mapping) CanonicalDN(dn string) string { return CanonicalDN(dn) }
