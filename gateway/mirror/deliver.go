@@ -276,7 +276,7 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 			// racing the password): the bind went to a DN it no longer
 			// has. Found again by its key at another DN, the password is
 			// confirmed there.
-			if now, rerr := m.current(ctx, rec, bases, attrs); rerr == nil && now != nil && !schema.EqualDN(now.DN, e.DN) {
+			if now, rerr := m.current(ctx, rec, bases, attrs); rerr == nil && now != nil && !mp.EqualDN(now.DN, e.DN) {
 				ok, err = m.cfg.Directory.CheckPassword(ctx, now.DN, secret)
 			}
 		}

@@ -206,7 +206,7 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 		w.who.bound = s.BoundDN
 	}
 	axigenDN := m.pol().AxigenBindDN
-	w.who.axigen = sure && axigenDN != "" && dn != "" && schema.EqualDN(dn, axigenDN)
+	w.who.axigen = sure && axigenDN != "" && dn != "" && m.mapping().EqualDN(dn, axigenDN)
 	return nil
 }
 
@@ -375,7 +375,7 @@ func (m *Mirror) childIdentity(ctx context.Context, dn, superior, what string) (
 	if superior != "" {
 		parent = superior
 	}
-	canonRDN := schema.CanonicalDN(rdn)
+	canonRDN := m.mapping().CanonicalDN(rdn)
 	if parent == "" {
 		return canonRDN, nil
 	}
@@ -438,7 +438,7 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 			return unreachable("cannot check the admin group")
 		}
 	}
-	owner := w.who.sure && w.who.dn != "" && schema.EqualDN(w.who.dn, w.target)
+	owner := w.who.sure && w.who.dn != "" && m.mapping().EqualDN(w.who.dn, w.target)
 	if w.who.axigen {
 		w.verdict = m.judgeConnector(w.kind, w.req)
 	} else {
