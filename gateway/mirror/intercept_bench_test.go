@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"syscall"
 	"testing"
 	"time"
@@ -40,21 +41,31 @@ func BenchmarkInterceptModify(b *testing.B) {
 		}
 	}
 
-	b.ReportAllocs()
-	cpu := processCPU()
-	i := 0
-	for b.Loop() {
-		i++
-		req := replace(dn(i), "displayName", fmt.Sprint("v", i))
-		done, answer := intercept(ctx, m, pipeAdminDN, req)
-		if answer != nil || done == nil {
-			b.Fatalf("write %d is not relayed: %+v", i, answer)
-		}
-		done(ctx, answers[i%users])
+	// With an audit log, and without one (the bench's gateways).
+	audit := m.cfg.Audit
+	for _, withAudit := range []bool{true, false} {
+		b.Run(fmt.Sprintf("audit=%v", withAudit), func(b *testing.B) {
+			m.cfg.Audit = audit
+			if !withAudit {
+				m.cfg.Audit = slog.New(slog.DiscardHandler)
+			}
+			b.ReportAllocs()
+			cpu := processCPU()
+			i := 0
+			for b.Loop() {
+				i++
+				req := replace(dn(i), "displayName", fmt.Sprint("v", i))
+				done, answer := intercept(ctx, m, pipeAdminDN, req)
+				if answer != nil || done == nil {
+					b.Fatalf("write %d is not relayed: %+v", i, answer)
+				}
+				done(ctx, answers[i%users])
+			}
+			m.settling.Wait() // the settles in the background are the write's work too
+			// Wall time is mostly the journal's waits; the CPU time is the work.
+			b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
 	}
-	m.settling.Wait() // the settles in the background are the write's work too
-	// Wall time is mostly the journal's waits; the CPU time is the work.
-	b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
 // processCPU is the CPU time the process has used, user and system.
