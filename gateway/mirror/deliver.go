@@ -643,25 +643,49 @@ func (m *Mirror) groupsOf(ctx context.Context, dns ...string) ([]string, error) 
 // refreshGroups re-applies the groups at dns as the directory has them now.
 func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 	for _, g := range groups {
-		e, err := m.cfg.Directory.Read(ctx, g, m.mapping().GroupAttributes())
+		if err := m.refreshGroup(ctx, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refreshGroupReads bounds how often refreshGroup reads a group again
+// because a rename was answered meanwhile.
+const refreshGroupReads = 5
+
+// refreshGroup re-applies the group at dn as the directory has it now,
+// unless a record of it waits.
+func (m *Mirror) refreshGroup(ctx context.Context, dn string) error {
+	for range refreshGroupReads {
+		// A rename answered between the read and the check of the waiting
+		// records below may have been delivered in between too: the name
+		// read is then gone from Axigen already, and applying it made the
+		// group again under it, left behind (TestAttackNamesSwapsRacing
+		// WritesOfTheSameEntries, once the gateway delivered faster). Such
+		// a read is made again.
+		ended := m.onWay.ended()
+		e, err := m.cfg.Directory.Read(ctx, dn, m.mapping().GroupAttributes())
 		if err != nil {
 			return err
 		}
 		if e == nil || m.mapping().ClassifyEntry(*e) != schema.KindGroup {
-			continue
+			return nil
 		}
 		if key, err := m.entryKey(*e); err == nil && m.cfg.Journal.Waiting(key) {
 			// A record of the group waits: its delivery brings the group as
 			// it is then, under the name in its turn. Applied now, outside
 			// the group's records' order, a group renamed since would be
 			// created anew under its new name, and the old one left behind.
+			return nil
+		}
+		if m.onWay.ended() != ended {
 			continue
 		}
-		if err := m.applyGroup(ctx, *e, "", ""); err != nil {
-			return err
-		}
+		return m.applyGroup(ctx, *e, "", "")
 	}
-	return nil
+	// Renames keep coming: the record's delivery is tried again later.
+	return fmt.Errorf("group %s: renames kept being answered while it was read to refresh its members", quoteDN(dn))
 }
 
 // permanentIfValue marks errors about values Axigen cannot take as
