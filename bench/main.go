@@ -18,6 +18,10 @@
 // the time from each write's success to the change in Axigen, and the
 // ratios issue 19 sets targets for.
 //
+// Suite postread (postread.go), run only when named: slapd alone, the
+// mirror suite's modifies without and with the post-read control the
+// gateway adds to them (issue 19: what it costs slapd by itself).
+//
 // Suite cluster (cluster.go): the mirror suite's writes through one lone
 // gateway and through three gateways clustered over Raft on loopback (the
 // clients spread over them), in the same rounds: writes/s, each write's
@@ -117,7 +121,7 @@ func main() {
 	flag.BoolVar(&quick, "quick", false, "1 s measurements, 1 round, unless -duration/-rounds/-warmup say otherwise (proves the bench runs)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed")
 	flag.BoolVar(&o.verbose, "v", false, "log set-up steps")
-	flag.StringVar(&o.suites, "suites", "relay,mirror,cluster", "suites to run: relay (reads and binds), mirror (mirrored writes), cluster (mirrored writes through a lone gateway and a 3-gateway Raft cluster)")
+	flag.StringVar(&o.suites, "suites", "relay,mirror,cluster", "suites to run: relay (reads and binds), mirror (mirrored writes), cluster (mirrored writes through a lone gateway and a 3-gateway Raft cluster), postread (slapd alone: modifies with and without the gateway's post-read control; not run by default)")
 	flag.StringVar(&o.diskDir, "journal-disk", os.TempDir(), "folder for the journal of the gateway-disk path of the mirror suite (\"\": skip that path)")
 	flag.StringVar(&o.tmpfsDir, "journal-tmpfs", "/dev/shm", "folder (tmpfs) for the journal of the gateway-tmpfs path of the mirror suite (\"\": skip that path)")
 	flag.Parse()
@@ -203,6 +207,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 		missed = missed || m
+	}
+	if slices.Contains(suites, "postread") {
+		if err := runPostRead(ctx, o, log, dir, out); err != nil {
+			return err
+		}
 	}
 	if slices.Contains(suites, "cluster") {
 		bin, err := gatewayBinary(o.gateway, tmp)

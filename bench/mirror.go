@@ -73,6 +73,70 @@ type mirrorRun struct {
 	writes  int64
 	latency []time.Duration // success → Axigen, per write (gateway paths)
 	ops     map[string]int  // operations slapd completed, by type
+	slapd   slapdCounters   // what slapd did besides, summed over the rounds
+}
+
+// slapdCounters are counts of slapd's from /proc that say where its CPU
+// time goes (issue 19: why it costs more per write through the gateway):
+// user and system time, read and write system calls (every call the
+// kernel counts as either, sockets and files alike), and context switches
+// of all its threads (wake-ups: fewer per write when busier).
+type slapdCounters struct {
+	user, sys        time.Duration
+	syscr, syscw     int64
+	voluntary, invol int64
+}
+
+// readSlapdCounters reads pid's counters; what cannot be read stays 0.
+func readSlapdCounters(pid int) slapdCounters {
+	var c slapdCounters
+	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if i := strings.LastIndexByte(string(raw), ')'); i >= 0 && i+2 <= len(raw) {
+			if f := strings.Fields(string(raw[i+2:])); len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				c.user, c.sys = time.Duration(u)*10*time.Millisecond, time.Duration(st)*10*time.Millisecond
+			}
+		}
+	}
+	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "syscr":
+				c.syscr = n
+			case "syscw":
+				c.syscw = n
+			}
+		}
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, t := range tasks {
+		raw, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "voluntary_ctxt_switches":
+				c.voluntary += n
+			case "nonvoluntary_ctxt_switches":
+				c.invol += n
+			}
+		}
+	}
+	return c
+}
+
+// plus is c + d - e: d's counts since e added to c. Threads that ended
+// between e and d take their switches with them: the count is a floor.
+func (c slapdCounters) plus(d, e slapdCounters) slapdCounters {
+	return slapdCounters{user: c.user + d.user - e.user, sys: c.sys + d.sys - e.sys,
+		syscr: c.syscr + d.syscr - e.syscr, syscw: c.syscw + d.syscw - e.syscw,
+		voluntary: c.voluntary + d.voluntary - e.voluntary, invol: c.invol + d.invol - e.invol}
 }
 
 // runMirror measures the mirrored-write suite against dir and prints its
@@ -143,9 +207,11 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 			if err != nil {
 				return false, err
 			}
+			countersBefore := readSlapdCounters(dir.PID())
 			before := proccpu.Take(pids...)
 			res, err := mirrorRound(ctx, o, p, sim, dir.RootDN, dir.RootPW, fmt.Sprintf("r%d", r), o.duration)
 			used := proccpu.Take(pids...).Since(before) // deliveries included
+			countersAfter := readSlapdCounters(dir.PID())
 			if perr := stopProfiles(); perr != nil {
 				log.Warn("profile", "path", p.name, "err", perr)
 			}
@@ -164,6 +230,7 @@ func runMirror(ctx context.Context, o options, log *slog.Logger, dir *slapd.Serv
 			for k, n := range opsAfter {
 				run.ops[k] += n - opsBefore[k] - 1 // the count's own search and bind
 			}
+			run.slapd = run.slapd.plus(countersAfter, countersBefore)
 			run.rates = append(run.rates, float64(res.writes)/res.elapsed.Seconds())
 			run.cpu = run.cpu.Add(used)
 			run.writes += res.writes
@@ -429,6 +496,14 @@ func reportMirror(out io.Writer, o options, paths []mirrorPath, runs map[string]
 			return fmt.Sprintf("%.2f", float64(r.ops[op])/float64(r.writes))
 		})
 	}
+	perWrite := func(f func(c slapdCounters) float64, format string) func(mirrorPath, *mirrorRun) string {
+		return func(_ mirrorPath, r *mirrorRun) string { return fmt.Sprintf(format, f(r.slapd)/float64(r.writes)) }
+	}
+	row("slapd user CPU µs", perWrite(func(c slapdCounters) float64 { return float64(c.user.Microseconds()) }, "%.0f"))
+	row("slapd system CPU µs", perWrite(func(c slapdCounters) float64 { return float64(c.sys.Microseconds()) }, "%.0f"))
+	row("slapd read syscalls", perWrite(func(c slapdCounters) float64 { return float64(c.syscr) }, "%.2f"))
+	row("slapd write syscalls", perWrite(func(c slapdCounters) float64 { return float64(c.syscw) }, "%.2f"))
+	row("slapd ctx switches", perWrite(func(c slapdCounters) float64 { return float64(c.voluntary + c.invol) }, "%.2f"))
 	row("success→Axigen p50", lat(0.50))
 	row("success→Axigen p99", lat(0.99))
 	row("success→Axigen max", lat(1))

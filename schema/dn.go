@@ -112,14 +112,22 @@ func UnderDN(base, dn string) bool {
 }
 
 // dnName is a parsed DN: its RDNs, most specific first, each a sorted list
-// of canonical "type=value" strings.
+// of canonical "type=value" strings. It is never changed once parsed, so
+// parses are shared (Mapping's DN cache).
 type dnName struct {
 	rdns     [][]string
 	unsure   string // why the canonical form is not sure; "" when it is
 	firstEnd int    // byte offset where the first RDN ends in the input
+	// canon is the canonical form when the input was spelled so already
+	// (most DNs the gateway handles: its own canonical forms, the
+	// directory's), which String then need not build; "" otherwise.
+	canon string
 }
 
 func (d dnName) String() string {
+	if d.canon != "" {
+		return d.canon
+	}
 	n := 0
 	for _, r := range d.rdns {
 		for _, ava := range r {
@@ -145,6 +153,9 @@ func (d dnName) String() string {
 // equal reports whether d and o have the same canonical form: values are
 // escaped there, so the RDNs are equal exactly when the strings are.
 func (d dnName) equal(o dnName) bool {
+	if d.canon != "" && o.canon != "" {
+		return d.canon == o.canon
+	}
 	return slices.EqualFunc(d.rdns, o.rdns, slices.Equal)
 }
 
@@ -168,6 +179,7 @@ type dnParser struct {
 	s      string
 	i      int
 	unsure string
+	avas   []string // the pairs of the RDNs read so far (parseDN)
 }
 
 func parseDN(dn string) (dnName, error) {
@@ -181,6 +193,12 @@ func parseDN(dn string) (dnName, error) {
 		// AD's <GUID=...>, <SID=...>, <WKGUID=...>: only the directory knows.
 		return dnName{unsure: "an extended DN form (<GUID=...>, <SID=...>) that only the directory resolves"}, nil
 	}
+	// The RDNs' pairs share one array, and the RDN list one more: sized by
+	// the separators (an escaped one overcounts), a DN costs two
+	// allocations besides the pairs that are not spelled canonically.
+	seps := 1 + strings.Count(dn, ",") + strings.Count(dn, ";")
+	p.avas = make([]string, 0, seps+strings.Count(dn, "+"))
+	out.rdns = make([][]string, 0, seps)
 	for {
 		rdn, err := p.rdn()
 		if err != nil {
@@ -201,7 +219,35 @@ func parseDN(dn string) (dnName, error) {
 		p.blanks()
 	}
 	out.unsure = p.unsure
+	if spelledCanonically(dn, out.rdns) {
+		out.canon = dn
+	}
 	return out, nil
+}
+
+// spelledCanonically reports whether dn is the canonical string of rdns,
+// compared piece by piece rather than built.
+func spelledCanonically(dn string, rdns [][]string) bool {
+	i := 0
+	for k, r := range rdns {
+		for j, ava := range r {
+			if k > 0 || j > 0 {
+				sep := byte(',')
+				if j > 0 {
+					sep = '+'
+				}
+				if i >= len(dn) || dn[i] != sep {
+					return false
+				}
+				i++
+			}
+			if len(dn)-i < len(ava) || dn[i:i+len(ava)] != ava {
+				return false
+			}
+			i += len(ava)
+		}
+	}
+	return i == len(dn) && i > 0
 }
 
 func (p *dnParser) blanks() {
@@ -218,23 +264,32 @@ func (p *dnParser) setUnsure(why string) {
 
 // rdn reads one RDN: type=value pairs joined by '+', sorted.
 func (p *dnParser) rdn() ([]string, error) {
-	var avas []string
+	first := len(p.avas)
 	for {
+		start := p.i
 		typ, rule, raw, _, err := p.ava()
 		if err != nil {
 			return nil, err
 		}
 		// Canonical type names hold no '=': "typ=" starts only its own AVAs.
-		if slices.ContainsFunc(avas, func(a string) bool { return len(a) > len(typ) && a[len(typ)] == '=' && a[:len(typ)] == typ }) {
+		if slices.ContainsFunc(p.avas[first:], func(a string) bool { return len(a) > len(typ) && a[len(typ)] == '=' && a[:len(typ)] == typ }) {
 			p.setUnsure("an RDN that names " + typ + " twice")
 		}
-		avas = append(avas, typ+"="+escapeValue(p.normalize(typ, rule, raw)))
+		value := escapeValue(p.normalize(typ, rule, raw))
+		// A pair spelled as its canonical form is taken from the input
+		// as it is: most are, and building it again cost an allocation.
+		if seg := p.s[start:p.i]; len(seg) == len(typ)+1+len(value) && seg[:len(typ)] == typ && seg[len(typ)] == '=' && seg[len(typ)+1:] == value {
+			p.avas = append(p.avas, seg)
+		} else {
+			p.avas = append(p.avas, typ+"="+value)
+		}
 		p.blanks()
 		if p.i < len(p.s) && p.s[p.i] == '+' {
 			p.i++
 			p.blanks()
 			continue
 		}
+		avas := p.avas[first:len(p.avas):len(p.avas)]
 		if len(avas) > 1 {
 			slices.Sort(avas)
 		}

@@ -283,6 +283,9 @@ func FuzzDNParserMatchesReference(f *testing.F) {
 			t.Fatalf("parseDN(%q) = %q unsure %q end %d; reference %q unsure %q end %d",
 				dn, got.String(), got.unsure, got.firstEnd, want.refString(), want.unsure, want.firstEnd)
 		}
+		if got.canon != "" && got.canon != dn {
+			t.Fatalf("parseDN(%q) takes %q as the spelling of its canonical form", dn, got.canon)
+		}
 		if !got.equal(want) {
 			t.Fatalf("parseDN(%q) is not equal to the reference's parse", dn)
 		}

@@ -20,6 +20,11 @@ type Entry struct {
 // option-free match wins over a ";binary" one.
 func (e Entry) Get(attr string) []string {
 	want := baseName(attr)
+	// Most entries come from the directory spelled as asked: an exact,
+	// option-free name is found without a walk over every attribute.
+	if values, ok := e.Attrs[want]; ok {
+		return values
+	}
 	var binary []string
 	for name, values := range e.Attrs {
 		base, opts, hasOpts := strings.Cut(name, ";")

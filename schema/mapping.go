@@ -70,6 +70,8 @@ type Mapping struct {
 	// that sends ever new names.
 	canon     sync.Map // description -> canonical name
 	canonSize atomic.Int32
+	// dns remembers the parses of the DNs asked about lately (dncache.go).
+	dns dnCache
 }
 
 // maxCanonNames bounds Mapping.canon.
@@ -247,13 +249,13 @@ func under(bases []dnName, dn dnName) bool {
 // compared best effort: the write path resolves those through the
 // directory first.
 func (m *Mapping) UnderAccountBase(dn string) bool {
-	d, err := parseDN(dn)
+	d, err := m.dns.parse(dn)
 	return err == nil && under(m.accountBases, d)
 }
 
 // UnderGroupBase reports whether dn is strictly below a group base.
 func (m *Mapping) UnderGroupBase(dn string) bool {
-	d, err := parseDN(dn)
+	d, err := m.dns.parse(dn)
 	return err == nil && under(m.groupBases, d)
 }
 
@@ -262,18 +264,23 @@ func (m *Mapping) UnderGroupBase(dn string) bool {
 // subtree and it carries both kinds of classes) is an account: account
 // rules are the stricter ones to apply to it.
 func (m *Mapping) Classify(dn string, objectClasses []string) Kind {
-	d, err := parseDN(dn)
+	d, err := m.dns.parse(dn)
 	if err != nil {
 		return KindNone
 	}
-	classes := m.canonicalAll(objectClasses)
-	hasAny := func(want []string) bool {
-		return slices.ContainsFunc(classes, func(c string) bool { return slices.Contains(want, c) })
+	// One pass over the classes, each canonical name looked up once, and
+	// no list of them made: this runs on every write and delivery.
+	var account, excluded, group bool
+	for _, oc := range objectClasses {
+		c := m.canonical(oc)
+		account = account || slices.Contains(m.accountClasses, c)
+		excluded = excluded || slices.Contains(m.accountExclude, c)
+		group = group || slices.Contains(m.groupClasses, c)
 	}
-	if under(m.accountBases, d) && hasAny(m.accountClasses) && !hasAny(m.accountExclude) {
+	if account && !excluded && under(m.accountBases, d) {
 		return KindAccount
 	}
-	if under(m.groupBases, d) && hasAny(m.groupClasses) {
+	if group && under(m.groupBases, d) {
 		return KindGroup
 	}
 	return KindNone
@@ -310,8 +317,26 @@ func (m *Mapping) AttrClass(attr string, kind Kind) AttrClass {
 	return AttrOther
 }
 
-// lookup reads attr from e under any of its names known to the mapping.
-func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string) {
+// entryNames is the set of canonical names of an entry's attributes,
+// which tells lookup at once that an attribute is absent under every name.
+// nil: not made (lookup walks the entry).
+type entryNames map[string]bool
+
+// entryNames makes e's entryNames.
+func (m *Mapping) entryNames(e Entry) entryNames {
+	ix := make(entryNames, len(e.Attrs))
+	for name := range e.Attrs {
+		ix[m.canonical(baseName(name))] = true
+	}
+	return ix
+}
+
+// lookup reads attr from e under any of its names known to the mapping
+// (ix, when given, is e's entryNames).
+func (m *Mapping) lookup(e Entry, ix entryNames, attr string) (values []string, foundAs string) {
+	if ix != nil && !ix[m.canonical(attr)] {
+		return nil, attr // under no name at all
+	}
 	if v := e.Get(attr); len(v) > 0 {
 		return v, attr
 	}
@@ -339,8 +364,8 @@ func (m *Mapping) lookup(e Entry, attr string) (values []string, foundAs string)
 // naming reads a name attribute. When the attribute also names the entry
 // in its DN and holds several values, the RDN's value wins: after a modify
 // DN that kept the old RDN value, the entry's name is the new one.
-func (m *Mapping) naming(e Entry, attr string) (string, bool) {
-	values, _ := m.lookup(e, attr)
+func (m *Mapping) naming(e Entry, ix entryNames, attr string) (string, bool) {
+	values, _ := m.lookup(e, ix, attr)
 	if len(values) > 1 {
 		// The RDN is read as the gateway reads every DN (a quoted or BER
 		// value included); its value matches the attribute's as the
@@ -363,26 +388,24 @@ func (m *Mapping) naming(e Entry, attr string) (string, bool) {
 			}
 		}
 	}
-	return m.first(e, attr)
+	return m.first(e, ix, attr)
 }
 
 // SameAttribute reports whether two attribute descriptions name the same
 // attribute, through aliases and OIDs (rfc822Mailbox is mail, 2.5.4.0 is
 // objectClass) and ignoring options such as ;lang-en.
 func (m *Mapping) SameAttribute(a, b string) bool {
-	ab, _ := splitOptions(a)
-	bb, _ := splitOptions(b)
-	return m.canonical(ab) == m.canonical(bb)
+	return m.canonical(baseName(a)) == m.canonical(baseName(b))
 }
 
 // EntryName is the name an account or group entry has in Axigen, as
 // AccountState and GroupState work it out, without checking any value.
 func (m *Mapping) EntryName(e Entry, kind Kind) string {
 	if kind == KindGroup {
-		v, _ := m.naming(e, m.cfg.GroupNameAttribute)
+		v, _ := m.naming(e, nil, m.cfg.GroupNameAttribute)
 		return v
 	}
-	v, _ := m.naming(e, m.cfg.NameAttribute)
+	v, _ := m.naming(e, nil, m.cfg.NameAttribute)
 	if m.cfg.NameFromAddress {
 		if at := strings.LastIndexByte(v, '@'); at > 0 {
 			v = v[:at]
@@ -400,7 +423,7 @@ func (m *Mapping) CheckName(e Entry, kind Kind) error {
 	var err error
 	switch kind {
 	case KindAccount:
-		_, err = m.accountName(e)
+		_, err = m.accountName(e, nil)
 	case KindGroup:
 		_, err = m.groupEntryName(e)
 	}
@@ -408,8 +431,8 @@ func (m *Mapping) CheckName(e Entry, kind Kind) error {
 }
 
 // accountName is the name of an account entry in Axigen, checked.
-func (m *Mapping) accountName(e Entry) (string, error) {
-	raw, ok := m.naming(e, m.cfg.NameAttribute)
+func (m *Mapping) accountName(e Entry, ix entryNames) (string, error) {
+	raw, ok := m.naming(e, ix, m.cfg.NameAttribute)
 	if !ok {
 		return "", &ValueError{Attr: m.cfg.NameAttribute, Field: FieldName, DN: e.DN, Reason: "missing"}
 	}
@@ -430,7 +453,7 @@ func (m *Mapping) accountName(e Entry) (string, error) {
 
 // groupEntryName is the name of a group entry in Axigen, checked.
 func (m *Mapping) groupEntryName(e Entry) (string, error) {
-	name, ok := m.naming(e, m.cfg.GroupNameAttribute)
+	name, ok := m.naming(e, nil, m.cfg.GroupNameAttribute)
 	if !ok {
 		return "", &ValueError{Attr: m.cfg.GroupNameAttribute, Field: FieldGroupName, DN: e.DN, Reason: "missing"}
 	}
@@ -440,8 +463,8 @@ func (m *Mapping) groupEntryName(e Entry) (string, error) {
 	return name, nil
 }
 
-func (m *Mapping) first(e Entry, attr string) (string, bool) {
-	values, _ := m.lookup(e, attr)
+func (m *Mapping) first(e Entry, ix entryNames, attr string) (string, bool) {
+	values, _ := m.lookup(e, ix, attr)
 	for _, v := range values {
 		if v != "" {
 			return v, true
@@ -462,8 +485,8 @@ func checked(e Entry, attr, field, value string) error {
 	return nil
 }
 
-func (m *Mapping) ldapID(e Entry) (string, error) {
-	raw, ok := m.first(e, m.cfg.KeyAttribute)
+func (m *Mapping) ldapID(e Entry, ix entryNames) (string, error) {
+	raw, ok := m.first(e, ix, m.cfg.KeyAttribute)
 	if !ok {
 		return "", &ValueError{Attr: m.cfg.KeyAttribute, Field: FieldLDAPID, DN: e.DN,
 			Reason: "missing (it is operational: request it by name)"}
@@ -489,16 +512,19 @@ func (m *Mapping) ldapID(e Entry) (string, error) {
 // contributes its first value. A password attribute contributes only a
 // plaintext value; a hashed one leaves Password empty.
 func (m *Mapping) AccountState(e Entry) (Account, error) {
-	acct := Account{DN: e.DN, Contact: map[string]string{}}
+	acct := Account{DN: e.DN, Contact: make(map[string]string, len(ContactFields))}
 	if err := checked(e, "", FieldDN, e.DN); err != nil {
 		return Account{}, err
 	}
-	name, err := m.accountName(e)
+	// A dozen attributes are looked up, several of them absent: each
+	// absent one cost a walk over the entry's attributes, twice.
+	ix := m.entryNames(e)
+	name, err := m.accountName(e, ix)
 	if err != nil {
 		return Account{}, err
 	}
 	acct.Name = name
-	id, err := m.ldapID(e)
+	id, err := m.ldapID(e, ix)
 	if err != nil {
 		return Account{}, err
 	}
@@ -508,7 +534,7 @@ func (m *Mapping) AccountState(e Entry) (Account, error) {
 		if attr == "" {
 			continue
 		}
-		v, ok := m.first(e, attr)
+		v, ok := m.first(e, ix, attr)
 		if !ok {
 			acct.Contact[field] = "" // mapped, and empty in the directory: cleared
 			continue
@@ -524,7 +550,7 @@ func (m *Mapping) AccountState(e Entry) (Account, error) {
 	// left in clear would find none and withdraw Axigen's.
 password:
 	for _, attr := range m.cfg.PasswordAttributes {
-		values, as := m.lookup(e, attr)
+		values, as := m.lookup(e, ix, attr)
 		for _, v := range values {
 			pw, ok, _ := m.decodePassword(as, []byte(v))
 			if !ok {
@@ -537,7 +563,7 @@ password:
 			break password
 		}
 	}
-	disabled, err := m.isDisabled(e)
+	disabled, err := m.isDisabled(e, ix)
 	if err != nil {
 		return Account{}, err
 	}
@@ -545,12 +571,12 @@ password:
 	return acct, nil
 }
 
-func (m *Mapping) isDisabled(e Entry) (bool, error) {
+func (m *Mapping) isDisabled(e Entry, ix entryNames) (bool, error) {
 	d := m.cfg.Disabled
 	if d.Attribute == "" {
 		return false, nil
 	}
-	v, ok := m.first(e, d.Attribute)
+	v, ok := m.first(e, ix, d.Attribute)
 	if !ok {
 		return false, nil
 	}
@@ -606,7 +632,7 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 		return Group{}, err
 	}
 	g.Name = name
-	id, err := m.ldapID(e)
+	id, err := m.ldapID(e, nil)
 	if err != nil {
 		return Group{}, err
 	}
@@ -620,7 +646,7 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 			// would silently drop members.
 			return Group{}, fmt.Errorf("group %q: %s was returned in ranges; read the whole value set before mapping", e.DN, attr)
 		}
-		values, _ := m.lookup(e, attr)
+		values, _ := m.lookup(e, nil, attr)
 		for _, v := range values {
 			dnText := v
 			if m.canonical(attr) == "uniquemember" {
@@ -676,8 +702,3 @@ func (m *Mapping) GroupState(e Entry, resolve MemberResolver) (Group, error) {
 	})
 	return g, nil
 }
-
-// CanonicalDN is CanonicalDN: the types that name entries fold the same
-// way in both dialects (streetAddress, the one they disagree on, is left
-// to the directory).
-func (m *Mapping) CanonicalDN(dn string) string { return CanonicalDN(dn) }

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 // directory. The write path's decide step and the gateway's own subtree
 // (cn=changelog, cn=monitor) both ask it.
 type Admins struct {
+	// dns are the listed admins' canonical DNs (those that parse: one
+	// that does not is equal to no DN), worked out once, not per write.
 	dns   []string
 	group string
 	dir   *Directory
@@ -28,7 +31,16 @@ type Admins struct {
 // group, read through dir (with the service identity) and remembered for
 // ttl. Without a group, dir may be nil.
 func NewAdmins(dns []string, group string, dir *Directory, ttl time.Duration) *Admins {
-	return &Admins{dns: dns, group: group, dir: dir, ttl: ttl}
+	// EqualDN(a, b) is "both parse and their canonical forms are the
+	// same" (EqualDN(a, a): a parses), so comparing canonical forms is
+	// the same check.
+	var canon []string
+	for _, dn := range dns {
+		if schema.EqualDN(dn, dn) {
+			canon = append(canon, schema.CanonicalDN(dn))
+		}
+	}
+	return &Admins{dns: canon, group: group, dir: dir, ttl: ttl}
 }
 
 // IsAdmin reports whether dn may make every change. An anonymous session
@@ -38,8 +50,16 @@ func (a *Admins) IsAdmin(ctx context.Context, dn string) (bool, error) {
 	if a == nil || dn == "" {
 		return false, nil
 	}
-	for _, admin := range a.dns {
-		if schema.EqualDN(admin, dn) {
+	// The write path's DNs are canonical already (identify): most calls
+	// end at a string comparison (a canonical form parses back as
+	// itself), the others parse dn once.
+	if slices.Contains(a.dns, dn) {
+		return true, nil
+	}
+	canon := ""
+	if schema.EqualDN(dn, dn) { // it parses: equal to an admin's by its canonical form
+		canon = schema.CanonicalDN(dn)
+		if slices.Contains(a.dns, canon) {
 			return true, nil
 		}
 	}
@@ -50,7 +70,10 @@ func (a *Admins) IsAdmin(ctx context.Context, dn string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return members[schema.CanonicalDN(dn)], nil
+	if canon == "" {
+		canon = schema.CanonicalDN(dn)
+	}
+	return members[canon], nil
 }
 
 func (a *Admins) groupMembers(ctx context.Context) (map[string]bool, error) {

@@ -141,12 +141,12 @@ func (m *Mirror) movedSubtree(ctx context.Context, w *write) *gateway.Result {
 	bases := append(mp.AccountBases(), mp.GroupBases()...)
 	touches, same := false, true
 	for _, b := range bases {
-		above := func(dn string) bool { return schema.EqualDN(dn, b) || schema.UnderDN(dn, b) }
+		above := func(dn string) bool { return mp.EqualDN(dn, b) || mp.UnderDN(dn, b) }
 		if above(from) || above(to) {
 			touches, same = true, false
 			break
 		}
-		inFrom, inTo := schema.UnderDN(b, from), schema.UnderDN(b, to)
+		inFrom, inTo := mp.UnderDN(b, from), mp.UnderDN(b, to)
 		touches = touches || inFrom || inTo
 		same = same && inFrom == inTo
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/ldapgate/ldapgate/gateway"
 	"github.com/ldapgate/ldapgate/internal/ldapwire"
-	"github.com/ldapgate/ldapgate/schema"
 )
 
 // The request controls of writes, and what the write path does with each
@@ -173,7 +172,7 @@ func (m *Mirror) transactionWrite(w *write) *gateway.Result {
 			continue
 		}
 		touches := mp.UnderAccountBase(dn) || mp.UnderGroupBase(dn) ||
-			slices.ContainsFunc(bases, func(b string) bool { return schema.EqualDN(dn, b) || schema.UnderDN(dn, b) })
+			slices.ContainsFunc(bases, func(b string) bool { return mp.EqualDN(dn, b) || mp.UnderDN(dn, b) })
 		if touches {
 			return &gateway.Result{Code: ldap.LDAPResultUnwillingToPerform, Diagnostic: fmt.Sprintf(
 				"ldapgate: the %s control (%s) is refused on writes in, at or above the account and group bases (%s): "+

@@ -324,7 +324,7 @@ func (m *Mirror) prepareDelivery(ctx context.Context, rec *store.Record) (*accou
 			// racing the password): the bind went to a DN it no longer
 			// has. Found again by its key at another DN, the password is
 			// confirmed there.
-			if now, rerr := m.current(ctx, rec, bases, attrs); rerr == nil && now != nil && !schema.EqualDN(now.DN, e.DN) {
+			if now, rerr := m.current(ctx, rec, bases, attrs); rerr == nil && now != nil && !mp.EqualDN(now.DN, e.DN) {
 				ok, err = m.cfg.Directory.CheckPassword(ctx, now.DN, secret)
 			}
 		}
@@ -691,12 +691,34 @@ func (m *Mirror) groupsOf(ctx context.Context, dns ...string) ([]string, error) 
 // refreshGroups re-applies the groups at dns as the directory has them now.
 func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 	for _, g := range groups {
-		e, err := m.cfg.Directory.Read(ctx, g, m.mapping().GroupAttributes())
+		if err := m.refreshGroup(ctx, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refreshGroupReads bounds how often refreshGroup reads a group again
+// because a rename was answered meanwhile.
+const refreshGroupReads = 5
+
+// refreshGroup re-applies the group at dn as the directory has it now,
+// unless a record of it waits.
+func (m *Mirror) refreshGroup(ctx context.Context, dn string) error {
+	for range refreshGroupReads {
+		// A rename answered between the read and the check of the waiting
+		// records below may have been delivered in between too: the name
+		// read is then gone from Axigen already, and applying it made the
+		// group again under it, left behind (TestAttackNamesSwapsRacing
+		// WritesOfTheSameEntries, once the gateway delivered faster). Such
+		// a read is made again.
+		ended := m.onWay.ended()
+		e, err := m.cfg.Directory.Read(ctx, dn, m.mapping().GroupAttributes())
 		if err != nil {
 			return err
 		}
 		if e == nil || m.mapping().ClassifyEntry(*e) != schema.KindGroup {
-			continue
+			return nil
 		}
 		key, err := m.entryKey(*e)
 		if err == nil && m.cfg.Journal.Waiting(key) {
@@ -704,6 +726,9 @@ func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 			// it is then, under the name in its turn. Applied now, outside
 			// the group's records' order, a group renamed since would be
 			// created anew under its new name, and the old one left behind.
+			return nil
+		}
+		if m.onWay.ended() != ended {
 			continue
 		}
 		if err == nil && m.cfg.Journal.Settling(key) {
@@ -714,13 +739,12 @@ func (m *Mirror) refreshGroups(ctx context.Context, groups []string) error {
 			// this member's change. The delivery is tried again, as often as
 			// it takes (the attempt is not counted: the write is settled
 			// within --op-timeout, or as an orphan).
-			return store.Postpone(fmt.Errorf("group %s has a write on its way to the directory: its members are brought to Axigen once that write is settled", quoteDN(g)))
+			return store.Postpone(fmt.Errorf("group %s has a write on its way to the directory: its members are brought to Axigen once that write is settled", quoteDN(dn)))
 		}
-		if err := m.applyGroup(ctx, *e, "", ""); err != nil {
-			return err
-		}
+		return m.applyGroup(ctx, *e, "", "")
 	}
-	return nil
+	// Renames keep coming: the record's delivery is tried again later.
+	return store.Postpone(fmt.Errorf("group %s: renames kept being answered while it was read to refresh its members", quoteDN(dn)))
 }
 
 // permanentIfValue marks errors about values Axigen cannot take as

@@ -27,7 +27,7 @@ func (m *Mirror) identity(ctx context.Context, name string) (dn string, sure boo
 	case name == "":
 		return "", true, nil
 	case strings.Contains(name, "="), strings.HasPrefix(name, "<"):
-		if c, err := schema.ExactDN(name); err == nil {
+		if c, err := m.mapping().ExactDN(name); err == nil {
 			return c, true, nil
 		}
 	case strings.Contains(name, `\`), strings.Contains(name, "@"):
@@ -93,7 +93,7 @@ func isInvalidDN(err error) bool { return ldap.IsErrorWithCode(err, ldap.LDAPRes
 // false when the directory has no entry by that name (or says it is no DN:
 // invalid is then true).
 func (m *Mirror) resolveDN(ctx context.Context, dn string, attrs []string) (canon string, e *schema.Entry, ok, invalid bool, err error) {
-	if c, err := schema.ExactDN(dn); err == nil {
+	if c, err := m.mapping().ExactDN(dn); err == nil {
 		return c, nil, true, false, nil
 	}
 	e, err = m.cfg.Directory.Read(ctx, dn, append(slices.Clone(attrs), dnAttributes...))

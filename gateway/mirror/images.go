@@ -281,7 +281,7 @@ func postReadOf(attrs []string) gateway.Control {
 func (m *Mirror) wantsImage(ctx context.Context, w *write) bool {
 	req := w.req
 	if req.Op != gateway.OpModify || w.kind != schema.KindAccount || w.stale != nil || !w.who.sure || w.who.axigen ||
-		m.cfg.Journal.Replicated() || !schema.EqualDN(w.who.dn, m.cfg.Directory.cfg.ServiceDN) {
+		m.cfg.Journal.Replicated() || !m.mapping().EqualDN(w.who.dn, m.cfg.Directory.cfg.ServiceDN) {
 		return false
 	}
 	if slices.ContainsFunc(req.Controls, func(c gateway.Control) bool { return c.OID == oidPreRead || c.OID == oidPostRead }) ||
@@ -314,7 +314,7 @@ func (m *Mirror) endRelay(w *write, res gateway.Result) {
 	var e *schema.Entry
 	var seq uint64
 	if w.iw.image && !res.Unanswered && res.Code == 0 && w.rec != nil {
-		if e = postReadEntry(res.Controls); e != nil && !schema.EqualDN(e.DN, w.target) {
+		if e = postReadEntry(res.Controls); e != nil && !m.mapping().EqualDN(e.DN, w.target) {
 			e = nil // not the entry written: no image
 		}
 		seq = w.rec.Seq

@@ -217,7 +217,10 @@ func (c *readConn) search(ctx context.Context, base string, scope, sizeLimit int
 	return entries, err
 }
 
-// decodeEntry decodes a SearchResultEntry.
+// decodeEntry decodes a SearchResultEntry. Every write the gateway makes
+// an image of decodes one (and a read one more), so it allocates little:
+// the DN, names and values are pieces of one copy of content, and the
+// values of all attributes share one array, counted first.
 func decodeEntry(content []byte) (schema.Entry, error) {
 	tag, dn, rest, err := ldapwire.Next(content)
 	if err != nil || tag != tagOctetString {
@@ -227,32 +230,60 @@ func decodeEntry(content []byte) (schema.Entry, error) {
 	if err != nil || tag != tagSequence {
 		return schema.Entry{}, errors.New("search entry without attributes")
 	}
-	e := schema.Entry{DN: string(dn), Attrs: map[string][]string{}}
+	attrs, values, err := entryCounts(list)
+	if err != nil {
+		return schema.Entry{}, err
+	}
+	text := string(content)
+	// piece is b, a part of content (ldapwire.Next slices without capping
+	// capacity, so its offset shows in it), as a part of text.
+	piece := func(b []byte) string {
+		at := cap(content) - cap(b)
+		return text[at : at+len(b)]
+	}
+	e := schema.Entry{DN: piece(dn), Attrs: make(map[string][]string, attrs)}
+	all := make([]string, 0, values)
 	for len(list) > 0 {
-		var attr []byte
-		if tag, attr, list, err = ldapwire.Next(list); err != nil || tag != tagSequence {
-			return schema.Entry{}, errors.New("malformed attribute in a search entry")
+		// entryCounts checked the structure.
+		_, attr, next, _ := ldapwire.Next(list)
+		list = next
+		_, name, rest, _ := ldapwire.Next(attr)
+		_, vals, _, _ := ldapwire.Next(rest)
+		first := len(all)
+		for len(vals) > 0 {
+			var v []byte
+			_, v, vals, _ = ldapwire.Next(vals)
+			all = append(all, piece(v))
 		}
-		tag, name, rest, err := ldapwire.Next(attr)
+		e.Attrs[piece(name)] = all[first:len(all):len(all)]
+	}
+	return e, nil
+}
+
+// entryCounts checks the attribute list of a SearchResultEntry and counts
+// its attributes and values.
+func entryCounts(list []byte) (attrs, values int, err error) {
+	for len(list) > 0 {
+		tag, attr, next, err := ldapwire.Next(list)
+		if err != nil || tag != tagSequence {
+			return 0, 0, errors.New("malformed attribute in a search entry")
+		}
+		list = next
+		tag, _, rest, err := ldapwire.Next(attr)
 		if err != nil || tag != tagOctetString {
-			return schema.Entry{}, errors.New("attribute without a type in a search entry")
+			return 0, 0, errors.New("attribute without a type in a search entry")
 		}
 		tag, vals, _, err := ldapwire.Next(rest)
 		if err != nil || tag != tagSet {
-			return schema.Entry{}, errors.New("attribute without values in a search entry")
+			return 0, 0, errors.New("attribute without values in a search entry")
 		}
-		var values []string
 		for len(vals) > 0 {
-			var v []byte
-			if tag, v, vals, err = ldapwire.Next(vals); err != nil || tag != tagOctetString {
-				return schema.Entry{}, errors.New("malformed value in a search entry")
+			if tag, _, vals, err = ldapwire.Next(vals); err != nil || tag != tagOctetString {
+				return 0, 0, errors.New("malformed value in a search entry")
 			}
-			values = append(values, string(v))
+			values++
 		}
-		if values == nil {
-			values = []string{}
-		}
-		e.Attrs[string(name)] = values
+		attrs++
 	}
-	return e, nil
+	return attrs, values, nil
 }

@@ -286,10 +286,10 @@ func (m *Mirror) memberFilter(dns ...string) string {
 	var terms []string
 	seen := map[string]bool{}
 	for _, dn := range dns {
-		if dn == "" || seen[schema.CanonicalDN(dn)] {
+		if dn == "" || seen[mp.CanonicalDN(dn)] {
 			continue
 		}
-		seen[schema.CanonicalDN(dn)] = true
+		seen[mp.CanonicalDN(dn)] = true
 		value := ldap.EscapeFilter(dn)
 		for _, a := range mp.MemberAttributes() {
 			terms = append(terms, fmt.Sprintf("(%s=%s)", a, value))

@@ -206,7 +206,7 @@ func (m *Mirror) identify(ctx context.Context, w *write, s gateway.SessionInfo) 
 		w.who.bound = s.BoundDN
 	}
 	axigenDN := m.pol().AxigenBindDN
-	w.who.axigen = sure && axigenDN != "" && dn != "" && schema.EqualDN(dn, axigenDN)
+	w.who.axigen = sure && axigenDN != "" && dn != "" && m.mapping().EqualDN(dn, axigenDN)
 	return nil
 }
 
@@ -375,7 +375,7 @@ func (m *Mirror) childIdentity(ctx context.Context, dn, superior, what string) (
 	if superior != "" {
 		parent = superior
 	}
-	canonRDN := schema.CanonicalDN(rdn)
+	canonRDN := m.mapping().CanonicalDN(rdn)
 	if parent == "" {
 		return canonRDN, nil
 	}
@@ -403,24 +403,7 @@ func quoteDN(dn string) string {
 // a value; the control's code) and never reaches the directory. Every
 // verdict is one audit line.
 func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
-	w.audit = m.cfg.Audit.With("actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
-		"kind", w.kind.String(), "dn", w.target)
-	if w.who.bound != "" {
-		w.audit = w.audit.With("boundAs", w.who.bound, "proxied", true)
-	}
-	if w.newDN != "" {
-		w.audit = w.audit.With("newDN", w.newDN)
-	}
-	if w.who.axigen {
-		w.audit = w.audit.With("connector", "axigen")
-	}
-	if w.who.sasl != "" {
-		w.audit = w.audit.With("sasl", w.who.sasl)
-	}
-	if w.unread {
-		// The kind is the DN's; the directory's answer confirms it (settle).
-		w.audit = w.audit.With("entryRead", false)
-	}
+	w.audit = m.auditOf(ctx, w)
 	noOp, answer := checkControls(w.req.Controls)
 	if w.refused != nil {
 		answer = w.refused
@@ -438,7 +421,7 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 			return unreachable("cannot check the admin group")
 		}
 	}
-	owner := w.who.sure && w.who.dn != "" && schema.EqualDN(w.who.dn, w.target)
+	owner := w.who.sure && w.who.dn != "" && m.mapping().EqualDN(w.who.dn, w.target)
 	if w.who.axigen {
 		w.verdict = m.judgeConnector(w.kind, w.req)
 	} else {
@@ -467,6 +450,36 @@ func (m *Mirror) decide(ctx context.Context, w *write) *gateway.Result {
 		w.audit.Info("decision", "decision", "allowed", "mirrored", false)
 	}
 	return nil
+}
+
+// auditOf is the logger of a write's audit lines: the audit log with who,
+// what and where. Its attributes are given in one With (each With copies
+// the logger and encodes its attributes), and none when the audit log
+// takes no lines (no --audit-log): that cost was the write path's alone.
+func (m *Mirror) auditOf(ctx context.Context, w *write) *slog.Logger {
+	if !m.cfg.Audit.Enabled(ctx, slog.LevelInfo) {
+		return m.cfg.Audit
+	}
+	attrs := make([]any, 0, 20)
+	attrs = append(attrs, "actor", w.who.dn, "client", w.who.addr, "op", w.req.Op.String(),
+		"kind", w.kind.String(), "dn", w.target)
+	if w.who.bound != "" {
+		attrs = append(attrs, "boundAs", w.who.bound, "proxied", true)
+	}
+	if w.newDN != "" {
+		attrs = append(attrs, "newDN", w.newDN)
+	}
+	if w.who.axigen {
+		attrs = append(attrs, "connector", "axigen")
+	}
+	if w.who.sasl != "" {
+		attrs = append(attrs, "sasl", w.who.sasl)
+	}
+	if w.unread {
+		// The kind is the DN's; the directory's answer confirms it (settle).
+		attrs = append(attrs, "entryRead", false)
+	}
+	return m.cfg.Audit.With(attrs...)
 }
 
 // prepare journals an allowed write before the directory sees it: a record
@@ -499,7 +512,9 @@ func (m *Mirror) prepare(ctx context.Context, w *write) *gateway.Result {
 	}
 	rec.Seq = seq
 	w.rec = rec
-	w.audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
+	if w.audit.Enabled(ctx, slog.LevelInfo) { // the attributes' list is made for the line alone
+		w.audit.Info("decision", "decision", "allowed", "mirrored", true, "seq", seq, "attributes", changedAttributes(rec))
+	}
 	return nil
 }
 

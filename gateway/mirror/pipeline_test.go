@@ -52,7 +52,7 @@ func newPipelineRig(t *testing.T) *pipelineRig {
 }
 
 // newPipelineRigWith is newPipelineRig with slapd started with opts.
-func newPipelineRigWith(t *testing.T, opts slapd.Options) *pipelineRig {
+func newPipelineRigWith(t testing.TB, opts slapd.Options) *pipelineRig {
 	t.Helper()
 	r := &pipelineRig{dir: slapd.StartT(t, opts)}
 	r.sim = axigensim.New(axigensim.Options{Admins: map[string]string{pipeAxAdmin: pipeAxPW}, Domains: []string{pipeDomain}})
@@ -76,7 +76,7 @@ func newPipelineRigWith(t *testing.T, opts slapd.Options) *pipelineRig {
 
 // mirror returns a Mirror with its own journal and an audit log it
 // records (one JSON object per line).
-func (r *pipelineRig) mirror(t *testing.T) (*Mirror, *store.Journal, *bytes.Buffer) {
+func (r *pipelineRig) mirror(t testing.TB) (*Mirror, *store.Journal, *bytes.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	j, err := store.Open(filepath.Join(dir, "journal"), store.Options{KeyFile: filepath.Join(dir, "journal.key"),

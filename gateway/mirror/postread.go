@@ -121,7 +121,7 @@ func (m *Mirror) kindFree(ctx context.Context, w *write) bool {
 			return false // decide, after the read, says why
 		}
 	}
-	owner := w.who.sure && w.who.dn != "" && schema.EqualDN(w.who.dn, w.target)
+	owner := w.who.sure && w.who.dn != "" && m.mapping().EqualDN(w.who.dn, w.target)
 	d := m.judge(w.kind, w.req, admin, owner)
 	if d.refuse != "" {
 		return false

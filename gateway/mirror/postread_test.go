@@ -32,7 +32,7 @@ telephoneNumber: +1 555 0100
 // write: it sends it to the directory, with the controls Intercept
 // appended, as the bound identity (here the root DN), and hands the answer,
 // with its controls, to the Completion.
-func relayAsDirectory(t *testing.T, dir *slapd.Server, req *gateway.WriteRequest) gateway.Result {
+func relayAsDirectory(t testing.TB, dir *slapd.Server, req *gateway.WriteRequest) gateway.Result {
 	t.Helper()
 	conn, err := dir.AdminConn(context.Background())
 	if err != nil {

@@ -1,6 +1,8 @@
 package axigen
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -76,4 +78,46 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loopReader yields data over and over.
+type loopReader struct {
+	data []byte
+	at   int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, l.data[l.at:])
+	l.at = (l.at + n) % len(l.data)
+	return n, nil
+}
+
+// BenchmarkReadAnswer reads the answer to an account's SHOW of its contact
+// info, as a delivery does for each account, with the allocations it makes.
+func BenchmarkReadAnswer(b *testing.B) {
+	answer := "Contact Info:\r\n" +
+		"  firstName = \"User\"\r\n  lastName = \"00001\"\r\n  nickName = \"v123\"\r\n" +
+		"  businessEmail = \"user00001@example.com\"\r\n  personalEmail = \"\"\r\n" +
+		"  phone = \"+1 555 0001\"\r\n  mobilePhone = \"\"\r\n  homePhone = \"\"\r\n  businessPhone = \"\"\r\n" +
+		"  homeAddress = \"\"\r\n  businessAddress = \"\"\r\n" +
+		"+OK: command successful\r\n<domain-account-contactInfo#> "
+	s := &Session{r: bufio.NewReader(&loopReader{data: []byte(answer)})}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		ans, err := s.readAnswer(ctx, "SHOW", false, false)
+		if err != nil || !ans.OK || len(ans.Lines) != 12 || ans.Context != "domain-account-contactInfo" {
+			b.Fatalf("answer %+v, %v", ans, err)
+		}
+	}
+}
+
+// BenchmarkNewCommand builds a command with a value, as a plan's SET.
+func BenchmarkNewCommand(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewCommand(Keyword("SET nickName"), Value("nickName", "v1234567")); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

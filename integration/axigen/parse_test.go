@@ -2,6 +2,7 @@ package axigen
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"slices"
 	"strings"
@@ -168,5 +169,28 @@ func TestOutputThatLooksLikeProtocol(t *testing.T) {
 	}
 	if p, err := e.client.ApplyAccount(ctx, testDomain, a, ""); err != nil || !p.Empty() {
 		t.Fatalf("second apply: %v %v", p, err)
+	}
+}
+
+// TestReadAnswerLines: a status line followed by more output is output,
+// kept in its place among the lines; the last status line is the status;
+// lines keep their blanks and lose only their endings.
+func TestReadAnswerLines(t *testing.T) {
+	for _, c := range []struct {
+		in     string
+		lines  []string
+		status string
+		ok     bool
+	}{
+		{"a\r\n+OK: x\r\n b \r\n-ERR: done\r\n<#> ", []string{"a", "+OK: x", " b "}, "done", false},
+		{"+OK: one\r\n+OK: two\r\n<domain#> ", []string{"+OK: one"}, "two", true},
+		{"+OK\n<#> ", nil, "", true},
+		{"\r\n\r\n+OK: x\r\n<#> ", []string{"", ""}, "x", true},
+	} {
+		s := &Session{r: bufio.NewReader(strings.NewReader(c.in))}
+		ans, err := s.readAnswer(context.Background(), "X", false, false)
+		if err != nil || !slices.Equal(ans.Lines, c.lines) || ans.Status != c.status || ans.OK != c.ok {
+			t.Errorf("%q: lines %q status %q ok %v, %v; want %q %q %v", c.in, ans.Lines, ans.Status, ans.OK, err, c.lines, c.status, c.ok)
+		}
 	}
 }

@@ -42,35 +42,55 @@ func Secret(field, v string) Arg { return Arg{text: v, field: field, value: true
 // a value that cannot be represented safely (see CheckValue) and a keyword
 // that is not plain letters, digits and spaces.
 func NewCommand(args ...Arg) (Command, error) {
+	// Every delivery builds several commands: the line is sized once, and
+	// the masked line is the line itself unless a value is secret.
+	size, secret := 0, false
+	for _, a := range args {
+		size += len(a.text) + 3 // a blank and the quotes
+		secret = secret || a.secret
+	}
 	var line, masked strings.Builder
+	line.Grow(size)
+	if secret {
+		masked.Grow(size)
+	}
 	for i, a := range args {
 		if i > 0 {
 			line.WriteByte(' ')
-			masked.WriteByte(' ')
+			if secret {
+				masked.WriteByte(' ')
+			}
 		}
 		if !a.value {
 			if !isKeyword(a.text) && !isEmptySetKeyword(a.text) {
 				return Command{}, &Error{Kind: KindProtocol, Err: errorf("bad keyword %q", a.text)}
 			}
 			line.WriteString(a.text)
-			masked.WriteString(a.text)
+			if secret {
+				masked.WriteString(a.text)
+			}
 			continue
 		}
-		q, err := quote(a.field, a.text)
-		if err != nil {
+		start := line.Len()
+		if err := quoteTo(&line, a.field, a.text); err != nil {
 			return Command{}, err
 		}
-		line.WriteString(q)
-		if a.secret {
+		switch {
+		case a.secret:
 			masked.WriteString("***")
-		} else {
-			masked.WriteString(q)
+		case secret:
+			masked.WriteString(line.String()[start:])
 		}
 	}
 	if line.Len() == 0 {
 		return Command{}, &Error{Kind: KindProtocol, Err: errorf("empty command")}
 	}
-	return Command{line: line.String(), masked: masked.String()}, nil
+	c := Command{line: line.String()}
+	c.masked = c.line
+	if secret {
+		c.masked = masked.String()
+	}
+	return c, nil
 }
 
 // mustKeywords builds a command of keywords only; the keywords are constants
@@ -155,11 +175,19 @@ func Quote(v string) (string, error) {
 }
 
 func quote(field, v string) (string, *Error) {
-	if err := checkValue(field, v); err != nil {
-		return "", err
-	}
 	var b strings.Builder
 	b.Grow(len(v) + 2)
+	if err := quoteTo(&b, field, v); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// quoteTo writes quote's value to b (nothing when it refuses the value).
+func quoteTo(b *strings.Builder, field, v string) *Error {
+	if err := checkValue(field, v); err != nil {
+		return err
+	}
 	b.WriteByte('"')
 	for i := 0; i < len(v); i++ {
 		if v[i] == '"' || v[i] == '\\' {
@@ -168,7 +196,7 @@ func quote(field, v string) (string, *Error) {
 		b.WriteByte(v[i])
 	}
 	b.WriteByte('"')
-	return b.String(), nil
+	return nil
 }
 
 // loginName renders the administrator's name for USER: bare when it is a

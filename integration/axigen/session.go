@@ -86,6 +86,8 @@ type Session struct {
 	broken        error
 	out           []byte // the lines being sent
 	line          []byte // the line being read
+	text          []byte // the lines of the answer being read (readAnswer)
+	spans         [][2]int
 	// watching is the Done channel of the context whose cancellation
 	// breaks off the session's I/O (arm); one watch serves every exchange
 	// of a caller, so that each exchange costs a deadline, not a new
@@ -370,14 +372,45 @@ func (s *Session) fail(err error) error {
 // With more set, answers to later commands sent with this one (DoAll) may
 // follow the prompt at once, so it need not be all the server has sent.
 func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (*Response, error) {
-	ans := &Response{}
-	statusSeen := false // the last complete line was a status line
-	line := s.line[:0]  // the line being read, in a buffer kept for the next answers
+	// The answer's complete lines go, without their endings, into text
+	// (spans marks them), which becomes one string at the end: a string
+	// per line cost an allocation each, several per command.
+	text, spans := s.text[:0], s.spans[:0]
+	status := -1       // the span of the last status line, while it is the last line
+	line := s.line[:0] // the line being read, in a buffer kept for the next answers
 	defer func() {
 		if cap(line) <= maxKeptLine {
 			s.line = line[:0]
 		}
+		if cap(text) <= maxKeptLine {
+			s.text, s.spans = text[:0], spans[:0]
+		}
 	}()
+	// done makes the Response of what was read: the lines, and the status
+	// line when the last line was one (parsed when parse is set).
+	done := func(parse bool) *Response {
+		all := string(text)
+		ans := &Response{}
+		n := len(spans)
+		if status >= 0 {
+			n--
+		}
+		if n > 0 {
+			ans.Lines = make([]string, 0, n)
+		}
+		for i, sp := range spans {
+			if i != status {
+				ans.Lines = append(ans.Lines, all[sp[0]:sp[1]])
+			}
+		}
+		if status >= 0 {
+			ans.Status = all[spans[status][0]:spans[status][1]]
+			if parse {
+				ans.Status, ans.OK = parseStatus(ans.Status)
+			}
+		}
+		return ans
+	}
 	total := 0
 	for {
 		// The bytes the reader holds are scanned in place, a line (or a
@@ -385,17 +418,13 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 		// call per byte, a sizeable share of a delivery's CPU time.
 		if s.r.Buffered() == 0 {
 			if _, err := s.r.Peek(1); err != nil {
-				if statusSeen {
-					ans.Status, ans.OK = parseStatus(ans.Status)
-				} else {
-					ans.Status = ""
-				}
-				return ans, s.fail(ioError(ctx, "", cmd, err))
+				return done(true), s.fail(ioError(ctx, "", cmd, err))
 			}
 		}
 		chunk, _ := s.r.Peek(s.r.Buffered())
 		rest, used := chunk, 0
 		for len(rest) > 0 {
+			statusSeen := status >= 0
 			// Only a line's end matters, and a space while a prompt may
 			// come (it ends in one).
 			var j int
@@ -412,20 +441,18 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 			rest, used, total = rest[j+1:], used+j+1, total+j+1
 			if total > maxAnswer {
 				_, _ = s.r.Discard(used)
-				return ans, s.fail(&Error{Kind: KindProtocol, Cmd: cmd, Err: errorf("answer longer than %d bytes", maxAnswer)})
+				return done(false), s.fail(&Error{Kind: KindProtocol, Cmd: cmd, Err: errorf("answer longer than %d bytes", maxAnswer)})
 			}
 			if c == '\n' {
-				text := string(bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'}))
+				// A status line followed by another line was output after
+				// all: it stays among the lines, in its place.
+				status = -1
+				lt := bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
+				spans = append(spans, [2]int{len(text), len(text) + len(lt)})
+				text = append(text, lt...)
 				line = line[:0]
-				if statusSeen {
-					// What looked like the status line was output after all.
-					ans.Lines = append(ans.Lines, ans.Status)
-				}
-				statusSeen = isStatusLine(text)
-				if statusSeen {
-					ans.Status = text
-				} else {
-					ans.Lines = append(ans.Lines, text)
+				if isStatusLineBytes(lt) {
+					status = len(spans) - 1
 				}
 				continue
 			}
@@ -433,9 +460,8 @@ func (s *Session) readAnswer(ctx context.Context, cmd string, bare, more bool) (
 			if c == ' ' && (statusSeen || bare) && (more || len(rest) == 0) && maybePrompt(line) {
 				if path, ok := parsePrompt(string(line)); ok {
 					_, _ = s.r.Discard(used)
-					if statusSeen {
-						ans.Status, ans.OK = parseStatus(ans.Status)
-					} else {
+					ans := done(true)
+					if !statusSeen {
 						ans.Status, ans.OK = "", true
 					}
 					ans.Context = path
@@ -458,6 +484,10 @@ const maxKeptLine = 64 << 10
 
 func isStatusLine(text string) bool {
 	return strings.HasPrefix(text, "+OK") || strings.HasPrefix(text, "-ERR")
+}
+
+func isStatusLineBytes(text []byte) bool {
+	return bytes.HasPrefix(text, []byte("+OK")) || bytes.HasPrefix(text, []byte("-ERR"))
 }
 
 // parseStatus splits "+OK: text" or "-ERR: text" (the colon tolerated
