@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -119,5 +121,74 @@ func writeAlone(ctx context.Context, t *testing.T, j *Journal, i int, what strin
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("write %d waited for %s", i, what)
+	}
+}
+
+// TestLazyBatchGoesToBadgerDuringDurableSync: a lazy batch (a Commit)
+// goes to Badger while the durable batch before it is being synced,
+// instead of waiting for that sync and then a round of its own; it is
+// still settled after the durable batch, never before.
+func TestLazyBatchGoesToBadgerDuringDurableSync(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.GroupCommitDelay = -1
+	written := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var holding atomic.Bool
+	o.beforeSync = func() {
+		if holding.Load() {
+			written <- struct{}{}
+			<-release
+		}
+	}
+	j := openTest(t, dir, o)
+	var once sync.Once
+	letGo := func() { once.Do(func() { holding.Store(false); close(release) }) }
+	t.Cleanup(letGo) // before the journal's Close, which waits for the batch
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := j.Prepare(ctx, accountRecord("uid=a,dc=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	holding.Store(true)
+	synced := j.w.stats.syncs.Load()
+	prepared := make(chan error, 1)
+	go func() {
+		_, err := j.Prepare(ctx, accountRecord("uid=b,dc=x"))
+		prepared <- err
+	}()
+	<-written // b's batch is written, its sync held
+	// syncsSeen is the durable syncs done when the Commit returned: the
+	// sync of b's batch is done before b's batch is settled.
+	syncsSeen := make(chan uint64, 1)
+	committed := make(chan error, 1)
+	go func() {
+		err := j.Commit(ctx, a, "")
+		syncsSeen <- j.w.stats.syncs.Load()
+		committed <- err
+	}()
+	select {
+	case <-written: // a's Commit is written while b's sync is held
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Commit did not go to Badger while the Prepare before it was being synced")
+	}
+	letGo()
+	if err := <-prepared; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-syncsSeen - synced; got != 1 {
+		t.Errorf("the Commit returned after %d syncs: want 1 (it is settled after the Prepare before it)", got)
+	}
+	got, err := j.Get(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != StateCommitted {
+		t.Errorf("record a is %v, want committed", got.State)
 	}
 }
