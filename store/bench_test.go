@@ -158,9 +158,10 @@ func processCPU() time.Duration {
 // waiting for the directory's answer (relay: a timer standing for slapd),
 // then committing it (lazy), while the journal delivers the committed
 // records (a lazy write each) to a deliverer that succeeds at once. It
-// reports the process's CPU time per record, the records per sync, and
-// records/s. The CPU time includes the writers' and the timers' own,
-// alike with any change of the journal.
+// reports the process's CPU time per record, the records per sync, the
+// batches (group commits) per record, and records/s. The CPU time
+// includes the writers' and the timers' own, alike with any change of the
+// journal.
 func BenchmarkMirroredWrites(b *testing.B) {
 	for _, relay := range []time.Duration{0, 2 * time.Millisecond} {
 		b.Run(fmt.Sprintf("relay=%v", relay), func(b *testing.B) { benchMirroredWrites(b, relay) })
@@ -196,7 +197,7 @@ func benchMirroredWrites(b *testing.B, relay time.Duration) {
 	}()
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	syncs0 := j.w.stats.syncs.Load()
+	syncs0, batches0 := j.w.stats.syncs.Load(), j.w.stats.batches.Load()
 	b.ResetTimer()
 	start := time.Now()
 	cpu0 := processCPU()
@@ -238,5 +239,6 @@ func benchMirroredWrites(b *testing.B, relay time.Duration) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/record")
 	b.ReportMetric(float64(b.N)/float64(max(1, j.w.stats.syncs.Load()-syncs0)), "records/sync")
+	b.ReportMetric(float64(j.w.stats.batches.Load()-batches0)/float64(b.N), "batches/record")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
 }

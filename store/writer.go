@@ -233,6 +233,7 @@ type flight struct {
 	errs    []error
 	effects []effect
 	wrote   bool // the batch went to Badger
+	riders  int  // lazy mutations of taken in a durable batch (see absorb)
 	// inBadger, when set, is the writer's slot for the batch in Badger,
 	// freed once Badger has written it (see writerRun.inBadger); syncSlot,
 	// a durable batch's slot for its sync, freed once it is settled.
@@ -540,8 +541,13 @@ func (w *writerRun) slots(durable bool) []chan struct{} {
 // absorb takes into batch b, until its slots are free for it (see
 // writerRun.inBadger), the mutations of its kind (durable or lazy) that
 // arrive meanwhile: they would otherwise wait for the next batch, and its
-// fsync. Those of the other kind are added to ms, to go after it. It
-// reports how many of slots it took, in order.
+// fsync. A lazy batch adds the durable ones to ms, to go after it; a
+// durable batch takes the lazy ones too (riders), synced with it: set
+// aside, they would wait for its sync all the same (batches are settled
+// in order) and then make a batch of their own, another round through
+// Badger, the completer and their wake-ups (issue 19: the Commits and
+// delivery outcomes that come while a Prepare's batch waits for the
+// previous sync). It reports how many of slots it took, in order.
 //
 // A durable batch's sync slot is freed once the previous durable batch is
 // settled and its callers answered, and the writer then yields, again as
@@ -567,10 +573,13 @@ func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable b
 			// It must run after everything queued before it.
 			ms = append(ms, m)
 			return false
-		case m.lazy == durable:
-			ms = append(ms, m)
+		case !durable && !m.lazy:
+			ms = append(ms, m) // not synced in a lazy batch
 		default:
 			w.run(b, f, m)
+			if durable && m.lazy {
+				f.riders++
+			}
 		}
 		return true
 	}
@@ -599,7 +608,7 @@ func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable b
 				}
 			}
 			if durable && w.w.opts.GroupCommitDelay > 0 {
-				if open := w.openWrites(time.Now()); open > 0 && !w.linger(b, f, len(f.taken)+open, take) {
+				if open := w.openWrites(time.Now()); open > 0 && !w.linger(b, f, len(f.taken)-f.riders+open, take) {
 					return ms, held
 				}
 			}
@@ -615,12 +624,12 @@ func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable b
 
 // linger takes mutations into batch b until it has want of them, for up
 // to Options.GroupCommitDelay (see absorb); false: take refused one, stop
-// absorbing. Mutations of the other kind (lazy) do not count: take sets
-// them aside.
+// absorbing. Lazy mutations do not count: the batch takes them along
+// (riders), but it waits for Prepares.
 func (w *writerRun) linger(b *batch, f *flight, want int, take func(*mutation) bool) bool {
 	t := time.NewTimer(w.w.opts.GroupCommitDelay)
 	defer t.Stop()
-	for len(f.taken) < want && !b.full(f) {
+	for len(f.taken)-f.riders < want && !b.full(f) {
 		select {
 		case m := <-w.w.reqs:
 			if !take(m) {

@@ -192,3 +192,72 @@ func TestLazyBatchGoesToBadgerDuringDurableSync(t *testing.T) {
 		t.Errorf("record a is %v, want committed", got.State)
 	}
 }
+
+// TestLazyChangesRideWithDurableBatch: a lazy change that comes while a
+// durable batch (a Prepare's) waits for the previous sync is written and
+// synced with it, not in a batch of its own after it.
+func TestLazyChangesRideWithDurableBatch(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.GroupCommitDelay = -1
+	written := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var holding atomic.Bool
+	o.beforeSync = func() {
+		if holding.Load() {
+			written <- struct{}{}
+			<-release
+		}
+	}
+	j := openTest(t, dir, o)
+	var once sync.Once
+	letGo := func() { once.Do(func() { holding.Store(false); close(release) }) }
+	t.Cleanup(letGo) // before the journal's Close, which waits for the batch
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	holding.Store(true)
+	batches := j.w.stats.batches.Load()
+	prepared := make(chan error, 1)
+	go func() {
+		_, err := j.Prepare(ctx, accountRecord("uid=a,dc=x"))
+		prepared <- err
+	}()
+	<-written // a's batch is written, its sync held
+	// b (durable) and c (lazy) are queued as Prepare queues its change, so
+	// that the test knows when the writer has run each in its batch: b's
+	// batch then waits for a's sync.
+	put := func(dn string, lazy bool) *mutation {
+		rec, err := j.recs.preparedCopy(accountRecord(dn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ran := make(chan struct{})
+		m := &mutation{lazy: lazy, done: make(chan error, 1), run: func(b *batch) error {
+			defer close(ran)
+			b.seq++
+			rec.Seq, rec.Time = b.seq, b.now
+			return b.putRecord(nil, rec, nil, nil)
+		}}
+		if err := j.w.queue(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not run in 10s: not taken into a batch while the one before waited for a sync", dn)
+		}
+		return m
+	}
+	b := put("uid=b,dc=x", false)
+	c := put("uid=c,dc=x", true)
+	letGo()
+	for _, done := range []chan error{prepared, b.done, c.done} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := j.w.stats.batches.Load() - batches; got != 2 {
+		t.Errorf("%d batches for a, b and c: want 2 (a's, then b's with c)", got)
+	}
+}
