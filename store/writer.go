@@ -235,10 +235,8 @@ type flight struct {
 	wrote   bool // the batch went to Badger
 	riders  int  // lazy mutations of taken in a durable batch (see absorb)
 	// inBadger, when set, is the writer's slot for the batch in Badger,
-	// freed once Badger has written it (see writerRun.inBadger); syncSlot,
-	// a durable batch's slot for its sync, freed once it is settled.
+	// freed once the batch is settled.
 	inBadger chan struct{}
-	syncSlot chan struct{}
 	state    writerState   // the journal once this batch is on disk
 	result   chan error    // the commit's outcome
 	barrier  chan struct{} // set on a drain marker instead of a batch
@@ -295,7 +293,7 @@ func (w *writer) loop() {
 	flights := make(chan *flight, maxFlights)
 	completerDone := make(chan struct{})
 	go w.completer(flights, completerDone)
-	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), disabled: map[string]recentDisabled{}, inBadger: make(chan struct{}, 1), syncSlot: make(chan struct{}, 1), open: map[uint64]time.Time{}}
+	r := &writerRun{w: w, flights: flights, recent: newRecentCache(recentRecords), disabled: map[string]recentDisabled{}, inBadger: make(chan struct{}, 1), open: map[uint64]time.Time{}}
 	defer func() {
 		r.discardNext()
 		close(flights)
@@ -353,16 +351,7 @@ type writerRun struct {
 	recent   *recentCache
 	disabled map[string]recentDisabled
 	flightID uint64
-	// inBadger (capacity 1) is held while a batch is being written by
-	// Badger, and syncSlot (capacity 1) by a durable batch from before it
-	// goes to Badger until it is settled: one durable batch at a time is
-	// written and synced, the next one gathering the mutations that come
-	// meanwhile (group commit), while lazy batches go to Badger as soon
-	// as it is free, also while a durable batch's sync runs. They are
-	// still settled in order, but together with the durable batch before
-	// them, not after it and a round of their own through Badger.
-	inBadger chan struct{}
-	syncSlot chan struct{}
+	inBadger chan struct{} // capacity 1: a batch is being written
 	// next is the transaction for the next batch, opened before the
 	// current one goes to Badger: opening a transaction waits for every
 	// commit in progress, which would undo the overlap. Its reads miss the
@@ -443,15 +432,9 @@ func (w *writerRun) process(ms []*mutation) {
 			w.run(b, f, ms[0])
 			ms = ms[1:]
 		}
-		slots := w.slots(durable)
-		held := 0 // of slots, taken by absorb
+		inBadger := false
 		if b.broken == nil && b.writes > 0 && (len(ms) == 0 || ms[0].lazy == durable) {
-			ms, held = w.absorb(b, f, slots, durable, ms)
-		}
-		release := func() {
-			for i := held - 1; i >= 0; i-- {
-				<-slots[i]
-			}
+			ms, inBadger = w.absorb(b, f, durable, ms)
 		}
 		w.sizeHint = len(f.taken) + 1
 		w.recsHint = len(b.local) + 1
@@ -463,13 +446,17 @@ func (w *writerRun) process(ms []*mutation) {
 		}
 		switch {
 		case b.broken != nil:
-			release()
+			if inBadger {
+				<-w.inBadger
+			}
 			b.txn.Discard()
 			f.result <- &brokenBatch{b.broken}
 		case b.writes == 0 && !b.metaSet:
 			// Nothing to write, but maybe something to do in memory (a
 			// delivery of a record dropped meanwhile is released).
-			release()
+			if inBadger {
+				<-w.inBadger
+			}
 			b.txn.Discard()
 			f.effects = b.effects
 			f.result <- nil
@@ -491,28 +478,21 @@ func (w *writerRun) process(ms []*mutation) {
 					delete(w.open, seq)
 				}
 			}
-			// One batch at a time in Badger, and one durable batch at a time
-			// from Badger to its sync (see writerRun.inBadger): two durable
-			// batches in Badger at once would cost two fsyncs. Building this
-			// batch overlapped the previous one's.
-			for _, slot := range slots[held:] {
-				slot <- struct{}{}
+			// One batch at a time in Badger: it syncs each request of a
+			// write group on its own, so two queued batches would cost two
+			// fsyncs. Building this batch overlapped the previous one's.
+			if !inBadger {
+				w.inBadger <- struct{}{}
 			}
 			f.inBadger = w.inBadger
-			if durable {
-				f.syncSlot = w.syncSlot
-			}
 			w.openNext()
 			wr.stats.batches.Add(1)
 			wr.stats.mutations.Add(uint64(len(f.taken)))
 			b.txn.CommitWith(func(err error) {
-				// Badger has written the batch (in its files, not yet
-				// synced): the next batch may go in. Badger writes without
-				// syncing; a batch with a durable change is synced here,
-				// so the sync covers it whole (and every batch before it).
-				// A lazy batch written meanwhile may or may not be covered;
-				// the next durable batch's sync covers it.
-				<-f.inBadger
+				// Badger writes without syncing; a batch with a durable
+				// change is synced here, before the next batch enters
+				// Badger, so the sync covers it whole (and every lazy
+				// batch before it).
 				if wr.opts.beforeSync != nil {
 					wr.opts.beforeSync()
 				}
@@ -529,31 +509,22 @@ func (w *writerRun) process(ms []*mutation) {
 	}
 }
 
-// slots lists the slots a batch takes, in this order, to go to Badger
-// (see writerRun.inBadger).
-func (w *writerRun) slots(durable bool) []chan struct{} {
-	if durable {
-		return []chan struct{}{w.syncSlot, w.inBadger}
-	}
-	return []chan struct{}{w.inBadger}
-}
-
-// absorb takes into batch b, until its slots are free for it (see
-// writerRun.inBadger), the mutations of its kind (durable or lazy) that
-// arrive meanwhile: they would otherwise wait for the next batch, and its
-// fsync. A lazy batch adds the durable ones to ms, to go after it; a
-// durable batch takes the lazy ones too (riders), synced with it: set
-// aside, they would wait for its sync all the same (batches are settled
-// in order) and then make a batch of their own, another round through
-// Badger, the completer and their wake-ups (issue 19: the Commits and
-// delivery outcomes that come while a Prepare's batch waits for the
-// previous sync). It reports how many of slots it took, in order.
+// absorb takes into batch b, until Badger is free for it, the mutations of
+// its kind (durable or lazy) that arrive meanwhile: they would otherwise
+// wait for the next batch, and its fsync. A lazy batch adds the durable
+// ones to ms, to go after it; a durable batch takes the lazy ones too
+// (riders), synced with it: set aside, they would wait for its sync all
+// the same (batches are settled in order) and then make a batch of their
+// own, another round through Badger, the completer and their wake-ups
+// (issue 19: the Commits and delivery outcomes that come while a Prepare's
+// batch waits for the previous sync). It reports whether it took Badger's
+// slot.
 //
-// A durable batch's sync slot is freed once the previous durable batch is
-// settled and its callers answered, and the writer then yields, again as
-// long as yielding brings more: a caller that follows up at once joins
-// this batch instead of the one after, which would hold it up by another
-// write and fsync.
+// The slot is freed once the previous batch is settled and its callers
+// answered, and the writer then yields, again as long as yielding brings
+// more: a caller that follows up at once (a Commit after its Prepare)
+// joins this batch instead of the one after, which would hold it up by
+// another write and fsync.
 //
 // Then, while other writes are open (prepared, waiting for the
 // directory's answer), a durable batch waits, for up to
@@ -565,7 +536,7 @@ func (w *writerRun) slots(durable bool) []chan struct{} {
 // wake-ups around them), and a machine short of CPU makes fewer writes a
 // second for it. A lone writer has no other write open when it sends the
 // next (its last one was settled), so its Prepares never wait.
-func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable bool, ms []*mutation) ([]*mutation, int) {
+func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([]*mutation, bool) {
 	// take runs m in the batch if it may join it; false: stop absorbing.
 	take := func(m *mutation) bool {
 		switch {
@@ -583,13 +554,9 @@ func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable b
 		}
 		return true
 	}
-	held := 0
 	for !b.full(f) {
 		select {
-		case slots[held] <- struct{}{}:
-			if held++; held < len(slots) {
-				continue
-			}
+		case w.inBadger <- struct{}{}:
 			// Yield while yielding brings more.
 			for took := true; took && !b.full(f); {
 				runtime.Gosched()
@@ -599,7 +566,7 @@ func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable b
 					select {
 					case m := <-w.w.reqs:
 						if !take(m) {
-							return ms, held
+							return ms, true
 						}
 						took = true
 					default:
@@ -609,17 +576,17 @@ func (w *writerRun) absorb(b *batch, f *flight, slots []chan struct{}, durable b
 			}
 			if durable && w.w.opts.GroupCommitDelay > 0 {
 				if open := w.openWrites(time.Now()); open > 0 && !w.linger(b, f, len(f.taken)-f.riders+open, take) {
-					return ms, held
+					return ms, true
 				}
 			}
-			return ms, held
+			return ms, true
 		case m := <-w.w.reqs:
 			if !take(m) {
-				return ms, held
+				return ms, false
 			}
 		}
 	}
-	return ms, held
+	return ms, false
 }
 
 // linger takes mutations into batch b until it has want of them, for up
@@ -742,8 +709,8 @@ func (w *writer) completer(flights <-chan *flight, done chan<- struct{}) {
 				m.done <- f.errs[i]
 			}
 		}
-		if f.syncSlot != nil {
-			<-f.syncSlot
+		if f.inBadger != nil {
+			<-f.inBadger
 		}
 	}
 }
