@@ -394,6 +394,19 @@ func (w *writerRun) openWrites(now time.Time) int {
 	return len(w.open)
 }
 
+// openBeyond counts the open writes that batch b does not settle: those
+// it settles (a Commit riding with it, see absorb) have callers waiting
+// for b itself, who cannot write again before it is settled.
+func (w *writerRun) openBeyond(b *batch) int {
+	n := len(w.open)
+	for seq, open := range b.opened {
+		if _, ok := w.open[seq]; ok && !open {
+			n--
+		}
+	}
+	return n
+}
+
 func (w *writerRun) openNext() {
 	w.nextSettled = w.w.settled.Load()
 	w.next = w.w.db.NewTransaction(true)
@@ -575,7 +588,7 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 				}
 			}
 			if durable && w.w.opts.GroupCommitDelay > 0 {
-				if open := w.openWrites(time.Now()); open > 0 && !w.linger(b, f, len(f.taken)-f.riders+open, take) {
+				if w.openWrites(time.Now()) > 0 && !w.linger(b, f, take) {
 					return ms, true
 				}
 			}
@@ -589,14 +602,17 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 	return ms, false
 }
 
-// linger takes mutations into batch b until it has want of them, for up
-// to Options.GroupCommitDelay (see absorb); false: take refused one, stop
+// linger takes mutations into batch b until it has one more durable
+// mutation per write open beyond it (see openBeyond), for up to
+// Options.GroupCommitDelay (see absorb); false: take refused one, stop
 // absorbing. Lazy mutations do not count: the batch takes them along
-// (riders), but it waits for Prepares.
-func (w *writerRun) linger(b *batch, f *flight, want int, take func(*mutation) bool) bool {
+// (riders), but it waits for Prepares; and a write whose Commit rides
+// with it stops counting (its caller waits for this batch).
+func (w *writerRun) linger(b *batch, f *flight, take func(*mutation) bool) bool {
+	from := len(f.taken) - f.riders
 	t := time.NewTimer(w.w.opts.GroupCommitDelay)
 	defer t.Stop()
-	for len(f.taken)-f.riders < want && !b.full(f) {
+	for len(f.taken)-f.riders-from < w.openBeyond(b) && !b.full(f) {
 		select {
 		case m := <-w.w.reqs:
 			if !take(m) {

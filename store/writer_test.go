@@ -192,3 +192,93 @@ func TestLazyChangesRideWithDurableBatch(t *testing.T) {
 		t.Errorf("%d batches for a, b and c: want 2 (a's, then b's with c)", got)
 	}
 }
+
+// TestRidingCommitEndsTheWaitForCompany: a write whose Commit rides with a
+// durable batch (see absorb) no longer makes that batch wait for company
+// (Options.GroupCommitDelay): its caller waits for the batch itself and
+// cannot write again before it is settled.
+func TestRidingCommitEndsTheWaitForCompany(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(dir)
+	o.GroupCommitDelay = time.Hour
+	written := make(chan struct{}, 16)
+	release := make(chan struct{})
+	var holding atomic.Bool
+	o.beforeSync = func() {
+		if holding.Load() {
+			written <- struct{}{}
+			<-release
+		}
+	}
+	j := openTest(t, dir, o)
+	var once sync.Once
+	letGo := func() { once.Do(func() { holding.Store(false); close(release) }) }
+	t.Cleanup(letGo) // before the journal's Close, which waits for the batch
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// a's batch (alone: no wait) is held in its sync; b's batch waits
+	// for it and takes a's Commit along.
+	holding.Store(true)
+	type prepared struct {
+		seq uint64
+		err error
+	}
+	aDone := make(chan prepared, 1)
+	go func() {
+		seq, err := j.Prepare(ctx, accountRecord("uid=a,dc=x"))
+		aDone <- prepared{seq, err}
+	}()
+	<-written
+	queue := func(what string, lazy bool, run func(b *batch) error) *mutation {
+		ran := make(chan struct{})
+		m := &mutation{lazy: lazy, done: make(chan error, 1), run: func(b *batch) error {
+			defer close(ran)
+			return run(b)
+		}}
+		if err := j.w.queue(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not run in 10s", what)
+		}
+		return m
+	}
+	rec, err := j.recs.preparedCopy(accountRecord("uid=b,dc=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := queue("b's Prepare", false, func(b *batch) error {
+		b.seq++
+		rec.Seq, rec.Time = b.seq, b.now
+		return b.putRecord(nil, rec, nil, nil)
+	})
+	aSeq := rec.Seq - 1 // a's, the batch before
+	commitA := queue("a's Commit", true, func(b *batch) error {
+		old, err := b.get(aSeq)
+		if err != nil {
+			return err
+		}
+		committed := *old
+		committed.State = StateCommitted
+		return b.putRecord(old, &committed, nil, nil)
+	})
+	letGo()
+	if p := <-aDone; p.err != nil || p.seq != aSeq {
+		t.Fatalf("a's Prepare: %d, %v: want %d", p.seq, p.err, aSeq)
+	}
+	// Open beyond b's batch: nothing (a is settled in it). Without seeing
+	// that, the batch waits an hour for a's next Prepare.
+	for what, m := range map[string]*mutation{"b's Prepare": b, "a's Commit": commitA} {
+		select {
+		case err := <-m.done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s waited for company that could not come", what)
+		}
+	}
+}
