@@ -233,7 +233,6 @@ type flight struct {
 	errs    []error
 	effects []effect
 	wrote   bool // the batch went to Badger
-	riders  int  // lazy mutations of taken in a durable batch (see absorb)
 	// inBadger, when set, is the writer's slot for the batch in Badger,
 	// freed once the batch is settled.
 	inBadger chan struct{}
@@ -394,19 +393,6 @@ func (w *writerRun) openWrites(now time.Time) int {
 	return len(w.open)
 }
 
-// openBeyond counts the open writes that batch b does not settle: those
-// it settles (a Commit riding with it, see absorb) have callers waiting
-// for b itself, who cannot write again before it is settled.
-func (w *writerRun) openBeyond(b *batch) int {
-	n := len(w.open)
-	for seq, open := range b.opened {
-		if _, ok := w.open[seq]; ok && !open {
-			n--
-		}
-	}
-	return n
-}
-
 func (w *writerRun) openNext() {
 	w.nextSettled = w.w.settled.Load()
 	w.next = w.w.db.NewTransaction(true)
@@ -524,14 +510,8 @@ func (w *writerRun) process(ms []*mutation) {
 
 // absorb takes into batch b, until Badger is free for it, the mutations of
 // its kind (durable or lazy) that arrive meanwhile: they would otherwise
-// wait for the next batch, and its fsync. A lazy batch adds the durable
-// ones to ms, to go after it; a durable batch takes the lazy ones too
-// (riders), synced with it: set aside, they would wait for its sync all
-// the same (batches are settled in order) and then make a batch of their
-// own, another round through Badger, the completer and their wake-ups
-// (issue 19: the Commits and delivery outcomes that come while a Prepare's
-// batch waits for the previous sync). It reports whether it took Badger's
-// slot.
+// wait for the next batch, and its fsync. Those of the other kind are added
+// to ms, to go after it. It reports whether it took Badger's slot.
 //
 // The slot is freed once the previous batch is settled and its callers
 // answered, and the writer then yields, again as long as yielding brings
@@ -557,13 +537,10 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 			// It must run after everything queued before it.
 			ms = append(ms, m)
 			return false
-		case !durable && !m.lazy:
-			ms = append(ms, m) // not synced in a lazy batch
+		case m.lazy == durable:
+			ms = append(ms, m)
 		default:
 			w.run(b, f, m)
-			if durable && m.lazy {
-				f.riders++
-			}
 		}
 		return true
 	}
@@ -588,7 +565,7 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 				}
 			}
 			if durable && w.w.opts.GroupCommitDelay > 0 {
-				if w.openWrites(time.Now()) > 0 && !w.linger(b, f, take) {
+				if open := w.openWrites(time.Now()); open > 0 && !w.linger(b, f, len(f.taken)+open, take) {
 					return ms, true
 				}
 			}
@@ -602,17 +579,14 @@ func (w *writerRun) absorb(b *batch, f *flight, durable bool, ms []*mutation) ([
 	return ms, false
 }
 
-// linger takes mutations into batch b until it has one more durable
-// mutation per write open beyond it (see openBeyond), for up to
-// Options.GroupCommitDelay (see absorb); false: take refused one, stop
-// absorbing. Lazy mutations do not count: the batch takes them along
-// (riders), but it waits for Prepares; and a write whose Commit rides
-// with it stops counting (its caller waits for this batch).
-func (w *writerRun) linger(b *batch, f *flight, take func(*mutation) bool) bool {
-	from := len(f.taken) - f.riders
+// linger takes mutations into batch b until it has want of them, for up
+// to Options.GroupCommitDelay (see absorb); false: take refused one, stop
+// absorbing. Mutations of the other kind (lazy) do not count: take sets
+// them aside.
+func (w *writerRun) linger(b *batch, f *flight, want int, take func(*mutation) bool) bool {
 	t := time.NewTimer(w.w.opts.GroupCommitDelay)
 	defer t.Stop()
-	for len(f.taken)-f.riders-from < w.openBeyond(b) && !b.full(f) {
+	for len(f.taken) < want && !b.full(f) {
 		select {
 		case m := <-w.w.reqs:
 			if !take(m) {
