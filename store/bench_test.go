@@ -152,3 +152,93 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkMirroredWrites journals b.N records as the gateway does for the
+// mirror benchmark's writes: 8 writers, each preparing a record (durable),
+// waiting for the directory's answer (relay: a timer standing for slapd),
+// then committing it (lazy), while the journal delivers the committed
+// records (a lazy write each) to a deliverer that succeeds at once. It
+// reports the process's CPU time per record, the records per sync, the
+// batches (group commits) per record, and records/s. The CPU time
+// includes the writers' and the timers' own, alike with any change of the
+// journal.
+func BenchmarkMirroredWrites(b *testing.B) {
+	for _, relay := range []time.Duration{0, 2 * time.Millisecond} {
+		b.Run(fmt.Sprintf("relay=%v", relay), func(b *testing.B) { benchMirroredWrites(b, relay) })
+	}
+}
+
+func benchMirroredWrites(b *testing.B, relay time.Duration) {
+	dir := b.TempDir()
+	j, err := Open(filepath.Join(dir, "journal"), Options{
+		KeyFile:              filepath.Join(dir, "journal.key"),
+		HousekeepingInterval: -1,
+		Logger:               quietLogger(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var delivered atomic.Int64
+	allDelivered := make(chan struct{})
+	ran := make(chan error, 1)
+	go func() {
+		ran <- j.Run(ctx, 4, DeliverFunc(func(context.Context, *Record) error {
+			if delivered.Add(1) == int64(b.N) {
+				close(allDelivered)
+			}
+			return nil
+		}))
+	}()
+	defer func() {
+		cancel()
+		<-ran
+	}()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	syncs0, batches0 := j.w.stats.syncs.Load(), j.w.stats.batches.Load()
+	b.ResetTimer()
+	start := time.Now()
+	cpu0 := processCPU()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var t *time.Timer
+			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+				seq, err := j.Prepare(ctx, accountRecord(fmt.Sprintf("uid=user%d,ou=people,dc=example,dc=org", i%1000)))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if relay > 0 {
+					if t == nil {
+						t = time.NewTimer(relay)
+					} else {
+						t.Reset(relay)
+					}
+					<-t.C
+				}
+				if err := j.Commit(ctx, seq, ""); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// The deliveries of the last records are part of the work measured.
+	select {
+	case <-allDelivered:
+	case <-time.After(30 * time.Second):
+		b.Fatalf("%d of %d records delivered after 30s", delivered.Load(), b.N)
+	}
+	cpu := processCPU() - cpu0
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/record")
+	b.ReportMetric(float64(b.N)/float64(max(1, j.w.stats.syncs.Load()-syncs0)), "records/sync")
+	b.ReportMetric(float64(j.w.stats.batches.Load()-batches0)/float64(b.N), "batches/record")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+}

@@ -29,6 +29,12 @@ type inotifyFollower struct {
 	wal  fileSeries
 	vlog fileSeries
 	buf  []byte
+	// vlogWrites reads Badger's count of the values written to value logs
+	// (nil: not kept; the value log is synced every time); vlogSynced is
+	// the count read before the last value-log sync that succeeded, -1
+	// before the first.
+	vlogWrites func() int64
+	vlogSynced int64
 }
 
 // fileSeries is one kind of Badger's numbered files: the newest one known
@@ -101,7 +107,7 @@ func (fs *fileSeries) close() {
 	}
 }
 
-func followWALs(dir string) (walFollower, error) {
+func followWALs(dir string, vlogWrites func() int64) (walFollower, error) {
 	if dir == "" {
 		return nil, errors.New("journal in memory")
 	}
@@ -109,7 +115,7 @@ func followWALs(dir string) (walFollower, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inotify: %w", err)
 	}
-	f := &inotifyFollower{dir: dir, fd: fd, buf: make([]byte, 16<<10),
+	f := &inotifyFollower{dir: dir, fd: fd, buf: make([]byte, 16<<10), vlogWrites: vlogWrites, vlogSynced: -1,
 		wal:  fileSeries{ext: ".mem", format: "%05d.mem", curID: -1, fdatasync: syscall.Fdatasync},
 		vlog: fileSeries{ext: ".vlog", format: "%06d.vlog", curID: -1, fdatasync: syscall.Fdatasync},
 	}
@@ -173,8 +179,27 @@ func (f *inotifyFollower) sync() error {
 	}
 	// The value log first: a pointer in a write-ahead file is then never
 	// durable before the value it points to (one moved by GC, say).
-	if err := f.vlog.sync(f.dir); err != nil {
-		return err
+	// Skipped when no value went there since the last value-log sync
+	// began (see walSync): the count is read before the fdatasync, so
+	// every value it counts was in the file when the fdatasync started.
+	// Badger counts a value after writing it and before writing its
+	// pointer, so a pointer written before the count was read (those of
+	// the batches this sync is for: they were written before it began)
+	// points to a value synced now or by an earlier sync. A value written
+	// after the read is another writer's, and its pointer may be made
+	// durable by the write-ahead sync below without it, as when the value
+	// log was synced at every sync (its fdatasync could have started just
+	// before the value was written). A new value-log file (a rotation,
+	// DropAll) is synced whatever the count, for its header.
+	count := int64(-1)
+	if f.vlogWrites != nil {
+		count = f.vlogWrites()
+	}
+	if count < 0 || count != f.vlogSynced || len(f.vlog.newer) > 0 {
+		if err := f.vlog.sync(f.dir); err != nil {
+			return err
+		}
+		f.vlogSynced = count
 	}
 	return f.wal.sync(f.dir)
 }

@@ -231,7 +231,9 @@ func TestWALSyncFallbackSyncsRotatedMemtables(t *testing.T) {
 
 // TestWALSyncReportsWriteBackError: an fdatasync that fails (EIO from
 // the disk) fails the sync, although the fallback's DB.Sync, which does
-// not sync the rotated memtable, would succeed.
+// not sync the rotated memtable, would succeed. A value goes to the value
+// log before the failing sync: one with nothing new there is not synced
+// (TestWALSyncSkipsUntouchedValueLog).
 func TestWALSyncReportsWriteBackError(t *testing.T) {
 	for _, series := range []string{".mem", ".vlog"} {
 		t.Run(series, func(t *testing.T) {
@@ -243,6 +245,7 @@ func TestWALSyncReportsWriteBackError(t *testing.T) {
 				t.Fatal(err)
 			}
 			rotate(t, db, dir, "k")
+			set(t, db, "big", 20<<10)
 			f := s.follower.(*inotifyFollower)
 			fs := &f.wal
 			if series == ".vlog" {
@@ -305,5 +308,65 @@ func TestWALSyncFollowsMemtables(t *testing.T) {
 	}
 	if s.fallbacks != 0 || s.followed != 4<<10+2 {
 		t.Fatalf("%d syncs through the files followed and %d whole, want %d and 0", s.followed, s.fallbacks, 4<<10+2)
+	}
+}
+
+// TestWALSyncSkipsUntouchedValueLog: a sync fdatasyncs the value log only
+// if a value went there since the last one, whoever wrote it (Badger
+// counts them: badger_write_num_vlog), or a value-log file was created;
+// the write-ahead file at every sync.
+func TestWALSyncSkipsUntouchedValueLog(t *testing.T) {
+	db, dir := openSyncTestDB(t)
+	count := vlogWriteCount(db.Opts())
+	if count == nil {
+		t.Fatal("Badger does not count the values written to the value log: every sync syncs it")
+	}
+	var s walSync
+	defer s.close()
+	set(t, db, "first", 100)
+	if err := s.sync(db); err != nil {
+		t.Fatal(err)
+	}
+	f := s.follower.(*inotifyFollower)
+	var walSyncs, vlogSyncs int
+	f.wal.fdatasync = func(fd int) error { walSyncs++; return syscall.Fdatasync(fd) }
+	f.vlog.fdatasync = func(fd int) error { vlogSyncs++; return syscall.Fdatasync(fd) }
+	step := func(when string, wantVlog int) {
+		t.Helper()
+		walSyncs, vlogSyncs = 0, 0
+		if err := s.sync(db); err != nil {
+			t.Fatal(err)
+		}
+		assertClean(t, dir, when)
+		if walSyncs == 0 || vlogSyncs != wantVlog {
+			t.Fatalf("%s: %d fdatasyncs of write-ahead files, %d of value-log files: want some and %d", when, walSyncs, vlogSyncs, wantVlog)
+		}
+	}
+	for i := range 20 {
+		set(t, db, fmt.Sprintf("small%d", i), 1000)
+		step(fmt.Sprintf("small value %d", i), 0)
+	}
+	before := count()
+	set(t, db, "big", 20<<10)
+	if count() == before {
+		t.Fatal("a value of 20 KiB was not counted in badger_write_num_vlog")
+	}
+	step("a value of 20 KiB", 1)
+	set(t, db, "small-after", 1000)
+	step("a small value after it", 0)
+	rotations := 0
+	for i := 0; rotations == 0; i++ { // value-log files of 1 MiB rotate
+		if i > 200 {
+			t.Fatal("the value log never rotated")
+		}
+		vlog := newestFile(t, dir, ".vlog")
+		set(t, db, fmt.Sprintf("v%06d", i), 20<<10)
+		if newestFile(t, dir, ".vlog") != vlog {
+			rotations++
+		}
+	}
+	step("after a value-log rotation", 2) // the file rotated out, then the new one
+	if s.fallbacks != 0 {
+		t.Fatalf("%d syncs by a scan, want none", s.fallbacks)
 	}
 }
