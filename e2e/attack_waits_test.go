@@ -723,22 +723,7 @@ func TestAttackWaitsPatienceRunsOutAndShutdown(t *testing.T) {
 		m.Replace("mail", []string{"p1.new@example.com"})
 		changed <- changer.Modify(m)
 	}()
-	waitFor(t, 8*time.Second, "p1's mail change holding p1", func() error {
-		body, err := readAdmin(e.dataDir, "/debug/pprof/goroutine?debug=2", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		st, err := e.runningStats()
-		if err != nil {
-			return err
-		}
-		in := strings.Count(string(body), "mirror.(*Mirror).intercept(") - strings.Count(string(body), "mirror.(*Mirror).identify(") -
-			strings.Count(string(body), "mirror.(*onWay).hold(")
-		if in+st.Prepared < 1 {
-			return errNotYet
-		}
-		return nil
-	})
+	e.waitWriteOnItsWay(t, "p1's mail change holding p1")
 	start := time.Now()
 	burst := append(modifyPhone(10, userDN("p1"), "+1 555 0101"), searchRequest(t, 11, userDN("p1"), "(objectClass=*)", "mail")...)
 	burst = append(burst, cancelOpRequest(12, 10)...)
@@ -787,22 +772,7 @@ func TestAttackWaitsPatienceRunsOutAndShutdown(t *testing.T) {
 		m.Replace("mail", []string{"p2.new@example.com"})
 		changed <- changer2.Modify(m)
 	}()
-	waitFor(t, 8*time.Second, "p2's mail change holding p2", func() error {
-		body, err := readAdmin(e.dataDir, "/debug/pprof/goroutine?debug=2", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		st, err := e.runningStats()
-		if err != nil {
-			return err
-		}
-		in := strings.Count(string(body), "mirror.(*Mirror).intercept(") - strings.Count(string(body), "mirror.(*Mirror).identify(") -
-			strings.Count(string(body), "mirror.(*onWay).hold(")
-		if in+st.Prepared < 1 {
-			return errNotYet
-		}
-		return nil
-	})
+	e.waitWriteOnItsWay(t, "p2's mail change holding p2")
 	b2.send(t, modifyPhone(10, userDN("p2"), "+1 555 0202"))
 	e.waitHolding(t, 1)
 	start = time.Now()
@@ -945,4 +915,26 @@ func memberAddOp(group, member string) *ber.Packet {
 	changes.AppendChild(ch)
 	op.AppendChild(changes)
 	return op
+}
+
+// waitWriteOnItsWay waits until a write is past the gateway's checks and
+// on its way (in intercept beyond identify and any hold, or prepared).
+func (e *mirrorEnv) waitWriteOnItsWay(t *testing.T, what string) {
+	t.Helper()
+	waitFor(t, 8*time.Second, what, func() error {
+		body, err := readAdmin(e.dataDir, "/debug/pprof/goroutine?debug=2", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		st, err := e.runningStats()
+		if err != nil {
+			return err
+		}
+		in := strings.Count(string(body), "mirror.(*Mirror).intercept(") - strings.Count(string(body), "mirror.(*Mirror).identify(") -
+			strings.Count(string(body), "mirror.(*onWay).hold(")
+		if in+st.Prepared < 1 {
+			return errNotYet
+		}
+		return nil
+	})
 }

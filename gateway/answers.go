@@ -6,6 +6,7 @@ package gateway
 import (
 	"errors"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -118,6 +119,12 @@ func (s *session) relayUpstream(up *upstreamConn) {
 			s.mu.Unlock()
 		}
 		raw := m.Raw
+		if found && slices.Contains(op.strip, OIDAssertion) {
+			if r, err := ldapwire.DecodeResult(m.OpContent); err == nil && r.Code == ldap.LDAPResultAssertionFailed {
+				raw = ldapwire.Response(m.ID, m.Op, ldapwire.Result{Code: ldap.LDAPResultBusy, Diagnostic: assertionRefused})
+				op.strip = nil
+			}
+		}
 		if found && len(op.strip) > 0 {
 			// The controls the interceptor asked for are not the client's.
 			if raw, err = withoutControls(m, op.strip); err != nil {
@@ -131,6 +138,11 @@ func (s *session) relayUpstream(up *upstreamConn) {
 		up.r.Release()
 	}
 }
+
+// assertionRefused answers a write whose appended assertion (OIDAssertion)
+// the directory found false.
+const assertionRefused = "ldapgate: the entry at this DN is no longer the one the gateway checked the write against " +
+	"(renamed or replaced meanwhile, through another gateway or directly); the write was not made; try again"
 
 // resetOpTimerLocked restarts the op timeout after progress, or clears it.
 func (s *session) resetOpTimerLocked(up *upstreamConn) {

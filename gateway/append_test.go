@@ -105,3 +105,95 @@ func TestAppendedControlReachesTheCompletionNotTheClient(t *testing.T) {
 		}
 	}
 }
+
+// assertingInterceptor appends an assertion (RFC 4528) that the modified
+// entry's entryUUID is value, and keeps the codes its Completions get.
+type assertingInterceptor struct {
+	value string
+	mu    sync.Mutex
+	codes []int
+}
+
+func (a *assertingInterceptor) Intercept(_ context.Context, _ SessionInfo, req *WriteRequest) (Completion, *Result) {
+	if req.Op != OpModify {
+		return nil, nil
+	}
+	ava := ldapwire.AppendTLV(nil, ldapwire.TagOctetString, []byte("entryUUID"))
+	ava = ldapwire.AppendTLV(ava, ldapwire.TagOctetString, []byte(a.value))
+	req.Append = append(req.Append, Control{OID: OIDAssertion, Critical: true, Value: ldapwire.AppendTLV(nil, 0xa3, ava), HasValue: true})
+	return func(_ context.Context, res Result) {
+		a.mu.Lock()
+		a.codes = append(a.codes, res.Code)
+		a.mu.Unlock()
+	}, nil
+}
+
+// TestAppendedAssertionRefusedIsBusy: an assertion the interceptor
+// appends and the directory finds false reaches the Completion as
+// assertionFailed (122) and the client, which sent none, as busy (51)
+// saying the entry changed; the write is not made. One that holds lets
+// the write through.
+func TestAppendedAssertionRefusedIsBusy(t *testing.T) {
+	dir := slapd.StartT(t, slapd.Options{Users: 1})
+	u, err := ParseUpstream(dir.URL, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dn := "uid=" + slapd.UserUID(0) + ",ou=people,dc=example,dc=com"
+	direct, err := dir.AdminConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	res, err := direct.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"entryUUID", "sn"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("read %s: %v", dn, err)
+	}
+	uuid, sn := res.Entries[0].GetAttributeValue("entryUUID"), res.Entries[0].GetAttributeValue("sn")
+	for _, tc := range []struct {
+		value string
+		code  int
+	}{
+		{"00000000-0000-0000-0000-000000000000", ldap.LDAPResultBusy},
+		{uuid, ldap.LDAPResultSuccess},
+	} {
+		ic := &assertingInterceptor{value: tc.value}
+		_, url := serveGateway(t, Config{Dialer: NewUpstreamSet([]Upstream{u}, 5*time.Second, DefaultMaxMessageSize, nil), Interceptor: ic})
+		conn, err := ldap.DialURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.Bind(dir.RootDN, dir.RootPW); err != nil {
+			t.Fatal(err)
+		}
+		m := ldap.NewModifyRequest(dn, nil)
+		m.Replace("sn", []string{"Asserted " + tc.value[:4]})
+		err = conn.Modify(m)
+		conn.Close()
+		switch {
+		case tc.code == ldap.LDAPResultSuccess && err != nil:
+			t.Errorf("assertion that holds: %v", err)
+		case tc.code != ldap.LDAPResultSuccess && (!ldap.IsErrorWithCode(err, uint16(tc.code)) || !bytes.Contains([]byte(err.Error()), []byte("no longer the one"))):
+			t.Errorf("assertion that fails: %v, want %d saying the entry changed", err, tc.code)
+		}
+		ic.mu.Lock()
+		codes := ic.codes
+		ic.mu.Unlock()
+		want := ldap.LDAPResultSuccess
+		if tc.code != ldap.LDAPResultSuccess {
+			want = ldap.LDAPResultAssertionFailed
+		}
+		if len(codes) != 1 || codes[0] != want {
+			t.Errorf("completion codes %v, want [%d]", codes, want)
+		}
+		res, err := direct.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"sn"}, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := res.Entries[0].GetAttributeValue("sn")
+		if made := got != sn; made != (tc.code == ldap.LDAPResultSuccess) {
+			t.Errorf("sn %q after the write (was %q): made %v, want %v", got, sn, made, tc.code == ldap.LDAPResultSuccess)
+		}
+		sn = got
+	}
+}

@@ -74,6 +74,13 @@ type Modification struct {
 	Attribute
 }
 
+// OIDAssertion is RFC 4528's assertion control. One an Interceptor
+// appends (WriteRequest.Append) and the directory finds false is not the
+// client's: the client is answered busy (51), with a diagnostic saying the
+// entry changed, instead of assertionFailed (122) for a control it never
+// sent.
+const OIDAssertion = "1.3.6.1.1.12"
+
 // Control is a request or response control, kept as it came.
 type Control struct {
 	OID      string

@@ -125,6 +125,14 @@ func New(cfg Config) (*Mirror, error) {
 	if cfg.EntryCacheTTL == 0 {
 		cfg.EntryCacheTTL = 10 * time.Second
 	}
+	if cfg.Journal != nil && cfg.Journal.Replicated() {
+		// A cluster's gateways write the same entries: an entry cached by
+		// one is stale once another renames or replaces it, and a write
+		// judged by it was journaled under the wrong entry (its key), or,
+		// asserted (entryAssertion), refused busy to a client whose write
+		// came after the rename was answered. Each write reads its target.
+		cfg.EntryCacheTTL = -1
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

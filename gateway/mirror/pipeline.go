@@ -168,6 +168,9 @@ func (m *Mirror) intercept(ctx context.Context, w *write, s gateway.SessionInfo)
 		// The directory says, with its answer, what the entry is.
 		req.Append = append(req.Append, m.postReadControl())
 	}
+	if c, ok := m.entryAssertion(ctx, w); ok {
+		req.Append = append(req.Append, c)
+	}
 	m.beginRelay(w)
 	// relay: the gateway sends the write to the directory and hands its
 	// answer to settle before the client hears it.
@@ -557,6 +560,11 @@ func (m *Mirror) settle(ctx context.Context, w *write, res gateway.Result) {
 		m.dropStale(w.stale, w.req.Op == gateway.OpModifyDN, res)
 	}
 	m.endRelay(w, res) // before the commit below makes the record deliverable
+	if res.Code == ldap.LDAPResultAssertionFailed {
+		// The entry at the DN is not the one read (entryAssertion): a
+		// retry must read it again, not find it in the cache.
+		m.entries.forget(m.mapping().CanonicalDN(w.target))
+	}
 	// A write journaled before its entry was read learns the entry's name
 	// at its commit, from the directory's answer or, when that is not
 	// whole, a read: it holds the entry until then, so that no rename of
