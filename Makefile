@@ -46,7 +46,7 @@ vet:
 # test installs what it needs first (idempotently), so `make test` works alone
 # on a fresh Debian machine as root.
 test: deps build vet alerts-check
-	$(GO) test -count=1 -timeout 14m ./... 
+	$(GO) test -count=1 -timeout 20m ./... 
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime 100000x ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime 100000x ./gateway
