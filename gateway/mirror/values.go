@@ -341,10 +341,7 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 		return nil
 	}
 	cfg := mp.Config()
-	what := "account"
-	if w.kind == schema.KindGroup {
-		what = "group"
-	}
+	what := w.kind.String()
 	classTerms := func(classes []string) string {
 		var terms []string
 		for _, c := range classes {
@@ -360,7 +357,7 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 		"(&" + classTerms(cfg.GroupClasses) + "(" + mp.GroupNameAttribute() + "=" + ldap.EscapeFilter(name) + ")))"
 	bases := mp.AccountBases()
 	for _, b := range mp.GroupBases() {
-		if !slices.ContainsFunc(bases, func(a string) bool { return schema.EqualDN(a, b) }) {
+		if !slices.ContainsFunc(bases, func(a string) bool { return mp.EqualDN(a, b) }) {
 			bases = append(bases, b)
 		}
 	}
@@ -384,19 +381,15 @@ func (m *Mirror) checkNameFree(ctx context.Context, w *write) *gateway.Result {
 	}
 	for _, other := range found {
 		kind := mp.ClassifyEntry(other)
-		if schema.EqualDN(other.DN, w.target) || (kind != schema.KindAccount && kind != schema.KindGroup) ||
+		if mp.EqualDN(other.DN, w.target) || (kind != schema.KindAccount && kind != schema.KindGroup) ||
 			!strings.EqualFold(mp.EntryName(other, kind), name) {
 			continue
 		}
 		m.claims.release(key)
 		if kind != w.kind {
-			otherKind := "group"
-			if kind == schema.KindAccount {
-				otherKind = "account"
-			}
 			return &gateway.Result{Code: ldap.LDAPResultConstraintViolation, Diagnostic: fmt.Sprintf(
 				"ldapgate: the name %q is already that of the %s %s in Axigen, and an account and a group are both addresses of the domain (one per name), so the change of %s is not made; give it another name",
-				name, otherKind, quoteDN(other.DN), quoteDN(w.target))}
+				name, kind, quoteDN(other.DN), quoteDN(w.target))}
 		}
 		return &gateway.Result{Code: ldap.LDAPResultConstraintViolation, Diagnostic: fmt.Sprintf(
 			"ldapgate: the %s name %q is already that of %s in Axigen (one %s per name), so the change of %s is not made; give it another name",
