@@ -131,15 +131,19 @@ func (x *index) leave(t string, seq uint64) {
 }
 
 type entry struct {
-	seq      uint64
-	state    State
-	tokens   []string // the record's order tokens (nil while lazy)
-	key, dn  string   // what the tokens were made of
-	newDN    string
-	name     string    // the record's Name, which its name tokens follow
-	time     time.Time // the record's time, for the backlog's age
-	next     time.Time // next delivery attempt
-	inflight bool
+	seq     uint64
+	state   State
+	tokens  []string // the record's order tokens (nil while lazy)
+	key, dn string   // what the tokens were made of
+	newDN   string
+	// identity: the record's write may give its DNs another entry (an
+	// add, a delete, a rename); password: a password modify extended
+	// operation. For Journal.PreparedBefore.
+	identity, password bool
+	name               string    // the record's Name, which its name tokens follow
+	time               time.Time // the record's time, for the backlog's age
+	next               time.Time // next delivery attempt
+	inflight           bool
 	// coveredTo is the last record the delivery in flight takes along
 	// (0: none), for nameAfter.
 	coveredTo uint64
@@ -245,6 +249,8 @@ func (x *index) put(r *Record, tokens []string) {
 		x.recs[r.Seq] = e
 		x.lately[r.Seq%latelySize] = e
 		x.top = max(x.top, r.Seq)
+		e.identity = r.Op == OpAdd || r.Op == OpDelete || r.Op == OpRename
+		e.password = r.Op == OpPassword
 	}
 	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || (e.tokens == nil && !e.lazy) || (x.names != nil && e.name != r.Name) {
 		// sameDNs: the entry holds the record's DNs, and their tokens

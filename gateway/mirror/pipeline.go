@@ -158,6 +158,15 @@ func (m *Mirror) intercept(ctx context.Context, w *write, s gateway.SessionInfo)
 		m.claims.release(w.claim)
 		return nil, answer
 	}
+	if answer := m.awaitEarlierWrites(ctx, w); answer != nil {
+		// Not relayed: the record goes.
+		m.claims.release(w.claim)
+		m.settleInBackground(context.WithoutCancel(ctx), "abort", w.rec.Seq, func(ctx context.Context) error {
+			return m.cfg.Journal.Abort(ctx, w.rec.Seq)
+		})
+		w.audit.Info("decision", "decision", "refused", "rule", "racing another gateway's write", "diagnostic", answer.Diagnostic)
+		return nil, answer
+	}
 	switch {
 	case m.wantsImage(ctx, w):
 		// The directory says, with its answer, what the entry is now:
