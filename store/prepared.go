@@ -5,7 +5,8 @@ package store
 type PreparedWrite struct {
 	Seq uint64
 	// Identity: an add, a delete or a rename, whose write may give its DNs
-	// another entry. Password: a password modify extended operation.
+	// another entry. Password: a write that sets a password (the password
+	// modify extended operation, or one with a secret).
 	Identity, Password bool
 	EntryKey, DN       string
 	NewDN              string // a rename's
@@ -21,14 +22,12 @@ type PreparedWrite struct {
 // record, and so every record the leader sequenced before it; of two
 // writes prepared on different gateways, the later one finds the earlier
 // one here (prepared, or settled already), and may wait for its outcome.
-// match runs under the journal's lock: it must not call the journal. It
-// looks at every record not yet delivered: a call costs about as much as
-// Stats.
+// match runs under the journal's lock: it must not call the journal.
 func (j *Journal) PreparedBefore(seq uint64, match func(PreparedWrite) bool) (found bool, changed <-chan struct{}) {
 	s := j.sched
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for at, e := range s.idx.recs {
+	for at, e := range s.idx.open {
 		if at >= seq || e.state != StatePrepared {
 			continue
 		}

@@ -112,10 +112,8 @@ func (s *scheduler) inFlight(seq uint64) bool {
 func (s *scheduler) prepared() []uint64 {
 	s.mu.Lock()
 	var seqs []uint64
-	for seq, e := range s.idx.recs {
-		if e.state == StatePrepared {
-			seqs = append(seqs, seq)
-		}
+	for seq := range s.idx.open {
+		seqs = append(seqs, seq)
 	}
 	s.mu.Unlock()
 	sortSeqs(seqs)

@@ -27,12 +27,13 @@ import (
 //
 // So the journal orders them: every gateway has applied, once its Prepare
 // returns, every record the leader sequenced before its own
-// (store.Journal.PreparedBefore). A password modify waits until no earlier
+// (store.Journal.PreparedBefore). A password modify (or a modify setting a
+// password, on a directory without assertions) waits until no earlier
 // add, delete or rename at its DN (from it or to it) is still on its way,
 // then reads its target again: if the DN holds another entry by then (or
 // none), the write is not relayed (busy, 51, as for a failed assertion;
 // noSuchObject when the entry is gone). An add, a delete or a rename waits
-// until no earlier password modify at its DNs is on its way. Of two such
+// until no earlier write setting a password at its DNs is on its way. Of two such
 // writes, the later one sees the earlier one, so one always waits for the
 // other: the password lands on the entry its record names.
 //
@@ -54,21 +55,34 @@ func (m *Mirror) awaitEarlierWrites(ctx context.Context, w *write) *gateway.Resu
 		return dn != "" && (mp.EqualDN(dn, w.target) || (w.newDN != "" && mp.EqualDN(dn, w.newDN)))
 	}
 	var match func(store.PreparedWrite) bool
+	password := m.unassertedPassword(w)
 	switch w.req.Op {
-	case gateway.OpPasswordModify:
-		match = func(p store.PreparedWrite) bool { return p.Identity && (at(p.DN) || at(p.NewDN)) }
 	case gateway.OpAdd, gateway.OpDelete, gateway.OpModifyDN:
 		match = func(p store.PreparedWrite) bool { return p.Password && at(p.DN) }
 	default:
-		return nil
+		if !password {
+			return nil
+		}
+		match = func(p store.PreparedWrite) bool { return p.Identity && (at(p.DN) || at(p.NewDN)) }
 	}
 	if answer := m.awaitPrepared(ctx, w, match); answer != nil {
 		return answer
 	}
-	if w.req.Op != gateway.OpPasswordModify || w.rec.EntryKey == "" {
+	if !password || w.rec.EntryKey == "" {
 		return nil
 	}
 	return m.sameEntryStill(ctx, w)
+}
+
+// unassertedPassword says w sets the password of an entry it read, with
+// nothing the directory checks to tie it to that entry: the password
+// modify extended operation (slapd ignores the gateway's assertion there),
+// or a modify when the directory does not support assertions.
+func (m *Mirror) unassertedPassword(w *write) bool {
+	if w.entry == nil || w.asserted {
+		return false
+	}
+	return w.req.Op == gateway.OpPasswordModify || (w.req.Op == gateway.OpModify && len(w.rec.Secret) > 0)
 }
 
 // awaitPrepared waits, up to holdPatience, until no record sequenced before
