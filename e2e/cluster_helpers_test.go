@@ -53,6 +53,10 @@ type clusterOptions struct {
 	FenceDelay time.Duration
 	// OrphanAge is --cluster-orphan-age (clusterOrphanAge).
 	OrphanAge time.Duration
+	// SlowUpstream, when set, holds each request the last node sends
+	// slapd this long (a proxy between them): the node's writes race
+	// those of the others across a wide window.
+	SlowUpstream time.Duration
 }
 
 // clusterEnv is slapd, the simulator and a cluster of gateways.
@@ -65,6 +69,8 @@ type clusterEnv struct {
 	fence  time.Duration
 	orphan time.Duration
 	net    *netproxy.Network
+	// slowNode reaches slapd at slowUpstream (clusterOptions.SlowUpstream).
+	slowNode, slowUpstream string
 
 	mu     sync.Mutex
 	nodes  []*gwNode // every node ever added, in order
@@ -150,6 +156,15 @@ func newClusterEnv(t *testing.T, opts clusterOptions) *clusterEnv {
 	}
 	for _, name := range names {
 		c.addNode(name)
+	}
+	if opts.SlowUpstream > 0 {
+		target := strings.TrimPrefix(e.dir.URL, "ldap://")
+		p, err := netproxy.Listen(target, netproxy.Options{Delay: opts.SlowUpstream})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		c.slowNode, c.slowUpstream = names[len(names)-1], "ldap://"+p.Addr()
 	}
 	for _, n := range c.nodes {
 		n.peers = c.peerList(names)
@@ -297,6 +312,11 @@ func (c *clusterEnv) args(n *gwNode) []string {
 		"--op-timeout", "5s", "--cluster-orphan-age", c.orphan.String())
 	for _, p := range n.peers {
 		args = append(args, "--cluster-peer", p)
+	}
+	if n.name == c.slowNode {
+		if i := slices.Index(args, "--upstream"); i >= 0 && i+1 < len(args) {
+			args[i+1] = c.slowUpstream
+		}
 	}
 	return args
 }

@@ -119,6 +119,11 @@ type WriteRequest struct {
 	// client gets, which never asked for them. A control type the request
 	// carries already must not be appended.
 	Append []Control
+	// SendNow has the relay send the request to the directory at once,
+	// not with the client's next requests: what the Interceptor checked
+	// holds for a moment only (a password modify whose target another
+	// gateway may rename).
+	SendNow bool
 }
 
 // bindRequest is the part of a bind the session needs to know.

@@ -357,6 +357,7 @@ func (s *session) write(m ldapwire.Message) bool {
 	}
 	op.after = after
 	op.passwordModify = req.Op == OpPasswordModify
+	op.sendNow = req.SendNow
 	if len(req.Append) > 0 {
 		for _, c := range req.Append {
 			op.strip = append(op.strip, c.OID)
@@ -426,7 +427,7 @@ func (s *session) forward(m ldapwire.Message, op pendingOp) bool {
 	if _, err := up.w.Write(m.Raw); err != nil {
 		return false
 	}
-	if s.cr.Buffered() == 0 || up.w.Buffered() > 16<<10 {
+	if s.cr.Buffered() == 0 || up.w.Buffered() > 16<<10 || op.sendNow {
 		if err := up.w.Flush(); err != nil {
 			return false
 		}

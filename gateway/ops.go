@@ -20,6 +20,7 @@ type pendingOp struct {
 	// by its answer.
 	bindTicket     bindTicket
 	passwordModify bool
+	sendNow        bool // WriteRequest.SendNow
 	after          Completion
 	// strip names the response controls the interceptor asked for
 	// (WriteRequest.Append), taken out of the answer the client gets.

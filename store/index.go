@@ -29,7 +29,10 @@ import (
 // delivery in flight. Prepared records count as unfinished (their outcome
 // is not known yet); dead records do not (they no longer hold the line).
 type index struct {
-	recs   map[uint64]*entry
+	recs map[uint64]*entry
+	// open holds the records still prepared (their writes on their way to
+	// the directory: a few), for Journal.PreparedBefore.
+	open   map[uint64]*entry
 	queues map[string]*queue // token -> unfinished records
 	busy   map[string]uint64 // token -> record being delivered
 	ready  readyHeap
@@ -131,15 +134,20 @@ func (x *index) leave(t string, seq uint64) {
 }
 
 type entry struct {
-	seq      uint64
-	state    State
-	tokens   []string // the record's order tokens (nil while lazy)
-	key, dn  string   // what the tokens were made of
-	newDN    string
-	name     string    // the record's Name, which its name tokens follow
-	time     time.Time // the record's time, for the backlog's age
-	next     time.Time // next delivery attempt
-	inflight bool
+	seq     uint64
+	state   State
+	tokens  []string // the record's order tokens (nil while lazy)
+	key, dn string   // what the tokens were made of
+	newDN   string
+	// identity: the record's write may give its DNs another entry (an
+	// add, a delete, a rename); password: it sets a password (the password
+	// modify extended operation, or a write with a secret). For
+	// Journal.PreparedBefore.
+	identity, password bool
+	name               string    // the record's Name, which its name tokens follow
+	time               time.Time // the record's time, for the backlog's age
+	next               time.Time // next delivery attempt
+	inflight           bool
 	// coveredTo is the last record the delivery in flight takes along
 	// (0: none), for nameAfter.
 	coveredTo uint64
@@ -157,7 +165,7 @@ type entry struct {
 }
 
 func newIndex(names func(*Record) []string) *index {
-	return &index{recs: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}, names: names, lately: new([latelySize]*entry)}
+	return &index{recs: map[uint64]*entry{}, open: map[uint64]*entry{}, queues: map[string]*queue{}, busy: map[string]uint64{}, names: names, lately: new([latelySize]*entry)}
 }
 
 // newPassiveIndex is newIndex for a journal that may never deliver (see
@@ -245,6 +253,8 @@ func (x *index) put(r *Record, tokens []string) {
 		x.recs[r.Seq] = e
 		x.lately[r.Seq%latelySize] = e
 		x.top = max(x.top, r.Seq)
+		e.identity = r.Op == OpAdd || r.Op == OpDelete || r.Op == OpRename
+		e.password = r.Op == OpPassword || r.SecretState != SecretNone || len(r.Secret) > 0
 	}
 	if e.key != r.EntryKey || e.dn != r.DN || e.newDN != r.NewDN || (e.tokens == nil && !e.lazy) || (x.names != nil && e.name != r.Name) {
 		// sameDNs: the entry holds the record's DNs, and their tokens
@@ -292,8 +302,9 @@ func (x *index) put(r *Record, tokens []string) {
 	var left []string
 	was := e.tokens
 	e.tokens = tokens
+	x.setState(e, r.State)
 	if x.passive {
-		e.state, e.time, e.next = r.State, r.Time, r.NextAttempt
+		e.time, e.next = r.Time, r.NextAttempt
 		e.coverable = r.Op == OpModify && r.SecretState == SecretNone && len(r.Secret) == 0
 		return
 	}
@@ -318,10 +329,22 @@ func (x *index) put(r *Record, tokens []string) {
 	case !wasQueued && isQueued:
 		x.enqueue(e)
 	}
-	e.state, e.time, e.next = r.State, r.Time, r.NextAttempt
+	e.time, e.next = r.Time, r.NextAttempt
 	e.coverable = r.Op == OpModify && r.SecretState == SecretNone && len(r.Secret) == 0
 	x.consider(e)
 	x.considerHeads(left, e.seq)
+}
+
+// setState gives e its record's new state, and keeps open.
+func (x *index) setState(e *entry, s State) {
+	if (e.state == StatePrepared) != (s == StatePrepared) {
+		if s == StatePrepared {
+			x.open[e.seq] = e
+		} else {
+			delete(x.open, e.seq)
+		}
+	}
+	e.state = s
 }
 
 // remove forgets a record (aborted, dropped, purged or delivered). A
@@ -332,6 +355,7 @@ func (x *index) remove(seq uint64) {
 		return
 	}
 	delete(x.recs, seq)
+	delete(x.open, seq)
 	if x.lately[seq%latelySize] == e {
 		x.lately[seq%latelySize] = nil
 	}

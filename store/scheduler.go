@@ -35,6 +35,9 @@ type scheduler struct {
 	stopRun   context.CancelFunc
 	runDone   chan struct{}
 	term      *termRun // the replicated delivery running (RunTerm), if any
+	// changed, when not nil, is closed at the next change of the index:
+	// PreparedBefore's callers wait on it.
+	changed chan struct{}
 }
 
 func newScheduler(idx *index, delivered int, opts Options, log *slog.Logger) *scheduler {
@@ -57,8 +60,17 @@ func (s *scheduler) apply(effects []effect) {
 			s.idx.release(*e.release)
 		}
 	}
+	s.changedLocked()
 	s.mu.Unlock()
 	s.kick()
+}
+
+// changedLocked wakes the callers of PreparedBefore waiting for a change.
+func (s *scheduler) changedLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 }
 
 // reset forgets every record: the journal is about to be restored from a
@@ -67,6 +79,7 @@ func (s *scheduler) reset() {
 	s.mu.Lock()
 	s.idx = newPassiveIndex(s.idx.names)
 	s.delivered = 0
+	s.changedLocked()
 	s.mu.Unlock()
 }
 
@@ -75,6 +88,7 @@ func (s *scheduler) reset() {
 func (s *scheduler) replace(idx *index, delivered int) {
 	s.mu.Lock()
 	s.idx, s.delivered = idx, delivered
+	s.changedLocked()
 	s.mu.Unlock()
 	s.kick()
 }
@@ -98,10 +112,8 @@ func (s *scheduler) inFlight(seq uint64) bool {
 func (s *scheduler) prepared() []uint64 {
 	s.mu.Lock()
 	var seqs []uint64
-	for seq, e := range s.idx.recs {
-		if e.state == StatePrepared {
-			seqs = append(seqs, seq)
-		}
+	for seq := range s.idx.open {
+		seqs = append(seqs, seq)
 	}
 	s.mu.Unlock()
 	sortSeqs(seqs)

@@ -27,9 +27,8 @@ const filterEqualityMatch = 0xa3
 // entry read, no key, the client's own assertion, a directory that does
 // not support the control. The password modify extended operation gets a
 // non-critical one: slapd refuses a critical assertion there (12) and
-// ignores a non-critical one, so that operation stays unprotected on
-// slapd (an open finding: skipOpenPasswordRace in e2e); a directory that
-// honours it answers as for a modify.
+// ignores a non-critical one, so the journal orders that operation
+// (clusterorder.go); a directory that honours it answers as for a modify.
 func (m *Mirror) entryAssertion(ctx context.Context, w *write) (gateway.Control, bool) {
 	req := w.req
 	if !m.cfg.Journal.Replicated() || w.entry == nil || !appendable(req) {

@@ -32,10 +32,10 @@ import (
 // would be made to an entry of another scope (a unit outside the bases
 // given an account's classes, unjudged, while moved into the base).
 //
-// A write that may change its entry's identity — a modify DN, or a modify
-// of an attribute that names, keys or classifies the entry (classify's
-// identityChange) — is never on its way together with another write to the
-// same entry (at any of its DNs): it waits for those on their way, and
+// A write that may change its entry's identity — a modify DN, an add, a
+// delete, or a modify of an attribute that names, keys or classifies the
+// entry (classify's identityChange) — is never on its way together with
+// another write to the same entry (at any of its DNs): it waits for those on their way, and
 // writes to the entry wait for it, up to holdPatience, then are answered
 // busy. Each write reads its target after it holds it (a read made before
 // an identity change ended is made again), so the name a record found
@@ -253,9 +253,12 @@ func (m *Mirror) holdDNs(ctx context.Context, w *write, identity bool) *gateway.
 	mp := m.mapping()
 	scope := func(dn string) [2]bool { return [2]bool{mp.UnderAccountBase(dn), mp.UnderGroupBase(dn)} }
 	entire := move && scope(w.target) != scope(w.newDN)
-	// An add or a delete changes its entry's identity too, but has no
-	// entry before, or none after, for another write's record to name.
-	exclusive := move || (w.req.Op == gateway.OpModify && identity)
+	// An add or a delete gives its DN another entry, or none: a write to
+	// the DN judged by what it read before would land on the new entry
+	// (a password modify pipelined after a delete and a re-add landed on
+	// the newcomer while its record named the entry deleted:
+	// TestAttackLoneOrderPipelinedExopDeleteAddExop).
+	exclusive := move || w.req.Op == gateway.OpAdd || w.req.Op == gateway.OpDelete || (w.req.Op == gateway.OpModify && identity)
 	h, blocker, waited, ok := m.onWay.hold(ctx, []string{w.target, w.newDN}, move, entire, exclusive, holdPatience, w.flush)
 	if ok {
 		w.hold = h

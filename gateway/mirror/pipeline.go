@@ -75,6 +75,9 @@ type write struct {
 
 	// prepare
 	rec *store.Record // prepared, on disk
+	// asserted: the write carries the gateway's critical assertion of the
+	// entry it read (assert.go), which the directory checks.
+	asserted bool
 }
 
 // writer is who makes a write.
@@ -158,6 +161,19 @@ func (m *Mirror) intercept(ctx context.Context, w *write, s gateway.SessionInfo)
 		m.claims.release(w.claim)
 		return nil, answer
 	}
+	if c, ok := m.entryAssertion(ctx, w); ok {
+		req.Append = append(req.Append, c)
+		w.asserted = c.Critical
+	}
+	if answer := m.awaitEarlierWrites(ctx, w); answer != nil {
+		// Not relayed: the record goes.
+		m.claims.release(w.claim)
+		m.settleInBackground(context.WithoutCancel(ctx), "abort", w.rec.Seq, func(ctx context.Context) error {
+			return m.cfg.Journal.Abort(ctx, w.rec.Seq)
+		})
+		w.audit.Info("decision", "decision", "refused", "rule", "racing another gateway's write", "diagnostic", answer.Diagnostic)
+		return nil, answer
+	}
 	switch {
 	case m.wantsImage(ctx, w):
 		// The directory says, with its answer, what the entry is now:
@@ -167,9 +183,6 @@ func (m *Mirror) intercept(ctx context.Context, w *write, s gateway.SessionInfo)
 	case w.unread:
 		// The directory says, with its answer, what the entry is.
 		req.Append = append(req.Append, m.postReadControl())
-	}
-	if c, ok := m.entryAssertion(ctx, w); ok {
-		req.Append = append(req.Append, c)
 	}
 	m.beginRelay(w)
 	// relay: the gateway sends the write to the directory and hands its

@@ -50,6 +50,10 @@ type Options struct {
 	Source func(c net.Conn) string
 	// DialTimeout bounds the dial of the target (2s when 0).
 	DialTimeout time.Duration
+	// Delay holds what a sender writes for this long before passing it on
+	// to the target, in order (a slow link): a race between what crosses
+	// this link and what does not is made wide.
+	Delay time.Duration
 }
 
 // Proxy forwards every connection accepted on its address to its target,
@@ -320,6 +324,9 @@ func (p *Proxy) copy(l *link, dst, src net.Conn, d Dir) {
 			}
 			p.mu.Unlock()
 			if !blocked {
+				if d == ToTarget && p.opts.Delay > 0 {
+					time.Sleep(p.opts.Delay)
+				}
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					l.close()
 					return
