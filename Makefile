@@ -8,7 +8,8 @@ LDFLAGS := -X main.version=$(VERSION)
 # Packages whose code is concurrent run under the race detector; the others
 # (PLAIN_PKGS: the e2e suite, the schema, the commands...) run without it.
 # Each package's tests run once: run plainly too, the race packages took
-# the two cores from the e2e suite, the longest part of `make test`.
+# the two cores from the e2e suite, the longest part of `make test`. Its
+# t.Parallel tests mostly wait (graces, Axigen's slow answers): four at once.
 RACE_PKGS := ./gateway/... ./internal/... ./store/... ./cluster/... ./admin/... ./integration/axigen/... ./integration/axigensim/...
 RACE_RE   := /(gateway|internal|store|cluster|admin|integration/axigen|integration/axigensim)(/|$$)
 
@@ -50,7 +51,7 @@ vet:
 # test installs what it needs first (idempotently), so `make test` works alone
 # on a fresh Debian machine as root.
 test: deps build vet alerts-check
-	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -Ev '$(RACE_RE)')
+	$(GO) test -count=1 -parallel 4 -timeout 20m $$($(GO) list ./... | grep -Ev '$(RACE_RE)')
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageReader$$' -fuzztime 100000x ./internal/ldapwire
 	$(GO) test -run '^$$' -fuzz '^FuzzMessageDecoders$$' -fuzztime 100000x ./gateway

@@ -196,6 +196,9 @@ func (p *holdProxy) hold(on bool) {
 // never enabled again by the gateway); the group is removed. Axigen then
 // differs from the directory for good.
 func TestAttackOps2ResyncRemoveExtraWhileWritesFlow(t *testing.T) {
+	// Mostly waiting on Axigen's slow answers: alongside the other tests
+	// that mostly wait, at the end of the package's run.
+	t.Parallel()
 	e := newMirrorEnv(t, mirrorOptions{Users: 1500, LogLevel: "info"})
 	// Every Axigen answer a little slow: the resync's comparison of 1,500
 	// accounts takes seconds, a single delivery a fraction of one.
@@ -294,6 +297,9 @@ func TestAttackOps2MessageSizeLimitOverTLS(t *testing.T) {
 // Axigen when the resync reaches that entry. The directory keeps the new
 // value, Axigen the old one, and nothing brings them together again.
 func TestAttackOps2ResyncRevertsAWriteMadeWhileItRuns(t *testing.T) {
+	// Mostly waiting on Axigen's slow answers: alongside the other tests
+	// that mostly wait, at the end of the package's run.
+	t.Parallel()
 	const users = 1500
 	e := newMirrorEnv(t, mirrorOptions{Users: users, LogLevel: "info"})
 	e.sim.SetLatency(3 * time.Millisecond)
@@ -334,6 +340,9 @@ func TestAttackOps2ResyncRevertsAWriteMadeWhileItRuns(t *testing.T) {
 // gateway's own scheduled resync reverts in Axigen a write the gateway
 // itself delivered while the resync ran, until the next resync.
 func TestAttackOps2ScheduledResyncRevertsAWriteMadeWhileItRuns(t *testing.T) {
+	// Mostly waiting on Axigen's slow answers: alongside the other tests
+	// that mostly wait, at the end of the package's run.
+	t.Parallel()
 	const users = 1500
 	e := newMirrorEnv(t, mirrorOptions{Users: users, LogLevel: "info", Extra: []string{"--resync-interval", "3s"}})
 	e.sim.SetLatency(3 * time.Millisecond)
