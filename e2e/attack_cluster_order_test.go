@@ -613,11 +613,10 @@ func TestAttackClusterOrderModifyRacingUnitSwaps(t *testing.T) {
 // session's writes in order only around modify DNs, so the four writes
 // are not applied in the order sent (LDAP does not promise it): the
 // answers come in any order, and any of success, noSuchObject (32),
-// busy (51) and entryAlreadyExists (68) is right for each. In the
-// cluster, the last password modify, judged by the first alice before
-// the delete and the add were sent on, is answered 51 "given another
-// entry through another gateway of the cluster" in most rounds: refused
-// safely, though it was its own session's add, not another gateway's.
+// busy (51) and entryAlreadyExists (68) is right for each. (Before adds
+// and deletes held their DN, the last password modify, judged by the
+// first alice, was refused 51 in the cluster in most rounds, and landed on
+// the newcomer through a lone gateway.)
 //
 // Invented: on one connection to one gateway, in one segment: set alice's
 // password, delete her, add a newcomer at uid=alice, set its password.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 )
 
@@ -36,20 +35,7 @@ func skipOpenHolds(t *testing.T) {
 
 // modifyAddValue is a modify adding value to dn's attr.
 func modifyAddValue(id int64, dn, attr, value string) []byte {
-	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "modify")
-	op.AppendChild(octets(dn))
-	changes := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "changes")
-	ch := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "change")
-	ch.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(0), "add"))
-	pa := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "modification")
-	pa.AppendChild(octets(attr))
-	set := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "values")
-	set.AppendChild(octets(value))
-	pa.AppendChild(set)
-	ch.AppendChild(pa)
-	changes.AppendChild(ch)
-	op.AppendChild(changes)
-	return envelope(id, op)
+	return modifyValueRequest(id, dn, 0, attr, value)
 }
 
 // holdsPerson is the attributes of a new account uid.

@@ -523,11 +523,17 @@ func deleteRequest(id int64, dn string) []byte {
 }
 
 func modifyRequest(id int64, dn, attr, value string) []byte {
-	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "modify")
-	op.AppendChild(octets(dn))
+	return modifyValueRequest(id, dn, 2, attr, value)
+}
+
+// modifyValueRequest is a modify of dn with one change: op (RFC 4511: 0
+// add, 1 delete, 2 replace) of attr with value.
+func modifyValueRequest(id int64, dn string, op int64, attr, value string) []byte {
+	req := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "modify")
+	req.AppendChild(octets(dn))
 	changes := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "changes")
 	ch := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "change")
-	ch.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(2), "replace"))
+	ch.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, op, "operation"))
 	pa := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "modification")
 	pa.AppendChild(octets(attr))
 	set := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "values")
@@ -535,8 +541,8 @@ func modifyRequest(id int64, dn, attr, value string) []byte {
 	pa.AppendChild(set)
 	ch.AppendChild(pa)
 	changes.AppendChild(ch)
-	op.AppendChild(changes)
-	return envelope(id, op)
+	req.AppendChild(changes)
+	return envelope(id, req)
 }
 
 func modDNRequest(id int64, dn, newRDN, newSuperior string) []byte {

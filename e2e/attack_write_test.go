@@ -740,20 +740,7 @@ func TestAttackWriteMovedUnitLeavesNoStaleRead(t *testing.T) {
 
 // modifyReplace is a modify request replacing attr of dn with value.
 func modifyReplace(id int64, dn, attr, value string) []byte {
-	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "modify")
-	op.AppendChild(octets(dn))
-	changes := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "changes")
-	change := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "change")
-	change.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, int64(2), "replace"))
-	a := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "attribute")
-	a.AppendChild(octets(attr))
-	set := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "values")
-	set.AppendChild(octets(value))
-	a.AppendChild(set)
-	change.AppendChild(a)
-	changes.AppendChild(change)
-	op.AppendChild(changes)
-	return envelope(id, op)
+	return modifyValueRequest(id, dn, 2, attr, value)
 }
 
 // Writes the client gives up on: abandoned in the same packet, or left by

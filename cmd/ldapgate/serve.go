@@ -63,6 +63,14 @@ variables, then flags; a later source overrides an earlier one. A minimal start:
 // SIGHUP it reads the configuration again with reload (when not nil) and
 // applies what can change while running.
 func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (Config, error)) error {
+	// Caught from the start: a SIGTERM that came while the gateway was
+	// starting (once its address file said it listens, say) killed it
+	// before its journal and cluster node were closed. One that comes
+	// before it serves is handled once it does: it stops at once, cleanly.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	// The BER library decodes with its own limit; keep it at ours.
 	ber.MaxPacketLengthBytes = int64(cfg.Limits.MaxMessageSize)
 
@@ -221,9 +229,6 @@ func runServe(ctx context.Context, cfg Config, log *slog.Logger, reload func() (
 	}
 	log.Info("ldapgate serving", "version", version, "listen", listeners.urls(cfg.Listen), "upstream", upURLs)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 wait:
 	for {
 		select {
