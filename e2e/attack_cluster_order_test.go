@@ -311,9 +311,7 @@ func TestAttackClusterOrderPipelinedRenameThenExop(t *testing.T) {
 	c := newClusterEnv(t, clusterOptions{Nodes: 3, Users: 1})
 	c.converged(60 * time.Second)
 	for _, n := range c.members() {
-		raw := dialRaw(t, n.url)
-		raw.send(t, bindRequest(1, mirrorAdminDN, c.e.dir.RootPW))
-		raw.expectResult(t, 1, 0)
+		raw := adminRaw(t, n.url, c.e.dir.RootPW)
 		last := ""
 		for round := range 2 {
 			var burst []byte
@@ -547,9 +545,7 @@ func TestAttackClusterOrderExopRacingUnitSwaps(t *testing.T) {
 	// gateway: the DN is without an entry for the least time, and the
 	// password modify's window between its re-read and its relay more
 	// often holds a whole swap.
-	raw := dialRaw(t, c.members()[0].url)
-	raw.send(t, bindRequest(1, mirrorAdminDN, c.e.dir.RootPW))
-	raw.expectResult(t, 1, 0)
+	raw := adminRaw(t, c.members()[0].url, c.e.dir.RootPW)
 	id := int64(2)
 	for i := range 150 {
 		var burst []byte
@@ -673,9 +669,7 @@ func TestAttackLoneOrderPipelinedExopDeleteAddExop(t *testing.T) {
 
 // pipelinedExopDeleteAddExop sends the bursts through the gateway at url.
 func pipelinedExopDeleteAddExop(t *testing.T, url, rootPW string) {
-	raw := dialRaw(t, url)
-	raw.send(t, bindRequest(1, mirrorAdminDN, rootPW))
-	raw.expectResult(t, 1, 0)
+	raw := adminRaw(t, url, rootPW)
 	for round := range 5 {
 		var burst []byte
 		burst = append(burst, passwordModifyRaw(2, userDN("alice"), fmt.Sprintf("pipe-readd-%d-a", round))...)
@@ -730,9 +724,7 @@ func TestAttackClusterOrderBufferedExopRacingUnitSwaps(t *testing.T) {
 		t.Skip("long (about 50 s): LDAPGATE_LONG=1 runs it")
 	}
 	c, g, unit := unitSwapCluster(t)
-	raw := dialRaw(t, c.members()[2].url)
-	raw.send(t, bindRequest(1, mirrorAdminDN, c.e.dir.RootPW))
-	raw.expectResult(t, 1, 0)
+	raw := adminRaw(t, c.members()[2].url, c.e.dir.RootPW)
 	id := int64(2)
 	codes := map[int64]int{}
 	var acked []string // the passwords taken, in order

@@ -33,6 +33,16 @@ func skipOpenHolds(t *testing.T) {
 	}
 }
 
+// adminRaw is a raw connection to url bound as the mirror's admin with
+// password pw (message ID 1).
+func adminRaw(t *testing.T, url, pw string) *rawConn {
+	t.Helper()
+	raw := dialRaw(t, url)
+	raw.send(t, bindRequest(1, mirrorAdminDN, pw))
+	raw.expectResult(t, 1, 0)
+	return raw
+}
+
 // modifyAddValue is a modify adding value to dn's attr.
 func modifyAddValue(id int64, dn, attr, value string) []byte {
 	return modifyValueRequest(id, dn, 0, attr, value)
@@ -82,9 +92,7 @@ func wantAllSuccess(t *testing.T, what string, got map[int64]ldapMessage) {
 func TestAttackHoldsPipelinedLifeOfAnAccount(t *testing.T) {
 	e := newAttackEnv(t, "", nil)
 	e.waitMirrored(20*time.Second, false)
-	raw := dialRaw(t, e.gw.URL)
-	raw.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
-	raw.expectResult(t, 1, 0)
+	raw := adminRaw(t, e.gw.URL, e.dir.RootPW)
 	// The units are added before the bursts: slapd runs a connection's
 	// pipelined operations on several threads, so a child's add sent
 	// right behind its parent's may reach the backend first (32 from
@@ -157,9 +165,7 @@ func TestAttackHoldsPipelinedLifeOfAnAccount(t *testing.T) {
 func TestAttackHoldsBulkProvisioningWithGroups(t *testing.T) {
 	e := newAttackEnv(t, "", nil)
 	e.waitMirrored(20*time.Second, false)
-	raw := dialRaw(t, e.gw.URL)
-	raw.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
-	raw.expectResult(t, 1, 0)
+	raw := adminRaw(t, e.gw.URL, e.dir.RootPW)
 
 	// The control: 200 pipelined modifies of one existing account.
 	id := int64(2)
@@ -285,9 +291,7 @@ func TestAttackHoldsAbandonedAndDropped(t *testing.T) {
 	e.waitMirrored(20*time.Second, false)
 	dn := userDN("dropped")
 	for round := range 5 {
-		raw := dialRaw(t, e.gw.URL)
-		raw.send(t, bindRequest(1, mirrorAdminDN, e.dir.RootPW))
-		raw.expectResult(t, 1, 0)
+		raw := adminRaw(t, e.gw.URL, e.dir.RootPW)
 		var burst []byte
 		burst = append(burst, addRequest(2, dn, holdsPerson("dropped", "pw-d"))...)
 		burst = append(burst, abandonRequest(3, 2)...)
@@ -361,9 +365,7 @@ func TestAttackHoldsAbandonedAndDropped(t *testing.T) {
 func TestAttackHoldsClusterExopsAmongAddsOfOthers(t *testing.T) {
 	c := newClusterEnv(t, clusterOptions{Nodes: 3, Users: 1})
 	c.converged(60 * time.Second)
-	raw := dialRaw(t, c.members()[1].url)
-	raw.send(t, bindRequest(1, mirrorAdminDN, c.e.dir.RootPW))
-	raw.expectResult(t, 1, 0)
+	raw := adminRaw(t, c.members()[1].url, c.e.dir.RootPW)
 	id := int64(2)
 	run := func(what string, exops bool, round int) time.Duration {
 		var burst []byte
